@@ -1,0 +1,122 @@
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { KilnError } from '../../errors/index.js';
+import { KilnServer } from '../../server/kiln-server.js';
+import { createLogger, type LogLevel } from '../../util/log.js';
+import type { Command } from '../command.js';
+
+const HELP = `Usage: kiln server [options]
+
+Runs the kiln server: the session tier app servers connect to.
+
+Options:
+  --host <addr>              address to listen on (default 127.0.0.1)
+  --port <n>                 TCP port (default 9510; 0 = any free port)
+  --data <dir>               data directory; sessions survive restarts (default ./kiln-data)
+  --no-data                  keep sessions in memory only
+  --fsync <policy>           always | everysec | never (default everysec)
+  --token-file <file>        file holding the shared secret (else KILN_TOKEN)
+  --insecure-no-auth         accept clients without a token (trusted networks only)
+  --max-connections <n>      default 10000
+  --max-frame-bytes <n>      default 8388608
+  --max-session-bytes <n>    default 4194304
+  --max-attribute-bytes <n>  default 1048576
+  --max-attributes <n>       default 1000
+  --idle-connection-ms <n>   close connections silent this long (default 60000; 0 = never)
+  --recall-timeout-ms <n>    how long a holder has to hand a session over (default 3000)
+  --expiry-sweep-ms <n>      expiry resolution (default 1000)
+  --log-level <level>        debug | info | warn | error | silent (default info)
+  -h, --help                 this help
+
+On start it prints one line: "kiln server ready on <host>:<port> ..." (stdout).
+SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0.
+`;
+
+function intOption(values: Record<string, unknown>, name: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${name} must be a non-negative integer (got ${JSON.stringify(raw)})`);
+  return n;
+}
+
+export const serverCommand: Command = {
+  name: 'server',
+  summary: 'run the kiln server (the session tier)',
+  help: HELP,
+  async run(argv) {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        data: { type: 'string' },
+        'no-data': { type: 'boolean' },
+        fsync: { type: 'string' },
+        'token-file': { type: 'string' },
+        'insecure-no-auth': { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'max-frame-bytes': { type: 'string' },
+        'max-session-bytes': { type: 'string' },
+        'max-attribute-bytes': { type: 'string' },
+        'max-attributes': { type: 'string' },
+        'idle-connection-ms': { type: 'string' },
+        'recall-timeout-ms': { type: 'string' },
+        'expiry-sweep-ms': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    });
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    const tokenFile = values['token-file'];
+    const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : process.env['KILN_TOKEN'];
+    if (!token && !values['insecure-no-auth']) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'no token: pass --token-file F or set KILN_TOKEN (or --insecure-no-auth on a trusted network)');
+    }
+    const fsync = values.fsync ?? 'everysec';
+    if (!['always', 'everysec', 'never'].includes(fsync)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--fsync must be always, everysec or never (got ${JSON.stringify(fsync)})`);
+    const logLevel = (values['log-level'] ?? 'info') as LogLevel;
+    if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--log-level must be debug, info, warn, error or silent`);
+    const limits: Record<string, number> = {};
+    for (const [flag, key] of [['max-session-bytes', 'maxSessionBytes'], ['max-attribute-bytes', 'maxAttributeBytes'], ['max-attributes', 'maxAttributes']] as const) {
+      const v = intOption(values, flag);
+      if (v !== undefined) limits[key] = v;
+    }
+    const server = new KilnServer({
+      host: values.host ?? '127.0.0.1',
+      port: intOption(values, 'port') ?? 9510,
+      token: token || undefined,
+      insecureNoAuth: values['insecure-no-auth'] ?? false,
+      dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
+      fsync: fsync as 'always' | 'everysec' | 'never',
+      maxConnections: intOption(values, 'max-connections'),
+      maxFrameBytes: intOption(values, 'max-frame-bytes'),
+      idleConnectionTimeoutMs: intOption(values, 'idle-connection-ms'),
+      recallTimeoutMs: intOption(values, 'recall-timeout-ms'),
+      expirySweepMs: intOption(values, 'expiry-sweep-ms'),
+      limits,
+      logger: createLogger('kiln-server', logLevel),
+    });
+    const info = await server.start();
+    const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
+    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${loaded})\n`);
+    return new Promise<number>((resolve) => {
+      const stop = (): void => {
+        process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');
+        server.stop().then(
+          () => resolve(0),
+          (err: Error) => {
+            process.stderr.write(`kiln server: error while stopping: ${err.message}\n`);
+            resolve(1);
+          },
+        );
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+  },
+};

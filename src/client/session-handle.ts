@@ -1,0 +1,207 @@
+import { KilnError } from '../errors/index.js';
+import { DeltaTracker } from '../session/delta.js';
+import type { SessionMeta } from '../session/model.js';
+import type { Unlock } from './keyed-queue.js';
+
+/** A session as the client caches it: committed attributes (encoded) and metadata. */
+export interface CachedSession {
+  meta: SessionMeta;
+  attributes: Map<string, Uint8Array>;
+  bytes: number;
+}
+
+/** What a handle asks of its client; implemented by SessionClient. */
+export interface HandleHost {
+  commitHandle(handle: SessionHandle, options: { force: boolean }): Promise<CommitResult>;
+  destroyHandle(handle: SessionHandle): Promise<void>;
+  regenerateHandle(handle: SessionHandle, keep: readonly string[]): Promise<void>;
+  closeHandle(handle: SessionHandle): void;
+}
+
+export interface CommitResult {
+  /** Whether anything was sent (a request that changed nothing sends nothing). */
+  committed: boolean;
+  version: number;
+  /** Bytes of attribute data sent. */
+  bytes: number;
+}
+
+/** Metadata a request changed, sent with its next commit. */
+export interface MetaChanges {
+  principal?: string | null;
+  idleTimeoutMs?: number;
+  absoluteExpiresAt?: number;
+}
+
+/**
+ * One request's view of one session. Get and set attributes, then `commit()` and
+ * `close()` (adapters do both at the end of the request). While a handle is open no
+ * other request of this process works on the same session.
+ *
+ * @example
+ * const session = await kiln.open(cookieValue);
+ * session.set('visits', ((session.get('visits') as number) ?? 0) + 1);
+ * await session.commit();
+ * session.close();
+ */
+export class SessionHandle {
+  /** @internal */ tracker: DeltaTracker;
+  /** @internal */ metaChanges: MetaChanges = {};
+  /** @internal */ unlock: Unlock | undefined;
+  private state: 'open' | 'destroyed' | 'closed' = 'open';
+
+  /** @internal */
+  constructor(
+    private readonly host: HandleHost,
+    /** @internal */ public base: CachedSession,
+    /** @internal */ public isNewSession: boolean,
+    readonly readOnly: boolean,
+    unlock: Unlock | undefined,
+  ) {
+    this.tracker = new DeltaTracker(base.attributes);
+    this.unlock = unlock;
+  }
+
+  get id(): string {
+    return this.base.meta.id;
+  }
+
+  /** True until the session has been committed once (a fresh id nobody stored yet). */
+  get isNew(): boolean {
+    return this.isNewSession;
+  }
+
+  get isDestroyed(): boolean {
+    return this.state === 'destroyed';
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** Metadata as of load or the last commit, with this request's pending changes applied. */
+  get meta(): Readonly<SessionMeta> {
+    return {
+      ...this.base.meta,
+      principal: this.metaChanges.principal !== undefined ? this.metaChanges.principal : this.base.meta.principal,
+      idleTimeoutMs: this.metaChanges.idleTimeoutMs ?? this.base.meta.idleTimeoutMs,
+      absoluteExpiresAt: this.metaChanges.absoluteExpiresAt ?? this.base.meta.absoluteExpiresAt,
+    };
+  }
+
+  get principal(): string | null {
+    return this.meta.principal;
+  }
+
+  /** Ties the session to a user so `destroyByPrincipal` ("log out everywhere") finds it. */
+  setPrincipal(principal: string | null): void {
+    this.assertWritable();
+    if (principal !== null && (typeof principal !== 'string' || principal.length === 0)) {
+      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'principal must be a non-empty string or null');
+    }
+    this.metaChanges.principal = principal;
+  }
+
+  /** Changes the idle timeout (e.g. "remember me"); 0 disables idle expiry. */
+  setIdleTimeout(ms: number): void {
+    this.assertWritable();
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'idle timeout must be a non-negative integer of milliseconds');
+    this.metaChanges.idleTimeoutMs = ms;
+  }
+
+  /** Sets the absolute expiry (epoch ms); 0 disables it. */
+  setAbsoluteExpiry(at: number): void {
+    this.assertWritable();
+    if (!Number.isSafeInteger(at) || at < 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'absolute expiry must be epoch milliseconds or 0');
+    this.metaChanges.absoluteExpiresAt = at;
+  }
+
+  get<T = unknown>(name: string): T | undefined {
+    this.assertUsable();
+    return this.tracker.get(name) as T | undefined;
+  }
+
+  set(name: string, value: unknown): void {
+    this.assertWritable();
+    if (typeof name !== 'string' || name.length === 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'attribute name must be a non-empty string');
+    this.tracker.set(name, value);
+  }
+
+  delete(name: string): void {
+    this.assertWritable();
+    this.tracker.delete(name);
+  }
+
+  has(name: string): boolean {
+    this.assertUsable();
+    return this.tracker.has(name);
+  }
+
+  keys(): string[] {
+    this.assertUsable();
+    return this.tracker.keys();
+  }
+
+  /** Decodes every attribute (for debugging and full-session APIs; costs a decode each). */
+  toObject(): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const key of this.keys()) out[key] = this.get(key);
+    return out;
+  }
+
+  /** True when this request may have changed something (cheap; the commit decides exactly). */
+  get mayHaveChanged(): boolean {
+    return !this.tracker.pristine || Object.keys(this.metaChanges).length > 0;
+  }
+
+  /**
+   * Sends what changed, if anything. `force` stores a new session even when it is
+   * empty (express-session's saveUninitialized).
+   */
+  commit(options: { force?: boolean } = {}): Promise<CommitResult> {
+    if (this.state !== 'open' || this.readOnly) return Promise.resolve({ committed: false, version: this.base.meta.version, bytes: 0 });
+    return this.host.commitHandle(this, { force: options.force === true });
+  }
+
+  /** Ends the session everywhere (logout). The handle stays usable as a fresh, empty session only via regenerate(). */
+  async destroy(): Promise<void> {
+    if (this.state !== 'open') return;
+    await this.host.destroyHandle(this);
+    this.state = 'destroyed';
+  }
+
+  /**
+   * Replaces the session id (do it on login: it defeats session fixation). The old
+   * session is destroyed; attributes named in `keep` move to the new one.
+   */
+  async regenerate(keep: readonly string[] = []): Promise<void> {
+    this.assertWritable(true);
+    await this.host.regenerateHandle(this, keep);
+    this.state = 'open';
+  }
+
+  /** Lets the next request on this session run. Safe to call twice. */
+  close(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.host.closeHandle(this);
+  }
+
+  /** @internal */
+  reset(base: CachedSession, isNew: boolean): void {
+    this.base = base;
+    this.isNewSession = isNew;
+    this.tracker = new DeltaTracker(base.attributes);
+    this.metaChanges = {};
+  }
+
+  private assertUsable(): void {
+    if (this.state === 'closed') throw new KilnError('KILN_ERR_CLOSED', 'this session handle was closed at the end of its request');
+  }
+
+  private assertWritable(allowDestroyed = false): void {
+    this.assertUsable();
+    if (this.readOnly) throw new KilnError('KILN_ERR_READ_ONLY_SESSION', 'this route declared its session read-only; it cannot change it');
+    if (this.state === 'destroyed' && !allowDestroyed) throw new KilnError('KILN_ERR_SESSION_DESTROYED', 'the session was destroyed in this request; regenerate() starts a new one');
+  }
+}

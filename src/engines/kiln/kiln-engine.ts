@@ -1,0 +1,490 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { errorFromWire, KilnError, toKilnError } from '../../errors/index.js';
+import { encodeFrame, FrameParser, PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
+import {
+  commitToWire,
+  decodeBody,
+  encodeBody,
+  metaFromWire,
+  MessageType,
+  record,
+  snapshotFromWire,
+  touchesToWire,
+  type WelcomeBody,
+} from '../../protocol/messages.js';
+import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
+import { OptionReader } from '../../util/options.js';
+import { StatusStream } from '../../util/status.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
+
+/**
+ * The engine that talks to a kiln server over TCP: pipelined requests matched by id,
+ * a handshake that authenticates and announces the server's epoch, heartbeats, and
+ * reconnect with capped exponential backoff and jitter. Every call is bounded by a
+ * timeout, including calls made while the connection is down (they wait for it up to
+ * their timeout, then fail with KILN_ERR_ENGINE_UNAVAILABLE).
+ *
+ * Leases are tied to the connection: when it drops, the server frees them and this
+ * engine tells its LeaseHandler that all are lost.
+ *
+ * @example
+ * const engine = connect('kiln://127.0.0.1:9510', { token: process.env.KILN_TOKEN });
+ * engine.status.on((s) => console.log('kiln', s.type));
+ */
+export interface KilnEngineOptions {
+  /** Shared secret; else read from tokenFile, else from the KILN_TOKEN environment variable. */
+  token?: string;
+  tokenFile?: string;
+  /** Shown in the server's client list. */
+  name?: string;
+  app?: string;
+  connectTimeoutMs?: number;
+  operationTimeoutMs?: number;
+  acquireTimeoutMs?: number;
+  /**
+   * Delay before reconnect attempt `attempt` (1, 2, …), or false to give up. Default:
+   * 50 ms doubling to 2 s, each delay jittered to between half and all of it.
+   */
+  reconnect?: (attempt: number, cause: Error | undefined) => number | false;
+  /** Heartbeat interval; default a third of the server's idle timeout (at most 10 s). */
+  pingIntervalMs?: number;
+  /** TLS options for `kilns://` URLs. */
+  tls?: ConnectionOptions;
+  maxFrameBytes?: number;
+}
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (err: KilnError) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface Waiting {
+  resolve: () => void;
+  reject: (err: KilnError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export function defaultReconnect(attempt: number): number {
+  const base = Math.min(2000, 50 * 2 ** Math.min(attempt - 1, 10));
+  return Math.round(base / 2 + (Math.random() * base) / 2);
+}
+
+export class KilnEngine implements Engine {
+  readonly kind = 'kiln';
+  readonly ownerId: string;
+  readonly status = new StatusStream<EngineStatus>();
+  epoch: string | undefined;
+  limits: EngineLimits | undefined;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly secure: boolean;
+  private readonly token: string;
+  private readonly app: string;
+  private readonly connectTimeoutMs: number;
+  private readonly operationTimeoutMs: number;
+  private readonly acquireTimeoutMs: number;
+  private readonly reconnectPolicy: (attempt: number, cause: Error | undefined) => number | false;
+  private readonly pingIntervalOption: number | undefined;
+  private readonly tlsOptions: ConnectionOptions | undefined;
+  private readonly maxFrameBytes: number;
+  private socket: Socket | undefined;
+  private state: 'idle' | 'connecting' | 'ready' | 'waiting' | 'failed' | 'closed' = 'idle';
+  private fatal: KilnError | undefined;
+  private nextRequestId = 0;
+  private readonly pending = new Map<number, Pending>();
+  private readonly waiting = new Set<Waiting>();
+  private handler: LeaseHandler | undefined;
+  private readonly eventListeners = new Set<(event: SessionEvent) => void>();
+  private reconnectAttempt = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private corked = false;
+  readonly counters = { requests: 0, reconnects: 0, disconnects: 0, timeouts: 0, bytesOut: 0, bytesIn: 0 };
+
+  constructor(url: string, options: KilnEngineOptions = {}) {
+    const o = new OptionReader('connect', options, ['token', 'tokenFile', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'reconnect', 'pingIntervalMs', 'tls', 'maxFrameBytes']);
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: ${JSON.stringify(url)} is not a URL like kiln://127.0.0.1:9510`);
+    }
+    if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`);
+    this.secure = parsed.protocol === 'kilns:';
+    this.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
+    this.port = parsed.port ? Number(parsed.port) : 9510;
+    const tokenFile = o.string('tokenFile', undefined);
+    this.token = o.string('token', undefined) ?? (tokenFile ? readFileSync(tokenFile, 'utf8').trim() : undefined) ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined) ?? process.env['KILN_TOKEN'] ?? '';
+    const name = o.string('name', `${hostname()}-${process.pid}`);
+    this.ownerId = `${name}-${randomBytes(3).toString('hex')}`;
+    this.app = o.string('app', process.argv[1]?.split('/').pop() ?? 'node');
+    this.connectTimeoutMs = o.int('connectTimeoutMs', 5000, 1);
+    this.operationTimeoutMs = o.int('operationTimeoutMs', DEFAULT_OPERATION_TIMEOUT_MS, 1);
+    this.acquireTimeoutMs = o.int('acquireTimeoutMs', DEFAULT_ACQUIRE_TIMEOUT_MS, 1);
+    this.reconnectPolicy = o.fn<(attempt: number, cause: Error | undefined) => number | false>('reconnect') ?? defaultReconnect;
+    this.pingIntervalOption = o.int('pingIntervalMs', 0, 0) || undefined;
+    this.tlsOptions = o.any('tls') as ConnectionOptions | undefined;
+    this.maxFrameBytes = o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024);
+  }
+
+  get connected(): boolean {
+    return this.state === 'ready';
+  }
+
+  /** Resolves once connected (first attempt, or after reconnecting); rejects on a fatal error or timeout. */
+  async connect(): Promise<void> {
+    await this.ready(this.connectTimeoutMs);
+  }
+
+  setLeaseHandler(handler: LeaseHandler): void {
+    this.handler = handler;
+  }
+
+  async acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
+    const timeoutMs = options?.timeoutMs ?? this.acquireTimeoutMs;
+    const body = record(await this.request(MessageType.Acquire, { id: sessionId, timeoutMs }, timeoutMs + this.operationTimeoutMs), 'grant');
+    return {
+      sessionId,
+      token: body['token'] as number,
+      epoch: body['epoch'] as string,
+      snapshot: snapshotFromWire(body['snapshot']),
+      releaseAfterUse: body['rau'] === true,
+    };
+  }
+
+  async release(sessionId: string, token: number): Promise<void> {
+    await this.request(MessageType.Release, { id: sessionId, token });
+  }
+
+  async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {
+    return snapshotFromWire(await this.request(MessageType.Load, { id: sessionId, token }));
+  }
+
+  async commit(request: CommitRequest): Promise<CommitAck> {
+    const body = record(await this.request(MessageType.Commit, commitToWire(request)), 'ack');
+    return { version: body['version'] as number, duplicate: body['duplicate'] === true };
+  }
+
+  async touch(items: readonly TouchItem[]): Promise<void> {
+    if (items.length === 0) return;
+    await this.request(MessageType.Touch, touchesToWire(items));
+  }
+
+  async destroy(sessionId: string, options?: { reason?: string }): Promise<boolean> {
+    return (await this.request(MessageType.Destroy, { id: sessionId, reason: options?.reason })) === true;
+  }
+
+  async findByPrincipal(principal: string): Promise<SessionMeta[]> {
+    const list = await this.request(MessageType.FindPrincipal, { principal });
+    if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
+    return list.map(metaFromWire);
+  }
+
+  async destroyByPrincipal(principal: string): Promise<number> {
+    return (await this.request(MessageType.DestroyPrincipal, { principal })) as number;
+  }
+
+  onEvent(listener: (event: SessionEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    if (this.eventListeners.size === 1 && this.state === 'ready') void this.request(MessageType.Subscribe, { events: true }).catch(() => undefined);
+    return () => {
+      this.eventListeners.delete(listener);
+      if (this.eventListeners.size === 0 && this.state === 'ready') void this.request(MessageType.Subscribe, { events: false }).catch(() => undefined);
+    };
+  }
+
+  async stats(): Promise<EngineStats> {
+    const s = record(await this.request(MessageType.Stats, {}), 'stats');
+    return { ...(s as unknown as EngineStats), kind: this.kind };
+  }
+
+  async ping(): Promise<number> {
+    const started = Date.now();
+    await this.request(MessageType.Ping, {});
+    return Date.now() - started;
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.pingTimer);
+    const error = new KilnError('KILN_ERR_CLOSED', 'the engine was closed');
+    this.rejectAll(error);
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket && !socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.end();
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 500).unref();
+      });
+    }
+    this.status.push({ type: 'closed' });
+    this.status.end();
+  }
+
+  // ---- requests -----------------------------------------------------------------------
+
+  private async request(type: number, body: unknown, timeoutMs = this.operationTimeoutMs): Promise<unknown> {
+    const deadline = Date.now() + timeoutMs;
+    if (this.state !== 'ready') await this.ready(timeoutMs);
+    const remaining = Math.max(1, deadline - Date.now());
+    return new Promise<unknown>((resolve, reject) => {
+      const id = (this.nextRequestId = (this.nextRequestId % 0xfffffffe) + 1);
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        this.counters.timeouts++;
+        reject(new KilnError('KILN_ERR_TIMEOUT', `kiln server did not answer within ${timeoutMs} ms`, { details: { type, timeoutMs } }));
+      }, remaining);
+      if (this.state !== 'ready' || !this.socket) {
+        clearTimeout(timer);
+        reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost'));
+        return;
+      }
+      this.pending.set(id, { resolve, reject, timer });
+      this.counters.requests++;
+      this.write(this.socket, encodeFrame(type, id, encodeBody(body)));
+    });
+  }
+
+  /** Many requests made in one tick leave in one TCP segment. */
+  private write(socket: Socket, frame: Buffer): void {
+    this.counters.bytesOut += frame.length;
+    if (!this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(frame);
+  }
+
+  /** Waits until connected, starting the connection if nobody has. */
+  private ready(timeoutMs: number): Promise<void> {
+    if (this.state === 'ready') return Promise.resolve();
+    if (this.state === 'closed') return Promise.reject(new KilnError('KILN_ERR_CLOSED', 'the engine was closed'));
+    if (this.state === 'failed') return Promise.reject(this.fatal!);
+    if (this.state === 'idle') this.dial();
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiting = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiting.delete(waiter);
+          reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `kiln server at ${this.host}:${this.port} not reachable within ${timeoutMs} ms`, { details: { host: this.host, port: this.port } }));
+        }, timeoutMs),
+      };
+      this.waiting.add(waiter);
+    });
+  }
+
+  // ---- connection lifecycle ---------------------------------------------------------------
+
+  private dial(): void {
+    this.state = 'connecting';
+    const parser = new FrameParser(this.maxFrameBytes);
+    const socket = this.secure
+      ? tlsConnect({ host: this.host, port: this.port, servername: this.host, ...this.tlsOptions })
+      : netConnect({ host: this.host, port: this.port });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    let handshaken = false;
+    let lastError: Error | undefined;
+    const connectTimer = setTimeout(() => {
+      lastError = new KilnError('KILN_ERR_TIMEOUT', 'connect/handshake timed out');
+      socket.destroy();
+    }, this.connectTimeoutMs);
+    const onOpen = (): void => {
+      socket.write(encodeFrame(MessageType.Hello, 1, encodeBody({ token: this.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.app } })));
+    };
+    socket.once(this.secure ? 'secureConnect' : 'connect', onOpen);
+    socket.on('data', (chunk: Buffer) => {
+      this.counters.bytesIn += chunk.length;
+      const { frames, error } = parser.push(chunk);
+      for (const frame of frames) {
+        if (frame.version !== PROTOCOL_VERSION) {
+          lastError = this.failFatal(new KilnError('KILN_ERR_PROTOCOL_VERSION', `server sent protocol version ${frame.version}; this client speaks ${PROTOCOL_VERSION}`));
+          socket.destroy();
+          return;
+        }
+        let body: unknown;
+        try {
+          body = decodeBody(frame.body);
+        } catch (err) {
+          lastError = toKilnError(err);
+          socket.destroy();
+          return;
+        }
+        if (!handshaken) {
+          clearTimeout(connectTimer);
+          if (frame.type === MessageType.Welcome) {
+            handshaken = true;
+            this.onWelcome(body as WelcomeBody);
+          } else {
+            const err = errorFromWire(body);
+            lastError = err.code === 'KILN_ERR_AUTH' || err.code === 'KILN_ERR_PROTOCOL_VERSION' ? this.failFatal(err) : err;
+            socket.destroy();
+            return;
+          }
+          continue;
+        }
+        this.onFrame(frame.type, frame.requestId, body);
+      }
+      if (error) {
+        lastError = error;
+        socket.destroy();
+      }
+    });
+    socket.on('error', (err) => {
+      lastError = err;
+    });
+    socket.on('close', () => {
+      clearTimeout(connectTimer);
+      if (this.socket === socket) this.socket = undefined;
+      this.onDisconnect(handshaken, lastError);
+    });
+  }
+
+  private onWelcome(welcome: WelcomeBody): void {
+    const previous = this.epoch;
+    this.epoch = welcome.epoch;
+    const l = welcome.limits ?? {};
+    this.limits = {
+      maxAttributeBytes: l['maxAttributeBytes'] ?? 1 << 20,
+      maxSessionBytes: l['maxSessionBytes'] ?? 4 << 20,
+      maxAttributes: l['maxAttributes'] ?? 1000,
+      maxAttributeNameLength: l['maxAttributeNameLength'] ?? 256,
+      maxPrincipalLength: l['maxPrincipalLength'] ?? 256,
+    };
+    this.state = 'ready';
+    this.reconnectAttempt = 0;
+    if (previous !== undefined && previous !== welcome.epoch) this.status.push({ type: 'epochChanged', from: previous, to: welcome.epoch });
+    this.status.push({ type: 'connected', epoch: welcome.epoch });
+    const idle = l['idleConnectionTimeoutMs'] ?? 60_000;
+    const interval = this.pingIntervalOption ?? Math.max(100, Math.min(10_000, Math.floor((idle || 30_000) / 3)));
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => {
+      // A ping that goes unanswered means a dead peer the kernel has not noticed: drop it and reconnect.
+      this.ping().catch((err: KilnError) => {
+        if (err.code === 'KILN_ERR_TIMEOUT') this.socket?.destroy();
+      });
+    }, interval);
+    this.pingTimer.unref();
+    if (this.eventListeners.size > 0) void this.request(MessageType.Subscribe, { events: true }).catch(() => undefined);
+    for (const w of this.waiting) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+    this.waiting.clear();
+  }
+
+  private onFrame(type: number, requestId: number, body: unknown): void {
+    switch (type) {
+      case MessageType.Ok:
+      case MessageType.Error: {
+        if (requestId === 0) {
+          // The server is closing this connection and says why.
+          this.status.push({ type: 'error', error: errorFromWire(body) });
+          return;
+        }
+        const p = this.pending.get(requestId);
+        if (!p) return;
+        this.pending.delete(requestId);
+        clearTimeout(p.timer);
+        if (type === MessageType.Ok) p.resolve(body);
+        else p.reject(errorFromWire(body));
+        return;
+      }
+      case MessageType.Recall: {
+        const o = body as { id?: unknown; token?: unknown };
+        if (typeof o?.id === 'string' && typeof o.token === 'number') this.handler?.recall(o.id, o.token);
+        return;
+      }
+      case MessageType.Revoked: {
+        const o = body as { id?: unknown; token?: unknown; reason?: unknown };
+        if (typeof o?.id === 'string' && typeof o.token === 'number') this.handler?.revoked(o.id, o.token, String(o.reason));
+        return;
+      }
+      case MessageType.Event: {
+        const event = body as SessionEvent;
+        for (const listener of this.eventListeners) {
+          try {
+            listener(event);
+          } catch {
+            // A listener's failure is its own.
+          }
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private onDisconnect(wasReady: boolean, cause: Error | undefined): void {
+    clearInterval(this.pingTimer);
+    if (wasReady) {
+      this.counters.disconnects++;
+      this.rejectAll(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost', { cause }), false);
+      this.handler?.lost('disconnected');
+      this.status.push({ type: 'disconnected', error: cause });
+    }
+    if (this.state === 'closed' || this.state === 'failed') return;
+    this.state = 'waiting';
+    const attempt = ++this.reconnectAttempt;
+    const delay = this.reconnectPolicy(attempt, cause);
+    if (delay === false) {
+      this.failFatal(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `gave up reconnecting to ${this.host}:${this.port} after ${attempt - 1} attempts`, { cause }));
+      return;
+    }
+    this.counters.reconnects++;
+    this.status.push({ type: 'reconnecting', attempt, delayMs: delay });
+    this.reconnectTimer = setTimeout(() => {
+      if (this.state === 'waiting') this.dial();
+    }, delay);
+    this.reconnectTimer.unref();
+  }
+
+  private failFatal(error: KilnError): KilnError {
+    this.fatal = error;
+    this.state = 'failed';
+    this.status.push({ type: 'error', error });
+    this.rejectAll(error);
+    return error;
+  }
+
+  private rejectAll(error: KilnError, includeWaiting = true): void {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(error);
+    }
+    this.pending.clear();
+    if (!includeWaiting) return;
+    for (const w of this.waiting) {
+      clearTimeout(w.timer);
+      w.reject(error);
+    }
+    this.waiting.clear();
+  }
+}
+
+/**
+ * Connects to a kiln server.
+ *
+ * @example
+ * const engine = connect('kiln://127.0.0.1:9510', { token: process.env.KILN_TOKEN });
+ */
+export function connect(url: string, options: KilnEngineOptions = {}): KilnEngine {
+  return new KilnEngine(url, options);
+}

@@ -1,0 +1,58 @@
+import { ERROR_REGISTRY, isKilnErrorCode, type KilnErrorCode } from './registry.js';
+
+export { ERROR_REGISTRY, isKilnErrorCode, type KilnErrorCode };
+
+/**
+ * The one error class Kiln throws. Match on `code`:
+ *
+ * @example
+ * try { await session.commit(); }
+ * catch (err) { if (err instanceof KilnError && err.code === 'KILN_ERR_SESSION_TOO_LARGE') … }
+ */
+export class KilnError extends Error {
+  override readonly name = 'KilnError';
+  readonly code: KilnErrorCode;
+  /** Extra machine-readable facts (attribute name, limit, session id…). */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(code: KilnErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options?.details;
+  }
+
+  /** Whether the same operation may succeed if tried again (see the registry). */
+  get retryable(): boolean {
+    return ERROR_REGISTRY[this.code].retryable;
+  }
+
+  toJSON(): { code: KilnErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: { ...this.details } } : { code: this.code, message: this.message };
+  }
+}
+
+export function kilnError(code: KilnErrorCode, message: string, details?: Record<string, unknown>, cause?: unknown): KilnError {
+  return new KilnError(code, message, { details, cause });
+}
+
+export function isKilnError(err: unknown, code?: KilnErrorCode): err is KilnError {
+  return err instanceof KilnError && (code === undefined || err.code === code);
+}
+
+/** Rebuilds an error that crossed the wire; unknown codes become KILN_ERR_INTERNAL rather than trusted. */
+export function errorFromWire(wire: unknown): KilnError {
+  if (wire && typeof wire === 'object') {
+    const { code, message, details } = wire as { code?: unknown; message?: unknown; details?: unknown };
+    const text = typeof message === 'string' ? message : 'server error';
+    const extra = details && typeof details === 'object' ? (details as Record<string, unknown>) : undefined;
+    if (isKilnErrorCode(code)) return new KilnError(code, text, { details: extra });
+    return new KilnError('KILN_ERR_INTERNAL', `unknown error code ${String(code)}: ${text}`);
+  }
+  return new KilnError('KILN_ERR_PROTOCOL', 'malformed error reply');
+}
+
+/** Wraps anything thrown into a KilnError so it can cross the wire or reach an adapter. */
+export function toKilnError(err: unknown): KilnError {
+  if (err instanceof KilnError) return err;
+  return new KilnError('KILN_ERR_INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+}

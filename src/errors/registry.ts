@@ -1,0 +1,43 @@
+/**
+ * Every error Kiln raises has a stable `code` listed here, with the one-line meaning
+ * that docs/errors.md repeats (a unit test keeps the two in step). Users match on
+ * `code`, never on message text.
+ *
+ * `retryable` says whether the same operation may succeed if tried again unchanged
+ * (after a reconnect, a lease re-acquire or a pause), which is what the client's
+ * retry logic and adapters' "serve without session" fallbacks key on.
+ */
+export const ERROR_REGISTRY = {
+  KILN_ERR_INVALID_OPTION: { retryable: false, meaning: 'An option passed to a Kiln API is missing, of the wrong type or out of range; the message names it.' },
+  KILN_ERR_INVALID_ARGUMENT: { retryable: false, meaning: 'An argument to a Kiln API (session id, attribute name, principal) is malformed.' },
+  KILN_ERR_UNSERIALIZABLE: { retryable: false, meaning: 'An attribute value cannot be encoded (function, symbol, circular structure…); the message names the attribute.' },
+  KILN_ERR_ATTRIBUTE_TOO_LARGE: { retryable: false, meaning: 'One encoded attribute is larger than maxAttributeBytes; nothing was committed.' },
+  KILN_ERR_SESSION_TOO_LARGE: { retryable: false, meaning: 'The session would exceed maxSessionBytes after the commit; nothing was committed.' },
+  KILN_ERR_TOO_MANY_ATTRIBUTES: { retryable: false, meaning: 'The session would hold more than maxAttributes attributes; nothing was committed.' },
+  KILN_ERR_READ_ONLY_SESSION: { retryable: false, meaning: 'A route declared read-only (lease scope "read") tried to change its session.' },
+  KILN_ERR_ENGINE_UNAVAILABLE: { retryable: true, meaning: 'The server tier cannot be reached right now (connecting, reconnecting, or down) within the operation timeout.' },
+  KILN_ERR_SESSION_NOT_FOUND: { retryable: false, meaning: 'The session does not exist (never created, expired, or destroyed).' },
+  KILN_ERR_SESSION_EXISTS: { retryable: false, meaning: 'A create was refused because a session with that id exists already.' },
+  KILN_ERR_SESSION_DESTROYED: { retryable: false, meaning: 'The session was destroyed (or expired); a late commit cannot bring it back.' },
+  KILN_ERR_CONFLICT: { retryable: false, meaning: 'The commit was computed from a version that is no longer current; it was not applied.' },
+  KILN_ERR_LEASE_LOST: { retryable: true, meaning: 'The commit or release carried a fencing token that is no longer current (lease revoked, recalled past its deadline, or lost with the connection).' },
+  KILN_ERR_LEASE_TIMEOUT: { retryable: true, meaning: 'The session lease was not granted within acquireTimeoutMs.' },
+  KILN_ERR_TIMEOUT: { retryable: true, meaning: 'An engine operation did not complete within its timeout.' },
+  KILN_ERR_CONNECTION_LOST: { retryable: true, meaning: 'The connection to the server tier was lost while the operation was in flight.' },
+  KILN_ERR_CLOSED: { retryable: false, meaning: 'The client or engine was closed; no further operations are accepted.' },
+  KILN_ERR_AUTH: { retryable: false, meaning: 'The server refused the handshake: missing or wrong token.' },
+  KILN_ERR_PROTOCOL_VERSION: { retryable: false, meaning: 'The peer speaks a protocol version this side does not support.' },
+  KILN_ERR_PROTOCOL: { retryable: false, meaning: 'Malformed frame or message (garbage bytes, bad field types, unknown message type).' },
+  KILN_ERR_FRAME_TOO_LARGE: { retryable: false, meaning: 'A frame announced a length above maxFrameBytes; the connection is closed.' },
+  KILN_ERR_TOO_MANY_CONNECTIONS: { retryable: true, meaning: 'The server is at maxConnections; try again later.' },
+  KILN_ERR_IDLE_CONNECTION: { retryable: true, meaning: 'The server closed a connection that sent nothing for idleConnectionTimeoutMs.' },
+  KILN_ERR_SERVER_SHUTTING_DOWN: { retryable: true, meaning: 'The server is stopping and accepts no new work.' },
+  KILN_ERR_STORAGE: { retryable: false, meaning: 'The server could not read or write its data directory.' },
+  KILN_ERR_INTERNAL: { retryable: false, meaning: 'A bug: an invariant inside Kiln did not hold. Please report it with the message.' },
+} as const satisfies Record<string, { retryable: boolean; meaning: string }>;
+
+export type KilnErrorCode = keyof typeof ERROR_REGISTRY;
+
+export function isKilnErrorCode(code: unknown): code is KilnErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_REGISTRY, code);
+}

@@ -1,0 +1,299 @@
+import type { Socket } from 'node:net';
+import { KilnError, toKilnError } from '../errors/index.js';
+import { encodeFrame, FrameParser, PROTOCOL_VERSION, type Frame } from '../protocol/frame.js';
+import {
+  commitFromWire,
+  decodeBody,
+  encodeBody,
+  MessageType,
+  record,
+  sessionId,
+  snapshotToWire,
+  str,
+  touchesFromWire,
+  uint,
+  type HelloBody,
+  type WelcomeBody,
+} from '../protocol/messages.js';
+import type { SessionEvent } from '../session/model.js';
+import type { Tier } from '../tier/tier.js';
+import type { Logger } from '../util/log.js';
+
+/**
+ * One client connection: handshake, then requests dispatched to the tier and answered
+ * by request id, in any order (pipelined). Everything the peer sends is untrusted: a
+ * bad frame or message ends this connection with a clear error and touches nothing
+ * else. The connection is one lease owner; when it closes, its leases move on.
+ */
+export interface ConnectionContext {
+  tier: Tier;
+  log: Logger;
+  serverId: string;
+  checkToken(token: string): boolean;
+  maxFrameBytes: number;
+  handshakeTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxAcquireTimeoutMs: number;
+  /** Requests in flight at which reading pauses until answers drain. */
+  maxInflight: number;
+  /** Unsent output above which a peer that does not read is disconnected. */
+  maxBufferedBytes: number;
+  shuttingDown(): boolean;
+  onClosed(conn: Connection): void;
+}
+
+export interface ClientInfo {
+  name: string;
+  pid: number;
+  host: string;
+  app: string;
+  address: string;
+  connectedAt: number;
+}
+
+export class Connection {
+  readonly ownerId: string;
+  info: ClientInfo;
+  subscribed = false;
+  private readonly parser: FrameParser;
+  private state: 'handshake' | 'ready' | 'closed' = 'handshake';
+  private inflight = 0;
+  private paused = false;
+  private readonly handshakeTimer: NodeJS.Timeout;
+  readonly counters = { requests: 0, errors: 0 };
+
+  constructor(
+    readonly socket: Socket,
+    id: number,
+    private readonly ctx: ConnectionContext,
+  ) {
+    this.ownerId = `c${id}`;
+    this.info = { name: '?', pid: 0, host: '?', app: '?', address: `${socket.remoteAddress}:${socket.remotePort}`, connectedAt: Date.now() };
+    this.parser = new FrameParser(ctx.maxFrameBytes);
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.onClose());
+    if (ctx.idleTimeoutMs > 0) {
+      socket.setTimeout(ctx.idleTimeoutMs, () => this.fail(new KilnError('KILN_ERR_IDLE_CONNECTION', `no traffic for ${ctx.idleTimeoutMs} ms`)));
+    }
+    this.handshakeTimer = setTimeout(() => this.fail(new KilnError('KILN_ERR_AUTH', 'no handshake within the time allowed')), ctx.handshakeTimeoutMs);
+  }
+
+  private get open(): boolean {
+    return this.state !== 'closed';
+  }
+
+  get isReady(): boolean {
+    return this.state === 'ready';
+  }
+
+  /** Server push (recall, revoke, event): request id 0. */
+  push(type: number, body: unknown): void {
+    this.send(type, 0, body);
+  }
+
+  sendEvent(event: SessionEvent): void {
+    if (this.subscribed && this.state === 'ready') this.push(MessageType.Event, event);
+  }
+
+  /** Sends an error for this connection only, then closes it. */
+  fail(error: KilnError): void {
+    if (this.state === 'closed') return;
+    this.counters.errors++;
+    this.ctx.log.warn('closing client connection', { client: this.info.address, code: error.code, error: error.message });
+    this.send(MessageType.Error, 0, error.toJSON());
+    this.state = 'closed';
+    this.socket.end();
+    // A peer that never reads must not keep the socket: force it shut soon after.
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  close(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    const { frames, error } = this.parser.push(chunk);
+    for (const frame of frames) {
+      // A frame may have closed the connection (bad version, failed handshake).
+      if (!this.open) return;
+      this.onFrame(frame);
+    }
+    if (error) this.fail(error);
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.version !== PROTOCOL_VERSION) {
+      this.fail(new KilnError('KILN_ERR_PROTOCOL_VERSION', `frame of protocol version ${frame.version}; this server speaks version ${PROTOCOL_VERSION}`, { details: { version: frame.version, supported: [PROTOCOL_VERSION] } }));
+      return;
+    }
+    if (this.state === 'handshake') {
+      this.handshake(frame);
+      return;
+    }
+    if (frame.requestId === 0) {
+      this.fail(new KilnError('KILN_ERR_PROTOCOL', 'request id 0 is reserved for server pushes'));
+      return;
+    }
+    this.counters.requests++;
+    this.inflight++;
+    if (this.inflight >= this.ctx.maxInflight && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    // Synchronous handlers answer in this turn; async ones (acquire, commit) later.
+    let result: unknown;
+    try {
+      result = this.dispatch(frame.type, decodeBody(frame.body));
+    } catch (err) {
+      this.answer(frame.requestId, err, undefined);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (value) => this.answer(frame.requestId, undefined, value),
+        (err) => this.answer(frame.requestId, err, undefined),
+      );
+    } else {
+      this.answer(frame.requestId, undefined, result);
+    }
+  }
+
+  private handshake(frame: Frame): void {
+    clearTimeout(this.handshakeTimer);
+    if (frame.type !== MessageType.Hello) {
+      this.fail(new KilnError('KILN_ERR_PROTOCOL', 'the first message must be a handshake'));
+      return;
+    }
+    let hello: HelloBody;
+    try {
+      const body = record(decodeBody(frame.body), 'hello');
+      const client = record(body['client'] ?? {}, 'hello.client');
+      hello = {
+        token: typeof body['token'] === 'string' ? body['token'] : '',
+        client: {
+          name: typeof client['name'] === 'string' ? client['name'].slice(0, 128) : '?',
+          pid: typeof client['pid'] === 'number' ? client['pid'] : 0,
+          host: typeof client['host'] === 'string' ? client['host'].slice(0, 256) : '?',
+          app: typeof client['app'] === 'string' ? client['app'].slice(0, 128) : '?',
+        },
+      };
+    } catch (err) {
+      this.fail(toKilnError(err));
+      return;
+    }
+    if (!this.ctx.checkToken(hello.token)) {
+      this.fail(new KilnError('KILN_ERR_AUTH', 'wrong or missing token'));
+      return;
+    }
+    if (this.ctx.shuttingDown()) {
+      this.fail(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
+      return;
+    }
+    this.info = { ...this.info, ...hello.client };
+    this.state = 'ready';
+    this.ctx.tier.attach({
+      id: this.ownerId,
+      onRecall: (id, token) => this.push(MessageType.Recall, { id, token }),
+      onRevoke: (id, token, reason) => this.push(MessageType.Revoked, { id, token, reason }),
+    });
+    const welcome: WelcomeBody = {
+      version: PROTOCOL_VERSION,
+      epoch: this.ctx.tier.epoch,
+      serverId: this.ctx.serverId,
+      maxFrameBytes: this.ctx.maxFrameBytes,
+      limits: { ...this.ctx.tier.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs },
+    };
+    this.send(MessageType.Welcome, frame.requestId, welcome);
+  }
+
+  private dispatch(type: number, body: unknown): unknown {
+    const tier = this.ctx.tier;
+    if (this.ctx.shuttingDown() && type !== MessageType.Ping && type !== MessageType.Release) {
+      throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping');
+    }
+    switch (type) {
+      case MessageType.Ping:
+        return { t: Date.now() };
+      case MessageType.Acquire: {
+        const o = record(body, 'acquire');
+        const timeoutMs = Math.min(uint(o, 'timeoutMs'), this.ctx.maxAcquireTimeoutMs);
+        return tier.acquire(this.ownerId, sessionId(o, 'id'), timeoutMs).then((grant) => ({
+          token: grant.token,
+          epoch: grant.epoch,
+          snapshot: snapshotToWire(grant.snapshot),
+          rau: grant.releaseAfterUse,
+        }));
+      }
+      case MessageType.Release: {
+        const o = record(body, 'release');
+        tier.release(this.ownerId, sessionId(o, 'id'), uint(o, 'token'));
+        return null;
+      }
+      case MessageType.Load: {
+        const o = record(body, 'load');
+        return snapshotToWire(tier.load(this.ownerId, sessionId(o, 'id'), uint(o, 'token')));
+      }
+      case MessageType.Commit:
+        return tier.commit(this.ownerId, commitFromWire(body));
+      case MessageType.Touch:
+        return { applied: tier.touch(this.ownerId, touchesFromWire(body)) };
+      case MessageType.Destroy: {
+        const o = record(body, 'destroy');
+        const reason = o['reason'] === undefined ? 'request' : str(o, 'reason', 32);
+        return tier.destroy(this.ownerId, sessionId(o, 'id'), reason);
+      }
+      case MessageType.FindPrincipal:
+        return tier.findByPrincipal(str(record(body, 'find'), 'principal', tier.limits.maxPrincipalLength));
+      case MessageType.DestroyPrincipal:
+        return tier.destroyByPrincipal(this.ownerId, str(record(body, 'destroyPrincipal'), 'principal', tier.limits.maxPrincipalLength));
+      case MessageType.Subscribe:
+        this.subscribed = record(body, 'subscribe')['events'] === true;
+        return null;
+      case MessageType.Stats:
+        return this.ctx.tier.stats();
+      default:
+        throw new KilnError('KILN_ERR_PROTOCOL', `unknown message type ${type}`);
+    }
+  }
+
+  private answer(requestId: number, err: unknown, value: unknown): void {
+    this.inflight--;
+    if (this.paused && this.inflight < this.ctx.maxInflight / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
+    if (this.state !== 'ready') return;
+    if (err === undefined) {
+      this.send(MessageType.Ok, requestId, value);
+      return;
+    }
+    const error = toKilnError(err);
+    if (error.code === 'KILN_ERR_INTERNAL') this.ctx.log.error('request failed', { client: this.info.address, error: error.message, stack: (err as Error)?.stack });
+    this.send(MessageType.Error, requestId, error.toJSON());
+  }
+
+  private send(type: number, requestId: number, body: unknown): void {
+    if (this.socket.destroyed || !this.socket.writable) return;
+    if (this.socket.writableLength > this.ctx.maxBufferedBytes) {
+      this.ctx.log.warn('client does not read its replies; disconnecting', { client: this.info.address });
+      this.socket.destroy();
+      return;
+    }
+    this.socket.write(encodeFrame(type, requestId, encodeBody(body)));
+  }
+
+  private onClose(): void {
+    clearTimeout(this.handshakeTimer);
+    this.state = 'closed';
+    // The owner's leases move on at once: this is how a killed app server's sessions
+    // reach another process without waiting for any timeout. (No-op before handshake.)
+    this.ctx.tier.detach(this.ownerId);
+    this.ctx.onClosed(this);
+  }
+}

@@ -1,0 +1,2 @@
+export { KilnServer, type KilnServerOptions, type KilnServerInfo } from './kiln-server.js';
+export type { FsyncPolicy } from './storage/append-log.js';

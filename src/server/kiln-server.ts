@@ -1,0 +1,220 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { KilnError } from '../errors/index.js';
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame.js';
+import { encodeBody, MessageType } from '../protocol/messages.js';
+import type { SessionLimits } from '../session/limits.js';
+import { Tier } from '../tier/tier.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { OptionReader } from '../util/options.js';
+import { Connection, type ClientInfo } from './connection.js';
+import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
+
+/**
+ * The kiln server: the session tier behind a TCP port. One process, sessions in memory,
+ * every change appended to disk before it is acknowledged (per the fsync policy).
+ *
+ * @example
+ * const server = new KilnServer({ port: 9510, token: process.env.KILN_TOKEN, dataDir: './kiln-data' });
+ * const { port } = await server.start();
+ * process.on('SIGTERM', () => server.stop().then(() => process.exit(0)));
+ */
+export interface KilnServerOptions {
+  host?: string;
+  /** 0 picks a free port (start() returns it). Default 9510. */
+  port?: number;
+  /** Shared secret clients must present. Required unless `insecureNoAuth`. */
+  token?: string;
+  insecureNoAuth?: boolean;
+  /** Where sessions are persisted; omitted = memory only (lost on restart). */
+  dataDir?: string;
+  fsync?: FsyncPolicy;
+  maxConnections?: number;
+  maxFrameBytes?: number;
+  /** A connection that sends nothing (not even a ping) for this long is closed. Default 60 s. */
+  idleConnectionTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  limits?: Partial<SessionLimits>;
+  recallTimeoutMs?: number;
+  expirySweepMs?: number;
+  touchGraceMs?: number;
+  compactMinBytes?: number;
+  logger?: Logger;
+}
+
+export interface KilnServerInfo {
+  serverId: string;
+  host: string;
+  port: number;
+  epoch: string;
+  startedAt: number;
+  dataDir: string | undefined;
+  fsync: FsyncPolicy;
+  loaded: LoadReport | undefined;
+}
+
+const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'logger'];
+
+export class KilnServer {
+  readonly tier: Tier;
+  private readonly server: Server;
+  private readonly connections = new Set<Connection>();
+  private readonly storage: AppendLog | undefined;
+  private readonly log: Logger;
+  private readonly tokenDigest: Buffer | undefined;
+  private readonly serverId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly maxConnections: number;
+  private readonly maxFrameBytes: number;
+  private readonly idleTimeoutMs: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly fsync: FsyncPolicy;
+  private readonly dataDir: string | undefined;
+  private nextConnectionId = 0;
+  private stopping: Promise<void> | undefined;
+  private loaded: LoadReport | undefined;
+  private boundPort = 0;
+  private readonly startedAt = Date.now();
+
+  constructor(options: KilnServerOptions = {}) {
+    const o = new OptionReader('KilnServer', options, KNOWN);
+    this.host = o.string('host', '127.0.0.1');
+    this.port = o.int('port', 9510, 0, 65535);
+    const token = o.string('token', undefined);
+    const insecure = o.bool('insecureNoAuth', false);
+    if (!token && !insecure) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "token" is required (or set insecureNoAuth for a trusted network)', { details: { option: 'token' } });
+    this.tokenDigest = token ? digest(token) : undefined;
+    this.dataDir = o.string('dataDir', undefined);
+    this.fsync = o.oneOf('fsync', ['always', 'everysec', 'never'], 'everysec');
+    this.maxConnections = o.int('maxConnections', 10_000, 1);
+    this.maxFrameBytes = o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
+    this.idleTimeoutMs = o.int('idleConnectionTimeoutMs', 60_000, 0);
+    this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 5000, 1);
+    this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-server');
+    // Storage reaches the tier lazily (dump, liveBytes): it is built first so the tier can append to it.
+    if (this.dataDir) {
+      this.storage = new AppendLog({
+        dir: this.dataDir,
+        fsync: this.fsync,
+        compactMinBytes: o.int('compactMinBytes', 64 * 1024 * 1024, 0),
+        liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
+        dump: () => this.tier.dump(),
+        onError: (err) => this.log.error('storage error', { error: err.message }),
+      });
+    }
+    this.tier = new Tier({
+      limits: o.any('limits') as Partial<SessionLimits> | undefined,
+      recallTimeoutMs: o.int('recallTimeoutMs', 3000, 1),
+      expirySweepMs: o.int('expirySweepMs', 1000, 10),
+      touchGraceMs: o.int('touchGraceMs', 2000, 0),
+      storage: this.storage,
+    });
+    this.tier.onEvent((event) => {
+      for (const conn of this.connections) conn.sendEvent(event);
+    });
+    const limits = this.tier.limits;
+    if (limits.maxSessionBytes + 64 * 1024 > this.maxFrameBytes) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: maxFrameBytes (${this.maxFrameBytes}) must exceed limits.maxSessionBytes (${limits.maxSessionBytes}) by 64 KiB so any valid session fits in a frame`, { details: { option: 'maxFrameBytes' } });
+    }
+    this.server = createServer((socket) => this.accept(socket));
+  }
+
+  /** Loads the data directory, then listens. */
+  async start(): Promise<KilnServerInfo> {
+    if (this.storage) {
+      this.loaded = this.storage.load((record) => this.tier.restore(record));
+      await this.storage.open();
+      this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...this.loaded });
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, this.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address();
+    this.boundPort = typeof address === 'object' && address ? address.port : this.port;
+    this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync });
+    return this.info();
+  }
+
+  info(): KilnServerInfo {
+    return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, loaded: this.loaded };
+  }
+
+  clients(): (ClientInfo & { ownerId: string; leases: number; requests: number })[] {
+    return [...this.connections]
+      .filter((c) => c.isReady)
+      .map((c) => ({ ...c.info, ownerId: c.ownerId, leases: this.tier.leasesHeldBy(c.ownerId), requests: c.counters.requests }));
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  /**
+   * Graceful stop: no new connections or requests, in-flight commits finish and reach
+   * the disk, then every connection closes. Safe to call twice.
+   */
+  stop(): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.log.info('stopping');
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      for (const conn of this.connections) conn.close();
+    });
+    this.tier.close();
+    await this.storage?.close();
+    this.log.info('stopped');
+  }
+
+  private accept(socket: Socket): void {
+    if (this.stopping) {
+      refuse(socket, new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
+      return;
+    }
+    if (this.connections.size >= this.maxConnections) {
+      this.log.warn('connection refused: maxConnections reached', { maxConnections: this.maxConnections, client: socket.remoteAddress });
+      refuse(socket, new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxConnections} connections`));
+      return;
+    }
+    const conn = new Connection(socket, ++this.nextConnectionId, {
+      tier: this.tier,
+      log: this.log,
+      serverId: this.serverId,
+      checkToken: (token) => this.checkToken(token),
+      maxFrameBytes: this.maxFrameBytes,
+      handshakeTimeoutMs: this.handshakeTimeoutMs,
+      idleTimeoutMs: this.idleTimeoutMs,
+      maxAcquireTimeoutMs: 60_000,
+      maxInflight: 4096,
+      maxBufferedBytes: 64 * 1024 * 1024,
+      shuttingDown: () => this.stopping !== undefined,
+      onClosed: (c) => this.connections.delete(c),
+    });
+    this.connections.add(conn);
+  }
+
+  private checkToken(token: string): boolean {
+    if (!this.tokenDigest) return true;
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the length of the guess.
+    return timingSafeEqual(digest(token), this.tokenDigest);
+  }
+}
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+function refuse(socket: Socket, error: KilnError): void {
+  socket.on('error', () => undefined);
+  socket.end(encodeFrame(MessageType.Error, 0, encodeBody(error.toJSON())));
+  setTimeout(() => socket.destroy(), 1000).unref();
+}

@@ -1,0 +1,363 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
+import { KilnError } from '../../errors/index.js';
+import type { TierRecord } from '../../tier/session-table.js';
+import type { TierStorage } from '../../tier/tier.js';
+
+/**
+ * Durable storage for the kiln server: an append-only log of TierRecords plus a
+ * snapshot written by compaction.
+ *
+ * Layout of the data directory:
+ *   kiln.lock            pid of the server using the directory
+ *   snapshot.kiln        state as of some point, and the first log it must be followed by
+ *   log-<seq>.kiln       records in order; a new file on every start and every compaction
+ *
+ * Every record is framed `u32 length | u32 crc32 | msgpack`, so a torn write at a crash
+ * is detected and replay stops at the last whole record of that file.
+ *
+ * Appends are group-committed: every record appended in one turn of the event loop is
+ * written with one write(), and (fsync "always") made durable with one fdatasync()
+ * before any of their promises resolve. "everysec" fdatasyncs once a second; "never"
+ * leaves it to the OS.
+ *
+ * Compaction is a fuzzy snapshot plus redo: it switches appends to a new log file,
+ * then writes every live session; replaying the snapshot and then the newer logs ends in
+ * the current state whatever changed while the snapshot was being written, because each
+ * record fully determines the attributes it touches.
+ */
+export type FsyncPolicy = 'always' | 'everysec' | 'never';
+
+export interface AppendLogOptions {
+  dir: string;
+  fsync: FsyncPolicy;
+  /** Compact once the logs exceed this many bytes and twice the live data. Default 64 MiB. */
+  compactMinBytes?: number;
+  /** Live data size, for the compaction rule. */
+  liveBytes?: () => number;
+  /** Every record of the current state, for compaction. */
+  dump?: () => Iterable<TierRecord>;
+  onError?: (err: Error) => void;
+}
+
+export interface LoadReport {
+  records: number;
+  files: number;
+  bytes: number;
+  tornTails: number;
+  ms: number;
+}
+
+const LOG_MAGIC = Buffer.from('KILNLOG1');
+const SNAPSHOT_MAGIC = Buffer.from('KILNSNP1');
+const FRAME_HEADER = 8;
+const packr = new Packr({ useRecords: false, copyBuffers: true, variableMapSize: true });
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class AppendLog implements TierStorage {
+  private readonly dir: string;
+  private readonly policy: FsyncPolicy;
+  private readonly compactMinBytes: number;
+  private file: FileHandle | undefined;
+  private seq = 0;
+  private batch: Buffer[] = [];
+  private batchWaiters: Waiter[] = [];
+  private flushing: Promise<void> | undefined;
+  private flushScheduled = false;
+  private dirty = false;
+  private logBytes = 0;
+  private compacting: Promise<void> | undefined;
+  private syncTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0 };
+
+  constructor(private readonly options: AppendLogOptions) {
+    this.dir = options.dir;
+    this.policy = options.fsync;
+    this.compactMinBytes = options.compactMinBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** Takes the directory lock and replays what is stored into `apply`. */
+  load(apply: (record: TierRecord) => void): LoadReport {
+    const started = Date.now();
+    mkdirSync(this.dir, { recursive: true });
+    this.lock();
+    const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, ms: 0 };
+    let firstSeq = 0;
+    const snapshotPath = join(this.dir, 'snapshot.kiln');
+    if (existsSync(snapshotPath)) {
+      const data = readFileSync(snapshotPath);
+      if (data.length < SNAPSHOT_MAGIC.length + 4 || !data.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
+        throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is not a kiln snapshot`);
+      }
+      firstSeq = data.readUInt32BE(SNAPSHOT_MAGIC.length);
+      const torn = readFrames(data, SNAPSHOT_MAGIC.length + 4, (record) => {
+        apply(record);
+        report.records++;
+      });
+      if (torn) throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is damaged; it is only ever replaced whole, so this is disk corruption`);
+      report.files++;
+      report.bytes += data.length;
+    }
+    for (const seq of this.logSeqs()) {
+      this.seq = Math.max(this.seq, seq);
+      if (seq < firstSeq) continue;
+      const data = readFileSync(this.logPath(seq));
+      report.files++;
+      report.bytes += data.length;
+      this.logBytes += data.length;
+      if (data.length < LOG_MAGIC.length || !data.subarray(0, LOG_MAGIC.length).equals(LOG_MAGIC)) {
+        report.tornTails++;
+        continue;
+      }
+      if (readFrames(data, LOG_MAGIC.length, (record) => {
+        apply(record);
+        report.records++;
+      })) report.tornTails++;
+    }
+    report.ms = Date.now() - started;
+    return report;
+  }
+
+  /** Opens a fresh log file for this run's appends. */
+  async open(): Promise<void> {
+    await this.rotate();
+    if (this.policy === 'everysec') {
+      this.syncTimer = setInterval(() => void this.syncIfDirty(), 1000);
+      this.syncTimer.unref();
+    }
+  }
+
+  append(record: TierRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
+    const payload = packr.pack(record);
+    const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
+    frame.writeUInt32BE(payload.length, 0);
+    frame.writeUInt32BE(crc32(payload), 4);
+    payload.copy(frame, FRAME_HEADER);
+    this.batch.push(frame);
+    this.counters.appends++;
+    const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => void this.flush());
+    }
+    return done;
+  }
+
+  /** Writes (and per policy syncs) everything appended so far. */
+  async flush(): Promise<void> {
+    this.flushScheduled = false;
+    while (this.flushing) await this.flushing;
+    if (this.batch.length === 0) return;
+    const frames = this.batch;
+    const waiters = this.batchWaiters;
+    this.batch = [];
+    this.batchWaiters = [];
+    this.flushing = (async () => {
+      try {
+        const data = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+        await this.file!.write(data);
+        this.counters.writes++;
+        this.counters.bytesWritten += data.length;
+        this.logBytes += data.length;
+        if (this.policy === 'always') {
+          await this.file!.datasync();
+          this.counters.syncs++;
+        } else {
+          this.dirty = true;
+        }
+        for (const w of waiters) w.resolve();
+      } catch (err) {
+        const error = new KilnError('KILN_ERR_STORAGE', `could not write the log: ${(err as Error).message}`, { cause: err });
+        for (const w of waiters) w.reject(error);
+        this.options.onError?.(error);
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+    await this.flushing;
+    this.maybeCompact();
+  }
+
+  get bytesOnDisk(): number {
+    return this.logBytes;
+  }
+
+  /** Writes a snapshot of the current state and drops the logs it covers. */
+  compact(): Promise<void> {
+    if (!this.compacting) {
+      this.compacting = this.doCompact().finally(() => {
+        this.compacting = undefined;
+      });
+    }
+    return this.compacting;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.flush();
+    if (this.compacting) await this.compacting.catch(() => undefined);
+    this.closed = true;
+    if (this.syncTimer) clearInterval(this.syncTimer);
+    if (this.file) {
+      await this.file.datasync().catch(() => undefined);
+      await this.file.close();
+      this.file = undefined;
+    }
+    try {
+      unlinkSync(join(this.dir, 'kiln.lock'));
+    } catch {
+      // Already gone.
+    }
+  }
+
+  private maybeCompact(): void {
+    if (this.compacting || this.closed || !this.options.dump) return;
+    const live = this.options.liveBytes?.() ?? 0;
+    if (this.logBytes > this.compactMinBytes && this.logBytes > 2 * live) {
+      void this.compact().catch((err: Error) => this.options.onError?.(err));
+    }
+  }
+
+  private async doCompact(): Promise<void> {
+    const dump = this.options.dump;
+    if (!dump) return;
+    while (this.flushing) await this.flushing;
+    await this.rotate();
+    const nextSeq = this.seq;
+    const tmp = join(this.dir, 'snapshot.kiln.tmp');
+    const fd = openSync(tmp, 'w');
+    try {
+      const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
+      SNAPSHOT_MAGIC.copy(header);
+      header.writeUInt32BE(nextSeq, SNAPSHOT_MAGIC.length);
+      writeSync(fd, header);
+      let chunk: Buffer[] = [];
+      let chunkBytes = 0;
+      let sinceYield = 0;
+      for (const record of dump()) {
+        const payload = packr.pack(record);
+        const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
+        frame.writeUInt32BE(payload.length, 0);
+        frame.writeUInt32BE(crc32(payload), 4);
+        payload.copy(frame, FRAME_HEADER);
+        chunk.push(frame);
+        chunkBytes += frame.length;
+        if (chunkBytes > 1 << 20) {
+          writeSync(fd, Buffer.concat(chunk));
+          chunk = [];
+          chunkBytes = 0;
+        }
+        // Let requests run between slices of a large snapshot.
+        if (++sinceYield >= 5000) {
+          sinceYield = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+      if (chunk.length > 0) writeSync(fd, Buffer.concat(chunk));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, join(this.dir, 'snapshot.kiln'));
+    syncDir(this.dir);
+    for (const seq of this.logSeqs()) if (seq < nextSeq) unlinkSync(this.logPath(seq));
+    this.logBytes = 0;
+    this.counters.compactions++;
+  }
+
+  private async rotate(): Promise<void> {
+    const previous = this.file;
+    this.seq++;
+    const file = await open(this.logPath(this.seq), 'wx');
+    await file.write(LOG_MAGIC);
+    await file.datasync();
+    syncDir(this.dir);
+    this.file = file;
+    if (previous) {
+      await previous.datasync().catch(() => undefined);
+      await previous.close().catch(() => undefined);
+    }
+  }
+
+  private async syncIfDirty(): Promise<void> {
+    if (!this.dirty || !this.file || this.closed) return;
+    this.dirty = false;
+    try {
+      await this.file.datasync();
+      this.counters.syncs++;
+    } catch (err) {
+      this.options.onError?.(err as Error);
+    }
+  }
+
+  private logSeqs(): number[] {
+    return readdirSync(this.dir)
+      .map((name) => /^log-(\d+)\.kiln$/.exec(name)?.[1])
+      .filter((s): s is string => s !== undefined)
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  private logPath(seq: number): string {
+    return join(this.dir, `log-${String(seq).padStart(8, '0')}.kiln`);
+  }
+
+  private lock(): void {
+    const path = join(this.dir, 'kiln.lock');
+    if (existsSync(path)) {
+      const pid = Number(readFileSync(path, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new KilnError('KILN_ERR_STORAGE', `data directory ${this.dir} is in use by process ${pid}`);
+      }
+    }
+    writeFileSync(path, `${process.pid}\n`);
+  }
+}
+
+/** Reads frames from offset on; returns true when the data ends in a torn or damaged frame. */
+function readFrames(data: Buffer, offset: number, apply: (record: TierRecord) => void): boolean {
+  let at = offset;
+  while (at < data.length) {
+    if (at + FRAME_HEADER > data.length) return true;
+    const length = data.readUInt32BE(at);
+    const sum = data.readUInt32BE(at + 4);
+    const end = at + FRAME_HEADER + length;
+    if (end > data.length) return true;
+    const payload = data.subarray(at + FRAME_HEADER, end);
+    if (crc32(payload) !== sum) return true;
+    apply(packr.unpack(payload) as TierRecord);
+    at = end;
+  }
+  return false;
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Some file systems refuse fsync on directories; the rename is still atomic.
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

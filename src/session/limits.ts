@@ -1,0 +1,71 @@
+import { KilnError } from '../errors/index.js';
+import type { AttributeDelta } from './model.js';
+
+/**
+ * Hard limits on what a session may hold. The client checks them before sending (so
+ * the error names the attribute at once) and the server checks them again (it trusts
+ * no client). A commit that breaks any limit changes nothing.
+ */
+export interface SessionLimits {
+  /** Largest encoded attribute value, bytes. */
+  maxAttributeBytes: number;
+  /** Largest session: sum of attribute names and encoded values, bytes. */
+  maxSessionBytes: number;
+  /** Most attributes one session may hold. */
+  maxAttributes: number;
+  /** Longest attribute name, characters. */
+  maxAttributeNameLength: number;
+  /** Longest principal, characters. */
+  maxPrincipalLength: number;
+}
+
+export const DEFAULT_SESSION_LIMITS: Readonly<SessionLimits> = Object.freeze({
+  maxAttributeBytes: 1024 * 1024,
+  maxSessionBytes: 4 * 1024 * 1024,
+  maxAttributes: 1000,
+  maxAttributeNameLength: 256,
+  maxPrincipalLength: 256,
+});
+
+/**
+ * Checks a delta against the limits, given the current attribute sizes.
+ * Returns the session's byte size after the delta.
+ */
+export function checkDeltaLimits(
+  current: ReadonlyMap<string, { length: number }>,
+  currentBytes: number,
+  delta: AttributeDelta,
+  limits: SessionLimits,
+): number {
+  let bytes = currentBytes;
+  let count = current.size;
+  for (const name of delta.del) {
+    const old = current.get(name);
+    if (old) {
+      bytes -= name.length + old.length;
+      count--;
+    }
+  }
+  for (const [name, value] of delta.set) {
+    if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
+      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
+    }
+    if (value.length > limits.maxAttributeBytes) {
+      throw new KilnError('KILN_ERR_ATTRIBUTE_TOO_LARGE', `session attribute "${name}" is ${value.length} bytes encoded, above maxAttributeBytes ${limits.maxAttributeBytes}`, { details: { attribute: name, bytes: value.length, limit: limits.maxAttributeBytes } });
+    }
+    const old = current.get(name);
+    if (old && !delta.del.includes(name)) {
+      bytes -= name.length + old.length;
+    } else {
+      count++;
+    }
+    bytes += name.length + value.length;
+  }
+  if (count > limits.maxAttributes) {
+    throw new KilnError('KILN_ERR_TOO_MANY_ATTRIBUTES', `session would hold ${count} attributes, above maxAttributes ${limits.maxAttributes}`, { details: { count, limit: limits.maxAttributes } });
+  }
+  if (bytes > limits.maxSessionBytes) {
+    throw new KilnError('KILN_ERR_SESSION_TOO_LARGE', `session would be ${bytes} bytes, above maxSessionBytes ${limits.maxSessionBytes}`, { details: { bytes, limit: limits.maxSessionBytes } });
+  }
+  return bytes;
+}

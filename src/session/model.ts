@@ -1,0 +1,100 @@
+/**
+ * The session as the server tier stores it and as engines exchange it. Attribute
+ * values are opaque encoded bytes here: only the client decodes them.
+ */
+export interface SessionMeta {
+  id: string;
+  createdAt: number;
+  lastAccessedAt: number;
+  /** Milliseconds of inactivity after which the session expires; 0 = never. */
+  idleTimeoutMs: number;
+  /** Epoch milliseconds at which the session expires whatever its activity; 0 = never. */
+  absoluteExpiresAt: number;
+  principal: string | null;
+  /** Starts at 1 with the create and grows by exactly 1 per applied commit. */
+  version: number;
+}
+
+export interface SessionSnapshot {
+  meta: SessionMeta;
+  attributes: Map<string, Uint8Array>;
+}
+
+/** What one request changed, already encoded. */
+export interface AttributeDelta {
+  set: [name: string, value: Uint8Array][];
+  del: string[];
+}
+
+/**
+ * An idempotent, fenced change to one session. `baseVersion` 0 means "create": it is
+ * refused if the id exists or was destroyed.
+ */
+export interface CommitRequest extends AttributeDelta {
+  sessionId: string;
+  /** Fencing token of the lease the commit was computed under. */
+  token: number;
+  /** Unique per commit; a retry with an id already applied is acknowledged, not reapplied. */
+  commitId: string;
+  baseVersion: number;
+  lastAccessedAt: number;
+  /** undefined = unchanged; null = clear. */
+  principal?: string | null | undefined;
+  /** Set on create; on later commits only when it changes ("remember me"). */
+  idleTimeoutMs?: number | undefined;
+  /** Set on create; on later commits only when it changes. */
+  absoluteExpiresAt?: number | undefined;
+  /** Give the lease back once applied (one round trip instead of two, used under ping-pong). */
+  release?: boolean | undefined;
+}
+
+export interface CommitAck {
+  version: number;
+  /** True when the commit id had been applied before and this is the remembered answer. */
+  duplicate: boolean;
+}
+
+export interface LeaseGrant {
+  sessionId: string;
+  token: number;
+  /** Engine epoch: a grant from an older epoch is worthless. */
+  epoch: string;
+  /** The session when it exists (acquire loads in the same round trip), else null. */
+  snapshot: SessionSnapshot | null;
+  /**
+   * The engine saw this session bounce between processes (no affinity): give the lease
+   * back after each use instead of keeping it, so the next process is not made to wait
+   * for a recall.
+   */
+  releaseAfterUse: boolean;
+}
+
+export interface TouchItem {
+  sessionId: string;
+  token: number;
+  at: number;
+}
+
+export type SessionEventType = 'expired' | 'destroyed';
+
+export interface SessionEvent {
+  type: SessionEventType;
+  sessionId: string;
+  principal: string | null;
+  at: number;
+  /** Why a destroy happened: 'request', 'principal', 'admin'. */
+  reason?: string | undefined;
+}
+
+export function snapshotBytes(snapshot: SessionSnapshot): number {
+  let bytes = 0;
+  for (const [name, value] of snapshot.attributes) bytes += name.length + value.length;
+  return bytes;
+}
+
+/** When the session dies if nobody touches it again; Infinity for never. */
+export function expiryDeadline(meta: SessionMeta, idleGraceMs = 0): number {
+  const idle = meta.idleTimeoutMs > 0 ? meta.lastAccessedAt + meta.idleTimeoutMs + idleGraceMs : Infinity;
+  const absolute = meta.absoluteExpiresAt > 0 ? meta.absoluteExpiresAt : Infinity;
+  return Math.min(idle, absolute);
+}

@@ -1,0 +1,47 @@
+/**
+ * Deadlines for many keys, checked in coarse buckets. Scheduling is O(1); a key's
+ * deadline may move later without touching the wheel (a touch just updates the
+ * session), because the owner re-checks each due key and schedules it again if it
+ * still has time. Pure: the caller supplies `now`.
+ */
+export class ExpiryWheel<K> {
+  private readonly buckets = new Map<number, Set<K>>();
+  private cursor = Infinity;
+
+  constructor(private readonly resolutionMs: number) {
+    if (!(resolutionMs > 0)) throw new RangeError('resolutionMs must be positive');
+  }
+
+  get bucketCount(): number {
+    return this.buckets.size;
+  }
+
+  schedule(key: K, at: number): void {
+    if (!Number.isFinite(at)) return;
+    const bucket = Math.ceil(at / this.resolutionMs);
+    let keys = this.buckets.get(bucket);
+    if (!keys) this.buckets.set(bucket, (keys = new Set()));
+    keys.add(key);
+    if (bucket < this.cursor) this.cursor = bucket;
+  }
+
+  /** Removes and returns every key whose bucket has come; the caller re-checks each. */
+  due(now: number): K[] {
+    const last = Math.floor(now / this.resolutionMs);
+    const out: K[] = [];
+    if (this.buckets.size === 0) {
+      this.cursor = Infinity;
+      return out;
+    }
+    for (let bucket = this.cursor; bucket <= last; bucket++) {
+      const keys = this.buckets.get(bucket);
+      if (keys) {
+        for (const key of keys) out.push(key);
+        this.buckets.delete(bucket);
+      }
+      if (this.buckets.size === 0) break;
+    }
+    this.cursor = this.buckets.size === 0 ? Infinity : Math.max(this.cursor, last + 1);
+    return out;
+  }
+}

@@ -1,0 +1,276 @@
+/**
+ * The lease table: who holds which session, who waits for it, and which holders have
+ * been asked to give a session back. A pure state machine: every method returns the
+ * effects (grants to deliver, recalls to send, revocations to announce) and the shell
+ * (the Tier) carries them out. No timers, no I/O, so every race can be unit-tested by
+ * calling methods in the racy order.
+ *
+ * Safety: at most one holder per session (rule 1); every grant gets a fencing token
+ * larger than any before it (rule 3); a lease moves only on release by the holder, the
+ * holder's death (dropOwner) or an overrun recall deadline (revokeOverdue) (rule 4).
+ */
+
+export type OwnerId = string;
+
+export interface LeaseGrantEffect {
+  owner: OwnerId;
+  sessionId: string;
+  token: number;
+  releaseAfterUse: boolean;
+}
+
+export interface LeaseRecallEffect {
+  owner: OwnerId;
+  sessionId: string;
+  token: number;
+}
+
+export interface LeaseRevokeEffect {
+  owner: OwnerId;
+  sessionId: string;
+  token: number;
+  reason: 'recall-timeout' | 'destroyed' | 'expired';
+}
+
+export interface LeaseEffects {
+  grants: LeaseGrantEffect[];
+  recalls: LeaseRecallEffect[];
+  revokes: LeaseRevokeEffect[];
+}
+
+interface Lease {
+  holder: OwnerId;
+  token: number;
+  waiters: OwnerId[];
+  /** Set while a recall is outstanding: when the holder must have let go. */
+  recallDeadline: number;
+}
+
+/** A decaying count of how often a session changed hands recently. */
+interface Bounce {
+  lastOwner: OwnerId;
+  score: number;
+  at: number;
+}
+
+export interface LeaseTableOptions {
+  /** How long a holder has to hand a recalled session over before it is revoked. */
+  recallTimeoutMs: number;
+  /** Hand-overs (decayed) at which a session is considered ping-ponging. */
+  pingPongThreshold: number;
+  /** Half-life of the hand-over count. */
+  pingPongHalfLifeMs: number;
+}
+
+export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze({
+  recallTimeoutMs: 3000,
+  pingPongThreshold: 3,
+  pingPongHalfLifeMs: 2000,
+});
+
+const MAX_BOUNCE_ENTRIES = 100_000;
+
+export class LeaseTable {
+  private readonly leases = new Map<string, Lease>();
+  private readonly byOwner = new Map<OwnerId, Set<string>>();
+  private readonly bounces = new Map<string, Bounce>();
+  private lastToken: number;
+  readonly counters = { grants: 0, recalls: 0, handovers: 0, revocations: 0, pingPongGrants: 0 };
+
+  constructor(
+    private readonly options: LeaseTableOptions = DEFAULT_LEASE_OPTIONS,
+    firstToken = 0,
+  ) {
+    this.lastToken = firstToken;
+  }
+
+  get size(): number {
+    return this.leases.size;
+  }
+
+  holderOf(sessionId: string): { owner: OwnerId; token: number } | undefined {
+    const lease = this.leases.get(sessionId);
+    return lease ? { owner: lease.holder, token: lease.token } : undefined;
+  }
+
+  isCurrent(owner: OwnerId, sessionId: string, token: number): boolean {
+    const lease = this.leases.get(sessionId);
+    return lease !== undefined && lease.holder === owner && lease.token === token;
+  }
+
+  leasesHeldBy(owner: OwnerId): number {
+    return this.byOwner.get(owner)?.size ?? 0;
+  }
+
+  waitingCount(): number {
+    let n = 0;
+    for (const lease of this.leases.values()) n += lease.waiters.length;
+    return n;
+  }
+
+  /**
+   * `owner` asks for the session. Granted at once when free (or already its own);
+   * otherwise queued, and the holder is recalled if it has not been already.
+   */
+  acquire(owner: OwnerId, sessionId: string, now: number): LeaseEffects {
+    const effects = emptyEffects();
+    const lease = this.leases.get(sessionId);
+    if (!lease) {
+      effects.grants.push(this.grant(owner, sessionId, now, []));
+      return effects;
+    }
+    if (lease.holder === owner) {
+      // The holder asking again (it lost track, e.g. after a local eviction race):
+      // the same lease, same token. Nothing moves.
+      effects.grants.push({ owner, sessionId, token: lease.token, releaseAfterUse: this.isPingPong(sessionId, now) });
+      return effects;
+    }
+    if (!lease.waiters.includes(owner)) lease.waiters.push(owner);
+    if (lease.recallDeadline === 0) {
+      lease.recallDeadline = now + this.options.recallTimeoutMs;
+      this.counters.recalls++;
+      effects.recalls.push({ owner: lease.holder, sessionId, token: lease.token });
+    }
+    return effects;
+  }
+
+  /** A waiter gave up (its acquire timed out): take it out of the queue. */
+  cancelWait(owner: OwnerId, sessionId: string): void {
+    const lease = this.leases.get(sessionId);
+    if (!lease) return;
+    const at = lease.waiters.indexOf(owner);
+    if (at >= 0) lease.waiters.splice(at, 1);
+  }
+
+  /** The holder lets go. A stale token (already revoked or moved) changes nothing. */
+  release(owner: OwnerId, sessionId: string, token: number, now: number): LeaseEffects {
+    const effects = emptyEffects();
+    const lease = this.leases.get(sessionId);
+    if (!lease || lease.holder !== owner || lease.token !== token) return effects;
+    this.passOn(sessionId, lease, now, effects);
+    return effects;
+  }
+
+  /** Holders that overran their recall deadline lose the lease; their token dies with it. */
+  revokeOverdue(now: number): LeaseEffects {
+    const effects = emptyEffects();
+    for (const [sessionId, lease] of this.leases) {
+      if (lease.recallDeadline !== 0 && lease.recallDeadline <= now) {
+        this.counters.revocations++;
+        effects.revokes.push({ owner: lease.holder, sessionId, token: lease.token, reason: 'recall-timeout' });
+        this.passOn(sessionId, lease, now, effects);
+      }
+    }
+    return effects;
+  }
+
+  /** The earliest outstanding recall deadline, so the shell can set one timer. */
+  nextRecallDeadline(): number {
+    let next = Infinity;
+    for (const lease of this.leases.values()) if (lease.recallDeadline !== 0 && lease.recallDeadline < next) next = lease.recallDeadline;
+    return next;
+  }
+
+  /** The session is gone (destroyed or expired): the holder is told, waiters get the (empty) lease. */
+  endSession(sessionId: string, reason: 'destroyed' | 'expired', now: number, except?: OwnerId): LeaseEffects {
+    const effects = emptyEffects();
+    const lease = this.leases.get(sessionId);
+    if (!lease) return effects;
+    if (lease.holder !== except) effects.revokes.push({ owner: lease.holder, sessionId, token: lease.token, reason });
+    this.passOn(sessionId, lease, now, effects);
+    return effects;
+  }
+
+  /** The owner is gone (connection closed, process dead): every lease it held moves on at once. */
+  dropOwner(owner: OwnerId, now: number): LeaseEffects {
+    const effects = emptyEffects();
+    for (const lease of this.leases.values()) {
+      const at = lease.waiters.indexOf(owner);
+      if (at >= 0) lease.waiters.splice(at, 1);
+    }
+    const held = this.byOwner.get(owner);
+    if (held) {
+      for (const sessionId of [...held]) {
+        const lease = this.leases.get(sessionId);
+        if (lease) this.passOn(sessionId, lease, now, effects);
+      }
+    }
+    this.byOwner.delete(owner);
+    return effects;
+  }
+
+  /** Drops decayed ping-pong history so the table stays bounded. */
+  sweepBounces(now: number): void {
+    for (const [sessionId, bounce] of this.bounces) {
+      if (this.decayed(bounce, now) < 0.05) this.bounces.delete(sessionId);
+    }
+  }
+
+  private passOn(sessionId: string, lease: Lease, now: number, effects: LeaseEffects): void {
+    this.forget(lease.holder, sessionId);
+    const next = lease.waiters.shift();
+    if (next === undefined) {
+      this.leases.delete(sessionId);
+      return;
+    }
+    this.counters.handovers++;
+    const grant = this.grant(next, sessionId, now, lease.waiters);
+    effects.grants.push(grant);
+    if (lease.waiters.length > 0) {
+      // Others are still queued: the new holder is asked to give the session back as
+      // soon as its current use ends (the recall follows the grant on the wire).
+      this.leases.get(sessionId)!.recallDeadline = now + this.options.recallTimeoutMs;
+      this.counters.recalls++;
+      effects.recalls.push({ owner: next, sessionId, token: grant.token });
+    }
+  }
+
+  private grant(owner: OwnerId, sessionId: string, now: number, waiters: OwnerId[]): LeaseGrantEffect {
+    const token = ++this.lastToken;
+    this.leases.set(sessionId, { holder: owner, token, waiters, recallDeadline: 0 });
+    let held = this.byOwner.get(owner);
+    if (!held) this.byOwner.set(owner, (held = new Set()));
+    held.add(sessionId);
+    this.counters.grants++;
+    const releaseAfterUse = this.noteOwner(sessionId, owner, now);
+    if (releaseAfterUse) this.counters.pingPongGrants++;
+    return { owner, sessionId, token, releaseAfterUse };
+  }
+
+  private forget(owner: OwnerId, sessionId: string): void {
+    const held = this.byOwner.get(owner);
+    if (!held) return;
+    held.delete(sessionId);
+    if (held.size === 0) this.byOwner.delete(owner);
+  }
+
+  private decayed(bounce: Bounce, now: number): number {
+    return bounce.score * Math.pow(0.5, (now - bounce.at) / this.options.pingPongHalfLifeMs);
+  }
+
+  private isPingPong(sessionId: string, now: number): boolean {
+    const bounce = this.bounces.get(sessionId);
+    return bounce !== undefined && this.decayed(bounce, now) >= this.options.pingPongThreshold;
+  }
+
+  /** Records who got the session; returns whether it is now ping-ponging. */
+  private noteOwner(sessionId: string, owner: OwnerId, now: number): boolean {
+    const bounce = this.bounces.get(sessionId);
+    if (!bounce) {
+      if (this.bounces.size >= MAX_BOUNCE_ENTRIES) this.sweepBounces(now);
+      if (this.bounces.size < MAX_BOUNCE_ENTRIES) this.bounces.set(sessionId, { lastOwner: owner, score: 0, at: now });
+      return false;
+    }
+    let score = this.decayed(bounce, now);
+    if (bounce.lastOwner !== owner) score += 1;
+    bounce.score = score;
+    bounce.at = now;
+    bounce.lastOwner = owner;
+    return score >= this.options.pingPongThreshold;
+  }
+}
+
+function emptyEffects(): LeaseEffects {
+  return { grants: [], recalls: [], revokes: [] };
+}
+

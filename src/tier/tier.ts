@@ -1,0 +1,421 @@
+import { randomBytes } from 'node:crypto';
+import { KilnError } from '../errors/index.js';
+import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
+import { expiryDeadline, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
+import { ExpiryWheel } from './expiry-wheel.js';
+import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects, type OwnerId } from './lease-table.js';
+import { SessionTable, type TierRecord } from './session-table.js';
+
+/**
+ * The server tier's logic in one object: sessions, leases, expiry, events. Both the
+ * in-process memory engine and the kiln server run exactly this; they differ only in
+ * how owners reach it (a function call, or a TCP connection) and whether records are
+ * written to disk. Keeping one implementation is what makes the engines agree.
+ */
+
+export interface TierOwner {
+  id: OwnerId;
+  /** Another owner wants this session: finish, flush, then release(sessionId, token). */
+  onRecall(sessionId: string, token: number): void;
+  /** The lease is gone without a release (deadline overrun, destroyed, expired): drop the cached copy. */
+  onRevoke(sessionId: string, token: number, reason: string): void;
+}
+
+/** Where the tier's records go to survive a restart. */
+export interface TierStorage {
+  /** Resolves once the record is as durable as the fsync policy promises. */
+  append(record: TierRecord): Promise<void>;
+}
+
+export interface TierOptions {
+  limits?: Partial<SessionLimits>;
+  recallTimeoutMs?: number;
+  pingPongThreshold?: number;
+  pingPongHalfLifeMs?: number;
+  /** How often expiry runs; also the resolution of expiry. */
+  expirySweepMs?: number;
+  /** Slack given to a lease holder's batched touches before its session is expired. */
+  touchGraceMs?: number;
+  /** Longest a tombstone is kept for a session that had no expiry. */
+  maxTombstoneMs?: number;
+  storage?: TierStorage;
+  clock?: () => number;
+  epoch?: string;
+  firstToken?: number;
+}
+
+export interface TierStats {
+  epoch: string;
+  sessions: number;
+  sessionBytes: number;
+  tombstones: number;
+  leases: number;
+  leaseWaiters: number;
+  owners: number;
+  counters: TierCounters;
+}
+
+export interface TierCounters {
+  created: number;
+  commits: number;
+  commitBytes: number;
+  duplicateCommits: number;
+  rejectedCommits: number;
+  touches: number;
+  expired: number;
+  destroyed: number;
+  leaseGrants: number;
+  leaseRecalls: number;
+  leaseHandovers: number;
+  leaseRevocations: number;
+  pingPongGrants: number;
+}
+
+interface PendingAcquire {
+  resolve: (grant: LeaseGrant) => void;
+  reject: (err: KilnError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class Tier {
+  readonly epoch: string;
+  readonly limits: SessionLimits;
+  private readonly sessions = new SessionTable();
+  private readonly leases: LeaseTable;
+  private readonly wheel: ExpiryWheel<string>;
+  private readonly tombstoneWheel: ExpiryWheel<string>;
+  private readonly owners = new Map<OwnerId, TierOwner>();
+  private readonly pending = new Map<string, PendingAcquire[]>();
+  private readonly listeners = new Set<(event: SessionEvent) => void>();
+  private readonly clock: () => number;
+  private readonly storage: TierStorage | undefined;
+  private readonly touchGraceMs: number;
+  private readonly maxTombstoneMs: number;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private recallTimer: NodeJS.Timeout | undefined;
+  private recallTimerAt = Infinity;
+  private closed = false;
+  private readonly counters: Omit<TierCounters, 'leaseGrants' | 'leaseRecalls' | 'leaseHandovers' | 'leaseRevocations' | 'pingPongGrants'> = {
+    created: 0,
+    commits: 0,
+    commitBytes: 0,
+    duplicateCommits: 0,
+    rejectedCommits: 0,
+    touches: 0,
+    expired: 0,
+    destroyed: 0,
+  };
+
+  constructor(options: TierOptions = {}) {
+    this.epoch = options.epoch ?? randomBytes(8).toString('hex');
+    this.limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
+    this.clock = options.clock ?? Date.now;
+    this.storage = options.storage;
+    this.touchGraceMs = options.touchGraceMs ?? 2000;
+    this.maxTombstoneMs = options.maxTombstoneMs ?? 24 * 3600_000;
+    this.leases = new LeaseTable(
+      {
+        recallTimeoutMs: options.recallTimeoutMs ?? DEFAULT_LEASE_OPTIONS.recallTimeoutMs,
+        pingPongThreshold: options.pingPongThreshold ?? DEFAULT_LEASE_OPTIONS.pingPongThreshold,
+        pingPongHalfLifeMs: options.pingPongHalfLifeMs ?? DEFAULT_LEASE_OPTIONS.pingPongHalfLifeMs,
+      },
+      options.firstToken ?? 0,
+    );
+    const sweepMs = options.expirySweepMs ?? 1000;
+    this.wheel = new ExpiryWheel(sweepMs);
+    this.tombstoneWheel = new ExpiryWheel(Math.max(sweepMs, 1000));
+    this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
+    this.sweepTimer.unref();
+  }
+
+  /** Applies a stored record at start-up (before any owner attaches). */
+  restore(record: TierRecord): void {
+    this.sessions.replay(record);
+    if (record.t === 'c' || record.t === 's') this.scheduleExpiry(record.t === 'c' ? record.id : record.meta.id);
+    if (record.t === 'd' || record.t === 'b') this.tombstoneWheel.schedule(record.id, record.until);
+  }
+
+  /** Every record describing the current state (compaction). */
+  dump(): Generator<TierRecord> {
+    return this.sessions.dump(this.clock());
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  attach(owner: TierOwner): void {
+    this.assertOpen();
+    this.owners.set(owner.id, owner);
+  }
+
+  /** The owner is gone: its leases move on at once and its waits are cancelled. */
+  detach(ownerId: OwnerId): void {
+    if (!this.owners.delete(ownerId)) return;
+    for (const [key, waits] of this.pending) {
+      if (key.startsWith(`${ownerId}\u0000`)) {
+        this.pending.delete(key);
+        for (const w of waits) {
+          clearTimeout(w.timer);
+          w.reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'owner detached while waiting for a lease'));
+        }
+      }
+    }
+    this.apply(this.leases.dropOwner(ownerId, this.clock()));
+  }
+
+  onEvent(listener: (event: SessionEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  acquire(ownerId: OwnerId, sessionId: string, timeoutMs: number): Promise<LeaseGrant> {
+    this.assertOwner(ownerId);
+    return new Promise<LeaseGrant>((resolve, reject) => {
+      const key = pendingKey(ownerId, sessionId);
+      const timer = setTimeout(() => {
+        const waits = this.pending.get(key);
+        if (!waits) return;
+        const at = waits.findIndex((w) => w.timer === timer);
+        if (at >= 0) waits.splice(at, 1);
+        if (waits.length === 0) {
+          this.pending.delete(key);
+          this.leases.cancelWait(ownerId, sessionId);
+        }
+        reject(new KilnError('KILN_ERR_LEASE_TIMEOUT', `lease for the session was not granted within ${timeoutMs} ms`, { details: { sessionId, timeoutMs } }));
+      }, timeoutMs);
+      let waits = this.pending.get(key);
+      if (!waits) this.pending.set(key, (waits = []));
+      waits.push({ resolve, reject, timer });
+      this.apply(this.leases.acquire(ownerId, sessionId, this.clock()));
+    });
+  }
+
+  release(ownerId: OwnerId, sessionId: string, token: number): void {
+    this.apply(this.leases.release(ownerId, sessionId, token, this.clock()));
+  }
+
+  load(ownerId: OwnerId, sessionId: string, token: number): SessionSnapshot | null {
+    this.assertLease(ownerId, sessionId, token);
+    return this.sessions.snapshot(sessionId);
+  }
+
+  async commit(ownerId: OwnerId, req: CommitRequest): Promise<CommitAck> {
+    this.assertOpen();
+    const now = this.clock();
+    let result: ReturnType<SessionTable['applyCommit']>;
+    try {
+      // A commit already applied is acknowledged again whoever holds the lease now:
+      // that answer changes nothing, and the retry may come after the lease moved.
+      const known = this.sessions.get(req.sessionId)?.commits.find(([cid]) => cid === req.commitId);
+      if (known) {
+        this.counters.duplicateCommits++;
+        if (req.release) this.release(ownerId, req.sessionId, req.token);
+        return { version: known[1], duplicate: true };
+      }
+      this.assertLease(ownerId, req.sessionId, req.token);
+      result = this.sessions.applyCommit(req, this.limits, now);
+    } catch (err) {
+      this.counters.rejectedCommits++;
+      throw err;
+    }
+    const { record } = result;
+    if (record?.t === 'c') {
+      this.counters.commits++;
+      for (const [name, value] of record.set) this.counters.commitBytes += name.length + value.length;
+      if (record.ca !== undefined) this.counters.created++;
+      this.scheduleExpiry(req.sessionId);
+    }
+    if (req.release) this.release(ownerId, req.sessionId, req.token);
+    if (record && this.storage) await this.storage.append(record);
+    return result.ack;
+  }
+
+  /** Access times from lease holders. Touches carrying a stale token are ignored. */
+  touch(ownerId: OwnerId, items: readonly TouchItem[]): number {
+    const now = this.clock();
+    const applied: [string, number][] = [];
+    for (const item of items) {
+      if (!this.leases.isCurrent(ownerId, item.sessionId, item.token)) continue;
+      if (this.sessions.touch(item.sessionId, item.at, now)) applied.push([item.sessionId, Math.min(item.at, now)]);
+    }
+    this.counters.touches += applied.length;
+    if (applied.length > 0 && this.storage) void this.storage.append({ t: 'a', items: applied }).catch(() => undefined);
+    return applied.length;
+  }
+
+  /**
+   * Destroys a session from anywhere (its holder, another process, an admin). The
+   * holder, if someone else, is told at once; a tombstone keeps late commits out.
+   */
+  async destroy(ownerId: OwnerId | null, sessionId: string, reason = 'request'): Promise<boolean> {
+    this.assertOpen();
+    const now = this.clock();
+    const current = this.sessions.get(sessionId);
+    if (!current) return false;
+    const until = Math.min(expiryDeadline(current.meta, this.touchGraceMs), now + this.maxTombstoneMs);
+    const result = this.sessions.destroy(sessionId, Math.max(until, now + 1000));
+    if (!result) return false;
+    if (reason === 'expired') this.counters.expired++;
+    else this.counters.destroyed++;
+    this.tombstoneWheel.schedule(sessionId, Math.max(until, now + 1000));
+    this.apply(this.leases.endSession(sessionId, 'destroyed', now, ownerId ?? undefined));
+    // A holder ending a session whose idle time it saw run out reports an expiry.
+    this.emit({ type: reason === 'expired' ? 'expired' : 'destroyed', sessionId, principal: result.meta.principal, at: now, reason });
+    if (this.storage) await this.storage.append(result.record);
+    return true;
+  }
+
+  findByPrincipal(principal: string): SessionMeta[] {
+    const out: SessionMeta[] = [];
+    for (const id of this.sessions.sessionsOf(principal)) {
+      const s = this.sessions.get(id);
+      if (s) out.push({ ...s.meta });
+    }
+    return out;
+  }
+
+  async destroyByPrincipal(ownerId: OwnerId | null, principal: string): Promise<number> {
+    let n = 0;
+    for (const id of this.sessions.sessionsOf(principal)) if (await this.destroy(ownerId, id, 'principal')) n++;
+    return n;
+  }
+
+  /** Metadata of one session without taking its lease (admin, status). */
+  peek(sessionId: string): SessionMeta | undefined {
+    const s = this.sessions.get(sessionId);
+    return s ? { ...s.meta } : undefined;
+  }
+
+  stats(): TierStats {
+    const lc = this.leases.counters;
+    return {
+      epoch: this.epoch,
+      sessions: this.sessions.size,
+      sessionBytes: this.sessions.bytes,
+      tombstones: this.sessions.tombstoneCount,
+      leases: this.leases.size,
+      leaseWaiters: this.leases.waitingCount(),
+      owners: this.owners.size,
+      counters: {
+        ...this.counters,
+        leaseGrants: lc.grants,
+        leaseRecalls: lc.recalls,
+        leaseHandovers: lc.handovers,
+        leaseRevocations: lc.revocations,
+        pingPongGrants: lc.pingPongGrants,
+      },
+    };
+  }
+
+  leasesHeldBy(ownerId: OwnerId): number {
+    return this.leases.leasesHeldBy(ownerId);
+  }
+
+  /** Runs expiry now (tests with a fake clock call it; the interval timer does otherwise). */
+  sweep(): void {
+    if (this.closed) return;
+    const now = this.clock();
+    for (const id of this.wheel.due(now)) {
+      const s = this.sessions.get(id);
+      if (!s) continue;
+      const leased = this.leases.holderOf(id) !== undefined;
+      const deadline = expiryDeadline(s.meta, leased ? this.touchGraceMs : 0);
+      if (deadline > now) {
+        this.wheel.schedule(id, deadline);
+        continue;
+      }
+      const result = this.sessions.expire(id);
+      if (!result) continue;
+      this.counters.expired++;
+      this.apply(this.leases.endSession(id, 'expired', now));
+      this.emit({ type: 'expired', sessionId: id, principal: result.meta.principal, at: now });
+      if (this.storage) void this.storage.append(result.record).catch(() => undefined);
+    }
+    this.sessions.sweepTombstones(now, this.tombstoneWheel.due(now));
+    this.leases.sweepBounces(now);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    if (this.recallTimer) clearTimeout(this.recallTimer);
+    for (const waits of this.pending.values()) {
+      for (const w of waits) {
+        clearTimeout(w.timer);
+        w.reject(new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down'));
+      }
+    }
+    this.pending.clear();
+  }
+
+  private scheduleExpiry(sessionId: string): void {
+    const s = this.sessions.get(sessionId);
+    if (s) this.wheel.schedule(sessionId, expiryDeadline(s.meta));
+  }
+
+  private apply(effects: LeaseEffects): void {
+    for (const grant of effects.grants) {
+      const key = pendingKey(grant.owner, grant.sessionId);
+      const waits = this.pending.get(key);
+      if (!waits || waits.length === 0) {
+        // Nobody is waiting for it any more (timed out in the same instant): pass it on.
+        this.apply(this.leases.release(grant.owner, grant.sessionId, grant.token, this.clock()));
+        continue;
+      }
+      this.pending.delete(key);
+      const snapshot = this.sessions.snapshot(grant.sessionId);
+      for (const w of waits) {
+        clearTimeout(w.timer);
+        w.resolve({ sessionId: grant.sessionId, token: grant.token, epoch: this.epoch, snapshot, releaseAfterUse: grant.releaseAfterUse });
+      }
+    }
+    for (const recall of effects.recalls) this.owners.get(recall.owner)?.onRecall(recall.sessionId, recall.token);
+    for (const revoke of effects.revokes) this.owners.get(revoke.owner)?.onRevoke(revoke.sessionId, revoke.token, revoke.reason);
+    this.armRecallTimer();
+  }
+
+  private armRecallTimer(): void {
+    const next = this.leases.nextRecallDeadline();
+    if (next === this.recallTimerAt) return;
+    if (this.recallTimer) clearTimeout(this.recallTimer);
+    this.recallTimer = undefined;
+    this.recallTimerAt = next;
+    if (next === Infinity || this.closed) return;
+    this.recallTimer = setTimeout(() => {
+      this.recallTimer = undefined;
+      this.recallTimerAt = Infinity;
+      this.apply(this.leases.revokeOverdue(this.clock()));
+    }, Math.max(0, next - this.clock()));
+  }
+
+  private emit(event: SessionEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure must not break the tier.
+      }
+    }
+  }
+
+  private assertLease(ownerId: OwnerId, sessionId: string, token: number): void {
+    if (!this.leases.isCurrent(ownerId, sessionId, token)) {
+      throw new KilnError('KILN_ERR_LEASE_LOST', 'the lease token is not current (revoked, moved, or never granted)', { details: { sessionId, token } });
+    }
+  }
+
+  private assertOwner(ownerId: OwnerId): void {
+    this.assertOpen();
+    if (!this.owners.has(ownerId)) throw new KilnError('KILN_ERR_CLOSED', 'owner is not attached to the tier');
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down');
+  }
+}
+
+function pendingKey(ownerId: OwnerId, sessionId: string): string {
+  return `${ownerId}\u0000${sessionId}`;
+}
