@@ -1,22 +1,16 @@
-import { Packr, addExtension } from 'msgpackr';
+import { Packr } from 'msgpackr';
 import { KilnError } from '../errors/index.js';
 
 /**
  * Attribute values are encoded one by one with MessagePack (msgpackr). Compared with
- * express-session's JSON this keeps Date, BigInt, Map, Set, typed arrays and RegExp;
- * class instances come back as plain objects, as with JSON.
+ * express-session's JSON this keeps Date, BigInt, Set, typed arrays and RegExp. A Map
+ * comes back as a plain object with string keys (JSON would have dropped its entries),
+ * and class instances as plain objects, as with JSON.
  *
  * Values that cannot round-trip are refused up front with KILN_ERR_UNSERIALIZABLE
  * naming the attribute and the path inside it, rather than silently dropped:
  * functions, symbols and circular structures.
  */
-addExtension({
-  Class: Map,
-  type: 0x4b,
-  write: (map: Map<unknown, unknown>) => [...map.entries()],
-  read: (entries: [unknown, unknown][]) => new Map(entries),
-});
-
 const packr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
 
 export type EncodedAttribute = Uint8Array;

@@ -25,6 +25,7 @@ Options:
   --idle-connection-ms <n>   close connections silent this long (default 60000; 0 = never)
   --recall-timeout-ms <n>    how long a holder has to hand a session over (default 3000)
   --expiry-sweep-ms <n>      expiry resolution (default 1000)
+  --touch-grace-ms <n>       slack for a lease holder's batched touches before idle expiry (default 2000)
   --log-level <level>        debug | info | warn | error | silent (default info)
   -h, --help                 this help
 
@@ -63,6 +64,7 @@ export const serverCommand: Command = {
         'idle-connection-ms': { type: 'string' },
         'recall-timeout-ms': { type: 'string' },
         'expiry-sweep-ms': { type: 'string' },
+        'touch-grace-ms': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -98,6 +100,7 @@ export const serverCommand: Command = {
       idleConnectionTimeoutMs: intOption(values, 'idle-connection-ms'),
       recallTimeoutMs: intOption(values, 'recall-timeout-ms'),
       expirySweepMs: intOption(values, 'expiry-sweep-ms'),
+      touchGraceMs: intOption(values, 'touch-grace-ms'),
       limits,
       logger: createLogger('kiln-server', logLevel),
     });

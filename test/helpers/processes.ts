@@ -1,0 +1,171 @@
+import { spawn, fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Real processes for tests: the kiln server started from the CLI on a free port (the
+ * port is read back from its ready line), and client worker processes driven over IPC.
+ * Every child is tracked and killed by pid when the test process exits.
+ */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const KILN_BIN = join(ROOT, 'bin', 'kiln.js');
+export const TEST_TOKEN = 'test-token-0123456789abcdef';
+
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+export function tempDir(prefix = 'kiln-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export interface ServerProcess {
+  pid: number;
+  port: number;
+  url: string;
+  token: string;
+  child: ChildProcess;
+  output(): string;
+  /** Sends a signal and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(): Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface ServerStartOptions {
+  dataDir?: string;
+  fsync?: 'always' | 'everysec' | 'never';
+  port?: number;
+  token?: string;
+  args?: string[];
+}
+
+export async function startKilnServer(options: ServerStartOptions = {}): Promise<ServerProcess> {
+  const token = options.token ?? TEST_TOKEN;
+  const args = [KILN_BIN, 'server', '--port', String(options.port ?? 0), '--log-level', 'warn'];
+  if (options.dataDir) args.push('--data', options.dataDir, '--fsync', options.fsync ?? 'everysec');
+  else args.push('--no-data');
+  args.push(...(options.args ?? []));
+  const child = spawn(process.execPath, args, { env: { ...process.env, KILN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => {
+    children.delete(child);
+    resolve({ code, signal });
+  }));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`kiln server did not start within 10 s:\n${out}`)), 10_000);
+    const check = (): void => {
+      const match = /ready on [^\s]+:(\d+)/.exec(out);
+      if (match) {
+        clearTimeout(timer);
+        resolve(Number(match[1]));
+      }
+    };
+    child.stdout!.on('data', check);
+    void exited.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`kiln server exited before it was ready:\n${out}`));
+    });
+  });
+  return {
+    pid: child.pid!,
+    port,
+    url: `kiln://127.0.0.1:${port}`,
+    token,
+    child,
+    output: () => out,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** A client process (test/fixtures/client-worker) that takes commands over IPC. */
+export interface WorkerProcess {
+  pid: number;
+  child: ChildProcess;
+  call<T = unknown>(command: Record<string, unknown>, timeoutMs?: number): Promise<T>;
+  kill(): Promise<void>;
+  exited: Promise<unknown>;
+}
+
+const WORKER = fileURLToPath(new URL('../fixtures/client-worker.js', import.meta.url));
+
+export async function startWorker(env: Record<string, string> = {}): Promise<WorkerProcess> {
+  const child = fork(WORKER, [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(child);
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => {
+    children.delete(child);
+    resolve({ code, signal });
+  }));
+  let nextId = 0;
+  const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  child.on('message', (msg: { id: number; ok: boolean; value?: unknown; error?: string }) => {
+    const w = waiting.get(msg.id);
+    if (!w) return;
+    waiting.delete(msg.id);
+    if (msg.ok) w.resolve(msg.value);
+    else w.reject(new Error(msg.error));
+  });
+  void exited.then(() => {
+    for (const w of waiting.values()) w.reject(new Error('worker exited'));
+    waiting.clear();
+  });
+  return {
+    pid: child.pid!,
+    child,
+    exited,
+    call<T>(command: Record<string, unknown>, timeoutMs = 120_000): Promise<T> {
+      const id = ++nextId;
+      return new Promise<T>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`worker call ${String(command['op'])} timed out`)), timeoutMs);
+        waiting.set(id, {
+          resolve: (v) => {
+            clearTimeout(timer);
+            resolve(v as T);
+          },
+          reject: (e) => {
+            clearTimeout(timer);
+            reject(e);
+          },
+        });
+        child.send({ id, ...command });
+      });
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls until fn returns a truthy value or the time is up. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5000, what = 'condition'): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}

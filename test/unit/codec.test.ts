@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { KilnError } from '../../src/errors/index.js';
+import { decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
+
+describe('attribute codec', () => {
+  it('round-trips what JSON loses', () => {
+    const value = { at: new Date(5), big: 10n, set: new Set([1, 2]), bytes: new Uint8Array([1]), nested: [{ a: null, b: 'x' }] };
+    assert.deepEqual(decodeAttribute(encodeAttribute('v', value)), value);
+  });
+
+  it('stores a Map as a plain object with string keys (documented)', () => {
+    assert.deepEqual(decodeAttribute(encodeAttribute('m', new Map<unknown, unknown>([[1, 'a'], ['k', { x: 1 }]]))), { '1': 'a', k: { x: 1 } });
+  });
+
+  it('refuses functions, symbols and cycles, naming attribute and path', () => {
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic['self'] = cyclic;
+    const cases: [unknown, RegExp][] = [
+      [() => 1, /"user" cannot be encoded: user is function/],
+      [{ profile: { save() {} } }, /user\.profile\.save is function/],
+      [[1, Symbol('s')], /user\[1\] is symbol/],
+      [cyclic, /user\.self is a circular reference/],
+    ];
+    for (const [value, message] of cases) {
+      assert.throws(() => encodeAttribute('user', value), (err: KilnError) => err.code === 'KILN_ERR_UNSERIALIZABLE' && err.details?.['attribute'] === 'user' && message.test(err.message));
+    }
+  });
+
+  it('accepts the same object twice (shared, not circular)', () => {
+    const shared = { x: 1 };
+    assert.deepEqual(decodeAttribute(encodeAttribute('v', [shared, shared])), [{ x: 1 }, { x: 1 }]);
+  });
+});

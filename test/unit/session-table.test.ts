@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { KilnError } from '../../src/errors/index.js';
+import { generateSessionId } from '../../src/session/id.js';
+import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
+import type { CommitRequest } from '../../src/session/model.js';
+import { SessionTable, type TierRecord } from '../../src/tier/session-table.js';
+
+const limits = { ...DEFAULT_SESSION_LIMITS, maxAttributeBytes: 100, maxSessionBytes: 250, maxAttributes: 3 };
+const bytes = (n: number): Uint8Array => new Uint8Array(n);
+let seq = 0;
+function commit(id: string, base: number, set: [string, Uint8Array][] = [], extra: Partial<CommitRequest> = {}): CommitRequest {
+  return { sessionId: id, token: 1, commitId: `c${++seq}`, baseVersion: base, lastAccessedAt: 10, set, del: [], ...extra };
+}
+const code = (c: string) => (err: unknown) => err instanceof KilnError && err.code === c;
+
+describe('session table', () => {
+  it('creates at version 1, refuses a second create, applies in version order', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    assert.equal(t.applyCommit(commit(id, 0, [['a', bytes(3)]]), limits, 100).ack.version, 1);
+    assert.throws(() => t.applyCommit(commit(id, 0), limits, 100), code('KILN_ERR_SESSION_EXISTS'));
+    assert.throws(() => t.applyCommit(commit(id, 5), limits, 100), code('KILN_ERR_CONFLICT'));
+    assert.equal(t.applyCommit(commit(id, 1, [['b', bytes(2)]]), limits, 100).ack.version, 2);
+    assert.equal(t.get(id)!.bytes, 1 + 3 + 1 + 2);
+  });
+
+  it('acknowledges a repeated commit id without applying it twice', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    t.applyCommit(commit(id, 0), limits, 1);
+    const c = commit(id, 1, [['n', Uint8Array.of(1)]]);
+    assert.deepEqual(t.applyCommit(c, limits, 1).ack, { version: 2, duplicate: false });
+    assert.deepEqual(t.applyCommit(c, limits, 1).ack, { version: 2, duplicate: true });
+    assert.equal(t.get(id)!.meta.version, 2);
+  });
+
+  it('a rejected commit changes nothing', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    t.applyCommit(commit(id, 0, [['a', bytes(50)]]), limits, 1);
+    const before = JSON.stringify(t.snapshot(id), (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v instanceof Map ? [...v] : v));
+    assert.throws(() => t.applyCommit(commit(id, 1, [['b', bytes(101)]]), limits, 1), code('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+    assert.throws(() => t.applyCommit(commit(id, 1, [['b', bytes(100)], ['c', bytes(100)]]), limits, 1), code('KILN_ERR_SESSION_TOO_LARGE'));
+    assert.throws(() => t.applyCommit(commit(id, 1, [['b', bytes(1)], ['c', bytes(1)], ['d', bytes(1)]]), limits, 1), code('KILN_ERR_TOO_MANY_ATTRIBUTES'));
+    const after = JSON.stringify(t.snapshot(id), (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v instanceof Map ? [...v] : v));
+    assert.equal(after, before);
+  });
+
+  it('a destroyed session never comes back', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    t.applyCommit(commit(id, 0), limits, 1);
+    t.destroy(id, 1000);
+    assert.throws(() => t.applyCommit(commit(id, 1), limits, 2), code('KILN_ERR_SESSION_DESTROYED'));
+    assert.throws(() => t.applyCommit(commit(id, 0), limits, 2), code('KILN_ERR_SESSION_DESTROYED'));
+    assert.equal(t.get(id), undefined);
+  });
+
+  it('keeps the principal index in step', () => {
+    const t = new SessionTable();
+    const [a, b] = [generateSessionId(), generateSessionId()];
+    t.applyCommit(commit(a, 0, [], { principal: 'alice' }), limits, 1);
+    t.applyCommit(commit(b, 0, [], { principal: 'alice' }), limits, 1);
+    assert.deepEqual(t.sessionsOf('alice').sort(), [a, b].sort());
+    t.applyCommit(commit(a, 1, [], { principal: 'bob' }), limits, 1);
+    t.destroy(b, 100);
+    assert.deepEqual(t.sessionsOf('alice'), []);
+    assert.deepEqual(t.sessionsOf('bob'), [a]);
+  });
+
+  it('replaying the records it produced rebuilds the same state (also from a dump)', () => {
+    const t = new SessionTable();
+    const records: TierRecord[] = [];
+    const ids = Array.from({ length: 5 }, () => generateSessionId());
+    for (const [i, id] of ids.entries()) {
+      const r = t.applyCommit(commit(id, 0, [['a', bytes(i)]], { principal: `p${i % 2}` }), limits, 1);
+      records.push(r.record!);
+      const r2 = t.applyCommit(commit(id, 1, [['b', bytes(2)]], { del: ['a'] }), limits, 1);
+      records.push(r2.record!);
+    }
+    records.push(t.destroy(ids[0]!, 999)!.record);
+    const replayed = new SessionTable();
+    for (const r of records) replayed.replay(r);
+    const fromDump = new SessionTable();
+    for (const r of t.dump(0)) fromDump.replay(r);
+    for (const copy of [replayed, fromDump]) {
+      assert.equal(copy.size, t.size);
+      assert.equal(copy.bytes, t.bytes);
+      assert.deepEqual(copy.sessionsOf('p1').sort(), t.sessionsOf('p1').sort());
+      assert.equal(copy.isTombstoned(ids[0]!, 0), true);
+      for (const id of ids.slice(1)) assert.deepEqual(copy.snapshot(id), t.snapshot(id));
+    }
+  });
+});
