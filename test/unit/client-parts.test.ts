@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { KeyedQueue } from '../../src/client/keyed-queue.js';
 import { NearCache } from '../../src/client/near-cache.js';
-import { KilnError } from '../../src/errors/index.js';
+import type { KilnError } from '../../src/errors/index.js';
 import { generateSessionId, isValidSessionId, parseSessionId, withRoute } from '../../src/session/id.js';
 import { OptionReader } from '../../src/util/options.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { KilnError } from '../../src/errors/index.js';
+import type { KilnError } from '../../src/errors/index.js';
 import { decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
 
 describe('attribute codec', () => {
