@@ -383,7 +383,17 @@ export class SessionClient implements HandleHost {
 
   private async acquire(sessionId: string): Promise<LeaseGrant> {
     this.counters.acquires++;
-    const grant = await this.engine.acquire(sessionId, { timeoutMs: this.acquireTimeoutMs });
+    let grant: LeaseGrant;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        grant = await this.engine.acquire(sessionId, { timeoutMs: this.acquireTimeoutMs });
+        break;
+      } catch (err) {
+        // The connection dropped with the request in flight: the server freed whatever
+        // it had granted us with it, so asking again is safe.
+        if (!isKilnError(err, 'KILN_ERR_CONNECTION_LOST') || attempt >= COMMIT_ATTEMPTS || this.closed) throw err;
+      }
+    }
     this.leases.set(sessionId, { token: grant.token, releaseAfterUse: grant.releaseAfterUse, recalled: false });
     const early = this.earlyRecalls.get(sessionId);
     if (early !== undefined) {

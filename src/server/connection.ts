@@ -152,6 +152,9 @@ export class Connection {
       result = this.dispatch(frame.type, decodeBody(frame.body));
     } catch (err) {
       this.answer(frame.requestId, err, undefined);
+      // A malformed message means a broken or hostile peer: it may be out of step with
+      // the framing, so nothing more it sends is trusted.
+      if (err instanceof KilnError && err.code === 'KILN_ERR_PROTOCOL') this.fail(err);
       return;
     }
     if (result instanceof Promise) {

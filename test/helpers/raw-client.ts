@@ -1,0 +1,51 @@
+import { connect, type Socket } from 'node:net';
+import { errorFromWire, type KilnError } from '../../src/errors/index.js';
+import { encodeFrame, FrameParser, type Frame } from '../../src/protocol/frame.js';
+import { decodeBody, encodeBody, MessageType } from '../../src/protocol/messages.js';
+
+/** A hand-driven protocol peer, for sending what no real client would. */
+export class RawClient {
+  readonly frames: Frame[] = [];
+  readonly closed: Promise<void>;
+  private readonly parser = new FrameParser(64 * 1024 * 1024);
+
+  private constructor(readonly socket: Socket) {
+    socket.on('data', (chunk: Buffer) => this.frames.push(...this.parser.push(chunk).frames));
+    socket.on('error', () => undefined);
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  static open(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port }, () => resolve(new RawClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  write(bytes: Uint8Array): void {
+    if (!this.socket.destroyed) this.socket.write(bytes);
+  }
+
+  send(type: number, requestId: number, body: unknown, version?: number): void {
+    this.write(encodeFrame(type, requestId, encodeBody(body), version));
+  }
+
+  hello(token: string): void {
+    this.send(MessageType.Hello, 1, { token, client: { name: 'raw', pid: process.pid, host: 'test', app: 'test' } });
+  }
+
+  /** The error the server sent before closing, if any. */
+  lastError(): KilnError | undefined {
+    const frame = [...this.frames].reverse().find((f) => f.type === MessageType.Error);
+    return frame ? errorFromWire(decodeBody(frame.body)) : undefined;
+  }
+
+  /** Resolves true if the server closed the connection within timeoutMs. */
+  async closedWithin(timeoutMs: number): Promise<boolean> {
+    return Promise.race([this.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,163 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import { connect } from '../../src/engines/kiln/kiln-engine.js';
+import { isKilnError } from '../../src/errors/index.js';
+import { encodeFrame } from '../../src/protocol/frame.js';
+import { MessageType } from '../../src/protocol/messages.js';
+import { startKilnServer, type ServerProcess } from '../helpers/processes.js';
+import { RawClient } from '../helpers/raw-client.js';
+
+/**
+ * Whatever a peer sends, the server answers that peer with a clear error, closes that
+ * connection only, and keeps serving everyone else.
+ */
+describe('kiln server: bad input', () => {
+  let server: ServerProcess;
+  let kiln: SessionClient;
+  let sessionId: string;
+  let healthy: Promise<number>;
+  let stopHealthy = false;
+
+  before(async () => {
+    server = await startKilnServer({ args: ['--max-frame-bytes', String(5 * 1024 * 1024)] });
+    kiln = createSessionClient({ engine: connect(server.url, { token: server.token }) });
+    sessionId = await kiln.withSession(null, (s) => {
+      s.set('n', 0);
+      return s.id;
+    });
+    // A well-behaved client keeps working through every test below.
+    healthy = (async () => {
+      let n = 0;
+      while (!stopHealthy) {
+        await kiln.withSession(sessionId, (s) => s.set('n', s.get<number>('n')! + 1));
+        n++;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      return n;
+    })();
+  });
+
+  after(async () => {
+    stopHealthy = true;
+    const n = await healthy;
+    const final = await kiln.withSession(sessionId, (s) => s.get<number>('n'));
+    assert.equal(final, n, 'the healthy client lost nothing');
+    assert.ok(n > 10, `the healthy client kept working (${n} increments)`);
+    await kiln.close();
+    assert.equal(server.child.exitCode, null, 'server alive');
+    await server.kill();
+  });
+
+  async function expectClosedWith(raw: RawClient, code: string): Promise<void> {
+    assert.equal(await raw.closedWithin(3000), true, 'the connection is closed');
+    assert.equal(raw.lastError()?.code, code);
+  }
+
+  it('garbage bytes: protocol error, connection closed', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    // "GET " read as a length is ~1.2 GB: refused before any body is read.
+    await expectClosedWith(raw, 'KILN_ERR_FRAME_TOO_LARGE');
+  });
+
+  it('an oversized frame: refused from its header, connection closed', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.hello(server.token);
+    const header = Buffer.alloc(10);
+    header.writeUInt32BE(6 * 1024 * 1024);
+    header[4] = 1;
+    header[5] = MessageType.Commit;
+    raw.write(header);
+    await expectClosedWith(raw, 'KILN_ERR_FRAME_TOO_LARGE');
+  });
+
+  it('a wrong token: auth error, connection closed; the engine reports it and stops retrying', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.hello('wrong-token');
+    await expectClosedWith(raw, 'KILN_ERR_AUTH');
+    const engine = connect(server.url, { token: 'wrong-token' });
+    await assert.rejects(engine.connect(), (err) => isKilnError(err, 'KILN_ERR_AUTH'));
+    await assert.rejects(engine.stats(), (err) => isKilnError(err, 'KILN_ERR_AUTH'));
+    await engine.close();
+  });
+
+  it('a frame from a newer protocol version: version error, connection closed', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.send(MessageType.Hello, 1, { token: server.token }, 2);
+    await expectClosedWith(raw, 'KILN_ERR_PROTOCOL_VERSION');
+  });
+
+  it('requests before the handshake, and malformed messages after it', async () => {
+    const early = await RawClient.open(server.port);
+    early.send(MessageType.Stats, 5, {});
+    await expectClosedWith(early, 'KILN_ERR_PROTOCOL');
+    const late = await RawClient.open(server.port);
+    late.hello(server.token);
+    late.send(MessageType.Commit, 7, { id: 42, tk: 'x' });
+    await expectClosedWith(late, 'KILN_ERR_PROTOCOL');
+    const unknown = await RawClient.open(server.port);
+    unknown.hello(server.token);
+    unknown.send(200, 9, {});
+    await expectClosedWith(unknown, 'KILN_ERR_PROTOCOL');
+  });
+
+  it('fuzz: 150 connections of random bytes (raw, and inside valid frames after a handshake) never hurt the server', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), fc.integer({ min: 0, max: 255 }), fc.uint8Array({ minLength: 1, maxLength: 2000 }), async (framed, type, bytes) => {
+        const raw = await RawClient.open(server.port);
+        if (framed) {
+          raw.hello(server.token);
+          raw.write(encodeFrame(type, 3, bytes));
+        } else {
+          raw.write(bytes);
+        }
+        await raw.closedWithin(150);
+        raw.destroy();
+      }),
+      { numRuns: 150 },
+    );
+    const raw = await RawClient.open(server.port);
+    raw.hello(server.token);
+    raw.send(MessageType.Ping, 2, {});
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(raw.frames.some((f) => f.type === MessageType.Ok && f.requestId === 2), 'server still answers');
+    raw.destroy();
+  });
+});
+
+describe('kiln server: connection limits', () => {
+  it('refuses connections above --max-connections with a clear error', async () => {
+    const server = await startKilnServer({ args: ['--max-connections', '2'] });
+    try {
+      const first = await RawClient.open(server.port);
+      const second = await RawClient.open(server.port);
+      const third = await RawClient.open(server.port);
+      assert.equal(await third.closedWithin(3000), true);
+      assert.equal(third.lastError()?.code, 'KILN_ERR_TOO_MANY_CONNECTIONS');
+      first.destroy();
+      second.destroy();
+    } finally {
+      await server.kill();
+    }
+  });
+
+  it('closes connections idle past --idle-connection-ms, while pinging clients stay', async () => {
+    const server = await startKilnServer({ args: ['--idle-connection-ms', '400'] });
+    try {
+      const raw = await RawClient.open(server.port);
+      raw.hello(server.token);
+      const engine = connect(server.url, { token: server.token });
+      await engine.connect();
+      assert.equal(await raw.closedWithin(3000), true);
+      assert.equal(raw.lastError()?.code, 'KILN_ERR_IDLE_CONNECTION');
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(engine.connected, true, 'heartbeats keep a live client connected');
+      assert.equal(engine.counters.disconnects, 0);
+      await engine.close();
+    } finally {
+      await server.kill();
+    }
+  });
+});
