@@ -468,11 +468,17 @@ export class SessionClient implements HandleHost {
     if (lease) void this.releaseLease(sessionId, lease.token);
   }
 
+  /**
+   * Gives a lease back. Without write-behind changes pending, the touch and the release
+   * leave in this very tick (in order on the wire), so a process asking for the session
+   * next finds it free instead of paying for a recall.
+   */
   private async releaseLease(sessionId: string, token: number): Promise<void> {
-    await this.flushAsync(sessionId).catch(() => undefined);
-    await this.flushTouches(sessionId);
+    if (this.asyncStates.has(sessionId)) await this.flushAsync(sessionId).catch(() => undefined);
     if (this.leases.get(sessionId)?.token !== token) return;
+    const touch = this.touches.get(sessionId);
     this.forget(sessionId);
+    if (touch) void this.engine.touch([touch]).catch(() => undefined);
     await this.engine.release(sessionId, token).catch(() => undefined);
   }
 

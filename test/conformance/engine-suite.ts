@@ -212,10 +212,13 @@ export function engineConformance(harness: EngineHarness): void {
         await b.release(id, g.token);
       });
 
-      it('refuses a second create of the same id', async () => {
+      it('refuses a second create of the same id, from the same process or another', async () => {
         const { id, token } = await create(a);
         await assert.rejects(a.commit(commitOf(id, token, 0, { x: 1 })), code('KILN_ERR_SESSION_EXISTS'));
         await a.release(id, token);
+        const g = await b.acquire(id);
+        await assert.rejects(b.commit(commitOf(id, g.token, 0, { x: 2 })), code('KILN_ERR_SESSION_EXISTS'));
+        await b.release(id, g.token);
       });
 
       it('enforces limits and a rejected commit changes nothing', async () => {
@@ -415,6 +418,45 @@ export function engineConformance(harness: EngineHarness): void {
         assert.equal(seen, 5, 'the recall flushed the write-behind commits');
         await writer.close();
         await reader.close();
+      });
+
+      it('a recall arriving mid-request waits for that request and its commit', async () => {
+        const [e1, e2] = await Promise.all([tier.engine(), tier.engine()]);
+        const holder = createSessionClient({ engine: e1 });
+        const other = createSessionClient({ engine: e2 });
+        const id = await holder.withSession(null, (s) => {
+          s.set('n', 1);
+          return s.id;
+        });
+        const inRequest = await holder.open(id);
+        const read = other.withSession(id, (s) => s.get<number>('n'));
+        await sleep(30);
+        inRequest.set('n', 2);
+        await inRequest.commit();
+        inRequest.close();
+        assert.equal(await read, 2, 'the other process saw the commit of the request in flight at recall time');
+        assert.equal(holder.holdsLease(id), false, 'and the holder handed the lease over');
+        await holder.close();
+        await other.close();
+      });
+
+      it('ping-pong: a session bouncing between processes stops paying a recall per request', async () => {
+        const [e1, e2] = await Promise.all([tier.engine(), tier.engine()]);
+        const clients = [createSessionClient({ engine: e1 }), createSessionClient({ engine: e2 })];
+        const id = await clients[0]!.withSession(null, (s) => {
+          s.set('n', 0);
+          return s.id;
+        });
+        const before = await e1.stats();
+        const requests = 40;
+        for (let i = 0; i < requests; i++) await clients[i % 2]!.withSession(id, (s) => s.set('n', s.get<number>('n')! + 1));
+        const after = await e1.stats();
+        const recalls = after.counters['leaseRecalls']! - before.counters['leaseRecalls']!;
+        assert.ok(recalls <= requests / 4, `${recalls} recalls for ${requests} alternating requests`);
+        console.log(`# ${harness.name}: ${recalls} recalls for ${requests} requests alternating between two processes`);
+        assert.ok(after.counters['pingPongGrants']! > before.counters['pingPongGrants']!);
+        assert.equal(await clients[0]!.withSession(id, (s) => s.get<number>('n')), requests);
+        await Promise.all(clients.map((cl) => cl.close()));
       });
 
       it('a read-only open does not block writers and refuses changes', async () => {
