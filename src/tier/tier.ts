@@ -131,7 +131,8 @@ export class Tier {
   /** Applies a stored record at start-up (before any owner attaches). */
   restore(record: TierRecord): void {
     this.sessions.replay(record);
-    if (record.t === 'c' || record.t === 's') this.scheduleExpiry(record.t === 'c' ? record.id : record.meta.id);
+    if (record.t === 's') this.scheduleExpiry(record.meta.id);
+    else if (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined)) this.scheduleExpiry(record.id);
     if (record.t === 'd' || record.t === 'b') this.tombstoneWheel.schedule(record.id, record.until);
   }
 
@@ -224,7 +225,9 @@ export class Tier {
       this.counters.commits++;
       for (const [name, value] of record.set) this.counters.commitBytes += name.length + value.length;
       if (record.ca !== undefined) this.counters.created++;
-      this.scheduleExpiry(req.sessionId);
+      // A commit only moves the deadline later (access time), which the sweep finds when
+      // the earlier entry comes due; only a create or a changed timeout needs a new entry.
+      if (record.ca !== undefined || record.it !== undefined || record.ae !== undefined) this.scheduleExpiry(req.sessionId);
     }
     if (req.release) this.release(ownerId, req.sessionId, req.token);
     if (record && this.storage) await this.storage.append(record);
