@@ -1,5 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { hostname } from 'node:os';
 import { KilnError } from '../errors/index.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame.js';
@@ -40,6 +42,8 @@ export interface KilnServerOptions {
   expirySweepMs?: number;
   touchGraceMs?: number;
   compactMinBytes?: number;
+  /** Serve TLS (clients use kilns://): PEM certificate and key, as strings or file paths. */
+  tls?: { cert: string; key: string };
   logger?: Logger;
 }
 
@@ -51,10 +55,11 @@ export interface KilnServerInfo {
   startedAt: number;
   dataDir: string | undefined;
   fsync: FsyncPolicy;
+  tls: boolean;
   loaded: LoadReport | undefined;
 }
 
-const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -118,8 +123,17 @@ export class KilnServer {
     if (limits.maxSessionBytes + 64 * 1024 > this.maxFrameBytes) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: maxFrameBytes (${this.maxFrameBytes}) must exceed limits.maxSessionBytes (${limits.maxSessionBytes}) by 64 KiB so any valid session fits in a frame`, { details: { option: 'maxFrameBytes' } });
     }
-    this.server = createServer((socket) => this.accept(socket));
+    const tls = o.any('tls') as KilnServerOptions['tls'];
+    if (tls !== undefined && (typeof tls?.cert !== 'string' || typeof tls?.key !== 'string')) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "tls" must be { cert, key } (PEM text or file paths)', { details: { option: 'tls' } });
+    }
+    this.secure = tls !== undefined;
+    this.server = tls
+      ? createTlsServer({ cert: pem(tls.cert), key: pem(tls.key) }, (socket) => this.accept(socket))
+      : createServer((socket) => this.accept(socket));
   }
+
+  private readonly secure: boolean;
 
   /** Loads the data directory, then listens. */
   async start(): Promise<KilnServerInfo> {
@@ -137,12 +151,12 @@ export class KilnServer {
     });
     const address = this.server.address();
     this.boundPort = typeof address === 'object' && address ? address.port : this.port;
-    this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync });
+    this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
     return this.info();
   }
 
   info(): KilnServerInfo {
-    return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, loaded: this.loaded };
+    return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, tls: this.secure, loaded: this.loaded };
   }
 
   clients(): (ClientInfo & { ownerId: string; leases: number; requests: number })[] {
@@ -207,6 +221,11 @@ export class KilnServer {
     // Comparing fixed-length digests keeps the comparison constant-time whatever the length of the guess.
     return timingSafeEqual(digest(token), this.tokenDigest);
   }
+}
+
+/** PEM text as is; anything else is a path to read it from. */
+function pem(value: string): string {
+  return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
 }
 
 function digest(token: string): Buffer {

@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import type * as Kiln from '../../src/index.js';
 import { ROOT } from '../helpers/processes.js';
 
 describe('package entry points', () => {
   it('CommonJS apps can require() kiln and run a session', async () => {
     const require = createRequire(join(ROOT, 'package.json'));
-    const kiln = require('kiln') as typeof import('../../src/index.js');
+    const kiln = require('kiln') as typeof Kiln;
     const client = kiln.createSessionClient({ engine: kiln.createMemoryTier().engine() });
     const id = await client.withSession(null, (s) => {
       s.set('n', 1);

@@ -17,6 +17,8 @@ Options:
   --fsync <policy>           always | everysec | never (default everysec)
   --token-file <file>        file holding the shared secret (else KILN_TOKEN)
   --insecure-no-auth         accept clients without a token (trusted networks only)
+  --tls-cert <file>          serve TLS with this PEM certificate (clients use kilns://)
+  --tls-key <file>           the certificate's PEM private key
   --max-connections <n>      default 10000
   --max-frame-bytes <n>      default 8388608
   --max-session-bytes <n>    default 4194304
@@ -56,6 +58,8 @@ export const serverCommand: Command = {
         fsync: { type: 'string' },
         'token-file': { type: 'string' },
         'insecure-no-auth': { type: 'boolean' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
         'max-connections': { type: 'string' },
         'max-frame-bytes': { type: 'string' },
         'max-session-bytes': { type: 'string' },
@@ -88,7 +92,9 @@ export const serverCommand: Command = {
       const v = intOption(values, flag);
       if (v !== undefined) limits[key] = v;
     }
+    if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
     const server = new KilnServer({
+      tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
       host: values.host ?? '127.0.0.1',
       port: intOption(values, 'port') ?? 9510,
       token: token || undefined,
@@ -106,7 +112,7 @@ export const serverCommand: Command = {
     });
     const info = await server.start();
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
-    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${loaded})\n`);
+    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');
