@@ -1,5 +1,8 @@
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
 import type { StatusStream } from '../util/status.js';
+import type { ListOptions, ListPage } from '../tier/tier.js';
+
+export type { ListOptions, ListPage };
 
 /**
  * The one interface between the Kiln client and a server tier. An Engine instance is
@@ -37,6 +40,8 @@ export interface Engine {
   /** Destroys the session wherever it is held; a tombstone keeps late commits out. */
   destroy(sessionId: string, options?: { reason?: string }): Promise<boolean>;
   findByPrincipal(principal: string): Promise<SessionMeta[]>;
+  /** Sessions in id order, a page at a time (admin, console, KilnStore.all). */
+  list(options: ListOptions): Promise<ListPage>;
   destroyByPrincipal(principal: string): Promise<number>;
   /** Server-side expiry and destroy events; the first subscriber turns delivery on. */
   onEvent(listener: (event: SessionEvent) => void): () => void;
@@ -86,3 +91,5 @@ export interface EngineStats {
 /** Default time bounds; every engine applies them so no call can hang. */
 export const DEFAULT_OPERATION_TIMEOUT_MS = 5000;
 export const DEFAULT_ACQUIRE_TIMEOUT_MS = 10_000;
+/** Largest page list() returns. */
+export const MAX_LIST_LIMIT = 1000;

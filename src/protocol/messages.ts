@@ -22,6 +22,7 @@ export const MessageType = {
   Subscribe: 10,
   Stats: 11,
   Ping: 12,
+  List: 13,
   // server -> client
   Welcome: 64,
   Ok: 65,

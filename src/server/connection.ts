@@ -15,6 +15,7 @@ import {
   type HelloBody,
   type WelcomeBody,
 } from '../protocol/messages.js';
+import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import type { SessionEvent } from '../session/model.js';
 import type { Tier } from '../tier/tier.js';
 import type { Logger } from '../util/log.js';
@@ -255,6 +256,13 @@ export class Connection {
         return tier.findByPrincipal(str(record(body, 'find'), 'principal', tier.limits.maxPrincipalLength));
       case MessageType.DestroyPrincipal:
         return tier.destroyByPrincipal(this.ownerId, str(record(body, 'destroyPrincipal'), 'principal', tier.limits.maxPrincipalLength));
+      case MessageType.List: {
+        const o = record(body, 'list');
+        const limit = Math.min(Math.max(1, uint(o, 'limit')), MAX_LIST_LIMIT);
+        const after = o['after'] === undefined || o['after'] === null ? undefined : str(o, 'after', 256);
+        const prefix = o['prefix'] === undefined || o['prefix'] === null ? undefined : str(o, 'prefix', 256);
+        return tier.list({ after, limit, prefix });
+      }
       case MessageType.Subscribe:
         this.subscribed = record(body, 'subscribe')['events'] === true;
         return null;

@@ -3,12 +3,16 @@ import { KilnError } from '../errors/index.js';
 
 /** 32 random bytes = 256 bits from the CSPRNG, base64url without padding: 43 characters. */
 export const SESSION_ID_BYTES = 32;
-const BASE_LENGTH = 43;
-const BASE_PATTERN = /^[A-Za-z0-9_-]{43}$/;
+/**
+ * Ids Kiln generates are 43 characters; ids from elsewhere (a custom `genid`,
+ * express-session's own 32-character ids through KilnStore) are accepted from 16 to 128
+ * characters of the same alphabet. Their entropy is their generator's business.
+ */
+const BASE_PATTERN = /^[A-Za-z0-9_-]{16,128}$/;
 /** A route names the app server a load balancer should send the session to (`app-1`). */
 export const ROUTE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** Upper bound on a whole id, so every layer can reject longer input before parsing it. */
-export const MAX_SESSION_ID_LENGTH = BASE_LENGTH + 1 + 64;
+export const MAX_SESSION_ID_LENGTH = 128 + 1 + 64;
 
 /**
  * A new session id: `<43 base64url chars>[.<route>]`.
@@ -33,12 +37,12 @@ export interface ParsedSessionId {
 
 /** Splits an id into its random part and route; undefined when the id is not well-formed. */
 export function parseSessionId(id: unknown): ParsedSessionId | undefined {
-  if (typeof id !== 'string' || id.length < BASE_LENGTH || id.length > MAX_SESSION_ID_LENGTH) return undefined;
-  const base = id.slice(0, BASE_LENGTH);
+  if (typeof id !== 'string' || id.length < 16 || id.length > MAX_SESSION_ID_LENGTH) return undefined;
+  const dot = id.indexOf('.');
+  const base = dot < 0 ? id : id.slice(0, dot);
   if (!BASE_PATTERN.test(base)) return undefined;
-  if (id.length === BASE_LENGTH) return { base, route: undefined };
-  if (id[BASE_LENGTH] !== '.') return undefined;
-  const route = id.slice(BASE_LENGTH + 1);
+  if (dot < 0) return { base, route: undefined };
+  const route = id.slice(dot + 1);
   return ROUTE_PATTERN.test(route) ? { base, route } : undefined;
 }
 
@@ -49,7 +53,7 @@ export function isValidSessionId(id: unknown): id is string {
 /** Throws KILN_ERR_INVALID_ARGUMENT unless `id` is a well-formed session id. */
 export function assertSessionId(id: unknown): asserts id is string {
   if (!isValidSessionId(id)) {
-    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'session id must be 43 base64url characters with an optional .route suffix');
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'session id must be 16 to 128 base64url characters with an optional .route suffix');
   }
 }
 

@@ -71,6 +71,21 @@ export interface TierCounters {
   pingPongGrants: number;
 }
 
+export interface ListOptions {
+  /** Last id of the previous page. */
+  after?: string;
+  limit: number;
+  prefix?: string;
+}
+
+export interface ListPage {
+  sessions: SessionMeta[];
+  /** Pass as `after` for the next page; null on the last page. */
+  next: string | null;
+  /** Sessions in the tier (not only those matching the prefix). */
+  total: number;
+}
+
 interface PendingAcquire {
   resolve: (grant: LeaseGrant) => void;
   reject: (err: KilnError) => void;
@@ -94,6 +109,8 @@ export class Tier {
   private readonly sweepTimer: NodeJS.Timeout;
   private recallTimer: NodeJS.Timeout | undefined;
   private recallTimerAt = Infinity;
+  /** Ids in order for list(); dropped whenever a session is created or removed. */
+  private sortedIds: string[] | undefined;
   private closed = false;
   private readonly counters: Omit<TierCounters, 'leaseGrants' | 'leaseRecalls' | 'leaseHandovers' | 'leaseRevocations' | 'pingPongGrants'> = {
     created: 0,
@@ -131,6 +148,7 @@ export class Tier {
   /** Applies a stored record at start-up (before any owner attaches). */
   restore(record: TierRecord): void {
     this.sessions.replay(record);
+    this.sortedIds = undefined;
     if (record.t === 's') this.scheduleExpiry(record.meta.id);
     else if (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined)) this.scheduleExpiry(record.id);
     if (record.t === 'd' || record.t === 'b') this.tombstoneWheel.schedule(record.id, record.until);
@@ -224,7 +242,10 @@ export class Tier {
     if (record?.t === 'c') {
       this.counters.commits++;
       for (const [name, value] of record.set) this.counters.commitBytes += name.length + value.length;
-      if (record.ca !== undefined) this.counters.created++;
+      if (record.ca !== undefined) {
+        this.counters.created++;
+        this.sortedIds = undefined;
+      }
       // A commit only moves the deadline later (access time), which the sweep finds when
       // the earlier entry comes due; only a create or a changed timeout needs a new entry.
       if (record.ca !== undefined || record.it !== undefined || record.ae !== undefined) this.scheduleExpiry(req.sessionId);
@@ -259,6 +280,7 @@ export class Tier {
     const until = Math.min(expiryDeadline(current.meta, this.touchGraceMs), now + this.maxTombstoneMs);
     const result = this.sessions.destroy(sessionId, Math.max(until, now + 1000));
     if (!result) return false;
+    this.sortedIds = undefined;
     if (reason === 'expired') this.counters.expired++;
     else this.counters.destroyed++;
     this.tombstoneWheel.schedule(sessionId, Math.max(until, now + 1000));
@@ -267,6 +289,29 @@ export class Tier {
     this.emit({ type: reason === 'expired' ? 'expired' : 'destroyed', sessionId, principal: result.meta.principal, at: now, reason });
     if (this.storage) await this.storage.append(result.record);
     return true;
+  }
+
+  /**
+   * Sessions in id order, a page at a time: `after` is the last id of the previous page,
+   * `prefix` narrows to ids that start with it. The sorted index is rebuilt lazily after
+   * creates and removals.
+   */
+  list(options: ListOptions): ListPage {
+    if (!this.sortedIds) this.sortedIds = [...this.sessions.ids()].sort();
+    const ids = this.sortedIds;
+    const prefix = options.prefix ?? '';
+    const from = options.after !== undefined && options.after >= prefix ? options.after : undefined;
+    let at = lowerBound(ids, from ?? prefix);
+    if (from !== undefined && ids[at] === from) at++;
+    const sessions: SessionMeta[] = [];
+    while (at < ids.length && sessions.length < options.limit) {
+      const id = ids[at++]!;
+      if (!id.startsWith(prefix)) break;
+      const s = this.sessions.get(id);
+      if (s) sessions.push({ ...s.meta });
+    }
+    const more = at < ids.length && ids[at]!.startsWith(prefix);
+    return { sessions, next: more && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: this.sessions.size };
   }
 
   findByPrincipal(principal: string): SessionMeta[] {
@@ -330,6 +375,7 @@ export class Tier {
       }
       const result = this.sessions.expire(id);
       if (!result) continue;
+      this.sortedIds = undefined;
       this.counters.expired++;
       this.apply(this.leases.endSession(id, 'expired', now));
       this.emit({ type: 'expired', sessionId: id, principal: result.meta.principal, at: now });
@@ -417,6 +463,17 @@ export class Tier {
   private assertOpen(): void {
     if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down');
   }
+}
+
+function lowerBound(sorted: string[], value: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 function pendingKey(ownerId: OwnerId, sessionId: string): string {

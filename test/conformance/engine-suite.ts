@@ -336,6 +336,30 @@ export function engineConformance(harness: EngineHarness): void {
       });
     });
 
+    describe('listing', () => {
+      it('pages through sessions in id order and narrows by id prefix', async () => {
+        const made = await Promise.all(Array.from({ length: 25 }, () => create(a, { n: 1 })));
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await a.list({ after, limit: 7 });
+          assert.ok(page.sessions.length <= 7);
+          seen.push(...page.sessions.map((m) => m.id));
+          assert.ok(page.total >= 25);
+          if (!page.next) break;
+          after = page.next;
+        }
+        assert.deepEqual(seen, [...seen].sort(), 'id order');
+        assert.equal(new Set(seen).size, seen.length, 'no session twice');
+        for (const { id } of made) assert.ok(seen.includes(id));
+        const target = made[3]!.id;
+        const byPrefix = await a.list({ prefix: target.slice(0, 12), limit: 10 });
+        assert.deepEqual(byPrefix.sessions.map((m) => m.id), [target]);
+        assert.equal(byPrefix.next, null);
+        for (const { id, token } of made) await a.release(id, token);
+      });
+    });
+
     describe('events and stats', () => {
       it('emits destroyed events with principal and reason', async () => {
         const events: SessionEvent[] = [];

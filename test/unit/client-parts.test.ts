@@ -59,7 +59,8 @@ describe('session ids', () => {
     const routed = generateSessionId('app-2');
     assert.deepEqual(parseSessionId(routed), { base: routed.slice(0, 43), route: 'app-2' });
     assert.equal(withRoute(routed, 'app-3').slice(-5), 'app-3');
-    for (const bad of ['', 'short', `${id}.`, `${id}.bad route`, `${id}x`, 42, null]) assert.equal(isValidSessionId(bad), false, String(bad));
+    for (const bad of ['', 'short', `${id}.`, `${id}.bad route`, `${id}.a.b`, 'x'.repeat(129), 'has space in it.....', 42, null]) assert.equal(isValidSessionId(bad), false, String(bad));
+    assert.equal(isValidSessionId('0123456789abcdefABCDEF_-'), true, 'ids from other generators (express-session, genid) are accepted');
     assert.throws(() => generateSessionId('no spaces'), (err: KilnError) => err.code === 'KILN_ERR_INVALID_ARGUMENT');
   });
 });

@@ -19,7 +19,7 @@ import {
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
 
 /**
  * The engine that talks to a kiln server over TCP: pipelined requests matched by id,
@@ -183,6 +183,13 @@ export class KilnEngine implements Engine {
     const list = await this.request(MessageType.FindPrincipal, { principal });
     if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
     return list.map(metaFromWire);
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    const page = record(await this.request(MessageType.List, { after: options.after, limit: options.limit, prefix: options.prefix }), 'page');
+    const sessions = page['sessions'];
+    if (!Array.isArray(sessions)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed session listing');
+    return { sessions: sessions.map(metaFromWire), next: typeof page['next'] === 'string' ? page['next'] : null, total: Number(page['total']) };
   }
 
   async destroyByPrincipal(principal: string): Promise<number> {

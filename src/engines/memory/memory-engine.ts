@@ -3,7 +3,7 @@ import { KilnError } from '../../errors/index.js';
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
 import { Tier, type TierOptions } from '../../tier/tier.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
 
 /**
  * The server tier in this process: for single-process apps, tests and development.
@@ -116,6 +116,11 @@ export class MemoryEngine implements Engine {
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
     this.ensureAttached();
     return this.tier.findByPrincipal(principal);
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    this.ensureAttached();
+    return this.tier.list({ ...options, limit: Math.min(options.limit, MAX_LIST_LIMIT) });
   }
 
   async destroyByPrincipal(principal: string): Promise<number> {
