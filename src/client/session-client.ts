@@ -54,6 +54,13 @@ export interface SessionClientOptions {
   route?: string;
 }
 
+export interface OpenOptions {
+  /** Take a snapshot and let other requests on the session run; changes are refused. */
+  readOnly?: boolean;
+  /** The id to give the session if it has to be a new one (default: 256 random bits + route). */
+  newId?: () => string;
+}
+
 export interface SessionClientStats {
   ownerId: string;
   leases: number;
@@ -113,7 +120,9 @@ export class SessionClient implements HandleHost {
   /** Recalls that arrived before the grant they refer to was processed. */
   private readonly earlyRecalls = new Map<string, number>();
   private readonly asyncErrorListeners = new Set<(err: KilnError, sessionId: string) => void>();
-  private readonly touchTimer: NodeJS.Timeout;
+  private touchTimer: NodeJS.Timeout;
+  private touchIntervalMs: number;
+  private readonly configuredTouchIntervalMs: number;
   private readonly commitPrefix = randomBytes(6).toString('base64url');
   private commitSeq = 0;
   private closed = false;
@@ -149,8 +158,9 @@ export class SessionClient implements HandleHost {
     if (this.route !== undefined) generateSessionId(this.route); // validates the route
     const cacheOptions = new OptionReader('SessionClient cache', options.cache, ['maxEntries', 'maxBytes']);
     this.cache = new NearCache({ maxEntries: cacheOptions.int('maxEntries', 10_000, 0), maxBytes: cacheOptions.int('maxBytes', 64 * 1024 * 1024, 0) });
-    const touchIntervalMs = o.int('touchIntervalMs', 1000, 10, 3_600_000);
-    this.touchTimer = setInterval(() => void this.flushTouches(), touchIntervalMs);
+    this.configuredTouchIntervalMs = o.int('touchIntervalMs', 1000, 10, 3_600_000);
+    this.touchIntervalMs = this.configuredTouchIntervalMs;
+    this.touchTimer = setInterval(() => void this.flushTouches(), this.touchIntervalMs);
     this.touchTimer.unref();
     engine.setLeaseHandler({
       recall: (sessionId, token) => this.onRecall(sessionId, token),
@@ -169,11 +179,12 @@ export class SessionClient implements HandleHost {
    * first committed. `readOnly` takes a snapshot and lets other requests on the same
    * session run meanwhile; such a handle refuses changes.
    */
-  async open(sessionId?: string | null, options: { readOnly?: boolean } = {}): Promise<SessionHandle> {
+  async open(sessionId?: string | null, options: OpenOptions = {}): Promise<SessionHandle> {
     this.assertOpen();
     this.counters.opens++;
     const readOnly = options.readOnly === true;
-    if (typeof sessionId !== 'string' || !isValidSessionId(sessionId)) return this.fresh(readOnly);
+    const fresh = (): SessionHandle => this.fresh(readOnly, options.newId);
+    if (typeof sessionId !== 'string' || !isValidSessionId(sessionId)) return fresh();
     const unlock = await this.queue.lock(sessionId, this.acquireTimeoutMs);
     try {
       const cached = await this.loadUnderLease(sessionId);
@@ -181,7 +192,7 @@ export class SessionClient implements HandleHost {
       if (!cached) {
         this.releaseUnusedLease(sessionId);
         unlock();
-        return this.fresh(readOnly);
+        return fresh();
       }
       if (expiryDeadline(cached.meta) <= now) {
         // The lease holder is the authority on access time: it ends the session itself.
@@ -189,11 +200,14 @@ export class SessionClient implements HandleHost {
         await this.engine.destroy(sessionId, { reason: 'expired' }).catch(() => undefined);
         this.forget(sessionId);
         unlock();
-        return this.fresh(readOnly);
+        return fresh();
       }
       cached.meta.lastAccessedAt = now;
       const lease = this.leases.get(sessionId);
-      if (lease) this.touches.set(sessionId, { sessionId, token: lease.token, at: now });
+      if (lease) {
+        this.touches.set(sessionId, { sessionId, token: lease.token, at: now });
+        this.fitTouchInterval();
+      }
       if (readOnly) {
         const handle = new SessionHandle(this, cached, false, true, undefined);
         this.finishUse(sessionId);
@@ -232,10 +246,14 @@ export class SessionClient implements HandleHost {
     return this.engine.findByPrincipal(principal);
   }
 
-  /** "Log out everywhere": ends every session of the principal, on every app server. */
-  destroyByPrincipal(principal: string): Promise<number> {
+  /** "Log out everywhere": ends every session of the principal, on every app server (this one included). */
+  async destroyByPrincipal(principal: string): Promise<number> {
     this.assertOpen();
-    return this.engine.destroyByPrincipal(principal);
+    const mine = (await this.engine.findByPrincipal(principal)).map((m) => m.id);
+    const n = await this.engine.destroyByPrincipal(principal);
+    // The tier tells other holders; the sessions this process holds it forgets itself.
+    for (const id of mine) this.forget(id);
+    return n;
   }
 
   onEvent(listener: (event: SessionEvent) => void): () => void {
@@ -610,6 +628,20 @@ export class SessionClient implements HandleHost {
     this.asyncStates.delete(sessionId);
   }
 
+  /**
+   * The tier expires a held session once its last reported access is older than the
+   * idle timeout plus the grace it announces; touches must arrive well within that.
+   */
+  private fitTouchInterval(): void {
+    const grace = this.engine.limits?.touchGraceMs;
+    const wanted = grace ? Math.max(10, Math.min(this.configuredTouchIntervalMs, Math.floor(grace / 2))) : this.configuredTouchIntervalMs;
+    if (wanted === this.touchIntervalMs || this.closed) return;
+    this.touchIntervalMs = wanted;
+    clearInterval(this.touchTimer);
+    this.touchTimer = setInterval(() => void this.flushTouches(), wanted);
+    this.touchTimer.unref();
+  }
+
   private async flushTouches(sessionId?: string): Promise<void> {
     let items: TouchItem[];
     if (sessionId !== undefined) {
@@ -628,8 +660,10 @@ export class SessionClient implements HandleHost {
 
   // ---- helpers ------------------------------------------------------------------------
 
-  private fresh(readOnly: boolean): SessionHandle {
-    return new SessionHandle(this, this.emptySession(generateSessionId(this.route)), true, readOnly, undefined);
+  private fresh(readOnly: boolean, newId?: () => string): SessionHandle {
+    const id = newId ? newId() : generateSessionId(this.route);
+    if (newId && !isValidSessionId(id)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a generated session id must be 16 to 128 base64url characters with an optional .route suffix');
+    return new SessionHandle(this, this.emptySession(id), true, readOnly, undefined);
   }
 
   private emptySession(id: string): CachedSession {

@@ -187,6 +187,13 @@ export class SessionHandle {
     this.host.closeHandle(this);
   }
 
+  /** Throws away this request's changes not yet committed (attributes and metadata). */
+  discardChanges(): void {
+    this.assertUsable();
+    this.tracker = new DeltaTracker(this.base.attributes);
+    this.metaChanges = {};
+  }
+
   /** @internal */
   reset(base: CachedSession, isNew: boolean): void {
     this.base = base;

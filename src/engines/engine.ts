@@ -66,6 +66,8 @@ export interface EngineLimits {
   maxAttributes: number;
   maxAttributeNameLength: number;
   maxPrincipalLength: number;
+  /** Slack the tier gives a lease holder's batched touches: clients touch at least twice within it. */
+  touchGraceMs?: number;
 }
 
 export type EngineStatus =

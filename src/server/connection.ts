@@ -211,7 +211,7 @@ export class Connection {
       epoch: this.ctx.tier.epoch,
       serverId: this.ctx.serverId,
       maxFrameBytes: this.ctx.maxFrameBytes,
-      limits: { ...this.ctx.tier.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs },
+      limits: { ...this.ctx.tier.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs, touchGraceMs: this.ctx.tier.touchGraceMs },
     };
     this.send(MessageType.Welcome, frame.requestId, welcome);
   }

@@ -104,7 +104,7 @@ export class Tier {
   private readonly listeners = new Set<(event: SessionEvent) => void>();
   private readonly clock: () => number;
   private readonly storage: TierStorage | undefined;
-  private readonly touchGraceMs: number;
+  readonly touchGraceMs: number;
   private readonly maxTombstoneMs: number;
   private readonly sweepTimer: NodeJS.Timeout;
   private recallTimer: NodeJS.Timeout | undefined;

@@ -18,6 +18,15 @@ process.on('exit', () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
+/** Registers a child to be killed when the test process exits; resolves when it exits. */
+export function trackChild(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  children.add(child);
+  return new Promise((resolve) => child.once('exit', (code, signal) => {
+    children.delete(child);
+    resolve({ code, signal });
+  }));
+}
+
 export function tempDir(prefix = 'kiln-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }

@@ -373,6 +373,7 @@ export class KilnEngine implements Engine {
       maxAttributes: l['maxAttributes'] ?? 1000,
       maxAttributeNameLength: l['maxAttributeNameLength'] ?? 256,
       maxPrincipalLength: l['maxPrincipalLength'] ?? 256,
+      touchGraceMs: l['touchGraceMs'],
     };
     this.state = 'ready';
     this.reconnectAttempt = 0;

@@ -57,7 +57,7 @@ export class MemoryEngine implements Engine {
   }
 
   get limits(): EngineLimits {
-    return this.tier.limits;
+    return { ...this.tier.limits, touchGraceMs: this.tier.touchGraceMs };
   }
 
   async connect(): Promise<void> {

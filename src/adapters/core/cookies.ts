@@ -1,0 +1,102 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { KilnError } from '../../errors/index.js';
+
+/**
+ * Cookie parsing, serialising and signing, pure. Signed values use the format of
+ * express-session (cookie-signature): `s:<value>.<base64 HMAC-SHA256 without padding>`,
+ * so a cookie signed by express-session with the same secret verifies here.
+ */
+
+/** Longest cookie value we read; anything longer is treated as absent (and costs no lookup). */
+export const MAX_COOKIE_VALUE_LENGTH = 1024;
+/** Browsers keep cookies up to about 4096 bytes (name, value and attributes). */
+export const MAX_SET_COOKIE_BYTES = 4096;
+
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  let at = 0;
+  while (at < header.length) {
+    let end = header.indexOf(';', at);
+    if (end < 0) end = header.length;
+    const eq = header.indexOf('=', at);
+    if (eq > at && eq < end && header.slice(at, eq).trim() === name) {
+      let value = header.slice(eq + 1, end).trim();
+      if (value.length > MAX_COOKIE_VALUE_LENGTH) return undefined;
+      if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
+      try {
+        return value.includes('%') ? decodeURIComponent(value) : value;
+      } catch {
+        return undefined;
+      }
+    }
+    at = end + 1;
+  }
+  return undefined;
+}
+
+function mac(value: string, secret: string): string {
+  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+}
+
+export function signValue(value: string, secret: string): string {
+  return `s:${value}.${mac(value, secret)}`;
+}
+
+/**
+ * The value inside a signed cookie if any secret verifies it (constant-time), else
+ * undefined. Every secret is tried, so rotation (new first, old after) keeps old
+ * cookies valid.
+ */
+export function unsignValue(signed: string | undefined, secrets: readonly string[]): string | undefined {
+  if (!signed || !signed.startsWith('s:')) return undefined;
+  const body = signed.slice(2);
+  const dot = body.lastIndexOf('.');
+  if (dot <= 0) return undefined;
+  const value = body.slice(0, dot);
+  const given = Buffer.from(body.slice(dot + 1));
+  let ok = false;
+  for (const secret of secrets) {
+    const expected = Buffer.from(mac(value, secret));
+    // Compare every secret (no early exit) so timing does not tell which one matched.
+    if (expected.length === given.length && timingSafeEqual(expected, given)) ok = true;
+  }
+  return ok ? value : undefined;
+}
+
+export type SameSite = 'lax' | 'strict' | 'none' | boolean;
+
+export interface CookieAttributes {
+  maxAge?: number | undefined;
+  expires?: Date | undefined;
+  domain?: string | undefined;
+  path?: string | undefined;
+  httpOnly?: boolean | undefined;
+  secure?: boolean | undefined;
+  sameSite?: SameSite | undefined;
+  partitioned?: boolean | undefined;
+  priority?: 'low' | 'medium' | 'high' | undefined;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+export function serializeCookie(name: string, value: string, attrs: CookieAttributes): string {
+  if (!TOKEN.test(name)) throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name ${JSON.stringify(name)} is not a valid token`);
+  // Always percent-encoded, as express-session (the `cookie` package) does: its cookies read here and ours there.
+  const encoded = encodeURIComponent(value);
+  const parts = [`${name}=${encoded}`];
+  if (attrs.maxAge !== undefined) parts.push(`Max-Age=${Math.max(0, Math.round(attrs.maxAge / 1000))}`);
+  if (attrs.domain) parts.push(`Domain=${attrs.domain}`);
+  if (attrs.path) parts.push(`Path=${attrs.path}`);
+  if (attrs.expires) parts.push(`Expires=${attrs.expires.toUTCString()}`);
+  if (attrs.httpOnly) parts.push('HttpOnly');
+  if (attrs.secure) parts.push('Secure');
+  if (attrs.partitioned) parts.push('Partitioned');
+  if (attrs.priority) parts.push(`Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`);
+  const sameSite = attrs.sameSite === true ? 'strict' : attrs.sameSite;
+  if (sameSite) parts.push(`SameSite=${sameSite[0]!.toUpperCase()}${sameSite.slice(1)}`);
+  const cookie = parts.join('; ');
+  if (Buffer.byteLength(cookie) > MAX_SET_COOKIE_BYTES) {
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `Set-Cookie would be ${Buffer.byteLength(cookie)} bytes, above the ${MAX_SET_COOKIE_BYTES} browsers keep`);
+  }
+  return cookie;
+}

@@ -1,0 +1,347 @@
+import { SessionClient, createSessionClient } from '../../client/session-client.js';
+import type { SessionHandle } from '../../client/session-handle.js';
+import type { Engine } from '../../engines/engine.js';
+import { createMemoryTier } from '../../engines/memory/memory-engine.js';
+import { connect } from '../../engines/kiln/kiln-engine.js';
+import { KilnError, isKilnError } from '../../errors/index.js';
+import { assertSessionId, isValidSessionId, withRoute } from '../../session/id.js';
+import { OptionReader } from '../../util/options.js';
+import { readCookie, signValue, unsignValue, serializeCookie } from './cookies.js';
+import { SessionCookie, type CookieOptions, type CookieOverride } from './session-cookie.js';
+
+/**
+ * What every framework adapter shares: options, cookie verification, loading the
+ * session at the start of a request, deciding whether to send a cookie, and committing
+ * at the end. An adapter only maps its framework's hooks onto SessionRuntime.open(),
+ * RequestSession.setCookieHeader() and RequestSession.finish().
+ */
+export interface KilnSessionOptions<Req = unknown> {
+  /** A SessionClient, an Engine, or a kiln:// URL. Omitted: the in-process memory engine (one process only). */
+  engine?: SessionClient | Engine | string;
+  /** Signs the cookie. An array rotates: the first signs, all verify. Required. */
+  secret: string | string[];
+  /** Cookie name. Default 'connect.sid' (express-session's). */
+  name?: string;
+  cookie?: CookieOptions;
+  /** Send the cookie (with a fresh expiry) on every response. */
+  rolling?: boolean;
+  /** Accepted for compatibility; Kiln commits deltas, so there is nothing to re-save. */
+  resave?: boolean;
+  /** Store new sessions even when the request put nothing in them. Default false. */
+  saveUninitialized?: boolean;
+  /** Makes the id of a new session (16–128 base64url characters). Default: 256 random bits. */
+  genid?: (req: Req) => string;
+  /** Trust X-Forwarded-Proto for `secure` cookies. Default: the framework's own notion (Express: 'trust proxy'). */
+  proxy?: boolean;
+  /** What `delete req.session` / `req.session = null` means: keep the stored session, or destroy it. */
+  unset?: 'keep' | 'destroy';
+  /** Idle timeout of new sessions. Default: cookie.maxAge, else 24 hours. */
+  idleTimeout?: number;
+  /** Absolute lifetime of new sessions; rolling cookies never outlive it. Default none. */
+  absoluteTimeout?: number;
+  commitMode?: 'sync' | 'async';
+  /** Route suffix of new ids (the load balancer's name for this app server). */
+  route?: string;
+  /** Lease scope of a request: 'read' routes get a snapshot and do not block others on the same session. */
+  scope?: (req: Req) => 'read' | 'write';
+  /** When the server tier cannot be reached: fail the request (default) or serve it with a session that is not stored. */
+  onUnavailable?: 'fail' | 'continue';
+  /** Longest a request waits for its session (lease, engine). Default 10 s. */
+  timeoutMs?: number;
+}
+
+const KNOWN = ['engine', 'secret', 'name', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
+
+/** Reserved attribute holding an application's cookie lifetime change. */
+export const COOKIE_ATTRIBUTE = '__kiln.cookie';
+
+let memoryWarningShown = false;
+
+/**
+ * A `scope` option from path patterns: requests whose path matches get a read-only
+ * snapshot of their session and never wait behind, or block, other requests on it.
+ *
+ * @example
+ * session({ secret, scope: readOnlyPaths('/api/catalog', /^\/uploads\//) })
+ */
+export function readOnlyPaths(...patterns: (string | RegExp)[]): (req: { url?: string; path?: string }) => 'read' | 'write' {
+  return (req) => {
+    const path = (req.path ?? req.url ?? '/').split('?')[0]!;
+    return patterns.some((p) => (typeof p === 'string' ? path === p || path.startsWith(p.endsWith('/') ? p : `${p}/`) : p.test(path))) ? 'read' : 'write';
+  };
+}
+
+export class SessionRuntime<Req = unknown> {
+  readonly client: SessionClient;
+  readonly name: string;
+  readonly secrets: readonly string[];
+  readonly cookieOptions: CookieOptions;
+  readonly rolling: boolean;
+  readonly saveUninitialized: boolean;
+  readonly proxy: boolean | undefined;
+  readonly unset: 'keep' | 'destroy';
+  readonly onUnavailable: 'fail' | 'continue';
+  private readonly genid: ((req: Req) => string) | undefined;
+  private readonly scope: ((req: Req) => 'read' | 'write') | undefined;
+  readonly route: string | undefined;
+  private readonly ownsClient: boolean;
+  private readonly idleTimeout: number;
+  private readonly absoluteTimeout: number;
+
+  constructor(options: KilnSessionOptions<Req>, adapter: string) {
+    const o = new OptionReader(adapter, options, KNOWN);
+    if (o.any('store') !== undefined) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "store" is express-session's; Kiln takes "engine" (a kiln:// URL, connect(…), or a SessionClient). To keep express-session itself, use KilnStore from kiln/express-store.`, { details: { option: 'store' } });
+    }
+    const secret = o.any('secret');
+    const secrets = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? secret : [];
+    if (secrets.length === 0 || !secrets.every((s) => typeof s === 'string' && s.length > 0)) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "secret" is required: a non-empty string, or an array of them (the first signs, all verify)`, { details: { option: 'secret' } });
+    }
+    this.secrets = secrets;
+    this.name = o.string('name', 'connect.sid');
+    this.rolling = o.bool('rolling', false);
+    o.bool('resave', false);
+    this.saveUninitialized = o.bool('saveUninitialized', false);
+    this.proxy = o.any('proxy') === undefined ? undefined : o.bool('proxy', false);
+    this.unset = o.oneOf('unset', ['keep', 'destroy'], 'keep');
+    this.onUnavailable = o.oneOf('onUnavailable', ['fail', 'continue'], 'fail');
+    this.genid = o.fn<(req: Req) => string>('genid');
+    this.scope = o.fn<(req: Req) => 'read' | 'write'>('scope');
+    this.route = o.string('route', undefined);
+    const cookie = (o.any('cookie') ?? {}) as CookieOptions;
+    new OptionReader(`${adapter} cookie`, cookie, ['maxAge', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'partitioned', 'priority']);
+    this.cookieOptions = { path: '/', httpOnly: true, sameSite: 'lax', ...cookie };
+    this.checkCookieName();
+    const maxAge = this.cookieOptions.maxAge;
+    this.idleTimeout = o.int('idleTimeout', typeof maxAge === 'number' && maxAge > 0 ? maxAge : 24 * 3600_000, 0);
+    this.absoluteTimeout = o.int('absoluteTimeout', 0, 0);
+    const timeoutMs = o.int('timeoutMs', 10_000, 1);
+    const commitMode = o.oneOf('commitMode', ['sync', 'async'], 'sync');
+    const engine = o.any('engine');
+    if (engine instanceof SessionClient) {
+      this.client = engine;
+      this.ownsClient = false;
+    } else {
+      let resolved: Engine;
+      if (engine === undefined) {
+        resolved = createMemoryTier().engine();
+        if (process.env['NODE_ENV'] === 'production' && !memoryWarningShown) {
+          memoryWarningShown = true;
+          process.emitWarning(`${adapter} is using the in-process memory engine: sessions live in this process only and are lost when it stops. Pass { engine: 'kiln://host:9510' } to share them across app servers.`, { code: 'KILN_MEMORY_ENGINE' });
+        }
+      } else if (typeof engine === 'string') {
+        resolved = connect(engine, { operationTimeoutMs: Math.min(timeoutMs, 5000), acquireTimeoutMs: timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 5000) });
+      } else if (engine && typeof (engine as Engine).acquire === 'function') {
+        resolved = engine as Engine;
+      } else {
+        throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "engine" must be a kiln:// URL, an Engine or a SessionClient`, { details: { option: 'engine' } });
+      }
+      this.client = createSessionClient({ engine: resolved, idleTimeoutMs: this.idleTimeout, absoluteTimeoutMs: this.absoluteTimeout, acquireTimeoutMs: timeoutMs, commitMode, route: this.route });
+      this.ownsClient = true;
+    }
+  }
+
+  /** Verified session id from a Cookie header, or undefined (absent, unsigned, tampered, oversized, malformed). */
+  sessionIdFrom(cookieHeader: string | undefined): string | undefined {
+    const id = unsignValue(readCookie(cookieHeader, this.name), this.secrets);
+    return id !== undefined && isValidSessionId(id) ? id : undefined;
+  }
+
+  /** Whether `secure` cookies may be sent on this request. */
+  isSecure(direct: boolean, forwardedProto: string | undefined, frameworkSecure: boolean | undefined): boolean {
+    if (this.proxy === true) return direct || (forwardedProto ?? '').split(',')[0]!.trim().toLowerCase() === 'https';
+    if (this.proxy === false) return direct;
+    return frameworkSecure ?? direct;
+  }
+
+  isReadOnly(req: Req): boolean {
+    return this.scope?.(req) === 'read';
+  }
+
+  /** Loads the request's session (a fresh one when the cookie names none that lives). */
+  async open(req: Req, cookieHeader: string | undefined, secure: boolean): Promise<RequestSession<Req>> {
+    const incomingId = this.sessionIdFrom(cookieHeader);
+    const readOnly = this.isReadOnly(req);
+    let handle: SessionHandle;
+    let detached = false;
+    try {
+      const genid = this.genid;
+      handle = await this.client.open(incomingId, { readOnly, newId: genid ? () => this.routed(genid(req)) : undefined });
+    } catch (err) {
+      if (this.onUnavailable === 'continue' && isKilnError(err) && err.retryable) {
+        handle = await createDetachedClient().open(undefined);
+        detached = true;
+      } else {
+        throw err;
+      }
+    }
+    return new RequestSession(this, req, handle, incomingId, secure, detached);
+  }
+
+  private routed(id: string): string {
+    assertSessionId(id);
+    return this.route ? withRoute(id, this.route) : id;
+  }
+
+  newCookie(handle: SessionHandle, secure: boolean): SessionCookie {
+    const override = handle.isNew ? undefined : (handle.get<CookieOverride>(COOKIE_ATTRIBUTE) ?? undefined);
+    const wantSecure = this.cookieOptions.secure === 'auto' ? secure : this.cookieOptions.secure === true;
+    const startedAt = this.rolling || handle.isNew ? Date.now() : handle.meta.createdAt;
+    return new SessionCookie(this.cookieOptions, wantSecure, startedAt, override, handle.meta.absoluteExpiresAt);
+  }
+
+  signedCookie(id: string, cookie: SessionCookie): string {
+    return cookie.serialize(this.name, signValue(id, this.secrets[0]!));
+  }
+
+  clearCookie(): string {
+    return serializeCookie(this.name, '', { path: this.cookieOptions.path, domain: this.cookieOptions.domain, expires: new Date(0), httpOnly: this.cookieOptions.httpOnly !== false, sameSite: this.cookieOptions.sameSite, secure: this.cookieOptions.secure === true });
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsClient) await this.client.close();
+  }
+
+  private checkCookieName(): void {
+    const { name, cookieOptions: c } = this;
+    if (name.startsWith('__Host-') && (c.secure === false || c.secure === undefined || c.path !== '/' || c.domain)) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name "${name}": the __Host- prefix needs cookie.secure (true or 'auto'), path '/' and no domain, or browsers drop it`, { details: { option: 'name' } });
+    }
+    if (name.startsWith('__Secure-') && !c.secure) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name "${name}": the __Secure- prefix needs cookie.secure (true or 'auto')`, { details: { option: 'name' } });
+    }
+    // Fails now, not on the first response, if name and attributes cannot fit a cookie.
+    serializeCookie(name, signValue('x'.repeat(128), 'k'), { ...this.cookieOptions, secure: this.cookieOptions.secure === true, expires: new Date() });
+  }
+}
+
+let detachedClient: SessionClient | undefined;
+/** Sessions for requests served while the tier is down (onUnavailable: 'continue'): never stored. */
+function createDetachedClient(): SessionClient {
+  detachedClient ??= createSessionClient({ engine: createMemoryTier().engine() });
+  return detachedClient;
+}
+
+/** One request's session, framework-neutral. */
+export class RequestSession<Req = unknown> {
+  cookie: SessionCookie;
+  private destroyed = false;
+  private finished = false;
+  private idChanged = false;
+  private committed = false;
+  /** Set when the application removed the session (`delete req.session`). */
+  unsetByApp = false;
+  /** Set when the commit at the end of the request failed: no cookie for what was not stored. */
+  failed = false;
+
+  constructor(
+    readonly runtime: SessionRuntime<Req>,
+    readonly req: Req,
+    public handle: SessionHandle,
+    readonly incomingId: string | undefined,
+    readonly secure: boolean,
+    /** Served without the tier (onUnavailable: 'continue'): nothing is stored. */
+    readonly detached: boolean,
+  ) {
+    this.cookie = runtime.newCookie(handle, secure);
+  }
+
+  get id(): string {
+    return this.handle.id;
+  }
+
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  get readOnly(): boolean {
+    return this.handle.readOnly;
+  }
+
+  /** The Set-Cookie value this response needs, if any. Call when headers are about to go. */
+  setCookieHeader(): string | undefined {
+    if (this.destroyed) return this.incomingId ? this.runtime.clearCookie() : undefined;
+    if (this.detached || this.unsetByApp || this.failed) return undefined;
+    // Never send a Secure cookie over plain HTTP: the browser would drop it anyway.
+    if (this.cookie.secure && !this.secure) return undefined;
+    const handle = this.handle;
+    let send: boolean;
+    if (handle.isNew) send = this.committed || this.runtime.saveUninitialized || handle.mayHaveChanged || this.cookie.changed;
+    else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.incomingId !== handle.id;
+    if (!send) return undefined;
+    if (this.runtime.rolling && !this.cookie.changed) this.cookie.restart(handle.meta.absoluteExpiresAt);
+    return this.runtime.signedCookie(handle.id, this.cookie);
+  }
+
+  /** Commits what the request changed (per saveUninitialized and unset), then lets the next request run. */
+  async finish(): Promise<void> {
+    if (this.finished) return;
+    try {
+      if (this.destroyed || this.detached) return;
+      if (this.unsetByApp) {
+        if (this.runtime.unset === 'destroy' && !this.handle.isNew) await this.handle.destroy();
+        return;
+      }
+      await this.save();
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    } finally {
+      this.finished = true;
+      this.handle.close();
+    }
+  }
+
+  /** Ends the request without committing (aborted response). */
+  abort(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.handle.close();
+  }
+
+  async save(): Promise<void> {
+    if (this.finished || this.destroyed || this.detached || this.handle.readOnly) return;
+    if (this.cookie.changed) {
+      this.handle.set(COOKIE_ATTRIBUTE, this.cookie.override());
+      const lifetime = this.cookie.originalMaxAge;
+      if (lifetime !== null && lifetime > 0) this.handle.setIdleTimeout(lifetime);
+    }
+    const result = await this.handle.commit({ force: this.handle.isNew && this.runtime.saveUninitialized });
+    if (result.committed) this.committed = true;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.finished || this.destroyed) return;
+    if (!this.detached) await this.handle.destroy();
+    this.destroyed = true;
+  }
+
+  async regenerate(keep: readonly string[] = []): Promise<void> {
+    if (this.finished) throw new KilnError('KILN_ERR_CLOSED', 'the request has ended');
+    const wasDestroyed = this.destroyed;
+    await this.handle.regenerate(keep);
+    this.destroyed = false;
+    this.idChanged = true;
+    this.unsetByApp = false;
+    if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, this.secure);
+  }
+
+  /** Throws away this request's uncommitted changes (express-session's reload). */
+  reload(): void {
+    this.handle.discardChanges();
+  }
+
+  touch(): void {
+    this.cookie.restart(this.handle.meta.absoluteExpiresAt);
+  }
+
+  /** Ends every session of this session's principal, on every app server. */
+  async destroyAllOfPrincipal(): Promise<number> {
+    const principal = this.handle.principal;
+    if (!principal) return 0;
+    const n = await this.runtime.client.destroyByPrincipal(principal);
+    this.destroyed = true;
+    return n;
+  }
+}

@@ -1,0 +1,113 @@
+import { serializeCookie, type CookieAttributes, type SameSite } from './cookies.js';
+
+/**
+ * `req.session.cookie`, as express-session users know it: `maxAge` counts down,
+ * `originalMaxAge` is the configured lifetime, `expires` is when the browser drops it.
+ * Kiln does not store the expiry with every request: it is derived from the session's
+ * creation time (or from now, when rolling), so reading a session never writes it.
+ * Only an application's change (`cookie.maxAge = …`, "remember me") is kept, and it
+ * changes the session's idle timeout to match.
+ */
+export interface CookieOptions {
+  maxAge?: number | undefined;
+  expires?: Date | undefined;
+  domain?: string | undefined;
+  path?: string;
+  httpOnly?: boolean;
+  /** true, false, or 'auto' (secure when the request is). */
+  secure?: boolean | 'auto';
+  sameSite?: SameSite;
+  partitioned?: boolean;
+  priority?: 'low' | 'medium' | 'high';
+}
+
+/** What an application changed, persisted in the reserved attribute. */
+export interface CookieOverride {
+  originalMaxAge?: number | null;
+  expires?: number | null;
+}
+
+export class SessionCookie {
+  path: string;
+  domain: string | undefined;
+  httpOnly: boolean;
+  secure: boolean;
+  sameSite: SameSite | undefined;
+  partitioned: boolean;
+  priority: 'low' | 'medium' | 'high' | undefined;
+  originalMaxAge: number | null;
+  private expiresAt: number | null;
+  /** @internal set when the application changed the lifetime in this request */
+  changed = false;
+
+  constructor(options: CookieOptions, secure: boolean, startedAt: number, override?: CookieOverride, capAt?: number) {
+    this.path = options.path ?? '/';
+    this.domain = options.domain;
+    this.httpOnly = options.httpOnly ?? true;
+    this.secure = secure;
+    this.sameSite = options.sameSite;
+    this.partitioned = options.partitioned ?? false;
+    this.priority = options.priority;
+    const configuredMaxAge = options.maxAge ?? (options.expires ? options.expires.getTime() - Date.now() : undefined);
+    this.originalMaxAge = override?.originalMaxAge !== undefined ? override.originalMaxAge : (configuredMaxAge ?? null);
+    if (override?.expires !== undefined) this.expiresAt = override.expires;
+    else this.expiresAt = this.originalMaxAge === null ? null : startedAt + this.originalMaxAge;
+    if (capAt && capAt > 0 && (this.expiresAt === null || this.expiresAt > capAt)) this.expiresAt = capAt;
+  }
+
+  get expires(): Date | null {
+    return this.expiresAt === null ? null : new Date(this.expiresAt);
+  }
+
+  set expires(value: Date | null) {
+    this.expiresAt = value ? value.getTime() : null;
+    this.originalMaxAge = value ? value.getTime() - Date.now() : null;
+    this.changed = true;
+  }
+
+  /** Milliseconds left; setting it restarts the lifetime ("remember me for 30 days"). */
+  get maxAge(): number | null {
+    return this.expiresAt === null ? null : this.expiresAt - Date.now();
+  }
+
+  set maxAge(ms: number | null) {
+    if (ms !== null && (typeof ms !== 'number' || !Number.isFinite(ms))) throw new TypeError('cookie.maxAge must be a number of milliseconds or null');
+    this.originalMaxAge = ms;
+    this.expiresAt = ms === null ? null : Date.now() + ms;
+    this.changed = true;
+  }
+
+  /** @internal restart the lifetime from now (rolling sessions, touch()). */
+  restart(capAt?: number): void {
+    if (this.originalMaxAge !== null) this.expiresAt = Date.now() + this.originalMaxAge;
+    if (capAt && capAt > 0 && (this.expiresAt === null || this.expiresAt > capAt)) this.expiresAt = capAt;
+  }
+
+  /** @internal */
+  override(): CookieOverride {
+    return { originalMaxAge: this.originalMaxAge, expires: this.expiresAt };
+  }
+
+  attributes(): CookieAttributes {
+    const expires = this.expires ?? undefined;
+    return {
+      expires,
+      maxAge: expires ? Math.max(0, expires.getTime() - Date.now()) : undefined,
+      domain: this.domain,
+      path: this.path,
+      httpOnly: this.httpOnly,
+      secure: this.secure,
+      sameSite: this.sameSite,
+      partitioned: this.partitioned,
+      priority: this.priority,
+    };
+  }
+
+  serialize(name: string, value: string): string {
+    return serializeCookie(name, value, this.attributes());
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { originalMaxAge: this.originalMaxAge, expires: this.expires, secure: this.secure, httpOnly: this.httpOnly, domain: this.domain, path: this.path, sameSite: this.sameSite };
+  }
+}

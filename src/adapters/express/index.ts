@@ -1,0 +1,104 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { SessionClient } from '../../client/session-client.js';
+import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
+import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+import { appendSetCookie } from '../core/http.js';
+
+/**
+ * Express (4 and 5) / Connect middleware with express-session's API. Replacing
+ * `require('express-session')` by this is the whole migration:
+ *
+ * @example
+ * import { session } from 'kiln/express';
+ * app.use(session({
+ *   secret: [process.env.SESSION_SECRET],          // an array rotates: first signs, all verify
+ *   engine: 'kiln://127.0.0.1:9510',              // omitted: in-process memory engine
+ *   cookie: { maxAge: 86_400_000, secure: 'auto' },
+ * }));
+ * app.post('/login', (req, res, next) => req.session.regenerate((err) => {
+ *   if (err) return next(err);
+ *   req.session.principal = user.id;               // "log out everywhere" finds it
+ *   res.redirect('/');
+ * }));
+ *
+ * The response is held until the session's commit is acknowledged (commitMode 'sync'),
+ * so nothing a browser was told is lost if this process dies a moment later.
+ */
+export interface KilnRequest extends IncomingMessage {
+  session?: KilnSessionObject;
+  sessionID?: string;
+  secure?: boolean;
+  path?: string;
+}
+
+export type KilnMiddleware = ((req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void) => void) & {
+  /** The Kiln client behind the middleware (destroyByPrincipal, stats, events). */
+  client: SessionClient;
+  /** Flushes and releases everything; closes the engine if the middleware created it. */
+  close(): Promise<void>;
+};
+
+export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddleware {
+  const runtime = new SessionRuntime<KilnRequest>(options, 'kiln/express session()');
+
+  const middleware = (req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void): void => {
+    // Mounted twice, or behind another session middleware: the first one wins.
+    if (req.session) {
+      next();
+      return;
+    }
+    const direct = (req.socket as TLSSocket).encrypted === true;
+    const forwarded = req.headers['x-forwarded-proto'];
+    const secure = runtime.isSecure(direct, Array.isArray(forwarded) ? forwarded[0] : forwarded, typeof req.secure === 'boolean' ? req.secure : undefined);
+    runtime.open(req, req.headers.cookie, secure).then((rs) => {
+      const sessionObject = createSessionObject(rs, {
+        onIdChange: (id) => {
+          req.sessionID = id;
+          req.session = sessionObject;
+        },
+        onDestroy: () => {
+          delete req.session;
+        },
+      });
+      req.session = sessionObject;
+      req.sessionID = rs.id;
+      const noteUnset = (): void => {
+        if (req.session !== sessionObject && !rs.isDestroyed) rs.unsetByApp = true;
+      };
+
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+        noteUnset();
+        const cookie = rs.setCookieHeader();
+        if (cookie) appendSetCookie(res, cookie);
+        return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+      } as ServerResponse['writeHead'];
+
+      const end = res.end;
+      let ending = false;
+      res.end = function (this: ServerResponse, ...args: unknown[]) {
+        if (ending) return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+        ending = true;
+        noteUnset();
+        rs.finish().then(
+          () => (end as (...a: unknown[]) => ServerResponse).apply(res, args),
+          (err: unknown) => {
+            if (res.headersSent) res.destroy(err as Error);
+            else next(err);
+          },
+        );
+        return res;
+      } as ServerResponse['end'];
+
+      // An aborted response never commits, but must not keep the session busy.
+      res.once('close', () => rs.abort());
+      next();
+    }, next);
+  };
+
+  return Object.assign(middleware, { client: runtime.client, close: () => runtime.close() });
+}
+
+export { readOnlyPaths };
+export type { KilnSessionOptions, KilnSessionObject };

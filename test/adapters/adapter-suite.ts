@@ -1,0 +1,326 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { signValue } from '../../src/adapters/core/cookies.js';
+import { startApp, type AppProcess } from '../helpers/apps.js';
+import { Browser } from '../helpers/browser.js';
+import { startKilnServer, sleep, type ServerProcess } from '../helpers/processes.js';
+
+/**
+ * The adapter conformance suite: every framework adapter's fixture app (the same
+ * routes, test/fixtures/apps/*) is driven over real HTTP, on the memory engine and on
+ * a kiln server. A new adapter is added by writing its fixture and calling this.
+ */
+export interface AdapterHarness {
+  /** Shown in test names. */
+  name: string;
+  /** test/fixtures/apps/<fixture>.js */
+  fixture: string;
+  /** Extra environment for the fixture (framework version…). */
+  env?: Record<string, string>;
+}
+
+type Env = Record<string, string | undefined>;
+const SECRET = 'conformance-secret';
+
+interface SessionReply {
+  node: string;
+  sessionId: string;
+  data: Record<string, unknown> | null;
+  principal: string | null;
+  cookie: { originalMaxAge: number | null; expires: string | null };
+}
+
+export function adapterConformance(harness: AdapterHarness): void {
+  for (const engineKind of ['memory', 'kiln server'] as const) {
+    describe(`adapter conformance: ${harness.name} on ${engineKind}`, () => {
+      let server: ServerProcess | undefined;
+      const apps: AppProcess[] = [];
+
+      async function app(env: Env = {}): Promise<AppProcess> {
+        const a = await startApp(harness.fixture, {
+          ...harness.env,
+          KILN_ENGINE: server?.url,
+          KILN_TOKEN: server?.token,
+          SESSION_SECRETS: SECRET,
+          ...env,
+        });
+        apps.push(a);
+        return a;
+      }
+
+      let main: AppProcess;
+      before(async () => {
+        if (engineKind === 'kiln server') server = await startKilnServer({ args: ['--expiry-sweep-ms', '50', '--touch-grace-ms', '50'] });
+        main = await app();
+      });
+      after(async () => {
+        await Promise.all(apps.map((a) => a.kill()));
+        await server?.kill();
+      });
+
+      const sessionOf = async (b: Browser) => (await b.get<SessionReply>('/api/session')).body;
+
+      it('creates a session only when something is stored, with a signed, HttpOnly, SameSite=Lax cookie', async () => {
+        const b = new Browser(main.url);
+        const first = await b.get<SessionReply>('/api/session');
+        assert.equal(first.status, 200);
+        assert.deepEqual(first.setCookies, [], 'saveUninitialized false: nothing stored, no cookie');
+        const incr = await b.post('/api/incr');
+        assert.equal(incr.body['n'], 1);
+        assert.equal(incr.setCookies.length, 1);
+        const cookie = incr.setCookies[0]!;
+        assert.match(cookie, /^connect\.sid=s%3A[A-Za-z0-9_-]{43}\.app-\d+\.[A-Za-z0-9%]{43,}; /, 'signed id with route, percent-encoded as express-session does');
+        assert.match(cookie, /; HttpOnly/);
+        assert.match(cookie, /; SameSite=Lax/);
+        assert.match(cookie, /; Path=\//);
+        const again = await b.post('/api/incr');
+        assert.equal(again.body['n'], 2);
+        assert.deepEqual(again.setCookies, [], 'not rolling: the cookie is sent once');
+        const s = await sessionOf(b);
+        assert.deepEqual(s.data, { n: 2 });
+      });
+
+      it('saveUninitialized stores an untouched new session', async () => {
+        const a = await app({ SAVE_UNINITIALIZED: '1' });
+        const b = new Browser(a.url);
+        const first = await b.get<SessionReply>('/api/session');
+        assert.equal(first.setCookies.length, 1);
+        const again = await b.get<SessionReply>('/api/session');
+        assert.equal(again.body.sessionId, first.body.sessionId, 'the stored session is found again');
+      });
+
+      it('loads and modifies, including in-place mutation of a stored object', async () => {
+        const b = new Browser(main.url);
+        for (let i = 0; i < 3; i++) await b.post('/api/cart', { sku: `sku-${i}` });
+        const s = await sessionOf(b);
+        assert.equal((s.data!['cart'] as unknown[]).length, 3);
+      });
+
+      it('regenerate on login: new id, chosen attributes kept, principal set, old cookie worthless', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/cart', { sku: 'kept' });
+        await b.post('/api/set', { key: 'dropped', value: true });
+        const before = await sessionOf(b);
+        const old = b.clone();
+        const login = await b.post('/api/login', { user: 'alice' });
+        assert.equal(login.setCookies.length, 1);
+        const after = await sessionOf(b);
+        assert.notEqual(after.sessionId, before.sessionId);
+        assert.equal(after.principal, 'alice');
+        assert.deepEqual((after.data!['cart'] as { sku: string }[]).map((c) => c.sku), ['kept']);
+        assert.equal(after.data!['dropped'], undefined);
+        const replay = await sessionOf(old);
+        assert.equal(replay.data!['cart'], undefined, 'the pre-login session is gone');
+      });
+
+      it('destroy on logout: the cookie is cleared and replaying it finds no session', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/login', { user: 'bob' });
+        const old = b.clone();
+        const out = await b.post('/api/logout');
+        assert.equal(out.body['session'], 'gone', 'req.session is removed, as express-session does');
+        assert.ok(out.setCookies.some((c) => /Expires=Thu, 01 Jan 1970/.test(c)), 'cookie cleared');
+        const replay = await sessionOf(old);
+        assert.equal(replay.principal, null);
+        assert.equal(replay.data!['user'], undefined);
+      });
+
+      it('log out everywhere ends every session of the user', async () => {
+        const laptop = new Browser(main.url);
+        const phone = new Browser(main.url);
+        const other = new Browser(main.url);
+        await laptop.post('/api/login', { user: 'carol' });
+        await phone.post('/api/login', { user: 'carol' });
+        await other.post('/api/login', { user: 'dave' });
+        const r = await laptop.post('/api/logout-everywhere');
+        assert.equal(r.body['count'], 2);
+        assert.equal((await sessionOf(laptop)).principal, null);
+        assert.equal((await sessionOf(phone)).principal, null);
+        assert.equal((await sessionOf(other)).principal, 'dave');
+      });
+
+      it('idle expiry ends a session nobody uses; activity keeps it', async () => {
+        const a = await app({ IDLE_MS: '400' });
+        const idle = new Browser(a.url);
+        const busy = new Browser(a.url);
+        await idle.post('/api/incr');
+        await busy.post('/api/incr');
+        for (let i = 0; i < 6; i++) {
+          await sleep(150);
+          await busy.get('/api/session');
+        }
+        assert.equal((await sessionOf(busy)).data!['n'], 1, 'kept alive by use');
+        assert.equal((await sessionOf(idle)).data!['n'], undefined, 'expired after 400 ms idle');
+      });
+
+      it('absolute expiry ends a session however busy, and a rolling cookie never outlives it', async () => {
+        const a = await app({ ABSOLUTE_MS: '600', ROLLING: '1', COOKIE_MAX_AGE: '3600000' });
+        const b = new Browser(a.url);
+        const first = await b.post('/api/incr');
+        const expires = /Expires=([^;]+)/.exec(first.setCookies[0]!)![1]!;
+        assert.ok(new Date(expires).getTime() <= Date.now() + 1600, `cookie expiry capped by the absolute timeout (${expires})`);
+        for (let i = 0; i < 8; i++) {
+          await sleep(100);
+          await b.get('/api/session');
+        }
+        await sleep(200);
+        assert.equal((await sessionOf(b)).data!['n'], undefined);
+      });
+
+      it('rolling sends the cookie with a fresh expiry on every response', async () => {
+        const a = await app({ ROLLING: '1', COOKIE_MAX_AGE: '60000' });
+        const b = new Browser(a.url);
+        await b.post('/api/incr');
+        const r1 = await b.get('/api/session');
+        await sleep(1100);
+        const r2 = await b.get('/api/session');
+        assert.equal(r1.setCookies.length, 1);
+        assert.equal(r2.setCookies.length, 1);
+        const exp = (r: { setCookies: string[] }) => new Date(/Expires=([^;]+)/.exec(r.setCookies[0]!)![1]!).getTime();
+        assert.ok(exp(r2) > exp(r1), 'expiry moved forward');
+        assert.match(r2.setCookies[0]!, /Max-Age=(59|60);/);
+      });
+
+      it('cookie attributes: maxAge, "remember me", Secure only over HTTPS (or a trusted proxy)', async () => {
+        const a = await app({ COOKIE_MAX_AGE: '60000', COOKIE_SECURE: 'auto', TRUST_PROXY: '1' });
+        const plain = new Browser(a.url);
+        const r = await plain.post('/api/incr');
+        assert.match(r.setCookies[0]!, /Max-Age=60; Path=\/; Expires=/);
+        assert.doesNotMatch(r.setCookies[0]!, /Secure/, "'auto' over plain HTTP: not Secure");
+        const remember = await plain.post('/api/remember', { maxAge: 30 * 86_400_000 });
+        assert.match(remember.setCookies[0]!, /Max-Age=2592000/, 'a changed lifetime is sent');
+        assert.equal((await sessionOf(plain)).cookie.originalMaxAge, 30 * 86_400_000, 'and kept');
+        const proxied = new Browser(a.url);
+        const rp = await proxied.post('/api/incr', {}, { 'x-forwarded-proto': 'https' });
+        assert.match(rp.setCookies[0]!, /; Secure/);
+        const b = await app({ COOKIE_SECURE: 'true' });
+        const insecure = new Browser(b.url);
+        const ri = await insecure.post('/api/incr');
+        assert.deepEqual(ri.setCookies, [], 'a Secure cookie is never sent over plain HTTP');
+      });
+
+      it('concurrent requests on one session: 50 at once, none lost', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const replies = await Promise.all(Array.from({ length: 50 }, () => b.post('/api/incr')));
+        assert.ok(replies.every((r) => r.status === 200));
+        const ns = replies.map((r) => r.body['n'] as number).sort((x, y) => x - y);
+        assert.deepEqual(ns, Array.from({ length: 50 }, (_, i) => i + 2), 'each request saw the previous one');
+        assert.equal((await sessionOf(b)).data!['n'], 51);
+      });
+
+      it('a read-only route does not block writers on the same session (and cannot write); a normal one does', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const t0 = Date.now();
+        const slowRead = b.get('/api/slow-read?ms=600').then((r) => ({ r, at: Date.now() - t0 }));
+        await sleep(50);
+        const write = await b.post('/api/incr');
+        const writeAt = Date.now() - t0;
+        const read = await slowRead;
+        assert.ok(writeAt < read.at, `the write (${writeAt} ms) finished before the slow read (${read.at} ms)`);
+        assert.equal(read.r.body['readOnly'], true);
+        assert.equal(write.body['n'], 2);
+        const refused = await b.post('/api/slow-read');
+        assert.equal(refused.status, 500);
+        assert.equal(refused.body['code'], 'KILN_ERR_READ_ONLY_SESSION');
+        const t1 = Date.now();
+        const slowWrite = b.post('/api/slow-write?ms=400').then(() => Date.now() - t1);
+        await sleep(50);
+        await b.post('/api/incr');
+        const blockedAt = Date.now() - t1;
+        assert.ok(blockedAt >= (await slowWrite) - 5, 'a normal route holds the session until it ends');
+        assert.equal((await sessionOf(b)).data!['n'], 4);
+      });
+
+      it('errors reach the error handler with Kiln codes, and a failed commit stores nothing', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const big = await b.post('/api/too-big');
+        assert.equal(big.status, 500);
+        assert.equal(big.body['code'], 'KILN_ERR_ATTRIBUTE_TOO_LARGE');
+        const fn = await b.post('/api/unserializable');
+        assert.equal(fn.body['code'], 'KILN_ERR_UNSERIALIZABLE');
+        assert.match(String(fn.body['message']), /"fn"/);
+        const s = await sessionOf(b);
+        assert.deepEqual(s.data, { n: 1 }, 'nothing of the failed requests was stored');
+        const thrown = await b.get('/api/throw');
+        assert.equal(thrown.body['code'], 'APP_BOOM');
+      });
+
+      it('tampered, unsigned, oversized and malformed cookies: a fresh session, no engine lookup, no error page', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const real = b.cookies.get('connect.sid')!;
+        const id = decodeURIComponent(real).slice(2).split('.').slice(0, 2).join('.');
+        const statsBrowser = new Browser(main.url);
+        const before = (await statsBrowser.get<{ counters: Record<string, number> }>('/api/stats')).body.counters;
+        const cases = [
+          `s%3A${id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`,
+          encodeURIComponent(id),
+          encodeURIComponent(signValue(id, 'some-other-secret')),
+          'x'.repeat(5000),
+          '%E0%A4%A',
+          's%3A.',
+          encodeURIComponent(signValue('not a session id!', SECRET)),
+        ];
+        for (const value of cases) {
+          const evil = new Browser(main.url);
+          evil.cookies.set('connect.sid', value);
+          const r = await evil.get<SessionReply>('/api/session');
+          assert.equal(r.status, 200, value.slice(0, 40));
+          assert.equal(r.body.data!['n'], undefined);
+          assert.notEqual(r.body.sessionId, id);
+        }
+        const afterStats = (await statsBrowser.get<{ counters: Record<string, number> }>('/api/stats')).body.counters;
+        assert.equal(afterStats['acquires'], before['acquires'], 'no lease taken');
+        assert.equal(afterStats['loads'], before['loads'], 'no session loaded');
+        assert.equal((await sessionOf(b)).data!['n'], 1, 'the real cookie still works');
+      });
+
+      it('unset: deleting req.session keeps the stored session and drops the request\'s changes', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        await b.post('/api/unset');
+        assert.equal((await sessionOf(b)).data!['n'], 1);
+      });
+
+      it('secret rotation: cookies signed with an old secret still work, new ones are signed with the new', async () => {
+        const a = await app({ SESSION_SECRETS: 'old-secret' });
+        const b = new Browser(a.url);
+        await b.post('/api/incr');
+        const rotated = await app({ SESSION_SECRETS: 'new-secret,old-secret' });
+        const again = b.clone(rotated.url);
+        if (engineKind === 'memory') {
+          // Each memory-engine process has its own sessions: only the signature can be checked.
+          const r = await again.get<SessionReply>('/api/session');
+          assert.equal(r.status, 200);
+          return;
+        }
+        assert.equal((await sessionOf(again)).data!['n'], 1, 'old signature accepted');
+        const fresh = new Browser(rotated.url);
+        await fresh.post('/api/incr');
+        const oldOnly = fresh.clone(a.url);
+        assert.equal((await sessionOf(oldOnly)).data!['n'], undefined, 'new cookies are signed with the new secret');
+      });
+
+      it('engine unreachable: the request fails within its timeout with a Kiln code, or is served without a stored session', async () => {
+        const dead = 'kiln://127.0.0.1:9';
+        const failing = await app({ KILN_ENGINE: dead, TIMEOUT_MS: '600' });
+        const b = new Browser(failing.url);
+        b.cookies.set('connect.sid', encodeURIComponent(signValue(`${'A'.repeat(43)}`, SECRET)));
+        const t0 = Date.now();
+        const r = await b.get('/api/session');
+        assert.ok(Date.now() - t0 < 3000, 'bounded');
+        assert.equal(r.status, 500);
+        assert.equal(r.body['code'], 'KILN_ERR_ENGINE_UNAVAILABLE');
+        const lenient = await app({ KILN_ENGINE: dead, TIMEOUT_MS: '600', ON_UNAVAILABLE: 'continue' });
+        const c = b.clone(lenient.url);
+        const served = await c.post('/api/incr');
+        assert.equal(served.status, 200);
+        assert.equal(served.body['n'], 1);
+        assert.deepEqual(served.setCookies, [], 'nothing stored, no cookie');
+      });
+    });
+  }
+}

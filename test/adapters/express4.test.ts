@@ -1,0 +1,3 @@
+import { adapterConformance } from './adapter-suite.js';
+
+adapterConformance({ name: 'Express 4', fixture: 'express-app', env: { EXPRESS: '4' } });
