@@ -58,6 +58,35 @@ export const COOKIE_ATTRIBUTE = '__kiln.cookie';
 let memoryWarningShown = false;
 
 /**
+ * The `engine` option of every adapter and of KilnStore: a SessionClient (used as is),
+ * an Engine, a kiln:// URL, or nothing (the in-process memory engine, with
+ * express-session's MemoryStore warning in production).
+ */
+export function clientFromOption(
+  engine: unknown,
+  owner: string,
+  options: { idleTimeoutMs: number; absoluteTimeoutMs: number; acquireTimeoutMs: number; commitMode: 'sync' | 'async'; route: string | undefined },
+): { client: SessionClient; owned: boolean } {
+  if (engine instanceof SessionClient) return { client: engine, owned: false };
+  let resolved: Engine;
+  if (engine === undefined) {
+    resolved = createMemoryTier().engine();
+    if (process.env['NODE_ENV'] === 'production' && !memoryWarningShown) {
+      memoryWarningShown = true;
+      process.emitWarning(`${owner} is using the in-process memory engine: sessions live in this process only and are lost when it stops. Pass { engine: 'kiln://host:9510' } to share them across app servers.`, { code: 'KILN_MEMORY_ENGINE' });
+    }
+  } else if (typeof engine === 'string') {
+    const t = options.acquireTimeoutMs;
+    resolved = connect(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000) });
+  } else if (engine && typeof (engine as Engine).acquire === 'function') {
+    resolved = engine as Engine;
+  } else {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "engine" must be a kiln:// URL, an Engine or a SessionClient`, { details: { option: 'engine' } });
+  }
+  return { client: createSessionClient({ engine: resolved, ...options }), owned: true };
+}
+
+/**
  * A `scope` option from path patterns: requests whose path matches get a read-only
  * snapshot of their session and never wait behind, or block, other requests on it.
  *
@@ -118,28 +147,15 @@ export class SessionRuntime<Req = unknown> {
     this.absoluteTimeout = o.int('absoluteTimeout', 0, 0);
     const timeoutMs = o.int('timeoutMs', 10_000, 1);
     const commitMode = o.oneOf('commitMode', ['sync', 'async'], 'sync');
-    const engine = o.any('engine');
-    if (engine instanceof SessionClient) {
-      this.client = engine;
-      this.ownsClient = false;
-    } else {
-      let resolved: Engine;
-      if (engine === undefined) {
-        resolved = createMemoryTier().engine();
-        if (process.env['NODE_ENV'] === 'production' && !memoryWarningShown) {
-          memoryWarningShown = true;
-          process.emitWarning(`${adapter} is using the in-process memory engine: sessions live in this process only and are lost when it stops. Pass { engine: 'kiln://host:9510' } to share them across app servers.`, { code: 'KILN_MEMORY_ENGINE' });
-        }
-      } else if (typeof engine === 'string') {
-        resolved = connect(engine, { operationTimeoutMs: Math.min(timeoutMs, 5000), acquireTimeoutMs: timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 5000) });
-      } else if (engine && typeof (engine as Engine).acquire === 'function') {
-        resolved = engine as Engine;
-      } else {
-        throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "engine" must be a kiln:// URL, an Engine or a SessionClient`, { details: { option: 'engine' } });
-      }
-      this.client = createSessionClient({ engine: resolved, idleTimeoutMs: this.idleTimeout, absoluteTimeoutMs: this.absoluteTimeout, acquireTimeoutMs: timeoutMs, commitMode, route: this.route });
-      this.ownsClient = true;
-    }
+    const { client, owned } = clientFromOption(o.any('engine'), adapter, {
+      idleTimeoutMs: this.idleTimeout,
+      absoluteTimeoutMs: this.absoluteTimeout,
+      acquireTimeoutMs: timeoutMs,
+      commitMode,
+      route: this.route,
+    });
+    this.client = client;
+    this.ownsClient = owned;
   }
 
   /** Verified session id from a Cookie header, or undefined (absent, unsigned, tampered, oversized, malformed). */

@@ -32,7 +32,9 @@ export interface KilnRequest extends IncomingMessage {
   path?: string;
 }
 
-export type KilnMiddleware = ((req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void) => void) & {
+// Typed on IncomingMessage so it mounts on Express, Connect or plain http alike, and does
+// not clash with @types/express-session's augmentation of Express.Request.
+export type KilnMiddleware = ((req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void) & {
   /** The Kiln client behind the middleware (destroyByPrincipal, stats, events). */
   client: SessionClient;
   /** Flushes and releases everything; closes the engine if the middleware created it. */
@@ -42,7 +44,8 @@ export type KilnMiddleware = ((req: KilnRequest, res: ServerResponse, next: (err
 export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddleware {
   const runtime = new SessionRuntime<KilnRequest>(options, 'kiln/express session()');
 
-  const middleware = (req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void): void => {
+  const middleware = (incoming: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
+    const req = incoming as KilnRequest;
     // Mounted twice, or behind another session middleware: the first one wins.
     if (req.session) {
       next();
