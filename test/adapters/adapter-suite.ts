@@ -125,6 +125,28 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal(replay.data!['user'], undefined);
       });
 
+      it('promise forms, save() mid-request, reload(), req.session.id and cookie fields', async () => {
+        const b = new Browser(main.url);
+        const login = await b.post<{ sessionId: string; id: string }>('/api/login-async', { user: 'ivan' });
+        assert.equal(login.status, 200);
+        assert.equal(login.body.id, login.body.sessionId, 'req.session.id === req.sessionID');
+        const s1 = await sessionOf(b);
+        assert.equal(s1.principal, 'ivan');
+        assert.equal(s1.data!['afterSave'], 'kept too', 'changes after save() are committed at the end');
+        const reload = await b.post('/api/reload');
+        assert.equal(reload.body['scratch'], null, 'reload() drops uncommitted changes');
+        const failed = await b.post('/api/save-then-fail');
+        assert.equal(failed.body['code'], 'APP_AFTER_SAVE');
+        assert.equal((await sessionOf(b)).data!['saved'], 'yes', 'what save() committed stays');
+        const c = (await b.get<Record<string, unknown>>('/api/cookie')).body;
+        assert.equal(c['httpOnly'], true);
+        assert.equal(c['secure'], false);
+        assert.equal(c['sameSite'], 'lax');
+        assert.equal(c['path'], '/');
+        assert.equal(c['originalMaxAge'], null, 'no maxAge configured: a browser-session cookie');
+        assert.deepEqual((c['keys'] as string[]).sort(), ['afterSave', 'cookie', 'saved', 'user'], 'Object.keys(req.session): cookie and the attributes');
+      });
+
       it('log out everywhere ends every session of the user', async () => {
         const laptop = new Browser(main.url);
         const phone = new Browser(main.url);

@@ -86,3 +86,18 @@ describe('Express behind round-robin: 3 processes, one kiln server', () => {
     console.log(`# 200 concurrent increments through 3 Express processes (round-robin): exactly 200 in ${ms} ms`);
   });
 });
+
+describe('Express without an engine option', () => {
+  it('runs on the in-process memory engine and warns once in production, as express-session does for MemoryStore', async () => {
+    const app = await startApp('express-app', { NODE_ENV: 'production', KILN_ENGINE: undefined });
+    try {
+      const b = new Browser(app.url);
+      for (let i = 0; i < 3; i++) await b.post('/api/incr');
+      assert.equal((await b.get<{ data: { n: number } }>('/api/session')).body.data.n, 3);
+      const warnings = app.output().match(/KILN_MEMORY_ENGINE/g) ?? [];
+      assert.equal(warnings.length, 1, app.output());
+    } finally {
+      await app.kill();
+    }
+  });
+});

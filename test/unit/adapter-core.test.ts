@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { describe, it } from 'node:test';
+import { readCookie, serializeCookie, signValue, unsignValue } from '../../src/adapters/core/cookies.js';
+import { readOnlyPaths, SessionRuntime } from '../../src/adapters/core/runtime.js';
+import { KilnError } from '../../src/errors/index.js';
+
+const require = createRequire(import.meta.url);
+
+describe('cookie signing', () => {
+  it('is compatible with express-session (cookie-signature) both ways', () => {
+    const signature = require('cookie-signature') as { sign(v: string, s: string): string; unsign(v: string, s: string): string | false };
+    const value = 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG';
+    assert.equal(signValue(value, 'keyboard cat'), `s:${signature.sign(value, 'keyboard cat')}`);
+    assert.equal(unsignValue(`s:${signature.sign(value, 'keyboard cat')}`, ['keyboard cat']), value);
+  });
+
+  it('verifies with any secret of a rotation and refuses tampering', () => {
+    const signed = signValue('session-id-1234567890', 'old');
+    assert.equal(unsignValue(signed, ['new', 'old']), 'session-id-1234567890');
+    assert.equal(unsignValue(signed, ['new']), undefined);
+    assert.equal(unsignValue(signed.replace('session', 'sessioN'), ['old']), undefined);
+    assert.equal(unsignValue(signed.slice(0, -1), ['old']), undefined);
+    for (const bad of [undefined, '', 's:', 's:.', 'plain', `${signed}x`]) assert.equal(unsignValue(bad, ['old']), undefined, String(bad));
+  });
+
+  it('reads one cookie out of a header, bounded, and serialises attributes', () => {
+    assert.equal(readCookie('a=1; connect.sid=s%3Axyz.abc; b=2', 'connect.sid'), 's:xyz.abc');
+    assert.equal(readCookie('connect.sid="quoted"', 'connect.sid'), 'quoted');
+    assert.equal(readCookie(`connect.sid=${'x'.repeat(2000)}`, 'connect.sid'), undefined);
+    assert.equal(readCookie('connect.sid=%E0%A4%A', 'connect.sid'), undefined);
+    assert.equal(readCookie(undefined, 'x'), undefined);
+    const line = serializeCookie('sid', 's:a+b/c', { maxAge: 60_000, path: '/', httpOnly: true, secure: true, sameSite: 'strict', partitioned: true, priority: 'high', domain: 'example.com' });
+    assert.equal(line, 'sid=s%3Aa%2Bb%2Fc; Max-Age=60; Domain=example.com; Path=/; HttpOnly; Secure; Partitioned; Priority=High; SameSite=Strict');
+    assert.throws(() => serializeCookie('bad name', 'v', {}), (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION');
+    assert.throws(() => serializeCookie('sid', 'v', { domain: 'x'.repeat(5000) }), (err: KilnError) => err.code === 'KILN_ERR_INVALID_ARGUMENT');
+  });
+});
+
+describe('adapter options', () => {
+  const code = (c: string) => (err: unknown) => err instanceof KilnError && err.code === c;
+
+  it('require a secret and refuse express-session\'s store option, naming them', () => {
+    assert.throws(() => new SessionRuntime({} as never, 'x'), (err: KilnError) => code('KILN_ERR_INVALID_OPTION')(err) && /"secret"/.test(err.message));
+    assert.throws(() => new SessionRuntime({ secret: 's', store: {} } as never, 'x'), /"store"/);
+    assert.throws(() => new SessionRuntime({ secret: 's', rolling: 'yes' } as never, 'x'), /"rolling"/);
+    assert.throws(() => new SessionRuntime({ secret: 's', cookie: { maxage: 1 } } as never, 'x'), /unknown option "maxage"/);
+  });
+
+  it('check __Host- and __Secure- cookie names', async () => {
+    assert.throws(() => new SessionRuntime({ secret: 's', name: '__Host-sid' }, 'x'), code('KILN_ERR_INVALID_OPTION'));
+    assert.throws(() => new SessionRuntime({ secret: 's', name: '__Host-sid', cookie: { secure: true, domain: 'a.com' } }, 'x'), /__Host-/);
+    assert.throws(() => new SessionRuntime({ secret: 's', name: '__Secure-sid' }, 'x'), /__Secure-/);
+    const ok = new SessionRuntime({ secret: 's', name: '__Host-sid', cookie: { secure: 'auto' } }, 'x');
+    await ok.close();
+  });
+
+  it('readOnlyPaths matches exact paths, sub-paths and patterns', () => {
+    const scope = readOnlyPaths('/api/catalog', /^\/files\//);
+    assert.equal(scope({ url: '/api/catalog?page=2' }), 'read');
+    assert.equal(scope({ url: '/api/catalog/items' }), 'read');
+    assert.equal(scope({ url: '/api/catalogue' }), 'write');
+    assert.equal(scope({ path: '/files/a.png' }), 'read');
+    assert.equal(scope({ url: '/cart' }), 'write');
+  });
+});
