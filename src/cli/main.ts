@@ -1,4 +1,6 @@
 import { KilnError } from '../errors/index.js';
+import { balancerCommand } from './commands/balancer.js';
+import { demoCommand } from './commands/demo.js';
 import { serverCommand } from './commands/server.js';
 import type { Command } from './command.js';
 
@@ -6,7 +8,7 @@ import type { Command } from './command.js';
  * `kiln <command>`: one entry point, one module per command under commands/.
  * Later parts (demo, balancer, status, sessions) register here.
  */
-const COMMANDS: Command[] = [serverCommand];
+const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand];
 
 export function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,348 @@
+import { createServer, request, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { KilnError } from '../errors/index.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { OptionReader } from '../util/options.js';
+import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
+import { HealthChecker } from './health.js';
+import { BackendNode } from './node-table.js';
+
+/**
+ * `kiln balancer`: an HTTP/1.1 reverse proxy with session affinity. A request goes to
+ * the node named by its session id's route suffix (or the balancer's own cookie), a new
+ * session to the least busy healthy node; a dead or draining node's sessions go to a
+ * live node (the same one each time, so the session's lease settles there) and follow
+ * through the session engine, nothing lost. Bodies stream both ways.
+ *
+ * @example
+ * const lb = new KilnBalancer({ port: 8080, nodes: [{ name: 'app-1', url: 'http://127.0.0.1:3001' }] });
+ * await lb.start();
+ */
+export interface BalancerOptions {
+  host?: string;
+  port?: number;
+  nodes: { name: string; url: string; pid?: number }[];
+  /** 'route' (default): by the session id's route suffix; 'cookie': a balancer cookie; 'none': round-robin. */
+  affinity?: AffinityMode;
+  /** Session cookie the route is read from. Default connect.sid. */
+  cookieName?: string;
+  /** Balancer cookie in 'cookie' mode. Default kiln_lb. */
+  balancerCookie?: string;
+  healthPath?: string;
+  healthIntervalMs?: number;
+  healthTimeoutMs?: number;
+  healthFall?: number;
+  /** Bearer token for the admin actions (drain); without one they are accepted from loopback only. */
+  adminToken?: string;
+  logger?: Logger;
+}
+
+const ADMIN_PREFIX = '/_kiln/balancer';
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+
+export class KilnBalancer {
+  readonly nodes: BackendNode[];
+  private readonly server: Server;
+  private readonly health: HealthChecker;
+  private readonly affinity: AffinityMode;
+  private readonly cookieName: string;
+  private readonly balancerCookie: string;
+  private readonly adminToken: string | undefined;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly log: Logger;
+  private turn = 0;
+  private boundPort = 0;
+  private readonly startedAt = Date.now();
+  readonly counters = { requests: 0, retries: 0, failovers: 0, errors: 0, upgrades: 0, noNode: 0 };
+
+  constructor(options: BalancerOptions) {
+    const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'logger']);
+    this.host = o.string('host', '127.0.0.1');
+    this.port = o.int('port', 8080, 0, 65535);
+    this.affinity = o.oneOf('affinity', ['route', 'cookie', 'none'], 'route');
+    this.cookieName = o.string('cookieName', 'connect.sid');
+    this.balancerCookie = o.string('balancerCookie', 'kiln_lb');
+    this.adminToken = o.string('adminToken', undefined);
+    this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
+    const nodes = o.any('nodes');
+    if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });
+    this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(n.name, n.url), { pid: n.pid }));
+    const names = new Set(this.nodes.map((n) => n.name));
+    if (names.size !== this.nodes.length) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: node names must be unique');
+    this.health = new HealthChecker(
+      this.nodes,
+      { path: o.string('healthPath', '/healthz'), intervalMs: o.int('healthIntervalMs', 1000, 50), timeoutMs: o.int('healthTimeoutMs', 1000, 10), fall: o.int('healthFall', 2, 1, 100) },
+      (node, healthy) => this.log.warn(healthy ? 'node up' : 'node down', { node: node.name, reason: node.lastError }),
+    );
+    this.server = createServer((req, res) => this.onRequest(req, res));
+    this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Socket, head));
+    this.server.keepAliveTimeout = 5000;
+  }
+
+  async start(): Promise<{ host: string; port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, this.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = this.server.address();
+    this.boundPort = typeof address === 'object' && address ? address.port : this.port;
+    this.health.start();
+    this.log.info('balancing', { port: this.boundPort, affinity: this.affinity, nodes: this.nodes.map((n) => `${n.name}=${n.url}`) });
+    return { host: this.host, port: this.boundPort };
+  }
+
+  get url(): string {
+    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.boundPort}`;
+  }
+
+  /** Stops accepting, lets in-flight requests finish (up to graceMs), closes. */
+  async stop(graceMs = 5000): Promise<void> {
+    this.health.stop();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.closeAllConnections();
+        resolve();
+      }, graceMs);
+      timer.unref();
+      this.server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.server.closeIdleConnections();
+    });
+    for (const node of this.nodes) node.agent.destroy();
+  }
+
+  node(name: string): BackendNode | undefined {
+    return this.nodes.find((n) => n.name === name);
+  }
+
+  /** No new sessions go to the node; its sessions move to others on their next request. */
+  drain(name: string, draining = true): boolean {
+    const node = this.node(name);
+    if (!node) return false;
+    node.draining = draining;
+    this.log.info(draining ? 'draining node' : 'node back in rotation', { node: name });
+    return true;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      affinity: this.affinity,
+      cookie: this.affinity === 'cookie' ? this.balancerCookie : this.cookieName,
+      uptimeMs: Date.now() - this.startedAt,
+      pid: process.pid,
+      ...this.counters,
+      nodes: this.nodes.map((n) => n.toJSON()),
+    };
+  }
+
+  // ---- routing ----------------------------------------------------------------------
+
+  private pick(req: IncomingMessage, tried: ReadonlySet<string>): BackendNode | undefined {
+    const cookieHeader = req.headers.cookie;
+    const wanted = this.affinity === 'route' ? routeFromCookie(cookieHeader, this.cookieName) : this.affinity === 'cookie' ? cookieValue(cookieHeader, this.balancerCookie) : undefined;
+    const sessionKey = this.affinity === 'none' ? undefined : cookieValue(cookieHeader, this.cookieName) ?? wanted;
+    return chooseNode(this.nodes, { mode: this.affinity, wanted, sessionKey, exclude: tried, turn: this.turn++ });
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url?.startsWith(ADMIN_PREFIX)) {
+      this.admin(req, res);
+      return;
+    }
+    this.counters.requests++;
+    this.forward(req, res, new Set());
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, tried: Set<string>): void {
+    const node = this.pick(req, tried);
+    if (!node) {
+      this.counters.noNode++;
+      if (!res.headersSent) {
+        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+        res.end(JSON.stringify({ code: 'KILN_ERR_NO_NODE', message: 'no healthy app server' }));
+      }
+      return;
+    }
+    if (tried.size > 0) this.counters.retries++;
+    tried.add(node.name);
+    node.active++;
+    node.requests++;
+    let released = false;
+    const release = (): void => {
+      if (!released) {
+        released = true;
+        node.active--;
+      }
+    };
+    let bodyStarted = false;
+    const upstream = request({
+      host: node.host,
+      port: node.port,
+      method: req.method,
+      path: req.url,
+      headers: this.forwardedHeaders(req),
+      agent: node.agent,
+    });
+    upstream.on('socket', (socket: Socket) => {
+      // The body is streamed only once the node accepted the connection, so a refused
+      // connection can be retried on another node with the body still unread.
+      const startBody = (): void => {
+        bodyStarted = true;
+        req.pipe(upstream);
+      };
+      if (socket.connecting) socket.once('connect', startBody);
+      else startBody();
+    });
+    upstream.on('response', (upRes) => {
+      if (this.affinity === 'cookie' && cookieValue(req.headers.cookie, this.balancerCookie) !== node.name) {
+        upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), `${this.balancerCookie}=${node.name}; Path=/; HttpOnly; SameSite=Lax`];
+      }
+      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.headers));
+      upRes.pipe(res);
+      upRes.on('end', release);
+      upRes.on('error', () => {
+        release();
+        res.destroy();
+      });
+    });
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      release();
+      const refused = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ECONNRESET' || err.code === 'EPIPE';
+      const retriable = !res.headersSent && (!bodyStarted || (upstream.reusedSocket && !hasBody(req)));
+      if (refused) {
+        node.failures++;
+        if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH') {
+          node.markDown(err.message);
+          this.log.warn('node down (connection refused)', { node: node.name });
+        }
+      }
+      if (refused && retriable) {
+        this.counters.failovers++;
+        this.forward(req, res, tried);
+        return;
+      }
+      this.counters.errors++;
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code: 'KILN_ERR_BAD_GATEWAY', message: `app server ${node.name} failed: ${err.message}` }));
+      } else {
+        res.destroy();
+      }
+    });
+    res.on('close', () => {
+      release();
+      if (!res.writableFinished) upstream.destroy();
+    });
+  }
+
+  private forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
+    const headers: OutgoingHttpHeaders = stripHopByHop(req.headers);
+    const remote = req.socket.remoteAddress ?? '';
+    const prior = req.headers['x-forwarded-for'];
+    headers['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${remote}` : remote;
+    headers['x-forwarded-proto'] = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+    if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+    return headers;
+  }
+
+  private onUpgrade(req: IncomingMessage, client: Socket, head: Buffer): void {
+    const node = this.pick(req, new Set());
+    client.on('error', () => undefined);
+    if (!node) {
+      client.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\n');
+      return;
+    }
+    this.counters.upgrades++;
+    node.requests++;
+    node.active++;
+    const upstream = netConnect({ host: node.host, port: node.port }, () => {
+      const headers = { ...this.forwardedHeaders(req), connection: 'Upgrade', upgrade: req.headers.upgrade ?? 'websocket' };
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (const [name, value] of Object.entries(headers)) {
+        if (value === undefined) continue;
+        for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${String(v)}`);
+      }
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length > 0) upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    let closed = false;
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      node.active--;
+      upstream.destroy();
+      client.destroy();
+    };
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ECONNREFUSED') node.markDown(err.message);
+      if (!client.destroyed && client.writable && upstream.bytesRead === 0) client.write('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n');
+      close();
+    });
+    upstream.on('close', close);
+    client.on('close', close);
+  }
+
+  // ---- admin ------------------------------------------------------------------------
+
+  private admin(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://balancer');
+    const send = (status: number, body: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === 'GET' && (url.pathname === ADMIN_PREFIX || url.pathname === `${ADMIN_PREFIX}/`)) {
+      send(200, this.status());
+      return;
+    }
+    const action = /^\/_kiln\/balancer\/nodes\/([A-Za-z0-9_-]+)\/(drain|undrain)$/.exec(url.pathname);
+    if (action && req.method === 'POST') {
+      if (!this.adminAllowed(req)) {
+        send(403, { code: 'KILN_ERR_AUTH', message: 'admin actions need the admin token (or a loopback client when none is set)' });
+        return;
+      }
+      if (!this.drain(action[1]!, action[2] === 'drain')) send(404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no node ${action[1]}` });
+      else send(200, this.node(action[1]!)!.toJSON());
+      return;
+    }
+    send(404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `unknown balancer endpoint ${req.method} ${url.pathname}` });
+  }
+
+  private adminAllowed(req: IncomingMessage): boolean {
+    if (this.adminToken) return req.headers.authorization === `Bearer ${this.adminToken}`;
+    const remote = req.socket.remoteAddress ?? '';
+    return remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1';
+  }
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+function stripHopByHop(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const connectionTokens = new Set(String(headers['connection'] ?? '').toLowerCase().split(',').map((t) => t.trim()).filter(Boolean));
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}

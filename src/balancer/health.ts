@@ -1,0 +1,68 @@
+import { request } from 'node:http';
+import type { BackendNode } from './node-table.js';
+
+/**
+ * Active health checks: GET <healthPath> on every node each interval; `fall`
+ * consecutive failures mark it down, one success brings it back. Passive detection (a
+ * refused connection while proxying) marks a node down at once, in the proxy.
+ */
+export interface HealthOptions {
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  fall: number;
+}
+
+export class HealthChecker {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly nodes: readonly BackendNode[],
+    private readonly options: HealthOptions,
+    private readonly onChange: (node: BackendNode, healthy: boolean) => void,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.checkAll(), this.options.intervalMs);
+    this.timer.unref();
+    void this.checkAll();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  async checkAll(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => this.check(n)));
+  }
+
+  private check(node: BackendNode): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (ok: boolean, reason?: string): void => {
+        node.lastCheckAt = Date.now();
+        if (ok) {
+          node.consecutiveFailures = 0;
+          if (!node.healthy) {
+            node.healthy = true;
+            node.lastError = undefined;
+            this.onChange(node, true);
+          }
+        } else {
+          node.consecutiveFailures++;
+          if (node.healthy && node.consecutiveFailures >= this.options.fall) {
+            node.markDown(reason ?? 'health check failed');
+            this.onChange(node, false);
+          }
+        }
+        resolve();
+      };
+      const req = request({ host: node.host, port: node.port, path: this.options.path, method: 'GET', timeout: this.options.timeoutMs, agent: false, headers: { 'user-agent': 'kiln-balancer-health' } }, (res) => {
+        res.resume();
+        done((res.statusCode ?? 500) < 500, `health check answered ${res.statusCode}`);
+      });
+      req.on('timeout', () => req.destroy(new Error('health check timed out')));
+      req.on('error', (err) => done(false, err.message));
+      req.end();
+    });
+  }
+}

@@ -1,0 +1,63 @@
+import { Agent } from 'node:http';
+import { KilnError } from '../errors/index.js';
+
+/** One app server behind the balancer, and what the balancer knows of it. */
+export class BackendNode {
+  healthy = true;
+  draining = false;
+  active = 0;
+  requests = 0;
+  failures = 0;
+  consecutiveFailures = 0;
+  lastCheckAt = 0;
+  lastError: string | undefined;
+  pid: number | undefined;
+  readonly host: string;
+  readonly port: number;
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+
+  constructor(
+    readonly name: string,
+    readonly url: string,
+  ) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `node ${name}: ${JSON.stringify(url)} is not a URL`);
+    }
+    if (parsed.protocol !== 'http:') throw new KilnError('KILN_ERR_INVALID_OPTION', `node ${name}: only http:// app servers are supported (got ${parsed.protocol})`);
+    this.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.port = Number(parsed.port || 80);
+  }
+
+  markDown(reason: string): void {
+    if (this.healthy) this.agent.destroy();
+    this.healthy = false;
+    this.lastError = reason;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      name: this.name,
+      url: this.url,
+      healthy: this.healthy,
+      draining: this.draining,
+      pid: this.pid ?? null,
+      requests: this.requests,
+      active: this.active,
+      failures: this.failures,
+      lastError: this.lastError ?? null,
+      lastCheckAt: this.lastCheckAt || null,
+    };
+  }
+}
+
+/** `app-1=http://127.0.0.1:3001` */
+export function parseNodeSpec(spec: string): { name: string; url: string } {
+  const eq = spec.indexOf('=');
+  if (eq <= 0) throw new KilnError('KILN_ERR_INVALID_OPTION', `--node ${JSON.stringify(spec)}: expected name=http://host:port`);
+  const name = spec.slice(0, eq);
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--node name ${JSON.stringify(name)}: letters, digits, _ and - only (it is the session route)`);
+  return { name, url: spec.slice(eq + 1) };
+}

@@ -1,0 +1,146 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { KilnBalancer } from '../../balancer/balancer.js';
+import { KilnError } from '../../errors/index.js';
+import { createLogger } from '../../util/log.js';
+import type { Command } from '../command.js';
+import { Supervisor } from '../supervisor.js';
+
+const HELP = `Usage: kiln demo [options]
+
+Runs a whole Kiln cluster on this machine: a kiln server, app servers running the
+example shop (examples/shop), and the balancer in front of them; prints where to point
+a browser. Ctrl-C or SIGTERM stops everything and leaves no process behind.
+
+Options:
+  --port <n>          balancer port (default 8080; 0 = any free port)
+  --host <addr>       balancer address (default 127.0.0.1)
+  --nodes <n>         app servers (default 3)
+  --engine <e>        kiln (default: a kiln server started here) | memory (each node alone) | kiln://host:port (an existing server; KILN_TOKEN)
+  --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
+  --affinity <mode>   route (default) | cookie | none
+  -h, --help
+`;
+
+const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
+
+export const demoCommand: Command = {
+  name: 'demo',
+  summary: 'run a whole cluster here: kiln server, 3 shop app servers, balancer',
+  help: HELP,
+  async run(argv) {
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        nodes: { type: 'string' },
+        engine: { type: 'string' },
+        data: { type: 'string' },
+        affinity: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    });
+    if (values.help) {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    const nodeCount = Number(values.nodes ?? 3);
+    if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 32) throw new KilnError('KILN_ERR_INVALID_OPTION', '--nodes must be 1 to 32');
+    const port = Number(values.port ?? 8080);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new KilnError('KILN_ERR_INVALID_OPTION', '--port must be 0 to 65535');
+    const engineArg = values.engine ?? 'kiln';
+    if (engineArg.startsWith('redis')) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine redis://…: the Redis engine is not part of this build yet; use kiln (default) or memory');
+    if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://')) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory or a kiln:// URL (got ${JSON.stringify(engineArg)})`);
+    }
+    const say = (line: string): void => void process.stdout.write(`${line}\n`);
+    let stopping = false;
+    const supervisor = new Supervisor((name, code, signal) => {
+      if (!stopping) say(`kiln demo: ${name} exited (${signal ?? `code ${code}`}); the balancer sends its sessions to the other nodes`);
+    });
+    process.once('exit', () => supervisor.killAll());
+
+    const ownData = engineArg === 'kiln' && !values.data;
+    const dataDir = values.data ?? (engineArg === 'kiln' ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : undefined);
+    const token = process.env['KILN_TOKEN'] ?? randomBytes(24).toString('base64url');
+    const secret = randomBytes(24).toString('base64url');
+    const rows: [string, string, string, string][] = [];
+    let balancer: KilnBalancer | undefined;
+
+    const shutdown = async (): Promise<void> => {
+      stopping = true;
+      say('kiln demo: stopping the balancer, the app servers and the kiln server…');
+      await balancer?.stop(1000).catch(() => undefined);
+      await supervisor.stopAll();
+      if (ownData && dataDir) rmSync(dataDir, { recursive: true, force: true });
+      say('kiln demo: stopped, nothing left running');
+    };
+
+    try {
+      let engineUrl: string | undefined;
+      if (engineArg === 'kiln') {
+        say(`kiln demo: starting the kiln server (data ${dataDir})…`);
+        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn'], { ...process.env, KILN_TOKEN: token }, /ready on ([^\s]+):(\d+)/);
+        engineUrl = `kiln://127.0.0.1:${server.match[2]}`;
+        rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
+      } else if (engineArg !== 'memory') {
+        engineUrl = engineArg;
+      } else {
+        say('kiln demo: --engine memory: every node keeps its own sessions (nothing is shared; a killed node loses its sessions)');
+      }
+      const nodes: { name: string; url: string; pid: number }[] = [];
+      for (let i = 1; i <= nodeCount; i++) {
+        const name = `app-${i}`;
+        say(`kiln demo: starting ${name} (examples/shop)…`);
+        const app = await supervisor.start(
+          name,
+          [here('../../../examples/shop/server.js')],
+          { ...process.env, PORT: '0', NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', KILN_TOKEN: token, SESSION_SECRET: secret },
+          /listening on (\d+)/,
+        );
+        const url = `http://127.0.0.1:${app.match[1]}`;
+        nodes.push({ name, url, pid: app.child.pid! });
+        rows.push(['app server', name, url, String(app.child.pid)]);
+      }
+      say('kiln demo: starting the balancer…');
+      balancer = new KilnBalancer({
+        host: values.host ?? '127.0.0.1',
+        port,
+        nodes,
+        affinity: (values.affinity as 'route' | 'cookie' | 'none' | undefined) ?? 'route',
+        healthIntervalMs: 500,
+        logger: createLogger('kiln-balancer', 'warn'),
+      });
+      await balancer.start();
+      rows.unshift(['balancer', 'balancer', balancer.url, String(process.pid)]);
+    } catch (err) {
+      await shutdown();
+      throw err;
+    }
+
+    const widths = [0, 1, 2, 3].map((i) => Math.max(...[['role', 'name', 'url', 'pid'], ...rows].map((r) => r[i]!.length)));
+    const line = (r: string[]): string => `  ${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`;
+    say('');
+    say(`kiln demo is running. Point a browser at ${balancer.url}/`);
+    say('');
+    say(line(['role', 'name', 'url', 'pid']));
+    for (const r of rows) say(line(r));
+    say('');
+    say(`Balancer status: ${balancer.url}/_kiln/balancer`);
+    say('Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.');
+
+    return new Promise<number>((resolve) => {
+      const stop = (): void => {
+        void shutdown().then(() => resolve(0));
+      };
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+  },
+};
