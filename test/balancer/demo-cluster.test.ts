@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Browser } from '../helpers/browser.js';
+import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
+import { sleep, waitFor } from '../helpers/processes.js';
+
+interface Cart {
+  node: string;
+  items: { sku: string; qty: number }[];
+}
+
+describe('kiln demo: the whole cluster on one machine', () => {
+  let demo: DemoProcess;
+  before(async () => {
+    demo = await startDemo();
+  });
+  after(async () => {
+    await demo.stop();
+  });
+
+  it('prints the table: balancer, kiln server, three app servers, with pids', () => {
+    assert.equal(demo.nodes.get('balancer')?.role, 'balancer');
+    assert.equal(demo.nodes.get('server')?.role, 'kiln server');
+    for (const name of ['app-1', 'app-2', 'app-3']) assert.ok(isAlive(demo.nodes.get(name)!.pid), name);
+  });
+
+  it('SIGKILL the node that served a cart: the next request is served by another node with the whole cart', async () => {
+    const b = new Browser(demo.url);
+    let served = '';
+    for (const sku of ['teapot', 'mug', 'glove', 'mug']) served = (await b.post<Cart>('/api/cart', { sku, qty: 1 })).body.node;
+    const login = await b.post<{ data: { user: string } }>('/api/login', { user: 'jo' });
+    assert.equal(login.status, 200);
+    const again = await b.get<Cart>('/api/cart');
+    assert.equal(again.body.node, served, 'affinity: every request on the node that made the session');
+    process.kill(demo.nodes.get(served)!.pid, 'SIGKILL');
+    await waitFor(() => !isAlive(demo.nodes.get(served)!.pid), 5000, 'node gone');
+    const after = await b.get<Cart>('/api/cart');
+    assert.equal(after.status, 200, 'no error to the client');
+    assert.notEqual(after.body.node, served);
+    assert.deepEqual(after.body.items, [{ sku: 'teapot', qty: 1 }, { sku: 'mug', qty: 2 }, { sku: 'glove', qty: 1 }]);
+    const session = await b.get<{ data: { user: string } }>('/api/session');
+    assert.equal(session.body.data.user, 'jo', 'no forced logout');
+    const status = await b.get<{ nodes: { name: string; healthy: boolean }[] }>('/_kiln/balancer');
+    await waitFor(async () => (await b.get<{ nodes: { name: string; healthy: boolean }[] }>('/_kiln/balancer')).body.nodes.find((n) => n.name === served)?.healthy === false, 3000, 'node marked down');
+    assert.equal(status.status, 200);
+  });
+
+  it('stops on SIGTERM leaving no process behind', async () => {
+    const pids = [...demo.nodes.values()].map((n) => n.pid);
+    const exit = await demo.stop('SIGTERM');
+    assert.equal(exit.code, 0);
+    await sleep(100);
+    for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} still running`);
+    assert.match(demo.output(), /nothing left running/);
+  });
+});
+
+describe('kiln demo --affinity none: round-robin, the worst case', () => {
+  let demo: DemoProcess;
+  before(async () => {
+    demo = await startDemo(['--affinity', 'none']);
+  });
+  after(async () => {
+    await demo.stop();
+  });
+
+  it('50 clients each adding 20 items to their own cart concurrently: every cart exact', async () => {
+    const clients = Array.from({ length: 50 }, () => new Browser(demo.url));
+    const nodesSeen = new Set<string>();
+    await Promise.all(
+      clients.map(async (b, c) => {
+        for (let i = 0; i < 20; i++) {
+          const r = await b.post<Cart>('/api/cart', { sku: `c${c}-item${i % 5}`, qty: 1 });
+          assert.equal(r.status, 200);
+          nodesSeen.add(r.body.node);
+        }
+      }),
+    );
+    assert.equal(nodesSeen.size, 3);
+    for (const [c, b] of clients.entries()) {
+      const cart = (await b.get<Cart>('/api/cart')).body.items;
+      assert.equal(cart.reduce((n, l) => n + l.qty, 0), 20, `client ${c}`);
+      assert.equal(cart.length, 5);
+    }
+  });
+
+  it('100 concurrent adds to one shared cart: exactly 100', async () => {
+    const owner = new Browser(demo.url);
+    await owner.post('/api/cart', { sku: 'shared', qty: 1 });
+    await owner.request('DELETE', '/api/cart');
+    await owner.post('/api/cart', { sku: 'warmup', qty: 1 });
+    const results = await Promise.all(Array.from({ length: 100 }, () => owner.clone().post<Cart>('/api/cart', { sku: 'shared', qty: 1 })));
+    assert.ok(results.every((r) => r.status === 200));
+    const cart = (await owner.get<Cart>('/api/cart')).body.items;
+    assert.equal(cart.find((l) => l.sku === 'shared')?.qty, 100);
+  });
+});
