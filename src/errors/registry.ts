@@ -32,6 +32,8 @@ export const ERROR_REGISTRY = {
   KILN_ERR_TOO_MANY_CONNECTIONS: { retryable: true, meaning: 'The server is at maxConnections; try again later.' },
   KILN_ERR_IDLE_CONNECTION: { retryable: true, meaning: 'The server closed a connection that sent nothing for idleConnectionTimeoutMs.' },
   KILN_ERR_SERVER_SHUTTING_DOWN: { retryable: true, meaning: 'The server is stopping and accepts no new work.' },
+  KILN_ERR_NO_NODE: { retryable: true, meaning: 'The balancer has no healthy, undrained app server for the request (HTTP 503).' },
+  KILN_ERR_BAD_GATEWAY: { retryable: true, meaning: 'The app server failed after the request was sent to it, so the balancer could not retry it elsewhere (HTTP 502).' },
   KILN_ERR_STORAGE: { retryable: false, meaning: 'The server could not read or write its data directory.' },
   KILN_ERR_INTERNAL: { retryable: false, meaning: 'A bug: an invariant inside Kiln did not hold. Please report it with the message.' },
 } as const satisfies Record<string, { retryable: boolean; meaning: string }>;

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { KilnBalancer } from '../../src/balancer/balancer.js';
+import { silentLogger } from '../../src/util/log.js';
+import { sleep, waitFor } from '../helpers/processes.js';
+
+/**
+ * The proxy's own duties, against real HTTP servers on loopback: forwarded headers,
+ * streaming both ways, WebSocket upgrades, retry of a refused connection, health
+ * checks, drain.
+ */
+interface Backend {
+  name: string;
+  server: Server;
+  port: number;
+  seen: IncomingHttpHeaders[];
+  close(): Promise<void>;
+}
+
+async function backend(name: string, port = 0): Promise<Backend> {
+  const seen: IncomingHttpHeaders[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    seen.push(req.headers);
+    if (req.url === '/healthz') return void res.end('ok');
+    if (req.url === '/upload') {
+      let bytes = 0;
+      req.on('data', (c: Buffer) => (bytes += c.length));
+      req.on('end', () => res.end(JSON.stringify({ name, bytes })));
+      return;
+    }
+    if (req.url === '/slow-stream') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('first chunk\n');
+      setTimeout(() => res.end('last chunk\n'), 400);
+      return;
+    }
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ name, url: req.url, headers: req.headers }));
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('upgrade', (req, socket: Socket) => {
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Backend: ${name}\r\nX-Forwarded-For-Seen: ${String(req.headers['x-forwarded-for'])}\r\n\r\n`);
+    socket.on('data', (d: Buffer) => socket.write(Buffer.concat([Buffer.from(`${name}:`), d])));
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', () => resolve()));
+  const address = server.address();
+  return {
+    name,
+    server,
+    port: typeof address === 'object' && address ? address.port : port,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode!, body, headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('kiln balancer proxy', () => {
+  let backends: Backend[];
+  let lb: KilnBalancer;
+
+  before(async () => {
+    backends = await Promise.all(['app-1', 'app-2'].map((n) => backend(n)));
+    lb = new KilnBalancer({ port: 0, nodes: backends.map((b) => ({ name: b.name, url: `http://127.0.0.1:${b.port}` })), affinity: 'none', healthIntervalMs: 100, logger: silentLogger });
+    await lb.start();
+  });
+  after(async () => {
+    await lb.stop(100);
+    await Promise.all(backends.map((b) => b.close()));
+  });
+
+  it('sets X-Forwarded-For, -Proto and -Host and drops hop-by-hop headers', async () => {
+    const r = await get(`${lb.url}/hello?x=1`, { 'x-forwarded-for': '203.0.113.9', 'proxy-connection': 'keep-alive', host: 'shop.example' });
+    const { headers, url } = JSON.parse(r.body) as { headers: IncomingHttpHeaders; url: string };
+    assert.equal(url, '/hello?x=1');
+    assert.equal(headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+    assert.equal(headers['x-forwarded-proto'], 'http');
+    assert.equal(headers['x-forwarded-host'], 'shop.example');
+    assert.equal(headers['proxy-connection'], undefined);
+  });
+
+  it('streams a 20 MB upload and a slow response through without waiting for the whole', async () => {
+    const size = 20 * 1024 * 1024;
+    const uploaded = await new Promise<{ bytes: number }>((resolve, reject) => {
+      const req = request(`${lb.url}/upload`, { method: 'POST', agent: false, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(JSON.parse(body) as { bytes: number }));
+      });
+      req.on('error', reject);
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < size) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return void req.once('drain', pump);
+        }
+        req.end();
+      };
+      pump();
+    });
+    assert.equal(uploaded.bytes, size);
+    const firstChunkAt = await new Promise<number>((resolve, reject) => {
+      const started = Date.now();
+      request(`${lb.url}/slow-stream`, { agent: false }, (res) => {
+        res.once('data', () => resolve(Date.now() - started));
+        res.resume();
+      }).on('error', reject).end();
+    });
+    assert.ok(firstChunkAt < 300, `first chunk after ${firstChunkAt} ms, before the backend finished (400 ms)`);
+  });
+
+  it('passes WebSocket upgrades both ways', async () => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      const req = request(`${lb.url}/ws`, { agent: false, headers: { connection: 'Upgrade', upgrade: 'websocket' } });
+      req.on('upgrade', (res, socket: Socket) => {
+        assert.equal(res.statusCode, 101);
+        assert.equal(res.headers['x-forwarded-for-seen'], '127.0.0.1');
+        socket.once('data', (d: Buffer) => {
+          resolve(d.toString());
+          socket.destroy();
+        });
+        socket.write('ping');
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.match(reply, /^app-\d:ping$/);
+  });
+
+  it('retries a refused connection on another node, and active health checks mark nodes down and up', async () => {
+    const victim = backends[0]!;
+    const port = victim.port;
+    await victim.close();
+    for (let i = 0; i < 6; i++) {
+      const r = await get(`${lb.url}/after-kill-${i}`);
+      assert.equal(r.status, 200, 'no error reaches the client');
+      assert.equal((JSON.parse(r.body) as { name: string }).name, 'app-2');
+    }
+    assert.equal(lb.node('app-1')!.healthy, false);
+    backends[0] = await backend('app-1', port);
+    await waitFor(() => lb.node('app-1')!.healthy, 3000, 'app-1 back after a health check');
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) names.add((JSON.parse((await get(`${lb.url}/x`)).body) as { name: string }).name);
+    assert.deepEqual([...names].sort(), ['app-1', 'app-2']);
+  });
+
+  it('drain: no requests go to a draining node; the status JSON says so', async () => {
+    const res = await new Promise<number>((resolve, reject) => {
+      request(`${lb.url}/_kiln/balancer/nodes/app-2/drain`, { method: 'POST', agent: false }, (r) => {
+        r.resume();
+        resolve(r.statusCode!);
+      }).on('error', reject).end();
+    });
+    assert.equal(res, 200);
+    for (let i = 0; i < 4; i++) assert.equal((JSON.parse((await get(`${lb.url}/d`)).body) as { name: string }).name, 'app-1');
+    const status = JSON.parse((await get(`${lb.url}/_kiln/balancer`)).body) as { nodes: { name: string; draining: boolean; healthy: boolean; requests: number; active: number }[] };
+    assert.equal(status.nodes.find((n) => n.name === 'app-2')?.draining, true);
+    assert.ok(status.nodes.every((n) => typeof n.requests === 'number' && typeof n.active === 'number' && typeof n.healthy === 'boolean'));
+    lb.drain('app-2', false);
+    await sleep(10);
+  });
+
+  it('answers 503 with a clear code when no node is healthy', async () => {
+    const lone = new KilnBalancer({ port: 0, nodes: [{ name: 'gone', url: 'http://127.0.0.1:9' }], logger: silentLogger });
+    await lone.start();
+    try {
+      const r = await get(`${lone.url}/`);
+      assert.equal(r.status, 503);
+      assert.equal((JSON.parse(r.body) as { code: string }).code, 'KILN_ERR_NO_NODE');
+    } finally {
+      await lone.stop(100);
+    }
+  });
+});
