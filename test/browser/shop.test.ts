@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { launchChromium } from '../helpers/chromium.js';
+import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
+import { ROOT, waitFor } from '../helpers/processes.js';
+
+const SHOTS = join(ROOT, 'test-results');
+
+describe('a real browser on the shop through kiln demo', () => {
+  let demo: DemoProcess;
+  let browser: Browser;
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    [demo, browser] = await Promise.all([startDemo(), launchChromium()]);
+  });
+  after(async () => {
+    await browser?.close();
+    await demo?.stop();
+  });
+
+  it('adds to the cart, logs in, and still shows both after the serving node is killed', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${demo.url}/`);
+    const shows = (selector: string, text: string) => page.locator(selector, { hasText: new RegExp(`^${text}$`) }).waitFor({ timeout: 5000 });
+    await page.locator('#node', { hasText: /^app-\d$/ }).waitFor();
+    await page.click('button[data-sku="teapot"]');
+    await shows('#cart-count', '1');
+    await page.click('button[data-sku="mug"]');
+    await shows('#cart-count', '2');
+    await page.fill('#login-user', 'lee');
+    await page.click('#login');
+    await shows('#user', 'lee');
+    const served = (await page.textContent('#node'))!;
+    await page.screenshot({ path: join(SHOTS, 'shop-before-kill.png'), fullPage: true });
+
+    const pid = demo.nodes.get(served)!.pid;
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !isAlive(pid), 5000, 'node gone');
+    await page.reload();
+    await waitFor(async () => /^app-\d$/.test((await page.textContent('#node')) ?? '') && (await page.textContent('#node')) !== served, 5000, 'page served by another node');
+    assert.notEqual(await page.textContent('#node'), served);
+    assert.equal(await page.textContent('#user'), 'lee', 'still logged in');
+    assert.equal(await page.textContent('#cart-count'), '2', 'cart intact');
+    assert.deepEqual(await page.$$eval('#cart li', (lis) => lis.map((li) => li.textContent)), ['teapot × 1', 'mug × 1']);
+    await page.screenshot({ path: join(SHOTS, 'shop-after-kill.png'), fullPage: true });
+  });
+});
