@@ -14,13 +14,25 @@ export const KILN_BIN = join(ROOT, 'bin', 'kiln.js');
 export const TEST_TOKEN = 'test-token-0123456789abcdef';
 
 const children = new Set<ChildProcess>();
+/** Children started in their own process group (daemons that fork workers): killed as a group. */
+const groups = new Set<number>();
 process.on('exit', () => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const pgid of groups) killGroup(pgid, 'SIGKILL');
 });
 
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
 /** Registers a child to be killed when the test process exits; resolves when it exits. */
-export function trackChild(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+export function trackChild(child: ChildProcess, options: { group?: boolean } = {}): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   children.add(child);
+  if (options.group && child.pid) groups.add(child.pid);
   return new Promise((resolve) => child.once('exit', (code, signal) => {
     children.delete(child);
     resolve({ code, signal });
