@@ -296,7 +296,10 @@ export class RequestSession<Req = unknown> {
     try {
       if (this.destroyed || this.detached) return;
       if (this.unsetByApp) {
-        if (this.runtime.unset === 'destroy' && !this.handle.isNew) await this.handle.destroy();
+        if (this.runtime.unset === 'destroy' && !this.handle.isNew) {
+          await this.handle.destroy();
+          this.destroyed = true;
+        }
         return;
       }
       await this.save();

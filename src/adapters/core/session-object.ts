@@ -28,10 +28,24 @@ export interface KilnSessionObject {
   [attribute: string]: unknown;
 }
 
-const METHODS = new Set(['regenerate', 'destroy', 'reload', 'save', 'touch', 'resetMaxAge', 'logoutEverywhere', 'toJSON']);
-const RESERVED = new Set([...METHODS, 'id', 'cookie', 'principal', 'readOnly', 'req', 'then']);
+const COMMON_METHODS = ['regenerate', 'destroy', 'reload', 'save', 'touch', 'resetMaxAge', 'logoutEverywhere', 'toJSON'];
+const COMMON_PROPS = ['id', 'cookie', 'principal', 'readOnly', 'req', 'then'];
+
+/**
+ * Each framework's community expects a slightly different object: express-session's
+ * (and koa-session's) properties-only session, or @fastify/session's get/set methods.
+ */
+const STYLES = {
+  express: { methods: new Set(COMMON_METHODS), props: new Set(COMMON_PROPS) },
+  fastify: { methods: new Set([...COMMON_METHODS, 'get', 'set', 'delete']), props: new Set([...COMMON_PROPS, 'sessionId']) },
+  koa: { methods: new Set(COMMON_METHODS), props: new Set([...COMMON_PROPS, 'isNew', 'maxAge']) },
+} as const;
+
+export type SessionObjectStyle = keyof typeof STYLES;
 
 export interface SessionObjectHooks {
+  /** Which framework's idioms the object follows (default 'express'). */
+  style?: SessionObjectStyle;
   /** The id changed (regenerate): the adapter updates req.sessionID etc. */
   onIdChange?(id: string): void;
   /** The session was destroyed: express-session removes req.session. */
@@ -44,14 +58,28 @@ function withCallback<T>(promise: Promise<T>, callback: ((err: unknown, value?: 
 }
 
 export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: SessionObjectHooks = {}): KilnSessionObject {
+  const style = STYLES[hooks.style ?? 'express'];
+  const METHODS: ReadonlySet<string> = style.methods;
+  const RESERVED: ReadonlySet<string> = new Set([...style.methods, ...style.props]);
   const methods: Record<string, unknown> = {
-    regenerate(a?: { keep?: string[] } | ((err?: unknown) => void), b?: (err?: unknown) => void) {
-      const options = typeof a === 'function' ? {} : (a ?? {});
+    // regenerate(cb) | regenerate({ keep }, cb) | regenerate(['keep', 'these'], cb) (@fastify/session)
+    regenerate(a?: { keep?: string[] } | string[] | ((err?: unknown) => void), b?: (err?: unknown) => void) {
+      const keep = typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
       const callback = typeof a === 'function' ? a : b;
       return withCallback(
-        rs.regenerate(options.keep ?? []).then(() => hooks.onIdChange?.(rs.id)),
+        rs.regenerate(keep).then(() => hooks.onIdChange?.(rs.id)),
         callback,
       );
+    },
+    get(key: string) {
+      return key === COOKIE_ATTRIBUTE ? undefined : rs.handle.get(key);
+    },
+    set(key: string, value: unknown) {
+      if (RESERVED.has(key) || key === COOKIE_ATTRIBUTE) throw reservedError(key);
+      rs.handle.set(key, value);
+    },
+    delete(callback?: (err?: unknown) => void) {
+      return withCallback(rs.destroy().then(() => hooks.onDestroy?.()), callback);
     },
     destroy(callback?: (err?: unknown) => void) {
       return withCallback(rs.destroy().then(() => hooks.onDestroy?.()), callback);
@@ -101,6 +129,12 @@ export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: Session
           return rs.handle.principal;
         case 'readOnly':
           return rs.readOnly;
+        case 'sessionId':
+          return style.props.has('sessionId') ? rs.id : rs.handle.get(prop);
+        case 'isNew':
+          return style.props.has('isNew') ? rs.handle.isNew : rs.handle.get(prop);
+        case 'maxAge':
+          return style.props.has('maxAge') ? rs.cookie.maxAge : rs.handle.get(prop);
         case 'req':
         case 'then':
           return undefined;
@@ -112,6 +146,10 @@ export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: Session
       if (typeof prop === 'symbol') return false;
       if (prop === 'principal') {
         rs.handle.setPrincipal(value === undefined ? null : (value as string | null));
+        return true;
+      }
+      if (prop === 'maxAge' && style.props.has('maxAge')) {
+        rs.cookie.maxAge = value as number | null;
         return true;
       }
       if (prop === 'cookie') {

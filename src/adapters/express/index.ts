@@ -1,9 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
 import type { SessionClient } from '../../client/session-client.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
-import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
-import { appendSetCookie } from '../core/http.js';
+import type { KilnSessionObject } from '../core/session-object.js';
+import { bindToResponse, requestIsSecure } from '../core/http.js';
 
 /**
  * Express (4 and 5) / Connect middleware with express-session's API. Replacing
@@ -51,51 +50,9 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
       next();
       return;
     }
-    const direct = (req.socket as TLSSocket).encrypted === true;
-    const forwarded = req.headers['x-forwarded-proto'];
-    const secure = runtime.isSecure(direct, Array.isArray(forwarded) ? forwarded[0] : forwarded, typeof req.secure === 'boolean' ? req.secure : undefined);
-    runtime.open(req, req.headers.cookie, secure).then((rs) => {
-      const sessionObject = createSessionObject(rs, {
-        onIdChange: (id) => {
-          req.sessionID = id;
-          req.session = sessionObject;
-        },
-        onDestroy: () => {
-          delete req.session;
-        },
-      });
-      req.session = sessionObject;
-      req.sessionID = rs.id;
-      const noteUnset = (): void => {
-        if (req.session !== sessionObject && !rs.isDestroyed) rs.unsetByApp = true;
-      };
-
-      const writeHead = res.writeHead;
-      res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-        noteUnset();
-        const cookie = rs.setCookieHeader();
-        if (cookie) appendSetCookie(res, cookie);
-        return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
-      } as ServerResponse['writeHead'];
-
-      const end = res.end;
-      let ending = false;
-      res.end = function (this: ServerResponse, ...args: unknown[]) {
-        if (ending) return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
-        ending = true;
-        noteUnset();
-        rs.finish().then(
-          () => (end as (...a: unknown[]) => ServerResponse).apply(res, args),
-          (err: unknown) => {
-            if (res.headersSent) res.destroy(err as Error);
-            else next(err);
-          },
-        );
-        return res;
-      } as ServerResponse['end'];
-
-      // An aborted response never commits, but must not keep the session busy.
-      res.once('close', () => rs.abort());
+    runtime.open(req, req.headers.cookie, requestIsSecure(runtime, req)).then((rs) => {
+      // A commit that fails at the end of the request goes to Express's error handler.
+      bindToResponse(rs, req, res, next);
       next();
     }, next);
   };

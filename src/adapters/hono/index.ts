@@ -1,0 +1,68 @@
+import type { MiddlewareHandler } from 'hono';
+import type { SessionClient } from '../../client/session-client.js';
+import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
+import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+
+/**
+ * Hono middleware (on @hono/node-server or any runtime Hono runs on): the session is a
+ * typed context variable, committed after the handler, before the response is returned.
+ *
+ * @example
+ * import { Hono } from 'hono';
+ * import { kilnSession, type KilnVariables } from 'kiln/hono';
+ * const app = new Hono<{ Variables: KilnVariables }>();
+ * app.use(kilnSession({ secret, engine: 'kiln://127.0.0.1:9510' }));
+ * app.post('/cart', (c) => {
+ *   const session = c.get('session');      // typed: KilnSessionObject
+ *   session.cart = [...((session.cart as string[]) ?? []), 'mug'];
+ *   return c.json({ items: (session.cart as string[]).length });
+ * });
+ */
+export interface KilnVariables {
+  session: KilnSessionObject;
+  sessionId: string;
+}
+
+interface HonoLikeContext {
+  req: { url: string; path: string; header(name: string): string | undefined };
+  get(key: string): unknown;
+  set(key: string, value: unknown): void;
+  header(name: string, value: string, options?: { append?: boolean }): void;
+}
+
+export interface HonoRequestInfo {
+  url: string;
+  path: string;
+}
+
+export type KilnHonoMiddleware = MiddlewareHandler<{ Variables: KilnVariables }> & { client: SessionClient; close(): Promise<void> };
+
+export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnHonoMiddleware {
+  const runtime = new SessionRuntime<HonoRequestInfo>(options, 'kiln/hono kilnSession()');
+  const middleware: MiddlewareHandler<{ Variables: KilnVariables }> = async (context, next) => {
+    const c = context as unknown as HonoLikeContext;
+    const direct = new URL(c.req.url).protocol === 'https:';
+    const secure = runtime.isSecure(direct, c.req.header('x-forwarded-proto'), undefined);
+    const rs = await runtime.open({ url: c.req.url, path: c.req.path }, c.req.header('cookie'), secure);
+    const session = createSessionObject(rs, {
+      onIdChange: (id) => c.set('sessionId', id),
+      onDestroy: () => c.set('session', undefined),
+    });
+    c.set('session', session);
+    c.set('sessionId', rs.id);
+    try {
+      await next();
+      if (c.get('session') !== session && !rs.isDestroyed) rs.unsetByApp = true;
+      await rs.finish();
+    } finally {
+      rs.abort();
+    }
+    const cookie = rs.setCookieHeader();
+    if (cookie) c.header('Set-Cookie', cookie, { append: true });
+  };
+  return Object.assign(middleware, { client: runtime.client, close: () => runtime.close() });
+}
+
+export default kilnSession;
+export { readOnlyPaths };
+export type { KilnSessionOptions, KilnSessionObject };

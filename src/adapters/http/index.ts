@@ -1,0 +1,58 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { SessionClient } from '../../client/session-client.js';
+import { toKilnError } from '../../errors/index.js';
+import { bindToResponse, requestIsSecure, type NodeSessionRequest } from '../core/http.js';
+import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
+import type { KilnSessionObject } from '../core/session-object.js';
+
+/**
+ * Sessions for a plain `node:http` server (or a Next.js-style custom server): load before
+ * the handler, commit before the response ends.
+ *
+ * @example
+ * import { createServer } from 'node:http';
+ * import { createSessions } from 'kiln/http';
+ * const sessions = createSessions({ secret, engine: 'kiln://127.0.0.1:9510' });
+ * createServer(async (req, res) => {
+ *   const session = await sessions.load(req, res);
+ *   session.visits = ((session.visits as number) ?? 0) + 1;
+ *   res.end(`visit ${session.visits}`);          // waits for the commit, sets the cookie
+ * }).listen(3000);
+ */
+export interface HttpSessionOptions extends KilnSessionOptions<IncomingMessage> {
+  /** A commit that fails when the response ends; default: a 500 with `{ code, message }`. */
+  onCommitError?: (err: unknown, req: IncomingMessage, res: ServerResponse) => void;
+}
+
+export interface HttpSessions {
+  /** Loads the request's session (also set as `req.session`); throws KilnError when the tier cannot be reached (unless onUnavailable: 'continue'). */
+  load(req: IncomingMessage, res: ServerResponse): Promise<KilnSessionObject>;
+  client: SessionClient;
+  close(): Promise<void>;
+}
+
+export function createSessions(options: HttpSessionOptions): HttpSessions {
+  const { onCommitError, ...rest } = options;
+  const runtime = new SessionRuntime<IncomingMessage>(rest, 'kiln/http createSessions()');
+  const fail =
+    onCommitError ??
+    ((err: unknown, _req: IncomingMessage, res: ServerResponse) => {
+      const e = toKilnError(err);
+      res.statusCode = 500;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ code: e.code, message: e.message }));
+    });
+  return {
+    client: runtime.client,
+    close: () => runtime.close(),
+    async load(incoming, res) {
+      const req = incoming as NodeSessionRequest;
+      if (req.session) return req.session;
+      const rs = await runtime.open(req, req.headers.cookie, requestIsSecure(runtime, req));
+      return bindToResponse(rs, req, res, (err) => fail(err, req, res));
+    },
+  };
+}
+
+export { readOnlyPaths };
+export type { KilnSessionOptions, KilnSessionObject };

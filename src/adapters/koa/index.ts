@@ -1,0 +1,81 @@
+import type { IncomingMessage } from 'node:http';
+import type { SessionClient } from '../../client/session-client.js';
+import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
+import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+
+/**
+ * Koa (2 and 3) middleware: `ctx.session` as koa-session users know it (attributes as
+ * properties, `ctx.session = null` to log out, `ctx.session.isNew`, `ctx.session.maxAge`,
+ * `await ctx.session.save()`), plus Kiln's extras (`principal`, `regenerate({ keep })`,
+ * `logoutEverywhere()`, read-only routes). The session is committed after the downstream
+ * middleware, before Koa writes the response.
+ *
+ * @example
+ * import Koa from 'koa';
+ * import { kilnSession } from 'kiln/koa';
+ * const app = new Koa();
+ * app.use(kilnSession({ secret, engine: 'kiln://127.0.0.1:9510' }));
+ * app.use((ctx) => { ctx.session.views = (ctx.session.views ?? 0) + 1; ctx.body = ctx.session.views; });
+ */
+export type KoaSessionObject = KilnSessionObject & { isNew: boolean; maxAge: number | null };
+
+interface KoaLikeContext {
+  req: IncomingMessage;
+  path: string;
+  url: string;
+  secure: boolean;
+  get(name: string): string;
+  append(name: string, value: string | string[]): void;
+  state: Record<string, unknown>;
+  session?: KoaSessionObject | null;
+  sessionId?: string;
+}
+
+// The context is typed loosely on purpose: Koa's types live in @types/koa, which a
+// JavaScript Koa app may not install, and koa-session augments the same context.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type KilnKoaMiddleware = ((ctx: any, next: () => Promise<unknown>) => Promise<void>) & { client: SessionClient; close(): Promise<void> };
+
+export function kilnSession(options: KilnSessionOptions<KoaLikeContext>): KilnKoaMiddleware {
+  // koa-session's defaults: its cookie name, and `ctx.session = null` logs out.
+  const runtime = new SessionRuntime<KoaLikeContext>({ name: 'koa.sess', unset: 'destroy', ...options }, 'kiln/koa kilnSession()');
+
+  const middleware = async (context: unknown, next: () => Promise<unknown>): Promise<void> => {
+    const ctx = context as KoaLikeContext;
+    const rs = await runtime.open(ctx, ctx.get('cookie') || undefined, ctx.secure);
+    let current: KoaSessionObject | null = createSessionObject(rs, {
+      style: 'koa',
+      onIdChange: (id) => (ctx.sessionId = id),
+      onDestroy: () => (current = null),
+    }) as KoaSessionObject;
+    const own = current;
+    Object.defineProperty(ctx, 'session', {
+      configurable: true,
+      enumerable: true,
+      get: () => current,
+      // `ctx.session = null`: the `unset` option decides (default 'destroy', as koa-session).
+      set: (value: unknown) => {
+        if (value === null) {
+          if (!rs.isDestroyed) rs.unsetByApp = true;
+          current = null;
+        } else if (value && typeof value === 'object' && value !== own) {
+          for (const [k, v] of Object.entries(value as Record<string, unknown>)) (own as Record<string, unknown>)[k] = v;
+          current = own;
+        }
+      },
+    });
+    ctx.sessionId = rs.id;
+    try {
+      await next();
+    } finally {
+      await rs.finish();
+      const cookie = rs.setCookieHeader();
+      if (cookie) ctx.append('Set-Cookie', cookie);
+    }
+  };
+  return Object.assign(middleware, { client: runtime.client, close: () => runtime.close() });
+}
+
+export default kilnSession;
+export { readOnlyPaths };
+export type { KilnSessionOptions, KilnSessionObject };

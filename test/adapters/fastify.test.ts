@@ -1,0 +1,3 @@
+import { adapterConformance } from './adapter-suite.js';
+
+adapterConformance({ name: 'Fastify 5', fixture: 'fastify-app' });

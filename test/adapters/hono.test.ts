@@ -1,0 +1,3 @@
+import { adapterConformance } from './adapter-suite.js';
+
+adapterConformance({ name: 'Hono (node-server)', fixture: 'hono-app' });

@@ -1,0 +1,3 @@
+import { adapterConformance } from './adapter-suite.js';
+
+adapterConformance({ name: 'node:http', fixture: 'http-app' });

@@ -1,0 +1,3 @@
+import { adapterConformance } from './adapter-suite.js';
+
+adapterConformance({ name: 'Koa 2', fixture: 'koa-app', env: { KOA: '2' } });
