@@ -18,6 +18,8 @@ export interface KilnSessionObject {
   readonly readOnly: boolean;
   regenerate(callback?: (err?: unknown) => void): Promise<void>;
   regenerate(options: { keep?: string[] }, callback?: (err?: unknown) => void): Promise<void>;
+  /** @fastify/session's form: the attribute names to keep. */
+  regenerate(keep: string[], callback?: (err?: unknown) => void): Promise<void>;
   destroy(callback?: (err?: unknown) => void): Promise<void>;
   reload(callback?: (err?: unknown) => void): Promise<void>;
   save(callback?: (err?: unknown) => void): Promise<void>;
