@@ -3,6 +3,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { KilnError } from '../errors/index.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
 import { HealthChecker } from './health.js';
@@ -82,15 +83,7 @@ export class KilnBalancer {
   }
 
   async start(): Promise<{ host: string; port: number }> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.port, this.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address();
-    this.boundPort = typeof address === 'object' && address ? address.port : this.port;
+    this.boundPort = await listen(this.server, this.port, this.host);
     this.health.start();
     this.log.info('balancing', { port: this.boundPort, affinity: this.affinity, nodes: this.nodes.map((n) => `${n.name}=${n.url}`) });
     return { host: this.host, port: this.boundPort };

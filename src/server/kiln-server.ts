@@ -9,6 +9,7 @@ import { encodeBody, MessageType } from '../protocol/messages.js';
 import type { SessionLimits } from '../session/limits.js';
 import { Tier } from '../tier/tier.js';
 import { createLogger, type Logger } from '../util/log.js';
+import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
@@ -142,15 +143,7 @@ export class KilnServer {
       await this.storage.open();
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...this.loaded });
     }
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.port, this.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = this.server.address();
-    this.boundPort = typeof address === 'object' && address ? address.port : this.port;
+    this.boundPort = await listen(this.server, this.port, this.host);
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
     return this.info();
   }

@@ -4,6 +4,7 @@ import { KilnBalancer, type BalancerOptions } from '../../balancer/balancer.js';
 import { parseNodeSpec } from '../../balancer/node-table.js';
 import { KilnError } from '../../errors/index.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
+import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln balancer --node name=http://host:port [--node …] [options]
@@ -62,21 +63,15 @@ export const balancerCommand: Command = {
       }
     }
     const nodes = [...(options.nodes ?? []), ...(values.node ?? []).map(parseNodeSpec)];
-    const num = (v: string | undefined, name: string): number | undefined => {
-      if (v === undefined) return undefined;
-      const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < 0) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${name} must be a non-negative integer`);
-      return n;
-    };
     const balancer = new KilnBalancer({
       ...options,
       nodes,
       host: values.host ?? options.host,
-      port: num(values.port, 'port') ?? options.port,
+      port: intFlag(values.port, 'port', 0, 65535) ?? options.port,
       affinity: (values.affinity as BalancerOptions['affinity']) ?? options.affinity,
       cookieName: values.cookie ?? options.cookieName,
       healthPath: values['health-path'] ?? options.healthPath,
-      healthIntervalMs: num(values['health-interval-ms'], 'health-interval-ms') ?? options.healthIntervalMs,
+      healthIntervalMs: intFlag(values['health-interval-ms'], 'health-interval-ms', 50) ?? options.healthIntervalMs,
       adminToken: values['admin-token-file'] ? readFileSync(values['admin-token-file'], 'utf8').trim() : options.adminToken,
       logger: createLogger('kiln-balancer', (values['log-level'] ?? 'info') as LogLevel),
     });

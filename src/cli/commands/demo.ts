@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { KilnBalancer } from '../../balancer/balancer.js';
 import { KilnError } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
+import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 import { Supervisor } from '../supervisor.js';
 
@@ -50,10 +51,8 @@ export const demoCommand: Command = {
       process.stdout.write(HELP);
       return 0;
     }
-    const nodeCount = Number(values.nodes ?? 3);
-    if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > 32) throw new KilnError('KILN_ERR_INVALID_OPTION', '--nodes must be 1 to 32');
-    const port = Number(values.port ?? 8080);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new KilnError('KILN_ERR_INVALID_OPTION', '--port must be 0 to 65535');
+    const nodeCount = intFlag(values.nodes, 'nodes', 1, 32) ?? 3;
+    const port = intFlag(values.port, 'port', 0, 65535) ?? 8080;
     const engineArg = values.engine ?? 'kiln';
     if (engineArg.startsWith('redis')) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine redis://…: the Redis engine is not part of this build yet; use kiln (default) or memory');
     if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://')) {

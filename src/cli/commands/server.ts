@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { KilnError } from '../../errors/index.js';
 import { KilnServer } from '../../server/kiln-server.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
+import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln server [options]
@@ -34,14 +35,6 @@ Options:
 On start it prints one line: "kiln server ready on <host>:<port> ..." (stdout).
 SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0.
 `;
-
-function intOption(values: Record<string, unknown>, name: string): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${name} must be a non-negative integer (got ${JSON.stringify(raw)})`);
-  return n;
-}
 
 export const serverCommand: Command = {
   name: 'server',
@@ -89,24 +82,24 @@ export const serverCommand: Command = {
     if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--log-level must be debug, info, warn, error or silent`);
     const limits: Record<string, number> = {};
     for (const [flag, key] of [['max-session-bytes', 'maxSessionBytes'], ['max-attribute-bytes', 'maxAttributeBytes'], ['max-attributes', 'maxAttributes']] as const) {
-      const v = intOption(values, flag);
+      const v = intFlag(values[flag], flag);
       if (v !== undefined) limits[key] = v;
     }
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
     const server = new KilnServer({
       tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
       host: values.host ?? '127.0.0.1',
-      port: intOption(values, 'port') ?? 9510,
+      port: intFlag(values['port'], 'port') ?? 9510,
       token: token || undefined,
       insecureNoAuth: values['insecure-no-auth'] ?? false,
       dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
       fsync: fsync as 'always' | 'everysec' | 'never',
-      maxConnections: intOption(values, 'max-connections'),
-      maxFrameBytes: intOption(values, 'max-frame-bytes'),
-      idleConnectionTimeoutMs: intOption(values, 'idle-connection-ms'),
-      recallTimeoutMs: intOption(values, 'recall-timeout-ms'),
-      expirySweepMs: intOption(values, 'expiry-sweep-ms'),
-      touchGraceMs: intOption(values, 'touch-grace-ms'),
+      maxConnections: intFlag(values['max-connections'], 'max-connections'),
+      maxFrameBytes: intFlag(values['max-frame-bytes'], 'max-frame-bytes'),
+      idleConnectionTimeoutMs: intFlag(values['idle-connection-ms'], 'idle-connection-ms'),
+      recallTimeoutMs: intFlag(values['recall-timeout-ms'], 'recall-timeout-ms'),
+      expirySweepMs: intFlag(values['expiry-sweep-ms'], 'expiry-sweep-ms'),
+      touchGraceMs: intFlag(values['touch-grace-ms'], 'touch-grace-ms'),
       limits,
       logger: createLogger('kiln-server', logLevel),
     });
