@@ -16,10 +16,18 @@ export const TEST_TOKEN = 'test-token-0123456789abcdef';
 const children = new Set<ChildProcess>();
 /** Children started in their own process group (daemons that fork workers): killed as a group. */
 const groups = new Set<number>();
-process.on('exit', () => {
+function killAll(): void {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   for (const pgid of groups) killGroup(pgid, 'SIGKILL');
-});
+}
+process.on('exit', killAll);
+// A test run that is interrupted (Ctrl-C, a timeout) must not leave servers behind either.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
 
 export function killGroup(pgid: number, signal: NodeJS.Signals): void {
   try {
