@@ -506,8 +506,8 @@ export class SessionClient implements HandleHost {
     for (const [sessionId, lease] of this.leases) {
       if (this.leases.size <= this.maxLeases) break;
       if (this.queue.isBusy(sessionId)) continue;
+      // releaseLease forgets the lease itself (after flushing write-behind changes).
       void this.releaseLease(sessionId, lease.token);
-      this.leases.delete(sessionId);
     }
   }
 

@@ -483,6 +483,30 @@ export function engineConformance(harness: EngineHarness): void {
         await Promise.all(clients.map((cl) => cl.close()));
       });
 
+      it('keeps at most maxLeases leases, giving the least recently used back to the tier', async () => {
+        const [e1, e2] = await Promise.all([tier.engine(), tier.engine()]);
+        const greedy = createSessionClient({ engine: e1, maxLeases: 3 });
+        const ids: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          ids.push(
+            await greedy.withSession(null, (s) => {
+              s.set('i', i);
+              return s.id;
+            }),
+          );
+        }
+        await sleep(20);
+        assert.ok(greedy.stats().leases <= 3, `${greedy.stats().leases} leases held`);
+        assert.equal(greedy.holdsLease(ids[0]!), false, 'the oldest went back');
+        assert.equal(greedy.holdsLease(ids[5]!), true, 'the newest is kept');
+        const before = (await e2.stats()).counters['leaseRecalls']!;
+        const g = await e2.acquire(ids[0]!, { timeoutMs: 1000 });
+        assert.equal((await e2.stats()).counters['leaseRecalls'], before, 'free: no recall needed');
+        await e2.release(ids[0]!, g.token);
+        await greedy.close();
+        await e2.close();
+      });
+
       it('a read-only open does not block writers and refuses changes', async () => {
         const engine = await tier.engine();
         const client = createSessionClient({ engine });

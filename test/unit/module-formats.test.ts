@@ -19,6 +19,22 @@ describe('package entry points', () => {
     assert.equal(typeof (require('kiln/server') as { KilnServer: unknown }).KilnServer, 'function');
   });
 
+  it('every subpath export loads from CommonJS and from ESM', async () => {
+    const require = createRequire(join(ROOT, 'package.json'));
+    const expected: Record<string, string> = {
+      'kiln/express': 'session',
+      'kiln/express-store': 'KilnStore',
+      'kiln/fastify': 'kilnSession',
+      'kiln/koa': 'kilnSession',
+      'kiln/hono': 'kilnSession',
+      'kiln/http': 'createSessions',
+    };
+    for (const [path, name] of Object.entries(expected)) {
+      assert.equal(typeof (require(path) as Record<string, unknown>)[name], 'function', `require('${path}').${name}`);
+      assert.equal(typeof ((await import(path)) as Record<string, unknown>)[name], 'function', `import('${path}').${name}`);
+    }
+  });
+
   it('ESM apps import the same API', async () => {
     const kiln = await import('kiln');
     assert.equal(typeof kiln.createSessionClient, 'function');
