@@ -41,6 +41,9 @@ export interface ConnectionContext {
   maxBufferedBytes: number;
   shuttingDown(): boolean;
   onClosed(conn: Connection): void;
+  /** Every answered request: its type, how long it took, and the error code if it failed. */
+  onAnswered?(type: number, ms: number, code: string | undefined): void;
+  onReady?(conn: Connection): void;
 }
 
 export interface ClientInfo {
@@ -84,6 +87,9 @@ export class Connection {
   private get open(): boolean {
     return this.state !== 'closed';
   }
+
+  /** Whether the handshake ever completed (a client, not a stray connection). */
+  isAttachedOnce = false;
 
   get isReady(): boolean {
     return this.state === 'ready';
@@ -148,11 +154,16 @@ export class Connection {
       this.socket.pause();
     }
     // Synchronous handlers answer in this turn; async ones (acquire, commit) later.
+    const started = performance.now();
+    const done = (err: unknown, value: unknown): void => {
+      this.answer(frame.requestId, err, value);
+      this.ctx.onAnswered?.(frame.type, performance.now() - started, err === undefined ? undefined : toKilnError(err).code);
+    };
     let result: unknown;
     try {
       result = this.dispatch(frame.type, decodeBody(frame.body));
     } catch (err) {
-      this.answer(frame.requestId, err, undefined);
+      done(err, undefined);
       // A malformed message means a broken or hostile peer: it may be out of step with
       // the framing, so nothing more it sends is trusted.
       if (err instanceof KilnError && err.code === 'KILN_ERR_PROTOCOL') this.fail(err);
@@ -160,11 +171,11 @@ export class Connection {
     }
     if (result instanceof Promise) {
       result.then(
-        (value) => this.answer(frame.requestId, undefined, value),
-        (err) => this.answer(frame.requestId, err, undefined),
+        (value) => done(undefined, value),
+        (err) => done(err, undefined),
       );
     } else {
-      this.answer(frame.requestId, undefined, result);
+      done(undefined, result);
     }
   }
 
@@ -201,6 +212,7 @@ export class Connection {
     }
     this.info = { ...this.info, ...hello.client };
     this.state = 'ready';
+    this.isAttachedOnce = true;
     this.ctx.tier.attach({
       id: this.ownerId,
       onRecall: (id, token) => this.push(MessageType.Recall, { id, token }),
@@ -214,6 +226,7 @@ export class Connection {
       limits: { ...this.ctx.tier.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs, touchGraceMs: this.ctx.tier.touchGraceMs },
     };
     this.send(MessageType.Welcome, frame.requestId, welcome);
+    this.ctx.onReady?.(this);
   }
 
   private dispatch(type: number, body: unknown): unknown {

@@ -60,6 +60,11 @@ export interface KilnServerInfo {
   loaded: LoadReport | undefined;
 }
 
+/** What the admin console and metrics watch on a running server. */
+export type ServerActivity =
+  | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
+  | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
+
 const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
 
 export class KilnServer {
@@ -79,6 +84,7 @@ export class KilnServer {
   private readonly fsync: FsyncPolicy;
   private readonly dataDir: string | undefined;
   private nextConnectionId = 0;
+  private readonly activityListeners = new Set<(event: ServerActivity) => void>();
   private stopping: Promise<void> | undefined;
   private loaded: LoadReport | undefined;
   private boundPort = 0;
@@ -162,6 +168,27 @@ export class KilnServer {
     return this.connections.size;
   }
 
+  onActivity(listener: (event: ServerActivity) => void): () => void {
+    this.activityListeners.add(listener);
+    return () => this.activityListeners.delete(listener);
+  }
+
+  /** Storage figures for the admin console (undefined without a data directory). */
+  storageInfo(): { dataDir: string; fsync: FsyncPolicy; bytesOnDisk: number; counters: Record<string, number> } | undefined {
+    if (!this.storage || !this.dataDir) return undefined;
+    return { dataDir: this.dataDir, fsync: this.fsync, bytesOnDisk: this.storage.bytesOnDisk, counters: { ...this.storage.counters } };
+  }
+
+  private announce(event: ServerActivity): void {
+    for (const listener of this.activityListeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own.
+      }
+    }
+  }
+
   /**
    * Graceful stop: no new connections or requests, in-flight commits finish and reach
    * the disk, then every connection closes. Safe to call twice.
@@ -204,7 +231,15 @@ export class KilnServer {
       maxInflight: 4096,
       maxBufferedBytes: 64 * 1024 * 1024,
       shuttingDown: () => this.stopping !== undefined,
-      onClosed: (c) => this.connections.delete(c),
+      onClosed: (c) => {
+        this.connections.delete(c);
+        if (c.isAttachedOnce) this.announce({ type: 'client-left', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() });
+      },
+      onReady: (c) => this.announce({ type: 'client-joined', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() }),
+      // Nobody watching (no console, no metrics): no work on the request path.
+      onAnswered: (message, ms, code) => {
+        if (this.activityListeners.size > 0) this.announce({ type: 'request', message, ms, code, at: Date.now() });
+      },
     });
     this.connections.add(conn);
   }

@@ -71,6 +71,15 @@ export interface TierCounters {
   pingPongGrants: number;
 }
 
+export interface LeaseActivity {
+  type: 'recall' | 'revoke';
+  sessionId: string;
+  /** The holder asked to give the session back (recall) or that lost it (revoke). */
+  owner: OwnerId;
+  at: number;
+  reason?: string;
+}
+
 export interface ListOptions {
   /** Last id of the previous page. */
   after?: string;
@@ -102,6 +111,7 @@ export class Tier {
   private readonly owners = new Map<OwnerId, TierOwner>();
   private readonly pending = new Map<string, PendingAcquire[]>();
   private readonly listeners = new Set<(event: SessionEvent) => void>();
+  private readonly leaseListeners = new Set<(event: LeaseActivity) => void>();
   private readonly clock: () => number;
   private readonly storage: TierStorage | undefined;
   readonly touchGraceMs: number;
@@ -186,6 +196,12 @@ export class Tier {
   onEvent(listener: (event: SessionEvent) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Lease hand-overs as they happen (admin console, metrics); never sent to clients. */
+  onLeaseActivity(listener: (event: LeaseActivity) => void): () => void {
+    this.leaseListeners.add(listener);
+    return () => this.leaseListeners.delete(listener);
   }
 
   acquire(ownerId: OwnerId, sessionId: string, timeoutMs: number): Promise<LeaseGrant> {
@@ -329,6 +345,11 @@ export class Tier {
     return n;
   }
 
+  /** A session's data without taking its lease, for the admin console's inspector only. */
+  snapshotForAdmin(sessionId: string): SessionSnapshot | null {
+    return this.sessions.snapshot(sessionId);
+  }
+
   /** Metadata of one session without taking its lease (admin, status). */
   peek(sessionId: string): SessionMeta | undefined {
     const s = this.sessions.get(sessionId);
@@ -420,8 +441,14 @@ export class Tier {
         w.resolve({ sessionId: grant.sessionId, token: grant.token, epoch: this.epoch, snapshot, releaseAfterUse: grant.releaseAfterUse });
       }
     }
-    for (const recall of effects.recalls) this.owners.get(recall.owner)?.onRecall(recall.sessionId, recall.token);
-    for (const revoke of effects.revokes) this.owners.get(revoke.owner)?.onRevoke(revoke.sessionId, revoke.token, revoke.reason);
+    for (const recall of effects.recalls) {
+      this.owners.get(recall.owner)?.onRecall(recall.sessionId, recall.token);
+      this.announceLease({ type: 'recall', sessionId: recall.sessionId, owner: recall.owner, at: this.clock() });
+    }
+    for (const revoke of effects.revokes) {
+      this.owners.get(revoke.owner)?.onRevoke(revoke.sessionId, revoke.token, revoke.reason);
+      this.announceLease({ type: 'revoke', sessionId: revoke.sessionId, owner: revoke.owner, at: this.clock(), reason: revoke.reason });
+    }
     this.armRecallTimer();
   }
 
@@ -437,6 +464,16 @@ export class Tier {
       this.recallTimerAt = Infinity;
       this.apply(this.leases.revokeOverdue(this.clock()));
     }, Math.max(0, next - this.clock()));
+  }
+
+  private announceLease(event: LeaseActivity): void {
+    for (const listener of this.leaseListeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure must not break the tier.
+      }
+    }
   }
 
   private emit(event: SessionEvent): void {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KilnError } from '../../errors/index.js';
+import { AdminServer, packageVersion } from '../../console/admin-server.js';
 import { KilnServer } from '../../server/kiln-server.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { intFlag } from '../args.js';
@@ -29,6 +30,9 @@ Options:
   --recall-timeout-ms <n>    how long a holder has to hand a session over (default 3000)
   --expiry-sweep-ms <n>      expiry resolution (default 1000)
   --touch-grace-ms <n>       slack for a lease holder's batched touches before idle expiry (default 2000)
+  --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any)
+  --admin-token-file <file>  admin bearer token (default: the server token)
+  --admin-read-token-file <file>  read-only bearer token
   --log-level <level>        debug | info | warn | error | silent (default info)
   -h, --help                 this help
 
@@ -63,6 +67,9 @@ export const serverCommand: Command = {
         'expiry-sweep-ms': { type: 'string' },
         'touch-grace-ms': { type: 'string' },
         'log-level': { type: 'string' },
+        'admin-port': { type: 'string' },
+        'admin-token-file': { type: 'string' },
+        'admin-read-token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -104,12 +111,24 @@ export const serverCommand: Command = {
       logger: createLogger('kiln-server', logLevel),
     });
     const info = await server.start();
+    let admin: AdminServer | undefined;
+    const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
+    if (adminPort !== undefined) {
+      const adminToken = values['admin-token-file'] ? readFileSync(values['admin-token-file'], 'utf8').trim() : token;
+      if (!adminToken) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin-port needs a token (--admin-token-file, or the server token)');
+      const readToken = values['admin-read-token-file'] ? readFileSync(values['admin-read-token-file'], 'utf8').trim() : undefined;
+      admin = new AdminServer(server, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion() });
+      await admin.start();
+    }
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
     process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
+    if (admin) process.stdout.write(`kiln admin on http://${values.host ?? '127.0.0.1'}:${admin.port} (API /api/overview, events /api/events, Prometheus /metrics)\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');
-        server.stop().then(
+        Promise.resolve(admin?.stop())
+          .then(() => server.stop())
+          .then(
           () => resolve(0),
           (err: Error) => {
             process.stderr.write(`kiln server: error while stopping: ${err.message}\n`);

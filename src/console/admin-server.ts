@@ -1,0 +1,263 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
+import { MAX_LIST_LIMIT } from '../engines/engine.js';
+import { KilnError } from '../errors/index.js';
+import { decodeAttribute } from '../session/codec.js';
+import { isValidSessionId } from '../session/id.js';
+import type { KilnServer } from '../server/kiln-server.js';
+import { listen } from '../util/net.js';
+import { ServerMetrics } from './metrics.js';
+
+/**
+ * The kiln server's admin HTTP API, on its own port: JSON endpoints, Server-Sent Events,
+ * a time series of the last hour, and Prometheus /metrics. Two bearer tokens: the admin
+ * token may invalidate sessions; the read-only token may only look.
+ *
+ *   GET    /api/overview                       server, storage, sessions, leases, clients
+ *   GET    /api/sessions?after=&limit=&prefix=&principal=
+ *   GET    /api/sessions/:id                   metadata and attributes with sizes
+ *   DELETE /api/sessions/:id                   (admin)
+ *   DELETE /api/principals/:principal/sessions (admin) "log out everywhere"
+ *   GET    /api/events                         SSE: clients, lease recalls/revocations, expiries, destroys, errors
+ *   GET    /api/timeseries                     10-second samples of the last hour
+ *   GET    /metrics                            Prometheus text format
+ */
+export interface AdminOptions {
+  host?: string;
+  port: number;
+  adminToken: string;
+  readToken?: string;
+  version: string;
+}
+
+type Role = 'admin' | 'read';
+
+export interface Sample {
+  t: number;
+  sessions: number;
+  leases: number;
+  connections: number;
+  commits: number;
+  requests: number;
+  recalls: number;
+  errors: number;
+  commitMsP50: number;
+}
+
+const SAMPLE_MS = 10_000;
+const SAMPLES = 360;
+
+export class AdminServer {
+  readonly metrics: ServerMetrics;
+  private readonly http: Server;
+  private readonly adminDigest: Buffer;
+  private readonly readDigest: Buffer | undefined;
+  private readonly streams = new Set<ServerResponse>();
+  private readonly samples: Sample[] = [];
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly sampler: NodeJS.Timeout;
+  private window = { requests: 0, errors: 0, commitMs: [] as number[] };
+  private lastCounters = { commits: 0, recalls: 0 };
+  private boundPort = 0;
+
+  constructor(
+    private readonly server: KilnServer,
+    private readonly options: AdminOptions,
+  ) {
+    this.adminDigest = digest(options.adminToken);
+    this.readDigest = options.readToken ? digest(options.readToken) : undefined;
+    this.metrics = new ServerMetrics(server);
+    this.http = createServer((req, res) => {
+      this.route(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+    const tier = server.tier;
+    this.unsubscribe.push(
+      tier.onEvent((e) => this.broadcast('session', e)),
+      tier.onLeaseActivity((e) => this.broadcast('lease', e)),
+      server.onActivity((e) => {
+        if (e.type === 'request') {
+          this.window.requests++;
+          if (e.code) {
+            this.window.errors++;
+            this.broadcast('error', { code: e.code, message: e.message, at: e.at });
+          }
+          if (e.message === 5 && !e.code && this.window.commitMs.length < 10_000) this.window.commitMs.push(e.ms);
+        } else {
+          this.broadcast('client', e);
+        }
+      }),
+    );
+    this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
+    this.sampler.unref();
+    this.sample();
+  }
+
+  async start(): Promise<number> {
+    this.boundPort = await listen(this.http, this.options.port, this.options.host ?? '127.0.0.1');
+    return this.boundPort;
+  }
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sampler);
+    for (const off of this.unsubscribe) off();
+    this.metrics.close();
+    for (const s of this.streams) s.end();
+    await new Promise<void>((resolve) => {
+      this.http.close(() => resolve());
+      this.http.closeAllConnections();
+    });
+  }
+
+  overview(): Record<string, unknown> {
+    const info = this.server.info();
+    const stats = this.server.tier.stats();
+    return {
+      server: { role: 'standalone', version: this.options.version, host: hostname(), pid: process.pid, address: `${info.host}:${info.port}`, epoch: info.epoch, startedAt: info.startedAt, uptimeMs: Date.now() - info.startedAt, tls: info.tls },
+      storage: this.server.storageInfo() ?? { dataDir: null, fsync: null, bytesOnDisk: 0 },
+      sessions: { count: stats.sessions, bytes: stats.sessionBytes, tombstones: stats.tombstones },
+      leases: { held: stats.leases, waiting: stats.leaseWaiters },
+      counters: stats.counters,
+      connections: this.server.connectionCount,
+      clients: this.server.clients(),
+    };
+  }
+
+  private sample(): void {
+    const stats = this.server.tier.stats();
+    const c = stats.counters;
+    const ms = this.window.commitMs.sort((a, b) => a - b);
+    this.samples.push({
+      t: Date.now(),
+      sessions: stats.sessions,
+      leases: stats.leases,
+      connections: this.server.connectionCount,
+      commits: c.commits - this.lastCounters.commits,
+      requests: this.window.requests,
+      recalls: c.leaseRecalls - this.lastCounters.recalls,
+      errors: this.window.errors,
+      commitMsP50: ms.length ? ms[Math.floor(ms.length / 2)]! : 0,
+    });
+    if (this.samples.length > SAMPLES) this.samples.shift();
+    this.lastCounters = { commits: c.commits, recalls: c.leaseRecalls };
+    this.window = { requests: 0, errors: 0, commitMs: [] };
+  }
+
+  private broadcast(type: string, data: unknown): void {
+    if (this.streams.size === 0) return;
+    const frame = `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+    for (const s of this.streams) s.write(frame);
+  }
+
+  private role(req: IncomingMessage): Role | undefined {
+    const header = req.headers.authorization ?? '';
+    const token = header.startsWith('Bearer ') ? header.slice(7) : new URL(req.url ?? '/', 'http://x').searchParams.get('token');
+    if (!token) return undefined;
+    const given = digest(token);
+    if (timingSafeEqual(given, this.adminDigest)) return 'admin';
+    if (this.readDigest && timingSafeEqual(given, this.readDigest)) return 'read';
+    return undefined;
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    const role = this.role(req);
+    if (!role) {
+      this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'a bearer token is required (admin or read-only)' }, { 'www-authenticate': 'Bearer realm="kiln"' });
+      return;
+    }
+    const needAdmin = (): boolean => {
+      if (role === 'admin') return true;
+      this.json(res, 403, { code: 'KILN_ERR_AUTH', message: 'the read-only token cannot change sessions' });
+      return false;
+    };
+    const tier = this.server.tier;
+    if (req.method === 'GET' && path === '/metrics') {
+      res.writeHead(200, { 'content-type': this.metrics.contentType });
+      res.end(await this.metrics.text());
+      return;
+    }
+    if (req.method === 'GET' && path === '/api/overview') return this.json(res, 200, this.overview());
+    if (req.method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
+    if (req.method === 'GET' && path === '/api/events') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.write(`event: hello\ndata: ${JSON.stringify({ epoch: tier.epoch, at: Date.now() })}\n\n`);
+      this.streams.add(res);
+      req.on('close', () => this.streams.delete(res));
+      return;
+    }
+    if (req.method === 'GET' && path === '/api/sessions') {
+      const limit = Math.min(Math.max(1, Number(url.searchParams.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
+      const principal = url.searchParams.get('principal');
+      if (principal) {
+        const sessions = tier.findByPrincipal(principal).sort((a, b) => (a.id < b.id ? -1 : 1));
+        return this.json(res, 200, { sessions, next: null, total: sessions.length });
+      }
+      return this.json(res, 200, tier.list({ after: url.searchParams.get('after') ?? undefined, prefix: url.searchParams.get('prefix') ?? undefined, limit }));
+    }
+    const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
+    if (one) {
+      const id = decodeURIComponent(one[1]!);
+      if (!isValidSessionId(id)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id' });
+      if (req.method === 'GET') {
+        const detail = this.sessionDetail(id);
+        return detail ? this.json(res, 200, detail) : this.json(res, 404, { code: 'KILN_ERR_SESSION_NOT_FOUND', message: 'no such session' });
+      }
+      if (req.method === 'DELETE') {
+        if (!needAdmin()) return;
+        return this.json(res, 200, { destroyed: await tier.destroy(null, id, 'admin') });
+      }
+    }
+    const byPrincipal = /^\/api\/principals\/([^/]+)\/sessions$/.exec(path);
+    if (byPrincipal && req.method === 'DELETE') {
+      if (!needAdmin()) return;
+      return this.json(res, 200, { destroyed: await tier.destroyByPrincipal(null, decodeURIComponent(byPrincipal[1]!)) });
+    }
+    this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${req.method} ${path}` });
+  }
+
+  private sessionDetail(id: string): Record<string, unknown> | undefined {
+    const meta = this.server.tier.peek(id);
+    if (!meta) return undefined;
+    const snapshot = this.server.tier.snapshotForAdmin(id);
+    const attributes = [...(snapshot?.attributes ?? new Map<string, Uint8Array>())].map(([name, bytes]) => {
+      let preview: string;
+      try {
+        preview = JSON.stringify(decodeAttribute(bytes), (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)) ?? 'undefined';
+      } catch {
+        preview = '(undecodable)';
+      }
+      return { name, bytes: bytes.length, preview: preview.length > 200 ? `${preview.slice(0, 200)}…` : preview };
+    });
+    return { meta, attributes, bytes: attributes.reduce((n, a) => n + a.name.length + a.bytes, 0) };
+  }
+
+  private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+    res.end(JSON.stringify(body));
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    const e = err instanceof KilnError ? err : new KilnError('KILN_ERR_INTERNAL', String((err as Error)?.message ?? err));
+    if (!res.headersSent) this.json(res, e.code === 'KILN_ERR_INTERNAL' ? 500 : 400, e.toJSON());
+    else res.end();
+  }
+}
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+export function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
