@@ -7,6 +7,7 @@ import { generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
 import { expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { OptionReader } from '../util/options.js';
+import { cacheChannel, commitChannel, leaseChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
 import { NearCache, type NearCacheStats } from './near-cache.js';
 import { SessionHandle, type CachedSession, type CommitResult, type HandleHost, type MetaChanges } from './session-handle.js';
@@ -52,6 +53,8 @@ export interface SessionClientOptions {
   maxLeases?: number;
   /** Route suffix for new session ids (the load balancer's name for this app server). */
   route?: string;
+  /** How often this client's figures are reported to the tier for the console (0 = never). Default 5000 ms. */
+  statsIntervalMs?: number;
 }
 
 export interface OpenOptions {
@@ -123,6 +126,7 @@ export class SessionClient implements HandleHost {
   private touchTimer: NodeJS.Timeout;
   private touchIntervalMs: number;
   private readonly configuredTouchIntervalMs: number;
+  private statsTimer: NodeJS.Timeout | undefined;
   private readonly commitPrefix = randomBytes(6).toString('base64url');
   private commitSeq = 0;
   private closed = false;
@@ -144,7 +148,7 @@ export class SessionClient implements HandleHost {
   };
 
   constructor(options: SessionClientOptions) {
-    const o = new OptionReader('SessionClient', options, ['engine', 'commitMode', 'asyncFlushMs', 'idleTimeoutMs', 'absoluteTimeoutMs', 'touchIntervalMs', 'acquireTimeoutMs', 'cache', 'maxLeases', 'route']);
+    const o = new OptionReader('SessionClient', options, ['engine', 'commitMode', 'asyncFlushMs', 'idleTimeoutMs', 'absoluteTimeoutMs', 'touchIntervalMs', 'acquireTimeoutMs', 'cache', 'maxLeases', 'route', 'statsIntervalMs']);
     const engine = o.any('engine') as Engine | undefined;
     if (!engine || typeof engine.acquire !== 'function') throw new KilnError('KILN_ERR_INVALID_OPTION', 'SessionClient: option "engine" is required (createMemoryTier().engine(), connect(url), …)', { details: { option: 'engine' } });
     this.engine = engine;
@@ -157,11 +161,18 @@ export class SessionClient implements HandleHost {
     this.route = o.string('route', undefined);
     if (this.route !== undefined) generateSessionId(this.route); // validates the route
     const cacheOptions = new OptionReader('SessionClient cache', options.cache, ['maxEntries', 'maxBytes']);
-    this.cache = new NearCache({ maxEntries: cacheOptions.int('maxEntries', 10_000, 0), maxBytes: cacheOptions.int('maxBytes', 64 * 1024 * 1024, 0) });
+    this.cache = new NearCache({ maxEntries: cacheOptions.int('maxEntries', 10_000, 0), maxBytes: cacheOptions.int('maxBytes', 64 * 1024 * 1024, 0) }, (sessionId) => {
+      if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: 'evicted', sessionId });
+    });
     this.configuredTouchIntervalMs = o.int('touchIntervalMs', 1000, 10, 3_600_000);
     this.touchIntervalMs = this.configuredTouchIntervalMs;
     this.touchTimer = setInterval(() => void this.flushTouches(), this.touchIntervalMs);
     this.touchTimer.unref();
+    const statsIntervalMs = o.int('statsIntervalMs', 5000, 0);
+    if (statsIntervalMs > 0 && engine.reportClientStats) {
+      this.statsTimer = setInterval(() => void engine.reportClientStats?.({ ...this.stats(), pid: process.pid }).catch(() => undefined), statsIntervalMs);
+      this.statsTimer.unref();
+    }
     engine.setLeaseHandler({
       recall: (sessionId, token) => this.onRecall(sessionId, token),
       revoked: (sessionId, token) => this.onRevoked(sessionId, token),
@@ -287,6 +298,7 @@ export class SessionClient implements HandleHost {
     await this.flush().catch(() => undefined);
     this.closed = true;
     clearInterval(this.touchTimer);
+    clearInterval(this.statsTimer);
     const releases = [...this.leases].map(([id, lease]) => this.engine.release(id, lease.token).catch(() => undefined));
     this.leases.clear();
     this.cache.clear();
@@ -334,7 +346,15 @@ export class SessionClient implements HandleHost {
       idleTimeoutMs: handle.isNew ? (meta.idleTimeoutMs ?? this.idleTimeoutMs) : meta.idleTimeoutMs,
       absoluteExpiresAt: handle.isNew ? (meta.absoluteExpiresAt ?? (this.absoluteTimeoutMs > 0 ? now + this.absoluteTimeoutMs : 0)) : meta.absoluteExpiresAt,
     };
-    const ack = await this.sendCommit(request);
+    const started = commitChannel.hasSubscribers ? performance.now() : 0;
+    let ack: { version: number };
+    try {
+      ack = await this.sendCommit(request);
+    } catch (err) {
+      if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, error: isKilnError(err) ? err.code : String(err) });
+      throw err;
+    }
+    if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, bytes, version: ack.version, ms: performance.now() - started });
     this.counters.commits++;
     this.counters.commitBytes += bytes;
     if (handle.isNew) this.counters.created++;
@@ -383,6 +403,7 @@ export class SessionClient implements HandleHost {
     if (lease) {
       this.touchLease(sessionId, lease);
       const cached = this.cache.get(sessionId);
+      if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: cached ? 'hit' : 'miss', sessionId });
       if (cached) return cached;
       // Evicted while write-behind changes were pending: send them before reloading.
       if (this.asyncStates.has(sessionId)) await this.flushAsync(sessionId);
@@ -413,6 +434,7 @@ export class SessionClient implements HandleHost {
       }
     }
     this.leases.set(sessionId, { token: grant.token, releaseAfterUse: grant.releaseAfterUse, recalled: false });
+    if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'acquired', sessionId, token: grant.token, releaseAfterUse: grant.releaseAfterUse });
     const early = this.earlyRecalls.get(sessionId);
     if (early !== undefined) {
       this.earlyRecalls.delete(sessionId);
@@ -454,6 +476,7 @@ export class SessionClient implements HandleHost {
     if (this.leases.get(sessionId)?.token !== token) return;
     this.forget(sessionId);
     this.counters.handovers++;
+    if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'handed-over', sessionId, token });
     await this.engine.release(sessionId, token).catch(() => undefined);
   }
 
@@ -462,6 +485,7 @@ export class SessionClient implements HandleHost {
     if (!lease || lease.token !== token) return;
     this.counters.revocations++;
     this.forget(sessionId);
+    if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'revoked', sessionId, token });
   }
 
   private onAllLeasesLost(): void {

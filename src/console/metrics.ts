@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { mirroredCounter, readGauge } from './prometheus.js';
 import { MessageType } from '../protocol/messages.js';
 import type { KilnServer } from '../server/kiln-server.js';
 
@@ -28,35 +29,34 @@ export class ServerMetrics {
       ['kiln_lease_revocations_total', 'Leases revoked after an overrun recall deadline', 'leaseRevocations'],
       ['kiln_lease_pingpong_grants_total', 'Grants marked release-after-use (ping-pong)', 'pingPongGrants'],
     ];
-    for (const [name, help, key] of totals) {
-      let seen = 0;
-      const counter: Counter = new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        collect() {
-          const value = (tier.stats().counters as unknown as Record<string, number>)[key] ?? 0;
-          if (value > seen) counter.inc(value - seen);
-          seen = value;
-        },
-      });
-    }
-    const gauge = (name: string, help: string, read: () => number): Gauge =>
+    for (const [name, help, key] of totals) mirroredCounter(this.registry, name, help, () => (tier.stats().counters as unknown as Record<string, number>)[key] ?? 0);
+    readGauge(this.registry, 'kiln_sessions', 'Live sessions', () => tier.stats().sessions);
+    readGauge(this.registry, 'kiln_session_bytes', 'Attribute bytes held', () => tier.stats().sessionBytes);
+    readGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => tier.stats().tombstones);
+    readGauge(this.registry, 'kiln_leases', 'Leases held', () => tier.stats().leases);
+    readGauge(this.registry, 'kiln_lease_waiters', 'Processes waiting for a lease', () => tier.stats().leaseWaiters);
+    readGauge(this.registry, 'kiln_connections', 'Client connections', () => server.connectionCount);
+    readGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => server.storageInfo()?.bytesOnDisk ?? 0);
+    // What each app server's client last reported (near cache), labelled by client.
+    for (const [name, help, key] of [
+      ['kiln_client_cache_hits', 'Near-cache hits reported by each client', 'hits'],
+      ['kiln_client_cache_misses', 'Near-cache misses reported by each client', 'misses'],
+      ['kiln_client_cache_evictions', 'Near-cache evictions reported by each client', 'evictions'],
+    ] as const) {
       new Gauge({
         name,
         help,
+        labelNames: ['client'],
         registers: [this.registry],
         collect() {
-          this.set(read());
+          this.reset();
+          for (const c of server.clients()) {
+            const cache = (c.stats as { cache?: Record<string, number> } | null)?.cache;
+            if (cache) this.set({ client: c.name }, cache[key] ?? 0);
+          }
         },
       });
-    gauge('kiln_sessions', 'Live sessions', () => tier.stats().sessions);
-    gauge('kiln_session_bytes', 'Attribute bytes held', () => tier.stats().sessionBytes);
-    gauge('kiln_tombstones', 'Tombstones of destroyed sessions', () => tier.stats().tombstones);
-    gauge('kiln_leases', 'Leases held', () => tier.stats().leases);
-    gauge('kiln_lease_waiters', 'Processes waiting for a lease', () => tier.stats().leaseWaiters);
-    gauge('kiln_connections', 'Client connections', () => server.connectionCount);
-    gauge('kiln_storage_bytes', 'Bytes of log on disk', () => server.storageInfo()?.bytesOnDisk ?? 0);
+    }
 
     const commitSeconds = new Histogram({ name: 'kiln_commit_duration_seconds', help: 'Commit latency on the server, receipt to acknowledgement (includes fsync)', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registers: [this.registry] });
     const leaseWait = new Histogram({ name: 'kiln_lease_wait_seconds', help: 'Time from an acquire to its grant', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [this.registry] });

@@ -48,6 +48,8 @@ export interface Engine {
   /** Who to tell when the tier takes a lease back. The SessionClient sets this. */
   setLeaseHandler(handler: LeaseHandler): void;
   stats(): Promise<EngineStats>;
+  /** Sends this process's client figures to the tier, where the console shows them (optional). */
+  reportClientStats?(stats: Record<string, unknown>): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -23,6 +23,8 @@ export const MessageType = {
   Stats: 11,
   Ping: 12,
   List: 13,
+  /** The client's own figures (near cache, leases, commits), for the console and metrics. */
+  ClientStats: 14,
   // server -> client
   Welcome: 64,
   Ok: 65,

@@ -59,6 +59,8 @@ export class Connection {
   readonly ownerId: string;
   info: ClientInfo;
   subscribed = false;
+  /** What the client last reported of itself (near cache, leases, commits). */
+  clientStats: Record<string, unknown> | undefined;
   private readonly parser: FrameParser;
   private state: 'handshake' | 'ready' | 'closed' = 'handshake';
   private inflight = 0;
@@ -275,6 +277,14 @@ export class Connection {
         const after = o['after'] === undefined || o['after'] === null ? undefined : str(o, 'after', 256);
         const prefix = o['prefix'] === undefined || o['prefix'] === null ? undefined : str(o, 'prefix', 256);
         return tier.list({ after, limit, prefix });
+      }
+      case MessageType.ClientStats: {
+        const o = record(body, 'clientStats');
+        // Only plain figures are kept, bounded, whatever the client sends.
+        const encoded = JSON.stringify(o);
+        if (encoded.length > 16 * 1024) throw new KilnError('KILN_ERR_PROTOCOL', 'client stats above 16 KiB');
+        this.clientStats = JSON.parse(encoded) as Record<string, unknown>;
+        return null;
       }
       case MessageType.Subscribe:
         this.subscribed = record(body, 'subscribe')['events'] === true;

@@ -158,10 +158,10 @@ export class KilnServer {
     return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, tls: this.secure, loaded: this.loaded };
   }
 
-  clients(): (ClientInfo & { ownerId: string; leases: number; requests: number })[] {
+  clients(): (ClientInfo & { ownerId: string; leases: number; requests: number; stats: Record<string, unknown> | null })[] {
     return [...this.connections]
       .filter((c) => c.isReady)
-      .map((c) => ({ ...c.info, ownerId: c.ownerId, leases: this.tier.leasesHeldBy(c.ownerId), requests: c.counters.requests }));
+      .map((c) => ({ ...c.info, ownerId: c.ownerId, leases: this.tier.leasesHeldBy(c.ownerId), requests: c.counters.requests, stats: c.clientStats ?? null }));
   }
 
   get connectionCount(): number {

@@ -1,9 +1,11 @@
+import { pino } from 'pino';
+
 /**
- * Structured logs: one JSON object per line on stderr, pino's shape (level number,
- * time, msg, extra fields), so pino-pretty and log shippers read them as they are.
+ * Structured logs through pino: one JSON object per line on stderr (level, time, pid,
+ * hostname, name, msg, fields), so pino-pretty and log shippers read them as they are.
+ * Kiln code logs `log.warn('message', { fields })`; this wraps pino's (fields, message).
  */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
-const LEVELS: Record<LogLevel, number> = { debug: 20, info: 30, warn: 40, error: 50, silent: 100 };
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -12,17 +14,13 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(name: string, level: LogLevel = 'info', write: (line: string) => void = (line) => process.stderr.write(line)): Logger {
-  const threshold = LEVELS[level];
-  const emit = (lvl: Exclude<LogLevel, 'silent'>, msg: string, fields?: Record<string, unknown>): void => {
-    if (LEVELS[lvl] < threshold) return;
-    write(`${JSON.stringify({ level: LEVELS[lvl], time: Date.now(), name, msg, ...fields })}\n`);
-  };
+export function createLogger(name: string, level: LogLevel = 'info', destination: NodeJS.WritableStream | number = 2): Logger {
+  const log = pino({ name, level }, typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : destination);
   return {
-    debug: (msg, fields) => emit('debug', msg, fields),
-    info: (msg, fields) => emit('info', msg, fields),
-    warn: (msg, fields) => emit('warn', msg, fields),
-    error: (msg, fields) => emit('error', msg, fields),
+    debug: (msg, fields) => log.debug(fields ?? {}, msg),
+    info: (msg, fields) => log.info(fields ?? {}, msg),
+    warn: (msg, fields) => log.warn(fields ?? {}, msg),
+    error: (msg, fields) => log.error(fields ?? {}, msg),
   };
 }
 

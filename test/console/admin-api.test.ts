@@ -30,7 +30,7 @@ describe('kiln server admin API and metrics', () => {
     writeFileSync(join(dir, 'read.token'), READ_TOKEN);
     server = await startKilnServer({ args: ['--admin-port', '0', '--admin-read-token-file', join(dir, 'read.token')] });
     admin = /kiln admin on (http:\/\/\S+?) /.exec(server.output())?.[1] ?? (await waitFor(() => /kiln admin on (http:\/\/\S+?) /.exec(server.output())?.[1], 5000, 'admin line'));
-    kiln = createSessionClient({ engine: connect(server.url, { token: server.token, name: 'admin-test' }) });
+    kiln = createSessionClient({ engine: connect(server.url, { token: server.token, name: 'admin-test' }), statsIntervalMs: 100 });
     let next = 0;
     await Promise.all(
       Array.from({ length: 50 }, async () => {
@@ -80,6 +80,7 @@ describe('kiln server admin API and metrics', () => {
     assert.ok(me, 'our client is listed');
     assert.equal(me.pid, process.pid);
     assert.equal(me.leases, o.leases.held);
+    await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as { clients: { stats: { cache?: { hits: number } } | null }[] }).clients.some((c) => c.stats?.cache), 3000, 'the client reported its near-cache figures');
   });
 
   it('pages through all 10,000 sessions in order, and searches by id prefix and by principal', async () => {
@@ -165,5 +166,7 @@ describe('kiln server admin API and metrics', () => {
     const commitLatency = families.find((f) => f.name === 'kiln_commit_duration_seconds');
     assert.equal(commitLatency?.type, 'HISTOGRAM');
     assert.ok(value('kiln_connections') >= 1);
+    const hits = families.find((f) => f.name === 'kiln_client_cache_hits');
+    assert.ok(hits?.metrics.some((m) => m.labels?.['client']?.startsWith('admin-test')), 'per-client near-cache figures');
   });
 });

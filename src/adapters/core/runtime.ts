@@ -77,7 +77,8 @@ export function clientFromOption(
     }
   } else if (typeof engine === 'string') {
     const t = options.acquireTimeoutMs;
-    resolved = connect(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000) });
+    // The route names the app server in the kiln server's client list and console.
+    resolved = connect(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000), ...(options.route ? { name: options.route } : {}) });
   } else if (engine && typeof (engine as Engine).acquire === 'function') {
     resolved = engine as Engine;
   } else {

@@ -210,6 +210,11 @@ export class KilnEngine implements Engine {
     return { ...(s as unknown as EngineStats), kind: this.kind };
   }
 
+  async reportClientStats(stats: Record<string, unknown>): Promise<void> {
+    if (this.state !== 'ready') return;
+    await this.request(MessageType.ClientStats, stats);
+  }
+
   async ping(): Promise<number> {
     const started = Date.now();
     await this.request(MessageType.Ping, {});
