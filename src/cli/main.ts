@@ -2,13 +2,16 @@ import { KilnError } from '../errors/index.js';
 import { balancerCommand } from './commands/balancer.js';
 import { demoCommand } from './commands/demo.js';
 import { serverCommand } from './commands/server.js';
+import { sessionsCommand } from './commands/sessions.js';
+import { statusCommand } from './commands/status.js';
+import { topCommand } from './commands/top.js';
 import type { Command } from './command.js';
 
 /**
  * `kiln <command>`: one entry point, one module per command under commands/.
  * Later parts (demo, balancer, status, sessions) register here.
  */
-const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand];
+const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand, statusCommand, sessionsCommand, topCommand];
 
 export function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,82 @@
+import { parseArgs } from 'node:util';
+import { KilnError } from '../../errors/index.js';
+import type { SessionMeta } from '../../session/model.js';
+import { ADMIN_FLAGS, ADMIN_HELP, adminCall, adminTarget, bytes, columns, duration } from '../admin-client.js';
+import { intFlag } from '../args.js';
+import type { Command } from '../command.js';
+
+const HELP = `Usage: kiln sessions ls [--principal P | --prefix X] [--limit N] [--after ID]
+       kiln sessions show <id>
+       kiln sessions rm <id> | rm --principal P
+
+Lists, inspects and invalidates sessions through the kiln server's admin API.
+
+Options:
+${ADMIN_HELP}
+  --principal <p>          the sessions of one user
+  --prefix <x>             ids starting with x
+  --limit <n>              page size (default 50, at most 1000)
+  --after <id>             the page after this id
+  -h, --help
+`;
+
+interface Page {
+  sessions: SessionMeta[];
+  next: string | null;
+  total: number;
+}
+
+export const sessionsCommand: Command = {
+  name: 'sessions',
+  summary: 'list, show and invalidate sessions (ls | show | rm)',
+  help: HELP,
+  async run(argv) {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...ADMIN_FLAGS, principal: { type: 'string' }, prefix: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: true,
+    });
+    const [verb, id] = positionals;
+    if (values.help || !verb) {
+      process.stdout.write(HELP);
+      return values.help ? 0 : 2;
+    }
+    const target = adminTarget(values);
+    const out = (human: string, json: unknown): void => void process.stdout.write(values.json ? `${JSON.stringify(json)}\n` : human);
+    switch (verb) {
+      case 'ls': {
+        const q = new URLSearchParams();
+        if (values.principal) q.set('principal', values.principal);
+        if (values.prefix) q.set('prefix', values.prefix);
+        if (values.after) q.set('after', values.after);
+        q.set('limit', String(intFlag(values.limit, 'limit', 1, 1000) ?? 50));
+        const page = await adminCall<Page>(target, 'GET', `/api/sessions?${q}`);
+        const rows = [['ID', 'PRINCIPAL', 'VERSION', 'IDLE FOR', 'AGE'], ...page.sessions.map((s) => [s.id, s.principal ?? '-', String(s.version), duration(Date.now() - s.lastAccessedAt), duration(Date.now() - s.createdAt)])];
+        out(`${columns(rows)}\n${page.sessions.length} of ${page.total} sessions${page.next ? `; next page: --after ${page.next}` : ''}\n`, page);
+        return 0;
+      }
+      case 'show': {
+        if (!id) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'kiln sessions show <id>');
+        const s = await adminCall<{ meta: SessionMeta; attributes: { name: string; bytes: number; preview: string }[]; bytes: number }>(target, 'GET', `/api/sessions/${encodeURIComponent(id)}`);
+        const m = s.meta;
+        const rows = [['ATTRIBUTE', 'SIZE', 'VALUE'], ...s.attributes.map((a) => [a.name, bytes(a.bytes), a.preview])];
+        out(`session    ${m.id}\nprincipal  ${m.principal ?? '-'}\nversion    ${m.version}\ncreated    ${new Date(m.createdAt).toISOString()}\naccessed   ${new Date(m.lastAccessedAt).toISOString()}\nidle limit ${m.idleTimeoutMs ? duration(m.idleTimeoutMs) : 'none'}   absolute ${m.absoluteExpiresAt ? new Date(m.absoluteExpiresAt).toISOString() : 'none'}\nsize       ${bytes(s.bytes)}\n\n${columns(rows)}\n`, s);
+        return 0;
+      }
+      case 'rm': {
+        if (values.principal) {
+          const r = await adminCall<{ destroyed: number }>(target, 'DELETE', `/api/principals/${encodeURIComponent(values.principal)}/sessions`);
+          out(`invalidated ${r.destroyed} sessions of ${values.principal}\n`, r);
+          return 0;
+        }
+        if (!id) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'kiln sessions rm <id> | rm --principal P');
+        const r = await adminCall<{ destroyed: boolean }>(target, 'DELETE', `/api/sessions/${encodeURIComponent(id)}`);
+        out(r.destroyed ? `invalidated ${id}\n` : `no session ${id}\n`, r);
+        return r.destroyed ? 0 : 1;
+      }
+      default:
+        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `unknown sessions command "${verb}" (ls, show, rm)`);
+    }
+  },
+};

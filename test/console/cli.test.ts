@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import { connect } from '../../src/engines/kiln/kiln-engine.js';
+import { KILN_BIN, startKilnServer, waitFor, type ServerProcess } from '../helpers/processes.js';
+
+const run = promisify(execFile);
+
+/** kiln status / sessions / top against a live server: the same numbers as the admin API. */
+describe('operator CLI', () => {
+  let server: ServerProcess;
+  let adminUrl: string;
+  let kiln: SessionClient;
+  const ids: string[] = [];
+
+  const cli = async (...args: string[]) => {
+    const { stdout } = await run(process.execPath, [KILN_BIN, ...args, '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: server.token } });
+    return stdout;
+  };
+  const api = async <T>(path: string): Promise<T> => (await (await fetch(`${adminUrl}${path}`, { headers: { authorization: `Bearer ${server.token}` } })).json()) as T;
+
+  before(async () => {
+    server = await startKilnServer({ args: ['--admin-port', '0'] });
+    adminUrl = await waitFor(() => /kiln admin on (http:\/\/\S+?) /.exec(server.output())?.[1], 5000, 'admin line');
+    kiln = createSessionClient({ engine: connect(server.url, { token: server.token, name: 'cli-test' }), statsIntervalMs: 100 });
+    for (let i = 0; i < 30; i++) {
+      ids.push(
+        await kiln.withSession(null, (s) => {
+          s.set('i', i);
+          if (i < 3) s.setPrincipal('olga');
+          return s.id;
+        }),
+      );
+    }
+  });
+  after(async () => {
+    await kiln.close();
+    await server.kill();
+  });
+
+  it('kiln status --json gives the same numbers as the API; the screen shows them', async () => {
+    const fromCli = JSON.parse(await cli('status', '--json')) as { sessions: { count: number }; counters: Record<string, number>; clients: { name: string }[] };
+    const fromApi = await api<typeof fromCli>('/api/overview');
+    assert.deepEqual(fromCli.sessions, fromApi.sessions);
+    assert.deepEqual(fromCli.counters, fromApi.counters);
+    assert.deepEqual(fromCli.clients.map((c) => c.name), fromApi.clients.map((c) => c.name));
+    const screen = await cli('status');
+    assert.match(screen, /sessions +30 /);
+    assert.match(screen, /cli-test/);
+    assert.match(screen, /health +ok/);
+  });
+
+  it('kiln sessions ls --json gives the same page as the API, by prefix and by principal too', async () => {
+    const fromCli = JSON.parse(await cli('sessions', 'ls', '--json', '--limit', '1000')) as { sessions: { id: string }[]; total: number };
+    const fromApi = await api<typeof fromCli>('/api/sessions?limit=1000');
+    assert.deepEqual(fromCli, fromApi);
+    assert.equal(fromCli.total, 30);
+    const olga = JSON.parse(await cli('sessions', 'ls', '--json', '--principal', 'olga')) as { sessions: { id: string }[] };
+    assert.deepEqual(olga.sessions.map((s) => s.id).sort(), ids.slice(0, 3).sort());
+    const human = await cli('sessions', 'ls', '--limit', '5');
+    assert.match(human, /5 of 30 sessions; next page: --after /);
+  });
+
+  it('kiln sessions show and rm (one, and all of a principal)', async () => {
+    const shown = JSON.parse(await cli('sessions', 'show', ids[10]!, '--json')) as { meta: { id: string }; attributes: { name: string }[] };
+    assert.equal(shown.meta.id, ids[10]);
+    assert.deepEqual(shown.attributes.map((a) => a.name), ['i']);
+    assert.match(await cli('sessions', 'rm', ids[10]!), /invalidated/);
+    assert.equal((await kiln.open(ids[10]!)).isNew, true);
+    const r = JSON.parse(await cli('sessions', 'rm', '--principal', 'olga', '--json')) as { destroyed: number };
+    assert.equal(r.destroyed, 3);
+  });
+
+  it('kiln top --json prints a frame per interval with rates', async () => {
+    const lines = (await cli('top', '--json', '--iterations', '2', '--interval-ms', '200')).trim().split('\n');
+    assert.equal(lines.length, 2);
+    const second = JSON.parse(lines[1]!) as { rates: { commitsPerSecond: number } | null; overview: { sessions: { count: number } } };
+    assert.ok(second.rates && typeof second.rates.commitsPerSecond === 'number');
+    assert.equal(second.overview.sessions.count, 26);
+  });
+
+  it('a wrong token is a clear error', async () => {
+    await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: 'nope', KILN_TOKEN: '' } }), (err: { stderr: string; code: number }) => err.code === 1 && /KILN_ERR_AUTH/.test(err.stderr));
+  });
+});
