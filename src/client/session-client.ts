@@ -53,7 +53,7 @@ export interface SessionClientOptions {
   maxLeases?: number;
   /** Route suffix for new session ids (the load balancer's name for this app server). */
   route?: string;
-  /** How often this client's figures are reported to the tier for the console (0 = never). Default 5000 ms. */
+  /** How often this client's figures are reported to the tier for the console (0 = never). Default 2000 ms. */
   statsIntervalMs?: number;
 }
 
@@ -168,7 +168,7 @@ export class SessionClient implements HandleHost {
     this.touchIntervalMs = this.configuredTouchIntervalMs;
     this.touchTimer = setInterval(() => void this.flushTouches(), this.touchIntervalMs);
     this.touchTimer.unref();
-    const statsIntervalMs = o.int('statsIntervalMs', 5000, 0);
+    const statsIntervalMs = o.int('statsIntervalMs', 2000, 0);
     if (statsIntervalMs > 0 && engine.reportClientStats) {
       this.statsTimer = setInterval(() => void engine.reportClientStats?.({ ...this.stats(), pid: process.pid }).catch(() => undefined), statsIntervalMs);
       this.statsTimer.unref();

@@ -9,6 +9,7 @@ import { isValidSessionId } from '../session/id.js';
 import type { KilnServer } from '../server/kiln-server.js';
 import { listen } from '../util/net.js';
 import { ServerMetrics } from './metrics.js';
+import { CONSOLE_PAGE } from './page.js';
 
 /**
  * The kiln server's admin HTTP API, on its own port: JSON endpoints, Server-Sent Events,
@@ -23,6 +24,7 @@ import { ServerMetrics } from './metrics.js';
  *   GET    /api/events                         SSE: clients, lease recalls/revocations, expiries, destroys, errors
  *   GET    /api/timeseries                     10-second samples of the last hour
  *   GET    /metrics                            Prometheus text format
+ *   GET    /                                   the web console (asks for the token)
  */
 export interface AdminOptions {
   host?: string;
@@ -167,6 +169,12 @@ export class AdminServer {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
+    // The console page itself holds no data; it asks for the token and calls the API with it.
+    if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'" });
+      res.end(CONSOLE_PAGE);
+      return;
+    }
     const role = this.role(req);
     if (!role) {
       this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'a bearer token is required (admin or read-only)' }, { 'www-authenticate': 'Bearer realm="kiln"' });

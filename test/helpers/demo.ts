@@ -40,7 +40,7 @@ export async function startDemo(args: string[] = []): Promise<DemoProcess> {
     });
   });
   const nodes = new Map<string, { url: string; pid: number; role: string }>();
-  for (const m of out.matchAll(/^ {2}(balancer|kiln server|app server)\s+(\S+)\s+(\S+)\s+(\d+)\s*$/gm)) {
+  for (const m of out.matchAll(/^ {2}(balancer|kiln server|console|app server)\s+(\S+)\s+(\S+)\s+(\d+)\s*$/gm)) {
     nodes.set(m[2]!, { role: m[1]!, url: m[3]!, pid: Number(m[4]) });
   }
   const url = /Point a browser at (http:\/\/\S+?)\/?$/m.exec(out)![1]!;

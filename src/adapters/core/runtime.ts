@@ -79,6 +79,10 @@ export function clientFromOption(
     const t = options.acquireTimeoutMs;
     // The route names the app server in the kiln server's client list and console.
     resolved = connect(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000), ...(options.route ? { name: options.route } : {}) });
+    // Connect now, not at the first request that needs the tier: the app server shows up
+    // in the console at start, and a wrong URL or token is logged at once (the engine
+    // keeps retrying in the background; requests wait at most their timeout).
+    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the kiln server at ${engine} yet (${err.message}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
   } else if (engine && typeof (engine as Engine).acquire === 'function') {
     resolved = engine as Engine;
   } else {

@@ -71,6 +71,7 @@ export const demoCommand: Command = {
     const secret = randomBytes(24).toString('base64url');
     const rows: [string, string, string, string][] = [];
     let balancer: KilnBalancer | undefined;
+    let consoleUrl: string | undefined;
 
     const shutdown = async (): Promise<void> => {
       stopping = true;
@@ -85,9 +86,12 @@ export const demoCommand: Command = {
       let engineUrl: string | undefined;
       if (engineArg === 'kiln') {
         say(`kiln demo: starting the kiln server (data ${dataDir})…`);
-        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn'], { ...process.env, KILN_TOKEN: token }, /ready on ([^\s]+):(\d+)/);
-        engineUrl = `kiln://127.0.0.1:${server.match[2]}`;
+        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn', '--admin-port', '0'], { ...process.env, KILN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
+        const port = /ready on [^\s]+:(\d+)/.exec(server.output())![1];
+        engineUrl = `kiln://127.0.0.1:${port}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
+        consoleUrl = `${server.match[1]}/#token=${encodeURIComponent(token)}`;
+        rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
       } else {
@@ -132,6 +136,7 @@ export const demoCommand: Command = {
     for (const r of rows) say(line(r));
     say('');
     say(`Balancer status: ${balancer.url}/_kiln/balancer`);
+    if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with KILN_ADMIN_TOKEN from the URL)`);
     say('Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.');
 
     return new Promise<number>((resolve) => {
