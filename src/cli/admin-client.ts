@@ -46,6 +46,7 @@ export interface Overview {
   leases: { held: number; waiting: number };
   counters: Record<string, number>;
   connections: number;
+  recent: { leaseWaitMsP50: number };
   clients: { name: string; host: string; pid: number; app: string; address: string; leases: number; requests: number; connectedAt: number; stats: { cache?: { hits: number; misses: number; entries: number } } | null }[];
 }
 
@@ -79,7 +80,7 @@ export function renderStatus(o: Overview, rates?: { commitsPerSecond: number; re
     `sessions    ${o.sessions.count}  (${bytes(o.sessions.bytes)}, ${o.sessions.tombstones} tombstones)   leases ${o.leases.held} held, ${o.leases.waiting} waiting`,
     `totals      ${o.counters['commits'] ?? 0} commits, ${o.counters['created'] ?? 0} created, ${o.counters['expired'] ?? 0} expired, ${o.counters['destroyed'] ?? 0} destroyed, ${o.counters['leaseHandovers'] ?? 0} hand-overs`,
   ];
-  if (rates) lines.push(`rates       ${rates.requestsPerSecond.toFixed(0)} req/s, ${rates.commitsPerSecond.toFixed(0)} commits/s, ${rates.recallsPerSecond.toFixed(1)} recalls/s`);
+  if (rates) lines.push(`rates       ${rates.requestsPerSecond.toFixed(0)} req/s, ${rates.commitsPerSecond.toFixed(0)} commits/s, ${rates.recallsPerSecond.toFixed(1)} recalls/s, lease wait p50 ${o.recent.leaseWaitMsP50} ms`);
   lines.push(`health      ${warnings.length ? `WARN: ${warnings.join(', ')}` : 'ok'}`, '');
   const rows = [['CLIENT', 'HOST', 'PID', 'LEASES', 'REQUESTS', 'CACHE HIT', 'CONNECTED']];
   for (const c of o.clients) {

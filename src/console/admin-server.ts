@@ -61,6 +61,8 @@ export class AdminServer {
   private readonly unsubscribe: (() => void)[] = [];
   private readonly sampler: NodeJS.Timeout;
   private window = { requests: 0, errors: 0, commitMs: [] as number[] };
+  /** Recent acquire latencies [at, ms], for the console's lease-wait chart. */
+  private readonly recentWaits: [number, number][] = [];
   private lastCounters = { commits: 0, recalls: 0 };
   private boundPort = 0;
 
@@ -86,6 +88,10 @@ export class AdminServer {
             this.broadcast('error', { code: e.code, message: e.message, at: e.at });
           }
           if (e.message === 5 && !e.code && this.window.commitMs.length < 10_000) this.window.commitMs.push(e.ms);
+          if (e.message === 2 && !e.code) {
+            this.recentWaits.push([e.at, e.ms]);
+            if (this.recentWaits.length > 2000) this.recentWaits.shift();
+          }
         } else {
           this.broadcast('client', e);
         }
@@ -127,7 +133,15 @@ export class AdminServer {
       counters: stats.counters,
       connections: this.server.connectionCount,
       clients: this.server.clients(),
+      recent: { leaseWaitMsP50: this.recentLeaseWait() },
     };
+  }
+
+  /** Median acquire-to-grant time over the last 5 seconds (0 when there was none). */
+  private recentLeaseWait(): number {
+    const since = Date.now() - 5000;
+    const ms = this.recentWaits.filter(([at]) => at >= since).map(([, v]) => v).sort((a, b) => a - b);
+    return ms.length ? Math.round(ms[Math.floor(ms.length / 2)]! * 100) / 100 : 0;
   }
 
   private sample(): void {

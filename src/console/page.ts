@@ -24,7 +24,7 @@ export const CONSOLE_PAGE = `<!doctype html>
   table { width: 100%; border-collapse: collapse; }
   th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); font-variant-numeric: tabular-nums; }
   .ok { color: #15803d; } .warn { color: #b45309; }
-  .charts { display: grid; grid-template-columns: repeat(4, 1fr); gap: .8rem; }
+  .charts { display: grid; grid-template-columns: repeat(5, 1fr); gap: .8rem; }
   .chart { border: 1px solid var(--line); border-radius: .4rem; padding: .4rem; }
   .chart b { float: right; }
   canvas { width: 100%; height: 90px; display: block; }
@@ -45,6 +45,7 @@ export const CONSOLE_PAGE = `<!doctype html>
       <div class="chart">requests/s <b id="rate-requests">0</b><canvas id="chart-requests" width="300" height="90"></canvas></div>
       <div class="chart">commits/s <b id="rate-commits">0</b><canvas id="chart-commits" width="300" height="90"></canvas></div>
       <div class="chart">near-cache hit % <b id="rate-hits">–</b><canvas id="chart-hits" width="300" height="90"></canvas></div>
+      <div class="chart">lease wait ms (p50) <b id="lease-wait">0</b><canvas id="chart-wait" width="300" height="90"></canvas></div>
       <div class="chart">sessions <b id="count-sessions">0</b><canvas id="chart-sessions" width="300" height="90"></canvas></div>
     </div>
     <p class="muted">lease recalls/s <b id="rate-recalls">0</b> · lease waiters <b id="lease-waiters">0</b> · leases held <b id="leases">0</b></p>
@@ -78,7 +79,7 @@ const api = async (method, path) => {
 };
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
-const series = { requests: [], commits: [], hits: [], sessions: [] };
+const series = { requests: [], commits: [], hits: [], wait: [], sessions: [] };
 let previous;
 function draw(name) {
   const canvas = $('chart-' + name), ctx = canvas.getContext('2d'), data = series[name];
@@ -112,6 +113,7 @@ async function tick() {
       $('rate-recalls').textContent = ((o.counters.leaseRecalls - previous.recalls) / dt).toFixed(1);
     }
     push('sessions', o.sessions.count);
+    push('wait', o.recent.leaseWaitMsP50); $('lease-wait').textContent = String(o.recent.leaseWaitMsP50);
     $('count-sessions').textContent = o.sessions.count; $('lease-waiters').textContent = waits; $('leases').textContent = o.leases.held;
     previous = { at: now, requests, commits: o.counters.commits, recalls: o.counters.leaseRecalls, hits, misses };
     $('clients').innerHTML = o.clients.map((c) => {

@@ -46,6 +46,7 @@ describe('the web console of a running kiln demo', () => {
       const after = Number(await page.getAttribute('#chart-commits', 'data-points'));
       assert.ok(after > before, `the commits chart moves (${before} → ${after} points)`);
       assert.ok(Number(await page.textContent('#rate-requests')) > 0);
+      assert.ok(Number(await page.getAttribute('#chart-wait', 'data-points')) > 1, 'the lease-wait chart is drawn');
       await page.screenshot({ path: join(SHOTS, 'console-under-load.png'), fullPage: true });
     } finally {
       stop = true;
