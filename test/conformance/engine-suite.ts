@@ -212,6 +212,15 @@ export function engineConformance(harness: EngineHarness): void {
         await b.release(id, g.token);
       });
 
+      it('a commit can give the lease back in the same round trip', async () => {
+        const { id, token } = await create(a, { n: 1 });
+        await a.commit(commitOf(id, token, 1, { n: 2 }, { release: true }));
+        await assert.rejects(a.load(id, token), code('KILN_ERR_LEASE_LOST'), 'released');
+        const g = await b.acquire(id, { timeoutMs: 200 });
+        assert.equal(decodeAttribute(g.snapshot!.attributes.get('n')!), 2);
+        await b.release(id, g.token);
+      });
+
       it('refuses a second create of the same id, from the same process or another', async () => {
         const { id, token } = await create(a);
         await assert.rejects(a.commit(commitOf(id, token, 0, { x: 1 })), code('KILN_ERR_SESSION_EXISTS'));
