@@ -5,7 +5,7 @@ import { KilnError, isKilnError } from '../errors/index.js';
 import { applyDelta } from '../session/delta.js';
 import { generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
-import { expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
+import { attributeBytes, expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { OptionReader } from '../util/options.js';
 import { cacheChannel, commitChannel, leaseChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
@@ -319,7 +319,7 @@ export class SessionClient implements HandleHost {
       return { committed: false, version: handle.base.meta.version, bytes: 0 };
     }
     checkDeltaLimits(handle.base.attributes, handle.base.bytes, delta, this.limits);
-    const bytes = deltaBytes(delta);
+    const bytes = attributeBytes(delta.set);
     const now = Date.now();
 
     if (handle.isNew) {
@@ -719,21 +719,11 @@ function applyCommitted(base: CachedSession, changes: MetaChanges, delta: Attrib
   if (changes.principal !== undefined) meta.principal = changes.principal;
   if (changes.idleTimeoutMs !== undefined) meta.idleTimeoutMs = changes.idleTimeoutMs;
   if (changes.absoluteExpiresAt !== undefined) meta.absoluteExpiresAt = changes.absoluteExpiresAt;
-  let bytes = 0;
-  for (const [name, value] of attributes) bytes += name.length + value.length;
-  return { meta, attributes, bytes };
+  return { meta, attributes, bytes: attributeBytes(attributes) };
 }
 
 function toCached(snapshot: SessionSnapshot): CachedSession {
-  let bytes = 0;
-  for (const [name, value] of snapshot.attributes) bytes += name.length + value.length;
-  return { meta: snapshot.meta, attributes: snapshot.attributes, bytes };
-}
-
-function deltaBytes(delta: AttributeDelta): number {
-  let bytes = 0;
-  for (const [name, value] of delta.set) bytes += name.length + value.length;
-  return bytes;
+  return { meta: snapshot.meta, attributes: snapshot.attributes, bytes: attributeBytes(snapshot.attributes) };
 }
 
 function mergeDelta(

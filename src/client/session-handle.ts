@@ -75,10 +75,6 @@ export class SessionHandle {
     return this.state === 'destroyed';
   }
 
-  get isClosed(): boolean {
-    return this.state === 'closed';
-  }
-
   /** Metadata as of load or the last commit, with this request's pending changes applied. */
   get meta(): Readonly<SessionMeta> {
     return {

@@ -29,13 +29,6 @@ export function decodeAttribute(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);
 }
 
-/** Encodes any value that is not a session attribute (wire messages use the same codec). */
-export function encodeValue(value: unknown): Uint8Array {
-  return packr.pack(value);
-}
-
-export const decodeValue = decodeAttribute;
-
 function assertEncodable(name: string, value: unknown): void {
   const type = typeof value;
   if (type === 'function' || type === 'symbol') fail(name, '', type);

@@ -86,9 +86,10 @@ export interface SessionEvent {
   reason?: string | undefined;
 }
 
-export function snapshotBytes(snapshot: SessionSnapshot): number {
+/** What a set of attributes weighs against the limits: names plus encoded values. */
+export function attributeBytes(attributes: Iterable<readonly [string, Uint8Array]>): number {
   let bytes = 0;
-  for (const [name, value] of snapshot.attributes) bytes += name.length + value.length;
+  for (const [name, value] of attributes) bytes += name.length + value.length;
   return bytes;
 }
 

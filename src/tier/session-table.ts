@@ -1,6 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { checkDeltaLimits, type SessionLimits } from '../session/limits.js';
-import type { CommitAck, CommitRequest, SessionMeta, SessionSnapshot } from '../session/model.js';
+import { attributeBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 
 /**
  * The sessions the tier stores, with the principal index and the tombstones of
@@ -240,8 +240,7 @@ export class SessionTable {
         const old = this.sessions.get(record.meta.id);
         if (old) this.replay({ t: 'e', id: old.meta.id });
         const attributes = new Map(record.attrs);
-        let bytes = 0;
-        for (const [name, value] of record.attrs) bytes += name.length + value.length;
+        const bytes = attributeBytes(record.attrs);
         const s: StoredSession = { meta: { ...record.meta, principal: null }, attributes, bytes, commits: record.commits };
         this.sessions.set(record.meta.id, s);
         this.totalBytes += bytes;
