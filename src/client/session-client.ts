@@ -258,13 +258,10 @@ export class SessionClient implements HandleHost {
   }
 
   /** "Log out everywhere": ends every session of the principal, on every app server (this one included). */
-  async destroyByPrincipal(principal: string): Promise<number> {
+  destroyByPrincipal(principal: string): Promise<number> {
     this.assertOpen();
-    const mine = (await this.engine.findByPrincipal(principal)).map((m) => m.id);
-    const n = await this.engine.destroyByPrincipal(principal);
-    // The tier tells other holders; the sessions this process holds it forgets itself.
-    for (const id of mine) this.forget(id);
-    return n;
+    // The tier revokes every holder's lease, this process's too, so caches drop themselves.
+    return this.engine.destroyByPrincipal(principal);
   }
 
   onEvent(listener: (event: SessionEvent) => void): () => void {

@@ -4,8 +4,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { hostname } from 'node:os';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import { KilnError } from '../errors/index.js';
+import { MessageType } from '../protocol/messages.js';
 import { decodeAttribute } from '../session/codec.js';
 import { isValidSessionId } from '../session/id.js';
+import { attributeBytes } from '../session/model.js';
 import type { KilnServer } from '../server/kiln-server.js';
 import { listen } from '../util/net.js';
 import { ServerMetrics } from './metrics.js';
@@ -87,8 +89,8 @@ export class AdminServer {
             this.window.errors++;
             this.broadcast('error', { code: e.code, message: e.message, at: e.at });
           }
-          if (e.message === 5 && !e.code && this.window.commitMs.length < 10_000) this.window.commitMs.push(e.ms);
-          if (e.message === 2 && !e.code) {
+          if (e.message === MessageType.Commit && !e.code && this.window.commitMs.length < 10_000) this.window.commitMs.push(e.ms);
+          if (e.message === MessageType.Acquire && !e.code) {
             this.recentWaits.push([e.at, e.ms]);
             if (this.recentWaits.length > 2000) this.recentWaits.shift();
           }
@@ -239,16 +241,15 @@ export class AdminServer {
     const byPrincipal = /^\/api\/principals\/([^/]+)\/sessions$/.exec(path);
     if (byPrincipal && req.method === 'DELETE') {
       if (!needAdmin()) return;
-      return this.json(res, 200, { destroyed: await tier.destroyByPrincipal(null, decodeURIComponent(byPrincipal[1]!)) });
+      return this.json(res, 200, { destroyed: await tier.destroyByPrincipal(decodeURIComponent(byPrincipal[1]!)) });
     }
     this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${req.method} ${path}` });
   }
 
   private sessionDetail(id: string): Record<string, unknown> | undefined {
-    const meta = this.server.tier.peek(id);
-    if (!meta) return undefined;
     const snapshot = this.server.tier.snapshotForAdmin(id);
-    const attributes = [...(snapshot?.attributes ?? new Map<string, Uint8Array>())].map(([name, bytes]) => {
+    if (!snapshot) return undefined;
+    const attributes = [...snapshot.attributes].map(([name, bytes]) => {
       let preview: string;
       try {
         preview = JSON.stringify(decodeAttribute(bytes), (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)) ?? 'undefined';
@@ -257,7 +258,7 @@ export class AdminServer {
       }
       return { name, bytes: bytes.length, preview: preview.length > 200 ? `${preview.slice(0, 200)}…` : preview };
     });
-    return { meta, attributes, bytes: attributes.reduce((n, a) => n + a.name.length + a.bytes, 0) };
+    return { meta: snapshot.meta, attributes, bytes: attributeBytes(snapshot.attributes) };
   }
 
   private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

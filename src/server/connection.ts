@@ -41,6 +41,8 @@ export interface ConnectionContext {
   maxBufferedBytes: number;
   shuttingDown(): boolean;
   onClosed(conn: Connection): void;
+  /** Whether anyone watches requests (console, metrics): if not, onAnswered is never called and nothing is timed. */
+  watched?(): boolean;
   /** Every answered request: its type, how long it took, and the error code if it failed. */
   onAnswered?(type: number, ms: number, code: string | undefined): void;
   onReady?(conn: Connection): void;
@@ -156,10 +158,10 @@ export class Connection {
       this.socket.pause();
     }
     // Synchronous handlers answer in this turn; async ones (acquire, commit) later.
-    const started = performance.now();
+    const started = this.ctx.watched?.() ? performance.now() : -1;
     const done = (err: unknown, value: unknown): void => {
       this.answer(frame.requestId, err, value);
-      this.ctx.onAnswered?.(frame.type, performance.now() - started, err === undefined ? undefined : toKilnError(err).code);
+      if (started >= 0) this.ctx.onAnswered?.(frame.type, performance.now() - started, err === undefined ? undefined : toKilnError(err).code);
     };
     let result: unknown;
     try {
@@ -270,7 +272,7 @@ export class Connection {
       case MessageType.FindPrincipal:
         return tier.findByPrincipal(str(record(body, 'find'), 'principal', tier.limits.maxPrincipalLength));
       case MessageType.DestroyPrincipal:
-        return tier.destroyByPrincipal(this.ownerId, str(record(body, 'destroyPrincipal'), 'principal', tier.limits.maxPrincipalLength));
+        return tier.destroyByPrincipal(str(record(body, 'destroyPrincipal'), 'principal', tier.limits.maxPrincipalLength));
       case MessageType.List: {
         const o = record(body, 'list');
         const limit = Math.min(Math.max(1, uint(o, 'limit')), MAX_LIST_LIMIT);

@@ -236,10 +236,9 @@ export class KilnServer {
         if (c.isAttachedOnce) this.announce({ type: 'client-left', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() });
       },
       onReady: (c) => this.announce({ type: 'client-joined', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() }),
-      // Nobody watching (no console, no metrics): no work on the request path.
-      onAnswered: (message, ms, code) => {
-        if (this.activityListeners.size > 0) this.announce({ type: 'request', message, ms, code, at: Date.now() });
-      },
+      // Nobody watching (no console, no metrics): no timing on the request path.
+      watched: () => this.activityListeners.size > 0,
+      onAnswered: (message, ms, code) => this.announce({ type: 'request', message, ms, code, at: Date.now() }),
     });
     this.connections.add(conn);
   }

@@ -293,13 +293,14 @@ export class Tier {
     const now = this.clock();
     const current = this.sessions.get(sessionId);
     if (!current) return false;
-    const until = Math.min(expiryDeadline(current.meta, this.touchGraceMs), now + this.maxTombstoneMs);
-    const result = this.sessions.destroy(sessionId, Math.max(until, now + 1000));
+    // Until the session would have expired anyway (at least a second, at most maxTombstoneMs).
+    const until = Math.max(Math.min(expiryDeadline(current.meta, this.touchGraceMs), now + this.maxTombstoneMs), now + 1000);
+    const result = this.sessions.destroy(sessionId, until);
     if (!result) return false;
     this.sortedIds = undefined;
     if (reason === 'expired') this.counters.expired++;
     else this.counters.destroyed++;
-    this.tombstoneWheel.schedule(sessionId, Math.max(until, now + 1000));
+    this.tombstoneWheel.schedule(sessionId, until);
     this.apply(this.leases.endSession(sessionId, 'destroyed', now, ownerId ?? undefined));
     // A holder ending a session whose idle time it saw run out reports an expiry.
     this.emit({ type: reason === 'expired' ? 'expired' : 'destroyed', sessionId, principal: result.meta.principal, at: now, reason });
@@ -339,9 +340,14 @@ export class Tier {
     return out;
   }
 
-  async destroyByPrincipal(ownerId: OwnerId | null, principal: string): Promise<number> {
+  /**
+   * "Log out everywhere". Every holder is told, the requesting owner included: it does
+   * not know which of its cached sessions belong to the principal, and the revocations
+   * reach it before this call's answer.
+   */
+  async destroyByPrincipal(principal: string): Promise<number> {
     let n = 0;
-    for (const id of this.sessions.sessionsOf(principal)) if (await this.destroy(ownerId, id, 'principal')) n++;
+    for (const id of this.sessions.sessionsOf(principal)) if (await this.destroy(null, id, 'principal')) n++;
     return n;
   }
 

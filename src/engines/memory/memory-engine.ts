@@ -125,7 +125,7 @@ export class MemoryEngine implements Engine {
 
   async destroyByPrincipal(principal: string): Promise<number> {
     this.ensureAttached();
-    return this.tier.destroyByPrincipal(this.ownerId, principal);
+    return this.tier.destroyByPrincipal(principal);
   }
 
   onEvent(listener: (event: SessionEvent) => void): () => void {
