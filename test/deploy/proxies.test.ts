@@ -1,28 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startApp, type AppProcess } from '../helpers/apps.js';
 import { Browser } from '../helpers/browser.js';
-import { killGroup, ROOT, removeDir, sleep, startKilnServer, tempDir, trackChild, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { freePort, killGroup, ROOT, removeDir, sleep, startKilnServer, tempDir, trackChild, waitFor, type ServerProcess } from '../helpers/processes.js';
 
 /**
  * docs/deploy/ configurations, run by the real binaries (Debian's haproxy and nginx,
  * installed by .ci/run): the same failover test as with kiln balancer.
  */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 interface Cart {
   node: string;
   items: { sku: string; qty: number }[];

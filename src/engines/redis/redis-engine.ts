@@ -1,0 +1,942 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { KilnError, isKilnError } from '../../errors/index.js';
+import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
+import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
+import { OptionReader } from '../../util/options.js';
+import { StatusStream } from '../../util/status.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
+import { eventChannel, indexKeys, ownerChannel, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
+import { SCRIPTS, type RedisScript } from './scripts.js';
+import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
+import { createTransport, type RedisTransport } from './transport.js';
+
+/**
+ * Kiln on Redis or Valkey: standalone, Sentinel (active/passive) or Cluster (striped).
+ * There is no Kiln process in between: the lease rules run as Lua scripts on the shard
+ * that owns each session (scripts.ts), recalls and hand-overs travel over pub/sub to
+ * the owner's channel, and this engine keeps its own expiry index and sweeps it, so
+ * nothing depends on keyspace notifications or CONFIG.
+ *
+ * Every process (engine) is one lease owner. Its leases carry a time limit in Redis
+ * (`leaseTimeMs`) that it renews while it lives; a recall shortens the limit to the
+ * recall deadline, so a dead or stuck holder's lease lapses within `recallTimeoutMs`
+ * of being wanted, and within `leaseTimeMs` otherwise. The settings below that shape
+ * the lease rules and limits must be the same in every process sharing the data.
+ *
+ * @example
+ * const engine = connectRedis('redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/kiln?replicas=1');
+ * const kiln = createSessionClient({ engine });
+ */
+export interface RedisEngineOptions {
+  /** Where Redis is; or spell it out with `topology`. */
+  url?: string;
+  topology?: RedisTopology;
+  /** Acknowledge a commit only once this many replicas have it (WAIT). Default 0. */
+  replicas?: number;
+  /** How long a commit waits for its replicas before it fails (and is retried). Default 1000 ms. */
+  replicaTimeoutMs?: number;
+  /** Prefix of every key and channel. Default `kiln:`. */
+  keyPrefix?: string;
+  /** Shown in the owner id (console, logs). */
+  name?: string;
+  connectTimeoutMs?: number;
+  operationTimeoutMs?: number;
+  acquireTimeoutMs?: number;
+  /** Time limit of a lease in Redis, renewed at a third of it while held. Default 15 s. */
+  leaseTimeMs?: number;
+  /** How long a recalled holder has to hand the session over. Default 3 s. */
+  recallTimeoutMs?: number;
+  /** Slack given to a lease holder's batched touches before expiry. Default 2 s. */
+  touchGraceMs?: number;
+  /** How often this process looks for expired sessions (processes take turns). Default 1 s. */
+  expirySweepMs?: number;
+  pingPongThreshold?: number;
+  pingPongHalfLifeMs?: number;
+  /** Longest a tombstone is kept for a session that had no expiry. Default 24 h. */
+  maxTombstoneMs?: number;
+  /** Redis's own TTL on a session's keys runs this long past its deadline: memory is reclaimed even if no process sweeps. Default 10 min. */
+  keySlackMs?: number;
+  limits?: Partial<SessionLimits>;
+  /** How often failover, renewals and the connection are checked. Default 1 s. */
+  heartbeatMs?: number;
+}
+
+interface HeldLease {
+  token: number;
+  /** Until when this process may trust the lease without hearing from Redis. */
+  validUntil: number;
+}
+
+interface AcquireWait {
+  resolve: (grant: LeaseGrant) => void;
+  reject: (err: KilnError) => void;
+  deadline: number;
+  timeoutMs: number;
+  timer: NodeJS.Timeout;
+}
+
+interface OwnerMessage {
+  k: 'g' | 'r' | 'v';
+  s: string;
+  t: number;
+  d?: number;
+  why?: string;
+}
+
+type Reply = unknown;
+
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs'] as const;
+
+const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
+type CounterName = (typeof COUNTER_NAMES)[number];
+
+/** Small safety margin so this process stops trusting a lease before Redis drops it. */
+const VALIDITY_MARGIN_MS = 250;
+const SWEEP_BATCH = 256;
+
+export class RedisEngine implements Engine {
+  readonly kind = 'redis';
+  readonly ownerId: string;
+  readonly status = new StatusStream<EngineStatus>();
+  readonly topology: RedisTopology;
+  private readonly transport: RedisTransport;
+  private readonly prefix: string;
+  private readonly idx: IndexKeys;
+  private readonly channel: string;
+  private readonly ownerChannelPrefix: string;
+  private readonly sessionLimits: SessionLimits;
+  private readonly replicas: number;
+  private readonly replicaTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly operationTimeoutMs: number;
+  private readonly acquireTimeoutMs: number;
+  private readonly leaseTimeMs: number;
+  private readonly recallTimeoutMs: number;
+  private readonly touchGraceMs: number;
+  private readonly expirySweepMs: number;
+  private readonly pingPongThreshold: number;
+  private readonly pingPongHalfLifeMs: number;
+  private readonly maxTombstoneMs: number;
+  private readonly keySlackMs: number;
+  private readonly heartbeatMs: number;
+
+  private handler: LeaseHandler | undefined;
+  private currentEpoch: string | undefined;
+  private masters: string | undefined;
+  private connecting: Promise<void> | undefined;
+  private connected = false;
+  private closed = false;
+  private readonly held = new Map<string, HeldLease>();
+  /** Leases we stopped trusting (connection trouble) but Redis may still list as ours. */
+  private readonly toRelease = new Map<string, number>();
+  private readonly waits = new Map<string, AcquireWait[]>();
+  private readonly acquiring = new Set<string>();
+  private readonly acquireAgain = new Set<string>();
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly eventListeners = new Set<(event: SessionEvent) => void>();
+  private eventsSubscribed: Promise<void> | undefined;
+  private readonly unflushed = new Map<CounterName, number>();
+  private timers: NodeJS.Timeout[] = [];
+  private heartbeatRunning = false;
+  private lastRenew = 0;
+
+  constructor(options: RedisEngineOptions) {
+    const o = new OptionReader('RedisEngine', options, REDIS_ENGINE_OPTIONS);
+    const url = o.string('url', undefined);
+    const parsed = url !== undefined ? parseRedisUrl(url) : undefined;
+    if (!parsed && !options.topology) throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: give "url" or "topology"', { details: { option: 'url' } });
+    this.topology = options.topology ?? parsed!.topology;
+    this.replicas = o.int('replicas', parsed?.replicas ?? 0, 0, 16);
+    this.replicaTimeoutMs = o.int('replicaTimeoutMs', 1000, 1);
+    this.prefix = o.string('keyPrefix', parsed?.keyPrefix ?? 'kiln:');
+    this.connectTimeoutMs = o.int('connectTimeoutMs', 5000, 1);
+    this.operationTimeoutMs = o.int('operationTimeoutMs', DEFAULT_OPERATION_TIMEOUT_MS, 1);
+    this.acquireTimeoutMs = o.int('acquireTimeoutMs', DEFAULT_ACQUIRE_TIMEOUT_MS, 1);
+    this.leaseTimeMs = o.int('leaseTimeMs', 15_000, 1000);
+    this.recallTimeoutMs = o.int('recallTimeoutMs', 3000, 10);
+    this.touchGraceMs = o.int('touchGraceMs', 2000, 0);
+    this.expirySweepMs = o.int('expirySweepMs', 1000, 10);
+    this.pingPongThreshold = o.int('pingPongThreshold', 3, 1);
+    this.pingPongHalfLifeMs = o.int('pingPongHalfLifeMs', 2000, 1);
+    this.maxTombstoneMs = o.int('maxTombstoneMs', 24 * 3600_000, 1000);
+    this.keySlackMs = o.int('keySlackMs', 600_000, 0);
+    this.heartbeatMs = o.int('heartbeatMs', 1000, 50);
+    const name = o.string('name', `${hostname()}-${process.pid}`);
+    for (const objectOption of ['limits', 'topology'] as const) {
+      const value = o.any(objectOption);
+      if (value !== undefined && (typeof value !== 'object' || value === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', `RedisEngine: option "${objectOption}" must be an object`, { details: { option: objectOption } });
+    }
+    this.sessionLimits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
+    this.ownerId = `${name}-${randomBytes(4).toString('hex')}`;
+    this.idx = indexKeys(this.prefix);
+    this.channel = eventChannel(this.prefix);
+    this.ownerChannelPrefix = ownerChannel(this.prefix, '');
+    this.transport = createTransport(this.topology, {
+      connectTimeoutMs: this.connectTimeoutMs,
+      reconnectDelayMs: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2),
+    });
+    this.transport.onTrouble((event) => {
+      if (event.type === 'failover') this.loseAll(`failover: ${event.detail}`);
+      else if (event.type === 'error' && this.connected) this.disconnected(event.error);
+    });
+  }
+
+  get epoch(): string | undefined {
+    return this.currentEpoch;
+  }
+
+  get limits(): EngineLimits {
+    return { ...this.sessionLimits, touchGraceMs: this.touchGraceMs };
+  }
+
+  /** Where this engine points, without credentials. */
+  get address(): string {
+    return describeTopology(this.topology);
+  }
+
+  connect(): Promise<void> {
+    if (this.closed) return Promise.reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
+    this.connecting ??= this.start().catch((err: unknown) => {
+      this.connecting = undefined;
+      throw err;
+    });
+    return this.connecting;
+  }
+
+  setLeaseHandler(handler: LeaseHandler): void {
+    this.handler = handler;
+  }
+
+  // ---- leases ---------------------------------------------------------------------------
+
+  acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
+    const timeoutMs = options?.timeoutMs ?? this.acquireTimeoutMs;
+    return new Promise<LeaseGrant>((resolve, reject) => {
+      if (this.closed) {
+        reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
+        return;
+      }
+      const wait: AcquireWait = {
+        resolve,
+        reject,
+        deadline: Date.now() + timeoutMs,
+        timeoutMs,
+        timer: setTimeout(() => this.abandonWait(sessionId, wait), timeoutMs),
+      };
+      let list = this.waits.get(sessionId);
+      if (!list) this.waits.set(sessionId, (list = []));
+      list.push(wait);
+      this.tryAcquire(sessionId);
+    });
+  }
+
+  async release(sessionId: string, token: number): Promise<void> {
+    if (this.held.get(sessionId)?.token === token) this.held.delete(sessionId);
+    this.toRelease.delete(sessionId);
+    await this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]);
+  }
+
+  async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {
+    const reply = await this.runScript(SCRIPTS.load, sessionId, this.ownerId, [String(token)]);
+    return snapshotFrom(sessionId, reply);
+  }
+
+  async commit(request: CommitRequest): Promise<CommitAck> {
+    const limits = this.sessionLimits;
+    if (typeof request.principal === 'string' && (request.principal.length === 0 || request.principal.length > limits.maxPrincipalLength)) {
+      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `principal must be 1 to ${limits.maxPrincipalLength} characters`);
+    }
+    // The principal index lives on another shard: a session is added to it before a
+    // commit names the principal, so "log out everywhere" can never miss it.
+    if (typeof request.principal === 'string') {
+      await this.command(principalKey(this.prefix, request.principal), ['SADD', principalKey(this.prefix, request.principal), request.sessionId]);
+    }
+    const args: (string | Buffer)[] = [
+      String(request.token),
+      request.commitId,
+      String(request.baseVersion),
+      String(request.lastAccessedAt),
+      request.principal === undefined ? 'u' : request.principal === null ? 'n' : 's',
+      request.principal ?? '',
+      request.idleTimeoutMs === undefined ? '' : String(request.idleTimeoutMs),
+      request.absoluteExpiresAt === undefined ? '' : String(request.absoluteExpiresAt),
+      request.release ? '1' : '0',
+      String(limits.maxAttributeBytes),
+      String(limits.maxSessionBytes),
+      String(limits.maxAttributes),
+      String(this.keySlackMs),
+      String(request.set.length),
+    ];
+    for (const [name, value] of request.set) {
+      if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
+        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
+      }
+      args.push(name, Buffer.from(value.buffer, value.byteOffset, value.byteLength), String(name.length));
+    }
+    args.push(String(request.del.length));
+    for (const name of request.del) args.push(name, String(name.length));
+    let reply: Reply[];
+    try {
+      reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true })) as Reply[];
+    } catch (err) {
+      if (isKilnError(err) && err.code.startsWith('KILN_ERR_') && !['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_CONNECTION_LOST'].includes(err.code)) this.count('rejectedCommits');
+      throw err;
+    }
+    if (request.release && this.held.get(request.sessionId)?.token === request.token) this.held.delete(request.sessionId);
+    if (text(reply[0]) === 'D') {
+      this.count('duplicateCommits');
+      return { version: num(reply[1]), duplicate: true };
+    }
+    const version = num(reply[1]);
+    const oldPrincipal = reply[2] === null ? null : text(reply[2]);
+    const created = num(reply[3]) === 1;
+    const deadline = reply[4] === null ? undefined : num(reply[4]);
+    this.count('commits');
+    this.count('sessionBytes', num(reply[5]));
+    let bytes = 0;
+    for (const [name, value] of request.set) bytes += name.length + value.length;
+    this.count('commitBytes', bytes);
+    const index: Promise<unknown>[] = [];
+    if (created) {
+      this.count('created');
+      index.push(this.command(this.idx.ids, ['ZADD', this.idx.ids, '0', request.sessionId]));
+    }
+    if (deadline !== undefined) {
+      index.push(deadline >= 0 ? this.command(this.idx.expiry, ['ZADD', this.idx.expiry, String(deadline), request.sessionId]) : this.command(this.idx.expiry, ['ZREM', this.idx.expiry, request.sessionId]));
+    }
+    if (oldPrincipal !== null && request.principal !== undefined && request.principal !== oldPrincipal) {
+      index.push(this.command(principalKey(this.prefix, oldPrincipal), ['SREM', principalKey(this.prefix, oldPrincipal), request.sessionId]));
+    }
+    // The commit is applied and acknowledged either way; a missed index entry is repaired
+    // by readers (stale entries) or by Redis's own TTL on the keys (a missed expiry entry).
+    if (index.length > 0) await Promise.all(index).catch(() => undefined);
+    return { version, duplicate: false };
+  }
+
+  async touch(items: readonly TouchItem[]): Promise<void> {
+    const replies = await Promise.all(items.map((item) => this.runScript(SCRIPTS.touch, item.sessionId, this.ownerId, [String(item.token), String(item.at), String(this.keySlackMs)]).catch(() => 0)));
+    const applied = replies.filter((r) => num(r) === 1).length;
+    if (applied > 0) this.count('touches', applied);
+  }
+
+  async destroy(sessionId: string, options?: { reason?: string }): Promise<boolean> {
+    return this.destroyAs(this.ownerId, sessionId, options?.reason ?? 'request');
+  }
+
+  async findByPrincipal(principal: string): Promise<SessionMeta[]> {
+    const key = principalKey(this.prefix, principal);
+    const ids = ((await this.command(key, ['SMEMBERS', key])) as Reply[]).map(text);
+    const metas = await Promise.all(ids.map((id) => this.peek(id)));
+    const stale = ids.filter((_, i) => metas[i]?.principal !== principal);
+    if (stale.length > 0) void this.command(key, ['SREM', key, ...stale]).catch(() => undefined);
+    return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
+  }
+
+  async destroyByPrincipal(principal: string): Promise<number> {
+    let n = 0;
+    // Nobody is excepted: every holder is told, this process included.
+    for (const meta of await this.findByPrincipal(principal)) if (await this.destroyAs('', meta.id, 'principal')) n++;
+    return n;
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    const limit = Math.max(1, Math.min(options.limit, MAX_LIST_LIMIT));
+    const prefix = options.prefix ?? '';
+    let after = options.after !== undefined && options.after >= prefix ? options.after : undefined;
+    const sessions: SessionMeta[] = [];
+    let more = false;
+    for (;;) {
+      const from = after !== undefined ? `(${after}` : prefix ? `[${prefix}` : '-';
+      const ids = ((await this.command(this.idx.ids, ['ZRANGEBYLEX', this.idx.ids, from, '+', 'LIMIT', '0', String(limit - sessions.length + 1)])) as Reply[]).map(text);
+      const wanted = ids.filter((id) => id.startsWith(prefix));
+      const reachedEnd = wanted.length < ids.length || ids.length < limit - sessions.length + 1;
+      const metas = await Promise.all(wanted.map((id) => this.peek(id)));
+      const stale: string[] = [];
+      for (let i = 0; i < wanted.length; i++) {
+        const meta = metas[i];
+        if (!meta) {
+          stale.push(wanted[i]!);
+          continue;
+        }
+        if (sessions.length === limit) {
+          more = true;
+          break;
+        }
+        sessions.push(meta);
+      }
+      if (stale.length > 0) void this.command(this.idx.ids, ['ZREM', this.idx.ids, ...stale]).catch(() => undefined);
+      if (more || reachedEnd || wanted.length === 0) break;
+      after = wanted[wanted.length - 1];
+    }
+    const total = num(await this.command(this.idx.ids, ['ZCARD', this.idx.ids]));
+    return { sessions, next: more && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total };
+  }
+
+  /** Metadata of one session without its lease (listing, principal index, admin). */
+  async peek(sessionId: string): Promise<SessionMeta | null> {
+    const flat = (await this.runScript(SCRIPTS.peek, sessionId, '', [])) as Reply[];
+    return flat.length === 0 ? null : metaFrom(sessionId, flat);
+  }
+
+  /** A session's data without taking its lease, for the admin console's inspector only. */
+  async snapshotForAdmin(sessionId: string): Promise<SessionSnapshot | null> {
+    return snapshotFrom(sessionId, await this.runScript(SCRIPTS.peekSnapshot, sessionId, '', []));
+  }
+
+  onEvent(listener: (event: SessionEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    this.eventsSubscribed ??= this.transport.subscribe(this.channel, (message) => this.onEventMessage(message)).catch((err: Error) => {
+      this.eventsSubscribed = undefined;
+      this.status.push({ type: 'error', error: err });
+    });
+    return () => {
+      this.eventListeners.delete(listener);
+    };
+  }
+
+  async stats(): Promise<EngineStats> {
+    await this.flushCounters();
+    const [hash, sessions, owners] = await Promise.all([
+      this.command(this.idx.stats, ['HGETALL', this.idx.stats]) as Promise<Reply[]>,
+      this.command(this.idx.ids, ['ZCARD', this.idx.ids]),
+      this.command(this.idx.owners, ['ZCOUNT', this.idx.owners, String(Date.now() - 3 * this.heartbeatMs), '+inf']),
+    ]);
+    const counters: Record<string, number> = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0]));
+    for (let i = 0; i + 1 < hash.length; i += 2) counters[text(hash[i])] = num(hash[i + 1]);
+    const sessionBytes = counters['sessionBytes'] ?? 0;
+    delete counters['sessionBytes'];
+    let leaseWaiters = 0;
+    for (const list of this.waits.values()) leaseWaiters += list.length;
+    return {
+      kind: this.kind,
+      epoch: this.currentEpoch,
+      sessions: num(sessions),
+      sessionBytes,
+      // Cluster-wide lease figures would need a scan; these are this process's.
+      leases: this.held.size,
+      leaseWaiters,
+      owners: num(owners),
+      counters,
+      topology: this.topology.kind,
+      address: this.address,
+      replicas: this.replicas,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    for (const [sessionId, list] of this.waits) {
+      this.waits.delete(sessionId);
+      for (const w of list) {
+        clearTimeout(w.timer);
+        w.reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
+      }
+    }
+    for (const timer of this.retryTimers.values()) clearTimeout(timer);
+    this.retryTimers.clear();
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+    if (this.connected) {
+      // Hand every lease back so waiting processes get them now, not at the time limit.
+      const releases = [...this.held, ...[...this.toRelease].map(([id, token]) => [id, { token }] as const)].map(([id, lease]) =>
+        this.runScript(SCRIPTS.release, id, this.ownerId, [String(lease.token)]).catch(() => undefined),
+      );
+      await Promise.all(releases);
+      await this.flushCounters().catch(() => undefined);
+      await this.command(this.idx.owners, ['ZREM', this.idx.owners, this.ownerId]).catch(() => undefined);
+    }
+    this.closed = true;
+    this.connected = false;
+    this.held.clear();
+    await this.transport.close().catch(() => undefined);
+    this.status.push({ type: 'closed' });
+    this.status.end();
+  }
+
+  // ---- connection -----------------------------------------------------------------------
+
+  private async start(): Promise<void> {
+    try {
+      await withTimeout(this.transport.connect(), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms`));
+      await withTimeout(
+        this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message)),
+        this.connectTimeoutMs,
+        () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'cannot subscribe to this engine\'s channel'),
+      );
+      await this.send(this.idx.epoch, ['SET', this.idx.epoch, randomBytes(8).toString('hex'), 'NX']);
+      this.currentEpoch = text(await this.send(this.idx.epoch, ['GET', this.idx.epoch]));
+      this.masters = await this.transport.masterIdentity().catch(() => undefined);
+      await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
+    } catch (err) {
+      await this.transport.close().catch(() => undefined);
+      throw toEngineError(err, this.address);
+    }
+    this.connected = true;
+    this.status.push({ type: 'connected', epoch: this.currentEpoch });
+    const every = (ms: number, fn: () => void) => {
+      const timer = setInterval(fn, ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    every(this.heartbeatMs, () => void this.heartbeat());
+    every(this.expirySweepMs, () => void this.sweep().catch(() => undefined));
+    every(Math.min(1000, this.heartbeatMs), () => void this.flushCounters().catch(() => undefined));
+    every(Math.max(50, Math.min(250, VALIDITY_MARGIN_MS)), () => this.checkValidity());
+  }
+
+  /** Connection trouble: every lease this process holds may move on; the client drops its copies. */
+  private disconnected(error?: Error): void {
+    if (!this.connected) return;
+    this.connected = false;
+    this.status.push(error ? { type: 'disconnected', error } : { type: 'disconnected' });
+    this.loseAll('connection to Redis lost');
+  }
+
+  private loseAll(reason: string): void {
+    for (const [sessionId, lease] of this.held) this.toRelease.set(sessionId, lease.token);
+    this.held.clear();
+    this.handler?.lost(reason);
+  }
+
+  /** Checks the connection, notices failovers, renews leases, announces this process. */
+  private async heartbeat(): Promise<void> {
+    if (this.heartbeatRunning || this.closed) return;
+    this.heartbeatRunning = true;
+    try {
+      await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId], this.heartbeatMs * 2);
+      const masters = await withTimeout(this.transport.masterIdentity(), this.heartbeatMs * 2, () => new KilnError('KILN_ERR_TIMEOUT', 'master check timed out'));
+      if (!this.connected) {
+        this.connected = true;
+        this.status.push({ type: 'connected', epoch: this.currentEpoch ?? '' });
+        const epoch = text(await this.send(this.idx.epoch, ['GET', this.idx.epoch]));
+        if (epoch !== this.currentEpoch) {
+          this.status.push({ type: 'epochChanged', from: this.currentEpoch ?? '', to: epoch });
+          this.currentEpoch = epoch;
+        }
+      }
+      if (this.masters !== undefined && masters !== this.masters) {
+        const from = this.masters;
+        this.masters = masters;
+        this.loseAll(`failover (masters ${from} → ${masters})`);
+      }
+      this.masters = masters;
+      for (const [sessionId, token] of this.toRelease) {
+        this.toRelease.delete(sessionId);
+        void this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]).catch(() => undefined);
+      }
+      if (Date.now() - this.lastRenew >= this.leaseTimeMs / 3 - this.heartbeatMs / 2) await this.renewAll();
+    } catch (err) {
+      this.disconnected(err instanceof Error ? err : undefined);
+    } finally {
+      this.heartbeatRunning = false;
+    }
+  }
+
+  private async renewAll(): Promise<void> {
+    this.lastRenew = Date.now();
+    const sent = Date.now();
+    await Promise.all(
+      [...this.held].map(async ([sessionId, lease]) => {
+        const reply = num(await this.runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(lease.token)]).catch(() => -1));
+        if (this.held.get(sessionId) !== lease) return;
+        if (reply === 0) this.revokeLocally(sessionId, lease.token, 'lease-expired');
+        else if (reply === 1) lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
+        else if (reply > 1) {
+          // A recall we may have missed (pub/sub delivers at most once).
+          lease.validUntil = Math.min(lease.validUntil, reply - VALIDITY_MARGIN_MS);
+          this.handler?.recall(sessionId, lease.token);
+        }
+      }),
+    );
+  }
+
+  /** A lease whose time limit may have run out in Redis is no longer trusted here. */
+  private checkValidity(): void {
+    const now = Date.now();
+    for (const [sessionId, lease] of this.held) if (lease.validUntil <= now) this.revokeLocally(sessionId, lease.token, 'lease-expired');
+  }
+
+  private revokeLocally(sessionId: string, token: number, reason: string): void {
+    const lease = this.held.get(sessionId);
+    if (!lease || lease.token !== token) return;
+    this.held.delete(sessionId);
+    this.handler?.revoked(sessionId, token, reason);
+  }
+
+  // ---- acquire machinery ----------------------------------------------------------------
+
+  private tryAcquire(sessionId: string): void {
+    const list = this.waits.get(sessionId);
+    if (!list || list.length === 0 || this.closed) return;
+    if (this.acquiring.has(sessionId)) {
+      this.acquireAgain.add(sessionId);
+      return;
+    }
+    const retry = this.retryTimers.get(sessionId);
+    if (retry) {
+      clearTimeout(retry);
+      this.retryTimers.delete(sessionId);
+    }
+    this.acquiring.add(sessionId);
+    const waitUntil = Math.max(...list.map((w) => w.deadline));
+    const sent = Date.now();
+    this.runScript(SCRIPTS.acquire, sessionId, this.ownerId, [String(waitUntil)], { timeoutMs: Math.max(1, Math.min(this.operationTimeoutMs, waitUntil - sent)) })
+      .then(
+        (reply) => this.onAcquireReply(sessionId, reply as Reply[], sent),
+        (err: unknown) => {
+          const error = toEngineError(err, this.address);
+          if (['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_CONNECTION_LOST'].includes(error.code)) {
+            // Redis is failing over or unreachable: ask again shortly, within the caller's time.
+            this.scheduleRetry(sessionId, 100 + Math.random() * 150);
+          } else {
+            const waiting = this.waits.get(sessionId) ?? [];
+            this.waits.delete(sessionId);
+            for (const w of waiting) {
+              clearTimeout(w.timer);
+              w.reject(error);
+            }
+          }
+        },
+      )
+      .finally(() => {
+        this.acquiring.delete(sessionId);
+        if (this.acquireAgain.delete(sessionId)) this.tryAcquire(sessionId);
+      });
+  }
+
+  private onAcquireReply(sessionId: string, reply: Reply[], sent: number): void {
+    if (text(reply[0]) === 'W') {
+      // Someone else holds it and has been recalled: the hand-over comes as a message;
+      // if that message is lost or the holder is dead, ask again when its time is up.
+      const recallDeadline = num(reply[1]);
+      this.scheduleRetry(sessionId, Math.max(20, recallDeadline - Date.now() + 20 + Math.random() * 30));
+      return;
+    }
+    const token = num(reply[1]);
+    const recallDeadline = num(reply[3]);
+    const waiting = this.waits.get(sessionId) ?? [];
+    this.waits.delete(sessionId);
+    if (waiting.length === 0) {
+      // Everyone stopped waiting while the grant was on its way: give it straight back.
+      void this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]).catch(() => undefined);
+      return;
+    }
+    const validUntil = recallDeadline > 0 ? recallDeadline - VALIDITY_MARGIN_MS : sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
+    this.held.set(sessionId, { token, validUntil });
+    this.toRelease.delete(sessionId);
+    const grant: LeaseGrant = { sessionId, token, epoch: this.currentEpoch ?? '', snapshot: snapshotFrom(sessionId, reply[4]), releaseAfterUse: num(reply[2]) === 1 };
+    for (const w of waiting) {
+      clearTimeout(w.timer);
+      w.resolve(waiting.length === 1 ? grant : { ...grant, snapshot: grant.snapshot && { meta: { ...grant.snapshot.meta }, attributes: new Map(grant.snapshot.attributes) } });
+    }
+  }
+
+  private scheduleRetry(sessionId: string, delayMs: number): void {
+    const list = this.waits.get(sessionId);
+    if (!list || list.length === 0) return;
+    clearTimeout(this.retryTimers.get(sessionId));
+    const latest = Math.max(...list.map((w) => w.deadline));
+    const at = Math.min(delayMs, Math.max(0, latest - Date.now() - 5));
+    this.retryTimers.set(
+      sessionId,
+      setTimeout(() => {
+        this.retryTimers.delete(sessionId);
+        this.tryAcquire(sessionId);
+      }, at),
+    );
+  }
+
+  private abandonWait(sessionId: string, wait: AcquireWait): void {
+    const list = this.waits.get(sessionId);
+    const at = list?.indexOf(wait) ?? -1;
+    if (!list || at < 0) return;
+    list.splice(at, 1);
+    if (list.length === 0) {
+      this.waits.delete(sessionId);
+      clearTimeout(this.retryTimers.get(sessionId));
+      this.retryTimers.delete(sessionId);
+      void this.runScript(SCRIPTS.cancelWait, sessionId, this.ownerId, []).catch(() => undefined);
+    }
+    wait.reject(new KilnError('KILN_ERR_LEASE_TIMEOUT', `lease for the session was not granted within ${wait.timeoutMs} ms`, { details: { sessionId, timeoutMs: wait.timeoutMs } }));
+  }
+
+  private onOwnerMessage(message: string): void {
+    let m: OwnerMessage;
+    try {
+      m = JSON.parse(message) as OwnerMessage;
+    } catch {
+      return;
+    }
+    if (typeof m.s !== 'string' || typeof m.t !== 'number') return;
+    switch (m.k) {
+      case 'g':
+        // A hand-over: our acquire script answers again with the grant and the data.
+        if (this.waits.has(m.s)) this.tryAcquire(m.s);
+        else void this.runScript(SCRIPTS.release, m.s, this.ownerId, [String(m.t)]).catch(() => undefined);
+        return;
+      case 'r': {
+        const lease = this.held.get(m.s);
+        if (lease && lease.token === m.t && typeof m.d === 'number') lease.validUntil = Math.min(lease.validUntil, m.d - VALIDITY_MARGIN_MS);
+        if (lease?.token === m.t || this.waits.has(m.s) || this.acquiring.has(m.s)) this.handler?.recall(m.s, m.t);
+        else if (!lease) void this.runScript(SCRIPTS.release, m.s, this.ownerId, [String(m.t)]).catch(() => undefined);
+        return;
+      }
+      case 'v':
+        this.revokeLocally(m.s, m.t, m.why ?? 'revoked');
+        return;
+    }
+  }
+
+  private onEventMessage(message: string): void {
+    let event: SessionEvent;
+    try {
+      const raw = JSON.parse(message) as Record<string, unknown>;
+      event = { type: raw['type'] === 'expired' ? 'expired' : 'destroyed', sessionId: String(raw['sessionId']), principal: typeof raw['principal'] === 'string' ? raw['principal'] : null, at: Number(raw['at']) };
+      if (typeof raw['reason'] === 'string') event.reason = raw['reason'];
+    } catch {
+      return;
+    }
+    for (const listener of this.eventListeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own.
+      }
+    }
+  }
+
+  // ---- destroy and expiry ---------------------------------------------------------------
+
+  private async destroyAs(except: string, sessionId: string, reason: string): Promise<boolean> {
+    const reply = (await this.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(this.touchGraceMs), String(this.maxTombstoneMs)])) as Reply[];
+    if (num(reply[0]) !== 1) return false;
+    this.count(reason === 'expired' ? 'expired' : 'destroyed');
+    this.count('sessionBytes', -num(reply[2]));
+    const holder = reply[3] === null ? null : text(reply[3]);
+    if (holder === this.ownerId) {
+      // Our own lease ends with the session: drop it now rather than when the message comes.
+      const lease = this.held.get(sessionId);
+      if (except === this.ownerId) this.held.delete(sessionId);
+      else if (lease) this.revokeLocally(sessionId, lease.token, 'destroyed');
+    }
+    await this.dropFromIndexes(sessionId, reply[1] === null ? null : text(reply[1]));
+    return true;
+  }
+
+  private async dropFromIndexes(sessionId: string, principal: string | null): Promise<void> {
+    const ops = [this.command(this.idx.ids, ['ZREM', this.idx.ids, sessionId]), this.command(this.idx.expiry, ['ZREM', this.idx.expiry, sessionId])];
+    if (principal !== null) ops.push(this.command(principalKey(this.prefix, principal), ['SREM', principalKey(this.prefix, principal), sessionId]));
+    await Promise.all(ops).catch(() => undefined);
+  }
+
+  /**
+   * One process at a time (a SET NX token with a short life) takes the sessions due in
+   * the expiry index and lets the expire script decide: a touch or commit since then
+   * only moved the deadline, so most are re-filed, not expired.
+   */
+  private async sweep(): Promise<void> {
+    if (!this.connected || this.closed) return;
+    const turn = String(Math.max(this.expirySweepMs * 3, 1000));
+    const took = await this.send(this.idx.sweeper, ['SET', this.idx.sweeper, this.ownerId, 'PX', turn, 'NX']);
+    if (took === null) {
+      if (text(await this.send(this.idx.sweeper, ['GET', this.idx.sweeper])) !== this.ownerId) return;
+      await this.send(this.idx.sweeper, ['PEXPIRE', this.idx.sweeper, turn]);
+    }
+    for (let rounds = 0; rounds < 20; rounds++) {
+      const now = Date.now();
+      const due = ((await this.send(this.idx.expiry, ['ZRANGEBYSCORE', this.idx.expiry, '-inf', String(now), 'LIMIT', '0', String(SWEEP_BATCH)])) as Reply[]).map(text);
+      if (due.length === 0) return;
+      await Promise.all(due.map((id) => this.expireOne(id)));
+      if (due.length < SWEEP_BATCH) return;
+    }
+  }
+
+  private async expireOne(sessionId: string): Promise<void> {
+    const reply = (await this.runScript(SCRIPTS.expire, sessionId, '', [String(this.touchGraceMs)])) as Reply[];
+    const outcome = num(reply[0]);
+    if (outcome === 2) {
+      const deadline = num(reply[1]);
+      if (deadline >= 0) await this.command(this.idx.expiry, ['ZADD', this.idx.expiry, String(deadline), sessionId]);
+      else await this.command(this.idx.expiry, ['ZREM', this.idx.expiry, sessionId]);
+      return;
+    }
+    if (outcome === 1) {
+      this.count('expired');
+      this.count('sessionBytes', -num(reply[2]));
+    }
+    await this.dropFromIndexes(sessionId, outcome === 1 && reply[1] !== null ? text(reply[1]) : null);
+  }
+
+  // ---- counters -------------------------------------------------------------------------
+
+  private count(name: CounterName, by = 1): void {
+    if (by !== 0) this.unflushed.set(name, (this.unflushed.get(name) ?? 0) + by);
+  }
+
+  private addScriptStats(stat: Reply): void {
+    if (!Array.isArray(stat)) return;
+    this.count('leaseGrants', num(stat[0]));
+    this.count('leaseRecalls', num(stat[1]));
+    this.count('leaseHandovers', num(stat[2]));
+    this.count('pingPongGrants', num(stat[3]));
+    this.count('leaseRevocations', num(stat[4]));
+  }
+
+  /** Adds this process's counts to the cluster-wide hash (about once a second, and before stats). */
+  private async flushCounters(): Promise<void> {
+    if (this.unflushed.size === 0 || !this.connected) return;
+    const entries = [...this.unflushed];
+    this.unflushed.clear();
+    try {
+      await Promise.all(entries.map(([name, by]) => this.send(this.idx.stats, ['HINCRBY', this.idx.stats, name, String(by)])));
+    } catch (err) {
+      for (const [name, by] of entries) this.count(name, by);
+      throw err;
+    }
+  }
+
+  // ---- plumbing -------------------------------------------------------------------------
+
+  /** A command outside the session scripts, after connecting if need be. */
+  private async command(firstKey: string, args: (string | Buffer)[]): Promise<unknown> {
+    await this.ensureConnected();
+    return this.send(firstKey, args);
+  }
+
+  private async ensureConnected(): Promise<void> {
+    if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'engine is closed');
+    if (!this.connecting) await withTimeout(this.connect(), this.operationTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address}`));
+    else await this.connecting;
+  }
+
+  private async send(firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.operationTimeoutMs): Promise<unknown> {
+    try {
+      return await withTimeout(this.transport.send(firstKey, args), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
+    } catch (err) {
+      throw toEngineError(err, this.address);
+    }
+  }
+
+  /**
+   * Runs a session script (EVALSHA, loading it on NOSCRIPT). With `waitForReplicas` and
+   * `replicas` > 0, a WAIT follows on the same connection and the call fails unless
+   * enough replicas confirm: a retry with the same commit id is then acknowledged again.
+   */
+  private async runScript(script: RedisScript, sessionId: string, owner: string, extra: string[] | (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
+    await this.ensureConnected();
+    const keys = sessionKeyList(this.prefix, sessionId);
+    const args: (string | Buffer)[] = [
+      String(keys.length),
+      ...keys,
+      String(Date.now()),
+      owner,
+      this.ownerChannelPrefix,
+      String(this.leaseTimeMs),
+      String(this.recallTimeoutMs),
+      String(this.pingPongHalfLifeMs),
+      String(this.pingPongThreshold),
+      this.channel,
+      sessionId,
+      ...extra,
+    ];
+    const timeoutMs = options.timeoutMs ?? this.operationTimeoutMs;
+    const waitFor = options.waitForReplicas && this.replicas > 0;
+    const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
+      const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
+      // Sent right behind the script on the same connection, so it confirms exactly it.
+      const acked = waitFor ? this.send(keys[0], ['WAIT', String(this.replicas), String(this.replicaTimeoutMs)], timeoutMs + this.replicaTimeoutMs) : undefined;
+      acked?.catch(() => undefined);
+      const result = await reply;
+      if (acked) {
+        const n = num(await acked);
+        if (n < this.replicas) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${n} of ${this.replicas} replicas within ${this.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged (a retry is safe)`);
+      }
+      return result;
+    };
+    let reply: unknown;
+    try {
+      reply = await run('EVALSHA');
+    } catch (err) {
+      if (!(err instanceof KilnError && err.message.includes('NOSCRIPT'))) throw err;
+      reply = await run('EVAL');
+    }
+    if (script.countsLeases && Array.isArray(reply)) this.addScriptStats(reply[reply.length - 1]);
+    return reply;
+  }
+}
+
+/**
+ * Connects a Redis engine from a URL (see topology.ts for the forms) or options.
+ *
+ * @example
+ * const engine = connectRedis('redis+cluster://127.0.0.1:7000,127.0.0.1:7001?replicas=1');
+ * await engine.connect();
+ */
+export function connectRedis(url: string, options: Omit<RedisEngineOptions, 'url'> = {}): RedisEngine {
+  return new RedisEngine({ ...options, url });
+}
+
+// ---- reply decoding ---------------------------------------------------------------------
+
+function text(value: unknown): string {
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  return value === null || value === undefined ? '' : String(value);
+}
+
+function num(value: unknown): number {
+  if (typeof value === 'number') return value;
+  return Number(text(value));
+}
+
+function metaFrom(sessionId: string, flat: Reply[]): SessionMeta {
+  const fields = new Map<string, string>();
+  for (let i = 0; i + 1 < flat.length; i += 2) fields.set(text(flat[i]), text(flat[i + 1]));
+  const n = (k: string) => Number(fields.get(k) ?? '0');
+  return {
+    id: sessionId,
+    createdAt: n('ca'),
+    lastAccessedAt: n('la'),
+    idleTimeoutMs: n('it'),
+    absoluteExpiresAt: n('ae'),
+    principal: fields.get('p') ?? null,
+    version: n('v'),
+  };
+}
+
+function snapshotFrom(sessionId: string, reply: unknown): SessionSnapshot | null {
+  if (!Array.isArray(reply) || reply.length < 2) return null;
+  const meta = metaFrom(sessionId, reply[0] as Reply[]);
+  const flat = reply[1] as Reply[];
+  const attributes = new Map<string, Uint8Array>();
+  // Copied out of node-redis's read buffer so a cached session does not pin it.
+  for (let i = 0; i + 1 < flat.length; i += 2) attributes.set(text(flat[i]), Uint8Array.prototype.slice.call(flat[i + 1] as Buffer));
+  return { meta, attributes };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(error()), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
+
+/** node-redis errors and script refusals as KilnErrors with stable codes. */
+function toEngineError(err: unknown, address: string): KilnError {
+  if (err instanceof KilnError) return err;
+  const error = err instanceof Error ? err : new Error(String(err));
+  const message = error.message ?? '';
+  const refusal = /^(KILN_ERR_[A-Z_]+) (.*)$/s.exec(message);
+  if (refusal) return new KilnError(refusal[1] as 'KILN_ERR_CONFLICT', refusal[2]!);
+  if (message.startsWith('NOSCRIPT')) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', message, { cause: error });
+  if (UNAVAILABLE.test(message)) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
+  if (/closed|socket|ECONNRESET|ECONNREFUSED|EPIPE|disconnect/i.test(`${error.name} ${message}`)) {
+    return new KilnError('KILN_ERR_CONNECTION_LOST', `connection to Redis at ${address} lost: ${message}`, { cause: error });
+  }
+  return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
+}

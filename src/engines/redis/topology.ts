@@ -1,0 +1,131 @@
+import { KilnError } from '../../errors/index.js';
+
+/**
+ * Which Redis deployment to talk to, from a URL or spelled out. Pure: parsing and
+ * validation only, so every form is unit-tested without a server.
+ *
+ *   redis://[user:password@]host:6379[/db]            one server (or a managed endpoint)
+ *   rediss://…                                         the same over TLS
+ *   redis+sentinel://[user:password@]h1:26379,h2:26379/mymaster   Sentinel (active/passive)
+ *   redis+cluster://[user:password@]h1:7000,h2:7001   Redis Cluster (striped over shards)
+ *
+ * `rediss+sentinel://` and `rediss+cluster://` use TLS to the data nodes. Query
+ * parameters: `replicas` (acknowledge a commit only once N replicas have it) and
+ * `prefix` (key prefix, default `kiln:`).
+ */
+export type RedisTopology =
+  | ({ kind: 'standalone'; host: string; port: number; db?: number } & RedisAuth)
+  | ({ kind: 'sentinel'; sentinels: RedisNodeAddress[]; masterName: string; sentinelPassword?: string } & RedisAuth)
+  | ({ kind: 'cluster'; nodes: RedisNodeAddress[] } & RedisAuth);
+
+export interface RedisNodeAddress {
+  host: string;
+  port: number;
+}
+
+export interface RedisAuth {
+  username?: string;
+  password?: string;
+  tls?: boolean;
+}
+
+export interface ParsedRedisUrl {
+  topology: RedisTopology;
+  replicas?: number;
+  keyPrefix?: string;
+}
+
+const SCHEMES: Record<string, { kind: RedisTopology['kind']; tls: boolean; port: number }> = {
+  'redis:': { kind: 'standalone', tls: false, port: 6379 },
+  'rediss:': { kind: 'standalone', tls: true, port: 6379 },
+  'redis+sentinel:': { kind: 'sentinel', tls: false, port: 26379 },
+  'rediss+sentinel:': { kind: 'sentinel', tls: true, port: 26379 },
+  'redis+cluster:': { kind: 'cluster', tls: false, port: 6379 },
+  'rediss+cluster:': { kind: 'cluster', tls: true, port: 6379 },
+};
+
+export function isRedisUrl(url: string): boolean {
+  const scheme = /^([a-z+]+:)\/\//i.exec(url)?.[1]?.toLowerCase();
+  return scheme !== undefined && scheme in SCHEMES;
+}
+
+export function parseRedisUrl(url: string): ParsedRedisUrl {
+  const m = /^([a-z+]+:)\/\/(?:([^@/]*)@)?([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/i.exec(url);
+  const scheme = m?.[1]?.toLowerCase();
+  const spec = scheme ? SCHEMES[scheme] : undefined;
+  if (!m || !spec) throw invalid(url, 'expected redis://, rediss://, redis+sentinel:// or redis+cluster://');
+  const auth: RedisAuth = { tls: spec.tls };
+  if (m[2]) {
+    const at = m[2].indexOf(':');
+    const user = decodeURIComponent(at >= 0 ? m[2].slice(0, at) : m[2]);
+    const password = at >= 0 ? decodeURIComponent(m[2].slice(at + 1)) : undefined;
+    // redis://:password@host (no user) is the usual form for requirepass.
+    if (at >= 0) {
+      if (user) auth.username = user;
+      if (password) auth.password = password;
+    } else if (user) {
+      auth.password = user;
+    }
+  }
+  const hosts = (m[3] ?? '').split(',').filter((h) => h.length > 0).map((h) => hostPort(url, h, spec.port));
+  if (hosts.length === 0) throw invalid(url, 'no host');
+  const path = (m[4] ?? '').replace(/^\//, '');
+  const query = new URLSearchParams((m[5] ?? '').slice(1));
+  const parsed: ParsedRedisUrl = { topology: undefined as unknown as RedisTopology };
+  const replicas = query.get('replicas');
+  if (replicas !== null) {
+    const n = Number(replicas);
+    if (!Number.isInteger(n) || n < 0 || n > 16) throw invalid(url, 'replicas must be an integer from 0 to 16');
+    parsed.replicas = n;
+  }
+  const prefix = query.get('prefix');
+  if (prefix !== null) parsed.keyPrefix = prefix;
+  switch (spec.kind) {
+    case 'standalone': {
+      if (hosts.length > 1) throw invalid(url, 'one host for redis://; use redis+sentinel:// or redis+cluster:// for several');
+      const topology: RedisTopology = { kind: 'standalone', ...hosts[0]!, ...auth };
+      if (path) {
+        const db = Number(path);
+        if (!Number.isInteger(db) || db < 0) throw invalid(url, 'the path must be a database number');
+        topology.db = db;
+      }
+      parsed.topology = topology;
+      break;
+    }
+    case 'sentinel':
+      if (!path) throw invalid(url, 'name the master group after the hosts: redis+sentinel://host:26379/mymaster');
+      parsed.topology = { kind: 'sentinel', sentinels: hosts, masterName: decodeURIComponent(path), ...auth };
+      break;
+    case 'cluster':
+      if (path) throw invalid(url, 'redis+cluster:// takes no path');
+      parsed.topology = { kind: 'cluster', nodes: hosts, ...auth };
+      break;
+  }
+  return parsed;
+}
+
+function hostPort(url: string, text: string, defaultPort: number): RedisNodeAddress {
+  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
+  if (!m) throw invalid(url, `bad host "${text}"`);
+  const port = m[2] === undefined ? defaultPort : Number(m[2]);
+  if (port < 1 || port > 65535) throw invalid(url, `bad port in "${text}"`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+/** The address to show in logs and the console: no password. */
+export function describeTopology(t: RedisTopology): string {
+  const scheme = (base: string) => (t.tls ? base.replace('redis', 'rediss') : base);
+  switch (t.kind) {
+    case 'standalone':
+      return `${scheme('redis')}://${t.host}:${t.port}${t.db ? `/${t.db}` : ''}`;
+    case 'sentinel':
+      return `${scheme('redis+sentinel')}://${t.sentinels.map((n) => `${n.host}:${n.port}`).join(',')}/${t.masterName}`;
+    case 'cluster':
+      return `${scheme('redis+cluster')}://${t.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
+  }
+}
+
+function invalid(url: string, why: string): KilnError {
+  const shown = url.replace(/\/\/[^@/]*@/, '//***@');
+  return new KilnError('KILN_ERR_INVALID_OPTION', `engine URL ${shown}: ${why}`, { details: { option: 'engine' } });
+}

@@ -1,0 +1,221 @@
+import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client';
+import type { RedisTopology } from './topology.js';
+
+/**
+ * The Redis engine's only view of the network: run a command on the node that owns a
+ * key, subscribe to a channel, and notice failovers. One implementation per topology,
+ * all on node-redis (chosen over ioredis by measurement, see docs/engines.md); the
+ * engine above is the same for all three.
+ */
+export interface RedisTransport {
+  readonly kind: RedisTopology['kind'];
+  connect(): Promise<void>;
+  /** Runs a command on the node that owns `firstKey` (any node when undefined). Bulk strings come back as Buffers. */
+  send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown>;
+  /** Names the current master(s); a change means a failover happened. */
+  masterIdentity(): Promise<string>;
+  subscribe(channel: string, listener: (message: string) => void): Promise<void>;
+  unsubscribe(channel: string): Promise<void>;
+  /** Connection-level errors and topology changes, for the engine's status stream. */
+  onTrouble(listener: (event: TransportEvent) => void): void;
+  close(): Promise<void>;
+}
+
+export type TransportEvent = { type: 'error'; error: Error } | { type: 'failover'; detail: string } | { type: 'ready' };
+
+export interface TransportOptions {
+  connectTimeoutMs: number;
+  /** Delay before reconnect attempt n (node-redis counts from 0). */
+  reconnectDelayMs: (attempt: number) => number;
+}
+
+const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } } as const;
+
+// node-redis's client types are generic over modules and scripts we do not use; the
+// transport talks to them through these narrow shapes.
+interface CommandClient {
+  sendCommand(...args: unknown[]): Promise<unknown>;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  subscribe(channel: string, listener: (message: string) => void): Promise<unknown>;
+  unsubscribe(channel: string): Promise<unknown>;
+}
+
+export function createTransport(topology: RedisTopology, options: TransportOptions): RedisTransport {
+  switch (topology.kind) {
+    case 'standalone':
+      return new StandaloneTransport(topology, options);
+    case 'sentinel':
+      return new SentinelTransport(topology, options);
+    case 'cluster':
+      return new ClusterTransport(topology, options);
+  }
+}
+
+function socketOptions(options: TransportOptions, tls: boolean | undefined) {
+  return {
+    connectTimeout: options.connectTimeoutMs,
+    reconnectStrategy: (retries: number) => options.reconnectDelayMs(retries),
+    ...(tls ? { tls: true as const } : {}),
+  };
+}
+
+abstract class BaseTransport {
+  protected readonly listeners = new Set<(event: TransportEvent) => void>();
+
+  onTrouble(listener: (event: TransportEvent) => void): void {
+    this.listeners.add(listener);
+  }
+
+  protected emit(event: TransportEvent): void {
+    for (const listener of this.listeners) listener(event);
+  }
+}
+
+class StandaloneTransport extends BaseTransport implements RedisTransport {
+  readonly kind = 'standalone';
+  private readonly client: CommandClient;
+  /** Subscriptions need their own connection in RESP2. */
+  private readonly subscriber: CommandClient;
+
+  constructor(topology: Extract<RedisTopology, { kind: 'standalone' }>, options: TransportOptions) {
+    super();
+    this.client = createClient({
+      socket: { host: topology.host, port: topology.port, ...socketOptions(options, topology.tls) },
+      ...(topology.username ? { username: topology.username } : {}),
+      ...(topology.password ? { password: topology.password } : {}),
+      ...(topology.db ? { database: topology.db } : {}),
+    }) as unknown as CommandClient;
+    this.subscriber = (this.client as unknown as { duplicate(): CommandClient }).duplicate();
+    for (const c of [this.client, this.subscriber]) {
+      c.on('error', (error: Error) => this.emit({ type: 'error', error }));
+    }
+    this.client.on('ready', () => this.emit({ type: 'ready' }));
+  }
+
+  async connect(): Promise<void> {
+    await Promise.all([this.client.connect(), this.subscriber.connect()]);
+  }
+
+  send(_firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
+    return this.client.sendCommand(args, BUFFERS);
+  }
+
+  async masterIdentity(): Promise<string> {
+    return runIdOf(await this.client.sendCommand(['INFO', 'server']));
+  }
+
+  async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
+    await this.subscriber.subscribe(channel, listener);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    await this.subscriber.unsubscribe(channel);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.client, this.subscriber].map((c) => c.close().catch(() => c.destroy())));
+  }
+}
+
+class SentinelTransport extends BaseTransport implements RedisTransport {
+  readonly kind = 'sentinel';
+  private readonly sentinel: CommandClient & { getMasterNode(): { host: string; port: number } | undefined };
+
+  constructor(topology: Extract<RedisTopology, { kind: 'sentinel' }>, options: TransportOptions) {
+    super();
+    const auth = { ...(topology.username ? { username: topology.username } : {}), ...(topology.password ? { password: topology.password } : {}) };
+    this.sentinel = createSentinel({
+      name: topology.masterName,
+      sentinelRootNodes: topology.sentinels,
+      nodeClientOptions: { ...auth, socket: socketOptions(options, topology.tls) },
+      sentinelClientOptions: { ...(topology.sentinelPassword ? { password: topology.sentinelPassword } : {}), socket: socketOptions(options, false) },
+      // One reserved connection to the master: a WAIT then follows the write it confirms
+      // on the same connection, and commands keep their order.
+      reserveClient: true,
+      scanInterval: 1000,
+    }) as unknown as typeof this.sentinel;
+    this.sentinel.on('error', (error: Error) => this.emit({ type: 'error', error }));
+    this.sentinel.on('topology-change', (event: { type: string; node?: { host: string; port: number } }) => {
+      if (event.type === 'MASTER_CHANGE') this.emit({ type: 'failover', detail: `master is now ${event.node?.host}:${event.node?.port}` });
+    });
+  }
+
+  async connect(): Promise<void> {
+    await this.sentinel.connect();
+  }
+
+  send(_firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
+    return this.sentinel.sendCommand(false, args, BUFFERS);
+  }
+
+  async masterIdentity(): Promise<string> {
+    const node = this.sentinel.getMasterNode();
+    return `${node?.host}:${node?.port}/${runIdOf(await this.sentinel.sendCommand(false, ['INFO', 'server']))}`;
+  }
+
+  async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
+    await this.sentinel.subscribe(channel, listener);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    await this.sentinel.unsubscribe(channel);
+  }
+
+  async close(): Promise<void> {
+    await this.sentinel.close().catch(() => this.sentinel.destroy());
+  }
+}
+
+class ClusterTransport extends BaseTransport implements RedisTransport {
+  readonly kind = 'cluster';
+  private readonly cluster: CommandClient & { masters: { id: string }[] };
+
+  constructor(topology: Extract<RedisTopology, { kind: 'cluster' }>, options: TransportOptions) {
+    super();
+    this.cluster = createCluster({
+      rootNodes: topology.nodes.map((n) => ({ socket: { host: n.host, port: n.port, ...socketOptions(options, topology.tls) } })),
+      defaults: {
+        ...(topology.username ? { username: topology.username } : {}),
+        ...(topology.password ? { password: topology.password } : {}),
+        socket: socketOptions(options, topology.tls),
+      },
+      useReplicas: false,
+    }) as unknown as typeof this.cluster;
+    this.cluster.on('error', (error: Error) => this.emit({ type: 'error', error }));
+  }
+
+  async connect(): Promise<void> {
+    await this.cluster.connect();
+  }
+
+  send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
+    return this.cluster.sendCommand(firstKey, false, args, BUFFERS);
+  }
+
+  async masterIdentity(): Promise<string> {
+    return this.cluster.masters
+      .map((m) => m.id)
+      .sort()
+      .join(',');
+  }
+
+  async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
+    await this.cluster.subscribe(channel, listener);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    await this.cluster.unsubscribe(channel);
+  }
+
+  async close(): Promise<void> {
+    await this.cluster.close().catch(() => this.cluster.destroy());
+  }
+}
+
+function runIdOf(info: unknown): string {
+  const text = Buffer.isBuffer(info) ? info.toString() : String(info);
+  return /run_id:(\w+)/.exec(text)?.[1] ?? 'unknown';
+}
