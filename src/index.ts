@@ -13,5 +13,8 @@ export type { SessionMeta, SessionSnapshot, SessionEvent, CommitRequest, CommitA
 export type { Engine, EngineStatus, EngineStats, EngineLimits, LeaseHandler } from './engines/engine.js';
 export { createMemoryTier, MemoryTier, MemoryEngine } from './engines/memory/memory-engine.js';
 export { connect, KilnEngine, type KilnEngineOptions } from './engines/kiln/kiln-engine.js';
+export { RedisEngine, connectRedis, type RedisEngineOptions } from './engines/redis/redis-engine.js';
+export { parseRedisUrl, type RedisTopology, type RedisNodeAddress } from './engines/redis/topology.js';
+export { connectEngine, type ConnectEngineOptions } from './engines/connect.js';
 export { SessionClient, createSessionClient, type SessionClientOptions, type SessionClientStats } from './client/session-client.js';
 export { SessionHandle, type CommitResult } from './client/session-handle.js';

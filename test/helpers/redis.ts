@@ -186,7 +186,14 @@ export async function startCluster(): Promise<ClusterDeployment> {
       .join(',')}`,
     nodes,
     async masterOf(key: string) {
-      const slot = Number(await redisCli(nodes[0]!.port, 'CLUSTER', 'KEYSLOT', key));
+      let slot = -1;
+      for (const n of nodes) {
+        const reply = await redisCli(n.port, 'CLUSTER', 'KEYSLOT', key).catch(() => '');
+        if (/^\d+$/.test(reply)) {
+          slot = Number(reply);
+          break;
+        }
+      }
       for (const n of nodes) {
         const role = await redisCli(n.port, 'ROLE').catch(() => '');
         if (!role.startsWith('master')) continue;

@@ -2,7 +2,7 @@ import { SessionClient, createSessionClient } from '../../client/session-client.
 import type { SessionHandle } from '../../client/session-handle.js';
 import type { Engine } from '../../engines/engine.js';
 import { createMemoryTier } from '../../engines/memory/memory-engine.js';
-import { connect } from '../../engines/kiln/kiln-engine.js';
+import { connectEngine } from '../../engines/connect.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { assertSessionId, isValidSessionId, withRoute } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
@@ -16,7 +16,7 @@ import { SessionCookie, type CookieOptions, type CookieOverride } from './sessio
  * RequestSession.setCookieHeader() and RequestSession.finish().
  */
 export interface KilnSessionOptions<Req = unknown> {
-  /** A SessionClient, an Engine, or a kiln:// URL. Omitted: the in-process memory engine (one process only). */
+  /** A SessionClient, an Engine, or an engine URL (kiln://, redis://, redis+sentinel://, redis+cluster://). Omitted: the in-process memory engine (one process only). */
   engine?: SessionClient | Engine | string;
   /** Signs the cookie. An array rotates: the first signs, all verify. Required. */
   secret: string | string[];
@@ -59,7 +59,7 @@ let memoryWarningShown = false;
 
 /**
  * The `engine` option of every adapter and of KilnStore: a SessionClient (used as is),
- * an Engine, a kiln:// URL, or nothing (the in-process memory engine, with
+ * an Engine, an engine URL (kiln:// or redis…://), or nothing (the in-process memory engine, with
  * express-session's MemoryStore warning in production).
  */
 export function clientFromOption(
@@ -78,15 +78,15 @@ export function clientFromOption(
   } else if (typeof engine === 'string') {
     const t = options.acquireTimeoutMs;
     // The route names the app server in the kiln server's client list and console.
-    resolved = connect(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000), ...(options.route ? { name: options.route } : {}) });
+    resolved = connectEngine(engine, { operationTimeoutMs: Math.min(t, 5000), acquireTimeoutMs: t, connectTimeoutMs: Math.min(t, 5000), ...(options.route ? { name: options.route } : {}) });
     // Connect now, not at the first request that needs the tier: the app server shows up
     // in the console at start, and a wrong URL or token is logged at once (the engine
     // keeps retrying in the background; requests wait at most their timeout).
-    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the kiln server at ${engine} yet (${err.message}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
+    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the session tier at ${engine.replace(/\/\/[^@/]*@/, '//***@')} yet (${err.message}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
   } else if (engine && typeof (engine as Engine).acquire === 'function') {
     resolved = engine as Engine;
   } else {
-    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "engine" must be a kiln:// URL, an Engine or a SessionClient`, { details: { option: 'engine' } });
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "engine" must be an engine URL (kiln://, redis://, redis+sentinel://, redis+cluster://), an Engine or a SessionClient`, { details: { option: 'engine' } });
   }
   return { client: createSessionClient({ engine: resolved, ...options }), owned: true };
 }

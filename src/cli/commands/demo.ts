@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KilnBalancer } from '../../balancer/balancer.js';
+import { isRedisUrl } from '../../engines/redis/topology.js';
 import { KilnError } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
 import { intFlag } from '../args.js';
@@ -22,6 +23,7 @@ Options:
   --host <addr>       balancer address (default 127.0.0.1)
   --nodes <n>         app servers (default 3)
   --engine <e>        kiln (default: a kiln server started here) | memory (each node alone) | kiln://host:port (an existing server; KILN_TOKEN)
+                      | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; no kiln console)
   --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
   --affinity <mode>   route (default) | cookie | none
   -h, --help
@@ -54,9 +56,8 @@ export const demoCommand: Command = {
     const nodeCount = intFlag(values.nodes, 'nodes', 1, 32) ?? 3;
     const port = intFlag(values.port, 'port', 0, 65535) ?? 8080;
     const engineArg = values.engine ?? 'kiln';
-    if (engineArg.startsWith('redis')) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine redis://…: the Redis engine is not part of this build yet; use kiln (default) or memory');
-    if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://')) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory or a kiln:// URL (got ${JSON.stringify(engineArg)})`);
+    if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://') && !isRedisUrl(engineArg)) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory, a kiln:// URL or a redis://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(engineArg)})`);
     }
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
     let stopping = false;
