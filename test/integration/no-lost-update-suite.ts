@@ -7,12 +7,18 @@ import { startWorker, type WorkerProcess } from '../helpers/processes.js';
  * connection, hammer the same sessions with read-modify-write increments, 20 in flight
  * each. Leases make every increment see the previous one: the counters come out exact.
  */
-interface IncrementResult {
+/** What a client worker's increment command reports (test/fixtures/client-worker.ts). */
+export interface IncrementResult {
+  acked: Record<string, number>;
+  /** Failed increments per session. */
+  failed: Record<string, number>;
   total: number;
   attempted: number;
   errors: Record<string, number>;
   lost: number;
   ms: number;
+  longestOpMs: number;
+  longestStallMs: number;
   stats: { counters: Record<string, number> };
 }
 

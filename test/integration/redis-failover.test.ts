@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { sleep, startWorker, waitFor, type WorkerProcess } from '../helpers/processes.js';
+import type { IncrementResult } from './no-lost-update-suite.js';
 import { redisCli, startCluster, startSentinel, type ClusterDeployment, type SentinelDeployment } from '../helpers/redis.js';
 
 /**
@@ -11,17 +12,6 @@ import { redisCli, startCluster, startSentinel, type ClusterDeployment, type Sen
  * failover is done: with one replica per shard, new commits can be confirmed by a
  * replica only when there is one again.
  */
-interface IncrementResult {
-  acked: Record<string, number>;
-  failed: Record<string, number>;
-  total: number;
-  attempted: number;
-  errors: Record<string, number>;
-  lost: number;
-  ms: number;
-  longestOpMs: number;
-  longestStallMs: number;
-}
 
 const OPERATION_TIMEOUT_MS = 2000;
 const ACQUIRE_TIMEOUT_MS = 8000;

@@ -48,6 +48,21 @@ local function deadlineOf(la, it, ae, grace)
   return d
 end
 
+-- Redis's own TTL on the session's data: its deadline plus a slack, so memory comes
+-- back even if no process sweeps; none for a session that never expires.
+local function keepDataUntil(d, slack)
+  if d >= 0 then
+    local at = math.floor(d + slack)
+    redis.call('PEXPIREAT', KM, at)
+    redis.call('PEXPIREAT', KA, at)
+    redis.call('PEXPIREAT', KC, at)
+  else
+    redis.call('PERSIST', KM)
+    redis.call('PERSIST', KA)
+    redis.call('PERSIST', KC)
+  end
+end
+
 -- First waiter still waiting; waiters whose acquire timed out are dropped on the way.
 local function nextWaiter()
   while true do
@@ -223,13 +238,7 @@ if not m[1] then return 0 end
 local la = math.min(tonumber(ARGV[11]), now)
 if la <= tonumber(m[1]) then return 0 end
 redis.call('HSET', KM, 'la', la)
-local d = deadlineOf(la, tonumber(m[2]), tonumber(m[3]), 0)
-if d >= 0 then
-  local at = math.floor(d + tonumber(ARGV[12]))
-  redis.call('PEXPIREAT', KM, at)
-  redis.call('PEXPIREAT', KA, at)
-  redis.call('PEXPIREAT', KC, at)
-end
+keepDataUntil(deadlineOf(la, tonumber(m[2]), tonumber(m[3]), 0), tonumber(ARGV[12]))
 return 1
 `;
 
@@ -315,16 +324,7 @@ if ARGV[14] == 's' then redis.call('HSET', KM, 'p', ARGV[15]) elseif ARGV[14] ==
 redis.call('LPUSH', KC, cid .. '\\t' .. v)
 redis.call('LTRIM', KC, 0, 15)
 local d = deadlineOf(la, it, ae, 0)
-if d >= 0 then
-  local at = math.floor(d + tonumber(ARGV[22]))
-  redis.call('PEXPIREAT', KM, at)
-  redis.call('PEXPIREAT', KA, at)
-  redis.call('PEXPIREAT', KC, at)
-else
-  redis.call('PERSIST', KM)
-  redis.call('PERSIST', KA)
-  redis.call('PERSIST', KC)
-end
+keepDataUntil(d, tonumber(ARGV[22]))
 maybeRelease()
 local timeoutsChanged = (not exists) or ARGV[16] ~= '' or ARGV[17] ~= ''
 local newDeadline = false
