@@ -47,9 +47,7 @@ export function checkDeltaLimits(
     }
   }
   for (const [name, value] of delta.set) {
-    if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
-      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
-    }
+    checkAttributeName(name, limits);
     if (value.length > limits.maxAttributeBytes) {
       throw new KilnError('KILN_ERR_ATTRIBUTE_TOO_LARGE', `session attribute "${name}" is ${value.length} bytes encoded, above maxAttributeBytes ${limits.maxAttributeBytes}`, { details: { attribute: name, bytes: value.length, limit: limits.maxAttributeBytes } });
     }
@@ -68,4 +66,18 @@ export function checkDeltaLimits(
     throw new KilnError('KILN_ERR_SESSION_TOO_LARGE', `session would be ${bytes} bytes, above maxSessionBytes ${limits.maxSessionBytes}`, { details: { bytes, limit: limits.maxSessionBytes } });
   }
   return bytes;
+}
+
+/** An attribute name within maxAttributeNameLength (every engine checks it before storing). */
+export function checkAttributeName(name: unknown, limits: SessionLimits): void {
+  if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
+  }
+}
+
+/** A commit's principal: undefined (unchanged), null (cleared) or 1 to maxPrincipalLength characters. */
+export function checkPrincipal(principal: string | null | undefined, limits: SessionLimits): void {
+  if (typeof principal === 'string' && (principal.length === 0 || principal.length > limits.maxPrincipalLength)) {
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `principal must be 1 to ${limits.maxPrincipalLength} characters`);
+  }
 }

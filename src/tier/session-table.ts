@@ -1,5 +1,5 @@
 import { KilnError } from '../errors/index.js';
-import { checkDeltaLimits, type SessionLimits } from '../session/limits.js';
+import { checkDeltaLimits, checkPrincipal, type SessionLimits } from '../session/limits.js';
 import { attributeBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 
 /**
@@ -118,9 +118,7 @@ export class SessionTable {
       });
     }
     checkDeltaLimits(current?.attributes ?? new Map(), current?.bytes ?? 0, req, limits);
-    if (typeof req.principal === 'string' && (req.principal.length === 0 || req.principal.length > limits.maxPrincipalLength)) {
-      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `principal must be 1 to ${limits.maxPrincipalLength} characters`);
-    }
+    checkPrincipal(req.principal, limits);
     const record: TierRecord = {
       t: 'c',
       id: req.sessionId,

@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startKilnServer, startWorker, tempDir, removeDir, sleep } from '../helpers/processes.js';
-
-interface IncrementResult {
-  acked: Record<string, number>;
-  total: number;
-  attempted: number;
-  errors: Record<string, number>;
-  lost: number;
-  ms: number;
-}
+import type { IncrementResult } from './no-lost-update-suite.js';
 
 describe('fault tolerance (real processes, SIGKILL)', () => {
   it('client death: a killed holder\'s sessions reach another process within 1 s, every acknowledged commit intact', async () => {

@@ -17,6 +17,7 @@ import {
   type WelcomeBody,
 } from '../../protocol/messages.js';
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
+import { defaultReconnect } from '../../util/backoff.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
@@ -69,10 +70,7 @@ interface Waiting {
   timer: NodeJS.Timeout;
 }
 
-export function defaultReconnect(attempt: number): number {
-  const base = Math.min(2000, 50 * 2 ** Math.min(attempt - 1, 10));
-  return Math.round(base / 2 + (Math.random() * base) / 2);
-}
+export { defaultReconnect };
 
 export class KilnEngine implements Engine {
   readonly kind = 'kiln';

@@ -6,46 +6,23 @@
  * path touches them except creates and timeout changes.
  */
 
-export interface SessionKeys {
-  /** Metadata hash: v, ca, la, it, ae, p, b (bytes). Its existence is the session's. */
-  meta: string;
-  /** Attribute hash: name → encoded value. */
-  attrs: string;
-  /** Recent commit ids, "commitId\tversion", newest first (idempotent retries). */
-  commits: string;
-  /** Lease hash: o (owner), t (token), rd (recall deadline, 0 = none). TTL = lease time limit. */
-  lease: string;
-  /** Waiting owners, first come first served. */
-  waiters: string;
-  /** Waiting owner → epoch ms until which it waits. */
-  waitDeadlines: string;
-  /** Fencing token counter. */
-  tokens: string;
-  /** Ping-pong history: lo (last owner), sc (score), at. */
-  bounce: string;
-  /** Tombstone of a destroyed session (TTL = until it would have expired). */
-  tombstone: string;
-}
-
-/** Key order every session script uses (KEYS[1..9]). */
-export function sessionKeys(prefix: string, sessionId: string): SessionKeys {
-  const base = `${prefix}{${sessionId}}:`;
-  return {
-    meta: `${base}m`,
-    attrs: `${base}a`,
-    commits: `${base}c`,
-    lease: `${base}l`,
-    waiters: `${base}w`,
-    waitDeadlines: `${base}wd`,
-    tokens: `${base}k`,
-    bounce: `${base}b`,
-    tombstone: `${base}x`,
-  };
-}
+/**
+ * The keys of one session, in the order every script receives them (KEYS 1–9):
+ *   m   metadata hash (v, ca, la, it, ae, p, b = bytes); its existence is the session's
+ *   a   attributes hash: name → encoded value
+ *   c   recent commit ids, "commitId\tversion", newest first (idempotent retries)
+ *   l   lease hash: o (owner), t (token), rd (recall deadline, 0 = none); TTL = time limit
+ *   w   waiting owners, first come first served
+ *   wd  waiting owner → epoch ms until which it waits
+ *   k   fencing token counter
+ *   b   ping-pong history: lo (last owner), sc (score), at
+ *   x   tombstone of a destroyed session (TTL = until it would have expired)
+ */
+const SESSION_KEY_SUFFIXES = ['m', 'a', 'c', 'l', 'w', 'wd', 'k', 'b', 'x'] as const;
 
 export function sessionKeyList(prefix: string, sessionId: string): string[] {
-  const k = sessionKeys(prefix, sessionId);
-  return [k.meta, k.attrs, k.commits, k.lease, k.waiters, k.waitDeadlines, k.tokens, k.bounce, k.tombstone];
+  const base = `${prefix}{${sessionId}}:`;
+  return SESSION_KEY_SUFFIXES.map((suffix) => base + suffix);
 }
 
 export interface IndexKeys {

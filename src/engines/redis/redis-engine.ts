@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { KilnError, isKilnError } from '../../errors/index.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
-import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
+import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
+import { attributeBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
+import { defaultReconnect } from '../../util/backoff.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
@@ -91,6 +92,9 @@ const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs',
 const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
 
+/** Failures of reaching Redis, not refusals: the same call may succeed shortly. */
+const TRANSIENT_CODES: ReadonlySet<string> = new Set(['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_CONNECTION_LOST']);
+
 /** Small safety margin so this process stops trusting a lease before Redis drops it. */
 const VALIDITY_MARGIN_MS = 250;
 const SWEEP_BATCH = 256;
@@ -104,7 +108,6 @@ export class RedisEngine implements Engine {
   private readonly prefix: string;
   private readonly idx: IndexKeys;
   private readonly channel: string;
-  private readonly ownerChannelPrefix: string;
   private readonly sessionLimits: SessionLimits;
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
@@ -120,6 +123,8 @@ export class RedisEngine implements Engine {
   private readonly maxTombstoneMs: number;
   private readonly keySlackMs: number;
   private readonly heartbeatMs: number;
+  /** ARGV 3–8 of every script: the same for every call, built once. */
+  private readonly scriptSettings: string[];
 
   private handler: LeaseHandler | undefined;
   private currentEpoch: string | undefined;
@@ -171,10 +176,11 @@ export class RedisEngine implements Engine {
     this.ownerId = `${name}-${randomBytes(4).toString('hex')}`;
     this.idx = indexKeys(this.prefix);
     this.channel = eventChannel(this.prefix);
-    this.ownerChannelPrefix = ownerChannel(this.prefix, '');
+    this.scriptSettings = [ownerChannel(this.prefix, ''), String(this.leaseTimeMs), String(this.recallTimeoutMs), String(this.pingPongHalfLifeMs), String(this.pingPongThreshold), this.channel];
     this.transport = createTransport(this.topology, {
       connectTimeoutMs: this.connectTimeoutMs,
-      reconnectDelayMs: (attempt) => Math.min(50 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2),
+      // node-redis counts attempts from 0.
+      reconnectDelayMs: (attempt) => defaultReconnect(attempt + 1),
     });
     this.transport.onTrouble((event) => {
       if (event.type === 'failover') this.loseAll(`failover: ${event.detail}`);
@@ -244,9 +250,9 @@ export class RedisEngine implements Engine {
 
   async commit(request: CommitRequest): Promise<CommitAck> {
     const limits = this.sessionLimits;
-    if (typeof request.principal === 'string' && (request.principal.length === 0 || request.principal.length > limits.maxPrincipalLength)) {
-      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `principal must be 1 to ${limits.maxPrincipalLength} characters`);
-    }
+    // The script checks sizes and counts; names and the principal are checked here,
+    // before anything is sent.
+    checkPrincipal(request.principal, limits);
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
     if (typeof request.principal === 'string') {
@@ -269,9 +275,7 @@ export class RedisEngine implements Engine {
       String(request.set.length),
     ];
     for (const [name, value] of request.set) {
-      if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
-        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
-      }
+      checkAttributeName(name, limits);
       args.push(name, Buffer.from(value.buffer, value.byteOffset, value.byteLength), String(name.length));
     }
     args.push(String(request.del.length));
@@ -280,7 +284,7 @@ export class RedisEngine implements Engine {
     try {
       reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true })) as Reply[];
     } catch (err) {
-      if (isKilnError(err) && err.code.startsWith('KILN_ERR_') && !['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_CONNECTION_LOST'].includes(err.code)) this.count('rejectedCommits');
+      if (isKilnError(err) && !TRANSIENT_CODES.has(err.code)) this.count('rejectedCommits');
       throw err;
     }
     if (request.release && this.held.get(request.sessionId)?.token === request.token) this.held.delete(request.sessionId);
@@ -294,9 +298,7 @@ export class RedisEngine implements Engine {
     const deadline = reply[4] === null ? undefined : num(reply[4]);
     this.count('commits');
     this.count('sessionBytes', num(reply[5]));
-    let bytes = 0;
-    for (const [name, value] of request.set) bytes += name.length + value.length;
-    this.count('commitBytes', bytes);
+    this.count('commitBytes', attributeBytes(request.set));
     const index: Promise<unknown>[] = [];
     if (created) {
       this.count('created');
@@ -482,7 +484,7 @@ export class RedisEngine implements Engine {
     every(this.heartbeatMs, () => void this.heartbeat());
     every(this.expirySweepMs, () => void this.sweep().catch(() => undefined));
     every(Math.min(1000, this.heartbeatMs), () => void this.flushCounters().catch(() => undefined));
-    every(Math.max(50, Math.min(250, VALIDITY_MARGIN_MS)), () => this.checkValidity());
+    every(VALIDITY_MARGIN_MS, () => this.checkValidity());
   }
 
   /** Connection trouble: every lease this process holds may move on; the client drops its copies. */
@@ -515,12 +517,9 @@ export class RedisEngine implements Engine {
           this.currentEpoch = epoch;
         }
       }
-      if (this.masters !== undefined && masters !== this.masters) {
-        const from = this.masters;
-        this.masters = masters;
-        this.loseAll(`failover (masters ${from} → ${masters})`);
-      }
+      const before = this.masters;
       this.masters = masters;
+      if (before !== undefined && masters !== before) this.loseAll(`failover (masters ${before} → ${masters})`);
       for (const [sessionId, token] of this.toRelease) {
         this.toRelease.delete(sessionId);
         void this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]).catch(() => undefined);
@@ -586,7 +585,7 @@ export class RedisEngine implements Engine {
         (reply) => this.onAcquireReply(sessionId, reply as Reply[], sent),
         (err: unknown) => {
           const error = toEngineError(err, this.address);
-          if (['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_CONNECTION_LOST'].includes(error.code)) {
+          if (TRANSIENT_CODES.has(error.code)) {
             // Redis is failing over or unreachable: ask again shortly, within the caller's time.
             this.scheduleRetry(sessionId, 100 + Math.random() * 150);
           } else {
@@ -823,7 +822,7 @@ export class RedisEngine implements Engine {
    * `replicas` > 0, a WAIT follows on the same connection and the call fails unless
    * enough replicas confirm: a retry with the same commit id is then acknowledged again.
    */
-  private async runScript(script: RedisScript, sessionId: string, owner: string, extra: string[] | (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
+  private async runScript(script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
     await this.ensureConnected();
     const keys = sessionKeyList(this.prefix, sessionId);
     const args: (string | Buffer)[] = [
@@ -831,12 +830,7 @@ export class RedisEngine implements Engine {
       ...keys,
       String(Date.now()),
       owner,
-      this.ownerChannelPrefix,
-      String(this.leaseTimeMs),
-      String(this.recallTimeoutMs),
-      String(this.pingPongHalfLifeMs),
-      String(this.pingPongThreshold),
-      this.channel,
+      ...this.scriptSettings,
       sessionId,
       ...extra,
     ];

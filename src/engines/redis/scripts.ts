@@ -11,9 +11,9 @@ import { createHash } from 'node:crypto';
  *   event channel, session id.
  * Script-specific arguments follow from ARGV 10.
  *
- * Scripts reply with arrays; the last element is always the counters of what the
- * script did {grants, recalls, handovers, pingPongGrants, revocations}, which the
- * engine adds to the cluster-wide statistics. Refusals are error replies that start
+ * Scripts that can move a lease (`countsLeases`) reply with arrays whose last element
+ * is the counters of what the script did {grants, recalls, handovers, pingPongGrants,
+ * revocations}, which the engine adds to the cluster-wide statistics. Refusals are error replies that start
  * with a KILN_ERR_ code; a script validates everything before it writes anything,
  * because Redis does not roll a script's writes back.
  */
@@ -359,15 +359,15 @@ return {1, m[4] or false, tonumber(m[5] or '0'), holder[1] or false, tonumber(ho
 /**
  * The sweep found the session due: expires it unless a touch or commit moved its
  * deadline (a leased session gets the touch grace). ARGV 10 touch grace ms.
- * Reply: {0} gone already, {2, deadline} not due (-1 = never), {1, principal, bytes freed, stats}.
+ * Reply: {0, stats} gone already, {2, deadline (-1 = never), stats} not due, {1, principal, bytes freed, stats}.
  */
 const EXPIRE = `
-if redis.call('EXISTS', KM) == 0 then return {0} end
+if redis.call('EXISTS', KM) == 0 then return {0, stat} end
 local m = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p', 'b')
 local grace = 0
 if redis.call('EXISTS', KL) == 1 then grace = tonumber(ARGV[10]) end
 local d = deadlineOf(tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), grace)
-if d < 0 or d > now then return {2, d} end
+if d < 0 or d > now then return {2, d, stat} end
 redis.call('DEL', KM, KA, KC)
 endLease('expired', '')
 redis.call('PUBLISH', eventChan, cjson.encode({type = 'expired', sessionId = sid, principal = m[4] or cjson.null, at = now}))

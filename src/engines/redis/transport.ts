@@ -21,7 +21,7 @@ export interface RedisTransport {
   close(): Promise<void>;
 }
 
-export type TransportEvent = { type: 'error'; error: Error } | { type: 'failover'; detail: string } | { type: 'ready' };
+export type TransportEvent = { type: 'error'; error: Error } | { type: 'failover'; detail: string };
 
 export interface TransportOptions {
   connectTimeoutMs: number;
@@ -92,7 +92,6 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
     for (const c of [this.client, this.subscriber]) {
       c.on('error', (error: Error) => this.emit({ type: 'error', error }));
     }
-    this.client.on('ready', () => this.emit({ type: 'ready' }));
   }
 
   async connect(): Promise<void> {
