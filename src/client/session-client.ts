@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import type { Engine, EngineLimits } from '../engines/engine.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS } from '../engines/engine.js';
 import { KilnError, isKilnError } from '../errors/index.js';
-import { applyDelta } from '../session/delta.js';
+import { applyDelta, withoutPatches } from '../session/delta.js';
 import { generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
-import { attributeBytes, expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
+import { attributeBytes, deltaBytes, expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { OptionReader } from '../util/options.js';
 import { cacheChannel, commitChannel, leaseChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
@@ -88,6 +88,8 @@ export interface SessionClientStats {
 
 interface LeaseState {
   token: number;
+  /** Used since the last trim (second-chance eviction of leases beyond maxLeases). */
+  used?: boolean;
   releaseAfterUse: boolean;
   recalled: boolean;
 }
@@ -303,6 +305,11 @@ export class SessionClient implements HandleHost {
     await this.engine.close();
   }
 
+  /** @internal A request that changed nothing ended without a commit call (adapters' fast path). */
+  noteUnchanged(): void {
+    this.counters.emptyCommits++;
+  }
+
   // ---- HandleHost ---------------------------------------------------------------------
 
   /** @internal */
@@ -311,12 +318,12 @@ export class SessionClient implements HandleHost {
     const delta = handle.tracker.delta();
     const meta = handle.metaChanges;
     const hasMeta = Object.keys(meta).length > 0;
-    if (delta.set.length === 0 && delta.del.length === 0 && !hasMeta && !(handle.isNew && options.force)) {
+    if (delta.set.length === 0 && delta.del.length === 0 && !delta.patch && !hasMeta && !(handle.isNew && options.force)) {
       this.counters.emptyCommits++;
       return { committed: false, version: handle.base.meta.version, bytes: 0 };
     }
     checkDeltaLimits(handle.base.attributes, handle.base.bytes, delta, this.limits);
-    const bytes = attributeBytes(delta.set);
+    const bytes = deltaBytes(delta);
     const now = Date.now();
 
     if (handle.isNew) {
@@ -325,10 +332,12 @@ export class SessionClient implements HandleHost {
         throw new KilnError('KILN_ERR_SESSION_EXISTS', 'a session with this id exists already', { details: { sessionId } });
       }
     } else if (this.commitMode === 'async') {
-      this.enqueueAsync(handle, delta, meta, now);
+      // Write-behind merges the changes of several requests: whole values merge, patches do not.
+      const whole = withoutPatches(delta, handle.base.attributes);
+      this.enqueueAsync(handle, whole, meta, now);
       this.counters.commits++;
-      this.counters.commitBytes += bytes;
-      return { committed: true, version: handle.base.meta.version, bytes };
+      this.counters.commitBytes += deltaBytes(whole);
+      return { committed: true, version: handle.base.meta.version, bytes: deltaBytes(whole) };
     }
 
     const request: CommitRequest = {
@@ -339,6 +348,7 @@ export class SessionClient implements HandleHost {
       lastAccessedAt: now,
       set: delta.set,
       del: delta.del,
+      patch: delta.patch,
       principal: meta.principal,
       idleTimeoutMs: handle.isNew ? (meta.idleTimeoutMs ?? this.idleTimeoutMs) : meta.idleTimeoutMs,
       absoluteExpiresAt: handle.isNew ? (meta.absoluteExpiresAt ?? (this.absoluteTimeoutMs > 0 ? now + this.absoluteTimeoutMs : 0)) : meta.absoluteExpiresAt,
@@ -527,14 +537,21 @@ export class SessionClient implements HandleHost {
     for (const [sessionId, lease] of this.leases) {
       if (this.leases.size <= this.maxLeases) break;
       if (this.queue.isBusy(sessionId)) continue;
+      if (lease.used) {
+        // Used since the last trim: move it behind the others (the map iterates in insertion order).
+        lease.used = false;
+        this.leases.delete(sessionId);
+        this.leases.set(sessionId, lease);
+        continue;
+      }
       // releaseLease forgets the lease itself (after flushing write-behind changes).
       void this.releaseLease(sessionId, lease.token);
     }
   }
 
-  private touchLease(sessionId: string, lease: LeaseState): void {
-    this.leases.delete(sessionId);
-    this.leases.set(sessionId, lease);
+  /** Marks a lease used: trimLeases passes over it once (second chance) instead of giving it back. */
+  private touchLease(_sessionId: string, lease: LeaseState): void {
+    lease.used = true;
   }
 
   private forget(sessionId: string): void {

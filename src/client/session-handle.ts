@@ -86,7 +86,17 @@ export class SessionHandle {
   }
 
   get principal(): string | null {
-    return this.meta.principal;
+    return this.metaChanges.principal !== undefined ? this.metaChanges.principal : this.base.meta.principal;
+  }
+
+  /** When the session was created (epoch ms). */
+  get createdAt(): number {
+    return this.base.meta.createdAt;
+  }
+
+  /** The absolute expiry (epoch ms, 0 = none), with this request's change if any. */
+  get absoluteExpiresAt(): number {
+    return this.metaChanges.absoluteExpiresAt ?? this.base.meta.absoluteExpiresAt;
   }
 
   /** Ties the session to a user so `destroyByPrincipal` ("log out everywhere") finds it. */

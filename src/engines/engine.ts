@@ -50,7 +50,15 @@ export interface Engine {
   stats(): Promise<EngineStats>;
   /** Sends this process's client figures to the tier, where the console shows them (optional). */
   reportClientStats?(stats: Record<string, unknown>): Promise<void>;
+  /** What this process has sent to the tier so far (engines that talk over a socket). */
+  traffic?(): EngineTraffic;
   close(): Promise<void>;
+}
+
+/** Requests and bytes sent to the tier since the engine was made; for benchmarks and metrics. */
+export interface EngineTraffic {
+  requests: number;
+  bytes: number;
 }
 
 export interface LeaseHandler {

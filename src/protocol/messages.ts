@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import { KilnError } from '../errors/index.js';
 import { isValidSessionId } from '../session/id.js';
-import type { CommitRequest, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
+import type { AttributePatch, CommitRequest, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
 
 /**
  * Message types and their bodies. Every body a peer sends is checked field by field
@@ -81,6 +81,7 @@ export function snapshotFromWire(w: unknown): SessionSnapshot | null {
 /** Commit bodies use short keys: they are the hottest message. */
 export function commitToWire(c: CommitRequest): Record<string, unknown> {
   const body: Record<string, unknown> = { id: c.sessionId, tk: c.token, cid: c.commitId, base: c.baseVersion, la: c.lastAccessedAt, set: c.set, del: c.del };
+  if (c.patch?.length) body['pt'] = c.patch.map((p) => [p.name, p.at, p.cut, p.bytes, p.baseLength]);
   if (c.principal !== undefined) body['p'] = c.principal;
   if (c.idleTimeoutMs !== undefined) body['it'] = c.idleTimeoutMs;
   if (c.absoluteExpiresAt !== undefined) body['ae'] = c.absoluteExpiresAt;
@@ -100,6 +101,7 @@ export function commitFromWire(body: unknown): CommitRequest {
     lastAccessedAt: uint(o, 'la'),
     set: pairs(o, 'set'),
     del: strings(o, 'del'),
+    patch: o['pt'] === undefined ? undefined : patches(o, 'pt'),
     principal: principal as string | null | undefined,
     idleTimeoutMs: optUint(o, 'it'),
     absoluteExpiresAt: optUint(o, 'ae'),
@@ -173,6 +175,16 @@ function pairs(o: Record<string, unknown>, key: string): [string, Uint8Array][] 
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || !(pair[1] instanceof Uint8Array)) throw bad(key, 'an array of [name, bytes] pairs');
   }
   return v as [string, Uint8Array][];
+}
+
+function patches(o: Record<string, unknown>, key: string): AttributePatch[] {
+  const v = o[key];
+  const shape = 'an array of [name, at, cut, bytes, baseLength]';
+  if (!Array.isArray(v)) throw bad(key, shape);
+  return v.map((item: unknown) => {
+    if (!Array.isArray(item) || item.length !== 5 || typeof item[0] !== 'string' || !isUint(item[1]) || !isUint(item[2]) || !(item[3] instanceof Uint8Array) || !isUint(item[4])) throw bad(key, shape);
+    return { name: item[0], at: item[1], cut: item[2], bytes: item[3], baseLength: item[4] };
+  });
 }
 
 function meta(value: unknown): SessionMeta {

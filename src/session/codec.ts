@@ -11,15 +11,22 @@ import { KilnError } from '../errors/index.js';
  * naming the attribute and the path inside it, rather than silently dropped:
  * functions, symbols and circular structures.
  */
-const packr = new Packr({ useRecords: false, moreTypes: true, variableMapSize: true });
+const packr = new Packr({ useRecords: false, moreTypes: true });
+/**
+ * The same format for values made of plain objects, arrays, strings, numbers, booleans,
+ * null and Dates only (nearly all sessions): about twice as fast, because it skips the
+ * per-object search for the extra types. Both write identical bytes for such values, so
+ * patches between them stay small, and `packr` decodes everything.
+ */
+const plainPackr = new Packr({ useRecords: false });
 
 export type EncodedAttribute = Uint8Array;
 
 /** Encodes one attribute value; throws KILN_ERR_UNSERIALIZABLE naming `name`. */
 export function encodeAttribute(name: string, value: unknown): EncodedAttribute {
-  assertEncodable(name, value);
+  const plain = assertEncodable(name, value);
   try {
-    return packr.pack(value);
+    return (plain ? plainPackr : packr).pack(value);
   } catch (err) {
     throw new KilnError('KILN_ERR_UNSERIALIZABLE', `session attribute "${name}" cannot be encoded: ${(err as Error).message}`, { cause: err, details: { attribute: name } });
   }
@@ -29,41 +36,66 @@ export function decodeAttribute(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);
 }
 
-function assertEncodable(name: string, value: unknown): void {
+/** Throws on what cannot round-trip; returns whether the value is plain data only. */
+function assertEncodable(name: string, value: unknown): boolean {
   const type = typeof value;
-  if (type === 'function' || type === 'symbol') fail(name, '', type);
-  if (type !== 'object' || value === null) return;
-  walk(name, value as object, '', new Set());
+  if (type === 'function' || type === 'symbol') fail(name, [], type);
+  if (type === 'bigint') return false;
+  if (type !== 'object' || value === null) return true;
+  return walk(name, value as object, [], new Set());
 }
 
 // Only containers can hide functions or cycles; scalars return at once, so the walk
-// costs one visit per object or array.
-function walk(name: string, value: object, path: string, ancestors: Set<object>): void {
+// costs one visit per object or array. The path is a stack of keys, turned into text
+// only when something is wrong.
+function walk(name: string, value: object, path: (string | number)[], ancestors: Set<object>): boolean {
   if (ancestors.has(value)) fail(name, path, 'a circular reference');
-  if (ArrayBuffer.isView(value) || value instanceof Date || value instanceof RegExp) return;
+  if (value instanceof Date) return true;
+  if (ArrayBuffer.isView(value) || value instanceof RegExp) return false;
   ancestors.add(value);
-  const visit = (child: unknown, key: string): void => {
+  let plain = true;
+  const visit = (child: unknown, key: string | number): void => {
     const type = typeof child;
-    if (type === 'function' || type === 'symbol') fail(name, key, type);
-    if (type === 'object' && child !== null) walk(name, child as object, key, ancestors);
+    if (type === 'object' && child !== null) {
+      path.push(key);
+      if (!walk(name, child as object, path, ancestors)) plain = false;
+      path.pop();
+    } else if (type === 'function' || type === 'symbol') {
+      path.push(key);
+      fail(name, path, type);
+    } else if (type === 'bigint') {
+      plain = false;
+    }
   };
   if (Array.isArray(value)) {
-    for (let i = 0; i < value.length; i++) visit(value[i], `${path}[${i}]`);
+    for (let i = 0; i < value.length; i++) visit(value[i], i);
   } else if (value instanceof Map) {
+    plain = false;
     for (const [k, v] of value) {
-      visit(k, `${path}<key>`);
-      visit(v, `${path}.get(${String(k)})`);
+      visit(k, '<key>');
+      visit(v, `.get(${String(k)})`);
     }
   } else if (value instanceof Set) {
-    for (const v of value) visit(v, `${path}<member>`);
+    plain = false;
+    for (const v of value) visit(v, '<member>');
   } else {
-    for (const key of Object.keys(value)) visit((value as Record<string, unknown>)[key], path ? `${path}.${key}` : key);
+    const proto = Object.getPrototypeOf(value) as unknown;
+    if (proto !== Object.prototype && proto !== null) plain = false;
+    for (const key in value) if (Object.hasOwn(value, key)) visit((value as Record<string, unknown>)[key], key);
   }
   ancestors.delete(value);
+  return plain;
 }
 
-function fail(name: string, path: string, what: string): never {
-  const where = path ? `${name}.${path}`.replace('.[', '[') : name;
+/** `cart[2].sku`, `prefs.get(theme)`, … from the stack of keys. */
+function pathText(name: string, path: readonly (string | number)[]): string {
+  let out = name;
+  for (const key of path) out += typeof key === 'number' ? `[${key}]` : key.startsWith('<') || key.startsWith('.get(') ? key : `.${key}`;
+  return out;
+}
+
+function fail(name: string, path: readonly (string | number)[], what: string): never {
+  const where = pathText(name, path);
   throw new KilnError('KILN_ERR_UNSERIALIZABLE', `session attribute "${name}" cannot be encoded: ${where} is ${what}`, { details: { attribute: name, path: where } });
 }
 

@@ -1,5 +1,5 @@
 import { bytesEqual, decodeAttribute, encodeAttribute } from './codec.js';
-import type { AttributeDelta } from './model.js';
+import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } from './model.js';
 
 /**
  * What one request did to a session's attributes. Values are decoded lazily, once, on
@@ -9,10 +9,14 @@ import type { AttributeDelta } from './model.js';
  * sent: the commit of a request that changed one field of a 20 KB session carries that
  * field alone.
  */
+/** The empty set every tracker starts with; never added to (see set/delete). */
+const NONE: Set<string> = new Set();
+
 export class DeltaTracker {
   private readonly values = new Map<string, unknown>();
-  private readonly written = new Set<string>();
-  private readonly deleted = new Set<string>();
+  // Most requests write nothing: these stay empty shared sets until the first write.
+  private written: Set<string> = NONE;
+  private deleted: Set<string> = NONE;
 
   constructor(private base: ReadonlyMap<string, Uint8Array>) {}
 
@@ -32,6 +36,7 @@ export class DeltaTracker {
       return;
     }
     this.values.set(name, value);
+    if (this.written === NONE) this.written = new Set();
     this.written.add(name);
     this.deleted.delete(name);
   }
@@ -39,6 +44,7 @@ export class DeltaTracker {
   delete(name: string): void {
     this.values.delete(name);
     this.written.delete(name);
+    if (this.deleted === NONE) this.deleted = new Set();
     this.deleted.add(name);
   }
 
@@ -66,23 +72,30 @@ export class DeltaTracker {
    */
   delta(): AttributeDelta {
     const set: [string, Uint8Array][] = [];
+    let patch: AttributePatch[] | undefined;
     for (const [name, value] of this.values) {
       // A primitive that was only read cannot have changed: skip its re-encode.
       if (!this.written.has(name) && (typeof value !== 'object' || value === null)) continue;
       const bytes = encodeAttribute(name, value);
       const old = this.base.get(name);
-      if (old === undefined || !bytesEqual(old, bytes)) set.push([name, bytes]);
+      if (old === undefined) set.push([name, bytes]);
+      else if (!bytesEqual(old, bytes)) {
+        // A large value changed in one place (a field of one item of a list) sends that place only.
+        const p = diffAttribute(name, old, bytes);
+        if (p) (patch ??= []).push(p);
+        else set.push([name, bytes]);
+      }
     }
     const del: string[] = [];
     for (const name of this.deleted) if (this.base.has(name)) del.push(name);
-    return { set, del };
+    return patch ? { set, del, patch } : { set, del };
   }
 
   /** After a commit: the committed state is the new base, live values stay handed out. */
   rebase(base: ReadonlyMap<string, Uint8Array>): void {
     this.base = base;
-    this.written.clear();
-    this.deleted.clear();
+    this.written = NONE;
+    this.deleted = NONE;
   }
 }
 
@@ -90,5 +103,12 @@ export function applyDelta(base: ReadonlyMap<string, Uint8Array>, delta: Attribu
   const next = new Map(base);
   for (const name of delta.del) next.delete(name);
   for (const [name, value] of delta.set) next.set(name, value);
+  for (const p of delta.patch ?? []) next.set(p.name, p.value ?? applyPatch(base.get(p.name)!, p));
   return next;
+}
+
+/** The same change with every patch turned into a whole value (to merge deltas, or where patches cannot go). */
+export function withoutPatches(delta: AttributeDelta, base: ReadonlyMap<string, Uint8Array>): AttributeDelta {
+  if (!delta.patch?.length) return delta;
+  return { set: [...delta.set, ...delta.patch.map((p): [string, Uint8Array] => [p.name, p.value ?? applyPatch(base.get(p.name)!, p)])], del: delta.del };
 }

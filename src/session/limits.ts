@@ -59,6 +59,14 @@ export function checkDeltaLimits(
     }
     bytes += name.length + value.length;
   }
+  for (const p of delta.patch ?? []) {
+    checkAttributeName(p.name, limits);
+    const length = p.baseLength - p.cut + p.bytes.length;
+    if (length > limits.maxAttributeBytes) {
+      throw new KilnError('KILN_ERR_ATTRIBUTE_TOO_LARGE', `session attribute "${p.name}" would be ${length} bytes encoded, above maxAttributeBytes ${limits.maxAttributeBytes}`, { details: { attribute: p.name, bytes: length, limit: limits.maxAttributeBytes } });
+    }
+    bytes += length - p.baseLength;
+  }
   if (count > limits.maxAttributes) {
     throw new KilnError('KILN_ERR_TOO_MANY_ATTRIBUTES', `session would hold ${count} attributes, above maxAttributes ${limits.maxAttributes}`, { details: { count, limit: limits.maxAttributes } });
   }

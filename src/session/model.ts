@@ -24,6 +24,27 @@ export interface SessionSnapshot {
 export interface AttributeDelta {
   set: [name: string, value: Uint8Array][];
   del: string[];
+  /**
+   * Large attributes changed in a small place: only the changed bytes travel (see
+   * AttributePatch). Absent or empty when there are none.
+   */
+  patch?: AttributePatch[] | undefined;
+}
+
+/**
+ * "Replace `cut` bytes at offset `at` of attribute `name`, which is `baseLength` bytes
+ * long, by `bytes`". Applies only to the exact encoded value the commit was computed
+ * from (the lease and the base version guarantee the tier still holds it; `baseLength`
+ * is checked as well). One field changed in a 20 KB list sends a few bytes, not 20 KB.
+ */
+export interface AttributePatch {
+  name: string;
+  at: number;
+  cut: number;
+  bytes: Uint8Array;
+  baseLength: number;
+  /** The whole new value: kept by the client for its own cache, never sent. */
+  value?: Uint8Array | undefined;
 }
 
 /**
@@ -90,6 +111,41 @@ export interface SessionEvent {
 export function attributeBytes(attributes: Iterable<readonly [string, Uint8Array]>): number {
   let bytes = 0;
   for (const [name, value] of attributes) bytes += name.length + value.length;
+  return bytes;
+}
+
+/** The value a patch makes of `base`. */
+export function applyPatch(base: Uint8Array, patch: AttributePatch): Uint8Array {
+  const out = new Uint8Array(base.length - patch.cut + patch.bytes.length);
+  out.set(base.subarray(0, patch.at), 0);
+  out.set(patch.bytes, patch.at);
+  out.set(base.subarray(patch.at + patch.cut), patch.at + patch.bytes.length);
+  return out;
+}
+
+/**
+ * Smallest patch turning `base` into `next` (common prefix and suffix kept), or
+ * undefined when the change is not small enough to be worth it.
+ */
+export function diffAttribute(name: string, base: Uint8Array, next: Uint8Array): AttributePatch | undefined {
+  if (base.length < PATCH_MIN_BYTES || next.length < PATCH_MIN_BYTES) return undefined;
+  const limit = Math.min(base.length, next.length);
+  let prefix = 0;
+  while (prefix < limit && base[prefix] === next[prefix]) prefix++;
+  let suffix = 0;
+  while (suffix < limit - prefix && base[base.length - 1 - suffix] === next[next.length - 1 - suffix]) suffix++;
+  const bytes = next.subarray(prefix, next.length - suffix);
+  if (bytes.length > next.length / 4) return undefined;
+  return { name, at: prefix, cut: base.length - prefix - suffix, bytes, baseLength: base.length, value: next };
+}
+
+/** Attributes smaller than this are always sent whole (a patch would save next to nothing). */
+export const PATCH_MIN_BYTES = 256;
+
+/** Bytes of attribute data a delta sends: names plus whole values plus patch bytes. */
+export function deltaBytes(delta: AttributeDelta): number {
+  let bytes = attributeBytes(delta.set);
+  for (const p of delta.patch ?? []) bytes += p.name.length + p.bytes.length;
   return bytes;
 }
 

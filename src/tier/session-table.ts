@@ -1,6 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { checkDeltaLimits, checkPrincipal, type SessionLimits } from '../session/limits.js';
-import { attributeBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
+import { applyPatch, attributeBytes, type AttributePatch, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 
 /**
  * The sessions the tier stores, with the principal index and the tombstones of
@@ -117,7 +117,9 @@ export class SessionTable {
         details: { sessionId: req.sessionId, baseVersion: req.baseVersion, version: current.meta.version },
       });
     }
-    checkDeltaLimits(current?.attributes ?? new Map(), current?.bytes ?? 0, req, limits);
+    // Patches become whole values here: the limits, the log and every reader see only whole values.
+    const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, current?.attributes, req.patch)] : req.set;
+    checkDeltaLimits(current?.attributes ?? new Map(), current?.bytes ?? 0, { set, del: req.del }, limits);
     checkPrincipal(req.principal, limits);
     const record: TierRecord = {
       t: 'c',
@@ -125,7 +127,7 @@ export class SessionTable {
       v: req.baseVersion + 1,
       cid: req.commitId,
       la: Math.min(Math.max(req.lastAccessedAt, current?.meta.lastAccessedAt ?? 0), now),
-      set: req.set,
+      set,
       del: req.del,
     };
     if (!current) record.ca = now;
@@ -276,4 +278,22 @@ export class SessionTable {
 
 function destroyed(sessionId: string): KilnError {
   return new KilnError('KILN_ERR_SESSION_DESTROYED', 'the session was destroyed; it cannot be written again', { details: { sessionId } });
+}
+
+/**
+ * The whole values of a commit's patches, each checked against the value it was computed
+ * from: a missing attribute or another length means the client's base is not the stored
+ * one (KILN_ERR_CONFLICT); offsets outside it are a malformed request.
+ */
+function resolvePatches(sessionId: string, attributes: ReadonlyMap<string, Uint8Array> | undefined, patches: readonly AttributePatch[]): [string, Uint8Array][] {
+  return patches.map((p) => {
+    const base = attributes?.get(p.name);
+    if (!base || base.length !== p.baseLength) {
+      throw new KilnError('KILN_ERR_CONFLICT', `patch of attribute "${p.name}" was computed from a value the session does not hold`, { details: { sessionId, attribute: p.name } });
+    }
+    if (p.at + p.cut > base.length) {
+      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `patch of attribute "${p.name}" reaches past its end`, { details: { sessionId, attribute: p.name } });
+    }
+    return [p.name, applyPatch(base, p)];
+  });
 }

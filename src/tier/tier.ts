@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../errors/index.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
-import { expiryDeadline, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
+import { deltaBytes, expiryDeadline, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { ExpiryWheel } from './expiry-wheel.js';
 import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects, type OwnerId } from './lease-table.js';
 import { SessionTable, type TierRecord } from './session-table.js';
@@ -257,7 +257,8 @@ export class Tier {
     const { record } = result;
     if (record?.t === 'c') {
       this.counters.commits++;
-      for (const [name, value] of record.set) this.counters.commitBytes += name.length + value.length;
+      // What the commit carried (a patch counts its changed bytes), as every engine counts it.
+      this.counters.commitBytes += deltaBytes(req);
       if (record.ca !== undefined) {
         this.counters.created++;
         this.sortedIds = undefined;

@@ -5,7 +5,7 @@ import type { Engine } from '../../src/engines/engine.js';
 import { isKilnError, type KilnError } from '../../src/errors/index.js';
 import { encodeAttribute, decodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
-import type { CommitRequest, SessionEvent } from '../../src/session/model.js';
+import { diffAttribute, type CommitRequest, type SessionEvent } from '../../src/session/model.js';
 
 /**
  * The engine conformance suite: the lease rules of DESIGN.md as executable oracles.
@@ -239,6 +239,32 @@ export function engineConformance(harness: EngineHarness): void {
         const snap = await a.load(id, token);
         assert.equal(snap!.meta.version, 1);
         assert.deepEqual([...snap!.attributes.keys()], ['keep']);
+        await a.release(id, token);
+      });
+
+      it('applies a patch to the value it was computed from, and refuses one computed from another', async () => {
+        const items = Array.from({ length: 20 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 }));
+        const { id, token } = await create(a, { items, other: 'x' });
+        const base = (await a.load(id, token))!.attributes.get('items')!;
+        items[7]!.qty = 2;
+        const next = encodeAttribute('items', items);
+        const patch = diffAttribute('items', base, next)!;
+        assert.ok(patch, 'a one-field change of a large value is a patch');
+        assert.ok(patch.bytes.length < 8, `the patch carries the changed bytes only (${patch.bytes.length})`);
+        await a.commit({ ...commitOf(id, token, 1), patch: [{ ...patch, value: undefined }] });
+        const after = await a.load(id, token);
+        assert.equal(Buffer.compare(after!.attributes.get('items')!, next), 0, 'the stored value is the patched one');
+        assert.equal(after!.meta.version, 2);
+        // Built on a value the session no longer holds (its length differs): refused, nothing changes.
+        await assert.rejects(a.commit({ ...commitOf(id, token, 2), patch: [{ ...patch, baseLength: patch.baseLength + 1 }] }), code('KILN_ERR_CONFLICT'));
+        await assert.rejects(a.commit({ ...commitOf(id, token, 2), patch: [{ ...patch, name: 'missing' }] }), code('KILN_ERR_CONFLICT'));
+        await assert.rejects(a.commit({ ...commitOf(id, token, 2), patch: [{ ...patch, at: patch.baseLength }] }), code('KILN_ERR_INVALID_ARGUMENT'));
+        const grown = new Uint8Array(CONFORMANCE_SETTINGS.limits.maxAttributeBytes);
+        await assert.rejects(a.commit({ ...commitOf(id, token, 2), patch: [{ ...patch, bytes: grown }] }), code('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+        const unchanged = await a.load(id, token);
+        assert.equal(unchanged!.meta.version, 2);
+        assert.equal(Buffer.compare(unchanged!.attributes.get('items')!, next), 0);
+        assert.deepEqual(decodeAttribute(unchanged!.attributes.get('items')!), items);
         await a.release(id, token);
       });
 

@@ -16,8 +16,13 @@ export interface AppProcess {
   stop(): Promise<void>;
 }
 
-export async function startApp(fixture: string, env: Record<string, string | undefined> = {}): Promise<AppProcess> {
-  const script = fileURLToPath(new URL(`../fixtures/apps/${fixture}.js`, import.meta.url));
+export function startApp(fixture: string, env: Record<string, string | undefined> = {}): Promise<AppProcess> {
+  return startAppScript(fileURLToPath(new URL(`../fixtures/apps/${fixture}.js`, import.meta.url)), env);
+}
+
+/** Any script that prints "listening on <port>" (the benchmark's app, for one). */
+export async function startAppScript(script: string, env: Record<string, string | undefined> = {}): Promise<AppProcess> {
+  const fixture = script.replace(/^.*\//, '');
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) clean[k] = v;
   const child = spawn(process.execPath, [script], { env: clean, stdio: ['ignore', 'pipe', 'pipe'] });

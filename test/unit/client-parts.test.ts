@@ -7,7 +7,7 @@ import { generateSessionId, isValidSessionId, parseSessionId, withRoute } from '
 import { OptionReader } from '../../src/util/options.js';
 
 describe('near cache', () => {
-  it('evicts least recently used by entries and by bytes, and counts', () => {
+  it('evicts oldest first by entries and by bytes, giving entries read meanwhile a second chance, and counts', () => {
     const evicted: string[] = [];
     const c = new NearCache<{ bytes: number }>({ maxEntries: 2, maxBytes: 100 }, (k) => evicted.push(k));
     c.set('a', { bytes: 10 });
@@ -15,8 +15,9 @@ describe('near cache', () => {
     c.get('a');
     c.set('c', { bytes: 10 });
     assert.deepEqual(evicted, ['b']);
+    // a was read, so it was passed over once (its mark cleared, moved behind c).
     c.set('d', { bytes: 95 });
-    assert.deepEqual(evicted, ['b', 'a', 'c']);
+    assert.deepEqual(evicted, ['b', 'c', 'a']);
     assert.equal(c.get('zzz'), undefined);
     assert.deepEqual(c.stats(), { entries: 1, bytes: 95, hits: 1, misses: 1, evictions: 3 });
     c.set('huge', { bytes: 1000 });

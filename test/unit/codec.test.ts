@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { Packr } from 'msgpackr';
 import type { KilnError } from '../../src/errors/index.js';
 import { decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
 
@@ -30,5 +31,13 @@ describe('attribute codec', () => {
   it('accepts the same object twice (shared, not circular)', () => {
     const shared = { x: 1 };
     assert.deepEqual(decodeAttribute(encodeAttribute('v', [shared, shared])), [{ x: 1 }, { x: 1 }]);
+  });
+
+  it('plain data encodes the same whichever packer runs, so patches stay small', () => {
+    const plain = { a: [1, 'x', { b: null, d: new Date(0) }], c: true, n: -1.5 };
+    const full = new Packr({ useRecords: false, moreTypes: true });
+    assert.equal(Buffer.compare(encodeAttribute('v', plain), full.pack(plain)), 0, 'the fast packer writes what the full one writes');
+    const withSet = { ...plain, s: new Set([1]) };
+    assert.deepEqual(decodeAttribute(encodeAttribute('v', withSet)), withSet, 'values with extra types still round-trip');
   });
 });

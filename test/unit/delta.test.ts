@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { encodeAttribute } from '../../src/session/codec.js';
 import { applyDelta, DeltaTracker } from '../../src/session/delta.js';
+import { applyPatch } from '../../src/session/model.js';
 
 function base(values: Record<string, unknown>): Map<string, Uint8Array> {
   return new Map(Object.entries(values).map(([k, v]) => [k, encodeAttribute(k, v)]));
@@ -58,5 +59,33 @@ describe('delta tracker', () => {
     assert.deepEqual(t.delta(), { set: [], del: [] });
     (t.get('cart') as string[]).push('b');
     assert.equal(t.delta().set.length, 1);
+  });
+
+  it('a small change inside a large value travels as a patch of the changed bytes', () => {
+    const items = Array.from({ length: 160 }, (_, i) => ({ sku: `SKU-${10_000 + i}`, name: `item ${i}`, qty: 1 }));
+    const start = base({ items, small: { a: 1 } });
+    const t = new DeltaTracker(start);
+    (t.get('items') as { qty: number }[])[80]!.qty = 7;
+    items[80]!.qty = 7; // the same change on our copy, to compare with
+    (t.get('small') as { a: number }).a = 2;
+    const delta = t.delta();
+    assert.deepEqual(delta.set.map(([name]) => name), ['small'], 'a small value goes whole');
+    assert.equal(delta.patch?.length, 1);
+    const patch = delta.patch![0]!;
+    assert.equal(patch.name, 'items');
+    assert.ok(patch.bytes.length <= 2 && patch.cut <= 2, `patch of ${patch.bytes.length} bytes for a one-digit change`);
+    const next = applyDelta(start, delta);
+    assert.equal(Buffer.compare(next.get('items')!, encodeAttribute('items', items)), 0);
+    // What the tier does with the bytes alone (without the client's copy of the whole value):
+    assert.equal(Buffer.compare(applyPatch(start.get('items')!, patch), encodeAttribute('items', items)), 0);
+  });
+
+  it('a change touching most of a large value goes whole', () => {
+    const start = base({ list: Array.from({ length: 100 }, (_, i) => i) });
+    const t = new DeltaTracker(start);
+    t.set('list', Array.from({ length: 100 }, (_, i) => i * 3));
+    const delta = t.delta();
+    assert.equal(delta.patch, undefined);
+    assert.equal(delta.set.length, 1);
   });
 });

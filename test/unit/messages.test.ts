@@ -30,6 +30,10 @@ describe('protocol messages', () => {
     assert.throws(() => commitFromWire({ id, tk: 'x' }), (err: KilnError) => err.code === 'KILN_ERR_PROTOCOL' && /"tk"/.test(err.message));
     assert.throws(() => commitFromWire({ id: 'not-an-id', tk: 1 }), /"id"/);
     assert.throws(() => touchesFromWire({ items: [[id, 1]] }), /items\[0\]/);
+    const commit = { id, tk: 1, cid: 'c1', base: 1, la: 1, set: [], del: [] };
+    assert.throws(() => commitFromWire({ ...commit, pt: [['items', 1, 2, 'not bytes', 9]] }), (err: KilnError) => err.code === 'KILN_ERR_PROTOCOL' && /"pt"/.test(err.message));
+    assert.throws(() => commitFromWire({ ...commit, pt: [['items', -1, 0, new Uint8Array(1), 9]] }), /"pt"/);
+    assert.equal(commitFromWire({ ...commit, pt: [['items', 1, 2, new Uint8Array(1), 9]] }).patch?.[0]?.baseLength, 9);
     assert.throws(() => decodeBody(Buffer.from([0x92, 0x01])), (err: KilnError) => err.code === 'KILN_ERR_PROTOCOL');
   });
 

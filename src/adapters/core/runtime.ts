@@ -105,6 +105,9 @@ export function readOnlyPaths(...patterns: (string | RegExp)[]): (req: { url?: s
   };
 }
 
+/** Verified cookie values remembered (about 150 bytes each). */
+const VERIFIED_COOKIES = 10_000;
+
 export class SessionRuntime<Req = unknown> {
   readonly client: SessionClient;
   readonly name: string;
@@ -121,6 +124,12 @@ export class SessionRuntime<Req = unknown> {
   private readonly ownsClient: boolean;
   private readonly idleTimeout: number;
   private readonly absoluteTimeout: number;
+  /**
+   * Signed cookie values already verified → their session id. The HMAC is the costliest
+   * step of a request that only reads its session, and a value verifies the same way
+   * every time (the secrets are fixed for the runtime's life).
+   */
+  private readonly verified = new Map<string, string>();
 
   constructor(options: KilnSessionOptions<Req>, adapter: string) {
     const o = new OptionReader(adapter, options, KNOWN);
@@ -165,8 +174,21 @@ export class SessionRuntime<Req = unknown> {
 
   /** Verified session id from a Cookie header, or undefined (absent, unsigned, tampered, oversized, malformed). */
   sessionIdFrom(cookieHeader: string | undefined): string | undefined {
-    const id = unsignValue(readCookie(cookieHeader, this.name), this.secrets);
-    return id !== undefined && isValidSessionId(id) ? id : undefined;
+    const signed = readCookie(cookieHeader, this.name);
+    if (signed === undefined) return undefined;
+    const known = this.verified.get(signed);
+    if (known !== undefined) return known;
+    const id = unsignValue(signed, this.secrets);
+    if (id === undefined || !isValidSessionId(id)) return undefined;
+    // Oldest first out; only values that verified get in, so forged cookies cannot churn it.
+    if (this.verified.size >= VERIFIED_COOKIES) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(signed, id);
+    return id;
+  }
+
+  /** Whether a request's TLS-ness changes anything: only with cookie.secure true or 'auto'. */
+  get secureMatters(): boolean {
+    return this.cookieOptions.secure === true || this.cookieOptions.secure === 'auto';
   }
 
   /** Whether `secure` cookies may be sent on this request. */
@@ -208,8 +230,8 @@ export class SessionRuntime<Req = unknown> {
   newCookie(handle: SessionHandle, secure: boolean): SessionCookie {
     const override = handle.isNew ? undefined : (handle.get<CookieOverride>(COOKIE_ATTRIBUTE) ?? undefined);
     const wantSecure = this.cookieOptions.secure === 'auto' ? secure : this.cookieOptions.secure === true;
-    const startedAt = this.rolling || handle.isNew ? Date.now() : handle.meta.createdAt;
-    return new SessionCookie(this.cookieOptions, wantSecure, startedAt, override, handle.meta.absoluteExpiresAt);
+    const startedAt = this.rolling || handle.isNew ? Date.now() : handle.createdAt;
+    return new SessionCookie(this.cookieOptions, wantSecure, startedAt, override, handle.absoluteExpiresAt);
   }
 
   signedCookie(id: string, cookie: SessionCookie): string {
@@ -291,7 +313,7 @@ export class RequestSession<Req = unknown> {
     if (handle.isNew) send = this.committed || this.runtime.saveUninitialized || handle.mayHaveChanged || this.cookie.changed;
     else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.incomingId !== handle.id;
     if (!send) return undefined;
-    if (this.runtime.rolling && !this.cookie.changed) this.cookie.restart(handle.meta.absoluteExpiresAt);
+    if (this.runtime.rolling && !this.cookie.changed) this.cookie.restart(handle.absoluteExpiresAt);
     return this.runtime.signedCookie(handle.id, this.cookie);
   }
 
@@ -315,6 +337,25 @@ export class RequestSession<Req = unknown> {
       this.finished = true;
       this.handle.close();
     }
+  }
+
+  /**
+   * Ends the request at once, with no promise in between, when it needs nothing of the
+   * engine: nothing changed and nothing is to be stored. Returns false (and does nothing)
+   * otherwise; then finish() does the work. Most requests only read their session: this
+   * lets their response go out in the same tick.
+   */
+  finishIfUnchanged(): boolean {
+    if (this.finished) return true;
+    if (this.destroyed || this.unsetByApp) return false;
+    const handle = this.handle;
+    if (!this.detached && !handle.readOnly) {
+      if (this.cookie.changed || handle.mayHaveChanged || (handle.isNew && this.runtime.saveUninitialized)) return false;
+      this.runtime.client.noteUnchanged();
+    }
+    this.finished = true;
+    handle.close();
+    return true;
   }
 
   /** Ends the request without committing (aborted response). */
@@ -357,7 +398,7 @@ export class RequestSession<Req = unknown> {
   }
 
   touch(): void {
-    this.cookie.restart(this.handle.meta.absoluteExpiresAt);
+    this.cookie.restart(this.handle.absoluteExpiresAt);
   }
 
   /** Ends every session of this session's principal, on every app server. */

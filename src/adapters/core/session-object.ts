@@ -37,10 +37,13 @@ const COMMON_PROPS = ['id', 'cookie', 'principal', 'readOnly', 'req', 'then'];
  * Each framework's community expects a slightly different object: express-session's
  * (and koa-session's) properties-only session, or @fastify/session's get/set methods.
  */
+function style(methods: string[], props: string[]) {
+  return { methods: new Set(methods), props: new Set(props), reserved: new Set([...methods, ...props]) };
+}
 const STYLES = {
-  express: { methods: new Set(COMMON_METHODS), props: new Set(COMMON_PROPS) },
-  fastify: { methods: new Set([...COMMON_METHODS, 'get', 'set', 'delete']), props: new Set([...COMMON_PROPS, 'sessionId']) },
-  koa: { methods: new Set(COMMON_METHODS), props: new Set([...COMMON_PROPS, 'isNew', 'maxAge']) },
+  express: style(COMMON_METHODS, COMMON_PROPS),
+  fastify: style([...COMMON_METHODS, 'get', 'set', 'delete'], [...COMMON_PROPS, 'sessionId']),
+  koa: style(COMMON_METHODS, [...COMMON_PROPS, 'isNew', 'maxAge']),
 } as const;
 
 export type SessionObjectStyle = keyof typeof STYLES;
@@ -59,69 +62,93 @@ function withCallback<T>(promise: Promise<T>, callback: ((err: unknown, value?: 
   return callback ? promise.catch(() => undefined as T) : promise;
 }
 
-export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: SessionObjectHooks = {}): KilnSessionObject {
-  const style = STYLES[hooks.style ?? 'express'];
+/**
+ * One request's session object: the Proxy's target. The handler and the method table are
+ * built once per style (a request allocates this object, its Proxy and the methods it
+ * actually calls, nothing more).
+ */
+class SessionObjectCore<Req = unknown> {
+  proxy!: KilnSessionObject;
+  bound: Record<string, unknown> | undefined;
+  constructor(
+    readonly rs: RequestSession<Req>,
+    readonly hooks: SessionObjectHooks,
+  ) {}
+}
+
+type Core = SessionObjectCore<unknown>;
+
+function reservedError(name: string): KilnError {
+  return new KilnError('KILN_ERR_INVALID_ARGUMENT', `"${name}" is part of the session's API and cannot be used as an attribute name`, { details: { attribute: name } });
+}
+
+function attributeKeys(core: Core): string[] {
+  return core.rs.handle.keys().filter((k) => k !== COOKIE_ATTRIBUTE);
+}
+
+const METHOD_IMPLS: Record<string, (core: Core, ...args: never[]) => unknown> = {
+  // regenerate(cb) | regenerate({ keep }, cb) | regenerate(['keep', 'these'], cb) (@fastify/session)
+  regenerate(core: Core, a?: { keep?: string[] } | string[] | ((err?: unknown) => void), b?: (err?: unknown) => void) {
+    const keep = typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
+    const callback = typeof a === 'function' ? a : b;
+    return withCallback(
+      core.rs.regenerate(keep).then(() => core.hooks.onIdChange?.(core.rs.id)),
+      callback,
+    );
+  },
+  get(core: Core, key: string) {
+    return key === COOKIE_ATTRIBUTE ? undefined : core.rs.handle.get(key);
+  },
+  set(core: Core, key: string, value: unknown) {
+    if (STYLES[core.hooks.style ?? 'express'].reserved.has(key) || key === COOKIE_ATTRIBUTE) throw reservedError(key);
+    core.rs.handle.set(key, value);
+  },
+  delete(core: Core, callback?: (err?: unknown) => void) {
+    return withCallback(core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
+  },
+  destroy(core: Core, callback?: (err?: unknown) => void) {
+    return withCallback(core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
+  },
+  reload(core: Core, callback?: (err?: unknown) => void) {
+    return withCallback(Promise.resolve().then(() => core.rs.reload()), callback);
+  },
+  save(core: Core, callback?: (err?: unknown) => void) {
+    return withCallback(core.rs.save(), callback);
+  },
+  touch(core: Core) {
+    core.rs.touch();
+    return core.proxy;
+  },
+  resetMaxAge(core: Core) {
+    core.rs.touch();
+    return core.proxy;
+  },
+  logoutEverywhere(core: Core, callback?: (err: unknown, count?: number) => void) {
+    return withCallback(core.rs.destroyAllOfPrincipal().then((n) => {
+      core.hooks.onDestroy?.();
+      return n;
+    }), callback);
+  },
+  toJSON(core: Core) {
+    const out: Record<string, unknown> = { cookie: core.rs.cookie.toJSON() };
+    for (const key of attributeKeys(core)) out[key] = core.rs.handle.get(key);
+    return out;
+  },
+};
+
+function handlerFor(styleName: SessionObjectStyle): ProxyHandler<Core> {
+  const style = STYLES[styleName];
   const METHODS: ReadonlySet<string> = style.methods;
-  const RESERVED: ReadonlySet<string> = new Set([...style.methods, ...style.props]);
-  const methods: Record<string, unknown> = {
-    // regenerate(cb) | regenerate({ keep }, cb) | regenerate(['keep', 'these'], cb) (@fastify/session)
-    regenerate(a?: { keep?: string[] } | string[] | ((err?: unknown) => void), b?: (err?: unknown) => void) {
-      const keep = typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
-      const callback = typeof a === 'function' ? a : b;
-      return withCallback(
-        rs.regenerate(keep).then(() => hooks.onIdChange?.(rs.id)),
-        callback,
-      );
-    },
-    get(key: string) {
-      return key === COOKIE_ATTRIBUTE ? undefined : rs.handle.get(key);
-    },
-    set(key: string, value: unknown) {
-      if (RESERVED.has(key) || key === COOKIE_ATTRIBUTE) throw reservedError(key);
-      rs.handle.set(key, value);
-    },
-    delete(callback?: (err?: unknown) => void) {
-      return withCallback(rs.destroy().then(() => hooks.onDestroy?.()), callback);
-    },
-    destroy(callback?: (err?: unknown) => void) {
-      return withCallback(rs.destroy().then(() => hooks.onDestroy?.()), callback);
-    },
-    reload(callback?: (err?: unknown) => void) {
-      return withCallback(Promise.resolve().then(() => rs.reload()), callback);
-    },
-    save(callback?: (err?: unknown) => void) {
-      return withCallback(rs.save(), callback);
-    },
-    touch() {
-      rs.touch();
-      return proxy;
-    },
-    resetMaxAge() {
-      rs.touch();
-      return proxy;
-    },
-    logoutEverywhere(callback?: (err: unknown, count?: number) => void) {
-      return withCallback(rs.destroyAllOfPrincipal().then((n) => {
-        hooks.onDestroy?.();
-        return n;
-      }), callback);
-    },
-    toJSON() {
-      const out: Record<string, unknown> = { cookie: rs.cookie.toJSON() };
-      for (const key of attributeKeys()) out[key] = rs.handle.get(key);
-      return out;
-    },
-  };
-
-  const attributeKeys = (): string[] => rs.handle.keys().filter((k) => k !== COOKIE_ATTRIBUTE);
-
-  const reservedError = (name: string): KilnError =>
-    new KilnError('KILN_ERR_INVALID_ARGUMENT', `"${name}" is part of the session's API and cannot be used as an attribute name`, { details: { attribute: name } });
-
-  const proxy: KilnSessionObject = new Proxy({} as KilnSessionObject, {
-    get(_target, prop) {
+  const RESERVED: ReadonlySet<string> = style.reserved;
+  const PROPS: ReadonlySet<string> = style.props;
+  return {
+    get(core, prop) {
       if (typeof prop === 'symbol') return undefined;
-      if (METHODS.has(prop)) return methods[prop];
+      const rs = core.rs;
+      if (METHODS.has(prop)) {
+        const bound = (core.bound ??= {});
+        return (bound[prop] ??= METHOD_IMPLS[prop]!.bind(null, core));
+      }
       switch (prop) {
         case 'id':
           return rs.id;
@@ -132,11 +159,11 @@ export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: Session
         case 'readOnly':
           return rs.readOnly;
         case 'sessionId':
-          return style.props.has('sessionId') ? rs.id : rs.handle.get(prop);
+          return PROPS.has('sessionId') ? rs.id : rs.handle.get(prop);
         case 'isNew':
-          return style.props.has('isNew') ? rs.handle.isNew : rs.handle.get(prop);
+          return PROPS.has('isNew') ? rs.handle.isNew : rs.handle.get(prop);
         case 'maxAge':
-          return style.props.has('maxAge') ? rs.cookie.maxAge : rs.handle.get(prop);
+          return PROPS.has('maxAge') ? rs.cookie.maxAge : rs.handle.get(prop);
         case 'req':
         case 'then':
           return undefined;
@@ -144,13 +171,14 @@ export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: Session
           return prop === COOKIE_ATTRIBUTE ? undefined : rs.handle.get(prop);
       }
     },
-    set(_target, prop, value) {
+    set(core, prop, value) {
       if (typeof prop === 'symbol') return false;
+      const rs = core.rs;
       if (prop === 'principal') {
         rs.handle.setPrincipal(value === undefined ? null : (value as string | null));
         return true;
       }
-      if (prop === 'maxAge' && style.props.has('maxAge')) {
+      if (prop === 'maxAge' && PROPS.has('maxAge')) {
         rs.cookie.maxAge = value as number | null;
         return true;
       }
@@ -165,25 +193,45 @@ export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: Session
       rs.handle.set(prop, value);
       return true;
     },
-    deleteProperty(_target, prop) {
+    deleteProperty(core, prop) {
       if (typeof prop === 'symbol') return false;
       if (RESERVED.has(prop) || prop === COOKIE_ATTRIBUTE) throw reservedError(prop);
-      rs.handle.delete(prop);
+      core.rs.handle.delete(prop);
       return true;
     },
-    has(_target, prop) {
+    has(core, prop) {
       if (typeof prop === 'symbol') return false;
-      return RESERVED.has(prop) || (prop !== COOKIE_ATTRIBUTE && rs.handle.has(prop));
+      return RESERVED.has(prop) || (prop !== COOKIE_ATTRIBUTE && core.rs.handle.has(prop));
     },
-    ownKeys() {
-      return ['cookie', ...attributeKeys()];
+    ownKeys(core) {
+      return ['cookie', ...attributeKeys(core)];
     },
-    getOwnPropertyDescriptor(_target, prop) {
+    getOwnPropertyDescriptor(core, prop) {
       if (typeof prop === 'symbol') return undefined;
+      const rs = core.rs;
       if (prop === 'cookie') return { value: rs.cookie, enumerable: true, configurable: true, writable: true };
       if (prop === COOKIE_ATTRIBUTE || RESERVED.has(prop) || !rs.handle.has(prop)) return undefined;
       return { value: rs.handle.get(prop), enumerable: true, configurable: true, writable: true };
     },
-  });
-  return proxy;
+    // The target's own fields are internal: a defined property is an attribute like any other.
+    defineProperty(core, prop, descriptor) {
+      if (!('value' in descriptor)) return false;
+      return this.set!(core, prop, descriptor.value, core.proxy);
+    },
+    getPrototypeOf() {
+      return Object.prototype;
+    },
+  };
+}
+
+const HANDLERS: Record<SessionObjectStyle, ProxyHandler<Core>> = {
+  express: handlerFor('express'),
+  fastify: handlerFor('fastify'),
+  koa: handlerFor('koa'),
+};
+
+export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: SessionObjectHooks = {}): KilnSessionObject {
+  const core = new SessionObjectCore(rs as RequestSession<unknown>, hooks);
+  core.proxy = new Proxy(core, HANDLERS[hooks.style ?? 'express']) as unknown as KilnSessionObject;
+  return core.proxy;
 }

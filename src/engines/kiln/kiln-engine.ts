@@ -20,7 +20,7 @@ import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, S
 import { defaultReconnect } from '../../util/backoff.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler } from '../engine.js';
 
 /**
  * The engine that talks to a kiln server over TCP: pipelined requests matched by id,
@@ -243,6 +243,10 @@ export class KilnEngine implements Engine {
   }
 
   // ---- requests -----------------------------------------------------------------------
+
+  traffic(): EngineTraffic {
+    return { requests: this.counters.requests, bytes: this.counters.bytesOut };
+  }
 
   private async request(type: number, body: unknown, timeoutMs = this.operationTimeoutMs): Promise<unknown> {
     const deadline = Date.now() + timeoutMs;

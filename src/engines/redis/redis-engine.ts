@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
-import { attributeBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
+import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
 import { eventChannel, indexKeys, ownerChannel, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
@@ -104,6 +104,7 @@ export class RedisEngine implements Engine {
   readonly ownerId: string;
   readonly status = new StatusStream<EngineStatus>();
   readonly topology: RedisTopology;
+  private readonly sent: EngineTraffic = { requests: 0, bytes: 0 };
   private readonly transport: RedisTransport;
   private readonly prefix: string;
   private readonly idx: IndexKeys;
@@ -280,6 +281,12 @@ export class RedisEngine implements Engine {
     }
     args.push(String(request.del.length));
     for (const name of request.del) args.push(name, String(name.length));
+    const patches = request.patch ?? [];
+    args.push(String(patches.length));
+    for (const p of patches) {
+      checkAttributeName(p.name, limits);
+      args.push(p.name, String(p.at), String(p.cut), Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.byteLength), String(p.baseLength), String(p.name.length));
+    }
     let reply: Reply[];
     try {
       reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true })) as Reply[];
@@ -298,7 +305,7 @@ export class RedisEngine implements Engine {
     const deadline = reply[4] === null ? undefined : num(reply[4]);
     this.count('commits');
     this.count('sessionBytes', num(reply[5]));
-    this.count('commitBytes', attributeBytes(request.set));
+    this.count('commitBytes', deltaBytes(request));
     const index: Promise<unknown>[] = [];
     if (created) {
       this.count('created');
@@ -797,6 +804,10 @@ export class RedisEngine implements Engine {
 
   // ---- plumbing -------------------------------------------------------------------------
 
+  traffic(): EngineTraffic {
+    return { ...this.sent };
+  }
+
   /** A command outside the session scripts, after connecting if need be. */
   private async command(firstKey: string, args: (string | Buffer)[]): Promise<unknown> {
     await this.ensureConnected();
@@ -810,6 +821,8 @@ export class RedisEngine implements Engine {
   }
 
   private async send(firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.operationTimeoutMs): Promise<unknown> {
+    this.sent.requests++;
+    this.sent.bytes += respBytes(args);
     try {
       return await withTimeout(this.transport.send(firstKey, args), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
     } catch (err) {
@@ -933,4 +946,14 @@ function toEngineError(err: unknown, address: string): KilnError {
     return new KilnError('KILN_ERR_CONNECTION_LOST', `connection to Redis at ${address} lost: ${message}`, { cause: error });
   }
   return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
+}
+
+/** Size of a command in RESP, as it goes on the wire (for traffic()). */
+function respBytes(args: readonly (string | Buffer)[]): number {
+  let n = 3 + String(args.length).length;
+  for (const a of args) {
+    const len = typeof a === 'string' ? Buffer.byteLength(a) : a.length;
+    n += 5 + String(len).length + len;
+  }
+  return n;
 }

@@ -248,7 +248,8 @@ return 1
  * 17 absolute expiry ('' unchanged), 18 release '1'|'0', 19 maxAttributeBytes,
  * 20 maxSessionBytes, 21 maxAttributes, 22 key slack ms, 23 number of sets, then per
  * set: name, value, name length (JavaScript's, so sizes agree with every engine); then
- * the number of deletes and per delete: name, name length.
+ * the number of deletes and per delete: name, name length; then the number of patches
+ * and per patch: name, offset, bytes cut, bytes put, base length, name length.
  * Reply: {'D', version, stats} for a retry already applied, or
  * {'A', version, old principal, created 0|1, deadline (-1 none) or false when unchanged, byte change, stats}.
  */
@@ -307,10 +308,29 @@ for i = 0, nset - 1 do
   end
   bytes = bytes + len + #value
 end
+local patchAt = delAt + 1 + ndel * 2
+local npatch = tonumber(ARGV[patchAt] or '0')
+local patched = {}
+for i = 0, npatch - 1 do
+  local o = patchAt + 1 + i * 6
+  local name, at, cut, piece, baseLen, len = ARGV[o], tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), ARGV[o + 3], tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
+  local old = redis.call('HGET', KA, name)
+  if (not old) or dels[name] or #old ~= baseLen then
+    return redis.error_reply('KILN_ERR_CONFLICT patch of attribute "' .. name .. '" was computed from a value the session does not hold')
+  end
+  if at + cut > #old then return redis.error_reply('KILN_ERR_INVALID_ARGUMENT patch of attribute "' .. name .. '" reaches past its end') end
+  local value = string.sub(old, 1, at) .. piece .. string.sub(old, at + cut + 1)
+  if #value > maxAttr then
+    return redis.error_reply('KILN_ERR_ATTRIBUTE_TOO_LARGE session attribute "' .. name .. '" would be ' .. #value .. ' bytes encoded, above maxAttributeBytes ' .. maxAttr)
+  end
+  bytes = bytes + #value - #old
+  patched[#patched + 1] = {name, value}
+end
 if count > maxCount then return redis.error_reply('KILN_ERR_TOO_MANY_ATTRIBUTES session would hold ' .. count .. ' attributes, above maxAttributes ' .. maxCount) end
 if bytes > maxSession then return redis.error_reply('KILN_ERR_SESSION_TOO_LARGE session would be ' .. bytes .. ' bytes, above maxSessionBytes ' .. maxSession) end
 for i = 0, ndel - 1 do redis.call('HDEL', KA, ARGV[delAt + 1 + i * 2]) end
 for i = 0, nset - 1 do redis.call('HSET', KA, ARGV[24 + i * 3], ARGV[25 + i * 3]) end
+for _, p in ipairs(patched) do redis.call('HSET', KA, p[1], p[2]) end
 local cur = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p')
 local la = math.min(math.max(tonumber(ARGV[13]), tonumber(cur[1] or '0')), now)
 local v = base + 1

@@ -1,0 +1,85 @@
+/**
+ * The load generator of the HTTP benchmark, in a process of its own (pinned to the
+ * other core than the app): autocannon against one URL, cookies assigned per request.
+ * Takes a JSON LoadSpec as its argument, prints one JSON LoadResult line.
+ */
+import autocannon from 'autocannon';
+
+export type Workload = 'read-mostly' | 'write' | 'big-write' | 'incr';
+
+export interface LoadSpec {
+  url: string;
+  workload: Workload;
+  /** Session cookies; each request takes the next one (one = a session shared by all connections). */
+  cookies: string[];
+  connections: number;
+  /** Seconds of load, after warmupSec of the same load that is not measured. */
+  durationSec?: number;
+  warmupSec?: number;
+  /** A fixed number of requests instead of a duration (the lost-update check). */
+  amount?: number;
+}
+
+export interface LoadResult {
+  requests: number;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  errors: number;
+}
+
+/** One write in ten for read-mostly: each connection cycles through this sequence. */
+function sequence(workload: Workload): { method: 'GET' | 'POST'; path: string }[] {
+  switch (workload) {
+    case 'read-mostly':
+      return [...Array.from({ length: 9 }, () => ({ method: 'GET' as const, path: '/read' })), { method: 'POST', path: '/write' }];
+    case 'write':
+      return [{ method: 'POST', path: '/write' }];
+    case 'big-write':
+      return [{ method: 'POST', path: '/big-write' }];
+    case 'incr':
+      return [{ method: 'POST', path: '/incr' }];
+  }
+}
+
+function run(spec: LoadSpec, seconds: number | undefined): Promise<autocannon.Result> {
+  let next = 0;
+  const cookies = spec.cookies;
+  const requests = sequence(spec.workload).map((r) => ({
+    ...r,
+    setupRequest: (req: autocannon.Request) => {
+      const cookie = cookies.length > 0 ? cookies[next++ % cookies.length] : undefined;
+      return cookie ? { ...req, headers: { ...req.headers, cookie } } : req;
+    },
+  }));
+  return new Promise((resolve, reject) => {
+    autocannon(
+      {
+        url: spec.url,
+        connections: spec.connections,
+        ...(spec.amount !== undefined ? { amount: spec.amount } : { duration: seconds ?? 5 }),
+        requests,
+      },
+      (err: Error | null, result: autocannon.Result) => (err ? reject(err) : resolve(result)),
+    );
+  });
+}
+
+const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec;
+if (spec.warmupSec && spec.amount === undefined) await run(spec, spec.warmupSec);
+// The runner reads the app's and the store's counters now, then says go: the warm-up's
+// work is not counted.
+process.stdout.write('ready\n');
+await new Promise<void>((resolve) => process.stdin.once('data', () => resolve()).resume());
+const result = await run(spec, spec.durationSec);
+const out: LoadResult = {
+  requests: result.requests.total,
+  requestsPerSecond: spec.amount !== undefined ? result.requests.total / (result.duration || 1) : result.requests.average,
+  p50Ms: result.latency.p50,
+  p99Ms: result.latency.p99,
+  non2xx: result.non2xx,
+  errors: result.errors + result.timeouts,
+};
+process.stdout.write(`${JSON.stringify(out)}\n`);
+process.exit(0);
