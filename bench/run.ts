@@ -1,38 +1,110 @@
 /**
- * `npm run bench` (add `-- --quick` for a smoke run). Runs the micro-benchmarks of the
- * core: the lease-hit path and the kiln server's commit throughput under each fsync
- * policy. Prints medians; the machine is noisy, so compare ratios within one run.
+ * `npm run bench` runs every benchmark and writes the results into docs/benchmarks.md
+ * (between its results markers; the analysis around them is written by hand).
+ * `npm run bench -- --quick` is a smoke run: one short run per row, 100,000 sessions for
+ * the scale test, results written to a file in the temp directory instead.
+ *
+ * Parts (each can be chosen with --only=http,lost,scale,micro):
+ *   http   the side-by-side comparison of issue 6 (bench/http)
+ *   scale  a kiln server with 1,000,000 sessions: memory, restart time
+ *   micro  the lease-hit path and the kiln server's commit throughput
+ * The machine is noisy: compare ratios within one run, not across runs.
  */
-import { cpus } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { removeDir, startKilnServer, tempDir } from '../test/helpers/processes.js';
+import { compareSystems, type Cell, type CellResult, type LostUpdateResult, type SystemId } from './http/compare.js';
 import { leaseHitBench } from './lease-hit.js';
+import { lostUpdateTable, machineSection, resultTables, scaleTable, targets, targetTable, type RunInfo } from './report.js';
+import { serverScale, type ScaleResult } from './scale.js';
 import { commitThroughput } from './server-throughput.js';
 import { fmt, table } from './util.js';
 
-const quick = process.argv.includes('--quick');
-const runs = quick ? 3 : 5;
-console.log(`kiln benchmarks ${quick ? '(quick)' : ''}: node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${runs} runs each, medians`);
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const only = new Set((args.find((a) => a.startsWith('--only='))?.slice(7) ?? 'http,scale,micro').split(','));
+const ROOT = new URL('../../', import.meta.url);
+const DOC = new URL('docs/benchmarks.md', ROOT);
+const BEGIN = '<!-- results:begin (written by npm run bench) -->';
+const END = '<!-- results:end -->';
 
-const server = await startKilnServer();
-try {
-  console.log('\nlease-hit path (one process holds the lease; sequential requests)');
-  const hits = await leaseHitBench({ serverUrl: server.url, token: server.token, runs, quick });
-  console.log(table(hits.map((r) => ({ engine: r.engine, case: r.case, 'ops/s': fmt(r.opsPerSecond), 'µs/op': r.microsPerOp }))));
-} finally {
-  await server.kill();
-}
+const info: RunInfo = { quick, runs: quick ? 1 : 3, durationSec: quick ? 2 : 5, connections: 20, startedAt: new Date(), minutes: 0 };
+const progress = (line: string): void => console.log(line);
+console.log(`kiln benchmarks${quick ? ' (quick)' : ''}: ${[...only].join(', ')}`);
 
-console.log('\nkiln server commit throughput (1 client process, 1,000 sessions, 64 in flight, one field per commit)');
-const rows: Record<string, string>[] = [];
-for (const fsync of ['none (memory only)', 'never', 'everysec', 'always'] as const) {
-  const dataDir = fsync === 'none (memory only)' ? undefined : tempDir('kiln-bench-');
-  const s = await startKilnServer(dataDir ? { dataDir, fsync: fsync as 'never' | 'everysec' | 'always' } : {});
-  try {
-    const r = await commitThroughput(s.url, s.token, { sessions: 1000, commits: quick ? 5000 : 40_000, inFlight: 64, runs });
-    rows.push({ storage: fsync, 'commits/s': fmt(r.commitsPerSecond), samples: r.samples.map((x) => fmt(x)).join(' ') });
-  } finally {
-    await s.kill();
-    if (dataDir) removeDir(dataDir);
+const CELLS: Cell[] = [];
+for (const apps of [1, 3] as const) {
+  for (const workload of ['read-mostly', 'write', 'big-write'] as const) {
+    for (const sessions of [1, 1000]) CELLS.push({ workload, sessions, apps });
   }
 }
-console.log(table(rows));
+const SYSTEM_IDS: SystemId[] = ['plain', 'memory-store', 'connect-redis', 'kiln-server', 'kiln-redis'];
+
+let http: { cells: CellResult[]; lost: LostUpdateResult[] } | undefined;
+if (only.has('http')) {
+  console.log(`\nHTTP comparison: ${CELLS.length} rows × ${SYSTEM_IDS.length} systems × ${info.runs} run(s) of ${info.durationSec} s`);
+  http = await compareSystems({ cells: CELLS, systems: SYSTEM_IDS, runs: info.runs, durationSec: info.durationSec, warmupSec: quick ? 0.5 : 1, connections: info.connections, progress });
+}
+
+let scale: ScaleResult | undefined;
+if (only.has('scale')) {
+  console.log('\nkiln server scale');
+  scale = await serverScale(quick ? 100_000 : 1_000_000, progress);
+  console.log(scaleTable(scale));
+}
+
+let micro = '';
+if (only.has('micro')) {
+  const runs = quick ? 3 : 5;
+  console.log('\nlease-hit path (one process holds the lease; sequential requests)');
+  const server = await startKilnServer();
+  try {
+    const hits = await leaseHitBench({ serverUrl: server.url, token: server.token, runs, quick });
+    micro += `Lease-hit path (one process holds the lease; sequential requests; medians of ${runs}):\n\n`;
+    micro += `${table(hits.map((r) => ({ engine: r.engine, case: r.case, 'ops/s': fmt(r.opsPerSecond), 'µs/op': r.microsPerOp })))}\n\n`;
+  } finally {
+    await server.kill();
+  }
+  console.log('kiln server commit throughput (1 client process, 1,000 sessions, 64 in flight, one field per commit)');
+  const rows: Record<string, string>[] = [];
+  for (const fsync of ['none (memory only)', 'never', 'everysec', 'always'] as const) {
+    const dataDir = fsync === 'none (memory only)' ? undefined : tempDir('kiln-bench-');
+    const s = await startKilnServer(dataDir ? { dataDir, fsync: fsync as 'never' | 'everysec' | 'always' } : {});
+    try {
+      const r = await commitThroughput(s.url, s.token, { sessions: 1000, commits: quick ? 5000 : 40_000, inFlight: 64, runs });
+      rows.push({ storage: fsync, 'commits/s': fmt(r.commitsPerSecond), samples: r.samples.map((x) => fmt(x)).join(' ') });
+    } finally {
+      await s.kill();
+      if (dataDir) removeDir(dataDir);
+    }
+  }
+  micro += `kiln server commit throughput (1 client process, 1,000 sessions, 64 in flight, one field per commit):\n\n${table(rows)}\n`;
+  console.log(micro);
+}
+
+info.minutes = (Date.now() - info.startedAt.getTime()) / 60_000;
+const sections = [machineSection(info), ''];
+if (http || scale) sections.push('### Targets', '', targetTable(targets(http?.cells ?? [], http?.lost ?? [], scale)), '');
+if (http) {
+  sections.push('### Side by side', '', resultTables(http.cells));
+  sections.push('### Lost updates (200 increments of one session, 20 in flight)', '', lostUpdateTable(http.lost), '');
+}
+if (scale) sections.push('### kiln server scale', '', scaleTable(scale), '');
+if (micro) sections.push('### Micro-benchmarks', '', micro);
+const results = sections.join('\n');
+console.log(`\n${results}`);
+
+if (quick || only.size < 3) {
+  const out = join(tmpdir(), `kiln-bench-${quick ? 'quick' : 'partial'}.md`);
+  writeFileSync(out, results);
+  console.log(`\nresults written to ${out} (docs/benchmarks.md is only rewritten by a full run)`);
+} else {
+  const doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : `# Benchmarks\n\n${BEGIN}\n${END}\n`;
+  const begin = doc.indexOf(BEGIN);
+  const end = doc.indexOf(END);
+  if (begin < 0 || end < begin) throw new Error(`docs/benchmarks.md lacks the markers ${BEGIN} … ${END}`);
+  writeFileSync(DOC, `${doc.slice(0, begin + BEGIN.length)}\n${results}\n${doc.slice(end)}`);
+  console.log('\nresults written to docs/benchmarks.md');
+}
+process.exit(0);

@@ -75,6 +75,8 @@ export interface ServerStartOptions {
   port?: number;
   token?: string;
   args?: string[];
+  /** How long to wait for the ready line (default 10 s; a server replaying a large log needs more). */
+  readyTimeoutMs?: number;
 }
 
 export async function startKilnServer(options: ServerStartOptions = {}): Promise<ServerProcess> {
@@ -93,7 +95,8 @@ export async function startKilnServer(options: ServerStartOptions = {}): Promise
     resolve({ code, signal });
   }));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`kiln server did not start within 10 s:\n${out}`)), 10_000);
+    const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
+    const timer = setTimeout(() => reject(new Error(`kiln server did not start within ${readyTimeoutMs} ms:\n${out}`)), readyTimeoutMs);
     const check = (): void => {
       const match = /ready on [^\s]+:(\d+)/.exec(out);
       if (match) {

@@ -1,0 +1,110 @@
+/**
+ * Server scale: a kiln server filled with `sessions` sessions of about 200 bytes, its
+ * resident memory, and how long it takes to start again with them on disk — after a
+ * clean stop (SIGTERM) and after a crash (SIGKILL: the log is replayed).
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from '../src/engines/kiln/kiln-engine.js';
+import { encodeAttribute } from '../src/session/codec.js';
+import { generateSessionId } from '../src/session/id.js';
+import { removeDir, startKilnServer, tempDir, type ServerProcess } from '../test/helpers/processes.js';
+
+export interface ScaleResult {
+  sessions: number;
+  bytesPerSession: number;
+  fillSeconds: number;
+  rssBytes: number;
+  diskBytes: number;
+  cleanRestartSeconds: number;
+  crashRestartSeconds: number;
+  sessionsAfterRestart: number;
+}
+
+function rssOf(pid: number): number {
+  const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kb ?? 0) * 1024;
+}
+
+/** A typical small session: who, a little state, a cart line (about 200 bytes encoded). */
+function sessionAttributes(i: number): [string, Uint8Array][] {
+  const values: Record<string, unknown> = {
+    user: `user-${String(i).padStart(7, '0')}`,
+    role: 'member',
+    locale: 'en-GB',
+    csrf: 'c0ffee'.repeat(6),
+    cart: [{ sku: `SKU-${i % 10_000}`, qty: 1 + (i % 3), price: 1999 }],
+    lastPage: '/catalogue/garden/tools?page=2',
+  };
+  return Object.entries(values).map(([k, v]) => [k, encodeAttribute(k, v)]);
+}
+
+async function fill(server: ServerProcess, count: number, progress: (line: string) => void): Promise<number> {
+  const engine = connect(server.url, { token: server.token, name: 'scale-fill' });
+  await engine.connect();
+  let next = 0;
+  let bytes = 0;
+  const started = Date.now();
+  let reported = started;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      const id = generateSessionId();
+      const grant = await engine.acquire(id);
+      const set = sessionAttributes(i);
+      if (i === 0) bytes = set.reduce((sum, [k, v]) => sum + k.length + v.length, 0);
+      // Create and give the lease back in one round trip: the server holds data, not leases.
+      await engine.commit({ sessionId: id, token: grant.token, commitId: `fill-${i}`, baseVersion: 0, lastAccessedAt: Date.now(), set, del: [], idleTimeoutMs: 24 * 3600_000, absoluteExpiresAt: 0, release: true });
+      if (Date.now() - reported > 5000) {
+        reported = Date.now();
+        progress(`    ${next.toLocaleString('en-US')} sessions stored (${Math.round(next / ((reported - started) / 1000)).toLocaleString('en-US')}/s)`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 256 }, lane));
+  await engine.close();
+  return bytes;
+}
+
+async function timeToReady(dataDir: string): Promise<{ server: ServerProcess; seconds: number }> {
+  const started = process.hrtime.bigint();
+  const server = await startKilnServer({ dataDir, fsync: 'everysec', readyTimeoutMs: 120_000 });
+  return { server, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function sessionCount(server: ServerProcess): Promise<number> {
+  const engine = connect(server.url, { token: server.token, name: 'scale-check' });
+  await engine.connect();
+  const stats = await engine.stats();
+  await engine.close();
+  return stats.sessions;
+}
+
+export async function serverScale(count: number, progress: (line: string) => void): Promise<ScaleResult> {
+  const dataDir = tempDir('kiln-scale-');
+  let server = await startKilnServer({ dataDir, fsync: 'everysec' });
+  try {
+    const started = Date.now();
+    progress(`  filling a kiln server with ${count.toLocaleString('en-US')} sessions`);
+    const bytesPerSession = await fill(server, count, progress);
+    const fillSeconds = (Date.now() - started) / 1000;
+    // Let the log flush and the heap settle before reading memory.
+    await new Promise((r) => setTimeout(r, 3000));
+    const rssBytes = rssOf(server.pid);
+    const diskBytes = Number(/(\d+)/.exec(execFileSync('du', ['-sb', dataDir], { encoding: 'utf8' }))?.[1] ?? 0);
+    progress(`  ${count.toLocaleString('en-US')} sessions: RSS ${(rssBytes / 2 ** 20).toFixed(0)} MiB, ${(diskBytes / 2 ** 20).toFixed(0)} MiB on disk; restarting`);
+    await server.stop('SIGTERM');
+    let restarted = await timeToReady(dataDir);
+    server = restarted.server;
+    const cleanRestartSeconds = restarted.seconds;
+    await server.kill();
+    restarted = await timeToReady(dataDir);
+    server = restarted.server;
+    const crashRestartSeconds = restarted.seconds;
+    const sessionsAfterRestart = await sessionCount(server);
+    return { sessions: count, bytesPerSession, fillSeconds, rssBytes, diskBytes, cleanRestartSeconds, crashRestartSeconds, sessionsAfterRestart };
+  } finally {
+    await server.kill();
+    removeDir(dataDir);
+  }
+}
