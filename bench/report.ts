@@ -106,7 +106,9 @@ export function scaleTable(s: ScaleResult): string {
     { figure: 'sessions stored', value: fmt(s.sessions) },
     { figure: 'attribute bytes per session', value: fmt(s.bytesPerSession) },
     { figure: 'fill time (one client, 256 in flight)', value: `${s.fillSeconds.toFixed(1)} s` },
-    { figure: 'server RSS', value: `${fmt(s.rssBytes / 2 ** 20)} MiB (${fmt(s.rssBytes / s.sessions)} B per session)` },
+    { figure: 'server RSS right after the fill', value: `${fmt(s.rssAfterFillBytes / 2 ** 20)} MiB` },
+    { figure: 'server RSS 15 s later', value: `${fmt(s.rssBytes / 2 ** 20)} MiB (${fmt(s.rssBytes / s.sessions)} B per session)` },
+    { figure: 'server RSS after restarting with them', value: `${fmt(s.rssAfterRestartBytes / 2 ** 20)} MiB` },
     { figure: 'data directory', value: `${fmt(s.diskBytes / 2 ** 20)} MiB` },
     { figure: 'restart after SIGTERM (spawn to ready)', value: `${s.cleanRestartSeconds.toFixed(2)} s` },
     { figure: 'restart after SIGKILL (spawn to ready)', value: `${s.crashRestartSeconds.toFixed(2)} s` },
@@ -160,7 +162,8 @@ export function targets(results: CellResult[], lost: LostUpdateResult[], scale: 
     out.push({ target: 'lost updates: 0 for Kiln in every case', measured: `${worst} lost at worst (${kilnLost.length} checks)`, met: worst === 0 });
   }
   if (scale) {
-    out.push({ target: `kiln server with ${fmt(scale.sessions)} sessions of ~200 B: ≤ 1 GiB RSS`, measured: `${fmt(scale.rssBytes / 2 ** 20)} MiB`, met: scale.sessions < 1_000_000 ? undefined : scale.rssBytes <= 2 ** 30 });
+    const worst = Math.max(scale.rssBytes, scale.rssAfterRestartBytes);
+    out.push({ target: `kiln server with ${fmt(scale.sessions)} sessions of ~200 B: ≤ 1 GiB RSS`, measured: `${fmt(scale.rssBytes / 2 ** 20)} MiB after the fill, ${fmt(scale.rssAfterRestartBytes / 2 ** 20)} MiB after a restart (${fmt(scale.rssAfterFillBytes / 2 ** 20)} MiB right after the fill)`, met: scale.sessions < 1_000_000 ? undefined : worst <= 2 ** 30 });
     const restart = Math.max(scale.cleanRestartSeconds, scale.crashRestartSeconds);
     out.push({ target: 'restart with them on disk: ≤ 10 s', measured: `${scale.cleanRestartSeconds.toFixed(1)} s clean, ${scale.crashRestartSeconds.toFixed(1)} s after SIGKILL`, met: scale.sessions < 1_000_000 ? undefined : restart <= 10 });
   }

@@ -14,7 +14,11 @@ export interface ScaleResult {
   sessions: number;
   bytesPerSession: number;
   fillSeconds: number;
+  /** Right after the fill, and 15 s later (V8 shrinks its heap once the process is idle). */
+  rssAfterFillBytes: number;
   rssBytes: number;
+  /** After the restarts: the sessions as loaded from disk. */
+  rssAfterRestartBytes: number;
   diskBytes: number;
   cleanRestartSeconds: number;
   crashRestartSeconds: number;
@@ -35,11 +39,13 @@ function sessionAttributes(i: number): [string, Uint8Array][] {
     csrf: 'c0ffee'.repeat(6),
     cart: [{ sku: `SKU-${i % 10_000}`, qty: 1 + (i % 3), price: 1999 }],
     lastPage: '/catalogue/garden/tools?page=2',
+    returnTo: '/account/orders/2026',
+    theme: 'dark',
   };
   return Object.entries(values).map(([k, v]) => [k, encodeAttribute(k, v)]);
 }
 
-async function fill(server: ServerProcess, count: number, progress: (line: string) => void): Promise<number> {
+export async function fill(server: ServerProcess, count: number, progress: (line: string) => void): Promise<number> {
   const engine = connect(server.url, { token: server.token, name: 'scale-fill' });
   await engine.connect();
   let next = 0;
@@ -88,8 +94,9 @@ export async function serverScale(count: number, progress: (line: string) => voi
     progress(`  filling a kiln server with ${count.toLocaleString('en-US')} sessions`);
     const bytesPerSession = await fill(server, count, progress);
     const fillSeconds = (Date.now() - started) / 1000;
-    // Let the log flush and the heap settle before reading memory.
-    await new Promise((r) => setTimeout(r, 3000));
+    const rssAfterFillBytes = rssOf(server.pid);
+    // Let the log flush and the heap settle before reading memory again.
+    await new Promise((r) => setTimeout(r, 15_000));
     const rssBytes = rssOf(server.pid);
     const diskBytes = Number(/(\d+)/.exec(execFileSync('du', ['-sb', dataDir], { encoding: 'utf8' }))?.[1] ?? 0);
     progress(`  ${count.toLocaleString('en-US')} sessions: RSS ${(rssBytes / 2 ** 20).toFixed(0)} MiB, ${(diskBytes / 2 ** 20).toFixed(0)} MiB on disk; restarting`);
@@ -102,7 +109,9 @@ export async function serverScale(count: number, progress: (line: string) => voi
     server = restarted.server;
     const crashRestartSeconds = restarted.seconds;
     const sessionsAfterRestart = await sessionCount(server);
-    return { sessions: count, bytesPerSession, fillSeconds, rssBytes, diskBytes, cleanRestartSeconds, crashRestartSeconds, sessionsAfterRestart };
+    await new Promise((r) => setTimeout(r, 15_000));
+    const rssAfterRestartBytes = rssOf(server.pid);
+    return { sessions: count, bytesPerSession, fillSeconds, rssAfterFillBytes, rssBytes, rssAfterRestartBytes, diskBytes, cleanRestartSeconds, crashRestartSeconds, sessionsAfterRestart };
   } finally {
     await server.kill();
     removeDir(dataDir);

@@ -12,13 +12,94 @@ import { applyPatch, attributeBytes, type AttributePatch, type CommitAck, type C
 /** How many recent commit ids a session remembers for idempotent retries. */
 export const REMEMBERED_COMMITS = 16;
 
-export interface StoredSession {
-  meta: SessionMeta;
-  attributes: Map<string, Uint8Array>;
+/**
+ * One stored session. Built for a million of them in a gigabyte: the metadata fields sit
+ * on this object itself and the attributes live in one packed string (see
+ * packAttributes), rather than a metadata object and a Map of byte arrays, which cost
+ * about three times as much per session in object headers.
+ */
+export interface StoredSession extends SessionMeta {
+  /** Every attribute, packed: `u16 name length | name (UTF-8) | u32 value length | value`, as a latin1 string. */
+  data: string;
   /** Sum of attribute name lengths and value bytes. */
   bytes: number;
-  /** Recent [commitId, resulting version], oldest first. */
-  commits: [string, number][];
+  /** Recent commit ids and the versions they made, flat and oldest first: [cid, v, cid, v, …]. */
+  commits: (string | number)[];
+}
+
+let scratch = Buffer.allocUnsafeSlow(64 * 1024);
+
+/** Packs attributes into the compact form StoredSession keeps. */
+export function packAttributes(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>): string {
+  const size = packInto(attributes);
+  return size === 0 ? '' : scratch.toString('latin1', 0, size);
+}
+
+/**
+ * The same packed form as bytes of their own: what records carry, so that replaying a
+ * log or snapshot turns each session into one string without decoding its attributes.
+ */
+export function packAttributesToBytes(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>): Uint8Array {
+  const size = packInto(attributes);
+  return Uint8Array.prototype.slice.call(scratch, 0, size);
+}
+
+/** Writes the packed form into the scratch buffer; returns its length. */
+function packInto(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>): number {
+  let size = 0;
+  for (const [name, value] of attributes) size += 6 + Buffer.byteLength(name, 'utf8') + value.length;
+  if (size === 0) return 0;
+  // One scratch buffer for every pack: a Buffer per session would churn the malloc heap.
+  if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
+  const out = scratch;
+  let at = 0;
+  for (const [name, value] of attributes) {
+    const nameLength = out.write(name, at + 2, 'utf8');
+    out.writeUInt16BE(nameLength, at);
+    at += 2 + nameLength;
+    out.writeUInt32BE(value.length, at);
+    out.set(value, at + 4);
+    at += 4 + value.length;
+  }
+  return size;
+}
+
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
+/** The pairs of a record that carries packed attributes, or its older `set`/`attrs` form. */
+function recordPairs(packed: Uint8Array | undefined, pairs: [string, Uint8Array][] | undefined): [string, Uint8Array][] {
+  return packed ? [...unpackAttributes(latin1(packed))] : (pairs ?? []);
+}
+
+/** The attributes of a packed string; the values are views of one fresh buffer. */
+export function unpackAttributes(data: string): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  if (data.length === 0) return out;
+  const bytes = Buffer.from(data, 'latin1');
+  let at = 0;
+  while (at < bytes.length) {
+    const nameLength = bytes.readUInt16BE(at);
+    const name = bytes.toString('utf8', at + 2, at + 2 + nameLength);
+    at += 2 + nameLength;
+    const valueLength = bytes.readUInt32BE(at);
+    out.set(name, bytes.subarray(at + 4, at + 4 + valueLength));
+    at += 4 + valueLength;
+  }
+  return out;
+}
+
+/** A copy of the metadata alone (what leaves the table). */
+export function metaOf(s: StoredSession): SessionMeta {
+  return { id: s.id, createdAt: s.createdAt, lastAccessedAt: s.lastAccessedAt, idleTimeoutMs: s.idleTimeoutMs, absoluteExpiresAt: s.absoluteExpiresAt, principal: s.principal, version: s.version };
+}
+
+/** The remembered commits as [commitId, version] pairs. */
+function commitPairs(s: StoredSession): [string, number][] {
+  const out: [string, number][] = [];
+  for (let i = 0; i + 1 < s.commits.length; i += 2) out.push([s.commits[i] as string, s.commits[i + 1] as number]);
+  return out;
 }
 
 export type TierRecord =
@@ -28,7 +109,11 @@ export type TierRecord =
       v: number;
       cid: string;
       la: number;
-      set: [string, Uint8Array][];
+      /** Set attributes, packed as in StoredSession.data (logs before 0.1 wrote `set` pairs instead). */
+      packed?: Uint8Array;
+      /** attributeBytes of the packed attributes. */
+      pb?: number;
+      set?: [string, Uint8Array][];
       del: string[];
       /** createdAt: present on create only. */
       ca?: number;
@@ -42,7 +127,7 @@ export type TierRecord =
   | { t: 'e'; id: string }
   | { t: 'a'; items: [string, number][] }
   /** Snapshot forms, written by compaction. */
-  | { t: 's'; meta: SessionMeta; attrs: [string, Uint8Array][]; commits: [string, number][] }
+  | { t: 's'; meta: SessionMeta; packed?: Uint8Array; pb?: number; attrs?: [string, Uint8Array][]; commits: [string, number][] }
   | { t: 'b'; id: string; until: number };
 
 export interface DestroyResult {
@@ -91,7 +176,15 @@ export class SessionTable {
 
   snapshot(id: string): SessionSnapshot | null {
     const s = this.sessions.get(id);
-    return s ? { meta: { ...s.meta }, attributes: new Map(s.attributes) } : null;
+    return s ? { meta: metaOf(s), attributes: unpackAttributes(s.data) } : null;
+  }
+
+  /** The version a commit id made, if this session still remembers it (idempotent retries). */
+  committedVersion(id: string, commitId: string): number | undefined {
+    const commits = this.sessions.get(id)?.commits;
+    if (!commits) return undefined;
+    for (let i = 0; i + 1 < commits.length; i += 2) if (commits[i] === commitId) return commits[i + 1] as number;
+    return undefined;
   }
 
   sessionsOf(principal: string): string[] {
@@ -101,39 +194,38 @@ export class SessionTable {
   /** Validates a commit against the stored state and limits, then applies it. Throws and changes nothing on any violation. */
   applyCommit(req: CommitRequest, limits: SessionLimits, now: number): { ack: CommitAck; record?: TierRecord } {
     const current = this.sessions.get(req.sessionId);
-    if (current) {
-      for (const [cid, version] of current.commits) {
-        if (cid === req.commitId) return { ack: { version, duplicate: true } };
-      }
-    }
+    const known = this.committedVersion(req.sessionId, req.commitId);
+    if (known !== undefined) return { ack: { version: known, duplicate: true } };
     if (req.baseVersion === 0) {
       if (current) throw new KilnError('KILN_ERR_SESSION_EXISTS', 'a session with this id exists already', { details: { sessionId: req.sessionId } });
       if (this.isTombstoned(req.sessionId, now)) throw destroyed(req.sessionId);
     } else if (!current) {
       if (this.tombstones.has(req.sessionId)) throw destroyed(req.sessionId);
       throw new KilnError('KILN_ERR_SESSION_NOT_FOUND', 'the session does not exist (expired or never created)', { details: { sessionId: req.sessionId } });
-    } else if (current.meta.version !== req.baseVersion) {
-      throw new KilnError('KILN_ERR_CONFLICT', `commit computed from version ${req.baseVersion}, session is at ${current.meta.version}`, {
-        details: { sessionId: req.sessionId, baseVersion: req.baseVersion, version: current.meta.version },
+    } else if (current.version !== req.baseVersion) {
+      throw new KilnError('KILN_ERR_CONFLICT', `commit computed from version ${req.baseVersion}, session is at ${current.version}`, {
+        details: { sessionId: req.sessionId, baseVersion: req.baseVersion, version: current.version },
       });
     }
+    const attributes = current ? unpackAttributes(current.data) : new Map<string, Uint8Array>();
     // Patches become whole values here: the limits, the log and every reader see only whole values.
-    const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, current?.attributes, req.patch)] : req.set;
-    checkDeltaLimits(current?.attributes ?? new Map(), current?.bytes ?? 0, { set, del: req.del }, limits);
+    const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, attributes, req.patch)] : req.set;
+    checkDeltaLimits(attributes, current?.bytes ?? 0, { set, del: req.del }, limits);
     checkPrincipal(req.principal, limits);
     const record: TierRecord = {
       t: 'c',
       id: req.sessionId,
       v: req.baseVersion + 1,
       cid: req.commitId,
-      la: Math.min(Math.max(req.lastAccessedAt, current?.meta.lastAccessedAt ?? 0), now),
-      set,
+      la: Math.min(Math.max(req.lastAccessedAt, current?.lastAccessedAt ?? 0), now),
+      packed: packAttributesToBytes(set),
+      pb: attributeBytes(set),
       del: req.del,
     };
     if (!current) record.ca = now;
-    if (!current || (req.idleTimeoutMs !== undefined && req.idleTimeoutMs !== current.meta.idleTimeoutMs)) record.it = req.idleTimeoutMs ?? 0;
-    if (!current || (req.absoluteExpiresAt !== undefined && req.absoluteExpiresAt !== current.meta.absoluteExpiresAt)) record.ae = req.absoluteExpiresAt ?? 0;
-    if (req.principal !== undefined && req.principal !== (current?.meta.principal ?? null)) record.p = req.principal;
+    if (!current || (req.idleTimeoutMs !== undefined && req.idleTimeoutMs !== current.idleTimeoutMs)) record.it = req.idleTimeoutMs ?? 0;
+    if (!current || (req.absoluteExpiresAt !== undefined && req.absoluteExpiresAt !== current.absoluteExpiresAt)) record.ae = req.absoluteExpiresAt ?? 0;
+    if (req.principal !== undefined && req.principal !== (current?.principal ?? null)) record.p = req.principal;
     this.replay(record);
     return { ack: { version: record.v, duplicate: false }, record };
   }
@@ -143,8 +235,8 @@ export class SessionTable {
     const s = this.sessions.get(id);
     if (!s) return false;
     const clamped = Math.min(at, now);
-    if (clamped <= s.meta.lastAccessedAt) return false;
-    s.meta.lastAccessedAt = clamped;
+    if (clamped <= s.lastAccessedAt) return false;
+    s.lastAccessedAt = clamped;
     return true;
   }
 
@@ -153,7 +245,7 @@ export class SessionTable {
     const s = this.sessions.get(id);
     if (!s) return undefined;
     const record: TierRecord = { t: 'd', id, until };
-    const meta = { ...s.meta };
+    const meta = metaOf(s);
     this.replay(record);
     return { meta, record };
   }
@@ -162,7 +254,7 @@ export class SessionTable {
     const s = this.sessions.get(id);
     if (!s) return undefined;
     const record: TierRecord = { t: 'e', id };
-    const meta = { ...s.meta };
+    const meta = metaOf(s);
     this.replay(record);
     return { meta, record };
   }
@@ -187,36 +279,54 @@ export class SessionTable {
         let s = this.sessions.get(record.id);
         if (!s) {
           s = {
-            meta: { id: record.id, createdAt: record.ca ?? record.la, lastAccessedAt: record.la, idleTimeoutMs: record.it ?? 0, absoluteExpiresAt: record.ae ?? 0, principal: null, version: 0 },
-            attributes: new Map(),
+            id: record.id,
+            createdAt: record.ca ?? record.la,
+            lastAccessedAt: record.la,
+            idleTimeoutMs: record.it ?? 0,
+            absoluteExpiresAt: record.ae ?? 0,
+            principal: null,
+            version: 0,
+            data: '',
             bytes: 0,
             commits: [],
           };
-          this.sessions.set(record.id, s);
+          this.sessions.set(s.id, s);
           this.tombstones.delete(record.id);
         }
-        for (const name of record.del) {
-          const old = s.attributes.get(name);
-          if (old) {
-            s.bytes -= name.length + old.length;
-            this.totalBytes -= name.length + old.length;
-            s.attributes.delete(name);
+        if (s.data === '' && record.del.length === 0 && record.packed) {
+          // A create (the common record of a log): its packed attributes are the session's.
+          const bytes = record.pb ?? attributeBytes(unpackAttributes(latin1(record.packed)));
+          s.bytes = bytes;
+          this.totalBytes += bytes;
+          s.data = latin1(record.packed);
+        } else if (record.del.length > 0 || record.packed?.length || record.set?.length) {
+          const attributes = unpackAttributes(s.data);
+          for (const name of record.del) {
+            const old = attributes.get(name);
+            if (old) {
+              s.bytes -= name.length + old.length;
+              this.totalBytes -= name.length + old.length;
+              attributes.delete(name);
+            }
           }
-        }
-        for (const [name, value] of record.set) {
-          const old = s.attributes.get(name);
-          const delta = old ? value.length - old.length : name.length + value.length;
-          s.bytes += delta;
-          this.totalBytes += delta;
-          s.attributes.set(name, value);
+          for (const [name, value] of recordPairs(record.packed, record.set)) {
+            const old = attributes.get(name);
+            const delta = old ? value.length - old.length : name.length + value.length;
+            s.bytes += delta;
+            this.totalBytes += delta;
+            attributes.set(name, value);
+          }
+          s.data = packAttributes(attributes);
         }
         if (record.p !== undefined) this.setPrincipal(s, record.p);
-        if (record.it !== undefined) s.meta.idleTimeoutMs = record.it;
-        if (record.ae !== undefined) s.meta.absoluteExpiresAt = record.ae;
-        s.meta.version = record.v;
-        if (record.la > s.meta.lastAccessedAt) s.meta.lastAccessedAt = record.la;
-        s.commits.push([record.cid, record.v]);
-        if (s.commits.length > REMEMBERED_COMMITS) s.commits.shift();
+        if (record.it !== undefined) s.idleTimeoutMs = record.it;
+        if (record.ae !== undefined) s.absoluteExpiresAt = record.ae;
+        s.version = record.v;
+        if (record.la > s.lastAccessedAt) s.lastAccessedAt = record.la;
+        // A new array of exactly the right length: push() would grow the backing store to
+        // 17 slots, 140 bytes a session for the usual single commit.
+        const kept = s.commits.length >= 2 * REMEMBERED_COMMITS ? s.commits.slice(2) : s.commits;
+        s.commits = kept.length === 0 ? [record.cid, record.v] : kept.concat(record.cid, record.v);
         return;
       }
       case 'd':
@@ -233,16 +343,17 @@ export class SessionTable {
       case 'a':
         for (const [id, at] of record.items) {
           const s = this.sessions.get(id);
-          if (s && at > s.meta.lastAccessedAt) s.meta.lastAccessedAt = at;
+          if (s && at > s.lastAccessedAt) s.lastAccessedAt = at;
         }
         return;
       case 's': {
         const old = this.sessions.get(record.meta.id);
-        if (old) this.replay({ t: 'e', id: old.meta.id });
-        const attributes = new Map(record.attrs);
-        const bytes = attributeBytes(record.attrs);
-        const s: StoredSession = { meta: { ...record.meta, principal: null }, attributes, bytes, commits: record.commits };
-        this.sessions.set(record.meta.id, s);
+        if (old) this.replay({ t: 'e', id: old.id });
+        const data = record.packed ? latin1(record.packed) : packAttributes(record.attrs ?? []);
+        const bytes = record.pb ?? attributeBytes(unpackAttributes(data));
+        const m = record.meta;
+        const s: StoredSession = { id: m.id, createdAt: m.createdAt, lastAccessedAt: m.lastAccessedAt, idleTimeoutMs: m.idleTimeoutMs, absoluteExpiresAt: m.absoluteExpiresAt, principal: null, version: m.version, data, bytes, commits: ([] as (string | number)[]).concat(...record.commits) };
+        this.sessions.set(s.id, s);
         this.totalBytes += bytes;
         this.setPrincipal(s, record.meta.principal);
         return;
@@ -255,23 +366,23 @@ export class SessionTable {
 
   /** The whole state as records, for compaction. */
   *dump(now: number): Generator<TierRecord> {
-    for (const s of this.sessions.values()) yield { t: 's', meta: s.meta, attrs: [...s.attributes], commits: s.commits };
+    for (const s of this.sessions.values()) yield { t: 's', meta: metaOf(s), packed: Buffer.from(s.data, 'latin1'), pb: s.bytes, commits: commitPairs(s) };
     for (const [id, until] of this.tombstones) if (until > now) yield { t: 'b', id, until };
   }
 
   private setPrincipal(s: StoredSession, principal: string | null): void {
-    const old = s.meta.principal;
+    const old = s.principal;
     if (old === principal) return;
     if (old !== null) {
       const set = this.principals.get(old);
-      set?.delete(s.meta.id);
+      set?.delete(s.id);
       if (set?.size === 0) this.principals.delete(old);
     }
-    s.meta.principal = principal;
+    s.principal = principal;
     if (principal !== null) {
       let set = this.principals.get(principal);
       if (!set) this.principals.set(principal, (set = new Set()));
-      set.add(s.meta.id);
+      set.add(s.id);
     }
   }
 }

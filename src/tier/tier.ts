@@ -4,7 +4,7 @@ import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js
 import { deltaBytes, expiryDeadline, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { ExpiryWheel } from './expiry-wheel.js';
 import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects, type OwnerId } from './lease-table.js';
-import { SessionTable, type TierRecord } from './session-table.js';
+import { metaOf, SessionTable, type TierRecord } from './session-table.js';
 
 /**
  * The server tier's logic in one object: sessions, leases, expiry, events. Both the
@@ -242,11 +242,11 @@ export class Tier {
     try {
       // A commit already applied is acknowledged again whoever holds the lease now:
       // that answer changes nothing, and the retry may come after the lease moved.
-      const known = this.sessions.get(req.sessionId)?.commits.find(([cid]) => cid === req.commitId);
-      if (known) {
+      const known = this.sessions.committedVersion(req.sessionId, req.commitId);
+      if (known !== undefined) {
         this.counters.duplicateCommits++;
         if (req.release) this.release(ownerId, req.sessionId, req.token);
-        return { version: known[1], duplicate: true };
+        return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);
       result = this.sessions.applyCommit(req, this.limits, now);
@@ -295,7 +295,7 @@ export class Tier {
     const current = this.sessions.get(sessionId);
     if (!current) return false;
     // Until the session would have expired anyway (at least a second, at most maxTombstoneMs).
-    const until = Math.max(Math.min(expiryDeadline(current.meta, this.touchGraceMs), now + this.maxTombstoneMs), now + 1000);
+    const until = Math.max(Math.min(expiryDeadline(current, this.touchGraceMs), now + this.maxTombstoneMs), now + 1000);
     const result = this.sessions.destroy(sessionId, until);
     if (!result) return false;
     this.sortedIds = undefined;
@@ -326,7 +326,7 @@ export class Tier {
       const id = ids[at++]!;
       if (!id.startsWith(prefix)) break;
       const s = this.sessions.get(id);
-      if (s) sessions.push({ ...s.meta });
+      if (s) sessions.push(metaOf(s));
     }
     const more = at < ids.length && ids[at]!.startsWith(prefix);
     return { sessions, next: more && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: this.sessions.size };
@@ -336,7 +336,7 @@ export class Tier {
     const out: SessionMeta[] = [];
     for (const id of this.sessions.sessionsOf(principal)) {
       const s = this.sessions.get(id);
-      if (s) out.push({ ...s.meta });
+      if (s) out.push(metaOf(s));
     }
     return out;
   }
@@ -360,7 +360,7 @@ export class Tier {
   /** Metadata of one session without taking its lease (admin, status). */
   peek(sessionId: string): SessionMeta | undefined {
     const s = this.sessions.get(sessionId);
-    return s ? { ...s.meta } : undefined;
+    return s ? metaOf(s) : undefined;
   }
 
   stats(): TierStats {
@@ -396,7 +396,7 @@ export class Tier {
       const s = this.sessions.get(id);
       if (!s) continue;
       const leased = this.leases.holderOf(id) !== undefined;
-      const deadline = expiryDeadline(s.meta, leased ? this.touchGraceMs : 0);
+      const deadline = expiryDeadline(s, leased ? this.touchGraceMs : 0);
       if (deadline > now) {
         this.wheel.schedule(id, deadline);
         continue;
@@ -429,7 +429,7 @@ export class Tier {
 
   private scheduleExpiry(sessionId: string): void {
     const s = this.sessions.get(sessionId);
-    if (s) this.wheel.schedule(sessionId, expiryDeadline(s.meta));
+    if (s) this.wheel.schedule(sessionId, expiryDeadline(s));
   }
 
   private apply(effects: LeaseEffects): void {

@@ -32,7 +32,7 @@ describe('session table', () => {
     const c = commit(id, 1, [['n', Uint8Array.of(1)]]);
     assert.deepEqual(t.applyCommit(c, limits, 1).ack, { version: 2, duplicate: false });
     assert.deepEqual(t.applyCommit(c, limits, 1).ack, { version: 2, duplicate: true });
-    assert.equal(t.get(id)!.meta.version, 2);
+    assert.equal(t.get(id)!.version, 2);
   });
 
   it('a rejected commit changes nothing', () => {
