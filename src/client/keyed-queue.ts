@@ -33,6 +33,14 @@ export class KeyedQueue {
     return this.slots.get(key)?.waiters.length ?? 0;
   }
 
+  /** The lock at once if nobody holds or waits for the key, else undefined (no waiting). */
+  tryLock(key: string): Unlock | undefined {
+    if (this.slots.has(key)) return undefined;
+    const slot: Slot = { busy: true, waiters: [] };
+    this.slots.set(key, slot);
+    return this.unlocker(key, slot);
+  }
+
   lock(key: string, timeoutMs: number): Promise<Unlock> {
     let slot = this.slots.get(key);
     if (!slot) this.slots.set(key, (slot = { busy: false, waiters: [] }));

@@ -202,6 +202,23 @@ export class SessionRuntime<Req = unknown> {
     return this.scope?.(req) === 'read';
   }
 
+  /**
+   * The request's session at once, when the near cache has it and it is free (see
+   * SessionClient.openCached); undefined means: use open().
+   */
+  openNow(req: Req, cookieHeader: string | undefined, secure: boolean): RequestSession<Req> | undefined {
+    const incomingId = this.sessionIdFrom(cookieHeader);
+    if (incomingId === undefined) return undefined;
+    const handle = this.client.openCached(incomingId, { readOnly: this.isReadOnly(req) });
+    if (!handle) return undefined;
+    try {
+      return new RequestSession(this, req, handle, incomingId, secure, false);
+    } catch (err) {
+      handle.close();
+      throw err;
+    }
+  }
+
   /** Loads the request's session (a fresh one when the cookie names none that lives). */
   async open(req: Req, cookieHeader: string | undefined, secure: boolean): Promise<RequestSession<Req>> {
     const incomingId = this.sessionIdFrom(cookieHeader);

@@ -50,7 +50,21 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
       next();
       return;
     }
-    runtime.open(req, req.headers.cookie, requestIsSecure(runtime, req)).then((rs) => {
+    const secure = requestIsSecure(runtime, req);
+    let ready: ReturnType<typeof runtime.openNow>;
+    try {
+      ready = runtime.openNow(req, req.headers.cookie, secure);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    if (ready) {
+      // Sticky traffic: the session was in the near cache and free, no waiting at all.
+      bindToResponse(ready, req, res, next);
+      next();
+      return;
+    }
+    runtime.open(req, req.headers.cookie, secure).then((rs) => {
       // A commit that fails at the end of the request goes to Express's error handler.
       bindToResponse(rs, req, res, next);
       next();

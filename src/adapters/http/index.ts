@@ -48,7 +48,8 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
     async load(incoming, res) {
       const req = incoming as NodeSessionRequest;
       if (req.session) return req.session;
-      const rs = await runtime.open(req, req.headers.cookie, requestIsSecure(runtime, req));
+      const secure = requestIsSecure(runtime, req);
+      const rs = runtime.openNow(req, req.headers.cookie, secure) ?? (await runtime.open(req, req.headers.cookie, secure));
       return bindToResponse(rs, req, res, (err) => fail(err, req, res));
     },
   };
