@@ -63,6 +63,12 @@ describe('Redis Sentinel failover under load', () => {
       return port !== 0 && port !== oldMaster.port ? port : 0;
     }, 30_000, 'Sentinel to promote the replica');
     const promotedAfter = Date.now() - killedAt;
+    // The killed node comes back empty (no persistence in these tests). Restarting it
+    // before the promoted replica really acts as master let that replica full-sync from
+    // the empty node (chained replication) and drop every session — seen once on a
+    // loaded CI machine. Redis's own advice: without persistence, a supervisor must not
+    // restart a master before the failover is complete. So wait for ROLE to say master.
+    await waitFor(async () => (await redisCli(newMasterPort, 'ROLE').catch(() => '')).startsWith('master'), 30_000, 'the promoted replica to act as master');
     await oldMaster.restart(['--replicaof', '127.0.0.1', String(newMasterPort)]);
     const results = await load;
     const { lost, acked } = await lostAcknowledged(workers[0]!, sessions, results);
