@@ -153,6 +153,9 @@ async function appReports(apps: AppProcess[]): Promise<AppReport[]> {
   return Promise.all(apps.map(async (a) => (await (await fetch(`${a.url}/__bench`)).json()) as AppReport));
 }
 
+/** `INFO stats` as redis-cli sends it: *2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n. */
+const INFO_STATS_BYTES = 25;
+
 async function redisTraffic(port: number): Promise<{ bytes: number }> {
   const info = await redisCli(port, 'INFO', 'stats');
   const field = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(info)?.[1] ?? 0);
@@ -211,10 +214,9 @@ async function measure(stores: Stores, system: SystemId, cell: Cell, options: Co
     let store = reports.reduce((sum, r) => ({ calls: sum.calls + r.store.calls, bytes: sum.bytes + r.store.bytes }), { calls: 0, bytes: 0 });
     if (usesRedis) {
       const after = await redisTraffic(stores.redis.node.port);
-      // Bytes as redis-server received them (minus the INFO command of the first
-      // reading); round trips as the app counted them (Redis counts the commands a
-      // script runs as commands too).
-      store = { calls: store.calls, bytes: after.bytes - redisBefore.bytes - 30 };
+      // Bytes as redis-server received them, minus the INFO command of the first reading;
+      // round trips as the app counted them (Redis counts a script's commands as commands too).
+      store = { calls: store.calls, bytes: after.bytes - redisBefore.bytes - INFO_STATS_BYTES };
     }
     const cpuMs = reports.reduce((sum, r) => sum + r.cpuMs, 0);
     const wallMs = Math.max(...reports.map((r) => r.wallMs));
