@@ -41,8 +41,8 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
 
 export interface Overview {
   server: { role: string; version: string; host: string; pid: number; address: string; epoch: string; uptimeMs: number; tls: boolean };
-  storage: { dataDir: string | null; fsync: string | null; bytesOnDisk: number };
-  sessions: { count: number; bytes: number; tombstones: number };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number };
+  sessions: { count: number; bytes: number; tombstones: number | null };
   leases: { held: number; waiting: number };
   counters: Record<string, number>;
   connections: number;
@@ -75,9 +75,13 @@ export function renderStatus(o: Overview, rates?: { commitsPerSecond: number; re
   if (o.leases.waiting > 0) warnings.push(`${o.leases.waiting} lease waits`);
   if (o.connections === 0) warnings.push('no app server connected');
   const lines = [
-    `kiln server ${o.server.address}  ${o.server.role}  v${o.server.version}  pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`,
-    `storage     ${o.storage.dataDir ?? 'memory only'}${o.storage.fsync ? `  fsync ${o.storage.fsync}` : ''}  log ${bytes(o.storage.bytesOnDisk)}`,
-    `sessions    ${o.sessions.count}  (${bytes(o.sessions.bytes)}, ${o.sessions.tombstones} tombstones)   leases ${o.leases.held} held, ${o.leases.waiting} waiting`,
+    o.storage.kind === 'redis'
+      ? `redis       ${o.server.address}  ${o.server.role}  console v${o.server.version} pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`
+      : `kiln server ${o.server.address}  ${o.server.role}  v${o.server.version}  pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`,
+    o.storage.kind === 'redis'
+      ? `storage     Redis${o.storage.replicas ? `, ${o.storage.replicas} replica confirmation(s) per commit` : ''}`
+      : `storage     ${o.storage.dataDir ?? 'memory only'}${o.storage.fsync ? `  fsync ${o.storage.fsync}` : ''}  log ${bytes(o.storage.bytesOnDisk ?? 0)}`,
+    `sessions    ${o.sessions.count}  (${bytes(o.sessions.bytes)}${o.sessions.tombstones === null ? '' : `, ${o.sessions.tombstones} tombstones`})   leases ${o.leases.held} held, ${o.leases.waiting} waiting`,
     `totals      ${o.counters['commits'] ?? 0} commits, ${o.counters['created'] ?? 0} created, ${o.counters['expired'] ?? 0} expired, ${o.counters['destroyed'] ?? 0} destroyed, ${o.counters['leaseHandovers'] ?? 0} hand-overs`,
   ];
   if (rates) lines.push(`rates       ${rates.requestsPerSecond.toFixed(0)} req/s, ${rates.commitsPerSecond.toFixed(0)} commits/s, ${rates.recallsPerSecond.toFixed(1)} recalls/s, lease wait p50 ${o.recent.leaseWaitMsP50} ms`);

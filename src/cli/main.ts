@@ -1,5 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { balancerCommand } from './commands/balancer.js';
+import { consoleCommand } from './commands/console.js';
 import { demoCommand } from './commands/demo.js';
 import { serverCommand } from './commands/server.js';
 import { sessionsCommand } from './commands/sessions.js';
@@ -11,7 +12,7 @@ import type { Command } from './command.js';
  * `kiln <command>`: one entry point, one module per command under commands/.
  * Later parts (demo, balancer, status, sessions) register here.
  */
-const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand, statusCommand, sessionsCommand, topCommand];
+const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand, consoleCommand, statusCommand, sessionsCommand, topCommand];
 
 export function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -4,18 +4,19 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { hostname } from 'node:os';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import { KilnError } from '../errors/index.js';
-import { MessageType } from '../protocol/messages.js';
 import { decodeAttribute } from '../session/codec.js';
 import { isValidSessionId } from '../session/id.js';
 import { attributeBytes } from '../session/model.js';
-import type { KilnServer } from '../server/kiln-server.js';
 import { listen } from '../util/net.js';
 import { ServerMetrics } from './metrics.js';
 import { CONSOLE_PAGE } from './page.js';
+import type { ConsoleSource } from './source.js';
 
 /**
- * The kiln server's admin HTTP API, on its own port: JSON endpoints, Server-Sent Events,
- * a time series of the last hour, and Prometheus /metrics. Two bearer tokens: the admin
+ * The admin HTTP API of a session tier, on its own port: JSON endpoints, Server-Sent
+ * Events, a time series of the last hour, and Prometheus /metrics. The same API for a
+ * kiln server (served by the server, KilnServerSource) and for Redis (served by
+ * `kiln console`, RedisSource). Two bearer tokens: the admin
  * token may invalidate sessions; the read-only token may only look.
  *
  *   GET    /api/overview                       server, storage, sessions, leases, clients
@@ -60,48 +61,30 @@ export class AdminServer {
   private readonly readDigest: Buffer | undefined;
   private readonly streams = new Set<ServerResponse>();
   private readonly samples: Sample[] = [];
-  private readonly unsubscribe: (() => void)[] = [];
+  private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
-  private window = { requests: 0, errors: 0, commitMs: [] as number[] };
-  /** Recent acquire latencies [at, ms], for the console's lease-wait chart. */
-  private readonly recentWaits: [number, number][] = [];
-  private lastCounters = { commits: 0, recalls: 0 };
+  private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
   private boundPort = 0;
 
+  /**
+   * @example
+   * const admin = new AdminServer(new KilnServerSource(server), { port: 9511, adminToken, version: packageVersion() });
+   * await admin.start();
+   */
   constructor(
-    private readonly server: KilnServer,
+    private readonly source: ConsoleSource,
     private readonly options: AdminOptions,
   ) {
     this.adminDigest = digest(options.adminToken);
     this.readDigest = options.readToken ? digest(options.readToken) : undefined;
-    this.metrics = new ServerMetrics(server);
+    this.metrics = new ServerMetrics(source);
     this.http = createServer((req, res) => {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     });
-    const tier = server.tier;
-    this.unsubscribe.push(
-      tier.onEvent((e) => this.broadcast('session', e)),
-      tier.onLeaseActivity((e) => this.broadcast('lease', e)),
-      server.onActivity((e) => {
-        if (e.type === 'request') {
-          this.window.requests++;
-          if (e.code) {
-            this.window.errors++;
-            this.broadcast('error', { code: e.code, message: e.message, at: e.at });
-          }
-          if (e.message === MessageType.Commit && !e.code && this.window.commitMs.length < 10_000) this.window.commitMs.push(e.ms);
-          if (e.message === MessageType.Acquire && !e.code) {
-            this.recentWaits.push([e.at, e.ms]);
-            if (this.recentWaits.length > 2000) this.recentWaits.shift();
-          }
-        } else {
-          this.broadcast('client', e);
-        }
-      }),
-    );
-    this.sampler = setInterval(() => this.sample(), SAMPLE_MS);
+    this.unsubscribe = source.onEvent((e) => this.broadcast(e.type, e.data));
+    this.sampler = setInterval(() => void this.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();
-    this.sample();
+    void this.sample().catch(() => undefined);
   }
 
   async start(): Promise<number> {
@@ -113,10 +96,10 @@ export class AdminServer {
     return this.boundPort;
   }
 
+  /** Stops serving; the source stays open (whoever made it closes it). */
   async stop(): Promise<void> {
     clearInterval(this.sampler);
-    for (const off of this.unsubscribe) off();
-    this.metrics.close();
+    this.unsubscribe();
     for (const s of this.streams) s.end();
     await new Promise<void>((resolve) => {
       this.http.close(() => resolve());
@@ -124,46 +107,43 @@ export class AdminServer {
     });
   }
 
-  overview(): Record<string, unknown> {
-    const info = this.server.info();
-    const stats = this.server.tier.stats();
+  async overview(): Promise<Record<string, unknown>> {
+    const d = this.source.describe();
+    const f = await this.source.figures();
     return {
-      server: { role: 'standalone', version: this.options.version, host: hostname(), pid: process.pid, address: `${info.host}:${info.port}`, epoch: info.epoch, startedAt: info.startedAt, uptimeMs: Date.now() - info.startedAt, tls: info.tls },
-      storage: this.server.storageInfo() ?? { dataDir: null, fsync: null, bytesOnDisk: 0 },
-      sessions: { count: stats.sessions, bytes: stats.sessionBytes, tombstones: stats.tombstones },
-      leases: { held: stats.leases, waiting: stats.leaseWaiters },
-      counters: stats.counters,
-      connections: this.server.connectionCount,
-      clients: this.server.clients(),
-      recent: { leaseWaitMsP50: this.recentLeaseWait() },
+      server: { role: d.role, version: this.options.version, host: hostname(), pid: process.pid, address: d.address, epoch: this.source.epoch, startedAt: d.startedAt, uptimeMs: Date.now() - d.startedAt, tls: d.tls },
+      storage: d.storage.kind === 'redis' ? d.storage : { ...d.storage, bytesOnDisk: f.storageBytes ?? 0 },
+      sessions: { count: f.sessions, bytes: f.sessionBytes, tombstones: f.tombstones },
+      leases: { held: f.leases, waiting: f.leaseWaiters },
+      counters: f.counters,
+      connections: f.connections,
+      clients: f.clients,
+      recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
     };
   }
 
-  /** Median acquire-to-grant time over the last 5 seconds (0 when there was none). */
-  private recentLeaseWait(): number {
-    const since = Date.now() - 5000;
-    const ms = this.recentWaits.filter(([at]) => at >= since).map(([, v]) => v).sort((a, b) => a - b);
-    return ms.length ? Math.round(ms[Math.floor(ms.length / 2)]! * 100) / 100 : 0;
-  }
-
-  private sample(): void {
-    const stats = this.server.tier.stats();
-    const c = stats.counters;
-    const ms = this.window.commitMs.sort((a, b) => a - b);
+  private async sample(): Promise<void> {
+    const f = await this.source.figures(SAMPLE_MS);
+    const now = {
+      commits: f.counters['commits'] ?? 0,
+      requests: f.requests,
+      recalls: f.counters['leaseRecalls'] ?? 0,
+      errors: Object.values(f.errors).reduce((a, b) => a + b, 0),
+    };
+    const since = this.last ?? now;
     this.samples.push({
       t: Date.now(),
-      sessions: stats.sessions,
-      leases: stats.leases,
-      connections: this.server.connectionCount,
-      commits: c.commits - this.lastCounters.commits,
-      requests: this.window.requests,
-      recalls: c.leaseRecalls - this.lastCounters.recalls,
-      errors: this.window.errors,
-      commitMsP50: ms.length ? ms[Math.floor(ms.length / 2)]! : 0,
+      sessions: f.sessions,
+      leases: f.leases,
+      connections: f.connections,
+      commits: Math.max(0, now.commits - since.commits),
+      requests: Math.max(0, now.requests - since.requests),
+      recalls: Math.max(0, now.recalls - since.recalls),
+      errors: Math.max(0, now.errors - since.errors),
+      commitMsP50: f.recent.commitMsP50,
     });
     if (this.samples.length > SAMPLES) this.samples.shift();
-    this.lastCounters = { commits: c.commits, recalls: c.leaseRecalls };
-    this.window = { requests: 0, errors: 0, commitMs: [] };
+    this.last = now;
   }
 
   private broadcast(type: string, data: unknown): void {
@@ -201,17 +181,17 @@ export class AdminServer {
       this.json(res, 403, { code: 'KILN_ERR_AUTH', message: 'the read-only token cannot change sessions' });
       return false;
     };
-    const tier = this.server.tier;
+    const source = this.source;
     if (req.method === 'GET' && path === '/metrics') {
       res.writeHead(200, { 'content-type': this.metrics.contentType });
       res.end(await this.metrics.text());
       return;
     }
-    if (req.method === 'GET' && path === '/api/overview') return this.json(res, 200, this.overview());
+    if (req.method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
     if (req.method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
     if (req.method === 'GET' && path === '/api/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-      res.write(`event: hello\ndata: ${JSON.stringify({ epoch: tier.epoch, at: Date.now() })}\n\n`);
+      res.write(`event: hello\ndata: ${JSON.stringify({ epoch: source.epoch, at: Date.now() })}\n\n`);
       this.streams.add(res);
       req.on('close', () => this.streams.delete(res));
       return;
@@ -220,34 +200,34 @@ export class AdminServer {
       const limit = Math.min(Math.max(1, Number(url.searchParams.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
       const principal = url.searchParams.get('principal');
       if (principal) {
-        const sessions = tier.findByPrincipal(principal).sort((a, b) => (a.id < b.id ? -1 : 1));
+        const sessions = (await source.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
         return this.json(res, 200, { sessions, next: null, total: sessions.length });
       }
-      return this.json(res, 200, tier.list({ after: url.searchParams.get('after') ?? undefined, prefix: url.searchParams.get('prefix') ?? undefined, limit }));
+      return this.json(res, 200, await source.list({ after: url.searchParams.get('after') ?? undefined, prefix: url.searchParams.get('prefix') ?? undefined, limit }));
     }
     const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
     if (one) {
       const id = decodeURIComponent(one[1]!);
       if (!isValidSessionId(id)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id' });
       if (req.method === 'GET') {
-        const detail = this.sessionDetail(id);
+        const detail = await this.sessionDetail(id);
         return detail ? this.json(res, 200, detail) : this.json(res, 404, { code: 'KILN_ERR_SESSION_NOT_FOUND', message: 'no such session' });
       }
       if (req.method === 'DELETE') {
         if (!needAdmin()) return;
-        return this.json(res, 200, { destroyed: await tier.destroy(null, id, 'admin') });
+        return this.json(res, 200, { destroyed: await source.destroy(id) });
       }
     }
     const byPrincipal = /^\/api\/principals\/([^/]+)\/sessions$/.exec(path);
     if (byPrincipal && req.method === 'DELETE') {
       if (!needAdmin()) return;
-      return this.json(res, 200, { destroyed: await tier.destroyByPrincipal(decodeURIComponent(byPrincipal[1]!)) });
+      return this.json(res, 200, { destroyed: await source.destroyByPrincipal(decodeURIComponent(byPrincipal[1]!)) });
     }
     this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${req.method} ${path}` });
   }
 
-  private sessionDetail(id: string): Record<string, unknown> | undefined {
-    const snapshot = this.server.tier.snapshotForAdmin(id);
+  private async sessionDetail(id: string): Promise<Record<string, unknown> | undefined> {
+    const snapshot = await this.source.snapshot(id);
     if (!snapshot) return undefined;
     const attributes = [...snapshot.attributes].map(([name, bytes]) => {
       let preview: string;

@@ -1,19 +1,27 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { mirroredCounter, readGauge } from './prometheus.js';
-import { MessageType } from '../protocol/messages.js';
-import type { KilnServer } from '../server/kiln-server.js';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { mirroredCounter, readGauge, snapshotHistogram } from './prometheus.js';
+import type { ConsoleFigures, ConsoleSource } from './source.js';
 
 /**
- * Prometheus metrics of a kiln server (prom-client). Totals are read from the tier's own
- * counters at scrape time (one source of truth); latencies are observed as requests are
- * answered, only while metrics are enabled.
+ * Prometheus metrics of a session tier (prom-client), for a kiln server or, through
+ * `kiln console`, a Redis tier. Each scrape reads the source's figures once; totals
+ * mirror the tier's own counters (one source of truth), latencies come as histograms the
+ * source keeps.
+ *
+ * @example
+ * const metrics = new ServerMetrics(new KilnServerSource(server));
+ * res.end(await metrics.text());
  */
 export class ServerMetrics {
   readonly registry = new Registry();
-  private readonly stop: () => void;
+  private current: ConsoleFigures | undefined;
+  private scraping: Promise<string> | undefined;
 
-  constructor(server: KilnServer) {
-    const tier = server.tier;
+  constructor(private readonly source: ConsoleSource) {
+    const f = (): ConsoleFigures => {
+      if (!this.current) throw new Error('ServerMetrics: figures are read in text()');
+      return this.current;
+    };
     const totals: [string, string, string][] = [
       ['kiln_sessions_created_total', 'Sessions created', 'created'],
       ['kiln_sessions_expired_total', 'Sessions expired', 'expired'],
@@ -29,14 +37,18 @@ export class ServerMetrics {
       ['kiln_lease_revocations_total', 'Leases revoked after an overrun recall deadline', 'leaseRevocations'],
       ['kiln_lease_pingpong_grants_total', 'Grants marked release-after-use (ping-pong)', 'pingPongGrants'],
     ];
-    for (const [name, help, key] of totals) mirroredCounter(this.registry, name, help, () => (tier.stats().counters as unknown as Record<string, number>)[key] ?? 0);
-    readGauge(this.registry, 'kiln_sessions', 'Live sessions', () => tier.stats().sessions);
-    readGauge(this.registry, 'kiln_session_bytes', 'Attribute bytes held', () => tier.stats().sessionBytes);
-    readGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => tier.stats().tombstones);
-    readGauge(this.registry, 'kiln_leases', 'Leases held', () => tier.stats().leases);
-    readGauge(this.registry, 'kiln_lease_waiters', 'Processes waiting for a lease', () => tier.stats().leaseWaiters);
-    readGauge(this.registry, 'kiln_connections', 'Client connections', () => server.connectionCount);
-    readGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => server.storageInfo()?.bytesOnDisk ?? 0);
+    for (const [name, help, key] of totals) mirroredCounter(this.registry, name, help, () => f().counters[key] ?? 0);
+    mirroredCounter(this.registry, 'kiln_requests_total', 'Requests the tier answered (kiln server) or app servers sent it (Redis)', () => f().requests);
+    readGauge(this.registry, 'kiln_sessions', 'Live sessions', () => f().sessions);
+    readGauge(this.registry, 'kiln_session_bytes', 'Attribute bytes held', () => f().sessionBytes);
+    readGauge(this.registry, 'kiln_leases', 'Leases held', () => f().leases);
+    readGauge(this.registry, 'kiln_lease_waiters', 'Processes waiting for a lease', () => f().leaseWaiters);
+    readGauge(this.registry, 'kiln_connections', 'App server connections (kiln server) or live reporting clients (Redis)', () => f().connections);
+    // Figures a source may not have: absent rather than a misleading zero.
+    if (source.describe().storage.kind !== 'redis') {
+      readGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => f().tombstones ?? 0);
+      readGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes ?? 0);
+    }
     // What each app server's client last reported (near cache), labelled by client.
     for (const [name, help, key] of [
       ['kiln_client_cache_hits', 'Near-cache hits reported by each client', 'hits'],
@@ -50,36 +62,46 @@ export class ServerMetrics {
         registers: [this.registry],
         collect() {
           this.reset();
-          for (const c of server.clients()) {
+          for (const c of f().clients) {
             const cache = (c.stats as { cache?: Record<string, number> } | null)?.cache;
             if (cache) this.set({ client: c.name }, cache[key] ?? 0);
           }
         },
       });
     }
-
-    const commitSeconds = new Histogram({ name: 'kiln_commit_duration_seconds', help: 'Commit latency on the server, receipt to acknowledgement (includes fsync)', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25], registers: [this.registry] });
-    const leaseWait = new Histogram({ name: 'kiln_lease_wait_seconds', help: 'Time from an acquire to its grant', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [this.registry] });
-    const errors = new Counter({ name: 'kiln_errors_total', help: 'Requests answered with an error, by code', labelNames: ['code'], registers: [this.registry] });
-    const requests = new Counter({ name: 'kiln_requests_total', help: 'Requests answered', registers: [this.registry] });
-    this.stop = server.onActivity((event) => {
-      if (event.type !== 'request') return;
-      requests.inc();
-      if (event.code) errors.inc({ code: event.code });
-      if (event.message === MessageType.Commit && !event.code) commitSeconds.observe(event.ms / 1000);
-      if (event.message === MessageType.Acquire && !event.code) leaseWait.observe(event.ms / 1000);
+    const seenErrors = new Map<string, number>();
+    new Counter({
+      name: 'kiln_errors_total',
+      help: 'Failed requests, by error code',
+      labelNames: ['code'],
+      registers: [this.registry],
+      collect() {
+        for (const [code, n] of Object.entries(f().errors)) {
+          const seen = seenErrors.get(code) ?? 0;
+          if (n > seen) this.inc({ code }, n - seen);
+          seenErrors.set(code, Math.max(seen, n));
+        }
+      },
     });
+    snapshotHistogram(this.registry, 'kiln_commit_duration_seconds', 'Commit latency: receipt to acknowledgement on a kiln server (includes fsync); call to acknowledgement in the app servers on Redis (includes the network and WAIT)', () => f().commitLatency);
+    snapshotHistogram(this.registry, 'kiln_lease_wait_seconds', 'Time from an acquire to its grant', () => f().leaseWait);
   }
 
+  /** The text format; scrapes that arrive while one runs share its answer. */
   text(): Promise<string> {
-    return this.registry.metrics();
+    this.scraping ??= (async () => {
+      try {
+        this.current = await this.source.figures();
+        return await this.registry.metrics();
+      } finally {
+        this.current = undefined;
+        this.scraping = undefined;
+      }
+    })();
+    return this.scraping;
   }
 
   get contentType(): string {
     return this.registry.contentType;
-  }
-
-  close(): void {
-    this.stop();
   }
 }

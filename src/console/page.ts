@@ -96,7 +96,7 @@ async function tick() {
   try {
     const o = await api('GET', '/api/overview');
     const now = Date.now();
-    $('server').textContent = o.server.address + ' · ' + o.server.role + ' · v' + o.server.version + ' · up ' + Math.round(o.server.uptimeMs / 1000) + 's · ' + (o.storage.dataDir || 'memory only');
+    $('server').textContent = o.server.address + ' · ' + o.server.role + ' · v' + o.server.version + ' · up ' + Math.round(o.server.uptimeMs / 1000) + 's · ' + (o.storage.kind === 'redis' ? 'sessions in Redis' + (o.storage.replicas ? ', ' + o.storage.replicas + ' replica(s) confirm each commit' : '') : o.storage.dataDir || 'memory only');
     const waits = o.leases.waiting;
     $('health').textContent = o.connections === 0 ? 'no app server connected' : waits > 0 ? waits + ' lease waits' : 'healthy';
     $('health').className = o.connections === 0 || waits > 0 ? 'warn' : 'ok';

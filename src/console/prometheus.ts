@@ -1,4 +1,5 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { HistogramSnapshot } from '../util/latency.js';
 
 /**
  * A Prometheus counter that mirrors a monotonic figure kept elsewhere (tier or client
@@ -29,4 +30,31 @@ export function readGauge(registry: Registry, name: string, help: string, read: 
       this.set(read());
     },
   });
+}
+
+/**
+ * A Prometheus histogram whose buckets are read from a snapshot at scrape time: the
+ * latencies are recorded elsewhere (the console source, or app processes that report
+ * theirs), in milliseconds; Prometheus gets seconds.
+ */
+export function snapshotHistogram(registry: Registry, name: string, help: string, read: () => HistogramSnapshot): void {
+  registry.registerMetric({
+    name,
+    help,
+    type: 'histogram',
+    get() {
+      const s = read();
+      const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+      let cumulative = 0;
+      s.boundsMs.forEach((boundMs, i) => {
+        cumulative += s.counts[i] ?? 0;
+        values.push({ metricName: `${name}_bucket`, labels: { le: boundMs / 1000 }, value: cumulative });
+      });
+      cumulative += s.counts[s.boundsMs.length] ?? 0;
+      values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: cumulative });
+      values.push({ metricName: `${name}_sum`, labels: {}, value: s.sumMs / 1000 });
+      values.push({ metricName: `${name}_count`, labels: {}, value: s.count });
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
 }

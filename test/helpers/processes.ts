@@ -81,11 +81,30 @@ export interface ServerStartOptions {
 
 export async function startKilnServer(options: ServerStartOptions = {}): Promise<ServerProcess> {
   const token = options.token ?? TEST_TOKEN;
-  const args = [KILN_BIN, 'server', '--port', String(options.port ?? 0), '--log-level', 'warn'];
+  const args = ['server', '--port', String(options.port ?? 0), '--log-level', 'warn'];
   if (options.dataDir) args.push('--data', options.dataDir, '--fsync', options.fsync ?? 'everysec');
   else args.push('--no-data');
   args.push(...(options.args ?? []));
-  const child = spawn(process.execPath, args, { env: { ...process.env, KILN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const started = await startKilnCommand(args, { KILN_TOKEN: token }, /ready on [^\s]+:(\d+)/, 'kiln server', options.readyTimeoutMs);
+  const port = Number(started.match[1]);
+  return { ...started, port, url: `kiln://127.0.0.1:${port}`, token };
+}
+
+export interface KilnCommandProcess {
+  pid: number;
+  child: ChildProcess;
+  /** The ready line's match. */
+  match: RegExpExecArray;
+  output(): string;
+  /** Sends a signal and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(): Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs `kiln <args>` and resolves once its output matches `ready` (default wait 10 s). */
+export async function startKilnCommand(args: string[], env: Record<string, string>, ready: RegExp, what = `kiln ${args[0]}`, readyTimeoutMs = 10_000): Promise<KilnCommandProcess> {
+  const child = spawn(process.execPath, [KILN_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -94,28 +113,25 @@ export async function startKilnServer(options: ServerStartOptions = {}): Promise
     children.delete(child);
     resolve({ code, signal });
   }));
-  const port = await new Promise<number>((resolve, reject) => {
-    const readyTimeoutMs = options.readyTimeoutMs ?? 10_000;
-    const timer = setTimeout(() => reject(new Error(`kiln server did not start within ${readyTimeoutMs} ms:\n${out}`)), readyTimeoutMs);
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${readyTimeoutMs} ms:\n${out}`)), readyTimeoutMs);
     const check = (): void => {
-      const match = /ready on [^\s]+:(\d+)/.exec(out);
-      if (match) {
+      const m = ready.exec(out);
+      if (m) {
         clearTimeout(timer);
-        resolve(Number(match[1]));
+        resolve(m);
       }
     };
     child.stdout!.on('data', check);
     void exited.then(() => {
       clearTimeout(timer);
-      reject(new Error(`kiln server exited before it was ready:\n${out}`));
+      reject(new Error(`${what} exited before it was ready:\n${out}`));
     });
   });
   return {
     pid: child.pid!,
-    port,
-    url: `kiln://127.0.0.1:${port}`,
-    token,
     child,
+    match,
     output: () => out,
     exited,
     async stop(signal = 'SIGTERM') {

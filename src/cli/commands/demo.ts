@@ -23,7 +23,7 @@ Options:
   --host <addr>       balancer address (default 127.0.0.1)
   --nodes <n>         app servers (default 3)
   --engine <e>        kiln (default: a kiln server started here) | memory (each node alone) | kiln://host:port (an existing server; KILN_TOKEN)
-                      | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; no kiln console)
+                      | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; console by kiln console)
   --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
   --affinity <mode>   route (default) | cookie | none
   -h, --help
@@ -95,6 +95,12 @@ export const demoCommand: Command = {
         rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
+        if (isRedisUrl(engineArg)) {
+          say(`kiln demo: starting the console for Redis (kiln console)…`);
+          const redisConsole = await supervisor.start('kiln console', [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', '0'], { ...process.env, KILN_ADMIN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
+          consoleUrl = `${redisConsole.match[1]}/#token=${encodeURIComponent(token)}`;
+          rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
+        }
       } else {
         say('kiln demo: --engine memory: every node keeps its own sessions (nothing is shared; a killed node loses its sessions)');
       }

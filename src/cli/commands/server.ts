@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KilnError } from '../../errors/index.js';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
+import { KilnServerSource } from '../../console/kiln-server-source.js';
 import { KilnServer } from '../../server/kiln-server.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { intFlag } from '../args.js';
@@ -112,12 +113,14 @@ export const serverCommand: Command = {
     });
     const info = await server.start();
     let admin: AdminServer | undefined;
+    let source: KilnServerSource | undefined;
     const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
     if (adminPort !== undefined) {
       const adminToken = values['admin-token-file'] ? readFileSync(values['admin-token-file'], 'utf8').trim() : token;
       if (!adminToken) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin-port needs a token (--admin-token-file, or the server token)');
       const readToken = values['admin-read-token-file'] ? readFileSync(values['admin-read-token-file'], 'utf8').trim() : undefined;
-      admin = new AdminServer(server, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion() });
+      source = new KilnServerSource(server);
+      admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion() });
       await admin.start();
     }
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
@@ -127,6 +130,7 @@ export const serverCommand: Command = {
       const stop = (): void => {
         process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');
         Promise.resolve(admin?.stop())
+          .then(() => source?.close())
           .then(() => server.stop())
           .then(
           () => resolve(0),

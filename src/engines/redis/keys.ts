@@ -38,11 +38,13 @@ export interface IndexKeys {
   sweeper: string;
   /** ZSET owner → last heartbeat: live processes for stats and the console. */
   owners: string;
+  /** HASH owner → JSON of what that app server's client last reported (the console's cluster view). */
+  clients: string;
 }
 
 export function indexKeys(prefix: string): IndexKeys {
   const base = `${prefix}{idx}:`;
-  return { expiry: `${base}exp`, ids: `${base}ids`, stats: `${base}stats`, epoch: `${base}epoch`, sweeper: `${base}sweeper`, owners: `${base}owners` };
+  return { expiry: `${base}exp`, ids: `${base}ids`, stats: `${base}stats`, epoch: `${base}epoch`, sweeper: `${base}sweeper`, owners: `${base}owners`, clients: `${base}clients` };
 }
 
 /**
@@ -57,6 +59,11 @@ export function principalKey(prefix: string, principal: string): string {
 /** Pub/sub channel one owner (engine) listens on: recalls, grants, revocations. */
 export function ownerChannel(prefix: string, ownerId: string): string {
   return `${prefix}owner:${ownerId}`;
+}
+
+/** Pattern matching every owner's channel: the console watches lease traffic with it. */
+export function ownerChannelPattern(prefix: string): string {
+  return `${ownerChannel(prefix, '').replace(/[*?[\]\\]/g, '\\$&')}*`;
 }
 
 /** Pub/sub channel of expiry and destroy events. */

@@ -5,9 +5,10 @@ import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type Sessio
 import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
 import { OptionReader } from '../../util/options.js';
+import { isHistogramSnapshot, LatencyRecorder, type HistogramSnapshot } from '../../util/latency.js';
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
-import { eventChannel, indexKeys, ownerChannel, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
+import { eventChannel, indexKeys, ownerChannel, ownerChannelPattern, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
 import { createTransport, type RedisTransport } from './transport.js';
@@ -41,6 +42,8 @@ export interface RedisEngineOptions {
   keyPrefix?: string;
   /** Shown in the owner id (console, logs). */
   name?: string;
+  /** The application's name, shown by the console (default: the main script's file name). */
+  app?: string;
   connectTimeoutMs?: number;
   operationTimeoutMs?: number;
   acquireTimeoutMs?: number;
@@ -75,6 +78,40 @@ interface AcquireWait {
   deadline: number;
   timeoutMs: number;
   timer: NodeJS.Timeout;
+  /** performance.now() when acquire() was called: the lease-wait figure. */
+  startedAt: number;
+}
+
+/** What one app server's Redis engine stores for the console (reportClientStats). */
+export interface ReportedClient {
+  ownerId: string;
+  name: string;
+  host: string;
+  pid: number;
+  app: string;
+  connectedAt: number;
+  reportedAt: number;
+  heartbeatMs: number;
+  /** Commands sent to Redis. */
+  requests: number;
+  leases: number;
+  leaseWaiters: number;
+  errors: Record<string, number>;
+  latency: { commit: HistogramSnapshot; acquire: HistogramSnapshot };
+  recent: { commit: { count: number; p50Ms: number }; acquire: { count: number; p50Ms: number } };
+  /** The SessionClient's own figures (near cache, commits, leases). */
+  stats: Record<string, unknown>;
+}
+
+/** A lease message seen by watchLeases. */
+export interface LeaseMessage {
+  type: 'recall' | 'handover' | 'revoke';
+  sessionId: string;
+  /** The process the message was sent to: the holder (recall, revoke) or the next holder (hand-over). */
+  owner: string;
+  token: number;
+  at: number;
+  reason?: string;
 }
 
 interface OwnerMessage {
@@ -87,7 +124,7 @@ interface OwnerMessage {
 
 type Reply = unknown;
 
-const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs'] as const;
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs'] as const;
 
 const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
@@ -146,6 +183,12 @@ export class RedisEngine implements Engine {
   private timers: NodeJS.Timeout[] = [];
   private heartbeatRunning = false;
   private lastRenew = 0;
+  private readonly app: string;
+  private connectedAt = 0;
+  private readonly commitLatency = new LatencyRecorder();
+  private readonly acquireLatency = new LatencyRecorder();
+  /** Failed calls by error code, reported to the console with the client's figures. */
+  private readonly errorCounts: Record<string, number> = {};
 
   constructor(options: RedisEngineOptions) {
     const o = new OptionReader('RedisEngine', options, REDIS_ENGINE_OPTIONS);
@@ -169,6 +212,7 @@ export class RedisEngine implements Engine {
     this.keySlackMs = o.int('keySlackMs', 600_000, 0);
     this.heartbeatMs = o.int('heartbeatMs', 1000, 50);
     const name = o.string('name', `${hostname()}-${process.pid}`);
+    this.app = o.string('app', process.argv[1]?.split('/').pop() ?? 'node');
     for (const objectOption of ['limits', 'topology'] as const) {
       const value = o.any(objectOption);
       if (value !== undefined && (typeof value !== 'object' || value === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', `RedisEngine: option "${objectOption}" must be an object`, { details: { option: objectOption } });
@@ -195,6 +239,11 @@ export class RedisEngine implements Engine {
 
   get limits(): EngineLimits {
     return { ...this.sessionLimits, touchGraceMs: this.touchGraceMs };
+  }
+
+  /** Replicas that must confirm each commit (WAIT), 0 for none. */
+  get replicasRequired(): number {
+    return this.replicas;
   }
 
   /** Where this engine points, without credentials. */
@@ -230,6 +279,7 @@ export class RedisEngine implements Engine {
         deadline: Date.now() + timeoutMs,
         timeoutMs,
         timer: setTimeout(() => this.abandonWait(sessionId, wait), timeoutMs),
+        startedAt: performance.now(),
       };
       let list = this.waits.get(sessionId);
       if (!list) this.waits.set(sessionId, (list = []));
@@ -288,8 +338,10 @@ export class RedisEngine implements Engine {
       args.push(p.name, String(p.at), String(p.cut), Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.byteLength), String(p.baseLength), String(p.name.length));
     }
     let reply: Reply[];
+    const started = performance.now();
     try {
       reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true })) as Reply[];
+      this.commitLatency.observe(performance.now() - started);
     } catch (err) {
       if (isKilnError(err) && !TRANSIENT_CODES.has(err.code)) this.count('rejectedCommits');
       throw err;
@@ -433,6 +485,84 @@ export class RedisEngine implements Engine {
     };
   }
 
+  /**
+   * Stores this process's figures in Redis for `kiln console` (the SessionClient calls
+   * this every statsIntervalMs): who it is, what it sent, its leases, errors by code and
+   * latency histograms, plus the client's own figures (near cache, commits).
+   */
+  async reportClientStats(stats: Record<string, unknown>): Promise<void> {
+    if (!this.connected) return;
+    let leaseWaiters = 0;
+    for (const list of this.waits.values()) leaseWaiters += list.length;
+    const report: ReportedClient = {
+      ownerId: this.ownerId,
+      name: this.ownerId,
+      host: hostname(),
+      pid: process.pid,
+      app: this.app,
+      connectedAt: this.connectedAt,
+      reportedAt: Date.now(),
+      heartbeatMs: this.heartbeatMs,
+      requests: this.sent.requests,
+      leases: this.held.size,
+      leaseWaiters,
+      errors: { ...this.errorCounts },
+      latency: { commit: this.commitLatency.snapshot(), acquire: this.acquireLatency.snapshot() },
+      recent: { commit: this.commitLatency.recent(), acquire: this.acquireLatency.recent() },
+      stats,
+    };
+    await this.send(this.idx.clients, ['HSET', this.idx.clients, this.ownerId, JSON.stringify(report)]);
+  }
+
+  /**
+   * What every live app server last reported (reportClientStats), for the console. A
+   * process is live while its heartbeat is recent; reports of processes gone for a minute
+   * (killed, never closed) are removed, as are their heartbeat entries.
+   */
+  async reportedClients(): Promise<ReportedClient[]> {
+    const [hash, owners] = (await Promise.all([
+      this.command(this.idx.clients, ['HGETALL', this.idx.clients]),
+      this.command(this.idx.owners, ['ZRANGE', this.idx.owners, '0', '-1', 'WITHSCORES']),
+    ])) as [Reply[], Reply[]];
+    const now = Date.now();
+    const lastBeat = new Map<string, number>();
+    for (let i = 0; i + 1 < owners.length; i += 2) lastBeat.set(text(owners[i]), num(owners[i + 1]));
+    const live: ReportedClient[] = [];
+    const gone: string[] = [];
+    for (let i = 0; i + 1 < hash.length; i += 2) {
+      const ownerId = text(hash[i]);
+      const report = parseReport(text(hash[i + 1]));
+      const beat = lastBeat.get(ownerId) ?? 0;
+      if (report && beat >= now - Math.max(3 * report.heartbeatMs, 5000)) live.push(report);
+      else if (!report || beat < now - 60_000) gone.push(ownerId);
+    }
+    if (gone.length > 0) void this.command(this.idx.clients, ['HDEL', this.idx.clients, ...gone]).catch(() => undefined);
+    void this.command(this.idx.owners, ['ZREMRANGEBYSCORE', this.idx.owners, '-inf', `(${now - 60_000}`]).catch(() => undefined);
+    return live.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Every lease message between processes (recalls, hand-overs, revocations), for the
+   * console's events pane. The messages go by pub/sub anyway; watching them costs the
+   * app servers nothing.
+   */
+  async watchLeases(listener: (event: LeaseMessage) => void): Promise<void> {
+    await this.ensureConnected();
+    const prefix = ownerChannel(this.prefix, '');
+    await this.transport.subscribePattern(ownerChannelPattern(this.prefix), (message, channel) => {
+      let m: OwnerMessage;
+      try {
+        m = JSON.parse(message) as OwnerMessage;
+      } catch {
+        return;
+      }
+      if (typeof m.s !== 'string' || typeof m.t !== 'number') return;
+      const type = m.k === 'r' ? 'recall' : m.k === 'g' ? 'handover' : m.k === 'v' ? 'revoke' : undefined;
+      if (!type) return;
+      listener({ type, sessionId: m.s, owner: channel.slice(prefix.length), token: m.t, at: Date.now(), ...(m.why ? { reason: m.why } : {}) });
+    });
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     for (const [sessionId, list] of this.waits) {
@@ -454,6 +584,7 @@ export class RedisEngine implements Engine {
       await Promise.all(releases);
       await this.flushCounters().catch(() => undefined);
       await this.command(this.idx.owners, ['ZREM', this.idx.owners, this.ownerId]).catch(() => undefined);
+      await this.command(this.idx.clients, ['HDEL', this.idx.clients, this.ownerId]).catch(() => undefined);
     }
     this.closed = true;
     this.connected = false;
@@ -482,6 +613,7 @@ export class RedisEngine implements Engine {
       throw toEngineError(err, this.address);
     }
     this.connected = true;
+    this.connectedAt = Date.now();
     this.status.push({ type: 'connected', epoch: this.currentEpoch });
     const every = (ms: number, fn: () => void) => {
       const timer = setInterval(fn, ms);
@@ -602,6 +734,7 @@ export class RedisEngine implements Engine {
               clearTimeout(w.timer);
               w.reject(error);
             }
+            this.countError(error.code);
           }
         },
       )
@@ -632,8 +765,10 @@ export class RedisEngine implements Engine {
     this.held.set(sessionId, { token, validUntil });
     this.toRelease.delete(sessionId);
     const grant: LeaseGrant = { sessionId, token, epoch: this.currentEpoch ?? '', snapshot: snapshotFrom(sessionId, reply[4]), releaseAfterUse: num(reply[2]) === 1 };
+    const now = performance.now();
     for (const w of waiting) {
       clearTimeout(w.timer);
+      this.acquireLatency.observe(now - w.startedAt);
       w.resolve(waiting.length === 1 ? grant : { ...grant, snapshot: grant.snapshot && { meta: { ...grant.snapshot.meta }, attributes: new Map(grant.snapshot.attributes) } });
     }
   }
@@ -664,6 +799,7 @@ export class RedisEngine implements Engine {
       this.retryTimers.delete(sessionId);
       void this.runScript(SCRIPTS.cancelWait, sessionId, this.ownerId, []).catch(() => undefined);
     }
+    this.countError('KILN_ERR_LEASE_TIMEOUT');
     wait.reject(new KilnError('KILN_ERR_LEASE_TIMEOUT', `lease for the session was not granted within ${wait.timeoutMs} ms`, { details: { sessionId, timeoutMs: wait.timeoutMs } }));
   }
 
@@ -826,8 +962,14 @@ export class RedisEngine implements Engine {
     try {
       return await withTimeout(this.transport.send(firstKey, args), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
     } catch (err) {
-      throw toEngineError(err, this.address);
+      const error = toEngineError(err, this.address);
+      if (!error.message.includes('NOSCRIPT')) this.countError(error.code);
+      throw error;
     }
+  }
+
+  private countError(code: string): void {
+    this.errorCounts[code] = (this.errorCounts[code] ?? 0) + 1;
   }
 
   /**
@@ -857,6 +999,7 @@ export class RedisEngine implements Engine {
       const result = await reply;
       if (acked) {
         const n = num(await acked);
+        if (n < this.replicas) this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
         if (n < this.replicas) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${n} of ${this.replicas} replicas within ${this.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged (a retry is safe)`);
       }
       return result;
@@ -919,6 +1062,27 @@ function snapshotFrom(sessionId: string, reply: unknown): SessionSnapshot | null
   // Copied out of node-redis's read buffer so a cached session does not pin it.
   for (let i = 0; i + 1 < flat.length; i += 2) attributes.set(text(flat[i]), Uint8Array.prototype.slice.call(flat[i + 1] as Buffer));
   return { meta, attributes };
+}
+
+/** A stored report, checked field by field: another process wrote it, so it is not trusted. */
+function parseReport(json: string): ReportedClient | undefined {
+  let r: ReportedClient;
+  try {
+    r = JSON.parse(json) as ReportedClient;
+  } catch {
+    return undefined;
+  }
+  if (typeof r !== 'object' || r === null) return undefined;
+  const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+  const isRecent = (v: unknown) => typeof v === 'object' && v !== null && isCount((v as { count: unknown }).count) && isCount((v as { p50Ms: unknown }).p50Ms);
+  const ok =
+    ['ownerId', 'name', 'host', 'app'].every((k) => typeof r[k as keyof ReportedClient] === 'string') &&
+    ['pid', 'connectedAt', 'reportedAt', 'heartbeatMs', 'requests', 'leases', 'leaseWaiters'].every((k) => isCount(r[k as keyof ReportedClient])) &&
+    typeof r.errors === 'object' && r.errors !== null && Object.values(r.errors).every(isCount) &&
+    isHistogramSnapshot(r.latency?.commit) && isHistogramSnapshot(r.latency?.acquire) &&
+    isRecent(r.recent?.commit) && isRecent(r.recent?.acquire) &&
+    typeof r.stats === 'object' && r.stats !== null;
+  return ok ? r : undefined;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError): Promise<T> {

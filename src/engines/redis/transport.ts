@@ -16,6 +16,8 @@ export interface RedisTransport {
   masterIdentity(): Promise<string>;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
+  /** Every channel matching a glob pattern (the console watching lease traffic). */
+  subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void>;
   /** Connection-level errors and topology changes, for the engine's status stream. */
   onTrouble(listener: (event: TransportEvent) => void): void;
   close(): Promise<void>;
@@ -41,6 +43,7 @@ interface CommandClient {
   on(event: string, listener: (...args: never[]) => void): unknown;
   subscribe(channel: string, listener: (message: string) => void): Promise<unknown>;
   unsubscribe(channel: string): Promise<unknown>;
+  pSubscribe(pattern: string, listener: (message: string, channel: string) => void): Promise<unknown>;
 }
 
 export function createTransport(topology: RedisTopology, options: TransportOptions): RedisTransport {
@@ -114,6 +117,10 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
     await this.subscriber.unsubscribe(channel);
   }
 
+  async subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void> {
+    await this.subscriber.pSubscribe(pattern, listener);
+  }
+
   async close(): Promise<void> {
     await Promise.all([this.client, this.subscriber].map((c) => c.close().catch(() => c.destroy())));
   }
@@ -163,6 +170,10 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
     await this.sentinel.unsubscribe(channel);
   }
 
+  async subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void> {
+    await this.sentinel.pSubscribe(pattern, listener);
+  }
+
   async close(): Promise<void> {
     await this.sentinel.close().catch(() => this.sentinel.destroy());
   }
@@ -207,6 +218,10 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
 
   async unsubscribe(channel: string): Promise<void> {
     await this.cluster.unsubscribe(channel);
+  }
+
+  async subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void> {
+    await this.cluster.pSubscribe(pattern, listener);
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,187 @@
+import type { ListOptions, ListPage } from '../engines/engine.js';
+import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
+import type { SessionMeta, SessionSnapshot } from '../session/model.js';
+import { addHistograms } from '../util/latency.js';
+import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
+
+/** How often the source looks at the clients' reports (joins, leaves, new errors). */
+const WATCH_MS = 1000;
+/** Departed clients remembered one by one (so one that comes back is not counted twice); older ones are folded into one total. */
+const MAX_DEPARTED = 1000;
+
+/**
+ * The console's view of a Redis tier, for `kiln console --engine redis…`: sessions,
+ * counters and events come from Redis (the engine's indexes, counters and event
+ * channel); clients, leases held, requests, errors and latencies from what each app
+ * server's client reports there every couple of seconds. Totals stay monotonic across
+ * clients leaving: a departed client's last figures are kept.
+ *
+ * @example
+ * const engine = connectRedis('redis+sentinel://127.0.0.1:26379/mymaster');
+ * await engine.connect();
+ * const admin = new AdminServer(new RedisSource(engine), { port: 9511, adminToken, version });
+ */
+export class RedisSource implements ConsoleSource {
+  readonly kind = 'redis';
+  private readonly startedAt = Date.now();
+  private readonly listeners = new Set<(event: ConsoleEvent) => void>();
+  private readonly offSessionEvents: () => void;
+  private readonly watcher: NodeJS.Timeout;
+  /** The last report of every live client. */
+  private readonly known = new Map<string, ReportedClient>();
+  /** The last report of clients that left, newest last (a client that comes back is moved back). */
+  private readonly departed = new Map<string, ReportedClient>();
+  /** Totals of clients that left long ago (beyond MAX_DEPARTED), folded together. */
+  private frozen = { requests: 0, errors: {} as Record<string, number>, commit: addHistograms([]), acquire: addHistograms([]) };
+  private readonly live = new Set<string>();
+  private watching: Promise<ReportedClient[]> | undefined;
+  private closed = false;
+
+  constructor(private readonly engine: RedisEngine) {
+    this.offSessionEvents = engine.onEvent((data) => announce(this.listeners, { type: 'session', data }));
+    void engine.watchLeases((data) => announce(this.listeners, { type: 'lease', data })).catch((err: Error) => {
+      announce(this.listeners, { type: 'error', data: { code: 'KILN_ERR_ENGINE_UNAVAILABLE', at: Date.now(), client: `console: cannot watch lease messages: ${err.message}` } });
+    });
+    this.watcher = setInterval(() => void this.clients().catch(() => undefined), WATCH_MS);
+    this.watcher.unref();
+  }
+
+  get epoch(): string {
+    return this.engine.epoch ?? '';
+  }
+
+  describe(): ConsoleDescription {
+    return {
+      role: `redis-${this.engine.topology.kind}`,
+      address: this.engine.address,
+      startedAt: this.startedAt,
+      tls: this.engine.topology.tls === true,
+      storage: { kind: 'redis', dataDir: null, fsync: null, bytesOnDisk: null, replicas: this.engine.replicasRequired },
+    };
+  }
+
+  async figures(): Promise<ConsoleFigures> {
+    const [stats, reports] = await Promise.all([this.engine.stats(), this.clients()]);
+    const everyone = [...this.known.values(), ...this.departed.values()];
+    const errors: Record<string, number> = { ...this.frozen.errors };
+    for (const r of everyone) for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
+    // Medians of the last seconds, weighted by how many calls each client saw.
+    const recent = (pick: (r: ReportedClient) => { count: number; p50Ms: number }): number => {
+      let n = 0;
+      let sum = 0;
+      for (const r of reports) {
+        n += pick(r).count;
+        sum += pick(r).count * pick(r).p50Ms;
+      }
+      return n > 0 ? Math.round((sum / n) * 100) / 100 : 0;
+    };
+    return {
+      sessions: stats.sessions,
+      sessionBytes: stats.sessionBytes,
+      tombstones: null,
+      leases: reports.reduce((n, r) => n + r.leases, 0),
+      leaseWaiters: reports.reduce((n, r) => n + r.leaseWaiters, 0),
+      connections: reports.length,
+      counters: stats.counters,
+      requests: everyone.reduce((n, r) => n + r.requests, this.frozen.requests),
+      errors,
+      commitLatency: addHistograms([this.frozen.commit, ...everyone.map((r) => r.latency.commit)]),
+      leaseWait: addHistograms([this.frozen.acquire, ...everyone.map((r) => r.latency.acquire)]),
+      recent: { commitMsP50: recent((r) => r.recent.commit), leaseWaitMsP50: recent((r) => r.recent.acquire) },
+      clients: reports.map(asConsoleClient),
+      storageBytes: null,
+    };
+  }
+
+  list(options: ListOptions): Promise<ListPage> {
+    return this.engine.list(options);
+  }
+
+  findByPrincipal(principal: string): Promise<SessionMeta[]> {
+    return this.engine.findByPrincipal(principal);
+  }
+
+  snapshot(sessionId: string): Promise<SessionSnapshot | null> {
+    return this.engine.snapshotForAdmin(sessionId);
+  }
+
+  destroy(sessionId: string): Promise<boolean> {
+    return this.engine.destroy(sessionId, { reason: 'admin' });
+  }
+
+  destroyByPrincipal(principal: string): Promise<number> {
+    return this.engine.destroyByPrincipal(principal);
+  }
+
+  onEvent(listener: (event: ConsoleEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.watcher);
+    this.offSessionEvents();
+    this.listeners.clear();
+  }
+
+  /** The live clients' reports; announces joins, departures and new errors as it notices them. */
+  private clients(): Promise<ReportedClient[]> {
+    this.watching ??= this.engine
+      .reportedClients()
+      .then((reports) => {
+        if (!this.closed) this.notice(reports);
+        return reports;
+      })
+      .finally(() => {
+        this.watching = undefined;
+      });
+    return this.watching;
+  }
+
+  private notice(reports: ReportedClient[]): void {
+    const now = Date.now();
+    const seen = new Set<string>();
+    for (const r of reports) {
+      seen.add(r.ownerId);
+      const before = this.known.get(r.ownerId) ?? this.departed.get(r.ownerId);
+      // Reports are cumulative per process; an older one arriving late changes nothing.
+      if (before && before.reportedAt > r.reportedAt) continue;
+      this.departed.delete(r.ownerId);
+      this.known.set(r.ownerId, r);
+      if (!before || !this.live.has(r.ownerId)) {
+        this.live.add(r.ownerId);
+        announce(this.listeners, { type: 'client', data: { type: 'client-joined', client: asConsoleClient(r), at: now } });
+      }
+      for (const [code, n] of Object.entries(r.errors)) {
+        const more = n - (before?.errors[code] ?? 0);
+        if (more > 0) announce(this.listeners, { type: 'error', data: { code, count: more, client: r.name, at: now } });
+      }
+    }
+    for (const ownerId of this.live) {
+      if (seen.has(ownerId)) continue;
+      this.live.delete(ownerId);
+      const last = this.known.get(ownerId);
+      if (!last) continue;
+      this.known.delete(ownerId);
+      this.departed.set(ownerId, last);
+      announce(this.listeners, { type: 'client', data: { type: 'client-left', client: asConsoleClient(last), at: now } });
+    }
+    for (const [ownerId, old] of this.departed) {
+      if (this.departed.size <= MAX_DEPARTED) break;
+      this.departed.delete(ownerId);
+      const errors = { ...this.frozen.errors };
+      for (const [code, n] of Object.entries(old.errors)) errors[code] = (errors[code] ?? 0) + n;
+      this.frozen = {
+        requests: this.frozen.requests + old.requests,
+        errors,
+        commit: addHistograms([this.frozen.commit, old.latency.commit]),
+        acquire: addHistograms([this.frozen.acquire, old.latency.acquire]),
+      };
+    }
+  }
+}
+
+function asConsoleClient(r: ReportedClient): ConsoleClient {
+  return { name: r.name, host: r.host, pid: r.pid, app: r.app, address: r.host, connectedAt: r.connectedAt, ownerId: r.ownerId, leases: r.leases, requests: r.requests, stats: r.stats };
+}

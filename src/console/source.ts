@@ -1,0 +1,90 @@
+import type { ListOptions, ListPage } from '../engines/engine.js';
+import type { SessionMeta, SessionSnapshot } from '../session/model.js';
+import type { HistogramSnapshot } from '../util/latency.js';
+
+/**
+ * Where the admin API, /metrics and the console get their data: one interface, two
+ * implementations. A kiln server is its own source (KilnServerSource, in the server
+ * process); a Redis tier has no server of ours, so `kiln console --engine redis…` reads
+ * Redis and what each app server's client reports there (RedisSource).
+ */
+export interface ConsoleSource {
+  /** 'kiln' or 'redis'. */
+  readonly kind: string;
+  readonly epoch: string;
+  /** What does not change between calls: the tier and its storage. */
+  describe(): ConsoleDescription;
+  /** Current figures; totals only grow. `recentWindowMs` bounds the recent medians. */
+  figures(recentWindowMs?: number): Promise<ConsoleFigures>;
+  list(options: ListOptions): Promise<ListPage>;
+  findByPrincipal(principal: string): Promise<SessionMeta[]>;
+  /** A session's data without taking its lease. */
+  snapshot(sessionId: string): Promise<SessionSnapshot | null>;
+  destroy(sessionId: string): Promise<boolean>;
+  destroyByPrincipal(principal: string): Promise<number>;
+  /** Everything worth streaming to the console's events pane. */
+  onEvent(listener: (event: ConsoleEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+export interface ConsoleDescription {
+  /** 'standalone' for a kiln server; 'redis-standalone', 'redis-sentinel' or 'redis-cluster'. */
+  role: string;
+  /** Where the tier listens (kiln server) or the Redis nodes (credentials removed). */
+  address: string;
+  startedAt: number;
+  tls: boolean;
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number };
+}
+
+export interface ConsoleClient {
+  name: string;
+  host: string;
+  pid: number;
+  app: string;
+  address: string;
+  connectedAt: number;
+  ownerId: string;
+  leases: number;
+  /** Requests this client sent to the tier. */
+  requests: number;
+  /** What the client last reported of itself (near cache, leases, commits); null until its first report. */
+  stats: Record<string, unknown> | null;
+}
+
+export interface ConsoleFigures {
+  sessions: number;
+  sessionBytes: number;
+  /** Tombstones of destroyed sessions; null where counting them would need a scan (Redis). */
+  tombstones: number | null;
+  leases: number;
+  leaseWaiters: number;
+  connections: number;
+  counters: Record<string, number>;
+  /** Requests the tier answered (kiln server) or app servers sent it (Redis), since the source started. */
+  requests: number;
+  /** Failed requests by error code, since the source started. */
+  errors: Record<string, number>;
+  commitLatency: HistogramSnapshot;
+  leaseWait: HistogramSnapshot;
+  recent: { commitMsP50: number; leaseWaitMsP50: number };
+  clients: ConsoleClient[];
+  storageBytes: number | null;
+}
+
+export type ConsoleEvent =
+  | { type: 'session'; data: unknown }
+  | { type: 'lease'; data: unknown }
+  | { type: 'client'; data: { type: 'client-joined' | 'client-left'; client: Partial<ConsoleClient> & { name: string }; at: number } }
+  | { type: 'error'; data: { code: string; /** The protocol message type that failed (kiln server). */ request?: number; at: number; client?: string; count?: number } };
+
+/** Calls every listener, each in its own try: a console's failure is its own. */
+export function announce<E>(listeners: Iterable<(event: E) => void>, event: E): void {
+  for (const listener of listeners) {
+    try {
+      listener(event);
+    } catch {
+      // ignored: see above
+    }
+  }
+}

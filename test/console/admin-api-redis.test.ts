@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import parsePrometheus from 'parse-prometheus-text-format';
+import { connectRedis } from '../../src/engines/redis/redis-engine.js';
+import { removeDir, startKilnCommand, startWorker, tempDir, TEST_TOKEN, waitFor, type KilnCommandProcess, type WorkerProcess } from '../helpers/processes.js';
+import { redisCli, startSentinel, startStandalone, type RedisDeployment } from '../helpers/redis.js';
+import { adminApiSuite, READ_TOKEN, type ConsoleTarget } from './admin-api-suite.js';
+
+/** Redis has no server of ours: `kiln console --engine …` serves the same API from Redis and the clients' reports. */
+async function startConsole(url: string): Promise<{ adminUrl: string; process: KilnCommandProcess; stop(): Promise<void> }> {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'admin.token'), TEST_TOKEN);
+  writeFileSync(join(dir, 'read.token'), READ_TOKEN);
+  const console = await startKilnCommand(['console', '--engine', url, '--port', '0', '--token-file', join(dir, 'admin.token'), '--read-token-file', join(dir, 'read.token')], {}, /kiln admin on (http:\/\/\S+?) /, 'kiln console', 15_000);
+  return {
+    adminUrl: console.match[1]!,
+    process: console,
+    async stop() {
+      await console.kill();
+      removeDir(dir);
+    },
+  };
+}
+
+function redisConsole(name: string, role: string, deploy: () => Promise<RedisDeployment>, replicas = 0): ConsoleTarget {
+  return {
+    name,
+    role,
+    async start() {
+      const redis = await deploy();
+      const url = replicas > 0 ? `${redis.url}${redis.url.includes('?') ? '&' : '?'}replicas=${replicas}` : redis.url;
+      const console = await startConsole(url);
+      return {
+        adminUrl: console.adminUrl,
+        adminToken: TEST_TOKEN,
+        engine: (clientName) => connectRedis(url, { name: clientName }),
+        async stop() {
+          await console.stop();
+          await redis.stop();
+        },
+      };
+    },
+  };
+}
+
+adminApiSuite(redisConsole('kiln console on Redis standalone', 'redis-standalone', () => startStandalone()));
+adminApiSuite(redisConsole('kiln console on Redis Sentinel (replicas: 1)', 'redis-sentinel', () => startSentinel(), 1));
+
+describe('kiln console on Redis: app servers come and go', () => {
+  let redis: Awaited<ReturnType<typeof startStandalone>>;
+  let console: Awaited<ReturnType<typeof startConsole>>;
+  let worker: WorkerProcess;
+  type Overview = { clients: { name: string; pid: number; requests: number }[]; connections: number };
+  const overview = async (): Promise<Overview> => {
+    const res = await fetch(`${console.adminUrl}/api/overview`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+    assert.equal(res.status, 200);
+    return (await res.json()) as Overview;
+  };
+  const requestsTotal = async (): Promise<number> => {
+    const text = await (await fetch(`${console.adminUrl}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })).text();
+    const families = parsePrometheus(text) as { name: string; metrics: { value?: string }[] }[];
+    return Number(families.find((f) => f.name === 'kiln_requests_total')?.metrics[0]?.value);
+  };
+
+  before(async () => {
+    redis = await startStandalone();
+    console = await startConsole(redis.url);
+    worker = await startWorker();
+    await worker.call({ op: 'connect', url: redis.url });
+    await worker.call({ op: 'create', count: 3 });
+  });
+  after(async () => {
+    await worker.kill();
+    await console.stop();
+    await redis.stop();
+  });
+
+  it('lists an app server process from its reports, with its pid', async () => {
+    const listed = await waitFor(async () => (await overview()).clients.find((c) => c.pid === worker.pid), 6000, 'the worker listed');
+    assert.match(listed.name, new RegExp(`^worker-${worker.pid}-`));
+    assert.ok(listed.requests > 0);
+  });
+
+  it('skips reports it cannot read (written by anyone with access to Redis) and prunes them', async () => {
+    await redisCli(redis.node.port, 'ZADD', 'kiln:{idx}:owners', String(Date.now()), 'bogus-a');
+    await redisCli(redis.node.port, 'HSET', 'kiln:{idx}:clients', 'bogus-a', 'not json', 'bogus-b', JSON.stringify({ name: 42, requests: -1 }));
+    const o = await overview();
+    assert.deepEqual(o.clients.map((c) => c.pid), [worker.pid]);
+    await waitFor(async () => (await redisCli(redis.node.port, 'HLEN', 'kiln:{idx}:clients')).trim() === '1', 3000, 'junk reports pruned');
+  });
+
+  it('drops a SIGKILLed app server once its heartbeat stops, and keeps its totals', async () => {
+    const before = await requestsTotal();
+    assert.ok(before > 0);
+    await worker.kill();
+    await waitFor(async () => (await overview()).clients.length === 0, 10_000, 'the killed worker dropped');
+    assert.equal((await overview()).connections, 0);
+    assert.ok((await requestsTotal()) >= before, 'totals do not go back when a client leaves');
+  });
+});

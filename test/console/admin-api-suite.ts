@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import parsePrometheus from 'parse-prometheus-text-format';
+import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import type { Engine } from '../../src/engines/engine.js';
+import { KILN_BIN, waitFor } from '../helpers/processes.js';
+
+const run = promisify(execFile);
+
+/**
+ * The admin API, /metrics and the CLI's JSON against a tier holding 10,000 sessions: one
+ * suite for every console source (a kiln server's own admin port; `kiln console` on
+ * Redis). A target starts its tier and console and says how app servers connect.
+ */
+export const READ_TOKEN = 'read-only-token-abcdef';
+
+export interface ConsoleTarget {
+  name: string;
+  /** server.role in the overview. */
+  role: string;
+  /** Starts the tier and its admin API; the read-only token is READ_TOKEN. */
+  start(): Promise<RunningConsole>;
+}
+
+export interface RunningConsole {
+  adminUrl: string;
+  adminToken: string;
+  /** An engine for one more app server process (a new lease owner). */
+  engine(name: string): Engine;
+  stop(): Promise<void>;
+}
+
+export function adminApiSuite(target: ConsoleTarget): void {
+  describe(`admin API, metrics and CLI: ${target.name}`, () => {
+    let tier: RunningConsole;
+    let admin: string;
+    let kiln: SessionClient;
+    const ids: string[] = [];
+    const principals = new Map<string, string[]>();
+
+    /** token '' sends none. */
+    const call = async (method: string, path: string, token: string = tier.adminToken) => {
+      const res = await fetch(`${admin}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {} });
+      const text = await res.text();
+      return { status: res.status, body: (res.headers.get('content-type')?.includes('json') ? JSON.parse(text) : text) as Record<string, unknown> & string };
+    };
+
+    /** The app's view: a request on the session; after an invalidation the holder may hear of it a moment later (Redis: pub/sub). */
+    const isFreshSoon = (id: string) =>
+      waitFor(async () => {
+        const s = await kiln.open(id);
+        s.close();
+        return s.isNew;
+      }, 3000, `a fresh session for ${id}`);
+    const cli = async (...args: string[]) => (await run(process.execPath, [KILN_BIN, ...args, '--admin', admin], { env: { ...process.env, KILN_ADMIN_TOKEN: tier.adminToken } })).stdout;
+
+    before(async () => {
+      tier = await target.start();
+      admin = tier.adminUrl;
+      kiln = createSessionClient({ engine: tier.engine('admin-test'), statsIntervalMs: 100 });
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          while (next < 10_000) {
+            const i = next++;
+            const principal = i % 100 === 0 ? `user-${i % 300}` : undefined;
+            const id = await kiln.withSession(null, (s) => {
+              s.set('i', i);
+              s.set('profile', { name: `user ${i}`, tags: ['a', 'b'] });
+              if (principal) s.setPrincipal(principal);
+              return s.id;
+            });
+            ids.push(id);
+            if (principal) principals.set(principal, [...(principals.get(principal) ?? []), id]);
+          }
+        }),
+      );
+    });
+    after(async () => {
+      await kiln.close();
+      await tier.stop();
+    });
+
+    it('requires a token: 401 without or with a wrong one, 403 for the read-only role on admin actions', async () => {
+      assert.equal((await call('GET', '/api/overview', '')).status, 401);
+      assert.equal((await call('GET', '/api/overview', 'wrong')).status, 401);
+      assert.equal((await call('GET', '/metrics', '')).status, 401);
+      assert.equal((await call('GET', '/api/overview', READ_TOKEN)).status, 200);
+      const forbidden = await call('DELETE', `/api/sessions/${encodeURIComponent(ids[0]!)}`, READ_TOKEN);
+      assert.equal(forbidden.status, 403);
+      assert.equal((await call('DELETE', `/api/principals/user-0/sessions`, READ_TOKEN)).status, 403);
+    });
+
+    it('overview: server, storage, sessions, leases and connected clients with their leases', async () => {
+      const o = (await call('GET', '/api/overview')).body as unknown as {
+        server: { role: string; uptimeMs: number; version: string; epoch: string };
+        sessions: { count: number };
+        leases: { held: number };
+        clients: { name: string; pid: number; host: string; app: string; leases: number }[];
+      };
+      assert.equal(o.server.role, target.role);
+      assert.ok(o.server.uptimeMs > 0);
+      assert.match(o.server.version, /^\d+\.\d+\.\d+/);
+      assert.equal(o.sessions.count, 10_000);
+      // A Redis console knows an app server from its first report (every 100 ms here).
+      const me = o.clients.find((c) => c.name.startsWith('admin-test')) ?? (await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as typeof o).clients.find((c) => c.name.startsWith('admin-test')), 3000, 'our client listed'));
+      assert.equal(me.pid, process.pid);
+      assert.ok(me.leases > 0, 'the client holds leases (greedy: it created the sessions)');
+      await waitFor(async () => {
+        const now = (await call('GET', '/api/overview')).body as unknown as typeof o;
+        return now.clients.find((c) => c.name === me.name)?.leases === now.leases.held;
+      }, 3000, 'leases held = what our client holds');
+      await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as { clients: { stats: { cache?: { hits: number } } | null }[] }).clients.some((c) => c.stats?.cache), 3000, 'the client reported its near-cache figures');
+    });
+
+    it('pages through all 10,000 sessions in order, and searches by id prefix and by principal', async () => {
+      const seen: string[] = [];
+      let after = '';
+      for (;;) {
+        const page = (await call('GET', `/api/sessions?limit=1000${after ? `&after=${encodeURIComponent(after)}` : ''}`)).body as unknown as { sessions: { id: string }[]; next: string | null; total: number };
+        assert.equal(page.total, 10_000);
+        seen.push(...page.sessions.map((s) => s.id));
+        if (!page.next) break;
+        after = page.next;
+      }
+      assert.equal(seen.length, 10_000);
+      assert.deepEqual(seen, [...ids].sort());
+      const prefix = ids[123]!.slice(0, 2);
+      const found = (await call('GET', `/api/sessions?prefix=${encodeURIComponent(prefix)}&limit=1000`)).body as unknown as { sessions: { id: string }[] };
+      assert.deepEqual(found.sessions.map((s) => s.id), ids.filter((id) => id.startsWith(prefix)).sort());
+      const [principal, theirs] = [...principals][0]!;
+      const byPrincipal = (await call('GET', `/api/sessions?principal=${principal}`)).body as unknown as { sessions: { id: string; principal: string }[] };
+      assert.deepEqual(byPrincipal.sessions.map((s) => s.id).sort(), [...theirs].sort());
+    });
+
+    it('shows one session with its attributes and sizes, and invalidates it: the next request gets a fresh session', async () => {
+      const id = ids[42]!;
+      const detail = (await call('GET', `/api/sessions/${encodeURIComponent(id)}`)).body as unknown as { meta: { id: string; version: number }; attributes: { name: string; bytes: number; preview: string }[] };
+      assert.equal(detail.meta.id, id);
+      assert.deepEqual(detail.attributes.map((a) => a.name).sort(), ['i', 'profile']);
+      assert.ok(detail.attributes.every((a) => a.bytes > 0));
+      assert.match(detail.attributes.find((a) => a.name === 'profile')!.preview, /"name":"user \d+"/);
+      assert.equal((await call('DELETE', `/api/sessions/${encodeURIComponent(id)}`)).body['destroyed'], true);
+      assert.equal(await isFreshSoon(id), true, 'the invalidated session is gone for the app too');
+      assert.equal((await call('GET', `/api/sessions/${encodeURIComponent(id)}`)).status, 404);
+    });
+
+    it('invalidates every session of a principal', async () => {
+      const [principal, theirs] = [...principals][1]!;
+      const r = await call('DELETE', `/api/principals/${principal}/sessions`);
+      assert.equal(r.body['destroyed'], theirs.length);
+      for (const id of theirs) assert.equal(await isFreshSoon(id), true);
+    });
+
+    it('streams events (SSE): clients joining and leaving, destroys, lease recalls', async () => {
+      const controller = new AbortController();
+      const res = await fetch(`${admin}/api/events`, { headers: { authorization: `Bearer ${READ_TOKEN}` }, signal: controller.signal });
+      assert.equal(res.headers.get('content-type'), 'text/event-stream');
+      const reader = res.body!.getReader();
+      let text = '';
+      const pump = (async () => {
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            text += new TextDecoder().decode(value);
+          }
+        } catch {
+          // aborted
+        }
+      })();
+      const other = createSessionClient({ engine: tier.engine('sse-peer'), statsIntervalMs: 100 });
+      // Takes a session our first client holds: a recall (a lease event).
+      await other.withSession(ids[7]!, (s) => s.get('i'));
+      await waitFor(() => /event: client\ndata: \{"type":"client-joined"[^\n]*sse-peer/.test(text), 5000, 'the peer joined');
+      await other.close();
+      await call('DELETE', `/api/sessions/${encodeURIComponent(ids[8]!)}`);
+      await waitFor(() => /client-left[^\n]*sse-peer/.test(text) && /"type":"destroyed"/.test(text) && /event: lease\ndata: [^\n]*"type":"recall"/.test(text), 5000, 'events');
+      controller.abort();
+      await pump;
+    });
+
+    it('keeps a time series and serves /metrics that parse and match the work done', async () => {
+      const ts = (await call('GET', '/api/timeseries')).body as unknown as { intervalMs: number; samples: { t: number; sessions: number }[] };
+      assert.equal(ts.intervalMs, 10_000);
+      assert.ok(ts.samples.length >= 1);
+      const text = (await call('GET', '/metrics')).body as unknown as string;
+      const families = parsePrometheus(text) as { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[] }[];
+      const value = (name: string) => Number(families.find((f) => f.name === name)?.metrics[0]?.value);
+      const overview = (await call('GET', '/api/overview')).body as unknown as { sessions: { count: number }; counters: Record<string, number> };
+      // Nothing runs now, but Redis counters arrive from each process about once a second: read both again until they agree.
+      if (value('kiln_commits_total') !== overview.counters['commits']) {
+        await waitFor(async () => {
+          families.splice(0, families.length, ...(parsePrometheus((await call('GET', '/metrics')).body as unknown as string) as typeof families));
+          Object.assign(overview, (await call('GET', '/api/overview')).body);
+          return value('kiln_commits_total') === overview.counters['commits'];
+        }, 5000, 'metrics and overview agree');
+      }
+      assert.equal(value('kiln_sessions'), overview.sessions.count);
+      assert.equal(value('kiln_sessions_created_total'), 10_000);
+      assert.equal(value('kiln_commits_total'), overview.counters['commits']);
+      assert.equal(value('kiln_sessions_destroyed_total'), overview.counters['destroyed']);
+      assert.equal(families.find((f) => f.name === 'kiln_sessions_created_total')?.type, 'COUNTER');
+      const commitLatency = families.find((f) => f.name === 'kiln_commit_duration_seconds');
+      assert.equal(commitLatency?.type, 'HISTOGRAM');
+      assert.ok(Number(commitLatency.metrics[0]?.count) >= 10_000, `every commit timed (${commitLatency.metrics[0]?.count})`);
+      assert.equal(families.find((f) => f.name === 'kiln_lease_wait_seconds')?.type, 'HISTOGRAM');
+      assert.ok(value('kiln_connections') >= 1);
+      const hits = families.find((f) => f.name === 'kiln_client_cache_hits');
+      assert.ok(hits?.metrics.some((m) => m.labels?.['client']?.startsWith('admin-test')), 'per-client near-cache figures');
+    });
+
+    it('kiln status --json and kiln sessions ls --json give the same numbers as the API', async () => {
+      type Status = { sessions: { count: number }; counters: Record<string, number>; clients: { name: string }[] };
+      // Read both until a pair agrees: counters may move between two calls (Redis flushes each process's about once a second).
+      await waitFor(async () => {
+        const fromCli = JSON.parse(await cli('status', '--json')) as Status;
+        const fromApi = (await call('GET', '/api/overview')).body as unknown as Status;
+        assert.deepEqual(fromCli.sessions, fromApi.sessions);
+        assert.deepEqual(fromCli.clients.map((c) => c.name), fromApi.clients.map((c) => c.name));
+        return JSON.stringify(fromCli.counters) === JSON.stringify(fromApi.counters);
+      }, 5000, 'status --json = /api/overview');
+      const fromCli = JSON.parse(await cli('sessions', 'ls', '--json', '--limit', '1000')) as { sessions: { id: string }[]; total: number; next: string };
+      const fromApi = (await call('GET', '/api/sessions?limit=1000')).body as unknown as typeof fromCli;
+      assert.deepEqual(fromCli, fromApi);
+      assert.equal(fromCli.sessions.length, 1000);
+      const [principal, theirs] = [...principals][2]!;
+      const byPrincipal = JSON.parse(await cli('sessions', 'ls', '--json', '--principal', principal)) as { sessions: { id: string }[] };
+      assert.deepEqual(byPrincipal.sessions.map((s) => s.id).sort(), [...theirs].sort());
+      assert.match(await cli('status'), new RegExp(`sessions +${fromApi.total} `));
+    });
+  });
+}
