@@ -135,6 +135,8 @@ const TRANSIENT_CODES: ReadonlySet<string> = new Set(['KILN_ERR_TIMEOUT', 'KILN_
 /** Small safety margin so this process stops trusting a lease before Redis drops it. */
 const VALIDITY_MARGIN_MS = 250;
 const SWEEP_BATCH = 256;
+/** A client report larger than this is not read (ours are ~2 KB; the kiln server caps ClientStats at 16 KiB). */
+const MAX_REPORT_BYTES = 64 * 1024;
 
 export class RedisEngine implements Engine {
   readonly kind = 'redis';
@@ -531,7 +533,8 @@ export class RedisEngine implements Engine {
     const gone: string[] = [];
     for (let i = 0; i + 1 < hash.length; i += 2) {
       const ownerId = text(hash[i]);
-      const report = parseReport(text(hash[i + 1]));
+      const raw = hash[i + 1];
+      const report = Buffer.isBuffer(raw) && raw.length > MAX_REPORT_BYTES ? undefined : parseReport(text(raw));
       const beat = lastBeat.get(ownerId) ?? 0;
       if (report && beat >= now - Math.max(3 * report.heartbeatMs, 5000)) live.push(report);
       else if (!report || beat < now - 60_000) gone.push(ownerId);
