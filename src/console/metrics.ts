@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { mirroredCounter, readGauge, snapshotHistogram } from './prometheus.js';
 import type { ConsoleFigures, ConsoleSource } from './source.js';
 
@@ -83,6 +83,8 @@ export class ServerMetrics {
         }
       },
     });
+    // The serving process itself (memory, CPU, event-loop lag, GC): the kiln server, or the Redis console.
+    collectDefaultMetrics({ register: this.registry });
     snapshotHistogram(this.registry, 'kiln_commit_duration_seconds', 'Commit latency: receipt to acknowledgement on a kiln server (includes fsync); call to acknowledgement in the app servers on Redis (includes the network and WAIT)', () => f().commitLatency);
     snapshotHistogram(this.registry, 'kiln_lease_wait_seconds', 'Time from an acquire to its grant', () => f().leaseWait);
   }
