@@ -73,7 +73,11 @@ const MAX_BOUNCE_ENTRIES = 100_000;
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
   private readonly byOwner = new Map<OwnerId, Set<string>>();
-  private readonly bounces = new Map<string, Bounce>();
+  /**
+   * Ping-pong history: the owner a session last went to (a plain string: no object per
+   * session on the affine path) or, once it has changed hands, a decaying Bounce.
+   */
+  private readonly bounces = new Map<string, OwnerId | Bounce>();
   private lastToken: number;
   readonly counters = { grants: 0, recalls: 0, handovers: 0, revocations: 0, pingPongGrants: 0 };
 
@@ -199,10 +203,24 @@ export class LeaseTable {
     return effects;
   }
 
-  /** Drops decayed ping-pong history so the table stays bounded. */
+  /**
+   * Drops decayed ping-pong history so the table stays bounded. Sessions that never
+   * changed hands are remembered (who had them last) until the table is half full, then
+   * dropped oldest first: deleting them all every sweep made the map shrink and regrow
+   * every second under a stream of new sessions, and the discarded tables piled up in the
+   * old generation (a third of the garbage of filling a server with a million sessions).
+   */
   sweepBounces(now: number): void {
+    let dropOwners = this.bounces.size > MAX_BOUNCE_ENTRIES / 2 ? this.bounces.size - MAX_BOUNCE_ENTRIES / 4 : 0;
     for (const [sessionId, bounce] of this.bounces) {
-      if (this.decayed(bounce, now) < 0.05) this.bounces.delete(sessionId);
+      if (typeof bounce === 'string') {
+        if (dropOwners > 0) {
+          dropOwners--;
+          this.bounces.delete(sessionId);
+        }
+      } else if (this.decayed(bounce, now) < 0.05) {
+        this.bounces.delete(sessionId);
+      }
     }
   }
 
@@ -250,16 +268,21 @@ export class LeaseTable {
 
   private isPingPong(sessionId: string, now: number): boolean {
     const bounce = this.bounces.get(sessionId);
-    return bounce !== undefined && this.decayed(bounce, now) >= this.options.pingPongThreshold;
+    return typeof bounce === 'object' && this.decayed(bounce, now) >= this.options.pingPongThreshold;
   }
 
   /** Records who got the session; returns whether it is now ping-ponging. */
   private noteOwner(sessionId: string, owner: OwnerId, now: number): boolean {
     const bounce = this.bounces.get(sessionId);
-    if (!bounce) {
+    if (bounce === undefined) {
       if (this.bounces.size >= MAX_BOUNCE_ENTRIES) this.sweepBounces(now);
-      if (this.bounces.size < MAX_BOUNCE_ENTRIES) this.bounces.set(sessionId, { lastOwner: owner, score: 0, at: now });
+      if (this.bounces.size < MAX_BOUNCE_ENTRIES) this.bounces.set(sessionId, owner);
       return false;
+    }
+    if (typeof bounce === 'string') {
+      if (bounce === owner) return false;
+      this.bounces.set(sessionId, { lastOwner: owner, score: 1, at: now });
+      return 1 >= this.options.pingPongThreshold;
     }
     let score = this.decayed(bounce, now);
     if (bounce.lastOwner !== owner) score += 1;

@@ -206,6 +206,14 @@ export class Tier {
 
   acquire(ownerId: OwnerId, sessionId: string, timeoutMs: number): Promise<LeaseGrant> {
     this.assertOwner(ownerId);
+    const effects = this.leases.acquire(ownerId, sessionId, this.clock());
+    const only = effects.grants.length === 1 && effects.recalls.length === 0 && effects.revokes.length === 0 ? effects.grants[0]! : undefined;
+    // A free session (nearly every acquire) is granted here and now: no entry in the
+    // pending map, no timer. Churning those long-lived tables per acquire filled the old
+    // generation with discarded hash tables when a server was filled with sessions.
+    if (only && only.owner === ownerId && only.sessionId === sessionId && !this.pending.has(pendingKey(ownerId, sessionId))) {
+      return Promise.resolve({ sessionId, token: only.token, epoch: this.epoch, snapshot: this.sessions.snapshot(sessionId), releaseAfterUse: only.releaseAfterUse });
+    }
     return new Promise<LeaseGrant>((resolve, reject) => {
       const key = pendingKey(ownerId, sessionId);
       const timer = setTimeout(() => {
@@ -222,7 +230,7 @@ export class Tier {
       let waits = this.pending.get(key);
       if (!waits) this.pending.set(key, (waits = []));
       waits.push({ resolve, reject, timer });
-      this.apply(this.leases.acquire(ownerId, sessionId, this.clock()));
+      this.apply(effects);
     });
   }
 

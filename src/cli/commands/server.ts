@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { KilnError } from '../../errors/index.js';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
 import { KilnServerSource } from '../../console/kiln-server-source.js';
@@ -31,6 +32,8 @@ Options:
   --recall-timeout-ms <n>    how long a holder has to hand a session over (default 3000)
   --expiry-sweep-ms <n>      expiry resolution (default 1000)
   --touch-grace-ms <n>       slack for a lease holder's batched touches before idle expiry (default 2000)
+  --heap-growth-percent <n>  how far V8's old generation may grow past live data before a full
+                             collection (default 30; 0 = V8's own rule, up to 4x)
   --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any)
   --admin-token-file <file>  admin bearer token (default: the server token)
   --admin-read-token-file <file>  read-only bearer token
@@ -67,6 +70,7 @@ export const serverCommand: Command = {
         'recall-timeout-ms': { type: 'string' },
         'expiry-sweep-ms': { type: 'string' },
         'touch-grace-ms': { type: 'string' },
+        'heap-growth-percent': { type: 'string' },
         'log-level': { type: 'string' },
         'admin-port': { type: 'string' },
         'admin-token-file': { type: 'string' },
@@ -94,6 +98,11 @@ export const serverCommand: Command = {
       if (v !== undefined) limits[key] = v;
     }
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
+    // The heap of a session server is mostly long-lived sessions. V8's own rule lets the
+    // old generation grow to several times that before collecting it; filling a server
+    // with a million sessions then left ~1.2 GiB resident for ~0.75 GiB of live data.
+    const heapGrowthPercent = intFlag(values['heap-growth-percent'], 'heap-growth-percent', 0, 1000) ?? 30;
+    if (heapGrowthPercent > 0) setFlagsFromString(`--heap-growing-percent=${heapGrowthPercent}`);
     const server = new KilnServer({
       tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
       host: values.host ?? '127.0.0.1',
