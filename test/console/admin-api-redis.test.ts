@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { connectRedis } from '../../src/engines/redis/redis-engine.js';
 import { removeDir, startKilnCommand, startWorker, tempDir, TEST_TOKEN, waitFor, type KilnCommandProcess, type WorkerProcess } from '../helpers/processes.js';
-import { redisCli, startSentinel, startStandalone, type RedisDeployment } from '../helpers/redis.js';
+import { redisCli, startCluster, startSentinel, startStandalone, type RedisDeployment } from '../helpers/redis.js';
 import { adminApiSuite, READ_TOKEN, type ConsoleTarget } from './admin-api-suite.js';
 
 /** Redis has no server of ours: `kiln console --engine …` serves the same API from Redis and the clients' reports. */
@@ -47,6 +47,7 @@ function redisConsole(name: string, role: string, deploy: () => Promise<RedisDep
 
 adminApiSuite(redisConsole('kiln console on Redis standalone', 'redis-standalone', () => startStandalone()));
 adminApiSuite(redisConsole('kiln console on Redis Sentinel (replicas: 1)', 'redis-sentinel', () => startSentinel(), 1));
+adminApiSuite(redisConsole('kiln console on Redis Cluster (replicas: 1)', 'redis-cluster', () => startCluster(), 1));
 
 describe('kiln console on Redis: app servers come and go', () => {
   let redis: Awaited<ReturnType<typeof startStandalone>>;
