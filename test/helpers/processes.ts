@@ -56,17 +56,10 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
-export interface ServerProcess {
-  pid: number;
+export interface ServerProcess extends KilnCommandProcess {
   port: number;
   url: string;
   token: string;
-  child: ChildProcess;
-  output(): string;
-  /** Sends a signal and waits for the exit. */
-  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  kill(): Promise<void>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 export interface ServerStartOptions {

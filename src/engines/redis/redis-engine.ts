@@ -553,13 +553,8 @@ export class RedisEngine implements Engine {
     await this.ensureConnected();
     const prefix = ownerChannel(this.prefix, '');
     await this.transport.subscribePattern(ownerChannelPattern(this.prefix), (message, channel) => {
-      let m: OwnerMessage;
-      try {
-        m = JSON.parse(message) as OwnerMessage;
-      } catch {
-        return;
-      }
-      if (typeof m.s !== 'string' || typeof m.t !== 'number') return;
+      const m = parseOwnerMessage(message);
+      if (!m) return;
       const type = m.k === 'r' ? 'recall' : m.k === 'g' ? 'handover' : m.k === 'v' ? 'revoke' : undefined;
       if (!type) return;
       listener({ type, sessionId: m.s, owner: channel.slice(prefix.length), token: m.t, at: Date.now(), ...(m.why ? { reason: m.why } : {}) });
@@ -807,13 +802,8 @@ export class RedisEngine implements Engine {
   }
 
   private onOwnerMessage(message: string): void {
-    let m: OwnerMessage;
-    try {
-      m = JSON.parse(message) as OwnerMessage;
-    } catch {
-      return;
-    }
-    if (typeof m.s !== 'string' || typeof m.t !== 'number') return;
+    const m = parseOwnerMessage(message);
+    if (!m) return;
     switch (m.k) {
       case 'g':
         // A hand-over: our acquire script answers again with the grant and the data.
@@ -1065,6 +1055,17 @@ function snapshotFrom(sessionId: string, reply: unknown): SessionSnapshot | null
   // Copied out of node-redis's read buffer so a cached session does not pin it.
   for (let i = 0; i + 1 < flat.length; i += 2) attributes.set(text(flat[i]), Uint8Array.prototype.slice.call(flat[i + 1] as Buffer));
   return { meta, attributes };
+}
+
+/** A message on an owner's channel, or undefined when it is not one (anyone can publish there). */
+function parseOwnerMessage(message: string): OwnerMessage | undefined {
+  let m: OwnerMessage;
+  try {
+    m = JSON.parse(message) as OwnerMessage;
+  } catch {
+    return undefined;
+  }
+  return typeof m === 'object' && m !== null && typeof m.s === 'string' && typeof m.t === 'number' ? m : undefined;
 }
 
 /** A stored report, checked field by field: another process wrote it, so it is not trusted. */
