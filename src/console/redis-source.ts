@@ -33,7 +33,6 @@ export class RedisSource implements ConsoleSource {
   private readonly departed = new Map<string, ReportedClient>();
   /** Totals of clients that left long ago (beyond MAX_DEPARTED), folded together. */
   private frozen = { requests: 0, errors: {} as Record<string, number>, commit: addHistograms([]), acquire: addHistograms([]) };
-  private readonly live = new Set<string>();
   private watching: Promise<ReportedClient[]> | undefined;
   private closed = false;
 
@@ -144,13 +143,13 @@ export class RedisSource implements ConsoleSource {
     const seen = new Set<string>();
     for (const r of reports) {
       seen.add(r.ownerId);
+      const wasLive = this.known.has(r.ownerId);
       const before = this.known.get(r.ownerId) ?? this.departed.get(r.ownerId);
       // Reports are cumulative per process; an older one arriving late changes nothing.
       if (before && before.reportedAt > r.reportedAt) continue;
       this.departed.delete(r.ownerId);
       this.known.set(r.ownerId, r);
-      if (!before || !this.live.has(r.ownerId)) {
-        this.live.add(r.ownerId);
+      if (!wasLive) {
         announce(this.listeners, { type: 'client', data: { type: 'client-joined', client: asConsoleClient(r), at: now } });
       }
       for (const [code, n] of Object.entries(r.errors)) {
@@ -158,11 +157,8 @@ export class RedisSource implements ConsoleSource {
         if (more > 0) announce(this.listeners, { type: 'error', data: { code, count: more, client: r.name, at: now } });
       }
     }
-    for (const ownerId of this.live) {
+    for (const [ownerId, last] of this.known) {
       if (seen.has(ownerId)) continue;
-      this.live.delete(ownerId);
-      const last = this.known.get(ownerId);
-      if (!last) continue;
       this.known.delete(ownerId);
       this.departed.set(ownerId, last);
       announce(this.listeners, { type: 'client', data: { type: 'client-left', client: asConsoleClient(last), at: now } });
