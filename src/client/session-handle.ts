@@ -58,7 +58,8 @@ export class SessionHandle {
     readonly readOnly: boolean,
     unlock: Unlock | undefined,
   ) {
-    this.tracker = new DeltaTracker(base.attributes);
+    // Only a handle holding the session's lock may keep decoded values across requests.
+    this.tracker = new DeltaTracker(base.attributes, !readOnly);
     this.unlock = unlock;
   }
 
@@ -189,6 +190,7 @@ export class SessionHandle {
   /** Lets the next request on this session run. Safe to call twice. */
   close(): void {
     if (this.state === 'closed') return;
+    this.tracker.retire(this.state === 'open');
     this.state = 'closed';
     this.host.closeHandle(this);
   }
@@ -196,7 +198,8 @@ export class SessionHandle {
   /** Throws away this request's changes not yet committed (attributes and metadata). */
   discardChanges(): void {
     this.assertUsable();
-    this.tracker = new DeltaTracker(this.base.attributes);
+    this.tracker.retire(false);
+    this.tracker = new DeltaTracker(this.base.attributes, !this.readOnly);
     this.metaChanges = {};
   }
 
@@ -204,7 +207,8 @@ export class SessionHandle {
   reset(base: CachedSession, isNew: boolean): void {
     this.base = base;
     this.isNewSession = isNew;
-    this.tracker = new DeltaTracker(base.attributes);
+    this.tracker.retire(false);
+    this.tracker = new DeltaTracker(base.attributes, !this.readOnly);
     this.metaChanges = {};
   }
 

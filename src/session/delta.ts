@@ -1,13 +1,19 @@
 import { bytesEqual, decodeAttribute, encodeAttribute } from './codec.js';
+import { checkIn, checkOut, decodedValue, isPlainContainer, LiveValue, UNCHANGED } from './live-value.js';
 import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } from './model.js';
 
 /**
  * What one request did to a session's attributes. Values are decoded lazily, once, on
- * first read, and the same object is handed out again, so in-place mutation
- * (`get('cart').push(x)`) is caught at commit time by re-encoding what was read and
- * comparing bytes with what was loaded. Attributes never read are never decoded nor
- * sent: the commit of a request that changed one field of a 20 KB session carries that
- * field alone.
+ * first read, and the same object is handed out again. Attributes never read are never
+ * decoded nor sent: the commit of a request that changed one field of a 20 KB session
+ * carries that field alone.
+ *
+ * In-place changes (`get('cart').push(x)`) are caught in one of two ways. A tracker
+ * that owns the session (`live`: the request holds the session's lock) hands out
+ * objects and arrays as watched views (see live-value.ts): the decoded value is kept
+ * for the next request, and the commit re-encodes only the objects written to. A
+ * read-only tracker, and any value the views cannot watch, re-encode what was read at
+ * commit and compare bytes with what was loaded.
  */
 /** The empty set every tracker starts with; never added to (see set/delete). */
 const NONE: Set<string> = new Set();
@@ -17,15 +23,30 @@ export class DeltaTracker {
   // Most requests write nothing: these stay empty shared sets until the first write.
   private written: Set<string> = NONE;
   private deleted: Set<string> = NONE;
+  /** Watched values by attribute name (live trackers only). */
+  private watched: Map<string, LiveValue> | undefined;
 
-  constructor(private base: ReadonlyMap<string, Uint8Array>) {}
+  constructor(
+    private base: ReadonlyMap<string, Uint8Array>,
+    private readonly live = false,
+  ) {}
 
   get(name: string): unknown {
     if (this.values.has(name)) return this.values.get(name);
     if (this.deleted.has(name)) return undefined;
     const bytes = this.base.get(name);
     if (bytes === undefined) return undefined;
-    const value = decodeAttribute(bytes);
+    let value: unknown;
+    let decoded = this.live ? checkOut(bytes) : undefined;
+    if (!decoded) {
+      value = decodeAttribute(bytes);
+      if (this.live && typeof value === 'object' && value !== null && isPlainContainer(value)) decoded = decodedValue(value);
+    }
+    if (decoded) {
+      const watched = new LiveValue(decoded);
+      (this.watched ??= new Map()).set(name, watched);
+      value = watched.proxy;
+    }
     this.values.set(name, value);
     return value;
   }
@@ -36,6 +57,8 @@ export class DeltaTracker {
       return;
     }
     this.values.set(name, value);
+    // The old value is no longer the attribute: it is not watched nor kept.
+    this.watched?.delete(name);
     if (this.written === NONE) this.written = new Set();
     this.written.add(name);
     this.deleted.delete(name);
@@ -43,6 +66,7 @@ export class DeltaTracker {
 
   delete(name: string): void {
     this.values.delete(name);
+    this.watched?.delete(name);
     this.written.delete(name);
     if (this.deleted === NONE) this.deleted = new Set();
     this.deleted.add(name);
@@ -59,10 +83,14 @@ export class DeltaTracker {
     return [...names];
   }
 
-  /** True when nothing could have changed: no write, no delete, no object read. */
+  /** True when nothing could have changed: no write, no delete, no object read unwatched or written to. */
   get pristine(): boolean {
     if (this.written.size > 0 || this.deleted.size > 0) return false;
-    for (const value of this.values.values()) if (typeof value === 'object' && value !== null) return false;
+    for (const [name, value] of this.values) {
+      if (typeof value !== 'object' || value === null) continue;
+      const watched = this.watched?.get(name);
+      if (!watched || !watched.reusable) return false;
+    }
     return true;
   }
 
@@ -76,8 +104,24 @@ export class DeltaTracker {
     for (const [name, value] of this.values) {
       // A primitive that was only read cannot have changed: skip its re-encode.
       if (!this.written.has(name) && (typeof value !== 'object' || value === null)) continue;
-      const bytes = encodeAttribute(name, value);
       const old = this.base.get(name);
+      const watched = this.watched?.get(name);
+      if (watched && old) {
+        const changed = watched.encodeChanges(name, old);
+        if (changed === UNCHANGED) continue;
+        if (changed) {
+          if (bytesEqual(old, changed.next)) {
+            watched.committed(); // written to, but back to what it was
+            continue;
+          }
+          const p = diffAttribute(name, old, changed.next, changed.changedFrom, changed.unchangedTail);
+          if (p) (patch ??= []).push(p);
+          else set.push([name, changed.next]);
+          continue;
+        }
+      }
+      // Encode the tree itself, not through its proxies (the same bytes, faster).
+      const bytes = encodeAttribute(name, watched ? watched.decoded.root : value);
       if (old === undefined) set.push([name, bytes]);
       else if (!bytesEqual(old, bytes)) {
         // A large value changed in one place (a field of one item of a list) sends that place only.
@@ -96,6 +140,25 @@ export class DeltaTracker {
     this.base = base;
     this.written = NONE;
     this.deleted = NONE;
+    if (this.watched) for (const watched of this.watched.values()) watched.committed();
+  }
+
+  /**
+   * The request ended (`keep`) or its tracker is being replaced. Each watched value
+   * that equals its committed bytes is kept for the next request, and its views
+   * refuse writes from then on (the next request owns the tree). Values not kept stay
+   * writable through old views, harmlessly: nobody else will see that tree.
+   */
+  retire(keep: boolean): void {
+    if (!this.watched) return;
+    for (const [name, watched] of this.watched) {
+      const bytes = this.base.get(name);
+      if (keep && bytes && watched.reusable) {
+        watched.retire();
+        checkIn(bytes, watched.decoded);
+      }
+    }
+    this.watched = undefined;
   }
 }
 

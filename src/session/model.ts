@@ -125,14 +125,15 @@ export function applyPatch(base: Uint8Array, patch: AttributePatch): Uint8Array 
 
 /**
  * Smallest patch turning `base` into `next` (common prefix and suffix kept), or
- * undefined when the change is not small enough to be worth it.
+ * undefined when the change is not small enough to be worth it. A caller that knows
+ * the first `samePrefix` and last `sameSuffix` bytes are equal spares the scan of them.
  */
-export function diffAttribute(name: string, base: Uint8Array, next: Uint8Array): AttributePatch | undefined {
+export function diffAttribute(name: string, base: Uint8Array, next: Uint8Array, samePrefix = 0, sameSuffix = 0): AttributePatch | undefined {
   if (base.length < PATCH_MIN_BYTES || next.length < PATCH_MIN_BYTES) return undefined;
   const limit = Math.min(base.length, next.length);
-  let prefix = 0;
+  let prefix = Math.min(samePrefix, limit);
   while (prefix < limit && base[prefix] === next[prefix]) prefix++;
-  let suffix = 0;
+  let suffix = Math.min(sameSuffix, limit - prefix);
   while (suffix < limit - prefix && base[base.length - 1 - suffix] === next[next.length - 1 - suffix]) suffix++;
   const bytes = next.subarray(prefix, next.length - suffix);
   if (bytes.length > next.length / 4) return undefined;

@@ -1,0 +1,242 @@
+import { KilnError } from '../errors/index.js';
+import { encodeAttribute } from './codec.js';
+import { locateValue } from './msgpack-walk.js';
+
+/**
+ * Decoded attribute values kept across requests, with their changes watched as they
+ * happen, so that a request changing one field of a 20 KB list neither decodes the list
+ * nor re-encodes it: it re-encodes the changed item and splices it into the bytes.
+ *
+ * Ownership keeps this coherent. A decoded value sits in `idle`, keyed by the exact
+ * encoded bytes it equals; a request that reads the attribute takes it out (so no one
+ * else can use it meanwhile: requests on a session are serialised by its lock) and
+ * puts it back at its end only if the tree still equals the bytes it is then filed
+ * under: every change was committed, and the request never held a reference the
+ * proxies cannot watch. Anything else leaves the value to the garbage collector, and
+ * the next request decodes the bytes again, as it always did.
+ *
+ * What the request gets is a Proxy per object (made on first access, one per object
+ * per request). Writes of strings, numbers, booleans, null and undefined, and
+ * deletes, mark the object written to ("dirty"). Anything else (storing an object or
+ * array, defining properties, freezing, reaching a Date, Map, Set, typed array or class
+ * instance that could change unseen) marks the value "untracked": its commit encodes
+ * the whole value and compares, as before, and it is not kept after the request.
+ * Proxies of a request that has ended refuse writes (KILN_ERR_CLOSED): the tree they
+ * see may belong to the next request by then.
+ */
+
+/** A decoded value and how each of its objects handed out so far was reached. */
+export interface DecodedValue {
+  readonly root: object;
+  readonly links: WeakMap<object, Link>;
+}
+
+interface Link {
+  parent: object;
+  key: string;
+}
+
+const idle = new WeakMap<Uint8Array, DecodedValue>();
+
+/** Takes the decoded value equal to `bytes` if one is idle; the caller owns it now. */
+export function checkOut(bytes: Uint8Array): DecodedValue | undefined {
+  const decoded = idle.get(bytes);
+  if (decoded) idle.delete(bytes);
+  return decoded;
+}
+
+/** Whether a decoded value can be watched with proxies (plain objects and arrays). */
+export function isPlainContainer(value: object): boolean {
+  if (Array.isArray(value)) return true;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+export function decodedValue(root: object): DecodedValue {
+  return { root, links: new WeakMap() };
+}
+
+/** What `encodeChanges` found. */
+export const UNCHANGED = Symbol('unchanged');
+
+const DETACHED = Symbol('detached');
+const MAX_DEPTH = 1_000;
+
+/**
+ * One request's view of one decoded attribute value. It is its own Proxy handler (the
+ * trap methods below), so watching costs one Proxy per object touched and nothing else.
+ */
+export class LiveValue implements ProxyHandler<object> {
+  readonly proxy: object;
+  /** Objects written to since the last commit. */
+  dirty: Set<object> | undefined;
+  /** The request may have changed the value where the proxies cannot see. */
+  untracked = false;
+  private active = true;
+  private readonly proxies = new Map<object, object>();
+
+  constructor(readonly decoded: DecodedValue) {
+    this.proxy = new Proxy(decoded.root, this);
+    this.proxies.set(decoded.root, this.proxy);
+  }
+
+  /**
+   * The value's new encoding, given `old` (the bytes it was decoded from or last
+   * committed as): the changed objects re-encoded and spliced in. UNCHANGED when
+   * nothing was written; undefined when the whole value must be encoded instead.
+   * `changedFrom`/`changedTo` bound the bytes that may differ, for the diff.
+   */
+  encodeChanges(name: string, old: Uint8Array): { next: Uint8Array; changedFrom: number; unchangedTail: number } | typeof UNCHANGED | undefined {
+    if (this.untracked) return undefined;
+    if (!this.dirty) return UNCHANGED;
+    const written: { node: object; path: string[] }[] = [];
+    for (const node of this.dirty) {
+      const path = this.pathOf(node);
+      if (path === DETACHED) continue; // replaced or deleted: its container is dirty too
+      if (path === undefined) return undefined;
+      written.push({ node, path });
+    }
+    // An object inside another written one is encoded with it.
+    written.sort((a, b) => a.path.length - b.path.length);
+    const tops = written.filter((w, i) => !written.slice(0, i).some((t) => isPrefix(t.path, w.path)));
+    if (tops.length === 0) return UNCHANGED;
+    const ranges: { start: number; end: number; bytes: Uint8Array }[] = [];
+    for (const { node, path } of tops) {
+      const range = locateValue(old, path);
+      if (!range) return undefined;
+      ranges.push({ start: range[0], end: range[1], bytes: encodeAttribute(name, node) });
+    }
+    ranges.sort((a, b) => a.start - b.start);
+    let length = old.length;
+    for (const r of ranges) length += r.bytes.length - (r.end - r.start);
+    const next = new Uint8Array(length);
+    let from = 0;
+    let to = 0;
+    for (const r of ranges) {
+      next.set(old.subarray(from, r.start), to);
+      to += r.start - from;
+      next.set(r.bytes, to);
+      to += r.bytes.length;
+      from = r.end;
+    }
+    next.set(old.subarray(from), to);
+    return { next, changedFrom: ranges[0]!.start, unchangedTail: old.length - ranges[ranges.length - 1]!.end };
+  }
+
+  /** The tree now equals what was committed. */
+  committed(): void {
+    this.dirty = undefined;
+  }
+
+  /** The request ended: later writes through its proxies are refused. */
+  retire(): void {
+    this.active = false;
+  }
+
+  /** Whether the tree equals the committed bytes and nothing outside can change it. */
+  get reusable(): boolean {
+    return !this.untracked && this.dirty === undefined;
+  }
+
+  // ---- Proxy traps --------------------------------------------------------------------
+
+  get(target: object, key: string | symbol): unknown {
+    const value = (target as Record<string | symbol, unknown>)[key];
+    if (typeof value !== 'object' || value === null || typeof key === 'symbol') return value;
+    return this.child(target, key, value);
+  }
+
+  set(target: object, key: string | symbol, value: unknown): boolean {
+    this.assertActive();
+    const type = typeof value;
+    if (typeof key === 'symbol' || (type === 'object' && value !== null) || type === 'function' || type === 'symbol' || type === 'bigint') {
+      this.untracked = true;
+    } else {
+      (this.dirty ??= new Set()).add(target);
+    }
+    return Reflect.set(target, key, value);
+  }
+
+  deleteProperty(target: object, key: string | symbol): boolean {
+    this.assertActive();
+    (this.dirty ??= new Set()).add(target);
+    if (typeof key === 'symbol') this.untracked = true;
+    return Reflect.deleteProperty(target, key);
+  }
+
+  defineProperty(target: object, key: string | symbol, descriptor: PropertyDescriptor): boolean {
+    this.assertActive();
+    this.untracked = true;
+    return Reflect.defineProperty(target, key, descriptor);
+  }
+
+  setPrototypeOf(target: object, proto: object | null): boolean {
+    this.assertActive();
+    this.untracked = true;
+    return Reflect.setPrototypeOf(target, proto);
+  }
+
+  preventExtensions(target: object): boolean {
+    this.assertActive();
+    this.untracked = true;
+    return Reflect.preventExtensions(target);
+  }
+
+  getOwnPropertyDescriptor(target: object, key: string | symbol): PropertyDescriptor | undefined {
+    const descriptor = Reflect.getOwnPropertyDescriptor(target, key);
+    if (!descriptor || typeof key === 'symbol' || typeof descriptor.value !== 'object' || descriptor.value === null) return descriptor;
+    // A proxy may report another value only for a configurable property (its invariant).
+    if (!descriptor.configurable) {
+      this.untracked = true;
+      return descriptor;
+    }
+    descriptor.value = this.child(target, key, descriptor.value as object);
+    return descriptor;
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  private child(parent: object, key: string, value: object): unknown {
+    let proxy = this.proxies.get(value);
+    if (proxy) return proxy;
+    if (!isPlainContainer(value)) {
+      this.untracked = true;
+      return value;
+    }
+    proxy = new Proxy(value, this);
+    this.proxies.set(value, proxy);
+    this.decoded.links.set(value, { parent, key });
+    return proxy;
+  }
+
+  /** Keys from the root to `node`, DETACHED if it is no longer in the tree, undefined if unknown. */
+  private pathOf(node: object): string[] | typeof DETACHED | undefined {
+    const path: string[] = [];
+    const root = this.decoded.root;
+    for (let current = node; current !== root; ) {
+      const link = this.decoded.links.get(current);
+      if (!link || path.length > MAX_DEPTH) return undefined;
+      if ((link.parent as Record<string, unknown>)[link.key] !== current) return DETACHED;
+      path.push(link.key);
+      current = link.parent;
+    }
+    return path.reverse();
+  }
+
+  private assertActive(): void {
+    if (!this.active) {
+      throw new KilnError('KILN_ERR_CLOSED', 'a session value was changed after the end of its request; change the session inside the request (or copy the value first)');
+    }
+  }
+}
+
+/** Puts a decoded value back for the next request, filed under the bytes it equals. */
+export function checkIn(bytes: Uint8Array, decoded: DecodedValue): void {
+  idle.set(bytes, decoded);
+}
+
+function isPrefix(prefix: readonly string[], path: readonly string[]): boolean {
+  if (prefix.length > path.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (prefix[i] !== path[i]) return false;
+  return true;
+}
