@@ -8,6 +8,8 @@
  *   http   the side-by-side comparison of issue 6 (bench/http)
  *   scale  a kiln server with 1,000,000 sessions: memory, restart time
  *   micro  the lease-hit path and the kiln server's commit throughput
+ * The HTTP part can be narrowed while working on one row: --workloads=read-mostly,write,
+ * big-write, --apps=1,3, --systems=plain,kiln-server,… (results go to the temp file).
  * The machine is noisy: compare ratios within one run, not across runs.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -23,7 +25,12 @@ import { fmt, table } from './util.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
-const only = new Set((args.find((a) => a.startsWith('--only='))?.slice(7) ?? 'http,scale,micro').split(','));
+const listArg = (name: string): string[] | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',');
+const only = new Set(listArg('only') ?? ['http', 'scale', 'micro']);
+const workloads = listArg('workloads');
+const appCounts = listArg('apps')?.map(Number);
+const systems = listArg('systems');
+const narrowed = workloads !== undefined || appCounts !== undefined || systems !== undefined;
 const ROOT = new URL('../../', import.meta.url);
 const DOC = new URL('docs/benchmarks.md', ROOT);
 const BEGIN = '<!-- results:begin (written by npm run bench) -->';
@@ -35,11 +42,13 @@ console.log(`kiln benchmarks${quick ? ' (quick)' : ''}: ${[...only].join(', ')}`
 
 const CELLS: Cell[] = [];
 for (const apps of [1, 3] as const) {
+  if (appCounts && !appCounts.includes(apps)) continue;
   for (const workload of ['read-mostly', 'write', 'big-write'] as const) {
+    if (workloads && !workloads.includes(workload)) continue;
     for (const sessions of [1, 1000]) CELLS.push({ workload, sessions, apps });
   }
 }
-const SYSTEM_IDS: SystemId[] = ['plain', 'memory-store', 'connect-redis', 'kiln-server', 'kiln-redis'];
+const SYSTEM_IDS = (['plain', 'memory-store', 'connect-redis', 'kiln-server', 'kiln-redis'] as SystemId[]).filter((id) => !systems || systems.includes(id));
 
 let http: { cells: CellResult[]; lost: LostUpdateResult[] } | undefined;
 if (only.has('http')) {
@@ -95,7 +104,7 @@ if (micro) sections.push('### Micro-benchmarks', '', micro);
 const results = sections.join('\n');
 console.log(`\n${results}`);
 
-if (quick || only.size < 3) {
+if (quick || only.size < 3 || narrowed) {
   const out = join(tmpdir(), `kiln-bench-${quick ? 'quick' : 'partial'}.md`);
   writeFileSync(out, results);
   console.log(`\nresults written to ${out} (docs/benchmarks.md is only rewritten by a full run)`);
