@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, statSync } from 'node:fs';
+import { appendFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { crc32 } from 'node:zlib';
+import { Packr } from 'msgpackr';
 import { AppendLog } from '../../src/server/storage/append-log.js';
+import { decodeRecord, encodeRecord } from '../../src/server/storage/record-codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
-import { SessionTable } from '../../src/tier/session-table.js';
+import { packAttributesToBytes, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
 import { removeDir, tempDir } from '../helpers/processes.js';
 
 function reload(dir: string): { table: SessionTable; report: ReturnType<AppendLog['load']>; log: AppendLog } {
@@ -89,5 +92,62 @@ describe('append-only log', () => {
     } finally {
       removeDir(dir);
     }
+  });
+
+  it('reads logs and snapshots written as MessagePack before the binary records', () => {
+    const dir = tempDir();
+    try {
+      const old = new Packr({ useRecords: false, variableMapSize: true });
+      const frame = (record: TierRecord): Buffer => {
+        const payload = old.pack(record);
+        const header = Buffer.alloc(8);
+        header.writeUInt32BE(payload.length, 0);
+        header.writeUInt32BE(crc32(payload), 4);
+        return Buffer.concat([header, payload]);
+      };
+      const packed = packAttributesToBytes([['n', Uint8Array.of(7)]]);
+      const meta = { id: generateSessionId(), createdAt: 5, lastAccessedAt: 6, idleTimeoutMs: 1000, absoluteExpiresAt: 0, principal: 'ann', version: 2 };
+      const snapshot = { t: 's', meta, packed, pb: 2, commits: [['x:1', 1], ['x:2', 2]] } as TierRecord;
+      writeFileSync(join(dir, 'snapshot.kiln'), Buffer.concat([Buffer.from('KILNSNP1'), Buffer.from([0, 0, 0, 1]), frame(snapshot)]));
+      const id = generateSessionId();
+      const create = { t: 'c', id, v: 1, cid: 'y:1', la: 9, packed, pb: 2, del: [], ca: 9, it: 500, ae: 0, p: 'bob' } as TierRecord;
+      writeFileSync(join(dir, 'log-00000001.kiln'), Buffer.concat([Buffer.from('KILNLOG1'), frame(create)]));
+      const { table, report } = reload(dir);
+      assert.equal(report.records, 2);
+      assert.deepEqual(table.snapshot(meta.id)!.meta, meta);
+      assert.deepEqual([...table.snapshot(id)!.attributes.keys()], [...table.snapshot(meta.id)!.attributes.keys()]);
+      assert.equal(table.sessionsOf('bob').length, 1);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('writes creates and snapshots in the binary layout and reads back exactly what was written', () => {
+    const packed = new Uint8Array([1, 2, 3, 250]);
+    const records: TierRecord[] = [
+      { t: 'c', id: 'a'.repeat(43), v: 1, cid: 'p:1', la: 1_764_000_000_123, packed, pb: 9, del: [], ca: 1_764_000_000_000, it: 1_800_000, ae: 0, p: 'ünïcode' },
+      { t: 'c', id: 'b', v: 7, cid: 'p:2', la: 3, packed, del: [], p: null },
+      { t: 'c', id: 'b', v: 8, cid: 'p:3', la: 4, packed, del: [] },
+      { t: 's', meta: { id: 'c', createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 4, principal: null, version: 3 }, packed, pb: 4, commits: [['q:1', 2], ['q:2', 3]] },
+      { t: 's', meta: { id: 'd', createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 3, absoluteExpiresAt: 4, principal: 'zoë', version: 1 }, packed, commits: [] },
+    ];
+    for (const record of records) {
+      const bytes = Buffer.from(encodeRecord(record));
+      assert.equal(bytes[0], 0xc1, `${record.t} is binary`);
+      const back = decodeRecord(bytes) as Record<string, unknown>;
+      const clean = (r: Record<string, unknown>) => JSON.parse(JSON.stringify({ ...r, packed: [...(r['packed'] as Uint8Array)] })) as unknown;
+      assert.deepEqual(clean(back), clean(record as unknown as Record<string, unknown>));
+    }
+    // What the layout does not cover stays MessagePack (and reads back).
+    for (const record of [
+      { t: 'c', id: 'e', v: 2, cid: 'p:4', la: 5, packed, del: ['gone'] },
+      { t: 'c', id: 'e', v: 2, cid: 'x'.repeat(70_000), la: 5, packed, del: [] },
+      { t: 'd', id: 'e', until: 9 },
+    ] as TierRecord[]) {
+      const bytes = Buffer.from(encodeRecord(record));
+      assert.notEqual(bytes[0], 0xc1);
+      assert.equal((decodeRecord(bytes) as { id: string }).id, 'e');
+    }
+    assert.throws(() => decodeRecord(Buffer.from([0xc1, 0x63, 0, 1])), RangeError, 'a truncated binary record is refused');
   });
 });

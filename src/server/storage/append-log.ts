@@ -2,10 +2,10 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { Packr } from 'msgpackr';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
+import { decodeRecord, encodeRecord, releaseDecodeBuffer } from './record-codec.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -16,8 +16,8 @@ import type { TierStorage } from '../../tier/tier.js';
  *   snapshot.kiln        state as of some point, and the first log it must be followed by
  *   log-<seq>.kiln       records in order; a new file on every start and every compaction
  *
- * Every record is framed `u32 length | u32 crc32 | msgpack`, so a torn write at a crash
- * is detected and replay stops at the last whole record of that file.
+ * Every record is framed `u32 length | u32 crc32 | record` (record-codec.ts), so a torn
+ * write at a crash is detected and replay stops at the last whole record of that file.
  *
  * Appends are group-committed: every record appended in one turn of the event loop is
  * written with one write(), and (fsync "always") made durable with one fdatasync()
@@ -54,14 +54,6 @@ export interface LoadReport {
 const LOG_MAGIC = Buffer.from('KILNLOG1');
 const SNAPSHOT_MAGIC = Buffer.from('KILNSNP1');
 const FRAME_HEADER = 8;
-const packr = new Packr({ useRecords: false, copyBuffers: true, variableMapSize: true });
-/**
- * Replay decodes without copying byte strings: the tier packs every value into its own
- * storage as the record is applied and keeps no reference to the record (a view kept
- * would pin the whole file in memory). A third of the load time went to those copies.
- */
-const loadPackr = new Packr({ useRecords: false, copyBuffers: false, variableMapSize: true });
-const EMPTY_MAP = Buffer.from([0x80]);
 
 interface Waiter {
   resolve: () => void;
@@ -129,9 +121,8 @@ export class AppendLog implements TierStorage {
         report.records++;
       })) report.tornTails++;
     }
-    // msgpackr keeps the last buffer it decoded in a module variable: decoding one byte
-    // more lets the files just read (hundreds of MB) be freed.
-    loadPackr.unpack(EMPTY_MAP);
+    // The files just read (hundreds of MB) must not stay pinned by the decoder.
+    releaseDecodeBuffer();
     report.ms = Date.now() - started;
     return report;
   }
@@ -147,12 +138,7 @@ export class AppendLog implements TierStorage {
 
   append(record: TierRecord): Promise<void> {
     if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
-    const payload = packr.pack(record);
-    const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
-    frame.writeUInt32BE(payload.length, 0);
-    frame.writeUInt32BE(crc32(payload), 4);
-    payload.copy(frame, FRAME_HEADER);
-    this.batch.push(frame);
+    this.batch.push(frameOf(record));
     this.counters.appends++;
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
     if (!this.flushScheduled) {
@@ -254,11 +240,7 @@ export class AppendLog implements TierStorage {
       let chunkBytes = 0;
       let sinceYield = 0;
       for (const record of dump()) {
-        const payload = packr.pack(record);
-        const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
-        frame.writeUInt32BE(payload.length, 0);
-        frame.writeUInt32BE(crc32(payload), 4);
-        payload.copy(frame, FRAME_HEADER);
+        const frame = frameOf(record);
         chunk.push(frame);
         chunkBytes += frame.length;
         if (chunkBytes > 1 << 20) {
@@ -333,6 +315,15 @@ export class AppendLog implements TierStorage {
   }
 }
 
+function frameOf(record: TierRecord): Buffer {
+  const payload = encodeRecord(record);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
+  frame.writeUInt32BE(payload.length, 0);
+  frame.writeUInt32BE(crc32(payload), 4);
+  frame.set(payload, FRAME_HEADER);
+  return frame;
+}
+
 /** Reads frames from offset on; returns true when the data ends in a torn or damaged frame. */
 function readFrames(data: Buffer, offset: number, apply: (record: TierRecord) => void): boolean {
   let at = offset;
@@ -344,7 +335,7 @@ function readFrames(data: Buffer, offset: number, apply: (record: TierRecord) =>
     if (end > data.length) return true;
     const payload = data.subarray(at + FRAME_HEADER, end);
     if (crc32(payload) !== sum) return true;
-    apply(loadPackr.unpack(payload) as TierRecord);
+    apply(decodeRecord(payload));
     at = end;
   }
   return false;
