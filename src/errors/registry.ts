@@ -24,7 +24,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_LEASE_TIMEOUT: { retryable: true, meaning: 'The session lease was not granted within acquireTimeoutMs.' },
   KILN_ERR_TIMEOUT: { retryable: true, meaning: 'An engine operation did not complete within its timeout.' },
   KILN_ERR_CONNECTION_LOST: { retryable: true, meaning: 'The connection to the server tier was lost while the operation was in flight.' },
-  KILN_ERR_CLOSED: { retryable: false, meaning: 'The client or engine was closed; no further operations are accepted.' },
+  KILN_ERR_CLOSED: { retryable: false, meaning: 'The client, engine or session handle was closed, or a session value was changed after its request ended; no further operations are accepted.' },
   KILN_ERR_AUTH: { retryable: false, meaning: 'The server refused the handshake: missing or wrong token.' },
   KILN_ERR_PROTOCOL_VERSION: { retryable: false, meaning: 'The peer speaks a protocol version this side does not support.' },
   KILN_ERR_PROTOCOL: { retryable: false, meaning: 'Malformed frame or message (garbage bytes, bad field types, unknown message type).' },
