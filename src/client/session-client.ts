@@ -77,6 +77,8 @@ export interface SessionClientStats {
     commitBytes: number;
     emptyCommits: number;
     commitRetries: number;
+    /** Final commits that let the next request on their session start before their acknowledgement. */
+    pipelinedCommits: number;
     handovers: number;
     revocations: number;
     leasesLost: number;
@@ -141,6 +143,7 @@ export class SessionClient implements HandleHost {
     commitBytes: 0,
     emptyCommits: 0,
     commitRetries: 0,
+    pipelinedCommits: 0,
     handovers: 0,
     revocations: 0,
     leasesLost: 0,
@@ -276,7 +279,7 @@ export class SessionClient implements HandleHost {
     const session = await this.open(sessionId);
     try {
       const result = await fn(session);
-      await session.commit();
+      await session.commit({ final: true });
       return result;
     } finally {
       session.close();
@@ -350,7 +353,7 @@ export class SessionClient implements HandleHost {
   // ---- HandleHost ---------------------------------------------------------------------
 
   /** @internal */
-  async commitHandle(handle: SessionHandle, options: { force: boolean }): Promise<CommitResult> {
+  async commitHandle(handle: SessionHandle, options: { force: boolean; final: boolean }): Promise<CommitResult> {
     const sessionId = handle.id;
     const delta = handle.tracker.delta();
     const meta = handle.metaChanges;
@@ -391,24 +394,65 @@ export class SessionClient implements HandleHost {
       absoluteExpiresAt: handle.isNew ? (meta.absoluteExpiresAt ?? (this.absoluteTimeoutMs > 0 ? now + this.absoluteTimeoutMs : 0)) : meta.absoluteExpiresAt,
     };
     const started = commitChannel.hasSubscribers ? performance.now() : 0;
+    const pipelined = options.final && this.canPipeline(handle);
+    let expected: CachedSession | undefined;
+    if (pipelined) {
+      // The next request starts on what this commit makes (see SessionHandle.commit).
+      expected = applyCommitted(handle.base, request, delta, handle.base.meta.version + 1, now, false);
+      this.cache.set(sessionId, expected);
+      this.adopt(handle, expected);
+    }
     let ack: { version: number };
     try {
-      ack = await this.sendCommit(request);
+      const sent = this.sendCommit(request);
+      if (pipelined) {
+        this.counters.pipelinedCommits++;
+        handle.releaseSession();
+      }
+      ack = await sent;
     } catch (err) {
       if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, error: isKilnError(err) ? err.code : String(err) });
+      // The cache ran ahead of the tier: whatever the error, it must not be served again
+      // (unless a later request has taken the lease anew and loaded the truth since).
+      if (pipelined && this.leases.get(sessionId)?.token === request.token) {
+        this.releaseUnusedLease(sessionId);
+        this.forget(sessionId);
+      }
       throw err;
     }
     if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, bytes, version: ack.version, ms: performance.now() - started });
     this.counters.commits++;
     this.counters.commitBytes += bytes;
     if (handle.isNew) this.counters.created++;
+    if (expected) {
+      // Not the version the next requests assumed: they will be refused; reload.
+      if (ack.version !== expected.meta.version && this.cache.peek(sessionId) !== undefined) this.cache.delete(sessionId);
+      return { committed: true, version: ack.version, bytes };
+    }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew);
     if (this.leases.has(sessionId)) this.cache.set(sessionId, committed);
+    this.adopt(handle, committed);
+    handle.isNewSession = false;
+    return { committed: true, version: ack.version, bytes };
+  }
+
+  /** The handle now stands on `committed`: its changes are in it. */
+  private adopt(handle: SessionHandle, committed: CachedSession): void {
     handle.tracker.rebase(committed.attributes);
     handle.base = committed;
-    handle.isNewSession = false;
     handle.metaChanges = {};
-    return { committed: true, version: ack.version, bytes };
+  }
+
+  /**
+   * Whether a request's last commit may let the next request start before it is
+   * acknowledged: a sync commit of a stored session under a lease this process keeps,
+   * sent in order on the wire. A principal change is not pipelined: the Redis engine
+   * adds the session to the principal's index first, so its commit could overtake.
+   */
+  private canPipeline(handle: SessionHandle): boolean {
+    if (this.commitMode !== 'sync' || handle.isNew || handle.unlock === undefined || handle.metaChanges.principal !== undefined) return false;
+    const lease = this.leases.get(handle.id);
+    return lease !== undefined && !lease.recalled && !lease.releaseAfterUse && this.cache.peek(handle.id) !== undefined;
   }
 
   /** @internal */

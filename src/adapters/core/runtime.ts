@@ -346,7 +346,7 @@ export class RequestSession<Req = unknown> {
         }
         return;
       }
-      await this.save();
+      await this.save(true);
     } catch (err) {
       this.failed = true;
       throw err;
@@ -382,14 +382,15 @@ export class RequestSession<Req = unknown> {
     this.handle.close();
   }
 
-  async save(): Promise<void> {
+  /** Commits now; `final` (the end of the request) lets the next request on the session start before the acknowledgement. */
+  async save(final = false): Promise<void> {
     if (this.finished || this.destroyed || this.detached || this.handle.readOnly) return;
     if (this.cookie.changed) {
       this.handle.set(COOKIE_ATTRIBUTE, this.cookie.override());
       const lifetime = this.cookie.originalMaxAge;
       if (lifetime !== null && lifetime > 0) this.handle.setIdleTimeout(lifetime);
     }
-    const result = await this.handle.commit({ force: this.handle.isNew && this.runtime.saveUninitialized });
+    const result = await this.handle.commit({ force: this.handle.isNew && this.runtime.saveUninitialized, final });
     if (result.committed) this.committed = true;
   }
 
