@@ -393,6 +393,11 @@ export class SessionClient implements HandleHost {
       idleTimeoutMs: handle.isNew ? (meta.idleTimeoutMs ?? this.idleTimeoutMs) : meta.idleTimeoutMs,
       absoluteExpiresAt: handle.isNew ? (meta.absoluteExpiresAt ?? (this.absoluteTimeoutMs > 0 ? now + this.absoluteTimeoutMs : 0)) : meta.absoluteExpiresAt,
     };
+    // A session that bounces between processes gives its lease back after each use: the
+    // last commit of the request does it in the same round trip (and carries the access
+    // time, so no touch follows).
+    const releasing = options.final && !handle.isNew && this.leases.get(sessionId)?.releaseAfterUse === true && this.queue.waiting(sessionId) === 0;
+    if (releasing) request.release = true;
     const started = commitChannel.hasSubscribers ? performance.now() : 0;
     const pipelined = options.final && this.canPipeline(handle);
     let expected: CachedSession | undefined;
@@ -430,7 +435,11 @@ export class SessionClient implements HandleHost {
       return { committed: true, version: ack.version, bytes };
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew);
-    if (this.leases.has(sessionId)) this.cache.set(sessionId, committed);
+    if (releasing) {
+      if (this.leases.get(sessionId)?.token === request.token) this.forget(sessionId);
+    } else if (this.leases.has(sessionId)) {
+      this.cache.set(sessionId, committed);
+    }
     this.adopt(handle, committed);
     handle.isNewSession = false;
     return { committed: true, version: ack.version, bytes };

@@ -25,10 +25,14 @@ import { locateValue } from './msgpack-walk.js';
  * see may belong to the next request by then.
  */
 
-/** A decoded value and how each of its objects handed out so far was reached. */
+/**
+ * A decoded value and how each of its objects handed out so far was reached. `links`
+ * is a plain Map: its keys live in the tree anyway, and a WeakMap per session would
+ * cost every garbage collection an ephemeron pass.
+ */
 export interface DecodedValue {
   readonly root: object;
-  readonly links: WeakMap<object, Link>;
+  readonly links: Map<object, Link>;
 }
 
 interface Link {
@@ -53,7 +57,7 @@ export function isPlainContainer(value: object): boolean {
 }
 
 export function decodedValue(root: object): DecodedValue {
-  return { root, links: new WeakMap() };
+  return { root, links: new Map() };
 }
 
 /** What `encodeChanges` found. */

@@ -41,6 +41,9 @@ describe('client observability', () => {
     assert.equal(v('kiln_client_cache_hits_total'), 5);
     assert.equal(v('kiln_client_commits_total'), 1);
     assert.equal(v('kiln_client_empty_commits_total'), 5);
+    // The create is not pipelined (a new session is acquired first); later final commits are.
+    await kiln.withSession(id, (s) => s.set('n', 2));
+    assert.equal(Number((parsePrometheus(await registry.metrics()) as { name: string; metrics: { value: string }[] }[]).find((f) => f.name === 'kiln_client_pipelined_commits_total')?.metrics[0]?.value), 1);
     assert.equal(v('kiln_client_leases'), 1);
     assert.equal(families.find((f) => f.name === 'kiln_client_commits_total')?.type, 'COUNTER');
     await kiln.close();
