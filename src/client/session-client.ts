@@ -569,12 +569,14 @@ export class SessionClient implements HandleHost {
     const lease = this.leases.get(sessionId);
     if (!lease || lease.token !== token) return;
     await this.flushAsync(sessionId).catch(() => undefined);
-    await this.flushTouches(sessionId);
     if (this.leases.get(sessionId)?.token !== token) return;
+    const touch = this.touches.get(sessionId);
     this.forget(sessionId);
     this.counters.handovers++;
     if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'handed-over', sessionId, token });
-    await this.engine.release(sessionId, token).catch(() => undefined);
+    const at = touch?.token === token ? touch.at : undefined;
+    if (at !== undefined) this.counters.touchesSent++;
+    await this.engine.release(sessionId, token, at).catch(() => undefined);
   }
 
   private onRevoked(sessionId: string, token: number): void {
@@ -608,17 +610,18 @@ export class SessionClient implements HandleHost {
   }
 
   /**
-   * Gives a lease back. Without write-behind changes pending, the touch and the release
-   * leave in this very tick (in order on the wire), so a process asking for the session
-   * next finds it free instead of paying for a recall.
+   * Gives a lease back, with the access time not yet sent (one call). Without
+   * write-behind changes pending it leaves in this very tick, so a process asking for
+   * the session next finds it free instead of paying for a recall.
    */
   private async releaseLease(sessionId: string, token: number): Promise<void> {
     if (this.asyncStates.has(sessionId)) await this.flushAsync(sessionId).catch(() => undefined);
     if (this.leases.get(sessionId)?.token !== token) return;
     const touch = this.touches.get(sessionId);
     this.forget(sessionId);
-    if (touch) void this.engine.touch([touch]).catch(() => undefined);
-    await this.engine.release(sessionId, token).catch(() => undefined);
+    const at = touch?.token === token ? touch.at : undefined;
+    if (at !== undefined) this.counters.touchesSent++;
+    await this.engine.release(sessionId, token, at).catch(() => undefined);
   }
 
   /** Keeps the number of leases held bounded: the least recently used idle ones go back. */
@@ -770,18 +773,10 @@ export class SessionClient implements HandleHost {
     this.touchTimer.unref();
   }
 
-  private async flushTouches(sessionId?: string): Promise<void> {
-    let items: TouchItem[];
-    if (sessionId !== undefined) {
-      const item = this.touches.get(sessionId);
-      if (!item) return;
-      this.touches.delete(sessionId);
-      items = [item];
-    } else {
-      if (this.touches.size === 0) return;
-      items = [...this.touches.values()];
-      this.touches.clear();
-    }
+  private async flushTouches(): Promise<void> {
+    if (this.touches.size === 0) return;
+    const items = [...this.touches.values()];
+    this.touches.clear();
     this.counters.touchesSent += items.length;
     await this.engine.touch(items).catch(() => undefined);
   }

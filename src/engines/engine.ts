@@ -33,7 +33,11 @@ export interface Engine {
   connect(): Promise<void>;
   /** Resolves when this owner holds the lease (granted at once if free, else after a recall). */
   acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant>;
-  release(sessionId: string, token: number): Promise<void>;
+  /**
+   * Gives the lease back. `lastAccessedAt`, when given, is applied first as a touch
+   * would be (a request that used the session and changed nothing ends in one call).
+   */
+  release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void>;
   load(sessionId: string, token: number): Promise<SessionSnapshot | null>;
   commit(request: CommitRequest): Promise<CommitAck>;
   touch(items: readonly TouchItem[]): Promise<void>;

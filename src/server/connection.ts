@@ -253,7 +253,7 @@ export class Connection {
       }
       case MessageType.Release: {
         const o = record(body, 'release');
-        tier.release(this.ownerId, sessionId(o, 'id'), uint(o, 'token'));
+        tier.release(this.ownerId, sessionId(o, 'id'), uint(o, 'token'), o['at'] === undefined ? undefined : uint(o, 'at'));
         return null;
       }
       case MessageType.Load: {

@@ -65,7 +65,10 @@ export interface LeaseTableOptions {
 export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze({
   recallTimeoutMs: 3000,
   pingPongThreshold: 3,
-  pingPongHalfLifeMs: 2000,
+  // Long enough that a session requested every few seconds through a round-robin
+  // balancer counts as bouncing: at 2 s, one hit every 2 s never reached the threshold,
+  // and each of its requests paid a recall (measured: no-affinity rows of bench/).
+  pingPongHalfLifeMs: 10_000,
 });
 
 const MAX_BOUNCE_ENTRIES = 100_000;

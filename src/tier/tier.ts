@@ -234,7 +234,8 @@ export class Tier {
     });
   }
 
-  release(ownerId: OwnerId, sessionId: string, token: number): void {
+  release(ownerId: OwnerId, sessionId: string, token: number, lastAccessedAt?: number): void {
+    if (lastAccessedAt !== undefined) this.touch(ownerId, [{ sessionId, token, at: lastAccessedAt }]);
     this.apply(this.leases.release(ownerId, sessionId, token, this.clock()));
   }
 

@@ -326,6 +326,25 @@ export function engineConformance(harness: EngineHarness): void {
         await a.release(id, token);
       });
 
+      it('a release can carry the access time: it counts as a touch, applied before the lease goes', async () => {
+        const { id, token } = await create(a, { n: 1 }, { idleTimeoutMs: 300 });
+        await sleep(200);
+        const at = Date.now();
+        await a.release(id, token, at);
+        await sleep(200); // 400 ms after the create, 200 ms after the access the release reported
+        const g = await b.acquire(id, { timeoutMs: 2000 });
+        assert.ok(g.snapshot, 'alive: the access time came with the release');
+        assert.equal(g.snapshot.meta.lastAccessedAt, at);
+        await b.release(id, g.token);
+        // A stale token's release changes nothing, access time included.
+        const accessed = async () => (await a.list({ limit: 1, prefix: id })).sessions[0]?.lastAccessedAt;
+        const before = await accessed();
+        assert.equal(before, at);
+        await sleep(5);
+        await a.release(id, token, Date.now());
+        assert.equal(await accessed(), before);
+      });
+
       it('expires at the absolute deadline whatever the activity', async () => {
         const { id, token } = await create(a, { n: 1 }, { absoluteExpiresAt: Date.now() + 250, idleTimeoutMs: 60_000 });
         for (let i = 0; i < 8; i++) {

@@ -155,8 +155,8 @@ export class KilnEngine implements Engine {
     };
   }
 
-  async release(sessionId: string, token: number): Promise<void> {
-    await this.request(MessageType.Release, { id: sessionId, token });
+  async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
+    await this.request(MessageType.Release, lastAccessedAt === undefined ? { id: sessionId, token } : { id: sessionId, token, at: lastAccessedAt });
   }
 
   async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {

@@ -87,9 +87,9 @@ export class MemoryEngine implements Engine {
     return this.tier.acquire(this.ownerId, sessionId, options?.timeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
   }
 
-  async release(sessionId: string, token: number): Promise<void> {
+  async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
     this.ensureAttached();
-    this.tier.release(this.ownerId, sessionId, token);
+    this.tier.release(this.ownerId, sessionId, token, lastAccessedAt);
   }
 
   async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {

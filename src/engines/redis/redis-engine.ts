@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { KilnError, isKilnError } from '../../errors/index.js';
+import { DEFAULT_LEASE_OPTIONS } from '../../tier/lease-table.js';
 import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
@@ -208,8 +209,8 @@ export class RedisEngine implements Engine {
     this.recallTimeoutMs = o.int('recallTimeoutMs', 3000, 10);
     this.touchGraceMs = o.int('touchGraceMs', 2000, 0);
     this.expirySweepMs = o.int('expirySweepMs', 1000, 10);
-    this.pingPongThreshold = o.int('pingPongThreshold', 3, 1);
-    this.pingPongHalfLifeMs = o.int('pingPongHalfLifeMs', 2000, 1);
+    this.pingPongThreshold = o.int('pingPongThreshold', DEFAULT_LEASE_OPTIONS.pingPongThreshold, 1);
+    this.pingPongHalfLifeMs = o.int('pingPongHalfLifeMs', DEFAULT_LEASE_OPTIONS.pingPongHalfLifeMs, 1);
     this.maxTombstoneMs = o.int('maxTombstoneMs', 24 * 3600_000, 1000);
     this.keySlackMs = o.int('keySlackMs', 600_000, 0);
     this.heartbeatMs = o.int('heartbeatMs', 1000, 50);
@@ -290,10 +291,12 @@ export class RedisEngine implements Engine {
     });
   }
 
-  async release(sessionId: string, token: number): Promise<void> {
+  async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
     if (this.held.get(sessionId)?.token === token) this.held.delete(sessionId);
     this.toRelease.delete(sessionId);
-    await this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]);
+    const args = lastAccessedAt === undefined ? [String(token)] : [String(token), String(lastAccessedAt), String(this.keySlackMs)];
+    const reply = await this.runScript(SCRIPTS.release, sessionId, this.ownerId, args);
+    if (Array.isArray(reply) && num(reply[2] as Reply) === 1) this.count('touches', 1);
   }
 
   async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {

@@ -63,6 +63,17 @@ local function keepDataUntil(d, slack)
   end
 end
 
+-- Moves the access time forward to 'at' (never past now): 1 if it moved, else 0.
+local function touchTo(at, slack)
+  local m = redis.call('HMGET', KM, 'la', 'it', 'ae')
+  if not m[1] then return 0 end
+  local la = math.min(at, now)
+  if la <= tonumber(m[1]) then return 0 end
+  redis.call('HSET', KM, 'la', la)
+  keepDataUntil(deadlineOf(la, tonumber(m[2]), tonumber(m[3]), 0), slack)
+  return 1
+end
+
 -- First waiter still waiting; waiters whose acquire timed out are dropped on the way.
 local function nextWaiter()
   while true do
@@ -199,11 +210,13 @@ local token, pp, rd = grant(owner)
 return {'G', token, pp and 1 or 0, rd, snapshot(), stat}
 `;
 
-/** ARGV 10: token. Reply: {released 0|1, stats}. */
+/** ARGV 10: token; 11 and 12 (optional): access time to apply first, key slack ms. Reply: {released 0|1, stats, touched 0|1}. */
 const RELEASE = `
 if not leaseIs(tonumber(ARGV[10])) then return {0, stat} end
+local touched = 0
+if ARGV[11] then touched = touchTo(tonumber(ARGV[11]), tonumber(ARGV[12])) end
 passOn()
-return {1, stat}
+return {1, stat, touched}
 `;
 
 /** The caller's acquire timed out: out of the queue. Reply: {1, stats}. */
@@ -233,13 +246,7 @@ return snapshot()
 /** ARGV 10 token, 11 accessed at, 12 key slack ms. Reply: 1 applied, 0 not. */
 const TOUCH = `
 if not leaseIs(tonumber(ARGV[10])) then return 0 end
-local m = redis.call('HMGET', KM, 'la', 'it', 'ae')
-if not m[1] then return 0 end
-local la = math.min(tonumber(ARGV[11]), now)
-if la <= tonumber(m[1]) then return 0 end
-redis.call('HSET', KM, 'la', la)
-keepDataUntil(deadlineOf(la, tonumber(m[2]), tonumber(m[3]), 0), tonumber(ARGV[12]))
-return 1
+return touchTo(tonumber(ARGV[11]), tonumber(ARGV[12]))
 `;
 
 /**
