@@ -64,10 +64,12 @@ export interface LeaseTableOptions {
 
 export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze({
   recallTimeoutMs: 3000,
-  pingPongThreshold: 3,
-  // Long enough that a session requested every few seconds through a round-robin
-  // balancer counts as bouncing: at 2 s, one hit every 2 s never reached the threshold,
-  // and each of its requests paid a recall (measured: no-affinity rows of bench/).
+  // Two changes of process within about ten seconds: a failover moves a session once,
+  // a balancer without affinity moves it on most requests. At 3 changes with a 2 s
+  // half-life, a session requested every 2 s through a round-robin balancer never
+  // reached the threshold, and each of its requests paid a recall (bench/, no-affinity
+  // rows); at 3 with 10 s it took five requests of each session to get there.
+  pingPongThreshold: 2,
   pingPongHalfLifeMs: 10_000,
 });
 
