@@ -431,7 +431,7 @@ export class SessionClient implements HandleHost {
     if (handle.isNew) this.counters.created++;
     if (expected) {
       // Not the version the next requests assumed: they will be refused; reload.
-      if (ack.version !== expected.meta.version && this.cache.peek(sessionId) !== undefined) this.cache.delete(sessionId);
+      if (ack.version !== expected.meta.version) this.cache.delete(sessionId);
       return { committed: true, version: ack.version, bytes };
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew);
@@ -570,13 +570,9 @@ export class SessionClient implements HandleHost {
     if (!lease || lease.token !== token) return;
     await this.flushAsync(sessionId).catch(() => undefined);
     if (this.leases.get(sessionId)?.token !== token) return;
-    const touch = this.touches.get(sessionId);
-    this.forget(sessionId);
     this.counters.handovers++;
     if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'handed-over', sessionId, token });
-    const at = touch?.token === token ? touch.at : undefined;
-    if (at !== undefined) this.counters.touchesSent++;
-    await this.engine.release(sessionId, token, at).catch(() => undefined);
+    await this.giveBack(sessionId, token);
   }
 
   private onRevoked(sessionId: string, token: number): void {
@@ -617,6 +613,11 @@ export class SessionClient implements HandleHost {
   private async releaseLease(sessionId: string, token: number): Promise<void> {
     if (this.asyncStates.has(sessionId)) await this.flushAsync(sessionId).catch(() => undefined);
     if (this.leases.get(sessionId)?.token !== token) return;
+    await this.giveBack(sessionId, token);
+  }
+
+  /** Forgets the lease and gives it back with the access time not yet sent, in one call. */
+  private async giveBack(sessionId: string, token: number): Promise<void> {
     const touch = this.touches.get(sessionId);
     this.forget(sessionId);
     const at = touch?.token === token ? touch.at : undefined;
