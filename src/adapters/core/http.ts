@@ -28,7 +28,16 @@ export function requestIsSecure(runtime: Pick<SessionRuntime, 'isSecure' | 'secu
 type EndFn = (...args: unknown[]) => ServerResponse;
 type WriteHeadFn = (...args: unknown[]) => ServerResponse;
 
-const bindings = new WeakMap<ServerResponse, ResponseBinding<unknown>>();
+/**
+ * The response's binding, on the response itself. Not a WeakMap: V8's young-generation
+ * collector keeps an ephemeron's value alive while its key is, and the binding reaches
+ * the response, so every response with a binding survived each scavenge until the next
+ * full collection (measured: scavenges took twice as long, about 60 µs of CPU per
+ * request on this benchmark's app).
+ */
+const BINDING = Symbol('kiln.responseBinding');
+type BoundResponse = ServerResponse & { [BINDING]?: ResponseBinding<unknown> };
+
 const hookedPrototypes = new WeakSet<object>();
 
 /**
@@ -48,7 +57,7 @@ function hookPrototype(res: ServerResponse): boolean {
     configurable: true,
     writable: true,
     value: function kilnWriteHead(this: ServerResponse, ...args: unknown[]) {
-      const binding = bindings.get(this);
+      const binding = (this as BoundResponse)[BINDING];
       if (binding && !binding.onInstance) binding.beforeHeaders();
       return writeHead.apply(this, args);
     },
@@ -57,7 +66,7 @@ function hookPrototype(res: ServerResponse): boolean {
     configurable: true,
     writable: true,
     value: function kilnEnd(this: ServerResponse, ...args: unknown[]) {
-      const binding = bindings.get(this);
+      const binding = (this as BoundResponse)[BINDING];
       return binding && !binding.ending && !binding.onInstance ? binding.end(end, args) : end.apply(this, args);
     },
   });
@@ -126,7 +135,7 @@ class ResponseBinding<Req> implements SessionObjectHooks {
 
 /** A response that closes without ending releases its session without committing. */
 function abortOnClose(this: ServerResponse): void {
-  bindings.get(this)?.rs.abort();
+  (this as BoundResponse)[BINDING]?.rs.abort();
 }
 
 /**
@@ -138,7 +147,7 @@ export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionReq
   const binding = new ResponseBinding(rs, req, res, onCommitError);
   req.session = binding.sessionObject;
   req.sessionID = rs.id;
-  bindings.set(res, binding as ResponseBinding<unknown>);
+  (res as BoundResponse)[BINDING] = binding as ResponseBinding<unknown>;
   if (!hookPrototype(res)) {
     binding.onInstance = true;
     const writeHead = res.writeHead as WriteHeadFn;
