@@ -255,6 +255,26 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal((await sessionOf(b)).data!['n'], 4);
       });
 
+      it('a client that hangs up mid-request releases the session at once, and what the request changes later is not stored', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        for (let round = 0; round < 3; round++) {
+          const hangUp = new AbortController();
+          const abandoned = fetch(`${main.url}/api/slow-write?ms=800`, { method: 'POST', headers: { cookie: b.cookieHeader() }, signal: hangUp.signal }).catch((err: Error) => err);
+          await sleep(100);
+          hangUp.abort();
+          assert.ok((await abandoned) instanceof Error);
+          const t0 = Date.now();
+          const next = await b.post('/api/incr');
+          const waited = Date.now() - t0;
+          assert.equal(next.status, 200);
+          assert.equal(next.body['n'], round + 2, 'the abandoned request committed nothing');
+          assert.ok(waited < 500, `the next request waited ${waited} ms: the session was held until the abandoned handler ended`);
+        }
+        await sleep(900);
+        assert.equal((await sessionOf(b)).data!['n'], 4, 'the abandoned handlers\' late writes were refused');
+      });
+
       it('errors reach the error handler with Kiln codes, and a failed commit stores nothing', async () => {
         const b = new Browser(main.url);
         await b.post('/api/incr');

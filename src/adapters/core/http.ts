@@ -1,4 +1,4 @@
-import { OutgoingMessage, ServerResponse, type IncomingMessage } from 'node:http';
+import { IncomingMessage, OutgoingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { RequestSession, SessionRuntime } from './runtime.js';
 import { createSessionObject, type KilnSessionObject, type SessionObjectHooks } from './session-object.js';
@@ -29,22 +29,36 @@ type EndFn = (...args: unknown[]) => ServerResponse;
 type WriteHeadFn = (...args: unknown[]) => ServerResponse;
 
 /**
- * The response's binding, on the response itself. Not a WeakMap: V8's young-generation
+ * Each response's binding while it is open, removed when the response closes. Not a
+ * property on `res`: Express (4 and 5) gives every request and response its app's
+ * prototype with Object.setPrototypeOf, and V8 then takes its slow path for every
+ * property written to them (about 3 µs to add one, 1 µs to overwrite one, measured on
+ * Node 20); a Map entry costs a tenth of that. Not a WeakMap either: V8's young-generation
  * collector keeps an ephemeron's value alive while its key is, and the binding reaches
- * the response, so every response with a binding survived each scavenge until the next
- * full collection (measured: scavenges took twice as long, about 60 µs of CPU per
- * request on this benchmark's app).
+ * the response, so every bound response survived scavenges until the next full
+ * collection (scavenges took twice as long).
  */
-const BINDING = Symbol('kiln.responseBinding');
-type BoundResponse = ServerResponse & { [BINDING]?: ResponseBinding<unknown> };
+const bindings = new Map<ServerResponse, ResponseBinding<unknown>>();
 
 const hookedPrototypes = new WeakSet<object>();
+const hookedRequestPrototypes = new WeakSet<object>();
+
+/** Ends a response's binding: a response that closes without ending releases its session without committing. */
+function closeBinding(res: ServerResponse): void {
+  const binding = bindings.get(res);
+  if (binding === undefined) return;
+  bindings.delete(res);
+  binding.rs.abort();
+}
+
+function abortOnClose(this: ServerResponse): void {
+  closeBinding(this);
+}
 
 /**
- * Express gives each app its own response prototype: hooking writeHead and end there once
- * spares every request two own properties on `res`. Those extra properties push V8 to
- * turn the response into a dictionary-mode object (kilobytes allocated per request, every
- * later property access slower): measured, it was the largest cost of Kiln's middleware.
+ * Express gives each app its own response prototype: hooking writeHead, end and emit
+ * there once spares every request its own wrappers and its 'close' listener, all of
+ * them property writes on a response V8 handles slowly (see `bindings`).
  * node:http's shared ServerResponse.prototype is never touched.
  */
 function hookPrototype(res: ServerResponse): boolean {
@@ -53,11 +67,12 @@ function hookPrototype(res: ServerResponse): boolean {
   if (hookedPrototypes.has(proto)) return true;
   const writeHead = proto['writeHead'] as WriteHeadFn;
   const end = proto['end'] as EndFn;
+  const emit = proto['emit'] as (...args: unknown[]) => boolean;
   Object.defineProperty(proto, 'writeHead', {
     configurable: true,
     writable: true,
     value: function kilnWriteHead(this: ServerResponse, ...args: unknown[]) {
-      const binding = (this as BoundResponse)[BINDING];
+      const binding = bindings.get(this);
       if (binding && !binding.onInstance) binding.beforeHeaders();
       return writeHead.apply(this, args);
     },
@@ -66,14 +81,49 @@ function hookPrototype(res: ServerResponse): boolean {
     configurable: true,
     writable: true,
     value: function kilnEnd(this: ServerResponse, ...args: unknown[]) {
-      const binding = (this as BoundResponse)[BINDING];
+      const binding = bindings.get(this);
       return binding && !binding.ending && !binding.onInstance ? binding.end(end, args) : end.apply(this, args);
+    },
+  });
+  Object.defineProperty(proto, 'emit', {
+    configurable: true,
+    writable: true,
+    value: function kilnEmit(this: ServerResponse, event: unknown) {
+      // 'close' comes once per response, after 'finish' or when the connection drops.
+      if (event === 'close') closeBinding(this);
+      // eslint-disable-next-line prefer-rest-params -- passes the arguments on untouched, without copying them
+      return Reflect.apply(emit, this, arguments);
     },
   });
   hookedPrototypes.add(proto);
   // This request's res may already carry another middleware's own end/writeHead that
   // captured the unhooked methods: patch the instance too, this once.
   return false;
+}
+
+/**
+ * `req.sessionID` as an accessor on Express's request prototype (the id follows
+ * regenerate by itself), for the same reason as `bindings`. An application that assigns
+ * it gets its own property, as before. Returns false for node:http's shared prototype:
+ * there the adapter writes an own property.
+ */
+function hookRequestPrototype(req: NodeSessionRequest): boolean {
+  const proto = Object.getPrototypeOf(req) as object | null;
+  if (proto === null || proto === (IncomingMessage.prototype as object)) return false;
+  if (hookedRequestPrototypes.has(proto)) return true;
+  if (Object.getOwnPropertyDescriptor(proto, 'sessionID') !== undefined) return false;
+  Object.defineProperty(proto, 'sessionID', {
+    configurable: true,
+    enumerable: false,
+    get(this: NodeSessionRequest & { res?: ServerResponse }) {
+      return this.res ? bindings.get(this.res)?.rs.id : undefined;
+    },
+    set(this: NodeSessionRequest, value: unknown) {
+      Object.defineProperty(this, 'sessionID', { value, writable: true, enumerable: true, configurable: true });
+    },
+  });
+  hookedRequestPrototypes.add(proto);
+  return true;
 }
 
 /**
@@ -84,6 +134,8 @@ class ResponseBinding<Req> implements SessionObjectHooks {
   ending = false;
   /** This response got its own hooks (the prototype's stand aside). */
   onInstance = false;
+  /** req.sessionID is an own property of the request (not the prototype's accessor). */
+  ownSessionId = false;
   readonly sessionObject: KilnSessionObject;
 
   constructor(
@@ -96,7 +148,7 @@ class ResponseBinding<Req> implements SessionObjectHooks {
   }
 
   onIdChange(id: string): void {
-    this.req.sessionID = id;
+    if (this.ownSessionId) this.req.sessionID = id;
     this.req.session = this.sessionObject;
   }
 
@@ -133,11 +185,6 @@ class ResponseBinding<Req> implements SessionObjectHooks {
   }
 }
 
-/** A response that closes without ending releases its session without committing. */
-function abortOnClose(this: ServerResponse): void {
-  (this as BoundResponse)[BINDING]?.rs.abort();
-}
-
 /**
  * The node:http response side, shared by kiln/express and kiln/http: the cookie goes
  * out with the headers, `res.end()` waits for the commit, and a response that closes
@@ -146,8 +193,12 @@ function abortOnClose(this: ServerResponse): void {
 export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void): KilnSessionObject {
   const binding = new ResponseBinding(rs, req, res, onCommitError);
   req.session = binding.sessionObject;
-  req.sessionID = rs.id;
-  (res as BoundResponse)[BINDING] = binding as ResponseBinding<unknown>;
+  // The accessor finds the binding through req.res, which Express sets.
+  if (!hookRequestPrototype(req) || (req as { res?: unknown }).res !== res) {
+    binding.ownSessionId = true;
+    req.sessionID = rs.id;
+  }
+  bindings.set(res, binding as ResponseBinding<unknown>);
   if (!hookPrototype(res)) {
     binding.onInstance = true;
     const writeHead = res.writeHead as WriteHeadFn;
@@ -159,8 +210,8 @@ export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionReq
     res.end = function (this: ServerResponse, ...args: unknown[]) {
       return binding.ending ? end.apply(this, args) : binding.end(end, args);
     } as ServerResponse['end'];
+    // 'close' is emitted once: on() spares the wrapper once() would allocate.
+    res.on('close', abortOnClose);
   }
-  // 'close' is emitted once: on() spares the wrapper once() would allocate.
-  res.on('close', abortOnClose);
   return binding.sessionObject;
 }

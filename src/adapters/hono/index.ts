@@ -24,7 +24,7 @@ export interface KilnVariables {
 }
 
 interface HonoLikeContext {
-  req: { url: string; path: string; header(name: string): string | undefined };
+  req: { url: string; path: string; header(name: string): string | undefined; raw?: { signal?: AbortSignal } };
   get(key: string): unknown;
   set(key: string, value: unknown): void;
   header(name: string, value: string, options?: { append?: boolean }): void;
@@ -50,6 +50,9 @@ export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnH
     });
     c.set('session', session);
     c.set('sessionId', rs.id);
+    // A client that hangs up (the runtime aborts the request's signal) releases the
+    // session at once, and the request commits nothing.
+    c.req.raw?.signal?.addEventListener('abort', () => rs.abort(), { once: true });
     try {
       await next();
       if (c.get('session') !== session && !rs.isDestroyed) rs.unsetByApp = true;

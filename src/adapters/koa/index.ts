@@ -27,6 +27,8 @@ interface KoaLikeContext {
   get(name: string): string;
   append(name: string, value: string | string[]): void;
   state: Record<string, unknown>;
+  /** node:http's response (absent in some test harnesses). */
+  res?: { once(event: 'close', listener: () => void): unknown };
   session?: KoaSessionObject | null;
   sessionId?: string;
 }
@@ -65,6 +67,8 @@ export function kilnSession(options: KilnSessionOptions<KoaLikeContext>): KilnKo
       },
     });
     ctx.sessionId = rs.id;
+    // A client that hangs up releases the session at once, and the request commits nothing.
+    ctx.res?.once('close', () => rs.abort());
     try {
       await next();
     } finally {
