@@ -127,6 +127,33 @@ describe('races on purpose', () => {
     }
   });
 
+  it('each request keeps its own timeout: a short call made after a long acquire still fails on time', async () => {
+    const server = await startKilnServer();
+    const { connect } = await import('../../src/engines/kiln/kiln-engine.js');
+    const engine = connect(server.url, { token: server.token, operationTimeoutMs: 300, acquireTimeoutMs: 4000 });
+    try {
+      await engine.connect();
+      const holder = await engine.acquire('mixed-timeouts-session');
+      server.child.kill('SIGSTOP');
+      const started = Date.now();
+      const longAcquire = engine.acquire('another-session').then(() => 'ok', (err: { code?: string }) => err.code);
+      const shortCall = engine.stats().then(() => 'ok', (err: { code?: string }) => ({ code: err.code, after: Date.now() - started }));
+      const short = (await shortCall) as { code?: string; after: number };
+      assert.equal(short.code, 'KILN_ERR_TIMEOUT');
+      assert.ok(short.after < 1500, `the 300 ms call failed after ${short.after} ms, not when the 4 s acquire's timer fired`);
+      const long = await longAcquire;
+      console.log(`# mixed timeouts: the 300 ms call failed after ${short.after} ms; the 4 s acquire after ${Date.now() - started} ms with ${String(long)}`);
+      assert.ok(Date.now() - started >= 3500, 'the acquire kept its own, longer timeout');
+      assert.ok(['KILN_ERR_TIMEOUT', 'KILN_ERR_LEASE_TIMEOUT'].includes(String(long)), `acquire failed with ${String(long)}`);
+      server.child.kill('SIGCONT');
+      await engine.release('mixed-timeouts-session', holder.token).catch(() => undefined);
+    } finally {
+      server.child.kill('SIGCONT');
+      await engine.close().catch(() => undefined);
+      await server.kill();
+    }
+  });
+
   it('nothing hangs: with the server frozen (SIGSTOP) every call fails within its timeout, then recovers', async () => {
     const server = await startKilnServer();
     const { connect } = await import('../../src/engines/kiln/kiln-engine.js');

@@ -69,6 +69,13 @@ describe('Redis Sentinel failover under load', () => {
     // loaded CI machine. Redis's own advice: without persistence, a supervisor must not
     // restart a master before the failover is complete. So wait for ROLE to say master.
     await waitFor(async () => (await redisCli(newMasterPort, 'ROLE').catch(() => '')).startsWith('master'), 30_000, 'the promoted replica to act as master');
+    // And every sentinel must name it: one that still names the old address would see
+    // the restarted node and could make the promoted replica follow it (seen once more
+    // on a loaded machine, with every acknowledged increment gone).
+    await waitFor(async () => {
+      const named = await Promise.all(redis!.sentinels.map((s) => redisCli(s.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', redis!.masterName).catch(() => '')));
+      return named.every((reply) => Number(reply.split('\n')[1]) === newMasterPort);
+    }, 30_000, 'every sentinel to name the promoted replica');
     await oldMaster.restart(['--replicaof', '127.0.0.1', String(newMasterPort)]);
     const results = await load;
     const { lost, acked } = await lostAcknowledged(workers[0]!, sessions, results);

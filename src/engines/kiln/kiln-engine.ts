@@ -61,7 +61,10 @@ export interface KilnEngineOptions {
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (err: KilnError) => void;
-  timer: NodeJS.Timeout;
+  /** Epoch ms after which the request fails with KILN_ERR_TIMEOUT. */
+  deadline: number;
+  type: number;
+  timeoutMs: number;
 }
 
 interface Waiting {
@@ -102,6 +105,8 @@ export class KilnEngine implements Engine {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
   private corked = false;
+  private timeoutTimer: NodeJS.Timeout | undefined;
+  private timeoutAt = 0;
   readonly counters = { requests: 0, reconnects: 0, disconnects: 0, timeouts: 0, bytesOut: 0, bytesIn: 0 };
 
   constructor(url: string, options: KilnEngineOptions = {}) {
@@ -254,29 +259,63 @@ export class KilnEngine implements Engine {
     const remaining = Math.max(1, deadline - Date.now());
     return new Promise<unknown>((resolve, reject) => {
       const id = (this.nextRequestId = (this.nextRequestId % 0xfffffffe) + 1);
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        this.counters.timeouts++;
-        reject(new KilnError('KILN_ERR_TIMEOUT', `kiln server did not answer within ${timeoutMs} ms`, { details: { type, timeoutMs } }));
-      }, remaining);
       if (this.state !== 'ready' || !this.socket) {
-        clearTimeout(timer);
         reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost'));
         return;
       }
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, deadline: Date.now() + remaining, type, timeoutMs });
+      this.armTimeouts(Date.now() + remaining);
       this.counters.requests++;
       this.write(this.socket, encodeFrame(type, id, encodeBody(body)));
     });
   }
 
-  /** Many requests made in one tick leave in one TCP segment. */
+  /**
+   * One timer for every request in flight, not one each: a timer per commit cost an
+   * allocation and two timer-list updates on the hot path. It fires at the earliest
+   * deadline (or later), fails what is overdue and re-arms for the rest.
+   */
+  private armTimeouts(deadline: number): void {
+    // Usually armed already for an earlier deadline (same timeout, earlier request).
+    if (this.timeoutTimer !== undefined) {
+      if (this.timeoutAt <= deadline) return;
+      clearTimeout(this.timeoutTimer);
+    }
+    this.timeoutAt = deadline;
+    this.timeoutTimer = setTimeout(() => {
+      this.timeoutTimer = undefined;
+      const now = Date.now();
+      let next = Infinity;
+      for (const [id, p] of this.pending) {
+        if (p.deadline <= now) {
+          this.pending.delete(id);
+          this.counters.timeouts++;
+          p.reject(new KilnError('KILN_ERR_TIMEOUT', `kiln server did not answer within ${p.timeoutMs} ms`, { details: { type: p.type, timeoutMs: p.timeoutMs } }));
+        } else if (p.deadline < next) {
+          next = p.deadline;
+        }
+      }
+      if (next !== Infinity) this.armTimeouts(next);
+    }, Math.max(1, deadline - Date.now()));
+    this.timeoutTimer.unref();
+  }
+
+  private clearTimeouts(): void {
+    if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);
+    this.timeoutTimer = undefined;
+  }
+
+  /**
+   * Requests made while the event loop handles one batch of I/O leave in one write:
+   * the commits of the HTTP requests that arrived together on different connections
+   * share a system call (about 30 µs each on the benchmark's VM).
+   */
   private write(socket: Socket, frame: Buffer): void {
     this.counters.bytesOut += frame.length;
     if (!this.corked) {
       this.corked = true;
       socket.cork();
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false;
         socket.uncork();
       });
@@ -416,7 +455,6 @@ export class KilnEngine implements Engine {
         const p = this.pending.get(requestId);
         if (!p) return;
         this.pending.delete(requestId);
-        clearTimeout(p.timer);
         if (type === MessageType.Ok) p.resolve(body);
         else p.reject(errorFromWire(body));
         return;
@@ -480,11 +518,9 @@ export class KilnEngine implements Engine {
   }
 
   private rejectAll(error: KilnError, includeWaiting = true): void {
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(error);
-    }
+    for (const p of this.pending.values()) p.reject(error);
     this.pending.clear();
+    this.clearTimeouts();
     if (!includeWaiting) return;
     for (const w of this.waiting) {
       clearTimeout(w.timer);
