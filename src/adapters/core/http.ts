@@ -102,10 +102,16 @@ function hookPrototype(res: ServerResponse): boolean {
 }
 
 /**
- * `req.sessionID` as an accessor on Express's request prototype (the id follows
- * regenerate by itself), for the same reason as `bindings`. An application that assigns
- * it gets its own property, as before. Returns false for node:http's shared prototype:
- * there the adapter writes an own property.
+ * Session ids of requests whose prototype carries the `sessionID` accessor. The value is
+ * a string, which cannot reach its key, so this WeakMap keeps nothing alive; and the id
+ * stays readable after the response closed (a logger's 'close' listener).
+ */
+const sessionIds = new WeakMap<object, string>();
+
+/**
+ * `req.sessionID` as an accessor on Express's request prototype, for the same reason as
+ * `bindings`. An application that assigns it gets its own property, as before. Returns
+ * false for node:http's shared prototype: there the adapter writes an own property.
  */
 function hookRequestPrototype(req: NodeSessionRequest): boolean {
   const proto = Object.getPrototypeOf(req) as object | null;
@@ -115,8 +121,8 @@ function hookRequestPrototype(req: NodeSessionRequest): boolean {
   Object.defineProperty(proto, 'sessionID', {
     configurable: true,
     enumerable: false,
-    get(this: NodeSessionRequest & { res?: ServerResponse }) {
-      return this.res ? bindings.get(this.res)?.rs.id : undefined;
+    get(this: NodeSessionRequest) {
+      return sessionIds.get(this);
     },
     set(this: NodeSessionRequest, value: unknown) {
       Object.defineProperty(this, 'sessionID', { value, writable: true, enumerable: true, configurable: true });
@@ -149,6 +155,7 @@ class ResponseBinding<Req> implements SessionObjectHooks {
 
   onIdChange(id: string): void {
     if (this.ownSessionId) this.req.sessionID = id;
+    else sessionIds.set(this.req, id);
     this.req.session = this.sessionObject;
   }
 
@@ -193,8 +200,9 @@ class ResponseBinding<Req> implements SessionObjectHooks {
 export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void): KilnSessionObject {
   const binding = new ResponseBinding(rs, req, res, onCommitError);
   req.session = binding.sessionObject;
-  // The accessor finds the binding through req.res, which Express sets.
-  if (!hookRequestPrototype(req) || (req as { res?: unknown }).res !== res) {
+  if (hookRequestPrototype(req)) {
+    sessionIds.set(req, rs.id);
+  } else {
     binding.ownSessionId = true;
     req.sessionID = rs.id;
   }

@@ -263,8 +263,9 @@ export class KilnEngine implements Engine {
         reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost'));
         return;
       }
-      this.pending.set(id, { resolve, reject, deadline: Date.now() + remaining, type, timeoutMs });
-      this.armTimeouts(Date.now() + remaining);
+      const due = Date.now() + remaining;
+      this.pending.set(id, { resolve, reject, deadline: due, type, timeoutMs });
+      this.armTimeouts(due);
       this.counters.requests++;
       this.write(this.socket, encodeFrame(type, id, encodeBody(body)));
     });
