@@ -191,8 +191,12 @@ export class SessionTable {
     return [...(this.principals.get(principal) ?? [])];
   }
 
-  /** Validates a commit against the stored state and limits, then applies it. Throws and changes nothing on any violation. */
-  applyCommit(req: CommitRequest, limits: SessionLimits, now: number): { ack: CommitAck; record?: TierRecord } {
+  /**
+   * Validates a commit against the stored state and limits, then applies it. Throws and
+   * changes nothing on any violation. `durable` false (a server without storage) spares
+   * the record its packed copy of the values, which only storage reads.
+   */
+  applyCommit(req: CommitRequest, limits: SessionLimits, now: number, durable = true): { ack: CommitAck; record?: TierRecord } {
     const current = this.sessions.get(req.sessionId);
     const known = this.committedVersion(req.sessionId, req.commitId);
     if (known !== undefined) return { ack: { version: known, duplicate: true } };
@@ -218,15 +222,18 @@ export class SessionTable {
       v: req.baseVersion + 1,
       cid: req.commitId,
       la: Math.min(Math.max(req.lastAccessedAt, current?.lastAccessedAt ?? 0), now),
-      packed: packAttributesToBytes(set),
       pb: attributeBytes(set),
       del: req.del,
     };
+    if (durable) record.packed = packAttributesToBytes(set);
     if (!current) record.ca = now;
     if (!current || (req.idleTimeoutMs !== undefined && req.idleTimeoutMs !== current.idleTimeoutMs)) record.it = req.idleTimeoutMs ?? 0;
     if (!current || (req.absoluteExpiresAt !== undefined && req.absoluteExpiresAt !== current.absoluteExpiresAt)) record.ae = req.absoluteExpiresAt ?? 0;
     if (req.principal !== undefined && req.principal !== (current?.principal ?? null)) record.p = req.principal;
-    this.replay(record);
+    // The attributes are unpacked and the patches resolved already: applying them again
+    // from the record would copy a large value three more times (a 20 KB session's commit
+    // spent most of its server time in those copies).
+    this.storeCommit(record, attributes, set);
     return { ack: { version: record.v, duplicate: false }, record };
   }
 
@@ -275,60 +282,9 @@ export class SessionTable {
   /** Applies a record without validation: the one path both live commits and replay take. */
   replay(record: TierRecord): void {
     switch (record.t) {
-      case 'c': {
-        let s = this.sessions.get(record.id);
-        if (!s) {
-          s = {
-            id: record.id,
-            createdAt: record.ca ?? record.la,
-            lastAccessedAt: record.la,
-            idleTimeoutMs: record.it ?? 0,
-            absoluteExpiresAt: record.ae ?? 0,
-            principal: null,
-            version: 0,
-            data: '',
-            bytes: 0,
-            commits: [],
-          };
-          this.sessions.set(s.id, s);
-          this.tombstones.delete(record.id);
-        }
-        if (s.data === '' && record.del.length === 0 && record.packed) {
-          // A create (the common record of a log): its packed attributes are the session's.
-          const bytes = record.pb ?? attributeBytes(unpackAttributes(latin1(record.packed)));
-          s.bytes = bytes;
-          this.totalBytes += bytes;
-          s.data = latin1(record.packed);
-        } else if (record.del.length > 0 || record.packed?.length || record.set?.length) {
-          const attributes = unpackAttributes(s.data);
-          for (const name of record.del) {
-            const old = attributes.get(name);
-            if (old) {
-              s.bytes -= name.length + old.length;
-              this.totalBytes -= name.length + old.length;
-              attributes.delete(name);
-            }
-          }
-          for (const [name, value] of recordPairs(record.packed, record.set)) {
-            const old = attributes.get(name);
-            const delta = old ? value.length - old.length : name.length + value.length;
-            s.bytes += delta;
-            this.totalBytes += delta;
-            attributes.set(name, value);
-          }
-          s.data = packAttributes(attributes);
-        }
-        if (record.p !== undefined) this.setPrincipal(s, record.p);
-        if (record.it !== undefined) s.idleTimeoutMs = record.it;
-        if (record.ae !== undefined) s.absoluteExpiresAt = record.ae;
-        s.version = record.v;
-        if (record.la > s.lastAccessedAt) s.lastAccessedAt = record.la;
-        // A new array of exactly the right length: push() would grow the backing store to
-        // 17 slots, 140 bytes a session for the usual single commit.
-        const kept = s.commits.length >= 2 * REMEMBERED_COMMITS ? s.commits.slice(2) : s.commits;
-        s.commits = kept.length === 0 ? [record.cid, record.v] : kept.concat(record.cid, record.v);
+      case 'c':
+        this.storeCommit(record);
         return;
-      }
       case 'd':
       case 'e': {
         const s = this.sessions.get(record.id);
@@ -362,6 +318,65 @@ export class SessionTable {
         this.tombstones.set(record.id, record.until);
         return;
     }
+  }
+
+  /**
+   * Applies a commit record to its session. A live commit passes the session's attributes
+   * it unpacked (a fresh Map it no longer needs) and the values it resolved; replay
+   * passes only the record.
+   */
+  private storeCommit(record: Extract<TierRecord, { t: 'c' }>, unpacked?: Map<string, Uint8Array>, pairs?: readonly (readonly [string, Uint8Array])[]): void {
+    let s = this.sessions.get(record.id);
+    if (!s) {
+      s = {
+        id: record.id,
+        createdAt: record.ca ?? record.la,
+        lastAccessedAt: record.la,
+        idleTimeoutMs: record.it ?? 0,
+        absoluteExpiresAt: record.ae ?? 0,
+        principal: null,
+        version: 0,
+        data: '',
+        bytes: 0,
+        commits: [],
+      };
+      this.sessions.set(s.id, s);
+      this.tombstones.delete(record.id);
+    }
+    if (s.data === '' && record.del.length === 0 && (record.packed || pairs)) {
+      // A create (the common record of a log): its packed attributes are the session's.
+      const bytes = record.pb ?? attributeBytes(unpackAttributes(latin1(record.packed!)));
+      s.bytes = bytes;
+      this.totalBytes += bytes;
+      s.data = record.packed ? latin1(record.packed) : packAttributes(pairs!);
+    } else if (record.del.length > 0 || pairs?.length || record.packed?.length || record.set?.length) {
+      const attributes = unpacked ?? unpackAttributes(s.data);
+      for (const name of record.del) {
+        const old = attributes.get(name);
+        if (old) {
+          s.bytes -= name.length + old.length;
+          this.totalBytes -= name.length + old.length;
+          attributes.delete(name);
+        }
+      }
+      for (const [name, value] of pairs ?? recordPairs(record.packed, record.set)) {
+        const old = attributes.get(name);
+        const delta = old ? value.length - old.length : name.length + value.length;
+        s.bytes += delta;
+        this.totalBytes += delta;
+        attributes.set(name, value);
+      }
+      s.data = packAttributes(attributes);
+    }
+    if (record.p !== undefined) this.setPrincipal(s, record.p);
+    if (record.it !== undefined) s.idleTimeoutMs = record.it;
+    if (record.ae !== undefined) s.absoluteExpiresAt = record.ae;
+    s.version = record.v;
+    if (record.la > s.lastAccessedAt) s.lastAccessedAt = record.la;
+    // A new array of exactly the right length: push() would grow the backing store to
+    // 17 slots, 140 bytes a session for the usual single commit.
+    const kept = s.commits.length >= 2 * REMEMBERED_COMMITS ? s.commits.slice(2) : s.commits;
+    s.commits = kept.length === 0 ? [record.cid, record.v] : kept.concat(record.cid, record.v);
   }
 
   /** The whole state as records, for compaction. */

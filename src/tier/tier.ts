@@ -258,7 +258,7 @@ export class Tier {
         return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);
-      result = this.sessions.applyCommit(req, this.limits, now);
+      result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);
     } catch (err) {
       this.counters.rejectedCommits++;
       throw err;

@@ -92,4 +92,32 @@ describe('session table', () => {
       for (const id of ids.slice(1)) assert.deepEqual(copy.snapshot(id), t.snapshot(id));
     }
   });
+
+  it('a commit with patches and deletes stores what replaying its record stores, with or without storage', () => {
+    const big = { ...limits, maxAttributeBytes: 4096, maxSessionBytes: 16_384, maxAttributes: 8 };
+    const value = Uint8Array.from({ length: 2000 }, (_, i) => i % 251);
+    const durable = new SessionTable();
+    const memoryOnly = new SessionTable();
+    const records: TierRecord[] = [];
+    const id = generateSessionId();
+    const steps: CommitRequest[] = [
+      commit(id, 0, [['list', value], ['a', bytes(3)], ['gone', bytes(5)]]),
+      commit(id, 1, [['a', bytes(4)]], { del: ['gone'], patch: [{ name: 'list', at: 10, cut: 2, bytes: Uint8Array.of(7, 7, 7), baseLength: 2000 }] }),
+      commit(id, 2, [], { patch: [{ name: 'list', at: 1990, cut: 0, bytes: Uint8Array.of(9), baseLength: 2001 }] }),
+    ];
+    for (const step of steps) {
+      records.push(durable.applyCommit(step, big, 1).record!);
+      const light = memoryOnly.applyCommit(step, big, 1, false).record!;
+      assert.equal(light.t === 'c' && light.packed, undefined, 'no packed copy without storage');
+    }
+    const replayed = new SessionTable();
+    for (const r of records) replayed.replay(r);
+    const expected = Uint8Array.from([...value.subarray(0, 10), 7, 7, 7, ...value.subarray(12, 1989), 9, ...value.subarray(1989)]);
+    for (const table of [durable, memoryOnly, replayed]) {
+      const snap = table.snapshot(id)!;
+      assert.deepEqual(new Map([...snap.attributes].map(([k, v]) => [k, Uint8Array.from(v)])), new Map([['list', expected], ['a', bytes(4)]]));
+      assert.equal(table.bytes, durable.bytes);
+      assert.equal(snap.meta.version, 3);
+    }
+  });
 });
