@@ -37,6 +37,28 @@ describe('cookie signing', () => {
   });
 });
 
+describe('session id from the Cookie header', () => {
+  it('verifies the value as sent, encoded or not, and remembers only what verified', async () => {
+    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
+    try {
+      const id = 'abcdefghijklmnopqrstuv';
+      const signed = signValue(id, 'k1');
+      const encoded = `connect.sid=${encodeURIComponent(signed)}`;
+      for (let round = 0; round < 2; round++) {
+        // The second round is served from the cache of verified values.
+        assert.equal(runtime.sessionIdFrom(encoded), id);
+        assert.equal(runtime.sessionIdFrom(`connect.sid=${signed}`), id);
+        assert.equal(runtime.sessionIdFrom(`a=1; connect.sid="${signed}"`), id);
+        assert.equal(runtime.sessionIdFrom(encoded.replace('abc', 'abd')), undefined, 'tampered');
+        assert.equal(runtime.sessionIdFrom('connect.sid=%E0%A4%A'), undefined, 'malformed encoding');
+        assert.equal(runtime.sessionIdFrom(`connect.sid=${encodeURIComponent(signValue(id, 'other'))}`), undefined, 'other secret');
+      }
+    } finally {
+      await runtime.close();
+    }
+  });
+});
+
 describe('adapter options', () => {
   const code = (c: string) => (err: unknown) => err instanceof KilnError && err.code === c;
 

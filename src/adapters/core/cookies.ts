@@ -13,6 +13,15 @@ export const MAX_COOKIE_VALUE_LENGTH = 1024;
 export const MAX_SET_COOKIE_BYTES = 4096;
 
 export function readCookie(header: string | undefined, name: string): string | undefined {
+  const raw = readRawCookie(header, name);
+  return raw === undefined ? undefined : decodeCookieValue(raw);
+}
+
+/**
+ * A cookie's value as it stands in the header (quotes removed, still percent-encoded).
+ * Readers that remember what they decoded key their cache by this and skip the decoding.
+ */
+export function readRawCookie(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
   let at = 0;
   while (at < header.length) {
@@ -20,18 +29,22 @@ export function readCookie(header: string | undefined, name: string): string | u
     if (end < 0) end = header.length;
     const eq = header.indexOf('=', at);
     if (eq > at && eq < end && header.slice(at, eq).trim() === name) {
-      let value = header.slice(eq + 1, end).trim();
+      const value = header.slice(eq + 1, end).trim();
       if (value.length > MAX_COOKIE_VALUE_LENGTH) return undefined;
-      if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
-      try {
-        return value.includes('%') ? decodeURIComponent(value) : value;
-      } catch {
-        return undefined;
-      }
+      return value.startsWith('"') && value.endsWith('"') && value.length >= 2 ? value.slice(1, -1) : value;
     }
     at = end + 1;
   }
   return undefined;
+}
+
+/** A raw cookie value percent-decoded, or undefined when it is malformed. */
+export function decodeCookieValue(raw: string): string | undefined {
+  try {
+    return raw.includes('%') ? decodeURIComponent(raw) : raw;
+  } catch {
+    return undefined;
+  }
 }
 
 function mac(value: string, secret: string): string {

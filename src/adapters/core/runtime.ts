@@ -6,7 +6,7 @@ import { connectEngine } from '../../engines/connect.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { assertSessionId, isValidSessionId, withRoute } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
-import { readCookie, signValue, unsignValue, serializeCookie } from './cookies.js';
+import { decodeCookieValue, readRawCookie, signValue, unsignValue, serializeCookie } from './cookies.js';
 import { SessionCookie, type CookieOptions, type CookieOverride } from './session-cookie.js';
 
 /**
@@ -125,7 +125,7 @@ export class SessionRuntime<Req = unknown> {
   private readonly idleTimeout: number;
   private readonly absoluteTimeout: number;
   /**
-   * Signed cookie values already verified → their session id. The HMAC is the costliest
+   * Signed cookie values (as sent, still percent-encoded) already verified → their session id. The HMAC is the costliest
    * step of a request that only reads its session, and a value verifies the same way
    * every time (the secrets are fixed for the runtime's life).
    */
@@ -174,15 +174,16 @@ export class SessionRuntime<Req = unknown> {
 
   /** Verified session id from a Cookie header, or undefined (absent, unsigned, tampered, oversized, malformed). */
   sessionIdFrom(cookieHeader: string | undefined): string | undefined {
-    const signed = readCookie(cookieHeader, this.name);
-    if (signed === undefined) return undefined;
-    const known = this.verified.get(signed);
+    // Keyed by the value as sent: a known cookie costs neither its decoding nor its HMAC.
+    const raw = readRawCookie(cookieHeader, this.name);
+    if (raw === undefined) return undefined;
+    const known = this.verified.get(raw);
     if (known !== undefined) return known;
-    const id = unsignValue(signed, this.secrets);
+    const id = unsignValue(decodeCookieValue(raw), this.secrets);
     if (id === undefined || !isValidSessionId(id)) return undefined;
     // Oldest first out; only values that verified get in, so forged cookies cannot churn it.
     if (this.verified.size >= VERIFIED_COOKIES) this.verified.delete(this.verified.keys().next().value!);
-    this.verified.set(signed, id);
+    this.verified.set(raw, id);
     return id;
   }
 

@@ -43,6 +43,7 @@ export class MemoryEngine implements Engine {
   private handler: LeaseHandler | undefined;
   private attached = false;
   private closed = false;
+  private fixedLimits: EngineLimits | undefined;
   private readonly unsubscribers: (() => void)[] = [];
 
   constructor(
@@ -56,8 +57,9 @@ export class MemoryEngine implements Engine {
     return this.tier.epoch;
   }
 
+  /** Fixed for the tier's life: one object, since clients read it on every request. */
   get limits(): EngineLimits {
-    return { ...this.tier.limits, touchGraceMs: this.tier.touchGraceMs };
+    return (this.fixedLimits ??= Object.freeze({ ...this.tier.limits, touchGraceMs: this.tier.touchGraceMs }));
   }
 
   async connect(): Promise<void> {

@@ -158,6 +158,7 @@ export class RedisEngine implements Engine {
   private readonly leaseTimeMs: number;
   private readonly recallTimeoutMs: number;
   private readonly touchGraceMs: number;
+  private fixedLimits: EngineLimits | undefined;
   private readonly expirySweepMs: number;
   private readonly pingPongThreshold: number;
   private readonly pingPongHalfLifeMs: number;
@@ -240,8 +241,9 @@ export class RedisEngine implements Engine {
     return this.currentEpoch;
   }
 
+  /** Fixed for the engine's life: one object, since clients read it on every request. */
   get limits(): EngineLimits {
-    return { ...this.sessionLimits, touchGraceMs: this.touchGraceMs };
+    return (this.fixedLimits ??= Object.freeze({ ...this.sessionLimits, touchGraceMs: this.touchGraceMs }));
   }
 
   /** Replicas that must confirm each commit (WAIT), 0 for none. */
