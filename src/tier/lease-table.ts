@@ -64,12 +64,14 @@ export interface LeaseTableOptions {
 
 export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze({
   recallTimeoutMs: 3000,
-  // Two changes of process within about ten seconds: a failover moves a session once,
-  // a balancer without affinity moves it on most requests. At 3 changes with a 2 s
-  // half-life, a session requested every 2 s through a round-robin balancer never
-  // reached the threshold, and each of its requests paid a recall (bench/, no-affinity
-  // rows); at 3 with 10 s it took five requests of each session to get there.
-  pingPongThreshold: 2,
+  // One change of process marks the grant that made it: the session is given back after
+  // that request, and the next grant decides again. A balancer without affinity moves a
+  // session on most requests, so every grant is marked and no request pays a recall (a
+  // message to the holder and its hand-over); a failover moves a session once, which
+  // costs it one extra acquire on its new process. At 2 (10 s half-life) a session
+  // requested every 2 s paid recalls on its first three moves, and the benchmark's
+  // no-affinity rows, about three requests per session, measured mostly those.
+  pingPongThreshold: 1,
   pingPongHalfLifeMs: 10_000,
 });
 
