@@ -15,6 +15,14 @@ import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } f
  * read-only tracker, and any value the views cannot watch, re-encode what was read at
  * commit and compare bytes with what was loaded.
  */
+/**
+ * Strings, numbers, booleans and null decoded from a base's bytes, by those bytes: they
+ * cannot be changed in place, so every request reading `user` or `visits` of a cached
+ * session shares one decoding. Base bytes are never written to (live-value.ts files
+ * decoded objects by them too), and the entries go with them.
+ */
+const decodedScalars = new WeakMap<Uint8Array, string | number | boolean | null>();
+
 /** The empty set every tracker starts with; never added to (see set/delete). */
 const NONE: Set<string> = new Set();
 
@@ -36,11 +44,17 @@ export class DeltaTracker {
     if (this.deleted.has(name)) return undefined;
     const bytes = this.base.get(name);
     if (bytes === undefined) return undefined;
-    let value: unknown;
+    let value: unknown = decodedScalars.get(bytes);
+    if (value !== undefined) {
+      this.values.set(name, value);
+      return value;
+    }
     let decoded = this.live ? checkOut(bytes) : undefined;
     if (!decoded) {
       value = decodeAttribute(bytes);
-      if (this.live && typeof value === 'object' && value !== null && isPlainContainer(value)) decoded = decodedValue(value);
+      const type = typeof value;
+      if (type === 'string' || type === 'number' || type === 'boolean' || value === null) decodedScalars.set(bytes, value as string | number | boolean | null);
+      else if (this.live && type === 'object' && isPlainContainer(value as object)) decoded = decodedValue(value as object);
     }
     if (decoded) {
       const watched = new LiveValue(decoded);
