@@ -43,6 +43,11 @@ const bindings = new Map<ServerResponse, ResponseBinding<unknown>>();
 const hookedPrototypes = new WeakSet<object>();
 const hookedRequestPrototypes = new WeakSet<object>();
 
+/** @internal Responses bound now (tests: nothing may stay behind a response). */
+export function openResponseBindings(): number {
+  return bindings.size;
+}
+
 /** Ends a response's binding: a response that closes without ending releases its session without committing. */
 function closeBinding(res: ServerResponse): void {
   const binding = bindings.get(res);
@@ -177,15 +182,28 @@ class ResponseBinding<Req> implements SessionObjectHooks {
     if (cookie) appendSetCookie(this.res, cookie);
   }
 
-  /** res.end(): commit first (unless nothing changed), then end with the same arguments. */
+  /**
+   * res.end(): commit first (unless nothing changed), then end with the same arguments.
+   * The binding goes once the response has ended, not only at 'close': Node never emits
+   * 'close' for a pipelined response still queued behind another when the connection
+   * dies, and its binding would stay in `bindings` for good.
+   */
   end(original: EndFn, args: unknown[]): ServerResponse {
     this.ending = true;
     this.noteUnset();
     const res = this.res;
-    if (this.rs.finishIfUnchanged()) return original.apply(res, args);
+    if (this.rs.finishIfUnchanged()) {
+      original.apply(res, args);
+      bindings.delete(res);
+      return res;
+    }
     this.rs.finish().then(
-      () => original.apply(res, args),
+      () => {
+        original.apply(res, args);
+        bindings.delete(res);
+      },
       (err: unknown) => {
+        bindings.delete(res);
         if (res.headersSent) res.destroy(err as Error);
         else this.onCommitError(err);
       },
