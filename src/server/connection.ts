@@ -19,6 +19,7 @@ import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import type { SessionEvent } from '../session/model.js';
 import type { Tier } from '../tier/tier.js';
 import type { Logger } from '../util/log.js';
+import { BatchedWriter } from '../util/net.js';
 
 /**
  * One client connection: handshake, then requests dispatched to the tier and answered
@@ -68,6 +69,7 @@ export class Connection {
   private inflight = 0;
   private paused = false;
   private readonly handshakeTimer: NodeJS.Timeout;
+  private readonly out: BatchedWriter;
   readonly counters = { requests: 0, errors: 0 };
 
   constructor(
@@ -78,6 +80,7 @@ export class Connection {
     this.ownerId = `c${id}`;
     this.info = { name: '?', pid: 0, host: '?', app: '?', address: `${socket.remoteAddress}:${socket.remotePort}`, connectedAt: Date.now() };
     this.parser = new FrameParser(ctx.maxFrameBytes);
+    this.out = new BatchedWriter(socket);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined);
@@ -321,7 +324,9 @@ export class Connection {
       this.socket.destroy();
       return;
     }
-    this.socket.write(encodeFrame(type, requestId, encodeBody(body)));
+    // The replies to a batch of requests (the commits of many HTTP requests, sent
+    // together) leave in one system call, not one each.
+    this.out.write(encodeFrame(type, requestId, encodeBody(body)));
   }
 
   private onClose(): void {
