@@ -116,7 +116,11 @@ export function attributeBytes(attributes: Iterable<readonly [string, Uint8Array
 
 /** The value a patch makes of `base`. */
 export function applyPatch(base: Uint8Array, patch: AttributePatch): Uint8Array {
-  const out = new Uint8Array(base.length - patch.cut + patch.bytes.length);
+  return applyPatchInto(base, patch, new Uint8Array(base.length - patch.cut + patch.bytes.length));
+}
+
+/** applyPatch into `out`, which holds exactly the new value's length. */
+export function applyPatchInto(base: Uint8Array, patch: AttributePatch, out: Uint8Array): Uint8Array {
   out.set(base.subarray(0, patch.at), 0);
   out.set(patch.bytes, patch.at);
   out.set(base.subarray(patch.at + patch.cut), patch.at + patch.bytes.length);

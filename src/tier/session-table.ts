@@ -1,6 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { checkDeltaLimits, checkPrincipal, type SessionLimits } from '../session/limits.js';
-import { applyPatch, attributeBytes, type AttributePatch, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
+import { applyPatchInto, attributeBytes, type AttributePatch, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 
 /**
  * The sessions the tier stores, with the principal index and the tombstones of
@@ -75,9 +75,40 @@ function recordPairs(packed: Uint8Array | undefined, pairs: [string, Uint8Array]
 
 /** The attributes of a packed string; the values are views of one fresh buffer. */
 export function unpackAttributes(data: string): Map<string, Uint8Array> {
+  return unpackInto(data.length === 0 ? EMPTY : Buffer.from(data, 'latin1'));
+}
+
+const EMPTY = Buffer.alloc(0);
+/** What a commit unpacks and the values its patches make: read while it is applied, never kept. */
+let commitScratch = Buffer.allocUnsafeSlow(64 * 1024);
+let commitScratchUsed = 0;
+
+/**
+ * unpackAttributes for a commit being applied: the values are views of a buffer reused
+ * by the next commit, so they must not outlive this one (packing copies them). A commit
+ * of a 20 KB session allocated that buffer, and another for its patched value, each time.
+ */
+function unpackForCommit(data: string): Map<string, Uint8Array> {
+  commitScratchUsed = 0;
+  if (data.length === 0) return new Map();
+  return unpackInto(commitScratchBytes(data.length, (out) => out.write(data, 'latin1')));
+}
+
+/** `length` bytes of the commit scratch, filled by `fill`; earlier views of this commit stay valid. */
+function commitScratchBytes(length: number, fill: (out: Buffer) => void): Buffer {
+  if (commitScratchUsed + length > commitScratch.length) {
+    // Views handed out earlier in this commit keep the old buffer alive until it ends.
+    commitScratch = Buffer.allocUnsafeSlow(Math.max(2 * commitScratch.length, commitScratchUsed + length));
+    commitScratchUsed = 0;
+  }
+  const out = commitScratch.subarray(commitScratchUsed, commitScratchUsed + length);
+  commitScratchUsed += length;
+  fill(out);
+  return out;
+}
+
+function unpackInto(bytes: Buffer): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
-  if (data.length === 0) return out;
-  const bytes = Buffer.from(data, 'latin1');
   let at = 0;
   while (at < bytes.length) {
     const nameLength = bytes.readUInt16BE(at);
@@ -211,7 +242,7 @@ export class SessionTable {
         details: { sessionId: req.sessionId, baseVersion: req.baseVersion, version: current.version },
       });
     }
-    const attributes = current ? unpackAttributes(current.data) : new Map<string, Uint8Array>();
+    const attributes = current ? unpackForCommit(current.data) : new Map<string, Uint8Array>();
     // Patches become whole values here: the limits, the log and every reader see only whole values.
     const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, attributes, req.patch)] : req.set;
     checkDeltaLimits(attributes, current?.bytes ?? 0, { set, del: req.del }, limits);
@@ -420,6 +451,7 @@ function resolvePatches(sessionId: string, attributes: ReadonlyMap<string, Uint8
     if (p.at + p.cut > base.length) {
       throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `patch of attribute "${p.name}" reaches past its end`, { details: { sessionId, attribute: p.name } });
     }
-    return [p.name, applyPatch(base, p)];
+    // The patched value lives in the commit scratch: packing the session copies it.
+    return [p.name, commitScratchBytes(base.length - p.cut + p.bytes.length, (out) => applyPatchInto(base, p, out))];
   });
 }

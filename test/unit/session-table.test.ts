@@ -120,4 +120,22 @@ describe('session table', () => {
       assert.equal(snap.meta.version, 3);
     }
   });
+
+  it('applies patches to values larger than its reusable buffers, and keeps nothing of them', () => {
+    const huge = { ...limits, maxAttributeBytes: 400_000, maxSessionBytes: 1_000_000, maxAttributes: 8 };
+    const t = new SessionTable();
+    const id = generateSessionId();
+    const other = generateSessionId();
+    const a = Uint8Array.from({ length: 150_000 }, (_, i) => i % 253);
+    const b = Uint8Array.from({ length: 90_000 }, (_, i) => i % 241);
+    t.applyCommit(commit(id, 0, [['a', a], ['b', b]]), huge, 1, false);
+    t.applyCommit(commit(other, 0, [['x', bytes(10)]]), huge, 1, false);
+    // Two patched values in one commit: the second does not fit the buffer the first used.
+    t.applyCommit(commit(id, 1, [], { patch: [{ name: 'a', at: 0, cut: 1, bytes: Uint8Array.of(1, 2), baseLength: a.length }, { name: 'b', at: b.length, cut: 0, bytes: Uint8Array.of(3), baseLength: b.length }] }), huge, 1, false);
+    // A later commit of another session reuses the buffers: the first session is unchanged.
+    t.applyCommit(commit(other, 1, [['x', bytes(20)]]), huge, 1, false);
+    const snap = new Map(t.snapshot(id)!.attributes);
+    assert.deepEqual(Uint8Array.from(snap.get('a')!), Uint8Array.from([1, 2, ...a.subarray(1)]));
+    assert.deepEqual(Uint8Array.from(snap.get('b')!), Uint8Array.from([...b, 3]));
+  });
 });
