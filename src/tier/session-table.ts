@@ -89,22 +89,22 @@ let commitScratchUsed = 0;
  * of a 20 KB session allocated that buffer, and another for its patched value, each time.
  */
 function unpackForCommit(data: string): Map<string, Uint8Array> {
-  commitScratchUsed = 0;
   if (data.length === 0) return new Map();
-  return unpackInto(commitScratchBytes(data.length, (out) => out.write(data, 'latin1')));
+  const bytes = commitScratchRegion(data.length);
+  bytes.write(data, 'latin1');
+  return unpackInto(bytes);
 }
 
-/** `length` bytes of the commit scratch, filled by `fill`; earlier views of this commit stay valid. */
-function commitScratchBytes(length: number, fill: (out: Buffer) => void): Buffer {
+/** The next `length` bytes of the commit scratch; earlier regions of this commit stay valid. */
+function commitScratchRegion(length: number): Buffer {
   if (commitScratchUsed + length > commitScratch.length) {
-    // Views handed out earlier in this commit keep the old buffer alive until it ends.
-    commitScratch = Buffer.allocUnsafeSlow(Math.max(2 * commitScratch.length, commitScratchUsed + length));
+    // Regions handed out earlier in this commit keep the old buffer alive until it ends.
+    commitScratch = Buffer.allocUnsafeSlow(Math.max(2 * commitScratch.length, length));
     commitScratchUsed = 0;
   }
-  const out = commitScratch.subarray(commitScratchUsed, commitScratchUsed + length);
+  const region = commitScratch.subarray(commitScratchUsed, commitScratchUsed + length);
   commitScratchUsed += length;
-  fill(out);
-  return out;
+  return region;
 }
 
 function unpackInto(bytes: Buffer): Map<string, Uint8Array> {
@@ -242,6 +242,7 @@ export class SessionTable {
         details: { sessionId: req.sessionId, baseVersion: req.baseVersion, version: current.version },
       });
     }
+    commitScratchUsed = 0; // nothing of the previous commit is still read
     const attributes = current ? unpackForCommit(current.data) : new Map<string, Uint8Array>();
     // Patches become whole values here: the limits, the log and every reader see only whole values.
     const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, attributes, req.patch)] : req.set;
@@ -452,6 +453,6 @@ function resolvePatches(sessionId: string, attributes: ReadonlyMap<string, Uint8
       throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `patch of attribute "${p.name}" reaches past its end`, { details: { sessionId, attribute: p.name } });
     }
     // The patched value lives in the commit scratch: packing the session copies it.
-    return [p.name, commitScratchBytes(base.length - p.cut + p.bytes.length, (out) => applyPatchInto(base, p, out))];
+    return [p.name, applyPatchInto(base, p, commitScratchRegion(base.length - p.cut + p.bytes.length))];
   });
 }
