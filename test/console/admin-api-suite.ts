@@ -172,14 +172,20 @@ export function adminApiSuite(target: ConsoleTarget): void {
         }
       })();
       const other = createSessionClient({ engine: tier.engine('sse-peer'), statsIntervalMs: 100 });
-      // Takes a session our first client holds: a recall (a lease event).
-      await other.withSession(ids[7]!, (s) => s.get('i'));
-      await waitFor(() => /event: client\ndata: \{"type":"client-joined"[^\n]*sse-peer/.test(text), 5000, 'the peer joined');
-      await other.close();
-      await call('DELETE', `/api/sessions/${encodeURIComponent(ids[8]!)}`);
-      await waitFor(() => /client-left[^\n]*sse-peer/.test(text) && /"type":"destroyed"/.test(text) && /event: lease\ndata: [^\n]*"type":"recall"/.test(text), 5000, 'events');
-      controller.abort();
-      await pump;
+      // A failed wait must not leave the stream and the peer open: the test process
+      // would then never exit, and the runner waits its whole file timeout for it.
+      try {
+        // Takes a session our first client holds: a recall (a lease event).
+        await other.withSession(ids[7]!, (s) => s.get('i'));
+        await waitFor(() => /event: client\ndata: \{"type":"client-joined"[^\n]*sse-peer/.test(text), 5000, 'the peer joined');
+        await other.close();
+        await call('DELETE', `/api/sessions/${encodeURIComponent(ids[8]!)}`);
+        await waitFor(() => /client-left[^\n]*sse-peer/.test(text) && /"type":"destroyed"/.test(text) && /event: lease\ndata: [^\n]*"type":"recall"/.test(text), 5000, 'events');
+      } finally {
+        await other.close();
+        controller.abort();
+        await pump;
+      }
     });
 
     it('keeps a time series and serves /metrics that parse and match the work done', async () => {
