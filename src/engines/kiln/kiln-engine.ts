@@ -105,7 +105,7 @@ export class KilnEngine implements Engine {
   private reconnectAttempt = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
-  /** Writes to the current socket, gathered per turn of the event loop. */
+  /** Writes to the current socket (set and cleared with it), gathered per turn of the event loop. */
   private out: BatchedWriter | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
   private timeoutAt = 0;
@@ -235,6 +235,7 @@ export class KilnEngine implements Engine {
     this.rejectAll(error);
     const socket = this.socket;
     this.socket = undefined;
+    this.out = undefined;
     if (socket && !socket.destroyed) {
       await new Promise<void>((resolve) => {
         socket.once('close', () => resolve());
@@ -261,7 +262,7 @@ export class KilnEngine implements Engine {
     const remaining = Math.max(1, deadline - Date.now());
     return new Promise<unknown>((resolve, reject) => {
       const id = (this.nextRequestId = (this.nextRequestId % 0xfffffffe) + 1);
-      const out = this.socket && this.out;
+      const out = this.out;
       if (this.state !== 'ready' || !out) {
         reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost'));
         return;
@@ -401,7 +402,10 @@ export class KilnEngine implements Engine {
     });
     socket.on('close', () => {
       clearTimeout(connectTimer);
-      if (this.socket === socket) this.socket = undefined;
+      if (this.socket === socket) {
+        this.socket = undefined;
+        this.out = undefined;
+      }
       this.onDisconnect(handshaken, lastError);
     });
   }
