@@ -19,20 +19,48 @@ export const REMEMBERED_COMMITS = 16;
  * about three times as much per session in object headers.
  */
 export interface StoredSession extends SessionMeta {
-  /** Every attribute, packed: `u16 name length | name (UTF-8) | u32 value length | value`, as a latin1 string. */
-  data: string;
+  /** Every attribute, packed: `u16 name length | name (UTF-8) | u32 value length | value` (see PackedData). */
+  data: PackedData;
   /** Sum of attribute name lengths and value bytes. */
   bytes: number;
   /** Recent commit ids and the versions they made, flat and oldest first: [cid, v, cid, v, …]. */
   commits: (string | number)[];
 }
 
+/**
+ * A session's packed attributes. Small sessions (nearly all) are a latin1 string: the
+ * most compact form V8 has, which is what fits a million sessions in a gigabyte. From
+ * LARGE_SESSION_BYTES on they are a Buffer of their own, outside the JavaScript heap: a
+ * string there was a new 20 KB heap object per commit, kept for as long as the session
+ * lives, so the collector copied and marked megabytes a second under a load of large
+ * sessions. A Buffer is rewritten in place when a commit keeps its size (one changed
+ * field of a list). It never leaves the table: readers get copies.
+ */
+export type PackedData = string | Buffer;
+
+/** Packed size from which a session's data is a Buffer rather than a string (see PackedData). */
+export const LARGE_SESSION_BYTES = 4096;
+
 let scratch = Buffer.allocUnsafeSlow(64 * 1024);
 
 /** Packs attributes into the compact form StoredSession keeps. */
-export function packAttributes(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>): string {
-  const size = packInto(attributes);
-  return size === 0 ? '' : scratch.toString('latin1', 0, size);
+export function packAttributes(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>, previous?: PackedData): PackedData {
+  const size = packInto(attributes); // may replace `scratch` with a larger one
+  return storedForm(scratch, size, previous);
+}
+
+/**
+ * The first `size` bytes of `bytes` as a session's data: a string when small, else a
+ * Buffer, `previous` itself rewritten when it is a Buffer of that size (nothing else
+ * holds it: see PackedData).
+ */
+function storedForm(bytes: Uint8Array, size: number, previous?: PackedData): PackedData {
+  if (size === 0) return '';
+  const source = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+  if (size < LARGE_SESSION_BYTES) return source.toString('latin1');
+  const out = typeof previous === 'object' && previous.length === size ? previous : Buffer.allocUnsafeSlow(size);
+  source.copy(out, 0, 0, size);
+  return out;
 }
 
 /**
@@ -64,18 +92,21 @@ function packInto(attributes: Iterable<readonly [string, Uint8Array]> | Readonly
   return size;
 }
 
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
-}
-
 /** The pairs of a record that carries packed attributes, or its older `set`/`attrs` form. */
 function recordPairs(packed: Uint8Array | undefined, pairs: [string, Uint8Array][] | undefined): [string, Uint8Array][] {
-  return packed ? [...unpackAttributes(latin1(packed))] : (pairs ?? []);
+  // Views of the record's bytes: storing them packs (copies) them.
+  return packed ? [...unpackInto(Buffer.from(packed.buffer, packed.byteOffset, packed.byteLength))] : (pairs ?? []);
 }
 
-/** The attributes of a packed string; the values are views of one fresh buffer. */
-export function unpackAttributes(data: string): Map<string, Uint8Array> {
-  return unpackInto(data.length === 0 ? EMPTY : Buffer.from(data, 'latin1'));
+/** The attributes of packed data; the values are views of one fresh copy. */
+export function unpackAttributes(data: PackedData): Map<string, Uint8Array> {
+  return unpackInto(packedCopy(data));
+}
+
+/** Packed data as bytes of their own, free to leave the table. */
+function packedCopy(data: PackedData): Buffer {
+  if (data.length === 0) return EMPTY;
+  return typeof data === 'string' ? Buffer.from(data, 'latin1') : Buffer.from(data);
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -85,11 +116,13 @@ let commitScratchUsed = 0;
 
 /**
  * unpackAttributes for a commit being applied: the values are views of a buffer reused
- * by the next commit, so they must not outlive this one (packing copies them). A commit
- * of a 20 KB session allocated that buffer, and another for its patched value, each time.
+ * by the next commit (or of a large session's own Buffer), so they must not outlive this
+ * one; packing copies them before anything is rewritten. A commit of a 20 KB session
+ * allocated that buffer, and another for its patched value, each time.
  */
-function unpackForCommit(data: string): Map<string, Uint8Array> {
+function unpackForCommit(data: PackedData): Map<string, Uint8Array> {
   if (data.length === 0) return new Map();
+  if (typeof data === 'object') return unpackInto(data);
   const bytes = commitScratchRegion(data.length);
   bytes.write(data, 'latin1');
   return unpackInto(bytes);
@@ -337,7 +370,7 @@ export class SessionTable {
       case 's': {
         const old = this.sessions.get(record.meta.id);
         if (old) this.replay({ t: 'e', id: old.id });
-        const data = record.packed ? latin1(record.packed) : packAttributes(record.attrs ?? []);
+        const data = record.packed ? storedForm(record.packed, record.packed.length) : packAttributes(record.attrs ?? []);
         const bytes = record.pb ?? attributeBytes(unpackAttributes(data));
         const m = record.meta;
         const s: StoredSession = { id: m.id, createdAt: m.createdAt, lastAccessedAt: m.lastAccessedAt, idleTimeoutMs: m.idleTimeoutMs, absoluteExpiresAt: m.absoluteExpiresAt, principal: null, version: m.version, data, bytes, commits: ([] as (string | number)[]).concat(...record.commits) };
@@ -377,10 +410,10 @@ export class SessionTable {
     }
     if (s.data === '' && record.del.length === 0 && (record.packed || pairs)) {
       // A create (the common record of a log): its packed attributes are the session's.
-      const bytes = record.pb ?? attributeBytes(unpackAttributes(latin1(record.packed!)));
+      const bytes = record.pb ?? attributeBytes(recordPairs(record.packed, undefined));
       s.bytes = bytes;
       this.totalBytes += bytes;
-      s.data = record.packed ? latin1(record.packed) : packAttributes(pairs!);
+      s.data = record.packed ? storedForm(record.packed, record.packed.length) : packAttributes(pairs!);
     } else if (record.del.length > 0 || pairs?.length || record.packed?.length || record.set?.length) {
       const attributes = unpacked ?? unpackAttributes(s.data);
       for (const name of record.del) {
@@ -398,7 +431,7 @@ export class SessionTable {
         this.totalBytes += delta;
         attributes.set(name, value);
       }
-      s.data = packAttributes(attributes);
+      s.data = packAttributes(attributes, s.data);
     }
     if (record.p !== undefined) this.setPrincipal(s, record.p);
     if (record.it !== undefined) s.idleTimeoutMs = record.it;
@@ -413,7 +446,7 @@ export class SessionTable {
 
   /** The whole state as records, for compaction. */
   *dump(now: number): Generator<TierRecord> {
-    for (const s of this.sessions.values()) yield { t: 's', meta: metaOf(s), packed: Buffer.from(s.data, 'latin1'), pb: s.bytes, commits: commitPairs(s) };
+    for (const s of this.sessions.values()) yield { t: 's', meta: metaOf(s), packed: packedCopy(s.data), pb: s.bytes, commits: commitPairs(s) };
     for (const [id, until] of this.tombstones) if (until > now) yield { t: 'b', id, until };
   }
 

@@ -4,7 +4,7 @@ import { KilnError } from '../../src/errors/index.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import type { CommitRequest } from '../../src/session/model.js';
-import { SessionTable, type TierRecord } from '../../src/tier/session-table.js';
+import { LARGE_SESSION_BYTES, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
 
 const limits = { ...DEFAULT_SESSION_LIMITS, maxAttributeBytes: 100, maxSessionBytes: 250, maxAttributes: 3 };
 const bytes = (n: number): Uint8Array => new Uint8Array(n);
@@ -137,5 +137,39 @@ describe('session table', () => {
     const snap = new Map(t.snapshot(id)!.attributes);
     assert.deepEqual(Uint8Array.from(snap.get('a')!), Uint8Array.from([1, 2, ...a.subarray(1)]));
     assert.deepEqual(Uint8Array.from(snap.get('b')!), Uint8Array.from([...b, 3]));
+  });
+  it('keeps a large session in a buffer of its own, rewritten in place, that no reader ever sees change', () => {
+    const roomy = { ...limits, maxAttributeBytes: 100_000, maxSessionBytes: 200_000, maxAttributes: 8 };
+    const t = new SessionTable();
+    const id = generateSessionId();
+    const list = Uint8Array.from({ length: LARGE_SESSION_BYTES + 500 }, (_, i) => i % 249);
+    t.applyCommit(commit(id, 0, [['list', list], ['n', Uint8Array.of(1)]]), roomy, 1, false);
+    const stored = t.get(id)!.data;
+    assert.ok(Buffer.isBuffer(stored), 'a large session is a Buffer');
+    const before = t.snapshot(id)!;
+    const dumped = [...t.dump(1)];
+    // Same size: the buffer is rewritten where it is.
+    t.applyCommit(commit(id, 1, [['n', Uint8Array.of(2)]], { patch: [{ name: 'list', at: 7, cut: 2, bytes: Uint8Array.of(0xaa, 0xbb), baseLength: list.length }] }), roomy, 1, false);
+    assert.equal(t.get(id)!.data, stored, 'rewritten in place');
+    // A snapshot or dump taken before is a copy: the rewrite does not reach it.
+    assert.deepEqual(Uint8Array.from(before.attributes.get('list')!), list);
+    assert.deepEqual(Uint8Array.from(before.attributes.get('n')!), Uint8Array.of(1));
+    const replayed = new SessionTable();
+    for (const r of dumped) replayed.replay(r);
+    assert.deepEqual(Uint8Array.from(replayed.snapshot(id)!.attributes.get('list')!), list);
+    // A rejected commit leaves the buffer as it was.
+    assert.throws(() => t.applyCommit(commit(id, 2, [['big', bytes(150_000)]], { patch: [{ name: 'list', at: 0, cut: 1, bytes: Uint8Array.of(0), baseLength: list.length }] }), roomy, 1, false), code('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+    const changed = Uint8Array.from(list);
+    changed.set([0xaa, 0xbb], 7);
+    assert.deepEqual(Uint8Array.from(t.snapshot(id)!.attributes.get('list')!), changed);
+    // Another size: a new buffer; shrunk below the threshold: a string again, then a buffer once more.
+    t.applyCommit(commit(id, 2, [], { patch: [{ name: 'list', at: 0, cut: 0, bytes: Uint8Array.of(5), baseLength: list.length }] }), roomy, 1, false);
+    assert.notEqual(t.get(id)!.data, stored);
+    t.applyCommit(commit(id, 3, [['list', bytes(10)]]), roomy, 1, false);
+    assert.equal(typeof t.get(id)!.data, 'string');
+    t.applyCommit(commit(id, 4, [['list', list]]), roomy, 1, false);
+    assert.ok(Buffer.isBuffer(t.get(id)!.data));
+    assert.deepEqual(Uint8Array.from(t.snapshot(id)!.attributes.get('list')!), list);
+    assert.equal(t.bytes, 'list'.length + list.length + 'n'.length + 1);
   });
 });
