@@ -64,6 +64,8 @@ export function decodedValue(root: object): DecodedValue {
 export const UNCHANGED = Symbol('unchanged');
 
 const DETACHED = Symbol('detached');
+/** Size from which a spliced value is allocated without its zero fill (see encodeChanges). */
+const UNFILLED_FROM = 4096;
 const MAX_DEPTH = 1_000;
 
 /**
@@ -113,7 +115,9 @@ export class LiveValue implements ProxyHandler<object> {
     ranges.sort((a, b) => a.start - b.start);
     let length = old.length;
     for (const r of ranges) length += r.bytes.length - (r.end - r.start);
-    const next = new Uint8Array(length);
+    // Every byte is written below, so a large value skips the zero fill: allocating a
+    // zeroed 20 KB array was three quarters of this method's time under 1,000 sessions.
+    const next = length >= UNFILLED_FROM ? Buffer.allocUnsafeSlow(length) : new Uint8Array(length);
     let from = 0;
     let to = 0;
     for (const r of ranges) {
