@@ -33,6 +33,13 @@ import { locateValue } from './msgpack-walk.js';
 export interface DecodedValue {
   readonly root: object;
   readonly links: Map<object, Link>;
+  /**
+   * Where the items of a large top-level array start in `startsOf`, as far as walks have
+   * found them (see locateValue). Each commit carries them over to the value it makes,
+   * so changing `items[150]` of a 20 KB list does not walk 150 items every time.
+   */
+  starts: number[];
+  startsOf: Uint8Array | undefined;
 }
 
 interface Link {
@@ -57,7 +64,7 @@ export function isPlainContainer(value: object): boolean {
 }
 
 export function decodedValue(root: object): DecodedValue {
-  return { root, links: new Map() };
+  return { root, links: new Map(), starts: [], startsOf: undefined };
 }
 
 /** What `encodeChanges` found. */
@@ -66,6 +73,8 @@ export const UNCHANGED = Symbol('unchanged');
 const DETACHED = Symbol('detached');
 /** Size from which a spliced value is allocated without its zero fill (see encodeChanges). */
 const UNFILLED_FROM = 4096;
+/** Encoded size from which a top-level array's item starts are remembered (see itemStarts). */
+const INDEXED_FROM = 1024;
 const MAX_DEPTH = 1_000;
 
 /**
@@ -107,8 +116,11 @@ export class LiveValue implements ProxyHandler<object> {
     const tops = written.filter((w, i) => !written.slice(0, i).some((t) => isPrefix(t.path, w.path)));
     if (tops.length === 0) return UNCHANGED;
     const ranges: { start: number; end: number; bytes: Uint8Array }[] = [];
+    const decoded = this.decoded;
+    // Checked against the bytes: a commit that failed leaves the starts of a value never adopted.
+    const starts = old.length < INDEXED_FROM ? undefined : decoded.startsOf === old ? decoded.starts : [];
     for (const { node, path } of tops) {
-      const range = locateValue(old, path);
+      const range = locateValue(old, path, starts);
       if (!range) return undefined;
       ranges.push({ start: range[0], end: range[1], bytes: encodeAttribute(name, node) });
     }
@@ -128,6 +140,10 @@ export class LiveValue implements ProxyHandler<object> {
       from = r.end;
     }
     next.set(old.subarray(from), to);
+    if (starts) {
+      decoded.starts = startsAfterSplice(starts, ranges);
+      decoded.startsOf = next;
+    }
     return { next, changedFrom: ranges[0]!.start, unchangedTail: old.length - ranges[ranges.length - 1]!.end };
   }
 
@@ -236,6 +252,22 @@ export class LiveValue implements ProxyHandler<object> {
       throw new KilnError('KILN_ERR_CLOSED', 'a session value was changed after the end of its request; change the session inside the request (or copy the value first)');
     }
   }
+}
+
+/** The item starts of a value after `ranges` (sorted, disjoint) were replaced; those inside a replaced range are dropped with all after them. */
+function startsAfterSplice(starts: readonly number[], ranges: readonly { start: number; end: number; bytes: Uint8Array }[]): number[] {
+  const out: number[] = [];
+  let shift = 0;
+  let r = 0;
+  for (const start of starts) {
+    while (r < ranges.length && ranges[r]!.end <= start) {
+      shift += ranges[r]!.bytes.length - (ranges[r]!.end - ranges[r]!.start);
+      r++;
+    }
+    if (r < ranges.length && ranges[r]!.start < start) break; // rewritten: unknown from here on
+    out.push(start + shift);
+  }
+  return out;
 }
 
 /** Puts a decoded value back for the next request, filed under the bytes it equals. */
