@@ -218,19 +218,7 @@ export class SessionClient implements HandleHost {
         unlock();
         return fresh();
       }
-      cached.meta.lastAccessedAt = now;
-      const lease = this.leases.get(sessionId);
-      if (lease) {
-        this.touches.set(sessionId, { sessionId, token: lease.token, at: now });
-        this.fitTouchInterval();
-      }
-      if (readOnly) {
-        const handle = new SessionHandle(this, cached, false, true, undefined);
-        this.finishUse(sessionId);
-        unlock();
-        return handle;
-      }
-      return new SessionHandle(this, cached, false, false, unlock);
+      return this.handOut(sessionId, cached, now, readOnly, unlock, this.leases.get(sessionId));
     } catch (err) {
       unlock();
       throw err;
@@ -253,19 +241,29 @@ export class SessionClient implements HandleHost {
     const unlock = this.queue.tryLock(sessionId);
     if (!unlock) return undefined;
     this.counters.opens++;
-    this.touchLease(sessionId, lease);
+    markUsed(lease);
     this.cache.get(sessionId); // counts the hit and marks the entry used
     if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: 'hit', sessionId });
+    return this.handOut(sessionId, cached, now, options.readOnly === true, unlock, lease);
+  }
+
+  /**
+   * The common end of open() and openCached(): notes the access for the next batch of
+   * touches and hands the session to the request. A read-only handle holds no lock.
+   */
+  private handOut(sessionId: string, cached: CachedSession, now: number, readOnly: boolean, unlock: () => void, lease: LeaseState | undefined): SessionHandle {
     cached.meta.lastAccessedAt = now;
-    const touch = this.touches.get(sessionId);
-    if (touch) {
-      touch.token = lease.token;
-      touch.at = now;
-    } else {
-      this.touches.set(sessionId, { sessionId, token: lease.token, at: now });
+    if (lease) {
+      const touch = this.touches.get(sessionId);
+      if (touch) {
+        touch.token = lease.token;
+        touch.at = now;
+      } else {
+        this.touches.set(sessionId, { sessionId, token: lease.token, at: now });
+      }
+      this.fitTouchInterval();
     }
-    this.fitTouchInterval();
-    if (options.readOnly === true) {
+    if (readOnly) {
       const handle = new SessionHandle(this, cached, false, true, undefined);
       this.finishUse(sessionId);
       unlock();
@@ -498,7 +496,7 @@ export class SessionClient implements HandleHost {
   private async loadUnderLease(sessionId: string): Promise<CachedSession | null> {
     const lease = this.leases.get(sessionId);
     if (lease) {
-      this.touchLease(sessionId, lease);
+      markUsed(lease);
       const cached = this.cache.get(sessionId);
       if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: cached ? 'hit' : 'miss', sessionId });
       if (cached) return cached;
@@ -641,11 +639,6 @@ export class SessionClient implements HandleHost {
       // releaseLease forgets the lease itself (after flushing write-behind changes).
       void this.releaseLease(sessionId, lease.token);
     }
-  }
-
-  /** Marks a lease used: trimLeases passes over it once (second chance) instead of giving it back. */
-  private touchLease(_sessionId: string, lease: LeaseState): void {
-    lease.used = true;
   }
 
   private forget(sessionId: string): void {
@@ -813,6 +806,11 @@ export function createSessionClient(options: SessionClientOptions): SessionClien
 }
 
 /** The cached session after a delta (and metadata changes) applied at `version`. */
+/** Marks a lease used: trimLeases passes over it once (second chance) instead of giving it back. */
+function markUsed(lease: LeaseState): void {
+  lease.used = true;
+}
+
 function applyCommitted(base: CachedSession, changes: MetaChanges, delta: AttributeDelta, version: number, now: number, created: boolean): CachedSession {
   const attributes = applyDelta(base.attributes, delta);
   const meta: SessionMeta = { ...base.meta, version, lastAccessedAt: now, createdAt: created ? now : base.meta.createdAt };
