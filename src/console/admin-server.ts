@@ -112,7 +112,7 @@ export class AdminServer {
     const f = await this.source.figures();
     return {
       server: { role: d.role, version: this.options.version, host: hostname(), pid: process.pid, address: d.address, epoch: this.source.epoch, startedAt: d.startedAt, uptimeMs: Date.now() - d.startedAt, tls: d.tls },
-      storage: d.storage.kind === 'redis' ? d.storage : { ...d.storage, bytesOnDisk: f.storageBytes ?? 0 },
+      storage: { ...d.storage, bytesOnDisk: f.storageBytes },
       sessions: { count: f.sessions, bytes: f.sessionBytes, tombstones: f.tombstones },
       leases: { held: f.leases, waiting: f.leaseWaiters },
       counters: f.counters,

@@ -73,7 +73,7 @@ export class KilnServerSource implements ConsoleSource {
       leaseWait: this.leaseWait.snapshot(),
       recent: { commitMsP50: this.commitLatency.recent(recentWindowMs).p50Ms, leaseWaitMsP50: this.leaseWait.recent(recentWindowMs).p50Ms },
       clients: this.server.clients(),
-      storageBytes: this.server.storageInfo()?.bytesOnDisk ?? null,
+      storageBytes: this.server.storageInfo()?.bytesOnDisk ?? 0, // no storage: nothing on disk
     };
   }
 

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { mirroredCounter, readGauge, snapshotHistogram } from './prometheus.js';
+import { mirroredCounter, optionalGauge, readGauge, snapshotHistogram } from './prometheus.js';
 import type { ConsoleFigures, ConsoleSource } from './source.js';
 
 /**
@@ -44,11 +44,9 @@ export class ServerMetrics {
     readGauge(this.registry, 'kiln_leases', 'Leases held', () => f().leases);
     readGauge(this.registry, 'kiln_lease_waiters', 'Processes waiting for a lease', () => f().leaseWaiters);
     readGauge(this.registry, 'kiln_connections', 'App server connections (kiln server) or live reporting clients (Redis)', () => f().connections);
-    // Figures a source may not have: absent rather than a misleading zero.
-    if (source.describe().storage.kind !== 'redis') {
-      readGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => f().tombstones ?? 0);
-      readGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes ?? 0);
-    }
+    // Figures a source may not have (Redis: counting tombstones would need a scan).
+    optionalGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => f().tombstones);
+    optionalGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes);
     // What each app server's client last reported (near cache), labelled by client.
     for (const [name, help, key] of [
       ['kiln_client_cache_hits', 'Near-cache hits reported by each client', 'hits'],

@@ -33,6 +33,22 @@ export function readGauge(registry: Registry, name: string, help: string, read: 
 }
 
 /**
+ * A gauge for a figure some sources cannot give (null): then it has no sample at all,
+ * rather than a misleading zero.
+ */
+export function optionalGauge(registry: Registry, name: string, help: string, read: () => number | null): void {
+  registry.registerMetric({
+    name,
+    help,
+    type: 'gauge',
+    get() {
+      const value = read();
+      return { name, help, type: 'gauge', values: value === null ? [] : [{ labels: {}, value }], aggregator: 'sum' };
+    },
+  } as unknown as Parameters<Registry['registerMetric']>[0]);
+}
+
+/**
  * A Prometheus histogram whose buckets are read from a snapshot at scrape time: the
  * latencies are recorded elsewhere (the console source, or app processes that report
  * theirs), in milliseconds; Prometheus gets seconds.

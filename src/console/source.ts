@@ -69,6 +69,7 @@ export interface ConsoleFigures {
   leaseWait: HistogramSnapshot;
   recent: { commitMsP50: number; leaseWaitMsP50: number };
   clients: ConsoleClient[];
+  /** Bytes of log on disk (0 without storage); null where the source cannot tell (Redis). */
   storageBytes: number | null;
 }
 

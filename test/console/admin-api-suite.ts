@@ -214,6 +214,11 @@ export function adminApiSuite(target: ConsoleTarget): void {
       assert.ok(Number(commitLatency.metrics[0]?.count) >= 10_000, `every commit timed (${commitLatency.metrics[0]?.count})`);
       assert.equal(families.find((f) => f.name === 'kiln_lease_wait_seconds')?.type, 'HISTOGRAM');
       assert.ok(value('kiln_connections') >= 1);
+      // A figure the source cannot give has no sample; one it gives matches the overview.
+      const tombstones = (overview as unknown as { sessions: { tombstones: number | null } }).sessions.tombstones;
+      const tombstoneSamples = families.find((f) => f.name === 'kiln_tombstones')?.metrics ?? [];
+      if (tombstones === null) assert.equal(tombstoneSamples.length, 0, 'no kiln_tombstones sample where they are not counted');
+      else assert.equal(value('kiln_tombstones'), tombstones);
       const hits = families.find((f) => f.name === 'kiln_client_cache_hits');
       assert.ok(hits?.metrics.some((m) => m.labels?.['client']?.startsWith('admin-test')), 'per-client near-cache figures');
     });
