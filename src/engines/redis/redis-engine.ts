@@ -1062,36 +1062,40 @@ function snapshotFrom(sessionId: string, reply: unknown): SessionSnapshot | null
   return { meta, attributes };
 }
 
-/** A message on an owner's channel, or undefined when it is not one (anyone can publish there). */
-function parseOwnerMessage(message: string): OwnerMessage | undefined {
-  let m: OwnerMessage;
+/**
+ * JSON that another process wrote (anyone can publish on a channel or write a key), or
+ * undefined when it does not parse or fails `valid`.
+ */
+function parseUntrusted<T>(json: string, valid: (value: object) => boolean): T | undefined {
+  let value: unknown;
   try {
-    m = JSON.parse(message) as OwnerMessage;
+    value = JSON.parse(json);
   } catch {
     return undefined;
   }
-  return typeof m === 'object' && m !== null && typeof m.s === 'string' && typeof m.t === 'number' ? m : undefined;
+  return typeof value === 'object' && value !== null && valid(value) ? (value as T) : undefined;
 }
 
-/** A stored report, checked field by field: another process wrote it, so it is not trusted. */
+/** A message on an owner's channel, or undefined when it is not one. */
+function parseOwnerMessage(message: string): OwnerMessage | undefined {
+  return parseUntrusted<OwnerMessage>(message, (m) => typeof (m as OwnerMessage).s === 'string' && typeof (m as OwnerMessage).t === 'number');
+}
+
+/** A stored report, checked field by field. */
 function parseReport(json: string): ReportedClient | undefined {
-  let r: ReportedClient;
-  try {
-    r = JSON.parse(json) as ReportedClient;
-  } catch {
-    return undefined;
-  }
-  if (typeof r !== 'object' || r === null) return undefined;
   const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
   const isRecent = (v: unknown) => typeof v === 'object' && v !== null && isCount((v as { count: unknown }).count) && isCount((v as { p50Ms: unknown }).p50Ms);
-  const ok =
-    ['ownerId', 'name', 'host', 'app'].every((k) => typeof r[k as keyof ReportedClient] === 'string') &&
-    ['pid', 'connectedAt', 'reportedAt', 'heartbeatMs', 'requests', 'leases', 'leaseWaiters'].every((k) => isCount(r[k as keyof ReportedClient])) &&
-    typeof r.errors === 'object' && r.errors !== null && Object.values(r.errors).every(isCount) &&
-    isHistogramSnapshot(r.latency?.commit) && isHistogramSnapshot(r.latency?.acquire) &&
-    isRecent(r.recent?.commit) && isRecent(r.recent?.acquire) &&
-    typeof r.stats === 'object' && r.stats !== null;
-  return ok ? r : undefined;
+  return parseUntrusted<ReportedClient>(json, (value) => {
+    const r = value as ReportedClient;
+    return (
+      ['ownerId', 'name', 'host', 'app'].every((k) => typeof r[k as keyof ReportedClient] === 'string') &&
+      ['pid', 'connectedAt', 'reportedAt', 'heartbeatMs', 'requests', 'leases', 'leaseWaiters'].every((k) => isCount(r[k as keyof ReportedClient])) &&
+      typeof r.errors === 'object' && r.errors !== null && Object.values(r.errors).every(isCount) &&
+      isHistogramSnapshot(r.latency?.commit) && isHistogramSnapshot(r.latency?.acquire) &&
+      isRecent(r.recent?.commit) && isRecent(r.recent?.acquire) &&
+      typeof r.stats === 'object' && r.stats !== null
+    );
+  });
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError): Promise<T> {
