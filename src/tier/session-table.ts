@@ -54,13 +54,17 @@ export function packAttributes(attributes: Iterable<readonly [string, Uint8Array
  * Buffer, `previous` itself rewritten when it is a Buffer of that size (nothing else
  * holds it: see PackedData).
  */
-function storedForm(bytes: Uint8Array, size: number, previous?: PackedData): PackedData {
+function storedForm(bytes: Buffer, size: number, previous?: PackedData): PackedData {
   if (size === 0) return '';
-  const source = Buffer.from(bytes.buffer, bytes.byteOffset, size);
-  if (size < LARGE_SESSION_BYTES) return source.toString('latin1');
+  if (size < LARGE_SESSION_BYTES) return bytes.toString('latin1', 0, size);
   const out = typeof previous === 'object' && previous.length === size ? previous : Buffer.allocUnsafeSlow(size);
-  source.copy(out, 0, 0, size);
+  bytes.copy(out, 0, 0, size);
   return out;
+}
+
+/** The same bytes as a Buffer (records read from disk carry plain Uint8Arrays), without a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**
@@ -95,7 +99,7 @@ function packInto(attributes: Iterable<readonly [string, Uint8Array]> | Readonly
 /** The pairs of a record that carries packed attributes, or its older `set`/`attrs` form. */
 function recordPairs(packed: Uint8Array | undefined, pairs: [string, Uint8Array][] | undefined): [string, Uint8Array][] {
   // Views of the record's bytes: storing them packs (copies) them.
-  return packed ? [...unpackInto(Buffer.from(packed.buffer, packed.byteOffset, packed.byteLength))] : (pairs ?? []);
+  return packed ? [...unpackInto(asBuffer(packed))] : (pairs ?? []);
 }
 
 /** The attributes of packed data; the values are views of one fresh copy. */
@@ -370,7 +374,7 @@ export class SessionTable {
       case 's': {
         const old = this.sessions.get(record.meta.id);
         if (old) this.replay({ t: 'e', id: old.id });
-        const data = record.packed ? storedForm(record.packed, record.packed.length) : packAttributes(record.attrs ?? []);
+        const data = record.packed ? storedForm(asBuffer(record.packed), record.packed.length) : packAttributes(record.attrs ?? []);
         const bytes = record.pb ?? attributeBytes(unpackAttributes(data));
         const m = record.meta;
         const s: StoredSession = { id: m.id, createdAt: m.createdAt, lastAccessedAt: m.lastAccessedAt, idleTimeoutMs: m.idleTimeoutMs, absoluteExpiresAt: m.absoluteExpiresAt, principal: null, version: m.version, data, bytes, commits: ([] as (string | number)[]).concat(...record.commits) };
@@ -413,7 +417,7 @@ export class SessionTable {
       const bytes = record.pb ?? attributeBytes(recordPairs(record.packed, undefined));
       s.bytes = bytes;
       this.totalBytes += bytes;
-      s.data = record.packed ? storedForm(record.packed, record.packed.length) : packAttributes(pairs!);
+      s.data = record.packed ? storedForm(asBuffer(record.packed), record.packed.length) : packAttributes(pairs!);
     } else if (record.del.length > 0 || pairs?.length || record.packed?.length || record.set?.length) {
       const attributes = unpacked ?? unpackAttributes(s.data);
       for (const name of record.del) {
