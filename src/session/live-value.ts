@@ -73,7 +73,7 @@ export const UNCHANGED = Symbol('unchanged');
 const DETACHED = Symbol('detached');
 /** Size from which a spliced value is allocated without its zero fill (see encodeChanges). */
 const UNFILLED_FROM = 4096;
-/** Encoded size from which a top-level array's item starts are remembered (see itemStarts). */
+/** Encoded size from which a top-level array's item starts are remembered (see DecodedValue.starts). */
 const INDEXED_FROM = 1024;
 const MAX_DEPTH = 1_000;
 
