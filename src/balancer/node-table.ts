@@ -1,6 +1,9 @@
 import { Agent } from 'node:http';
 import { KilnError } from '../errors/index.js';
 
+/** Below Node's default keepAliveTimeout (5 s), the usual app server's. */
+const IDLE_SOCKET_MS = 4_000;
+
 /** One app server behind the balancer, and what the balancer knows of it. */
 export class BackendNode {
   healthy = true;
@@ -14,7 +17,15 @@ export class BackendNode {
   pid: number | undefined;
   readonly host: string;
   readonly port: number;
-  readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64 });
+  /**
+   * Idle sockets to the app server are closed by the balancer before the app server
+   * would close them: a request sent on a socket the app server is closing at that
+   * instant fails with "socket hang up", and one with a body cannot be retried. Node 20
+   * closes an idle socket a second before the `Keep-Alive: timeout=N` the app announces
+   * only when the agent has a timeout of its own (with none, it kept sockets until the
+   * app server closed them); IDLE_SOCKET_MS also covers apps that announce nothing.
+   */
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: IDLE_SOCKET_MS });
 
   constructor(
     readonly name: string,

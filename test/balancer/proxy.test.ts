@@ -181,6 +181,38 @@ describe('kiln balancer proxy', () => {
     await sleep(10);
   });
 
+  it('closes an idle connection to an app server before the app server does (no hang-up on a reused socket)', async () => {
+    // The app server announces Keep-Alive: timeout=2; the balancer must let go about a
+    // second earlier. A request sent on a socket the app server is closing fails with
+    // "socket hang up", and a POST cannot be retried.
+    const closedAfter: number[] = [];
+    const app = createServer((req, res) => {
+      // Only the proxied request's connection is watched (health checks have their own).
+      if (req.url === '/probe') {
+        res.on('finish', () => {
+          const respondedAt = Date.now();
+          req.socket.once('close', () => closedAfter.push(Date.now() - respondedAt));
+        });
+      }
+      res.end('ok');
+    });
+    app.keepAliveTimeout = 2_000;
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', () => resolve()));
+    const port = (app.address() as { port: number }).port;
+    const lone = new KilnBalancer({ port: 0, nodes: [{ name: 'app', url: `http://127.0.0.1:${port}` }], healthIntervalMs: 60_000, logger: silentLogger });
+    await lone.start();
+    try {
+      const r = await get(`${lone.url}/probe`);
+      assert.equal(r.status, 200);
+      await waitFor(() => closedAfter.length > 0, 5_000, 'the idle connection closed');
+      assert.ok(closedAfter[0]! < 1_700, `closed ${closedAfter[0]} ms after the response; the app server closes it after 2,000 ms`);
+    } finally {
+      await lone.stop(100);
+      app.closeAllConnections();
+      await new Promise<void>((resolve) => app.close(() => resolve()));
+    }
+  });
+
   it('answers 503 with a clear code when no node is healthy', async () => {
     const lone = new KilnBalancer({ port: 0, nodes: [{ name: 'gone', url: 'http://127.0.0.1:9' }], logger: silentLogger });
     await lone.start();
