@@ -805,12 +805,12 @@ export function createSessionClient(options: SessionClientOptions): SessionClien
   return new SessionClient(options);
 }
 
-/** The cached session after a delta (and metadata changes) applied at `version`. */
 /** Marks a lease used: trimLeases passes over it once (second chance) instead of giving it back. */
 function markUsed(lease: LeaseState): void {
   lease.used = true;
 }
 
+/** The cached session after a delta (and metadata changes) applied at `version`. */
 function applyCommitted(base: CachedSession, changes: MetaChanges, delta: AttributeDelta, version: number, now: number, created: boolean): CachedSession {
   const attributes = applyDelta(base.attributes, delta);
   const meta: SessionMeta = { ...base.meta, version, lastAccessedAt: now, createdAt: created ? now : base.meta.createdAt };

@@ -140,7 +140,8 @@ export class LiveValue implements ProxyHandler<object> {
       from = r.end;
     }
     next.set(old.subarray(from), to);
-    if (starts) {
+    // Nothing learnt (not a top-level list): the next commit starts from [] either way.
+    if (starts && starts.length > 0) {
       decoded.starts = startsAfterSplice(starts, ranges);
       decoded.startsOf = next;
     }

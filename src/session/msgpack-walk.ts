@@ -70,7 +70,7 @@ function arrayIndex(key: string, count: number): number {
   return Number.isInteger(index) && index >= 0 && index < count && String(index) === key ? index : -1;
 }
 
-/** Position of the value under `key` in the container at `pos`, or -1. */
+/** Position of the value under `key` in the container at `at`, or -1. */
 function enterChild(b: Uint8Array, at: number, key: string): number {
   const header = containerHeader(b, at);
   if (!header) return -1;

@@ -62,6 +62,11 @@ function storedForm(bytes: Buffer, size: number, previous?: PackedData): PackedD
   return out;
 }
 
+/** A record's packed attributes as a session's data (copied: the record's bytes may be a view of a whole log read). */
+function storedFromRecord(packed: Uint8Array): PackedData {
+  return storedForm(asBuffer(packed), packed.length);
+}
+
 /** The same bytes as a Buffer (records read from disk carry plain Uint8Arrays), without a copy. */
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -374,7 +379,7 @@ export class SessionTable {
       case 's': {
         const old = this.sessions.get(record.meta.id);
         if (old) this.replay({ t: 'e', id: old.id });
-        const data = record.packed ? storedForm(asBuffer(record.packed), record.packed.length) : packAttributes(record.attrs ?? []);
+        const data = record.packed ? storedFromRecord(record.packed) : packAttributes(record.attrs ?? []);
         const bytes = record.pb ?? attributeBytes(unpackAttributes(data));
         const m = record.meta;
         const s: StoredSession = { id: m.id, createdAt: m.createdAt, lastAccessedAt: m.lastAccessedAt, idleTimeoutMs: m.idleTimeoutMs, absoluteExpiresAt: m.absoluteExpiresAt, principal: null, version: m.version, data, bytes, commits: ([] as (string | number)[]).concat(...record.commits) };
@@ -417,7 +422,7 @@ export class SessionTable {
       const bytes = record.pb ?? attributeBytes(recordPairs(record.packed, undefined));
       s.bytes = bytes;
       this.totalBytes += bytes;
-      s.data = record.packed ? storedForm(asBuffer(record.packed), record.packed.length) : packAttributes(pairs!);
+      s.data = record.packed ? storedFromRecord(record.packed) : packAttributes(pairs!);
     } else if (record.del.length > 0 || pairs?.length || record.packed?.length || record.set?.length) {
       const attributes = unpacked ?? unpackAttributes(s.data);
       for (const name of record.del) {
