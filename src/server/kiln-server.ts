@@ -9,7 +9,6 @@ import { encodeBody, MessageType } from '../protocol/messages.js';
 import type { SessionLimits } from '../session/limits.js';
 import { Tier } from '../tier/tier.js';
 import { createLogger, type Logger } from '../util/log.js';
-import { collectGarbageNow } from '../util/heap.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
@@ -147,7 +146,6 @@ export class KilnServer {
   async start(): Promise<KilnServerInfo> {
     if (this.storage) {
       this.loaded = this.storage.load((record) => this.tier.restore(record));
-      if (this.loaded.records > 100_000) collectGarbageNow();
       await this.storage.open();
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...this.loaded });
     }

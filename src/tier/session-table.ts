@@ -67,9 +67,9 @@ function storedFromRecord(packed: Uint8Array): PackedData {
   return storedForm(asBuffer(packed), packed.length);
 }
 
-/** The same bytes as a Buffer (records read from disk carry plain Uint8Arrays), without a copy. */
+/** The same bytes as a Buffer (records decoded by msgpackr carry plain Uint8Arrays), without a copy. */
 function asBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /**

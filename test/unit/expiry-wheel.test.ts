@@ -23,4 +23,13 @@ describe('expiry wheel', () => {
     assert.deepEqual(w.due(600), ['past']);
     assert.deepEqual(w.due(10_000), ['late']);
   });
+
+  it('returns a key scheduled twice for one bucket once', () => {
+    const w = new ExpiryWheel<string>(100);
+    w.schedule('a', 120);
+    w.schedule('b', 150);
+    w.schedule('a', 180);
+    assert.deepEqual(w.due(200), ['a', 'b']);
+    assert.equal(w.bucketCount, 0);
+  });
 });

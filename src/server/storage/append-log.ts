@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -91,35 +91,45 @@ export class AppendLog implements TierStorage {
     const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, ms: 0 };
     let firstSeq = 0;
     const snapshotPath = join(this.dir, 'snapshot.kiln');
+    // One read buffer for every file: a log is read in pieces, not whole, so a restart
+    // neither faults in nor leaves behind hundreds of megabytes of file contents.
+    const reader = new FrameReader();
+    const count = (record: TierRecord): void => {
+      apply(record);
+      report.records++;
+    };
     if (existsSync(snapshotPath)) {
-      const data = readFileSync(snapshotPath);
-      if (data.length < SNAPSHOT_MAGIC.length + 4 || !data.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
-        throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is not a kiln snapshot`);
+      reader.open(snapshotPath);
+      try {
+        const header = reader.header(SNAPSHOT_MAGIC.length + 4);
+        if (!header?.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
+          throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is not a kiln snapshot`);
+        }
+        firstSeq = header.readUInt32BE(SNAPSHOT_MAGIC.length);
+        if (reader.replay(header.length, count)) throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is damaged; it is only ever replaced whole, so this is disk corruption`);
+        report.files++;
+        report.bytes += reader.size;
+      } finally {
+        reader.close();
       }
-      firstSeq = data.readUInt32BE(SNAPSHOT_MAGIC.length);
-      const torn = readFrames(data, SNAPSHOT_MAGIC.length + 4, (record) => {
-        apply(record);
-        report.records++;
-      });
-      if (torn) throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is damaged; it is only ever replaced whole, so this is disk corruption`);
-      report.files++;
-      report.bytes += data.length;
     }
     for (const seq of this.logSeqs()) {
       this.seq = Math.max(this.seq, seq);
       if (seq < firstSeq) continue;
-      const data = readFileSync(this.logPath(seq));
-      report.files++;
-      report.bytes += data.length;
-      this.logBytes += data.length;
-      if (data.length < LOG_MAGIC.length || !data.subarray(0, LOG_MAGIC.length).equals(LOG_MAGIC)) {
-        report.tornTails++;
-        continue;
+      reader.open(this.logPath(seq));
+      try {
+        report.files++;
+        report.bytes += reader.size;
+        this.logBytes += reader.size;
+        const header = reader.header(LOG_MAGIC.length);
+        if (!header?.equals(LOG_MAGIC)) {
+          report.tornTails++;
+          continue;
+        }
+        if (reader.replay(header.length, count)) report.tornTails++;
+      } finally {
+        reader.close();
       }
-      if (readFrames(data, LOG_MAGIC.length, (record) => {
-        apply(record);
-        report.records++;
-      })) report.tornTails++;
     }
     // The files just read (hundreds of MB) must not stay pinned by the decoder.
     releaseDecodeBuffer();
@@ -324,21 +334,76 @@ function frameOf(record: TierRecord): Buffer {
   return frame;
 }
 
-/** Reads frames from offset on; returns true when the data ends in a torn or damaged frame. */
-function readFrames(data: Buffer, offset: number, apply: (record: TierRecord) => void): boolean {
-  let at = offset;
-  while (at < data.length) {
-    if (at + FRAME_HEADER > data.length) return true;
-    const length = data.readUInt32BE(at);
-    const sum = data.readUInt32BE(at + 4);
-    const end = at + FRAME_HEADER + length;
-    if (end > data.length) return true;
-    const payload = data.subarray(at + FRAME_HEADER, end);
-    if (crc32(payload) !== sum) return true;
-    apply(decodeRecord(payload));
-    at = end;
+/** Size of the piece a stored file is read in; a frame larger than this gets a buffer of its own. */
+const READ_PIECE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Reads a stored file's frames in order, a piece at a time into one reused buffer.
+ * Records decoded from it hold views of that buffer (record-codec.ts), which the next
+ * piece overwrites: `apply` must copy what it keeps, as SessionTable does.
+ */
+class FrameReader {
+  private buffer = Buffer.allocUnsafeSlow(READ_PIECE_BYTES);
+  private fd = -1;
+  size = 0;
+
+  open(path: string): void {
+    this.fd = openSync(path, 'r');
+    this.size = fstatSync(this.fd).size;
   }
-  return false;
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /** The file's first `length` bytes, or undefined when it is shorter. */
+  header(length: number): Buffer | undefined {
+    if (this.size < length) return undefined;
+    const header = Buffer.alloc(length);
+    return readSync(this.fd, header, 0, length, 0) === length ? header : undefined;
+  }
+
+  /** Applies every frame from byte `from` on; returns true when the file ends in a torn or damaged frame. */
+  replay(from: number, apply: (record: TierRecord) => void): boolean {
+    let buf = this.buffer;
+    let filled = 0; // bytes of the file in buf
+    let at = 0; // where the next frame starts in buf
+    let position = from; // where the next read starts in the file
+    for (;;) {
+      while (filled - at >= FRAME_HEADER) {
+        const end = at + FRAME_HEADER + buf.readUInt32BE(at);
+        if (end > filled) break;
+        const payload = buf.subarray(at + FRAME_HEADER, end);
+        if (crc32(payload) !== buf.readUInt32BE(at + 4)) return true;
+        apply(decodeRecord(payload));
+        at = end;
+      }
+      const partial = filled - at;
+      if (position >= this.size) return partial > 0;
+      const needed = partial >= FRAME_HEADER ? FRAME_HEADER + buf.readUInt32BE(at) : FRAME_HEADER;
+      // A length that runs past the end of the file is a torn write (or damage), not a reason to allocate it.
+      if (needed > partial + (this.size - position)) return true;
+      if (needed > buf.length) {
+        const larger = Buffer.allocUnsafeSlow(needed);
+        buf.copy(larger, 0, at, filled);
+        buf = larger;
+      } else {
+        buf.copyWithin(0, at, filled);
+      }
+      at = 0;
+      filled = partial;
+      while (filled < buf.length && position < this.size) {
+        const read = readSync(this.fd, buf, filled, Math.min(buf.length - filled, this.size - position), position);
+        if (read === 0) {
+          this.size = position; // the file shrank under us: what is there is all there is
+          break;
+        }
+        filled += read;
+        position += read;
+      }
+    }
+  }
 }
 
 function syncDir(dir: string): void {
