@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { describe, it } from 'node:test';
 import { readCookie, serializeCookie, signValue, unsignValue } from '../../src/adapters/core/cookies.js';
 import { readOnlyPaths, SessionRuntime } from '../../src/adapters/core/runtime.js';
+import { SessionCookie } from '../../src/adapters/core/session-cookie.js';
 import { KilnError } from '../../src/errors/index.js';
 
 const require = createRequire(import.meta.url);
@@ -53,6 +54,28 @@ describe('session id from the Cookie header', () => {
         assert.equal(runtime.sessionIdFrom('connect.sid=%E0%A4%A'), undefined, 'malformed encoding');
         assert.equal(runtime.sessionIdFrom(`connect.sid=${encodeURIComponent(signValue(id, 'other'))}`), undefined, 'other secret');
       }
+    } finally {
+      await runtime.close();
+    }
+  });
+});
+
+describe('Set-Cookie signing', () => {
+  it('signs with the first secret, the same value whether remembered or not, in a bounded memory', async () => {
+    const runtime = new SessionRuntime({ secret: ['new', 'old'] }, 'x');
+    try {
+      const cookie = new SessionCookie({ path: '/' }, false, Date.now());
+      const ids = Array.from({ length: 10_050 }, (_, i) => `session-${String(i).padStart(16, '0')}`);
+      for (let round = 0; round < 2; round++) {
+        for (const id of [ids[0]!, ids[1]!]) {
+          assert.equal(runtime.signedCookie(id, cookie), `connect.sid=${encodeURIComponent(signValue(id, 'new'))}; Path=/; HttpOnly`);
+        }
+      }
+      for (const id of ids) runtime.signedCookie(id, cookie);
+      const remembered = (runtime as unknown as { signed: Map<string, string> }).signed;
+      assert.equal(remembered.size, 10_000, 'oldest signatures make room');
+      assert.ok(!remembered.has(ids[0]!) && remembered.has(ids.at(-1)!));
+      assert.equal(runtime.signedCookie(ids[0]!, cookie), `connect.sid=${encodeURIComponent(signValue(ids[0]!, 'new'))}; Path=/; HttpOnly`);
     } finally {
       await runtime.close();
     }

@@ -105,8 +105,14 @@ export function readOnlyPaths(...patterns: (string | RegExp)[]): (req: { url?: s
   };
 }
 
-/** Verified cookie values remembered (about 150 bytes each). */
+/** Verified cookie values remembered (about 150 bytes each), and as many signed ones. */
 const VERIFIED_COOKIES = 10_000;
+
+/** Adds to a bounded cache of HMAC results, the oldest entry out first. */
+function remember(cache: Map<string, string>, key: string, value: string): void {
+  if (cache.size >= VERIFIED_COOKIES) cache.delete(cache.keys().next().value!);
+  cache.set(key, value);
+}
 
 export class SessionRuntime<Req = unknown> {
   readonly client: SessionClient;
@@ -130,6 +136,8 @@ export class SessionRuntime<Req = unknown> {
    * every time (the secrets are fixed for the runtime's life).
    */
   private readonly verified = new Map<string, string>();
+  /** Session id → its signed cookie value: a session whose cookie is sent again (a write, with maxAge) signs the same id. */
+  private readonly signed = new Map<string, string>();
 
   constructor(options: KilnSessionOptions<Req>, adapter: string) {
     const o = new OptionReader(adapter, options, KNOWN);
@@ -181,9 +189,8 @@ export class SessionRuntime<Req = unknown> {
     if (known !== undefined) return known;
     const id = unsignValue(decodeCookieValue(raw), this.secrets);
     if (id === undefined || !isValidSessionId(id)) return undefined;
-    // Oldest first out; only values that verified get in, so forged cookies cannot churn it.
-    if (this.verified.size >= VERIFIED_COOKIES) this.verified.delete(this.verified.keys().next().value!);
-    this.verified.set(raw, id);
+    // Only values that verified get in, so forged cookies cannot churn it.
+    remember(this.verified, raw, id);
     return id;
   }
 
@@ -253,7 +260,9 @@ export class SessionRuntime<Req = unknown> {
   }
 
   signedCookie(id: string, cookie: SessionCookie): string {
-    return cookie.serialize(this.name, signValue(id, this.secrets[0]!));
+    let value = this.signed.get(id);
+    if (value === undefined) remember(this.signed, id, (value = signValue(id, this.secrets[0]!)));
+    return cookie.serialize(this.name, value);
   }
 
   clearCookie(): string {
