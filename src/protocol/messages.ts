@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import { KilnError } from '../errors/index.js';
 import { isValidSessionId } from '../session/id.js';
+import { BINARY_MARK, ByteReader, ByteWriter, MAX_LAYOUT_STRING, stringSize } from '../util/binary.js';
 import type { AttributePatch, CommitRequest, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
 
 /**
@@ -59,6 +60,8 @@ export interface HelloBody {
 
 export interface WelcomeBody {
   version: number;
+  /** Optional encodings the server reads (BINARY_COMMIT_FEATURE); a client uses only those listed. */
+  features?: string[];
   epoch: string;
   serverId: string;
   maxFrameBytes: number;
@@ -87,6 +90,122 @@ export function commitToWire(c: CommitRequest): Record<string, unknown> {
   if (c.absoluteExpiresAt !== undefined) body['ae'] = c.absoluteExpiresAt;
   if (c.release) body['rel'] = true;
   return body;
+}
+
+/**
+ * A commit body in its binary layout (src/util/binary.ts), which a server announces in
+ * its Welcome (`features`). The hottest message: as a MessagePack map it took 2.7 µs to
+ * encode and 4 µs to decode, checks included, for a one-field change (11 µs of an app's
+ * write request in a profile); read field by field it takes a fraction of that.
+ *
+ *   c1 flags tk:f64 base:f64 la:f64 id cid [p] [it:f64] [ae:f64]
+ *      set:u32 × (name value) del:u32 × name [pt:u32 × (name at:f64 cut:f64 bytes baseLength:f64)]
+ * flags: 1 a principal string follows, 2 principal cleared (null), 4 it, 8 ae, 16 rel, 32 pt.
+ * A commit whose strings do not fit the layout (u16 lengths) is sent as MessagePack.
+ */
+export const BINARY_COMMIT_FEATURE = 'binary-commit';
+const C_PRINCIPAL = 1;
+const C_PRINCIPAL_NULL = 2;
+const C_IT = 4;
+const C_AE = 8;
+const C_RELEASE = 16;
+const C_PATCH = 32;
+const C_KNOWN = 63;
+
+export function encodeCommitBody(c: CommitRequest): Uint8Array {
+  const patch = c.patch?.length ? c.patch : undefined;
+  const flags =
+    (typeof c.principal === 'string' ? C_PRINCIPAL : c.principal === null ? C_PRINCIPAL_NULL : 0) |
+    (c.idleTimeoutMs !== undefined ? C_IT : 0) |
+    (c.absoluteExpiresAt !== undefined ? C_AE : 0) |
+    (c.release ? C_RELEASE : 0) |
+    (patch ? C_PATCH : 0);
+  let size = 2 + 24 + stringSize(c.sessionId) + stringSize(c.commitId) + (flags & C_PRINCIPAL ? stringSize(c.principal!) : 0) + (flags & C_IT ? 8 : 0) + (flags & C_AE ? 8 : 0) + 8;
+  let longest = Math.max(c.commitId.length, c.sessionId.length, typeof c.principal === 'string' ? c.principal.length : 0);
+  for (const [name, value] of c.set) {
+    size += stringSize(name) + 4 + value.length;
+    longest = Math.max(longest, name.length);
+  }
+  for (const name of c.del) {
+    size += stringSize(name);
+    longest = Math.max(longest, name.length);
+  }
+  if (patch) {
+    size += 4;
+    for (const p of patch) {
+      size += stringSize(p.name) + 28 + p.bytes.length;
+      longest = Math.max(longest, p.name.length);
+    }
+  }
+  // A UTF-16 unit is at most 3 UTF-8 bytes: only names this long can overflow a u16 length.
+  if (longest * 3 > MAX_LAYOUT_STRING) return encodeBody(commitToWire(c));
+  const w = new ByteWriter(size);
+  w.u8(BINARY_MARK).u8(flags).f64(c.token).f64(c.baseVersion).f64(c.lastAccessedAt).string(c.sessionId).string(c.commitId);
+  if (flags & C_PRINCIPAL) w.string(c.principal!);
+  if (flags & C_IT) w.f64(c.idleTimeoutMs!);
+  if (flags & C_AE) w.f64(c.absoluteExpiresAt!);
+  w.u32(c.set.length);
+  for (const [name, value] of c.set) w.string(name).bytes(value);
+  w.u32(c.del.length);
+  for (const name of c.del) w.string(name);
+  if (patch) {
+    w.u32(patch.length);
+    for (const p of patch) w.string(p.name).f64(p.at).f64(p.cut).bytes(p.bytes).f64(p.baseLength);
+  }
+  return w.done();
+}
+
+/**
+ * A commit body from the wire, in either form, checked field by field. Values are
+ * views of the frame: the tier copies what it stores and keeps no reference to them.
+ */
+export function decodeCommitBody(bytes: Uint8Array): CommitRequest {
+  if (bytes[0] !== BINARY_MARK) return commitFromWire(decodeBody(bytes));
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const r = new ByteReader(buf, 1);
+  try {
+    const flags = r.u8();
+    if ((flags & ~C_KNOWN) !== 0) throw bad('flags', `a combination of ${C_KNOWN}`);
+    const token = layoutUint(r.f64(), 'tk');
+    const baseVersion = layoutUint(r.f64(), 'base');
+    const lastAccessedAt = layoutUint(r.f64(), 'la');
+    const id = r.string();
+    if (!isValidSessionId(id)) throw bad('id', 'a session id');
+    const commitId = r.string();
+    if (commitId.length === 0 || commitId.length > 128) throw bad('cid', 'a string of 1 to 128 characters');
+    const principal = flags & C_PRINCIPAL ? r.string() : flags & C_PRINCIPAL_NULL ? null : undefined;
+    const idleTimeoutMs = flags & C_IT ? layoutUint(r.f64(), 'it') : undefined;
+    const absoluteExpiresAt = flags & C_AE ? layoutUint(r.f64(), 'ae') : undefined;
+    const set: [string, Uint8Array][] = [];
+    for (let n = countOf(r, 'set', 6); n > 0; n--) set.push([r.string(), r.bytes()]);
+    const del: string[] = [];
+    for (let n = countOf(r, 'del', 2); n > 0; n--) del.push(r.string());
+    let patch: AttributePatch[] | undefined;
+    if (flags & C_PATCH) {
+      patch = [];
+      for (let n = countOf(r, 'pt', 30); n > 0; n--) {
+        const name = r.string();
+        patch.push({ name, at: layoutUint(r.f64(), 'pt'), cut: layoutUint(r.f64(), 'pt'), bytes: r.bytes(), baseLength: layoutUint(r.f64(), 'pt') });
+      }
+    }
+    r.end();
+    return { sessionId: id, token, commitId, baseVersion, lastAccessedAt, set, del, patch, principal, idleTimeoutMs, absoluteExpiresAt, release: (flags & C_RELEASE) !== 0 };
+  } catch (err) {
+    if (err instanceof RangeError) throw new KilnError('KILN_ERR_PROTOCOL', `binary commit body is malformed: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+function layoutUint(n: number, field: string): number {
+  if (!isUint(n)) throw bad(field, 'a non-negative integer');
+  return n;
+}
+
+/** A count read from the layout, refused up front when the bytes left cannot hold that many items. */
+function countOf(r: ByteReader, field: string, minItemBytes: number): number {
+  const n = r.u32();
+  if (n * minItemBytes > r.remaining) throw bad(field, `a count the body can hold (${n} announced)`);
+  return n;
 }
 
 export function commitFromWire(body: unknown): CommitRequest {

@@ -2,8 +2,9 @@ import type { Socket } from 'node:net';
 import { KilnError, toKilnError } from '../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, type Frame } from '../protocol/frame.js';
 import {
-  commitFromWire,
+  BINARY_COMMIT_FEATURE,
   decodeBody,
+  decodeCommitBody,
   encodeBody,
   MessageType,
   record,
@@ -168,7 +169,7 @@ export class Connection {
     };
     let result: unknown;
     try {
-      result = this.dispatch(frame.type, decodeBody(frame.body));
+      result = this.dispatch(frame.type, frame.body);
     } catch (err) {
       done(err, undefined);
       // A malformed message means a broken or hostile peer: it may be out of step with
@@ -227,6 +228,7 @@ export class Connection {
     });
     const welcome: WelcomeBody = {
       version: PROTOCOL_VERSION,
+      features: [BINARY_COMMIT_FEATURE],
       epoch: this.ctx.tier.epoch,
       serverId: this.ctx.serverId,
       maxFrameBytes: this.ctx.maxFrameBytes,
@@ -236,11 +238,14 @@ export class Connection {
     this.ctx.onReady?.(this);
   }
 
-  private dispatch(type: number, body: unknown): unknown {
+  private dispatch(type: number, bytes: Uint8Array): unknown {
     const tier = this.ctx.tier;
     if (this.ctx.shuttingDown() && type !== MessageType.Ping && type !== MessageType.Release) {
       throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping');
     }
+    // The hottest message may come in its binary layout; every other body is MessagePack.
+    if (type === MessageType.Commit) return tier.commit(this.ownerId, decodeCommitBody(bytes));
+    const body = decodeBody(bytes);
     switch (type) {
       case MessageType.Ping:
         return { t: Date.now() };
@@ -263,8 +268,6 @@ export class Connection {
         const o = record(body, 'load');
         return snapshotToWire(tier.load(this.ownerId, sessionId(o, 'id'), uint(o, 'token')));
       }
-      case MessageType.Commit:
-        return tier.commit(this.ownerId, commitFromWire(body));
       case MessageType.Touch:
         return { applied: tier.touch(this.ownerId, touchesFromWire(body)) };
       case MessageType.Destroy: {

@@ -34,6 +34,17 @@ export class RawClient {
     this.send(MessageType.Hello, 1, { token, client: { name: 'raw', pid: process.pid, host: 'test', app: 'test' } });
   }
 
+  /** The body of the answer to a request, once it comes (Ok or Error). */
+  async reply(requestId: number, timeoutMs = 3000): Promise<{ type: number; body: unknown }> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const frame = this.frames.find((f) => f.requestId === requestId);
+      if (frame) return { type: frame.type, body: decodeBody(frame.body) };
+      if (Date.now() > until) throw new Error(`no reply to request ${requestId} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
   /** The error the server sent before closing, if any. */
   lastError(): KilnError | undefined {
     const frame = [...this.frames].reverse().find((f) => f.type === MessageType.Error);

@@ -5,7 +5,8 @@ import { createSessionClient, type SessionClient } from '../../src/client/sessio
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { isKilnError } from '../../src/errors/index.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
-import { MessageType } from '../../src/protocol/messages.js';
+import { encodeCommitBody, MessageType } from '../../src/protocol/messages.js';
+import { generateSessionId } from '../../src/session/id.js';
 import { startKilnServer, type ServerProcess } from '../helpers/processes.js';
 import { RawClient } from '../helpers/raw-client.js';
 
@@ -103,13 +104,36 @@ describe('kiln server: bad input', () => {
     await expectClosedWith(unknown, 'KILN_ERR_PROTOCOL');
   });
 
+  it('commits in the binary layout: applied when whole, a protocol error when malformed', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.hello(server.token);
+    const id = generateSessionId();
+    raw.send(MessageType.Acquire, 2, { id, timeoutMs: 1000 });
+    const grant = await raw.reply(2);
+    assert.equal(grant.type, MessageType.Ok);
+    const token = (grant.body as { token: number }).token;
+    const commit = { sessionId: id, token, commitId: 'raw-1', baseVersion: 0, lastAccessedAt: Date.now(), set: [['n', Uint8Array.of(7)]] as [string, Uint8Array][], del: [], idleTimeoutMs: 60_000, absoluteExpiresAt: 0 };
+    raw.write(encodeFrame(MessageType.Commit, 3, encodeCommitBody(commit)));
+    assert.deepEqual(await raw.reply(3), { type: MessageType.Ok, body: { version: 1, duplicate: false } });
+    raw.send(MessageType.Load, 4, { id, token });
+    const loaded = (await raw.reply(4)).body as { attrs: [string, Uint8Array][] };
+    assert.deepEqual(loaded.attrs.map(([k, v]) => [k, [...v]]), [['n', [7]]]);
+    // Announcing more set entries than the body can hold.
+    const overCounted = Buffer.from(encodeCommitBody({ ...commit, commitId: 'raw-2', baseVersion: 1 }));
+    overCounted.writeUInt32BE(1_000_000, overCounted.length - 4 - 8 - 4);
+    raw.write(encodeFrame(MessageType.Commit, 5, overCounted));
+    await expectClosedWith(raw, 'KILN_ERR_PROTOCOL');
+    assert.match(raw.lastError()!.message, /"set"/);
+  });
+
   it('fuzz: 150 connections of random bytes (raw, and inside valid frames after a handshake) never hurt the server', async () => {
     await fc.assert(
       fc.asyncProperty(fc.boolean(), fc.integer({ min: 0, max: 255 }), fc.uint8Array({ minLength: 1, maxLength: 2000 }), async (framed, type, bytes) => {
         const raw = await RawClient.open(server.port);
         if (framed) {
           raw.hello(server.token);
-          raw.write(encodeFrame(type, 3, bytes));
+          // One in four a commit in the binary layout, so its decoder is fuzzed too.
+          raw.write(type % 4 === 0 ? encodeFrame(MessageType.Commit, 3, Buffer.concat([Buffer.of(0xc1), bytes])) : encodeFrame(type, 3, bytes));
         } else {
           raw.write(bytes);
         }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { KilnError } from '../../src/errors/index.js';
-import { commitFromWire, commitToWire, decodeBody, encodeBody, snapshotFromWire, snapshotToWire, touchesFromWire } from '../../src/protocol/messages.js';
+import { commitFromWire, commitToWire, decodeBody, decodeCommitBody, encodeBody, encodeCommitBody, snapshotFromWire, snapshotToWire, touchesFromWire } from '../../src/protocol/messages.js';
+import type { CommitRequest } from '../../src/session/model.js';
 import { generateSessionId } from '../../src/session/id.js';
 
 const id = generateSessionId();
@@ -37,10 +38,74 @@ describe('protocol messages', () => {
     assert.throws(() => decodeBody(Buffer.from([0x92, 0x01])), (err: KilnError) => err.code === 'KILN_ERR_PROTOCOL');
   });
 
+  it('round-trips commits through the binary layout, every field and both forms of each', () => {
+    const uint = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+    const name = fc.string({ minLength: 1, maxLength: 40, unit: 'grapheme' });
+    const bytes = fc.uint8Array({ maxLength: 300 });
+    const commit: fc.Arbitrary<CommitRequest> = fc.record({
+      sessionId: fc.constant(id),
+      token: uint,
+      commitId: fc.string({ minLength: 1, maxLength: 128 }),
+      baseVersion: uint,
+      lastAccessedAt: uint,
+      set: fc.array(fc.tuple(name, bytes), { maxLength: 5 }),
+      del: fc.array(name, { maxLength: 5 }),
+      patch: fc.option(fc.array(fc.record({ name, at: uint, cut: uint, bytes, baseLength: uint }), { minLength: 1, maxLength: 3 }), { nil: undefined }),
+      principal: fc.option(fc.option(fc.string({ maxLength: 256 }), { nil: null }), { nil: undefined }),
+      idleTimeoutMs: fc.option(uint, { nil: undefined }),
+      absoluteExpiresAt: fc.option(uint, { nil: undefined }),
+      release: fc.boolean(),
+    });
+    const plain = (c: CommitRequest) => ({ ...c, set: c.set.map(([k, v]) => [k, [...v]]), patch: c.patch?.map((p) => ({ ...p, bytes: [...p.bytes] })) });
+    fc.assert(
+      fc.property(commit, (c) => {
+        const encoded = encodeCommitBody(c);
+        assert.equal(encoded[0], 0xc1, 'binary layout');
+        assert.deepEqual(plain(decodeCommitBody(encoded)), plain(c));
+        // The MessagePack form still reads the same (clients that predate the layout).
+        assert.deepEqual(plain(decodeCommitBody(encodeBody(commitToWire(c)))), plain({ ...c, patch: c.patch }));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses a binary commit that is cut short, padded, over-counted or out of range, naming the field', () => {
+    const good = encodeCommitBody({ sessionId: id, token: 7, commitId: 'c1', baseVersion: 1, lastAccessedAt: 5, set: [['a', Uint8Array.of(1)]], del: [] });
+    const protocolError = (pattern: RegExp) => (err: unknown) => err instanceof KilnError && err.code === 'KILN_ERR_PROTOCOL' && pattern.test(err.message);
+    for (let cut = 1; cut < good.length; cut++) assert.throws(() => decodeCommitBody(good.subarray(0, cut)), protocolError(/malformed|"/), `cut at ${cut}`);
+    assert.throws(() => decodeCommitBody(Buffer.concat([good, Buffer.of(0)])), protocolError(/trailing/));
+    const withFlags = Buffer.from(good);
+    withFlags[1] = 0x80;
+    assert.throws(() => decodeCommitBody(withFlags), protocolError(/"flags"/));
+    const negativeToken = Buffer.from(good);
+    negativeToken.writeDoubleBE(-1, 2);
+    assert.throws(() => decodeCommitBody(negativeToken), protocolError(/"tk"/));
+    const fractionalBase = Buffer.from(good);
+    fractionalBase.writeDoubleBE(1.5, 10);
+    assert.throws(() => decodeCommitBody(fractionalBase), protocolError(/"base"/));
+    const badId = encodeCommitBody({ sessionId: 'not-an-id', token: 7, commitId: 'c1', baseVersion: 1, lastAccessedAt: 5, set: [], del: [] });
+    assert.throws(() => decodeCommitBody(badId), protocolError(/"id"/));
+    const longCid = encodeCommitBody({ sessionId: id, token: 7, commitId: 'c'.repeat(129), baseVersion: 1, lastAccessedAt: 5, set: [], del: [] });
+    assert.throws(() => decodeCommitBody(longCid), protocolError(/"cid"/));
+    // A set count of four billion is refused before anything is read or allocated for it.
+    const setCountAt = good.length - 4 - (2 + 1 + 4 + 1) - 4;
+    const overCounted = Buffer.from(good);
+    overCounted.writeUInt32BE(0xffffffff, setCountAt);
+    assert.throws(() => decodeCommitBody(overCounted), protocolError(/"set"/));
+    assert.equal(decodeCommitBody(good).set[0]![0], 'a');
+  });
+
   it('fuzz: arbitrary bytes and values only ever fail with KilnError', () => {
     fc.assert(
       fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => ({ raw: b })), fc.anything().map((v) => ({ value: v }))), (input) => {
         try {
+          if ('raw' in input) {
+            try {
+              decodeCommitBody(Buffer.concat([Buffer.of(0xc1), input.raw]));
+            } catch (err) {
+              assert.ok(err instanceof KilnError, `binary commit threw ${String(err)}`);
+            }
+          }
           const body = 'raw' in input ? decodeBody(input.raw) : input.value;
           commitFromWire(body);
           touchesFromWire(body);

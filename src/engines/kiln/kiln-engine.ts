@@ -6,9 +6,11 @@ import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { errorFromWire, KilnError, toKilnError } from '../../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
 import {
+  BINARY_COMMIT_FEATURE,
   commitToWire,
   decodeBody,
   encodeBody,
+  encodeCommitBody,
   metaFromWire,
   MessageType,
   record,
@@ -93,6 +95,8 @@ export class KilnEngine implements Engine {
   private readonly reconnectPolicy: (attempt: number, cause: Error | undefined) => number | false;
   private readonly pingIntervalOption: number | undefined;
   private readonly tlsOptions: ConnectionOptions | undefined;
+  /** Whether the server connected now reads commits in their binary layout (its Welcome says so). */
+  private binaryCommits = false;
   private readonly maxFrameBytes: number;
   private socket: Socket | undefined;
   private state: 'idle' | 'connecting' | 'ready' | 'waiting' | 'failed' | 'closed' = 'idle';
@@ -171,7 +175,9 @@ export class KilnEngine implements Engine {
   }
 
   async commit(request: CommitRequest): Promise<CommitAck> {
-    const body = record(await this.request(MessageType.Commit, commitToWire(request)), 'ack');
+    // Encoded when sent, for the server connected then (see binaryCommits).
+    const encode = (): Uint8Array => (this.binaryCommits ? encodeCommitBody(request) : encodeBody(commitToWire(request)));
+    const body = record(await this.request(MessageType.Commit, undefined, this.operationTimeoutMs, encode), 'ack');
     return { version: body['version'] as number, duplicate: body['duplicate'] === true };
   }
 
@@ -256,7 +262,7 @@ export class KilnEngine implements Engine {
     return { requests: this.counters.requests, bytes: this.counters.bytesOut };
   }
 
-  private async request(type: number, body: unknown, timeoutMs = this.operationTimeoutMs): Promise<unknown> {
+  private async request(type: number, body: unknown, timeoutMs = this.operationTimeoutMs, encode?: () => Uint8Array): Promise<unknown> {
     const deadline = Date.now() + timeoutMs;
     if (this.state !== 'ready') await this.ready(timeoutMs);
     const remaining = Math.max(1, deadline - Date.now());
@@ -271,7 +277,7 @@ export class KilnEngine implements Engine {
       this.pending.set(id, { resolve, reject, deadline: due, type, timeoutMs });
       this.armTimeouts(due);
       this.counters.requests++;
-      this.write(out, encodeFrame(type, id, encodeBody(body)));
+      this.write(out, encodeFrame(type, id, encode ? encode() : encodeBody(body)));
     });
   }
 
@@ -413,6 +419,8 @@ export class KilnEngine implements Engine {
   private onWelcome(welcome: WelcomeBody): void {
     const previous = this.epoch;
     this.epoch = welcome.epoch;
+    // Per connection: a server of an older version, reached after a reconnect, reads only MessagePack.
+    this.binaryCommits = Array.isArray(welcome.features) && welcome.features.includes(BINARY_COMMIT_FEATURE);
     const l = welcome.limits ?? {};
     this.limits = {
       maxAttributeBytes: l['maxAttributeBytes'] ?? 1 << 20,

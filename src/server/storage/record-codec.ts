@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import type { SessionMeta } from '../../session/model.js';
 import type { TierRecord } from '../../tier/session-table.js';
+import { BINARY_MARK, ByteReader, ByteWriter, MAX_LAYOUT_STRING, stringSize } from '../../util/binary.js';
 
 /**
  * How a TierRecord is written inside a log or snapshot frame.
@@ -20,7 +21,6 @@ import type { TierRecord } from '../../tier/session-table.js';
  *                      [pb:u32] id [principal] packed  commits:u16 × (cid version:f64)
  * flags: 1 ca, 2 it, 4 ae, 8 a principal string follows, 16 principal set to null, 32 pb.
  */
-const BINARY = 0xc1;
 const KIND_COMMIT = 0x63; // 'c'
 const KIND_SNAPSHOT = 0x73; // 's'
 const HAS_CA = 1;
@@ -51,8 +51,8 @@ export function encodeRecord(record: TierRecord): Uint8Array {
  * not keep them past applying the record.
  */
 export function decodeRecord(payload: Buffer): TierRecord {
-  if (payload[0] !== BINARY) return loadPackr.unpack(payload) as TierRecord;
-  const reader = new Reader(payload, 1);
+  if (payload[0] !== BINARY_MARK) return loadPackr.unpack(payload) as TierRecord;
+  const reader = new ByteReader(payload, 1);
   const kind = reader.u8();
   if (kind === KIND_COMMIT) return decodeCommit(reader);
   if (kind === KIND_SNAPSHOT) return decodeSnapshot(reader);
@@ -71,16 +71,13 @@ function principalFlags(p: string | null | undefined): number {
   return p === null ? PRINCIPAL_NULL : p === undefined ? 0 : HAS_PRINCIPAL;
 }
 
-/** Strings over 64 KiB (a client's commit id, a principal) do not fit the layout. */
-const MAX_STRING = 0xffff;
-
 function encodeCommit(r: CommitRecord): Uint8Array {
-  if (Buffer.byteLength(r.cid) > MAX_STRING || (r.p && Buffer.byteLength(r.p) > MAX_STRING) || r.id.length > MAX_STRING) return packr.pack(r);
+  if (Buffer.byteLength(r.cid) > MAX_LAYOUT_STRING || (r.p && Buffer.byteLength(r.p) > MAX_LAYOUT_STRING) || r.id.length > MAX_LAYOUT_STRING) return packr.pack(r);
   const packed = r.packed!;
   const flags = (r.ca !== undefined ? HAS_CA : 0) | (r.it !== undefined ? HAS_IT : 0) | (r.ae !== undefined ? HAS_AE : 0) | principalFlags(r.p) | (r.pb !== undefined ? HAS_PB : 0);
   const size = 3 + 16 + (flags & HAS_CA ? 8 : 0) + (flags & HAS_IT ? 8 : 0) + (flags & HAS_AE ? 8 : 0) + (flags & HAS_PB ? 4 : 0) + stringSize(r.id) + stringSize(r.cid) + (flags & HAS_PRINCIPAL ? stringSize(r.p!) : 0) + 4 + packed.length;
-  const w = new Writer(size);
-  w.u8(BINARY).u8(KIND_COMMIT).u8(flags).f64(r.v).f64(r.la);
+  const w = new ByteWriter(size);
+  w.u8(BINARY_MARK).u8(KIND_COMMIT).u8(flags).f64(r.v).f64(r.la);
   if (r.ca !== undefined) w.f64(r.ca);
   if (r.it !== undefined) w.f64(r.it);
   if (r.ae !== undefined) w.f64(r.ae);
@@ -90,7 +87,7 @@ function encodeCommit(r: CommitRecord): Uint8Array {
   return w.bytes(packed).done();
 }
 
-function decodeCommit(r: Reader): CommitRecord {
+function decodeCommit(r: ByteReader): CommitRecord {
   const flags = r.u8();
   const v = r.f64();
   const la = r.f64();
@@ -108,13 +105,13 @@ function decodeCommit(r: Reader): CommitRecord {
 
 function encodeSnapshot(r: SnapshotRecord): Uint8Array {
   const m = r.meta;
-  if (r.commits.length > 0xffff || r.commits.some(([cid]) => Buffer.byteLength(cid) > MAX_STRING) || (m.principal && Buffer.byteLength(m.principal) > MAX_STRING) || m.id.length > MAX_STRING) return packr.pack(r);
+  if (r.commits.length > 0xffff || r.commits.some(([cid]) => Buffer.byteLength(cid) > MAX_LAYOUT_STRING) || (m.principal && Buffer.byteLength(m.principal) > MAX_LAYOUT_STRING) || m.id.length > MAX_LAYOUT_STRING) return packr.pack(r);
   const packed = r.packed!;
   const flags = principalFlags(m.principal) | (r.pb !== undefined ? HAS_PB : 0);
   let size = 3 + 40 + (flags & HAS_PB ? 4 : 0) + stringSize(m.id) + (flags & HAS_PRINCIPAL ? stringSize(m.principal!) : 0) + 4 + packed.length + 2;
   for (const [cid] of r.commits) size += stringSize(cid) + 8;
-  const w = new Writer(size);
-  w.u8(BINARY).u8(KIND_SNAPSHOT).u8(flags).f64(m.createdAt).f64(m.lastAccessedAt).f64(m.idleTimeoutMs).f64(m.absoluteExpiresAt).f64(m.version);
+  const w = new ByteWriter(size);
+  w.u8(BINARY_MARK).u8(KIND_SNAPSHOT).u8(flags).f64(m.createdAt).f64(m.lastAccessedAt).f64(m.idleTimeoutMs).f64(m.absoluteExpiresAt).f64(m.version);
   if (r.pb !== undefined) w.u32(r.pb);
   w.string(m.id);
   if (flags & HAS_PRINCIPAL) w.string(m.principal!);
@@ -123,7 +120,7 @@ function encodeSnapshot(r: SnapshotRecord): Uint8Array {
   return w.done();
 }
 
-function decodeSnapshot(r: Reader): SnapshotRecord {
+function decodeSnapshot(r: ByteReader): SnapshotRecord {
   const flags = r.u8();
   const createdAt = r.f64();
   const lastAccessedAt = r.f64();
@@ -140,93 +137,4 @@ function decodeSnapshot(r: Reader): SnapshotRecord {
   r.end();
   const meta: SessionMeta = { id, createdAt, lastAccessedAt, idleTimeoutMs, absoluteExpiresAt, principal, version };
   return { t: 's', meta, packed, pb, commits };
-}
-
-function stringSize(s: string): number {
-  return 2 + Buffer.byteLength(s, 'utf8');
-}
-
-class Writer {
-  private readonly buf: Buffer;
-  private at = 0;
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
-  }
-  u8(n: number): this {
-    this.buf[this.at++] = n;
-    return this;
-  }
-  u16(n: number): this {
-    this.at = this.buf.writeUInt16BE(n, this.at);
-    return this;
-  }
-  u32(n: number): this {
-    this.at = this.buf.writeUInt32BE(n, this.at);
-    return this;
-  }
-  f64(n: number): this {
-    this.at = this.buf.writeDoubleBE(n, this.at);
-    return this;
-  }
-  string(s: string): this {
-    const length = this.buf.write(s, this.at + 2, 'utf8');
-    this.buf.writeUInt16BE(length, this.at);
-    this.at += 2 + length;
-    return this;
-  }
-  bytes(b: Uint8Array): this {
-    this.at = this.buf.writeUInt32BE(b.length, this.at);
-    this.buf.set(b, this.at);
-    this.at += b.length;
-    return this;
-  }
-  done(): Buffer {
-    if (this.at !== this.buf.length) throw new RangeError(`binary record size ${this.at} ≠ ${this.buf.length}`);
-    return this.buf;
-  }
-}
-
-/** Reads fields in order; a read past the end throws RangeError (a damaged record). */
-class Reader {
-  constructor(
-    private readonly buf: Buffer,
-    private at: number,
-  ) {}
-  u8(): number {
-    return this.buf.readUInt8(this.at++);
-  }
-  u16(): number {
-    const n = this.buf.readUInt16BE(this.at);
-    this.at += 2;
-    return n;
-  }
-  u32(): number {
-    const n = this.buf.readUInt32BE(this.at);
-    this.at += 4;
-    return n;
-  }
-  f64(): number {
-    const n = this.buf.readDoubleBE(this.at);
-    this.at += 8;
-    return n;
-  }
-  string(): string {
-    const length = this.u16();
-    const end = this.at + length;
-    if (end > this.buf.length) throw new RangeError('string past the end of the record');
-    const s = this.buf.toString('utf8', this.at, end);
-    this.at = end;
-    return s;
-  }
-  bytes(): Uint8Array {
-    const length = this.u32();
-    const end = this.at + length;
-    if (end > this.buf.length) throw new RangeError('bytes past the end of the record');
-    const b = this.buf.subarray(this.at, end);
-    this.at = end;
-    return b;
-  }
-  end(): void {
-    if (this.at !== this.buf.length) throw new RangeError('trailing bytes after a record');
-  }
 }
