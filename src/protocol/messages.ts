@@ -101,7 +101,6 @@ export function commitToWire(c: CommitRequest): Record<string, unknown> {
  *   c1 flags tk:f64 base:f64 la:f64 id cid [p] [it:f64] [ae:f64]
  *      set:u32 × (name value) del:u32 × name [pt:u32 × (name at:f64 cut:f64 bytes baseLength:f64)]
  * flags: 1 a principal string follows, 2 principal cleared (null), 4 it, 8 ae, 16 rel, 32 pt.
- * A commit whose strings do not fit the layout (u16 lengths) is sent as MessagePack.
  */
 export const BINARY_COMMIT_FEATURE = 'binary-commit';
 const C_PRINCIPAL = 1;
@@ -120,25 +119,21 @@ export function encodeCommitBody(c: CommitRequest): Uint8Array {
     (c.absoluteExpiresAt !== undefined ? C_AE : 0) |
     (c.release ? C_RELEASE : 0) |
     (patch ? C_PATCH : 0);
-  let size = 2 + 24 + stringSize(c.sessionId) + stringSize(c.commitId) + (flags & C_PRINCIPAL ? stringSize(c.principal!) : 0) + (flags & C_IT ? 8 : 0) + (flags & C_AE ? 8 : 0) + 8;
-  let longest = Math.max(c.commitId.length, c.sessionId.length, typeof c.principal === 'string' ? c.principal.length : 0);
-  for (const [name, value] of c.set) {
-    size += stringSize(name) + 4 + value.length;
-    longest = Math.max(longest, name.length);
-  }
-  for (const name of c.del) {
-    size += stringSize(name);
-    longest = Math.max(longest, name.length);
-  }
+  // A string longer than its u16 length can say sends the commit as MessagePack instead.
+  let fits = true;
+  const field = (text: string): number => {
+    const bytes = stringSize(text);
+    if (bytes - 2 > MAX_LAYOUT_STRING) fits = false;
+    return bytes;
+  };
+  let size = 2 + 24 + field(c.sessionId) + field(c.commitId) + (flags & C_PRINCIPAL ? field(c.principal!) : 0) + (flags & C_IT ? 8 : 0) + (flags & C_AE ? 8 : 0) + 8;
+  for (const [name, value] of c.set) size += field(name) + 4 + value.length;
+  for (const name of c.del) size += field(name);
   if (patch) {
     size += 4;
-    for (const p of patch) {
-      size += stringSize(p.name) + 28 + p.bytes.length;
-      longest = Math.max(longest, p.name.length);
-    }
+    for (const p of patch) size += field(p.name) + 28 + p.bytes.length;
   }
-  // A UTF-16 unit is at most 3 UTF-8 bytes: only names this long can overflow a u16 length.
-  if (longest * 3 > MAX_LAYOUT_STRING) return encodeBody(commitToWire(c));
+  if (!fits) return encodeBody(commitToWire(c));
   const w = new ByteWriter(size);
   w.u8(BINARY_MARK).u8(flags).f64(c.token).f64(c.baseVersion).f64(c.lastAccessedAt).string(c.sessionId).string(c.commitId);
   if (flags & C_PRINCIPAL) w.string(c.principal!);

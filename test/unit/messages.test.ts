@@ -63,7 +63,7 @@ describe('protocol messages', () => {
         assert.equal(encoded[0], 0xc1, 'binary layout');
         assert.deepEqual(plain(decodeCommitBody(encoded)), plain(c));
         // The MessagePack form still reads the same (clients that predate the layout).
-        assert.deepEqual(plain(decodeCommitBody(encodeBody(commitToWire(c)))), plain({ ...c, patch: c.patch }));
+        assert.deepEqual(plain(decodeCommitBody(encodeBody(commitToWire(c)))), plain(c));
       }),
       { numRuns: 500 },
     );
@@ -93,6 +93,15 @@ describe('protocol messages', () => {
     overCounted.writeUInt32BE(0xffffffff, setCountAt);
     assert.throws(() => decodeCommitBody(overCounted), protocolError(/"set"/));
     assert.equal(decodeCommitBody(good).set[0]![0], 'a');
+  });
+
+  it('sends a commit whose strings outgrow the layout as MessagePack, which reads the same', () => {
+    const name = 'é'.repeat(40_000); // 80,000 UTF-8 bytes: more than a u16 length says
+    const commit = { sessionId: id, token: 7, commitId: 'c1', baseVersion: 1, lastAccessedAt: 5, set: [[name, Uint8Array.of(1)]] as [string, Uint8Array][], del: [] };
+    const encoded = encodeCommitBody(commit);
+    assert.notEqual(encoded[0], 0xc1);
+    assert.equal(decodeCommitBody(encoded).set[0]![0], name);
+    assert.equal(encodeCommitBody({ ...commit, set: [['é'.repeat(30_000), Uint8Array.of(1)]] })[0], 0xc1, '60,000 bytes still fit');
   });
 
   it('fuzz: arbitrary bytes and values only ever fail with KilnError', () => {

@@ -175,9 +175,7 @@ export class KilnEngine implements Engine {
   }
 
   async commit(request: CommitRequest): Promise<CommitAck> {
-    // Encoded when sent, for the server connected then (see binaryCommits).
-    const encode = (): Uint8Array => (this.binaryCommits ? encodeCommitBody(request) : encodeBody(commitToWire(request)));
-    const body = record(await this.request(MessageType.Commit, undefined, this.operationTimeoutMs, encode), 'ack');
+    const body = record(await this.request(MessageType.Commit, request, this.operationTimeoutMs, this.encodeCommit), 'ack');
     return { version: body['version'] as number, duplicate: body['duplicate'] === true };
   }
 
@@ -262,7 +260,10 @@ export class KilnEngine implements Engine {
     return { requests: this.counters.requests, bytes: this.counters.bytesOut };
   }
 
-  private async request(type: number, body: unknown, timeoutMs = this.operationTimeoutMs, encode?: () => Uint8Array): Promise<unknown> {
+  /** A commit's body, encoded when sent: for the server connected then (see binaryCommits). */
+  private readonly encodeCommit = (request: CommitRequest): Uint8Array => (this.binaryCommits ? encodeCommitBody(request) : encodeBody(commitToWire(request)));
+
+  private async request<B>(type: number, body: B, timeoutMs = this.operationTimeoutMs, encode: (body: B) => Uint8Array = encodeBody): Promise<unknown> {
     const deadline = Date.now() + timeoutMs;
     if (this.state !== 'ready') await this.ready(timeoutMs);
     const remaining = Math.max(1, deadline - Date.now());
@@ -277,7 +278,7 @@ export class KilnEngine implements Engine {
       this.pending.set(id, { resolve, reject, deadline: due, type, timeoutMs });
       this.armTimeouts(due);
       this.counters.requests++;
-      this.write(out, encodeFrame(type, id, encode ? encode() : encodeBody(body)));
+      this.write(out, encodeFrame(type, id, encode(body)));
     });
   }
 

@@ -131,7 +131,7 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
     }
-    // The files just read (hundreds of MB) must not stay pinned by the decoder.
+    // The read buffer (up to the largest frame) must not stay pinned by the decoder.
     releaseDecodeBuffer();
     report.ms = Date.now() - started;
     return report;
