@@ -2,7 +2,7 @@ import { Packr } from 'msgpackr';
 import { KilnError } from '../errors/index.js';
 import { isValidSessionId } from '../session/id.js';
 import { BINARY_MARK, ByteReader, ByteWriter, MAX_LAYOUT_STRING, stringSize } from '../util/binary.js';
-import type { AttributePatch, CommitRequest, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
+import type { AttributePatch, CommitRequest, LeaseGrant, SessionMeta, SessionSnapshot, TouchItem } from '../session/model.js';
 
 /**
  * Message types and their bodies. Every body a peer sends is checked field by field
@@ -56,6 +56,13 @@ export function decodeBody(bytes: Uint8Array): unknown {
 export interface HelloBody {
   token: string;
   client: { name: string; pid: number; host: string; app: string };
+  /** Optional encodings the client reads (BINARY_GRANT_FEATURE); a server uses only those listed. */
+  features?: string[];
+}
+
+/** A reply body already in its binary layout: sent as it is, not as MessagePack. */
+export class EncodedBody {
+  constructor(readonly bytes: Uint8Array) {}
 }
 
 export interface WelcomeBody {
@@ -201,6 +208,101 @@ function countOf(r: ByteReader, field: string, minItemBytes: number): number {
   const n = r.u32();
   if (n * minItemBytes > r.remaining) throw bad(field, `a count the body can hold (${n} announced)`);
   return n;
+}
+
+/** A grant as a MessagePack map (a client that did not announce BINARY_GRANT_FEATURE). */
+export function grantToWire(grant: Omit<LeaseGrant, 'sessionId'>): Record<string, unknown> {
+  return { token: grant.token, epoch: grant.epoch, snapshot: snapshotToWire(grant.snapshot), rau: grant.releaseAfterUse };
+}
+
+/**
+ * The answer to an acquire in its binary layout, sent to a client whose Hello lists
+ * BINARY_GRANT_FEATURE. Every request of a balancer without affinity takes one, with the
+ * whole session: as a MessagePack map a ~100 B session took 2.5-3.5 µs to encode on the
+ * server and 3-5 µs to decode and check in the app, in a loop.
+ *
+ *   c1 flags token:f64 epoch [createdAt:f64 lastAccessedAt:f64 idleTimeoutMs:f64
+ *      absoluteExpiresAt:f64 version:f64 [principal] attrs:u32 × (name value)]
+ * flags: 1 release after use, 2 a snapshot follows, 4 it has a principal. The session
+ * id is the one the acquire named, so it is not repeated.
+ */
+export const BINARY_GRANT_FEATURE = 'binary-grant';
+const G_RELEASE_AFTER_USE = 1;
+const G_SNAPSHOT = 2;
+const G_PRINCIPAL = 4;
+const G_KNOWN = 7;
+
+export function encodeGrantBody(grant: Omit<LeaseGrant, 'sessionId'>): Uint8Array {
+  const snapshot = grant.snapshot;
+  const principal = snapshot?.meta.principal ?? null;
+  const flags = (grant.releaseAfterUse ? G_RELEASE_AFTER_USE : 0) | (snapshot ? G_SNAPSHOT : 0) | (principal !== null ? G_PRINCIPAL : 0);
+  let fits = true;
+  const field = (text: string): number => {
+    const bytes = stringSize(text);
+    if (bytes - 2 > MAX_LAYOUT_STRING) fits = false;
+    return bytes;
+  };
+  let size = 2 + 8 + field(grant.epoch);
+  if (snapshot) {
+    size += 40 + (principal !== null ? field(principal) : 0) + 4;
+    for (const [name, value] of snapshot.attributes) size += field(name) + 4 + value.length;
+  }
+  if (!fits) return encodeBody(grantToWire(grant));
+  const w = new ByteWriter(size);
+  w.u8(BINARY_MARK).u8(flags).f64(grant.token).string(grant.epoch);
+  if (snapshot) {
+    const m = snapshot.meta;
+    w.f64(m.createdAt).f64(m.lastAccessedAt).f64(m.idleTimeoutMs).f64(m.absoluteExpiresAt).f64(m.version);
+    if (principal !== null) w.string(principal);
+    w.u32(snapshot.attributes.size);
+    for (const [name, value] of snapshot.attributes) w.string(name).bytes(value);
+  }
+  return w.done();
+}
+
+/**
+ * A grant from the wire, in either form (a raw binary body, or a decoded MessagePack
+ * map), checked field by field. Attribute values are copied out of the frame: the near
+ * cache keeps them, and a view would keep the socket's whole read buffer alive.
+ */
+export function grantFromWire(body: unknown, sessionId: string): LeaseGrant {
+  if (!(body instanceof Uint8Array && body[0] === BINARY_MARK)) {
+    const o = record(body, 'grant');
+    return { sessionId, token: uint(o, 'token'), epoch: str(o, 'epoch', MAX_LAYOUT_STRING), snapshot: snapshotFromWire(o['snapshot']), releaseAfterUse: o['rau'] === true };
+  }
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  const r = new ByteReader(buf, 1);
+  try {
+    const flags = r.u8();
+    if ((flags & ~G_KNOWN) !== 0) throw bad('flags', `a combination of ${G_KNOWN}`);
+    const token = layoutUint(r.f64(), 'token');
+    const epoch = r.string();
+    if (epoch.length === 0) throw bad('epoch', 'a non-empty string');
+    let snapshot: SessionSnapshot | null = null;
+    if (flags & G_SNAPSHOT) {
+      const createdAt = layoutUint(r.f64(), 'meta.createdAt');
+      const lastAccessedAt = layoutUint(r.f64(), 'meta.lastAccessedAt');
+      const idleTimeoutMs = layoutUint(r.f64(), 'meta.idleTimeoutMs');
+      const absoluteExpiresAt = layoutUint(r.f64(), 'meta.absoluteExpiresAt');
+      const version = layoutUint(r.f64(), 'meta.version');
+      const principal = flags & G_PRINCIPAL ? r.string() : null;
+      // The field order of every other SessionMeta (one hidden class).
+      const meta: SessionMeta = { id: sessionId, createdAt, lastAccessedAt, idleTimeoutMs, absoluteExpiresAt, principal, version };
+      const attributes = new Map<string, Uint8Array>();
+      for (let n = countOf(r, 'attrs', 6); n > 0; n--) {
+        const name = r.string();
+        attributes.set(name, r.copyOfBytes());
+      }
+      snapshot = { meta, attributes };
+    } else if (flags & G_PRINCIPAL) {
+      throw bad('flags', 'a principal only with a snapshot');
+    }
+    r.end();
+    return { sessionId, token, epoch, snapshot, releaseAfterUse: (flags & G_RELEASE_AFTER_USE) !== 0 };
+  } catch (err) {
+    if (err instanceof RangeError) throw new KilnError('KILN_ERR_PROTOCOL', `binary grant body is malformed: ${err.message}`, { cause: err });
+    throw err;
+  }
 }
 
 export function commitFromWire(body: unknown): CommitRequest {

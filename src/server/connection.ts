@@ -3,9 +3,13 @@ import { KilnError, toKilnError } from '../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, type Frame } from '../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
+  BINARY_GRANT_FEATURE,
   decodeBody,
   decodeCommitBody,
   encodeBody,
+  encodeGrantBody,
+  EncodedBody,
+  grantToWire,
   MessageType,
   record,
   sessionId,
@@ -63,6 +67,8 @@ export class Connection {
   readonly ownerId: string;
   info: ClientInfo;
   subscribed = false;
+  /** The client reads grants in their binary layout (its Hello lists BINARY_GRANT_FEATURE). */
+  private binaryGrants = false;
   /** What the client last reported of itself (near cache, leases, commits). */
   clientStats: Record<string, unknown> | undefined;
   private readonly parser: FrameParser;
@@ -197,6 +203,8 @@ export class Connection {
     try {
       const body = record(decodeBody(frame.body), 'hello');
       const client = record(body['client'] ?? {}, 'hello.client');
+      const features = body['features'];
+      this.binaryGrants = Array.isArray(features) && features.includes(BINARY_GRANT_FEATURE);
       hello = {
         token: typeof body['token'] === 'string' ? body['token'] : '',
         client: {
@@ -252,12 +260,7 @@ export class Connection {
       case MessageType.Acquire: {
         const o = record(body, 'acquire');
         const timeoutMs = Math.min(uint(o, 'timeoutMs'), this.ctx.maxAcquireTimeoutMs);
-        return tier.acquire(this.ownerId, sessionId(o, 'id'), timeoutMs).then((grant) => ({
-          token: grant.token,
-          epoch: grant.epoch,
-          snapshot: snapshotToWire(grant.snapshot),
-          rau: grant.releaseAfterUse,
-        }));
+        return tier.acquire(this.ownerId, sessionId(o, 'id'), timeoutMs).then((grant) => (this.binaryGrants ? new EncodedBody(encodeGrantBody(grant)) : grantToWire(grant)));
       }
       case MessageType.Release: {
         const o = record(body, 'release');
@@ -329,7 +332,7 @@ export class Connection {
     }
     // The replies to a batch of requests (the commits of many HTTP requests, sent
     // together) leave in one system call, not one each.
-    this.out.write(encodeFrame(type, requestId, encodeBody(body)));
+    this.out.write(encodeFrame(type, requestId, body instanceof EncodedBody ? body.bytes : encodeBody(body)));
   }
 
   private onClose(): void {

@@ -100,6 +100,18 @@ export class ByteReader {
     this.at = end;
     return b;
   }
+  /** Like bytes(), but a copy of its own: for values kept after the buffer read is gone. */
+  copyOfBytes(): Uint8Array {
+    const length = this.u32();
+    const end = this.at + length;
+    if (end > this.buf.length) throw new RangeError('bytes past the end of the data');
+    const copy = new Uint8Array(length);
+    // Most session values are a few bytes: a loop beats making a view to copy from.
+    if (length <= 64) for (let i = 0; i < length; i++) copy[i] = this.buf[this.at + i]!;
+    else copy.set(this.buf.subarray(this.at, end));
+    this.at = end;
+    return copy;
+  }
   /** Bytes left to read. */
   get remaining(): number {
     return this.buf.length - this.at;

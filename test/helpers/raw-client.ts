@@ -30,19 +30,25 @@ export class RawClient {
     this.write(encodeFrame(type, requestId, encodeBody(body), version));
   }
 
-  hello(token: string): void {
-    this.send(MessageType.Hello, 1, { token, client: { name: 'raw', pid: process.pid, host: 'test', app: 'test' } });
+  hello(token: string, features?: string[]): void {
+    this.send(MessageType.Hello, 1, { token, client: { name: 'raw', pid: process.pid, host: 'test', app: 'test' }, ...(features ? { features } : {}) });
+  }
+
+  /** The raw body of the answer to a request, once it comes (a binary layout is not MessagePack). */
+  async rawReply(requestId: number, timeoutMs = 3000): Promise<{ type: number; body: Uint8Array }> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const frame = this.frames.find((f) => f.requestId === requestId);
+      if (frame) return { type: frame.type, body: frame.body };
+      if (Date.now() > until) throw new Error(`no reply to request ${requestId} within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   /** The body of the answer to a request, once it comes (Ok or Error). */
   async reply(requestId: number, timeoutMs = 3000): Promise<{ type: number; body: unknown }> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const frame = this.frames.find((f) => f.requestId === requestId);
-      if (frame) return { type: frame.type, body: decodeBody(frame.body) };
-      if (Date.now() > until) throw new Error(`no reply to request ${requestId} within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    const { type, body } = await this.rawReply(requestId, timeoutMs);
+    return { type, body: decodeBody(body) };
   }
 
   /** The error the server sent before closing, if any. */

@@ -1,24 +1,37 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../src/protocol/frame.js';
-import { BINARY_COMMIT_FEATURE, decodeCommitBody, encodeBody, MessageType } from '../../src/protocol/messages.js';
+import { BINARY_COMMIT_FEATURE, BINARY_GRANT_FEATURE, decodeBody, decodeCommitBody, encodeBody, encodeGrantBody, grantFromWire, grantToWire, MessageType, record } from '../../src/protocol/messages.js';
+import { encodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
+import type { LeaseGrant } from '../../src/session/model.js';
+import { startKilnServer, type ServerProcess } from '../helpers/processes.js';
+import { RawClient } from '../helpers/raw-client.js';
 
 /**
- * The client picks the commit's encoding from what the server it is connected to
- * announces. A kiln server of an older version (no `features` in its Welcome) cannot be
- * started here, so a peer answering as one stands in for it; the current server's side
- * is covered by the conformance and bad-input suites.
+ * Each side uses an optional encoding only when the other announced it: the client's
+ * commits follow the server's Welcome, the server's grants follow the client's Hello.
+ * A kiln server or client of an older version (no `features`) cannot be started here,
+ * so a peer answering as one stands in for it; the current server's side is checked on
+ * a real server below, and by the conformance and bad-input suites.
  */
-async function peer(features: string[] | undefined): Promise<{ server: Server; port: number; commits: Uint8Array[] }> {
+const id = generateSessionId();
+const snapshot = { meta: { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 60_000, absoluteExpiresAt: 0, principal: 'alice', version: 3 }, attributes: new Map([['cart', encodeAttribute('cart', ['book'])]]) };
+const grant = { token: 5, epoch: 'e1', snapshot, releaseAfterUse: true };
+
+async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack' = 'msgpack'): Promise<{ server: Server; port: number; commits: Uint8Array[]; hellos: Record<string, unknown>[] }> {
   const commits: Uint8Array[] = [];
+  const hellos: Record<string, unknown>[] = [];
   const server = createServer((socket: Socket) => {
     const parser = new FrameParser();
     socket.on('data', (chunk: Buffer) => {
       for (const frame of parser.push(chunk).frames) {
-        if (frame.type === MessageType.Hello) {
+        if (frame.type === MessageType.Acquire) {
+          socket.write(encodeFrame(MessageType.Ok, frame.requestId, grantIn === 'binary' ? encodeGrantBody(grant) : encodeBody(grantToWire(grant))));
+        } else if (frame.type === MessageType.Hello) {
+          hellos.push(record(decodeBody(frame.body), 'hello'));
           const welcome = { version: PROTOCOL_VERSION, epoch: 'e1', serverId: 's1', maxFrameBytes: 1 << 20, limits: {}, ...(features ? { features } : {}) };
           socket.write(encodeFrame(MessageType.Welcome, frame.requestId, encodeBody(welcome)));
         } else if (frame.type === MessageType.Commit) {
@@ -32,8 +45,10 @@ async function peer(features: string[] | undefined): Promise<{ server: Server; p
     socket.on('error', () => undefined);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, port: (server.address() as { port: number }).port, commits };
+  return { server, port: (server.address() as { port: number }).port, commits, hellos };
 }
+
+const plainGrant = (g: LeaseGrant) => ({ ...g, snapshot: g.snapshot && { meta: g.snapshot.meta, attributes: [...g.snapshot.attributes].map(([k, v]) => [k, [...v]]) } });
 
 describe('kiln protocol: optional encodings', () => {
   for (const [label, features, binary] of [
@@ -56,6 +71,64 @@ describe('kiln protocol: optional encodings', () => {
       } finally {
         await engine.close();
         server.close();
+      }
+    });
+  }
+
+  it('the client announces binary grants and reads a grant in either form', async () => {
+    for (const form of ['binary', 'msgpack'] as const) {
+      const { server, port, hellos } = await peer([BINARY_COMMIT_FEATURE], form);
+      const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
+      try {
+        await engine.connect();
+        assert.deepEqual(hellos[0]!['features'], [BINARY_GRANT_FEATURE]);
+        assert.deepEqual(plainGrant(await engine.acquire(id)), plainGrant({ sessionId: id, ...grant }), `${form} grant`);
+      } finally {
+        await engine.close();
+        server.close();
+      }
+    }
+  });
+});
+
+describe('kiln server: grants in the encoding the client asked for', () => {
+  let server: ServerProcess;
+  before(async () => {
+    server = await startKilnServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  for (const [label, features, binary] of [
+    ['a client announcing binary-grant gets binary grants', [BINARY_GRANT_FEATURE], true],
+    ['a client of an older version (no features) gets MessagePack grants', undefined, false],
+    ['a client announcing other features only gets MessagePack grants', ['something-else'], false],
+  ] as const) {
+    it(label, async () => {
+      const client = await RawClient.open(server.port);
+      try {
+        client.hello(server.token, features ? [...features] : undefined);
+        assert.equal((await client.rawReply(1)).type, MessageType.Welcome);
+        const sessionId = generateSessionId();
+        // The first grant has no session yet; commit one, give the lease back, take it again.
+        client.send(MessageType.Acquire, 2, { id: sessionId, timeoutMs: 1000 });
+        const first = await client.rawReply(2);
+        assert.equal(first.type, MessageType.Ok);
+        assert.equal(first.body[0] === 0xc1, binary, binary ? 'binary layout' : 'MessagePack');
+        const lease = grantFromWire(binary ? first.body : decodeBody(first.body), sessionId);
+        assert.equal(lease.snapshot, null);
+        client.send(MessageType.Commit, 3, { id: sessionId, tk: lease.token, cid: 'c1', base: 0, la: Date.now(), set: [['cart', encodeAttribute('cart', ['book'])]], del: [], p: 'alice', it: 60_000, rel: true });
+        assert.equal((await client.reply(3)).type, MessageType.Ok);
+        client.send(MessageType.Acquire, 4, { id: sessionId, timeoutMs: 1000 });
+        const second = await client.rawReply(4);
+        assert.equal(second.body[0] === 0xc1, binary);
+        const again = grantFromWire(binary ? second.body : decodeBody(second.body), sessionId);
+        assert.equal(again.snapshot?.meta.version, 1);
+        assert.equal(again.snapshot?.meta.principal, 'alice');
+        assert.deepEqual([...again.snapshot!.attributes.get('cart')!], [...encodeAttribute('cart', ['book'])]);
+      } finally {
+        client.destroy();
       }
     });
   }

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { KilnError } from '../../src/errors/index.js';
-import { commitFromWire, commitToWire, decodeBody, decodeCommitBody, encodeBody, encodeCommitBody, snapshotFromWire, snapshotToWire, touchesFromWire } from '../../src/protocol/messages.js';
-import type { CommitRequest } from '../../src/session/model.js';
+import { commitFromWire, commitToWire, decodeBody, decodeCommitBody, encodeBody, encodeCommitBody, encodeGrantBody, grantFromWire, grantToWire, snapshotFromWire, snapshotToWire, touchesFromWire } from '../../src/protocol/messages.js';
+import type { CommitRequest, LeaseGrant } from '../../src/session/model.js';
 import { generateSessionId } from '../../src/session/id.js';
 
 const id = generateSessionId();
@@ -104,6 +104,75 @@ describe('protocol messages', () => {
     assert.equal(encodeCommitBody({ ...commit, set: [['é'.repeat(30_000), Uint8Array.of(1)]] })[0], 0xc1, '60,000 bytes still fit');
   });
 
+  it('round-trips grants through the binary layout and as MessagePack, every field', () => {
+    const uint = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+    const name = fc.string({ minLength: 1, maxLength: 40, unit: 'grapheme' });
+    const grant: fc.Arbitrary<Omit<LeaseGrant, 'sessionId'>> = fc.record({
+      token: uint,
+      epoch: fc.string({ minLength: 1, maxLength: 32 }),
+      releaseAfterUse: fc.boolean(),
+      snapshot: fc.option(
+        fc.record({
+          meta: fc.record({ id: fc.constant(id), createdAt: uint, lastAccessedAt: uint, idleTimeoutMs: uint, absoluteExpiresAt: uint, principal: fc.option(fc.string({ maxLength: 256 }), { nil: null }), version: uint }),
+          attributes: fc.uniqueArray(fc.tuple(name, fc.uint8Array({ maxLength: 300 })), { selector: ([k]) => k, maxLength: 6 }).map((pairs) => new Map(pairs)),
+        }),
+        { nil: null },
+      ),
+    });
+    const plain = (g: LeaseGrant | Omit<LeaseGrant, 'sessionId'>) => ({ ...g, sessionId: id, snapshot: g.snapshot && { meta: { ...g.snapshot.meta }, attributes: [...g.snapshot.attributes].map(([k, v]) => [k, [...v]]) } });
+    fc.assert(
+      fc.property(grant, (g) => {
+        const encoded = encodeGrantBody(g);
+        assert.equal(encoded[0], 0xc1, 'binary layout');
+        const back = grantFromWire(encoded, id);
+        assert.deepEqual(plain(back), plain(g));
+        // Values are copies: the near cache keeps them, not the frame they came in.
+        for (const value of back.snapshot?.attributes.values() ?? []) assert.notEqual(value.buffer, encoded.buffer);
+        // A server that predates the layout (or a client that did not ask for it): a map.
+        assert.deepEqual(plain(grantFromWire(decodeBody(encodeBody(grantToWire(g))), id)), plain(g));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('refuses a binary grant that is cut short, padded, over-counted or out of range, naming the field', () => {
+    const snapshot = { meta: { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 3, absoluteExpiresAt: 0, principal: null, version: 4 }, attributes: new Map([['a', Uint8Array.of(1)]]) };
+    const good = Buffer.from(encodeGrantBody({ token: 9, epoch: 'e1', snapshot, releaseAfterUse: true }));
+    const protocolError = (pattern: RegExp) => (err: unknown) => err instanceof KilnError && err.code === 'KILN_ERR_PROTOCOL' && pattern.test(err.message);
+    for (let cut = 1; cut < good.length; cut++) assert.throws(() => grantFromWire(good.subarray(0, cut), id), protocolError(/malformed|"/), `cut at ${cut}`);
+    assert.throws(() => grantFromWire(Buffer.concat([good, Buffer.of(0)]), id), protocolError(/trailing/));
+    const withFlags = Buffer.from(good);
+    withFlags[1] = 0x40;
+    assert.throws(() => grantFromWire(withFlags, id), protocolError(/"flags"/));
+    const principalWithoutSnapshot = Buffer.from(encodeGrantBody({ token: 9, epoch: 'e1', snapshot: null, releaseAfterUse: false }));
+    principalWithoutSnapshot[1] = 4;
+    assert.throws(() => grantFromWire(principalWithoutSnapshot, id), protocolError(/"flags"/));
+    const negativeToken = Buffer.from(good);
+    negativeToken.writeDoubleBE(-1, 2);
+    assert.throws(() => grantFromWire(negativeToken, id), protocolError(/"token"/));
+    const fractionalVersion = Buffer.from(good);
+    const versionAt = 2 + 8 + 2 + 2 + 32;
+    fractionalVersion.writeDoubleBE(4.5, versionAt);
+    assert.throws(() => grantFromWire(fractionalVersion, id), protocolError(/"meta.version"/));
+    const emptyEpoch = encodeGrantBody({ token: 9, epoch: '', snapshot: null, releaseAfterUse: false });
+    assert.throws(() => grantFromWire(emptyEpoch, id), protocolError(/"epoch"/));
+    const overCounted = Buffer.from(good);
+    overCounted.writeUInt32BE(0xffffffff, versionAt + 8);
+    assert.throws(() => grantFromWire(overCounted, id), protocolError(/"attrs"/));
+    assert.equal(grantFromWire(good, id).snapshot?.meta.version, 4);
+    assert.equal(grantFromWire(good, id).releaseAfterUse, true);
+    // The MessagePack form is checked too: a token that is not a number is named.
+    assert.throws(() => grantFromWire({ token: 'x', epoch: 'e1', snapshot: null }, id), protocolError(/"token"/));
+  });
+
+  it('sends a grant whose strings outgrow the layout as MessagePack, which reads the same', () => {
+    const principal = 'é'.repeat(40_000);
+    const grant = { token: 9, epoch: 'e1', releaseAfterUse: false, snapshot: { meta: { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 3, absoluteExpiresAt: 0, principal, version: 4 }, attributes: new Map() } };
+    const encoded = encodeGrantBody(grant);
+    assert.notEqual(encoded[0], 0xc1);
+    assert.equal(grantFromWire(decodeBody(encoded), id).snapshot?.meta.principal, principal);
+  });
+
   it('fuzz: arbitrary bytes and values only ever fail with KilnError', () => {
     fc.assert(
       fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => ({ raw: b })), fc.anything().map((v) => ({ value: v }))), (input) => {
@@ -114,11 +183,17 @@ describe('protocol messages', () => {
             } catch (err) {
               assert.ok(err instanceof KilnError, `binary commit threw ${String(err)}`);
             }
+            try {
+              grantFromWire(Buffer.concat([Buffer.of(0xc1), input.raw]), id);
+            } catch (err) {
+              assert.ok(err instanceof KilnError, `binary grant threw ${String(err)}`);
+            }
           }
           const body = 'raw' in input ? decodeBody(input.raw) : input.value;
           commitFromWire(body);
           touchesFromWire(body);
           snapshotFromWire(body);
+          grantFromWire(body, id);
         } catch (err) {
           assert.ok(err instanceof KilnError, `threw ${String(err)}`);
         }

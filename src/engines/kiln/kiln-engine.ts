@@ -7,19 +7,23 @@ import { errorFromWire, KilnError, toKilnError } from '../../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
+  BINARY_GRANT_FEATURE,
   commitToWire,
   decodeBody,
   encodeBody,
   encodeCommitBody,
+  grantFromWire,
   metaFromWire,
   MessageType,
   record,
   snapshotFromWire,
   touchesToWire,
+  type HelloBody,
   type WelcomeBody,
 } from '../../protocol/messages.js';
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
+import { BINARY_MARK } from '../../util/binary.js';
 import { BatchedWriter } from '../../util/net.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
@@ -156,14 +160,7 @@ export class KilnEngine implements Engine {
 
   async acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
     const timeoutMs = options?.timeoutMs ?? this.acquireTimeoutMs;
-    const body = record(await this.request(MessageType.Acquire, { id: sessionId, timeoutMs }, timeoutMs + this.operationTimeoutMs), 'grant');
-    return {
-      sessionId,
-      token: body['token'] as number,
-      epoch: body['epoch'] as string,
-      snapshot: snapshotFromWire(body['snapshot']),
-      releaseAfterUse: body['rau'] === true,
-    };
+    return grantFromWire(await this.request(MessageType.Acquire, { id: sessionId, timeoutMs }, timeoutMs + this.operationTimeoutMs), sessionId);
   }
 
   async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
@@ -364,7 +361,8 @@ export class KilnEngine implements Engine {
       socket.destroy();
     }, this.connectTimeoutMs);
     const onOpen = (): void => {
-      socket.write(encodeFrame(MessageType.Hello, 1, encodeBody({ token: this.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.app } })));
+      const hello: HelloBody = { token: this.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.app }, features: [BINARY_GRANT_FEATURE] };
+      socket.write(encodeFrame(MessageType.Hello, 1, encodeBody(hello)));
     };
     socket.once(this.secure ? 'secureConnect' : 'connect', onOpen);
     socket.on('data', (chunk: Buffer) => {
@@ -378,7 +376,9 @@ export class KilnEngine implements Engine {
         }
         let body: unknown;
         try {
-          body = decodeBody(frame.body);
+          // A reply in a binary layout (a grant: see the Hello's features) is read by the
+          // request that asked for it; MessagePack never starts with this byte.
+          body = frame.type === MessageType.Ok && frame.body[0] === BINARY_MARK ? frame.body : decodeBody(frame.body);
         } catch (err) {
           lastError = toKilnError(err);
           socket.destroy();
