@@ -163,37 +163,50 @@ export function encodeCommitBody(c: CommitRequest): Uint8Array {
  */
 export function decodeCommitBody(bytes: Uint8Array): CommitRequest {
   if (bytes[0] !== BINARY_MARK) return commitFromWire(decodeBody(bytes));
+  return readLayout(bytes, 'commit', C_KNOWN, readCommitLayout, undefined);
+}
+
+function readCommitLayout(r: ByteReader, flags: number): CommitRequest {
+  const token = layoutUint(r.f64(), 'tk');
+  const baseVersion = layoutUint(r.f64(), 'base');
+  const lastAccessedAt = layoutUint(r.f64(), 'la');
+  const id = r.string();
+  if (!isValidSessionId(id)) throw bad('id', 'a session id');
+  const commitId = r.string();
+  if (commitId.length === 0 || commitId.length > 128) throw bad('cid', 'a string of 1 to 128 characters');
+  const principal = flags & C_PRINCIPAL ? r.string() : flags & C_PRINCIPAL_NULL ? null : undefined;
+  const idleTimeoutMs = flags & C_IT ? layoutUint(r.f64(), 'it') : undefined;
+  const absoluteExpiresAt = flags & C_AE ? layoutUint(r.f64(), 'ae') : undefined;
+  const set: [string, Uint8Array][] = [];
+  for (let n = countOf(r, 'set', 6); n > 0; n--) set.push([r.string(), r.bytes()]);
+  const del: string[] = [];
+  for (let n = countOf(r, 'del', 2); n > 0; n--) del.push(r.string());
+  let patch: AttributePatch[] | undefined;
+  if (flags & C_PATCH) {
+    patch = [];
+    for (let n = countOf(r, 'pt', 30); n > 0; n--) {
+      const name = r.string();
+      patch.push({ name, at: layoutUint(r.f64(), 'pt'), cut: layoutUint(r.f64(), 'pt'), bytes: r.bytes(), baseLength: layoutUint(r.f64(), 'pt') });
+    }
+  }
+  return { sessionId: id, token, commitId, baseVersion, lastAccessedAt, set, del, patch, principal, idleTimeoutMs, absoluteExpiresAt, release: (flags & C_RELEASE) !== 0 };
+}
+
+/**
+ * Reads a binary layout: its flags (any unknown bit refused), then `read`, then nothing
+ * may be left over. A read past the end (RangeError) becomes KILN_ERR_PROTOCOL.
+ */
+function readLayout<T, A>(bytes: Uint8Array, what: string, knownFlags: number, read: (r: ByteReader, flags: number, arg: A) => T, arg: A): T {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const r = new ByteReader(buf, 1);
   try {
     const flags = r.u8();
-    if ((flags & ~C_KNOWN) !== 0) throw bad('flags', `a combination of ${C_KNOWN}`);
-    const token = layoutUint(r.f64(), 'tk');
-    const baseVersion = layoutUint(r.f64(), 'base');
-    const lastAccessedAt = layoutUint(r.f64(), 'la');
-    const id = r.string();
-    if (!isValidSessionId(id)) throw bad('id', 'a session id');
-    const commitId = r.string();
-    if (commitId.length === 0 || commitId.length > 128) throw bad('cid', 'a string of 1 to 128 characters');
-    const principal = flags & C_PRINCIPAL ? r.string() : flags & C_PRINCIPAL_NULL ? null : undefined;
-    const idleTimeoutMs = flags & C_IT ? layoutUint(r.f64(), 'it') : undefined;
-    const absoluteExpiresAt = flags & C_AE ? layoutUint(r.f64(), 'ae') : undefined;
-    const set: [string, Uint8Array][] = [];
-    for (let n = countOf(r, 'set', 6); n > 0; n--) set.push([r.string(), r.bytes()]);
-    const del: string[] = [];
-    for (let n = countOf(r, 'del', 2); n > 0; n--) del.push(r.string());
-    let patch: AttributePatch[] | undefined;
-    if (flags & C_PATCH) {
-      patch = [];
-      for (let n = countOf(r, 'pt', 30); n > 0; n--) {
-        const name = r.string();
-        patch.push({ name, at: layoutUint(r.f64(), 'pt'), cut: layoutUint(r.f64(), 'pt'), bytes: r.bytes(), baseLength: layoutUint(r.f64(), 'pt') });
-      }
-    }
+    if ((flags & ~knownFlags) !== 0) throw bad('flags', `a combination of ${knownFlags}`);
+    const value = read(r, flags, arg);
     r.end();
-    return { sessionId: id, token, commitId, baseVersion, lastAccessedAt, set, del, patch, principal, idleTimeoutMs, absoluteExpiresAt, release: (flags & C_RELEASE) !== 0 };
+    return value;
   } catch (err) {
-    if (err instanceof RangeError) throw new KilnError('KILN_ERR_PROTOCOL', `binary commit body is malformed: ${err.message}`, { cause: err });
+    if (err instanceof RangeError) throw new KilnError('KILN_ERR_PROTOCOL', `binary ${what} body is malformed: ${err.message}`, { cause: err });
     throw err;
   }
 }
@@ -270,39 +283,33 @@ export function grantFromWire(body: unknown, sessionId: string): LeaseGrant {
     const o = record(body, 'grant');
     return { sessionId, token: uint(o, 'token'), epoch: str(o, 'epoch', MAX_LAYOUT_STRING), snapshot: snapshotFromWire(o['snapshot']), releaseAfterUse: o['rau'] === true };
   }
-  const buf = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  const r = new ByteReader(buf, 1);
-  try {
-    const flags = r.u8();
-    if ((flags & ~G_KNOWN) !== 0) throw bad('flags', `a combination of ${G_KNOWN}`);
-    const token = layoutUint(r.f64(), 'token');
-    const epoch = r.string();
-    if (epoch.length === 0) throw bad('epoch', 'a non-empty string');
-    let snapshot: SessionSnapshot | null = null;
-    if (flags & G_SNAPSHOT) {
-      const createdAt = layoutUint(r.f64(), 'meta.createdAt');
-      const lastAccessedAt = layoutUint(r.f64(), 'meta.lastAccessedAt');
-      const idleTimeoutMs = layoutUint(r.f64(), 'meta.idleTimeoutMs');
-      const absoluteExpiresAt = layoutUint(r.f64(), 'meta.absoluteExpiresAt');
-      const version = layoutUint(r.f64(), 'meta.version');
-      const principal = flags & G_PRINCIPAL ? r.string() : null;
-      // The field order of every other SessionMeta (one hidden class).
-      const meta: SessionMeta = { id: sessionId, createdAt, lastAccessedAt, idleTimeoutMs, absoluteExpiresAt, principal, version };
-      const attributes = new Map<string, Uint8Array>();
-      for (let n = countOf(r, 'attrs', 6); n > 0; n--) {
-        const name = r.string();
-        attributes.set(name, r.copyOfBytes());
-      }
-      snapshot = { meta, attributes };
-    } else if (flags & G_PRINCIPAL) {
-      throw bad('flags', 'a principal only with a snapshot');
+  return readLayout(body, 'grant', G_KNOWN, readGrantLayout, sessionId);
+}
+
+function readGrantLayout(r: ByteReader, flags: number, sessionId: string): LeaseGrant {
+  const token = layoutUint(r.f64(), 'token');
+  const epoch = r.string();
+  if (epoch.length === 0) throw bad('epoch', 'a non-empty string');
+  let snapshot: SessionSnapshot | null = null;
+  if (flags & G_SNAPSHOT) {
+    const createdAt = layoutUint(r.f64(), 'meta.createdAt');
+    const lastAccessedAt = layoutUint(r.f64(), 'meta.lastAccessedAt');
+    const idleTimeoutMs = layoutUint(r.f64(), 'meta.idleTimeoutMs');
+    const absoluteExpiresAt = layoutUint(r.f64(), 'meta.absoluteExpiresAt');
+    const version = layoutUint(r.f64(), 'meta.version');
+    const principal = flags & G_PRINCIPAL ? r.string() : null;
+    // The field order of every other SessionMeta (one hidden class).
+    const meta: SessionMeta = { id: sessionId, createdAt, lastAccessedAt, idleTimeoutMs, absoluteExpiresAt, principal, version };
+    const attributes = new Map<string, Uint8Array>();
+    for (let n = countOf(r, 'attrs', 6); n > 0; n--) {
+      const name = r.string();
+      attributes.set(name, r.copyOfBytes());
     }
-    r.end();
-    return { sessionId, token, epoch, snapshot, releaseAfterUse: (flags & G_RELEASE_AFTER_USE) !== 0 };
-  } catch (err) {
-    if (err instanceof RangeError) throw new KilnError('KILN_ERR_PROTOCOL', `binary grant body is malformed: ${err.message}`, { cause: err });
-    throw err;
+    snapshot = { meta, attributes };
+  } else if (flags & G_PRINCIPAL) {
+    throw bad('flags', 'a principal only with a snapshot');
   }
+  return { sessionId, token, epoch, snapshot, releaseAfterUse: (flags & G_RELEASE_AFTER_USE) !== 0 };
 }
 
 export function commitFromWire(body: unknown): CommitRequest {
