@@ -126,21 +126,15 @@ export function encodeCommitBody(c: CommitRequest): Uint8Array {
     (c.absoluteExpiresAt !== undefined ? C_AE : 0) |
     (c.release ? C_RELEASE : 0) |
     (patch ? C_PATCH : 0);
-  // A string longer than its u16 length can say sends the commit as MessagePack instead.
-  let fits = true;
-  const field = (text: string): number => {
-    const bytes = stringSize(text);
-    if (bytes - 2 > MAX_LAYOUT_STRING) fits = false;
-    return bytes;
-  };
-  let size = 2 + 24 + field(c.sessionId) + field(c.commitId) + (flags & C_PRINCIPAL ? field(c.principal!) : 0) + (flags & C_IT ? 8 : 0) + (flags & C_AE ? 8 : 0) + 8;
-  for (const [name, value] of c.set) size += field(name) + 4 + value.length;
-  for (const name of c.del) size += field(name);
+  let size = 2 + 24 + stringSize(c.sessionId) + stringSize(c.commitId) + (flags & C_PRINCIPAL ? stringSize(c.principal!) : 0) + (flags & C_IT ? 8 : 0) + (flags & C_AE ? 8 : 0) + 8;
+  for (const [name, value] of c.set) size += stringSize(name) + 4 + value.length;
+  for (const name of c.del) size += stringSize(name);
   if (patch) {
     size += 4;
-    for (const p of patch) size += field(p.name) + 28 + p.bytes.length;
+    for (const p of patch) size += stringSize(p.name) + 28 + p.bytes.length;
   }
-  if (!fits) return encodeBody(commitToWire(c));
+  // A string longer than its u16 length can say (an infinite size) sends the commit as MessagePack instead.
+  if (size === Infinity) return encodeBody(commitToWire(c));
   const w = new ByteWriter(size);
   w.u8(BINARY_MARK).u8(flags).f64(c.token).f64(c.baseVersion).f64(c.lastAccessedAt).string(c.sessionId).string(c.commitId);
   if (flags & C_PRINCIPAL) w.string(c.principal!);
@@ -249,18 +243,12 @@ export function encodeGrantBody(grant: Omit<LeaseGrant, 'sessionId'>): Uint8Arra
   const snapshot = grant.snapshot;
   const principal = snapshot?.meta.principal ?? null;
   const flags = (grant.releaseAfterUse ? G_RELEASE_AFTER_USE : 0) | (snapshot ? G_SNAPSHOT : 0) | (principal !== null ? G_PRINCIPAL : 0);
-  let fits = true;
-  const field = (text: string): number => {
-    const bytes = stringSize(text);
-    if (bytes - 2 > MAX_LAYOUT_STRING) fits = false;
-    return bytes;
-  };
-  let size = 2 + 8 + field(grant.epoch);
+  let size = 2 + 8 + stringSize(grant.epoch);
   if (snapshot) {
-    size += 40 + (principal !== null ? field(principal) : 0) + 4;
-    for (const [name, value] of snapshot.attributes) size += field(name) + 4 + value.length;
+    size += 40 + (principal !== null ? stringSize(principal) : 0) + 4;
+    for (const [name, value] of snapshot.attributes) size += stringSize(name) + 4 + value.length;
   }
-  if (!fits) return encodeBody(grantToWire(grant));
+  if (size === Infinity) return encodeBody(grantToWire(grant));
   const w = new ByteWriter(size);
   w.u8(BINARY_MARK).u8(flags).f64(grant.token).string(grant.epoch);
   if (snapshot) {

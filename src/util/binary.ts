@@ -11,9 +11,13 @@ export const BINARY_MARK = 0xc1;
 /** Longest string a layout carries (u16 length); longer ones make the writer fall back to MessagePack. */
 export const MAX_LAYOUT_STRING = 0xffff;
 
-/** Bytes a string takes in a layout. */
+/**
+ * Bytes a string takes in a layout; Infinity when it is longer than a layout carries, so
+ * a size summed over the fields says by itself whether the layout can be used.
+ */
 export function stringSize(s: string): number {
-  return 2 + Buffer.byteLength(s, 'utf8');
+  const bytes = Buffer.byteLength(s, 'utf8');
+  return bytes > MAX_LAYOUT_STRING ? Infinity : 2 + bytes;
 }
 
 /** Writes fields in order into a buffer of the size computed up front. */
@@ -93,24 +97,25 @@ export class ByteReader {
     return s;
   }
   bytes(): Buffer {
-    const length = this.u32();
-    const end = this.at + length;
-    if (end > this.buf.length) throw new RangeError('bytes past the end of the data');
-    const b = this.buf.subarray(this.at, end);
-    this.at = end;
-    return b;
+    const start = this.skipBytes();
+    return this.buf.subarray(start, this.at);
   }
   /** Like bytes(), but a copy of its own: for values kept after the buffer read is gone. */
   copyOfBytes(): Uint8Array {
-    const length = this.u32();
-    const end = this.at + length;
-    if (end > this.buf.length) throw new RangeError('bytes past the end of the data');
-    const copy = new Uint8Array(length);
+    const start = this.skipBytes();
+    const copy = new Uint8Array(this.at - start);
     // Most session values are a few bytes: a loop beats making a view to copy from.
-    if (length <= 64) for (let i = 0; i < length; i++) copy[i] = this.buf[this.at + i]!;
-    else copy.set(this.buf.subarray(this.at, end));
-    this.at = end;
+    if (copy.length <= 64) for (let i = 0; i < copy.length; i++) copy[i] = this.buf[start + i]!;
+    else copy.set(this.buf.subarray(start, this.at));
     return copy;
+  }
+  /** Reads a byte field's length and moves past it; returns where its data starts. */
+  private skipBytes(): number {
+    const length = this.u32();
+    const start = this.at;
+    if (start + length > this.buf.length) throw new RangeError('bytes past the end of the data');
+    this.at = start + length;
+    return start;
   }
   /** Bytes left to read. */
   get remaining(): number {

@@ -209,6 +209,18 @@ describe('append-only log', () => {
       assert.notEqual(bytes[0], 0xc1);
       assert.equal((decodeRecord(bytes) as { id: string }).id, 'e');
     }
+    // Strings are measured in UTF-8 bytes: 40,000 characters of 'é' do not fit a u16 length.
+    const longPrincipal = 'é'.repeat(40_000);
+    for (const record of [
+      { t: 'c', id: 'e', v: 2, cid: 'p:5', la: 5, packed, del: [], p: longPrincipal },
+      { t: 's', meta: { id: 'e', createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 3, absoluteExpiresAt: 4, principal: longPrincipal, version: 1 }, packed, commits: [] },
+      { t: 's', meta: { id: 'e', createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 3, absoluteExpiresAt: 4, principal: null, version: 1 }, packed, commits: [['x'.repeat(70_000), 1]] },
+    ] as TierRecord[]) {
+      const bytes = Buffer.from(encodeRecord(record));
+      assert.notEqual(bytes[0], 0xc1, `${record.t} with a long string is MessagePack`);
+      assert.equal(JSON.stringify(decodeRecord(bytes)).includes(record.t === 'c' || (record as { meta: { principal: unknown } }).meta.principal ? longPrincipal : 'x'.repeat(70_000)), true);
+    }
+    assert.equal(Buffer.from(encodeRecord({ t: 'c', id: 'e', v: 2, cid: 'p:5', la: 5, packed, del: [], p: 'é'.repeat(30_000) }))[0], 0xc1, '60,000 bytes still fit');
     assert.throws(() => decodeRecord(Buffer.from([0xc1, 0x63, 0, 1])), RangeError, 'a truncated binary record is refused');
   });
 });

@@ -1,7 +1,7 @@
 import { Packr } from 'msgpackr';
 import type { SessionMeta } from '../../session/model.js';
 import type { TierRecord } from '../../tier/session-table.js';
-import { BINARY_MARK, ByteReader, ByteWriter, MAX_LAYOUT_STRING, stringSize } from '../../util/binary.js';
+import { BINARY_MARK, ByteReader, ByteWriter, stringSize } from '../../util/binary.js';
 
 /**
  * How a TierRecord is written inside a log or snapshot frame.
@@ -72,10 +72,11 @@ function principalFlags(p: string | null | undefined): number {
 }
 
 function encodeCommit(r: CommitRecord): Uint8Array {
-  if (Buffer.byteLength(r.cid) > MAX_LAYOUT_STRING || (r.p && Buffer.byteLength(r.p) > MAX_LAYOUT_STRING) || r.id.length > MAX_LAYOUT_STRING) return packr.pack(r);
   const packed = r.packed!;
   const flags = (r.ca !== undefined ? HAS_CA : 0) | (r.it !== undefined ? HAS_IT : 0) | (r.ae !== undefined ? HAS_AE : 0) | principalFlags(r.p) | (r.pb !== undefined ? HAS_PB : 0);
   const size = 3 + 16 + (flags & HAS_CA ? 8 : 0) + (flags & HAS_IT ? 8 : 0) + (flags & HAS_AE ? 8 : 0) + (flags & HAS_PB ? 4 : 0) + stringSize(r.id) + stringSize(r.cid) + (flags & HAS_PRINCIPAL ? stringSize(r.p!) : 0) + 4 + packed.length;
+  // A string longer than a layout carries makes the size infinite: the record goes as MessagePack.
+  if (size === Infinity) return packr.pack(r);
   const w = new ByteWriter(size);
   w.u8(BINARY_MARK).u8(KIND_COMMIT).u8(flags).f64(r.v).f64(r.la);
   if (r.ca !== undefined) w.f64(r.ca);
@@ -105,11 +106,12 @@ function decodeCommit(r: ByteReader): CommitRecord {
 
 function encodeSnapshot(r: SnapshotRecord): Uint8Array {
   const m = r.meta;
-  if (r.commits.length > 0xffff || r.commits.some(([cid]) => Buffer.byteLength(cid) > MAX_LAYOUT_STRING) || (m.principal && Buffer.byteLength(m.principal) > MAX_LAYOUT_STRING) || m.id.length > MAX_LAYOUT_STRING) return packr.pack(r);
+  if (r.commits.length > 0xffff) return packr.pack(r);
   const packed = r.packed!;
   const flags = principalFlags(m.principal) | (r.pb !== undefined ? HAS_PB : 0);
   let size = 3 + 40 + (flags & HAS_PB ? 4 : 0) + stringSize(m.id) + (flags & HAS_PRINCIPAL ? stringSize(m.principal!) : 0) + 4 + packed.length + 2;
   for (const [cid] of r.commits) size += stringSize(cid) + 8;
+  if (size === Infinity) return packr.pack(r);
   const w = new ByteWriter(size);
   w.u8(BINARY_MARK).u8(KIND_SNAPSHOT).u8(flags).f64(m.createdAt).f64(m.lastAccessedAt).f64(m.idleTimeoutMs).f64(m.absoluteExpiresAt).f64(m.version);
   if (r.pb !== undefined) w.u32(r.pb);
