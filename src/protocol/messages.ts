@@ -116,7 +116,7 @@ const C_IT = 4;
 const C_AE = 8;
 const C_RELEASE = 16;
 const C_PATCH = 32;
-const C_KNOWN = 63;
+const C_KNOWN = C_PRINCIPAL | C_PRINCIPAL_NULL | C_IT | C_AE | C_RELEASE | C_PATCH;
 
 export function encodeCommitBody(c: CommitRequest): Uint8Array {
   const patch = c.patch?.length ? c.patch : undefined;
@@ -237,7 +237,7 @@ export const BINARY_GRANT_FEATURE = 'binary-grant';
 const G_RELEASE_AFTER_USE = 1;
 const G_SNAPSHOT = 2;
 const G_PRINCIPAL = 4;
-const G_KNOWN = 7;
+const G_KNOWN = G_RELEASE_AFTER_USE | G_SNAPSHOT | G_PRINCIPAL;
 
 export function encodeGrantBody(grant: Omit<LeaseGrant, 'sessionId'>): Uint8Array {
   const snapshot = grant.snapshot;

@@ -48,6 +48,19 @@ async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack
   return { server, port: (server.address() as { port: number }).port, commits, hellos };
 }
 
+/** A client engine connected to a fresh peer, closed with it after `use`. */
+async function withPeer(features: string[] | undefined, grantIn: 'binary' | 'msgpack', use: (engine: ReturnType<typeof connect>, seen: { commits: Uint8Array[]; hellos: Record<string, unknown>[] }) => Promise<void>): Promise<void> {
+  const { server, port, commits, hellos } = await peer(features, grantIn);
+  const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
+  try {
+    await engine.connect();
+    await use(engine, { commits, hellos });
+  } finally {
+    await engine.close();
+    server.close();
+  }
+}
+
 const plainGrant = (g: LeaseGrant) => ({ ...g, snapshot: g.snapshot && { meta: g.snapshot.meta, attributes: [...g.snapshot.attributes].map(([k, v]) => [k, [...v]]) } });
 
 describe('kiln protocol: optional encodings', () => {
@@ -57,10 +70,7 @@ describe('kiln protocol: optional encodings', () => {
     ['a server announcing other features only gets MessagePack commits', ['something-else'], false],
   ] as const) {
     it(label, async () => {
-      const { server, port, commits } = await peer(features ? [...features] : undefined);
-      const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
-      try {
-        await engine.connect();
+      await withPeer(features ? [...features] : undefined, 'msgpack', async (engine, { commits }) => {
         const request = { sessionId: generateSessionId(), token: 1, commitId: 'c1', baseVersion: 0, lastAccessedAt: 1, set: [['n', Uint8Array.of(7)]] as [string, Uint8Array][], del: [], idleTimeoutMs: 60_000 };
         assert.deepEqual(await engine.commit(request), { version: 1, duplicate: false });
         assert.equal(commits.length, 1);
@@ -68,25 +78,16 @@ describe('kiln protocol: optional encodings', () => {
         const read = decodeCommitBody(commits[0]!);
         assert.equal(read.sessionId, request.sessionId);
         assert.deepEqual([...read.set[0]![1]], [7]);
-      } finally {
-        await engine.close();
-        server.close();
-      }
+      });
     });
   }
 
   it('the client announces binary grants and reads a grant in either form', async () => {
     for (const form of ['binary', 'msgpack'] as const) {
-      const { server, port, hellos } = await peer([BINARY_COMMIT_FEATURE], form);
-      const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
-      try {
-        await engine.connect();
+      await withPeer([BINARY_COMMIT_FEATURE], form, async (engine, { hellos }) => {
         assert.deepEqual(hellos[0]!['features'], [BINARY_GRANT_FEATURE]);
         assert.deepEqual(plainGrant(await engine.acquire(id)), plainGrant({ sessionId: id, ...grant }), `${form} grant`);
-      } finally {
-        await engine.close();
-        server.close();
-      }
+      });
     }
   });
 });
