@@ -23,6 +23,28 @@ import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } f
  */
 const decodedScalars = new WeakMap<Uint8Array, string | number | boolean | null>();
 
+/** Any UTF-16 surrogate: a lone one would come back from UTF-8 as U+FFFD. */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/**
+ * Files a scalar a request wrote by the bytes it was just encoded to: those bytes become
+ * the session's after the commit, so the next request reads the value without decoding
+ * it (a counter written by every request was decoded by every request). Only values
+ * that decode to themselves: -0 comes back as 0, and a string with a lone surrogate
+ * differently (strings with any surrogate are left to decoding).
+ *
+ * @internal exported for tests: what a base's bytes decode to without decoding, if known.
+ */
+export function knownScalar(bytes: Uint8Array): string | number | boolean | null | undefined {
+  return decodedScalars.get(bytes);
+}
+
+function rememberEncodedScalar(bytes: Uint8Array, value: unknown): void {
+  if (value === null || typeof value === 'boolean' || (typeof value === 'number' && !Object.is(value, -0)) || (typeof value === 'string' && !SURROGATE.test(value))) {
+    decodedScalars.set(bytes, value);
+  }
+}
+
 /** The empty set every tracker starts with; never added to (see set/delete). */
 const NONE: Set<string> = new Set();
 
@@ -136,6 +158,7 @@ export class DeltaTracker {
       }
       // Encode the tree itself, not through its proxies (the same bytes, faster).
       const bytes = encodeAttribute(name, watched ? watched.decoded.root : value);
+      if (!watched) rememberEncodedScalar(bytes, value);
       if (old === undefined) set.push([name, bytes]);
       else if (!bytesEqual(old, bytes)) {
         // A large value changed in one place (a field of one item of a list) sends that place only.

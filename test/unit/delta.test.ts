@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeAttribute } from '../../src/session/codec.js';
-import { applyDelta, DeltaTracker } from '../../src/session/delta.js';
+import { decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
+import { applyDelta, DeltaTracker, knownScalar } from '../../src/session/delta.js';
 import { applyPatch } from '../../src/session/model.js';
 
 function base(values: Record<string, unknown>): Map<string, Uint8Array> {
@@ -59,6 +59,33 @@ describe('delta tracker', () => {
     assert.deepEqual(t.delta(), { set: [], del: [] });
     (t.get('cart') as string[]).push('b');
     assert.equal(t.delta().set.length, 1);
+  });
+
+  it('a scalar one request writes is read by the next without decoding, as decoding would give it', () => {
+    const b = base({ visits: 1, user: 'ada' });
+    const first = new DeltaTracker(b, true);
+    first.set('visits', (first.get('visits') as number) + 1);
+    const next = applyDelta(b, first.delta());
+    assert.equal(knownScalar(next.get('visits')!), 2, 'the committed bytes come with their value');
+    assert.equal(new DeltaTracker(next, true).get('visits'), 2);
+
+    // Whatever is filed must be exactly what decoding gives; what would not come back
+    // the same (-0, a lone surrogate) is left to decoding.
+    const scalars: unknown[] = [0, -0, NaN, 0.1, -1.5e-300, 1e300, 2 ** 31, -(2 ** 31) - 1, 2 ** 53 + 2, Number.MAX_VALUE, '', 'héllo', 'x'.repeat(70_000), '\u{1F600}', '\uD800', 'a\uDC00b', true, false, null];
+    for (const value of scalars) {
+      const t = new DeltaTracker(base({ v: 'before' }), true);
+      t.set('v', value);
+      const [entry] = t.delta().set;
+      const known = knownScalar(entry![1]);
+      if (known !== undefined) assert.ok(Object.is(known, decodeAttribute(entry![1])), `${String(value)} is filed as it decodes`);
+    }
+    const filed = (value: unknown) => {
+      const t = new DeltaTracker(base({ v: 'before' }), true);
+      t.set('v', value);
+      return knownScalar(t.delta().set[0]![1]) !== undefined;
+    };
+    assert.deepEqual([-0, '\uD800'].map(filed), [false, false]);
+    assert.deepEqual([0, NaN, 'héllo', true, null].map(filed), [true, true, true, true, true]);
   });
 
   it('a small change inside a large value travels as a patch of the changed bytes', () => {
