@@ -26,19 +26,18 @@ const decodedScalars = new WeakMap<Uint8Array, string | number | boolean | null>
 /** Any UTF-16 surrogate: a lone one would come back from UTF-8 as U+FFFD. */
 const SURROGATE = /[\uD800-\uDFFF]/;
 
+/** @internal For tests: what a base's bytes decode to, if it is known without decoding them. */
+export function knownScalar(bytes: Uint8Array): string | number | boolean | null | undefined {
+  return decodedScalars.get(bytes);
+}
+
 /**
  * Files a scalar a request wrote by the bytes it was just encoded to: those bytes become
  * the session's after the commit, so the next request reads the value without decoding
  * it (a counter written by every request was decoded by every request). Only values
  * that decode to themselves: -0 comes back as 0, and a string with a lone surrogate
  * differently (strings with any surrogate are left to decoding).
- *
- * @internal exported for tests: what a base's bytes decode to without decoding, if known.
  */
-export function knownScalar(bytes: Uint8Array): string | number | boolean | null | undefined {
-  return decodedScalars.get(bytes);
-}
-
 function rememberEncodedScalar(bytes: Uint8Array, value: unknown): void {
   if (value === null || typeof value === 'boolean' || (typeof value === 'number' && !Object.is(value, -0)) || (typeof value === 'string' && !SURROGATE.test(value))) {
     decodedScalars.set(bytes, value);
