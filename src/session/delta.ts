@@ -157,9 +157,11 @@ export class DeltaTracker {
       }
       // Encode the tree itself, not through its proxies (the same bytes, faster).
       const bytes = encodeAttribute(name, watched ? watched.decoded.root : value);
+      if (old !== undefined && bytesEqual(old, bytes)) continue;
+      // These bytes become the session's, whole or through the patch's value.
       if (!watched) rememberEncodedScalar(bytes, value);
       if (old === undefined) set.push([name, bytes]);
-      else if (!bytesEqual(old, bytes)) {
+      else {
         // A large value changed in one place (a field of one item of a list) sends that place only.
         const p = diffAttribute(name, old, bytes);
         if (p) (patch ??= []).push(p);
