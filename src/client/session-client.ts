@@ -473,13 +473,15 @@ export class SessionClient implements HandleHost {
   }
 
   /** @internal */
-  async regenerateHandle(handle: SessionHandle, keep: readonly string[]): Promise<void> {
+  async regenerateHandle(handle: SessionHandle, keep: readonly string[], newId?: () => string): Promise<void> {
+    // The new id is made (and checked) before the old session is destroyed: a failing generator loses nothing.
+    const id = this.newSessionId(newId);
     const kept = keep.filter((name) => handle.has(name)).map((name) => [name, handle.get(name)] as const);
     const principal = handle.metaChanges.principal;
     if (!handle.isDestroyed) await this.destroyHandle(handle);
     handle.unlock?.();
     handle.unlock = undefined;
-    handle.reset(this.emptySession(generateSessionId(this.route)), true);
+    handle.reset(this.emptySession(id), true);
     for (const [name, value] of kept) handle.set(name, value);
     if (principal !== undefined) handle.setPrincipal(principal);
   }
@@ -778,9 +780,15 @@ export class SessionClient implements HandleHost {
   // ---- helpers ------------------------------------------------------------------------
 
   private fresh(readOnly: boolean, newId?: () => string): SessionHandle {
-    const id = newId ? newId() : generateSessionId(this.route);
-    if (newId && !isValidSessionId(id)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a generated session id must be 16 to 128 base64url characters with an optional .route suffix');
-    return new SessionHandle(this, this.emptySession(id), true, readOnly, undefined);
+    return new SessionHandle(this, this.emptySession(this.newSessionId(newId)), true, readOnly, undefined);
+  }
+
+  /** An id for a new session: the application's generator (checked) or ours. */
+  private newSessionId(newId: (() => string) | undefined): string {
+    if (!newId) return generateSessionId(this.route);
+    const id = newId();
+    if (!isValidSessionId(id)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a generated session id must be 16 to 128 base64url characters with an optional .route suffix');
+    return id;
   }
 
   private emptySession(id: string): CachedSession {

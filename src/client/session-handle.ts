@@ -14,7 +14,7 @@ export interface CachedSession {
 export interface HandleHost {
   commitHandle(handle: SessionHandle, options: { force: boolean; final: boolean }): Promise<CommitResult>;
   destroyHandle(handle: SessionHandle): Promise<void>;
-  regenerateHandle(handle: SessionHandle, keep: readonly string[]): Promise<void>;
+  regenerateHandle(handle: SessionHandle, keep: readonly string[], newId?: () => string): Promise<void>;
   closeHandle(handle: SessionHandle): void;
 }
 
@@ -192,11 +192,12 @@ export class SessionHandle {
 
   /**
    * Replaces the session id (do it on login: it defeats session fixation). The old
-   * session is destroyed; attributes named in `keep` move to the new one.
+   * session is destroyed; attributes named in `keep` move to the new one. `newId` makes
+   * the new id (an application's genid), else the client's generator does.
    */
-  async regenerate(keep: readonly string[] = []): Promise<void> {
+  async regenerate(keep: readonly string[] = [], newId?: () => string): Promise<void> {
     this.assertWritable(true);
-    await this.host.regenerateHandle(this, keep);
+    await this.host.regenerateHandle(this, keep, newId);
     this.state = 'open';
   }
 

@@ -47,11 +47,11 @@ export function decodeCookieValue(raw: string): string | undefined {
   }
 }
 
-function mac(value: string, secret: string): string {
+function mac(value: string, secret: string | Buffer): string {
   return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
 }
 
-export function signValue(value: string, secret: string): string {
+export function signValue(value: string, secret: string | Buffer): string {
   return `s:${value}.${mac(value, secret)}`;
 }
 
@@ -60,7 +60,7 @@ export function signValue(value: string, secret: string): string {
  * undefined. Every secret is tried, so rotation (new first, old after) keeps old
  * cookies valid.
  */
-export function unsignValue(signed: string | undefined, secrets: readonly string[]): string | undefined {
+export function unsignValue(signed: string | undefined, secrets: readonly (string | Buffer)[]): string | undefined {
   if (!signed || !signed.startsWith('s:')) return undefined;
   const body = signed.slice(2);
   const dot = body.lastIndexOf('.');

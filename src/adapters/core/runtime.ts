@@ -18,11 +18,14 @@ import { SessionCookie, type CookieOptions, type CookieOverride } from './sessio
 export interface KilnSessionOptions<Req = unknown> {
   /** A SessionClient, an Engine, or an engine URL (kiln://, redis://, redis+sentinel://, redis+cluster://). Omitted: the in-process memory engine (one process only). */
   engine?: SessionClient | Engine | string;
-  /** Signs the cookie. An array rotates: the first signs, all verify. Required. */
-  secret: string | string[];
+  /** Signs the cookie (strings or Buffers). An array rotates: the first signs, all verify. Required. */
+  secret: Secret | readonly Secret[];
   /** Cookie name. Default 'connect.sid' (express-session's). */
   name?: string;
-  cookie?: CookieOptions;
+  /** @deprecated express-session's old name for `name`. */
+  key?: string;
+  /** The cookie's attributes, or a function giving them per request (express-session 1.19). */
+  cookie?: CookieOptions | ((req: Req) => CookieOptions);
   /** Send the cookie (with a fresh expiry) on every response. */
   rolling?: boolean;
   /** Accepted for compatibility; Kiln commits deltas, so there is nothing to re-save. */
@@ -50,7 +53,10 @@ export interface KilnSessionOptions<Req = unknown> {
   timeoutMs?: number;
 }
 
-const KNOWN = ['engine', 'secret', 'name', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
+/** A signing secret: express-session (cookie-signature) takes strings and Buffers alike. */
+export type Secret = string | Buffer;
+
+const KNOWN = ['engine', 'secret', 'name', 'key', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
 
 /** Reserved attribute holding an application's cookie lifetime change. */
 export const COOKIE_ATTRIBUTE = '__kiln.cookie';
@@ -108,6 +114,29 @@ export function readOnlyPaths(...patterns: (string | RegExp)[]): (req: { url?: s
 /** Verified cookie values remembered (about 150 bytes each), and as many signed ones. */
 const VERIFIED_COOKIES = 10_000;
 
+const COOKIE_KEYS = ['maxAge', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'partitioned', 'priority'];
+const COOKIE_DEFAULTS: CookieOptions = { path: '/', httpOnly: true, sameSite: 'lax' };
+
+/**
+ * Cookie options with Kiln's defaults, checked: a lifetime that is not a number or a
+ * valid date fails here (at start-up, or for the request whose cookie function gave it),
+ * not as `Max-Age=NaN` on the wire.
+ */
+function resolveCookieOptions(owner: string, cookie: CookieOptions): CookieOptions {
+  new OptionReader(`${owner} cookie`, cookie, COOKIE_KEYS);
+  const { maxAge, expires } = cookie;
+  if (maxAge !== undefined && maxAge !== null && (typeof maxAge !== 'number' || !Number.isFinite(maxAge))) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "cookie.maxAge" must be a finite number of milliseconds`, { details: { option: 'cookie.maxAge' } });
+  }
+  if (expires !== undefined && expires !== null && !(expires instanceof Date && Number.isFinite(expires.getTime()))) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "cookie.expires" must be a valid Date`, { details: { option: 'cookie.expires' } });
+  }
+  return { ...COOKIE_DEFAULTS, ...cookie, secure: cookie.secure === ('true' as unknown) ? true : cookie.secure };
+}
+
+let keyWarningShown = false;
+let cookieParserWarningShown = false;
+
 /** Adds to a bounded cache of HMAC results, the oldest entry out first. */
 function remember(cache: Map<string, string>, key: string, value: string): void {
   if (cache.size >= VERIFIED_COOKIES) cache.delete(cache.keys().next().value!);
@@ -117,8 +146,11 @@ function remember(cache: Map<string, string>, key: string, value: string): void 
 export class SessionRuntime<Req = unknown> {
   readonly client: SessionClient;
   readonly name: string;
-  readonly secrets: readonly string[];
+  readonly secrets: readonly Secret[];
+  /** The cookie options (the static ones; a cookie function's come per request). */
   readonly cookieOptions: CookieOptions;
+  private readonly cookieFunction: ((req: Req) => CookieOptions) | undefined;
+  private readonly adapter: string;
   readonly rolling: boolean;
   readonly saveUninitialized: boolean;
   readonly proxy: boolean | undefined;
@@ -144,13 +176,19 @@ export class SessionRuntime<Req = unknown> {
     if (o.any('store') !== undefined) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "store" is express-session's; Kiln takes "engine" (a kiln:// URL, connect(…), or a SessionClient). To keep express-session itself, use KilnStore from kiln/express-store.`, { details: { option: 'store' } });
     }
+    this.adapter = adapter;
     const secret = o.any('secret');
-    const secrets = typeof secret === 'string' ? [secret] : Array.isArray(secret) ? secret : [];
-    if (secrets.length === 0 || !secrets.every((s) => typeof s === 'string' && s.length > 0)) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "secret" is required: a non-empty string, or an array of them (the first signs, all verify)`, { details: { option: 'secret' } });
+    const secrets: unknown[] = Array.isArray(secret) ? secret : secret === undefined ? [] : [secret];
+    if (secrets.length === 0 || !secrets.every((s) => (typeof s === 'string' || Buffer.isBuffer(s)) && s.length > 0)) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "secret" is required: a non-empty string or Buffer, or an array of them (the first signs, all verify)`, { details: { option: 'secret' } });
     }
-    this.secrets = secrets;
-    this.name = o.string('name', 'connect.sid');
+    this.secrets = secrets as Secret[];
+    const key = o.string('key', undefined);
+    if (key !== undefined && !keyWarningShown) {
+      keyWarningShown = true;
+      process.emitWarning(`${adapter}: option "key" is deprecated; use "name"`, { type: 'DeprecationWarning', code: 'KILN_DEP_KEY' });
+    }
+    this.name = o.string('name', key ?? 'connect.sid');
     this.rolling = o.bool('rolling', false);
     o.bool('resave', false);
     this.saveUninitialized = o.bool('saveUninitialized', false);
@@ -160,10 +198,16 @@ export class SessionRuntime<Req = unknown> {
     this.genid = o.fn<(req: Req) => string>('genid');
     this.scope = o.fn<(req: Req) => 'read' | 'write'>('scope');
     this.route = o.string('route', undefined);
-    const cookie = (o.any('cookie') ?? {}) as CookieOptions;
-    new OptionReader(`${adapter} cookie`, cookie, ['maxAge', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'partitioned', 'priority']);
-    this.cookieOptions = { path: '/', httpOnly: true, sameSite: 'lax', ...cookie };
-    this.checkCookieName();
+    const cookie = o.any('cookie') ?? {};
+    if (typeof cookie === 'function') {
+      this.cookieFunction = cookie as (req: Req) => CookieOptions;
+      this.cookieOptions = { ...COOKIE_DEFAULTS };
+    } else if (typeof cookie === 'object' && cookie !== null) {
+      this.cookieOptions = resolveCookieOptions(adapter, cookie as CookieOptions);
+      this.checkCookieName();
+    } else {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "cookie" must be an object of cookie attributes or a function of the request returning one`, { details: { option: 'cookie' } });
+    }
     const maxAge = this.cookieOptions.maxAge;
     this.idleTimeout = o.int('idleTimeout', typeof maxAge === 'number' && maxAge > 0 ? maxAge : 24 * 3600_000, 0);
     this.absoluteTimeout = o.int('absoluteTimeout', 0, 0);
@@ -194,9 +238,35 @@ export class SessionRuntime<Req = unknown> {
     return id;
   }
 
-  /** Whether a request's TLS-ness changes anything: only with cookie.secure true or 'auto'. */
-  get secureMatters(): boolean {
-    return this.cookieOptions.secure === true || this.cookieOptions.secure === 'auto';
+  /**
+   * A cookie value that reached the app another way (cookie-parser's req.signedCookies,
+   * or req.cookies, after a middleware consumed the Cookie header), as a Cookie header
+   * for sessionIdFrom(); express-session reads those too, with a deprecation warning.
+   */
+  cookieHeaderFromParsed(signedCookies: unknown, cookies: unknown): string | undefined {
+    const signed = (signedCookies as Record<string, unknown> | undefined)?.[this.name];
+    const raw = (cookies as Record<string, unknown> | undefined)?.[this.name];
+    let value: string | undefined;
+    if (typeof signed === 'string' && isValidSessionId(signed)) value = signValue(signed, this.secrets[0]!);
+    else if (typeof raw === 'string' && raw.startsWith('s:')) value = raw;
+    if (value === undefined) return undefined;
+    if (!cookieParserWarningShown) {
+      cookieParserWarningShown = true;
+      process.emitWarning(`${this.adapter}: the session cookie was read from req.signedCookies/req.cookies; it should be available in req.headers.cookie`, { type: 'DeprecationWarning', code: 'KILN_DEP_PARSED_COOKIE' });
+    }
+    return `${this.name}=${encodeURIComponent(value)}`;
+  }
+
+  /**
+   * This request's cookie options, or undefined when its path is outside cookie.path:
+   * then, as with express-session, the request gets no session and no cookie.
+   */
+  cookieOptionsFor(req: Req, url: string): CookieOptions | undefined {
+    const options = this.cookieFunction ? resolveCookieOptions(this.adapter, this.cookieFunction(req) ?? {}) : this.cookieOptions;
+    const path = options.path ?? '/';
+    if (path === '/') return options;
+    const query = url.indexOf('?');
+    return (query < 0 ? url : url.slice(0, query)).startsWith(path) ? options : undefined;
   }
 
   /** Whether `secure` cookies may be sent on this request. */
@@ -214,13 +284,13 @@ export class SessionRuntime<Req = unknown> {
    * The request's session at once, when the near cache has it and it is free (see
    * SessionClient.openCached); undefined means: use open().
    */
-  openNow(req: Req, cookieHeader: string | undefined, secure: boolean): RequestSession<Req> | undefined {
+  openNow(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions): RequestSession<Req> | undefined {
     const incomingId = this.sessionIdFrom(cookieHeader);
     if (incomingId === undefined) return undefined;
     const handle = this.client.openCached(incomingId, { readOnly: this.isReadOnly(req) });
     if (!handle) return undefined;
     try {
-      return new RequestSession(this, req, handle, incomingId, secure, false);
+      return new RequestSession(this, req, handle, incomingId, secure, false, cookieOptions);
     } catch (err) {
       handle.close();
       throw err;
@@ -228,14 +298,13 @@ export class SessionRuntime<Req = unknown> {
   }
 
   /** Loads the request's session (a fresh one when the cookie names none that lives). */
-  async open(req: Req, cookieHeader: string | undefined, secure: boolean): Promise<RequestSession<Req>> {
+  async open(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions): Promise<RequestSession<Req>> {
     const incomingId = this.sessionIdFrom(cookieHeader);
     const readOnly = this.isReadOnly(req);
     let handle: SessionHandle;
     let detached = false;
     try {
-      const genid = this.genid;
-      handle = await this.client.open(incomingId, { readOnly, newId: genid ? () => this.routed(genid(req)) : undefined });
+      handle = await this.client.open(incomingId, { readOnly, newId: this.newIdFor(req) });
     } catch (err) {
       if (this.onUnavailable === 'continue' && isKilnError(err) && err.retryable) {
         handle = await createDetachedClient().open(undefined);
@@ -244,7 +313,13 @@ export class SessionRuntime<Req = unknown> {
         throw err;
       }
     }
-    return new RequestSession(this, req, handle, incomingId, secure, detached);
+    return new RequestSession(this, req, handle, incomingId, secure, detached, cookieOptions);
+  }
+
+  /** The application's genid for this request (new sessions and regenerate()), if it gave one. */
+  newIdFor(req: Req): (() => string) | undefined {
+    const genid = this.genid;
+    return genid ? () => this.routed(genid(req)) : undefined;
   }
 
   private routed(id: string): string {
@@ -252,11 +327,11 @@ export class SessionRuntime<Req = unknown> {
     return this.route ? withRoute(id, this.route) : id;
   }
 
-  newCookie(handle: SessionHandle, secure: boolean): SessionCookie {
+  newCookie(handle: SessionHandle, secure: () => boolean, options: CookieOptions): SessionCookie {
     const override = handle.isNew ? undefined : (handle.get<CookieOverride>(COOKIE_ATTRIBUTE) ?? undefined);
-    const wantSecure = this.cookieOptions.secure === 'auto' ? secure : this.cookieOptions.secure === true;
+    const requestSecure = options.secure === 'auto' || options.sameSite === 'auto' ? secure() : false;
     const startedAt = this.rolling || handle.isNew ? Date.now() : handle.createdAt;
-    return new SessionCookie(this.cookieOptions, wantSecure, startedAt, override, handle.absoluteExpiresAt);
+    return new SessionCookie(options, requestSecure, startedAt, override, handle.absoluteExpiresAt);
   }
 
   signedCookie(id: string, cookie: SessionCookie): string {
@@ -265,8 +340,10 @@ export class SessionRuntime<Req = unknown> {
     return cookie.serialize(this.name, value);
   }
 
-  clearCookie(): string {
-    return serializeCookie(this.name, '', { path: this.cookieOptions.path, domain: this.cookieOptions.domain, expires: new Date(0), httpOnly: this.cookieOptions.httpOnly !== false, sameSite: this.cookieOptions.sameSite, secure: this.cookieOptions.secure === true });
+  /** A Set-Cookie that makes the browser drop the session cookie (Expires in 1970, Max-Age=0). */
+  clearCookie(options: CookieOptions = this.cookieOptions): string {
+    const sameSite = options.sameSite === 'auto' ? 'lax' : options.sameSite;
+    return serializeCookie(this.name, '', { path: options.path, domain: options.domain, expires: new Date(0), maxAge: 0, httpOnly: options.httpOnly !== false, sameSite, secure: options.secure === true });
   }
 
   async close(): Promise<void> {
@@ -282,7 +359,7 @@ export class SessionRuntime<Req = unknown> {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name "${name}": the __Secure- prefix needs cookie.secure (true or 'auto')`, { details: { option: 'name' } });
     }
     // Fails now, not on the first response, if name and attributes cannot fit a cookie.
-    serializeCookie(name, signValue('x'.repeat(128), 'k'), { ...this.cookieOptions, secure: this.cookieOptions.secure === true, expires: new Date() });
+    serializeCookie(name, signValue('x'.repeat(128), 'k'), { ...this.cookieOptions, sameSite: this.cookieOptions.sameSite === 'auto' ? 'none' : this.cookieOptions.sameSite, secure: this.cookieOptions.secure === true, expires: new Date() });
   }
 }
 
@@ -293,6 +370,15 @@ function createDetachedClient(): SessionClient {
   return detachedClient;
 }
 
+/**
+ * Whether a request came over TLS: known at once, or a function asked only when an
+ * answer is needed (a secure or 'auto' cookie), since Express's req.secure walks the
+ * trust-proxy settings.
+ */
+export type RequestSecurity = boolean | (() => boolean);
+
+const NO_OP = (): void => undefined;
+
 /** One request's session, framework-neutral. */
 export class RequestSession<Req = unknown> {
   cookie: SessionCookie;
@@ -300,8 +386,15 @@ export class RequestSession<Req = unknown> {
   private finished = false;
   private idChanged = false;
   private committed = false;
+  /** This request's commit carried a renewed cookie expiry: the cookie goes out again. */
+  private refreshed = false;
+  /** The explicit save() in flight, which the next commit waits for: one session, one commit at a time. */
+  private saving: Promise<void> | undefined;
+  private secureAnswer: boolean | undefined;
   /** Set when the application removed the session (`delete req.session`). */
   unsetByApp = false;
+  /** Set when the application pointed req.sessionID elsewhere: nothing is saved, no cookie sent. */
+  abandoned = false;
   /** Set when the commit at the end of the request failed: no cookie for what was not stored. */
   failed = false;
 
@@ -310,11 +403,18 @@ export class RequestSession<Req = unknown> {
     readonly req: Req,
     public handle: SessionHandle,
     readonly incomingId: string | undefined,
-    readonly secure: boolean,
+    private readonly security: RequestSecurity,
     /** Served without the tier (onUnavailable: 'continue'): nothing is stored. */
     readonly detached: boolean,
+    readonly cookieOptions: CookieOptions = runtime.cookieOptions,
   ) {
-    this.cookie = runtime.newCookie(handle, secure);
+    this.cookie = runtime.newCookie(handle, () => this.secure, cookieOptions);
+  }
+
+  /** Whether this request came over TLS (asked once, when first needed). */
+  get secure(): boolean {
+    if (this.secureAnswer === undefined) this.secureAnswer = typeof this.security === 'function' ? this.security() : this.security;
+    return this.secureAnswer;
   }
 
   get id(): string {
@@ -329,17 +429,31 @@ export class RequestSession<Req = unknown> {
     return this.handle.readOnly;
   }
 
-  /** The Set-Cookie value this response needs, if any. Call when headers are about to go. */
+  /** The cookie named a session that does not live (expired, destroyed elsewhere): the browser should drop it. */
+  private get cookieIsDead(): boolean {
+    return this.incomingId !== undefined && this.incomingId !== this.handle.id && this.handle.isNew && !this.idChanged;
+  }
+
+  /**
+   * The Set-Cookie value this response needs, if any. Call when headers are about to go.
+   * The rule is express-session's: a new session's cookie when it is stored; an existing
+   * session's when its id changed, with `rolling`, or when a change was saved and the
+   * cookie expires (its expiry moves on, so an active user keeps the cookie). Kiln adds:
+   * a cookie whose lifetime the application changed, and clearing a dead or destroyed
+   * session's cookie.
+   */
   setCookieHeader(): string | undefined {
-    if (this.destroyed) return this.incomingId ? this.runtime.clearCookie() : undefined;
+    if (this.abandoned) return undefined;
+    if (this.destroyed) return this.incomingId ? this.runtime.clearCookie(this.cookieOptions) : undefined;
     if (this.detached || this.unsetByApp || this.failed) return undefined;
-    // Never send a Secure cookie over plain HTTP: the browser would drop it anyway.
-    if (this.cookie.secure && !this.secure) return undefined;
     const handle = this.handle;
     let send: boolean;
     if (handle.isNew) send = this.committed || this.runtime.saveUninitialized || handle.mayHaveChanged || this.cookie.changed;
-    else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.incomingId !== handle.id;
-    if (!send) return undefined;
+    else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.refreshed || this.incomingId !== handle.id;
+    // Never send a Secure cookie over plain HTTP: the browser would drop it anyway. An
+    // invalid expiry is reported by finish(); no cookie carries it.
+    if (send && (this.cookie.secure && !this.secure || !this.cookie.isValid())) send = false;
+    if (!send) return this.cookieIsDead ? this.runtime.clearCookie(this.cookieOptions) : undefined;
     if (this.runtime.rolling && !this.cookie.changed) this.cookie.restart(handle.absoluteExpiresAt);
     return this.runtime.signedCookie(handle.id, this.cookie);
   }
@@ -348,7 +462,10 @@ export class RequestSession<Req = unknown> {
   async finish(): Promise<void> {
     if (this.finished) return;
     try {
-      if (this.destroyed || this.detached) return;
+      if (this.destroyed || this.detached || this.abandoned) return;
+      if (!this.cookie.isValid()) {
+        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'req.session.cookie.expires is not a valid date (or maxAge not a number): the session was not saved and no cookie was sent', { details: { attribute: 'cookie' } });
+      }
       if (this.unsetByApp) {
         if (this.runtime.unset === 'destroy' && !this.handle.isNew) {
           await this.handle.destroy();
@@ -374,9 +491,9 @@ export class RequestSession<Req = unknown> {
    */
   finishIfUnchanged(): boolean {
     if (this.finished) return true;
-    if (this.destroyed || this.unsetByApp) return false;
+    if (this.destroyed || this.unsetByApp || this.saving || !this.cookie.isValid()) return false;
     const handle = this.handle;
-    if (!this.detached && !handle.readOnly) {
+    if (!this.detached && !handle.readOnly && !this.abandoned) {
       if (this.cookie.changed || handle.mayHaveChanged || (handle.isNew && this.runtime.saveUninitialized)) return false;
       this.runtime.client.noteUnchanged();
     }
@@ -392,32 +509,67 @@ export class RequestSession<Req = unknown> {
     this.handle.close();
   }
 
-  /** Commits now; `final` (the end of the request) lets the next request on the session start before the acknowledgement. */
-  async save(final = false): Promise<void> {
-    if (this.finished || this.destroyed || this.detached || this.handle.readOnly) return;
-    if (this.cookie.changed) {
-      this.handle.set(COOKIE_ATTRIBUTE, this.cookie.override());
-      const lifetime = this.cookie.originalMaxAge;
-      if (lifetime !== null && lifetime > 0) this.handle.setIdleTimeout(lifetime);
+  /**
+   * Commits now; `final` (the end of the request) lets the next request on the session
+   * start before the acknowledgement. A save() the application did not wait for and the
+   * commit at the end are one after the other, never two racing commits.
+   *
+   * A save() that fails rolls this request's uncommitted changes back to the last
+   * committed state (the change the tier refused, a too-large attribute say, is not
+   * tried again at the end of the request), so the application can catch the error and
+   * still answer.
+   */
+  save(final = false): Promise<void> {
+    const previous = this.saving;
+    const run = previous ? previous.then(() => this.commitNow(final), () => this.commitNow(final)) : this.commitNow(final);
+    if (final) return run;
+    const settled = run.then(NO_OP, NO_OP);
+    this.saving = settled;
+    void settled.then(() => {
+      if (this.saving === settled) this.saving = undefined;
+    });
+    return run.catch((err: unknown) => {
+      if (!this.finished && !this.destroyed && !this.handle.isDestroyed) this.handle.discardChanges();
+      throw err;
+    });
+  }
+
+  private async commitNow(final: boolean): Promise<void> {
+    if (this.finished || this.destroyed || this.detached || this.abandoned || this.handle.readOnly) return;
+    const handle = this.handle;
+    const cookie = this.cookie;
+    if (cookie.changed) {
+      handle.set(COOKIE_ATTRIBUTE, cookie.override());
+      const lifetime = cookie.originalMaxAge;
+      if (lifetime !== null && lifetime > 0) handle.setIdleTimeout(lifetime);
+    } else if (!handle.isNew && !this.runtime.rolling && cookie.expires !== null && handle.mayHaveChanged) {
+      // express-session saves the cookie with every change, so a saved change moves its
+      // expiry on; the renewed expiry travels with the change and the cookie goes again.
+      cookie.restart(handle.absoluteExpiresAt);
+      handle.set(COOKIE_ATTRIBUTE, cookie.override());
+      this.refreshed = true;
     }
-    const result = await this.handle.commit({ force: this.handle.isNew && this.runtime.saveUninitialized, final });
+    const result = await handle.commit({ force: handle.isNew && this.runtime.saveUninitialized, final });
     if (result.committed) this.committed = true;
   }
 
   async destroy(): Promise<void> {
     if (this.finished || this.destroyed) return;
+    await this.saving;
     if (!this.detached) await this.handle.destroy();
     this.destroyed = true;
   }
 
   async regenerate(keep: readonly string[] = []): Promise<void> {
     if (this.finished) throw new KilnError('KILN_ERR_CLOSED', 'the request has ended');
+    await this.saving;
     const wasDestroyed = this.destroyed;
-    await this.handle.regenerate(keep);
+    await this.handle.regenerate(keep, this.runtime.newIdFor(this.req));
     this.destroyed = false;
     this.idChanged = true;
     this.unsetByApp = false;
-    if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, this.secure);
+    this.refreshed = false;
+    if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, () => this.secure, this.cookieOptions);
   }
 
   /** Throws away this request's uncommitted changes (express-session's reload). */

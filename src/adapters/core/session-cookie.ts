@@ -16,7 +16,8 @@ export interface CookieOptions {
   httpOnly?: boolean;
   /** true, false, or 'auto' (secure when the request is). */
   secure?: boolean | 'auto';
-  sameSite?: SameSite;
+  /** 'auto' (express-session 1.19): Lax over HTTP, None (and Secure) over HTTPS. */
+  sameSite?: SameSite | 'auto';
   partitioned?: boolean;
   priority?: 'low' | 'medium' | 'high';
 }
@@ -40,12 +41,20 @@ export class SessionCookie {
   /** @internal set when the application changed the lifetime in this request */
   changed = false;
 
-  constructor(options: CookieOptions, secure: boolean, startedAt: number, override?: CookieOverride, capAt?: number) {
+  /**
+   * `requestIsSecure` matters only for `secure: 'auto'` and `sameSite: 'auto'`: a
+   * SameSite=None cookie must be Secure, or browsers reject it.
+   */
+  constructor(options: CookieOptions, requestIsSecure: boolean, startedAt: number, override?: CookieOverride, capAt?: number) {
     this.path = options.path ?? '/';
     this.domain = options.domain;
     this.httpOnly = options.httpOnly ?? true;
-    this.secure = secure;
-    this.sameSite = options.sameSite;
+    const autoSameSite = options.sameSite === 'auto';
+    this.secure = options.secure === true || ((options.secure === 'auto' || autoSameSite) && requestIsSecure);
+    this.sameSite = options.sameSite === 'auto' ? (requestIsSecure ? 'none' : 'lax') : options.sameSite;
+    // SameSite=None without Secure is rejected by browsers: over plain HTTP with
+    // secure 'auto', fall back to Lax (as @fastify/session does).
+    if (this.sameSite === 'none' && !this.secure && options.secure === 'auto') this.sameSite = 'lax';
     this.partitioned = options.partitioned ?? false;
     this.priority = options.priority;
     const configuredMaxAge = options.maxAge ?? (options.expires ? options.expires.getTime() - Date.now() : undefined);
@@ -59,9 +68,10 @@ export class SessionCookie {
     return this.expiresAt === null ? null : new Date(this.expiresAt);
   }
 
+  /** An invalid Date is kept (as express-session keeps it) and refused when the session is saved. */
   set expires(value: Date | null) {
-    this.expiresAt = value ? value.getTime() : null;
-    this.originalMaxAge = value ? value.getTime() - Date.now() : null;
+    this.expiresAt = value ? new Date(value).getTime() : null;
+    this.originalMaxAge = this.expiresAt === null ? null : this.expiresAt - Date.now();
     this.changed = true;
   }
 
@@ -71,15 +81,25 @@ export class SessionCookie {
   }
 
   set maxAge(ms: number | null) {
-    if (ms !== null && (typeof ms !== 'number' || !Number.isFinite(ms))) throw new TypeError('cookie.maxAge must be a number of milliseconds or null');
-    this.originalMaxAge = ms;
-    this.expiresAt = ms === null ? null : Date.now() + ms;
+    // express-session's deprecated form: a Date is an expiry.
+    if ((ms as unknown) instanceof Date) {
+      this.expires = ms as unknown as Date;
+      return;
+    }
+    if (ms !== null && ms !== undefined && typeof ms !== 'number') throw new TypeError('cookie.maxAge must be a number of milliseconds or null');
+    this.originalMaxAge = ms ?? null;
+    this.expiresAt = ms === null || ms === undefined ? null : Date.now() + ms;
     this.changed = true;
+  }
+
+  /** False when the application gave an expiry that is not a date or a lifetime that is not finite (NaN). */
+  isValid(): boolean {
+    return this.expiresAt === null || Number.isFinite(this.expiresAt);
   }
 
   /** @internal restart the lifetime from now (rolling sessions, touch()). */
   restart(capAt?: number): void {
-    if (this.originalMaxAge !== null) this.expiresAt = Date.now() + this.originalMaxAge;
+    if (this.originalMaxAge !== null && Number.isFinite(this.originalMaxAge)) this.expiresAt = Date.now() + this.originalMaxAge;
     if (capAt && capAt > 0 && (this.expiresAt === null || this.expiresAt > capAt)) this.expiresAt = capAt;
   }
 

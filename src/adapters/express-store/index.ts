@@ -1,7 +1,9 @@
 import expressSession from 'express-session';
 import type { SessionClient } from '../../client/session-client.js';
 import type { Engine } from '../../engines/engine.js';
-import { toKilnError } from '../../errors/index.js';
+import { createHash } from 'node:crypto';
+import { KilnError, toKilnError } from '../../errors/index.js';
+import { isValidSessionId } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
 import { clientFromOption } from '../core/runtime.js';
 
@@ -53,65 +55,59 @@ export class KilnStore extends Store {
   }
 
   override get(sid: string, callback: Callback<SessionData | null>): void {
-    settle(this.read(sid), callback);
+    settle(() => this.read(storedId(sid)), callback);
   }
 
   override set(sid: string, session: expressSession.SessionData, callback?: Callback): void {
-    settle(this.write(sid, session), callback);
+    settle(() => this.write(storedId(sid), session), callback);
   }
 
   override destroy(sid: string, callback?: Callback): void {
-    settle(this.client.destroy(sid).then(() => undefined), callback);
+    settle(() => this.client.destroy(storedId(sid)).then(() => undefined), callback);
   }
 
+  /**
+   * express-session calls this for a request that changed nothing: the session's idle
+   * timer restarts, and the stored cookie takes the expiry express-session computed,
+   * so the next request's req.session.cookie.maxAge counts from now (as with MemoryStore).
+   */
   override touch(sid: string, session: expressSession.SessionData, callback?: Callback): void {
-    settle(
-      (async () => {
-        // Opening a held session is the touch; a changed cookie lifetime moves the idle timeout.
-        const handle = await this.client.open(sid);
-        try {
-          if (!handle.isNew) {
-            const ttl = this.ttl(session);
-            if (ttl !== handle.meta.idleTimeoutMs) {
-              handle.setIdleTimeout(ttl);
-              await handle.commit();
-            }
-          }
-        } finally {
-          handle.close();
-        }
-      })(),
-      callback,
-    );
+    settle(async () => {
+      const handle = await this.client.open(storedId(sid));
+      try {
+        if (handle.isNew) return;
+        const cookie = JSON.parse(JSON.stringify(session.cookie ?? null)) as unknown;
+        if (cookie !== null) handle.set('cookie', cookie);
+        const ttl = this.ttl(session);
+        if (ttl !== handle.meta.idleTimeoutMs) handle.setIdleTimeout(ttl);
+        await handle.commit();
+      } finally {
+        handle.close();
+      }
+    }, callback);
   }
 
   override all(callback: Callback<SessionData[]>): void {
-    settle(
-      (async () => {
-        const out: SessionData[] = [];
-        for await (const id of this.ids()) {
-          const s = await this.read(id);
-          if (s) out.push(Object.assign(s, { id }));
-        }
-        return out;
-      })(),
-      callback,
-    );
+    settle(async () => {
+      const out: SessionData[] = [];
+      for await (const id of this.ids()) {
+        const s = await this.read(id);
+        if (s) out.push(Object.assign(s, { id: expressId(id) }));
+      }
+      return out;
+    }, callback);
   }
 
   override length(callback: Callback<number>): void {
-    settle(this.client.engine.list({ limit: 1 }).then((page) => page.total), callback);
+    settle(() => this.client.engine.list({ limit: 1 }).then((page) => page.total), callback);
   }
 
   override clear(callback?: Callback): void {
-    settle(
-      (async () => {
-        const ids: string[] = [];
-        for await (const id of this.ids()) ids.push(id);
-        for (const id of ids) await this.client.destroy(id);
-      })(),
-      callback,
-    );
+    settle(async () => {
+      const ids: string[] = [];
+      for await (const id of this.ids()) ids.push(id);
+      for (const id of ids) await this.client.destroy(id);
+    }, callback);
   }
 
   /** Releases leases and closes the engine if the store created it. */
@@ -165,9 +161,47 @@ export class KilnStore extends Store {
   }
 }
 
-function settle<T>(promise: Promise<T>, callback: Callback<T> | undefined): void {
+/**
+ * Runs a store operation and calls express-session back outside the promise chain (on
+ * the next tick), so an exception thrown by the callback surfaces as it does with
+ * MemoryStore, an uncaught exception, never as an unhandled rejection. A call that
+ * throws at once (a bad id) is reported through the callback too.
+ */
+function settle<T>(operation: () => Promise<T>, callback: Callback<T> | undefined): void {
+  let promise: Promise<T>;
+  try {
+    promise = operation();
+  } catch (err) {
+    promise = Promise.reject(err);
+  }
   promise.then(
-    (value) => callback?.(null, value),
-    (err: unknown) => callback?.(toKilnError(err)),
+    (value) => {
+      if (callback) process.nextTick(callback, null, value);
+    },
+    (err: unknown) => {
+      if (callback) process.nextTick(callback, toKilnError(err));
+    },
   );
+}
+
+/**
+ * express-session ids are any string its generator or an app's genid returns
+ * (`user:1`, `%`, `/foo`); Kiln's are 16–128 base64url characters. An id that is
+ * already a Kiln id is stored as it is (so existing stores keep their keys); any other
+ * is stored under its UTF-8 bytes in hex, padded with '_' (not a hex digit) to 16
+ * characters and marked by the route suffix `.xs`; one too long for that, under its
+ * SHA-256 marked `.xsh`. Only the hashed form cannot be turned back (all() lists it so).
+ */
+export function storedId(sid: string): string {
+  if (typeof sid !== 'string') throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a session id must be a string');
+  if (isValidSessionId(sid) && !/\.xsh?$/.test(sid)) return sid;
+  const hex = Buffer.from(sid, 'utf8').toString('hex');
+  if (hex.length <= 128) return `${hex.padEnd(16, '_')}.xs`;
+  return `${createHash('sha256').update(sid).digest('base64url')}.xsh`;
+}
+
+/** The express-session id behind a stored id (see storedId). */
+export function expressId(id: string): string {
+  if (!id.endsWith('.xs')) return id;
+  return Buffer.from(id.slice(0, -3).replace(/_+$/, ''), 'hex').toString('utf8');
 }

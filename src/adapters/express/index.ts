@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionClient } from '../../client/session-client.js';
-import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
+import { RequestSession, SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
 import type { KilnSessionObject } from '../core/session-object.js';
-import { bindToResponse, requestIsSecure } from '../core/http.js';
+import { bindToResponse, openNodeRequest } from '../core/http.js';
 
 /**
  * Express (4 and 5) / Connect middleware with express-session's API. Replacing
@@ -29,6 +29,9 @@ export interface KilnRequest extends IncomingMessage {
   sessionID?: string;
   secure?: boolean;
   path?: string;
+  originalUrl?: string;
+  signedCookies?: Record<string, unknown>;
+  cookies?: Record<string, unknown>;
 }
 
 // Typed on IncomingMessage so it mounts on Express, Connect or plain http alike, and does
@@ -50,25 +53,27 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
       next();
       return;
     }
-    const secure = requestIsSecure(runtime, req);
-    let ready: ReturnType<typeof runtime.openNow>;
+    let opened: ReturnType<typeof openNodeRequest<KilnRequest>>;
     try {
-      ready = runtime.openNow(req, req.headers.cookie, secure);
+      opened = openNodeRequest(runtime, req);
     } catch (err) {
       next(err);
       return;
     }
-    if (ready) {
+    if (opened === undefined) {
+      // Outside cookie.path: no session, as with express-session.
+      next();
+    } else if (opened instanceof RequestSession) {
       // Sticky traffic: the session was in the near cache and free, no waiting at all.
-      bindToResponse(ready, req, res, next);
+      bindToResponse(opened, req, res, next);
       next();
-      return;
+    } else {
+      opened.then((rs) => {
+        // A commit that fails at the end of the request goes to Express's error handler.
+        bindToResponse(rs, req, res, next);
+        next();
+      }, next);
     }
-    runtime.open(req, req.headers.cookie, secure).then((rs) => {
-      // A commit that fails at the end of the request goes to Express's error handler.
-      bindToResponse(rs, req, res, next);
-      next();
-    }, next);
   };
 
   return Object.assign(middleware, { client: runtime.client, close: () => runtime.close() });

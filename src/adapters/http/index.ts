@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { SessionClient } from '../../client/session-client.js';
 import { toKilnError } from '../../errors/index.js';
-import { bindToResponse, requestIsSecure, type NodeSessionRequest } from '../core/http.js';
+import { bindToResponse, openNodeRequest, type NodeSessionRequest } from '../core/http.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
 import type { KilnSessionObject } from '../core/session-object.js';
 
@@ -25,8 +25,12 @@ export interface HttpSessionOptions extends KilnSessionOptions<IncomingMessage> 
 }
 
 export interface HttpSessions {
-  /** Loads the request's session (also set as `req.session`); throws KilnError when the tier cannot be reached (unless onUnavailable: 'continue'). */
-  load(req: IncomingMessage, res: ServerResponse): Promise<KilnSessionObject>;
+  /**
+   * Loads the request's session (also set as `req.session`); undefined for a request
+   * outside cookie.path. Throws KilnError when the tier cannot be reached (unless
+   * onUnavailable: 'continue').
+   */
+  load(req: IncomingMessage, res: ServerResponse): Promise<KilnSessionObject | undefined>;
   client: SessionClient;
   close(): Promise<void>;
 }
@@ -48,8 +52,9 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
     async load(incoming, res) {
       const req = incoming as NodeSessionRequest;
       if (req.session) return req.session;
-      const secure = requestIsSecure(runtime, req);
-      const rs = runtime.openNow(req, req.headers.cookie, secure) ?? (await runtime.open(req, req.headers.cookie, secure));
+      const rs = await openNodeRequest(runtime, req);
+      // Outside cookie.path: no session (and no cookie).
+      if (rs === undefined) return undefined;
       return bindToResponse(rs, req, res, (err) => fail(err, req, res));
     },
   };
