@@ -1,18 +1,22 @@
-// CommonJS builds of the public entry points, for Express apps that still `require()`.
-// tsc emits ESM (the source of truth); esbuild re-bundles each entry as one .cjs file
-// with every dependency left external, so both module systems share one implementation.
+// CommonJS builds of the public entry points, for apps that still `require()`.
+// tsc emits ESM (the source of truth). esbuild bundles it once, as dist/cjs/kiln.cjs,
+// behind one lazy getter per entry point, and each entry point's .cjs re-exports its
+// getter: every entry point shares one copy of Kiln (one KilnError class, so
+// isKilnError and instanceof work across them), and loading kiln/express does not run
+// (or require the peer dependencies of) kiln/express-store. Dependencies stay external.
 import { build } from 'esbuild';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 const entries = Object.entries(pkg.exports)
   .filter(([, target]) => typeof target === 'object' && target.require)
-  .map(([, target]) => ({ in: target.import, out: target.require.replace(/^\.\/dist\/cjs\//, '').replace(/\.cjs$/, '') }));
+  .map(([, target]) => ({ in: target.import, name: target.require.replace(/^\.\/dist\/cjs\//, '').replace(/\.cjs$/, '') }));
+
+const getters = entries.map((e) => `  get ${JSON.stringify(e.name)}() { return require(${JSON.stringify(`./${e.in.replace(/^\.\//, '')}`)}); },`).join('\n');
 
 await build({
-  entryPoints: entries,
-  outdir: 'dist/cjs',
-  outExtension: { '.js': '.cjs' },
+  stdin: { contents: `module.exports = {\n${getters}\n};\n`, resolveDir: '.', sourcefile: 'kiln-entries.cjs', loader: 'js' },
+  outfile: 'dist/cjs/kiln.cjs',
   bundle: true,
   packages: 'external',
   platform: 'node',
@@ -20,3 +24,7 @@ await build({
   target: 'node20',
   logLevel: 'warning',
 });
+
+for (const e of entries) {
+  writeFileSync(`dist/cjs/${e.name}.cjs`, `'use strict';\n// One shared implementation for every entry point: see kiln.cjs.\nmodule.exports = require('./kiln.cjs')[${JSON.stringify(e.name)}];\n`);
+}

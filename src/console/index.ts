@@ -4,3 +4,4 @@ export { AdminServer, type AdminOptions } from './admin-server.js';
 export { KilnServerSource } from './kiln-server-source.js';
 export type { ConsoleSource, ConsoleFigures, ConsoleClient, ConsoleEvent, ConsoleDescription } from './source.js';
 export { CHANNELS } from '../client/diagnostics.js';
+export { KilnError, isKilnError, type KilnErrorCode } from '../errors/index.js';

@@ -9,6 +9,9 @@ export { ERROR_REGISTRY, isKilnErrorCode, type KilnErrorCode };
  * try { await session.commit(); }
  * catch (err) { if (err instanceof KilnError && err.code === 'KILN_ERR_SESSION_TOO_LARGE') … }
  */
+/** Marks KilnErrors across copies of Kiln (ESM and CommonJS builds): a registered symbol is the same in both. */
+const KILN_ERROR_BRAND = Symbol.for('kiln.KilnError');
+
 export class KilnError extends Error {
   override readonly name = 'KilnError';
   readonly code: KilnErrorCode;
@@ -21,9 +24,23 @@ export class KilnError extends Error {
     this.details = options?.details;
   }
 
+  /**
+   * `instanceof KilnError` holds for a KilnError of any copy of Kiln in the process: an
+   * app that imports kiln (ESM) and requires kiln/express (CommonJS) has two, and an
+   * error of one must still be recognised by the other.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[KILN_ERROR_BRAND] === true;
+  }
+
   /** Whether the same operation may succeed if tried again (see the registry). */
   get retryable(): boolean {
     return ERROR_REGISTRY[this.code].retryable;
+  }
+
+  /** @internal the cross-copy brand (see Symbol.hasInstance). */
+  get [KILN_ERROR_BRAND](): true {
+    return true;
   }
 
   toJSON(): { code: KilnErrorCode; message: string; details?: Record<string, unknown> } {

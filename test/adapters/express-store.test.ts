@@ -123,3 +123,47 @@ describe('KilnStore', () => {
     });
   });
 });
+
+describe('KilnStore callbacks', () => {
+  it('are called outside promise chains: an exception thrown in one is an uncaught exception (as with MemoryStore), never an unhandled rejection', async () => {
+    const store = new KilnStore();
+    const seen: string[] = [];
+    const uncaught = (err: Error) => seen.push(`uncaught ${err.message}`);
+    const rejected = (err: unknown) => seen.push(`rejection ${(err as Error).message}`);
+    // node:test turns an uncaught exception into a test failure: take it first.
+    const previous = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', uncaught);
+    process.on('unhandledRejection', rejected);
+    try {
+      store.get('missing-session-id-0001', () => {
+        throw new Error('thrown by the callback');
+      });
+      for (let i = 0; i < 50 && seen.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(seen, ['uncaught thrown by the callback']);
+    } finally {
+      process.off('uncaughtException', uncaught);
+      process.off('unhandledRejection', rejected);
+      for (const l of previous) process.on('uncaughtException', l);
+      await store.close();
+    }
+  });
+
+  it('store any express-session id: user:1, %, /foo, a 200-character one, and a Kiln-shaped id ending in .xs', async () => {
+    const store = new KilnStore();
+    const get = promisify(store.get.bind(store)) as (id: string) => Promise<unknown>;
+    const set = promisify(store.set.bind(store)) as unknown as (id: string, s: unknown) => Promise<void>;
+    const all = promisify(store.all!.bind(store)) as unknown as () => Promise<{ id: string; i: number }[]>;
+    const ids = ['user:1', '%', '/foo', 'y'.repeat(200), 'abcdefghijklmnopqrstuvwx.xs', 'abcdefghijklmnopqrstuvwx'];
+    try {
+      for (const [i, id] of ids.entries()) await set(id, { cookie: cookie(), i });
+      for (const [i, id] of ids.entries()) assert.equal((await get(id) as { i: number }).i, i, id);
+      const listed = await all();
+      assert.equal(listed.length, ids.length);
+      const readable = listed.filter((s) => s.id !== undefined && ids.includes(s.id)).map((s) => s.i).sort();
+      assert.deepEqual(readable, [0, 1, 2, 4, 5], 'every id but the hashed long one lists as itself');
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -205,3 +205,5 @@ export function expressId(id: string): string {
   if (!id.endsWith('.xs')) return id;
   return Buffer.from(id.slice(0, -3).replace(/_+$/, ''), 'hex').toString('utf8');
 }
+/** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
+export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

@@ -81,3 +81,5 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
 
 export { readOnlyPaths };
 export type { KilnSessionOptions, KilnSessionObject };
+/** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
+export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

@@ -115,3 +115,5 @@ declare module 'fastify' {
 }
 export { readOnlyPaths };
 export type { KilnSessionOptions, KilnSessionObject, SessionClient };
+/** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
+export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

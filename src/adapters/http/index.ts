@@ -62,3 +62,5 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
 
 export { readOnlyPaths };
 export type { KilnSessionOptions, KilnSessionObject };
+/** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
+export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

@@ -83,3 +83,5 @@ export function kilnSession(options: KilnSessionOptions<KoaLikeContext>): KilnKo
 export default kilnSession;
 export { readOnlyPaths };
 export type { KilnSessionOptions, KilnSessionObject };
+/** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
+export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';
