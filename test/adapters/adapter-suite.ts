@@ -125,6 +125,39 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal(replay.data!['user'], undefined);
       });
 
+      it('a save() not awaited, then the reply: 200 for a new and an existing session, both changes stored once', async () => {
+        const b = new Browser(main.url);
+        const first = await b.post('/api/save-unawaited');
+        assert.equal(first.status, 200, JSON.stringify(first.body));
+        assert.equal(first.setCookies.length, 1);
+        const second = await b.post('/api/save-unawaited');
+        assert.equal(second.status, 200, JSON.stringify(second.body));
+        assert.equal((await sessionOf(b)).data!['test'], 2);
+      });
+
+      it("regenerate() and new sessions take their id from the app's genid, which is given the framework's request", async () => {
+        const withGenid = await app({ GENID: '1' });
+        const b = new Browser(withGenid.url);
+        await b.post('/api/incr');
+        assert.match((await sessionOf(b)).sessionId, /^genid-\d{6}-apiincr\.app-\d+$/, 'a new session: genid, with the route');
+        const login = await b.post<{ sessionId: string }>('/api/login', { user: 'gen' });
+        assert.match(login.body.sessionId, /^genid-\d{6}-apilogin\.app-\d+$/, 'regenerate(): genid again');
+        assert.equal((await sessionOf(b)).principal, 'gen');
+      });
+
+      it('a signed cookie whose session no longer exists is cleared (Max-Age=0), and the browser stops sending it', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const old = b.clone();
+        await b.post('/api/logout');
+        const dead = await old.get('/api/session');
+        assert.equal(dead.status, 200);
+        const cleared = dead.setCookies.find((c) => c.startsWith('connect.sid='));
+        assert.ok(cleared, `the dead cookie is cleared: ${JSON.stringify(dead.setCookies)}`);
+        assert.match(cleared, /^connect\.sid=;.*Max-Age=0/);
+        assert.equal(old.cookies.size, 0);
+      });
+
       it('promise forms, save() mid-request, reload(), req.session.id and cookie fields', async () => {
         const b = new Browser(main.url);
         const login = await b.post<{ sessionId: string; id: string }>('/api/login-async', { user: 'ivan' });

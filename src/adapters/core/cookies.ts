@@ -47,33 +47,72 @@ export function decodeCookieValue(raw: string): string | undefined {
   }
 }
 
-function mac(value: string, secret: string | Buffer): string {
-  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '');
+function mac(value: string, secret: string | Buffer, algorithm = 'sha256'): string {
+  return createHmac(algorithm, secret).update(value).digest('base64').replace(/=+$/, '');
 }
 
-export function signValue(value: string, secret: string | Buffer): string {
-  return `s:${value}.${mac(value, secret)}`;
+/** Signs a session id into a cookie value and verifies one back; undefined for anything that does not verify. */
+export interface CookieSigner {
+  sign(value: string): string;
+  unsign(signed: string): string | undefined;
 }
 
 /**
- * The value inside a signed cookie if any secret verifies it (constant-time), else
- * undefined. Every secret is tried, so rotation (new first, old after) keeps old
- * cookies valid.
+ * A custom signer of @fastify/cookie's shape (`secret: signer` in @fastify/session):
+ * unsign() answers `{ valid, value }`.
  */
+export interface ForeignCookieSigner {
+  sign(value: string): string;
+  unsign(signed: string): { valid: boolean; renew?: boolean; value: string | null };
+}
+
+/**
+ * HMAC signing as express-session (cookie-signature) and @fastify/cookie do it:
+ * `<prefix><value>.<base64 HMAC without padding>`. express-session's prefix is `s:`;
+ * @fastify/session's is none (its `cookiePrefix` option). Every secret is tried, in
+ * constant time, so rotation (new first, old after) keeps old cookies valid.
+ */
+export function hmacSigner(secrets: readonly (string | Buffer)[], prefix = 's:', algorithm = 'sha256'): CookieSigner {
+  const first = secrets[0]!;
+  return {
+    sign: (value) => `${prefix}${value}.${mac(value, first, algorithm)}`,
+    unsign(signed) {
+      if (!signed.startsWith(prefix)) return undefined;
+      const body = signed.slice(prefix.length);
+      const dot = body.lastIndexOf('.');
+      if (dot <= 0) return undefined;
+      const value = body.slice(0, dot);
+      const given = Buffer.from(body.slice(dot + 1));
+      let ok = false;
+      for (const secret of secrets) {
+        const expected = Buffer.from(mac(value, secret, algorithm));
+        // Compare every secret (no early exit) so timing does not tell which one matched.
+        if (expected.length === given.length && timingSafeEqual(expected, given)) ok = true;
+      }
+      return ok ? value : undefined;
+    },
+  };
+}
+
+/** An application's signer (@fastify/cookie's shape), with `prefix` in front as @fastify/session puts it. */
+export function foreignSigner(signer: ForeignCookieSigner, prefix = ''): CookieSigner {
+  return {
+    sign: (value) => `${prefix}${signer.sign(value)}`,
+    unsign(signed) {
+      if (!signed.startsWith(prefix)) return undefined;
+      const result = signer.unsign(signed.slice(prefix.length));
+      return result && result.valid === true && typeof result.value === 'string' ? result.value : undefined;
+    },
+  };
+}
+
+export function signValue(value: string, secret: string | Buffer): string {
+  return hmacSigner([secret]).sign(value);
+}
+
+/** The value inside an express-session signed cookie (`s:…`) if any secret verifies it, else undefined. */
 export function unsignValue(signed: string | undefined, secrets: readonly (string | Buffer)[]): string | undefined {
-  if (!signed || !signed.startsWith('s:')) return undefined;
-  const body = signed.slice(2);
-  const dot = body.lastIndexOf('.');
-  if (dot <= 0) return undefined;
-  const value = body.slice(0, dot);
-  const given = Buffer.from(body.slice(dot + 1));
-  let ok = false;
-  for (const secret of secrets) {
-    const expected = Buffer.from(mac(value, secret));
-    // Compare every secret (no early exit) so timing does not tell which one matched.
-    if (expected.length === given.length && timingSafeEqual(expected, given)) ok = true;
-  }
-  return ok ? value : undefined;
+  return signed ? hmacSigner(secrets).unsign(signed) : undefined;
 }
 
 export type SameSite = 'lax' | 'strict' | 'none' | boolean;

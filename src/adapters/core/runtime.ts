@@ -6,7 +6,8 @@ import { connectEngine } from '../../engines/connect.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { assertSessionId, isValidSessionId, withRoute } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
-import { decodeCookieValue, readRawCookie, signValue, unsignValue, serializeCookie } from './cookies.js';
+import { getHashes } from 'node:crypto';
+import { decodeCookieValue, foreignSigner, hmacSigner, readRawCookie, signValue, serializeCookie, type CookieSigner, type ForeignCookieSigner } from './cookies.js';
 import { SessionCookie, type CookieOptions, type CookieOverride } from './session-cookie.js';
 
 /**
@@ -18,8 +19,15 @@ import { SessionCookie, type CookieOptions, type CookieOverride } from './sessio
 export interface KilnSessionOptions<Req = unknown> {
   /** A SessionClient, an Engine, or an engine URL (kiln://, redis://, redis+sentinel://, redis+cluster://). Omitted: the in-process memory engine (one process only). */
   engine?: SessionClient | Engine | string;
-  /** Signs the cookie (strings or Buffers). An array rotates: the first signs, all verify. Required. */
-  secret: Secret | readonly Secret[];
+  /**
+   * Signs the cookie (strings or Buffers). An array rotates: the first signs, all
+   * verify. Or a signer object of @fastify/cookie's shape (`sign`, `unsign`). Required.
+   */
+  secret: Secret | readonly Secret[] | ForeignCookieSigner;
+  /** Put in front of the signed id in the cookie value. Default 's:' (express-session's); kiln/fastify's default is '' (@fastify/session's). */
+  cookiePrefix?: string;
+  /** HMAC algorithm of the signature. Default 'sha256'. */
+  algorithm?: string;
   /** Cookie name. Default 'connect.sid' (express-session's). */
   name?: string;
   /** @deprecated express-session's old name for `name`. */
@@ -56,7 +64,7 @@ export interface KilnSessionOptions<Req = unknown> {
 /** A signing secret: express-session (cookie-signature) takes strings and Buffers alike. */
 export type Secret = string | Buffer;
 
-const KNOWN = ['engine', 'secret', 'name', 'key', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
+const KNOWN = ['engine', 'secret', 'cookiePrefix', 'algorithm', 'name', 'key', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
 
 /** Reserved attribute holding an application's cookie lifetime change. */
 export const COOKIE_ATTRIBUTE = '__kiln.cookie';
@@ -134,6 +142,22 @@ function resolveCookieOptions(owner: string, cookie: CookieOptions): CookieOptio
   return { ...COOKIE_DEFAULTS, ...cookie, secure: cookie.secure === ('true' as unknown) ? true : cookie.secure };
 }
 
+/** The `secret` option (strings, Buffers, or a signer object) as the runtime's signer. */
+function signerFromOption(owner: string, secret: unknown, prefix: string, algorithm: string): CookieSigner {
+  if (secret && typeof secret === 'object' && !Array.isArray(secret) && !Buffer.isBuffer(secret)) {
+    const s = secret as Partial<ForeignCookieSigner>;
+    if (typeof s.sign === 'function' && typeof s.unsign === 'function') return foreignSigner(s as ForeignCookieSigner, prefix);
+  }
+  const secrets: unknown[] = Array.isArray(secret) ? secret : secret === undefined ? [] : [secret];
+  if (secrets.length === 0 || !secrets.every((x) => (typeof x === 'string' || Buffer.isBuffer(x)) && x.length > 0)) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "secret" is required: a non-empty string or Buffer, an array of them (the first signs, all verify), or a signer object with sign() and unsign()`, { details: { option: 'secret' } });
+  }
+  if (!getHashes().includes(algorithm)) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "algorithm" must be a hash Node.js knows (${JSON.stringify(algorithm)} is not)`, { details: { option: 'algorithm' } });
+  }
+  return hmacSigner(secrets as Secret[], prefix, algorithm);
+}
+
 let keyWarningShown = false;
 let cookieParserWarningShown = false;
 
@@ -146,7 +170,8 @@ function remember(cache: Map<string, string>, key: string, value: string): void 
 export class SessionRuntime<Req = unknown> {
   readonly client: SessionClient;
   readonly name: string;
-  readonly secrets: readonly Secret[];
+  /** Signs ids into cookie values and verifies them back. */
+  readonly signer: CookieSigner;
   /** The cookie options (the static ones; a cookie function's come per request). */
   readonly cookieOptions: CookieOptions;
   private readonly cookieFunction: ((req: Req) => CookieOptions) | undefined;
@@ -171,18 +196,21 @@ export class SessionRuntime<Req = unknown> {
   /** Session id → its signed cookie value: a session whose cookie is sent again (a write, with maxAge) signs the same id. */
   private readonly signed = new Map<string, string>();
 
-  constructor(options: KilnSessionOptions<Req>, adapter: string) {
+  /**
+   * `adapter` names the caller in errors; `storeHint` says what to use instead of a
+   * `store` (each framework's users come from a different incumbent).
+   */
+  constructor(options: KilnSessionOptions<Req>, adapter: string, storeHint = 'To keep express-session itself, use KilnStore from kiln/express-store.') {
     const o = new OptionReader(adapter, options, KNOWN);
     if (o.any('store') !== undefined) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "store" is express-session's; Kiln takes "engine" (a kiln:// URL, connect(…), or a SessionClient). To keep express-session itself, use KilnStore from kiln/express-store.`, { details: { option: 'store' } });
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "store" is not Kiln's: Kiln is the store. Pass "engine" instead (a kiln:// or redis:// URL, an Engine, or a SessionClient). ${storeHint}`, { details: { option: 'store' } });
     }
     this.adapter = adapter;
-    const secret = o.any('secret');
-    const secrets: unknown[] = Array.isArray(secret) ? secret : secret === undefined ? [] : [secret];
-    if (secrets.length === 0 || !secrets.every((s) => (typeof s === 'string' || Buffer.isBuffer(s)) && s.length > 0)) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "secret" is required: a non-empty string or Buffer, or an array of them (the first signs, all verify)`, { details: { option: 'secret' } });
+    const prefix = o.any('cookiePrefix') ?? 's:';
+    if (typeof prefix !== 'string' || prefix.length > 64) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "cookiePrefix" must be a string of at most 64 characters ('' for none)`, { details: { option: 'cookiePrefix' } });
     }
-    this.secrets = secrets as Secret[];
+    this.signer = signerFromOption(adapter, o.any('secret'), prefix, o.string('algorithm', 'sha256'));
     const key = o.string('key', undefined);
     if (key !== undefined && !keyWarningShown) {
       keyWarningShown = true;
@@ -231,7 +259,8 @@ export class SessionRuntime<Req = unknown> {
     if (raw === undefined) return undefined;
     const known = this.verified.get(raw);
     if (known !== undefined) return known;
-    const id = unsignValue(decodeCookieValue(raw), this.secrets);
+    const decoded = decodeCookieValue(raw);
+    const id = decoded === undefined ? undefined : this.signer.unsign(decoded);
     if (id === undefined || !isValidSessionId(id)) return undefined;
     // Only values that verified get in, so forged cookies cannot churn it.
     remember(this.verified, raw, id);
@@ -247,8 +276,8 @@ export class SessionRuntime<Req = unknown> {
     const signed = (signedCookies as Record<string, unknown> | undefined)?.[this.name];
     const raw = (cookies as Record<string, unknown> | undefined)?.[this.name];
     let value: string | undefined;
-    if (typeof signed === 'string' && isValidSessionId(signed)) value = signValue(signed, this.secrets[0]!);
-    else if (typeof raw === 'string' && raw.startsWith('s:')) value = raw;
+    if (typeof signed === 'string' && isValidSessionId(signed)) value = this.signer.sign(signed);
+    else if (typeof raw === 'string' && this.signer.unsign(raw) !== undefined) value = raw;
     if (value === undefined) return undefined;
     if (!cookieParserWarningShown) {
       cookieParserWarningShown = true;
@@ -298,9 +327,9 @@ export class SessionRuntime<Req = unknown> {
   }
 
   /** Loads the request's session (a fresh one when the cookie names none that lives). */
-  async open(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions): Promise<RequestSession<Req>> {
+  async open(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions, force: { readOnly?: boolean } = {}): Promise<RequestSession<Req>> {
     const incomingId = this.sessionIdFrom(cookieHeader);
-    const readOnly = this.isReadOnly(req);
+    const readOnly = force.readOnly ?? this.isReadOnly(req);
     let handle: SessionHandle;
     let detached = false;
     try {
@@ -336,7 +365,7 @@ export class SessionRuntime<Req = unknown> {
 
   signedCookie(id: string, cookie: SessionCookie): string {
     let value = this.signed.get(id);
-    if (value === undefined) remember(this.signed, id, (value = signValue(id, this.secrets[0]!)));
+    if (value === undefined) remember(this.signed, id, (value = this.signer.sign(id)));
     return cookie.serialize(this.name, value);
   }
 
@@ -406,7 +435,7 @@ export class RequestSession<Req = unknown> {
     private readonly security: RequestSecurity,
     /** Served without the tier (onUnavailable: 'continue'): nothing is stored. */
     readonly detached: boolean,
-    readonly cookieOptions: CookieOptions = runtime.cookieOptions,
+    public cookieOptions: CookieOptions = runtime.cookieOptions,
   ) {
     this.cookie = runtime.newCookie(handle, () => this.secure, cookieOptions);
   }
@@ -579,6 +608,40 @@ export class RequestSession<Req = unknown> {
 
   touch(): void {
     this.cookie.restart(this.handle.absoluteExpiresAt);
+  }
+
+  /**
+   * @fastify/session's `session.options(opts)`: cookie attributes for this response. A
+   * new lifetime (maxAge, expires) is the application's change, kept as `cookie.maxAge = …` is.
+   */
+  setCookieOptions(opts: Record<string, unknown>): void {
+    if (Object.keys(opts).length === 0) return;
+    const merged = resolveCookieOptions("session.options()", { ...this.cookieOptions, ...opts } as CookieOptions);
+    const lifetime = 'maxAge' in opts || 'expires' in opts;
+    const next = this.runtime.newCookie(this.handle, () => this.secure, merged);
+    if (lifetime) {
+      if (merged.maxAge !== undefined) next.maxAge = merged.maxAge;
+      else next.expires = merged.expires ?? null;
+    } else {
+      next.adopt(this.cookie);
+    }
+    this.cookieOptions = merged;
+    this.cookie = next;
+  }
+
+  /** Whether this request changed the session (cheap and conservative: an object read and not watched counts). */
+  get isModified(): boolean {
+    return this.handle.mayHaveChanged;
+  }
+
+  /** Whether a save in this request reached the tier. */
+  get isSaved(): boolean {
+    return this.committed;
+  }
+
+  /** The cookie value of this session (signed), as @fastify/session's encryptedSessionId. */
+  get signedId(): string {
+    return this.runtime.signer.sign(this.handle.id);
   }
 
   /** Ends every session of this session's principal, on every app server. */

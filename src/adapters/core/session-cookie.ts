@@ -103,6 +103,13 @@ export class SessionCookie {
     if (capAt && capAt > 0 && (this.expiresAt === null || this.expiresAt > capAt)) this.expiresAt = capAt;
   }
 
+  /** @internal Takes over another cookie's lifetime (new attributes, same expiry). */
+  adopt(other: SessionCookie): void {
+    this.originalMaxAge = other.originalMaxAge;
+    this.expiresAt = other.expiresAt;
+    this.changed = other.changed;
+  }
+
   /** @internal */
   override(): CookieOverride {
     return { originalMaxAge: this.originalMaxAge, expires: this.expiresAt };

@@ -42,7 +42,7 @@ function style(methods: string[], props: string[]) {
 }
 const STYLES = {
   express: style(COMMON_METHODS, COMMON_PROPS),
-  fastify: style([...COMMON_METHODS, 'get', 'set', 'delete'], [...COMMON_PROPS, 'sessionId']),
+  fastify: style([...COMMON_METHODS, 'get', 'set', 'delete', 'options', 'isModified', 'isSaved'], [...COMMON_PROPS, 'sessionId', 'encryptedSessionId']),
   koa: style(COMMON_METHODS, [...COMMON_PROPS, 'isNew', 'maxAge']),
 } as const;
 
@@ -57,9 +57,20 @@ export interface SessionObjectHooks {
   onDestroy?(): void;
 }
 
-function withCallback<T>(promise: Promise<T>, callback: ((err: unknown, value?: T) => void) | undefined): Promise<T> {
-  if (callback) promise.then((v) => callback(undefined, v), (err) => callback(err));
-  return callback ? promise.catch(() => undefined as T) : promise;
+/**
+ * A method's promise, also reported to a callback when one is given. Success calls back
+ * with no error: `undefined` as express-session's MemoryStore does, `null` in
+ * @fastify/session's style. The callback runs outside the promise chain, so what it
+ * throws is an uncaught exception, as with the incumbents, not an unhandled rejection.
+ */
+function withCallback<T>(core: Core, promise: Promise<T>, callback: ((err: unknown, value?: T) => void) | undefined): Promise<T> {
+  if (!callback) return promise;
+  const ok = core.hooks.style === 'fastify' ? null : undefined;
+  promise.then(
+    (v) => process.nextTick(callback, ok, v),
+    (err: unknown) => process.nextTick(callback, err),
+  );
+  return promise.catch(() => undefined as T);
 }
 
 /**
@@ -92,6 +103,7 @@ const METHOD_IMPLS: Record<string, (core: Core, ...args: never[]) => unknown> = 
     const keep = typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
     const callback = typeof a === 'function' ? a : b;
     return withCallback(
+      core,
       core.rs.regenerate(keep).then(() => core.hooks.onIdChange?.(core.rs.id)),
       callback,
     );
@@ -104,27 +116,37 @@ const METHOD_IMPLS: Record<string, (core: Core, ...args: never[]) => unknown> = 
     core.rs.handle.set(key, value);
   },
   delete(core: Core, callback?: (err?: unknown) => void) {
-    return withCallback(core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
+    return withCallback(core, core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
   },
   destroy(core: Core, callback?: (err?: unknown) => void) {
-    return withCallback(core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
+    return withCallback(core, core.rs.destroy().then(() => core.hooks.onDestroy?.()), callback);
   },
   reload(core: Core, callback?: (err?: unknown) => void) {
-    return withCallback(Promise.resolve().then(() => core.rs.reload()), callback);
+    return withCallback(core, Promise.resolve().then(() => core.rs.reload()), callback);
   },
   save(core: Core, callback?: (err?: unknown) => void) {
-    return withCallback(core.rs.save(), callback);
+    return withCallback(core, core.rs.save(), callback);
   },
   touch(core: Core) {
     core.rs.touch();
     return core.proxy;
+  },
+  // @fastify/session: cookie options for this response ({ maxAge, domain, … }).
+  options(core: Core, opts: Record<string, unknown>) {
+    core.rs.setCookieOptions(opts ?? {});
+  },
+  isModified(core: Core) {
+    return core.rs.isModified;
+  },
+  isSaved(core: Core) {
+    return core.rs.isSaved;
   },
   resetMaxAge(core: Core) {
     core.rs.touch();
     return core.proxy;
   },
   logoutEverywhere(core: Core, callback?: (err: unknown, count?: number) => void) {
-    return withCallback(core.rs.destroyAllOfPrincipal().then((n) => {
+    return withCallback(core, core.rs.destroyAllOfPrincipal().then((n) => {
       core.hooks.onDestroy?.();
       return n;
     }), callback);
@@ -160,6 +182,8 @@ function handlerFor(styleName: SessionObjectStyle): ProxyHandler<Core> {
           return rs.readOnly;
         case 'sessionId':
           return PROPS.has('sessionId') ? rs.id : rs.handle.get(prop);
+        case 'encryptedSessionId':
+          return PROPS.has('encryptedSessionId') ? rs.signedId : rs.handle.get(prop);
         case 'isNew':
           return PROPS.has('isNew') ? rs.handle.isNew : rs.handle.get(prop);
         case 'maxAge':

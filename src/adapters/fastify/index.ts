@@ -1,19 +1,29 @@
 import type { IncomingMessage } from 'node:http';
 import type { SessionClient } from '../../client/session-client.js';
+import { KilnError } from '../../errors/index.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions, type RequestSession } from '../core/runtime.js';
 import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+import type { CookieOptions } from '../core/session-cookie.js';
 
 /**
- * Fastify 5 plugin with @fastify/session's API (`request.session.get/set`, `destroy`,
- * `regenerate(keep)`, `reload`, `save`, `touch`, `sessionId`, `cookie`), plus property
- * access and Kiln's extras. The session is committed in `onSend`, before the reply goes
- * out; the cookie is set as a header, so @fastify/cookie is optional.
+ * Fastify 5 plugin with @fastify/session's API and defaults: `request.session.get/set`,
+ * `destroy`, `regenerate(keep)`, `reload`, `save`, `touch`, `options`, `isModified`,
+ * `isSaved`, `sessionId`, `cookie`; `fastify.decryptSession`, `request.sessionStore`;
+ * options `cookieName`, `cookiePrefix`, `idGenerator(request)`, `algorithm`, a signer
+ * object as `secret`. Plus property access and Kiln's extras. The session is committed
+ * in `onSend`, before the reply goes out; the cookie is set as a header, so
+ * @fastify/cookie is optional.
+ *
+ * Defaults are @fastify/session's (cookie `sessionId`, no value prefix, `secure: true`,
+ * `rolling: true`, a string secret of 32 characters or more) except `saveUninitialized`,
+ * which is false as everywhere in Kiln. To share sessions with kiln/express apps, give
+ * both the same name and secret, and `cookiePrefix: 's:'` here.
  *
  * @example
  * import Fastify from 'fastify';
  * import { kilnSession } from 'kiln/fastify';
  * const app = Fastify();
- * await app.register(kilnSession, { secret, engine: 'kiln://127.0.0.1:9510' });
+ * await app.register(kilnSession, { secret: process.env.SESSION_SECRET, engine: 'kiln://127.0.0.1:9510' });
  * app.post('/cart', async (request) => {
  *   const cart = request.session.get('cart') ?? [];
  *   cart.push(request.body.sku);
@@ -23,11 +33,28 @@ import { createSessionObject, type KilnSessionObject } from '../core/session-obj
  */
 export type FastifySessionObject = KilnSessionObject & {
   readonly sessionId: string;
+  /** The cookie's value for this session (signed), as @fastify/session names it. */
+  readonly encryptedSessionId: string;
   get<T = unknown>(key: string): T | undefined;
   set(key: string, value: unknown): void;
   /** @fastify/session's name for destroy(). */
   delete(callback?: (err?: unknown) => void): Promise<void>;
+  /** Cookie attributes for this response (maxAge in milliseconds, domain, sameSite…). */
+  options(opts: Partial<CookieOptions>): void;
+  /** Whether this request changed the session. */
+  isModified(): boolean;
+  /** Whether a save() of this request reached the tier. */
+  isSaved(): boolean;
 };
+
+/** @fastify/session's option names, accepted beside Kiln's. */
+export interface FastifySessionOptions<Req = FastifyLikeRequest> extends Omit<KilnSessionOptions<Req>, 'genid'> {
+  /** @fastify/session's name for `name`. Default 'sessionId'. */
+  cookieName?: string;
+  /** Makes new session ids, given the Fastify request (@fastify/session's name for `genid`). */
+  idGenerator?: (request: Req) => string;
+  genid?: (request: Req) => string;
+}
 
 interface FastifyLikeRequest {
   raw: IncomingMessage;
@@ -35,11 +62,10 @@ interface FastifyLikeRequest {
   protocol: 'http' | 'https';
   url: string;
   session: FastifySessionObject | null;
-  [kilnKey]?: RequestSession<IncomingMessage>;
+  [kilnKey]?: RequestSession<FastifyLikeRequest>;
 }
 
 interface FastifyLikeReply {
-  getHeader(name: string): unknown;
   header(name: string, value: unknown): unknown;
 }
 
@@ -51,22 +77,79 @@ interface FastifyLike {
 
 const kilnKey = Symbol('kiln.requestSession');
 
-function plugin(fastify: FastifyLike, options: KilnSessionOptions<IncomingMessage>, done: (err?: Error) => void): void {
-  let runtime: SessionRuntime<IncomingMessage>;
+/** @fastify/session's refusal of a short string secret. */
+const MIN_SECRET_LENGTH = 32;
+
+function runtimeFor(options: FastifySessionOptions): SessionRuntime<FastifyLikeRequest> {
+  const owner = 'kiln/fastify kilnSession';
+  if (typeof options !== 'object' || options === null) throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner} options must be an object`);
+  const { cookieName, idGenerator, ...rest } = options;
+  if (typeof options.secret === 'string' && options.secret.length < MIN_SECRET_LENGTH) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "secret" must be at least ${MIN_SECRET_LENGTH} characters (as @fastify/session requires), or an array of secrets, or a signer`, { details: { option: 'secret' } });
+  }
+  const cookie = options.cookie;
+  // @fastify/session's defaults: a Secure cookie, refreshed on every response.
+  const withDefaults = typeof cookie === 'function' ? cookie : { ...cookie, secure: cookie?.secure ?? true };
+  return new SessionRuntime<FastifyLikeRequest>(
+    {
+      name: cookieName ?? 'sessionId',
+      cookiePrefix: '',
+      rolling: true,
+      ...rest,
+      genid: idGenerator ?? options.genid,
+      cookie: withDefaults,
+    } as KilnSessionOptions<FastifyLikeRequest>,
+    owner,
+    'On Fastify, register kiln/fastify instead of @fastify/session and its store.',
+  );
+}
+
+function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err?: Error) => void): void {
+  let runtime: SessionRuntime<FastifyLikeRequest>;
   try {
-    runtime = new SessionRuntime<IncomingMessage>(options, 'kiln/fastify kilnSession');
+    runtime = runtimeFor(options);
   } catch (err) {
     done(err as Error);
     return;
   }
   fastify.decorateRequest('session', null);
+  // @fastify/session's request.sessionStore: here the Kiln client (not an express-session Store).
+  fastify.decorateRequest('sessionStore', { getter: () => runtime.client });
   fastify.decorate('kiln', runtime.client);
 
-  fastify.addHook('onRequest', (async (request: FastifyLikeRequest) => {
-    const rs = await runtime.open(request.raw, request.headers.cookie, request.protocol === 'https');
+  const attach = (request: FastifyLikeRequest, rs: RequestSession<FastifyLikeRequest>) => {
     request[kilnKey] = rs;
     // As @fastify/session: after destroy(), request.session is null.
     request.session = createSessionObject(rs, { style: 'fastify', onDestroy: () => (request.session = null) }) as FastifySessionObject;
+  };
+
+  /**
+   * @fastify/session's decryptSession(cookieValue, request, [cookieOptions], callback):
+   * loads the session a cookie value names into `request.session`. The request has no
+   * end at which to commit, so the session is a read-only snapshot (writes throw).
+   */
+  fastify.decorate('decryptSession', (cookieValue: string, request: FastifyLikeRequest, cookieOptions: unknown, callback?: (err?: unknown) => void) => {
+    const cb = (typeof cookieOptions === 'function' ? cookieOptions : callback) as (err?: unknown) => void;
+    const extra = typeof cookieOptions === 'object' && cookieOptions !== null ? (cookieOptions as CookieOptions) : {};
+    const opts = { ...runtime.cookieOptions, ...extra };
+    runtime.open(request, `${runtime.name}=${encodeURIComponent(String(cookieValue))}`, request.protocol === 'https', opts, { readOnly: true }).then(
+      (rs) => {
+        // A read-only handle holds no lock and no lease: nothing to release, and it stays readable.
+        attach(request, rs);
+        cb();
+      },
+      (err: unknown) => cb(err),
+    );
+  });
+
+  fastify.addHook('onRequest', (async (request: FastifyLikeRequest) => {
+    const cookieOptions = runtime.cookieOptionsFor(request, request.url);
+    if (cookieOptions === undefined) {
+      // Outside cookie.path: an empty session and no cookie, as with @fastify/session.
+      request.session = {} as FastifySessionObject;
+      return;
+    }
+    attach(request, await runtime.open(request, request.headers.cookie, () => request.protocol === 'https', cookieOptions));
   }) as never);
 
   // Before the reply is sent: commit, then set the cookie (the commit decides whether one is needed).
@@ -76,10 +159,8 @@ function plugin(fastify: FastifyLike, options: KilnSessionOptions<IncomingMessag
     if (request.session === null && !rs.isDestroyed) rs.unsetByApp = true;
     await rs.finish();
     const cookie = rs.setCookieHeader();
-    if (cookie) {
-      const existing = reply.getHeader('set-cookie');
-      reply.header('set-cookie', existing === undefined ? cookie : [...(Array.isArray(existing) ? existing : [existing]), cookie]);
-    }
+    // Fastify's reply.header() appends to set-cookie: the cookies already on the reply stay, once.
+    if (cookie) reply.header('set-cookie', cookie);
     return payload;
   }) as never);
 
@@ -107,10 +188,14 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The request's Kiln session (kiln/fastify); null only if the plugin is not registered. */
     session: FastifySessionObject;
+    /** @fastify/session's request.sessionStore: the Kiln client behind the plugin. */
+    readonly sessionStore: SessionClient;
   }
   interface FastifyInstance {
     /** The Kiln client behind the plugin (destroyByPrincipal, stats, events). */
     kiln: SessionClient;
+    /** Loads the session a cookie value names into `request.session` (read-only: no request end to commit at). */
+    decryptSession(cookieValue: string, request: object, cookieOptions: Partial<CookieOptions> | ((err?: unknown) => void), callback?: (err?: unknown) => void): void;
   }
 }
 export { readOnlyPaths };
