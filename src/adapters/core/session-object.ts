@@ -100,7 +100,9 @@ function attributeKeys(core: Core): string[] {
 const METHOD_IMPLS: Record<string, (core: Core, ...args: never[]) => unknown> = {
   // regenerate(cb) | regenerate({ keep }, cb) | regenerate(['keep', 'these'], cb) (@fastify/session)
   regenerate(core: Core, a?: { keep?: string[] } | string[] | ((err?: unknown) => void), b?: (err?: unknown) => void) {
-    const keep = typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
+    // koa-session's regenerate() keeps the data under a new id; express-session's starts empty.
+    const keepAll = core.hooks.style === 'koa' && (typeof a === 'function' || a === undefined);
+    const keep = keepAll ? attributeKeys(core) : typeof a === 'function' || a === undefined ? [] : Array.isArray(a) ? a : (a.keep ?? []);
     const callback = typeof a === 'function' ? a : b;
     return withCallback(
       core,
@@ -187,7 +189,8 @@ function handlerFor(styleName: SessionObjectStyle): ProxyHandler<Core> {
         case 'isNew':
           return PROPS.has('isNew') ? rs.handle.isNew : rs.handle.get(prop);
         case 'maxAge':
-          return PROPS.has('maxAge') ? rs.cookie.maxAge : rs.handle.get(prop);
+          // koa-session's maxAge is the cookie's lifetime (an option), not a countdown.
+          return PROPS.has('maxAge') ? rs.cookie.originalMaxAge : rs.handle.get(prop);
         case 'req':
         case 'then':
           return undefined;
@@ -203,7 +206,7 @@ function handlerFor(styleName: SessionObjectStyle): ProxyHandler<Core> {
         return true;
       }
       if (prop === 'maxAge' && PROPS.has('maxAge')) {
-        rs.cookie.maxAge = value as number | null;
+        rs.cookie.maxAge = value === 'session' ? null : (value as number | null);
         return true;
       }
       if (prop === 'cookie') {

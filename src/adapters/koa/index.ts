@@ -38,9 +38,23 @@ interface KoaLikeContext {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type KilnKoaMiddleware = ((ctx: any, next: () => Promise<unknown>) => Promise<void>) & { client: SessionClient; close(): Promise<void> };
 
-export function kilnSession(options: KilnSessionOptions<KoaLikeContext>): KilnKoaMiddleware {
+/** koa-session's option names, accepted beside Kiln's. */
+export interface KoaSessionOptions extends KilnSessionOptions<KoaLikeContext> {
+  /** koa-session's name for the cookie name (`name`). Default 'koa.sess'. */
+  key?: string;
+  /** koa-session's cookie lifetime: milliseconds, or 'session' (the default: a browser-session cookie; the session itself idles out after a day). */
+  maxAge?: number | 'session';
+}
+
+export function kilnSession(options: KoaSessionOptions): KilnKoaMiddleware {
+  const { key, maxAge, ...rest } = options ?? ({} as KoaSessionOptions);
+  const cookie = rest.cookie;
+  let withLifetime = cookie;
+  // koa-session's maxAge: a cookie lifetime in ms, or 'session' (its default: a
+  // browser-session cookie, whose session the store keeps a day).
+  if (typeof cookie !== 'function' && maxAge !== undefined) withLifetime = { ...cookie, maxAge: maxAge === 'session' ? undefined : maxAge };
   // koa-session's defaults: its cookie name, and `ctx.session = null` logs out.
-  const runtime = new SessionRuntime<KoaLikeContext>({ name: 'koa.sess', unset: 'destroy', ...options }, 'kiln/koa kilnSession()');
+  const runtime = new SessionRuntime<KoaLikeContext>({ name: key ?? 'koa.sess', unset: 'destroy', ...rest, cookie: withLifetime }, 'kiln/koa kilnSession()', 'On Koa, use kiln/koa in place of koa-session and its store.');
 
   const middleware = async (context: unknown, next: () => Promise<unknown>): Promise<void> => {
     const ctx = context as KoaLikeContext;
@@ -61,7 +75,10 @@ export function kilnSession(options: KilnSessionOptions<KoaLikeContext>): KilnKo
           if (!rs.isDestroyed) rs.unsetByApp = true;
           current = null;
         } else if (value && typeof value === 'object' && value !== own) {
-          for (const [k, v] of Object.entries(value as Record<string, unknown>)) (own as Record<string, unknown>)[k] = v;
+          // As koa-session: the object becomes the session (what it lacks is removed).
+          const next = value as Record<string, unknown>;
+          for (const k of Object.keys(own)) if (k !== 'cookie' && !(k in next)) delete (own as Record<string, unknown>)[k];
+          for (const [k, v] of Object.entries(next)) if (k !== 'cookie' && k !== 'isNew' && k !== 'maxAge') (own as Record<string, unknown>)[k] = v;
           current = own;
         }
       },
