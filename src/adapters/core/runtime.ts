@@ -21,9 +21,11 @@ export interface KilnSessionOptions<Req = unknown> {
   engine?: SessionClient | Engine | string;
   /**
    * Signs the cookie (strings or Buffers). An array rotates: the first signs, all
-   * verify. Or a signer object of @fastify/cookie's shape (`sign`, `unsign`). Required.
+   * verify. Or a signer object of @fastify/cookie's shape (`sign`, `unsign`).
+   * Required: the type takes `undefined` so `secret: process.env.SESSION_SECRET` compiles,
+   * and a missing secret fails at start-up (KILN_ERR_INVALID_OPTION), not at a request.
    */
-  secret: Secret | readonly Secret[] | ForeignCookieSigner;
+  secret: Secret | readonly Secret[] | ForeignCookieSigner | undefined;
   /** Put in front of the signed id in the cookie value. Default 's:' (express-session's); kiln/fastify's default is '' (@fastify/session's). */
   cookiePrefix?: string;
   /** HMAC algorithm of the signature. Default 'sha256'. */

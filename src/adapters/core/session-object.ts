@@ -27,7 +27,12 @@ export interface KilnSessionObject {
   resetMaxAge(): KilnSessionObject;
   /** Ends every session of this session's principal, on every app server; resolves to how many. */
   logoutEverywhere(callback?: (err: unknown, count?: number) => void): Promise<number>;
-  [attribute: string]: unknown;
+  /**
+   * Attributes are properties. Declared in your adapter's SessionData, they are typed;
+   * any other is `any`, as on a plain object (so JavaScript-style code compiles as is).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- undeclared attributes, see above
+  [attribute: string]: any;
 }
 
 const COMMON_METHODS = ['regenerate', 'destroy', 'reload', 'save', 'touch', 'resetMaxAge', 'logoutEverywhere', 'toJSON'];

@@ -24,8 +24,27 @@ import { bindToResponse, openNodeRequest } from '../core/http.js';
  * The response is held until the session's commit is acknowledged (commitMode 'sync'),
  * so nothing a browser was told is lost if this process dies a moment later.
  */
+/**
+ * Your session's fields, for TypeScript: declare them once and `req.session.cart` is
+ * typed (as express-session's SessionData). Importing kiln/express types Express's
+ * `req.session` and `req.sessionID` by itself.
+ *
+ * @example
+ * declare module 'kiln/express' {
+ *   interface SessionData { cart?: string[]; user?: { id: string } }
+ * }
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by applications (declaration merging)
+export interface SessionData {}
+
+/** `req.session`: Kiln's session object with your SessionData fields. */
+export type Session = KilnSessionObject & Partial<SessionData>;
+
 export interface KilnRequest extends IncomingMessage {
-  session?: KilnSessionObject;
+  /** Express's (and other middleware's) own request fields: genid and scope get the request as it is. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- typed by Express, which kiln/express does not require
+  [field: string]: any;
+  session?: Session;
   sessionID?: string;
   secure?: boolean;
   path?: string;

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { FastifyRequest } from 'fastify';
 import type { SessionClient } from '../../client/session-client.js';
 import { KilnError } from '../../errors/index.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions, type RequestSession } from '../core/runtime.js';
@@ -31,12 +32,28 @@ import type { CookieOptions } from '../core/session-cookie.js';
  *   return { items: cart.length };
  * });
  */
-export type FastifySessionObject = KilnSessionObject & {
+/**
+ * Your session's fields, for TypeScript (as @fastify/session's `Session` interface):
+ * `request.session.get('visits')` and `.set('visits', …)` are typed.
+ *
+ * @example
+ * declare module 'kiln/fastify' {
+ *   interface SessionData { visits?: number }
+ * }
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by applications (declaration merging)
+export interface SessionData {}
+
+/** A field's type: from SessionData when declared there, else what the caller names (or unknown). */
+type FieldType<K extends string, T> = [T] extends [never] ? (K extends keyof SessionData ? SessionData[K] : unknown) : T;
+
+export type FastifySessionObject = KilnSessionObject &
+  Partial<SessionData> & {
   readonly sessionId: string;
   /** The cookie's value for this session (signed), as @fastify/session names it. */
   readonly encryptedSessionId: string;
-  get<T = unknown>(key: string): T | undefined;
-  set(key: string, value: unknown): void;
+  get<T = never, K extends string = string>(key: K): FieldType<K, T> | undefined;
+  set<K extends string>(key: K, value: K extends keyof SessionData ? SessionData[K] : unknown): void;
   /** @fastify/session's name for destroy(). */
   delete(callback?: (err?: unknown) => void): Promise<void>;
   /** Cookie attributes for this response (maxAge in milliseconds, domain, sameSite…). */
@@ -48,7 +65,7 @@ export type FastifySessionObject = KilnSessionObject & {
 };
 
 /** @fastify/session's option names, accepted beside Kiln's. */
-export interface FastifySessionOptions<Req = FastifyLikeRequest> extends Omit<KilnSessionOptions<Req>, 'genid'> {
+export interface FastifySessionOptions<Req = FastifyRequest> extends Omit<KilnSessionOptions<Req>, 'genid'> {
   /** @fastify/session's name for `name`. Default 'sessionId'. */
   cookieName?: string;
   /** Makes new session ids, given the Fastify request (@fastify/session's name for `genid`). */
@@ -80,7 +97,7 @@ const kilnKey = Symbol('kiln.requestSession');
 /** @fastify/session's refusal of a short string secret. */
 const MIN_SECRET_LENGTH = 32;
 
-function runtimeFor(options: FastifySessionOptions): SessionRuntime<FastifyLikeRequest> {
+function runtimeFor(options: FastifySessionOptions<FastifyLikeRequest>): SessionRuntime<FastifyLikeRequest> {
   const owner = 'kiln/fastify kilnSession';
   if (typeof options !== 'object' || options === null) throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner} options must be an object`);
   const { cookieName, idGenerator, ...rest } = options;
@@ -107,7 +124,7 @@ function runtimeFor(options: FastifySessionOptions): SessionRuntime<FastifyLikeR
 function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err?: Error) => void): void {
   let runtime: SessionRuntime<FastifyLikeRequest>;
   try {
-    runtime = runtimeFor(options);
+    runtime = runtimeFor(options as unknown as FastifySessionOptions<FastifyLikeRequest>);
   } catch (err) {
     done(err as Error);
     return;

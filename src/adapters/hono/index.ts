@@ -18,8 +18,21 @@ import { createSessionObject, type KilnSessionObject } from '../core/session-obj
  *   return c.json({ items: (session.cart as string[]).length });
  * });
  */
+/**
+ * Your session's fields, for TypeScript (as express-session's SessionData):
+ * `c.get('session').visits` is typed.
+ *
+ * @example
+ * declare module 'kiln/hono' {
+ *   interface SessionData { visits?: number }
+ * }
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by applications (declaration merging)
+export interface SessionData {}
+
+/** The context variables kiln/hono sets: `new Hono<{ Variables: KilnVariables }>()`. */
 export interface KilnVariables {
-  session: KilnSessionObject;
+  session: KilnSessionObject & Partial<SessionData>;
   sessionId: string;
 }
 

@@ -17,7 +17,19 @@ import { createSessionObject, type KilnSessionObject } from '../core/session-obj
  * app.use(kilnSession({ secret, engine: 'kiln://127.0.0.1:9510' }));
  * app.use((ctx) => { ctx.session.views = (ctx.session.views ?? 0) + 1; ctx.body = ctx.session.views; });
  */
-export type KoaSessionObject = KilnSessionObject & { isNew: boolean; maxAge: number | null };
+export type KoaSessionObject = KilnSessionObject & { isNew: boolean; maxAge: number | 'session' | null };
+
+/**
+ * Your session's fields, for TypeScript (as express-session's SessionData). Importing
+ * kiln/koa types Koa's `ctx.session` and `ctx.sessionId` by itself.
+ *
+ * @example
+ * declare module 'kiln/koa' {
+ *   interface SessionData { visits?: number }
+ * }
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- filled in by applications (declaration merging)
+export interface SessionData {}
 
 interface KoaLikeContext {
   req: IncomingMessage;
