@@ -183,6 +183,49 @@ export const CASES: Case[] = [
     },
   },
   {
+    area: 'resave',
+    name: 'resave: true writes back an unchanged session: a slow request that only read it undoes a change made meanwhile',
+    async run(t) {
+      const routes = (app: Express) => {
+        standardRoutes(app);
+        app.get('/slow-read', (req, res) => {
+          void sess(req)!['n'];
+          setTimeout(() => res.json({}), 200);
+        });
+      };
+      await withApp(t, { resave: true }, routes, async (_s, c) => {
+        await c.post('/incr');
+        const slow = c.get('/slow-read');
+        await sleep(50);
+        await c.post('/incr');
+        await slow;
+        assert.equal(((await c.get('/s')).body['session'] as Record<string, unknown>)['n'], 1, 'the change was undone');
+      });
+    },
+    differs: {
+      [KILN]: {
+        why: 'resave is accepted and has no effect: only changes are written, and a request that only read the session writes nothing (nor waits for writers, on a read-only route)',
+        async run(t) {
+          const routes = (app: Express) => {
+            standardRoutes(app);
+            app.get('/slow-read', (req, res) => {
+              void sess(req)!['n'];
+              setTimeout(() => res.json({}), 200);
+            });
+          };
+          await withApp(t, { resave: true }, routes, async (_s, c) => {
+            await c.post('/incr');
+            const slow = c.get('/slow-read');
+            await sleep(50);
+            await c.post('/incr');
+            await slow;
+            assert.equal(((await c.get('/s')).body['session'] as Record<string, unknown>)['n'], 2);
+          });
+        },
+      },
+    },
+  },
+  {
     area: 'cookie',
     name: 'cookie as a function of the request',
     async run(t) {

@@ -366,6 +366,73 @@ export const FASTIFY_CASES: Case[] = [
     },
   },
   {
+    area: 'touch',
+    name: "touch() restarts the cookie's expiry from its original maxAge",
+    async run(impl) {
+      const routes = (app: FastifyInstance) =>
+        app.get('/touch', async (request) => {
+          sess(request).touch();
+          return { after: sess(request).cookie.maxAge };
+        });
+      await withApp(impl, { rolling: false, cookie: { secure: false, maxAge: 60_000 } }, routes, async (_s, c) => {
+        await c.post('/incr');
+        await sleep(1100);
+        const after = (await c.get('/touch')).body['after'] as number;
+        assert.ok(after > 59_500, `restarted: ${after}`);
+      });
+    },
+  },
+  {
+    area: 'cookie.maxAge',
+    name: "a stored session's cookie.maxAge starts each request at the full original maxAge",
+    async run(impl) {
+      await withApp(impl, { rolling: false, cookie: { secure: false, maxAge: 60_000 } }, none, async (_s, c) => {
+        await c.post('/incr');
+        await sleep(1100);
+        assert.ok(((await c.get('/s')).body['maxAge'] as number) > 59_500);
+      });
+    },
+    kiln: {
+      why: "cookie.maxAge counts down from when the cookie was last sent: the browser's copy expires then",
+      async run(impl) {
+        await withApp(impl, { rolling: false, cookie: { secure: false, maxAge: 60_000 } }, none, async (_s, c) => {
+          await c.post('/incr');
+          await sleep(1100);
+          const left = (await c.get('/s')).body['maxAge'] as number;
+          assert.ok(left < 59_200 && left > 57_000, `${left}`);
+        });
+      },
+    },
+  },
+  {
+    area: 'secret',
+    name: 'an array secret is read live: a secret added to it later verifies cookies signed with it',
+    async run(impl) {
+      const secrets = ['first-secret-of-the-array'];
+      await withApp(impl, { secret: secrets }, none, async (_s, c) => {
+        const r = await c.post('/incr');
+        const id = String(r.body['id']);
+        const other = new fastifyCookie.Signer('added-later-secret', 'sha256');
+        secrets.push('added-later-secret');
+        c.jar.set(NAME, encodeURIComponent(other.sign(id)));
+        assert.equal((await c.post('/incr')).body['n'], 2);
+      });
+    },
+    kiln: {
+      why: 'the secrets are read once, at start-up (verified cookies are remembered): rotate by restarting with the new list',
+      async run(impl) {
+        const secrets = ['first-secret-of-the-array'];
+        await withApp(impl, { secret: secrets }, none, async (_s, c) => {
+          const r = await c.post('/incr');
+          const id = String(r.body['id']);
+          secrets.push('added-later-secret');
+          c.jar.set(NAME, encodeURIComponent(new fastifyCookie.Signer('added-later-secret', 'sha256').sign(id)));
+          assert.equal((await c.post('/incr')).body['n'], 1, 'a fresh session');
+        });
+      },
+    },
+  },
+  {
     area: 'reload',
     name: 'reload(callback) calls back with null and drops unsaved changes',
     async run(impl) {

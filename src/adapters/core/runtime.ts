@@ -157,7 +157,8 @@ function signerFromOption(owner: string, secret: unknown, prefix: string, algori
   if (!getHashes().includes(algorithm)) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "algorithm" must be a hash Node.js knows (${JSON.stringify(algorithm)} is not)`, { details: { option: 'algorithm' } });
   }
-  return hmacSigner(secrets as Secret[], prefix, algorithm);
+  // A copy: the verified-cookie cache assumes the secrets never change (rotate by restarting).
+  return hmacSigner([...(secrets as Secret[])], prefix, algorithm);
 }
 
 let keyWarningShown = false;
