@@ -519,44 +519,34 @@ export const FASTIFY_CASES: Case[] = [
     area: 'concurrency',
     name: 'two concurrent requests on one session: the last write wins, one change is lost',
     async run(impl) {
-      const routes = (app: FastifyInstance) =>
-        app.post('/slow-add', async (request) => {
-          const list = ((sess(request).get('list') as string[] | undefined) ?? []).slice();
-          await sleep(150);
-          list.push(String((request.body as { item: string }).item));
-          sess(request).set('list', list);
-          return {};
-        });
-      await withApp(impl, {}, routes, async (_s, c) => {
-        await c.post('/incr');
-        await Promise.all([c.post('/slow-add', { item: 'a' }), c.post('/slow-add', { item: 'b' })]);
-        const listed = await listOf(c);
-        assert.equal(listed.length, 1, JSON.stringify(listed));
-      });
+      const listed = await concurrentAdds(impl);
+      assert.equal(listed.length, 1, JSON.stringify(listed));
     },
     kiln: {
       why: 'requests on one session run one after another (the session lease): no change is lost',
       async run(impl) {
-        const routes = (app: FastifyInstance) =>
-          app.post('/slow-add', async (request) => {
-            const list = ((sess(request).get('list') as string[] | undefined) ?? []).slice();
-            await sleep(150);
-            list.push(String((request.body as { item: string }).item));
-            sess(request).set('list', list);
-            return {};
-          });
-        await withApp(impl, {}, routes, async (_s, c) => {
-          await c.post('/incr');
-          await Promise.all([c.post('/slow-add', { item: 'a' }), c.post('/slow-add', { item: 'b' })]);
-          assert.deepEqual((await listOf(c)).sort(), ['a', 'b']);
-        });
+        assert.deepEqual((await concurrentAdds(impl)).sort(), ['a', 'b']);
       },
     },
   },
 ];
 
-/** The session's `list` attribute (GET /list). */
-async function listOf(c: Client): Promise<string[]> {
-  return (await c.get('/list')).body['list'] as string[];
+/** Two slow requests on one session each add an item to `list`: what the list holds after. */
+async function concurrentAdds(impl: Impl): Promise<string[]> {
+  const routes = (app: FastifyInstance) =>
+    app.post('/slow-add', async (request) => {
+      const list = ((sess(request).get('list') as string[] | undefined) ?? []).slice();
+      await sleep(150);
+      list.push(String((request.body as { item: string }).item));
+      sess(request).set('list', list);
+      return {};
+    });
+  let list: string[] = [];
+  await withApp(impl, {}, routes, async (_s, c) => {
+    await c.post('/incr');
+    await Promise.all([c.post('/slow-add', { item: 'a' }), c.post('/slow-add', { item: 'b' })]);
+    list = (await c.get('/list')).body['list'] as string[];
+  });
+  return list;
 }
 
