@@ -219,6 +219,12 @@ export class SessionHandle {
     this.host.closeHandle(this);
   }
 
+  /** Throws away this request's uncommitted change to one attribute (it reads as last committed again). */
+  revert(name: string): void {
+    this.assertUsable();
+    this.tracker.revert(name);
+  }
+
   /** Throws away this request's changes not yet committed (attributes and metadata). */
   discardChanges(): void {
     this.assertUsable();

@@ -29,8 +29,10 @@ export class KilnError extends Error {
    * app that imports kiln (ESM) and requires kiln/express (CommonJS) has two, and an
    * error of one must still be recognised by the other.
    */
-  static override [Symbol.hasInstance](value: unknown): boolean {
-    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[KILN_ERROR_BRAND] === true;
+  static override [Symbol.hasInstance](this: unknown, value: unknown): boolean {
+    // A subclass (or anything else inheriting this) keeps the ordinary prototype check.
+    if (this !== KilnError) return typeof this === 'function' && Function.prototype[Symbol.hasInstance].call(this, value);
+    return value instanceof Error && (value as unknown as Record<symbol, unknown>)[KILN_ERROR_BRAND] === true && isKilnErrorCode((value as { code?: unknown }).code);
   }
 
   /** Whether the same operation may succeed if tried again (see the registry). */

@@ -107,6 +107,14 @@ export class DeltaTracker {
     this.deleted.add(name);
   }
 
+  /** Forgets this request's change to one attribute: it reads as the base again. */
+  revert(name: string): void {
+    this.values.delete(name);
+    this.watched?.delete(name);
+    this.written.delete(name);
+    this.deleted.delete(name);
+  }
+
   has(name: string): boolean {
     return this.values.has(name) || (!this.deleted.has(name) && this.base.has(name));
   }

@@ -149,19 +149,24 @@ describe('KilnStore callbacks', () => {
     }
   });
 
-  it('store any express-session id: user:1, %, /foo, a 200-character one, and a Kiln-shaped id ending in .xs', async () => {
+  it('store any express-session id: user:1, %, /foo, lone surrogates, a 200-character one, and a Kiln-shaped id ending in .xs', async () => {
     const store = new KilnStore();
     const get = promisify(store.get.bind(store)) as (id: string) => Promise<unknown>;
     const set = promisify(store.set.bind(store)) as unknown as (id: string, s: unknown) => Promise<void>;
     const all = promisify(store.all!.bind(store)) as unknown as () => Promise<{ id: string; i: number }[]>;
-    const ids = ['user:1', '%', '/foo', 'y'.repeat(200), 'abcdefghijklmnopqrstuvwx.xs', 'abcdefghijklmnopqrstuvwx'];
+    // Two lone surrogates: one id each (UTF-8 would turn both into U+FFFD).
+    const ids = ['user:1', '%', '/foo', 'y'.repeat(200), 'abcdefghijklmnopqrstuvwx.xs', 'abcdefghijklmnopqrstuvwx', 'lone \uD800', 'lone \uD801'];
     try {
       for (const [i, id] of ids.entries()) await set(id, { cookie: cookie(), i });
       for (const [i, id] of ids.entries()) assert.equal((await get(id) as { i: number }).i, i, id);
       const listed = await all();
       assert.equal(listed.length, ids.length);
       const readable = listed.filter((s) => s.id !== undefined && ids.includes(s.id)).map((s) => s.i).sort();
-      assert.deepEqual(readable, [0, 1, 2, 4, 5], 'every id but the hashed long one lists as itself');
+      assert.deepEqual(readable, [0, 1, 2, 4, 5, 6, 7], 'every id but the hashed long one lists as itself');
+      const hashed = listed.find((x) => x.i === 3)!;
+      assert.match(hashed.id, /\.xsh$/);
+      await promisify(store.destroy.bind(store))(hashed.id);
+      assert.equal(await get('y'.repeat(200)), null, 'the id all() lists destroys the session');
     } finally {
       await store.close();
     }

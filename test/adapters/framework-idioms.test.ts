@@ -121,3 +121,40 @@ describe('Hono idioms', () => {
     assert.equal(body.sessionId, ((await first.json()) as { sessionId: string }).sessionId);
   });
 });
+
+describe('cookie options per request on Koa and Hono', () => {
+  it('a cookie function gives each request its attributes, and a request outside cookie.path gets no session', async () => {
+    const cookie = (req: unknown) => ({ path: '/app', maxAge: String((req as { url?: string }).url ?? '').includes('remember') ? 3_600_000 : 60_000 });
+    const koa = new Koa();
+    koa.use(koaSession({ secret: 'koa-secret', cookie }));
+    koa.use((ctx) => {
+      const session = (ctx as unknown as { session: Record<string, unknown> | null }).session;
+      if (session) session['n'] = 1;
+      ctx.body = { hasSession: session !== undefined && session !== null };
+    });
+    const hono = new Hono<{ Variables: KilnVariables }>();
+    hono.use(honoSession({ secret: 'hono-secret', cookie }));
+    hono.all('*', (c) => {
+      const session = c.get('session');
+      if (session) session['n'] = 1;
+      return c.json({ hasSession: session !== undefined });
+    });
+    const server = koa.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const inside = await fetch(`${base}/app/remember`);
+      assert.match(inside.headers.get('set-cookie') ?? '', /Max-Age=3600; Path=\/app/);
+      const outside = await fetch(`${base}/elsewhere`);
+      assert.equal(outside.headers.get('set-cookie'), null);
+      assert.deepEqual(await outside.json(), { hasSession: false });
+    } finally {
+      server.close();
+    }
+    const inside = await hono.request('/app/x');
+    assert.match(inside.headers.get('set-cookie') ?? '', /Max-Age=60; Path=\/app/);
+    const outside = await hono.request('/elsewhere');
+    assert.equal(outside.headers.get('set-cookie'), null);
+    assert.deepEqual(await outside.json(), { hasSession: false });
+  });
+});

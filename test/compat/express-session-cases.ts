@@ -769,6 +769,8 @@ export const CASES: Case[] = [
           if ((into === 'cookies' || into === 'signedCookies') && raw) {
             const signed = decodeURIComponent(raw);
             (req as unknown as Record<string, unknown>)[into] = { 'connect.sid': into === 'cookies' ? signed : idOf(signed) };
+            // cookie-parser(secret) sets req.secret to the secret it verified signedCookies with.
+            (req as unknown as Record<string, unknown>)['secret'] = req.headers['x-parser-secret'] ?? 'compat-secret';
             delete req.headers.cookie;
           }
           next();
@@ -778,6 +780,21 @@ export const CASES: Case[] = [
         assert.equal((await c.post('/incr', {}, { 'x-into': 'cookies' })).body['n'], 2);
         assert.equal((await c.post('/incr', {}, { 'x-into': 'signedCookies' })).body['n'], 3);
       }, consume);
+    },
+  },
+  {
+    area: 'cookie-parser',
+    name: "req.signedCookies verified by cookie-parser with another secret than the session's: the id is used",
+    async run(t) {
+      assert.equal(await incrWithForeignParser(t), 2);
+    },
+    differs: {
+      [KILN]: {
+        why: "req.signedCookies is trusted only when cookie-parser's secret (req.secret) is one of the session's secrets: anyone knowing another secret could otherwise choose a session id",
+        async run(t) {
+          assert.equal(await incrWithForeignParser(t), 1);
+        },
+      },
     },
   },
   // ---- the response
@@ -828,6 +845,48 @@ export const CASES: Case[] = [
         assert.equal(r.text, '');
         assert.equal(r.headers.get('x-late'), null);
         assert.equal(lastThrew, 'ERR_HTTP_HEADERS_SENT');
+      });
+    },
+  },
+  {
+    area: 'response',
+    name: 'after res.end(body): res.write(null) throws to its caller; a second res.end(callback) is dropped, its callback never called',
+    async run(t) {
+      const { threw, calledBack } = await lateCalls(t);
+      assert.equal(threw, 'ERR_STREAM_NULL_VALUES');
+      assert.equal(calledBack, false);
+    },
+    differs: {
+      [KILN]: {
+        why: "the second end's callback is called once the response finished, as Node calls it",
+        async run(t) {
+          const { threw, calledBack } = await lateCalls(t);
+          assert.equal(threw, 'ERR_STREAM_NULL_VALUES');
+          assert.equal(calledBack, true);
+        },
+      },
+    },
+  },
+  {
+    area: 'response',
+    name: 'cookie.maxAge, a change, then res.write() before res.end(): the cookie goes with the streamed headers, with a fresh expiry',
+    async run(t) {
+      const routes = (app: Express) => {
+        standardRoutes(app);
+        app.post('/stream-change', (req, res) => {
+          sess(req)!['streamed'] = ((sess(req)!['streamed'] as number | undefined) ?? 0) + 1;
+          res.write('a');
+          setTimeout(() => res.end('b'), 10);
+        });
+      };
+      await withApp(t, { cookie: { maxAge: 60_000 } }, routes, async (_s, c) => {
+        await c.post('/stream-change');
+        await sleep(2100);
+        const r = await c.post('/stream-change');
+        assert.equal(r.text, 'ab');
+        assert.ok(expiresIn(sessionCookie(r)) > 58_300, `a fresh expiry: ${expiresIn(sessionCookie(r))}`);
+        const read = await c.get('/s');
+        assert.ok((read.body['maxAge'] as number) > 58_000, 'the stored expiry is the one sent');
       });
     },
   },
@@ -894,17 +953,24 @@ export const CASES: Case[] = [
     area: 'dead cookie',
     name: 'a validly signed cookie for a session that no longer exists: a new session, the dead cookie left alone',
     async run(t) {
-      const { logout, replay } = await replayAfterLogout(t);
-      assert.equal(logout.setCookies.length, 0);
+      const { replay } = await replayAfterLogout(t);
       noSessionCookie(replay);
+      assert.equal((replay.body['session'] as Record<string, unknown>)['n'], undefined);
+    },
+  },
+  {
+    area: 'destroy',
+    name: 'destroy() sends no Set-Cookie: the browser keeps the dead cookie',
+    async run(t) {
+      const { logout } = await replayAfterLogout(t);
+      assert.deepEqual(logout.setCookies, []);
     },
     differs: {
       [KILN]: {
-        why: 'the dead cookie is cleared (Expires in the past, as @fastify/session does), so the browser stops presenting it; destroy() clears it too',
+        why: 'destroy() clears the cookie (Expires in the past, Max-Age=0) with the attributes it was sent with',
         async run(t) {
-          const { logout, replay } = await replayAfterLogout(t);
-          assert.ok(expiresIn(sessionCookie(logout)) < 0, 'destroy clears the cookie');
-          assert.ok(expiresIn(sessionCookie(replay)) < 0, 'a dead cookie is cleared');
+          const { logout } = await replayAfterLogout(t);
+          assert.ok(expiresIn(sessionCookie(logout)) < 0);
         },
       },
     },
@@ -969,4 +1035,49 @@ async function replayAfterLogout(t: Target): Promise<{ logout: Reply; replay: Re
     result = { logout, replay: await old.get('/s') };
   });
   return result!;
+}
+
+/** A session's id placed in req.signedCookies by a "cookie-parser" with a secret of its own: n after one more increment. */
+async function incrWithForeignParser(t: Target): Promise<unknown> {
+  let n: unknown;
+  const consume = (app: Express) =>
+    app.use((req, _res, next) => {
+      const id = req.headers['x-id'];
+      if (typeof id === 'string') {
+        (req as unknown as Record<string, unknown>)['signedCookies'] = { 'connect.sid': id };
+        (req as unknown as Record<string, unknown>)['secret'] = 'cookie-parser-own-secret';
+        delete req.headers.cookie;
+      }
+      next();
+    });
+  await withApp(t, {}, standardRoutes, async (_s, c) => {
+    const first = await c.post('/incr');
+    n = (await new Client(c.base).post('/incr', {}, { 'x-id': String(first.body['id']) })).body['n'];
+  }, consume);
+  return n;
+}
+
+/** After res.end(body) on a changed session: what res.write(null) threw, and whether a second end's callback ran. */
+async function lateCalls(t: Target): Promise<{ threw: string | undefined; calledBack: boolean }> {
+  let threw: string | undefined;
+  let calledBack = false;
+  const routes = (app: Express) => {
+    app.post('/late-calls', (req, res) => {
+      sess(req)!['n'] = 1;
+      res.end('body');
+      try {
+        res.write(null as never);
+      } catch (err) {
+        threw = (err as { code?: string }).code;
+      }
+      res.end(() => (calledBack = true));
+    });
+  };
+  await withApp(t, {}, routes, async (s, c) => {
+    const r = await c.post('/late-calls');
+    assert.equal(r.text, 'body');
+    await sleep(50);
+    assert.deepEqual(s.errors, []);
+  });
+  return { threw, calledBack };
 }

@@ -71,6 +71,25 @@ for (const express of [4, 5] as const) {
       });
     });
 
+    it('only what the tier refused is rolled back: a change made after the save() was called is stored at the end', async () => {
+      const more = (app: Express) => {
+        routes(app);
+        app.post('/then-more', (req, res) => {
+          const s = sess(req)!;
+          s['big'] = tooLarge;
+          s.save(() => undefined);
+          s['cart'] = ['mug'];
+          res.json({});
+        });
+      };
+      await withApp(target, {}, more, async (s, c) => {
+        await c.post('/small');
+        assert.equal((await c.post('/then-more')).status, 200);
+        assert.deepEqual((await c.get('/keys')).body['keys'], ['cart', 'cookie', 'small']);
+        assert.deepEqual(s.errors, []);
+      });
+    });
+
     it("passed to next(): Express's error handler answers, and the session keeps its last committed state", async () => {
       await withApp(target, {}, routes, async (s, c) => {
         await c.post('/small');

@@ -105,5 +105,10 @@ describe('one implementation behind every entry point', () => {
     assert.ok(cjs.isKilnError(fromEsm) && fromEsm instanceof cjs.KilnError);
     assert.ok(esm.isKilnError(fromCjs) && fromCjs instanceof esm.KilnError);
     assert.ok(!(new Error('plain') instanceof esm.KilnError));
+    // The brand alone does not make a KilnError: it must be an Error with a registered code.
+    const fake = { [Symbol.for('kiln.KilnError')]: true, code: 'KILN_ERR_INTERNAL' };
+    assert.ok(!(fake instanceof esm.KilnError) && !esm.isKilnError(fake));
+    const branded = Object.assign(new Error('x'), { [Symbol.for('kiln.KilnError')]: true, code: 'NOT_A_KILN_CODE' });
+    assert.ok(!(branded instanceof cjs.KilnError));
   });
 });

@@ -20,6 +20,8 @@ export interface NodeSessionRequest extends IncomingMessage {
   /** cookie-parser's parsed cookies (express-session reads them when the header was consumed). */
   signedCookies?: Record<string, unknown>;
   cookies?: Record<string, unknown>;
+  /** cookie-parser's secret, with which it verified signedCookies. */
+  secret?: string;
 }
 
 /**
@@ -86,7 +88,10 @@ function hookPrototype(res: ServerResponse): boolean {
     writable: true,
     value: function kilnWriteHead(this: ServerResponse, ...args: unknown[]) {
       const binding = bindings.get(this);
-      if (binding && !binding.onInstance) return writeHead.apply(this, binding.beforeWriteHead(args));
+      if (binding && !binding.onInstance) {
+        if (binding.held) throw headersSentError();
+        return writeHead.apply(this, binding.beforeWriteHead(args));
+      }
       return writeHead.apply(this, args);
     },
   });
@@ -95,9 +100,57 @@ function hookPrototype(res: ServerResponse): boolean {
     writable: true,
     value: function kilnEnd(this: ServerResponse, ...args: unknown[]) {
       const binding = bindings.get(this);
-      return binding && !binding.ending && !binding.onInstance ? binding.end(end, args) : end.apply(this, args);
+      if (binding === undefined || binding.onInstance) return end.apply(this, args);
+      if (binding.held) return heldEnd(this, args);
+      return binding.ending ? end.apply(this, args) : binding.end(end, args);
     },
   });
+  // While a commit holds the end, the response acts as one that has ended (see
+  // ResponseBinding.end): one Map lookup per call on every response of the app, instead
+  // of own properties on the held ones (defining and deleting them on Express's
+  // responses cost 0.1-0.2 ms a request).
+  for (const name of ['setHeader', 'appendHeader', 'removeHeader'] as const) {
+    const original = proto[name] as (...args: unknown[]) => unknown;
+    Object.defineProperty(proto, name, {
+      configurable: true,
+      writable: true,
+      value: function kilnHeaderChange(this: ServerResponse, ...args: unknown[]) {
+        const binding = bindings.get(this);
+        if (binding !== undefined && binding.held && !binding.onInstance) throw headersSentError();
+        return original.apply(this, args);
+      },
+    });
+  }
+  const write = proto['write'] as (...args: unknown[]) => boolean;
+  Object.defineProperty(proto, 'write', {
+    configurable: true,
+    writable: true,
+    value: function kilnWrite(this: ServerResponse, ...args: unknown[]) {
+      const binding = bindings.get(this);
+      if (binding !== undefined && binding.held && !binding.onInstance) return binding.holdWrite(args);
+      return write.apply(this, args);
+    },
+  });
+  const flushHeaders = proto['flushHeaders'] as () => void;
+  Object.defineProperty(proto, 'flushHeaders', {
+    configurable: true,
+    writable: true,
+    value: function kilnFlushHeaders(this: ServerResponse) {
+      const binding = bindings.get(this);
+      if (binding !== undefined && binding.held && !binding.onInstance) return undefined;
+      return flushHeaders.call(this);
+    },
+  });
+  for (const name of ['headersSent', 'writableEnded'] as const) {
+    const getter = getterOf(proto, name);
+    Object.defineProperty(proto, name, {
+      configurable: true,
+      get(this: ServerResponse) {
+        const binding = bindings.get(this);
+        return (binding !== undefined && binding.held && !binding.onInstance) || getter.call(this);
+      },
+    });
+  }
   Object.defineProperty(proto, 'emit', {
     configurable: true,
     writable: true,
@@ -114,12 +167,23 @@ function hookPrototype(res: ServerResponse): boolean {
   return false;
 }
 
+/** The getter of an accessor property, found up the prototype chain. */
+function getterOf(proto: object, name: string): () => boolean {
+  for (let o: object | null = proto; o !== null; o = Object.getPrototypeOf(o) as object | null) {
+    const descriptor = Object.getOwnPropertyDescriptor(o, name);
+    if (descriptor?.get) return descriptor.get as () => boolean;
+  }
+  throw new Error(`no getter ${name} on the response prototype`);
+}
+
 /**
  * Session ids of requests whose prototype carries the `sessionID` accessor. The value is
  * a string, which cannot reach its key, so this WeakMap keeps nothing alive; and the id
  * stays readable after the response closed (a logger's 'close' listener).
  */
 const sessionIds = new WeakMap<object, string>();
+/** Requests whose application assigned req.sessionID (the accessor's setter saw it): a lookup here is cheaper than asking Express's request for an own property. */
+const reassignedIds = new WeakSet<object>();
 
 /**
  * `req.sessionID` as an accessor on Express's request prototype, for the same reason as
@@ -138,6 +202,7 @@ function hookRequestPrototype(req: NodeSessionRequest): boolean {
       return sessionIds.get(this);
     },
     set(this: NodeSessionRequest, value: unknown) {
+      reassignedIds.add(this);
       Object.defineProperty(this, 'sessionID', { value, writable: true, enumerable: true, configurable: true });
     },
   });
@@ -184,7 +249,7 @@ class ResponseBinding<Req> implements SessionObjectHooks {
   private noteRequestChanges(): void {
     const req = this.req;
     if (req.session !== this.sessionObject && !this.rs.isDestroyed) this.rs.unsetByApp = true;
-    if ((this.ownSessionId || Object.prototype.hasOwnProperty.call(req, 'sessionID')) && req.sessionID !== this.rs.id) this.rs.abandoned = true;
+    if ((this.ownSessionId || reassignedIds.has(req)) && req.sessionID !== this.rs.id) this.rs.abandoned = true;
   }
 
   /**
@@ -225,13 +290,17 @@ class ResponseBinding<Req> implements SessionObjectHooks {
 
   /**
    * res.end(): commit first (unless nothing changed), then end with the same arguments.
-   * While the commit is in flight the response acts as one that has ended (see
-   * holdResponse), so an application's later calls do what Node does after end().
+   * While the commit is in flight the response is held: it acts as one that has ended,
+   * so an application's later calls do what Node does after end(): header changes throw
+   * ERR_HTTP_HEADERS_SENT, headersSent and writableEnded are true, a second end() is
+   * dropped as express-session drops it (its callback runs at 'finish'), and a write()
+   * is checked as Node checks it, then replayed after the real end for Node to answer.
    * The binding goes once the response has ended, not only at 'close': Node never emits
    * 'close' for a pipelined response still queued behind another when the connection
    * dies, and its binding would stay in `bindings` for good.
    */
   end(original: EndFn, args: unknown[]): ServerResponse {
+    checkChunk(args[0], true);
     this.ending = true;
     this.noteRequestChanges();
     const res = this.res;
@@ -240,23 +309,59 @@ class ResponseBinding<Req> implements SessionObjectHooks {
       bindings.delete(res);
       return res;
     }
-    const release = holdResponse(res);
+    this.held = true;
+    const restore = this.onInstance ? holdInstance(res, this) : undefined;
     this.rs.finish().then(
       () => {
-        const late = release();
-        original.apply(res, args);
+        this.release(restore);
+        // What Node throws here it would have thrown to the caller of end(); that caller
+        // has gone on, so the response ends in error instead of an unhandled rejection.
+        try {
+          original.apply(res, args);
+        } catch (err) {
+          res.destroy(err as Error);
+        }
         bindings.delete(res);
-        late();
+        this.replayLateWrites();
       },
       (err: unknown) => {
-        const late = release();
+        this.release(restore);
         bindings.delete(res);
         if (res.headersSent) res.destroy(err as Error);
         else this.onCommitError(err);
-        late();
+        this.replayLateWrites();
       },
     );
     return res;
+  }
+
+  /** A response is held while its end waits for the commit (see end()). */
+  held = false;
+  private lateWrites: unknown[][] | undefined;
+
+  /** write() on a held response: checked now as Node checks it, answered after the real end. */
+  holdWrite(args: unknown[]): boolean {
+    checkChunk(args[0], false);
+    (this.lateWrites ??= []).push(args);
+    return false;
+  }
+
+  private release(restore: (() => void) | undefined): void {
+    this.held = false;
+    restore?.();
+  }
+
+  private replayLateWrites(): void {
+    const late = this.lateWrites;
+    if (late === undefined) return;
+    this.lateWrites = undefined;
+    for (const args of late) {
+      try {
+        this.res.write(...(args as Parameters<ServerResponse['write']>));
+      } catch (err) {
+        this.res.destroy(err as Error);
+      }
+    }
   }
 }
 
@@ -265,35 +370,39 @@ function headersSentError(): Error {
   return Object.assign(new Error('Cannot set headers after they are sent to the client'), { code: 'ERR_HTTP_HEADERS_SENT' });
 }
 
-const HELD_METHODS = ['setHeader', 'appendHeader', 'removeHeader', 'writeHead', 'flushHeaders', 'write', 'end'] as const;
+/**
+ * Throws what Node's write()/end() throw at once for a chunk they refuse, so a held
+ * response refuses it to its caller too instead of failing later in a callback.
+ */
+function checkChunk(chunk: unknown, forEnd: boolean): void {
+  if (chunk === null && !forEnd) throw Object.assign(new TypeError('May not write null values to stream'), { code: 'ERR_STREAM_NULL_VALUES' });
+  if (chunk === undefined || chunk === null || typeof chunk === 'string' || typeof chunk === 'function' || chunk instanceof Uint8Array) return;
+  throw Object.assign(new TypeError(`The "chunk" argument must be of type string or an instance of Buffer or Uint8Array. Received ${typeof chunk}`), { code: 'ERR_INVALID_ARG_TYPE' });
+}
+
+/** A second end() on a held response: dropped (the first end wins); its callback runs when the response finishes. */
+function heldEnd(res: ServerResponse, args: unknown[]): ServerResponse {
+  const callback = args.findLast((a) => typeof a === 'function') as (() => void) | undefined;
+  if (callback) res.once('finish', callback);
+  return res;
+}
 
 /**
- * Makes a response whose end() Kiln holds for its commit act as one that has ended:
- * header changes throw as Node throws them, headersSent and writableEnded are true,
- * write() calls are kept and replayed once the real end() has run, where Node answers
- * them as it answers any write after end(), and a second end() is dropped (the first
- * end wins, as with express-session). Own properties, only for the
- * time of a commit: the common path never pays for them. Returns a function that puts
- * the response back and returns the replay.
+ * The held state for a response whose hooks are its own (node:http's shared prototype is
+ * never touched): own properties for the time of the commit. Returns the restore.
  */
-function holdResponse(res: ServerResponse): () => () => void {
+function holdInstance(res: ServerResponse, binding: { holdWrite(args: unknown[]): boolean }): () => void {
   const target = res as unknown as Record<string, unknown>;
-  const saved = new Map<string, PropertyDescriptor | undefined>();
-  const late: [method: 'write', args: unknown[]][] = [];
-  for (const name of [...HELD_METHODS, 'headersSent', 'writableEnded']) saved.set(name, Object.getOwnPropertyDescriptor(res, name));
+  const names = ['setHeader', 'appendHeader', 'removeHeader', 'writeHead', 'flushHeaders', 'write', 'end', 'headersSent', 'writableEnded'];
+  const saved = names.map((name) => [name, Object.getOwnPropertyDescriptor(res, name)] as const);
   const define = (name: string, descriptor: PropertyDescriptor) => Object.defineProperty(res, name, { configurable: true, ...descriptor });
-  for (const name of ['setHeader', 'appendHeader', 'removeHeader', 'writeHead'] as const) {
-    define(name, { writable: true, value: () => {
-      throw headersSentError();
-    } });
-  }
+  const refuse = () => {
+    throw headersSentError();
+  };
+  for (const name of ['setHeader', 'appendHeader', 'removeHeader', 'writeHead']) define(name, { writable: true, value: refuse });
   define('flushHeaders', { writable: true, value: () => undefined });
-  define('write', { writable: true, value: (...args: unknown[]) => {
-    late.push(['write', args]);
-    return false;
-  } });
-  // A second end() is dropped, as express-session drops it: the first end wins.
-  define('end', { writable: true, value: () => res });
+  define('write', { writable: true, value: (...args: unknown[]) => binding.holdWrite(args) });
+  define('end', { writable: true, value: (...args: unknown[]) => heldEnd(res, args) });
   define('headersSent', { get: () => true });
   define('writableEnded', { get: () => true });
   return () => {
@@ -301,9 +410,6 @@ function holdResponse(res: ServerResponse): () => () => void {
       if (descriptor) Object.defineProperty(res, name, descriptor);
       else delete target[name];
     }
-    return () => {
-      for (const [method, args] of late) (target[method] as (...a: unknown[]) => unknown).apply(res, args);
-    };
   };
 }
 
@@ -345,11 +451,14 @@ export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionReq
  * the near cache when it can, else through the engine.
  */
 export function openNodeRequest<Req extends NodeSessionRequest>(runtime: SessionRuntime<Req>, req: Req): RequestSession<Req> | Promise<RequestSession<Req>> | undefined {
-  const options: CookieOptions | undefined = runtime.cookieOptionsFor(req, req.originalUrl ?? req.url ?? '/');
+  // Each property read of Express's req misses V8's caches (see `bindings`): the URL is
+  // read only when a path or a cookie function needs it, cookie-parser's results only
+  // when the Cookie header names no session.
+  const options: CookieOptions | undefined = runtime.cookieVariesByRequest ? runtime.cookieOptionsFor(req, req.originalUrl ?? req.url ?? '/') : runtime.cookieOptions;
   if (options === undefined) return undefined;
   let cookieHeader = req.headers.cookie;
-  if ((req.signedCookies !== undefined || req.cookies !== undefined) && runtime.sessionIdFrom(cookieHeader) === undefined) {
-    cookieHeader = runtime.cookieHeaderFromParsed(req.signedCookies, req.cookies) ?? cookieHeader;
+  if (runtime.sessionIdFrom(cookieHeader) === undefined && (req.signedCookies !== undefined || req.cookies !== undefined)) {
+    cookieHeader = runtime.cookieHeaderFromParsed(req.signedCookies, req.cookies, req.secret) ?? cookieHeader;
   }
   const secure = () => requestIsSecure(runtime, req);
   return runtime.openNow(req, cookieHeader, secure, options) ?? runtime.open(req, cookieHeader, secure, options);

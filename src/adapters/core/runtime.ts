@@ -175,6 +175,8 @@ export class SessionRuntime<Req = unknown> {
   readonly name: string;
   /** Signs ids into cookie values and verifies them back. */
   readonly signer: CookieSigner;
+  /** The string and Buffer secrets (none with an application's signer), to recognise cookie-parser's. */
+  private readonly secrets: readonly Secret[];
   /** The cookie options (the static ones; a cookie function's come per request). */
   readonly cookieOptions: CookieOptions;
   private readonly cookieFunction: ((req: Req) => CookieOptions) | undefined;
@@ -214,6 +216,8 @@ export class SessionRuntime<Req = unknown> {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "cookiePrefix" must be a string of at most 64 characters ('' for none)`, { details: { option: 'cookiePrefix' } });
     }
     this.signer = signerFromOption(adapter, o.any('secret'), prefix, o.string('algorithm', 'sha256'));
+    const secret = o.any('secret');
+    this.secrets = (Array.isArray(secret) ? secret : [secret]).filter((x): x is Secret => typeof x === 'string' || Buffer.isBuffer(x));
     const key = o.string('key', undefined);
     if (key !== undefined && !keyWarningShown) {
       keyWarningShown = true;
@@ -275,11 +279,13 @@ export class SessionRuntime<Req = unknown> {
    * or req.cookies, after a middleware consumed the Cookie header), as a Cookie header
    * for sessionIdFrom(); express-session reads those too, with a deprecation warning.
    */
-  cookieHeaderFromParsed(signedCookies: unknown, cookies: unknown): string | undefined {
+  cookieHeaderFromParsed(signedCookies: unknown, cookies: unknown, parserSecret: unknown): string | undefined {
     const signed = (signedCookies as Record<string, unknown> | undefined)?.[this.name];
     const raw = (cookies as Record<string, unknown> | undefined)?.[this.name];
     let value: string | undefined;
-    if (typeof signed === 'string' && isValidSessionId(signed)) value = this.signer.sign(signed);
+    // cookie-parser verified req.signedCookies with its own secret (req.secret): trusted
+    // only when that is one of ours, or anyone knowing another secret could pick an id.
+    if (typeof signed === 'string' && isValidSessionId(signed) && this.isOwnSecret(parserSecret)) value = this.signer.sign(signed);
     else if (typeof raw === 'string' && this.signer.unsign(raw) !== undefined) value = raw;
     if (value === undefined) return undefined;
     if (!cookieParserWarningShown) {
@@ -289,12 +295,26 @@ export class SessionRuntime<Req = unknown> {
     return `${this.name}=${encodeURIComponent(value)}`;
   }
 
+  /** Whether cookieOptionsFor() can answer anything but `cookieOptions` (a cookie function, or a path other than '/'). */
+  get cookieVariesByRequest(): boolean {
+    return this.cookieFunction !== undefined || (this.cookieOptions.path ?? '/') !== '/';
+  }
+
+  private isOwnSecret(secret: unknown): boolean {
+    if (typeof secret !== 'string' && !Buffer.isBuffer(secret)) return false;
+    return this.secrets.some((own) => (typeof own === 'string' ? own : own.toString('utf8')) === (typeof secret === 'string' ? secret : secret.toString('utf8')));
+  }
+
   /**
    * This request's cookie options, or undefined when its path is outside cookie.path:
    * then, as with express-session, the request gets no session and no cookie.
    */
   cookieOptionsFor(req: Req, url: string): CookieOptions | undefined {
-    const options = this.cookieFunction ? resolveCookieOptions(this.adapter, this.cookieFunction(req) ?? {}) : this.cookieOptions;
+    let options = this.cookieOptions;
+    if (this.cookieFunction) {
+      options = resolveCookieOptions(this.adapter, this.cookieFunction(req) ?? {});
+      if (this.name.startsWith('__')) this.checkCookiePrefix(options);
+    }
     const path = options.path ?? '/';
     if (path === '/') return options;
     const query = url.indexOf('?');
@@ -359,9 +379,10 @@ export class SessionRuntime<Req = unknown> {
     return this.route ? withRoute(id, this.route) : id;
   }
 
-  newCookie(handle: SessionHandle, secure: () => boolean, options: CookieOptions): SessionCookie {
+  /** The request's cookie; `request.secure` is read only for a secure or sameSite of 'auto'. */
+  newCookie(handle: SessionHandle, request: { readonly secure: boolean }, options: CookieOptions): SessionCookie {
     const override = handle.isNew ? undefined : (handle.get<CookieOverride>(COOKIE_ATTRIBUTE) ?? undefined);
-    const requestSecure = options.secure === 'auto' || options.sameSite === 'auto' ? secure() : false;
+    const requestSecure = options.secure === 'auto' || options.sameSite === 'auto' ? request.secure : false;
     const startedAt = this.rolling || handle.isNew ? Date.now() : handle.createdAt;
     return new SessionCookie(options, requestSecure, startedAt, override, handle.absoluteExpiresAt);
   }
@@ -372,24 +393,24 @@ export class SessionRuntime<Req = unknown> {
     return cookie.serialize(this.name, value);
   }
 
-  /** A Set-Cookie that makes the browser drop the session cookie (Expires in 1970, Max-Age=0). */
-  clearCookie(options: CookieOptions = this.cookieOptions): string {
-    const sameSite = options.sameSite === 'auto' ? 'lax' : options.sameSite;
-    return serializeCookie(this.name, '', { path: options.path, domain: options.domain, expires: new Date(0), maxAge: 0, httpOnly: options.httpOnly !== false, sameSite, secure: options.secure === true });
-  }
-
   async close(): Promise<void> {
     if (this.ownsClient) await this.client.close();
   }
 
-  private checkCookieName(): void {
-    const { name, cookieOptions: c } = this;
+  /** The __Host- and __Secure- prefixes' rules, for the static options and each cookie function's answer. */
+  private checkCookiePrefix(c: CookieOptions): void {
+    const name = this.name;
     if (name.startsWith('__Host-') && (c.secure === false || c.secure === undefined || c.path !== '/' || c.domain)) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name "${name}": the __Host- prefix needs cookie.secure (true or 'auto'), path '/' and no domain, or browsers drop it`, { details: { option: 'name' } });
     }
     if (name.startsWith('__Secure-') && !c.secure) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name "${name}": the __Secure- prefix needs cookie.secure (true or 'auto')`, { details: { option: 'name' } });
     }
+  }
+
+  private checkCookieName(): void {
+    const name = this.name;
+    this.checkCookiePrefix(this.cookieOptions);
     // Fails now, not on the first response, if name and attributes cannot fit a cookie.
     serializeCookie(name, signValue('x'.repeat(128), 'k'), { ...this.cookieOptions, sameSite: this.cookieOptions.sameSite === 'auto' ? 'none' : this.cookieOptions.sameSite, secure: this.cookieOptions.secure === true, expires: new Date() });
   }
@@ -440,7 +461,7 @@ export class RequestSession<Req = unknown> {
     readonly detached: boolean,
     public cookieOptions: CookieOptions = runtime.cookieOptions,
   ) {
-    this.cookie = runtime.newCookie(handle, () => this.secure, cookieOptions);
+    this.cookie = runtime.newCookie(handle, this, cookieOptions);
   }
 
   /** Whether this request came over TLS (asked once, when first needed). */
@@ -461,33 +482,48 @@ export class RequestSession<Req = unknown> {
     return this.handle.readOnly;
   }
 
-  /** The cookie named a session that does not live (expired, destroyed elsewhere): the browser should drop it. */
-  private get cookieIsDead(): boolean {
-    return this.incomingId !== undefined && this.incomingId !== this.handle.id && this.handle.isNew && !this.idChanged;
-  }
-
   /**
    * The Set-Cookie value this response needs, if any. Call when headers are about to go.
    * The rule is express-session's: a new session's cookie when it is stored; an existing
    * session's when its id changed, with `rolling`, or when a change was saved and the
    * cookie expires (its expiry moves on, so an active user keeps the cookie). Kiln adds:
-   * a cookie whose lifetime the application changed, and clearing a dead or destroyed
-   * session's cookie.
+   * a cookie whose lifetime the application changed, and clearing the cookie of a session
+   * the request destroyed. A cookie whose session no longer exists is not cleared (as
+   * with express-session): a request still in flight with the cookie of the session a
+   * login just replaced would clear the new session's cookie, and log the user out.
    */
   setCookieHeader(): string | undefined {
     if (this.abandoned) return undefined;
-    if (this.destroyed) return this.incomingId ? this.runtime.clearCookie(this.cookieOptions) : undefined;
+    if (this.destroyed) return this.incomingId ? this.clearCookie() : undefined;
     if (this.detached || this.unsetByApp || this.failed) return undefined;
     const handle = this.handle;
     let send: boolean;
     if (handle.isNew) send = this.committed || this.runtime.saveUninitialized || handle.mayHaveChanged || this.cookie.changed;
-    else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.refreshed || this.incomingId !== handle.id;
+    else send = this.idChanged || this.runtime.rolling || this.cookie.changed || this.refreshed || this.incomingId !== handle.id || this.refreshesOnCommit();
     // Never send a Secure cookie over plain HTTP: the browser would drop it anyway. An
     // invalid expiry is reported by finish(); no cookie carries it.
     if (send && (this.cookie.secure && !this.secure || !this.cookie.isValid())) send = false;
-    if (!send) return this.cookieIsDead ? this.runtime.clearCookie(this.cookieOptions) : undefined;
+    if (!send) return undefined;
     if (this.runtime.rolling && !this.cookie.changed) this.cookie.restart(handle.absoluteExpiresAt);
     return this.runtime.signedCookie(handle.id, this.cookie);
+  }
+
+  /**
+   * Headers going out before the commit (a streamed response): whether the commit will
+   * move the cookie's expiry on (a change to a session whose cookie expires). Then the
+   * renewed expiry goes out now, and the commit stores the same one.
+   */
+  private refreshesOnCommit(): boolean {
+    if (this.finished || this.runtime.rolling || this.cookie.changed || !this.cookie.hasExpiry || !this.handle.mayHaveChanged) return false;
+    this.cookie.restart(this.handle.absoluteExpiresAt);
+    this.refreshed = true;
+    return true;
+  }
+
+  /** A Set-Cookie that drops the cookie, with this request's attributes (Secure and SameSite as the cookie was sent, so the browser takes it). */
+  private clearCookie(): string {
+    const c = this.cookie;
+    return serializeCookie(this.runtime.name, '', { path: c.path, domain: c.domain, expires: new Date(0), maxAge: 0, httpOnly: c.httpOnly, sameSite: c.sameSite, secure: c.secure, partitioned: c.partitioned });
   }
 
   /** Commits what the request changed (per saveUninitialized and unset), then lets the next request run. */
@@ -546,24 +582,35 @@ export class RequestSession<Req = unknown> {
    * start before the acknowledgement. A save() the application did not wait for and the
    * commit at the end are one after the other, never two racing commits.
    *
-   * A save() that fails rolls this request's uncommitted changes back to the last
-   * committed state (the change the tier refused, a too-large attribute say, is not
-   * tried again at the end of the request), so the application can catch the error and
-   * still answer.
+   * A save() the tier refuses rolls back what it refused, so the end of the request does
+   * not try it again and the application can catch the error and still answer: the
+   * attribute the error names (a too-large or unserializable one), else every
+   * uncommitted change. A save() that fails for a while (the tier unreachable) keeps the
+   * changes: the commit at the end of the request tries them again.
    */
   save(final = false): Promise<void> {
     const previous = this.saving;
     const run = previous ? previous.then(() => this.commitNow(final), () => this.commitNow(final)) : this.commitNow(final);
     if (final) return run;
-    const settled = run.then(NO_OP, NO_OP);
+    // The rollback is part of what the next commit waits for, so it never sees the refused change.
+    const guarded = run.catch((err: unknown) => {
+      this.rollBack(err);
+      throw err;
+    });
+    const settled = guarded.then(NO_OP, NO_OP);
     this.saving = settled;
     void settled.then(() => {
       if (this.saving === settled) this.saving = undefined;
     });
-    return run.catch((err: unknown) => {
-      if (!this.finished && !this.destroyed && !this.handle.isDestroyed) this.handle.discardChanges();
-      throw err;
-    });
+    return guarded;
+  }
+
+  /** After a refused save(): forget what the tier refused (see save()). */
+  private rollBack(err: unknown): void {
+    if (this.finished || this.destroyed || this.handle.isDestroyed || (isKilnError(err) && err.retryable)) return;
+    const attribute = isKilnError(err) ? err.details?.['attribute'] : undefined;
+    if (typeof attribute === 'string' && attribute !== COOKIE_ATTRIBUTE) this.handle.revert(attribute);
+    else this.handle.discardChanges();
   }
 
   private async commitNow(final: boolean): Promise<void> {
@@ -574,10 +621,11 @@ export class RequestSession<Req = unknown> {
       handle.set(COOKIE_ATTRIBUTE, cookie.override());
       const lifetime = cookie.originalMaxAge;
       if (lifetime !== null && lifetime > 0) handle.setIdleTimeout(lifetime);
-    } else if (!handle.isNew && !this.runtime.rolling && cookie.expires !== null && handle.mayHaveChanged) {
+    } else if (!handle.isNew && !this.runtime.rolling && cookie.hasExpiry && handle.mayHaveChanged) {
       // express-session saves the cookie with every change, so a saved change moves its
-      // expiry on; the renewed expiry travels with the change and the cookie goes again.
-      cookie.restart(handle.absoluteExpiresAt);
+      // expiry on; the renewed expiry travels with the change and the cookie goes again
+      // (already renewed when the headers went first: refreshesOnCommit).
+      if (!this.refreshed) cookie.restart(handle.absoluteExpiresAt);
       handle.set(COOKIE_ATTRIBUTE, cookie.override());
       this.refreshed = true;
     }
@@ -601,7 +649,7 @@ export class RequestSession<Req = unknown> {
     this.idChanged = true;
     this.unsetByApp = false;
     this.refreshed = false;
-    if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, () => this.secure, this.cookieOptions);
+    if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, this, this.cookieOptions);
   }
 
   /** Throws away this request's uncommitted changes (express-session's reload). */
@@ -621,7 +669,7 @@ export class RequestSession<Req = unknown> {
     if (Object.keys(opts).length === 0) return;
     const merged = resolveCookieOptions("session.options()", { ...this.cookieOptions, ...opts } as CookieOptions);
     const lifetime = 'maxAge' in opts || 'expires' in opts;
-    const next = this.runtime.newCookie(this.handle, () => this.secure, merged);
+    const next = this.runtime.newCookie(this.handle, this, merged);
     if (lifetime) {
       if (merged.maxAge !== undefined) next.maxAge = merged.maxAge;
       else next.expires = merged.expires ?? null;

@@ -92,6 +92,11 @@ export class SessionCookie {
     this.changed = true;
   }
 
+  /** Whether the cookie expires (maxAge or expires), without making a Date. */
+  get hasExpiry(): boolean {
+    return this.expiresAt !== null;
+  }
+
   /** False when the application gave an expiry that is not a date or a lifetime that is not finite (NaN). */
   isValid(): boolean {
     return this.expiresAt === null || Number.isFinite(this.expiresAt);

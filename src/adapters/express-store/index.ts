@@ -188,22 +188,24 @@ function settle<T>(operation: () => Promise<T>, callback: Callback<T> | undefine
  * express-session ids are any string its generator or an app's genid returns
  * (`user:1`, `%`, `/foo`); Kiln's are 16–128 base64url characters. An id that is
  * already a Kiln id is stored as it is (so existing stores keep their keys); any other
- * is stored under its UTF-8 bytes in hex, padded with '_' (not a hex digit) to 16
- * characters and marked by the route suffix `.xs`; one too long for that, under its
- * SHA-256 marked `.xsh`. Only the hashed form cannot be turned back (all() lists it so).
+ * is stored under its UTF-16 code units in hex (lossless, lone surrogates included),
+ * padded with '_' (not a hex digit) to 16 characters and marked by the route suffix
+ * `.xs`; one too long for that, under the SHA-256 of those units, marked `.xsh`. Only the
+ * hashed form cannot be turned back: all() lists it as stored, and destroy() takes it so.
  */
 export function storedId(sid: string): string {
   if (typeof sid !== 'string') throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a session id must be a string');
-  if (isValidSessionId(sid) && !/\.xsh?$/.test(sid)) return sid;
-  const hex = Buffer.from(sid, 'utf8').toString('hex');
+  if (isValidSessionId(sid) && !sid.endsWith('.xs')) return sid;
+  const units = Buffer.from(sid, 'utf16le');
+  const hex = units.toString('hex');
   if (hex.length <= 128) return `${hex.padEnd(16, '_')}.xs`;
-  return `${createHash('sha256').update(sid).digest('base64url')}.xsh`;
+  return `${createHash('sha256').update(units).digest('base64url')}.xsh`;
 }
 
 /** The express-session id behind a stored id (see storedId). */
 export function expressId(id: string): string {
   if (!id.endsWith('.xs')) return id;
-  return Buffer.from(id.slice(0, -3).replace(/_+$/, ''), 'hex').toString('utf8');
+  return Buffer.from(id.slice(0, -3).replace(/_+$/, ''), 'hex').toString('utf16le');
 }
 /** Kiln's error class and check, the same as kiln's own (one implementation behind every entry point). */
 export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

@@ -143,19 +143,31 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
   /**
    * @fastify/session's decryptSession(cookieValue, request, [cookieOptions], callback):
    * loads the session a cookie value names into `request.session`. The request has no
-   * end at which to commit, so the session is a read-only snapshot (writes throw).
+   * end at which to commit, so the session is a read-only snapshot (writes throw). A
+   * request that already has its session keeps it (and its lease): decrypting the same
+   * session again hands out that one, another one does not replace it.
    */
   fastify.decorate('decryptSession', (cookieValue: string, request: FastifyLikeRequest, cookieOptions: unknown, callback?: (err?: unknown) => void) => {
-    const cb = (typeof cookieOptions === 'function' ? cookieOptions : callback) as (err?: unknown) => void;
+    const cb = (typeof cookieOptions === 'function' ? cookieOptions : callback) as ((err?: unknown) => void) | undefined;
     const extra = typeof cookieOptions === 'object' && cookieOptions !== null ? (cookieOptions as CookieOptions) : {};
     const opts = { ...runtime.cookieOptions, ...extra };
-    runtime.open(request, `${runtime.name}=${encodeURIComponent(String(cookieValue))}`, request.protocol === 'https', opts, { readOnly: true }).then(
+    const header = `${runtime.name}=${encodeURIComponent(String(cookieValue))}`;
+    const own = request[kilnKey];
+    const done = (err?: unknown) => {
+      // Outside the promise chain: what the callback throws is the application's, as with @fastify/session.
+      if (cb) process.nextTick(cb, err);
+    };
+    if (own !== undefined && runtime.sessionIdFrom(header) === own.id) {
+      done();
+      return;
+    }
+    runtime.open(request, header, request.protocol === 'https', opts, { readOnly: true }).then(
       (rs) => {
         // A read-only handle holds no lock and no lease: nothing to release, and it stays readable.
-        attach(request, rs);
-        cb();
+        request.session = createSessionObject(rs, { style: 'fastify' }) as FastifySessionObject;
+        done();
       },
-      (err: unknown) => cb(err),
+      (err: unknown) => done(err),
     );
   });
 

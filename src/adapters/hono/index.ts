@@ -54,9 +54,15 @@ export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnH
   const runtime = new SessionRuntime<HonoRequestInfo>(options, 'kiln/hono kilnSession()');
   const middleware: MiddlewareHandler<{ Variables: KilnVariables }> = async (context, next) => {
     const c = context as unknown as HonoLikeContext;
-    const direct = new URL(c.req.url).protocol === 'https:';
-    const secure = runtime.isSecure(direct, c.req.header('x-forwarded-proto'), undefined);
-    const rs = await runtime.open({ url: c.req.url, path: c.req.path }, c.req.header('cookie'), secure);
+    const info = { url: c.req.url, path: c.req.path };
+    const cookieOptions = runtime.cookieOptionsFor(info, c.req.path);
+    if (cookieOptions === undefined) {
+      // Outside cookie.path: no session and no cookie.
+      await next();
+      return;
+    }
+    const secure = () => runtime.isSecure(new URL(c.req.url).protocol === 'https:', c.req.header('x-forwarded-proto'), undefined);
+    const rs = await runtime.open(info, c.req.header('cookie'), secure, cookieOptions);
     const session = createSessionObject(rs, {
       onIdChange: (id) => c.set('sessionId', id),
       onDestroy: () => c.set('session', undefined),

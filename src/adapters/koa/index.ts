@@ -70,7 +70,13 @@ export function kilnSession(options: KoaSessionOptions): KilnKoaMiddleware {
 
   const middleware = async (context: unknown, next: () => Promise<unknown>): Promise<void> => {
     const ctx = context as KoaLikeContext;
-    const rs = await runtime.open(ctx, ctx.get('cookie') || undefined, ctx.secure);
+    const cookieOptions = runtime.cookieOptionsFor(ctx, ctx.url);
+    if (cookieOptions === undefined) {
+      // Outside cookie.path: no session and no cookie.
+      await next();
+      return;
+    }
+    const rs = await runtime.open(ctx, ctx.get('cookie') || undefined, () => ctx.secure, cookieOptions);
     let current: KoaSessionObject | null = createSessionObject(rs, {
       style: 'koa',
       onIdChange: (id) => (ctx.sessionId = id),
