@@ -626,7 +626,7 @@ export class RequestSession<Req = unknown> {
       // expiry on; the renewed expiry travels with the change and the cookie goes again
       // (already renewed when the headers went first: refreshesOnCommit).
       if (!this.refreshed) cookie.restart(handle.absoluteExpiresAt);
-      handle.set(COOKIE_ATTRIBUTE, cookie.override());
+      if (cookie.renewalWorthStoring) handle.set(COOKIE_ATTRIBUTE, cookie.override());
       this.refreshed = true;
     }
     const result = await handle.commit({ force: handle.isNew && this.runtime.saveUninitialized, final });

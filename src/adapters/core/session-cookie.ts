@@ -38,6 +38,8 @@ export class SessionCookie {
   priority: 'low' | 'medium' | 'high' | undefined;
   originalMaxAge: number | null;
   private expiresAt: number | null;
+  /** The expiry as loaded (stored or derived), to tell how far a renewal moved it. */
+  private readonly loadedExpiresAt: number | null;
   /** @internal set when the application changed the lifetime in this request */
   changed = false;
 
@@ -62,6 +64,18 @@ export class SessionCookie {
     if (override?.expires !== undefined) this.expiresAt = override.expires;
     else this.expiresAt = this.originalMaxAge === null ? null : startedAt + this.originalMaxAge;
     if (capAt && capAt > 0 && (this.expiresAt === null || this.expiresAt > capAt)) this.expiresAt = capAt;
+    this.loadedExpiresAt = this.expiresAt;
+  }
+
+  /**
+   * @internal Whether a renewal moved the expiry far enough to be worth storing: by more
+   * than 1 % of the lifetime. Under a stream of writes the stored expiry (which only
+   * what `cookie.maxAge` reports on later requests depends on) then lags the one sent by
+   * at most that, and most writes carry no cookie attribute.
+   */
+  get renewalWorthStoring(): boolean {
+    if (this.expiresAt === null || this.loadedExpiresAt === null || this.originalMaxAge === null) return true;
+    return this.expiresAt - this.loadedExpiresAt > this.originalMaxAge / 100;
   }
 
   get expires(): Date | null {
