@@ -109,3 +109,29 @@ describe('adapter options', () => {
     assert.equal(scope({ url: '/cart' }), 'write');
   });
 });
+
+describe("cookie-parser's parsed cookies", () => {
+  it('req.cookies is verified (never past the cookie length limit), req.signedCookies trusted only from our own secret', async () => {
+    let unsigned = 0;
+    const signer = {
+      sign: (v: string) => `${v}.sig`,
+      unsign: (v: string) => {
+        unsigned++;
+        return v.endsWith('.sig') ? { valid: true, renew: false, value: v.slice(0, -4) } : { valid: false, renew: false, value: null };
+      },
+    };
+    const id = 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG';
+    const runtime = new SessionRuntime({ secret: signer, cookiePrefix: '' }, 'test');
+    assert.equal(runtime.sessionIdFromParsed(undefined, { 'connect.sid': `${id}.sig` }, undefined), id, 'a signed raw value verifies');
+    assert.equal(runtime.sessionIdFromParsed(undefined, { 'connect.sid': `${id}.bad` }, undefined), undefined, 'a forged one does not');
+    unsigned = 0;
+    assert.equal(runtime.sessionIdFromParsed(undefined, { 'connect.sid': `${'x'.repeat(5000)}.sig` }, undefined), undefined);
+    assert.equal(unsigned, 0, 'an oversized value costs no verification');
+    const own = new SessionRuntime({ secret: ['ours', 'older'] }, 'test');
+    assert.equal(own.sessionIdFromParsed({ 'connect.sid': id }, undefined, 'older'), id, 'cookie-parser with one of our secrets');
+    assert.equal(own.sessionIdFromParsed({ 'connect.sid': id }, undefined, 'theirs'), undefined, 'cookie-parser with another secret');
+    assert.equal(own.sessionIdFromParsed({ 'connect.sid': 'not an id' }, undefined, 'ours'), undefined, 'not a session id');
+    await runtime.close();
+    await own.close();
+  });
+});

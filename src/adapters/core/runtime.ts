@@ -7,7 +7,7 @@ import { KilnError, isKilnError } from '../../errors/index.js';
 import { assertSessionId, isValidSessionId, withRoute } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
 import { getHashes } from 'node:crypto';
-import { decodeCookieValue, foreignSigner, hmacSigner, readRawCookie, signValue, serializeCookie, type CookieSigner, type ForeignCookieSigner } from './cookies.js';
+import { MAX_COOKIE_VALUE_LENGTH, decodeCookieValue, foreignSigner, hmacSigner, readRawCookie, signValue, serializeCookie, type CookieSigner, type ForeignCookieSigner } from './cookies.js';
 import { SessionCookie, type CookieOptions, type CookieOverride } from './session-cookie.js';
 
 /**
@@ -275,24 +275,24 @@ export class SessionRuntime<Req = unknown> {
   }
 
   /**
-   * A cookie value that reached the app another way (cookie-parser's req.signedCookies,
-   * or req.cookies, after a middleware consumed the Cookie header), as a Cookie header
-   * for sessionIdFrom(); express-session reads those too, with a deprecation warning.
+   * The session id of a cookie that reached the app another way (cookie-parser's
+   * req.signedCookies, or req.cookies, after a middleware consumed the Cookie header);
+   * express-session reads those too, with a deprecation warning.
    */
-  cookieHeaderFromParsed(signedCookies: unknown, cookies: unknown, parserSecret: unknown): string | undefined {
+  sessionIdFromParsed(signedCookies: unknown, cookies: unknown, parserSecret: unknown): string | undefined {
     const signed = (signedCookies as Record<string, unknown> | undefined)?.[this.name];
     const raw = (cookies as Record<string, unknown> | undefined)?.[this.name];
-    let value: string | undefined;
+    let id: string | undefined;
     // cookie-parser verified req.signedCookies with its own secret (req.secret): trusted
     // only when that is one of ours, or anyone knowing another secret could pick an id.
-    if (typeof signed === 'string' && isValidSessionId(signed) && this.isOwnSecret(parserSecret)) value = this.signer.sign(signed);
-    else if (typeof raw === 'string' && this.signer.unsign(raw) !== undefined) value = raw;
-    if (value === undefined) return undefined;
+    if (typeof signed === 'string' && this.isOwnSecret(parserSecret)) id = signed;
+    else if (typeof raw === 'string' && raw.length <= MAX_COOKIE_VALUE_LENGTH) id = this.signer.unsign(raw);
+    if (id === undefined || !isValidSessionId(id)) return undefined;
     if (!cookieParserWarningShown) {
       cookieParserWarningShown = true;
       process.emitWarning(`${this.adapter}: the session cookie was read from req.signedCookies/req.cookies; it should be available in req.headers.cookie`, { type: 'DeprecationWarning', code: 'KILN_DEP_PARSED_COOKIE' });
     }
-    return `${this.name}=${encodeURIComponent(value)}`;
+    return id;
   }
 
   /** Whether cookieOptionsFor() can answer anything but `cookieOptions` (a cookie function, or a path other than '/'). */
@@ -336,8 +336,7 @@ export class SessionRuntime<Req = unknown> {
    * The request's session at once, when the near cache has it and it is free (see
    * SessionClient.openCached); undefined means: use open().
    */
-  openNow(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions): RequestSession<Req> | undefined {
-    const incomingId = this.sessionIdFrom(cookieHeader);
+  openNow(req: Req, incomingId: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions): RequestSession<Req> | undefined {
     if (incomingId === undefined) return undefined;
     const handle = this.client.openCached(incomingId, { readOnly: this.isReadOnly(req) });
     if (!handle) return undefined;
@@ -349,9 +348,11 @@ export class SessionRuntime<Req = unknown> {
     }
   }
 
-  /** Loads the request's session (a fresh one when the cookie names none that lives). */
-  async open(req: Req, cookieHeader: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions, force: { readOnly?: boolean } = {}): Promise<RequestSession<Req>> {
-    const incomingId = this.sessionIdFrom(cookieHeader);
+  /**
+   * Loads the request's session (a fresh one when the cookie names none that lives).
+   * `incomingId` is the verified id of the request's cookie (sessionIdFrom()), if any.
+   */
+  async open(req: Req, incomingId: string | undefined, secure: RequestSecurity, cookieOptions: CookieOptions = this.cookieOptions, force: { readOnly?: boolean } = {}): Promise<RequestSession<Req>> {
     const readOnly = force.readOnly ?? this.isReadOnly(req);
     let handle: SessionHandle;
     let detached = false;
@@ -387,10 +388,15 @@ export class SessionRuntime<Req = unknown> {
     return new SessionCookie(options, requestSecure, startedAt, override, handle.absoluteExpiresAt);
   }
 
-  signedCookie(id: string, cookie: SessionCookie): string {
+  /** A session id's signed cookie value (remembered: a session's cookie is sent again on every change with maxAge, or on every response with rolling). */
+  signedValue(id: string): string {
     let value = this.signed.get(id);
     if (value === undefined) remember(this.signed, id, (value = this.signer.sign(id)));
-    return cookie.serialize(this.name, value);
+    return value;
+  }
+
+  signedCookie(id: string, cookie: SessionCookie): string {
+    return cookie.serialize(this.name, this.signedValue(id));
   }
 
   async close(): Promise<void> {
@@ -429,8 +435,6 @@ function createDetachedClient(): SessionClient {
  * trust-proxy settings.
  */
 export type RequestSecurity = boolean | (() => boolean);
-
-const NO_OP = (): void => undefined;
 
 /** One request's session, framework-neutral. */
 export class RequestSession<Req = unknown> {
@@ -590,18 +594,19 @@ export class RequestSession<Req = unknown> {
    */
   save(final = false): Promise<void> {
     const previous = this.saving;
-    const run = previous ? previous.then(() => this.commitNow(final), () => this.commitNow(final)) : this.commitNow(final);
+    // `saving` never rejects (see below): one handler is enough.
+    const run = previous ? previous.then(() => this.commitNow(final)) : this.commitNow(final);
     if (final) return run;
     // The rollback is part of what the next commit waits for, so it never sees the refused change.
     const guarded = run.catch((err: unknown) => {
       this.rollBack(err);
       throw err;
     });
-    const settled = guarded.then(NO_OP, NO_OP);
-    this.saving = settled;
-    void settled.then(() => {
+    const done = (): void => {
       if (this.saving === settled) this.saving = undefined;
-    });
+    };
+    const settled: Promise<void> = guarded.then(done, done);
+    this.saving = settled;
     return guarded;
   }
 
@@ -692,7 +697,7 @@ export class RequestSession<Req = unknown> {
 
   /** The cookie value of this session (signed), as @fastify/session's encryptedSessionId. */
   get signedId(): string {
-    return this.runtime.signer.sign(this.handle.id);
+    return this.runtime.signedValue(this.handle.id);
   }
 
   /** Ends every session of this session's principal, on every app server. */

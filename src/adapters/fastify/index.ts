@@ -151,17 +151,17 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
     const cb = (typeof cookieOptions === 'function' ? cookieOptions : callback) as ((err?: unknown) => void) | undefined;
     const extra = typeof cookieOptions === 'object' && cookieOptions !== null ? (cookieOptions as CookieOptions) : {};
     const opts = { ...runtime.cookieOptions, ...extra };
-    const header = `${runtime.name}=${encodeURIComponent(String(cookieValue))}`;
+    const id = runtime.sessionIdFrom(`${runtime.name}=${encodeURIComponent(String(cookieValue))}`);
     const own = request[kilnKey];
     const done = (err?: unknown) => {
       // Outside the promise chain: what the callback throws is the application's, as with @fastify/session.
       if (cb) process.nextTick(cb, err);
     };
-    if (own !== undefined && runtime.sessionIdFrom(header) === own.id) {
+    if (own !== undefined && id === own.id) {
       done();
       return;
     }
-    runtime.open(request, header, request.protocol === 'https', opts, { readOnly: true }).then(
+    runtime.open(request, id, request.protocol === 'https', opts, { readOnly: true }).then(
       (rs) => {
         // A read-only handle holds no lock and no lease: nothing to release, and it stays readable.
         request.session = createSessionObject(rs, { style: 'fastify' }) as FastifySessionObject;
@@ -178,7 +178,7 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
       request.session = {} as FastifySessionObject;
       return;
     }
-    attach(request, await runtime.open(request, request.headers.cookie, () => request.protocol === 'https', cookieOptions));
+    attach(request, await runtime.open(request, runtime.sessionIdFrom(request.headers.cookie), () => request.protocol === 'https', cookieOptions));
   }) as never);
 
   // Before the reply is sent: commit, then set the cookie (the commit decides whether one is needed).

@@ -62,7 +62,7 @@ export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnH
       return;
     }
     const secure = () => runtime.isSecure(new URL(c.req.url).protocol === 'https:', c.req.header('x-forwarded-proto'), undefined);
-    const rs = await runtime.open(info, c.req.header('cookie'), secure, cookieOptions);
+    const rs = await runtime.open(info, runtime.sessionIdFrom(c.req.header('cookie')), secure, cookieOptions);
     const session = createSessionObject(rs, {
       onIdChange: (id) => c.set('sessionId', id),
       onDestroy: () => c.set('session', undefined),

@@ -76,7 +76,7 @@ export function kilnSession(options: KoaSessionOptions): KilnKoaMiddleware {
       await next();
       return;
     }
-    const rs = await runtime.open(ctx, ctx.get('cookie') || undefined, () => ctx.secure, cookieOptions);
+    const rs = await runtime.open(ctx, runtime.sessionIdFrom(ctx.get('cookie') || undefined), () => ctx.secure, cookieOptions);
     let current: KoaSessionObject | null = createSessionObject(rs, {
       style: 'koa',
       onIdChange: (id) => (ctx.sessionId = id),
