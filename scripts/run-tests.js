@@ -16,7 +16,7 @@ function find(dir) {
   });
 }
 
-const order = ['unit', 'conformance', 'integration', 'adapters', 'compat', 'deploy', 'browser'];
+const order = ['unit', 'conformance', 'integration', 'adapters', 'compat', 'security', 'deploy', 'browser'];
 const files = find(root)
   .filter((f) => filter.length === 0 || filter.some((part) => f.includes(part)))
   .sort((a, b) => {
