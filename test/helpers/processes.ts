@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
  */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const KILN_BIN = join(ROOT, 'bin', 'kiln.js');
-export const TEST_TOKEN = 'test-token-0123456789abcdef';
+export const TEST_TOKEN = 'test-token-0123456789abcdef-0123456789';
 
 const children = new Set<ChildProcess>();
 /** Children started in their own process group (daemons that fork workers): killed as a group. */

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { connect as netConnect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { Engine } from '../../src/engines/engine.js';
+import { encodeFrame } from '../../src/protocol/frame.js';
+import { MessageType } from '../../src/protocol/messages.js';
+import { startKilnServer, sleep, type ServerProcess } from '../helpers/processes.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { commitOf, createSession, engineFor, rssMiB } from './server-fixtures.js';
+
+/**
+ * Issue #22 item 4: anonymous peers must not lock app servers out of the kiln server.
+ * Before: idle sockets took --max-connections slots (a new app server was refused) and
+ * every socket could make the server buffer an 8 MiB frame before its handshake (32 of
+ * them took the server from 80 to 300 MiB resident).
+ *
+ * The attacker connects from 127.0.0.2 (Linux routes all of 127/8 to loopback), as an
+ * attacker would from an address of its own: the failed-handshake throttle is per address.
+ */
+const ATTACKER = '127.0.0.2';
+
+function openFrom(port: number): Promise<Socket | undefined> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: '127.0.0.1', port, localAddress: ATTACKER });
+    socket.on('error', () => resolve(undefined));
+    socket.once('connect', () => resolve(socket));
+  });
+}
+
+describe('kiln server: pre-auth flood (issue #22 item 4)', () => {
+  let server: ServerProcess;
+  let app: Engine;
+  before(async () => {
+    server = await startKilnServer({ args: ['--max-connections', '20', '--max-handshaking', '16', '--handshake-timeout-ms', '1000'] });
+    app = await engineFor(server.url, server.token);
+  });
+  after(async () => {
+    await app?.close();
+    await server?.kill();
+  });
+
+  it('an app keeps committing, a new app gets in and the server stays small while idle and big-frame sockets flood it', async () => {
+    const { id, token } = await createSession(app, { n: 0 });
+    const rssBefore = rssMiB(server.pid);
+    const sockets: Socket[] = [];
+    let flooding = true;
+    let opened = 0;
+    // Idle sockets (never a Hello) and sockets announcing an 8 MiB frame and streaming it.
+    const big = Buffer.alloc(8 * 1024 * 1024 - 6);
+    const header = encodeFrame(MessageType.Hello, 1, Buffer.alloc(0));
+    header.writeUInt32BE(8 * 1024 * 1024, 0);
+    const flood = (async () => {
+      while (flooding) {
+        const batch = await Promise.all(Array.from({ length: 16 }, () => openFrom(server.port)));
+        for (const [i, socket] of batch.entries()) {
+          if (!socket) continue;
+          opened++;
+          sockets.push(socket);
+          if (i % 2 === 0) {
+            socket.write(header);
+            socket.write(big);
+          }
+        }
+        await sleep(20);
+      }
+    })();
+
+    let version = 1;
+    let commits = 0;
+    let worstMs = 0;
+    const until = Date.now() + 4000;
+    let newcomer: Engine | undefined;
+    try {
+      while (Date.now() < until) {
+        const started = performance.now();
+        const ack = await app.commit(commitOf(id, token, version, { n: version }));
+        worstMs = Math.max(worstMs, performance.now() - started);
+        version = ack.version;
+        commits++;
+        if (!newcomer && Date.now() > until - 3000) newcomer = await engineFor(server.url, server.token);
+        await sleep(5);
+      }
+      // Authenticated clients always have room: the newcomer joined mid-flood and works.
+      assert.ok(newcomer, 'a new app server connected during the flood');
+      const other = await createSession(newcomer, { from: 'newcomer' });
+      assert.equal(typeof other.token, 'number');
+      const rssDuring = rssMiB(server.pid);
+      assert.ok(opened >= 100, `the flood opened ${opened} sockets`);
+      assert.ok(commits >= 50, `the app committed ${commits} times during the flood`);
+      assert.ok(rssDuring - rssBefore < 64, `server RSS grew from ${rssBefore.toFixed(0)} to ${rssDuring.toFixed(0)} MiB`);
+      assert.ok(worstMs < 2000, `slowest commit during the flood took ${worstMs.toFixed(0)} ms`);
+    } finally {
+      flooding = false;
+      await flood;
+      for (const s of sockets) s.destroy();
+      await newcomer?.close();
+    }
+  });
+
+  it('refuses a pre-auth frame above 16 KiB from its length header, before any body', async () => {
+    const raw = await RawClient.open(server.port);
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(16 * 1024 + 7, 0);
+    raw.write(header);
+    assert.equal(await raw.closedWithin(3000), true);
+    assert.equal(raw.lastError()?.code, 'KILN_ERR_FRAME_TOO_LARGE');
+  });
+
+  it('closes a socket that sends no Hello within --handshake-timeout-ms', async () => {
+    const raw = await RawClient.open(server.port);
+    const started = Date.now();
+    assert.equal(await raw.closedWithin(3000), true);
+    assert.ok(Date.now() - started < 2500, 'closed within the handshake deadline');
+    assert.equal(raw.lastError()?.code, 'KILN_ERR_AUTH');
+  });
+});
+
+describe('kiln server: failed handshakes are throttled per address', () => {
+  it('after --handshake-failure-limit wrong tokens an address is refused at once, another address is not', async () => {
+    const server = await startKilnServer({ args: ['--handshake-failure-limit', '5'] });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const raw = await RawClient.open(server.port, ATTACKER);
+        raw.hello('wrong-token-wrong-token-wrong-token');
+        assert.equal(await raw.closedWithin(3000), true);
+        assert.equal(raw.lastError()?.code, 'KILN_ERR_AUTH');
+      }
+      const blocked = await RawClient.open(server.port, ATTACKER);
+      // Refused before it says anything, even with the right token.
+      assert.equal(await blocked.closedWithin(3000), true);
+      assert.equal(blocked.lastError()?.code, 'KILN_ERR_HANDSHAKE_THROTTLED');
+      const app = await engineFor(server.url, server.token);
+      await createSession(app);
+      await app.close();
+    } finally {
+      await server.kill();
+    }
+  });
+});
