@@ -5,6 +5,7 @@ import type { Engine } from '../../src/engines/engine.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { startKilnServer, sleep, type ServerProcess } from '../helpers/processes.js';
+import { HandshakeThrottle } from '../../src/server/handshake-throttle.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { commitOf, createSession, engineFor, rssMiB } from './server-fixtures.js';
 
@@ -135,5 +136,23 @@ describe('kiln server: failed handshakes are throttled per address', () => {
     } finally {
       await server.kill();
     }
+  });
+});
+
+describe('HandshakeThrottle', () => {
+  it('remembers at most maxEntries addresses however many fail, forgetting the stalest first', () => {
+    const throttle = new HandshakeThrottle({ maxFailures: 3, windowMs: 60_000, maxEntries: 100 });
+    for (let i = 0; i < 3; i++) throttle.failed('10.0.0.1', 0);
+    for (let n = 0; n < 100_000; n++) throttle.failed(`10.1.${n >> 8}.${n & 255}`, 1);
+    assert.equal(throttle.size, 100);
+    assert.equal(throttle.blocked('10.0.0.1', 2), false, 'the stalest address was forgotten');
+    for (let i = 0; i < 3; i++) throttle.failed('10.0.0.2', 2);
+    assert.equal(throttle.blocked('10.0.0.2', 3), true);
+    assert.equal(throttle.blocked('10.0.0.2', 60_002), false, 'a window ends');
+    throttle.failed('10.0.0.3', 0);
+    throttle.failed('10.0.0.3', 0);
+    throttle.failed('10.0.0.3', 0);
+    throttle.succeeded('10.0.0.3');
+    assert.equal(throttle.blocked('10.0.0.3', 1), false, 'a successful handshake starts the address afresh');
   });
 });
