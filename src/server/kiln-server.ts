@@ -175,6 +175,17 @@ export class KilnServer {
       ? // An unfinished TLS handshake holds a socket before accept() sees it: the same short deadline.
         createTlsServer({ cert: pem(tls.cert), key: pem(tls.key), handshakeTimeout: this.handshakeTimeoutMs }, (socket) => this.accept(socket))
       : createServer((socket) => this.accept(socket));
+    if (tls) {
+      // A throttled address gets no TLS handshake either (the expensive part), and a
+      // failed or timed-out TLS handshake counts against its address like a bad Hello.
+      this.server.on('connection', (socket: Socket) => {
+        if (this.throttle.blocked(socket.remoteAddress ?? '?', Date.now())) socket.destroy();
+      });
+      this.server.on('tlsClientError', (_err: Error, socket: Socket) => {
+        this.throttle.failed(socket.remoteAddress ?? '?', Date.now());
+        socket.destroy();
+      });
+    }
   }
 
   private readonly secure: boolean;

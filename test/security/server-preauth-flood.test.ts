@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Engine } from '../../src/engines/engine.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
-import { startKilnServer, sleep, type ServerProcess } from '../helpers/processes.js';
+import { removeDir, sleep, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { HandshakeThrottle } from '../../src/server/handshake-throttle.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { commitOf, createSession, engineFor, rssMiB } from './server-fixtures.js';
@@ -154,5 +156,31 @@ describe('HandshakeThrottle', () => {
     throttle.failed('10.0.0.3', 0);
     throttle.succeeded('10.0.0.3');
     assert.equal(throttle.blocked('10.0.0.3', 1), false, 'a successful handshake starts the address afresh');
+  });
+});
+
+describe('kiln server over TLS: unfinished TLS handshakes', () => {
+  it('closes a socket that never finishes its TLS handshake within --handshake-timeout-ms, and throttles its address', async () => {
+    const dir = tempDir();
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-timeout-ms', '500', '--handshake-failure-limit', '2'] });
+    try {
+      // Node's own deadline for a TLS handshake was 120 s, outside every cap.
+      for (let i = 0; i < 2; i++) {
+        const silent = await RawClient.open(server.port, ATTACKER);
+        const started = Date.now();
+        assert.equal(await silent.closedWithin(3000), true);
+        assert.ok(Date.now() - started < 2000, `closed after ${Date.now() - started} ms`);
+      }
+      const third = await RawClient.open(server.port, ATTACKER);
+      const started = Date.now();
+      assert.equal(await third.closedWithin(3000), true);
+      assert.ok(Date.now() - started < 300, 'a throttled address is closed at once');
+    } finally {
+      await server.kill();
+      removeDir(dir);
+    }
   });
 });
