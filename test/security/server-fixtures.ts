@@ -3,10 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Engine } from '../../src/engines/engine.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
-import { encodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import type { CommitRequest } from '../../src/session/model.js';
+import { commitOf } from '../conformance/engine-suite.js';
 import { KILN_BIN } from '../helpers/processes.js';
+
+export { commitOf };
 
 /** What the kiln server's security tests share: engines, sessions made through them, the server's memory. */
 
@@ -18,20 +20,6 @@ export async function engineFor(url: string, token: string): Promise<Engine> {
   const engine = connect(url, { token, operationTimeoutMs: 5000 });
   await engine.connect();
   return engine;
-}
-
-let seq = 0;
-export function commitOf(sessionId: string, token: number, baseVersion: number, values: Record<string, unknown> = {}, extra: Partial<CommitRequest> = {}): CommitRequest {
-  return {
-    sessionId,
-    token,
-    commitId: `sec:${process.pid}:${++seq}`,
-    baseVersion,
-    lastAccessedAt: Date.now(),
-    set: Object.entries(values).map(([k, v]) => [k, encodeAttribute(k, v)]),
-    del: [],
-    ...extra,
-  };
 }
 
 /** Creates a session through `engine` and keeps its lease; resolves with its id and lease token. */

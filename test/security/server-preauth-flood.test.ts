@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Engine } from '../../src/engines/engine.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
-import { removeDir, sleep, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
+import { removeDir, selfSignedCertificate, sleep, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { HandshakeThrottle } from '../../src/server/handshake-throttle.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { commitOf, createSession, engineFor, rssMiB } from './server-fixtures.js';
@@ -162,9 +160,7 @@ describe('HandshakeThrottle', () => {
 describe('kiln server over TLS: unfinished TLS handshakes', () => {
   it('closes a socket that never finishes its TLS handshake within --handshake-timeout-ms, and throttles its address', async () => {
     const dir = tempDir();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const { cert, key } = selfSignedCertificate(dir);
     const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-timeout-ms', '500', '--handshake-failure-limit', '2'] });
     try {
       // Node's own deadline for a TLS handshake was 120 s, outside every cap.
