@@ -20,7 +20,6 @@ interface Entry {
 export class HandshakeThrottle {
   /** In order of the last failure (re-inserted on each), so the first is the stalest. */
   private readonly entries = new Map<string, Entry>();
-  refused = 0;
 
   constructor(private readonly options: HandshakeThrottleOptions) {}
 
@@ -37,9 +36,7 @@ export class HandshakeThrottle {
       this.entries.delete(address);
       return false;
     }
-    if (e.failures < this.options.maxFailures) return false;
-    this.refused++;
-    return true;
+    return e.failures >= this.options.maxFailures;
   }
 
   failed(address: string, now: number): void {

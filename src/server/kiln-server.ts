@@ -44,7 +44,7 @@ export interface KilnServerOptions {
   fsync?: FsyncPolicy;
   /** Authenticated client connections at most (handshaking ones are counted apart). Default 10,000. */
   maxConnections?: number;
-  /** Connections still before their handshake at most; more are refused at once. Default 128. */
+  /** Connections still before their handshake at most; one more closes the oldest of them. Default 128. */
   maxHandshaking?: number;
   /** Failed handshakes from one address within a minute after which its connections are refused at once (0 = never). Default 20. */
   handshakeFailureLimit?: number;
@@ -216,11 +216,6 @@ export class KilnServer {
     return this.connections.size;
   }
 
-  /** Connections still before their handshake, and the refusals of the failed-handshake throttle. */
-  handshakeInfo(): { handshaking: number; throttledAddresses: number; throttleRefusals: number } {
-    return { handshaking: this.handshaking.size, throttledAddresses: this.throttle.size, throttleRefusals: this.throttle.refused };
-  }
-
   /** The namespaces clients can reach, the default one first. */
   namespaces(): readonly Namespace[] {
     return this.namespaceList;
@@ -284,7 +279,6 @@ export class KilnServer {
       // connected, so a flood of silent sockets cannot keep it out unless it opens
       // maxHandshaking sockets in the time a Hello takes to arrive.
       const oldest = this.handshaking.values().next().value!;
-      this.log.warn('maxHandshaking reached: closing the oldest unauthenticated connection', { maxHandshaking: this.maxHandshaking, client: oldest.info.address });
       oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`));
       this.handshaking.delete(oldest);
     }
