@@ -28,6 +28,68 @@ function openFrom(port: number): Promise<Socket | undefined> {
   });
 }
 
+/**
+ * Idle sockets (never a Hello) and sockets announcing an 8 MiB frame and streaming it,
+ * opened 16 at a time from ATTACKER for 4 s, while `app` commits every few ms and a
+ * second app server connects mid-flood.
+ */
+async function floodWhileCommitting(server: ServerProcess, app: Engine): Promise<void> {
+  const { id, token } = await createSession(app, { n: 0 });
+  const rssBefore = rssMiB(server.pid);
+  const sockets: Socket[] = [];
+  let flooding = true;
+  let opened = 0;
+  const big = Buffer.alloc(8 * 1024 * 1024 - 6);
+  const header = encodeFrame(MessageType.Hello, 1, Buffer.alloc(0));
+  header.writeUInt32BE(8 * 1024 * 1024, 0);
+  const flood = (async () => {
+    while (flooding) {
+      const batch = await Promise.all(Array.from({ length: 16 }, () => openFrom(server.port)));
+      for (const [i, socket] of batch.entries()) {
+        if (!socket) continue;
+        opened++;
+        sockets.push(socket);
+        if (i % 2 === 0) {
+          socket.write(header);
+          socket.write(big);
+        }
+      }
+      await sleep(20);
+    }
+  })();
+
+  let version = 1;
+  let commits = 0;
+  let worstMs = 0;
+  const until = Date.now() + 4000;
+  let newcomer: Engine | undefined;
+  try {
+    while (Date.now() < until) {
+      const started = performance.now();
+      const ack = await app.commit(commitOf(id, token, version, { n: version }));
+      worstMs = Math.max(worstMs, performance.now() - started);
+      version = ack.version;
+      commits++;
+      if (!newcomer && Date.now() > until - 3000) newcomer = await engineFor(server.url, server.token);
+      await sleep(5);
+    }
+    // Authenticated clients always have room: the newcomer joined mid-flood and works.
+    assert.ok(newcomer, 'a new app server connected during the flood');
+    const other = await createSession(newcomer, { from: 'newcomer' });
+    assert.equal(typeof other.token, 'number');
+    const rssDuring = rssMiB(server.pid);
+    assert.ok(opened >= 100, `the flood opened ${opened} sockets`);
+    assert.ok(commits >= 50, `the app committed ${commits} times during the flood`);
+    assert.ok(rssDuring - rssBefore < 64, `server RSS grew from ${rssBefore.toFixed(0)} to ${rssDuring.toFixed(0)} MiB`);
+    assert.ok(worstMs < 2000, `slowest commit during the flood took ${worstMs.toFixed(0)} ms`);
+  } finally {
+    flooding = false;
+    await flood;
+    for (const s of sockets) s.destroy();
+    await newcomer?.close();
+  }
+}
+
 describe('kiln server: pre-auth flood (issue #22 item 4)', () => {
   let server: ServerProcess;
   let app: Engine;
@@ -40,61 +102,16 @@ describe('kiln server: pre-auth flood (issue #22 item 4)', () => {
     await server?.kill();
   });
 
-  it('an app keeps committing, a new app gets in and the server stays small while idle and big-frame sockets flood it', async () => {
-    const { id, token } = await createSession(app, { n: 0 });
-    const rssBefore = rssMiB(server.pid);
-    const sockets: Socket[] = [];
-    let flooding = true;
-    let opened = 0;
-    // Idle sockets (never a Hello) and sockets announcing an 8 MiB frame and streaming it.
-    const big = Buffer.alloc(8 * 1024 * 1024 - 6);
-    const header = encodeFrame(MessageType.Hello, 1, Buffer.alloc(0));
-    header.writeUInt32BE(8 * 1024 * 1024, 0);
-    const flood = (async () => {
-      while (flooding) {
-        const batch = await Promise.all(Array.from({ length: 16 }, () => openFrom(server.port)));
-        for (const [i, socket] of batch.entries()) {
-          if (!socket) continue;
-          opened++;
-          sockets.push(socket);
-          if (i % 2 === 0) {
-            socket.write(header);
-            socket.write(big);
-          }
-        }
-        await sleep(20);
-      }
-    })();
+  it('an app keeps committing, a new app gets in and the server stays small while idle and big-frame sockets flood it', () => floodWhileCommitting(server, app));
 
-    let version = 1;
-    let commits = 0;
-    let worstMs = 0;
-    const until = Date.now() + 4000;
-    let newcomer: Engine | undefined;
+  it('the same with the failed-handshake throttle off: the frame limit, the handshake cap and its deadline hold alone', async () => {
+    const unthrottled = await startKilnServer({ args: ['--max-connections', '20', '--max-handshaking', '16', '--handshake-timeout-ms', '1000', '--handshake-failure-limit', '0'] });
+    const client = await engineFor(unthrottled.url, unthrottled.token);
     try {
-      while (Date.now() < until) {
-        const started = performance.now();
-        const ack = await app.commit(commitOf(id, token, version, { n: version }));
-        worstMs = Math.max(worstMs, performance.now() - started);
-        version = ack.version;
-        commits++;
-        if (!newcomer && Date.now() > until - 3000) newcomer = await engineFor(server.url, server.token);
-        await sleep(5);
-      }
-      // Authenticated clients always have room: the newcomer joined mid-flood and works.
-      assert.ok(newcomer, 'a new app server connected during the flood');
-      const other = await createSession(newcomer, { from: 'newcomer' });
-      assert.equal(typeof other.token, 'number');
-      const rssDuring = rssMiB(server.pid);
-      assert.ok(opened >= 100, `the flood opened ${opened} sockets`);
-      assert.ok(commits >= 50, `the app committed ${commits} times during the flood`);
-      assert.ok(rssDuring - rssBefore < 64, `server RSS grew from ${rssBefore.toFixed(0)} to ${rssDuring.toFixed(0)} MiB`);
-      assert.ok(worstMs < 2000, `slowest commit during the flood took ${worstMs.toFixed(0)} ms`);
+      await floodWhileCommitting(unthrottled, client);
     } finally {
-      flooding = false;
-      await flood;
-      for (const s of sockets) s.destroy();
-      await newcomer?.close();
+      await client.close();
+      await unthrottled.kill();
     }
   });
 
