@@ -20,9 +20,11 @@ Options:
   --data <dir>               data directory; sessions survive restarts (default ./kiln-data)
   --no-data                  keep sessions in memory only
   --fsync <policy>           always | everysec | never (default everysec)
-  --token-file <file>        file holding the default namespace's token, at least 32 bytes (else KILN_TOKEN)
-  --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or "<namespace> @<token file>";
-                             a client's token picks its namespace, which is all it can see
+  --token-file <file>        file holding the default namespace's token, 32 bytes or more
+                             (else KILN_TOKEN)
+  --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or
+                             "<namespace> @<token file>"; a client's token picks its
+                             namespace, which is all it can see
   --insecure-no-auth         accept clients without a token (loopback --host only)
   --tls-cert <file>          serve TLS with this PEM certificate (clients use kilns://)
   --tls-key <file>           the certificate's PEM private key
@@ -31,9 +33,10 @@ Options:
   --handshake-timeout-ms <n> time a new connection has to authenticate (default 2000)
   --handshake-failure-limit <n>  failed handshakes per address and minute before its
                              connections are refused at once (default 20; 0 = off)
-  --max-sessions <n>         sessions held at most; more creates fail with KILN_ERR_SESSION_LIMIT (default 0 = no limit)
-  --max-sessions-per-principal <n>  sessions per principal (per namespace); one more login fails
-                             with KILN_ERR_PRINCIPAL_SESSION_LIMIT (default 0 = no limit)
+  --max-sessions <n>         sessions held at most; one more create fails with
+                             KILN_ERR_SESSION_LIMIT (default 0 = no limit)
+  --max-sessions-per-principal <n>  sessions per principal (per namespace); one more login
+                             fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT (default 0 = no limit)
   --max-frame-bytes <n>      default 8388608
   --max-session-bytes <n>    default 4194304
   --max-attribute-bytes <n>  default 1048576
