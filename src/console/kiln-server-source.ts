@@ -1,9 +1,10 @@
 import { MessageType } from '../protocol/messages.js';
 import type { KilnServer } from '../server/kiln-server.js';
-import type { ListOptions, ListPage } from '../engines/engine.js';
-import type { SessionMeta, SessionSnapshot } from '../session/model.js';
+import type { ListOptions } from '../engines/engine.js';
+import { Namespace, namespaceOfKey } from '../server/namespaces.js';
+import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 import { LatencyRecorder } from '../util/latency.js';
-import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
+import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleListPage, type ConsoleSessionMeta, type ConsoleSource } from './source.js';
 
 /**
  * The console's view of a kiln server, in the server's own process: figures come from
@@ -22,8 +23,11 @@ export class KilnServerSource implements ConsoleSource {
   constructor(private readonly server: KilnServer) {
     const tier = server.tier;
     this.unsubscribe.push(
-      tier.onEvent((data) => announce(this.listeners, { type: 'session', data })),
-      tier.onLeaseActivity((data) => announce(this.listeners, { type: 'lease', data })),
+      tier.onEvent((data) => announce(this.listeners, { type: 'session', data: this.event(data) })),
+      tier.onLeaseActivity((data) => {
+        const ns = this.namespace(namespaceOfKey(data.sessionId));
+        announce(this.listeners, { type: 'lease', data: { ...data, sessionId: ns.idOf(data.sessionId), namespace: ns.name } });
+      }),
       server.onActivity((e) => {
         if (e.type !== 'request') {
           announce(this.listeners, { type: 'client', data: e });
@@ -77,24 +81,60 @@ export class KilnServerSource implements ConsoleSource {
     };
   }
 
-  async list(options: ListOptions): Promise<ListPage> {
-    return this.server.tier.list(options);
+  /**
+   * Every namespace's sessions in key order: the default namespace's, then each other's
+   * (their keys sort after every id). `next` is a key, handed back as `after` unchanged.
+   */
+  async list(options: ListOptions): Promise<ConsoleListPage> {
+    const page = this.server.tier.list(options);
+    return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
   }
 
-  async findByPrincipal(principal: string): Promise<SessionMeta[]> {
-    return this.server.tier.findByPrincipal(principal);
+  async findByPrincipal(principal: string, namespace?: string): Promise<ConsoleSessionMeta[]> {
+    const tier = this.server.tier;
+    return this.namespacesFor(namespace).flatMap((ns) => tier.findByPrincipal(ns.principalKey(principal)).map((m) => this.meta(m)));
   }
 
-  async snapshot(sessionId: string): Promise<SessionSnapshot | null> {
-    return this.server.tier.snapshotForAdmin(sessionId);
+  async snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null> {
+    const key = this.keyOf(sessionId, namespace);
+    return key === undefined ? null : this.namespace(namespaceOfKey(key)).snapshot(this.server.tier.snapshotForAdmin(key));
   }
 
-  destroy(sessionId: string): Promise<boolean> {
-    return this.server.tier.destroy(null, sessionId, 'admin');
+  async destroy(sessionId: string, namespace?: string): Promise<boolean> {
+    const key = this.keyOf(sessionId, namespace);
+    return key === undefined ? false : this.server.tier.destroy(null, key, 'admin');
   }
 
-  destroyByPrincipal(principal: string): Promise<number> {
-    return this.server.tier.destroyByPrincipal(principal);
+  async destroyByPrincipal(principal: string, namespace?: string): Promise<number> {
+    let n = 0;
+    for (const ns of this.namespacesFor(namespace)) n += await this.server.tier.destroyByPrincipal(ns.principalKey(principal));
+    return n;
+  }
+
+  /** The tier key of a session the console names: in its namespace, or the first namespace holding that id. */
+  private keyOf(sessionId: string, namespace: string | undefined): string | undefined {
+    for (const ns of this.namespacesFor(namespace)) if (this.server.tier.peek(ns.key(sessionId))) return ns.key(sessionId);
+    return undefined;
+  }
+
+  private namespacesFor(namespace: string | undefined): readonly Namespace[] {
+    if (namespace === undefined) return this.server.namespaces();
+    const ns = this.server.namespaces().find((n) => n.name === namespace);
+    return ns ? [ns] : [];
+  }
+
+  private namespace(name: string): Namespace {
+    return this.server.namespaces().find((n) => n.name === name) ?? new Namespace(name);
+  }
+
+  private meta(m: SessionMeta): ConsoleSessionMeta {
+    const ns = this.namespace(namespaceOfKey(m.id));
+    return { ...ns.meta(m), namespace: ns.name };
+  }
+
+  private event(e: SessionEvent): SessionEvent & { namespace: string } {
+    const ns = this.namespace(namespaceOfKey(e.sessionId));
+    return { ...ns.event(e), namespace: ns.name };
   }
 
   onEvent(listener: (event: ConsoleEvent) => void): () => void {

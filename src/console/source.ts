@@ -16,16 +16,31 @@ export interface ConsoleSource {
   describe(): ConsoleDescription;
   /** Current figures; totals only grow. `recentWindowMs` bounds the recent medians. */
   figures(recentWindowMs?: number): Promise<ConsoleFigures>;
-  list(options: ListOptions): Promise<ListPage>;
-  findByPrincipal(principal: string): Promise<SessionMeta[]>;
-  /** A session's data without taking its lease. */
-  snapshot(sessionId: string): Promise<SessionSnapshot | null>;
-  destroy(sessionId: string): Promise<boolean>;
-  destroyByPrincipal(principal: string): Promise<number>;
+  /** Every namespace's sessions (kiln server: in key order, the default namespace first). */
+  list(options: ListOptions): Promise<ConsoleListPage>;
+  /** The principal's sessions in `namespace`, or in every namespace when it is omitted. */
+  findByPrincipal(principal: string, namespace?: string): Promise<ConsoleSessionMeta[]>;
+  /**
+   * A session's data without taking its lease. Without `namespace`, the default
+   * namespace's session of that id, else the first other namespace's that has one.
+   */
+  snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null>;
+  /** The session of that id in `namespace` (found as snapshot() finds it when omitted). */
+  destroy(sessionId: string, namespace?: string): Promise<boolean>;
+  /** "Log out everywhere" in `namespace`, or in every namespace when it is omitted. */
+  destroyByPrincipal(principal: string, namespace?: string): Promise<number>;
   /** Everything worth streaming to the console's events pane. */
   onEvent(listener: (event: ConsoleEvent) => void): () => void;
   close(): Promise<void>;
 }
+
+/**
+ * A session as the console sees it: a kiln server with several token namespaces (see
+ * src/server/namespaces.ts) says which one it lives in; ids repeat across namespaces.
+ */
+export type ConsoleSessionMeta = SessionMeta & { namespace?: string };
+
+export type ConsoleListPage = Omit<ListPage, 'sessions'> & { sessions: ConsoleSessionMeta[] };
 
 export interface ConsoleDescription {
   /** 'standalone' for a kiln server; 'redis-standalone', 'redis-sentinel' or 'redis-cluster'. */
@@ -45,6 +60,8 @@ export interface ConsoleClient {
   address: string;
   connectedAt: number;
   ownerId: string;
+  /** The namespace its token opened (kiln server). */
+  namespace?: string;
   leases: number;
   /** Requests this client sent to the tier. */
   requests: number;

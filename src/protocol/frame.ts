@@ -46,7 +46,17 @@ export class FrameParser {
   private buffered = 0;
   private error: KilnError | undefined;
 
-  constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+  constructor(private maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
+
+  /**
+   * Changes the limit for the frames still to come. A server parses a peer's frames
+   * under a small limit until it has authenticated, so an anonymous socket cannot make
+   * it buffer a large body; the length header is checked against whatever limit holds
+   * when it arrives.
+   */
+  setLimit(maxFrameBytes: number): void {
+    this.maxFrameBytes = maxFrameBytes;
+  }
 
   /** Bytes held waiting for the rest of a frame. */
   get pendingBytes(): number {

@@ -21,10 +21,19 @@ import {
   type WelcomeBody,
 } from '../protocol/messages.js';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
-import type { SessionEvent } from '../session/model.js';
+import { checkPrincipal, type SessionLimits } from '../session/limits.js';
+import type { CommitRequest, SessionEvent, TouchItem } from '../session/model.js';
 import type { Tier } from '../tier/tier.js';
 import type { Logger } from '../util/log.js';
 import { BatchedWriter } from '../util/net.js';
+import type { Namespace } from './namespaces.js';
+
+/**
+ * The largest frame a peer may send before its handshake: a Hello is a few hundred
+ * bytes. Anonymous sockets announcing 8 MiB frames each made the server buffer them
+ * (32 sockets took it from 80 to 300 MiB resident).
+ */
+export const PRE_AUTH_MAX_FRAME_BYTES = 16 * 1024;
 
 /**
  * One client connection: handshake, then requests dispatched to the tier and answered
@@ -36,7 +45,10 @@ export interface ConnectionContext {
   tier: Tier;
   log: Logger;
   serverId: string;
-  checkToken(token: string): boolean;
+  /** The namespace a token opens, or undefined for a wrong token. */
+  checkToken(token: string): Namespace | undefined;
+  /** The limits clients are told and held to (the tier's allow principal keys their prefix). */
+  limits: SessionLimits;
   maxFrameBytes: number;
   handshakeTimeoutMs: number;
   idleTimeoutMs: number;
@@ -47,6 +59,13 @@ export interface ConnectionContext {
   maxBufferedBytes: number;
   shuttingDown(): boolean;
   onClosed(conn: Connection): void;
+  /**
+   * The handshake succeeded: whether the server has room for another client. If not,
+   * the connection is refused with KILN_ERR_TOO_MANY_CONNECTIONS.
+   */
+  admit(conn: Connection): boolean;
+  /** The peer failed its handshake (wrong token, bad frame, timeout): counted against its address. */
+  onHandshakeFailed(conn: Connection): void;
   /** Whether anyone watches requests (console, metrics): if not, onAnswered is never called and nothing is timed. */
   watched?(): boolean;
   /** Every answered request: its type, how long it took, and the error code if it failed. */
@@ -61,12 +80,16 @@ export interface ClientInfo {
   app: string;
   address: string;
   connectedAt: number;
+  /** The namespace its token opened ('?' before the handshake). */
+  namespace: string;
 }
 
 export class Connection {
   readonly ownerId: string;
   info: ClientInfo;
   subscribed = false;
+  /** Set by the handshake: every id and principal this client names lives in it. */
+  ns: Namespace | undefined;
   /** The client reads grants in their binary layout (its Hello lists BINARY_GRANT_FEATURE). */
   private binaryGrants = false;
   /** What the client last reported of itself (near cache, leases, commits). */
@@ -85,8 +108,8 @@ export class Connection {
     private readonly ctx: ConnectionContext,
   ) {
     this.ownerId = `c${id}`;
-    this.info = { name: '?', pid: 0, host: '?', app: '?', address: `${socket.remoteAddress}:${socket.remotePort}`, connectedAt: Date.now() };
-    this.parser = new FrameParser(ctx.maxFrameBytes);
+    this.info = { name: '?', pid: 0, host: '?', app: '?', address: `${socket.remoteAddress}:${socket.remotePort}`, connectedAt: Date.now(), namespace: '?' };
+    this.parser = new FrameParser(Math.min(PRE_AUTH_MAX_FRAME_BYTES, ctx.maxFrameBytes));
     this.out = new BatchedWriter(socket);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -115,16 +138,22 @@ export class Connection {
   }
 
   sendEvent(event: SessionEvent): void {
-    if (this.subscribed && this.state === 'ready') this.push(MessageType.Event, event);
+    if (this.subscribed && this.state === 'ready' && this.ns!.owns(event.sessionId)) this.push(MessageType.Event, this.ns!.event(event));
   }
 
-  /** Sends an error for this connection only, then closes it. */
-  fail(error: KilnError): void {
+  /**
+   * Sends an error for this connection only, then closes it. `blame` false: the peer did
+   * nothing wrong (the server is full or stopping), so a failed handshake is not counted.
+   */
+  fail(error: KilnError, blame = true): void {
     if (this.state === 'closed') return;
+    if (this.state === 'handshake' && blame) this.ctx.onHandshakeFailed(this);
     this.counters.errors++;
     this.ctx.log.warn('closing client connection', { client: this.info.address, code: error.code, error: error.message });
     this.send(MessageType.Error, 0, error.toJSON());
     this.state = 'closed';
+    // Nothing more it sends is read: a peer streaming a refused body costs no more work.
+    this.socket.pause();
     this.socket.end();
     // A peer that never reads must not keep the socket: force it shut soon after.
     setTimeout(() => this.socket.destroy(), 1000).unref();
@@ -218,21 +247,28 @@ export class Connection {
       this.fail(toKilnError(err));
       return;
     }
-    if (!this.ctx.checkToken(hello.token)) {
+    const ns = this.ctx.checkToken(hello.token);
+    if (!ns) {
       this.fail(new KilnError('KILN_ERR_AUTH', 'wrong or missing token'));
       return;
     }
     if (this.ctx.shuttingDown()) {
-      this.fail(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
+      this.fail(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'), false);
       return;
     }
-    this.info = { ...this.info, ...hello.client };
+    this.ns = ns;
+    this.info = { ...this.info, ...hello.client, namespace: ns.name };
+    if (!this.ctx.admit(this)) {
+      this.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', 'the server holds its limit of client connections'), false);
+      return;
+    }
     this.state = 'ready';
+    this.parser.setLimit(this.ctx.maxFrameBytes);
     this.isAttachedOnce = true;
     this.ctx.tier.attach({
       id: this.ownerId,
-      onRecall: (id, token) => this.push(MessageType.Recall, { id, token }),
-      onRevoke: (id, token, reason) => this.push(MessageType.Revoked, { id, token, reason }),
+      onRecall: (key, token) => this.push(MessageType.Recall, { id: ns.idOf(key), token }),
+      onRevoke: (key, token, reason) => this.push(MessageType.Revoked, { id: ns.idOf(key), token, reason }),
     });
     const welcome: WelcomeBody = {
       version: PROTOCOL_VERSION,
@@ -240,7 +276,7 @@ export class Connection {
       epoch: this.ctx.tier.epoch,
       serverId: this.ctx.serverId,
       maxFrameBytes: this.ctx.maxFrameBytes,
-      limits: { ...this.ctx.tier.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs, touchGraceMs: this.ctx.tier.touchGraceMs },
+      limits: { ...this.ctx.limits, idleConnectionTimeoutMs: this.ctx.idleTimeoutMs, touchGraceMs: this.ctx.tier.touchGraceMs },
     };
     this.send(MessageType.Welcome, frame.requestId, welcome);
     this.ctx.onReady?.(this);
@@ -248,11 +284,12 @@ export class Connection {
 
   private dispatch(type: number, bytes: Uint8Array): unknown {
     const tier = this.ctx.tier;
+    const ns = this.ns!;
     if (this.ctx.shuttingDown() && type !== MessageType.Ping && type !== MessageType.Release) {
       throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping');
     }
     // The hottest message may come in its binary layout; every other body is MessagePack.
-    if (type === MessageType.Commit) return tier.commit(this.ownerId, decodeCommitBody(bytes));
+    if (type === MessageType.Commit) return tier.commit(this.ownerId, this.commitInNamespace(decodeCommitBody(bytes)));
     const body = decodeBody(bytes);
     switch (type) {
       case MessageType.Ping:
@@ -260,34 +297,44 @@ export class Connection {
       case MessageType.Acquire: {
         const o = record(body, 'acquire');
         const timeoutMs = Math.min(uint(o, 'timeoutMs'), this.ctx.maxAcquireTimeoutMs);
-        return tier.acquire(this.ownerId, sessionId(o, 'id'), timeoutMs).then((grant) => (this.binaryGrants ? new EncodedBody(encodeGrantBody(grant)) : grantToWire(grant)));
+        return tier.acquire(this.ownerId, ns.key(sessionId(o, 'id')), timeoutMs).then((g) => {
+          const grant = ns.isDefault ? g : { ...g, snapshot: ns.snapshot(g.snapshot) };
+          return this.binaryGrants ? new EncodedBody(encodeGrantBody(grant)) : grantToWire(grant);
+        });
       }
       case MessageType.Release: {
         const o = record(body, 'release');
-        tier.release(this.ownerId, sessionId(o, 'id'), uint(o, 'token'), o['at'] === undefined ? undefined : uint(o, 'at'));
+        tier.release(this.ownerId, ns.key(sessionId(o, 'id')), uint(o, 'token'), o['at'] === undefined ? undefined : uint(o, 'at'));
         return null;
       }
       case MessageType.Load: {
         const o = record(body, 'load');
-        return snapshotToWire(tier.load(this.ownerId, sessionId(o, 'id'), uint(o, 'token')));
+        return snapshotToWire(ns.snapshot(tier.load(this.ownerId, ns.key(sessionId(o, 'id')), uint(o, 'token'))));
       }
-      case MessageType.Touch:
-        return { applied: tier.touch(this.ownerId, touchesFromWire(body)) };
+      case MessageType.Touch: {
+        const items = touchesFromWire(body);
+        return { applied: tier.touch(this.ownerId, ns.isDefault ? items : items.map((t): TouchItem => ({ ...t, sessionId: ns.key(t.sessionId) }))) };
+      }
       case MessageType.Destroy: {
         const o = record(body, 'destroy');
         const reason = o['reason'] === undefined ? 'request' : str(o, 'reason', 32);
-        return tier.destroy(this.ownerId, sessionId(o, 'id'), reason);
+        return tier.destroy(this.ownerId, ns.key(sessionId(o, 'id')), reason);
       }
+      // A principal key holds only its own namespace's sessions (see namespaces.ts).
       case MessageType.FindPrincipal:
-        return tier.findByPrincipal(str(record(body, 'find'), 'principal', tier.limits.maxPrincipalLength));
+        return tier.findByPrincipal(ns.principalKey(this.principal(str(record(body, 'find'), 'principal', this.ctx.limits.maxPrincipalLength)))).map((m) => ns.meta(m));
       case MessageType.DestroyPrincipal:
-        return tier.destroyByPrincipal(str(record(body, 'destroyPrincipal'), 'principal', tier.limits.maxPrincipalLength));
+        return tier.destroyByPrincipal(ns.principalKey(this.principal(str(record(body, 'destroyPrincipal'), 'principal', this.ctx.limits.maxPrincipalLength))));
       case MessageType.List: {
         const o = record(body, 'list');
         const limit = Math.min(Math.max(1, uint(o, 'limit')), MAX_LIST_LIMIT);
         const after = o['after'] === undefined || o['after'] === null ? undefined : str(o, 'after', 256);
         const prefix = o['prefix'] === undefined || o['prefix'] === null ? undefined : str(o, 'prefix', 256);
-        return tier.list({ after, limit, prefix });
+        const page = tier.list({ after: after === undefined ? undefined : ns.key(after), limit, prefix: ns.key(prefix ?? '') });
+        // Other namespaces' keys sort after every default id: the default listing ends at the first.
+        const own = page.sessions.filter((m) => ns.owns(m.id));
+        const cut = own.length < page.sessions.length;
+        return { sessions: own.map((m) => ns.meta(m)), next: cut || page.next === null ? null : ns.idOf(page.next), total: tier.groupSize(ns.name) };
       }
       case MessageType.ClientStats: {
         const o = record(body, 'clientStats');
@@ -305,6 +352,23 @@ export class Connection {
       default:
         throw new KilnError('KILN_ERR_PROTOCOL', `unknown message type ${type}`);
     }
+  }
+
+  /** A commit with its id and principal as the tier keys them; the principal checked against the client's limits first. */
+  private commitInNamespace(req: CommitRequest): CommitRequest {
+    const ns = this.ns!;
+    if (typeof req.principal === 'string') {
+      checkPrincipal(req.principal, this.ctx.limits);
+      this.principal(req.principal);
+    }
+    if (ns.isDefault) return req;
+    return { ...req, sessionId: ns.key(req.sessionId), principal: typeof req.principal === 'string' ? ns.principalKey(req.principal) : req.principal };
+  }
+
+  /** A principal a client names; `\0` is how namespaces keep their principals apart. */
+  private principal(p: string): string {
+    if (p.includes('\u0000')) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a principal may not contain the character U+0000');
+    return p;
   }
 
   private answer(requestId: number, err: unknown, value: unknown): void {

@@ -6,12 +6,14 @@ import { hostname } from 'node:os';
 import { KilnError } from '../errors/index.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame.js';
 import { encodeBody, MessageType } from '../protocol/messages.js';
-import type { SessionLimits } from '../session/limits.js';
+import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
 import { Tier } from '../tier/tier.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
+import { HandshakeThrottle } from './handshake-throttle.js';
+import { checkNamespaceName, checkTokenStrength, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
 
 /**
@@ -27,16 +29,33 @@ export interface KilnServerOptions {
   host?: string;
   /** 0 picks a free port (start() returns it). Default 9510. */
   port?: number;
-  /** Shared secret clients must present. Required unless `insecureNoAuth`. */
+  /** Shared secret of the default namespace's clients (at least 32 bytes). A token or `tokens` is required unless `insecureNoAuth`. */
   token?: string;
+  /**
+   * More namespaces: name → token (each at least 32 bytes, each its own). A client's
+   * token decides its namespace; it sees only that namespace's sessions, principals
+   * and events (see namespaces.ts).
+   */
+  tokens?: Record<string, string>;
+  /** Clients without a token, all in the default namespace. Only on a loopback `host`. */
   insecureNoAuth?: boolean;
   /** Where sessions are persisted; omitted = memory only (lost on restart). */
   dataDir?: string;
   fsync?: FsyncPolicy;
+  /** Authenticated client connections at most (handshaking ones are counted apart). Default 10,000. */
   maxConnections?: number;
+  /** Connections still before their handshake at most; one more closes the oldest of them. Default 128. */
+  maxHandshaking?: number;
+  /** Failed handshakes from one address within a minute after which its connections are refused at once (0 = never). Default 20. */
+  handshakeFailureLimit?: number;
+  /** Sessions held at most (0 = no limit); a create beyond it fails with KILN_ERR_SESSION_LIMIT. */
+  maxSessions?: number;
+  /** Sessions of one principal at most, per namespace (0 = no limit); a login beyond it fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT. */
+  maxSessionsPerPrincipal?: number;
   maxFrameBytes?: number;
   /** A connection that sends nothing (not even a ping) for this long is closed. Default 60 s. */
   idleConnectionTimeoutMs?: number;
+  /** How long a new connection has to complete its handshake (the TLS one included). Default 2000 ms. */
   handshakeTimeoutMs?: number;
   limits?: Partial<SessionLimits>;
   recallTimeoutMs?: number;
@@ -65,7 +84,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -73,7 +92,16 @@ export class KilnServer {
   private readonly connections = new Set<Connection>();
   private readonly storage: AppendLog | undefined;
   private readonly log: Logger;
-  private readonly tokenDigest: Buffer | undefined;
+  /** Token digests and the namespace each opens; empty with insecureNoAuth. */
+  private readonly credentials: { digest: Buffer; namespace: Namespace }[] = [];
+  private readonly namespaceList: Namespace[];
+  private readonly defaultNamespace = new Namespace(DEFAULT_NAMESPACE);
+  private readonly maxHandshaking: number;
+  private readonly throttle: HandshakeThrottle;
+  private readonly clientLimits: SessionLimits;
+  /** Connections before their handshake, oldest first (the first to give way to a newcomer). */
+  private readonly handshaking = new Set<Connection>();
+  private ready = 0;
   private readonly serverId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly host: string;
   private readonly port: number;
@@ -95,15 +123,17 @@ export class KilnServer {
     this.host = o.string('host', '127.0.0.1');
     this.port = o.int('port', 9510, 0, 65535);
     const token = o.string('token', undefined);
+    const tokens = o.any('tokens') as Record<string, string> | undefined;
     const insecure = o.bool('insecureNoAuth', false);
-    if (!token && !insecure) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "token" is required (or set insecureNoAuth for a trusted network)', { details: { option: 'token' } });
-    this.tokenDigest = token ? digest(token) : undefined;
+    this.namespaceList = this.readCredentials(token, tokens, insecure);
     this.dataDir = o.string('dataDir', undefined);
     this.fsync = o.oneOf('fsync', ['always', 'everysec', 'never'], 'everysec');
     this.maxConnections = o.int('maxConnections', 10_000, 1);
+    this.maxHandshaking = o.int('maxHandshaking', 128, 1);
+    this.throttle = new HandshakeThrottle({ maxFailures: o.int('handshakeFailureLimit', 20, 0), windowMs: 60_000, maxEntries: 4096 });
     this.maxFrameBytes = o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
     this.idleTimeoutMs = o.int('idleConnectionTimeoutMs', 60_000, 0);
-    this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 5000, 1);
+    this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 2000, 1, 60_000);
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-server');
     // Storage reaches the tier lazily (dump, liveBytes): it is built first so the tier can append to it.
     if (this.dataDir) {
@@ -116,8 +146,14 @@ export class KilnServer {
         onError: (err) => this.log.error('storage error', { error: err.message }),
       });
     }
+    this.clientLimits = { ...DEFAULT_SESSION_LIMITS, ...(o.any('limits') as Partial<SessionLimits> | undefined) };
     this.tier = new Tier({
-      limits: o.any('limits') as Partial<SessionLimits> | undefined,
+      // The tier stores principal keys, which carry their namespace (see namespaces.ts);
+      // connections hold clients to the limit itself.
+      limits: { ...this.clientLimits, maxPrincipalLength: this.clientLimits.maxPrincipalLength + PRINCIPAL_KEY_EXTRA },
+      maxSessions: o.int('maxSessions', 0, 0),
+      maxSessionsPerPrincipal: o.int('maxSessionsPerPrincipal', 0, 0),
+      keyGroup: namespaceOfKey,
       recallTimeoutMs: o.int('recallTimeoutMs', 3000, 1),
       expirySweepMs: o.int('expirySweepMs', 1000, 10),
       touchGraceMs: o.int('touchGraceMs', 2000, 0),
@@ -126,7 +162,7 @@ export class KilnServer {
     this.tier.onEvent((event) => {
       for (const conn of this.connections) conn.sendEvent(event);
     });
-    const limits = this.tier.limits;
+    const limits = this.clientLimits;
     if (limits.maxSessionBytes + 64 * 1024 > this.maxFrameBytes) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: maxFrameBytes (${this.maxFrameBytes}) must exceed limits.maxSessionBytes (${limits.maxSessionBytes}) by 64 KiB so any valid session fits in a frame`, { details: { option: 'maxFrameBytes' } });
     }
@@ -136,8 +172,20 @@ export class KilnServer {
     }
     this.secure = tls !== undefined;
     this.server = tls
-      ? createTlsServer({ cert: pem(tls.cert), key: pem(tls.key) }, (socket) => this.accept(socket))
+      ? // An unfinished TLS handshake holds a socket before accept() sees it: the same short deadline.
+        createTlsServer({ cert: pem(tls.cert), key: pem(tls.key), handshakeTimeout: this.handshakeTimeoutMs }, (socket) => this.accept(socket))
       : createServer((socket) => this.accept(socket));
+    if (tls) {
+      // A throttled address gets no TLS handshake either (the expensive part), and a
+      // failed or timed-out TLS handshake counts against its address like a bad Hello.
+      this.server.on('connection', (socket: Socket) => {
+        if (this.throttle.blocked(socket.remoteAddress ?? '?', Date.now())) socket.destroy();
+      });
+      this.server.on('tlsClientError', (_err: Error, socket: Socket) => {
+        this.throttle.failed(socket.remoteAddress ?? '?', Date.now());
+        socket.destroy();
+      });
+    }
   }
 
   private readonly secure: boolean;
@@ -166,6 +214,11 @@ export class KilnServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** The namespaces clients can reach, the default one first. */
+  namespaces(): readonly Namespace[] {
+    return this.namespaceList;
   }
 
   onActivity(listener: (event: ServerActivity) => void): () => void {
@@ -214,16 +267,27 @@ export class KilnServer {
       refuse(socket, new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
       return;
     }
-    if (this.connections.size >= this.maxConnections) {
-      this.log.warn('connection refused: maxConnections reached', { maxConnections: this.maxConnections, client: socket.remoteAddress });
-      refuse(socket, new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxConnections} connections`));
+    // Anonymous peers are held apart from clients: they have a cap of their own, a short
+    // deadline and a small frame limit, so they can never take the room of an app server.
+    const address = socket.remoteAddress ?? '?';
+    if (this.throttle.blocked(address, Date.now())) {
+      refuse(socket, new KilnError('KILN_ERR_HANDSHAKE_THROTTLED', 'too many failed handshakes from this address; try again later'));
       return;
+    }
+    if (this.handshaking.size >= this.maxHandshaking) {
+      // The oldest gives way, not the newcomer: a client sends its Hello as soon as it is
+      // connected, so a flood of silent sockets cannot keep it out unless it opens
+      // maxHandshaking sockets in the time a Hello takes to arrive.
+      const oldest = this.handshaking.values().next().value!;
+      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`));
+      this.handshaking.delete(oldest);
     }
     const conn = new Connection(socket, ++this.nextConnectionId, {
       tier: this.tier,
       log: this.log,
       serverId: this.serverId,
       checkToken: (token) => this.checkToken(token),
+      limits: this.clientLimits,
       maxFrameBytes: this.maxFrameBytes,
       handshakeTimeoutMs: this.handshakeTimeoutMs,
       idleTimeoutMs: this.idleTimeoutMs,
@@ -231,8 +295,24 @@ export class KilnServer {
       maxInflight: 4096,
       maxBufferedBytes: 64 * 1024 * 1024,
       shuttingDown: () => this.stopping !== undefined,
+      admit: (c) => {
+        this.handshaking.delete(c);
+        this.throttle.succeeded(address);
+        if (this.ready >= this.maxConnections) {
+          this.log.warn('connection refused: maxConnections reached', { maxConnections: this.maxConnections, client: c.info.address });
+          return false;
+        }
+        this.ready++;
+        return true;
+      },
+      onHandshakeFailed: (c) => {
+        this.handshaking.delete(c);
+        this.throttle.failed(address, Date.now());
+      },
       onClosed: (c) => {
         this.connections.delete(c);
+        this.handshaking.delete(c);
+        if (c.isAttachedOnce) this.ready--;
         if (c.isAttachedOnce) this.announce({ type: 'client-left', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() });
       },
       onReady: (c) => this.announce({ type: 'client-joined', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() }),
@@ -241,18 +321,59 @@ export class KilnServer {
       onAnswered: (message, ms, code) => this.announce({ type: 'request', message, ms, code, at: Date.now() }),
     });
     this.connections.add(conn);
+    this.handshaking.add(conn);
   }
 
-  private checkToken(token: string): boolean {
-    if (!this.tokenDigest) return true;
-    // Comparing fixed-length digests keeps the comparison constant-time whatever the length of the guess.
-    return timingSafeEqual(digest(token), this.tokenDigest);
+  private checkToken(token: string): Namespace | undefined {
+    if (this.credentials.length === 0) return this.defaultNamespace;
+    // Comparing fixed-length digests keeps the comparison constant-time whatever the
+    // length of the guess; every digest is compared, so the time says nothing of which matched.
+    const guess = digest(token);
+    let found: Namespace | undefined;
+    for (const c of this.credentials) if (timingSafeEqual(guess, c.digest)) found = c.namespace;
+    return found;
+  }
+
+  private readCredentials(token: string | undefined, tokens: Record<string, string> | undefined, insecure: boolean): Namespace[] {
+    if (tokens !== undefined && (typeof tokens !== 'object' || tokens === null || Array.isArray(tokens))) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "tokens" must be an object of namespace → token', { details: { option: 'tokens' } });
+    }
+    const entries = Object.entries(tokens ?? {});
+    if (insecure) {
+      if (token || entries.length > 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: insecureNoAuth cannot go with "token" or "tokens"', { details: { option: 'insecureNoAuth' } });
+      if (!isLoopback(this.host)) {
+        throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: insecureNoAuth only on a loopback host (127.0.0.1, ::1, localhost), not ${JSON.stringify(this.host)}: anyone who reaches the port would own every session`, { details: { option: 'insecureNoAuth' } });
+      }
+      return [this.defaultNamespace];
+    }
+    if (!token && entries.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "token" (or "tokens") is required (or set insecureNoAuth on a loopback host)', { details: { option: 'token' } });
+    const out: Namespace[] = [];
+    const add = (name: string, secret: unknown, option: string): void => {
+      if (typeof secret !== 'string') throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: option "${option}" must be a string`, { details: { option } });
+      checkTokenStrength(secret, `KilnServer: option "${option}"`);
+      const d = digest(secret);
+      if (this.credentials.some((c) => c.digest.equals(d))) throw new KilnError('KILN_ERR_INVALID_OPTION', `KilnServer: option "${option}" repeats another namespace's token; each namespace needs its own`, { details: { option } });
+      const namespace = name === DEFAULT_NAMESPACE ? this.defaultNamespace : new Namespace(name);
+      this.credentials.push({ digest: d, namespace });
+      out.push(namespace);
+    };
+    if (token) add(DEFAULT_NAMESPACE, token, 'token');
+    for (const [name, secret] of entries) {
+      checkNamespaceName(name, `KilnServer: option "tokens"`);
+      if (name === DEFAULT_NAMESPACE && token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: "tokens" names the default namespace and "token" gives it too', { details: { option: 'tokens' } });
+      add(name, secret, `tokens.${name}`);
+    }
+    return out.sort((a, b) => (a.isDefault ? -1 : b.isDefault ? 1 : a.name < b.name ? -1 : 1));
   }
 }
 
 /** PEM text as is; anything else is a path to read it from. */
 function pem(value: string): string {
   return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./i.test(host);
 }
 
 function digest(token: string): Buffer {

@@ -260,6 +260,11 @@ export class SessionTable {
     return undefined;
   }
 
+  /** How many sessions name this principal (O(1): the index's size). */
+  principalCount(principal: string): number {
+    return this.principals.get(principal)?.size ?? 0;
+  }
+
   sessionsOf(principal: string): string[] {
     return [...(this.principals.get(principal) ?? [])];
   }

@@ -39,6 +39,15 @@ export interface TierOptions {
   /** Longest a tombstone is kept for a session that had no expiry. */
   maxTombstoneMs?: number;
   storage?: TierStorage;
+  /** Sessions the tier holds at most; a create beyond it fails with KILN_ERR_SESSION_LIMIT. 0 = no limit. */
+  maxSessions?: number;
+  /** Sessions one principal may have; a commit naming it on one more fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT. 0 = no limit. */
+  maxSessionsPerPrincipal?: number;
+  /**
+   * Sorts session keys into groups whose sizes the tier keeps (groupSize): the kiln
+   * server's namespaces. The tier gives the groups no other meaning.
+   */
+  keyGroup?: (key: string) => string;
   clock?: () => number;
   epoch?: string;
   firstToken?: number;
@@ -69,6 +78,8 @@ export interface TierCounters {
   leaseHandovers: number;
   leaseRevocations: number;
   pingPongGrants: number;
+  /** Creates and logins refused by maxSessions or maxSessionsPerPrincipal. */
+  sessionLimitRefusals: number;
 }
 
 export interface LeaseActivity {
@@ -131,13 +142,21 @@ export class Tier {
     touches: 0,
     expired: 0,
     destroyed: 0,
+    sessionLimitRefusals: 0,
   };
+  private readonly maxSessions: number;
+  private readonly maxSessionsPerPrincipal: number;
+  private readonly keyGroup: ((key: string) => string) | undefined;
+  private readonly groupSizes = new Map<string, number>();
 
   constructor(options: TierOptions = {}) {
     this.epoch = options.epoch ?? randomBytes(8).toString('hex');
     this.limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
     this.clock = options.clock ?? Date.now;
     this.storage = options.storage;
+    this.maxSessions = options.maxSessions ?? 0;
+    this.maxSessionsPerPrincipal = options.maxSessionsPerPrincipal ?? 0;
+    this.keyGroup = options.keyGroup;
     this.touchGraceMs = options.touchGraceMs ?? 2000;
     this.maxTombstoneMs = options.maxTombstoneMs ?? 24 * 3600_000;
     this.leases = new LeaseTable(
@@ -157,7 +176,9 @@ export class Tier {
 
   /** Applies a stored record at start-up (before any owner attaches). */
   restore(record: TierRecord): void {
+    const before = this.sessions.size;
     this.sessions.replay(record);
+    if (this.sessions.size !== before) this.countGroup(record.t === 's' ? record.meta.id : 'id' in record ? record.id : '', this.sessions.size - before);
     this.sortedIds = undefined;
     if (record.t === 's') this.scheduleExpiry(record.meta.id);
     else if (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined)) this.scheduleExpiry(record.id);
@@ -171,6 +192,39 @@ export class Tier {
 
   get sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Sessions whose key `keyGroup` puts in this group (every session without a keyGroup). */
+  groupSize(group: string): number {
+    return this.keyGroup ? (this.groupSizes.get(group) ?? 0) : this.sessions.size;
+  }
+
+  private countGroup(key: string, delta: number): void {
+    if (!this.keyGroup) return;
+    const group = this.keyGroup(key);
+    const n = (this.groupSizes.get(group) ?? 0) + delta;
+    if (n > 0) this.groupSizes.set(group, n);
+    else this.groupSizes.delete(group);
+  }
+
+  /**
+   * The caps on sessions, checked before anything changes: counts the tables keep, so
+   * a check costs two map reads whatever the number of sessions. A principal over its
+   * cap refuses the new login (the commit that names it), never evicts an older
+   * session: the user's other devices keep working and the refusal is the app's to show.
+   */
+  private checkSessionLimits(req: CommitRequest): void {
+    if (this.maxSessions === 0 && this.maxSessionsPerPrincipal === 0) return;
+    const current = this.sessions.get(req.sessionId);
+    if (this.maxSessions > 0 && req.baseVersion === 0 && !current && this.sessions.size >= this.maxSessions) {
+      this.counters.sessionLimitRefusals++;
+      throw new KilnError('KILN_ERR_SESSION_LIMIT', `the server holds its limit of ${this.maxSessions} sessions`, { details: { limit: this.maxSessions } });
+    }
+    const p = req.principal;
+    if (this.maxSessionsPerPrincipal > 0 && typeof p === 'string' && p !== (current?.principal ?? null) && this.sessions.principalCount(p) >= this.maxSessionsPerPrincipal) {
+      this.counters.sessionLimitRefusals++;
+      throw new KilnError('KILN_ERR_PRINCIPAL_SESSION_LIMIT', `the principal has its limit of ${this.maxSessionsPerPrincipal} sessions`, { details: { limit: this.maxSessionsPerPrincipal } });
+    }
   }
 
   attach(owner: TierOwner): void {
@@ -258,6 +312,7 @@ export class Tier {
         return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);
+      this.checkSessionLimits(req);
       result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);
     } catch (err) {
       this.counters.rejectedCommits++;
@@ -271,6 +326,7 @@ export class Tier {
       if (record.ca !== undefined) {
         this.counters.created++;
         this.sortedIds = undefined;
+        this.countGroup(req.sessionId, 1);
       }
       // A commit only moves the deadline later (access time), which the sweep finds when
       // the earlier entry comes due; only a create or a changed timeout needs a new entry.
@@ -308,6 +364,7 @@ export class Tier {
     const result = this.sessions.destroy(sessionId, until);
     if (!result) return false;
     this.sortedIds = undefined;
+    this.countGroup(sessionId, -1);
     if (reason === 'expired') this.counters.expired++;
     else this.counters.destroyed++;
     this.tombstoneWheel.schedule(sessionId, until);
@@ -413,6 +470,7 @@ export class Tier {
       const result = this.sessions.expire(id);
       if (!result) continue;
       this.sortedIds = undefined;
+      this.countGroup(id, -1);
       this.counters.expired++;
       this.apply(this.leases.endSession(id, 'expired', now));
       this.emit({ type: 'expired', sessionId: id, principal: result.meta.principal, at: now });

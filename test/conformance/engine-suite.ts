@@ -37,7 +37,8 @@ const code = (c: string) => (err: unknown): boolean => {
 };
 
 let commitSeq = 0;
-function commitOf(sessionId: string, token: number, baseVersion: number, values: Record<string, unknown> = {}, extra: Partial<CommitRequest> = {}): CommitRequest {
+/** A commit request setting `values` (the suite's, and the security tests' that drive an engine by hand). */
+export function commitOf(sessionId: string, token: number, baseVersion: number, values: Record<string, unknown> = {}, extra: Partial<CommitRequest> = {}): CommitRequest {
   return {
     sessionId,
     token,

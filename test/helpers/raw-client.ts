@@ -15,9 +15,10 @@ export class RawClient {
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
   }
 
-  static open(port: number): Promise<RawClient> {
+  /** `localAddress` (another 127/8 address) makes the peer look like another host. */
+  static open(port: number, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ host: '127.0.0.1', port }, () => resolve(new RawClient(socket)));
+      const socket = connect({ host: '127.0.0.1', port, localAddress }, () => resolve(new RawClient(socket)));
       socket.once('error', reject);
     });
   }

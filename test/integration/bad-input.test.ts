@@ -152,12 +152,17 @@ describe('kiln server: bad input', () => {
 });
 
 describe('kiln server: connection limits', () => {
-  it('refuses connections above --max-connections with a clear error', async () => {
+  it('refuses clients above --max-connections with a clear error', async () => {
     const server = await startKilnServer({ args: ['--max-connections', '2'] });
     try {
+      // The cap counts authenticated clients (anonymous sockets have their own: see test/security).
       const first = await RawClient.open(server.port);
+      first.hello(server.token);
       const second = await RawClient.open(server.port);
+      second.hello(server.token);
+      await Promise.all([first.reply(1), second.reply(1)]);
       const third = await RawClient.open(server.port);
+      third.hello(server.token);
       assert.equal(await third.closedWithin(3000), true);
       assert.equal(third.lastError()?.code, 'KILN_ERR_TOO_MANY_CONNECTIONS');
       first.destroy();

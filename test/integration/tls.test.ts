@@ -1,19 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createSessionClient } from '../../src/client/session-client.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { isKilnError } from '../../src/errors/index.js';
-import { removeDir, startKilnServer, tempDir } from '../helpers/processes.js';
+import { removeDir, selfSignedCertificate, startKilnServer, tempDir } from '../helpers/processes.js';
 
 describe('kiln server over TLS', () => {
   it('serves kilns:// clients that trust its certificate and refuses those that do not', async () => {
     const dir = tempDir();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+    const { cert, key } = selfSignedCertificate(dir);
     const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key] });
     try {
       assert.match(server.output(), /, tls/);

@@ -5,6 +5,7 @@ import { KilnError } from '../../errors/index.js';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
 import { KilnServerSource } from '../../console/kiln-server-source.js';
 import { KilnServer } from '../../server/kiln-server.js';
+import { checkTokenStrength, readTokenFile, readTokensFile } from '../../server/namespaces.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
@@ -19,11 +20,23 @@ Options:
   --data <dir>               data directory; sessions survive restarts (default ./kiln-data)
   --no-data                  keep sessions in memory only
   --fsync <policy>           always | everysec | never (default everysec)
-  --token-file <file>        file holding the shared secret (else KILN_TOKEN)
-  --insecure-no-auth         accept clients without a token (trusted networks only)
+  --token-file <file>        file holding the default namespace's token, 32 bytes or more
+                             (else KILN_TOKEN)
+  --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or
+                             "<namespace> @<token file>"; a client's token picks its
+                             namespace, which is all it can see
+  --insecure-no-auth         accept clients without a token (loopback --host only)
   --tls-cert <file>          serve TLS with this PEM certificate (clients use kilns://)
   --tls-key <file>           the certificate's PEM private key
-  --max-connections <n>      default 10000
+  --max-connections <n>      authenticated client connections (default 10000)
+  --max-handshaking <n>      connections before their handshake, counted apart (default 128)
+  --handshake-timeout-ms <n> time a new connection has to authenticate (default 2000)
+  --handshake-failure-limit <n>  failed handshakes per address and minute before its
+                             connections are refused at once (default 20; 0 = off)
+  --max-sessions <n>         sessions held at most; one more create fails with
+                             KILN_ERR_SESSION_LIMIT (default 0 = no limit)
+  --max-sessions-per-principal <n>  sessions per principal (per namespace); one more login
+                             fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT (default 0 = no limit)
   --max-frame-bytes <n>      default 8388608
   --max-session-bytes <n>    default 4194304
   --max-attribute-bytes <n>  default 1048576
@@ -58,10 +71,16 @@ export const serverCommand: Command = {
         'no-data': { type: 'boolean' },
         fsync: { type: 'string' },
         'token-file': { type: 'string' },
+        'tokens-file': { type: 'string' },
         'insecure-no-auth': { type: 'boolean' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
         'max-connections': { type: 'string' },
+        'max-handshaking': { type: 'string' },
+        'handshake-timeout-ms': { type: 'string' },
+        'handshake-failure-limit': { type: 'string' },
+        'max-sessions': { type: 'string' },
+        'max-sessions-per-principal': { type: 'string' },
         'max-frame-bytes': { type: 'string' },
         'max-session-bytes': { type: 'string' },
         'max-attribute-bytes': { type: 'string' },
@@ -84,9 +103,13 @@ export const serverCommand: Command = {
       return 0;
     }
     const tokenFile = values['token-file'];
-    const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : process.env['KILN_TOKEN'];
-    if (!token && !values['insecure-no-auth']) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', 'no token: pass --token-file F or set KILN_TOKEN (or --insecure-no-auth on a trusted network)');
+    const insecure = values['insecure-no-auth'] ?? false;
+    // With --insecure-no-auth a KILN_TOKEN left in the environment is ignored, not an error.
+    const token = tokenFile ? readTokenFile(tokenFile) : insecure ? undefined : process.env['KILN_TOKEN'] || undefined;
+    if (token && !tokenFile) checkTokenStrength(token, 'KILN_TOKEN');
+    const tokens = values['tokens-file'] ? readTokensFile(values['tokens-file']) : undefined;
+    if (!token && !tokens && !insecure) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'no token: pass --token-file F, --tokens-file F or set KILN_TOKEN (or --insecure-no-auth on a loopback --host)');
     }
     const fsync = values.fsync ?? 'everysec';
     if (!['always', 'everysec', 'never'].includes(fsync)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--fsync must be always, everysec or never (got ${JSON.stringify(fsync)})`);
@@ -108,11 +131,17 @@ export const serverCommand: Command = {
       tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
       host: values.host ?? '127.0.0.1',
       port: intFlag(values['port'], 'port') ?? 9510,
-      token: token || undefined,
-      insecureNoAuth: values['insecure-no-auth'] ?? false,
+      token,
+      tokens,
+      insecureNoAuth: insecure,
       dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
       fsync: fsync as 'always' | 'everysec' | 'never',
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
+      maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
+      handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),
+      handshakeFailureLimit: intFlag(values['handshake-failure-limit'], 'handshake-failure-limit'),
+      maxSessions: intFlag(values['max-sessions'], 'max-sessions'),
+      maxSessionsPerPrincipal: intFlag(values['max-sessions-per-principal'], 'max-sessions-per-principal'),
       maxFrameBytes: intFlag(values['max-frame-bytes'], 'max-frame-bytes'),
       idleConnectionTimeoutMs: intFlag(values['idle-connection-ms'], 'idle-connection-ms'),
       recallTimeoutMs: intFlag(values['recall-timeout-ms'], 'recall-timeout-ms'),
