@@ -55,14 +55,14 @@ export class Tickets {
   /** sha256 of the ticket → expiry; Map order is issue order. */
   private readonly live = new Map<string, number>();
 
-  constructor(private readonly clock: () => number = Date.now) {}
+  constructor(private readonly ttlMs = TICKET_TTL_MS) {}
 
   issue(): { ticket: string; expiresInMs: number } {
     this.prune();
     while (this.live.size >= MAX_TICKETS) this.live.delete(this.live.keys().next().value!);
     const ticket = randomBytes(32).toString('base64url');
-    this.live.set(digestKey(ticket), this.clock() + TICKET_TTL_MS);
-    return { ticket, expiresInMs: TICKET_TTL_MS };
+    this.live.set(digestKey(ticket), Date.now() + this.ttlMs);
+    return { ticket, expiresInMs: this.ttlMs };
   }
 
   /** True once per issued, unexpired ticket. */
@@ -70,11 +70,11 @@ export class Tickets {
     const key = digestKey(ticket);
     const expires = this.live.get(key);
     this.live.delete(key);
-    return expires !== undefined && expires > this.clock();
+    return expires !== undefined && expires > Date.now();
   }
 
   private prune(): void {
-    const now = this.clock();
+    const now = Date.now();
     for (const [key, expires] of this.live) if (expires <= now) this.live.delete(key);
   }
 }

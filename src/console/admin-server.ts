@@ -10,7 +10,7 @@ import { isValidSessionId } from '../session/id.js';
 import { attributeBytes, type SessionMeta } from '../session/model.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
-import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, Tickets } from './admin-access.js';
+import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
 import { assertAdminToken } from './admin-token.js';
 import { ServerMetrics } from './metrics.js';
 import { consolePage } from './page.js';
@@ -55,9 +55,11 @@ export interface AdminOptions {
    * substrings (default DEFAULT_REDACT; [] shows every value to the admin role).
    */
   redact?: readonly string[];
+  /** How long an events ticket may wait for its use (default 60 s). */
+  ticketTtlMs?: number;
 }
 
-const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact'];
+const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs'];
 
 export interface Sample {
   t: number;
@@ -82,7 +84,7 @@ export class AdminServer {
   private readonly readDigest: Buffer | undefined;
   private readonly redact: Redactor;
   private readonly handles = new SessionHandles();
-  private readonly tickets = new Tickets();
+  private readonly tickets: Tickets;
   /** Each open events stream and the view it gets. */
   private readonly streams = new Map<ServerResponse, Role>();
   private readonly samples: Sample[] = [];
@@ -104,6 +106,7 @@ export class AdminServer {
     o.string('host', undefined);
     o.int('port', 0, 0, 65535);
     o.string('version', 'unknown');
+    this.tickets = new Tickets(o.int('ticketTtlMs', TICKET_TTL_MS, 100, 600_000));
     // Checked without OptionReader, whose messages quote the value.
     assertAdminToken(o.any('adminToken'), 'AdminServer: option "adminToken"');
     if (options.readToken !== undefined) assertAdminToken(options.readToken, 'AdminServer: option "readToken"');
