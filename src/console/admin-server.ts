@@ -92,6 +92,8 @@ export class AdminServer {
   private readonly sampler: NodeJS.Timeout;
   private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
   private boundPort = 0;
+  private inspecting = 0;
+  private inspectTail: Promise<void> = Promise.resolve();
 
   /**
    * @example
@@ -273,7 +275,8 @@ export class AdminServer {
       const id = this.sessionRef(one[1]!);
       if (!id) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id or handle (handles end when the admin server restarts)' });
       if (method === 'GET') {
-        const detail = await this.sessionDetail(id, role);
+        if (this.inspecting >= MAX_INSPECTING) return this.json(res, 429, { code: 'KILN_ERR_TOO_MANY_CONNECTIONS', message: 'the inspector is busy; try again' });
+        const detail = await this.inspect(() => this.sessionDetail(id, role));
         return detail ? this.json(res, 200, detail) : this.json(res, 404, { code: 'KILN_ERR_SESSION_NOT_FOUND', message: 'no such session' });
       }
       if (method === 'DELETE') {
@@ -349,6 +352,21 @@ export class AdminServer {
     return id !== undefined && isValidSessionId(id) ? id : undefined;
   }
 
+  /**
+   * One session read at a time, each in its own turn of the event loop: a snapshot
+   * copies the session's bytes (O(size)), and several at once in one turn would hold the
+   * app servers' commits back for all of them together.
+   */
+  private inspect<T>(work: () => Promise<T>): Promise<T> {
+    this.inspecting++;
+    const run = this.inspectTail.then(() => new Promise<void>((resolve) => setImmediate(resolve))).then(work);
+    this.inspectTail = run.then(
+      () => void this.inspecting--,
+      () => void this.inspecting--,
+    );
+    return run;
+  }
+
   private async sessionDetail(id: string, role: Role): Promise<Record<string, unknown> | undefined> {
     const snapshot = await this.source.snapshot(id);
     if (!snapshot) return undefined;
@@ -374,6 +392,8 @@ export class AdminServer {
 }
 
 const MAX_STREAMS = 64;
+/** Session reads queued at once; more are refused (429) rather than queued without end. */
+const MAX_INSPECTING = 32;
 
 /** decodeURIComponent, undefined on a malformed escape. */
 function decode(segment: string): string | undefined {
