@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { KilnError, errorFromWire } from '../errors/index.js';
 
 /**
@@ -8,34 +10,59 @@ import { KilnError, errorFromWire } from '../errors/index.js';
 export const ADMIN_FLAGS = {
   admin: { type: 'string' },
   'token-file': { type: 'string' },
+  'ca-file': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
 export const ADMIN_HELP = `  --admin <url>            the kiln server's admin API (default KILN_ADMIN_URL or http://127.0.0.1:9511)
-  --token-file <file>      bearer token (default KILN_ADMIN_TOKEN, then KILN_TOKEN)
+  --token-file <file>      admin or read-only bearer token (default KILN_ADMIN_TOKEN; the server
+                           writes a generated one to <data dir>/admin.token)
+  --ca-file <file>         PEM CA certificate to trust for an https:// admin API (default KILN_ADMIN_CA)
   --json                   machine-readable output`;
 
 export interface AdminTarget {
   url: string;
   token: string;
+  ca?: string;
 }
 
-export function adminTarget(values: { admin?: string; 'token-file'?: string }): AdminTarget {
+export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca-file'?: string }): AdminTarget {
   const url = (values.admin ?? process.env['KILN_ADMIN_URL'] ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
-  const token = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : (process.env['KILN_ADMIN_TOKEN'] ?? process.env['KILN_TOKEN'] ?? '');
-  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F or set KILN_ADMIN_TOKEN');
-  return { url, token };
+  if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin must be an http:// or https:// URL');
+  // Not KILN_TOKEN: the client token opens no admin port.
+  const token = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : (process.env['KILN_ADMIN_TOKEN'] ?? '');
+  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN');
+  const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
+  return { url, token, ca: caFile ? readFileSync(caFile, 'utf8') : undefined };
 }
 
+const CALL_TIMEOUT_MS = 5000;
+
+/** One JSON call; node:http(s) rather than fetch, which cannot be given a CA. */
 export async function adminCall<T>(target: AdminTarget, method: string, path: string): Promise<T> {
-  let res: Response;
+  const url = new URL(`${target.url}${path}`);
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const options = { method, headers: { authorization: `Bearer ${target.token}` }, timeout: CALL_TIMEOUT_MS, ...(target.ca ? { ca: target.ca } : {}) };
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, options, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
+    req.on('error', reject);
+    req.end();
+  }).catch((err: Error) => {
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${target.url} not reachable: ${err.message}`, { cause: err });
+  });
+  let body: unknown = {};
   try {
-    res = await fetch(`${target.url}${path}`, { method, headers: { authorization: `Bearer ${target.token}` }, signal: AbortSignal.timeout(5000) });
-  } catch (err) {
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${target.url} not reachable: ${(err as Error).message}`, { cause: err });
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: errorFromWire names what it can
   }
-  const body = (await res.json().catch(() => ({}))) as unknown;
-  if (!res.ok) throw errorFromWire(body);
+  if (status < 200 || status >= 300) throw errorFromWire(body);
   return body as T;
 }
 

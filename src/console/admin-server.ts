@@ -1,30 +1,41 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import { KilnError } from '../errors/index.js';
-import { decodeAttribute } from '../session/codec.js';
 import { isValidSessionId } from '../session/id.js';
-import { attributeBytes } from '../session/model.js';
+import { attributeBytes, type SessionMeta } from '../session/model.js';
 import { listen } from '../util/net.js';
+import { OptionReader } from '../util/options.js';
+import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
+import { assertAdminToken } from './admin-token.js';
 import { ServerMetrics } from './metrics.js';
-import { CONSOLE_PAGE } from './page.js';
+import { consolePage } from './page.js';
+import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
 import type { ConsoleSource } from './source.js';
 
 /**
  * The admin HTTP API of a session tier, on its own port: JSON endpoints, Server-Sent
  * Events, a time series of the last hour, and Prometheus /metrics. The same API for a
  * kiln server (served by the server, KilnServerSource) and for Redis (served by
- * `kiln console`, RedisSource). Two bearer tokens: the admin
- * token may invalidate sessions; the read-only token may only look.
+ * `kiln console`, RedisSource). HTTPS when given a certificate.
+ *
+ * Two bearer tokens, in the Authorization header only (a URL ends up in logs, histories
+ * and Referer headers): the admin token may see session ids and values and invalidate
+ * sessions; the read-only token sees attribute names, types and sizes, and ids shortened
+ * with an opaque handle to open them by (admin-access.ts). Values whose name matches the
+ * redaction list are hidden from both.
  *
  *   GET    /api/overview                       server, storage, sessions, leases, clients
  *   GET    /api/sessions?after=&limit=&prefix=&principal=
- *   GET    /api/sessions/:id                   metadata and attributes with sizes
- *   DELETE /api/sessions/:id                   (admin)
+ *   GET    /api/sessions/:id-or-handle         metadata and attributes with sizes (and previews: admin)
+ *   DELETE /api/sessions/:id-or-handle         (admin)
  *   DELETE /api/principals/:principal/sessions (admin) "log out everywhere"
- *   GET    /api/events                         SSE: clients, lease recalls/revocations, expiries, destroys, errors
+ *   POST   /api/tickets                        a 60-second, single-use ticket for /api/events
+ *   GET    /api/events[?ticket=]               SSE: clients, lease recalls/revocations, expiries, destroys, errors
  *   GET    /api/timeseries                     10-second samples of the last hour
  *   GET    /metrics                            Prometheus text format
  *   GET    /                                   the web console (asks for the token)
@@ -32,12 +43,23 @@ import type { ConsoleSource } from './source.js';
 export interface AdminOptions {
   host?: string;
   port: number;
+  /** At least 32 bytes; never the client token (see admin-token.ts). */
   adminToken: string;
+  /** At least 32 bytes. */
   readToken?: string;
   version: string;
+  /** Serve HTTPS: PEM text or file paths (the kiln server passes its own certificate). */
+  tls?: { cert: string; key: string };
+  /**
+   * Attribute and key names whose values nobody sees, matched case-insensitively as
+   * substrings (default DEFAULT_REDACT; [] shows every value to the admin role).
+   */
+  redact?: readonly string[];
+  /** How long an events ticket may wait for its use (default 60 s). */
+  ticketTtlMs?: number;
 }
 
-type Role = 'admin' | 'read';
+const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs'];
 
 export interface Sample {
   t: number;
@@ -57,14 +79,21 @@ const SAMPLES = 360;
 export class AdminServer {
   readonly metrics: ServerMetrics;
   private readonly http: Server;
+  private readonly secure: boolean;
   private readonly adminDigest: Buffer;
   private readonly readDigest: Buffer | undefined;
-  private readonly streams = new Set<ServerResponse>();
+  private readonly redact: Redactor;
+  private readonly handles = new SessionHandles();
+  private readonly tickets: Tickets;
+  /** Each open events stream and the view it gets. */
+  private readonly streams = new Map<ServerResponse, Role>();
   private readonly samples: Sample[] = [];
   private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
   private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
   private boundPort = 0;
+  private inspecting = 0;
+  private inspectTail: Promise<void> = Promise.resolve();
 
   /**
    * @example
@@ -75,12 +104,33 @@ export class AdminServer {
     private readonly source: ConsoleSource,
     private readonly options: AdminOptions,
   ) {
+    const o = new OptionReader('AdminServer', options, KNOWN_OPTIONS);
+    o.string('host', undefined);
+    o.int('port', 0, 0, 65535);
+    o.string('version', 'unknown');
+    this.tickets = new Tickets(o.int('ticketTtlMs', TICKET_TTL_MS, 100, 600_000));
+    // Checked without OptionReader, whose messages quote the value.
+    assertAdminToken(o.any('adminToken'), 'AdminServer: option "adminToken"');
+    if (options.readToken !== undefined) assertAdminToken(options.readToken, 'AdminServer: option "readToken"');
+    const tls = o.any('tls') as AdminOptions['tls'];
+    if (tls !== undefined && (typeof tls?.cert !== 'string' || typeof tls?.key !== 'string')) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'AdminServer: option "tls" must be { cert, key } (PEM text or file paths)', { details: { option: 'tls' } });
+    }
+    const redact = o.any('redact') ?? DEFAULT_REDACT;
+    if (!Array.isArray(redact) || !redact.every((r) => typeof r === 'string')) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'AdminServer: option "redact" must be an array of strings', { details: { option: 'redact' } });
+    }
+    this.redact = redactor(redact as string[]);
     this.adminDigest = digest(options.adminToken);
     this.readDigest = options.readToken ? digest(options.readToken) : undefined;
     this.metrics = new ServerMetrics(source);
-    this.http = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
-    });
+    };
+    this.secure = tls !== undefined;
+    this.http = tls ? createHttpsServer({ cert: pem(tls.cert), key: pem(tls.key) }, handler) : createServer(handler);
+    // What Node's parser refuses still gets an answer in the API's format.
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
     this.unsubscribe = source.onEvent((e) => this.broadcast(e.type, e.data));
     this.sampler = setInterval(() => void this.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();
@@ -96,11 +146,17 @@ export class AdminServer {
     return this.boundPort;
   }
 
+  /** http://host:port or https://host:port. */
+  get url(): string {
+    const host = this.options.host ?? '127.0.0.1';
+    return `${this.secure ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${this.boundPort}`;
+  }
+
   /** Stops serving; the source stays open (whoever made it closes it). */
   async stop(): Promise<void> {
     clearInterval(this.sampler);
     this.unsubscribe();
-    for (const s of this.streams) s.end();
+    for (const s of this.streams.keys()) s.end();
     await new Promise<void>((resolve) => {
       this.http.close(() => resolve());
       this.http.closeAllConnections();
@@ -148,32 +204,54 @@ export class AdminServer {
 
   private broadcast(type: string, data: unknown): void {
     if (this.streams.size === 0) return;
-    const frame = `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
-    for (const s of this.streams) s.write(frame);
+    let full: string | undefined;
+    let read: string | undefined;
+    for (const [s, view] of this.streams) {
+      if (view === 'admin') s.write((full ??= `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
+      else s.write((read ??= `event: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
+    }
+  }
+
+  /** An event as the read-only role sees it: the session id shortened, a handle beside it. */
+  private readView(data: unknown): unknown {
+    if (typeof data !== 'object' || data === null) return data;
+    const id = (data as { sessionId?: unknown }).sessionId;
+    if (typeof id !== 'string') return data;
+    return { ...data, sessionId: shortId(id), ref: this.handles.handle(id) };
   }
 
   private role(req: IncomingMessage): Role | undefined {
-    const header = req.headers.authorization ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice(7) : new URL(req.url ?? '/', 'http://x').searchParams.get('token');
-    if (!token) return undefined;
-    const given = digest(token);
-    if (timingSafeEqual(given, this.adminDigest)) return 'admin';
-    if (this.readDigest && timingSafeEqual(given, this.readDigest)) return 'read';
+    const match = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '');
+    if (!match) return undefined;
+    const given = digest(match[1]!);
+    if (sameDigest(given, this.adminDigest)) return 'admin';
+    if (this.readDigest && sameDigest(given, this.readDigest)) return 'read';
     return undefined;
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
-    const path = url.pathname;
+    res.setHeader('x-content-type-options', 'nosniff');
+    res.setHeader('referrer-policy', 'no-referrer');
+    res.setHeader('cache-control', 'no-store');
+    const target = req.url ?? '/';
+    // Origin-form only: an absolute or authority-form target names no endpoint here.
+    if (!target.startsWith('/')) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'the request target must be a path' });
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
+    const query = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
+    const method = req.method ?? 'GET';
     // The console page itself holds no data; it asks for the token and calls the API with it.
-    if (req.method === 'GET' && (path === '/' || path === '/index.html')) {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'" });
-      res.end(CONSOLE_PAGE);
-      return;
+    if (method === 'GET' && (path === '/' || path === '/index.html')) return this.page(res);
+    if (query.has('token') || query.has('access_token')) {
+      return this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'tokens are not accepted in URLs: send "Authorization: Bearer <token>" (events: POST /api/tickets, then /api/events?ticket=)' });
+    }
+    if (method === 'GET' && path === '/api/events' && query.has('ticket')) {
+      if (!this.tickets.redeem(query.get('ticket')!)) return this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'unknown, used or expired ticket (POST /api/tickets for a new one)' });
+      return this.events(req, res, 'read');
     }
     const role = this.role(req);
     if (!role) {
-      this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'a bearer token is required (admin or read-only)' }, { 'www-authenticate': 'Bearer realm="kiln"' });
+      this.json(res, 401, { code: 'KILN_ERR_AUTH', message: 'a bearer token is required (admin or read-only) in the Authorization header' }, { 'www-authenticate': 'Bearer realm="kiln"' });
       return;
     }
     const needAdmin = (): boolean => {
@@ -182,79 +260,163 @@ export class AdminServer {
       return false;
     };
     const source = this.source;
-    if (req.method === 'GET' && path === '/metrics') {
+    if (method === 'GET' && path === '/metrics') {
       res.writeHead(200, { 'content-type': this.metrics.contentType });
       res.end(await this.metrics.text());
       return;
     }
-    if (req.method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
-    if (req.method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
-    if (req.method === 'GET' && path === '/api/events') {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-      res.write(`event: hello\ndata: ${JSON.stringify({ epoch: source.epoch, at: Date.now() })}\n\n`);
-      this.streams.add(res);
-      req.on('close', () => this.streams.delete(res));
-      return;
-    }
-    if (req.method === 'GET' && path === '/api/sessions') {
-      const limit = Math.min(Math.max(1, Number(url.searchParams.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
-      const principal = url.searchParams.get('principal');
-      if (principal) {
-        const sessions = (await source.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
-        return this.json(res, 200, { sessions, next: null, total: sessions.length });
-      }
-      return this.json(res, 200, await source.list({ after: url.searchParams.get('after') ?? undefined, prefix: url.searchParams.get('prefix') ?? undefined, limit }));
-    }
+    if (method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
+    if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
+    if (method === 'POST' && path === '/api/tickets') return this.json(res, 200, this.tickets.issue());
+    if (method === 'GET' && path === '/api/events') return this.events(req, res, role);
+    if (method === 'GET' && path === '/api/sessions') return this.list(res, query, role);
     const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
     if (one) {
-      const id = decodeURIComponent(one[1]!);
-      if (!isValidSessionId(id)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id' });
-      if (req.method === 'GET') {
-        const detail = await this.sessionDetail(id);
+      const id = this.sessionRef(one[1]!);
+      if (!id) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id or handle (handles end when the admin server restarts)' });
+      if (method === 'GET') {
+        if (this.inspecting >= MAX_INSPECTING) return this.json(res, 429, { code: 'KILN_ERR_TOO_MANY_CONNECTIONS', message: 'the inspector is busy; try again' });
+        const detail = await this.inspect(() => this.sessionDetail(id, role));
         return detail ? this.json(res, 200, detail) : this.json(res, 404, { code: 'KILN_ERR_SESSION_NOT_FOUND', message: 'no such session' });
       }
-      if (req.method === 'DELETE') {
+      if (method === 'DELETE') {
         if (!needAdmin()) return;
         return this.json(res, 200, { destroyed: await source.destroy(id) });
       }
     }
     const byPrincipal = /^\/api\/principals\/([^/]+)\/sessions$/.exec(path);
-    if (byPrincipal && req.method === 'DELETE') {
+    if (byPrincipal && method === 'DELETE') {
       if (!needAdmin()) return;
-      return this.json(res, 200, { destroyed: await source.destroyByPrincipal(decodeURIComponent(byPrincipal[1]!)) });
+      const principal = decode(byPrincipal[1]!);
+      if (principal === undefined || principal.length === 0) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a principal (percent-encoded UTF-8)' });
+      return this.json(res, 200, { destroyed: await source.destroyByPrincipal(principal) });
     }
-    this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${req.method} ${path}` });
+    this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${method.slice(0, 16)} ${path.slice(0, 100)}` });
   }
 
-  private async sessionDetail(id: string): Promise<Record<string, unknown> | undefined> {
+  private page(res: ServerResponse): void {
+    // A fresh nonce per answer: the page's one script and one style run, nothing injected does.
+    const nonce = randomBytes(16).toString('base64');
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      'x-frame-options': 'DENY',
+    });
+    res.end(consolePage(nonce));
+  }
+
+  private events(req: IncomingMessage, res: ServerResponse, view: Role): void {
+    if (this.streams.size >= MAX_STREAMS) return this.json(res, 429, { code: 'KILN_ERR_TOO_MANY_CONNECTIONS', message: `at most ${MAX_STREAMS} event streams at once` });
+    res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'keep-alive' });
+    res.write(`event: hello\ndata: ${JSON.stringify({ epoch: this.source.epoch, at: Date.now(), view })}\n\n`);
+    this.streams.set(res, view);
+    req.on('close', () => this.streams.delete(res));
+  }
+
+  private async list(res: ServerResponse, query: URLSearchParams, role: Role): Promise<void> {
+    const limit = Math.min(Math.max(1, Number(query.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
+    const principal = query.get('principal');
+    if (principal) {
+      const sessions = (await this.source.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
+      return this.json(res, 200, { sessions: sessions.map((m) => this.metaView(m, role)), next: null, total: sessions.length });
+    }
+    const prefix = query.get('prefix') ?? undefined;
+    let after = query.get('after') ?? undefined;
+    if (role === 'read') {
+      // Longer prefixes, or a cursor of one's choosing, would let the read role find a whole id one character at a time.
+      if (prefix !== undefined && prefix.length > SHORT_ID_CHARS) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `the read-only role searches by at most ${SHORT_ID_CHARS} characters of id` });
+      if (after !== undefined && !after.startsWith(HANDLE_PREFIX)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'the read-only role pages with the "next" handle it was given' });
+    }
+    if (after?.startsWith(HANDLE_PREFIX)) {
+      after = this.handles.open(after);
+      if (after === undefined) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a handle of this admin server (handles end when it restarts)' });
+    }
+    const page = await this.source.list({ after, prefix, limit });
+    return this.json(res, 200, {
+      sessions: page.sessions.map((m) => this.metaView(m, role)),
+      next: page.next === null || role === 'admin' ? page.next : this.handles.handle(page.next),
+      total: page.total,
+    });
+  }
+
+  /** A session's metadata for a role, with `ref`: what to open it by (the id, or a handle). */
+  private metaView(meta: SessionMeta, role: Role): SessionMeta & { ref: string } {
+    return role === 'admin' ? { ...meta, ref: meta.id } : { ...meta, id: shortId(meta.id), ref: this.handles.handle(meta.id) };
+  }
+
+  /** The id a path segment names: a session id, or a handle this server gave out. */
+  private sessionRef(segment: string): string | undefined {
+    const ref = decode(segment);
+    if (ref === undefined) return undefined;
+    const id = ref.startsWith(HANDLE_PREFIX) ? this.handles.open(ref) : ref;
+    return id !== undefined && isValidSessionId(id) ? id : undefined;
+  }
+
+  /**
+   * One session read at a time, each in its own turn of the event loop: a snapshot
+   * copies the session's bytes (O(size)), and several at once in one turn would hold the
+   * app servers' commits back for all of them together.
+   */
+  private inspect<T>(work: () => Promise<T>): Promise<T> {
+    this.inspecting++;
+    const run = this.inspectTail.then(() => new Promise<void>((resolve) => setImmediate(resolve))).then(work);
+    this.inspectTail = run.then(
+      () => void this.inspecting--,
+      () => void this.inspecting--,
+    );
+    return run;
+  }
+
+  private async sessionDetail(id: string, role: Role): Promise<Record<string, unknown> | undefined> {
     const snapshot = await this.source.snapshot(id);
     if (!snapshot) return undefined;
     const attributes = [...snapshot.attributes].map(([name, bytes]) => {
-      let preview: string;
-      try {
-        preview = JSON.stringify(decodeAttribute(bytes), (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)) ?? 'undefined';
-      } catch {
-        preview = '(undecodable)';
-      }
-      return { name, bytes: bytes.length, preview: preview.length > 200 ? `${preview.slice(0, 200)}…` : preview };
+      const shown = { name, type: valueType(bytes), bytes: bytes.length };
+      if (role !== 'admin') return shown;
+      return { ...shown, preview: this.redact(name) ? REDACTED : previewValue(bytes, this.redact) };
     });
-    return { meta: snapshot.meta, attributes, bytes: attributeBytes(snapshot.attributes) };
+    return { meta: this.metaView(snapshot.meta, role), attributes, bytes: attributeBytes(snapshot.attributes) };
   }
 
   private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
     res.end(JSON.stringify(body));
   }
 
   private fail(res: ServerResponse, err: unknown): void {
     const e = err instanceof KilnError ? err : new KilnError('KILN_ERR_INTERNAL', String((err as Error)?.message ?? err));
-    if (!res.headersSent) this.json(res, e.code === 'KILN_ERR_INTERNAL' ? 500 : 400, e.toJSON());
+    const status = e.code === 'KILN_ERR_INTERNAL' ? 500 : e.code === 'KILN_ERR_ENGINE_UNAVAILABLE' || e.code === 'KILN_ERR_TIMEOUT' ? 503 : 400;
+    if (!res.headersSent) this.json(res, status, e.toJSON());
     else res.end();
   }
 }
 
-function digest(token: string): Buffer {
-  return createHash('sha256').update(token).digest();
+const MAX_STREAMS = 64;
+/** Session reads queued at once; more are refused (429) rather than queued without end. */
+const MAX_INSPECTING = 32;
+
+/** decodeURIComponent, undefined on a malformed escape. */
+function decode(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
+/** PEM text as is; anything else is a path to read it from. */
+function pem(value: string): string {
+  return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
+}
+
+function refuseMalformed(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];
+  const body = JSON.stringify({ code: 'KILN_ERR_INVALID_ARGUMENT', message: `malformed HTTP request (${err.code ?? 'parse error'})` });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${body}`);
 }
 
 export function packageVersion(): string {

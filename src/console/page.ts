@@ -2,16 +2,21 @@
  * The web console, served by the kiln server's admin port at `/`: one page, no
  * dependencies, no CDN. It polls /api/overview every second (cluster view and live
  * charts drawn on canvas), browses sessions through /api/sessions, and follows
- * /api/events (SSE). The token comes from the URL fragment (#token=…) or a prompt and
- * stays in sessionStorage.
+ * /api/events (SSE). The token comes from the URL fragment (#token=…, which browsers
+ * never send) or a prompt, stays in sessionStorage and goes in the Authorization header;
+ * the events stream, which cannot carry a header, opens with a single-use ticket.
+ *
+ * The page's one script and one style carry the nonce of its Content-Security-Policy;
+ * nothing else on it may run (no inline handlers, no style attributes).
  */
-export const CONSOLE_PAGE = `<!doctype html>
+export function consolePage(nonce: string): string {
+  return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Kiln console</title>
-<style>
+<style nonce="${nonce}">
   :root { --fire: #c2410c; --ink: #1c1917; --muted: #78716c; --line: #e7e5e4; }
   * { box-sizing: border-box; }
   body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: var(--ink); background: #fafaf9; }
@@ -65,7 +70,7 @@ export const CONSOLE_PAGE = `<!doctype html>
     <ul id="events"></ul>
   </section>
 </main>
-<script>
+<script nonce="${nonce}">
 const params = new URLSearchParams(location.hash.slice(1));
 let token = params.get('token') || sessionStorage.getItem('kiln-token') || '';
 if (!token) token = prompt('Kiln admin token') || '';
@@ -131,11 +136,11 @@ async function search(e) {
   // A principal first; failing that, an id prefix.
   let page = await api('GET', '/api/sessions?limit=50&principal=' + encodeURIComponent(q));
   if (!page.sessions.length) page = await api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : ''));
-  $('results').innerHTML = page.sessions.map((s) => '<li data-id="' + esc(s.id) + '">' + esc(s.id.slice(0, 24)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') || '<li class="muted">no session</li>';
+  $('results').innerHTML = page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '">' + esc(s.id.slice(0, 8)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') || '<li class="muted">no session</li>';
 }
 async function show(id) {
   const s = await api('GET', '/api/sessions/' + encodeURIComponent(id));
-  $('detail').innerHTML = '<p><b>' + esc(id) + '</b><br>principal ' + esc(s.meta.principal || '–') + ' · version ' + s.meta.version + ' · ' + s.bytes + ' bytes</p><pre>' + s.attributes.map((a) => esc(a.name) + ' (' + a.bytes + ' B): ' + esc(a.preview)).join('\\n') + '</pre><button id="invalidate" data-id="' + esc(id) + '">Invalidate</button>';
+  $('detail').innerHTML = '<p><b>' + esc(s.meta.id) + '</b><br>principal ' + esc(s.meta.principal || '–') + ' · version ' + s.meta.version + ' · ' + s.bytes + ' bytes</p><pre>' + s.attributes.map((a) => esc(a.name) + ' (' + a.type + ', ' + a.bytes + ' B)' + (a.preview === undefined ? '' : ': ' + esc(a.preview))).join('\\n') + '</pre>' + (s.meta.ref === s.meta.id ? '<button id="invalidate" data-id="' + esc(id) + '">Invalidate</button>' : '<p class="muted">read-only token: values and full ids are hidden</p>');
 }
 $('search-form').addEventListener('submit', search);
 $('results').addEventListener('click', (e) => { const li = e.target.closest('li[data-id]'); if (li) show(li.dataset.id); });
@@ -145,18 +150,31 @@ $('detail').addEventListener('click', async (e) => {
   $('detail').innerHTML = '<p id="invalidated">' + (r.destroyed ? 'invalidated' : 'already gone') + '</p>';
   search();
 });
-const events = new EventSource('/api/events?token=' + encodeURIComponent(token));
-for (const type of ['session', 'lease', 'client', 'error']) {
-  events.addEventListener(type, (e) => {
-    const d = JSON.parse(e.data);
-    const li = document.createElement('li');
-    li.textContent = new Date(d.at || Date.now()).toLocaleTimeString() + ' ' + type + ' ' + (d.type || d.code || '') + ' ' + (d.sessionId ? d.sessionId.slice(0, 16) + '…' : d.client ? d.client.name : '');
-    $('events').prepend(li);
-    while ($('events').children.length > 200) $('events').lastChild.remove();
-  });
+// EventSource sends no Authorization header: a single-use ticket opens the stream, and a new one reopens it.
+async function follow() {
+  let events;
+  try {
+    const { ticket } = await api('POST', '/api/tickets');
+    events = new EventSource('/api/events?ticket=' + encodeURIComponent(ticket));
+  } catch (err) {
+    setTimeout(follow, 5000);
+    return;
+  }
+  events.onerror = () => { events.close(); setTimeout(follow, 1000); };
+  for (const type of ['session', 'lease', 'client', 'error']) {
+    events.addEventListener(type, (e) => {
+      const d = JSON.parse(e.data);
+      const li = document.createElement('li');
+      li.textContent = new Date(d.at || Date.now()).toLocaleTimeString() + ' ' + type + ' ' + (d.type || d.code || '') + ' ' + (d.sessionId ? d.sessionId.slice(0, 8) + '…' : d.client ? d.client.name : '');
+      $('events').prepend(li);
+      while ($('events').children.length > 200) $('events').lastChild.remove();
+    });
+  }
 }
+follow();
 tick(); setInterval(tick, 1000);
 </script>
 </body>
 </html>
 `;
+}

@@ -4,14 +4,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { connectRedis } from '../../src/engines/redis/redis-engine.js';
-import { removeDir, startKilnCommand, startWorker, tempDir, TEST_TOKEN, waitFor, type KilnCommandProcess, type WorkerProcess } from '../helpers/processes.js';
+import { removeDir, startKilnCommand, startWorker, tempDir, waitFor, type KilnCommandProcess, type WorkerProcess } from '../helpers/processes.js';
 import { redisCli, startCluster, startSentinel, startStandalone, type RedisDeployment } from '../helpers/redis.js';
-import { adminApiSuite, READ_TOKEN, type ConsoleTarget } from './admin-api-suite.js';
+import { ADMIN_TOKEN, adminApiSuite, READ_TOKEN, type ConsoleTarget } from './admin-api-suite.js';
 
 /** Redis has no server of ours: `kiln console --engine …` serves the same API from Redis and the clients' reports. */
 async function startConsole(url: string): Promise<{ adminUrl: string; process: KilnCommandProcess; stop(): Promise<void> }> {
   const dir = tempDir();
-  writeFileSync(join(dir, 'admin.token'), TEST_TOKEN);
+  writeFileSync(join(dir, 'admin.token'), ADMIN_TOKEN);
   writeFileSync(join(dir, 'read.token'), READ_TOKEN);
   const console = await startKilnCommand(['console', '--engine', url, '--port', '0', '--token-file', join(dir, 'admin.token'), '--read-token-file', join(dir, 'read.token')], {}, /kiln admin on (http:\/\/\S+?) /, 'kiln console', 15_000);
   return {
@@ -34,7 +34,7 @@ function redisConsole(name: string, role: string, deploy: () => Promise<RedisDep
       const console = await startConsole(url);
       return {
         adminUrl: console.adminUrl,
-        adminToken: TEST_TOKEN,
+        adminToken: ADMIN_TOKEN,
         engine: (clientName) => connectRedis(url, { name: clientName }),
         async stop() {
           await console.stop();
@@ -55,12 +55,12 @@ describe('kiln console on Redis: app servers come and go', () => {
   let worker: WorkerProcess;
   type Overview = { clients: { name: string; pid: number; requests: number }[]; connections: number };
   const overview = async (): Promise<Overview> => {
-    const res = await fetch(`${console.adminUrl}/api/overview`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } });
+    const res = await fetch(`${console.adminUrl}/api/overview`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     assert.equal(res.status, 200);
     return (await res.json()) as Overview;
   };
   const requestsTotal = async (): Promise<number> => {
-    const text = await (await fetch(`${console.adminUrl}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })).text();
+    const text = await (await fetch(`${console.adminUrl}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
     const families = parsePrometheus(text) as { name: string; metrics: { value?: string }[] }[];
     return Number(families.find((f) => f.name === 'kiln_requests_total')?.metrics[0]?.value);
   };

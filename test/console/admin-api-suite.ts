@@ -14,13 +14,15 @@ const run = promisify(execFile);
  * suite for every console source (a kiln server's own admin port; `kiln console` on
  * Redis). A target starts its tier and console and says how app servers connect.
  */
-export const READ_TOKEN = 'read-only-token-abcdef';
+export const READ_TOKEN = 'read-only-token-abcdef-0123456789-read';
+/** The admin port's own token: never the client token. */
+export const ADMIN_TOKEN = 'admin-token-0123456789abcdef-0123456789-admin';
 
 export interface ConsoleTarget {
   name: string;
   /** server.role in the overview. */
   role: string;
-  /** Starts the tier and its admin API; the read-only token is READ_TOKEN. */
+  /** Starts the tier and its admin API; the tokens are ADMIN_TOKEN and READ_TOKEN. */
   start(): Promise<RunningConsole>;
 }
 

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
@@ -12,18 +14,25 @@ const run = promisify(execFile);
 describe('operator CLI', () => {
   let server: ServerProcess;
   let adminUrl: string;
+  let tokenFile: string;
+  let adminToken: string;
   let kiln: SessionClient;
   const ids: string[] = [];
 
   const cli = async (...args: string[]) => {
-    const { stdout } = await run(process.execPath, [KILN_BIN, ...args, '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: server.token } });
+    const { stdout } = await run(process.execPath, [KILN_BIN, ...args, '--admin', adminUrl, '--token-file', tokenFile], { env: { ...process.env, KILN_ADMIN_TOKEN: '' } });
     return stdout;
   };
-  const api = async <T>(path: string): Promise<T> => (await (await fetch(`${adminUrl}${path}`, { headers: { authorization: `Bearer ${server.token}` } })).json()) as T;
+  const api = async <T>(path: string): Promise<T> => (await (await fetch(`${adminUrl}${path}`, { headers: { authorization: `Bearer ${adminToken}` } })).json()) as T;
 
   before(async () => {
+    // No --admin-token-file: the server makes its own admin token and says which file holds it.
     server = await startKilnServer({ args: ['--admin-port', '0'] });
-    adminUrl = await waitFor(() => /kiln admin on (http:\/\/\S+?) /.exec(server.output())?.[1], 5000, 'admin line');
+    const line = await waitFor(() => /kiln admin on (http:\/\/\S+?) .*admin token in (\S+?)\)$/m.exec(server.output()), 5000, 'admin line');
+    [adminUrl, tokenFile] = [line[1]!, line[2]!];
+    adminToken = readFileSync(tokenFile, 'utf8').trim();
+    assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+    assert.ok(!server.output().includes(adminToken), 'the token itself is never printed');
     kiln = createSessionClient({ engine: connect(server.url, { token: server.token, name: 'cli-test' }), statsIntervalMs: 100 });
     for (let i = 0; i < 30; i++) {
       ids.push(
@@ -38,6 +47,7 @@ describe('operator CLI', () => {
   after(async () => {
     await kiln.close();
     await server.kill();
+    rmSync(dirname(tokenFile), { recursive: true, force: true });
   });
 
   it('kiln status --json gives the same numbers as the API; the screen shows them', async () => {
@@ -81,7 +91,13 @@ describe('operator CLI', () => {
     assert.equal(second.overview.sessions.count, 26);
   });
 
+  it('the client token opens no admin port, and the CLI does not fall back to it', async () => {
+    const res = await fetch(`${adminUrl}/api/overview`, { headers: { authorization: `Bearer ${server.token}` } });
+    assert.equal(res.status, 401);
+    await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: '', KILN_TOKEN: server.token } }), (err: { stderr: string; code: number }) => err.code !== 0 && /no admin token: .*\[KILN_ERR_INVALID_OPTION\]/.test(err.stderr));
+  });
+
   it('a wrong token is a clear error', async () => {
-    await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: 'nope', KILN_TOKEN: '' } }), (err: { stderr: string; code: number }) => err.code === 1 && /KILN_ERR_AUTH/.test(err.stderr));
+    await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: 'nope' } }), (err: { stderr: string; code: number }) => err.code === 1 && /KILN_ERR_AUTH/.test(err.stderr));
   });
 });

@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
+import { assertAdminToken, generatedAdminToken, readAdminTokenFile } from '../../console/admin-token.js';
+import { redactList } from '../../console/preview.js';
 import { RedisSource } from '../../console/redis-source.js';
 import { KilnError } from '../../errors/index.js';
 import { connectRedis } from '../../engines/redis/redis-engine.js';
@@ -19,11 +20,18 @@ Options:
   --engine <url>             redis://… rediss://… redis+sentinel://… redis+cluster://… (else KILN_ENGINE)
   --host <addr>              address to listen on (default 127.0.0.1)
   --port <n>                 admin port (default 9511; 0 = any free port)
-  --token-file <file>        admin bearer token (else KILN_ADMIN_TOKEN, then KILN_TOKEN)
-  --read-token-file <file>   read-only bearer token
+  --token-file <file>        admin bearer token, at least 32 bytes (else KILN_ADMIN_TOKEN; else one is
+                             generated into a new private temp dir, mode 0600, and the admin line
+                             says where)
+  --read-token-file <file>   read-only bearer token, at least 32 bytes
+  --tls-cert <file>          serve HTTPS with this PEM certificate
+  --tls-key <file>           the certificate's PEM private key
+  --redact <list>            comma list of attribute/key names whose values nobody sees, matched
+                             case-insensitively as substrings (default
+                             password,passwd,token,secret,csrf,authorization,cookie,key; '' = none)
   -h, --help                 this help
 
-On start it prints "kiln admin on http://<host>:<port> (…)" (stdout). Stop with SIGTERM or SIGINT.
+On start it prints "kiln admin on http(s)://<host>:<port> (…)" (stdout). Stop with SIGTERM or SIGINT.
 `;
 
 export const consoleCommand: Command = {
@@ -39,6 +47,9 @@ export const consoleCommand: Command = {
         port: { type: 'string' },
         'token-file': { type: 'string' },
         'read-token-file': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        redact: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -51,9 +62,14 @@ export const consoleCommand: Command = {
     if (!url) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine is required: the Redis URL the app servers use (or set KILN_ENGINE)');
     if (/^kilns?:\/\//i.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'a kiln server serves its own console: start it with --admin-port (kiln console is for Redis)');
     if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(url.replace(/\/\/[^@/]*@/, '//***@').slice(0, 80))})`);
-    const adminToken = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : (process.env['KILN_ADMIN_TOKEN'] ?? process.env['KILN_TOKEN']);
-    if (!adminToken) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F or set KILN_ADMIN_TOKEN');
-    const readToken = values['read-token-file'] ? readFileSync(values['read-token-file'], 'utf8').trim() : undefined;
+    // Never KILN_TOKEN: that is what every app server holds.
+    const fromEnv = process.env['KILN_ADMIN_TOKEN'];
+    if (!values['token-file'] && fromEnv) assertAdminToken(fromEnv, 'KILN_ADMIN_TOKEN');
+    const generated = values['token-file'] || fromEnv ? undefined : generatedAdminToken(undefined);
+    const adminToken = values['token-file'] ? readAdminTokenFile(values['token-file'], '--token-file') : (fromEnv ?? generated!.token);
+    const readToken = values['read-token-file'] ? readAdminTokenFile(values['read-token-file'], '--read-token-file') : undefined;
+    if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
+    const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
     const port = intFlag(values.port, 'port', 0, 65535) ?? 9511;
     const host = values.host ?? '127.0.0.1';
 
@@ -61,7 +77,14 @@ export const consoleCommand: Command = {
     process.stdout.write(`kiln console: connecting to ${engine.address}…\n`);
     await engine.connect();
     const source = new RedisSource(engine);
-    const admin = new AdminServer(source, { host, port, adminToken, readToken, version: packageVersion() });
+    let admin: AdminServer;
+    try {
+      admin = new AdminServer(source, { host, port, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values.redact) });
+    } catch (err) {
+      await source.close();
+      await engine.close();
+      throw err;
+    }
     try {
       await admin.start();
     } catch (err) {
@@ -69,8 +92,7 @@ export const consoleCommand: Command = {
       await engine.close();
       throw err;
     }
-    const shown = host.includes(':') ? `[${host}]` : host;
-    process.stdout.write(`kiln admin on http://${shown}:${admin.port} (console for ${source.describe().role} ${engine.address}; API /api/overview, events /api/events, Prometheus /metrics)\n`);
+    process.stdout.write(`kiln admin on ${admin.url} (console for ${source.describe().role} ${engine.address}; API /api/overview, events /api/events, Prometheus /metrics${generated ? `; admin token in ${generated.file}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln console stopping\n');

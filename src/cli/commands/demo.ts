@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,6 +70,11 @@ export const demoCommand: Command = {
     const dataDir = values.data ?? (engineArg === 'kiln' ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : undefined);
     const token = process.env['KILN_TOKEN'] ?? randomBytes(24).toString('base64url');
     const secret = randomBytes(24).toString('base64url');
+    // The console's own token (never the client token), in a file only we can read.
+    const adminDir = mkdtempSync(join(tmpdir(), 'kiln-demo-admin-'));
+    const adminToken = randomBytes(32).toString('base64url');
+    const adminTokenFile = join(adminDir, 'admin.token');
+    writeFileSync(adminTokenFile, adminToken, { mode: 0o600 });
     const rows: [string, string, string, string][] = [];
     let balancer: KilnBalancer | undefined;
     let consoleUrl: string | undefined;
@@ -80,6 +85,7 @@ export const demoCommand: Command = {
       await balancer?.stop(1000).catch(() => undefined);
       await supervisor.stopAll();
       if (ownData && dataDir) rmSync(dataDir, { recursive: true, force: true });
+      rmSync(adminDir, { recursive: true, force: true });
       say('kiln demo: stopped, nothing left running');
     };
 
@@ -87,18 +93,18 @@ export const demoCommand: Command = {
       let engineUrl: string | undefined;
       if (engineArg === 'kiln') {
         say(`kiln demo: starting the kiln server (data ${dataDir})…`);
-        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn', '--admin-port', '0'], { ...process.env, KILN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
+        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn', '--admin-port', '0', '--admin-token-file', adminTokenFile], { ...process.env, KILN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
         const port = /ready on [^\s]+:(\d+)/.exec(server.output())![1];
         engineUrl = `kiln://127.0.0.1:${port}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
-        consoleUrl = `${server.match[1]}/#token=${encodeURIComponent(token)}`;
+        consoleUrl = `${server.match[1]}/#token=${encodeURIComponent(adminToken)}`;
         rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
         if (isRedisUrl(engineArg)) {
           say(`kiln demo: starting the console for Redis (kiln console)…`);
-          const redisConsole = await supervisor.start('kiln console', [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', '0'], { ...process.env, KILN_ADMIN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
-          consoleUrl = `${redisConsole.match[1]}/#token=${encodeURIComponent(token)}`;
+          const redisConsole = await supervisor.start('kiln console', [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', '0', '--token-file', adminTokenFile], { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /);
+          consoleUrl = `${redisConsole.match[1]}/#token=${encodeURIComponent(adminToken)}`;
           rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
         }
       } else {
@@ -143,7 +149,7 @@ export const demoCommand: Command = {
     for (const r of rows) say(line(r));
     say('');
     say(`Balancer status: ${balancer.url}/_kiln/balancer`);
-    if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with KILN_ADMIN_TOKEN from the URL)`);
+    if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with --token-file ${adminTokenFile})`);
     say('Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.');
 
     return new Promise<number>((resolve) => {

@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { KilnError } from '../../errors/index.js';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
+import { generatedAdminToken, readAdminTokenFile } from '../../console/admin-token.js';
+import { redactList } from '../../console/preview.js';
 import { KilnServerSource } from '../../console/kiln-server-source.js';
 import { KilnServer } from '../../server/kiln-server.js';
 import { checkTokenStrength, readTokenFile, readTokensFile } from '../../server/namespaces.js';
@@ -47,9 +49,15 @@ Options:
   --touch-grace-ms <n>       slack for a lease holder's batched touches before idle expiry (default 2000)
   --heap-growth-percent <n>  how far V8's old generation may grow past live data before a full
                              collection (default 30; 0 = V8's own rule, up to 4x)
-  --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any)
-  --admin-token-file <file>  admin bearer token (default: the server token)
-  --admin-read-token-file <file>  read-only bearer token
+  --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any);
+                             HTTPS with the --tls-cert/--tls-key certificate when given
+  --admin-token-file <file>  admin bearer token, at least 32 bytes (default: one generated into
+                             <data dir>/admin.token, or a new temp dir without data, mode 0600;
+                             the admin line says where; never the client token)
+  --admin-read-token-file <file>  read-only bearer token, at least 32 bytes
+  --admin-redact <list>      comma list of attribute/key names whose values the console hides from
+                             everybody, matched case-insensitively as substrings (default
+                             password,passwd,token,secret,csrf,authorization,cookie,key; '' = none)
   --log-level <level>        debug | info | warn | error | silent (default info)
   -h, --help                 this help
 
@@ -94,6 +102,7 @@ export const serverCommand: Command = {
         'admin-port': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'admin-read-token-file': { type: 'string' },
+        'admin-redact': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -153,19 +162,23 @@ export const serverCommand: Command = {
     const info = await server.start();
     if (heapGrowthPercent > 0) setFlagsFromString(`--heap-growing-percent=${heapGrowthPercent}`);
     let admin: AdminServer | undefined;
+    let adminTokenFile: string | undefined;
     let source: KilnServerSource | undefined;
     const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
     if (adminPort !== undefined) {
-      const adminToken = values['admin-token-file'] ? readFileSync(values['admin-token-file'], 'utf8').trim() : token;
-      if (!adminToken) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin-port needs a token (--admin-token-file, or the server token)');
-      const readToken = values['admin-read-token-file'] ? readFileSync(values['admin-read-token-file'], 'utf8').trim() : undefined;
+      // Never the client token: every app server holds that one.
+      const generated = values['admin-token-file'] ? undefined : generatedAdminToken(info.dataDir ?? undefined);
+      adminTokenFile = generated?.file;
+      const adminToken = generated ? generated.token : readAdminTokenFile(values['admin-token-file']!, '--admin-token-file');
+      const readToken = values['admin-read-token-file'] ? readAdminTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
+      const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
       source = new KilnServerSource(server);
-      admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion() });
+      admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values['admin-redact']) });
       await admin.start();
     }
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
     process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
-    if (admin) process.stdout.write(`kiln admin on http://${values.host ?? '127.0.0.1'}:${admin.port} (API /api/overview, events /api/events, Prometheus /metrics)\n`);
+    if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');

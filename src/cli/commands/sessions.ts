@@ -6,22 +6,24 @@ import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln sessions ls [--principal P | --prefix X] [--limit N] [--after ID]
-       kiln sessions show <id>
+       kiln sessions show <id | handle>
        kiln sessions rm <id> | rm --principal P
 
-Lists, inspects and invalidates sessions through the kiln server's admin API.
+Lists, inspects and invalidates sessions through the kiln server's admin API. With the
+read-only token, ids come shortened (abcdefgh…) with a handle (~…) to show one by, and
+no values; values whose names match the server's redaction list are hidden from all.
 
 Options:
 ${ADMIN_HELP}
   --principal <p>          the sessions of one user
-  --prefix <x>             ids starting with x
+  --prefix <x>             ids starting with x (at most 8 characters with the read-only token)
   --limit <n>              page size (default 50, at most 1000)
   --after <id>             the page after this id
   -h, --help
 `;
 
 interface Page {
-  sessions: SessionMeta[];
+  sessions: (SessionMeta & { ref: string })[];
   next: string | null;
   total: number;
 }
@@ -52,15 +54,17 @@ export const sessionsCommand: Command = {
         if (values.after) q.set('after', values.after);
         q.set('limit', String(intFlag(values.limit, 'limit', 1, 1000) ?? 50));
         const page = await adminCall<Page>(target, 'GET', `/api/sessions?${q}`);
-        const rows = [['ID', 'PRINCIPAL', 'VERSION', 'IDLE FOR', 'AGE'], ...page.sessions.map((s) => [s.id, s.principal ?? '-', String(s.version), duration(Date.now() - s.lastAccessedAt), duration(Date.now() - s.createdAt)])];
+        // The read-only role gets shortened ids and a handle to show each by.
+        const handles = page.sessions.some((s) => s.ref !== s.id);
+        const rows = [['ID', 'PRINCIPAL', 'VERSION', 'IDLE FOR', 'AGE', ...(handles ? ['HANDLE'] : [])], ...page.sessions.map((s) => [s.id, s.principal ?? '-', String(s.version), duration(Date.now() - s.lastAccessedAt), duration(Date.now() - s.createdAt), ...(handles ? [s.ref] : [])])];
         out(`${columns(rows)}\n${page.sessions.length} of ${page.total} sessions${page.next ? `; next page: --after ${page.next}` : ''}\n`, page);
         return 0;
       }
       case 'show': {
         if (!id) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'kiln sessions show <id>');
-        const s = await adminCall<{ meta: SessionMeta; attributes: { name: string; bytes: number; preview: string }[]; bytes: number }>(target, 'GET', `/api/sessions/${encodeURIComponent(id)}`);
+        const s = await adminCall<{ meta: SessionMeta; attributes: { name: string; type: string; bytes: number; preview?: string }[]; bytes: number }>(target, 'GET', `/api/sessions/${encodeURIComponent(id)}`);
         const m = s.meta;
-        const rows = [['ATTRIBUTE', 'SIZE', 'VALUE'], ...s.attributes.map((a) => [a.name, bytes(a.bytes), a.preview])];
+        const rows = [['ATTRIBUTE', 'TYPE', 'SIZE', 'VALUE'], ...s.attributes.map((a) => [a.name, a.type, bytes(a.bytes), a.preview ?? '(hidden from the read-only token)'])];
         out(`session    ${m.id}\nprincipal  ${m.principal ?? '-'}\nversion    ${m.version}\ncreated    ${new Date(m.createdAt).toISOString()}\naccessed   ${new Date(m.lastAccessedAt).toISOString()}\nidle limit ${m.idleTimeoutMs ? duration(m.idleTimeoutMs) : 'none'}   absolute ${m.absoluteExpiresAt ? new Date(m.absoluteExpiresAt).toISOString() : 'none'}\nsize       ${bytes(s.bytes)}\n\n${columns(rows)}\n`, s);
         return 0;
       }
