@@ -13,6 +13,7 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
+import { Keyring, readKeyFile } from './storage/record-codec.js';
 
 /**
  * The kiln server: the session tier behind a TCP port. One process, sessions in memory,
@@ -45,6 +46,11 @@ export interface KilnServerOptions {
   compactMinBytes?: number;
   /** Serve TLS (clients use kilns://): PEM certificate and key, as strings or file paths. */
   tls?: { cert: string; key: string };
+  /**
+   * Encrypt stored records (AES-256-GCM): a key file (`id:base64` lines, the first the
+   * current key; see docs/security.md) or the keys themselves, the first the current one.
+   */
+  encryption?: { keyFile: string } | { keys: { id: string; key: Uint8Array }[] };
   logger?: Logger;
 }
 
@@ -65,7 +71,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -105,6 +111,7 @@ export class KilnServer {
     this.idleTimeoutMs = o.int('idleConnectionTimeoutMs', 60_000, 0);
     this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 5000, 1);
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-server');
+    if (options.encryption !== undefined && !this.dataDir) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "encryption" needs a "dataDir" (nothing is stored without one)', { details: { option: 'encryption' } });
     // Storage reaches the tier lazily (dump, liveBytes): it is built first so the tier can append to it.
     if (this.dataDir) {
       this.storage = new AppendLog({
@@ -114,6 +121,7 @@ export class KilnServer {
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
         dump: () => this.tier.dump(),
         onError: (err) => this.log.error('storage error', { error: err.message }),
+        keyring: keyringOf(o.any('encryption')),
       });
     }
     this.tier = new Tier({
@@ -253,6 +261,14 @@ export class KilnServer {
 /** PEM text as is; anything else is a path to read it from. */
 function pem(value: string): string {
   return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
+}
+
+function keyringOf(encryption: unknown): Keyring | undefined {
+  if (encryption === undefined) return undefined;
+  const e = encryption as { keyFile?: unknown; keys?: unknown };
+  if (typeof e?.keyFile === 'string' && e.keys === undefined) return readKeyFile(e.keyFile);
+  if (Array.isArray(e?.keys) && e.keyFile === undefined) return new Keyring(e.keys as { id: string; key: Uint8Array }[]);
+  throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "encryption" must be { keyFile } or { keys: [{ id, key }] }', { details: { option: 'encryption' } });
 }
 
 function digest(token: string): Buffer {

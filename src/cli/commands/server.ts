@@ -18,6 +18,8 @@ Options:
   --port <n>                 TCP port (default 9510; 0 = any free port)
   --data <dir>               data directory; sessions survive restarts (default ./kiln-data)
   --no-data                  keep sessions in memory only
+  --encryption-key-file <file>  encrypt stored records (AES-256-GCM); lines "id:base64-32-bytes",
+                             the first the current key; the file must be mode 600
   --fsync <policy>           always | everysec | never (default everysec)
   --token-file <file>        file holding the shared secret (else KILN_TOKEN)
   --insecure-no-auth         accept clients without a token (trusted networks only)
@@ -56,6 +58,7 @@ export const serverCommand: Command = {
         port: { type: 'string' },
         data: { type: 'string' },
         'no-data': { type: 'boolean' },
+        'encryption-key-file': { type: 'string' },
         fsync: { type: 'string' },
         'token-file': { type: 'string' },
         'insecure-no-auth': { type: 'boolean' },
@@ -112,6 +115,7 @@ export const serverCommand: Command = {
       insecureNoAuth: values['insecure-no-auth'] ?? false,
       dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
       fsync: fsync as 'always' | 'everysec' | 'never',
+      encryption: values['encryption-key-file'] ? { keyFile: values['encryption-key-file'] } : undefined,
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
       maxFrameBytes: intFlag(values['max-frame-bytes'], 'max-frame-bytes'),
       idleConnectionTimeoutMs: intFlag(values['idle-connection-ms'], 'idle-connection-ms'),
