@@ -5,7 +5,7 @@ import { crc32 } from 'node:zlib';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
-import { decodeRecord, encodeRecord, isSealed, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer, sealRecord } from './record-codec.js';
+import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer, sealRecord } from './record-codec.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -86,6 +86,8 @@ export class AppendLog implements TierStorage {
   private compacting: Promise<void> | undefined;
   private syncTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
+  private staleRecords = 0;
   readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0 };
 
   constructor(private readonly options: AppendLogOptions) {
@@ -111,7 +113,9 @@ export class AppendLog implements TierStorage {
     let fileSeq = 0;
     let path = snapshotPath;
     const count = (payload: Buffer, offset: number): void => {
-      const plain = isSealed(payload) ? openRecord(payload, keyring, recordPlace(magic, fileSeq, offset), `${path} at byte ${offset}`) : payload;
+      const sealed = isSealed(payload);
+      const plain = sealed ? openRecord(payload, keyring, recordPlace(magic, fileSeq, offset), `${path} at byte ${offset}`) : payload;
+      if (keyring && !(sealed && sealedWith(payload, keyring.current))) this.staleRecords++;
       apply(decodeRecord(plain));
       report.records++;
     };
@@ -158,9 +162,18 @@ export class AppendLog implements TierStorage {
     return report;
   }
 
-  /** Opens a fresh log file for this run's appends. */
+  /**
+   * Opens a fresh log file for this run's appends. When encrypting, and the load met plain
+   * records or records sealed with an older key, it compacts first: a start with a new
+   * current key rewrites everything with it (after which the old key can go), and a start
+   * that turns encryption on leaves no plain record behind.
+   */
   async open(): Promise<void> {
     await this.rotate();
+    if (this.staleRecords > 0 && this.options.dump) {
+      await this.compact();
+      this.staleRecords = 0;
+    }
     if (this.policy === 'everysec') {
       this.syncTimer = setInterval(() => void this.syncIfDirty(), 1000);
       this.syncTimer.unref();

@@ -282,6 +282,12 @@ export function sealRecord(payload: Uint8Array, key: RecordKey, place: Buffer): 
   return out;
 }
 
+/** Whether a sealed payload was sealed with `key` (its id and check match). */
+export function sealedWith(payload: Buffer, key: RecordKey): boolean {
+  const idLength = Buffer.byteLength(key.id);
+  return payload[2] === idLength && payload.toString('latin1', 3, 3 + idLength) === key.id && key.check.equals(payload.subarray(3 + idLength, 3 + idLength + CHECK_BYTES));
+}
+
 /** The key id a sealed payload names (for messages), or undefined when it is too short to name one. */
 function sealedKeyId(payload: Buffer): string | undefined {
   const idLength = payload[2];
