@@ -364,6 +364,38 @@ describe('data at rest: the sealed record format (in process)', () => {
     }
   });
 
+  it('deletes what a compaction that crashed before its deletes left: covered plain logs and a partial snapshot', async () => {
+    const dir = tempDir();
+    try {
+      const table = new SessionTable();
+      const plain = new AppendLog({ dir, fsync: 'always' });
+      plain.load((r) => table.replay(r));
+      await plain.open();
+      const { record } = table.applyCommit({ sessionId: generateSessionId(), token: 1, commitId: 'c', baseVersion: 0, lastAccessedAt: 1, set: [['v', Buffer.from(CANARY)]], del: [] }, DEFAULT_SESSION_LIMITS, Date.now());
+      await plain.append(record!);
+      await plain.close();
+      const plainLog = newestLog(dir);
+      const plainBytes = readFileSync(plainLog);
+      const open = async (): Promise<SessionTable> => {
+        const back = new SessionTable();
+        const log = new AppendLog({ dir, fsync: 'always', keyring, dump: () => back.dump(Date.now()) });
+        log.load((r) => back.replay(r));
+        await log.open();
+        await log.close();
+        return back;
+      };
+      await open(); // the conversion: compacts, writes an encrypted snapshot, deletes the plain log
+      assertNoPlaintext(dir, [CANARY]);
+      // As if it had crashed between the snapshot's rename and the deletes, and in an earlier snapshot's write.
+      writeFileSync(plainLog, plainBytes);
+      writeFileSync(join(dir, 'snapshot.kiln.tmp'), plainBytes);
+      assert.equal((await open()).size, 1);
+      assertNoPlaintext(dir, [CANARY]);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
   it('reads key files: first line current, comments skipped; rejects duplicates and bad ids', () => {
     const dir = tempDir();
     try {

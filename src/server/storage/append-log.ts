@@ -135,9 +135,17 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
     }
+    // New logs must sort after the snapshot's first log even if every older one is gone.
+    this.seq = Math.max(this.seq, firstSeq);
     for (const seq of this.logSeqs()) {
       this.seq = Math.max(this.seq, seq);
-      if (seq < firstSeq) continue;
+      if (seq < firstSeq) {
+        // Covered by the snapshot, left by a crash between its rename and the deletes: it
+        // would be read never and deleted only at the next compaction, keeping plain or
+        // old-key records on disk through an encryption switch or a rotation.
+        unlinkSync(this.logPath(seq));
+        continue;
+      }
       magic = LOG_MAGIC;
       fileSeq = seq;
       path = this.logPath(seq);
@@ -156,6 +164,8 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
     }
+    // A crashed compaction's partial snapshot: never read, and it may hold what a rotation removes.
+    if (existsSync(`${snapshotPath}.tmp`)) unlinkSync(`${snapshotPath}.tmp`);
     // The read buffer (up to the largest frame) must not stay pinned by the decoder.
     releaseDecodeBuffer();
     report.ms = Date.now() - started;
