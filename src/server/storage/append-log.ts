@@ -223,7 +223,7 @@ export class AppendLog implements TierStorage {
         this.counters.bytesWritten += data.length;
         this.logBytes += data.length;
         if (this.policy === 'always') {
-          await this.file!.datasync();
+          await file.datasync();
           this.counters.syncs++;
         } else {
           this.dirty = true;
