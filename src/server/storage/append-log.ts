@@ -342,6 +342,8 @@ export class AppendLog implements TierStorage {
     this.fileSeq = this.seq;
     this.fileOffset = LOG_MAGIC.length;
     if (previous) {
+      // A flush that started before the switch writes and syncs the previous file: close it after.
+      await this.flushing;
       await previous.datasync().catch(() => undefined);
       await previous.close().catch(() => undefined);
     }
