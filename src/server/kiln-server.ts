@@ -15,6 +15,7 @@ import { Connection, type ClientInfo } from './connection.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, checkTokenStrength, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
+import { Keyring, readKeyFile } from './storage/record-codec.js';
 
 /**
  * The kiln server: the session tier behind a TCP port. One process, sessions in memory,
@@ -64,6 +65,11 @@ export interface KilnServerOptions {
   compactMinBytes?: number;
   /** Serve TLS (clients use kilns://): PEM certificate and key, as strings or file paths. */
   tls?: { cert: string; key: string };
+  /**
+   * Encrypt stored records (AES-256-GCM): a key file (`id:base64` lines, the first the
+   * current key; see docs/security.md) or the keys themselves, the first the current one.
+   */
+  encryption?: { keyFile: string } | { keys: { id: string; key: Uint8Array }[] };
   logger?: Logger;
 }
 
@@ -84,7 +90,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -135,6 +141,7 @@ export class KilnServer {
     this.idleTimeoutMs = o.int('idleConnectionTimeoutMs', 60_000, 0);
     this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 2000, 1, 60_000);
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-server');
+    if (options.encryption !== undefined && !this.dataDir) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "encryption" needs a "dataDir" (nothing is stored without one)', { details: { option: 'encryption' } });
     // Storage reaches the tier lazily (dump, liveBytes): it is built first so the tier can append to it.
     if (this.dataDir) {
       this.storage = new AppendLog({
@@ -144,6 +151,7 @@ export class KilnServer {
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
         dump: () => this.tier.dump(),
         onError: (err) => this.log.error('storage error', { error: err.message }),
+        keyring: keyringOf(o.any('encryption')),
       });
     }
     this.clientLimits = { ...DEFAULT_SESSION_LIMITS, ...(o.any('limits') as Partial<SessionLimits> | undefined) };
@@ -374,6 +382,14 @@ function pem(value: string): string {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./i.test(host);
+}
+
+function keyringOf(encryption: unknown): Keyring | undefined {
+  if (encryption === undefined) return undefined;
+  const e = encryption as { keyFile?: unknown; keys?: unknown };
+  if (typeof e?.keyFile === 'string' && e.keys === undefined) return readKeyFile(e.keyFile);
+  if (Array.isArray(e?.keys) && e.keyFile === undefined) return new Keyring(e.keys as { id: string; key: Uint8Array }[]);
+  throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "encryption" must be { keyFile } or { keys: [{ id, key }] }', { details: { option: 'encryption' } });
 }
 
 function digest(token: string): Buffer {

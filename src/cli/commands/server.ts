@@ -20,6 +20,8 @@ Options:
   --port <n>                 TCP port (default 9510; 0 = any free port)
   --data <dir>               data directory; sessions survive restarts (default ./kiln-data)
   --no-data                  keep sessions in memory only
+  --encryption-key-file <file>  encrypt stored records (AES-256-GCM); lines "id:base64-32-bytes",
+                             the first the current key; the file must be mode 600
   --fsync <policy>           always | everysec | never (default everysec)
   --token-file <file>        file holding the default namespace's token, 32 bytes or more
                              (else KILN_TOKEN)
@@ -76,6 +78,7 @@ export const serverCommand: Command = {
         port: { type: 'string' },
         data: { type: 'string' },
         'no-data': { type: 'boolean' },
+        'encryption-key-file': { type: 'string' },
         fsync: { type: 'string' },
         'token-file': { type: 'string' },
         'tokens-file': { type: 'string' },
@@ -144,6 +147,7 @@ export const serverCommand: Command = {
       insecureNoAuth: insecure,
       dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
       fsync: fsync as 'always' | 'everysec' | 'never',
+      encryption: values['encryption-key-file'] ? { keyFile: values['encryption-key-file'] } : undefined,
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
       maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
       handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),

@@ -1,11 +1,11 @@
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
-import { decodeRecord, encodeRecord, releaseDecodeBuffer } from './record-codec.js';
+import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer, sealRecord } from './record-codec.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -18,6 +18,12 @@ import { decodeRecord, encodeRecord, releaseDecodeBuffer } from './record-codec.
  *
  * Every record is framed `u32 length | u32 crc32 | record` (record-codec.ts), so a torn
  * write at a crash is detected and replay stops at the last whole record of that file.
+ * With a keyring, every record written is sealed (AES-256-GCM, record-codec.ts); plain
+ * records already there are still read, and compaction rewrites them sealed.
+ *
+ * The directory is 0700 and every file in it 0600 whatever the umask (modes are set
+ * explicitly after creating), and a directory others could write to, or owned by another
+ * user, is refused: whoever can replace a log can plant sessions.
  *
  * Appends are group-committed: every record appended in one turn of the event loop is
  * written with one write(), and (fsync "always") made durable with one fdatasync()
@@ -41,6 +47,8 @@ export interface AppendLogOptions {
   /** Every record of the current state, for compaction. */
   dump?: () => Iterable<TierRecord>;
   onError?: (err: Error) => void;
+  /** Encrypt records at rest with the keyring's current key; read with any of its keys. */
+  keyring?: Keyring;
 }
 
 export interface LoadReport {
@@ -66,7 +74,10 @@ export class AppendLog implements TierStorage {
   private readonly compactMinBytes: number;
   private file: FileHandle | undefined;
   private seq = 0;
-  private batch: Buffer[] = [];
+  /** Encoded records waiting for the next write; sealed and framed then, once their place in the file is known. */
+  private batch: Uint8Array[] = [];
+  private fileSeq = 0;
+  private fileOffset = 0;
   private batchWaiters: Waiter[] = [];
   private flushing: Promise<void> | undefined;
   private flushScheduled = false;
@@ -75,6 +86,8 @@ export class AppendLog implements TierStorage {
   private compacting: Promise<void> | undefined;
   private syncTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
+  private staleRecords = 0;
   readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0 };
 
   constructor(private readonly options: AppendLogOptions) {
@@ -86,16 +99,24 @@ export class AppendLog implements TierStorage {
   /** Takes the directory lock and replays what is stored into `apply`. */
   load(apply: (record: TierRecord) => void): LoadReport {
     const started = Date.now();
-    mkdirSync(this.dir, { recursive: true });
+    prepareDataDir(this.dir);
     this.lock();
+    this.tightenFileModes();
     const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, ms: 0 };
     let firstSeq = 0;
     const snapshotPath = join(this.dir, 'snapshot.kiln');
     // One read buffer for every file: a log is read in pieces, not whole, so a restart
     // neither faults in nor leaves behind hundreds of megabytes of file contents.
     const reader = new FrameReader();
-    const count = (record: TierRecord): void => {
-      apply(record);
+    const keyring = this.options.keyring;
+    let magic = SNAPSHOT_MAGIC;
+    let fileSeq = 0;
+    let path = snapshotPath;
+    const count = (payload: Buffer, offset: number): void => {
+      const sealed = isSealed(payload);
+      const plain = sealed ? openRecord(payload, keyring, recordPlace(magic, fileSeq, offset), `${path} at byte ${offset}`) : payload;
+      if (keyring && !(sealed && sealedWith(payload, keyring.current))) this.staleRecords++;
+      apply(decodeRecord(plain));
       report.records++;
     };
     if (existsSync(snapshotPath)) {
@@ -106,6 +127,7 @@ export class AppendLog implements TierStorage {
           throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is not a kiln snapshot`);
         }
         firstSeq = header.readUInt32BE(SNAPSHOT_MAGIC.length);
+        fileSeq = firstSeq;
         if (reader.replay(header.length, count)) throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is damaged; it is only ever replaced whole, so this is disk corruption`);
         report.files++;
         report.bytes += reader.size;
@@ -113,10 +135,21 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
     }
+    // New logs must sort after the snapshot's first log even if every older one is gone.
+    this.seq = Math.max(this.seq, firstSeq);
     for (const seq of this.logSeqs()) {
       this.seq = Math.max(this.seq, seq);
-      if (seq < firstSeq) continue;
-      reader.open(this.logPath(seq));
+      if (seq < firstSeq) {
+        // Covered by the snapshot, left by a crash between its rename and the deletes: it
+        // would be read never and deleted only at the next compaction, keeping plain or
+        // old-key records on disk through an encryption switch or a rotation.
+        unlinkSync(this.logPath(seq));
+        continue;
+      }
+      magic = LOG_MAGIC;
+      fileSeq = seq;
+      path = this.logPath(seq);
+      reader.open(path);
       try {
         report.files++;
         report.bytes += reader.size;
@@ -131,15 +164,26 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
     }
+    // A crashed compaction's partial snapshot: never read, and it may hold what a rotation removes.
+    if (existsSync(`${snapshotPath}.tmp`)) unlinkSync(`${snapshotPath}.tmp`);
     // The read buffer (up to the largest frame) must not stay pinned by the decoder.
     releaseDecodeBuffer();
     report.ms = Date.now() - started;
     return report;
   }
 
-  /** Opens a fresh log file for this run's appends. */
+  /**
+   * Opens a fresh log file for this run's appends. When encrypting, and the load met plain
+   * records or records sealed with an older key, it compacts first: a start with a new
+   * current key rewrites everything with it (after which the old key can go), and a start
+   * that turns encryption on leaves no plain record behind.
+   */
   async open(): Promise<void> {
     await this.rotate();
+    if (this.staleRecords > 0 && this.options.dump) {
+      await this.compact();
+      this.staleRecords = 0;
+    }
     if (this.policy === 'everysec') {
       this.syncTimer = setInterval(() => void this.syncIfDirty(), 1000);
       this.syncTimer.unref();
@@ -148,7 +192,7 @@ export class AppendLog implements TierStorage {
 
   append(record: TierRecord): Promise<void> {
     if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
-    this.batch.push(frameOf(record));
+    this.batch.push(encodeRecord(record));
     this.counters.appends++;
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
     if (!this.flushScheduled) {
@@ -163,19 +207,23 @@ export class AppendLog implements TierStorage {
     this.flushScheduled = false;
     while (this.flushing) await this.flushing;
     if (this.batch.length === 0) return;
-    const frames = this.batch;
+    const payloads = this.batch;
     const waiters = this.batchWaiters;
     this.batch = [];
     this.batchWaiters = [];
     this.flushing = (async () => {
       try {
-        const data = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
-        await this.file!.write(data);
+        // Framed here, not in append(): a sealed record authenticates its offset in the
+        // file, known only now (a compaction may have switched files since the append).
+        const file = this.file!;
+        const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, this.fileOffset);
+        this.fileOffset += data.length;
+        await file.write(data);
         this.counters.writes++;
         this.counters.bytesWritten += data.length;
         this.logBytes += data.length;
         if (this.policy === 'always') {
-          await this.file!.datasync();
+          await file.datasync();
           this.counters.syncs++;
         } else {
           this.dirty = true;
@@ -240,31 +288,37 @@ export class AppendLog implements TierStorage {
     await this.rotate();
     const nextSeq = this.seq;
     const tmp = join(this.dir, 'snapshot.kiln.tmp');
-    const fd = openSync(tmp, 'w');
+    const fd = openSync(tmp, 'w', 0o600);
     try {
+      // A temp file left by a crash keeps its old mode through 'w'; the umask may have narrowed a new one.
+      fchmodSync(fd, 0o600);
       const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
       SNAPSHOT_MAGIC.copy(header);
       header.writeUInt32BE(nextSeq, SNAPSHOT_MAGIC.length);
       writeSync(fd, header);
-      let chunk: Buffer[] = [];
+      let offset = header.length;
+      let chunk: Uint8Array[] = [];
       let chunkBytes = 0;
       let sinceYield = 0;
+      const flushChunk = (): void => {
+        const data = this.frames(chunk, SNAPSHOT_MAGIC, nextSeq, offset);
+        writeSync(fd, data);
+        offset += data.length;
+        chunk = [];
+        chunkBytes = 0;
+      };
       for (const record of dump()) {
-        const frame = frameOf(record);
-        chunk.push(frame);
-        chunkBytes += frame.length;
-        if (chunkBytes > 1 << 20) {
-          writeSync(fd, Buffer.concat(chunk));
-          chunk = [];
-          chunkBytes = 0;
-        }
+        const payload = encodeRecord(record);
+        chunk.push(payload);
+        chunkBytes += payload.length;
+        if (chunkBytes > 1 << 20) flushChunk();
         // Let requests run between slices of a large snapshot.
         if (++sinceYield >= 5000) {
           sinceYield = 0;
           await new Promise((resolve) => setImmediate(resolve));
         }
       }
-      if (chunk.length > 0) writeSync(fd, Buffer.concat(chunk));
+      if (chunk.length > 0) flushChunk();
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -279,12 +333,17 @@ export class AppendLog implements TierStorage {
   private async rotate(): Promise<void> {
     const previous = this.file;
     this.seq++;
-    const file = await open(this.logPath(this.seq), 'wx');
+    const file = await open(this.logPath(this.seq), 'wx', 0o600);
+    await file.chmod(0o600);
     await file.write(LOG_MAGIC);
     await file.datasync();
     syncDir(this.dir);
     this.file = file;
+    this.fileSeq = this.seq;
+    this.fileOffset = LOG_MAGIC.length;
     if (previous) {
+      // A flush that started before the switch writes and syncs the previous file: close it after.
+      await this.flushing;
       await previous.datasync().catch(() => undefined);
       await previous.close().catch(() => undefined);
     }
@@ -321,17 +380,73 @@ export class AppendLog implements TierStorage {
         throw new KilnError('KILN_ERR_STORAGE', `data directory ${this.dir} is in use by process ${pid}`);
       }
     }
-    writeFileSync(path, `${process.pid}\n`);
+    const fd = openSync(path, 'w', 0o600);
+    try {
+      fchmodSync(fd, 0o600);
+      writeSync(fd, `${process.pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Files an older Kiln created 0644: they hold session data, so only the owner reads them now. */
+  private tightenFileModes(): void {
+    if (process.platform === 'win32') return;
+    for (const name of readdirSync(this.dir)) {
+      if (!/^(kiln\.lock|snapshot\.kiln(\.tmp)?|log-\d+\.kiln)$/.test(name)) continue;
+      const path = join(this.dir, name);
+      if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
+    }
+  }
+
+  /** Frames encoded records (sealing them when encrypting) to be written at `offset` of the file `magic`/`seq`. */
+  private frames(payloads: Uint8Array[], magic: Buffer, seq: number, offset: number): Buffer {
+    const keyring = this.options.keyring;
+    if (keyring) {
+      let at = offset;
+      payloads = payloads.map((payload) => {
+        const sealed = sealRecord(payload, keyring.current, recordPlace(magic, seq, at));
+        at += FRAME_HEADER + sealed.length;
+        return sealed;
+      });
+    }
+    let size = 0;
+    for (const p of payloads) size += FRAME_HEADER + p.length;
+    const data = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const p of payloads) {
+      data.writeUInt32BE(p.length, at);
+      data.writeUInt32BE(crc32(p), at + 4);
+      data.set(p, at + FRAME_HEADER);
+      at += FRAME_HEADER + p.length;
+    }
+    return data;
   }
 }
 
-function frameOf(record: TierRecord): Buffer {
-  const payload = encodeRecord(record);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER + payload.length);
-  frame.writeUInt32BE(payload.length, 0);
-  frame.writeUInt32BE(crc32(payload), 4);
-  frame.set(payload, FRAME_HEADER);
-  return frame;
+/**
+ * Creates the data directory 0700, or checks an existing one: one that group or others
+ * can write to, or that another user owns, is refused, since whoever can replace its
+ * files can plant or alter sessions (and a root server in another user's directory
+ * would follow links that user plants). Root gets no exception: it should own its data.
+ * An existing directory others can only read is left as it is (its files are 0600).
+ */
+export function prepareDataDir(dir: string): void {
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // The umask narrows mkdir's mode (umask 0277 would leave the server unable to write).
+    chmodSync(dir, 0o700);
+  }
+  const st = statSync(dir);
+  if (!st.isDirectory()) throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is not a directory`);
+  if (process.platform === 'win32') return;
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new KilnError('KILN_ERR_UNSAFE_PERMISSIONS', `data directory ${dir} is owned by uid ${st.uid}, not by the user the server runs as (uid ${uid}): that user could replace its files. Fix: chown -R ${uid} ${dir} && chmod 700 ${dir}`, { details: { path: dir, owner: st.uid, uid } });
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new KilnError('KILN_ERR_UNSAFE_PERMISSIONS', `data directory ${dir} has mode ${modeString(st.mode)}: group or others can write to it and so replace its files. Fix: chmod 700 ${dir}`, { details: { path: dir, mode: modeString(st.mode) } });
+  }
 }
 
 /** Size of the piece a stored file is read in; a frame larger than this gets a buffer of its own. */
@@ -365,7 +480,7 @@ class FrameReader {
   }
 
   /** Applies every frame from byte `from` on; returns true when the file ends in a torn or damaged frame. */
-  replay(from: number, apply: (record: TierRecord) => void): boolean {
+  replay(from: number, apply: (payload: Buffer, offset: number) => void): boolean {
     let buf = this.buffer;
     let filled = 0; // bytes of the file in buf
     let at = 0; // where the next frame starts in buf
@@ -376,7 +491,7 @@ class FrameReader {
         if (end > filled) break;
         const payload = buf.subarray(at + FRAME_HEADER, end);
         if (crc32(payload) !== buf.readUInt32BE(at + 4)) return true;
-        apply(decodeRecord(payload));
+        apply(payload, position - filled + at);
         at = end;
       }
       const partial = filled - at;
