@@ -11,7 +11,7 @@ import { attributeBytes, type SessionMeta } from '../session/model.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
-import { assertAdminToken } from './admin-token.js';
+import { checkTokenStrength } from '../util/secret-file.js';
 import { ServerMetrics } from './metrics.js';
 import { consolePage } from './page.js';
 import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
@@ -110,8 +110,8 @@ export class AdminServer {
     o.string('version', 'unknown');
     this.tickets = new Tickets(o.int('ticketTtlMs', TICKET_TTL_MS, 100, 600_000));
     // Checked without OptionReader, whose messages quote the value.
-    assertAdminToken(o.any('adminToken'), 'AdminServer: option "adminToken"');
-    if (options.readToken !== undefined) assertAdminToken(options.readToken, 'AdminServer: option "readToken"');
+    checkTokenStrength(o.any('adminToken'), 'AdminServer: option "adminToken"');
+    if (options.readToken !== undefined) checkTokenStrength(options.readToken, 'AdminServer: option "readToken"');
     const tls = o.any('tls') as AdminOptions['tls'];
     if (tls !== undefined && (typeof tls?.cert !== 'string' || typeof tls?.key !== 'string')) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', 'AdminServer: option "tls" must be { cert, key } (PEM text or file paths)', { details: { option: 'tls' } });

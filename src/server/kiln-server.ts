@@ -13,7 +13,8 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
-import { checkNamespaceName, checkTokenStrength, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
+import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
+import { checkTokenStrength } from '../util/secret-file.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
 import { Keyring, readKeyFile } from './storage/record-codec.js';
 

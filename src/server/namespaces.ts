@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { KilnError } from '../errors/index.js';
+import { checkTokenStrength, readTokenFile } from '../util/secret-file.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 
 /**
@@ -18,8 +19,6 @@ import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/mode
  */
 export const DEFAULT_NAMESPACE = 'default';
 export const NAMESPACE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
-/** Shorter secrets can be guessed or were typed by hand; a generated one is 32 bytes or more. */
-export const MIN_TOKEN_BYTES = 32;
 /** What a principal key may add to a principal (`\0` + 64 characters + `\0`). */
 export const PRINCIPAL_KEY_EXTRA = 66;
 
@@ -76,13 +75,6 @@ export function namespaceOfKey(key: string): string {
   return end < 0 ? DEFAULT_NAMESPACE : key.slice(1, end);
 }
 
-/** Refuses a token too short to be a generated secret; `where` names its file or option. */
-export function checkTokenStrength(token: string, where: string): void {
-  if (Buffer.byteLength(token, 'utf8') < MIN_TOKEN_BYTES) {
-    throw new KilnError('KILN_ERR_INVALID_OPTION', `${where}: the token is shorter than ${MIN_TOKEN_BYTES} bytes; generate one with: openssl rand -base64 32`, { details: { option: where } });
-  }
-}
-
 export function checkNamespaceName(name: string, where: string): void {
   if (!NAMESPACE_PATTERN.test(name)) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `${where}: namespace ${JSON.stringify(name.slice(0, 80))} must be 1 to 64 characters of A-Z a-z 0-9 _ -`, { details: { option: where } });
@@ -122,14 +114,3 @@ export function readTokensFile(path: string): Record<string, string> {
   return tokens;
 }
 
-/** A file holding one token (trailing whitespace ignored), checked for strength. */
-export function readTokenFile(path: string, where = `--token-file ${path}`): string {
-  let token: string;
-  try {
-    token = readFileSync(path, 'utf8').trim();
-  } catch (err) {
-    throw new KilnError('KILN_ERR_INVALID_OPTION', `${where}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { details: { option: 'token-file' } });
-  }
-  checkTokenStrength(token, where);
-  return token;
-}

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
-import { assertAdminToken, generatedAdminToken, readAdminTokenFile } from '../../console/admin-token.js';
+import { generatedAdminToken } from '../../console/admin-token.js';
+import { checkTokenStrength, readTokenFile } from '../../util/secret-file.js';
 import { redactList } from '../../console/preview.js';
 import { RedisSource } from '../../console/redis-source.js';
 import { KilnError } from '../../errors/index.js';
@@ -64,10 +65,10 @@ export const consoleCommand: Command = {
     if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(url.replace(/\/\/[^@/]*@/, '//***@').slice(0, 80))})`);
     // Never KILN_TOKEN: that is what every app server holds.
     const fromEnv = process.env['KILN_ADMIN_TOKEN'];
-    if (!values['token-file'] && fromEnv) assertAdminToken(fromEnv, 'KILN_ADMIN_TOKEN');
+    if (!values['token-file'] && fromEnv) checkTokenStrength(fromEnv, 'KILN_ADMIN_TOKEN');
     const generated = values['token-file'] || fromEnv ? undefined : generatedAdminToken(undefined);
-    const adminToken = values['token-file'] ? readAdminTokenFile(values['token-file'], '--token-file') : (fromEnv ?? generated!.token);
-    const readToken = values['read-token-file'] ? readAdminTokenFile(values['read-token-file'], '--read-token-file') : undefined;
+    const adminToken = values['token-file'] ? readTokenFile(values['token-file'], '--token-file') : (fromEnv ?? generated!.token);
+    const readToken = values['read-token-file'] ? readTokenFile(values['read-token-file'], '--read-token-file') : undefined;
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
     const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
     const port = intFlag(values.port, 'port', 0, 65535) ?? 9511;

@@ -2,11 +2,12 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { KilnError } from '../../errors/index.js';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
-import { generatedAdminToken, readAdminTokenFile } from '../../console/admin-token.js';
+import { generatedAdminToken } from '../../console/admin-token.js';
 import { redactList } from '../../console/preview.js';
 import { KilnServerSource } from '../../console/kiln-server-source.js';
 import { KilnServer } from '../../server/kiln-server.js';
-import { checkTokenStrength, readTokenFile, readTokensFile } from '../../server/namespaces.js';
+import { readTokensFile } from '../../server/namespaces.js';
+import { checkTokenStrength, readTokenFile } from '../../util/secret-file.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
@@ -172,8 +173,8 @@ export const serverCommand: Command = {
       // Never the client token: every app server holds that one.
       const generated = values['admin-token-file'] ? undefined : generatedAdminToken(info.dataDir ?? undefined);
       adminTokenFile = generated?.file;
-      const adminToken = generated ? generated.token : readAdminTokenFile(values['admin-token-file']!, '--admin-token-file');
-      const readToken = values['admin-read-token-file'] ? readAdminTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
+      const adminToken = generated ? generated.token : readTokenFile(values['admin-token-file']!, '--admin-token-file');
+      const readToken = values['admin-read-token-file'] ? readTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
       const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
       source = new KilnServerSource(server);
       admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values['admin-redact']) });
