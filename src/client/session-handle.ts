@@ -1,5 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { DeltaTracker } from '../session/delta.js';
+import { assertSafeAttributeName, isPrototypePath } from '../session/limits.js';
 import type { SessionMeta } from '../session/model.js';
 import type { Unlock } from './keyed-queue.js';
 
@@ -123,14 +124,18 @@ export class SessionHandle {
     this.metaChanges.absoluteExpiresAt = at;
   }
 
+  // A prototype path stored before Kiln refused them (or by a writer that does not check)
+  // is invisible: get, has and keys never hand it to code that builds objects from them.
   get<T = unknown>(name: string): T | undefined {
     this.assertUsable();
-    return this.tracker.get(name) as T | undefined;
+    return isPrototypePath(name) ? undefined : (this.tracker.get(name) as T | undefined);
   }
 
+  /** Throws KILN_ERR_INVALID_ARGUMENT at once for `__proto__`, `constructor` and `prototype`. */
   set(name: string, value: unknown): void {
     this.assertWritable();
     if (typeof name !== 'string' || name.length === 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'attribute name must be a non-empty string');
+    assertSafeAttributeName(name);
     this.tracker.set(name, value);
   }
 
@@ -141,12 +146,13 @@ export class SessionHandle {
 
   has(name: string): boolean {
     this.assertUsable();
-    return this.tracker.has(name);
+    return !isPrototypePath(name) && this.tracker.has(name);
   }
 
   keys(): string[] {
     this.assertUsable();
-    return this.tracker.keys();
+    const keys = this.tracker.keys();
+    return keys.some(isPrototypePath) ? keys.filter((k) => !isPrototypePath(k)) : keys;
   }
 
   /** Decodes every attribute (for debugging and full-session APIs; costs a decode each). */

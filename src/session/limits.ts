@@ -76,10 +76,30 @@ export function checkDeltaLimits(
   return bytes;
 }
 
-/** An attribute name within maxAttributeNameLength (every engine checks it before storing). */
+/** An attribute name within maxAttributeNameLength and not a prototype path (every engine checks it before storing). */
 export function checkAttributeName(name: unknown, limits: SessionLimits): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
     throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
+  }
+  assertSafeAttributeName(name);
+}
+
+/**
+ * Names that, as keys of an object built from a session (express-session's Session,
+ * toJSON(), a store's get()), give it a prototype: `Object.assign(req.session, req.body)`
+ * with a JSON body `{"__proto__": {"isAdmin": true}}` would otherwise store one that
+ * every later request inherits from.
+ */
+const PROTOTYPE_PATHS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
+
+export function isPrototypePath(name: string): boolean {
+  return PROTOTYPE_PATHS.has(name);
+}
+
+/** Refuses `__proto__`, `constructor` and `prototype` as attribute names (client and server alike). */
+export function assertSafeAttributeName(name: string): void {
+  if (PROTOTYPE_PATHS.has(name)) {
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `"${name}" cannot be a session attribute name: objects built from the session would take it as their prototype`, { details: { attribute: name } });
   }
 }
 

@@ -19,7 +19,7 @@ export interface AdapterHarness {
   env?: Record<string, string>;
 }
 
-type Env = Record<string, string | undefined>;
+export type Env = Record<string, string | undefined>;
 const SECRET = 'conformance-secret';
 
 interface SessionReply {
@@ -112,6 +112,9 @@ export function adapterConformance(harness: AdapterHarness): void {
         const replay = await sessionOf(old);
         assert.equal(replay.data!['cart'], undefined, 'the pre-login session is gone');
       });
+
+      // Session fixation (issue #22, item 10); test/security/session-fixation.test.ts runs it too.
+      it('a login without regenerate() rotates a planted id: data kept, new cookie, the planted id worthless; rotateOnLogin: false keeps it', () => checkLoginRotation(main, app));
 
       it('destroy on logout: the cookie is cleared and replaying it finds no session', async () => {
         const b = new Browser(main.url);
@@ -402,4 +405,40 @@ export function adapterConformance(harness: AdapterHarness): void {
       });
     });
   }
+}
+
+/**
+ * Session fixation: an attacker's id, planted in a victim's cookie jar, must not become
+ * the victim's logged-in session when the app sets `principal` without regenerate().
+ * `app(env)` starts another instance of the fixture (for the opt-out).
+ */
+export async function checkLoginRotation(main: AppProcess, app: (env: Env) => Promise<AppProcess>): Promise<void> {
+  const sessionOf = async (b: Browser) => (await b.get<SessionReply>('/api/session')).body;
+  const attacker = new Browser(main.url);
+  await attacker.post('/api/incr');
+  const planted = (await sessionOf(attacker)).sessionId;
+  const victim = attacker.clone();
+  const plantedCookie = victim.cookieHeader();
+  // The id changes when the login commits, at the end of the request (docs/security.md).
+  const login = await victim.post('/api/login-plain', { user: 'victim' });
+  assert.equal(login.status, 200, JSON.stringify(login.body));
+  assert.equal(login.setCookies.length, 1, 'the new id goes out with the login');
+  assert.notEqual(victim.cookieHeader(), plantedCookie);
+  const mine = await sessionOf(victim);
+  assert.notEqual(mine.sessionId, planted);
+  assert.equal(mine.principal, 'victim');
+  assert.deepEqual(mine.data, { n: 1, user: 'victim' }, 'the pre-login data moved to the new id');
+  const theirs = await sessionOf(attacker);
+  assert.equal(theirs.principal, null, 'the planted id gives no access to the login');
+  assert.deepEqual(theirs.data, {}, 'the planted session was destroyed');
+  assert.equal((await victim.post('/api/incr')).body['n'], 2, 'the rotated session works on');
+
+  const optedOut = await app({ ROTATE_ON_LOGIN: '0' });
+  const a2 = new Browser(optedOut.url);
+  await a2.post('/api/incr');
+  const kept = (await sessionOf(a2)).sessionId;
+  const v2 = a2.clone();
+  const login2 = await v2.post<{ sessionId: string }>('/api/login-plain', { user: 'victim' });
+  assert.equal(login2.body.sessionId, kept, 'rotateOnLogin: false keeps the id');
+  assert.equal((await sessionOf(a2)).principal, 'victim', 'opted out: the planted id shares the login');
 }

@@ -61,12 +61,18 @@ export interface KilnSessionOptions<Req = unknown> {
   onUnavailable?: 'fail' | 'continue';
   /** Longest a request waits for its session (lease, engine). Default 10 s. */
   timeoutMs?: number;
+  /**
+   * Give a stored session a new id when its principal goes from none to a user (a login
+   * without regenerate()): the data moves to the new id, the old one is destroyed, the
+   * response carries the new cookie. Defeats session fixation. Default true.
+   */
+  rotateOnLogin?: boolean;
 }
 
 /** A signing secret: express-session (cookie-signature) takes strings and Buffers alike. */
 export type Secret = string | Buffer;
 
-const KNOWN = ['engine', 'secret', 'cookiePrefix', 'algorithm', 'name', 'key', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'store'];
+const KNOWN = ['engine', 'secret', 'cookiePrefix', 'algorithm', 'name', 'key', 'cookie', 'rolling', 'resave', 'saveUninitialized', 'genid', 'proxy', 'unset', 'idleTimeout', 'absoluteTimeout', 'commitMode', 'route', 'scope', 'onUnavailable', 'timeoutMs', 'rotateOnLogin', 'store'];
 
 /** Reserved attribute holding an application's cookie lifetime change. */
 export const COOKIE_ATTRIBUTE = '__kiln.cookie';
@@ -186,6 +192,7 @@ export class SessionRuntime<Req = unknown> {
   readonly proxy: boolean | undefined;
   readonly unset: 'keep' | 'destroy';
   readonly onUnavailable: 'fail' | 'continue';
+  readonly rotateOnLogin: boolean;
   private readonly genid: ((req: Req) => string) | undefined;
   private readonly scope: ((req: Req) => 'read' | 'write') | undefined;
   readonly route: string | undefined;
@@ -230,6 +237,7 @@ export class SessionRuntime<Req = unknown> {
     this.proxy = o.any('proxy') === undefined ? undefined : o.bool('proxy', false);
     this.unset = o.oneOf('unset', ['keep', 'destroy'], 'keep');
     this.onUnavailable = o.oneOf('onUnavailable', ['fail', 'continue'], 'fail');
+    this.rotateOnLogin = o.bool('rotateOnLogin', true);
     this.genid = o.fn<(req: Req) => string>('genid');
     this.scope = o.fn<(req: Req) => 'read' | 'write'>('scope');
     this.route = o.string('route', undefined);
@@ -454,6 +462,10 @@ export class RequestSession<Req = unknown> {
   abandoned = false;
   /** Set when the commit at the end of the request failed: no cookie for what was not stored. */
   failed = false;
+  /** Headers went before the commit (a streamed response): the cookie can no longer change. */
+  private headersGone = false;
+  /** Told the new id after a login's automatic rotation (see rotateOnLogin). */
+  onRotate: ((id: string) => void) | undefined;
 
   constructor(
     readonly runtime: SessionRuntime<Req>,
@@ -497,6 +509,7 @@ export class RequestSession<Req = unknown> {
    * login just replaced would clear the new session's cookie, and log the user out.
    */
   setCookieHeader(): string | undefined {
+    if (!this.finished) this.headersGone = true;
     if (this.abandoned) return undefined;
     if (this.destroyed) return this.incomingId ? this.clearCookie() : undefined;
     if (this.detached || this.unsetByApp || this.failed) return undefined;
@@ -620,6 +633,7 @@ export class RequestSession<Req = unknown> {
 
   private async commitNow(final: boolean): Promise<void> {
     if (this.finished || this.destroyed || this.detached || this.abandoned || this.handle.readOnly) return;
+    if (this.loginNeedsRotation()) await this.rotate();
     const handle = this.handle;
     const cookie = this.cookie;
     if (cookie.changed) {
@@ -655,6 +669,32 @@ export class RequestSession<Req = unknown> {
     this.unsetByApp = false;
     this.refreshed = false;
     if (!wasDestroyed || this.handle.isNew) this.cookie = this.runtime.newCookie(this.handle, this, this.cookieOptions);
+  }
+
+  /**
+   * A stored session whose principal goes from none to a user in this request: its id may
+   * have been planted (session fixation) and must not become the user's. A new session's
+   * id is ours, and one regenerate() made is new. Once headers have gone (a streamed
+   * response) the new cookie could not reach the browser, which would keep a dead id:
+   * then the id stays (docs/security.md).
+   */
+  private loginNeedsRotation(): boolean {
+    const handle = this.handle;
+    return this.runtime.rotateOnLogin && !handle.isNew && !this.headersGone && handle.base.meta.principal === null && typeof handle.principal === 'string';
+  }
+
+  /** regenerate() keeping everything: attributes (committed or not), principal, lifetimes. */
+  private async rotate(): Promise<void> {
+    const handle = this.handle;
+    const { idleTimeoutMs, absoluteExpiresAt } = handle.meta;
+    await handle.regenerate(handle.keys(), this.runtime.newIdFor(this.req));
+    handle.setIdleTimeout(idleTimeoutMs);
+    handle.setAbsoluteExpiry(absoluteExpiresAt);
+    this.idChanged = true;
+    // The cookie keeps its options and any lifetime the app set; its expiry counts from
+    // now, as the new session's creation time does.
+    if (!this.runtime.rolling && !this.cookie.changed && this.cookie.hasExpiry) this.cookie.restart(absoluteExpiresAt);
+    this.onRotate?.(handle.id);
   }
 
   /** Throws away this request's uncommitted changes (express-session's reload). */

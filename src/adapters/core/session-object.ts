@@ -253,6 +253,10 @@ function handlerFor(styleName: SessionObjectStyle): ProxyHandler<Core> {
     getPrototypeOf() {
       return Object.prototype;
     },
+    // Object.setPrototypeOf(req.session, …) would reach the internal target: refused (a TypeError).
+    setPrototypeOf() {
+      return false;
+    },
   };
 }
 
@@ -264,6 +268,8 @@ const HANDLERS: Record<SessionObjectStyle, ProxyHandler<Core>> = {
 
 export function createSessionObject<Req>(rs: RequestSession<Req>, hooks: SessionObjectHooks = {}): KilnSessionObject {
   const core = new SessionObjectCore(rs as RequestSession<unknown>, hooks);
+  // A login's automatic id rotation (rotateOnLogin) changes the id as regenerate() does.
+  if (hooks.onIdChange) rs.onRotate = hooks.onIdChange;
   core.proxy = new Proxy(core, HANDLERS[hooks.style ?? 'express']) as unknown as KilnSessionObject;
   return core.proxy;
 }
