@@ -1,3 +1,4 @@
+import { redactCredentials } from '../util/log.js';
 import { readFileSync } from 'node:fs';
 import { KilnError, errorFromWire } from '../errors/index.js';
 
@@ -32,7 +33,7 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
   try {
     res = await fetch(`${target.url}${path}`, { method, headers: { authorization: `Bearer ${target.token}` }, signal: AbortSignal.timeout(5000) });
   } catch (err) {
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${target.url} not reachable: ${(err as Error).message}`, { cause: err });
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${redactCredentials(target.url)} not reachable: ${redactCredentials((err as Error).message)}`, { cause: err });
   }
   const body = (await res.json().catch(() => ({}))) as unknown;
   if (!res.ok) throw errorFromWire(body);

@@ -1,3 +1,4 @@
+import { redactCredentials } from '../../util/log.js';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
@@ -50,7 +51,7 @@ export const consoleCommand: Command = {
     const url = values.engine ?? process.env['KILN_ENGINE'];
     if (!url) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine is required: the Redis URL the app servers use (or set KILN_ENGINE)');
     if (/^kilns?:\/\//i.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'a kiln server serves its own console: start it with --admin-port (kiln console is for Redis)');
-    if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(url.replace(/\/\/[^@/]*@/, '//***@').slice(0, 80))})`);
+    if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(redactCredentials(url).slice(0, 80))})`);
     const adminToken = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : (process.env['KILN_ADMIN_TOKEN'] ?? process.env['KILN_TOKEN']);
     if (!adminToken) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F or set KILN_ADMIN_TOKEN');
     const readToken = values['read-token-file'] ? readFileSync(values['read-token-file'], 'utf8').trim() : undefined;
