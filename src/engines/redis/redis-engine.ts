@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { DEFAULT_LEASE_OPTIONS } from '../../tier/lease-table.js';
+import { assertSessionId } from '../../session/id.js';
 import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
@@ -12,6 +13,7 @@ import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMI
 import { eventChannel, indexKeys, ownerChannel, ownerChannelPattern, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
+import { readTlsOption, type RedisTlsOptions } from './tls.js';
 import { createTransport, type RedisTransport } from './transport.js';
 
 /**
@@ -65,6 +67,10 @@ export interface RedisEngineOptions {
   limits?: Partial<SessionLimits>;
   /** How often failover, renewals and the connection are checked. Default 1 s. */
   heartbeatMs?: number;
+  /** TLS to the data nodes (with `rediss…://` or `topology.tls`): a private CA, a client certificate. */
+  tls?: RedisTlsOptions;
+  /** TLS to the sentinels, which is separate: `true` (system CAs) or the same settings as `tls`. Default plaintext. */
+  sentinelTls?: boolean | RedisTlsOptions;
 }
 
 interface HeldLease {
@@ -125,7 +131,7 @@ interface OwnerMessage {
 
 type Reply = unknown;
 
-const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs'] as const;
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
 
 const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
@@ -226,7 +232,14 @@ export class RedisEngine implements Engine {
     this.idx = indexKeys(this.prefix);
     this.channel = eventChannel(this.prefix);
     this.scriptSettings = [ownerChannel(this.prefix, ''), String(this.leaseTimeMs), String(this.recallTimeoutMs), String(this.pingPongHalfLifeMs), String(this.pingPongThreshold), this.channel];
+    const tls = readTlsOption('tls', o.any('tls') ?? parsed?.tls);
+    const sentinelTls = readTlsOption('sentinelTls', o.any('sentinelTls') ?? parsed?.sentinelTls);
+    // TLS settings that would be ignored are refused: the operator meant an encrypted link.
+    if (tls && !this.topology.tls) throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "tls" needs a rediss://, rediss+sentinel:// or rediss+cluster:// URL (or topology.tls: true)', { details: { option: 'tls' } });
+    if (sentinelTls && this.topology.kind !== 'sentinel') throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "sentinelTls" needs a Sentinel topology', { details: { option: 'sentinelTls' } });
     this.transport = createTransport(this.topology, {
+      ...(tls ? { tls } : {}),
+      ...(sentinelTls ? { sentinelTls } : {}),
       connectTimeoutMs: this.connectTimeoutMs,
       // node-redis counts attempts from 0.
       reconnectDelayMs: (attempt) => defaultReconnect(attempt + 1),
@@ -278,6 +291,12 @@ export class RedisEngine implements Engine {
         reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
         return;
       }
+      try {
+        assertSessionId(sessionId);
+      } catch (err) {
+        reject(err as KilnError);
+        return;
+      }
       const wait: AcquireWait = {
         resolve,
         reject,
@@ -311,6 +330,7 @@ export class RedisEngine implements Engine {
     // The script checks sizes and counts; names and the principal are checked here,
     // before anything is sent.
     checkPrincipal(request.principal, limits);
+    assertSessionId(request.sessionId);
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
     if (typeof request.principal === 'string') {
@@ -383,6 +403,7 @@ export class RedisEngine implements Engine {
   }
 
   async touch(items: readonly TouchItem[]): Promise<void> {
+    for (const item of items) assertSessionId(item.sessionId);
     const replies = await Promise.all(items.map((item) => this.runScript(SCRIPTS.touch, item.sessionId, this.ownerId, [String(item.token), String(item.at), String(this.keySlackMs)]).catch(() => 0)));
     const applied = replies.filter((r) => num(r) === 1).length;
     if (applied > 0) this.count('touches', applied);
@@ -976,6 +997,9 @@ export class RedisEngine implements Engine {
    * enough replicas confirm: a retry with the same commit id is then acknowledged again.
    */
   private async runScript(script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
+    // The one gate every session key passes: the id becomes a hash tag, so `}` or `{`
+    // in it would choose another slot, and an unchecked id could name keys it should not.
+    assertSessionId(sessionId);
     await this.ensureConnected();
     const keys = sessionKeyList(this.prefix, sessionId);
     const args: (string | Buffer)[] = [
