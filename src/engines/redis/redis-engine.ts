@@ -6,6 +6,7 @@ import { assertSessionId } from '../../session/id.js';
 import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
+import { redactCredentials } from '../../util/log.js';
 import { OptionReader } from '../../util/options.js';
 import { isHistogramSnapshot, LatencyRecorder, type HistogramSnapshot } from '../../util/latency.js';
 import { StatusStream } from '../../util/status.js';
@@ -199,6 +200,9 @@ export class RedisEngine implements Engine {
   private readonly acquireLatency = new LatencyRecorder();
   /** Failed calls by error code, reported to the console with the client's figures. */
   private readonly errorCounts: Record<string, number> = {};
+  private lastTransportError: Error | undefined;
+  /** Set while connecting: fails the attempt at once on an error that retrying cannot fix. */
+  private refuseConnect: ((err: KilnError) => void) | undefined;
 
   constructor(options: RedisEngineOptions) {
     const o = new OptionReader('RedisEngine', options, REDIS_ENGINE_OPTIONS);
@@ -246,7 +250,15 @@ export class RedisEngine implements Engine {
     });
     this.transport.onTrouble((event) => {
       if (event.type === 'failover') this.loseAll(`failover: ${event.detail}`);
-      else if (event.type === 'error' && this.connected) this.disconnected(event.error);
+      else if (event.type === 'error') {
+        this.lastTransportError = event.error;
+        if (this.connected) this.disconnected(event.error);
+        else if (this.refuseConnect) {
+          // node-redis would retry a refused certificate or password until the deadline; neither heals by waiting.
+          const refusal = refusalOf(event.error, this.address);
+          if (refusal) this.refuseConnect(refusal);
+        }
+      }
     });
   }
 
@@ -622,7 +634,11 @@ export class RedisEngine implements Engine {
 
   private async start(): Promise<void> {
     try {
-      await withTimeout(this.transport.connect(), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms`));
+      const refused = new Promise<never>((_, reject) => (this.refuseConnect = reject));
+      refused.catch(() => undefined);
+      const last = () => (this.lastTransportError ? ` (last error: ${redactCredentials(this.lastTransportError.message)})` : '');
+      await withTimeout(Promise.race([this.transport.connect(), refused]), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms${last()}`));
+      this.refuseConnect = undefined;
       await withTimeout(
         this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message)),
         this.connectTimeoutMs,
@@ -633,6 +649,7 @@ export class RedisEngine implements Engine {
       this.masters = await this.transport.masterIdentity().catch(() => undefined);
       await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
     } catch (err) {
+      this.refuseConnect = undefined;
       await this.transport.close().catch(() => undefined);
       throw toEngineError(err, this.address);
     }
@@ -1135,6 +1152,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError)
 const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
 
 /** node-redis errors and script refusals as KilnErrors with stable codes. */
+const TLS_REFUSAL = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS_|ERR_SSL_|ERR_OSSL_)/;
+
+/** Errors of connecting that waiting cannot fix: an untrusted certificate, a wrong password. */
+function refusalOf(error: Error, address: string): KilnError | undefined {
+  const code = String((error as NodeJS.ErrnoException).code ?? '');
+  if (TLS_REFUSAL.test(code) || /certificate|handshake failure|alert/i.test(error.message)) {
+    return new KilnError('KILN_ERR_TLS', `TLS to Redis at ${address} failed: ${redactCredentials(error.message)}${code ? ` [${code}]` : ''}`, { cause: error });
+  }
+  if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(error.message)) return new KilnError('KILN_ERR_AUTH', `Redis at ${address} refused the credentials: ${error.message}`, { cause: error });
+  return undefined;
+}
+
 function toEngineError(err: unknown, address: string): KilnError {
   if (err instanceof KilnError) return err;
   const error = err instanceof Error ? err : new Error(String(err));
