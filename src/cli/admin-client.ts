@@ -1,3 +1,4 @@
+import { redactCredentials } from '../util/log.js';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -54,7 +55,7 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
     req.on('error', reject);
     req.end();
   }).catch((err: Error) => {
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${target.url} not reachable: ${err.message}`, { cause: err });
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${redactCredentials(target.url)} not reachable: ${redactCredentials(err.message)}`, { cause: err });
   });
   let body: unknown = {};
   try {

@@ -1,3 +1,4 @@
+import { redactCredentials } from '../util/log.js';
 import { KilnError } from '../errors/index.js';
 import { balancerCommand } from './commands/balancer.js';
 import { consoleCommand } from './commands/console.js';
@@ -48,11 +49,11 @@ export async function run(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (err) {
     if (err instanceof KilnError) {
-      process.stderr.write(`kiln ${name}: ${err.message} [${err.code}]\n`);
+      process.stderr.write(`kiln ${name}: ${redactCredentials(err.message)} [${err.code}]\n`);
       return 1;
     }
     if (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`kiln ${name}: ${err.message}\n\n${command.help}`);
+      process.stderr.write(`kiln ${name}: ${redactCredentials(err.message)}\n\n${command.help}`);
       return 2;
     }
     throw err;

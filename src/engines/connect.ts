@@ -1,4 +1,5 @@
 import { KilnError } from '../errors/index.js';
+import { redactCredentials } from '../util/log.js';
 import type { Engine } from './engine.js';
 import { connect as connectKiln, type KilnEngineOptions } from './kiln/kiln-engine.js';
 import { RedisEngine, type RedisEngineOptions } from './redis/redis-engine.js';
@@ -30,5 +31,5 @@ export function connectEngine(url: string, options: ConnectEngineOptions = {}): 
   };
   if (/^kilns?:\/\//i.test(url)) return connectKiln(url, { ...options.kiln, ...common });
   if (isRedisUrl(url)) return new RedisEngine({ ...options.redis, ...common, url });
-  throw new KilnError('KILN_ERR_INVALID_OPTION', `engine URL must start with kiln://, kilns://, redis://, rediss://, redis+sentinel:// or redis+cluster:// (got ${JSON.stringify(url.replace(/\/\/[^@/]*@/, '//***@').slice(0, 80))})`, { details: { option: 'engine' } });
+  throw new KilnError('KILN_ERR_INVALID_OPTION', `engine URL must start with kiln://, kilns://, redis://, rediss://, redis+sentinel:// or redis+cluster:// (got ${JSON.stringify(redactCredentials(url).slice(0, 80))})`, { details: { option: 'engine' } });
 }

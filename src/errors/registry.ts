@@ -26,6 +26,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_CONNECTION_LOST: { retryable: true, meaning: 'The connection to the server tier was lost while the operation was in flight.' },
   KILN_ERR_CLOSED: { retryable: false, meaning: 'The client, engine or session handle was closed, or a session value was changed after its request ended; no further operations are accepted.' },
   KILN_ERR_AUTH: { retryable: false, meaning: 'The server refused the handshake: missing or wrong token.' },
+  KILN_ERR_TLS: { retryable: false, meaning: 'A TLS link to the tier could not be set up: its certificate is not trusted (wrong or missing CA, wrong name) or it refused ours; the message says which.' },
   KILN_ERR_PROTOCOL_VERSION: { retryable: false, meaning: 'The peer speaks a protocol version this side does not support.' },
   KILN_ERR_PROTOCOL: { retryable: false, meaning: 'Malformed frame or message (garbage bytes, bad field types, unknown message type).' },
   KILN_ERR_FRAME_TOO_LARGE: { retryable: false, meaning: 'A frame announced a length above maxFrameBytes; the connection is closed.' },

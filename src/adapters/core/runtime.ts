@@ -1,3 +1,4 @@
+import { redactCredentials } from '../../util/log.js';
 import { SessionClient, createSessionClient } from '../../client/session-client.js';
 import type { SessionHandle } from '../../client/session-handle.js';
 import type { Engine } from '../../engines/engine.js';
@@ -104,7 +105,7 @@ export function clientFromOption(
     // Connect now, not at the first request that needs the tier: the app server shows up
     // in the console at start, and a wrong URL or token is logged at once (the engine
     // keeps retrying in the background; requests wait at most their timeout).
-    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the session tier at ${engine.replace(/\/\/[^@/]*@/, '//***@')} yet (${err.message}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
+    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the session tier at ${redactCredentials(engine)} yet (${redactCredentials(err.message)}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
   } else if (engine && typeof (engine as Engine).acquire === 'function') {
     resolved = engine as Engine;
   } else {

@@ -1,3 +1,4 @@
+import { redactCredentials } from '../../util/log.js';
 import { parseArgs } from 'node:util';
 import { AdminServer, packageVersion } from '../../console/admin-server.js';
 import { generatedAdminToken } from '../../console/admin-token.js';
@@ -62,7 +63,7 @@ export const consoleCommand: Command = {
     const url = values.engine ?? process.env['KILN_ENGINE'];
     if (!url) throw new KilnError('KILN_ERR_INVALID_OPTION', '--engine is required: the Redis URL the app servers use (or set KILN_ENGINE)');
     if (/^kilns?:\/\//i.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'a kiln server serves its own console: start it with --admin-port (kiln console is for Redis)');
-    if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(url.replace(/\/\/[^@/]*@/, '//***@').slice(0, 80))})`);
+    if (!isRedisUrl(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(redactCredentials(url).slice(0, 80))})`);
     // Never KILN_TOKEN: that is what every app server holds.
     const fromEnv = process.env['KILN_ADMIN_TOKEN'];
     if (!values['token-file'] && fromEnv) checkTokenStrength(fromEnv, 'KILN_ADMIN_TOKEN');

@@ -1,3 +1,4 @@
+import { redactCredentials } from '../../util/log.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -125,7 +126,7 @@ export class KilnEngine implements Engine {
     try {
       parsed = new URL(url);
     } catch {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: ${JSON.stringify(url)} is not a URL like kiln://127.0.0.1:9510`);
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: ${JSON.stringify(redactCredentials(url).slice(0, 80))} is not a URL like kiln://127.0.0.1:9510`);
     }
     if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`);
     this.secure = parsed.protocol === 'kilns:';

@@ -53,7 +53,16 @@ export function indexKeys(prefix: string): IndexKeys {
  * pruned after; readers drop members whose metadata names someone else.
  */
 export function principalKey(prefix: string, principal: string): string {
-  return `${prefix}principal:${principal}`;
+  return `${prefix}principal:${escapeKeyPart(principal)}`;
+}
+
+/**
+ * A principal is the app's text (an e-mail, a user name): `{` and `}` in it would pick
+ * the hash slot, and glob characters would widen a pattern built from the key, so those
+ * and `%` (to keep the mapping one-to-one) are percent-escaped. Common names are unchanged.
+ */
+export function escapeKeyPart(text: string): string {
+  return text.replace(/[%{}*?[\]\\]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
 /** Pub/sub channel one owner (engine) listens on: recalls, grants, revocations. */

@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { DEFAULT_LEASE_OPTIONS } from '../../tier/lease-table.js';
+import { assertSessionId } from '../../session/id.js';
 import { checkAttributeName, checkPrincipal, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { defaultReconnect } from '../../util/backoff.js';
+import { redactCredentials } from '../../util/log.js';
 import { OptionReader } from '../../util/options.js';
 import { isHistogramSnapshot, LatencyRecorder, type HistogramSnapshot } from '../../util/latency.js';
 import { StatusStream } from '../../util/status.js';
@@ -12,6 +14,7 @@ import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMI
 import { eventChannel, indexKeys, ownerChannel, ownerChannelPattern, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
+import { readTlsOption, type RedisTlsOptions } from './tls.js';
 import { createTransport, type RedisTransport } from './transport.js';
 
 /**
@@ -65,6 +68,10 @@ export interface RedisEngineOptions {
   limits?: Partial<SessionLimits>;
   /** How often failover, renewals and the connection are checked. Default 1 s. */
   heartbeatMs?: number;
+  /** TLS to the data nodes (with `rediss…://` or `topology.tls`): a private CA, a client certificate. */
+  tls?: RedisTlsOptions;
+  /** TLS to the sentinels, which is separate: `true` (system CAs) or the same settings as `tls`. Default plaintext. */
+  sentinelTls?: boolean | RedisTlsOptions;
 }
 
 interface HeldLease {
@@ -125,7 +132,7 @@ interface OwnerMessage {
 
 type Reply = unknown;
 
-const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs'] as const;
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
 
 const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
@@ -193,6 +200,9 @@ export class RedisEngine implements Engine {
   private readonly acquireLatency = new LatencyRecorder();
   /** Failed calls by error code, reported to the console with the client's figures. */
   private readonly errorCounts: Record<string, number> = {};
+  private lastTransportError: Error | undefined;
+  /** Set while connecting: fails the attempt at once on an error that retrying cannot fix. */
+  private refuseConnect: ((err: KilnError) => void) | undefined;
 
   constructor(options: RedisEngineOptions) {
     const o = new OptionReader('RedisEngine', options, REDIS_ENGINE_OPTIONS);
@@ -226,14 +236,29 @@ export class RedisEngine implements Engine {
     this.idx = indexKeys(this.prefix);
     this.channel = eventChannel(this.prefix);
     this.scriptSettings = [ownerChannel(this.prefix, ''), String(this.leaseTimeMs), String(this.recallTimeoutMs), String(this.pingPongHalfLifeMs), String(this.pingPongThreshold), this.channel];
+    const tls = readTlsOption('tls', o.any('tls') ?? parsed?.tls);
+    const sentinelTls = readTlsOption('sentinelTls', o.any('sentinelTls') ?? parsed?.sentinelTls);
+    // TLS settings that would be ignored are refused: the operator meant an encrypted link.
+    if (tls && !this.topology.tls) throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "tls" needs a rediss://, rediss+sentinel:// or rediss+cluster:// URL (or topology.tls: true)', { details: { option: 'tls' } });
+    if (sentinelTls && this.topology.kind !== 'sentinel') throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "sentinelTls" needs a Sentinel topology', { details: { option: 'sentinelTls' } });
     this.transport = createTransport(this.topology, {
+      ...(tls ? { tls } : {}),
+      ...(sentinelTls ? { sentinelTls } : {}),
       connectTimeoutMs: this.connectTimeoutMs,
       // node-redis counts attempts from 0.
       reconnectDelayMs: (attempt) => defaultReconnect(attempt + 1),
     });
     this.transport.onTrouble((event) => {
       if (event.type === 'failover') this.loseAll(`failover: ${event.detail}`);
-      else if (event.type === 'error' && this.connected) this.disconnected(event.error);
+      else if (event.type === 'error') {
+        this.lastTransportError = event.error;
+        if (this.connected) this.disconnected(event.error);
+        else if (this.refuseConnect) {
+          // node-redis would retry a refused certificate or password until the deadline; neither heals by waiting.
+          const refusal = refusalOf(event.error, this.address);
+          if (refusal) this.refuseConnect(refusal);
+        }
+      }
     });
   }
 
@@ -278,6 +303,12 @@ export class RedisEngine implements Engine {
         reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
         return;
       }
+      try {
+        assertSessionId(sessionId);
+      } catch (err) {
+        reject(err as KilnError);
+        return;
+      }
       const wait: AcquireWait = {
         resolve,
         reject,
@@ -311,6 +342,7 @@ export class RedisEngine implements Engine {
     // The script checks sizes and counts; names and the principal are checked here,
     // before anything is sent.
     checkPrincipal(request.principal, limits);
+    assertSessionId(request.sessionId);
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
     if (typeof request.principal === 'string') {
@@ -383,6 +415,7 @@ export class RedisEngine implements Engine {
   }
 
   async touch(items: readonly TouchItem[]): Promise<void> {
+    for (const item of items) assertSessionId(item.sessionId);
     const replies = await Promise.all(items.map((item) => this.runScript(SCRIPTS.touch, item.sessionId, this.ownerId, [String(item.token), String(item.at), String(this.keySlackMs)]).catch(() => 0)));
     const applied = replies.filter((r) => num(r) === 1).length;
     if (applied > 0) this.count('touches', applied);
@@ -601,7 +634,11 @@ export class RedisEngine implements Engine {
 
   private async start(): Promise<void> {
     try {
-      await withTimeout(this.transport.connect(), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms`));
+      const refused = new Promise<never>((_, reject) => (this.refuseConnect = reject));
+      refused.catch(() => undefined);
+      const last = () => (this.lastTransportError ? ` (last error: ${redactCredentials(this.lastTransportError.message)})` : '');
+      await withTimeout(Promise.race([this.transport.connect(), refused]), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms${last()}`));
+      this.refuseConnect = undefined;
       await withTimeout(
         this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message)),
         this.connectTimeoutMs,
@@ -612,6 +649,7 @@ export class RedisEngine implements Engine {
       this.masters = await this.transport.masterIdentity().catch(() => undefined);
       await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
     } catch (err) {
+      this.refuseConnect = undefined;
       await this.transport.close().catch(() => undefined);
       throw toEngineError(err, this.address);
     }
@@ -976,6 +1014,9 @@ export class RedisEngine implements Engine {
    * enough replicas confirm: a retry with the same commit id is then acknowledged again.
    */
   private async runScript(script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
+    // The one gate every session key passes: the id becomes a hash tag, so `}` or `{`
+    // in it would choose another slot, and an unchecked id could name keys it should not.
+    assertSessionId(sessionId);
     await this.ensureConnected();
     const keys = sessionKeyList(this.prefix, sessionId);
     const args: (string | Buffer)[] = [
@@ -1111,6 +1152,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError)
 const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
 
 /** node-redis errors and script refusals as KilnErrors with stable codes. */
+const TLS_REFUSAL = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS_|ERR_SSL_|ERR_OSSL_)/;
+
+/** Errors of connecting that waiting cannot fix: an untrusted certificate, a wrong password. */
+function refusalOf(error: Error, address: string): KilnError | undefined {
+  const code = String((error as NodeJS.ErrnoException).code ?? '');
+  if (TLS_REFUSAL.test(code) || /certificate|handshake failure|alert/i.test(error.message)) {
+    return new KilnError('KILN_ERR_TLS', `TLS to Redis at ${address} failed: ${redactCredentials(error.message)}${code ? ` [${code}]` : ''}`, { cause: error });
+  }
+  if (/^(WRONGPASS|NOAUTH|NOPERM)\b/.test(error.message)) return new KilnError('KILN_ERR_AUTH', `Redis at ${address} refused the credentials: ${error.message}`, { cause: error });
+  return undefined;
+}
+
 function toEngineError(err: unknown, address: string): KilnError {
   if (err instanceof KilnError) return err;
   const error = err instanceof Error ? err : new Error(String(err));

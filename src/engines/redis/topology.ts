@@ -1,4 +1,5 @@
 import { KilnError } from '../../errors/index.js';
+import { redactCredentials } from '../../util/log.js';
 
 /**
  * Which Redis deployment to talk to, from a URL or spelled out. Pure: parsing and
@@ -10,8 +11,10 @@ import { KilnError } from '../../errors/index.js';
  *   redis+cluster://[user:password@]h1:7000,h2:7001   Redis Cluster (striped over shards)
  *
  * `rediss+sentinel://` and `rediss+cluster://` use TLS to the data nodes. Query
- * parameters: `replicas` (acknowledge a commit only once N replicas have it) and
- * `prefix` (key prefix, default `kiln:`).
+ * parameters: `replicas` (acknowledge a commit only once N replicas have it),
+ * `prefix` (key prefix, default `kiln:`), `ca`, `cert`, `key`, `servername` (TLS to
+ * the data nodes: file paths), `sentinelTls=1` and `sentinelCa`, `sentinelCert`,
+ * `sentinelKey`, `sentinelServername` (TLS to the sentinels, which is separate).
  */
 export type RedisTopology =
   | ({ kind: 'standalone'; host: string; port: number; db?: number } & RedisAuth)
@@ -33,6 +36,10 @@ export interface ParsedRedisUrl {
   topology: RedisTopology;
   replicas?: number;
   keyPrefix?: string;
+  /** From `ca`, `cert`, `key`, `servername` (file paths and a name): checked by the engine like its `tls` option. */
+  tls?: Record<string, string>;
+  /** From `sentinelTls=1` and `sentinelCa`, `sentinelCert`, `sentinelKey`, `sentinelServername`. */
+  sentinelTls?: true | Record<string, string>;
 }
 
 const SCHEMES: Record<string, { kind: RedisTopology['kind']; tls: boolean; port: number }> = {
@@ -50,7 +57,10 @@ export function isRedisUrl(url: string): boolean {
 }
 
 export function parseRedisUrl(url: string): ParsedRedisUrl {
-  const m = /^([a-z+]+:)\/\/(?:([^@/]*)@)?([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/i.exec(url);
+  // The credentials run to the last `@` (as redactCredentials sees them): passwords hold
+  // `/`, `?` or `@` unescaped often enough, and cutting at the first one would leave the
+  // rest of the password as the host, echoed by the error below.
+  const m = /^([a-z+]+:)\/\/(?:([^]*)@)?([^/?#@]*)(\/[^?#]*)?(\?[^#]*)?$/i.exec(url);
   const scheme = m?.[1]?.toLowerCase();
   const spec = scheme ? SCHEMES[scheme] : undefined;
   if (!m || !spec) throw invalid(url, 'expected redis://, rediss://, redis+sentinel:// or redis+cluster://');
@@ -67,7 +77,7 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
       auth.password = user;
     }
   }
-  const hosts = (m[3] ?? '').split(',').filter((h) => h.length > 0).map((h) => hostPort(url, h, spec.port));
+  const hosts = (m[3] ?? '').split(',').filter((h) => h.length > 0).map((h, i) => hostPort(url, h, i, spec.port));
   if (hosts.length === 0) throw invalid(url, 'no host');
   const path = (m[4] ?? '').replace(/^\//, '');
   const query = new URLSearchParams((m[5] ?? '').slice(1));
@@ -80,6 +90,10 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
   }
   const prefix = query.get('prefix');
   if (prefix !== null) parsed.keyPrefix = prefix;
+  const tls = tlsParams(query, '');
+  if (tls) parsed.tls = tls;
+  const sentinelTls = tlsParams(query, 'sentinel');
+  if (sentinelTls || query.get('sentinelTls') === '1' || query.get('sentinelTls') === 'true') parsed.sentinelTls = sentinelTls ?? true;
   switch (spec.kind) {
     case 'standalone': {
       if (hosts.length > 1) throw invalid(url, 'one host for redis://; use redis+sentinel:// or redis+cluster:// for several');
@@ -104,11 +118,21 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
   return parsed;
 }
 
-function hostPort(url: string, text: string, defaultPort: number): RedisNodeAddress {
+function tlsParams(query: URLSearchParams, prefix: string): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  for (const name of ['ca', 'cert', 'key', 'servername']) {
+    const value = query.get(prefix ? prefix + name[0]!.toUpperCase() + name.slice(1) : name);
+    if (value !== null) out[name] = value;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+// The host text is not echoed: in a malformed URL it may be part of a password.
+function hostPort(url: string, text: string, index: number, defaultPort: number): RedisNodeAddress {
   const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
-  if (!m) throw invalid(url, `bad host "${text}"`);
+  if (!m) throw invalid(url, `host ${index + 1} is not host[:port]`);
   const port = m[2] === undefined ? defaultPort : Number(m[2]);
-  if (port < 1 || port > 65535) throw invalid(url, `bad port in "${text}"`);
+  if (port < 1 || port > 65535) throw invalid(url, `host ${index + 1}: port ${port} is out of range`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
@@ -126,6 +150,5 @@ export function describeTopology(t: RedisTopology): string {
 }
 
 function invalid(url: string, why: string): KilnError {
-  const shown = url.replace(/\/\/[^@/]*@/, '//***@');
-  return new KilnError('KILN_ERR_INVALID_OPTION', `engine URL ${shown}: ${why}`, { details: { option: 'engine' } });
+  return new KilnError('KILN_ERR_INVALID_OPTION', `engine URL ${redactCredentials(url)}: ${why}`, { details: { option: 'engine' } });
 }

@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls';
 import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client';
 import type { RedisTopology } from './topology.js';
 
@@ -29,6 +30,10 @@ export interface TransportOptions {
   connectTimeoutMs: number;
   /** Delay before reconnect attempt n (node-redis counts from 0). */
   reconnectDelayMs: (attempt: number) => number;
+  /** TLS settings of the data nodes (used when the topology says tls). */
+  tls?: ConnectionOptions;
+  /** TLS to the sentinels, separate from the data nodes': undefined = plaintext. */
+  sentinelTls?: ConnectionOptions;
 }
 
 const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } } as const;
@@ -57,12 +62,16 @@ export function createTransport(topology: RedisTopology, options: TransportOptio
   }
 }
 
-function socketOptions(options: TransportOptions, tls: boolean | undefined) {
+function socketOptions(options: TransportOptions, tls: ConnectionOptions | undefined) {
   return {
     connectTimeout: options.connectTimeoutMs,
     reconnectStrategy: (retries: number) => options.reconnectDelayMs(retries),
-    ...(tls ? { tls: true as const } : {}),
+    ...(tls ? { ...tls, tls: true as const } : {}),
   };
+}
+
+function nodeTls(topology: RedisTopology, options: TransportOptions): ConnectionOptions | undefined {
+  return topology.tls ? (options.tls ?? {}) : undefined;
 }
 
 abstract class BaseTransport {
@@ -86,7 +95,7 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
   constructor(topology: Extract<RedisTopology, { kind: 'standalone' }>, options: TransportOptions) {
     super();
     this.client = createClient({
-      socket: { host: topology.host, port: topology.port, ...socketOptions(options, topology.tls) },
+      socket: { host: topology.host, port: topology.port, ...socketOptions(options, nodeTls(topology, options)) },
       ...(topology.username ? { username: topology.username } : {}),
       ...(topology.password ? { password: topology.password } : {}),
       ...(topology.db ? { database: topology.db } : {}),
@@ -136,8 +145,9 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
     this.sentinel = createSentinel({
       name: topology.masterName,
       sentinelRootNodes: topology.sentinels,
-      nodeClientOptions: { ...auth, socket: socketOptions(options, topology.tls) },
-      sentinelClientOptions: { ...(topology.sentinelPassword ? { password: topology.sentinelPassword } : {}), socket: socketOptions(options, false) },
+      // node-redis types these as plain TCP, but hands the socket options to its client as they are.
+      nodeClientOptions: { ...auth, socket: socketOptions(options, nodeTls(topology, options)) as ReturnType<typeof socketOptions> & { tls?: false } },
+      sentinelClientOptions: { ...(topology.sentinelPassword ? { password: topology.sentinelPassword } : {}), socket: socketOptions(options, options.sentinelTls) as ReturnType<typeof socketOptions> & { tls?: false } },
       // One reserved connection to the master: a WAIT then follows the write it confirms
       // on the same connection, and commands keep their order.
       reserveClient: true,
@@ -186,11 +196,11 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   constructor(topology: Extract<RedisTopology, { kind: 'cluster' }>, options: TransportOptions) {
     super();
     this.cluster = createCluster({
-      rootNodes: topology.nodes.map((n) => ({ socket: { host: n.host, port: n.port, ...socketOptions(options, topology.tls) } })),
+      rootNodes: topology.nodes.map((n) => ({ socket: { host: n.host, port: n.port, ...socketOptions(options, nodeTls(topology, options)) } })),
       defaults: {
         ...(topology.username ? { username: topology.username } : {}),
         ...(topology.password ? { password: topology.password } : {}),
-        socket: socketOptions(options, topology.tls),
+        socket: socketOptions(options, nodeTls(topology, options)),
       },
       useReplicas: false,
     }) as unknown as typeof this.cluster;
