@@ -1,5 +1,6 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { KilnError } from '../errors/index.js';
 import { createLogger, type Logger } from '../util/log.js';
@@ -8,6 +9,8 @@ import { OptionReader } from '../util/options.js';
 import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
 import { HealthChecker } from './health.js';
 import { BackendNode } from './node-table.js';
+import { TrustedProxies } from './trusted-proxies.js';
+import { checkTokenStrength } from '../util/secret-file.js';
 
 /**
  * `kiln balancer`: an HTTP/1.1 reverse proxy with session affinity. A request goes to
@@ -34,8 +37,18 @@ export interface BalancerOptions {
   healthIntervalMs?: number;
   healthTimeoutMs?: number;
   healthFall?: number;
-  /** Bearer token for the admin actions (drain); without one they are accepted from loopback only. */
+  /**
+   * Bearer token (32 bytes at least) for the status JSON and the drain actions, sent in
+   * the Authorization header. Without one the admin endpoints answer 404 to everybody:
+   * nothing is ever authorised by source address, since behind a TLS terminator on the
+   * same host every public request comes from 127.0.0.1.
+   */
   adminToken?: string;
+  /**
+   * Peers whose X-Forwarded-Proto/-Host/-For are kept (addresses, CIDRs, or
+   * 'loopback'), e.g. a TLS terminator in front; from anyone else they are overwritten.
+   */
+  trustProxy?: string | string[];
   logger?: Logger;
 }
 
@@ -49,7 +62,8 @@ export class KilnBalancer {
   private readonly affinity: AffinityMode;
   private readonly cookieName: string;
   private readonly balancerCookie: string;
-  private readonly adminToken: string | undefined;
+  private readonly adminDigest: Buffer | undefined;
+  private readonly trusted: TrustedProxies;
   private readonly host: string;
   private readonly port: number;
   private readonly log: Logger;
@@ -59,13 +73,16 @@ export class KilnBalancer {
   readonly counters = { requests: 0, retries: 0, failovers: 0, errors: 0, upgrades: 0, noNode: 0 };
 
   constructor(options: BalancerOptions) {
-    const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'logger']);
+    const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'trustProxy', 'logger']);
     this.host = o.string('host', '127.0.0.1');
     this.port = o.int('port', 8080, 0, 65535);
     this.affinity = o.oneOf('affinity', ['route', 'cookie', 'none'], 'route');
     this.cookieName = o.string('cookieName', 'connect.sid');
     this.balancerCookie = o.string('balancerCookie', 'kiln_lb');
-    this.adminToken = o.string('adminToken', undefined);
+    const adminToken = o.any('adminToken');
+    if (adminToken !== undefined) checkTokenStrength(adminToken, 'kiln balancer: option "adminToken"');
+    this.adminDigest = adminToken === undefined ? undefined : digest(adminToken);
+    this.trusted = new TrustedProxies(o.any('trustProxy') as string | string[] | undefined);
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
     const nodes = o.any('nodes');
     if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });
@@ -235,53 +252,94 @@ export class KilnBalancer {
     });
   }
 
+  /**
+   * X-Forwarded-* as the app should see them: a trusted proxy's are kept (its client
+   * address appended to X-Forwarded-For); anyone else's are replaced, so a client cannot
+   * claim to have come over TLS or from another address.
+   */
   private forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
     const headers: OutgoingHttpHeaders = stripHopByHop(req.headers);
     const remote = req.socket.remoteAddress ?? '';
-    const prior = req.headers['x-forwarded-for'];
-    headers['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${remote}` : remote;
-    headers['x-forwarded-proto'] = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
-    if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+    const own = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+    if (this.trusted.has(remote)) {
+      const prior = req.headers['x-forwarded-for'];
+      headers['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${remote}` : remote;
+      headers['x-forwarded-proto'] = firstValue(req.headers['x-forwarded-proto']) ?? own;
+      const host = firstValue(req.headers['x-forwarded-host']) ?? req.headers.host;
+      if (host) headers['x-forwarded-host'] = host;
+      else delete headers['x-forwarded-host'];
+    } else {
+      headers['x-forwarded-for'] = remote;
+      headers['x-forwarded-proto'] = own;
+      if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+      else delete headers['x-forwarded-host'];
+    }
     return headers;
   }
 
+  /**
+   * An Upgrade request. Only a WebSocket upgrade is offered to the node, and the two
+   * sockets are spliced only once the node answered 101 Switching Protocols. Any other
+   * answer is relayed as an ordinary response and the client's connection is closed:
+   * a socket the balancer no longer parses must never carry further requests to the app
+   * (they would skip the balancer's routes and keep client-chosen X-Forwarded-*
+   * headers). Other protocols (h2c) are not offered: the request goes as plain HTTP.
+   */
   private onUpgrade(req: IncomingMessage, client: Socket, head: Buffer): void {
-    const node = this.pick(req, new Set());
     client.on('error', () => undefined);
-    if (!node) {
-      client.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\r\n');
+    const websocket = String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket' && req.method === 'GET';
+    if (!websocket && hasBody(req)) {
+      // The body would have to be read from a socket the HTTP parser has let go of.
+      rawAnswer(client, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'an Upgrade other than websocket cannot carry a body through the balancer' });
       return;
     }
-    this.counters.upgrades++;
+    const node = this.pick(req, new Set());
+    if (!node) {
+      this.counters.noNode++;
+      rawAnswer(client, 503, { code: 'KILN_ERR_NO_NODE', message: 'no healthy app server' }, { 'retry-after': '1' });
+      return;
+    }
+    if (websocket) this.counters.upgrades++;
+    else this.counters.requests++;
     node.requests++;
     node.active++;
-    const upstream = netConnect({ host: node.host, port: node.port }, () => {
-      const headers = { ...this.forwardedHeaders(req), connection: 'Upgrade', upgrade: req.headers.upgrade ?? 'websocket' };
-      const lines = [`${req.method} ${req.url} HTTP/1.1`];
-      for (const [name, value] of Object.entries(headers)) {
-        if (value === undefined) continue;
-        for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${String(v)}`);
-      }
-      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
-      if (head.length > 0) upstream.write(head);
-      upstream.pipe(client);
-      client.pipe(upstream);
-    });
-    let closed = false;
+    const headers = this.forwardedHeaders(req);
+    if (websocket) Object.assign(headers, { connection: 'Upgrade', upgrade: 'websocket' });
+    const upstream = request({ host: node.host, port: node.port, method: req.method, path: req.url, headers, agent: false });
+    let released = false;
     const close = (): void => {
-      if (closed) return;
-      closed = true;
-      node.active--;
+      if (!released) {
+        released = true;
+        node.active--;
+      }
       upstream.destroy();
       client.destroy();
     };
+    client.on('close', close);
+    upstream.on('upgrade', (upRes, upSocket, upHead) => {
+      upSocket.on('error', () => client.destroy());
+      upSocket.on('close', close);
+      client.write(`HTTP/1.1 101 ${upRes.statusMessage || 'Switching Protocols'}\r\n${headerLines(upRes.rawHeaders)}\r\n`);
+      if (upHead.length > 0) client.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      upSocket.pipe(client);
+      client.pipe(upSocket);
+    });
+    upstream.on('response', (upRes) => {
+      // Not upgraded: relay as HTTP/1.1 delimited by the close, then close.
+      const headersOut = stripHopByHop(upRes.headers);
+      delete headersOut['content-length'];
+      const lines = Object.entries(headersOut).flatMap(([name, value]) => (Array.isArray(value) ? value : [value]).map((v) => `${name}: ${String(v)}`));
+      client.write(`HTTP/1.1 ${upRes.statusCode ?? 502} ${upRes.statusMessage ?? ''}\r\n${lines.join('\r\n')}${lines.length ? '\r\n' : ''}connection: close\r\n\r\n`);
+      upRes.pipe(client);
+      upRes.on('error', close);
+    });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ECONNREFUSED') node.markDown(err.message);
-      if (!client.destroyed && client.writable && upstream.bytesRead === 0) client.write('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\n\r\n');
+      if (!client.destroyed && client.bytesWritten === 0) rawAnswer(client, 502, { code: 'KILN_ERR_BAD_GATEWAY', message: `app server ${node.name} failed` });
       close();
     });
-    upstream.on('close', close);
-    client.on('close', close);
+    upstream.end();
   }
 
   // ---- admin ------------------------------------------------------------------------
@@ -292,16 +350,17 @@ export class KilnBalancer {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify(body));
     };
+    if (!this.adminAllowed(req)) {
+      // The same answer whether or not a token is set, and no hint of what is there.
+      send(this.adminDigest ? 401 : 404, { code: this.adminDigest ? 'KILN_ERR_AUTH' : 'KILN_ERR_INVALID_ARGUMENT', message: this.adminDigest ? 'the balancer admin endpoints need its admin token (Authorization: Bearer)' : 'not found' });
+      return;
+    }
     if (req.method === 'GET' && (url.pathname === ADMIN_PREFIX || url.pathname === `${ADMIN_PREFIX}/`)) {
       send(200, this.status());
       return;
     }
     const action = /^\/_kiln\/balancer\/nodes\/([A-Za-z0-9_-]+)\/(drain|undrain)$/.exec(url.pathname);
     if (action && req.method === 'POST') {
-      if (!this.adminAllowed(req)) {
-        send(403, { code: 'KILN_ERR_AUTH', message: 'admin actions need the admin token (or a loopback client when none is set)' });
-        return;
-      }
       if (!this.drain(action[1]!, action[2] === 'drain')) send(404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no node ${action[1]}` });
       else send(200, this.node(action[1]!)!.toJSON());
       return;
@@ -309,12 +368,40 @@ export class KilnBalancer {
     send(404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `unknown balancer endpoint ${req.method} ${url.pathname}` });
   }
 
+  /** The admin token in the Authorization header, compared in constant time; never the source address, never the URL. */
   private adminAllowed(req: IncomingMessage): boolean {
-    if (this.adminToken) return req.headers.authorization === `Bearer ${this.adminToken}`;
-    const remote = req.socket.remoteAddress ?? '';
-    return remote === '127.0.0.1' || remote === '::1' || remote === '::ffff:127.0.0.1';
+    if (!this.adminDigest) return false;
+    const header = req.headers.authorization ?? '';
+    if (!header.startsWith('Bearer ')) return false;
+    return timingSafeEqual(digest(header.slice(7)), this.adminDigest);
   }
 }
+
+function digest(token: string): Buffer {
+  return createHash('sha256').update(token).digest();
+}
+
+function firstValue(value: string | string[] | undefined): string | undefined {
+  const first = Array.isArray(value) ? value[0] : value;
+  const trimmed = first?.split(',')[0]?.trim();
+  return trimmed ? trimmed : undefined;
+}
+
+/** Header lines as the node sent them (names' case kept), for the 101 relayed verbatim. */
+function headerLines(raw: string[]): string {
+  let out = '';
+  for (let i = 0; i + 1 < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  return out;
+}
+
+/** A whole JSON answer on a socket the HTTP server has handed over, then close. */
+function rawAnswer(socket: Socket, status: number, body: unknown, extra: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close', ...extra }).map(([k, v]) => `${k}: ${v}`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n${head.join('\r\n')}\r\n\r\n${text}`);
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;

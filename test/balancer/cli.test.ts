@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -22,7 +22,13 @@ describe('kiln balancer command', () => {
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     try {
       const url = await waitFor(() => /ready on (http:\/\/\S+)/.exec(out)?.[1], 10_000, 'balancer ready');
-      const status = (await (await fetch(`${url}/_kiln/balancer`)).json()) as { affinity: string; nodes: { name: string }[] };
+      assert.equal((await fetch(`${url}/_kiln/balancer`)).status, 401, 'the status JSON needs the admin token');
+      const tokenFile = /admin token in (\S+)\)/.exec(out)?.[1];
+      assert.ok(tokenFile, `the ready line names the generated admin token file: ${out}`);
+      assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
+      const adminToken = readFileSync(tokenFile, 'utf8').trim();
+      assert.ok(!out.includes(adminToken), 'the token itself is never printed');
+      const status = (await (await fetch(`${url}/_kiln/balancer`, { headers: { authorization: `Bearer ${adminToken}` } })).json()) as { affinity: string; nodes: { name: string }[] };
       assert.equal(status.affinity, 'none');
       assert.deepEqual(status.nodes.map((n) => n.name), ['from-file', 'from-flag']);
       assert.equal(((await (await fetch(`${url}/x?y=1`)).json()) as { url: string }).url, '/x?y=1');

@@ -40,9 +40,13 @@ describe('kiln demo: the whole cluster on one machine', () => {
     assert.deepEqual(after.body.items, [{ sku: 'teapot', qty: 1 }, { sku: 'mug', qty: 2 }, { sku: 'glove', qty: 1 }]);
     const session = await b.get<{ data: { user: string } }>('/api/session');
     assert.equal(session.body.data.user, 'jo', 'no forced logout');
-    const status = await b.get<{ nodes: { name: string; healthy: boolean }[] }>('/_kiln/balancer');
-    await waitFor(async () => (await b.get<{ nodes: { name: string; healthy: boolean }[] }>('/_kiln/balancer')).body.nodes.find((n) => n.name === served)?.healthy === false, 3000, 'node marked down');
-    assert.equal(status.status, 200);
+    assert.equal((await b.get('/_kiln/balancer')).status, 401, 'the status JSON is not public');
+    const status = async (): Promise<{ nodes: { name: string; healthy: boolean }[] }> => {
+      const res = await fetch(`${demo.url}/_kiln/balancer`, { headers: { authorization: `Bearer ${demo.adminToken}` } });
+      assert.equal(res.status, 200);
+      return (await res.json()) as { nodes: { name: string; healthy: boolean }[] };
+    };
+    await waitFor(async () => (await status()).nodes.find((n) => n.name === served)?.healthy === false, 3000, 'node marked down');
   });
 
   it('stops on SIGTERM leaving no process behind', async () => {

@@ -6,6 +6,8 @@ import { KilnBalancer } from '../../src/balancer/balancer.js';
 import { silentLogger } from '../../src/util/log.js';
 import { sleep, waitFor } from '../helpers/processes.js';
 
+const ADMIN_TOKEN = 'balancer-admin-token-0123456789abcdef-test';
+
 /**
  * The proxy's own duties, against real HTTP servers on loopback: forwarded headers,
  * streaming both ways, WebSocket upgrades, retry of a refused connection, health
@@ -81,7 +83,7 @@ describe('kiln balancer proxy', () => {
 
   before(async () => {
     backends = await Promise.all(['app-1', 'app-2'].map((n) => backend(n)));
-    lb = new KilnBalancer({ port: 0, nodes: backends.map((b) => ({ name: b.name, url: `http://127.0.0.1:${b.port}` })), affinity: 'none', healthIntervalMs: 100, logger: silentLogger });
+    lb = new KilnBalancer({ port: 0, nodes: backends.map((b) => ({ name: b.name, url: `http://127.0.0.1:${b.port}` })), affinity: 'none', healthIntervalMs: 100, adminToken: ADMIN_TOKEN, logger: silentLogger });
     await lb.start();
   });
   after(async () => {
@@ -93,7 +95,7 @@ describe('kiln balancer proxy', () => {
     const r = await get(`${lb.url}/hello?x=1`, { 'x-forwarded-for': '203.0.113.9', 'proxy-connection': 'keep-alive', host: 'shop.example' });
     const { headers, url } = JSON.parse(r.body) as { headers: IncomingHttpHeaders; url: string };
     assert.equal(url, '/hello?x=1');
-    assert.equal(headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+    assert.equal(headers['x-forwarded-for'], '127.0.0.1', 'an untrusted client cannot choose its forwarded address');
     assert.equal(headers['x-forwarded-proto'], 'http');
     assert.equal(headers['x-forwarded-host'], 'shop.example');
     assert.equal(headers['proxy-connection'], undefined);
@@ -167,14 +169,14 @@ describe('kiln balancer proxy', () => {
 
   it('drain: no requests go to a draining node; the status JSON says so', async () => {
     const res = await new Promise<number>((resolve, reject) => {
-      request(`${lb.url}/_kiln/balancer/nodes/app-2/drain`, { method: 'POST', agent: false }, (r) => {
+      request(`${lb.url}/_kiln/balancer/nodes/app-2/drain`, { method: 'POST', agent: false, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }, (r) => {
         r.resume();
         resolve(r.statusCode!);
       }).on('error', reject).end();
     });
     assert.equal(res, 200);
     for (let i = 0; i < 4; i++) assert.equal((JSON.parse((await get(`${lb.url}/d`)).body) as { name: string }).name, 'app-1');
-    const status = JSON.parse((await get(`${lb.url}/_kiln/balancer`)).body) as { nodes: { name: string; draining: boolean; healthy: boolean; requests: number; active: number }[] };
+    const status = JSON.parse((await get(`${lb.url}/_kiln/balancer`, { authorization: `Bearer ${ADMIN_TOKEN}` })).body) as { nodes: { name: string; draining: boolean; healthy: boolean; requests: number; active: number }[] };
     assert.equal(status.nodes.find((n) => n.name === 'app-2')?.draining, true);
     assert.ok(status.nodes.every((n) => typeof n.requests === 'number' && typeof n.active === 'number' && typeof n.healthy === 'boolean'));
     lb.drain('app-2', false);

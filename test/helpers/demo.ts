@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { KILN_BIN, trackChild } from './processes.js';
 
 /** `kiln demo` as a user runs it, its table read back (role, name, url, pid). */
@@ -6,6 +7,8 @@ export interface DemoProcess {
   url: string;
   child: ChildProcess;
   nodes: Map<string, { url: string; pid: number; role: string }>;
+  /** The admin token the demo's balancer and admin port take (read from the file it names). */
+  adminToken: string;
   output(): string;
   /** SIGTERM (Ctrl-C's twin) and wait for the exit. */
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -44,10 +47,12 @@ export async function startDemo(args: string[] = []): Promise<DemoProcess> {
     nodes.set(m[2]!, { role: m[1]!, url: m[3]!, pid: Number(m[4]) });
   }
   const url = /Point a browser at (http:\/\/\S+?)\/?$/m.exec(out)![1]!;
+  const adminToken = readFileSync(/admin token in (\S+?)>/.exec(out)![1]!, 'utf8').trim();
   return {
     url,
     child,
     nodes,
+    adminToken,
     output: () => out,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KilnBalancer, type BalancerOptions } from '../../balancer/balancer.js';
 import { parseNodeSpec } from '../../balancer/node-table.js';
+import { generatedAdminToken } from '../../console/admin-token.js';
 import { KilnError } from '../../errors/index.js';
+import { readTokenFile } from '../../util/secret-file.js';
 import { createLogger, type LogLevel } from '../../util/log.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
@@ -20,12 +22,18 @@ Options:
   --cookie <name>          session cookie to read the route from (default connect.sid)
   --health-path <path>     active health check path (default /healthz)
   --health-interval-ms <n> (default 1000)
-  --admin-token-file <f>   bearer token for admin actions (else: loopback clients only)
+  --admin-token-file <f>   bearer token (32 bytes at least) for the status JSON and drain/undrain
+                           (default: one generated into a new private temp dir, mode 0600;
+                           the ready line says where; the source address never authorises)
+  --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host/-For are kept: addresses, CIDRs
+                           or "loopback", comma-separated (e.g. the TLS terminator in front);
+                           from anyone else they are overwritten
   --log-level <level>      debug | info | warn | error | silent (default info)
   -h, --help
 
-Admin: GET /_kiln/balancer (JSON: nodes, health, requests, active connections);
-POST /_kiln/balancer/nodes/<name>/drain and …/undrain.
+Admin (Authorization: Bearer <admin token>; 401 without it): GET /_kiln/balancer
+(JSON: nodes, health, requests, active connections); POST /_kiln/balancer/nodes/<name>/drain
+and …/undrain.
 `;
 
 export const balancerCommand: Command = {
@@ -45,6 +53,7 @@ export const balancerCommand: Command = {
         'health-path': { type: 'string' },
         'health-interval-ms': { type: 'string' },
         'admin-token-file': { type: 'string' },
+        'trust-proxy': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -63,6 +72,8 @@ export const balancerCommand: Command = {
       }
     }
     const nodes = [...(options.nodes ?? []), ...(values.node ?? []).map(parseNodeSpec)];
+    const generated = values['admin-token-file'] || options.adminToken ? undefined : generatedAdminToken(undefined);
+    const adminToken = values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : (options.adminToken ?? generated!.token);
     const balancer = new KilnBalancer({
       ...options,
       nodes,
@@ -72,11 +83,12 @@ export const balancerCommand: Command = {
       cookieName: values.cookie ?? options.cookieName,
       healthPath: values['health-path'] ?? options.healthPath,
       healthIntervalMs: intFlag(values['health-interval-ms'], 'health-interval-ms', 50) ?? options.healthIntervalMs,
-      adminToken: values['admin-token-file'] ? readFileSync(values['admin-token-file'], 'utf8').trim() : options.adminToken,
+      adminToken,
+      trustProxy: values['trust-proxy'] ?? options.trustProxy,
       logger: createLogger('kiln-balancer', (values['log-level'] ?? 'info') as LogLevel),
     });
     const { port } = await balancer.start();
-    process.stdout.write(`kiln balancer ready on ${balancer.url} (pid ${process.pid}, port ${port}, ${nodes.length} nodes)\n`);
+    process.stdout.write(`kiln balancer ready on ${balancer.url} (pid ${process.pid}, port ${port}, ${nodes.length} nodes${generated ? `; admin token in ${generated.file}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln balancer stopping: finishing in-flight requests\n');

@@ -131,6 +131,7 @@ export const demoCommand: Command = {
         nodes,
         affinity: (values.affinity as 'route' | 'cookie' | 'none' | undefined) ?? 'route',
         healthIntervalMs: 500,
+        adminToken,
         logger: createLogger('kiln-balancer', 'warn'),
       });
       await balancer.start();
@@ -148,7 +149,7 @@ export const demoCommand: Command = {
     say(line(['role', 'name', 'url', 'pid']));
     for (const r of rows) say(line(r));
     say('');
-    say(`Balancer status: ${balancer.url}/_kiln/balancer`);
+    say(`Balancer status: ${balancer.url}/_kiln/balancer  (Authorization: Bearer <the admin token in ${adminTokenFile}>)`);
     if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with --token-file ${adminTokenFile})`);
     say('Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.');
 

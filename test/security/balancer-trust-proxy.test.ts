@@ -1,0 +1,66 @@
+/**
+ * #22 item 3: behind a TLS terminator the app learns the request came over HTTPS
+ * (--trust-proxy), and nobody else can claim so.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startApp, type AppProcess } from '../helpers/apps.js';
+import { KILN_BIN } from '../helpers/processes.js';
+import { spawnSync } from 'node:child_process';
+import { startBalancerProcess, startRecordingBackend, type BalancerProcess, type RecordingBackend } from './balancer-fixtures.js';
+
+const FORGED = { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.9', 'x-forwarded-host': 'shop.example' };
+
+describe('security: X-Forwarded-* and --trust-proxy (#22 item 3)', () => {
+  let backend: RecordingBackend;
+  let trusting: BalancerProcess;
+  let untrusting: BalancerProcess;
+  let app: AppProcess;
+  let appLb: BalancerProcess;
+
+  before(async () => {
+    backend = await startRecordingBackend('app');
+    trusting = await startBalancerProcess([backend], ['--trust-proxy', '127.0.0.1']);
+    untrusting = await startBalancerProcess([backend]);
+    app = await startApp('express-app', { NODE_NAME: 'app', KILN_ENGINE: undefined, COOKIE_SECURE: 'auto', TRUST_PROXY: '1', SESSION_SECRETS: 'trust-proxy-secret' });
+    appLb = await startBalancerProcess([{ name: 'app', port: app.port } as RecordingBackend], ['--trust-proxy', 'loopback']);
+  });
+  after(async () => {
+    await Promise.all([trusting?.stop(), untrusting?.stop(), appLb?.stop()]);
+    await app?.stop();
+    await backend?.close();
+  });
+
+  it('from a trusted proxy the forwarded protocol and host are kept and its peer address appended', async () => {
+    backend.seen.length = 0;
+    assert.equal((await fetch(`${trusting.url}/t`, { headers: FORGED })).status, 200);
+    const seen = backend.seen[0]!.headers;
+    assert.equal(seen['x-forwarded-proto'], 'https');
+    assert.equal(seen['x-forwarded-host'], 'shop.example');
+    assert.equal(seen['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+  });
+
+  it('from anyone else all three are overwritten with what the balancer saw', async () => {
+    backend.seen.length = 0;
+    assert.equal((await fetch(`${untrusting.url}/u`, { headers: FORGED })).status, 200);
+    const seen = backend.seen[0]!.headers;
+    assert.equal(seen['x-forwarded-proto'], 'http');
+    assert.equal(seen['x-forwarded-host'], `127.0.0.1:${untrusting.port}`);
+    assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+  });
+
+  it("an Express app with cookie.secure 'auto' behind a trusted terminator sets a Secure cookie; plain HTTP through it gets none", async () => {
+    const viaTerminator = await fetch(`${appLb.url}/api/incr`, { method: 'POST', headers: { 'x-forwarded-proto': 'https' } });
+    assert.equal(viaTerminator.status, 200);
+    assert.match(viaTerminator.headers.get('set-cookie') ?? '', /;\s*Secure/i);
+    const plain = await fetch(`${appLb.url}/api/incr`, { method: 'POST' });
+    assert.doesNotMatch(plain.headers.get('set-cookie') ?? '', /;\s*Secure/i, 'plain HTTP through the terminator: no Secure');
+  });
+
+  it('a bad --trust-proxy entry is refused at start, naming it', () => {
+    const run = spawnSync(process.execPath, [KILN_BIN, 'balancer', '--port', '0', '--node', 'a=http://127.0.0.1:9', '--trust-proxy', '127.0.0.1,10.0.0.0/33'], { encoding: 'utf8', timeout: 10_000 });
+    assert.notEqual(run.status, 0);
+    assert.match(run.stderr, /KILN_ERR_INVALID_OPTION/);
+    assert.match(run.stderr, /10\.0\.0\.0\/33/);
+  });
+});
