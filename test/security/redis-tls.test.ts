@@ -157,7 +157,7 @@ describe('security: Redis over TLS with a private CA (#22 item 14)', () => {
     it('a CA file that does not exist, a cert without its key, PEM that does not load, an unknown key', () => {
       refused({ url: 'rediss://127.0.0.1:6380', tls: { ca: join(pki.dir, 'missing.pem') } }, 'tls.ca');
       refused({ url: 'rediss://127.0.0.1:6380', tls: { ca: pki.ca, cert: pki.clientCert } }, 'tls.key');
-      refused({ url: 'rediss://127.0.0.1:6380', tls: { ca: '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n' } }, 'tls');
+      refused({ url: 'rediss://127.0.0.1:6380', tls: { ca: '-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n' } }, 'tls.ca');
       refused({ url: 'rediss://127.0.0.1:6380', tls: { cafile: pki.ca } }, 'tls.cafile');
       refused({ url: 'rediss://127.0.0.1:6380', tls: { rejectUnauthorized: 'no' } }, 'tls.rejectUnauthorized');
     });

@@ -637,17 +637,20 @@ export class RedisEngine implements Engine {
       const refused = new Promise<never>((_, reject) => (this.refuseConnect = reject));
       refused.catch(() => undefined);
       const last = () => (this.lastTransportError ? ` (last error: ${redactCredentials(this.lastTransportError.message)})` : '');
-      await withTimeout(Promise.race([this.transport.connect(), refused]), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms${last()}`));
+      // One deadline for the whole start, and a refusal (a certificate, a password) ends it
+      // at any step: with TLS 1.3 a server that wants a client certificate says so only
+      // after the client thinks it is connected, and node-redis would queue the first
+      // commands across its reconnects for ever.
+      const steps = async (): Promise<void> => {
+        await this.transport.connect();
+        await this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message));
+        await this.send(this.idx.epoch, ['SET', this.idx.epoch, randomBytes(8).toString('hex'), 'NX']);
+        this.currentEpoch = text(await this.send(this.idx.epoch, ['GET', this.idx.epoch]));
+        this.masters = await this.transport.masterIdentity().catch(() => undefined);
+        await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
+      };
+      await withTimeout(Promise.race([steps(), refused]), this.connectTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${this.connectTimeoutMs} ms${last()}`));
       this.refuseConnect = undefined;
-      await withTimeout(
-        this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message)),
-        this.connectTimeoutMs,
-        () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'cannot subscribe to this engine\'s channel'),
-      );
-      await this.send(this.idx.epoch, ['SET', this.idx.epoch, randomBytes(8).toString('hex'), 'NX']);
-      this.currentEpoch = text(await this.send(this.idx.epoch, ['GET', this.idx.epoch]));
-      this.masters = await this.transport.masterIdentity().catch(() => undefined);
-      await this.send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
     } catch (err) {
       this.refuseConnect = undefined;
       await this.transport.close().catch(() => undefined);
@@ -655,7 +658,7 @@ export class RedisEngine implements Engine {
     }
     this.connected = true;
     this.connectedAt = Date.now();
-    this.status.push({ type: 'connected', epoch: this.currentEpoch });
+    this.status.push({ type: 'connected', epoch: this.currentEpoch ?? '' });
     const every = (ms: number, fn: () => void) => {
       const timer = setInterval(fn, ms);
       timer.unref();

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type ConnectionOptions } from 'node:tls';
 import { KilnError } from '../../errors/index.js';
 
@@ -45,6 +46,7 @@ export function readTlsOption(option: string, value: unknown): ConnectionOptions
     if (typeof input['rejectUnauthorized'] !== 'boolean') throw bad(`${option}.rejectUnauthorized`, 'must be true or false');
     out.rejectUnauthorized = input['rejectUnauthorized'];
   }
+  for (const [i, ca] of (Array.isArray(out.ca) ? out.ca : out.ca === undefined ? [] : [out.ca]).entries()) checkCertificates(Array.isArray(out.ca) ? `${option}.ca[${i}]` : `${option}.ca`, ca);
   try {
     createSecureContext({ ...(out.ca !== undefined ? { ca: out.ca } : {}), ...(out.cert !== undefined ? { cert: out.cert, key: out.key! } : {}) });
   } catch (err) {
@@ -52,6 +54,19 @@ export function readTlsOption(option: string, value: unknown): ConnectionOptions
     throw bad(option, `holds PEM that does not load: ${(err as Error).message}`);
   }
   return out;
+}
+
+/** OpenSSL skips a CA it cannot parse without a word; every certificate in the PEM must load. */
+function checkCertificates(option: string, value: string | Buffer): void {
+  const blocks = value.toString('latin1').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw bad(option, 'holds no PEM certificate');
+  for (const block of blocks) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw bad(option, `holds a certificate that does not load: ${(err as Error).message}`);
+    }
+  }
 }
 
 function pem(option: string, value: unknown): string | Buffer {

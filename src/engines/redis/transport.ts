@@ -131,7 +131,7 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.client, this.subscriber].map((c) => c.close().catch(() => c.destroy())));
+    await Promise.all([this.client, this.subscriber].map((c) => closeOrDestroy(c)));
   }
 }
 
@@ -185,7 +185,7 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
   }
 
   async close(): Promise<void> {
-    await this.sentinel.close().catch(() => this.sentinel.destroy());
+    await closeOrDestroy(this.sentinel);
   }
 }
 
@@ -235,11 +235,29 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   }
 
   async close(): Promise<void> {
-    await this.cluster.close().catch(() => this.cluster.destroy());
+    await closeOrDestroy(this.cluster);
   }
 }
 
 function runIdOf(info: unknown): string {
   const text = Buffer.isBuffer(info) ? info.toString() : String(info);
   return /run_id:(\w+)/.exec(text)?.[1] ?? 'unknown';
+}
+
+/** A graceful close waits for queued commands, which a client stuck reconnecting never sends: after a short wait it is destroyed. */
+const CLOSE_GRACE_MS = 1000;
+
+async function closeOrDestroy(client: { close(): Promise<unknown>; destroy(): void }): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const graceful = client.close().then(() => true, () => false);
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), CLOSE_GRACE_MS)));
+  const closed = await Promise.race([graceful, late]);
+  clearTimeout(timer);
+  if (!closed) {
+    try {
+      client.destroy();
+    } catch {
+      // already gone
+    }
+  }
 }
