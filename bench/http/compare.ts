@@ -9,6 +9,7 @@
  * fresh app process for every run.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startAppScript, type AppProcess } from '../../test/helpers/apps.js';
 import { KILN_BIN, startKilnServer, trackChild, waitFor, type ServerProcess } from '../../test/helpers/processes.js';
@@ -109,9 +110,11 @@ async function deploy(env: Record<string, string>, count: 1 | 3): Promise<Deploy
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const target = await waitFor(() => /ready on (http:\/\/\S+)/.exec(out)?.[1], 10_000, `balancer ready:\n${out}`);
   pin(child.pid!, LOAD_CPU);
+  const tokenFile = await waitFor(() => /admin token in (\S+)\)/.exec(out)?.[1], 10_000, `balancer admin token file:\n${out}`);
+  const auth = { authorization: `Bearer ${readFileSync(tokenFile, 'utf8').trim()}` };
   // Every node must pass its health check before the load starts, or the balancer sheds it.
   await waitFor(async () => {
-    const status = (await (await fetch(`${target}/_kiln/balancer`)).json()) as { nodes: { healthy: boolean }[] };
+    const status = (await (await fetch(`${target}/_kiln/balancer`, { headers: auth })).json()) as { nodes: { healthy: boolean }[] };
     return status.nodes.every((n) => n.healthy);
   }, 10_000, 'balancer nodes healthy');
   return {

@@ -269,6 +269,8 @@ export class KilnBalancer {
       if (host) headers['x-forwarded-host'] = host;
       else delete headers['x-forwarded-host'];
     } else {
+      // Other spellings of the same claims, which some frameworks believe.
+      for (const name of ['forwarded', 'x-real-ip', 'x-forwarded-port']) delete headers[name];
       headers['x-forwarded-for'] = remote;
       headers['x-forwarded-proto'] = own;
       if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
@@ -334,6 +336,13 @@ export class KilnBalancer {
       upRes.pipe(client);
       upRes.on('error', close);
     });
+    // The app's answer to an upgrade has a deadline; once spliced, the WebSocket has none.
+    upstream.setTimeout(UPGRADE_ANSWER_TIMEOUT_MS, () => {
+      if (!client.destroyed && client.bytesWritten === 0) rawAnswer(client, 504, { code: 'KILN_ERR_TIMEOUT', message: `app server ${node.name} did not answer the upgrade within ${UPGRADE_ANSWER_TIMEOUT_MS} ms` });
+      close();
+    });
+    upstream.on('upgrade', () => upstream.setTimeout(0));
+    upstream.on('response', () => upstream.setTimeout(0));
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ECONNREFUSED') node.markDown(err.message);
       if (!client.destroyed && client.bytesWritten === 0) rawAnswer(client, 502, { code: 'KILN_ERR_BAD_GATEWAY', message: `app server ${node.name} failed` });
@@ -401,7 +410,8 @@ function rawAnswer(socket: Socket, status: number, body: unknown, extra: Record<
   socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n${head.join('\r\n')}\r\n\r\n${text}`);
 }
 
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+const UPGRADE_ANSWER_TIMEOUT_MS = 30_000;
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;

@@ -42,8 +42,10 @@ describe('security: X-Forwarded-* and --trust-proxy (#22 item 3)', () => {
 
   it('from anyone else all three are overwritten with what the balancer saw', async () => {
     backend.seen.length = 0;
-    assert.equal((await fetch(`${untrusting.url}/u`, { headers: FORGED })).status, 200);
+    assert.equal((await fetch(`${untrusting.url}/u`, { headers: { ...FORGED, forwarded: 'for=6.6.6.6;proto=https', 'x-real-ip': '6.6.6.6' } })).status, 200);
     const seen = backend.seen[0]!.headers;
+    assert.equal(seen['forwarded'], undefined, 'other spellings of the same claim are dropped');
+    assert.equal(seen['x-real-ip'], undefined);
     assert.equal(seen['x-forwarded-proto'], 'http');
     assert.equal(seen['x-forwarded-host'], `127.0.0.1:${untrusting.port}`);
     assert.equal(seen['x-forwarded-for'], '127.0.0.1');
