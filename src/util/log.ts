@@ -17,10 +17,11 @@ export interface Logger {
 export function createLogger(name: string, level: LogLevel = 'info', destination: NodeJS.WritableStream | number = 2): Logger {
   const log = pino({ name, level }, typeof destination === 'number' ? pino.destination({ fd: destination, sync: true }) : destination);
   return {
-    debug: (msg, fields) => log.debug(redactFields(fields), redactCredentials(msg)),
-    info: (msg, fields) => log.info(redactFields(fields), redactCredentials(msg)),
-    warn: (msg, fields) => log.warn(redactFields(fields), redactCredentials(msg)),
-    error: (msg, fields) => log.error(redactFields(fields), redactCredentials(msg)),
+    // A line below the level costs nothing: the redaction runs only for lines written.
+    debug: (msg, fields) => log.isLevelEnabled('debug') && log.debug(redactFields(fields), redactCredentials(msg)),
+    info: (msg, fields) => log.isLevelEnabled('info') && log.info(redactFields(fields), redactCredentials(msg)),
+    warn: (msg, fields) => log.isLevelEnabled('warn') && log.warn(redactFields(fields), redactCredentials(msg)),
+    error: (msg, fields) => log.isLevelEnabled('error') && log.error(redactFields(fields), redactCredentials(msg)),
   };
 }
 
