@@ -14,6 +14,25 @@ describe('attribute codec', () => {
     assert.deepEqual(decodeAttribute(encodeAttribute('m', new Map<unknown, unknown>([[1, 'a'], ['k', { x: 1 }]]))), { '1': 'a', k: { x: 1 } });
   });
 
+  it('an object with 65,536 keys or more round-trips (msgpackr\'s fast path stops at 65,535)', () => {
+    for (const keys of [65_535, 65_536, 70_000]) {
+      const wide: Record<string, number> = {};
+      for (let i = 0; i < keys; i++) wide[`k${i}`] = i;
+      const value = { nested: wide, at: new Date(7) };
+      const back = decodeAttribute(encodeAttribute('wide', value)) as typeof value;
+      assert.equal(Object.keys(back.nested).length, keys);
+      assert.equal(back.nested[`k${keys - 1}`], keys - 1);
+      assert.deepEqual(back.at, new Date(7));
+      const top = decodeAttribute(encodeAttribute('wide', wide)) as Record<string, number>;
+      assert.equal(Object.keys(top).length, keys);
+    }
+  });
+
+  it('objects under 65,536 keys keep the fast path\'s exact bytes', () => {
+    const value = { a: 1, b: { c: [1, 2, { d: 'x' }] } };
+    assert.deepEqual(encodeAttribute('v', value), new Packr({ useRecords: false }).pack(value));
+  });
+
   it('refuses functions, symbols and cycles, naming attribute and path', () => {
     const cyclic: Record<string, unknown> = { a: 1 };
     cyclic['self'] = cyclic;

@@ -93,6 +93,24 @@ describe('live values (decoded values kept across requests)', () => {
     assert.ok(checkOut(next.get('items')!), 'kept again after a request that changed nothing');
   });
 
+  it('an object of 65,536+ keys: changing one key or crossing 65,535 keys gives the same value as encoding it whole', () => {
+    const wide: Record<string, number> = {};
+    for (let i = 0; i < 65_535; i++) wide[`k${i}`] = i;
+    let state = base({ wide });
+    for (const step of [(w: Record<string, number>) => { w['k7'] = -7; }, (w: Record<string, number>) => { w['grown'] = 1; }, (w: Record<string, number>) => { w['k65534'] = 0; }, (w: Record<string, number>) => { delete w['grown']; }]) {
+      const tracker = new DeltaTracker(state, true);
+      const live = tracker.get('wide') as Record<string, number>;
+      step(live);
+      step(wide);
+      state = applyDelta(state, tracker.delta());
+      tracker.rebase(state);
+      tracker.retire(true);
+      const stored = decodeAttribute(state.get('wide')!) as Record<string, number>;
+      assert.equal(Object.keys(stored).length, Object.keys(wide).length);
+      assert.deepEqual(stored, wide);
+    }
+  });
+
   it('a request whose change was not committed does not keep its tree', () => {
     const start = base({ items: bigList(4) });
     const t1 = new DeltaTracker(start, true);
