@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+// What `npm install kiln` brings into a user's project: the files npm would pack (from
+// the build this test run made) and the runtime dependency tree of the lockfile. The
+// bounds are today's figures plus some room, so growth is a decision, not an accident.
+const ROOT = join(import.meta.dirname, '..', '..', '..');
+const MAX_PACKED_BYTES = 520 * 1024;
+const MAX_UNPACKED_BYTES = 2 * 1024 * 1024;
+const MAX_DIRECT_DEPENDENCIES = 4;
+const MAX_INSTALLED_PACKAGES = 32;
+
+interface PackReport { size: number; unpackedSize: number; entryCount: number; files: { path: string; size: number }[] }
+interface Manifest { scripts?: Record<string, string>; dependencies?: Record<string, string>; license?: string }
+interface Lockfile { packages: Record<string, { dev?: boolean; optional?: boolean; devOptional?: boolean }> }
+
+function pack(): PackReport {
+  const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return (JSON.parse(out) as PackReport[])[0]!;
+}
+
+describe('the published package', () => {
+  const report = pack();
+  const paths = report.files.map((f) => f.path);
+  const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Manifest;
+
+  it('ships the license, the README, the CLI and both module forms', () => {
+    for (const path of ['LICENSE', 'README.md', 'package.json', 'bin/kiln.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/cjs/index.cjs', 'dist/cjs/kiln.cjs']) {
+      assert.ok(paths.includes(path), `${path} is in the package`);
+    }
+    assert.match(readFileSync(join(ROOT, 'LICENSE'), 'utf8'), /Apache License\s+Version 2\.0/);
+    assert.equal(manifest.license, 'Apache-2.0');
+  });
+
+  it('ships no source maps (their sources are not shipped), no tests, no TypeScript sources', () => {
+    assert.deepEqual(paths.filter((p) => p.endsWith('.map')), []);
+    assert.deepEqual(paths.filter((p) => p.startsWith('dist/test/') || p.startsWith('src/') || p.startsWith('test/') || p.endsWith('.tgz')), []);
+  });
+
+  it('runs nothing when installed (no prepare or install scripts for npm to warn about)', () => {
+    for (const hook of ['preinstall', 'install', 'postinstall', 'prepare', 'prepublish']) {
+      assert.equal(manifest.scripts?.[hook], undefined, `scripts.${hook}`);
+    }
+  });
+
+  it('stays small: packed size, unpacked size and the runtime dependency tree are bounded (figures reported)', (t) => {
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as Lockfile;
+    // Packages an install of Kiln brings, optional native builds aside (npm installs the one for the platform at most).
+    const installed = Object.entries(lock.packages).filter(([path, meta]) => path !== '' && !meta.dev && !meta.devOptional && !meta.optional).map(([path]) => path.replace(/^.*node_modules\//, ''));
+    const direct = Object.keys(manifest.dependencies ?? {});
+    t.diagnostic(`packed ${(report.size / 1024).toFixed(0)} KiB, unpacked ${(report.unpackedSize / 1024).toFixed(0)} KiB, ${report.entryCount} files; ${direct.length} direct runtime dependencies (${direct.join(', ')}), ${installed.length} packages installed in all`);
+    assert.ok(report.size <= MAX_PACKED_BYTES, `packed ${report.size} B > ${MAX_PACKED_BYTES}`);
+    assert.ok(report.unpackedSize <= MAX_UNPACKED_BYTES, `unpacked ${report.unpackedSize} B > ${MAX_UNPACKED_BYTES}`);
+    assert.ok(direct.length <= MAX_DIRECT_DEPENDENCIES, `direct dependencies: ${direct.join(', ')}`);
+    assert.ok(installed.length <= MAX_INSTALLED_PACKAGES, `installed packages: ${installed.join(', ')}`);
+  });
+});
