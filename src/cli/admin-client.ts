@@ -54,8 +54,8 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
     req.on('timeout', () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
     req.on('error', reject);
     req.end();
-  }).catch((err: Error) => {
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${redactCredentials(target.url)} not reachable: ${redactCredentials(err.message)}`, { cause: err });
+  }).catch((err: NodeJS.ErrnoException) => {
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${redactCredentials(target.url)} not reachable: ${redactCredentials(err.message)}${unreachableHint(err)}`, { cause: err });
   });
   let body: unknown = {};
   try {
@@ -65,6 +65,13 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
   }
   if (status < 200 || status >= 300) throw errorFromWire(body);
   return body as T;
+}
+
+// A kiln server opens no admin port unless asked, so a refused connection is most often
+// a server started without --admin-port: say so, with the two ways out.
+function unreachableHint(err: NodeJS.ErrnoException): string {
+  if (err.code !== 'ECONNREFUSED') return '';
+  return '\n  is its admin port open? A kiln server serves the admin API only when started with --admin-port <n> (e.g. --admin-port 9511);\n  pass --admin http://host:port (or set KILN_ADMIN_URL) when it listens elsewhere';
 }
 
 export interface Overview {

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
-import { KILN_BIN, startKilnServer, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { freePort, KILN_BIN, startKilnServer, waitFor, type ServerProcess } from '../helpers/processes.js';
 
 const run = promisify(execFile);
 
@@ -95,6 +95,11 @@ describe('operator CLI', () => {
     const res = await fetch(`${adminUrl}/api/overview`, { headers: { authorization: `Bearer ${server.token}` } });
     assert.equal(res.status, 401);
     await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', adminUrl], { env: { ...process.env, KILN_ADMIN_TOKEN: '', KILN_TOKEN: server.token } }), (err: { stderr: string; code: number }) => err.code !== 0 && /no admin token: .*\[KILN_ERR_INVALID_OPTION\]/.test(err.stderr));
+  });
+
+  it('a refused admin port gets a hint: the server opens one only with --admin-port', async () => {
+    const closedPort = await freePort();
+    await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', `http://127.0.0.1:${closedPort}`], { env: { ...process.env, KILN_ADMIN_TOKEN: 'x'.repeat(40) } }), (err: { stderr: string; code: number }) => err.code !== 0 && /not reachable: .*ECONNREFUSED/.test(err.stderr) && /--admin-port <n>/.test(err.stderr) && /KILN_ADMIN_URL/.test(err.stderr));
   });
 
   it('a wrong token is a clear error', async () => {
