@@ -44,7 +44,7 @@ export const SHOP_PAGE = `<!doctype html>
   <ul id="cart"></ul>
   <button id="clear-cart" class="secondary" type="button">Empty cart</button>
 </section>
-<p class="muted">Session <code id="session-id">none</code></p>
+<p class="muted">Session <code id="session-id">no session yet</code></p>
 <script>
 async function api(method, path, body) {
   const res = await fetch(path, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
@@ -55,8 +55,13 @@ function render(s) {
   document.getElementById('user').textContent = (s.data && s.data.user) || 'nobody';
   const items = (s.data && s.data.cart) || [];
   document.getElementById('cart-count').textContent = String(items.reduce((n, i) => n + i.qty, 0));
-  document.getElementById('cart').innerHTML = items.map((i) => '<li>' + i.sku + ' × ' + i.qty + '</li>').join('');
-  document.getElementById('session-id').textContent = s.sessionId || 'none';
+  // Text nodes only: a sku is whatever a client posted, never markup.
+  document.getElementById('cart').replaceChildren(...items.map((i) => {
+    const li = document.createElement('li');
+    li.textContent = i.sku + ' × ' + i.qty;
+    return li;
+  }));
+  document.getElementById('session-id').textContent = s.sessionId || 'no session yet';
 }
 async function refresh() { render(await api('GET', '/api/session')); }
 document.querySelectorAll('button[data-sku]').forEach((b) => b.addEventListener('click', async () => { await api('POST', '/api/cart', { sku: b.dataset.sku, qty: 1 }); await refresh(); }));

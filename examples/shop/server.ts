@@ -38,9 +38,12 @@ app.use(sessions);
 const s = (req: Request) => (req as unknown as { session: KilnSessionObject }).session;
 const sid = (req: Request) => (req as unknown as { sessionID: string }).sessionID;
 const cartOf = (req: Request): CartLine[] => (s(req)?.['cart'] as CartLine[] | undefined) ?? [];
+// A visitor who has stored nothing has no session yet (an uninitialized one is never
+// saved), so the page shows no id rather than one that will not exist after the next click.
 const view = (req: Request) => {
   const current = s(req);
-  return { node, sessionId: current ? sid(req) : null, data: current ? { user: current['user'] ?? null, cart: cartOf(req) } : { user: null, cart: [] } };
+  const stored = current !== undefined && (current['user'] !== undefined || current['cart'] !== undefined);
+  return { node, sessionId: stored ? sid(req) : null, data: current ? { user: current['user'] ?? null, cart: cartOf(req) } : { user: null, cart: [] } };
 };
 
 app.get('/', (_req, res) => void res.type('html').send(SHOP_PAGE));

@@ -21,6 +21,27 @@ describe('a real browser on the shop through kiln demo', () => {
     await demo?.stop();
   });
 
+  it('shows "no session yet" until something is stored, and renders a hostile sku as text (no script runs)', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${demo.url}/`);
+    await page.locator('#node', { hasText: /^app-\d$/ }).waitFor();
+    assert.equal(await page.textContent('#session-id'), 'no session yet');
+    const hostile = '<img src=x onerror="window.__shopXss=1">';
+    // Posted from the page's own origin, as a crafted link or another tab could.
+    await page.evaluate(async (sku) => {
+      await fetch('/api/cart', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sku, qty: 1 }) });
+    }, hostile);
+    await page.reload();
+    await page.locator('#cart-count', { hasText: /^1$/ }).waitFor({ timeout: 5000 });
+    assert.deepEqual(await page.$$eval('#cart li', (lis) => lis.map((li) => li.textContent)), [`${hostile} × 1`]);
+    assert.equal(await page.$$eval('#cart img', (imgs) => imgs.length), 0, 'no element was made from the sku');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await page.evaluate(() => (globalThis as unknown as { __shopXss?: number }).__shopXss), undefined, 'no script ran');
+    assert.match((await page.textContent('#session-id')) ?? '', /^[A-Za-z0-9_-]{16,}/, 'the stored session is shown');
+    await page.screenshot({ path: join(SHOTS, 'shop-hostile-sku.png'), fullPage: true });
+    await page.close();
+  });
+
   it('adds to the cart, logs in, and still shows both after the serving node is killed', async () => {
     const page = await browser.newPage();
     await page.goto(`${demo.url}/`);
