@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { KilnError, errorFromWire } from '../errors/index.js';
+import { readDemoState } from './demo-state.js';
 
 /**
  * What the operator commands (status, sessions, top) share: where the admin API is, the
@@ -18,6 +19,8 @@ export const ADMIN_FLAGS = {
 export const ADMIN_HELP = `  --admin <url>            the kiln server's admin API (default KILN_ADMIN_URL or http://127.0.0.1:9511)
   --token-file <file>      admin or read-only bearer token (default KILN_ADMIN_TOKEN; the server
                            writes a generated one to <data dir>/admin.token)
+                           With neither --admin/KILN_ADMIN_URL nor a token, a running
+                           \`kiln demo\` of this user is used
   --ca-file <file>         PEM CA certificate to trust for an https:// admin API (default KILN_ADMIN_CA)
   --json                   machine-readable output`;
 
@@ -28,10 +31,16 @@ export interface AdminTarget {
 }
 
 export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca-file'?: string }): AdminTarget {
-  const url = (values.admin ?? process.env['KILN_ADMIN_URL'] ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
+  // An empty variable counts as unset, so `KILN_ADMIN_TOKEN=` left in a shell does not block the fallbacks.
+  const env = (name: string): string | undefined => process.env[name] || undefined;
+  const explicitUrl = values.admin ?? env('KILN_ADMIN_URL');
+  const explicitToken = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : env('KILN_ADMIN_TOKEN');
+  // Named neither where nor how: a `kiln demo` of this user that is running answers both.
+  const demo = explicitUrl === undefined && explicitToken === undefined ? readDemoState() : undefined;
+  const url = (explicitUrl ?? demo?.adminUrl ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
   if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin must be an http:// or https:// URL');
   // Not KILN_TOKEN: the client token opens no admin port.
-  const token = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : (process.env['KILN_ADMIN_TOKEN'] ?? '');
+  const token = explicitToken ?? (demo ? readFileSync(demo.adminTokenFile, 'utf8').trim() : '');
   if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN');
   const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
   return { url, token, ca: caFile ? readFileSync(caFile, 'utf8') : undefined };
