@@ -1,110 +1,139 @@
 /**
- * Kiln shop: a small Express app whose page shows which node served you, your cart and
- * your login. `kiln demo` runs three of these behind `kiln balancer`.
+ * Kiln shop: a small app whose page shows which node served you, your cart and your
+ * login. `kiln demo` runs three of these behind `kiln balancer`.
  *
  *   PORT=3001 NODE_NAME=app-1 KILN_ENGINE=kiln://127.0.0.1:9510 KILN_TOKEN=… SESSION_SECRET=… node dist/examples/shop/server.js
  *
- * In your own app the import is `from 'kiln/express'`.
+ * It is written on `node:http` with `kiln/http`, so the demo runs from an installed
+ * package with nothing else to install; with Express the same routes are
+ * `app.use(session(…))` from `kiln/express` and `req.session` (see the README).
+ * In your own app the import is `from 'kiln/http'`.
  */
-import express, { type NextFunction, type Request, type Response } from 'express';
-import { session, type KilnSessionObject } from '../../src/adapters/express/index.js';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createSessions, type KilnSessionObject } from '../../src/adapters/http/index.js';
+import { toKilnError } from '../../src/errors/index.js';
 import { SHOP_PAGE } from './page.js';
 
 const port = Number(process.env['PORT'] ?? 3000);
 const host = process.env['HOST'] ?? '127.0.0.1';
 const node = process.env['NODE_NAME'] ?? `shop-${process.pid}`;
 const engine = process.env['KILN_ENGINE'] || undefined;
+const MAX_BODY_BYTES = 16 * 1024;
 
 interface CartLine {
   sku: string;
   qty: number;
 }
 
-const sessions = session({
+const sessions = createSessions({
   secret: (process.env['SESSION_SECRET'] ?? 'kiln-shop-demo-secret').split(','),
   engine,
   route: node,
   cookie: { maxAge: 7 * 86_400_000, secure: 'auto' },
   idleTimeout: 24 * 3600_000,
+  // The shop listens on loopback behind kiln balancer, whose X-Forwarded-Proto says whether the visitor used TLS.
+  proxy: true,
 });
 
-const app = express();
-app.disable('x-powered-by');
-app.set('trust proxy', 'loopback');
-app.get('/healthz', (_req, res) => void res.json({ ok: true, node }));
-app.use(express.json({ limit: '16kb' }));
-app.use(sessions);
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
 
-const s = (req: Request) => (req as unknown as { session: KilnSessionObject }).session;
-const sid = (req: Request) => (req as unknown as { sessionID: string }).sessionID;
-const cartOf = (req: Request): CartLine[] => (s(req)?.['cart'] as CartLine[] | undefined) ?? [];
+function send(res: ServerResponse, status: number, body: unknown): void {
+  res.statusCode = status;
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.end(JSON.stringify(body));
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, 'PAYLOAD_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk);
+  }
+  if (size === 0) return {};
+  try {
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    return body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
+  } catch {
+    throw new HttpError(400, 'BAD_REQUEST', 'the body is not JSON');
+  }
+}
+
+const cartOf = (session: KilnSessionObject): CartLine[] => (session['cart'] as CartLine[] | undefined) ?? [];
+
 // A visitor who has stored nothing has no session yet (an uninitialized one is never
 // saved), so the page shows no id rather than one that will not exist after the next click.
-const view = (req: Request) => {
-  const current = s(req);
-  const stored = current !== undefined && (current['user'] !== undefined || current['cart'] !== undefined);
-  return { node, sessionId: stored ? sid(req) : null, data: current ? { user: current['user'] ?? null, cart: cartOf(req) } : { user: null, cart: [] } };
+const view = (session: KilnSessionObject) => {
+  const stored = session['user'] !== undefined || session['cart'] !== undefined;
+  return { node, sessionId: stored ? session.id : null, data: { user: session['user'] ?? null, cart: cartOf(session) } };
 };
 
-app.get('/', (_req, res) => void res.type('html').send(SHOP_PAGE));
-app.get('/api/session', (req, res) => void res.json(view(req)));
-app.get('/api/cart', (req, res) => void res.json({ node, items: cartOf(req) }));
-app.post('/api/cart', (req, res) => {
-  const sku = String(req.body?.sku ?? '').slice(0, 64);
-  const qty = Math.max(1, Math.min(100, Number(req.body?.qty ?? 1) | 0));
-  if (!sku) {
-    res.status(400).json({ code: 'BAD_REQUEST', message: 'sku is required' });
+async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  const method = req.method ?? 'GET';
+  // Health checks and the page itself need no session (and must not create one).
+  if (method === 'GET' && path === '/healthz') return send(res, 200, { ok: true, node });
+  if (method === 'GET' && path === '/') {
+    res.setHeader('content-type', 'text/html; charset=utf-8');
+    res.end(SHOP_PAGE);
     return;
   }
-  const cart = s(req)['cart'] as CartLine[] | undefined;
-  if (!cart) s(req)['cart'] = [{ sku, qty }];
-  else {
-    const line = cart.find((l) => l.sku === sku);
-    if (line) line.qty += qty;
-    else cart.push({ sku, qty });
-  }
-  res.json({ node, items: cartOf(req) });
-});
-app.delete('/api/cart', (req, res) => {
-  delete s(req)['cart'];
-  res.json({ node, items: [] });
-});
-app.post('/api/login', async (req, res, next) => {
-  try {
-    const user = String(req.body?.user ?? '').trim().slice(0, 64);
-    if (!user) {
-      res.status(400).json({ code: 'BAD_REQUEST', message: 'user is required' });
-      return;
+  if (!path?.startsWith('/api/')) return send(res, 404, { code: 'NOT_FOUND', message: `${method} ${path} is not a route` });
+  const body = method === 'POST' ? await readJson(req) : {};
+  const session = (await sessions.load(req, res))!;
+  switch (`${method} ${path}`) {
+    case 'GET /api/session':
+      return send(res, 200, view(session));
+    case 'GET /api/cart':
+      return send(res, 200, { node, items: cartOf(session) });
+    case 'POST /api/cart': {
+      const sku = String(body['sku'] ?? '').slice(0, 64);
+      const qty = Math.max(1, Math.min(100, Number(body['qty'] ?? 1) | 0));
+      if (!sku) throw new HttpError(400, 'BAD_REQUEST', 'sku is required');
+      const cart = session['cart'] as CartLine[] | undefined;
+      if (!cart) session['cart'] = [{ sku, qty }];
+      else {
+        const line = cart.find((l) => l.sku === sku);
+        if (line) line.qty += qty;
+        else cart.push({ sku, qty });
+      }
+      return send(res, 200, { node, items: cartOf(session) });
     }
-    await s(req).regenerate({ keep: ['cart'] });
-    s(req).principal = user;
-    s(req)['user'] = user;
-    res.json(view(req));
-  } catch (err) {
-    next(err);
+    case 'DELETE /api/cart':
+      delete session['cart'];
+      return send(res, 200, { node, items: [] });
+    case 'POST /api/login': {
+      const user = String(body['user'] ?? '').trim().slice(0, 64);
+      if (!user) throw new HttpError(400, 'BAD_REQUEST', 'user is required');
+      await session.regenerate({ keep: ['cart'] });
+      session.principal = user;
+      session['user'] = user;
+      return send(res, 200, view(session));
+    }
+    case 'POST /api/logout':
+      await session.destroy();
+      return send(res, 200, { node, ok: true });
+    case 'POST /api/logout-everywhere':
+      return send(res, 200, { node, ended: await session.logoutEverywhere() });
+    default:
+      return send(res, 404, { code: 'NOT_FOUND', message: `${method} ${path} is not a route` });
   }
-});
-app.post('/api/logout', async (req, res, next) => {
-  try {
-    await s(req).destroy();
-    res.json({ node, ok: true });
-  } catch (err) {
-    next(err);
-  }
-});
-app.post('/api/logout-everywhere', async (req, res, next) => {
-  try {
-    const ended = await s(req).logoutEverywhere();
-    res.json({ node, ended });
-  } catch (err) {
-    next(err);
-  }
-});
-app.use((err: Error & { code?: string }, _req: Request, res: Response, _next: NextFunction) => {
-  res.status(500).json({ code: err.code ?? 'INTERNAL', message: err.message });
-});
+}
 
-const server = app.listen(port, host, () => {
+const server = createServer((req, res) => {
+  route(req, res).catch((err: unknown) => {
+    if (res.headersSent) return void res.destroy();
+    if (err instanceof HttpError) return send(res, err.status, { code: err.code, message: err.message });
+    const e = toKilnError(err);
+    send(res, 500, { code: e.code, message: e.message });
+  });
+});
+server.listen(port, host, () => {
   const address = server.address();
   process.stdout.write(`shop ${node} listening on ${typeof address === 'object' && address ? address.port : port}\n`);
 });
