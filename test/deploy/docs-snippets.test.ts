@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import ts from 'typescript';
-import { freePort, removeDir, ROOT, startKilnServer, trackChild, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { exerciseProgram, isDeclaration, isProgram, makesApp, probeFor, snippets, withPorts } from '../helpers/doc-snippets.js';
+import { freePort, removeDir, ROOT, startKilnServer, type ServerProcess } from '../helpers/processes.js';
 
 /**
  * Every JavaScript and TypeScript block of the README and docs/ does what a reader who
@@ -22,51 +23,6 @@ import { freePort, removeDir, ROOT, startKilnServer, trackChild, waitFor, type S
  */
 const run = promisify(execFile);
 const SECRET = 'docs-snippets-secret-0123456789-abcdefgh';
-
-interface Snippet { file: string; line: number; lang: 'js' | 'ts'; code: string }
-
-function markdownFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) return markdownFiles(path);
-    return entry.name.endsWith('.md') ? [path] : [];
-  });
-}
-
-function snippets(): Snippet[] {
-  const out: Snippet[] = [];
-  for (const path of [join(ROOT, 'README.md'), ...markdownFiles(join(ROOT, 'docs'))]) {
-    const lines = readFileSync(path, 'utf8').split('\n');
-    for (let i = 0; i < lines.length; i++) {
-      const open = /^```(js|javascript|mjs|cjs|ts|typescript)\s*$/.exec(lines[i]!);
-      if (!open) continue;
-      const start = i;
-      const body: string[] = [];
-      for (i++; i < lines.length && !lines[i]!.startsWith('```'); i++) body.push(lines[i]!);
-      out.push({ file: relative(ROOT, path), line: start + 1, lang: open[1]!.startsWith('t') ? 'ts' : 'js', code: body.join('\n') });
-    }
-  }
-  return out;
-}
-
-const isProgram = (s: Snippet) => /\b(listen|serve)\(/.test(s.code) && /\bfrom '/.test(s.code);
-/** A block that makes an app is a program, and a program that never listens exits at once when run. */
-const makesApp = (s: Snippet) => /\b(express\(\)|Fastify\(|new Koa\(|new Hono\b|createServer\()/.test(s.code);
-const isDeclaration = (s: Snippet) => /^declare module '([^']+)'/.test(s.code.trim());
-
-/** What a reader would do with the program once it runs: two requests, the second sees the first's session. */
-interface Probe { method: string; path: string; body?: unknown; check: (second: string) => boolean; expect: string }
-function probeFor(code: string): Probe | undefined {
-  if (/app\.post\('\/cart\/:sku'/.test(code)) return { method: 'POST', path: '/cart/tea', check: (b) => (JSON.parse(b) as { items: number }).items === 2, expect: '{ items: 2 }' };
-  if (/\.post\('\/cart'/.test(code)) return { method: 'POST', path: '/cart', body: { sku: 'tea' }, check: (b) => (JSON.parse(b) as { items: number }).items === 2, expect: '{ items: 2 }' };
-  if (/ctx\.session\.views/.test(code)) return { method: 'GET', path: '/', check: (b) => (JSON.parse(b) as { views: number }).views === 2, expect: '{ views: 2 }' };
-  if (/visit \$\{session\.visits\}/.test(code)) return { method: 'GET', path: '/', check: (b) => b === 'visit 2', expect: 'visit 2' };
-  return undefined;
-}
-
-function cookiesOf(res: Response): string {
-  return res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-}
 
 describe('the code blocks of README.md and docs/', () => {
   const all = snippets();
@@ -132,37 +88,13 @@ describe('the code blocks of README.md and docs/', () => {
       const probe = probeFor(s.code);
       assert.ok(probe, `no probe says what ${s.file}:${s.line} should answer: add one`);
       const port = await freePort();
-      const code = s.code.replaceAll('127.0.0.1:9510', `127.0.0.1:${server.port}`).replace(/listen\(3000\)/g, `listen(${port})`).replace(/port: 3000\b/g, `port: ${port}`);
+      const code = withPorts(s.code, server.port, port);
       assert.notEqual(code, s.code, 'the program names the usual ports');
       let source = code;
       if (s.lang === 'ts') source = ts.transpileModule(code, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
       const path = join(work, `program-${s.line}-${relative(ROOT, s.file).replace(/\W/g, '-')}.mjs`);
       writeFileSync(path, source);
-      const child = spawn(process.execPath, [path], { cwd: work, env: { ...process.env, SESSION_SECRET: SECRET, KILN_TOKEN: server.token, NODE_NAME: 'app-1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-      child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-      const exited = trackChild(child);
-      try {
-        const base = `http://127.0.0.1:${port}`;
-        // A TLS terminator in front, as the Fastify block's Secure-cookie default expects; the others ignore it.
-        const headers = { 'content-type': 'application/json', 'x-forwarded-proto': 'https' };
-        const send = (cookie: string) => fetch(`${base}${probe.path}`, { method: probe.method, headers: cookie ? { ...headers, cookie } : headers, ...(probe.body ? { body: JSON.stringify(probe.body) } : {}) });
-        const first = await waitFor(async () => {
-          if (child.exitCode !== null) throw new Error(`the program exited (${child.exitCode}):\n${output}`);
-          return send('').catch(() => undefined);
-        }, 15_000, `${s.file}:${s.line} listening`);
-        assert.equal(first.status, 200, `first request: ${first.status} ${await first.text()}\n${output}`);
-        const cookie = cookiesOf(first);
-        assert.ok(cookie, 'the first answer sets the session cookie');
-        const second = await send(cookie);
-        const text = await second.text();
-        assert.equal(second.status, 200, text);
-        assert.ok(probe.check(text), `second answer ${text}, expected ${probe.expect}`);
-      } finally {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      await exerciseProgram(path, { cwd: work, port, probe, env: { SESSION_SECRET: SECRET, KILN_TOKEN: server.token, NODE_NAME: 'app-1' } });
     });
   }
 });
