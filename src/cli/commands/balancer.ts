@@ -29,7 +29,10 @@ Options:
   --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host/-For are kept: addresses, CIDRs
                            or "loopback", comma-separated (e.g. the TLS terminator in front);
                            from anyone else they are overwritten
-Limits (a slow or greedy client must not take the balancer down):
+  --log-level <level>      debug | info | warn | error | silent (default info)
+  -h, --help
+
+Limits (so that slow or greedy clients cannot take the balancer down):
   --headers-timeout-ms <n>      request headers complete within n ms, else 408 (default 10000)
   --body-idle-timeout-ms <n>    a request body silent for n ms gets 408 (default 10000)
   --body-timeout-ms <n>         a request body complete within n ms of its headers, else 408 (default 60000)
@@ -40,8 +43,6 @@ Limits (a slow or greedy client must not take the balancer down):
   --body-buffer-bytes <n>       bytes of a body read before an app server is picked (default 65536)
   --max-connections-per-client <n>  open connections per source address (default 256)
   --max-connections <n>         open client connections in all (default 10000)
-  --log-level <level>      debug | info | warn | error | silent (default info)
-  -h, --help
 
 Admin (Authorization: Bearer <admin token>; 401 without it): GET /_kiln/balancer
 (JSON: nodes, health, requests, active connections); POST /_kiln/balancer/nodes/<name>/drain
