@@ -73,6 +73,7 @@ export class RequestBody {
     // From here the body is not kept: it cannot be replayed, and memory stays bounded.
     this.streamed = true;
     this.chunks = [];
+    this.armIdle();
     this.req.pipe(dest);
   }
 
@@ -91,7 +92,9 @@ export class RequestBody {
     this.buffered += chunk.length;
     if (this.buffered >= this.deadlines.bufferBytes) {
       // Enough to pick a node on; the rest waits in the socket until the upstream is ready.
+      // The client is not silent while we do not read: the idle clock stops till then.
       this.req.pause();
+      clearTimeout(this.idleTimer);
       this.release();
     }
   };
@@ -110,6 +113,11 @@ export class RequestBody {
 
   private fire(kind: BodyTimeout): void {
     if (this.ended) return;
+    if (kind === 'idle' && this.req.readableFlowing === false) {
+      // Paused by the pipe: the app server reads slowly, the client is not to blame.
+      this.armIdle();
+      return;
+    }
     this.stop();
     this.req.off('data', this.onData);
     this.onTimeout(kind);

@@ -273,6 +273,16 @@ describe('kiln balancer deadlines and limits (#23 item 2)', () => {
     assert.equal((await call(`${lb.url}/echo`, { method: 'POST', body: 'fine' })).status, 200);
   });
 
+  it('a large body that stops midway, already streaming to the app, gets 408 and the upstream request is aborted', async () => {
+    const sentBefore = (await appStats(apps[0]!)).hits['/echo'] ?? 0;
+    const r = await rawTalk(lb.port, `POST /echo HTTP/1.1\r\nHost: shop\r\nContent-Length: 500000\r\n\r\n${'x'.repeat(100_000)}`, 8_000);
+    assert.match(r.text, /^HTTP\/1\.1 408/);
+    assert.match(r.text, /KILN_ERR_REQUEST_TIMEOUT/);
+    assert.ok(r.closed && r.ms >= 900 && r.ms < 3_000, `${r.ms.toFixed(0)} ms`);
+    await waitFor(async () => (await appStats(apps[0]!)).inProgress === 0, 3_000, 'the app no longer holds the abandoned upload');
+    assert.equal((await appStats(apps[0]!)).hits['/echo'], sentBefore + 1, 'past the 64 KiB read ahead the upload was streaming to the app');
+  });
+
   it('an idle keep-alive connection is closed after --keep-alive-timeout-ms', async () => {
     const r = await rawTalk(lb.port, 'GET /ok HTTP/1.1\r\nHost: shop\r\n\r\n', 8_000);
     assert.match(r.text, /^HTTP\/1\.1 200/);
