@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Agent, request, type IncomingHttpHeaders } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -424,5 +425,27 @@ describe('kiln balancer when an app server is SIGKILLed mid-request (#23 item 5)
     assert.equal(s.nodes.find((n) => n.name === 'app-1')?.healthy, false, 'the killed node is marked down at once');
     assert.ok(s.nodes.every((n) => n.active === 0));
     assert.equal((await call(`${lb.url}/ok`)).status, 200);
+  });
+
+  it('with route affinity, a session whose node died mid-request is answered by one live node, and stays there', async () => {
+    const trio = await startApps(['app-1', 'app-2', 'app-3']);
+    const routed = await startBalancer(trio, ['--affinity', 'route', '--health-interval-ms', '60000']);
+    try {
+      const sessions = Array.from({ length: 12 }, () => `connect.sid=${randomBytes(18).toString('base64url')}.app-1`);
+      const inFlight = sessions.map((cookie) => call(`${routed.url}/sleep?ms=1500`, { headers: { cookie } }));
+      await waitFor(async () => (await appStats(trio[0]!)).inProgress === 12, 5_000, 'the sessions in flight on their node, app-1');
+      await trio[0]!.kill();
+      const answers = await Promise.all(inFlight);
+      assert.deepEqual(answers.map((r) => r.status), answers.map(() => 200));
+      const movedTo = answers.map((r) => (JSON.parse(r.body) as { node: string }).node);
+      assert.ok(movedTo.every((n) => n === 'app-2' || n === 'app-3'), movedTo.join());
+      for (const [i, cookie] of sessions.entries()) {
+        const next = await call(`${routed.url}/ok`, { headers: { cookie } });
+        assert.equal((JSON.parse(next.body) as { node: string }).node, movedTo[i], 'the session keeps to the node its retried request went to (its lease settles there)');
+      }
+    } finally {
+      await routed.kill();
+      await Promise.all(trio.map((a) => a.kill()));
+    }
   });
 });
