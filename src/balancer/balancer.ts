@@ -8,7 +8,10 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
 import { HealthChecker } from './health.js';
+import { cookieValue, firstValue, hasBody, rawAnswer, stripHopByHop } from './http-util.js';
+import { ConnectionLimiter, DEFAULT_LIMITS, LIMIT_RANGES, type BalancerLimits } from './limits.js';
 import { BackendNode } from './node-table.js';
+import { newProxyCounters, proxyRequest, type ProxyHost } from './proxy.js';
 import { TrustedProxies } from './trusted-proxies.js';
 import { checkTokenStrength } from '../util/secret-file.js';
 
@@ -52,8 +55,12 @@ export interface BalancerOptions {
   logger?: Logger;
 }
 
+/** Plus the bounds of limits.ts (headersTimeoutMs, queueTimeoutMs, maxConnectionsPerClient, …), each optional. */
+export type KilnBalancerOptions = BalancerOptions & Partial<BalancerLimits>;
+
 const ADMIN_PREFIX = '/_kiln/balancer';
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+/** How often Node checks open connections against headersTimeout (its default, 30 s, would let a slow header live 40 s). */
+const CONNECTION_CHECK_MS = 1_000;
 
 export class KilnBalancer {
   readonly nodes: BackendNode[];
@@ -70,10 +77,18 @@ export class KilnBalancer {
   private turn = 0;
   private boundPort = 0;
   private readonly startedAt = Date.now();
-  readonly counters = { requests: 0, retries: 0, failovers: 0, errors: 0, upgrades: 0, noNode: 0 };
+  readonly limits: BalancerLimits;
+  private readonly connections: ConnectionLimiter;
+  /** Sockets over a connection limit: answered 503 and closed, never proxied. */
+  private readonly refused = new WeakSet<Socket>();
+  private readonly proxyHost: ProxyHost;
+  readonly counters = { requests: 0, upgrades: 0, ...newProxyCounters() };
 
-  constructor(options: BalancerOptions) {
-    const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'trustProxy', 'logger']);
+  constructor(options: KilnBalancerOptions) {
+    const limitNames = Object.keys(DEFAULT_LIMITS) as (keyof BalancerLimits)[];
+    const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'trustProxy', 'logger', ...limitNames]);
+    this.limits = Object.fromEntries(limitNames.map((name) => [name, o.int(name, DEFAULT_LIMITS[name], ...LIMIT_RANGES[name])])) as unknown as BalancerLimits;
+    this.connections = new ConnectionLimiter(this.limits.maxConnectionsPerClient, this.limits.maxConnections);
     this.host = o.string('host', '127.0.0.1');
     this.port = o.int('port', 8080, 0, 65535);
     this.affinity = o.oneOf('affinity', ['route', 'cookie', 'none'], 'route');
@@ -86,7 +101,7 @@ export class KilnBalancer {
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
     const nodes = o.any('nodes');
     if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });
-    this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(n.name, n.url), { pid: n.pid }));
+    this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(n.name, n.url, this.limits.upstreamSockets), { pid: n.pid }));
     const names = new Set(this.nodes.map((n) => n.name));
     if (names.size !== this.nodes.length) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: node names must be unique');
     this.health = new HealthChecker(
@@ -94,9 +109,24 @@ export class KilnBalancer {
       { path: o.string('healthPath', '/healthz'), intervalMs: o.int('healthIntervalMs', 1000, 50), timeoutMs: o.int('healthTimeoutMs', 1000, 10), fall: o.int('healthFall', 2, 1, 100) },
       (node, healthy) => this.log.warn(healthy ? 'node up' : 'node down', { node: node.name, reason: node.lastError }),
     );
-    this.server = createServer((req, res) => this.onRequest(req, res));
+    this.proxyHost = {
+      limits: this.limits,
+      counters: this.counters,
+      log: this.log,
+      pick: (req, tried) => this.pick(req, tried),
+      upstreamHeaders: (req) => this.forwardedHeaders(req),
+      adjustResponse: (req, node, headers) => {
+        if (this.affinity === 'cookie' && cookieValue(req.headers.cookie, this.balancerCookie) !== node.name) {
+          headers['set-cookie'] = [...(headers['set-cookie'] ?? []), `${this.balancerCookie}=${node.name}; Path=/; HttpOnly; SameSite=Lax`];
+        }
+      },
+      suspect: (node) => this.health.probe(node),
+    };
+    // Bodies have their own deadlines (request-body.ts); requestTimeout 0 leaves them to it.
+    this.server = createServer({ headersTimeout: this.limits.headersTimeoutMs, requestTimeout: 0, keepAliveTimeout: this.limits.keepAliveTimeoutMs, connectionsCheckingInterval: CONNECTION_CHECK_MS }, (req, res) => this.onRequest(req, res));
+    // Before the HTTP parser's own listener, so a refused socket is answered before anything is parsed.
+    this.server.prependListener('connection', (socket: Socket) => this.onConnection(socket));
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket as Socket, head));
-    this.server.keepAliveTimeout = 5000;
   }
 
   async start(): Promise<{ host: string; port: number }> {
@@ -148,6 +178,8 @@ export class KilnBalancer {
       uptimeMs: Date.now() - this.startedAt,
       pid: process.pid,
       ...this.counters,
+      connections: this.connections.stats(),
+      limits: this.limits,
       nodes: this.nodes.map((n) => n.toJSON()),
     };
   }
@@ -161,95 +193,26 @@ export class KilnBalancer {
     return chooseNode(this.nodes, { mode: this.affinity, wanted, sessionKey, exclude: tried, turn: this.turn++ });
   }
 
+  /** Over a limit: a 503 right away and the connection closed, whatever the client sends next. */
+  private onConnection(socket: Socket): void {
+    if (this.connections.admit(socket)) return;
+    this.refused.add(socket);
+    socket.on('error', () => undefined);
+    rawAnswer(socket, 503, { code: 'KILN_ERR_CLIENT_LIMIT', message: 'too many connections from this address (or in all) to the balancer' }, { 'retry-after': '1' });
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (this.refused.has(req.socket)) {
+      res.destroy();
+      return;
+    }
     if (req.url?.startsWith(ADMIN_PREFIX)) {
       this.admin(req, res);
       return;
     }
     this.counters.requests++;
-    this.forward(req, res, new Set());
-  }
-
-  private forward(req: IncomingMessage, res: ServerResponse, tried: Set<string>): void {
-    const node = this.pick(req, tried);
-    if (!node) {
-      this.counters.noNode++;
-      if (!res.headersSent) {
-        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
-        res.end(JSON.stringify({ code: 'KILN_ERR_NO_NODE', message: 'no healthy app server' }));
-      }
-      return;
-    }
-    if (tried.size > 0) this.counters.retries++;
-    tried.add(node.name);
-    node.active++;
-    node.requests++;
-    let released = false;
-    const release = (): void => {
-      if (!released) {
-        released = true;
-        node.active--;
-      }
-    };
-    let bodyStarted = false;
-    const upstream = request({
-      host: node.host,
-      port: node.port,
-      method: req.method,
-      path: req.url,
-      headers: this.forwardedHeaders(req),
-      agent: node.agent,
-    });
-    upstream.on('socket', (socket: Socket) => {
-      // The body is streamed only once the node accepted the connection, so a refused
-      // connection can be retried on another node with the body still unread.
-      const startBody = (): void => {
-        bodyStarted = true;
-        req.pipe(upstream);
-      };
-      if (socket.connecting) socket.once('connect', startBody);
-      else startBody();
-    });
-    upstream.on('response', (upRes) => {
-      if (this.affinity === 'cookie' && cookieValue(req.headers.cookie, this.balancerCookie) !== node.name) {
-        upRes.headers['set-cookie'] = [...(upRes.headers['set-cookie'] ?? []), `${this.balancerCookie}=${node.name}; Path=/; HttpOnly; SameSite=Lax`];
-      }
-      res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.headers));
-      upRes.pipe(res);
-      upRes.on('end', release);
-      upRes.on('error', () => {
-        release();
-        res.destroy();
-      });
-    });
-    upstream.on('error', (err: NodeJS.ErrnoException) => {
-      release();
-      const refused = err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      const retriable = !res.headersSent && (!bodyStarted || (upstream.reusedSocket && !hasBody(req)));
-      if (refused) {
-        node.failures++;
-        if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH') {
-          node.markDown(err.message);
-          this.log.warn('node down (connection refused)', { node: node.name });
-        }
-      }
-      if (refused && retriable) {
-        this.counters.failovers++;
-        this.forward(req, res, tried);
-        return;
-      }
-      this.counters.errors++;
-      if (!res.headersSent) {
-        res.writeHead(502, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ code: 'KILN_ERR_BAD_GATEWAY', message: `app server ${node.name} failed: ${err.message}` }));
-      } else {
-        res.destroy();
-      }
-    });
-    res.on('close', () => {
-      release();
-      if (!res.writableFinished) upstream.destroy();
-    });
+    proxyRequest(this.proxyHost, req, res);
   }
 
   /**
@@ -289,6 +252,10 @@ export class KilnBalancer {
    */
   private onUpgrade(req: IncomingMessage, client: Socket, head: Buffer): void {
     client.on('error', () => undefined);
+    if (this.refused.has(client)) {
+      client.destroy();
+      return;
+    }
     const websocket = String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket' && req.method === 'GET';
     if (!websocket && hasBody(req)) {
       // The body would have to be read from a socket the HTTP parser has let go of.
@@ -390,12 +357,6 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
-function firstValue(value: string | string[] | undefined): string | undefined {
-  const first = Array.isArray(value) ? value[0] : value;
-  const trimmed = first?.split(',')[0]?.trim();
-  return trimmed ? trimmed : undefined;
-}
-
 /** Header lines as the node sent them (names' case kept), for the 101 relayed verbatim. */
 function headerLines(raw: string[]): string {
   let out = '';
@@ -403,36 +364,4 @@ function headerLines(raw: string[]): string {
   return out;
 }
 
-/** A whole JSON answer on a socket the HTTP server has handed over, then close. */
-function rawAnswer(socket: Socket, status: number, body: unknown, extra: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close', ...extra }).map(([k, v]) => `${k}: ${v}`);
-  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n${head.join('\r\n')}\r\n\r\n${text}`);
-}
-
-const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 const UPGRADE_ANSWER_TIMEOUT_MS = 30_000;
-
-function cookieValue(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
-
-function stripHopByHop(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
-  const connectionTokens = new Set(String(headers['connection'] ?? '').toLowerCase().split(',').map((t) => t.trim()).filter(Boolean));
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
-}
-
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
-}

@@ -3,8 +3,11 @@ import type { BackendNode } from './node-table.js';
 
 /**
  * Active health checks: GET <healthPath> on every node each interval; `fall`
- * consecutive failures mark it down, one success brings it back. Passive detection (a
- * refused connection while proxying) marks a node down at once, in the proxy.
+ * consecutive failures mark it down, one success brings it back, and a refused
+ * connection marks it down at once (nothing listens: the process is gone). Passive
+ * detection: a refused connection while proxying marks a node down in the proxy, and a
+ * request the node took and closed without an answer triggers an immediate check
+ * (`probe`), so a killed node leaves the rotation before its next interval.
  */
 export interface HealthOptions {
   path: string;
@@ -15,6 +18,7 @@ export interface HealthOptions {
 
 export class HealthChecker {
   private timer: NodeJS.Timeout | undefined;
+  private readonly probing = new Set<BackendNode>();
 
   constructor(
     private readonly nodes: readonly BackendNode[],
@@ -36,9 +40,16 @@ export class HealthChecker {
     await Promise.all(this.nodes.map((n) => this.check(n)));
   }
 
+  /** One check of the node now, unless one is under way already. */
+  probe(node: BackendNode): void {
+    if (this.probing.has(node)) return;
+    this.probing.add(node);
+    void this.check(node).finally(() => this.probing.delete(node));
+  }
+
   private check(node: BackendNode): Promise<void> {
     return new Promise((resolve) => {
-      const done = (ok: boolean, reason?: string): void => {
+      const done = (ok: boolean, reason?: string, refused = false): void => {
         node.lastCheckAt = Date.now();
         if (ok) {
           node.consecutiveFailures = 0;
@@ -49,7 +60,7 @@ export class HealthChecker {
           }
         } else {
           node.consecutiveFailures++;
-          if (node.healthy && node.consecutiveFailures >= this.options.fall) {
+          if (node.healthy && (refused || node.consecutiveFailures >= this.options.fall)) {
             node.markDown(reason ?? 'health check failed');
             this.onChange(node, false);
           }
@@ -61,7 +72,7 @@ export class HealthChecker {
         done((res.statusCode ?? 500) < 500, `health check answered ${res.statusCode}`);
       });
       req.on('timeout', () => req.destroy(new Error('health check timed out')));
-      req.on('error', (err) => done(false, err.message));
+      req.on('error', (err: NodeJS.ErrnoException) => done(false, err.message, err.code === 'ECONNREFUSED'));
       req.end();
     });
   }

@@ -8,7 +8,10 @@ const IDLE_SOCKET_MS = 4_000;
 export class BackendNode {
   healthy = true;
   draining = false;
+  /** Requests being proxied to the node, those waiting for a pool socket included. */
   active = 0;
+  /** Of those, the ones still waiting for a socket of the pool. */
+  queued = 0;
   requests = 0;
   failures = 0;
   consecutiveFailures = 0;
@@ -25,12 +28,14 @@ export class BackendNode {
    * only when the agent has a timeout of its own (with none, it kept sockets until the
    * app server closed them); IDLE_SOCKET_MS also covers apps that announce nothing.
    */
-  readonly agent = new Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: IDLE_SOCKET_MS });
+  readonly agent: Agent;
 
   constructor(
     readonly name: string,
     readonly url: string,
+    maxSockets = 256,
   ) {
+    this.agent = new Agent({ keepAlive: true, maxSockets, maxFreeSockets: Math.min(64, maxSockets), timeout: IDLE_SOCKET_MS });
     let parsed: URL;
     try {
       parsed = new URL(url);
@@ -57,6 +62,7 @@ export class BackendNode {
       pid: this.pid ?? null,
       requests: this.requests,
       active: this.active,
+      queued: this.queued,
       failures: this.failures,
       lastError: this.lastError ?? null,
       lastCheckAt: this.lastCheckAt || null,

@@ -5,6 +5,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { KilnBalancer } from '../../src/balancer/balancer.js';
+import { isKilnError } from '../../src/errors/index.js';
 import { KILN_BIN, removeDir, tempDir, trackChild, waitFor } from '../helpers/processes.js';
 
 describe('kiln balancer command', () => {
@@ -38,6 +40,23 @@ describe('kiln balancer command', () => {
       child.kill('SIGKILL');
       backend.close();
       removeDir(dir);
+    }
+  });
+
+  it('refuses a bad limit up front, naming the flag or the option', async () => {
+    const child = spawn(process.execPath, [KILN_BIN, 'balancer', '--node', 'a=http://127.0.0.1:1', '--port', '0', '--queue-timeout-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = trackChild(child);
+    let out = '';
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    const { code } = await exited;
+    assert.notEqual(code, 0);
+    assert.match(out, /--queue-timeout-ms must be an integer from 1 .*KILN_ERR_INVALID_OPTION/);
+    for (const [option, value] of [['maxConnectionsPerClient', 0], ['headersTimeoutMs', 'fast'], ['upstreamSockets', 1.5]] as const) {
+      assert.throws(
+        () => new KilnBalancer({ nodes: [{ name: 'a', url: 'http://127.0.0.1:1' }], [option]: value }),
+        (err: unknown) => isKilnError(err) && err.code === 'KILN_ERR_INVALID_OPTION' && err.message.includes(`"${option}"`),
+      );
     }
   });
 });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { KilnBalancer, type BalancerOptions } from '../../balancer/balancer.js';
+import { KilnBalancer, type KilnBalancerOptions as BalancerOptions } from '../../balancer/balancer.js';
+import { LIMIT_RANGES, type BalancerLimits } from '../../balancer/limits.js';
 import { parseNodeSpec } from '../../balancer/node-table.js';
 import { generatedAdminToken } from '../../console/admin-token.js';
 import { KilnError } from '../../errors/index.js';
@@ -31,10 +32,36 @@ Options:
   --log-level <level>      debug | info | warn | error | silent (default info)
   -h, --help
 
+Limits (so that slow or greedy clients cannot take the balancer down):
+  --headers-timeout-ms <n>      request headers complete within n ms, else 408 (default 10000)
+  --body-idle-timeout-ms <n>    a request body silent for n ms gets 408 (default 10000)
+  --body-timeout-ms <n>         a request body complete within n ms of its headers, else 408 (default 60000)
+  --keep-alive-timeout-ms <n>   idle client keep-alive connections closed after n ms (default 5000)
+  --upstream-sockets <n>        connections to each app server (default 256)
+  --queue-timeout-ms <n>        wait for a free upstream connection at most n ms, then 503 (default 5000)
+  --max-queue <n>               requests waiting per app server at most; beyond, 503 at once (default 1024)
+  --body-buffer-bytes <n>       bytes of a body read before an app server is picked (default 65536)
+  --max-connections-per-client <n>  open connections per source address (default 256)
+  --max-connections <n>         open client connections in all (default 10000)
+
 Admin (Authorization: Bearer <admin token>; 401 without it): GET /_kiln/balancer
 (JSON: nodes, health, requests, active connections); POST /_kiln/balancer/nodes/<name>/drain
 and …/undrain.
 `;
+
+/** Flag → option of limits.ts. */
+const LIMIT_FLAGS: Record<string, keyof BalancerLimits> = {
+  'headers-timeout-ms': 'headersTimeoutMs',
+  'body-idle-timeout-ms': 'bodyIdleTimeoutMs',
+  'body-timeout-ms': 'bodyTimeoutMs',
+  'keep-alive-timeout-ms': 'keepAliveTimeoutMs',
+  'upstream-sockets': 'upstreamSockets',
+  'queue-timeout-ms': 'queueTimeoutMs',
+  'max-queue': 'maxQueue',
+  'body-buffer-bytes': 'bodyBufferBytes',
+  'max-connections-per-client': 'maxConnectionsPerClient',
+  'max-connections': 'maxConnections',
+};
 
 export const balancerCommand: Command = {
   name: 'balancer',
@@ -55,6 +82,7 @@ export const balancerCommand: Command = {
         'admin-token-file': { type: 'string' },
         'trust-proxy': { type: 'string' },
         'log-level': { type: 'string' },
+        ...Object.fromEntries(Object.keys(LIMIT_FLAGS).map((flag) => [flag, { type: 'string' as const }])),
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -74,8 +102,14 @@ export const balancerCommand: Command = {
     const nodes = [...(options.nodes ?? []), ...(values.node ?? []).map(parseNodeSpec)];
     const generated = values['admin-token-file'] || options.adminToken ? undefined : generatedAdminToken(undefined);
     const adminToken = values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : (options.adminToken ?? generated!.token);
+    const limits: Partial<BalancerLimits> = {};
+    for (const [flag, name] of Object.entries(LIMIT_FLAGS)) {
+      const value = intFlag((values as Record<string, unknown>)[flag], flag, ...LIMIT_RANGES[name]);
+      if (value !== undefined) limits[name] = value;
+    }
     const balancer = new KilnBalancer({
       ...options,
+      ...limits,
       nodes,
       host: values.host ?? options.host,
       port: intFlag(values.port, 'port', 0, 65535) ?? options.port,

@@ -1,0 +1,219 @@
+import { request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Logger } from '../util/log.js';
+import { hasBody, sendError, stripHopByHop } from './http-util.js';
+import type { BalancerLimits } from './limits.js';
+import type { BackendNode } from './node-table.js';
+import { RequestBody, type BodyTimeout } from './request-body.js';
+import { decideOnFailure, isConnectFailure, isIdempotentWithoutBody } from './retry-policy.js';
+
+/**
+ * One proxied HTTP request, from the client's headers to the end of the app's answer:
+ * reading the body's first bytes, picking a node, waiting (bounded) for a socket of its
+ * upstream pool, retrying per retry-policy.ts, and releasing the node's `active` count
+ * exactly once whatever ends it. The balancer owns the server, routing and the counters.
+ */
+export interface ProxyHost {
+  readonly limits: BalancerLimits;
+  readonly counters: ProxyCounters;
+  readonly log: Logger;
+  pick(req: IncomingMessage, tried: ReadonlySet<string>): BackendNode | undefined;
+  upstreamHeaders(req: IncomingMessage): OutgoingHttpHeaders;
+  /** Lets the balancer add to the app's response headers (its affinity cookie). */
+  adjustResponse(req: IncomingMessage, node: BackendNode, headers: IncomingHttpHeaders): void;
+  /** The node took a request and closed without answering: check at once whether it is alive. */
+  suspect(node: BackendNode): void;
+}
+
+export interface ProxyCounters {
+  retries: number;
+  failovers: number;
+  errors: number;
+  noNode: number;
+  clientAborts: number;
+  queueTimeouts: number;
+  queueFull: number;
+  bodyTimeouts: number;
+}
+
+export function newProxyCounters(): ProxyCounters {
+  return { retries: 0, failovers: 0, errors: 0, noNode: 0, clientAborts: 0, queueTimeouts: 0, queueFull: 0, bodyTimeouts: 0 };
+}
+
+export function proxyRequest(host: ProxyHost, req: IncomingMessage, res: ServerResponse): void {
+  new Exchange(host, req, res).start();
+}
+
+interface Attempt {
+  /** Releases the node; with `abort`, also destroys the upstream request (pool socket freed). */
+  end(abort: boolean): void;
+}
+
+class Exchange {
+  private readonly tried = new Set<string>();
+  private readonly body: RequestBody;
+  private readonly idempotent: boolean;
+  private readonly bodyPresent: boolean;
+  private clientGone = false;
+  /** The balancer answered (408, 503) or gave up: late upstream events change nothing. */
+  private settled = false;
+  private current: Attempt | undefined;
+
+  constructor(
+    private readonly host: ProxyHost,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
+    const { limits } = host;
+    this.bodyPresent = hasBody(req);
+    this.idempotent = isIdempotentWithoutBody(req.method, this.bodyPresent);
+    this.body = new RequestBody(req, this.bodyPresent, { idleMs: limits.bodyIdleTimeoutMs, totalMs: limits.bodyTimeoutMs, bufferBytes: limits.bodyBufferBytes }, (kind) => this.onBodyTimeout(kind));
+    res.once('close', () => {
+      this.body.stop();
+      const unfinished = !res.writableFinished;
+      if (unfinished && !this.settled) {
+        // Our own client went away: whatever the upstream reports next is the abort we cause.
+        this.clientGone = true;
+        this.host.counters.clientAborts++;
+      }
+      this.current?.end(unfinished);
+    });
+  }
+
+  start(): void {
+    void this.body.lead.then(() => this.send());
+  }
+
+  private send(): void {
+    if (this.clientGone || this.settled) return;
+    const { counters, limits } = this.host;
+    const node = this.host.pick(this.req, this.tried);
+    if (!node) {
+      counters.noNode++;
+      this.settle(503, 'KILN_ERR_NO_NODE', 'no healthy app server');
+      return;
+    }
+    // Attempts beyond the pool's size wait for a socket; past maxQueue of them, none may.
+    if (node.active - limits.upstreamSockets >= limits.maxQueue) {
+      counters.queueFull++;
+      this.settle(503, 'KILN_ERR_UPSTREAM_BUSY', `app server ${node.name} has ${limits.maxQueue} requests waiting for a connection already`);
+      return;
+    }
+    if (this.tried.size > 0) counters.retries++;
+    this.tried.add(node.name);
+    this.attempt(node);
+  }
+
+  private attempt(node: BackendNode): void {
+    const { counters, limits, log } = this.host;
+    node.active++;
+    node.requests++;
+    node.queued++;
+    let released = false;
+    let queued = true;
+    let connected = false;
+    let responded = false;
+    let abandoned = false;
+    const upstream = request({ host: node.host, port: node.port, method: this.req.method, path: this.req.url, headers: this.host.upstreamHeaders(this.req), agent: node.agent });
+    const dequeue = (): void => {
+      if (!queued) return;
+      queued = false;
+      node.queued--;
+      clearTimeout(queueTimer);
+    };
+    const release = (): void => {
+      dequeue();
+      if (released) return;
+      released = true;
+      node.active--;
+    };
+    const abort = (): void => {
+      release();
+      if (abandoned) return;
+      abandoned = true;
+      // Before a socket was assigned this takes the request out of the agent's queue;
+      // after, it closes the socket, so none stays pinned by a request nobody reads.
+      upstream.destroy();
+    };
+    this.current = { end: (unfinished) => (unfinished ? abort() : release()) };
+    const queueTimer = setTimeout(() => {
+      if (!queued) return;
+      counters.queueTimeouts++;
+      abort();
+      this.settle(503, 'KILN_ERR_UPSTREAM_BUSY', `app server ${node.name} had no free connection within ${limits.queueTimeoutMs} ms`);
+    }, limits.queueTimeoutMs);
+
+    upstream.on('socket', (socket: Socket) => {
+      dequeue();
+      if (abandoned) return;
+      // The body goes only once the node accepted the connection: a refused connection
+      // can then be retried elsewhere with nothing of the body spent.
+      const go = (): void => {
+        connected = true;
+        if (!abandoned) this.body.sendTo(upstream);
+      };
+      if (socket.connecting) socket.once('connect', go);
+      else go();
+    });
+    upstream.on('response', (upRes) => {
+      responded = true;
+      upRes.once('close', release);
+      if (this.clientGone || this.settled) {
+        upRes.resume();
+        return;
+      }
+      this.host.adjustResponse(this.req, node, upRes.headers);
+      this.res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.headers));
+      upRes.pipe(this.res);
+      upRes.on('error', () => {
+        release();
+        this.res.destroy();
+      });
+    });
+    upstream.on('error', (err: NodeJS.ErrnoException) => {
+      release();
+      if (abandoned || this.settled) return;
+      const decision = decideOnFailure({ clientGone: this.clientGone, responseStarted: responded || this.res.headersSent, connected, idempotent: this.idempotent, replayable: this.body.replayable, attempts: this.tried.size });
+      if (decision === 'client-gone') return;
+      node.failures++;
+      if (!connected && isConnectFailure(err.code)) {
+        node.markDown(err.message);
+        log.warn('node down (connection refused)', { node: node.name });
+      } else if (connected && !responded) {
+        this.host.suspect(node);
+      }
+      if (decision === 'retry') {
+        counters.failovers++;
+        this.send();
+      } else if (decision === 'cut') {
+        counters.errors++;
+        this.res.destroy();
+      } else {
+        counters.errors++;
+        this.settle(502, 'KILN_ERR_BAD_GATEWAY', `app server ${node.name} failed: ${err.message}`);
+      }
+    });
+  }
+
+  private onBodyTimeout(kind: BodyTimeout): void {
+    if (this.settled || this.clientGone) return;
+    this.host.counters.bodyTimeouts++;
+    this.current?.end(true);
+    const { bodyIdleTimeoutMs, bodyTimeoutMs } = this.host.limits;
+    if (this.res.headersSent) {
+      this.settled = true;
+      this.res.destroy();
+      return;
+    }
+    this.settle(408, 'KILN_ERR_REQUEST_TIMEOUT', kind === 'idle' ? `the request body sent nothing for ${bodyIdleTimeoutMs} ms` : `the request body was not complete within ${bodyTimeoutMs} ms`);
+  }
+
+  /** The balancer's own answer; the connection closes after it when a body may be left unread. */
+  private settle(status: number, code: string, message: string): void {
+    this.settled = true;
+    this.body.stop();
+    const extra: Record<string, string> = status === 503 ? { 'retry-after': '1' } : {};
+    if (this.bodyPresent) extra['connection'] = 'close';
+    sendError(this.res, status, code, message, extra);
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * The app server of the balancer resilience test, a real process (so it can be
+ * SIGKILLed): /ok answers at once, /sleep?ms=N after N ms, POST /echo reads its body,
+ * /stats says what the process saw (requests per path, requests still in progress, open
+ * connections) so the test can tell a pinned upstream socket or a re-sent request.
+ */
+import { createServer } from 'node:http';
+
+const name = process.env['NODE_NAME'] ?? 'app';
+const hits: Record<string, number> = {};
+let inProgress = 0;
+
+const server = createServer((req, res) => {
+  const url = new URL(req.url ?? '/', 'http://app');
+  if (url.pathname === '/stats') {
+    server.getConnections((_err, connections) => {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ name, hits, inProgress, connections }));
+    });
+    return;
+  }
+  hits[url.pathname] = (hits[url.pathname] ?? 0) + 1;
+  inProgress++;
+  let done = false;
+  const finish = (): void => {
+    if (!done) {
+      done = true;
+      inProgress--;
+    }
+  };
+  res.once('close', finish);
+  const answer = (extra: Record<string, unknown> = {}): void => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ node: name, path: url.pathname, ...extra }));
+  };
+  let bytes = 0;
+  req.on('data', (chunk: Buffer) => (bytes += chunk.length));
+  req.on('end', () => {
+    if (url.pathname === '/sleep') setTimeout(() => answer({ bytes }), Number(url.searchParams.get('ms') ?? 1000));
+    else answer({ bytes });
+  });
+});
+server.listen(Number(process.env['PORT'] ?? 0), '127.0.0.1', () => {
+  const address = server.address();
+  process.stdout.write(`listening on ${typeof address === 'object' && address ? address.port : 0}\n`);
+});
