@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /**
  * What a running `kiln demo` tells the operator commands (status, sessions, top) of the
@@ -23,13 +23,14 @@ function stateDir(): string {
   return join(tmpdir(), `kiln-${uid}`);
 }
 
+/** KILN_DEMO_STATE names another file (two demos side by side, or tests). */
 export function demoStatePath(): string {
-  return join(stateDir(), 'demo.json');
+  return process.env['KILN_DEMO_STATE'] || join(stateDir(), 'demo.json');
 }
 
 export function writeDemoState(state: DemoState): string {
-  mkdirSync(stateDir(), { recursive: true, mode: 0o700 });
   const path = demoStatePath();
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, `${JSON.stringify(state)}\n`, { mode: 0o600 });
   return path;
 }

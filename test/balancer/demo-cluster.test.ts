@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Browser } from '../helpers/browser.js';
 import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
-import { sleep, waitFor } from '../helpers/processes.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { KILN_BIN, sleep, tempDir, waitFor } from '../helpers/processes.js';
+
+const run = promisify(execFile);
 
 interface Cart {
   node: string;
@@ -11,8 +17,10 @@ interface Cart {
 
 describe('kiln demo: the whole cluster on one machine', () => {
   let demo: DemoProcess;
+  // Its own state file: other tests run demos beside this one.
+  const stateFile = join(tempDir('kiln-demo-state-'), 'demo.json');
   before(async () => {
-    demo = await startDemo();
+    demo = await startDemo([], { KILN_DEMO_STATE: stateFile });
   });
   after(async () => {
     await demo.stop();
@@ -46,16 +54,37 @@ describe('kiln demo: the whole cluster on one machine', () => {
       assert.equal(res.status, 200);
       return (await res.json()) as { nodes: { name: string; healthy: boolean }[] };
     };
-    await waitFor(async () => (await status()).nodes.find((n) => n.name === served)?.healthy === false, 3000, 'node marked down');
+    await waitFor(async () => (await status()).nodes.find((n) => n.name === served)?.healthy === false || new RegExp(`${served} restarting`).test(demo.output()), 3000, 'node marked down');
+
+    // Supervision: the killed node comes back on its port, and the balancer takes it back in.
+    await waitFor(() => new RegExp(`${served} is back \\(pid \\d+`).test(demo.output()), 10_000, `${served} restarted`);
+    assert.match(demo.output(), new RegExp(`${served} exited \\(SIGKILL\\)`));
+    await waitFor(async () => (await status()).nodes.find((n) => n.name === served)?.healthy === true, 5000, 'node healthy again');
+    const nodeUrl = demo.nodes.get(served)!.url;
+    assert.equal((await fetch(`${nodeUrl}/healthz`)).status, 200, 'back on the same port');
+    const fresh = new Browser(demo.url);
+    const landed = new Set<string>();
+    for (let i = 0; i < 12 && !landed.has(served); i++) landed.add((await new Browser(demo.url).post<Cart>('/api/cart', { sku: 'mug', qty: 1 })).body.node);
+    assert.ok(landed.has(served), `new sessions reach ${served} again (landed on ${[...landed].join(', ')})`);
+    assert.equal((await fresh.get<Cart>('/api/cart')).status, 200);
+  });
+
+  it('kiln status works right after the demo with nothing typed (empty KILN_ADMIN_URL / KILN_ADMIN_TOKEN do not block it)', async () => {
+    const { stdout } = await run(process.execPath, [KILN_BIN, 'status'], { env: { ...process.env, KILN_DEMO_STATE: stateFile, KILN_ADMIN_URL: '', KILN_ADMIN_TOKEN: '' } });
+    assert.match(stdout, /kiln server /);
+    for (const name of ['app-1', 'app-2', 'app-3']) assert.match(stdout, new RegExp(name));
+    assert.match(demo.output(), /npx kiln status/);
   });
 
   it('stops on SIGTERM leaving no process behind', async () => {
     const pids = [...demo.nodes.values()].map((n) => n.pid);
+    for (const m of demo.output().matchAll(/is back \(pid (\d+)/g)) pids.push(Number(m[1]));
     const exit = await demo.stop('SIGTERM');
     assert.equal(exit.code, 0);
     await sleep(100);
     for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} still running`);
     assert.match(demo.output(), /nothing left running/);
+    assert.equal(existsSync(stateFile), false, 'the state file went with the demo');
   });
 });
 

@@ -23,8 +23,8 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-export async function startDemo(args: string[] = []): Promise<DemoProcess> {
-  const child = spawn(process.execPath, [KILN_BIN, 'demo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startDemo(args: string[] = [], env: Record<string, string> = {}): Promise<DemoProcess> {
+  const child = spawn(process.execPath, [KILN_BIN, 'demo', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const exited = trackChild(child);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));

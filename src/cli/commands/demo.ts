@@ -10,7 +10,8 @@ import { KilnError } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
-import { Supervisor } from '../supervisor.js';
+import { Supervisor, type RestartPolicy, type Supervised } from '../supervisor.js';
+import { clearDemoState, writeDemoState } from '../demo-state.js';
 
 const HELP = `Usage: kiln demo [options]
 
@@ -26,6 +27,8 @@ Options:
                       | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; console by kiln console)
   --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
   --affinity <mode>   route (default) | cookie | none
+  --no-restart        leave a killed process dead (default: the demo restarts it on the same
+                      port after 1 s, backing off to 30 s while it keeps dying)
   -h, --help
 `;
 
@@ -45,6 +48,7 @@ export const demoCommand: Command = {
         engine: { type: 'string' },
         data: { type: 'string' },
         affinity: { type: 'string' },
+        'no-restart': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -62,8 +66,13 @@ export const demoCommand: Command = {
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
     let stopping = false;
     const supervisor = new Supervisor((name, code, signal) => {
-      if (!stopping) say(`kiln demo: ${name} exited (${signal ?? `code ${code}`}); the balancer sends its sessions to the other nodes`);
+      if (stopping) return;
+      const what = name.startsWith('app-') ? 'the balancer sends its sessions to the other nodes' : name === 'kiln server' ? 'app servers wait for it (sessions are on disk)' : 'the console is away';
+      say(`kiln demo: ${name} exited (${signal ?? `code ${code}`}); ${what}`);
     });
+    // A killed process comes back on the same port (so the balancer and the app servers find it again).
+    const restartOn = (rewrite: (first: Supervised) => { args: string[]; env: NodeJS.ProcessEnv }): RestartPolicy | undefined =>
+      values['no-restart'] ? undefined : { again: rewrite, delayMs: 1000, onEvent: (line) => !stopping && say(`kiln demo: ${line}`) };
     process.once('exit', () => supervisor.killAll());
 
     const ownData = engineArg === 'kiln' && !values.data;
@@ -78,6 +87,7 @@ export const demoCommand: Command = {
     const rows: [string, string, string, string][] = [];
     let balancer: KilnBalancer | undefined;
     let consoleUrl: string | undefined;
+    let adminUrl: string | undefined;
 
     const shutdown = async (): Promise<void> => {
       stopping = true;
@@ -86,6 +96,7 @@ export const demoCommand: Command = {
       await supervisor.stopAll();
       if (ownData && dataDir) rmSync(dataDir, { recursive: true, force: true });
       rmSync(adminDir, { recursive: true, force: true });
+      clearDemoState();
       say('kiln demo: stopped, nothing left running');
     };
 
@@ -93,7 +104,10 @@ export const demoCommand: Command = {
       let engineUrl: string | undefined;
       if (engineArg === 'kiln') {
         say(`kiln demo: starting the kiln server (data ${dataDir})…`);
-        const server = await supervisor.start('kiln server', [here('../../../../bin/kiln.js'), 'server', '--port', '0', '--data', dataDir!, '--log-level', 'warn', '--admin-port', '0', '--admin-token-file', adminTokenFile], { ...process.env, KILN_TOKEN: token }, /kiln admin on (http:\/\/[^\s]+) /);
+        const serverArgs = (port: string, adminPort: string) => [here('../../../../bin/kiln.js'), 'server', '--port', port, '--data', dataDir!, '--log-level', 'warn', '--admin-port', adminPort, '--admin-token-file', adminTokenFile];
+        const serverEnv = { ...process.env, KILN_TOKEN: token };
+        const server = await supervisor.start('kiln server', serverArgs('0', '0'), serverEnv, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn((first) => ({ args: serverArgs(/ready on [^\s]+:(\d+)/.exec(first.output())![1]!, new URL(first.match[1]!).port), env: serverEnv })));
+        adminUrl = server.match[1]!;
         const port = /ready on [^\s]+:(\d+)/.exec(server.output())![1];
         engineUrl = `kiln://127.0.0.1:${port}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
@@ -103,7 +117,9 @@ export const demoCommand: Command = {
         engineUrl = engineArg;
         if (isRedisUrl(engineArg)) {
           say(`kiln demo: starting the console for Redis (kiln console)…`);
-          const redisConsole = await supervisor.start('kiln console', [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', '0', '--token-file', adminTokenFile], { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /);
+          const consoleArgs = (port: string) => [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', port, '--token-file', adminTokenFile];
+          const redisConsole = await supervisor.start('kiln console', consoleArgs('0'), { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn((first) => ({ args: consoleArgs(new URL(first.match[1]!).port), env: { ...process.env } })));
+          adminUrl = redisConsole.match[1]!;
           consoleUrl = `${redisConsole.match[1]}/#token=${encodeURIComponent(adminToken)}`;
           rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
         }
@@ -114,12 +130,9 @@ export const demoCommand: Command = {
       for (let i = 1; i <= nodeCount; i++) {
         const name = `app-${i}`;
         say(`kiln demo: starting ${name} (examples/shop)…`);
-        const app = await supervisor.start(
-          name,
-          [here('../../../examples/shop/server.js')],
-          { ...process.env, PORT: '0', NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', KILN_TOKEN: token, SESSION_SECRET: secret },
-          /listening on (\d+)/,
-        );
+        const appEnv = (port: string) => ({ ...process.env, PORT: port, NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', KILN_TOKEN: token, SESSION_SECRET: secret });
+        const shop = [here('../../../examples/shop/server.js')];
+        const app = await supervisor.start(name, shop, appEnv('0'), /listening on (\d+)/, 20_000, restartOn((first) => ({ args: shop, env: appEnv(first.match[1]!) })));
         const url = `http://127.0.0.1:${app.match[1]}`;
         nodes.push({ name, url, pid: app.child.pid! });
         rows.push(['app server', name, url, String(app.child.pid)]);
@@ -151,7 +164,11 @@ export const demoCommand: Command = {
     say('');
     say(`Balancer status: ${balancer.url}/_kiln/balancer  (Authorization: Bearer <the admin token in ${adminTokenFile}>)`);
     if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with --token-file ${adminTokenFile})`);
-    say('Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.');
+    if (adminUrl) {
+      writeDemoState({ pid: process.pid, adminUrl, adminTokenFile, balancerUrl: balancer.url });
+      say('`npx kiln status`, `kiln sessions ls` and `kiln top` find this demo by themselves (while it runs).');
+    }
+    say(values['no-restart'] ? 'Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.' : 'Kill an app server (kill -9 <pid>): your cart stays, and the demo restarts it in a second. Ctrl-C stops everything.');
 
     return new Promise<number>((resolve) => {
       const stop = (): void => {
