@@ -12,8 +12,12 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
 import { checkTokenStrength } from '../util/secret-file.js';
+import { recentEvents, largestView } from './admin-views.js';
+import { EventHistory } from './event-history.js';
+import { LargestSessions } from './largest-sessions.js';
 import { ServerMetrics } from './metrics.js';
 import { consolePage } from './page.js';
+import { ClientRoster, CounterDeltas } from './roster.js';
 import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
 import type { ConsoleSource } from './source.js';
 
@@ -36,6 +40,8 @@ import type { ConsoleSource } from './source.js';
  *   DELETE /api/principals/:principal/sessions (admin) "log out everywhere"
  *   POST   /api/tickets                        a 60-second, single-use ticket for /api/events
  *   GET    /api/events[?ticket=]               SSE: clients, lease recalls/revocations, expiries, destroys, errors
+ *   GET    /api/events/recent?type=&q=&limit=  the last events (event-history.ts), oldest first
+ *   GET    /api/sessions/largest               top sessions and attributes by size, size histogram (largest-sessions.ts)
  *   GET    /api/timeseries                     10-second samples of the last hour
  *   GET    /metrics                            Prometheus text format
  *   GET    /                                   the web console (asks for the token)
@@ -71,6 +77,10 @@ export interface Sample {
   recalls: number;
   errors: number;
   commitMsP50: number;
+  /** HTTP requests the app servers handled (their clients' reports), as opposed to `requests`: protocol messages to the tier. */
+  httpRequests: number;
+  cacheHits: number;
+  cacheMisses: number;
 }
 
 const SAMPLE_MS = 10_000;
@@ -91,6 +101,10 @@ export class AdminServer {
   private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
   private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
+  private readonly roster = new ClientRoster();
+  private readonly sampleDeltas = new CounterDeltas();
+  private readonly history = new EventHistory();
+  private readonly largest: LargestSessions;
   private boundPort = 0;
   private inspecting = 0;
   private inspectTail: Promise<void> = Promise.resolve();
@@ -124,6 +138,7 @@ export class AdminServer {
     this.adminDigest = digest(options.adminToken);
     this.readDigest = options.readToken ? digest(options.readToken) : undefined;
     this.metrics = new ServerMetrics(source);
+    this.largest = new LargestSessions(source);
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     };
@@ -166,6 +181,7 @@ export class AdminServer {
   async overview(): Promise<Record<string, unknown>> {
     const d = this.source.describe();
     const f = await this.source.figures();
+    const roster = this.roster.update(f.clients);
     return {
       server: { role: d.role, version: this.options.version, host: hostname(), pid: process.pid, address: d.address, epoch: this.source.epoch, startedAt: d.startedAt, uptimeMs: Date.now() - d.startedAt, tls: d.tls },
       storage: { ...d.storage, bytesOnDisk: f.storageBytes },
@@ -173,7 +189,9 @@ export class AdminServer {
       leases: { held: f.leases, waiting: f.leaseWaiters },
       counters: f.counters,
       connections: f.connections,
-      clients: f.clients,
+      clients: roster.live,
+      /** App servers whose connection dropped in the last minute, with their last figures. */
+      departed: roster.gone,
       recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
     };
   }
@@ -187,6 +205,7 @@ export class AdminServer {
       errors: Object.values(f.errors).reduce((a, b) => a + b, 0),
     };
     const since = this.last ?? now;
+    const clients = this.sampleDeltas.next(f.clients);
     this.samples.push({
       t: Date.now(),
       sessions: f.sessions,
@@ -197,18 +216,23 @@ export class AdminServer {
       recalls: Math.max(0, now.recalls - since.recalls),
       errors: Math.max(0, now.errors - since.errors),
       commitMsP50: f.recent.commitMsP50,
+      httpRequests: clients.http,
+      cacheHits: clients.hits,
+      cacheMisses: clients.misses,
     });
     if (this.samples.length > SAMPLES) this.samples.shift();
     this.last = now;
   }
 
   private broadcast(type: string, data: unknown): void {
+    const { seq } = this.history.record(type, data);
     if (this.streams.size === 0) return;
     let full: string | undefined;
     let read: string | undefined;
+    // The id lets a page that loaded the history first skip what it already shows.
     for (const [s, view] of this.streams) {
-      if (view === 'admin') s.write((full ??= `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
-      else s.write((read ??= `event: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
+      if (view === 'admin') s.write((full ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
+      else s.write((read ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
     }
   }
 
@@ -269,6 +293,8 @@ export class AdminServer {
     if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
     if (method === 'POST' && path === '/api/tickets') return this.json(res, 200, this.tickets.issue());
     if (method === 'GET' && path === '/api/events') return this.events(req, res, role);
+    if (method === 'GET' && path === '/api/events/recent') return this.json(res, 200, { events: recentEvents(this.history, query, role === 'admin' ? undefined : (d) => this.readView(d)) });
+    if (method === 'GET' && path === '/api/sessions/largest') return this.json(res, 200, largestView(await this.largest.report(), (m) => this.metaView(m, role)));
     if (method === 'GET' && path === '/api/sessions') return this.list(res, query, role);
     const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
     if (one) {

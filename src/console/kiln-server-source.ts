@@ -4,7 +4,11 @@ import type { ListOptions } from '../engines/engine.js';
 import { Namespace, namespaceOfKey } from '../server/namespaces.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 import { LatencyRecorder } from '../util/latency.js';
+import type { SizedSession } from './largest-sessions.js';
 import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleListPage, type ConsoleSessionMeta, type ConsoleSource } from './source.js';
+
+/** Sessions per slice of a size scan: a few milliseconds of the event loop. */
+const SIZE_SLICE = 2000;
 
 /**
  * The console's view of a kiln server, in the server's own process: figures come from
@@ -135,6 +139,24 @@ export class KilnServerSource implements ConsoleSource {
   private event(e: SessionEvent): SessionEvent & { namespace: string } {
     const ns = this.namespace(namespaceOfKey(e.sessionId));
     return { ...ns.event(e), namespace: ns.name };
+  }
+
+  /**
+   * Walks the tier's records (its compaction dump) SIZE_SLICE sessions at a time; the
+   * generator resumes where it stopped, and a Map iterator stays valid while sessions
+   * come and go between slices.
+   */
+  async *sizes(): AsyncGenerator<SizedSession[]> {
+    let slice: SizedSession[] = [];
+    for (const r of this.server.tier.dump()) {
+      if (r.t !== 's') break; // tombstones follow the sessions
+      slice.push({ meta: this.meta(r.meta), bytes: r.pb ?? 0 });
+      if (slice.length === SIZE_SLICE) {
+        yield slice;
+        slice = [];
+      }
+    }
+    if (slice.length > 0) yield slice;
   }
 
   onEvent(listener: (event: ConsoleEvent) => void): () => void {

@@ -1,0 +1,61 @@
+/**
+ * The cluster as a live SVG diagram (traffic → app servers → session tier), with HTTP
+ * request rates and tier message rates on the arrows and leases per app server; an app
+ * server whose connection dropped turns red (the overview keeps it for a minute). Below
+ * it, the same figures as a table.
+ */
+export const SCRIPT_DIAGRAM = String.raw`
+function tierLines(o) {
+  const s = o.server;
+  if (o.storage.kind === 'redis') return ['Redis (' + s.role.replace(/^redis-/, '') + ')'].concat(String(s.address).split(',').slice(0, 4).map((a) => a.trim()));
+  return ['kiln server', s.address + (s.tls ? ' (TLS)' : ''), o.storage.dataDir ? 'log: ' + o.storage.dataDir : 'memory only'];
+}
+function appState(c) { return c.state === 'gone' ? 'gone' : c.stats ? 'live' : 'stale'; }
+function drawDiagram(o) {
+  const apps = o.clients.concat(o.departed || []), box = $('diagram');
+  const W = Math.max(480, box.clientWidth || 900), n = Math.max(1, apps.length), gap = 24;
+  const bw = Math.min(190, (W - gap * (n + 1)) / n), bh = 78, top = 46, H = top + bh + 150;
+  const x0 = (W - (n * bw + (n - 1) * gap)) / 2;
+  const tw = 260, th = 24 + 16 * tierLines(o).length, tx = (W - tw) / 2, ty = H - th - 6;
+  let out = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#a8a29e"/></marker></defs>';
+  out += '<text x="' + W / 2 + '" y="14" text-anchor="middle">HTTP traffic (browsers, load balancer)</text>';
+  apps.forEach((c, i) => {
+    const x = x0 + i * (bw + gap), cx = x + bw / 2, st = appState(c), r = (o.rates && o.rates.get(c.name)) || {};
+    const http = st === 'gone' ? 'gone' : r.http === null || r.http === undefined ? '– req/s' : fmt(r.http) + ' req/s';
+    const msgs = st === 'gone' ? '' : r.messages === null || r.messages === undefined ? '– msg/s' : fmt(r.messages) + ' msg/s';
+    out += '<line class="edge' + (st === 'gone' ? ' gone' : '') + '" x1="' + cx + '" y1="22" x2="' + cx + '" y2="' + (top - 2) + '"/>';
+    out += '<text class="rate" x="' + (cx + 6) + '" y="36">' + esc(http) + '</text>';
+    out += '<g class="node app ' + st + '" data-client="' + esc(c.name) + '" data-state="' + st + '"><title>' + esc(c.name + ' · ' + c.host + ' pid ' + c.pid) + '</title><rect x="' + x + '" y="' + top + '" width="' + bw + '" height="' + bh + '" rx="6"/>';
+    out += '<text class="title" x="' + (x + 8) + '" y="' + (top + 18) + '">' + esc(c.label || c.name) + '</text>';
+    out += '<text x="' + (x + 8) + '" y="' + (top + 35) + '">' + esc(c.host + ' · pid ' + c.pid) + '</text>';
+    out += '<text x="' + (x + 8) + '" y="' + (top + 52) + '">' + (st === 'gone' ? 'connection lost ' + ago(Date.now() - c.goneAt) + ' ago' : 'leases ' + fmt(c.leases)) + '</text>';
+    out += '<text x="' + (x + 8) + '" y="' + (top + 69) + '">' + (st === 'stale' ? 'no report yet' : st === 'gone' ? 'last leases ' + fmt(c.leases) : '') + '</text></g>';
+    const ex = tx + tw * ((i + 1) / (n + 1));
+    out += '<line class="edge' + (st === 'gone' ? ' gone' : '') + '" x1="' + cx + '" y1="' + (top + bh) + '" x2="' + ex + '" y2="' + (ty - 2) + '"/>';
+    if (msgs) out += '<text x="' + ((cx + ex) / 2 + 6) + '" y="' + ((top + bh + ty) / 2) + '">' + esc(msgs) + '</text>';
+  });
+  if (!apps.length) out += '<text x="' + W / 2 + '" y="' + (top + 40) + '" text-anchor="middle">no app server connected</text>';
+  out += '<g class="node tier"><rect x="' + tx + '" y="' + ty + '" width="' + tw + '" height="' + th + '" rx="6"/>';
+  tierLines(o).forEach((l, i) => { out += '<text ' + (i ? '' : 'class="title" ') + 'x="' + (tx + 10) + '" y="' + (ty + 18 + i * 16) + '">' + esc(l) + '</text>'; });
+  out += '<text x="' + (tx + tw - 10) + '" y="' + (ty + 18) + '" text-anchor="end">' + esc(fmt(o.sessions.count) + ' sessions · ' + fmt(o.leases.held) + ' leases') + '</text></g>';
+  box.innerHTML = '<svg viewBox="0 0 ' + W + ' ' + H + '" height="' + H + '" role="img" aria-label="cluster diagram">' + out + '</svg>';
+  $('cluster-note').textContent = o.clients.length + ' app server(s) connected' + ((o.departed || []).length ? ', ' + o.departed.length + ' gone' : '');
+}
+function drawTable(o) {
+  const rows = o.clients.concat(o.departed || []);
+  let http = 0, httpKnown = false, leases = 0, messages = 0, hits = 0, misses = 0, cacheKnown = false;
+  $('clients').innerHTML = rows.map((c) => {
+    const st = appState(c), r = (o.rates && o.rates.get(c.name)) || {}, f = clientFigures(c);
+    if (st !== 'gone') {
+      leases += c.leases; messages += c.requests;
+      if (r.http !== null && r.http !== undefined) { http += r.http; httpKnown = true; }
+      if (f.hits !== null) { hits += f.hits; misses += f.misses; cacheKnown = true; }
+    }
+    const total = f.hits === null ? 0 : f.hits + f.misses;
+    const state = st === 'gone' ? 'gone ' + ago(Date.now() - c.goneAt) + ' ago' : st === 'live' ? 'reporting' : 'waiting for its first report';
+    return '<tr class="' + st + '" data-client="' + esc(c.name) + '" data-state="' + st + '"><td title="' + esc(c.name) + '">' + esc(c.label || c.name) + '</td><td>' + esc(c.host) + '</td><td>' + c.pid + '</td><td class="num">' + (st === 'gone' || r.http === null || r.http === undefined ? '–' : fmt(r.http)) + '</td><td class="num">' + fmt(c.leases) + '</td><td class="num">' + fmt(c.requests) + '</td><td class="num">' + (total ? fmt((100 * f.hits) / total, 1) + '%' : '–') + '</td><td class="' + (st === 'gone' ? 'dead' : st === 'live' ? 'ok' : 'warn') + '">' + state + '</td></tr>';
+  }).join('') || '<tr><td colspan="8" class="muted">no app server connected</td></tr>';
+  $('clients-total').innerHTML = o.clients.length ? '<tr><td colspan="3">all connected</td><td class="num">' + (httpKnown ? fmt(http) : '–') + '</td><td class="num">' + fmt(leases) + '</td><td class="num">' + fmt(messages) + '</td><td class="num" id="cache-total">' + (cacheKnown && hits + misses ? fmt((100 * hits) / (hits + misses), 1) + '%' : '–') + '</td><td></td></tr>' : '';
+}
+onOverview((o) => { drawDiagram(o); drawTable(o); });
+`;
