@@ -54,12 +54,18 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
         while (!stop) await Promise.all(shoppers.map((b) => b.post('/api/cart', { sku: 'mug', qty: 1 })));
       })();
       try {
-        await waitFor(async () => Number(await page.textContent('#rate-commits')) > 0, 10_000, 'commit rate shown');
+        await waitFor(async () => Number(await page.textContent('#value-commits')) > 0, 10_000, 'commit rate shown');
         const before = Number(await page.getAttribute('#chart-commits', 'data-points'));
         await sleep(2200);
         const after = Number(await page.getAttribute('#chart-commits', 'data-points'));
         assert.ok(after > before, `the commits chart moves (${before} → ${after} points)`);
-        assert.ok(Number(await page.textContent('#rate-requests')) > 0);
+        assert.ok(Number(await page.textContent('#value-http')) > 0, 'the apps\' HTTP request rate');
+        assert.ok(Number(await page.textContent('#value-messages')) > 0, 'the tier message rate, shown apart');
+        // The near-cache tile shows the figure the table's total row shows.
+        await waitFor(async () => {
+          const [tile, table] = [await page.textContent('#value-hits'), await page.textContent('#cache-total')];
+          return tile === table && /%$/.test(tile ?? '');
+        }, 5000, 'the near-cache tile = the table total');
         assert.ok(Number(await page.getAttribute('#chart-wait', 'data-points')) > 1, 'the lease-wait chart is drawn');
         await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-under-load.png`), fullPage: true });
       } finally {
@@ -82,6 +88,104 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       assert.equal(next.body.data.user, null, 'the next request with that cookie gets a fresh session');
       assert.deepEqual(next.body.data.cart, []);
       await waitFor(async () => ((await page.textContent('#events')) ?? '').includes('destroyed'), 5000, 'destroy shown in the events pane');
+    });
+    it('asks for the token in a form (no prompt()), and shows no figure before the first answer', async () => {
+      const consoleUrl = demo.nodes.get('console')!.url.replace(/#.*$/, '');
+      const page = await chromium.newPage({ viewport: { width: 1280, height: 900 } });
+      const dialogs: string[] = [];
+      page.on('dialog', (d) => {
+        dialogs.push(d.type());
+        void d.dismiss();
+      });
+      // The first overview answer waits for the test: what the page shows meanwhile must not pass for data.
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let accepted = 0;
+      await page.route('**/api/overview', async (route) => {
+        // The form's own check of the token passes; the console's polls after it wait.
+        if (route.request().headers()['authorization'] === `Bearer ${demo.adminToken}` && accepted++ > 0) await held;
+        await route.continue();
+      });
+      await page.goto(consoleUrl);
+      await page.locator('#login').waitFor({ state: 'visible' });
+      assert.equal(await page.isVisible('#app'), false, 'nothing but the form without a token');
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-token-form.png`), fullPage: true });
+      await page.fill('#token-input', 'not-the-token-0123456789-0123456789-xx');
+      await page.click('#token-submit');
+      await waitFor(async () => /not accepted/.test((await page.textContent('#login-error')) ?? ''), 5000, 'a wrong token is refused in the form');
+      await page.fill('#token-input', demo.adminToken);
+      await page.click('#token-submit');
+      await page.locator('#app').waitFor({ state: 'visible' });
+      await sleep(1500);
+      const figures = await page.$$eval('.chart .value, #leases, #lease-waiters, #rate-recalls', (els) => els.map((e) => e.textContent));
+      assert.ok(figures.length >= 9, `figures found: ${figures.length}`);
+      assert.deepEqual([...new Set(figures)], ['–'], `no figure before the first answer: ${figures.join(' ')}`);
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-before-data.png`), fullPage: true });
+      release();
+      await waitFor(async () => (await page.textContent('#value-sessions')) !== '–', 5000, 'figures once the answer came');
+      assert.match((await page.textContent('#value-sessions')) ?? '', /^\d[\d,]*$/);
+      assert.deepEqual(dialogs, [], 'no prompt(), alert() or confirm()');
+      await page.close();
+    });
+
+    it('shows the largest sessions with their biggest attributes and a size histogram', async () => {
+      const big = new Browser(demo.url);
+      await big.post('/api/login', { user: 'hoarder' });
+      for (let i = 0; i < 60; i++) await big.post('/api/cart', { sku: `sku-${i}-${'x'.repeat(40)}`, qty: 1 });
+      const page = await chromium.newPage({ viewport: { width: 1280, height: 1100 } });
+      await page.goto(demo.nodes.get('console')!.url);
+      await page.click('#largest-scan');
+      await page.locator('#largest-sessions tbody tr').first().waitFor();
+      const top = (await page.textContent('#largest-sessions tbody tr')) ?? '';
+      assert.match(top, /hoarder/, `the biggest session first: ${top}`);
+      assert.match(top, /cart \d/, 'with its largest attribute and size');
+      assert.ok(await page.isVisible('#size-histogram'), 'a histogram of sizes');
+      const bars = await page.$$eval('#size-histogram rect', (r) => r.length);
+      assert.equal(bars, 9, 'fixed buckets');
+      assert.match((await page.textContent('#largest-attributes')) ?? '', /cart/);
+      await page.locator('#largest').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-largest.png`), fullPage: true });
+      await page.close();
+    });
+
+    it('draws each app server, turns one red within seconds of a SIGKILL, and shows the events history on load, filterable', async () => {
+      const consoleUrl = demo.nodes.get('console')!.url;
+      const page = await chromium.newPage({ viewport: { width: 1280, height: 1000 } });
+      await page.goto(consoleUrl);
+      // History on load: the app servers joined long before this page opened.
+      await waitFor(async () => (await page.$$('#events li[data-type]')).length > 0, 5000, 'events history on load');
+      assert.match((await page.textContent('#events')) ?? '', /client-joined/);
+      await waitFor(async () => (await page.$$('#diagram g.node.app.live')).length === 3, 10_000, 'three app servers drawn');
+      const drawn = await page.$$eval('#diagram g.node.app', (gs) => gs.map((g) => g.textContent ?? ''));
+      for (const n of ['app-1', 'app-2', 'app-3']) assert.ok(drawn.some((t) => t.includes(n)), `${n} drawn: ${drawn.join(' | ')}`);
+      assert.match(drawn.join(' '), /leases \d/);
+      assert.match((await page.textContent('#diagram')) ?? '', /req\/s/);
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-diagram.png`), fullPage: true });
+
+      const victim = demo.nodes.get('app-2')!;
+      const killedAt = Date.now();
+      process.kill(victim.pid, 'SIGKILL');
+      await waitFor(async () => (await page.$$('#diagram g.node.app.gone')).length === 1, 15_000, 'the killed app server turns red');
+      const redAfterMs = Date.now() - killedAt;
+      console.log(`# ${name}: app-2 red ${redAfterMs} ms after SIGKILL`);
+      assert.ok(redAfterMs < 10_000, `red within seconds (${redAfterMs} ms)`);
+      assert.match((await page.textContent('#diagram g.node.app.gone')) ?? '', /app-2/);
+      assert.equal(await page.getAttribute('#clients tr[data-state="gone"]', 'class'), 'gone', 'the table marks it too');
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-node-gone.png`), fullPage: true });
+
+      // Filters: by type, then by app server name.
+      await waitFor(async () => /client-left/.test((await page.textContent('#events')) ?? ''), 10_000, 'the departure in the events pane');
+      await page.selectOption('#events-type', 'client');
+      const types = await page.$$eval('#events li[data-type]', (lis) => lis.map((l) => l.getAttribute('data-type')));
+      assert.ok(types.length >= 4, `client events: ${types.length}`);
+      assert.deepEqual([...new Set(types)], ['client']);
+      await page.fill('#events-filter', 'app-2');
+      const rows = await page.$$eval('#events li[data-type]', (lis) => lis.map((l) => l.textContent ?? ''));
+      assert.ok(rows.length >= 2 && rows.every((r) => r.includes('app-2')), `only app-2's events: ${rows.join(' | ')}`);
+      assert.ok(rows.some((r) => r.includes('client-left')));
+      await page.locator('#events').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-events-filtered.png`), fullPage: true });
+      await page.close();
     });
   });
 }

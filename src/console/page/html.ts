@@ -12,7 +12,7 @@ export const BODY = `
   <section class="wide">
     <h2>Cluster <small id="cluster-note"></small></h2>
     <div id="diagram"><p class="nodata">waiting for the first figures…</p></div>
-    <table><thead><tr><th>app server</th><th>host</th><th>pid</th><th class="num">HTTP req/s</th><th class="num">leases</th><th class="num">tier messages</th><th class="num">near-cache hit</th><th>state</th></tr></thead><tbody id="clients"></tbody><tfoot id="clients-total"></tfoot></table>
+    <table><thead><tr><th>app server</th><th>host</th><th>pid</th><th class="num">HTTP req/s</th><th class="num">leases</th><th class="num">tier messages (total)</th><th class="num">near-cache hit</th><th>state</th></tr></thead><tbody id="clients"></tbody><tfoot id="clients-total"></tfoot></table>
   </section>
   <section class="wide">
     <h2>Live</h2>

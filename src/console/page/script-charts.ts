@@ -85,27 +85,32 @@ function clientFigures(c) {
   const st = c.stats || {}, cache = st.cache, counters = st.counters;
   return { http: counters ? counters.opens : null, hits: cache ? cache.hits : null, misses: cache ? cache.misses : null, requests: c.requests };
 }
-/** The growth of a client figure since the previous poll; null when either end is unknown. */
-function growth(o, prev, pick) {
-  if (!prev) return null;
-  const before = new Map(prev.clients.map((c) => [c.name, clientFigures(c)]));
-  let sum = 0, known = false;
-  for (const c of o.clients) {
-    const b = before.get(c.name), n = clientFigures(c);
-    if (!b || pick(b) === null || pick(n) === null) continue;
-    sum += Math.max(0, pick(n) - pick(b)); known = true;
-  }
-  return known ? sum : null;
+// Clients report their own counters every couple of seconds, so a one-second difference
+// reads 0, then twice the rate: each figure's rate is taken between two reports, and a
+// figure that has not moved for QUIET_MS is idle.
+const QUIET_MS = 5000, trackers = new Map();
+function rateOf(key, value, now) {
+  if (value === null || value === undefined) return null;
+  const st = trackers.get(key);
+  if (!st || value < st.v) { trackers.set(key, { v: value, at: now, rate: null }); return null; }
+  if (value !== st.v) { st.rate = (value - st.v) / ((now - st.at) / 1000); st.v = value; st.at = now; }
+  else if (now - st.at > QUIET_MS) st.rate = 0;
+  return st.rate;
 }
-function clientRates(o, prev) {
+/** Per app server: HTTP requests/s, tier messages/s, near-cache hits and misses/s (null until known). */
+function clientRates(o) {
   const rates = new Map();
-  if (!prev) return rates;
-  const dt = (o.at - prev.at) / 1000, before = new Map(prev.clients.map((c) => [c.name, clientFigures(c)]));
   for (const c of o.clients) {
-    const b = before.get(c.name), n = clientFigures(c);
-    rates.set(c.name, { http: b && b.http !== null && n.http !== null ? Math.max(0, n.http - b.http) / dt : null, messages: b ? Math.max(0, n.requests - b.requests) / dt : null });
+    const f = clientFigures(c);
+    rates.set(c.name, { http: rateOf(c.name + ' http', f.http, o.at), messages: rateOf(c.name + ' messages', f.requests, o.at), hits: rateOf(c.name + ' hits', f.hits, o.at), misses: rateOf(c.name + ' misses', f.misses, o.at) });
   }
   return rates;
+}
+/** The sum of a rate over the app servers that have it, or null when none has. */
+function total(rates, key) {
+  let sum = 0, known = false;
+  for (const r of rates.values()) if (r[key] !== null) { sum += r[key]; known = true; }
+  return known ? sum : null;
 }
 function cacheTotal(o) {
   let hits = 0, misses = 0, any = false;
@@ -114,15 +119,15 @@ function cacheTotal(o) {
 }
 onOverview((o) => {
   const t = o.at;
+  o.rates = clientRates(o);
+  const http = total(o.rates, 'http'), messages = total(o.rates, 'messages'), hits = total(o.rates, 'hits'), misses = total(o.rates, 'misses');
+  addPoint('http', t, http); addPoint('messages', t, messages);
+  if (hits !== null && misses !== null && hits + misses > 0) addPoint('hits', t, (100 * hits) / (hits + misses));
+  setFigure('value-http', fmt(http)); setFigure('value-messages', fmt(messages));
   if (last) {
-    const dt = (t - last.at) / 1000;
-    const http = growth(o, last, (f) => f.http), messages = growth(o, last, (f) => f.requests);
-    const dh = growth(o, last, (f) => f.hits), dm = growth(o, last, (f) => f.misses);
-    addPoint('http', t, http === null ? null : http / dt); addPoint('messages', t, messages === null ? null : messages / dt);
-    addPoint('commits', t, Math.max(0, o.counters.commits - last.counters.commits) / dt);
-    if (dh !== null && dh + dm > 0) addPoint('hits', t, (100 * dh) / (dh + dm));
-    setFigure('value-http', http === null ? '–' : fmt(http / dt)); setFigure('value-messages', messages === null ? '–' : fmt(messages / dt));
-    setFigure('value-commits', fmt(Math.max(0, o.counters.commits - last.counters.commits) / dt));
+    const dt = (t - last.at) / 1000, commits = Math.max(0, o.counters.commits - last.counters.commits) / dt;
+    addPoint('commits', t, commits);
+    setFigure('value-commits', fmt(commits));
     setFigure('rate-recalls', fmt(Math.max(0, (o.counters.leaseRecalls || 0) - (last.counters.leaseRecalls || 0)) / dt));
   }
   addPoint('wait', t, o.recent.leaseWaitMsP50); addPoint('sessions', t, o.sessions.count);
@@ -130,7 +135,6 @@ onOverview((o) => {
   setFigure('value-hits', hit === null ? '–' : fmt(hit, 1) + '%');
   setFigure('value-wait', fmt(o.recent.leaseWaitMsP50) + ' ms'); setFigure('value-sessions', fmt(o.sessions.count));
   setFigure('lease-waiters', fmt(o.leases.waiting)); setFigure('leases', fmt(o.leases.held));
-  o.rates = clientRates(o, last);
   last = o;
   drawAll();
 });

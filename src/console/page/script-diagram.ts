@@ -6,9 +6,9 @@
  */
 export const SCRIPT_DIAGRAM = String.raw`
 function tierLines(o) {
-  const s = o.server;
-  if (o.storage.kind === 'redis') return ['Redis (' + s.role.replace(/^redis-/, '') + ')'].concat(String(s.address).split(',').slice(0, 4).map((a) => a.trim()));
-  return ['kiln server', s.address + (s.tls ? ' (TLS)' : ''), o.storage.dataDir ? 'log: ' + o.storage.dataDir : 'memory only'];
+  const s = o.server, held = fmt(o.sessions.count) + ' sessions · ' + fmt(o.leases.held) + ' leases held';
+  if (o.storage.kind === 'redis') return ['Redis (' + s.role.replace(/^redis-/, '') + ')'].concat(String(s.address).split(',').slice(0, 4).map((a) => a.trim()), [held]);
+  return ['kiln server', s.address + (s.tls ? ' (TLS)' : ''), o.storage.dataDir ? 'log: ' + o.storage.dataDir : 'memory only', held];
 }
 function appState(c) { return c.state === 'gone' ? 'gone' : c.stats ? 'live' : 'stale'; }
 function drawDiagram(o) {
@@ -37,7 +37,7 @@ function drawDiagram(o) {
   if (!apps.length) out += '<text x="' + W / 2 + '" y="' + (top + 40) + '" text-anchor="middle">no app server connected</text>';
   out += '<g class="node tier"><rect x="' + tx + '" y="' + ty + '" width="' + tw + '" height="' + th + '" rx="6"/>';
   tierLines(o).forEach((l, i) => { out += '<text ' + (i ? '' : 'class="title" ') + 'x="' + (tx + 10) + '" y="' + (ty + 18 + i * 16) + '">' + esc(l) + '</text>'; });
-  out += '<text x="' + (tx + tw - 10) + '" y="' + (ty + 18) + '" text-anchor="end">' + esc(fmt(o.sessions.count) + ' sessions · ' + fmt(o.leases.held) + ' leases') + '</text></g>';
+  out += '</g>';
   box.innerHTML = '<svg viewBox="0 0 ' + W + ' ' + H + '" height="' + H + '" role="img" aria-label="cluster diagram">' + out + '</svg>';
   $('cluster-note').textContent = o.clients.length + ' app server(s) connected' + ((o.departed || []).length ? ', ' + o.departed.length + ' gone' : '');
 }

@@ -7,6 +7,9 @@ export const SCRIPT_EVENTS = String.raw`
 const events = [];
 let lastSeq = 0;
 const label = (name) => String(name).replace(/-[0-9a-f]{6,8}$/, '') || String(name);
+// Lease messages name the holder by its owner id: shown by the app server's name.
+const owners = new Map();
+onOverview((o) => { for (const c of o.clients) if (c.ownerId) owners.set(c.ownerId, c.label || label(c.name)); });
 function describe(e) {
   const d = e.data || {}, parts = [d.type || d.code || ''];
   if (d.sessionId) parts.push(String(d.sessionId).slice(0, 8) + (String(d.sessionId).length > 8 ? '…' : ''));
@@ -15,7 +18,7 @@ function describe(e) {
   if (d.count > 1) parts.push('×' + d.count);
   const client = typeof d.client === 'string' ? d.client : d.client && d.client.name;
   if (client) parts.push(label(client));
-  if (d.owner) parts.push('holder ' + label(d.owner));
+  if (d.owner) parts.push('holder ' + (owners.get(d.owner) || label(d.owner)));
   return parts.filter(Boolean).join(' ');
 }
 function addEvent(e) {

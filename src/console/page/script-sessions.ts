@@ -24,17 +24,18 @@ $('detail').addEventListener('click', async (e) => {
   $('detail').innerHTML = '<p id="invalidated">' + (r.destroyed ? 'invalidated' : 'already gone') + '</p>';
   search();
 });
+const compact = (n) => n < 1024 ? String(n) : n < 1048576 ? n / 1024 + 'K' : n / 1048576 + 'M';
 function histogram(h) {
   const W = 420, H = 150, B = 34, T = 14, max = Math.max(1, ...h.map((b) => b.count)), bw = (W - 10) / h.length;
   let out = '';
   h.forEach((b, i) => {
     const hh = (b.count / max) * (H - B - T), x = 5 + i * bw;
-    const name = b.le === null ? '> ' + bytes(h[i - 1].le) : '≤ ' + bytes(b.le);
+    const name = b.le === null ? '> ' + bytes(h[i - 1].le) : '≤ ' + bytes(b.le), short = b.le === null ? '> ' + compact(h[i - 1].le) : compact(b.le);
     out += '<rect x="' + (x + 2) + '" y="' + (H - B - hh) + '" width="' + (bw - 4) + '" height="' + hh + '"><title>' + esc(name + ': ' + b.count + ' sessions') + '</title></rect>';
     out += '<text x="' + (x + bw / 2) + '" y="' + (H - B - hh - 3) + '" text-anchor="middle">' + (b.count ? fmt(b.count) : '') + '</text>';
-    out += '<text x="' + (x + bw / 2) + '" y="' + (H - B + 14) + '" text-anchor="middle">' + esc(name) + '</text>';
+    out += '<text x="' + (x + bw / 2) + '" y="' + (H - B + 14) + '" text-anchor="middle">' + esc(short) + '</text>';
   });
-  out += '<text x="' + W / 2 + '" y="' + (H - 4) + '" text-anchor="middle">session size (attribute names and values)</text>';
+  out += '<text x="' + W / 2 + '" y="' + (H - 4) + '" text-anchor="middle">sessions by size, up to (bytes of attribute names and values)</text>';
   return '<div class="bars"><svg viewBox="0 0 ' + W + ' ' + H + '" id="size-histogram" role="img" aria-label="session size histogram">' + out + '</svg></div>';
 }
 async function largest() {
