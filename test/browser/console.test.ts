@@ -67,6 +67,14 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
           return tile === table && /%$/.test(tile ?? '');
         }, 5000, 'the near-cache tile = the table total');
         assert.ok(Number(await page.getAttribute('#chart-wait', 'data-points')) > 1, 'the lease-wait chart is drawn');
+        // Axes with units, a time window to choose, the value under the pointer.
+        assert.match((await page.textContent('#chart-commits')) ?? '', /0\/s.*−5 min.*now/);
+        await page.click('#window button[data-minutes="15"]');
+        assert.match((await page.textContent('#chart-commits')) ?? '', /−15 min/);
+        const box = (await page.locator('#chart-commits').boundingBox())!;
+        await page.mouse.move(box.x + box.width - 3, box.y + box.height / 2);
+        await page.locator('#tile-commits .tip').waitFor({ state: 'visible' });
+        assert.match((await page.textContent('#tile-commits .tip')) ?? '', /\d:\d\d:\d\d.* · [\d,.]+\/s$/);
         await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-under-load.png`), fullPage: true });
       } finally {
         stop = true;
