@@ -5,7 +5,8 @@ import type { ConsoleSessionMeta, ConsoleSource } from './source.js';
  * how session sizes spread over fixed buckets, so a team can see what bloats its
  * sessions. The tier may hold a million sessions on the event loop the app servers'
  * commits need, so the scan takes the source's slices one per turn of the loop, and
- * its answer is kept for CACHE_MS (callers meanwhile share the one scan in flight).
+ * its answer is kept for CACHE_MS, or ten times the scan's duration when that is longer
+ * (callers meanwhile share the one scan in flight).
  */
 export const CACHE_MS = 15_000;
 export const TOP_SESSIONS = 20;
@@ -69,7 +70,8 @@ export class LargestSessions {
   ) {}
 
   report(): Promise<LargestReport> {
-    if (this.cached && Date.now() - this.cached.computedAt < this.cacheMs) return Promise.resolve(this.cached);
+    // A scan that took long (a million sessions, or Redis at one round trip per session) is kept longer, so watching the view costs at most a tenth of the tier's time.
+    if (this.cached && Date.now() - this.cached.computedAt < Math.max(this.cacheMs, 10 * this.cached.scanMs)) return Promise.resolve(this.cached);
     this.running ??= this.scan()
       .then((r) => (this.cached = r))
       .finally(() => {

@@ -29,7 +29,7 @@ export const BODY = `
   <section>
     <h2>Largest sessions <small id="largest-note"></small></h2>
     <div class="toolbar"><button type="button" id="largest-scan">Scan sizes</button></div>
-    <div id="largest"><p class="muted">Sizes of every session, read in slices; the answer is kept for 15 s.</p></div>
+    <div id="largest"><p class="muted">Sizes of every session, read in slices; the answer is kept for 15 s (longer when the scan takes long).</p></div>
   </section>
   <section class="wide">
     <h2>Events <small id="events-note"></small></h2>
