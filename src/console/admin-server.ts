@@ -13,6 +13,7 @@ import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
 import { checkTokenStrength } from '../util/secret-file.js';
 import { recentEvents, largestView } from './admin-views.js';
+import { BalancerWatch, type BalancerOptions } from './balancer-watch.js';
 import { EventHistory } from './event-history.js';
 import { LargestSessions } from './largest-sessions.js';
 import { ServerMetrics } from './metrics.js';
@@ -63,9 +64,11 @@ export interface AdminOptions {
   redact?: readonly string[];
   /** How long an events ticket may wait for its use (default 60 s). */
   ticketTtlMs?: number;
+  /** A `kiln balancer` in front of the app servers, drawn in the console (balancer-watch.ts). */
+  balancer?: BalancerOptions;
 }
 
-const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs'];
+const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs', 'balancer'];
 
 export interface Sample {
   t: number;
@@ -105,6 +108,7 @@ export class AdminServer {
   private readonly sampleDeltas = new CounterDeltas();
   private readonly history = new EventHistory();
   private readonly largest: LargestSessions;
+  private readonly balancer: BalancerWatch | undefined;
   private boundPort = 0;
   private inspecting = 0;
   private inspectTail: Promise<void> = Promise.resolve();
@@ -139,6 +143,9 @@ export class AdminServer {
     this.readDigest = options.readToken ? digest(options.readToken) : undefined;
     this.metrics = new ServerMetrics(source);
     this.largest = new LargestSessions(source);
+    const balancer = o.any('balancer') as BalancerOptions | undefined;
+    if (balancer !== undefined && (typeof balancer !== 'object' || balancer === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'AdminServer: option "balancer" must be { url, token }', { details: { option: 'balancer' } });
+    this.balancer = balancer ? new BalancerWatch(balancer) : undefined;
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     };
@@ -170,6 +177,7 @@ export class AdminServer {
   /** Stops serving; the source stays open (whoever made it closes it). */
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    this.balancer?.stop();
     this.unsubscribe();
     for (const s of this.streams.keys()) s.end();
     await new Promise<void>((resolve) => {
@@ -193,6 +201,7 @@ export class AdminServer {
       /** App servers whose connection dropped in the last minute, with their last figures. */
       departed: roster.gone,
       recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
+      ...(this.balancer ? { balancer: this.balancer.current() } : {}),
     };
   }
 

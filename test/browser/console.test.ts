@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser as Chromium } from 'playwright-core';
 import { Browser } from '../helpers/browser.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { startDemo, type DemoProcess } from '../helpers/demo.js';
-import { ROOT, sleep, waitFor } from '../helpers/processes.js';
+import { removeDir, ROOT, sleep, startKilnCommand, tempDir, waitFor } from '../helpers/processes.js';
 import { startStandalone } from '../helpers/redis.js';
 
 const SHOTS = join(ROOT, 'test-results');
@@ -15,20 +15,22 @@ const SHOTS = join(ROOT, 'test-results');
 consoleInBrowser('kiln demo (kiln server)', '', async () => ({ demo: await startDemo(), async stop() {} }));
 consoleInBrowser('kiln demo --engine redis://', 'redis-', async () => {
   const redis = await startStandalone();
-  return { demo: await startDemo(['--engine', redis.url]), stop: () => redis.stop() };
+  return { demo: await startDemo(['--engine', redis.url]), redisUrl: redis.url, stop: () => redis.stop() };
 });
 
-function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise<{ demo: DemoProcess; stop(): Promise<void> }>): void {
+function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise<{ demo: DemoProcess; redisUrl?: string; stop(): Promise<void> }>): void {
   describe(`the web console of a running ${name}`, () => {
     let demo: DemoProcess;
     let tier: { stop(): Promise<void> } | undefined;
     let chromium: Chromium;
+    let redisUrl: string | undefined;
     before(async () => {
       mkdirSync(SHOTS, { recursive: true });
       let started: Awaited<ReturnType<typeof start>>;
       [started, chromium] = await Promise.all([start(), launchChromium()]);
       demo = started.demo;
       tier = started;
+      redisUrl = started.redisUrl;
     });
     after(async () => {
       await chromium?.close();
@@ -195,5 +197,38 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-events-filtered.png`), fullPage: true });
       await page.close();
     });
+    // `kiln console` (Redis) can follow a balancer; the demo's own console does not, so this starts a second one.
+    if (name.includes('redis'))
+      it('draws the balancer in front of the app servers with its request rates, and its view of the killed one', async () => {
+        const dir = tempDir();
+        writeFileSync(join(dir, 'admin.token'), demo.adminToken);
+        const withBalancer = await startKilnCommand(['console', '--engine', redisUrl!, '--port', '0', '--token-file', join(dir, 'admin.token'), '--balancer', demo.url, '--balancer-token-file', join(dir, 'admin.token')], {}, /kiln admin on (http:\/\/\S+?) /, 'kiln console --balancer', 15_000);
+        const page = await chromium.newPage({ viewport: { width: 1280, height: 1000 } });
+        try {
+          await page.goto(`${withBalancer.match[1]!}/#token=${encodeURIComponent(demo.adminToken)}`);
+          await page.locator('#diagram g.node.balancer.live').waitFor({ timeout: 10_000 });
+          assert.match((await page.textContent('#diagram g.node.balancer')) ?? '', /kiln balancer · route affinity/);
+          const shopper = new Browser(demo.url);
+          let stop = false;
+          const load = (async () => {
+            while (!stop) await shopper.post('/api/cart', { sku: 'mug', qty: 1 });
+          })();
+          try {
+            await waitFor(async () => /[1-9][\d,.]* req\/s/.test((await page.textContent('#diagram g.node.balancer')) ?? ''), 10_000, 'the balancer\'s request rate');
+          } finally {
+            stop = true;
+            await load;
+          }
+          // app-2 was SIGKILLed by the test before: the balancer's health checks say so on its arrow.
+          // This console started after the kill, so only the balancer knows app-2: drawn red from its health checks.
+          await waitFor(async () => /app-2.*health checks fail/.test((await page.textContent('#diagram g.node.app.gone')) ?? ''), 10_000, 'the balancer\'s dead node drawn red');
+          assert.match((await page.textContent('#diagram g.node.balancer')) ?? '', /3 nodes, 2 healthy/);
+          await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-balancer.png`), fullPage: true });
+        } finally {
+          await page.close();
+          await withBalancer.kill();
+          removeDir(dir);
+        }
+      });
   });
 }

@@ -10,27 +10,51 @@ function tierLines(o) {
   if (o.storage.kind === 'redis') return ['Redis (' + s.role.replace(/^redis-/, '') + ')'].concat(String(s.address).split(',').slice(0, 4).map((a) => a.trim()), [held]);
   return ['kiln server', s.address + (s.tls ? ' (TLS)' : ''), o.storage.dataDir ? 'log: ' + o.storage.dataDir : 'memory only', held];
 }
-function appState(c) { return c.state === 'gone' ? 'gone' : c.stats ? 'live' : 'stale'; }
+/** The balancer's view of each app server by name, with its request rate; null without a balancer. */
+function balancerNodes(o) {
+  const b = o.balancer;
+  if (!b || !b.status) return null;
+  const nodes = new Map();
+  for (const n of b.status.nodes) nodes.set(n.name, { ...n, rate: rateOf('lb ' + n.name, n.requests, b.at) });
+  return nodes;
+}
+function appState(c) { return c.state === 'gone' || c.state === 'down' ? 'gone' : c.stats ? 'live' : 'stale'; }
+/** Nodes the balancer sends to that no client of the tier is named after: drawn too, red when its health checks fail. */
+function balancerOnly(lb, apps) {
+  if (!lb) return [];
+  return [...lb.values()].filter((n) => !apps.some((c) => (c.label || c.name) === n.name)).map((n) => ({ name: n.name, label: n.name, host: n.url.replace(/^https?:\/\//, ''), pid: n.pid === null ? '–' : n.pid, leases: null, state: n.healthy ? 'unknown' : 'down', balancerOnly: true }));
+}
 function drawDiagram(o) {
-  const apps = o.clients.concat(o.departed || []), box = $('diagram');
+  const lb = balancerNodes(o), bal = o.balancer, box = $('diagram');
+  const known = o.clients.concat(o.departed || []), apps = known.concat(balancerOnly(lb, known));
   const W = Math.max(480, box.clientWidth || 900), n = Math.max(1, apps.length), gap = 24;
-  const bw = Math.min(190, (W - gap * (n + 1)) / n), bh = 78, top = 46, H = top + bh + 150;
+  const bw = Math.min(190, (W - gap * (n + 1)) / n), bh = 78, top = bal ? 100 : 46, H = top + bh + 150;
   const x0 = (W - (n * bw + (n - 1) * gap)) / 2;
   const tw = 260, th = 24 + 16 * tierLines(o).length, tx = (W - tw) / 2, ty = H - th - 6;
   let out = '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#a8a29e"/></marker></defs>';
-  out += '<text x="' + W / 2 + '" y="14" text-anchor="middle">HTTP traffic (browsers, load balancer)</text>';
+  if (bal) {
+    const lw = 300, lx = (W - lw) / 2, st = bal.reachable ? 'live' : 'gone', total = lb ? [...lb.values()].reduce((a, x) => (x.rate === null ? a : (a || 0) + x.rate), null) : null;
+    out += '<g class="node balancer ' + st + '" data-state="' + st + '"><rect x="' + lx + '" y="4" width="' + lw + '" height="54" rx="6"/><text class="title" x="' + (lx + 10) + '" y="22">kiln balancer' + (bal.status ? ' · ' + esc(bal.status.affinity) + ' affinity' : '') + '</text>';
+    out += '<text x="' + (lx + 10) + '" y="38">' + esc(bal.url) + (total === null ? '' : ' · ' + fmt(total) + ' req/s') + '</text>';
+    out += '<text x="' + (lx + 10) + '" y="53">' + esc(bal.reachable ? (lb ? lb.size + ' nodes, ' + [...lb.values()].filter((x) => x.healthy).length + ' healthy' : '') : 'unreachable: ' + bal.error) + '</text></g>';
+  } else out += '<text x="' + W / 2 + '" y="14" text-anchor="middle">HTTP traffic (browsers, load balancer)</text>';
   apps.forEach((c, i) => {
     const x = x0 + i * (bw + gap), cx = x + bw / 2, st = appState(c), r = (o.rates && o.rates.get(c.name)) || {};
-    const http = st === 'gone' ? 'gone' : r.http === null || r.http === undefined ? '– req/s' : fmt(r.http) + ' req/s';
+    const node = lb && lb.get(c.label || c.name);
+    const http = node ? (node.rate === null ? '– req/s' : fmt(node.rate) + ' req/s') + (node.draining ? ' · draining' : node.healthy ? '' : ' · unhealthy') : st === 'gone' ? 'gone' : r.http === null || r.http === undefined ? '– req/s' : fmt(r.http) + ' req/s';
     const msgs = st === 'gone' ? '' : r.messages === null || r.messages === undefined ? '– msg/s' : fmt(r.messages) + ' msg/s';
-    out += '<line class="edge' + (st === 'gone' ? ' gone' : '') + '" x1="' + cx + '" y1="22" x2="' + cx + '" y2="' + (top - 2) + '"/>';
-    out += '<text class="rate" x="' + (cx + 6) + '" y="36">' + esc(http) + '</text>';
+    const from = bal ? 58 : 22;
+    out += '<line class="edge' + (st === 'gone' || (node && !node.healthy) ? ' gone' : '') + '" x1="' + (bal ? W / 2 + (cx - W / 2) * 0.3 : cx) + '" y1="' + from + '" x2="' + cx + '" y2="' + (top - 2) + '"/>';
+    out += '<text class="rate" x="' + (cx + 6) + '" y="' + (top - 10) + '">' + esc(http) + '</text>';
     out += '<g class="node app ' + st + '" data-client="' + esc(c.name) + '" data-state="' + st + '"><title>' + esc(c.name + ' · ' + c.host + ' pid ' + c.pid) + '</title><rect x="' + x + '" y="' + top + '" width="' + bw + '" height="' + bh + '" rx="6"/>';
     out += '<text class="title" x="' + (x + 8) + '" y="' + (top + 18) + '">' + esc(c.label || c.name) + '</text>';
     out += '<text x="' + (x + 8) + '" y="' + (top + 35) + '">' + esc(c.host + ' · pid ' + c.pid) + '</text>';
-    out += '<text x="' + (x + 8) + '" y="' + (top + 52) + '">' + (st === 'gone' ? 'connection lost ' + ago(Date.now() - c.goneAt) + ' ago' : 'leases ' + fmt(c.leases)) + '</text>';
-    out += '<text x="' + (x + 8) + '" y="' + (top + 69) + '">' + (st === 'stale' ? 'no report yet' : st === 'gone' ? 'last leases ' + fmt(c.leases) : '') + '</text></g>';
+    const line3 = c.balancerOnly ? 'not connected to the tier' : st === 'gone' ? 'connection lost ' + ago(Date.now() - c.goneAt) + ' ago' : 'leases ' + fmt(c.leases);
+    const line4 = c.balancerOnly ? (c.state === 'down' ? 'balancer: health checks fail' : 'balancer: healthy') : st === 'stale' ? 'no report yet' : st === 'gone' ? 'last leases ' + fmt(c.leases) : '';
+    out += '<text x="' + (x + 8) + '" y="' + (top + 52) + '">' + esc(line3) + '</text>';
+    out += '<text x="' + (x + 8) + '" y="' + (top + 69) + '">' + esc(line4) + '</text></g>';
     const ex = tx + tw * ((i + 1) / (n + 1));
+    if (c.balancerOnly) return;
     out += '<line class="edge' + (st === 'gone' ? ' gone' : '') + '" x1="' + cx + '" y1="' + (top + bh) + '" x2="' + ex + '" y2="' + (ty - 2) + '"/>';
     if (msgs) out += '<text x="' + ((cx + ex) / 2 + 6) + '" y="' + ((top + bh + ty) / 2) + '">' + esc(msgs) + '</text>';
   });

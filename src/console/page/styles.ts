@@ -34,7 +34,8 @@ export const STYLES = `
   #diagram .node.stale rect { stroke: var(--warn); }
   #diagram .node.gone rect { fill: #fee2e2; stroke: var(--dead); }
   #diagram .node.gone text { fill: var(--dead); }
-  #diagram .node.tier rect { stroke: var(--ink); fill: #f5f5f4; }
+  #diagram .node.tier rect, #diagram .node.balancer rect { stroke: var(--ink); fill: #f5f5f4; }
+  #diagram .node.balancer.gone rect { fill: #fee2e2; stroke: var(--dead); }
   #diagram .node text.title { font-size: 13px; font-weight: 600; fill: var(--ink); }
   #diagram .edge { stroke: #a8a29e; stroke-width: 1.5; marker-end: url(#arrow); }
   #diagram .edge.gone { stroke: var(--dead); stroke-dasharray: 4 4; }
