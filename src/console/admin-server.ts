@@ -18,7 +18,8 @@ import { EventHistory } from './event-history.js';
 import { LargestSessions } from './largest-sessions.js';
 import { ServerMetrics } from './metrics.js';
 import { consolePage } from './page.js';
-import { ClientRoster, CounterDeltas } from './roster.js';
+import { ClientRoster } from './roster.js';
+import { SAMPLE_MS, TimeSeries } from './timeseries.js';
 import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
 import type { ConsoleSource } from './source.js';
 
@@ -70,24 +71,6 @@ export interface AdminOptions {
 
 const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs', 'balancer'];
 
-export interface Sample {
-  t: number;
-  sessions: number;
-  leases: number;
-  connections: number;
-  commits: number;
-  requests: number;
-  recalls: number;
-  errors: number;
-  commitMsP50: number;
-  /** HTTP requests the app servers handled (their clients' reports), as opposed to `requests`: protocol messages to the tier. */
-  httpRequests: number;
-  cacheHits: number;
-  cacheMisses: number;
-}
-
-const SAMPLE_MS = 10_000;
-const SAMPLES = 360;
 
 export class AdminServer {
   readonly metrics: ServerMetrics;
@@ -100,12 +83,10 @@ export class AdminServer {
   private readonly tickets: Tickets;
   /** Each open events stream and the view it gets. */
   private readonly streams = new Map<ServerResponse, Role>();
-  private readonly samples: Sample[] = [];
+  private readonly series: TimeSeries;
   private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
-  private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
   private readonly roster = new ClientRoster();
-  private readonly sampleDeltas = new CounterDeltas();
   private readonly history = new EventHistory();
   private readonly largest: LargestSessions;
   private readonly balancer: BalancerWatch | undefined;
@@ -154,9 +135,10 @@ export class AdminServer {
     // What Node's parser refuses still gets an answer in the API's format.
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
     this.unsubscribe = source.onEvent((e) => this.broadcast(e.type, e.data));
-    this.sampler = setInterval(() => void this.sample().catch(() => undefined), SAMPLE_MS);
+    this.series = new TimeSeries(source);
+    this.sampler = setInterval(() => void this.series.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();
-    void this.sample().catch(() => undefined);
+    void this.series.sample().catch(() => undefined);
   }
 
   async start(): Promise<number> {
@@ -203,34 +185,6 @@ export class AdminServer {
       recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
       ...(this.balancer ? { balancer: this.balancer.current() } : {}),
     };
-  }
-
-  private async sample(): Promise<void> {
-    const f = await this.source.figures(SAMPLE_MS);
-    const now = {
-      commits: f.counters['commits'] ?? 0,
-      requests: f.requests,
-      recalls: f.counters['leaseRecalls'] ?? 0,
-      errors: Object.values(f.errors).reduce((a, b) => a + b, 0),
-    };
-    const since = this.last ?? now;
-    const clients = this.sampleDeltas.next(f.clients);
-    this.samples.push({
-      t: Date.now(),
-      sessions: f.sessions,
-      leases: f.leases,
-      connections: f.connections,
-      commits: Math.max(0, now.commits - since.commits),
-      requests: Math.max(0, now.requests - since.requests),
-      recalls: Math.max(0, now.recalls - since.recalls),
-      errors: Math.max(0, now.errors - since.errors),
-      commitMsP50: f.recent.commitMsP50,
-      httpRequests: clients.http,
-      cacheHits: clients.hits,
-      cacheMisses: clients.misses,
-    });
-    if (this.samples.length > SAMPLES) this.samples.shift();
-    this.last = now;
   }
 
   private broadcast(type: string, data: unknown): void {
@@ -299,7 +253,7 @@ export class AdminServer {
       return;
     }
     if (method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
-    if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
+    if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.series.samples });
     if (method === 'POST' && path === '/api/tickets') return this.json(res, 200, this.tickets.issue());
     if (method === 'GET' && path === '/api/events') return this.events(req, res, role);
     if (method === 'GET' && path === '/api/events/recent') return this.json(res, 200, { events: recentEvents(this.history, query, role === 'admin' ? undefined : (d) => this.readView(d)) });

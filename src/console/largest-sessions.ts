@@ -1,3 +1,4 @@
+import { attributeBytes } from '../session/model.js';
 import type { ConsoleSessionMeta, ConsoleSource } from './source.js';
 
 /**
@@ -83,7 +84,7 @@ export class LargestSessions {
   private async scan(): Promise<LargestReport> {
     const started = Date.now();
     const tally = new SizeTally();
-    for await (const slice of this.source.sizes()) {
+    for await (const slice of this.source.sizes?.() ?? pagedSizes(this.source)) {
       for (const s of slice) tally.add(s);
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
@@ -112,5 +113,31 @@ export class LargestSessions {
       sessions,
       attributes: [...names].map(([name, n]) => ({ name, ...n })).sort((a, b) => b.bytes - a.bytes).slice(0, TOP_SESSIONS),
     };
+  }
+}
+
+/** Sessions listed per page of a paged size scan, and read at once within it. */
+const SIZE_PAGE = 500;
+const SIZE_PARALLEL = 50;
+
+/**
+ * Sizes for a source without sizes() (Redis: one round trip per session): a page of
+ * list() at a time, each session read through snapshot(), SIZE_PARALLEL at once.
+ */
+export async function* pagedSizes(source: ConsoleSource): AsyncGenerator<SizedSession[]> {
+  let after: string | undefined;
+  for (;;) {
+    const page = await source.list({ after, limit: SIZE_PAGE });
+    const slice: SizedSession[] = [];
+    for (let i = 0; i < page.sessions.length; i += SIZE_PARALLEL) {
+      const metas = page.sessions.slice(i, i + SIZE_PARALLEL);
+      const snapshots = await Promise.all(metas.map((m) => source.snapshot(m.id, m.namespace)));
+      snapshots.forEach((s, j) => {
+        if (s) slice.push({ meta: metas[j]!, bytes: attributeBytes(s.attributes) });
+      });
+    }
+    if (slice.length > 0) yield slice;
+    if (page.next === null) return;
+    after = page.next;
   }
 }

@@ -1,18 +1,13 @@
 import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
-import { attributeBytes, type SessionMeta, type SessionSnapshot } from '../session/model.js';
+import type { SessionMeta, SessionSnapshot } from '../session/model.js';
 import { addHistograms } from '../util/latency.js';
-import type { SizedSession } from './largest-sessions.js';
 import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
 
 /** How often the source looks at the clients' reports (joins, leaves, new errors). */
 const WATCH_MS = 1000;
 /** Departed clients remembered one by one (so one that comes back is not counted twice); older ones are folded into one total. */
 const MAX_DEPARTED = 1000;
-
-/** Sessions listed per page of a size scan, and read at once within it. */
-const SIZE_PAGE = 500;
-const SIZE_PARALLEL = 50;
 
 /**
  * The console's view of a Redis tier, for `kiln console --engine redis…`: sessions,
@@ -115,22 +110,6 @@ export class RedisSource implements ConsoleSource {
 
   destroyByPrincipal(principal: string): Promise<number> {
     return this.engine.destroyByPrincipal(principal);
-  }
-
-  /** A page of sessions at a time, each read (one round trip per session, SIZE_PARALLEL at once). */
-  async *sizes(): AsyncGenerator<SizedSession[]> {
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.engine.list({ after, limit: SIZE_PAGE });
-      const slice: SizedSession[] = [];
-      for (let i = 0; i < page.sessions.length; i += SIZE_PARALLEL) {
-        const snapshots = await Promise.all(page.sessions.slice(i, i + SIZE_PARALLEL).map((m) => this.engine.snapshotForAdmin(m.id)));
-        for (const s of snapshots) if (s) slice.push({ meta: s.meta, bytes: attributeBytes(s.attributes) });
-      }
-      if (slice.length > 0) yield slice;
-      if (page.next === null || this.closed) return;
-      after = page.next;
-    }
   }
 
   onEvent(listener: (event: ConsoleEvent) => void): () => void {

@@ -32,9 +32,10 @@ export interface ConsoleSource {
   destroyByPrincipal(principal: string, namespace?: string): Promise<number>;
   /**
    * Every session's size, in slices: the caller takes one per turn of the event loop
-   * (largest-sessions.ts), so no single turn walks the whole tier.
+   * (largest-sessions.ts), so no single turn walks the whole tier. Optional: without it
+   * the sizes are read a page of list() at a time through snapshot().
    */
-  sizes(): AsyncGenerator<SizedSession[]>;
+  sizes?(): AsyncGenerator<SizedSession[]>;
   /** Everything worth streaming to the console's events pane. */
   onEvent(listener: (event: ConsoleEvent) => void): () => void;
   close(): Promise<void>;
