@@ -134,7 +134,10 @@ export class AdminServer {
     this.http = tls ? createHttpsServer({ cert: pem(tls.cert), key: pem(tls.key) }, handler) : createServer(handler);
     // What Node's parser refuses still gets an answer in the API's format.
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
-    this.unsubscribe = source.onEvent((e) => this.broadcast(e.type, e.data));
+    this.unsubscribe = source.onEvent((e) => {
+      if (e.type === 'client' && e.data.type === 'client-left') this.roster.left(e.data.client, e.data.at);
+      this.broadcast(e.type, e.data);
+    });
     this.series = new TimeSeries(source);
     this.sampler = setInterval(() => void this.series.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();

@@ -17,10 +17,21 @@ export class ClientRoster {
   private readonly gone = new Map<string, RosterClient>();
   private live = new Map<string, ConsoleClient>();
 
+  /**
+   * A source's client-left event: the departure at its own time, even when nobody polls
+   * the overview meanwhile (its last figures join it at the next update, if they were seen).
+   */
+  left(client: Partial<ConsoleClient> & { name: string }, at: number): void {
+    const last = this.live.get(client.name);
+    const known: ConsoleClient = { host: '', pid: 0, app: '', address: '', connectedAt: 0, ownerId: '', leases: 0, requests: 0, stats: null, ...client, ...last };
+    this.live.delete(client.name);
+    this.gone.set(client.name, { ...asRoster(known), state: 'gone', goneAt: at });
+  }
+
   /** The clients a source lists now, and those gone in the last GONE_MS (newest departure first). */
   update(clients: readonly ConsoleClient[], now = Date.now()): { live: RosterClient[]; gone: RosterClient[] } {
     const next = new Map(clients.map((c) => [c.name, c]));
-    for (const [name, last] of this.live) if (!next.has(name)) this.gone.set(name, { ...asRoster(last), state: 'gone', goneAt: now });
+    for (const [name, last] of this.live) if (!next.has(name) && !this.gone.has(name)) this.gone.set(name, { ...asRoster(last), state: 'gone', goneAt: now });
     for (const name of next.keys()) this.gone.delete(name);
     for (const [name, c] of this.gone) if (now - (c.goneAt ?? now) > GONE_MS) this.gone.delete(name);
     this.live = next;

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { BalancerWatch } from '../../src/console/balancer-watch.js';
 import { EventHistory } from '../../src/console/event-history.js';
 import { LargestSessions, SIZE_BUCKETS, SizeTally, type SizedSession } from '../../src/console/largest-sessions.js';
 import { ClientRoster, CounterDeltas, GONE_MS, labelOf } from '../../src/console/roster.js';
 import type { ConsoleClient, ConsoleSource } from '../../src/console/source.js';
+import { freePort, waitFor } from '../helpers/processes.js';
 
 const meta = (id: string) => ({ id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 });
 const client = (name: string, opens: number | null = null): ConsoleClient => ({
@@ -84,6 +86,14 @@ describe('console parts', () => {
     r.update([client('app-1-0a1b2c')], 2);
     assert.equal(r.update([client('app-1-0a1b2c'), client('app-3-aabbcc')], 3).gone.length, 0, 'back: no longer gone');
     assert.equal(labelOf('shop-1234'), 'shop-1234', 'a name without the engine suffix stays');
+    // A departure the source announced counts from its own time, though nobody polled since.
+    const e = new ClientRoster();
+    e.update([client('app-4-aabbcc', 7)], 100);
+    e.left({ name: 'app-4-aabbcc', pid: 9 }, 150);
+    v = e.update([], 5000);
+    assert.deepEqual(v.gone.map((c) => [c.label, c.goneAt, c.pid]), [['app-4', 150, 1]], 'its last full figures, the event\'s time');
+    e.left({ name: 'never-polled-010203', pid: 9 }, 4000);
+    assert.deepEqual(e.update([], 5000).gone.map((c) => [c.label, c.pid]), [['never-polled', 9], ['app-4', 1]]);
   });
 
   it('counter deltas: a client leaving or restarting never makes traffic negative', () => {
@@ -108,5 +118,21 @@ describe('console parts', () => {
     assert.deepEqual(h.recent({ limit: 1 }).map((e) => e.seq), [4]);
     const short = (d: unknown) => ({ ...(d as object), sessionId: 'SESSIONI…' });
     assert.deepEqual(h.recent({ text: '0123456789' }, short), [], 'the read role cannot search by the part of the id it does not see');
+  });
+
+  it('balancer watch: options checked by name; a balancer nobody answers for is unreachable, with the reason', async () => {
+    assert.throws(() => new BalancerWatch({ url: 'ftp://x', token: 't' }), (err: Error & { code?: string }) => err.code === 'KILN_ERR_INVALID_OPTION' && /"balancer\.url"/.test(err.message));
+    assert.throws(() => new BalancerWatch({ url: 'http://127.0.0.1:1', token: '' }), /"balancer\.token"/);
+    const watch = new BalancerWatch({ url: `http://127.0.0.1:${await freePort()}/ignored/path`, token: 'secret-token' });
+    try {
+      assert.equal(watch.current().reachable, false);
+      const failed = await waitFor(() => (watch.current().error !== 'not read yet' ? watch.current() : undefined), 5000, 'a failed read');
+      assert.equal(failed.reachable, false);
+      assert.equal(failed.status, null);
+      assert.match(failed.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'the origin only');
+      assert.ok(!JSON.stringify(failed).includes('secret-token'));
+    } finally {
+      watch.stop();
+    }
   });
 });
