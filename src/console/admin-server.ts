@@ -185,7 +185,7 @@ export class AdminServer {
       clients: roster.live,
       /** App servers whose connection dropped in the last minute, with their last figures. */
       departed: roster.gone,
-      recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
+      recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50, leaseWaits: f.recent.leaseWaits ?? null, commits: f.recent.commits ?? null },
       ...(this.balancer ? { balancer: this.balancer.current() } : {}),
     };
   }

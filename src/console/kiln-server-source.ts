@@ -7,6 +7,10 @@ import { LatencyRecorder } from '../util/latency.js';
 import type { SizedSession } from './largest-sessions.js';
 import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleListPage, type ConsoleSessionMeta, type ConsoleSource } from './source.js';
 
+function recentOf(commit: { count: number; p50Ms: number }, wait: { count: number; p50Ms: number }): ConsoleFigures['recent'] {
+  return { commitMsP50: commit.p50Ms, leaseWaitMsP50: wait.p50Ms, commits: commit.count, leaseWaits: wait.count };
+}
+
 /** Sessions per slice of a size scan: a few milliseconds of the event loop. */
 const SIZE_SLICE = 2000;
 
@@ -79,7 +83,7 @@ export class KilnServerSource implements ConsoleSource {
       errors: { ...this.errors },
       commitLatency: this.commitLatency.snapshot(),
       leaseWait: this.leaseWait.snapshot(),
-      recent: { commitMsP50: this.commitLatency.recent(recentWindowMs).p50Ms, leaseWaitMsP50: this.leaseWait.recent(recentWindowMs).p50Ms },
+      recent: recentOf(this.commitLatency.recent(recentWindowMs), this.leaseWait.recent(recentWindowMs)),
       clients: this.server.clients(),
       storageBytes: this.server.storageInfo()?.bytesOnDisk ?? 0, // no storage: nothing on disk
     };

@@ -91,7 +91,8 @@ export interface ConsoleFigures {
   errors: Record<string, number>;
   commitLatency: HistogramSnapshot;
   leaseWait: HistogramSnapshot;
-  recent: { commitMsP50: number; leaseWaitMsP50: number };
+  /** Medians of the recent window, and how many calls they are of (a median of none reads 0). */
+  recent: { commitMsP50: number; leaseWaitMsP50: number; commits?: number; leaseWaits?: number };
   clients: ConsoleClient[];
   /** Bytes of log on disk (0 without storage); null where the source cannot tell (Redis). */
   storageBytes: number | null;

@@ -106,6 +106,9 @@ export function adminApiSuite(target: ConsoleTarget): void {
       assert.ok(o.server.uptimeMs > 0);
       assert.match(o.server.version, /^\d+\.\d+\.\d+/);
       assert.equal(o.sessions.count, 10_000);
+      // A median says how many calls it is of: a median of none is no figure (the console shows '–').
+      const recent = (o as unknown as { recent: { commits: unknown; leaseWaits: unknown } }).recent;
+      assert.ok(typeof recent.commits === 'number' && typeof recent.leaseWaits === 'number', JSON.stringify(recent));
       // A Redis console knows an app server from its first report (every 100 ms here).
       const me = o.clients.find((c) => c.name.startsWith('admin-test')) ?? (await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as typeof o).clients.find((c) => c.name.startsWith('admin-test')), 3000, 'our client listed'));
       assert.equal(me.pid, process.pid);

@@ -130,10 +130,13 @@ onOverview((o) => {
     setFigure('value-commits', fmt(commits));
     setFigure('rate-recalls', fmt(Math.max(0, (o.counters.leaseRecalls || 0) - (last.counters.leaseRecalls || 0)) / dt));
   }
-  addPoint('wait', t, o.recent.leaseWaitMsP50); addPoint('sessions', t, o.sessions.count);
+  // A median of no lease waits is no figure: the chart has a gap and the tile says so.
+  const waited = o.recent.leaseWaits !== 0;
+  if (waited) addPoint('wait', t, o.recent.leaseWaitMsP50);
+  addPoint('sessions', t, o.sessions.count);
   const hit = cacheTotal(o);
   setFigure('value-hits', hit === null ? '–' : fmt(hit, 1) + '%');
-  setFigure('value-wait', fmt(o.recent.leaseWaitMsP50) + ' ms'); setFigure('value-sessions', fmt(o.sessions.count));
+  setFigure('value-wait', waited ? fmt(o.recent.leaseWaitMsP50) + ' ms' : '–'); $('value-wait').title = waited ? '' : 'no lease acquired in the last 5 s'; setFigure('value-sessions', fmt(o.sessions.count));
   setFigure('lease-waiters', fmt(o.leases.waiting)); setFigure('leases', fmt(o.leases.held));
   last = o;
   drawAll();
