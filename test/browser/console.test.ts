@@ -183,7 +183,11 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       assert.equal(await page.getAttribute('#clients tr[data-state="gone"]', 'class'), 'gone', 'the table marks it too');
       await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-node-gone.png`), fullPage: true });
 
-      // Filters: by type, then by app server name.
+      // Filters: by principal, by type, then by app server name.
+      await page.fill('#events-filter', 'pat');
+      const ofPat = await page.$$eval('#events li[data-type]', (lis) => lis.map((l) => l.textContent ?? ''));
+      assert.ok(ofPat.length >= 1 && ofPat.every((r) => r.includes('principal pat')), `pat's events: ${ofPat.join(' | ')}`);
+      await page.fill('#events-filter', '');
       await waitFor(async () => /client-left/.test((await page.textContent('#events')) ?? ''), 10_000, 'the departure in the events pane');
       await page.selectOption('#events-type', 'client');
       const types = await page.$$eval('#events li[data-type]', (lis) => lis.map((l) => l.getAttribute('data-type')));

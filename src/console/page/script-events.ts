@@ -25,6 +25,8 @@ function addEvent(e) {
   if (e.seq && e.seq <= lastSeq) return false;
   if (e.seq) lastSeq = e.seq;
   e.text = describe(e);
+  // The filter also matches the whole session id, where the role may see it.
+  e.search = (e.text + ' ' + ((e.data && e.data.sessionId) || '')).toLowerCase();
   events.push(e);
   if (events.length > 500) events.shift();
   return true;
@@ -35,7 +37,7 @@ function renderEvents() {
   for (let i = events.length - 1; i >= 0 && shown.length < 300; i--) {
     const e = events[i];
     if (type && e.type !== type) continue;
-    if (word && !e.text.toLowerCase().includes(word)) continue;
+    if (word && !e.search.includes(word)) continue;
     shown.push('<li class="' + esc(e.type) + '" data-type="' + esc(e.type) + '"><span class="muted">' + new Date(e.at).toLocaleTimeString() + '</span> <span class="type">' + esc(e.type) + '</span> ' + esc(e.text) + '</li>');
   }
   $('events').innerHTML = shown.join('') || '<li class="muted">' + (events.length ? 'no event matches the filter' : 'no event yet') + '</li>';
