@@ -69,6 +69,7 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
           return tile === table && /%$/.test(tile ?? '');
         }, 5000, 'the near-cache tile = the table total');
         assert.ok(Number(await page.getAttribute('#chart-wait', 'data-points')) > 1, 'the lease-wait chart is drawn');
+        await waitFor(async () => Number(await page.getAttribute('#chart-hits', 'data-points')) > 1, 8000, 'the near-cache chart is drawn');
         // Axes with units, a time window to choose, the value under the pointer.
         assert.match((await page.textContent('#chart-commits')) ?? '', /0\/s.*−5 min.*now/);
         await page.click('#window button[data-minutes="15"]');

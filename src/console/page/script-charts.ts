@@ -122,7 +122,8 @@ onOverview((o) => {
   o.rates = clientRates(o);
   const http = total(o.rates, 'http'), messages = total(o.rates, 'messages'), hits = total(o.rates, 'hits'), misses = total(o.rates, 'misses');
   addPoint('http', t, http); addPoint('messages', t, messages);
-  if (hits !== null && misses !== null && hits + misses > 0) addPoint('hits', t, (100 * hits) / (hits + misses));
+  // One of the two may not have moved since the page opened (all hits): its rate is not known yet, but it is none.
+  if ((hits !== null || misses !== null) && (hits || 0) + (misses || 0) > 0) addPoint('hits', t, (100 * (hits || 0)) / ((hits || 0) + (misses || 0)));
   setFigure('value-http', fmt(http)); setFigure('value-messages', fmt(messages));
   if (last) {
     const dt = (t - last.at) / 1000, commits = Math.max(0, o.counters.commits - last.counters.commits) / dt;
