@@ -12,8 +12,14 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
 import { checkTokenStrength } from '../util/secret-file.js';
+import { recentEvents, largestView } from './admin-views.js';
+import { BalancerWatch, type BalancerOptions } from './balancer-watch.js';
+import { EventHistory } from './event-history.js';
+import { LargestSessions } from './largest-sessions.js';
 import { ServerMetrics } from './metrics.js';
 import { consolePage } from './page.js';
+import { ClientRoster } from './roster.js';
+import { SAMPLE_MS, TimeSeries } from './timeseries.js';
 import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
 import type { ConsoleSource } from './source.js';
 
@@ -36,6 +42,8 @@ import type { ConsoleSource } from './source.js';
  *   DELETE /api/principals/:principal/sessions (admin) "log out everywhere"
  *   POST   /api/tickets                        a 60-second, single-use ticket for /api/events
  *   GET    /api/events[?ticket=]               SSE: clients, lease recalls/revocations, expiries, destroys, errors
+ *   GET    /api/events/recent?type=&q=&limit=  the last events (event-history.ts), oldest first
+ *   GET    /api/sessions/largest               top sessions and attributes by size, size histogram (largest-sessions.ts)
  *   GET    /api/timeseries                     10-second samples of the last hour
  *   GET    /metrics                            Prometheus text format
  *   GET    /                                   the web console (asks for the token)
@@ -57,24 +65,12 @@ export interface AdminOptions {
   redact?: readonly string[];
   /** How long an events ticket may wait for its use (default 60 s). */
   ticketTtlMs?: number;
+  /** A `kiln balancer` in front of the app servers, drawn in the console (balancer-watch.ts). */
+  balancer?: BalancerOptions;
 }
 
-const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs'];
+const KNOWN_OPTIONS = ['host', 'port', 'adminToken', 'readToken', 'version', 'tls', 'redact', 'ticketTtlMs', 'balancer'];
 
-export interface Sample {
-  t: number;
-  sessions: number;
-  leases: number;
-  connections: number;
-  commits: number;
-  requests: number;
-  recalls: number;
-  errors: number;
-  commitMsP50: number;
-}
-
-const SAMPLE_MS = 10_000;
-const SAMPLES = 360;
 
 export class AdminServer {
   readonly metrics: ServerMetrics;
@@ -87,10 +83,13 @@ export class AdminServer {
   private readonly tickets: Tickets;
   /** Each open events stream and the view it gets. */
   private readonly streams = new Map<ServerResponse, Role>();
-  private readonly samples: Sample[] = [];
+  private readonly series: TimeSeries;
   private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
-  private last: { commits: number; requests: number; recalls: number; errors: number } | undefined;
+  private readonly roster = new ClientRoster();
+  private readonly history = new EventHistory();
+  private readonly largest: LargestSessions;
+  private readonly balancer: BalancerWatch | undefined;
   private boundPort = 0;
   private inspecting = 0;
   private inspectTail: Promise<void> = Promise.resolve();
@@ -124,6 +123,10 @@ export class AdminServer {
     this.adminDigest = digest(options.adminToken);
     this.readDigest = options.readToken ? digest(options.readToken) : undefined;
     this.metrics = new ServerMetrics(source);
+    this.largest = new LargestSessions(source);
+    const balancer = o.any('balancer') as BalancerOptions | undefined;
+    if (balancer !== undefined && (typeof balancer !== 'object' || balancer === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'AdminServer: option "balancer" must be { url, token }', { details: { option: 'balancer' } });
+    this.balancer = balancer ? new BalancerWatch(balancer) : undefined;
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     };
@@ -131,10 +134,14 @@ export class AdminServer {
     this.http = tls ? createHttpsServer({ cert: pem(tls.cert), key: pem(tls.key) }, handler) : createServer(handler);
     // What Node's parser refuses still gets an answer in the API's format.
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
-    this.unsubscribe = source.onEvent((e) => this.broadcast(e.type, e.data));
-    this.sampler = setInterval(() => void this.sample().catch(() => undefined), SAMPLE_MS);
+    this.unsubscribe = source.onEvent((e) => {
+      if (e.type === 'client' && e.data.type === 'client-left') this.roster.left(e.data.client, e.data.at);
+      this.broadcast(e.type, e.data);
+    });
+    this.series = new TimeSeries(source);
+    this.sampler = setInterval(() => void this.series.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();
-    void this.sample().catch(() => undefined);
+    void this.series.sample().catch(() => undefined);
   }
 
   async start(): Promise<number> {
@@ -155,6 +162,7 @@ export class AdminServer {
   /** Stops serving; the source stays open (whoever made it closes it). */
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    this.balancer?.stop();
     this.unsubscribe();
     for (const s of this.streams.keys()) s.end();
     await new Promise<void>((resolve) => {
@@ -166,6 +174,7 @@ export class AdminServer {
   async overview(): Promise<Record<string, unknown>> {
     const d = this.source.describe();
     const f = await this.source.figures();
+    const roster = this.roster.update(f.clients);
     return {
       server: { role: d.role, version: this.options.version, host: hostname(), pid: process.pid, address: d.address, epoch: this.source.epoch, startedAt: d.startedAt, uptimeMs: Date.now() - d.startedAt, tls: d.tls },
       storage: { ...d.storage, bytesOnDisk: f.storageBytes },
@@ -173,42 +182,23 @@ export class AdminServer {
       leases: { held: f.leases, waiting: f.leaseWaiters },
       counters: f.counters,
       connections: f.connections,
-      clients: f.clients,
-      recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50 },
+      clients: roster.live,
+      /** App servers whose connection dropped in the last minute, with their last figures. */
+      departed: roster.gone,
+      recent: { leaseWaitMsP50: f.recent.leaseWaitMsP50, commitMsP50: f.recent.commitMsP50, leaseWaits: f.recent.leaseWaits ?? null, commits: f.recent.commits ?? null },
+      ...(this.balancer ? { balancer: this.balancer.current() } : {}),
     };
-  }
-
-  private async sample(): Promise<void> {
-    const f = await this.source.figures(SAMPLE_MS);
-    const now = {
-      commits: f.counters['commits'] ?? 0,
-      requests: f.requests,
-      recalls: f.counters['leaseRecalls'] ?? 0,
-      errors: Object.values(f.errors).reduce((a, b) => a + b, 0),
-    };
-    const since = this.last ?? now;
-    this.samples.push({
-      t: Date.now(),
-      sessions: f.sessions,
-      leases: f.leases,
-      connections: f.connections,
-      commits: Math.max(0, now.commits - since.commits),
-      requests: Math.max(0, now.requests - since.requests),
-      recalls: Math.max(0, now.recalls - since.recalls),
-      errors: Math.max(0, now.errors - since.errors),
-      commitMsP50: f.recent.commitMsP50,
-    });
-    if (this.samples.length > SAMPLES) this.samples.shift();
-    this.last = now;
   }
 
   private broadcast(type: string, data: unknown): void {
+    const { seq } = this.history.record(type, data);
     if (this.streams.size === 0) return;
     let full: string | undefined;
     let read: string | undefined;
+    // The id lets a page that loaded the history first skip what it already shows.
     for (const [s, view] of this.streams) {
-      if (view === 'admin') s.write((full ??= `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
-      else s.write((read ??= `event: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
+      if (view === 'admin') s.write((full ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
+      else s.write((read ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
     }
   }
 
@@ -266,9 +256,11 @@ export class AdminServer {
       return;
     }
     if (method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
-    if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.samples });
+    if (method === 'GET' && path === '/api/timeseries') return this.json(res, 200, { intervalMs: SAMPLE_MS, samples: this.series.samples });
     if (method === 'POST' && path === '/api/tickets') return this.json(res, 200, this.tickets.issue());
     if (method === 'GET' && path === '/api/events') return this.events(req, res, role);
+    if (method === 'GET' && path === '/api/events/recent') return this.json(res, 200, { events: recentEvents(this.history, query, role === 'admin' ? undefined : (d) => this.readView(d)) });
+    if (method === 'GET' && path === '/api/sessions/largest') return this.json(res, 200, largestView(await this.largest.report(), (m) => this.metaView(m, role)));
     if (method === 'GET' && path === '/api/sessions') return this.list(res, query, role);
     const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
     if (one) {

@@ -4,7 +4,15 @@ import type { ListOptions } from '../engines/engine.js';
 import { Namespace, namespaceOfKey } from '../server/namespaces.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 import { LatencyRecorder } from '../util/latency.js';
+import type { SizedSession } from './largest-sessions.js';
 import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleListPage, type ConsoleSessionMeta, type ConsoleSource } from './source.js';
+
+function recentOf(commit: { count: number; p50Ms: number }, wait: { count: number; p50Ms: number }): ConsoleFigures['recent'] {
+  return { commitMsP50: commit.p50Ms, leaseWaitMsP50: wait.p50Ms, commits: commit.count, leaseWaits: wait.count };
+}
+
+/** Sessions per slice of a size scan: a few milliseconds of the event loop. */
+const SIZE_SLICE = 2000;
 
 /**
  * The console's view of a kiln server, in the server's own process: figures come from
@@ -75,7 +83,7 @@ export class KilnServerSource implements ConsoleSource {
       errors: { ...this.errors },
       commitLatency: this.commitLatency.snapshot(),
       leaseWait: this.leaseWait.snapshot(),
-      recent: { commitMsP50: this.commitLatency.recent(recentWindowMs).p50Ms, leaseWaitMsP50: this.leaseWait.recent(recentWindowMs).p50Ms },
+      recent: recentOf(this.commitLatency.recent(recentWindowMs), this.leaseWait.recent(recentWindowMs)),
       clients: this.server.clients(),
       storageBytes: this.server.storageInfo()?.bytesOnDisk ?? 0, // no storage: nothing on disk
     };
@@ -135,6 +143,24 @@ export class KilnServerSource implements ConsoleSource {
   private event(e: SessionEvent): SessionEvent & { namespace: string } {
     const ns = this.namespace(namespaceOfKey(e.sessionId));
     return { ...ns.event(e), namespace: ns.name };
+  }
+
+  /**
+   * Walks the tier's records (its compaction dump) SIZE_SLICE sessions at a time; the
+   * generator resumes where it stopped, and a Map iterator stays valid while sessions
+   * come and go between slices.
+   */
+  async *sizes(): AsyncGenerator<SizedSession[]> {
+    let slice: SizedSession[] = [];
+    for (const r of this.server.tier.dump()) {
+      if (r.t !== 's') break; // tombstones follow the sessions
+      slice.push({ meta: this.meta(r.meta), bytes: r.pb ?? 0 });
+      if (slice.length === SIZE_SLICE) {
+        yield slice;
+        slice = [];
+      }
+    }
+    if (slice.length > 0) yield slice;
   }
 
   onEvent(listener: (event: ConsoleEvent) => void): () => void {

@@ -86,7 +86,12 @@ export class RedisSource implements ConsoleSource {
       errors,
       commitLatency: addHistograms([this.frozen.commit, ...everyone.map((r) => r.latency.commit)]),
       leaseWait: addHistograms([this.frozen.acquire, ...everyone.map((r) => r.latency.acquire)]),
-      recent: { commitMsP50: recent((r) => r.recent.commit), leaseWaitMsP50: recent((r) => r.recent.acquire) },
+      recent: {
+        commitMsP50: recent((r) => r.recent.commit),
+        leaseWaitMsP50: recent((r) => r.recent.acquire),
+        commits: reports.reduce((n, r) => n + r.recent.commit.count, 0),
+        leaseWaits: reports.reduce((n, r) => n + r.recent.acquire.count, 0),
+      },
       clients: reports.map(asConsoleClient),
       storageBytes: null,
     };

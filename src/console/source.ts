@@ -1,6 +1,7 @@
 import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { SessionMeta, SessionSnapshot } from '../session/model.js';
 import type { HistogramSnapshot } from '../util/latency.js';
+import type { SizedSession } from './largest-sessions.js';
 
 /**
  * Where the admin API, /metrics and the console get their data: one interface, two
@@ -29,6 +30,12 @@ export interface ConsoleSource {
   destroy(sessionId: string, namespace?: string): Promise<boolean>;
   /** "Log out everywhere" in `namespace`, or in every namespace when it is omitted. */
   destroyByPrincipal(principal: string, namespace?: string): Promise<number>;
+  /**
+   * Every session's size, in slices: the caller takes one per turn of the event loop
+   * (largest-sessions.ts), so no single turn walks the whole tier. Optional: without it
+   * the sizes are read a page of list() at a time through snapshot().
+   */
+  sizes?(): AsyncGenerator<SizedSession[]>;
   /** Everything worth streaming to the console's events pane. */
   onEvent(listener: (event: ConsoleEvent) => void): () => void;
   close(): Promise<void>;
@@ -84,7 +91,8 @@ export interface ConsoleFigures {
   errors: Record<string, number>;
   commitLatency: HistogramSnapshot;
   leaseWait: HistogramSnapshot;
-  recent: { commitMsP50: number; leaseWaitMsP50: number };
+  /** Medians of the recent window, and how many calls they are of (a median of none reads 0). */
+  recent: { commitMsP50: number; leaseWaitMsP50: number; commits?: number; leaseWaits?: number };
   clients: ConsoleClient[];
   /** Bytes of log on disk (0 without storage); null where the source cannot tell (Redis). */
   storageBytes: number | null;

@@ -106,6 +106,9 @@ export function adminApiSuite(target: ConsoleTarget): void {
       assert.ok(o.server.uptimeMs > 0);
       assert.match(o.server.version, /^\d+\.\d+\.\d+/);
       assert.equal(o.sessions.count, 10_000);
+      // A median says how many calls it is of: a median of none is no figure (the console shows '–').
+      const recent = (o as unknown as { recent: { commits: unknown; leaseWaits: unknown } }).recent;
+      assert.ok(typeof recent.commits === 'number' && typeof recent.leaseWaits === 'number', JSON.stringify(recent));
       // A Redis console knows an app server from its first report (every 100 ms here).
       const me = o.clients.find((c) => c.name.startsWith('admin-test')) ?? (await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as typeof o).clients.find((c) => c.name.startsWith('admin-test')), 3000, 'our client listed'));
       assert.equal(me.pid, process.pid);
@@ -194,6 +197,7 @@ export function adminApiSuite(target: ConsoleTarget): void {
       const ts = (await call('GET', '/api/timeseries')).body as unknown as { intervalMs: number; samples: { t: number; sessions: number }[] };
       assert.equal(ts.intervalMs, 10_000);
       assert.ok(ts.samples.length >= 1);
+      assert.ok(ts.samples.every((x) => typeof (x as { httpRequests?: unknown }).httpRequests === 'number'), 'HTTP requests (client reports) apart from tier messages');
       const text = (await call('GET', '/metrics')).body as unknown as string;
       const families = parsePrometheus(text) as { name: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[] }[];
       const value = (name: string) => Number(families.find((f) => f.name === name)?.metrics[0]?.value);
@@ -243,6 +247,66 @@ export function adminApiSuite(target: ConsoleTarget): void {
       const byPrincipal = JSON.parse(await cli('sessions', 'ls', '--json', '--principal', principal)) as { sessions: { id: string }[] };
       assert.deepEqual(byPrincipal.sessions.map((s) => s.id).sort(), [...theirs].sort());
       assert.match(await cli('status'), new RegExp(`sessions +${fromApi.total} `));
+    });
+    it('largest sessions: top sessions with their biggest attributes and a fixed-bucket size histogram, by role, cached', async () => {
+      const big = ids[101]!; // no principal: still there after the "log out everywhere" test
+      await kiln.withSession(big, (s) => void s.set('blob', 'x'.repeat(20_000)));
+      type Largest = { computedAt: number; scanned: number; totalBytes: number; histogram: { le: number | null; count: number }[]; sessions: { meta: { id: string; ref: string; principal: string | null }; bytes: number; attributes: { name: string; bytes: number }[] }[]; attributes: { name: string; sessions: number }[] };
+      const count = ((await call('GET', '/api/overview')).body as unknown as { sessions: { count: number } }).sessions.count;
+      const r = (await call('GET', '/api/sessions/largest')).body as unknown as Largest;
+      assert.equal(r.scanned, count, 'every session scanned');
+      assert.deepEqual(r.histogram.map((b) => b.le), [256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, null]);
+      assert.equal(r.histogram.reduce((n, b) => n + b.count, 0), count);
+      assert.equal(r.histogram[4]!.count, 1, 'the one session of 16-64 KiB');
+      assert.equal(r.sessions[0]!.meta.id, big);
+      assert.ok(r.sessions[0]!.bytes > 20_000);
+      assert.equal(r.sessions[0]!.attributes[0]!.name, 'blob');
+      assert.ok(r.sessions.length === 20 && r.sessions.every((s, i) => i === 0 || s.bytes <= r.sessions[i - 1]!.bytes), 'largest first');
+      assert.deepEqual(r.attributes.map((a) => a.name).sort(), ['blob', 'i', 'profile']);
+      const again = (await call('GET', '/api/sessions/largest')).body as unknown as Largest;
+      assert.equal(again.computedAt, r.computedAt, 'answered from the cache');
+      // The read role: short ids and a handle to open the session by, no values.
+      const read = (await call('GET', '/api/sessions/largest', READ_TOKEN)).body as unknown as Largest;
+      assert.equal(read.sessions[0]!.meta.id, `${big.slice(0, 8)}…`);
+      assert.ok(read.sessions[0]!.meta.ref.startsWith('~'));
+      assert.ok(!JSON.stringify(read).includes(big), 'no full id');
+      assert.ok(!JSON.stringify(read).includes('xxxx'), 'no value');
+      const opened = (await call('GET', `/api/sessions/${encodeURIComponent(read.sessions[0]!.meta.ref)}`, READ_TOKEN)).body as unknown as { attributes: { name: string }[] };
+      assert.ok(opened.attributes.some((a) => a.name === 'blob'));
+    });
+
+    it('keeps the recent events for a page that opens later, filtered by type and word, in the role\'s view', async () => {
+      type Recent = { events: { seq: number; type: string; at: number; data: { type?: string; sessionId?: string; client?: { name: string } } }[] };
+      const all = ((await call('GET', '/api/events/recent')).body as unknown as Recent).events;
+      assert.ok(all.length > 0);
+      assert.ok(all.every((e, i) => i === 0 || e.seq > all[i - 1]!.seq), 'oldest first');
+      assert.ok(all.some((e) => e.type === 'client' && e.data.type === 'client-joined' && e.data.client?.name.startsWith('sse-peer')), 'the SSE test\'s peer joining');
+      const clients = ((await call('GET', '/api/events/recent?type=client&q=sse-peer')).body as unknown as Recent).events;
+      assert.ok(clients.length >= 2 && clients.every((e) => e.type === 'client' && e.data.client?.name.startsWith('sse-peer')), JSON.stringify(clients).slice(0, 300));
+      const destroyed = all.find((e) => e.type === 'session' && e.data.sessionId === ids[8]);
+      assert.ok(destroyed, 'the destroy of the SSE test');
+      const asRead = ((await call('GET', '/api/events/recent?type=session', READ_TOKEN)).body as unknown as Recent).events;
+      assert.ok(asRead.length > 0 && asRead.every((e) => !e.data.sessionId || e.data.sessionId.endsWith('…')), 'short ids for the read role');
+      assert.equal(((await call('GET', '/api/events/recent?limit=2')).body as unknown as Recent).events.length, 2);
+    });
+
+    it('overview: a client whose connection dropped stays a minute, marked gone; live ones are named as they were started', async () => {
+      type O = { clients: { name: string; label: string; state: string }[]; departed: { name: string; label: string; state: string; goneAt: number }[] };
+      const leaver = createSessionClient({ engine: tier.engine('leaver'), statsIntervalMs: 100 });
+      try {
+        await leaver.withSession(null, (s) => void s.set('x', 1));
+        const live = await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as O).clients.find((c) => c.name.startsWith('leaver')), 5000, 'leaver listed');
+        assert.equal(live.state, 'live');
+        assert.equal(live.label, 'leaver');
+      } finally {
+        await leaver.close();
+      }
+      const started = Date.now();
+      const gone = await waitFor(async () => ((await call('GET', '/api/overview')).body as unknown as O).departed.find((c) => c.name.startsWith('leaver')), 10_000, 'leaver marked gone');
+      assert.equal(gone.state, 'gone');
+      assert.ok(gone.goneAt >= started - 1000);
+      const o = (await call('GET', '/api/overview')).body as unknown as O;
+      assert.ok(!o.clients.some((c) => c.name.startsWith('leaver')), 'not among the connected');
     });
   });
 }

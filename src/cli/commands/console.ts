@@ -28,6 +28,10 @@ Options:
   --read-token-file <file>   read-only bearer token, at least 32 bytes
   --tls-cert <file>          serve HTTPS with this PEM certificate
   --tls-key <file>           the certificate's PEM private key
+  --balancer <url>           a kiln balancer in front of the app servers (http://host:port): the
+                             console draws it, with its per-node request counts and health
+  --balancer-token-file <f>  the balancer's admin token (its --admin-token-file); required with
+                             --balancer
   --redact <list>            comma list of attribute/key names whose values nobody sees, matched
                              case-insensitively as substrings (default
                              password,passwd,token,secret,csrf,authorization,cookie,key; '' = none)
@@ -52,6 +56,8 @@ export const consoleCommand: Command = {
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
         redact: { type: 'string' },
+        balancer: { type: 'string' },
+        'balancer-token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -72,6 +78,8 @@ export const consoleCommand: Command = {
     const readToken = values['read-token-file'] ? readTokenFile(values['read-token-file'], '--read-token-file') : undefined;
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
     const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
+    if (Boolean(values.balancer) !== Boolean(values['balancer-token-file'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer and --balancer-token-file go together');
+    const balancer = values.balancer ? { url: values.balancer, token: readTokenFile(values['balancer-token-file']!, '--balancer-token-file') } : undefined;
     const port = intFlag(values.port, 'port', 0, 65535) ?? 9511;
     const host = values.host ?? '127.0.0.1';
 
@@ -81,7 +89,7 @@ export const consoleCommand: Command = {
     const source = new RedisSource(engine);
     let admin: AdminServer;
     try {
-      admin = new AdminServer(source, { host, port, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values.redact) });
+      admin = new AdminServer(source, { host, port, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values.redact), balancer });
     } catch (err) {
       await source.close();
       await engine.close();

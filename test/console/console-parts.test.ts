@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BalancerWatch } from '../../src/console/balancer-watch.js';
+import { EventHistory } from '../../src/console/event-history.js';
+import { LargestSessions, SIZE_BUCKETS, SizeTally, type SizedSession } from '../../src/console/largest-sessions.js';
+import { ClientRoster, CounterDeltas, GONE_MS, labelOf } from '../../src/console/roster.js';
+import type { ConsoleClient, ConsoleSource } from '../../src/console/source.js';
+import { freePort, waitFor } from '../helpers/processes.js';
+
+const meta = (id: string) => ({ id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 });
+const client = (name: string, opens: number | null = null): ConsoleClient => ({
+  name,
+  host: 'h',
+  pid: 1,
+  app: 'a',
+  address: 'x',
+  connectedAt: 0,
+  ownerId: name,
+  leases: 0,
+  requests: 0,
+  stats: opens === null ? null : { counters: { opens }, cache: { hits: opens, misses: 1 } },
+});
+
+describe('console parts', () => {
+  it('size tally: fixed buckets with inclusive upper bounds, the largest first, at most N', () => {
+    const t = new SizeTally(3);
+    for (const [id, bytes] of [['a', 256], ['b', 257], ['c', 5_000_000], ['d', 10], ['e', 4096], ['f', 300]] as const) t.add({ meta: meta(id), bytes });
+    assert.deepEqual(t.histogram().map((b) => b.count), [2, 2, 1, 0, 0, 0, 0, 0, 1]);
+    assert.deepEqual(t.histogram().map((b) => b.le), [...SIZE_BUCKETS, null]);
+    assert.deepEqual(t.largest.map((s) => s.meta.id), ['c', 'e', 'f']);
+    assert.equal(t.scanned, 6);
+    assert.equal(t.totalBytes, 256 + 257 + 5_000_000 + 10 + 4096 + 300);
+  });
+
+  it('largest sessions: one slice per turn of the event loop, one scan for callers at once, then the cached answer', async () => {
+    let scans = 0;
+    const slicesSeen: number[] = [];
+    // Counts turns of the event loop: one immediate per turn, each queueing the next.
+    let turns = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const source = {
+      async *sizes(): AsyncGenerator<SizedSession[]> {
+        scans++;
+        for (let s = 0; s < 5; s++) {
+          slicesSeen.push(turns);
+          yield Array.from({ length: 1000 }, (_, i) => ({ meta: meta(`s${s}-${i}`), bytes: s * 1000 + i }));
+        }
+      },
+      async snapshot(id: string) {
+        return { meta: meta(id), attributes: new Map([['big', new Uint8Array(10)], ['small', new Uint8Array(1)]]) };
+      },
+    } as unknown as ConsoleSource;
+    try {
+      const largest = new LargestSessions(source, 60_000);
+      const [a, b] = await Promise.all([largest.report(), largest.report()]);
+      assert.equal(a, b);
+      assert.equal(scans, 1);
+      assert.equal(a.scanned, 5000);
+      assert.equal(a.sessions[0]!.meta.id, 's4-999');
+      assert.deepEqual(a.sessions[0]!.attributes.map((x) => x.name), ['big', 'small']);
+      // Timers ran between slices: the scan let the event loop turn.
+      for (let i = 1; i < slicesSeen.length; i++) assert.ok(slicesSeen[i]! > slicesSeen[i - 1]!, `turns between slices: ${slicesSeen.join(',')}`);
+      assert.equal(await largest.report(), a, 'cached');
+      assert.equal(scans, 1);
+    } finally {
+      ticking = false;
+    }
+  });
+
+  it('roster: a client that leaves is kept GONE_MS, marked gone; one that returns is live again', () => {
+    const r = new ClientRoster();
+    r.update([client('app-1-0a1b2c'), client('app-2-0a1b2c')], 1000);
+    let v = r.update([client('app-1-0a1b2c')], 2000);
+    assert.deepEqual(v.live.map((c) => [c.label, c.state]), [['app-1', 'live']]);
+    assert.deepEqual(v.gone.map((c) => [c.label, c.state, c.goneAt]), [['app-2', 'gone', 2000]]);
+    v = r.update([client('app-1-0a1b2c')], 2000 + GONE_MS - 1);
+    assert.equal(v.gone.length, 1);
+    v = r.update([client('app-1-0a1b2c')], 2000 + GONE_MS + 1);
+    assert.equal(v.gone.length, 0);
+    r.update([client('app-1-0a1b2c'), client('app-3-aabbcc')], 1);
+    r.update([client('app-1-0a1b2c')], 2);
+    assert.equal(r.update([client('app-1-0a1b2c'), client('app-3-aabbcc')], 3).gone.length, 0, 'back: no longer gone');
+    assert.equal(labelOf('shop-1234'), 'shop-1234', 'a name without the engine suffix stays');
+    // A departure the source announced counts from its own time, though nobody polled since.
+    const e = new ClientRoster();
+    e.update([client('app-4-aabbcc', 7)], 100);
+    e.left({ name: 'app-4-aabbcc', pid: 9 }, 150);
+    v = e.update([], 5000);
+    assert.deepEqual(v.gone.map((c) => [c.label, c.goneAt, c.pid]), [['app-4', 150, 1]], 'its last full figures, the event\'s time');
+    e.left({ name: 'never-polled-010203', pid: 9 }, 4000);
+    assert.deepEqual(e.update([], 5000).gone.map((c) => [c.label, c.pid]), [['never-polled', 9], ['app-4', 1]]);
+  });
+
+  it('counter deltas: a client leaving or restarting never makes traffic negative', () => {
+    const d = new CounterDeltas();
+    assert.deepEqual(d.next([client('a', 10), client('b', 5)]), { http: 0, hits: 0, misses: 0 });
+    assert.equal(d.next([client('a', 15), client('b', 9)]).http, 9);
+    assert.equal(d.next([client('a', 20)]).http, 5, 'b left');
+    assert.equal(d.next([client('a', 2)]).http, 0, 'a restarted');
+    assert.equal(d.next([client('a', 4), client('c', null)]).http, 2);
+  });
+
+  it('event history: a bounded ring, oldest first, filtered by type and word in the role\'s view', () => {
+    const h = new EventHistory(3);
+    h.record('client', { type: 'client-joined', client: { name: 'app-1-abc123' }, at: 1 });
+    h.record('session', { type: 'destroyed', sessionId: 'SESSIONID-0123456789', principal: 'pat', at: 2 });
+    h.record('error', { code: 'KILN_ERR_TIMEOUT', client: 'app-2-abc123', at: 3 });
+    h.record('lease', { type: 'recall', sessionId: 'OTHER-0123456789', at: 4 });
+    assert.deepEqual(h.recent({}).map((e) => e.seq), [2, 3, 4]);
+    assert.deepEqual(h.recent({ types: ['error', 'lease'] }).map((e) => e.type), ['error', 'lease']);
+    assert.deepEqual(h.recent({ text: 'PAT' }).map((e) => e.seq), [2]);
+    assert.deepEqual(h.recent({ text: 'app-2' }).map((e) => e.seq), [3]);
+    assert.deepEqual(h.recent({ limit: 1 }).map((e) => e.seq), [4]);
+    const short = (d: unknown) => ({ ...(d as object), sessionId: 'SESSIONI…' });
+    assert.deepEqual(h.recent({ text: '0123456789' }, short), [], 'the read role cannot search by the part of the id it does not see');
+  });
+
+  it('balancer watch: options checked by name; a balancer nobody answers for is unreachable, with the reason', async () => {
+    assert.throws(() => new BalancerWatch({ url: 'ftp://x', token: 't' }), (err: Error & { code?: string }) => err.code === 'KILN_ERR_INVALID_OPTION' && /"balancer\.url"/.test(err.message));
+    assert.throws(() => new BalancerWatch({ url: 'http://127.0.0.1:1', token: '' }), /"balancer\.token"/);
+    const watch = new BalancerWatch({ url: `http://127.0.0.1:${await freePort()}/ignored/path`, token: 'secret-token' });
+    try {
+      assert.equal(watch.current().reachable, false);
+      const failed = await waitFor(() => (watch.current().error !== 'not read yet' ? watch.current() : undefined), 5000, 'a failed read');
+      assert.equal(failed.reachable, false);
+      assert.equal(failed.status, null);
+      assert.match(failed.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'the origin only');
+      assert.ok(!JSON.stringify(failed).includes('secret-token'));
+    } finally {
+      watch.stop();
+    }
+  });
+});
