@@ -19,7 +19,7 @@ export const SHOP_PAGE = `<!doctype html>
   .muted { color: #78716c; font-size: .9rem; }
 </style>
 </head>
-<body>
+<body data-live="ws">
 <header><h1>Kiln shop</h1><div>served by <span class="node" id="node">…</span></div></header>
 <p class="muted">Every request may go to any app server; your session follows you through the Kiln session tier. Kill the node that served you: your cart stays.</p>
 <section>
@@ -44,7 +44,7 @@ export const SHOP_PAGE = `<!doctype html>
   <ul id="cart"></ul>
   <button id="clear-cart" class="secondary" type="button">Empty cart</button>
 </section>
-<p class="muted">Session <code id="session-id">no session yet</code></p>
+<p class="muted">Session <code id="session-id">no session yet</code> · live cart: <span id="live">waiting for a session</span></p>
 <script>
 async function api(method, path, body) {
   const res = await fetch(path, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
@@ -52,8 +52,17 @@ async function api(method, path, body) {
 }
 function render(s) {
   document.getElementById('node').textContent = s.node;
-  document.getElementById('user').textContent = (s.data && s.data.user) || 'nobody';
-  const items = (s.data && s.data.cart) || [];
+  renderData(s.data || {});
+  document.getElementById('session-id').textContent = s.sessionId || 'no session yet';
+  // A session made (or replaced by a login) since the live socket connected: reconnect it to the new one.
+  if (s.sessionId && s.sessionId !== liveSession) {
+    if (live) live.close();
+    else if (document.body.dataset.live === 'ws') connectLive();
+  }
+}
+function renderData(data) {
+  document.getElementById('user').textContent = data.user || 'nobody';
+  const items = data.cart || [];
   document.getElementById('cart-count').textContent = String(items.reduce((n, i) => n + i.qty, 0));
   // Text nodes only: a sku is whatever a client posted, never markup.
   document.getElementById('cart').replaceChildren(...items.map((i) => {
@@ -61,7 +70,40 @@ function render(s) {
     li.textContent = i.sku + ' × ' + i.qty;
     return li;
   }));
-  document.getElementById('session-id').textContent = s.sessionId || 'no session yet';
+}
+// Live cart: a WebSocket to whichever app server this tab reached pushes the cart when
+// another tab (on any node) changes it; without the ws package on the server, a poll.
+let live;
+let liveSession = null;
+function setLive(text) { document.getElementById('live').textContent = text; }
+function connectLive() {
+  live = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/live');
+  live.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.type === 'hello') {
+      liveSession = m.sessionId;
+      setLive(m.sessionId ? 'on ' + m.node : 'waiting for a session');
+    } else if (m.type === 'cart') {
+      renderData(m);
+    }
+  };
+  live.onclose = (e) => {
+    live = undefined;
+    if (e.code === 4001) {
+      // Its session ended (here or in another tab, on any node): no reconnect until there is a new one.
+      liveSession = null;
+      setLive('session ended (' + e.reason.replace('session ended: ', '') + ')');
+      refresh();
+      // A login in another tab of this browser replaces the session: its new cookie may land a moment later.
+      setTimeout(refresh, 1500);
+    } else {
+      setTimeout(() => { if (!live) connectLive(); }, 1000);
+    }
+  };
+}
+if (document.body.dataset.live !== 'ws') {
+  setLive('polling (install ws for instant updates)');
+  setInterval(refresh, 2000);
 }
 async function refresh() { render(await api('GET', '/api/session')); }
 document.querySelectorAll('button[data-sku]').forEach((b) => b.addEventListener('click', async () => { await api('POST', '/api/cart', { sku: b.dataset.sku, qty: 1 }); await refresh(); }));

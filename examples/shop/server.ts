@@ -12,6 +12,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createSessions, type KilnSessionObject } from '../../src/adapters/http/index.js';
 import { toKilnError } from '../../src/errors/index.js';
+import { attachLiveCart } from './live-cart.js';
 import { SHOP_PAGE } from './page.js';
 
 const port = Number(process.env['PORT'] ?? 3000);
@@ -25,15 +26,15 @@ interface CartLine {
   qty: number;
 }
 
-const sessions = createSessions({
+const sessionOptions = {
   secret: (process.env['SESSION_SECRET'] ?? 'kiln-shop-demo-secret').split(','),
-  engine,
   route: node,
-  cookie: { maxAge: 7 * 86_400_000, secure: 'auto' },
+  cookie: { maxAge: 7 * 86_400_000, secure: 'auto' as const },
   idleTimeout: 24 * 3600_000,
   // The shop listens on loopback behind kiln balancer, whose X-Forwarded-Proto says whether the visitor used TLS.
   proxy: true,
-});
+};
+const sessions = createSessions({ ...sessionOptions, engine });
 
 class HttpError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
@@ -80,7 +81,7 @@ async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (method === 'GET' && path === '/healthz') return send(res, 200, { ok: true, node });
   if (method === 'GET' && path === '/') {
     res.setHeader('content-type', 'text/html; charset=utf-8');
-    res.end(SHOP_PAGE);
+    res.end(live ? SHOP_PAGE : SHOP_PAGE.replace('data-live="ws"', 'data-live="poll"'));
     return;
   }
   if (!path?.startsWith('/api/')) return send(res, 404, { code: 'NOT_FOUND', message: `${method} ${path} is not a route` });
@@ -133,6 +134,8 @@ const server = createServer((req, res) => {
     send(res, 500, { code: e.code, message: e.message });
   });
 });
+// The live cart shares the HTTP sessions' client (one set of leases and one near cache per node).
+const live = await attachLiveCart(server, { ...sessionOptions, engine: sessions.client }, node);
 server.listen(port, host, () => {
   const address = server.address();
   process.stdout.write(`shop ${node} listening on ${typeof address === 'object' && address ? address.port : port}\n`);

@@ -42,6 +42,56 @@ describe('a real browser on the shop through kiln demo', () => {
     await page.close();
   });
 
+  it('live cart: two tabs on different app servers see each other\'s changes without reload; log out everywhere ends the other tabs\' sockets', async () => {
+    const context = await browser.newContext();
+    const tabA = await context.newPage();
+    const logs: string[] = [];
+    tabA.on('console', (m) => logs.push(m.text()));
+    tabA.on('pageerror', (e) => logs.push(String(e)));
+    await tabA.goto(`${demo.url}/`);
+    await tabA.click('button[data-sku="teapot"]');
+    await tabA.locator('#cart-count', { hasText: /^1$/ }).waitFor({ timeout: 5000 });
+    const nodeA = (await tabA.textContent('#node'))!;
+    await tabA.locator('#live', { hasText: /^on app-\d$/ }).waitFor({ timeout: 5000 }).catch(async (err: Error) => {
+      throw new Error(`${err.message}\nlive: ${await tabA.textContent('#live')}\npage: ${logs.join('\n')}`);
+    });
+    // The same browser (same cookie) on another app server, straight to its port.
+    const [nameB, infoB] = [...demo.nodes].find(([name, n]) => n.role === 'app server' && name !== nodeA)!;
+    const tabB = await context.newPage();
+    await tabB.goto(`${infoB.url}/`);
+    await tabB.locator('#live', { hasText: new RegExp(`^on ${nameB}$`) }).waitFor({ timeout: 5000 });
+    assert.equal(await tabB.textContent('#cart-count'), '1');
+
+    const t0 = Date.now();
+    await tabA.click('button[data-sku="mug"]');
+    await tabB.locator('#cart-count', { hasText: /^2$/ }).waitFor({ timeout: 5000 });
+    const seenAfter = Date.now() - t0;
+    assert.deepEqual(await tabB.$$eval('#cart li', (lis) => lis.map((li) => li.textContent)), ['teapot × 1', 'mug × 1']);
+    assert.ok(seenAfter < 3000, `tab B saw the change after ${seenAfter} ms`);
+    await tabA.screenshot({ path: join(SHOTS, 'shop-live-tab-a.png'), fullPage: true });
+    await tabB.screenshot({ path: join(SHOTS, 'shop-live-tab-b.png'), fullPage: true });
+
+    // A second device of the same user, on a third route: log out everywhere from tab A ends its socket.
+    await tabA.fill('#login-user', 'lee');
+    await tabA.click('#login');
+    await tabA.locator('#user', { hasText: /^lee$/ }).waitFor({ timeout: 5000 });
+    const phone = await browser.newContext();
+    const tabC = await phone.newPage();
+    await tabC.goto(`${demo.url}/`);
+    await tabC.fill('#login-user', 'lee');
+    await tabC.click('#login');
+    await tabC.locator('#user', { hasText: /^lee$/ }).waitFor({ timeout: 5000 });
+    await tabC.locator('#live', { hasText: /^on app-\d$/ }).waitFor({ timeout: 5000 });
+    await tabB.locator('#live', { hasText: /^on app-\d$/ }).waitFor({ timeout: 5000 });
+    await tabA.click('#logout-everywhere');
+    await tabC.locator('#live', { hasText: /^session ended/ }).waitFor({ timeout: 3000 });
+    await tabB.locator('#live', { hasText: /^session ended/ }).waitFor({ timeout: 3000 });
+    await tabC.locator('#user', { hasText: /^nobody$/ }).waitFor({ timeout: 3000 });
+    await tabC.screenshot({ path: join(SHOTS, 'shop-live-logged-out-elsewhere.png'), fullPage: true });
+    await context.close();
+    await phone.close();
+  });
+
   it('adds to the cart, logs in, and still shows both after the serving node is killed', async () => {
     const page = await browser.newPage();
     await page.goto(`${demo.url}/`);

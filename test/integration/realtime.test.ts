@@ -87,10 +87,13 @@ describe('sessions in ws and socket.io handlers, three nodes behind kiln balance
       const seen = Number(http.json['count']);
       assert.equal((await ws.ask('get')).count, seen);
       assert.equal((await io.ask('get')).count, seen);
+      assert.equal((await ws.ask('peek')).count, seen, 'a read-only snapshot is current too');
       const bumped = await ws.ask('incr');
       assert.equal(bumped.count, seen + 1);
       assert.equal(await count(b), seen + 1);
     }
+    assert.equal((await ws.ask('peek-write')).error, 'KILN_ERR_READ_ONLY_SESSION');
+    assert.equal(await count(b), Number((await ws.ask('get')).count), 'the refused write changed nothing');
     ws.close();
     io.close();
   });

@@ -47,9 +47,14 @@ export interface SocketSession {
    * run. Rejects with KILN_ERR_SESSION_NOT_FOUND when there is no live session (the
    * socket is then closed with closeCode).
    */
-  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>): Promise<Awaited<T>>;
+  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>, options?: SocketSessionRunOptions): Promise<Awaited<T>>;
   /** Counts as activity for keep-alive (the glue calls it for every message received). */
   active(): void;
+}
+
+export interface SocketSessionRunOptions {
+  /** A snapshot, without taking the lease: other requests on the session go on meanwhile; a change throws KILN_ERR_READ_ONLY_SESSION. */
+  readOnly?: boolean;
 }
 
 const SOCKET_KEYS = ['requireSession', 'closeCode', 'keepAliveMs'] as const;
@@ -121,7 +126,7 @@ export class SocketSessions {
     }
     return {
       id,
-      session: <T>(fn: (session: KilnSessionObject) => T | Promise<T>) => this.run(socket, req, id, fn),
+      session: <T>(fn: (session: KilnSessionObject) => T | Promise<T>, options?: SocketSessionRunOptions) => this.run(socket, req, id, fn, options?.readOnly === true),
       active: () => {
         if (id !== undefined) this.activeIds.add(id);
       },
@@ -154,11 +159,11 @@ export class SocketSessions {
     await this.runtime.close();
   }
 
-  private async run<T>(socket: ClosableSocket, req: IncomingMessage, id: string | undefined, fn: (session: KilnSessionObject) => T | Promise<T>): Promise<Awaited<T>> {
+  private async run<T>(socket: ClosableSocket, req: IncomingMessage, id: string | undefined, fn: (session: KilnSessionObject) => T | Promise<T>, readOnly: boolean): Promise<Awaited<T>> {
     if (id === undefined) throw new KilnError('KILN_ERR_SESSION_NOT_FOUND', 'this socket\'s upgrade request carried no valid session cookie');
     if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'the socket sessions were closed');
     this.activeIds.add(id);
-    const handle = await this.runtime.client.open(id);
+    const handle = await this.runtime.client.open(id, { readOnly });
     if (handle.isNew) {
       // The cookie's session is gone (expired or destroyed before we heard): nothing is stored, the sockets close.
       handle.close();

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { KilnError } from '../../errors/index.js';
 import type { SessionClient } from '../../client/session-client.js';
 import type { KilnSessionObject } from '../core/session-object.js';
-import { SocketSessions, type SocketSessionOptions } from '../realtime/socket-sessions.js';
+import { SocketSessions, type SocketSessionOptions, type SocketSessionRunOptions } from '../realtime/socket-sessions.js';
 
 /**
  * The HTTP session in socket.io handlers, on any node: a socket.io middleware.
@@ -37,7 +37,7 @@ export interface SessionSocketFields {
   /** The session id of the handshake's cookie, or undefined. */
   sessionId: string | undefined;
   /** Runs fn under the session's lease with the `req.session` API; commits what changed. */
-  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>): Promise<Awaited<T>>;
+  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>, options?: SocketSessionRunOptions): Promise<Awaited<T>>;
 }
 
 export type SocketSessionsMiddleware = ((socket: SocketIoSocketLike, next: (err?: Error) => void) => void) & {
@@ -80,5 +80,5 @@ export function socketSessions(options: SocketSessionOptions): SocketSessionsMid
 }
 
 /** For TypeScript: `declare module 'socket.io' { interface Socket extends SessionSocketFields {} }` types socket.session(). */
-export type { SocketSessionOptions, KilnSessionObject };
+export type { SocketSessionOptions, SocketSessionRunOptions, KilnSessionObject };
 export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';

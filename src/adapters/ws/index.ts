@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { SocketSessions, type ClosableSocket, type SocketSession, type SocketSessionOptions } from '../realtime/socket-sessions.js';
+import { SocketSessions, type ClosableSocket, type SocketSession, type SocketSessionOptions, type SocketSessionRunOptions } from '../realtime/socket-sessions.js';
 import type { SessionClient } from '../../client/session-client.js';
 import type { KilnSessionObject } from '../core/session-object.js';
 
@@ -34,7 +34,7 @@ export interface SessionSocket {
   /** The session id of the upgrade request's cookie, or undefined. */
   readonly sessionId: string | undefined;
   /** Runs fn under the session's lease with the `req.session` API; commits what changed. */
-  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>): Promise<Awaited<T>>;
+  session<T>(fn: (session: KilnSessionObject) => T | Promise<T>, options?: SocketSessionRunOptions): Promise<Awaited<T>>;
 }
 
 export interface WebSocketSessions {
@@ -77,5 +77,5 @@ export function createWebSocketSessions(options: SocketSessionOptions): WebSocke
   };
 }
 
-export type { SocketSessionOptions, KilnSessionObject };
+export type { SocketSessionOptions, SocketSessionRunOptions, KilnSessionObject };
 export { KilnError, isKilnError, type KilnErrorCode } from '../../errors/index.js';
