@@ -81,6 +81,22 @@ export const COOKIE_ATTRIBUTE = '__kiln.cookie';
 let memoryWarningShown = false;
 
 /**
+ * What an app server says when its first connection to the tier fails. A refusal (wrong
+ * token, untrusted certificate, another protocol version) is not retried and is named as
+ * such, once; anything else is transient and the engine keeps trying. The warning's code
+ * is the error's KILN_ERR_ code (docs/errors.md).
+ */
+export function connectWarning(owner: string, where: string, err: Error): [string, { code: string }] {
+  const code = isKilnError(err) ? err.code : 'KILN_ERR_ENGINE_UNAVAILABLE';
+  const detail = redactCredentials(err.message);
+  if (isKilnError(err) && !err.retryable) {
+    const hint = code === 'KILN_ERR_AUTH' ? "the token is wrong or missing (KILN_TOKEN, or the engine's token option)" : code === 'KILN_ERR_TLS' ? "the TLS settings do not match the tier's certificate" : 'this app server and the tier do not agree';
+    return [`${owner}: the session tier at ${where} refused this app server: ${hint} (${detail}). Not retrying: requests fail with ${code} until the configuration is fixed.`, { code }];
+  }
+  return [`${owner}: cannot reach the session tier at ${where} yet (${detail}); retrying in the background, requests wait at most their timeout`, { code: 'KILN_ERR_ENGINE_UNAVAILABLE' }];
+}
+
+/**
  * The `engine` option of every adapter and of KilnStore: a SessionClient (used as is),
  * an Engine, an engine URL (kiln:// or redis…://), or nothing (the in-process memory engine, with
  * express-session's MemoryStore warning in production).
@@ -105,7 +121,7 @@ export function clientFromOption(
     // Connect now, not at the first request that needs the tier: the app server shows up
     // in the console at start, and a wrong URL or token is logged at once (the engine
     // keeps retrying in the background; requests wait at most their timeout).
-    resolved.connect().catch((err: Error) => process.emitWarning(`${owner}: cannot reach the session tier at ${redactCredentials(engine)} yet (${redactCredentials(err.message)}); retrying`, { code: 'KILN_ENGINE_UNAVAILABLE' }));
+    resolved.connect().catch((err: Error) => process.emitWarning(...connectWarning(owner, redactCredentials(engine), err)));
   } else if (engine && typeof (engine as Engine).acquire === 'function') {
     resolved = engine as Engine;
   } else {
