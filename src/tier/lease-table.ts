@@ -9,6 +9,7 @@
  * larger than any before it (rule 3); a lease moves only on release by the holder, the
  * holder's death (dropOwner) or an overrun recall deadline (revokeOverdue) (rule 4).
  */
+import { DeadlineHeap } from './deadline-heap.js';
 
 export type OwnerId = string;
 
@@ -86,6 +87,11 @@ export class LeaseTable {
    */
   private readonly bounces = new Map<string, OwnerId | Bounce>();
   private lastToken: number;
+  /** Outstanding recall deadlines, earliest first: (sessionId, token) current while that lease still waits on that deadline. */
+  private readonly recallDeadlines = new DeadlineHeap<{ sessionId: string; token: number }>((item, deadline) => {
+    const lease = this.leases.get(item.sessionId);
+    return lease !== undefined && lease.token === item.token && lease.recallDeadline === deadline;
+  });
   readonly counters = { grants: 0, recalls: 0, handovers: 0, revocations: 0, pingPongGrants: 0 };
 
   constructor(
@@ -139,6 +145,7 @@ export class LeaseTable {
     if (!lease.waiters.includes(owner)) lease.waiters.push(owner);
     if (lease.recallDeadline === 0) {
       lease.recallDeadline = now + this.options.recallTimeoutMs;
+      this.recallDeadlines.push(lease.recallDeadline, { sessionId, token: lease.token });
       this.counters.recalls++;
       effects.recalls.push({ owner: lease.holder, sessionId, token: lease.token });
     }
@@ -165,21 +172,18 @@ export class LeaseTable {
   /** Holders that overran their recall deadline lose the lease; their token dies with it. */
   revokeOverdue(now: number): LeaseEffects {
     const effects = emptyEffects();
-    for (const [sessionId, lease] of this.leases) {
-      if (lease.recallDeadline !== 0 && lease.recallDeadline <= now) {
-        this.counters.revocations++;
-        effects.revokes.push({ owner: lease.holder, sessionId, token: lease.token, reason: 'recall-timeout' });
-        this.passOn(sessionId, lease, now, effects);
-      }
+    for (const { sessionId } of this.recallDeadlines.popDue(now)) {
+      const lease = this.leases.get(sessionId)!;
+      this.counters.revocations++;
+      effects.revokes.push({ owner: lease.holder, sessionId, token: lease.token, reason: 'recall-timeout' });
+      this.passOn(sessionId, lease, now, effects);
     }
     return effects;
   }
 
-  /** The earliest outstanding recall deadline, so the shell can set one timer. */
+  /** The earliest outstanding recall deadline, so the shell can set one timer (O(log n), whatever the number of leases). */
   nextRecallDeadline(): number {
-    let next = Infinity;
-    for (const lease of this.leases.values()) if (lease.recallDeadline !== 0 && lease.recallDeadline < next) next = lease.recallDeadline;
-    return next;
+    return this.recallDeadlines.next();
   }
 
   /** The session is gone (destroyed or expired): the holder is told, waiters get the (empty) lease. */
@@ -244,7 +248,9 @@ export class LeaseTable {
     if (lease.waiters.length > 0) {
       // Others are still queued: the new holder is asked to give the session back as
       // soon as its current use ends (the recall follows the grant on the wire).
-      this.leases.get(sessionId)!.recallDeadline = now + this.options.recallTimeoutMs;
+      const deadline = now + this.options.recallTimeoutMs;
+      this.leases.get(sessionId)!.recallDeadline = deadline;
+      this.recallDeadlines.push(deadline, { sessionId, token: grant.token });
       this.counters.recalls++;
       effects.recalls.push({ owner: next, sessionId, token: grant.token });
     }

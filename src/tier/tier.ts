@@ -106,6 +106,11 @@ export interface ListPage {
   total: number;
 }
 
+/** Bulk work (expiry, destroy by principal) runs in slices of at most this many sessions… */
+const EXPIRY_SLICE = 2000;
+/** …and this long, then lets the event loop serve other requests. */
+const SLICE_MS = 4;
+
 interface PendingAcquire {
   resolve: (grant: LeaseGrant) => void;
   reject: (err: KilnError) => void;
@@ -132,6 +137,9 @@ export class Tier {
   private recallTimerAt = Infinity;
   /** Ids in order for list(); dropped whenever a session is created or removed. */
   private sortedIds: string[] | undefined;
+  private expiryQueue: string[] = [];
+  private expiryHead = 0;
+  private expiryDrainScheduled = false;
   private closed = false;
   private readonly counters: Omit<TierCounters, 'leaseGrants' | 'leaseRecalls' | 'leaseHandovers' | 'leaseRevocations' | 'pingPongGrants'> = {
     created: 0,
@@ -413,8 +421,19 @@ export class Tier {
    * reach it before this call's answer.
    */
   async destroyByPrincipal(principal: string): Promise<number> {
+    // The sessions the principal has now; a login that completes while this runs keeps
+    // its new session (it happened after the request, as far as the user can tell).
+    const ids = [...this.sessions.sessionsOf(principal)];
     let n = 0;
-    for (const id of this.sessions.sessionsOf(principal)) if (await this.destroy(null, id, 'principal')) n++;
+    let sliceStart = performance.now();
+    for (const id of ids) {
+      if (await this.destroy(null, id, 'principal')) n++;
+      // A principal with 100,000 sessions: other requests run between slices.
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStart = performance.now();
+      }
+    }
     return n;
   }
 
@@ -454,30 +473,66 @@ export class Tier {
     return this.leases.leasesHeldBy(ownerId);
   }
 
-  /** Runs expiry now (tests with a fake clock call it; the interval timer does otherwise). */
+  /**
+   * Runs expiry now (tests with a fake clock call it; the interval timer does otherwise).
+   * Due sessions are queued and expired in slices (at most EXPIRY_SLICE sessions or
+   * SLICE_MS per turn of the event loop), so 100,000 sessions expiring together never
+   * hold up the requests of the others. A session stays readable until its slice comes,
+   * as it does until the sweep after its deadline: expiry resolution is expirySweepMs
+   * plus the slices before it.
+   */
   sweep(): void {
     if (this.closed) return;
     const now = this.clock();
-    for (const id of this.wheel.due(now)) {
-      const s = this.sessions.get(id);
-      if (!s) continue;
-      const leased = this.leases.holderOf(id) !== undefined;
-      const deadline = expiryDeadline(s, leased ? this.touchGraceMs : 0);
-      if (deadline > now) {
-        this.wheel.schedule(id, deadline);
-        continue;
-      }
-      const result = this.sessions.expire(id);
-      if (!result) continue;
-      this.sortedIds = undefined;
-      this.countGroup(id, -1);
-      this.counters.expired++;
-      this.apply(this.leases.endSession(id, 'expired', now));
-      this.emit({ type: 'expired', sessionId: id, principal: result.meta.principal, at: now });
-      if (this.storage) void this.storage.append(result.record).catch(() => undefined);
-    }
+    for (const id of this.wheel.due(now)) this.expiryQueue.push(id);
     this.sessions.sweepTombstones(now, this.tombstoneWheel.due(now));
     this.leases.sweepBounces(now);
+    this.drainExpiry();
+  }
+
+  /** Sessions due and not yet expired (queued by sweep()); for stats and tests. */
+  get expiryBacklog(): number {
+    return this.expiryQueue.length - this.expiryHead;
+  }
+
+  private drainExpiry(): void {
+    this.expiryDrainScheduled = false;
+    if (this.closed) return;
+    const now = this.clock();
+    const started = performance.now();
+    const stop = Math.min(this.expiryQueue.length, this.expiryHead + EXPIRY_SLICE);
+    while (this.expiryHead < stop) {
+      this.expireIfDue(this.expiryQueue[this.expiryHead++]!, now);
+      if ((this.expiryHead & 63) === 0 && performance.now() - started > SLICE_MS) break;
+    }
+    if (this.expiryHead < this.expiryQueue.length) {
+      if (!this.expiryDrainScheduled) {
+        this.expiryDrainScheduled = true;
+        setImmediate(() => this.drainExpiry());
+      }
+      return;
+    }
+    this.expiryQueue = [];
+    this.expiryHead = 0;
+  }
+
+  private expireIfDue(id: string, now: number): void {
+    const s = this.sessions.get(id);
+    if (!s) return;
+    const leased = this.leases.holderOf(id) !== undefined;
+    const deadline = expiryDeadline(s, leased ? this.touchGraceMs : 0);
+    if (deadline > now) {
+      this.wheel.schedule(id, deadline);
+      return;
+    }
+    const result = this.sessions.expire(id);
+    if (!result) return;
+    this.sortedIds = undefined;
+    this.countGroup(id, -1);
+    this.counters.expired++;
+    this.apply(this.leases.endSession(id, 'expired', now));
+    this.emit({ type: 'expired', sessionId: id, principal: result.meta.principal, at: now });
+    if (this.storage) void this.storage.append(result.record).catch(() => undefined);
   }
 
   close(): void {

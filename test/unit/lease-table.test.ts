@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LeaseTable } from '../../src/tier/lease-table.js';
+import { DEFAULT_LEASE_OPTIONS, LeaseTable } from '../../src/tier/lease-table.js';
 
 const opts = { recallTimeoutMs: 100, pingPongThreshold: 3, pingPongHalfLifeMs: 1000 };
 
@@ -99,5 +99,21 @@ describe('lease table', () => {
     assert.deepEqual(r.revokes, [{ owner: 'A', sessionId: 's', token: g.token, reason: 'destroyed' }]);
     assert.equal(r.grants[0]?.owner, 'B');
     assert.deepEqual(t.endSession('s', 'destroyed', 2, 'B').revokes, []);
+  });
+
+  it('the next recall deadline follows recalls, hand-overs and releases, without scanning the table', () => {
+    const t = new LeaseTable({ ...DEFAULT_LEASE_OPTIONS, recallTimeoutMs: 100 });
+    for (let i = 0; i < 1000; i++) t.acquire('idle-holder', `s${i}`, 0);
+    assert.equal(t.nextRecallDeadline(), Infinity);
+    const first = t.acquire('a', 'x', 0).grants[0]!;
+    t.acquire('b', 'x', 10); // recall a: deadline 110
+    t.acquire('a', 'y', 20);
+    t.acquire('b', 'y', 30); // recall a on y: deadline 130
+    assert.equal(t.nextRecallDeadline(), 110);
+    t.release('a', 'x', first.token, 40); // x goes to b, nobody else waits: no deadline for it
+    assert.equal(t.nextRecallDeadline(), 130);
+    const revoked = t.revokeOverdue(200);
+    assert.deepEqual(revoked.revokes.map((r) => r.sessionId), ['y']);
+    assert.equal(t.nextRecallDeadline(), Infinity);
   });
 });
