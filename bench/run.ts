@@ -4,10 +4,12 @@
  * `npm run bench -- --quick` is a smoke run: one short run per row, 100,000 sessions for
  * the scale test, results written to a file in the temp directory instead.
  *
- * Parts (each can be chosen with --only=http,lost,scale,micro):
+ * Parts (each can be chosen with --only=http,scale,micro,stall):
  *   http   the side-by-side comparison of issue 6 (bench/http)
  *   scale  a kiln server with 1,000,000 sessions: memory, restart time
  *   micro  the lease-hit path and the kiln server's commit throughput
+ *   stall  a probe's commit latency while 100,000 sessions expire at once, and while a
+ *          principal's 100,000 sessions are destroyed (bench/stall.ts)
  * The HTTP part can be narrowed while working on one row: --workloads=read-mostly,write,
  * big-write, --apps=1,3, --systems=plain,kiln-server,… (results go to the temp file).
  * The machine is noisy: compare ratios within one run, not across runs.
@@ -21,12 +23,14 @@ import { leaseHitBench } from './lease-hit.js';
 import { lostUpdateTable, machineSection, resultTables, scaleTable, targets, targetTable, type RunInfo } from './report.js';
 import { serverScale, type ScaleResult } from './scale.js';
 import { commitThroughput } from './server-throughput.js';
+import { stallRun, type StallFigures } from './stall.js';
 import { fmt, table } from './util.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const listArg = (name: string): string[] | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',');
-const only = new Set(listArg('only') ?? ['http', 'scale', 'micro']);
+const ALL_PARTS = ['http', 'scale', 'micro', 'stall'];
+const only = new Set(listArg('only') ?? ALL_PARTS);
 const workloads = listArg('workloads');
 const appCounts = listArg('apps')?.map(Number);
 const systems = listArg('systems');
@@ -92,6 +96,16 @@ if (only.has('micro')) {
   console.log(micro);
 }
 
+let stall = '';
+if (only.has('stall')) {
+  const count = quick ? 20_000 : 100_000;
+  console.log(`\nstall: a probe commits every 100 ms while ${fmt(count)} sessions expire at once, then while a principal's ${fmt(count)} sessions are destroyed`);
+  const r = await stallRun(count, progress);
+  const row = (what: string, f: StallFigures) => ({ 'bulk work': what, 'took ms': fmt(f.bulkMs), probes: String(f.probes), 'probe p50 ms': f.p50Ms.toFixed(1), 'probe p99 ms': f.p99Ms.toFixed(1), 'probe max ms': f.maxMs.toFixed(1) });
+  stall = `A probe client commits to its own session every 100 ms (target: p99 under 50 ms):\n\n${table([row(`${fmt(count)} sessions expire together (leases held)`, r.expiry), row(`destroy by principal, ${fmt(count)} sessions`, r.destroyByPrincipal)])}\n`;
+  console.log(stall);
+}
+
 info.minutes = (Date.now() - info.startedAt.getTime()) / 60_000;
 const sections = [machineSection(info), ''];
 if (http || scale) sections.push('### Targets', '', targetTable(targets(http?.cells ?? [], http?.lost ?? [], scale)), '');
@@ -101,10 +115,11 @@ if (http) {
 }
 if (scale) sections.push('### kiln server scale', '', scaleTable(scale), '');
 if (micro) sections.push('### Micro-benchmarks', '', micro);
+if (stall) sections.push('### Bulk work and other clients (stall)', '', stall);
 const results = sections.join('\n');
 console.log(`\n${results}`);
 
-if (quick || only.size < 3 || narrowed) {
+if (quick || only.size < ALL_PARTS.length || narrowed) {
   const out = join(tmpdir(), `kiln-bench-${quick ? 'quick' : 'partial'}.md`);
   writeFileSync(out, results);
   console.log(`\nresults written to ${out} (docs/benchmarks.md is only rewritten by a full run)`);

@@ -1,0 +1,135 @@
+/**
+ * Stall: does bulk work on a kiln server hold up everybody else's requests? A probe
+ * client commits to its own session every 100 ms while
+ *   1. `sessions` sessions expire at the same moment (their leases held by one client, as
+ *      an app server that served them all would: the issue's worst case), and
+ *   2. one principal's `sessions` sessions are destroyed at once ("log out everywhere").
+ * Reported: the probe's commit latency (p50, p99, max) during each, and how long the
+ * bulk work took. `npm run bench` prints it; test/integration/stall.test.ts holds the p99.
+ */
+import { connect } from '../src/engines/kiln/kiln-engine.js';
+import { encodeAttribute } from '../src/session/codec.js';
+import { generateSessionId } from '../src/session/id.js';
+import { startKilnServer, type ServerProcess } from '../test/helpers/processes.js';
+
+export interface StallFigures {
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  probes: number;
+  /** How long the bulk work took (expiry: from the deadline until the last session is gone). */
+  bulkMs: number;
+}
+
+export interface StallResult {
+  sessions: number;
+  expiry: StallFigures;
+  destroyByPrincipal: StallFigures;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function fill(server: ServerProcess, count: number, o: { idleTimeoutMs: number; principal?: string; holdLeases: boolean }): Promise<() => Promise<void>> {
+  const engine = connect(server.url, { token: server.token, name: 'stall-fill', operationTimeoutMs: 60_000 });
+  await engine.connect();
+  const set = [['cart', encodeAttribute('cart', [{ sku: 'teapot', qty: 1 }])] as [string, Uint8Array]];
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      const id = generateSessionId();
+      const grant = await engine.acquire(id);
+      await engine.commit({ sessionId: id, token: grant.token, commitId: `fill-${i}`, baseVersion: 0, lastAccessedAt: Date.now(), set, del: [], idleTimeoutMs: o.idleTimeoutMs, absoluteExpiresAt: 0, principal: o.principal, release: !o.holdLeases });
+    }
+  };
+  await Promise.all(Array.from({ length: 256 }, lane));
+  return () => engine.close();
+}
+
+/** A client committing to its own session every `everyMs`, recording each commit's latency. */
+async function startProbe(server: ServerProcess, everyMs = 100) {
+  const engine = connect(server.url, { token: server.token, name: 'stall-probe' });
+  await engine.connect();
+  const id = generateSessionId();
+  const grant = await engine.acquire(id);
+  let version = 0;
+  let n = 0;
+  const samples: { at: number; ms: number }[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const started = performance.now();
+      const ack = await engine.commit({ sessionId: id, token: grant.token, commitId: `probe-${++n}`, baseVersion: version, lastAccessedAt: Date.now(), set: [['n', encodeAttribute('n', n)]], del: [], ...(version === 0 ? { idleTimeoutMs: 3600_000, absoluteExpiresAt: 0 } : {}) });
+      version = ack.version;
+      const ms = performance.now() - started;
+      samples.push({ at: Date.now(), ms });
+      await sleep(Math.max(0, everyMs - ms));
+    }
+  })();
+  return {
+    between(from: number, to: number): number[] {
+      return samples.filter((s) => s.at >= from && s.at <= to).map((s) => s.ms).sort((a, b) => a - b);
+    },
+    async stop() {
+      running = false;
+      await loop;
+      await engine.close();
+    },
+  };
+}
+
+function figures(latencies: number[], bulkMs: number): StallFigures {
+  return { p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), maxMs: latencies[latencies.length - 1] ?? 0, probes: latencies.length, bulkMs };
+}
+
+export async function stallRun(sessions: number, progress: (line: string) => void = () => undefined): Promise<StallResult> {
+  const server = await startKilnServer({ args: ['--expiry-sweep-ms', '100', '--touch-grace-ms', '100'], readyTimeoutMs: 30_000 });
+  try {
+    const probe = await startProbe(server);
+    // 1. Mass expiry, leases held by the client that made the sessions.
+    progress(`  stall: creating ${sessions.toLocaleString('en-US')} sessions that expire together…`);
+    const fillStarted = Date.now();
+    const idleTimeoutMs = 4000;
+    const closeFiller = await fill(server, sessions, { idleTimeoutMs, holdLeases: true });
+    const deadline = Date.now() + idleTimeoutMs;
+    progress(`  stall: created in ${((Date.now() - fillStarted) / 1000).toFixed(1)} s; waiting for the expiry…`);
+    const admin = connect(server.url, { token: server.token, name: 'stall-count', operationTimeoutMs: 120_000 });
+    await admin.connect();
+    await sleep(Math.max(0, deadline - Date.now() - 500));
+    const expiryFrom = Date.now();
+    let gone = 0;
+    for (;;) {
+      await sleep(100);
+      if ((await admin.stats()).sessions <= 1) {
+        gone = Date.now();
+        break;
+      }
+      if (Date.now() - deadline > 60_000) throw new Error('the sessions did not expire within a minute');
+    }
+    await sleep(300);
+    const expiry = figures(probe.between(expiryFrom, Date.now()), gone - (deadline - 100));
+    await closeFiller();
+
+    // 2. Log out everywhere of a principal with `sessions` sessions.
+    progress(`  stall: creating ${sessions.toLocaleString('en-US')} sessions of one principal…`);
+    const closeFiller2 = await fill(server, sessions, { idleTimeoutMs: 3600_000, principal: 'bulk-user', holdLeases: false });
+    await sleep(500);
+    const destroyFrom = Date.now();
+    const destroyed = await admin.destroyByPrincipal('bulk-user');
+    const destroyMs = Date.now() - destroyFrom;
+    await sleep(300);
+    if (destroyed !== sessions) throw new Error(`destroyByPrincipal ended ${destroyed} sessions, not ${sessions}`);
+    const byPrincipal = figures(probe.between(destroyFrom, Date.now()), destroyMs);
+    await closeFiller2();
+    await admin.close();
+    await probe.stop();
+    return { sessions, expiry, destroyByPrincipal: byPrincipal };
+  } finally {
+    await server.stop();
+  }
+}
