@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type * as Ws from 'ws';
 import { createWebSocketSessions } from '../../src/adapters/ws/index.js';
 import type { SocketSessionOptions } from '../../src/adapters/realtime/socket-sessions.js';
 
@@ -14,7 +15,7 @@ import type { SocketSessionOptions } from '../../src/adapters/realtime/socket-se
  * demo must run from an installed package with nothing more to install).
  */
 export async function attachLiveCart(server: Server, options: SocketSessionOptions, node: string): Promise<boolean> {
-  let wsModule: typeof import('ws');
+  let wsModule: typeof Ws;
   try {
     wsModule = await import('ws');
   } catch {
@@ -29,7 +30,7 @@ export async function attachLiveCart(server: Server, options: SocketSessionOptio
     }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
-  wss.on('connection', (raw: import('ws').WebSocket, req) => {
+  wss.on('connection', (raw: Ws.WebSocket, req) => {
     const ws = sockets.attach(raw, req);
     raw.send(JSON.stringify({ type: 'hello', node, sessionId: ws.sessionId ?? null }));
     if (ws.sessionId === undefined) return;
