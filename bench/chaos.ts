@@ -28,6 +28,8 @@ export interface PhaseResult {
   duplicated: number;
   /** Items in a cart whose add was not answered 200 (applied, answer lost): allowed, reported. */
   unacknowledgedApplied: number;
+  /** Items in a cart nobody ever sent (a state that never existed): fails the run. */
+  invented: number;
   errors: Record<string, number>;
   longestOutageMs: number;
   chaos: Record<string, number>;
@@ -123,6 +125,8 @@ class Shoppers {
   readonly carts: Cart[] = [];
   readonly errors: Record<string, number> = {};
   acknowledged = 0;
+  /** Every sku ever sent, answered or not. */
+  readonly sent = new Set<string>();
   private lastSuccess = 0;
   longestOutageMs = 0;
   private stopped = false;
@@ -137,6 +141,7 @@ class Shoppers {
   /** One add; records the cookie it was made under and the item when answered 200. */
   async add(cart: Cart): Promise<void> {
     const sku = `i${++this.serial}`;
+    this.sent.add(sku);
     try {
       const res = await fetch(`${this.url}/api/cart`, { method: 'POST', headers: { 'content-type': 'application/json', ...(cart.cookie ? { cookie: cart.cookie } : {}) }, body: JSON.stringify({ sku, qty: 1 }), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
       await res.arrayBuffer();
@@ -265,6 +270,7 @@ async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, ra
     let missing = 0;
     let duplicated = 0;
     let extra = 0;
+    let invented = 0;
     const examples: string[] = [];
     for (const cart of shoppers.carts) {
       if (!cart.cookie) continue;
@@ -282,10 +288,13 @@ async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, ra
           duplicated++;
           if (examples.length < 10) examples.push(`${item.sku} applied ${item.qty} times`);
         }
-        if (!acked.has(item.sku)) extra++;
+        if (!shoppers.sent.has(item.sku)) {
+          invented++;
+          if (examples.length < 10) examples.push(`${item.sku} was never sent`);
+        } else if (!acked.has(item.sku)) extra++;
       }
     }
-    return { phase, seconds: Math.round((Date.now() - started) / 1000), acknowledged: shoppers.acknowledged, missing, duplicated, unacknowledgedApplied: extra, errors: shoppers.errors, longestOutageMs: shoppers.longestOutageMs, chaos, examples };
+    return { phase, seconds: Math.round((Date.now() - started) / 1000), acknowledged: shoppers.acknowledged, missing, duplicated, unacknowledgedApplied: extra, invented, errors: shoppers.errors, longestOutageMs: shoppers.longestOutageMs, chaos, examples };
   } finally {
     shoppers.stop();
     await demo.stop();
@@ -294,7 +303,7 @@ async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, ra
 }
 
 function render(results: PhaseResult[]): string {
-  const rows = [['phase', 'seconds', 'acknowledged', 'missing', 'duplicated', 'applied, answer lost', 'errors by status', 'longest outage', 'chaos']];
+  const rows = [['phase', 'seconds', 'acknowledged', 'missing', 'duplicated', 'invented', 'applied, answer lost', 'errors by status', 'longest outage', 'chaos']];
   for (const r of results) {
     rows.push([
       r.phase,
@@ -302,6 +311,7 @@ function render(results: PhaseResult[]): string {
       String(r.acknowledged),
       String(r.missing),
       String(r.duplicated),
+      String(r.invented),
       String(r.unacknowledgedApplied),
       Object.entries(r.errors).map(([k, v]) => `${k}:${v}`).join(' ') || 'none',
       `${(r.longestOutageMs / 1000).toFixed(1)} s`,
@@ -319,11 +329,11 @@ log(`chaos: ${options.durationSec} s, ${options.shoppers} shoppers, phases ${opt
 const results: PhaseResult[] = [];
 const share = options.phases.length === 2 ? [0.6, 0.4] : [1];
 for (const [i, phase] of options.phases.entries()) results.push(await runPhase(phase, Math.max(5, Math.round(options.durationSec * share[i]!)), options, rand, log));
-const failed = results.some((r) => r.missing > 0 || r.duplicated > 0 || r.acknowledged === 0);
+const failed = results.some((r) => r.missing > 0 || r.duplicated > 0 || r.invented > 0 || r.acknowledged === 0);
 if (options.json) process.stdout.write(`${JSON.stringify({ seed: options.seed, results, failed })}\n`);
 else {
   console.log(`\n${render(results)}\n`);
   for (const r of results) for (const e of r.examples) console.log(`  ${r.phase}: ${e}`);
-  console.log(failed ? 'chaos: FAILED — an acknowledged add was lost or applied twice (replay with --seed)' : 'chaos: every acknowledged add is in its cart exactly once');
+  console.log(failed ? 'chaos: FAILED — an acknowledged add was lost or applied twice, or an item appeared that nobody sent (replay with --seed)' : 'chaos: every acknowledged add is in its cart exactly once');
 }
 process.exit(failed ? 1 : 0);

@@ -12,10 +12,11 @@ import { startStandalone } from '../helpers/redis.js';
 const SHOTS = join(ROOT, 'test-results');
 
 /** The same console page on a kiln server's admin port and on `kiln console` for Redis (the demo starts either). */
-consoleInBrowser('kiln demo (kiln server)', '', async () => ({ demo: await startDemo(), async stop() {} }));
+// --no-restart: these tests watch a killed app server stay dead (red in the diagram).
+consoleInBrowser('kiln demo (kiln server)', '', async () => ({ demo: await startDemo(['--no-restart']), async stop() {} }));
 consoleInBrowser('kiln demo --engine redis://', 'redis-', async () => {
   const redis = await startStandalone();
-  return { demo: await startDemo(['--engine', redis.url]), redisUrl: redis.url, stop: () => redis.stop() };
+  return { demo: await startDemo(['--engine', redis.url, '--no-restart']), redisUrl: redis.url, stop: () => redis.stop() };
 });
 
 function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise<{ demo: DemoProcess; redisUrl?: string; stop(): Promise<void> }>): void {

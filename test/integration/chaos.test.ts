@@ -20,9 +20,10 @@ describe('npm run chaos, short', () => {
     });
     const report = JSON.parse(stdout.trim().split('\n').pop()!) as { failed: boolean; results: PhaseResult[] };
     for (const r of report.results) {
-      t.diagnostic(`${r.phase}: ${r.acknowledged} acknowledged, ${r.missing} missing, ${r.duplicated} duplicated, errors ${JSON.stringify(r.errors)}, longest outage ${r.longestOutageMs} ms, chaos ${JSON.stringify(r.chaos)}`);
+      t.diagnostic(`${r.phase}: ${r.acknowledged} acknowledged, ${r.missing} missing, ${r.duplicated} duplicated, ${r.invented} invented, errors ${JSON.stringify(r.errors)}, longest outage ${r.longestOutageMs} ms, chaos ${JSON.stringify(r.chaos)}`);
       assert.equal(r.missing, 0, `${r.phase}: ${r.examples.join('; ')}`);
       assert.equal(r.duplicated, 0, `${r.phase}: ${r.examples.join('; ')}`);
+      assert.equal(r.invented, 0, `${r.phase}: ${r.examples.join('; ')}`);
       assert.ok(r.acknowledged > 100, `${r.phase}: only ${r.acknowledged} adds acknowledged`);
       assert.ok((r.chaos['app SIGKILL'] ?? 0) >= 1, `${r.phase}: an app server was killed`);
       assert.ok((r.chaos['races of 50'] ?? 0) >= 1, `${r.phase}: 50 adds raced on one cart`);

@@ -7,9 +7,11 @@ import { describe, it } from 'node:test';
 // What `npm install kiln` brings into a user's project: the files npm would pack (from
 // the build this test run made) and the runtime dependency tree of the lockfile. The
 // bounds are today's figures plus some room, so growth is a decision, not an accident.
+// 2026-12-05: 445 → 522 KiB packed with the console's diagram and charts, kiln/ws and
+// kiln/socket.io; half of the rest is the CommonJS bundle (dist/cjs/kiln.cjs).
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 520 * 1024;
-const MAX_UNPACKED_BYTES = 2 * 1024 * 1024;
+const MAX_PACKED_BYTES = 580 * 1024;
+const MAX_UNPACKED_BYTES = 2.3 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 4;
 const MAX_INSTALLED_PACKAGES = 32;
 
