@@ -42,8 +42,10 @@ describe('a newcomer, from npm pack to a clustered app', () => {
     assert.ok(installed.length <= 30, `${installed.length} top-level packages: ${installed.join(', ')}`);
   });
 
-  it('`npx kiln demo` runs without Express: the shop answers through the balancer and keeps a cart', async () => {
-    const child = spawn('npx', ['kiln', 'demo', '--port', '0'], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  it('`npx kiln demo` runs without Express: the shop answers through the balancer and keeps a cart, and `npx kiln status` works right after', async () => {
+    // Its own state file, so `kiln status` below finds this demo and not another test's.
+    const demoEnv = { ...process.env, KILN_DEMO_STATE: join(dir, 'demo-state.json'), KILN_ADMIN_URL: '', KILN_ADMIN_TOKEN: '' };
+    const child = spawn('npx', ['kiln', 'demo', '--port', '0'], { cwd: project, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: demoEnv });
     const exited = trackChild(child, { group: true });
     let out = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -63,6 +65,10 @@ describe('a newcomer, from npm pack to a clustered app', () => {
       const again = (await (await fetch(`${url}/api/session`, { headers: { cookie } })).json()) as { data: { cart: { sku: string; qty: number }[] } };
       assert.deepEqual(again.data.cart, [{ sku: 'teapot', qty: 1 }]);
       assert.doesNotMatch(out, /ERR_MODULE_NOT_FOUND|Cannot find (module|package)/);
+      // Right after the demo, in another terminal: `npx kiln status` with nothing typed.
+      const status = await run('npx', ['kiln', 'status'], { cwd: project, env: demoEnv, timeout: 30_000 });
+      assert.match(status.stdout, /kiln server /);
+      assert.match(status.stdout, /app-1/);
     } finally {
       if (child.pid && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
       const end = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 15_000))]);
