@@ -173,6 +173,11 @@ describe('sessions in ws and socket.io handlers, three nodes behind kiln balance
     const again = await waitFor(() => openWs(lb, b.cookie).catch(() => undefined), 10_000, 'reconnected');
     assert.notEqual(again.hello.node, victim);
     assert.equal((await again.ask('incr')).count, before + 1, 'the session carried on, nothing lost');
+    // socket.io the same way: a new connection through the balancer lands on a live node.
+    const io = await waitFor(() => openIo(lb, b.cookie).catch(() => undefined), 10_000, 'socket.io reconnected');
+    assert.notEqual(io.hello.node, victim);
+    assert.equal((await io.ask('incr')).count, before + 2);
+    io.close();
     again.close();
     await startNode(victim);
   });
