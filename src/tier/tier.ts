@@ -5,6 +5,7 @@ import { deltaBytes, expiryDeadline, type CommitAck, type CommitRequest, type Le
 import { ExpiryWheel } from './expiry-wheel.js';
 import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects, type OwnerId } from './lease-table.js';
 import { metaOf, SessionTable, type TierRecord } from './session-table.js';
+import { SortedIds } from './sorted-ids.js';
 
 /**
  * The server tier's logic in one object: sessions, leases, expiry, events. Both the
@@ -135,8 +136,8 @@ export class Tier {
   private readonly sweepTimer: NodeJS.Timeout;
   private recallTimer: NodeJS.Timeout | undefined;
   private recallTimerAt = Infinity;
-  /** Ids in order for list(); dropped whenever a session is created or removed. */
-  private sortedIds: string[] | undefined;
+  /** Ids in order for list(), kept up to date by merging the changes since the last listing. */
+  private readonly sortedIds = new SortedIds(() => this.sessions.ids());
   private expiryQueue: string[] = [];
   private expiryHead = 0;
   private expiryDrainScheduled = false;
@@ -187,7 +188,7 @@ export class Tier {
     const before = this.sessions.size;
     this.sessions.replay(record);
     if (this.sessions.size !== before) this.countGroup(record.t === 's' ? record.meta.id : 'id' in record ? record.id : '', this.sessions.size - before);
-    this.sortedIds = undefined;
+    this.sortedIds.reset();
     if (record.t === 's') this.scheduleExpiry(record.meta.id);
     else if (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined)) this.scheduleExpiry(record.id);
     if (record.t === 'd' || record.t === 'b') this.tombstoneWheel.schedule(record.id, record.until);
@@ -333,7 +334,7 @@ export class Tier {
       this.counters.commitBytes += deltaBytes(req);
       if (record.ca !== undefined) {
         this.counters.created++;
-        this.sortedIds = undefined;
+        this.sortedIds.add(req.sessionId);
         this.countGroup(req.sessionId, 1);
       }
       // A commit only moves the deadline later (access time), which the sweep finds when
@@ -371,7 +372,7 @@ export class Tier {
     const until = Math.max(Math.min(expiryDeadline(current, this.touchGraceMs), now + this.maxTombstoneMs), now + 1000);
     const result = this.sessions.destroy(sessionId, until);
     if (!result) return false;
-    this.sortedIds = undefined;
+    this.sortedIds.remove(sessionId);
     this.countGroup(sessionId, -1);
     if (reason === 'expired') this.counters.expired++;
     else this.counters.destroyed++;
@@ -385,12 +386,11 @@ export class Tier {
 
   /**
    * Sessions in id order, a page at a time: `after` is the last id of the previous page,
-   * `prefix` narrows to ids that start with it. The sorted index is rebuilt lazily after
-   * creates and removals.
+   * `prefix` narrows to ids that start with it. The sorted index merges the creates and
+   * removals since the last listing (SortedIds) rather than sorting every id again.
    */
   list(options: ListOptions): ListPage {
-    if (!this.sortedIds) this.sortedIds = [...this.sessions.ids()].sort();
-    const ids = this.sortedIds;
+    const ids = this.sortedIds.view();
     const prefix = options.prefix ?? '';
     const from = options.after !== undefined && options.after >= prefix ? options.after : undefined;
     let at = lowerBound(ids, from ?? prefix);
@@ -527,7 +527,7 @@ export class Tier {
     }
     const result = this.sessions.expire(id);
     if (!result) return;
-    this.sortedIds = undefined;
+    this.sortedIds.remove(id);
     this.countGroup(id, -1);
     this.counters.expired++;
     this.apply(this.leases.endSession(id, 'expired', now));
