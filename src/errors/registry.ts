@@ -45,6 +45,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_STORAGE_CORRUPT: { retryable: false, meaning: 'A stored record failed authentication (encryption at rest): the file was altered, or a record was moved within or between files. The server refuses to start rather than drop it.' },
   KILN_ERR_UNSAFE_PERMISSIONS: { retryable: false, meaning: 'The data directory is writable by group or others or owned by another user, or the encryption key file is readable by group or others; the message names the path, its mode and the chmod/chown that fixes it.' },
   KILN_ERR_ENCRYPTION_KEY: { retryable: false, meaning: 'Encryption at rest cannot go on: the key file is malformed, or the data directory holds records written with a key id the key file lacks or holds differently; the message names the key id.' },
+  KILN_ERR_MISSING_DEPENDENCY: { retryable: false, meaning: 'A feature needs an optional package that is not installed (the Redis engine needs @redis/client); the message gives the npm install command.' },
   KILN_ERR_INTERNAL: { retryable: false, meaning: 'A bug: an invariant inside Kiln did not hold. Please report it with the message.' },
 } as const satisfies Record<string, { retryable: boolean; meaning: string }>;
 

@@ -35,9 +35,13 @@ describe('a newcomer, from npm pack to a clustered app', () => {
     removeDir(dir);
   });
 
-  it('installs with nothing else: no Express, a LICENSE, few packages', () => {
+  it('installs with nothing else: no Express, no Redis client, a LICENSE, few packages; the Redis engine then says what to install', async () => {
     assert.ok(existsSync(join(project, 'node_modules', 'kiln', 'LICENSE')));
     assert.ok(!existsSync(join(project, 'node_modules', 'express')), 'express is not installed');
+    assert.ok(!existsSync(join(project, 'node_modules', '@redis', 'client')), '@redis/client (8.5 MB) is installed only by who uses Redis');
+    const script = "import('kiln').then((k) => k.connectEngine('redis://127.0.0.1:1').connect()).catch((e) => { console.log(e.code, e.message); })";
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], { cwd: project, timeout: 20_000 });
+    assert.match(stdout, /^KILN_ERR_MISSING_DEPENDENCY .*npm install @redis\/client/);
     const installed = readdirSync(join(project, 'node_modules')).filter((n) => !n.startsWith('.'));
     assert.ok(installed.length <= 30, `${installed.length} top-level packages: ${installed.join(', ')}`);
   });

@@ -12,8 +12,8 @@ import { describe, it } from 'node:test';
 const ROOT = join(import.meta.dirname, '..', '..', '..');
 const MAX_PACKED_BYTES = 580 * 1024;
 const MAX_UNPACKED_BYTES = 2.3 * 1024 * 1024;
-const MAX_DIRECT_DEPENDENCIES = 4;
-const MAX_INSTALLED_PACKAGES = 32;
+const MAX_DIRECT_DEPENDENCIES = 3;
+const MAX_INSTALLED_PACKAGES = 24;
 
 interface PackReport { size: number; unpackedSize: number; entryCount: number; files: { path: string; size: number }[] }
 interface Manifest { scripts?: Record<string, string>; dependencies?: Record<string, string>; license?: string }

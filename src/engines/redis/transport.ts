@@ -1,5 +1,6 @@
 import type { ConnectionOptions } from 'node:tls';
-import { createClient, createCluster, createSentinel, RESP_TYPES } from '@redis/client';
+import type * as RedisClient from '@redis/client';
+import { KilnError } from '../../errors/index.js';
 import type { RedisTopology } from './topology.js';
 
 /**
@@ -36,7 +37,25 @@ export interface TransportOptions {
   sentinelTls?: ConnectionOptions;
 }
 
-const BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } } as const;
+type RedisModule = typeof RedisClient;
+
+/** Bulk strings as Buffers (session data is binary). */
+function buffersOf(redis: RedisModule) {
+  return { typeMapping: { [redis.RESP_TYPES.BLOB_STRING]: Buffer } } as const;
+}
+
+/**
+ * node-redis is an optional peer dependency (8.5 MB that users of the kiln server or the
+ * memory engine never need): it is loaded the first time a Redis engine connects.
+ */
+let loading: Promise<RedisModule> | undefined;
+export function loadRedisClient(): Promise<RedisModule> {
+  loading ??= import('@redis/client').catch((err: unknown) => {
+    loading = undefined;
+    throw new KilnError('KILN_ERR_MISSING_DEPENDENCY', 'the Redis engine needs the @redis/client package: npm install @redis/client@5', { cause: err, details: { package: '@redis/client' } });
+  });
+  return loading;
+}
 
 // node-redis's client types are generic over modules and scripts we do not use; the
 // transport talks to them through these narrow shapes.
@@ -52,13 +71,75 @@ interface CommandClient {
 }
 
 export function createTransport(topology: RedisTopology, options: TransportOptions): RedisTransport {
+  return new DeferredTransport(topology, options);
+}
+
+function transportFor(redis: RedisModule, topology: RedisTopology, options: TransportOptions): RedisTransport {
   switch (topology.kind) {
     case 'standalone':
-      return new StandaloneTransport(topology, options);
+      return new StandaloneTransport(redis, topology, options);
     case 'sentinel':
-      return new SentinelTransport(topology, options);
+      return new SentinelTransport(redis, topology, options);
     case 'cluster':
-      return new ClusterTransport(topology, options);
+      return new ClusterTransport(redis, topology, options);
+  }
+}
+
+/** The transport of a topology, made once node-redis is loaded (at the first connect). */
+class DeferredTransport implements RedisTransport {
+  private inner: RedisTransport | undefined;
+  private readonly troubleListeners: ((event: TransportEvent) => void)[] = [];
+
+  constructor(
+    private readonly topology: RedisTopology,
+    private readonly options: TransportOptions,
+  ) {}
+
+  get kind(): RedisTopology['kind'] {
+    return this.topology.kind;
+  }
+
+  async connect(): Promise<void> {
+    if (!this.inner) {
+      const inner = transportFor(await loadRedisClient(), this.topology, this.options);
+      for (const listener of this.troubleListeners) inner.onTrouble(listener);
+      this.inner = inner;
+    }
+    await this.inner.connect();
+  }
+
+  private ready(): RedisTransport {
+    if (!this.inner) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the Redis engine is not connected yet');
+    return this.inner;
+  }
+
+  send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
+    return this.inner ? this.inner.send(firstKey, args) : Promise.reject(this.ready());
+  }
+
+  masterIdentity(): Promise<string> {
+    return this.ready().masterIdentity();
+  }
+
+  subscribe(channel: string, listener: (message: string) => void): Promise<void> {
+    return this.ready().subscribe(channel, listener);
+  }
+
+  unsubscribe(channel: string): Promise<void> {
+    return this.inner ? this.inner.unsubscribe(channel) : Promise.resolve();
+  }
+
+  subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void> {
+    return this.ready().subscribePattern(pattern, listener);
+  }
+
+  onTrouble(listener: (event: TransportEvent) => void): void {
+    this.troubleListeners.push(listener);
+    this.inner?.onTrouble(listener);
+  }
+
+  close(): Promise<void> {
+    return this.inner ? this.inner.close() : Promise.resolve();
   }
 }
 
@@ -92,9 +173,12 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
   /** Subscriptions need their own connection in RESP2. */
   private readonly subscriber: CommandClient;
 
-  constructor(topology: Extract<RedisTopology, { kind: 'standalone' }>, options: TransportOptions) {
+  private readonly buffers: ReturnType<typeof buffersOf>;
+
+  constructor(redis: RedisModule, topology: Extract<RedisTopology, { kind: 'standalone' }>, options: TransportOptions) {
     super();
-    this.client = createClient({
+    this.buffers = buffersOf(redis);
+    this.client = redis.createClient({
       socket: { host: topology.host, port: topology.port, ...socketOptions(options, nodeTls(topology, options)) },
       ...(topology.username ? { username: topology.username } : {}),
       ...(topology.password ? { password: topology.password } : {}),
@@ -111,7 +195,7 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
   }
 
   send(_firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
-    return this.client.sendCommand(args, BUFFERS);
+    return this.client.sendCommand(args, this.buffers);
   }
 
   async masterIdentity(): Promise<string> {
@@ -139,10 +223,13 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
   readonly kind = 'sentinel';
   private readonly sentinel: CommandClient & { getMasterNode(): { host: string; port: number } | undefined };
 
-  constructor(topology: Extract<RedisTopology, { kind: 'sentinel' }>, options: TransportOptions) {
+  private readonly buffers: ReturnType<typeof buffersOf>;
+
+  constructor(redis: RedisModule, topology: Extract<RedisTopology, { kind: 'sentinel' }>, options: TransportOptions) {
     super();
+    this.buffers = buffersOf(redis);
     const auth = { ...(topology.username ? { username: topology.username } : {}), ...(topology.password ? { password: topology.password } : {}) };
-    this.sentinel = createSentinel({
+    this.sentinel = redis.createSentinel({
       name: topology.masterName,
       sentinelRootNodes: topology.sentinels,
       // node-redis types these as plain TCP, but hands the socket options to its client as they are.
@@ -164,7 +251,7 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
   }
 
   send(_firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
-    return this.sentinel.sendCommand(false, args, BUFFERS);
+    return this.sentinel.sendCommand(false, args, this.buffers);
   }
 
   async masterIdentity(): Promise<string> {
@@ -193,9 +280,12 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   readonly kind = 'cluster';
   private readonly cluster: CommandClient & { masters: { id: string }[] };
 
-  constructor(topology: Extract<RedisTopology, { kind: 'cluster' }>, options: TransportOptions) {
+  private readonly buffers: ReturnType<typeof buffersOf>;
+
+  constructor(redis: RedisModule, topology: Extract<RedisTopology, { kind: 'cluster' }>, options: TransportOptions) {
     super();
-    this.cluster = createCluster({
+    this.buffers = buffersOf(redis);
+    this.cluster = redis.createCluster({
       rootNodes: topology.nodes.map((n) => ({ socket: { host: n.host, port: n.port, ...socketOptions(options, nodeTls(topology, options)) } })),
       defaults: {
         ...(topology.username ? { username: topology.username } : {}),
@@ -212,7 +302,7 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   }
 
   send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
-    return this.cluster.sendCommand(firstKey, false, args, BUFFERS);
+    return this.cluster.sendCommand(firstKey, false, args, this.buffers);
   }
 
   async masterIdentity(): Promise<string> {
