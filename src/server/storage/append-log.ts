@@ -564,7 +564,7 @@ export interface FileEnd {
 function damaged(file: string, offset: number, why: string, dir: string): KilnError {
   return new KilnError(
     'KILN_ERR_STORAGE_DAMAGED',
-    `${file} is damaged at byte ${offset}: ${why}. No file was changed. Run \`kiln repair --data-dir ${dir}\` to salvage every valid record (see docs/operations.md, "Repairing a damaged data directory").`,
+    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory", for what to do with ${dir}.`,
     { details: { file, offset } },
   );
 }
