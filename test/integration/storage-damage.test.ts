@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { removeDir, startKilnServer, startWorker, tempDir } from '../helpers/processes.js';
@@ -109,6 +110,43 @@ describe('storage damage (real kiln server, SIGKILL)', () => {
       await damage(newest, flip(() => 3));
     } finally {
       removeDir(dataDir);
+    }
+  });
+
+  it('a damaged snapshot (an encrypted data directory) refuses, naming file and offset', async () => {
+    const dataDir = tempDir();
+    const keyDir = tempDir();
+    try {
+      await history(dataDir);
+      // A start with a key over plain records rewrites them sealed: a compaction, so a snapshot.
+      const keys = join(keyDir, 'keys');
+      writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+      chmodSync(keys, 0o600);
+      const server = await startKilnServer({ dataDir, args: ['--encryption-key-file', keys] });
+      await server.stop();
+      const snapshot = join(dataDir, 'snapshot.kiln');
+      assert.ok(existsSync(snapshot));
+      const good = readFileSync(snapshot);
+      const bad = Buffer.from(good);
+      bad[bad.length >> 1] = bad[bad.length >> 1]! ^ 0x5a;
+      writeFileSync(snapshot, bad);
+      const err = await startKilnServer({ dataDir, args: ['--encryption-key-file', keys] }).then(
+        async (s) => {
+          await s.kill();
+          assert.fail('the server started on a damaged snapshot');
+        },
+        (e: Error) => e.message,
+      );
+      assert.match(err, /KILN_ERR_STORAGE_DAMAGED/);
+      assert.ok(err.includes(snapshot) && /at byte \d+/.test(err), err);
+      assert.ok(readFileSync(snapshot).equals(bad), 'the snapshot is left as it was');
+      // Restored, it starts again with every session.
+      writeFileSync(snapshot, good);
+      const back = await startKilnServer({ dataDir, args: ['--encryption-key-file', keys] });
+      await back.stop();
+    } finally {
+      removeDir(dataDir);
+      removeDir(keyDir);
     }
   });
 });
