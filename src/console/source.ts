@@ -56,7 +56,7 @@ export interface ConsoleDescription {
   address: string;
   startedAt: number;
   tls: boolean;
-  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; /** The incomplete last record cut off the newest log at start (kiln server only). */ tornTail?: { file: string; offset: number; bytes: number } | null };
 }
 
 export interface ConsoleClient {

@@ -204,7 +204,10 @@ export class KilnServer {
     if (this.storage) {
       this.loaded = this.storage.load((record) => this.tier.restore(record));
       await this.storage.open();
-      this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...this.loaded });
+      const { tornTail, ...loaded } = this.loaded;
+      this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...loaded });
+      // Warn, not info: a cut tail is normal after a crash, but an operator at --log-level warn must still see it.
+      if (tornTail) this.log.warn('storage: torn tail cut off the newest log (a write interrupted by a crash; it was never acknowledged)', { ...tornTail });
     }
     this.boundPort = await listen(this.server, this.port, this.host);
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });

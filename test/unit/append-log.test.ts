@@ -56,9 +56,44 @@ describe('append-only log', () => {
       await writeSessions(dir, 10);
       const file = readdirSync(dir).filter((f) => f.startsWith('log-')).sort().at(-1)!;
       appendFileSync(join(dir, file), Buffer.from([0, 0, 0, 50, 1, 2, 3]));
+      const before = statSync(join(dir, file)).size;
       const { table, report } = reload(dir);
       assert.equal(table.size, 10);
       assert.equal(report.tornTails, 1);
+      assert.deepEqual(report.tornTail, { file: join(dir, file), offset: before - 7, bytes: 7 });
+      assert.equal(statSync(join(dir, file)).size, before - 7, 'the torn tail is cut off');
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('refuses, naming file and offset and changing nothing, a record cut short in an older log or a damaged header', async () => {
+    const dir = tempDir();
+    try {
+      await writeSessions(dir, 10);
+      await writeSessions(dir, 5);
+      const logs = readdirSync(dir).filter((f) => f.startsWith('log-')).sort();
+      assert.ok(logs.length >= 2);
+      const older = join(dir, logs[0]!);
+      const good = readFileSync(older);
+      writeFileSync(older, good.subarray(0, good.length - 3));
+      const refusal = (path: string, offset: number) => (err: unknown) => {
+        const e = err as { code: string; message: string; details: { file: string; offset: number } };
+        assert.equal(e.code, 'KILN_ERR_STORAGE_DAMAGED');
+        assert.equal(e.details.file, path);
+        assert.equal(e.details.offset, offset);
+        assert.match(e.message, /A damaged data directory/);
+        return true;
+      };
+      assert.throws(() => reload(dir), (err: unknown) => (err as { code: string }).code === 'KILN_ERR_STORAGE_DAMAGED' && (err as { message: string }).message.includes(older));
+      assert.equal(statSync(older).size, good.length - 3, 'the damaged file is left as it was');
+
+      writeFileSync(older, good);
+      const header = Buffer.from(good);
+      header[2] = header[2]! ^ 0xff;
+      writeFileSync(older, header);
+      assert.throws(() => reload(dir), refusal(older, 0));
+      assert.ok(readFileSync(older).equals(header));
     } finally {
       removeDir(dir);
     }
@@ -107,19 +142,24 @@ describe('append-only log', () => {
       appendFileSync(file, Buffer.from([0xff, 0xff, 0xff, 0xf0, 1, 2, 3, 4, 5]));
       const torn = reload(dir);
       assert.equal(torn.report.tornTails, 1);
+      assert.equal(torn.report.tornTail?.bytes, 9);
       same(torn.table, 45);
 
-      // A damaged byte inside a frame in the middle: replay keeps what comes before it.
+      // A damaged byte inside a frame in the middle is corruption, not a torn tail: the
+      // load refuses, naming the frame's offset, and leaves the file as it is.
       const bytes = readFileSync(file);
       const frameOf41 = bytes.indexOf(Buffer.from('c41'));
       assert.ok(frameOf41 > 0);
       bytes[frameOf41 + 100] = (bytes[frameOf41 + 100]! + 1) % 256;
       writeFileSync(file, bytes);
-      const damaged = reload(dir);
-      assert.equal(damaged.report.tornTails, 1);
-      assert.equal(damaged.report.records, 41);
-      same(damaged.table, 41);
-      assert.equal(damaged.table.snapshot(ids[41]!), null);
+      assert.throws(() => reload(dir), (err: unknown) => {
+        const e = err as { code: string; details: { file: string; offset: number } };
+        assert.equal(e.code, 'KILN_ERR_STORAGE_DAMAGED');
+        assert.equal(e.details.file, file);
+        assert.ok(e.details.offset < frameOf41 && e.details.offset > frameOf41 - 400_000, `offset ${e.details.offset} is the damaged frame's`);
+        return true;
+      });
+      assert.ok(readFileSync(file).equals(bytes), 'the damaged file is left as it was');
     } finally {
       removeDir(dir);
     }

@@ -180,7 +180,8 @@ export const serverCommand: Command = {
       admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values['admin-redact']) });
       await admin.start();
     }
-    const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms` : '';
+    const torn = info.loaded?.tornTail;
+    const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms${torn ? `, torn tail cut: ${torn.bytes} bytes at ${torn.file}:${torn.offset}` : ''}` : '';
     process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
     if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     return new Promise<number>((resolve) => {

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -56,7 +56,15 @@ export interface LoadReport {
   files: number;
   bytes: number;
   tornTails: number;
+  /** The incomplete last record of the newest log, cut off at load; null when there was none. */
+  tornTail: TornTail | null;
   ms: number;
+}
+
+export interface TornTail {
+  file: string;
+  offset: number;
+  bytes: number;
 }
 
 const LOG_MAGIC = Buffer.from('KILNLOG1');
@@ -102,7 +110,7 @@ export class AppendLog implements TierStorage {
     prepareDataDir(this.dir);
     this.lock();
     this.tightenFileModes();
-    const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, ms: 0 };
+    const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, tornTail: null, ms: 0 };
     let firstSeq = 0;
     const snapshotPath = join(this.dir, 'snapshot.kiln');
     // One read buffer for every file: a log is read in pieces, not whole, so a restart
@@ -124,11 +132,12 @@ export class AppendLog implements TierStorage {
       try {
         const header = reader.header(SNAPSHOT_MAGIC.length + 4);
         if (!header?.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
-          throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is not a kiln snapshot`);
+          throw damaged(snapshotPath, 0, 'its header is not a kiln snapshot header', this.dir);
         }
         firstSeq = header.readUInt32BE(SNAPSHOT_MAGIC.length);
         fileSeq = firstSeq;
-        if (reader.replay(header.length, count)) throw new KilnError('KILN_ERR_STORAGE', `${snapshotPath} is damaged; it is only ever replaced whole, so this is disk corruption`);
+        const end = reader.replay(header.length, count);
+        if (end.kind !== 'clean') throw damaged(snapshotPath, end.offset, `${end.kind === 'torn' ? 'its last record is cut short' : 'a record fails its checksum'}; it is only ever replaced whole, so this is disk corruption`, this.dir);
         report.files++;
         report.bytes += reader.size;
       } finally {
@@ -137,7 +146,9 @@ export class AppendLog implements TierStorage {
     }
     // New logs must sort after the snapshot's first log even if every older one is gone.
     this.seq = Math.max(this.seq, firstSeq);
-    for (const seq of this.logSeqs()) {
+    const seqs = this.logSeqs();
+    const newest = seqs[seqs.length - 1];
+    for (const seq of seqs) {
       this.seq = Math.max(this.seq, seq);
       if (seq < firstSeq) {
         // Covered by the snapshot, left by a crash between its rename and the deletes: it
@@ -150,19 +161,35 @@ export class AppendLog implements TierStorage {
       fileSeq = seq;
       path = this.logPath(seq);
       reader.open(path);
+      let end: FileEnd;
       try {
         report.files++;
         report.bytes += reader.size;
-        this.logBytes += reader.size;
         const header = reader.header(LOG_MAGIC.length);
         if (!header?.equals(LOG_MAGIC)) {
-          report.tornTails++;
-          continue;
+          // Only a crash inside rotate() leaves a header cut short, and only in the newest log.
+          const prefix = Buffer.alloc(Math.min(reader.size, LOG_MAGIC.length));
+          readSync(reader.fd, prefix, 0, prefix.length, 0);
+          const cutShort = reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length));
+          end = cutShort ? { kind: 'torn', offset: 0 } : { kind: 'damaged', offset: 0 };
+          if (end.kind === 'damaged') throw damaged(path, 0, 'its header is not a kiln log header', this.dir);
+        } else {
+          end = reader.replay(header.length, count);
         }
-        if (reader.replay(header.length, count)) report.tornTails++;
       } finally {
         reader.close();
       }
+      if (end.kind === 'damaged') throw damaged(path, end.offset, 'a record fails its checksum', this.dir);
+      if (end.kind === 'torn') {
+        // Only the newest log can end in a write a crash interrupted: every older one was
+        // synced and closed before the next was opened, so a short record there is damage.
+        if (seq !== newest) throw damaged(path, end.offset, 'its last record is cut short, but it is not the newest log', this.dir);
+        const size = statSync(path).size;
+        truncateSync(path, end.offset);
+        report.tornTails++;
+        report.tornTail = { file: path, offset: end.offset, bytes: size - end.offset };
+      }
+      this.logBytes += statSync(path).size;
     }
     // A crashed compaction's partial snapshot: never read, and it may hold what a rotation removes.
     if (existsSync(`${snapshotPath}.tmp`)) unlinkSync(`${snapshotPath}.tmp`);
@@ -459,7 +486,7 @@ const READ_PIECE_BYTES = 4 * 1024 * 1024;
  */
 class FrameReader {
   private buffer = Buffer.allocUnsafeSlow(READ_PIECE_BYTES);
-  private fd = -1;
+  fd = -1;
   size = 0;
 
   open(path: string): void {
@@ -479,8 +506,13 @@ class FrameReader {
     return readSync(this.fd, header, 0, length, 0) === length ? header : undefined;
   }
 
-  /** Applies every frame from byte `from` on; returns true when the file ends in a torn or damaged frame. */
-  replay(from: number, apply: (payload: Buffer, offset: number) => void): boolean {
+  /**
+   * Applies every frame from byte `from` on, and says how the file ends: cleanly, torn
+   * (a last frame cut short by the end of the file: the header or the length it announces
+   * runs past EOF) or damaged (a frame whose CRC does not match), with the byte offset of
+   * the first frame not applied.
+   */
+  replay(from: number, apply: (payload: Buffer, offset: number) => void): FileEnd {
     let buf = this.buffer;
     let filled = 0; // bytes of the file in buf
     let at = 0; // where the next frame starts in buf
@@ -490,15 +522,16 @@ class FrameReader {
         const end = at + FRAME_HEADER + buf.readUInt32BE(at);
         if (end > filled) break;
         const payload = buf.subarray(at + FRAME_HEADER, end);
-        if (crc32(payload) !== buf.readUInt32BE(at + 4)) return true;
+        if (crc32(payload) !== buf.readUInt32BE(at + 4)) return { kind: 'damaged', offset: position - filled + at };
         apply(payload, position - filled + at);
         at = end;
       }
       const partial = filled - at;
-      if (position >= this.size) return partial > 0;
+      const offset = position - filled + at;
+      if (position >= this.size) return partial > 0 ? { kind: 'torn', offset } : { kind: 'clean', offset };
       const needed = partial >= FRAME_HEADER ? FRAME_HEADER + buf.readUInt32BE(at) : FRAME_HEADER;
       // A length that runs past the end of the file is a torn write (or damage), not a reason to allocate it.
-      if (needed > partial + (this.size - position)) return true;
+      if (needed > partial + (this.size - position)) return { kind: 'torn', offset };
       if (needed > buf.length) {
         const larger = Buffer.allocUnsafeSlow(needed);
         buf.copy(larger, 0, at, filled);
@@ -519,6 +552,21 @@ class FrameReader {
       }
     }
   }
+}
+
+/** How a stored file's frames ended; `offset` is where the first frame not applied starts. */
+export interface FileEnd {
+  kind: 'clean' | 'torn' | 'damaged';
+  offset: number;
+}
+
+/** Refusal to start on a damaged file: it names the file and offset, leaves every file as it is, and says how to repair. */
+function damaged(file: string, offset: number, why: string, dir: string): KilnError {
+  return new KilnError(
+    'KILN_ERR_STORAGE_DAMAGED',
+    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory", for what to do with ${dir}.`,
+    { details: { file, offset } },
+  );
 }
 
 function syncDir(dir: string): void {
