@@ -1,6 +1,7 @@
 // Regenerates docs/errors.md from the registry (`npm run docs:errors` after a build).
 import { writeFileSync } from 'node:fs';
 import { ERROR_REGISTRY } from '../dist/src/errors/registry.js';
+import { httpStatusOf, RETRY_AFTER_SECONDS } from '../dist/src/errors/index.js';
 
 const head = `# Error codes
 
@@ -19,8 +20,10 @@ catch (err) {
 
 The registry lives in \`src/errors/registry.ts\`; a unit test keeps this page and the registry in step (\`npm run docs:errors\` rewrites it).
 
-| code | retryable | meaning |
-| --- | --- | --- |
+\`HTTP\` is the status the error carries as \`status\`/\`statusCode\` (with \`expose\` true for 4xx, and \`headers\` holding \`Retry-After: ${RETRY_AFTER_SECONDS}\` for 503): Express's, Koa's, Fastify's and Hono's default error handlers answer with it, so an unavailable tier is a 503 the client may retry, not a 500.
+
+| code | HTTP | retryable | meaning |
+| --- | --- | --- | --- |
 `;
-const rows = Object.entries(ERROR_REGISTRY).map(([code, e]) => `| \`${code}\` | ${e.retryable ? 'yes' : 'no'} | ${e.meaning} |`);
+const rows = Object.entries(ERROR_REGISTRY).map(([code, e]) => `| \`${code}\` | ${httpStatusOf(code)} | ${e.retryable ? 'yes' : 'no'} | ${e.meaning} |`);
 writeFileSync(new URL('../docs/errors.md', import.meta.url), `${head}${rows.join('\n')}\n`);

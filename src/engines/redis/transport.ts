@@ -89,6 +89,9 @@ function transportFor(redis: RedisModule, topology: RedisTopology, options: Tran
 class DeferredTransport implements RedisTransport {
   private inner: RedisTransport | undefined;
   private readonly troubleListeners: ((event: TransportEvent) => void)[] = [];
+  /** Subscriptions asked for before the first connect wait for the transport to exist, as node-redis's clients queued them. */
+  private innerMade!: (transport: RedisTransport) => void;
+  private readonly made = new Promise<RedisTransport>((resolve) => (this.innerMade = resolve));
 
   constructor(
     private readonly topology: RedisTopology,
@@ -104,25 +107,25 @@ class DeferredTransport implements RedisTransport {
       const inner = transportFor(await loadRedisClient(), this.topology, this.options);
       for (const listener of this.troubleListeners) inner.onTrouble(listener);
       this.inner = inner;
+      this.innerMade(inner);
     }
     await this.inner.connect();
   }
 
-  private ready(): RedisTransport {
-    if (!this.inner) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the Redis engine is not connected yet');
-    return this.inner;
+  private notYet(): KilnError {
+    return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the Redis engine is not connected yet');
   }
 
   send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
-    return this.inner ? this.inner.send(firstKey, args) : Promise.reject(this.ready());
+    return this.inner ? this.inner.send(firstKey, args) : Promise.reject(this.notYet());
   }
 
   masterIdentity(): Promise<string> {
-    return this.ready().masterIdentity();
+    return this.inner ? this.inner.masterIdentity() : Promise.reject(this.notYet());
   }
 
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
-    return this.ready().subscribe(channel, listener);
+    return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
 
   unsubscribe(channel: string): Promise<void> {
@@ -130,7 +133,7 @@ class DeferredTransport implements RedisTransport {
   }
 
   subscribePattern(pattern: string, listener: (message: string, channel: string) => void): Promise<void> {
-    return this.ready().subscribePattern(pattern, listener);
+    return this.inner ? this.inner.subscribePattern(pattern, listener) : this.made.then((t) => t.subscribePattern(pattern, listener));
   }
 
   onTrouble(listener: (event: TransportEvent) => void): void {
