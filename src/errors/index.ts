@@ -12,12 +12,13 @@ export { ERROR_REGISTRY, isKilnErrorCode, type KilnErrorCode };
 /**
  * The HTTP status an error means to a web framework. Express (finalhandler), Koa,
  * Fastify and Hono error handlers read `status`/`statusCode`, `expose` and `headers` (or,
- * Hono, `getResponse()`), so an unavailable tier answers 503 with Retry-After, a
- * session over its limits 413 and bad input 400 without any code in the application.
- * Codes not listed are 500.
+ * Hono, `getResponse()`), so an unavailable tier answers 503 with Retry-After and a
+ * session over its limits 413 without any code in the application. Codes not listed are
+ * 500: KILN_ERR_INVALID_ARGUMENT included, since what reaches an app as one is the app's
+ * own call (a bad genid, a reserved attribute name); a client's bad cookie or id never
+ * raises, it gets a fresh session.
  */
 export const HTTP_STATUS: Partial<Record<KilnErrorCode, number>> = {
-  KILN_ERR_INVALID_ARGUMENT: 400,
   KILN_ERR_ATTRIBUTE_TOO_LARGE: 413,
   KILN_ERR_SESSION_TOO_LARGE: 413,
   KILN_ERR_TOO_MANY_ATTRIBUTES: 413,

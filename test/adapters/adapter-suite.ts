@@ -316,7 +316,8 @@ export function adapterConformance(harness: AdapterHarness): void {
         const b = new Browser(main.url);
         await b.post('/api/incr');
         const big = await b.post('/api/too-big');
-        assert.equal(big.status, 500);
+        // 413 where the error's own status answers (kiln/http's default), 500 where the fixture's handler does.
+        assert.ok(big.status === 413 || big.status === 500, `status ${big.status}`);
         assert.equal(big.body['code'], 'KILN_ERR_ATTRIBUTE_TOO_LARGE');
         const fn = await b.post('/api/unserializable');
         assert.equal(fn.body['code'], 'KILN_ERR_UNSERIALIZABLE');
@@ -394,7 +395,8 @@ export function adapterConformance(harness: AdapterHarness): void {
         const t0 = Date.now();
         const r = await b.get('/api/session');
         assert.ok(Date.now() - t0 < 3000, 'bounded');
-        assert.equal(r.status, 500);
+        // 503 + Retry-After where the error's own status answers (the framework's handler), 500 where the fixture's handler does.
+        assert.ok(r.status === 503 || r.status === 500, `status ${r.status}`);
         assert.equal(r.body['code'], 'KILN_ERR_ENGINE_UNAVAILABLE');
         const lenient = await app({ KILN_ENGINE: dead, TIMEOUT_MS: '600', ON_UNAVAILABLE: 'continue' });
         const c = b.clone(lenient.url);

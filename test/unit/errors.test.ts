@@ -29,12 +29,12 @@ describe('error registry', () => {
     assert.equal(errorFromWire({ code: 'EVIL', message: 'x' }).code, 'KILN_ERR_INTERNAL', 'unknown codes are not trusted');
   });
 
-  it('errors carry the HTTP status web frameworks answer with: 503 + Retry-After when the tier is away, 413 over the limits, 400 for bad input', async () => {
+  it('errors carry the HTTP status web frameworks answer with: 503 + Retry-After when the tier is away, 413 over the limits, 500 for the app\'s own mistakes', async () => {
     const away = new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'tier down');
     assert.deepEqual([away.status, away.statusCode, away.expose, away.headers], [503, 503, false, { 'Retry-After': '1' }]);
     const big = new KilnError('KILN_ERR_SESSION_TOO_LARGE', 'too big');
     assert.deepEqual([big.status, big.expose, big.headers], [413, true, undefined]);
-    assert.equal(new KilnError('KILN_ERR_INVALID_ARGUMENT', 'bad').status, 400);
+    assert.equal(new KilnError('KILN_ERR_INVALID_ARGUMENT', 'bad genid').status, 500);
     assert.equal(new KilnError('KILN_ERR_INTERNAL', 'bug').status, 500);
     // Every retryable error is one a client may try again: never a 4xx or a plain 500.
     for (const [code, { retryable }] of Object.entries(ERROR_REGISTRY)) if (retryable) assert.ok([502, 503].includes(httpStatusOf(code as KilnErrorCode)), `${code} is retryable: 502/503`);

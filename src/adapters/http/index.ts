@@ -20,7 +20,7 @@ import type { KilnSessionObject } from '../core/session-object.js';
  * }).listen(3000);
  */
 export interface HttpSessionOptions extends KilnSessionOptions<IncomingMessage> {
-  /** A commit that fails when the response ends; default: a 500 with `{ code, message }`. */
+  /** A commit that fails when the response ends; default: the error's status (503 + Retry-After when the tier is away) with `{ code, message }`. */
   onCommitError?: (err: unknown, req: IncomingMessage, res: ServerResponse) => void;
 }
 
@@ -42,7 +42,8 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
     onCommitError ??
     ((err: unknown, _req: IncomingMessage, res: ServerResponse) => {
       const e = toKilnError(err);
-      res.statusCode = 500;
+      res.statusCode = e.status;
+      for (const [name, value] of Object.entries(e.headers ?? {})) res.setHeader(name, value);
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ code: e.code, message: e.message }));
     });
