@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { isProcessAlive } from '../util/process-alive.js';
 
 /**
  * What a running `kiln demo` tells the operator commands (status, sessions, top) of the
@@ -48,18 +49,10 @@ export function readDemoState(): DemoState | undefined {
     if (typeof process.getuid === 'function' && info.uid !== process.getuid()) return undefined;
     const state = JSON.parse(readFileSync(path, 'utf8')) as Partial<DemoState>;
     if (typeof state.pid !== 'number' || typeof state.adminUrl !== 'string' || typeof state.adminTokenFile !== 'string') return undefined;
-    if (!/^https?:\/\//.test(state.adminUrl) || !isAlive(state.pid)) return undefined;
+    if (!/^https?:\/\//.test(state.adminUrl) || !isProcessAlive(state.pid)) return undefined;
     return state as DemoState;
   } catch {
     return undefined;
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

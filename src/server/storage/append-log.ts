@@ -6,6 +6,7 @@ import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer, sealRecord } from './record-codec.js';
+import { isProcessAlive } from '../../util/process-alive.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -403,7 +404,7 @@ export class AppendLog implements TierStorage {
     const path = join(this.dir, 'kiln.lock');
     if (existsSync(path)) {
       const pid = Number(readFileSync(path, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
         throw new KilnError('KILN_ERR_STORAGE', `data directory ${this.dir} is in use by process ${pid}`);
       }
     }
@@ -582,11 +583,3 @@ function syncDir(dir: string): void {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
