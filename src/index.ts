@@ -10,7 +10,7 @@ export { generateSessionId, parseSessionId, isValidSessionId, withRoute } from '
 export { encodeAttribute, decodeAttribute } from './session/codec.js';
 export { DEFAULT_SESSION_LIMITS, type SessionLimits } from './session/limits.js';
 export type { SessionMeta, SessionSnapshot, SessionEvent, CommitRequest, CommitAck, LeaseGrant, TouchItem } from './session/model.js';
-export type { Engine, EngineStatus, EngineStats, EngineLimits, EngineTraffic, LeaseHandler } from './engines/engine.js';
+export type { CallOptions, Engine, EngineStatus, EngineStats, EngineLimits, EngineTraffic, LeaseHandler } from './engines/engine.js';
 export { createMemoryTier, MemoryTier, MemoryEngine } from './engines/memory/memory-engine.js';
 export { connect, KilnEngine, type KilnEngineOptions } from './engines/kiln/kiln-engine.js';
 export { RedisEngine, connectRedis, type RedisEngineOptions } from './engines/redis/redis-engine.js';

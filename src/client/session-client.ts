@@ -6,6 +6,7 @@ import { applyDelta, withoutPatches } from '../session/delta.js';
 import { generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
 import { attributeBytes, deltaBytes, expiryDeadline, type AttributeDelta, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
+import { passed, within } from '../util/deadline.js';
 import { OptionReader } from '../util/options.js';
 import { cacheChannel, commitChannel, leaseChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
@@ -45,8 +46,17 @@ export interface SessionClientOptions {
   absoluteTimeoutMs?: number;
   /** How often batched access-time touches are sent. Default 1000 ms. */
   touchIntervalMs?: number;
-  /** Longest a request waits for a session (lease from another process or queue in this one). Default 10 s. */
+  /** Longest one wait for a session's lease (from another process, or behind other requests in this one). Default 10 s. */
   acquireTimeoutMs?: number;
+  /**
+   * The bound of one request on the session layer, whatever fails: opening, committing,
+   * destroying and regenerating together, with every wait and retry inside them (the
+   * queue, the lease, the tier's answers, reconnecting), never take longer than this.
+   * The application's own time between them is not counted. Past it the step fails
+   * with the error of what it was waiting for (KILN_ERR_ENGINE_UNAVAILABLE,
+   * KILN_ERR_LEASE_TIMEOUT, KILN_ERR_TIMEOUT: 503 + Retry-After). Default 10 s.
+   */
+  requestTimeoutMs?: number;
   /** Near cache bounds. Defaults: 10,000 sessions, 64 MiB. */
   cache?: { maxEntries?: number; maxBytes?: number };
   /** Most leases kept after use; the least recently used beyond it are released. Default 100,000. */
@@ -62,6 +72,8 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** The id to give the session if it has to be a new one (default: 256 random bits + route). */
   newId?: () => string;
+  /** This request's bound on the session layer (default: the client's requestTimeoutMs). */
+  timeoutMs?: number;
 }
 
 export interface SessionClientStats {
@@ -109,6 +121,7 @@ interface AsyncState {
 
 const RETRYABLE_COMMIT_CODES = new Set(['KILN_ERR_LEASE_LOST', 'KILN_ERR_CONNECTION_LOST', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_TIMEOUT']);
 const COMMIT_ATTEMPTS = 3;
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 
 export class SessionClient implements HandleHost {
   readonly engine: Engine;
@@ -117,6 +130,7 @@ export class SessionClient implements HandleHost {
   private readonly idleTimeoutMs: number;
   private readonly absoluteTimeoutMs: number;
   private readonly acquireTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
   private readonly maxLeases: number;
   private readonly route: string | undefined;
   private readonly leases = new Map<string, LeaseState>();
@@ -153,7 +167,7 @@ export class SessionClient implements HandleHost {
   };
 
   constructor(options: SessionClientOptions) {
-    const o = new OptionReader('SessionClient', options, ['engine', 'commitMode', 'asyncFlushMs', 'idleTimeoutMs', 'absoluteTimeoutMs', 'touchIntervalMs', 'acquireTimeoutMs', 'cache', 'maxLeases', 'route', 'statsIntervalMs']);
+    const o = new OptionReader('SessionClient', options, ['engine', 'commitMode', 'asyncFlushMs', 'idleTimeoutMs', 'absoluteTimeoutMs', 'touchIntervalMs', 'acquireTimeoutMs', 'requestTimeoutMs', 'cache', 'maxLeases', 'route', 'statsIntervalMs']);
     const engine = o.any('engine') as Engine | undefined;
     if (!engine || typeof engine.acquire !== 'function') throw new KilnError('KILN_ERR_INVALID_OPTION', 'SessionClient: option "engine" is required (createMemoryTier().engine(), connect(url), …)', { details: { option: 'engine' } });
     this.engine = engine;
@@ -162,6 +176,7 @@ export class SessionClient implements HandleHost {
     this.idleTimeoutMs = o.int('idleTimeoutMs', 30 * 60_000);
     this.absoluteTimeoutMs = o.int('absoluteTimeoutMs', 0);
     this.acquireTimeoutMs = o.int('acquireTimeoutMs', DEFAULT_ACQUIRE_TIMEOUT_MS, 1);
+    this.requestTimeoutMs = o.int('requestTimeoutMs', DEFAULT_REQUEST_TIMEOUT_MS, 1);
     this.maxLeases = o.int('maxLeases', 100_000, 1);
     this.route = o.string('route', undefined);
     if (this.route !== undefined) generateSessionId(this.route); // validates the route
@@ -199,11 +214,13 @@ export class SessionClient implements HandleHost {
     this.assertOpen();
     this.counters.opens++;
     const readOnly = options.readOnly === true;
-    const fresh = (): SessionHandle => this.fresh(readOnly, options.newId);
+    const budgetMs = options.timeoutMs ?? this.requestTimeoutMs;
+    const deadline = Date.now() + budgetMs;
+    const fresh = (): SessionHandle => withTimeLeft(this.fresh(readOnly, options.newId), deadline);
     if (typeof sessionId !== 'string' || !isValidSessionId(sessionId)) return fresh();
-    const unlock = await this.queue.lock(sessionId, this.acquireTimeoutMs);
+    const unlock = await this.queue.lock(sessionId, within(this.acquireTimeoutMs, deadline));
     try {
-      const cached = await this.loadUnderLease(sessionId);
+      const cached = await this.loadUnderLease(sessionId, deadline);
       const now = Date.now();
       if (!cached) {
         this.releaseUnusedLease(sessionId);
@@ -213,12 +230,12 @@ export class SessionClient implements HandleHost {
       if (expiryDeadline(cached.meta) <= now) {
         // The lease holder is the authority on access time: it ends the session itself.
         this.counters.localExpiries++;
-        await this.engine.destroy(sessionId, { reason: 'expired' }).catch(() => undefined);
+        await this.engine.destroy(sessionId, { reason: 'expired', deadline }).catch(() => undefined);
         this.forget(sessionId);
         unlock();
         return fresh();
       }
-      return this.handOut(sessionId, cached, now, readOnly, unlock, this.leases.get(sessionId));
+      return withTimeLeft(this.handOut(sessionId, cached, now, readOnly, unlock, this.leases.get(sessionId)), deadline);
     } catch (err) {
       unlock();
       throw err;
@@ -244,7 +261,9 @@ export class SessionClient implements HandleHost {
     markUsed(lease);
     this.cache.get(sessionId); // counts the hit and marks the entry used
     if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: 'hit', sessionId });
-    return this.handOut(sessionId, cached, now, options.readOnly === true, unlock, lease);
+    const handle = this.handOut(sessionId, cached, now, options.readOnly === true, unlock, lease);
+    handle.timeLeftMs = options.timeoutMs ?? this.requestTimeoutMs;
+    return handle;
   }
 
   /**
@@ -352,7 +371,6 @@ export class SessionClient implements HandleHost {
 
   /** @internal */
   async commitHandle(handle: SessionHandle, options: { force: boolean; final: boolean }): Promise<CommitResult> {
-    const sessionId = handle.id;
     const delta = handle.tracker.delta();
     const meta = handle.metaChanges;
     const hasMeta = Object.keys(meta).length > 0;
@@ -361,11 +379,21 @@ export class SessionClient implements HandleHost {
       return { committed: false, version: handle.base.meta.version, bytes: 0 };
     }
     checkDeltaLimits(handle.base.attributes, handle.base.bytes, delta, this.limits);
-    const bytes = deltaBytes(delta);
-    const now = Date.now();
+    const started = Date.now();
+    const deadline = startStep(handle, started, 'commit');
+    try {
+      return await this.commitChanges(handle, options, delta, meta, started, deadline);
+    } finally {
+      handle.timeLeftMs = deadline - Date.now();
+    }
+  }
 
+  /** A commit with something to send, within the request's deadline (retries included). */
+  private async commitChanges(handle: SessionHandle, options: { force: boolean; final: boolean }, delta: AttributeDelta, meta: MetaChanges, now: number, deadline: number): Promise<CommitResult> {
+    const sessionId = handle.id;
+    const bytes = deltaBytes(delta);
     if (handle.isNew) {
-      const grant = await this.acquire(sessionId);
+      const grant = await this.acquire(sessionId, deadline);
       if (grant.snapshot) {
         throw new KilnError('KILN_ERR_SESSION_EXISTS', 'a session with this id exists already', { details: { sessionId } });
       }
@@ -407,7 +435,7 @@ export class SessionClient implements HandleHost {
     }
     let ack: { version: number };
     try {
-      const sent = this.sendCommit(request);
+      const sent = this.sendCommit(request, deadline);
       if (pipelined) {
         this.counters.pipelinedCommits++;
         handle.releaseSession();
@@ -467,7 +495,13 @@ export class SessionClient implements HandleHost {
     const sessionId = handle.id;
     if (!handle.isNew) {
       this.dropAsync(sessionId);
-      await this.engine.destroy(sessionId, { reason: 'request' });
+      const started = Date.now();
+      const deadline = startStep(handle, started, 'destroy');
+      try {
+        await this.engine.destroy(sessionId, { reason: 'request', deadline });
+      } finally {
+        handle.timeLeftMs = deadline - Date.now();
+      }
     }
     this.forget(sessionId);
   }
@@ -495,7 +529,7 @@ export class SessionClient implements HandleHost {
 
   // ---- leases -------------------------------------------------------------------------
 
-  private async loadUnderLease(sessionId: string): Promise<CachedSession | null> {
+  private async loadUnderLease(sessionId: string, deadline: number): Promise<CachedSession | null> {
     const lease = this.leases.get(sessionId);
     if (lease) {
       markUsed(lease);
@@ -506,28 +540,28 @@ export class SessionClient implements HandleHost {
       if (this.asyncStates.has(sessionId)) await this.flushAsync(sessionId);
       try {
         this.counters.loads++;
-        const snapshot = await this.engine.load(sessionId, lease.token);
+        const snapshot = await this.engine.load(sessionId, lease.token, { deadline });
         return this.remember(sessionId, snapshot);
       } catch (err) {
         if (!isKilnError(err, 'KILN_ERR_LEASE_LOST')) throw err;
         this.forget(sessionId);
       }
     }
-    const grant = await this.acquire(sessionId);
+    const grant = await this.acquire(sessionId, deadline);
     return this.remember(sessionId, grant.snapshot);
   }
 
-  private async acquire(sessionId: string): Promise<LeaseGrant> {
+  private async acquire(sessionId: string, deadline: number): Promise<LeaseGrant> {
     this.counters.acquires++;
     let grant: LeaseGrant;
     for (let attempt = 1; ; attempt++) {
       try {
-        grant = await this.engine.acquire(sessionId, { timeoutMs: this.acquireTimeoutMs });
+        grant = await this.engine.acquire(sessionId, { timeoutMs: this.acquireTimeoutMs, deadline });
         break;
       } catch (err) {
         // The connection dropped with the request in flight: the server freed whatever
         // it had granted us with it, so asking again is safe.
-        if (!isKilnError(err, 'KILN_ERR_CONNECTION_LOST') || attempt >= COMMIT_ATTEMPTS || this.closed) throw err;
+        if (!isKilnError(err, 'KILN_ERR_CONNECTION_LOST') || attempt >= COMMIT_ATTEMPTS || this.closed || passed(deadline)) throw err;
       }
     }
     this.leases.set(sessionId, { token: grant.token, releaseAfterUse: grant.releaseAfterUse, recalled: false });
@@ -657,15 +691,15 @@ export class SessionClient implements HandleHost {
    * either applies it (nothing else changed the session), acknowledges it again (it had
    * been applied), or refuses it with a conflict: never a lost or doubled update.
    */
-  private async sendCommit(request: CommitRequest): Promise<{ version: number }> {
+  private async sendCommit(request: CommitRequest, deadline: number | undefined): Promise<{ version: number }> {
     let attempt = 0;
     let current = request;
     for (;;) {
       try {
-        return await this.engine.commit(current);
+        return await this.engine.commit(current, { deadline });
       } catch (err) {
         attempt++;
-        if (!isKilnError(err) || !RETRYABLE_COMMIT_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.closed) {
+        if (!isKilnError(err) || !RETRYABLE_COMMIT_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.closed || passed(deadline)) {
           if (isKilnError(err) && ['KILN_ERR_CONFLICT', 'KILN_ERR_SESSION_DESTROYED', 'KILN_ERR_SESSION_NOT_FOUND', 'KILN_ERR_LEASE_LOST'].includes(err.code)) {
             // Our copy is stale or the session is gone: never serve it from cache again.
             this.releaseUnusedLease(current.sessionId);
@@ -674,8 +708,13 @@ export class SessionClient implements HandleHost {
           throw err;
         }
         this.counters.commitRetries++;
+        // The tier did not answer in time or had no replica to confirm: the lease may
+        // well still be ours (a lost one is dropped by the engine's handler), and then
+        // the same commit goes again under it; otherwise the lease is taken anew.
+        const stillHeld = (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE') && this.leases.get(current.sessionId)?.token === current.token;
+        if (stillHeld) continue;
         if (this.leases.get(current.sessionId)?.token === current.token) this.forget(current.sessionId);
-        const grant = await this.acquire(current.sessionId);
+        const grant = await this.acquire(current.sessionId, deadline ?? Date.now() + this.requestTimeoutMs);
         current = { ...current, token: grant.token };
       }
     }
@@ -729,7 +768,8 @@ export class SessionClient implements HandleHost {
     };
     state.inflight = (async () => {
       try {
-        const ack = await this.sendCommit(request);
+        // Write-behind runs after its requests ended: only the engine's own bounds apply.
+        const ack = await this.sendCommit(request, undefined);
         state.ackedVersion = ack.version;
         const cached = this.cache.peek(sessionId);
         if (cached) cached.meta.version = ack.version;
@@ -814,6 +854,23 @@ export function createSessionClient(options: SessionClientOptions): SessionClien
 }
 
 /** Marks a lease used: trimLeases passes over it once (second chance) instead of giving it back. */
+/** The handle with what is left of its request's time, counted from now to `deadline`. */
+function withTimeLeft(handle: SessionHandle, deadline: number): SessionHandle {
+  handle.timeLeftMs = deadline - Date.now();
+  return handle;
+}
+
+/**
+ * The deadline of a handle's next step. A request whose time is spent fails its step at
+ * once, with the status of a tier that did not answer in time.
+ */
+function startStep(handle: SessionHandle, now: number, step: string): number {
+  if (handle.timeLeftMs <= 0) {
+    throw new KilnError('KILN_ERR_TIMEOUT', `the request's time on the session layer (requestTimeoutMs) was spent before its ${step}`, { details: { sessionId: handle.id, step } });
+  }
+  return now + handle.timeLeftMs;
+}
+
 function markUsed(lease: LeaseState): void {
   lease.used = true;
 }

@@ -49,6 +49,12 @@ export class SessionHandle {
   /** @internal */ tracker: DeltaTracker;
   /** @internal */ metaChanges: MetaChanges = {};
   /** @internal */ unlock: Unlock | undefined;
+  /**
+   * @internal What is left of this request's time on the session layer (see
+   * SessionClientOptions.requestTimeoutMs): each step (open, commit, destroy,
+   * regenerate) spends from it; the application's own time between steps does not.
+   */
+  timeLeftMs = 0;
   private state: 'open' | 'destroyed' | 'closed' = 'open';
 
   /** @internal */

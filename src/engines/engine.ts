@@ -31,18 +31,21 @@ export interface Engine {
   readonly status: StatusStream<EngineStatus>;
 
   connect(): Promise<void>;
-  /** Resolves when this owner holds the lease (granted at once if free, else after a recall). */
-  acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant>;
+  /**
+   * Resolves when this owner holds the lease (granted at once if free, else after a
+   * recall). `timeoutMs` bounds the wait for the lease; `deadline` bounds the whole call.
+   */
+  acquire(sessionId: string, options?: { timeoutMs?: number } & CallOptions): Promise<LeaseGrant>;
   /**
    * Gives the lease back. `lastAccessedAt`, when given, is applied first as a touch
    * would be (a request that used the session and changed nothing ends in one call).
    */
   release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void>;
-  load(sessionId: string, token: number): Promise<SessionSnapshot | null>;
-  commit(request: CommitRequest): Promise<CommitAck>;
+  load(sessionId: string, token: number, options?: CallOptions): Promise<SessionSnapshot | null>;
+  commit(request: CommitRequest, options?: CallOptions): Promise<CommitAck>;
   touch(items: readonly TouchItem[]): Promise<void>;
   /** Destroys the session wherever it is held; a tombstone keeps late commits out. */
-  destroy(sessionId: string, options?: { reason?: string }): Promise<boolean>;
+  destroy(sessionId: string, options?: { reason?: string } & CallOptions): Promise<boolean>;
   findByPrincipal(principal: string): Promise<SessionMeta[]>;
   /** Sessions in id order, a page at a time (admin, console, KilnStore.all). */
   list(options: ListOptions): Promise<ListPage>;
@@ -57,6 +60,15 @@ export interface Engine {
   /** What this process has sent to the tier so far (engines that talk over a socket). */
   traffic?(): EngineTraffic;
   close(): Promise<void>;
+}
+
+/**
+ * Bounds one call from outside: `deadline` (Date.now() milliseconds) is when the calling
+ * request's time runs out. The engine's own timeouts still apply; the deadline only cuts
+ * them shorter, every wait inside the call included (connecting, replicas, retries).
+ */
+export interface CallOptions {
+  deadline?: number;
 }
 
 /** Requests and bytes sent to the tier since the engine was made; for benchmarks and metrics. */

@@ -104,7 +104,7 @@ export function connectWarning(owner: string, where: string, err: Error): [strin
 export function clientFromOption(
   engine: unknown,
   owner: string,
-  options: { idleTimeoutMs: number; absoluteTimeoutMs: number; acquireTimeoutMs: number; commitMode: 'sync' | 'async'; route: string | undefined },
+  options: { idleTimeoutMs: number; absoluteTimeoutMs: number; acquireTimeoutMs: number; requestTimeoutMs: number; commitMode: 'sync' | 'async'; route: string | undefined },
 ): { client: SessionClient; owned: boolean } {
   if (engine instanceof SessionClient) return { client: engine, owned: false };
   let resolved: Engine;
@@ -277,6 +277,7 @@ export class SessionRuntime<Req = unknown> {
       idleTimeoutMs: this.idleTimeout,
       absoluteTimeoutMs: this.absoluteTimeout,
       acquireTimeoutMs: timeoutMs,
+      requestTimeoutMs: timeoutMs,
       commitMode,
       route: this.route,
     });

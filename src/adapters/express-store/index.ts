@@ -49,7 +49,7 @@ export class KilnStore extends Store {
     const o = new OptionReader('KilnStore', options, ['engine', 'defaultTtlMs', 'timeoutMs']);
     this.defaultTtlMs = o.int('defaultTtlMs', 24 * 3600_000, 1);
     const timeoutMs = o.int('timeoutMs', 10_000, 1);
-    const { client, owned } = clientFromOption(o.any('engine'), 'KilnStore', { idleTimeoutMs: this.defaultTtlMs, absoluteTimeoutMs: 0, acquireTimeoutMs: timeoutMs, commitMode: 'sync', route: undefined });
+    const { client, owned } = clientFromOption(o.any('engine'), 'KilnStore', { idleTimeoutMs: this.defaultTtlMs, absoluteTimeoutMs: 0, acquireTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs, commitMode: 'sync', route: undefined });
     this.client = client;
     this.ownsClient = owned;
   }

@@ -28,7 +28,8 @@ import { BINARY_MARK } from '../../util/binary.js';
 import { BatchedWriter } from '../../util/net.js';
 import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler } from '../engine.js';
+import { within } from '../../util/deadline.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type CallOptions } from '../engine.js';
 
 /**
  * The engine that talks to a kiln server over TCP: pipelined requests matched by id,
@@ -159,21 +160,26 @@ export class KilnEngine implements Engine {
     this.handler = handler;
   }
 
-  async acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
-    const timeoutMs = options?.timeoutMs ?? this.acquireTimeoutMs;
-    return grantFromWire(await this.request(MessageType.Acquire, { id: sessionId, timeoutMs }, timeoutMs + this.operationTimeoutMs), sessionId);
+  async acquire(sessionId: string, options?: { timeoutMs?: number } & CallOptions): Promise<LeaseGrant> {
+    const callMs = within((options?.timeoutMs ?? this.acquireTimeoutMs) + this.operationTimeoutMs, options?.deadline);
+    // The server gives up on the lease a little before we give up on its answer: its
+    // refusal then arrives in time, rather than a grant we no longer wait for (which
+    // would hold the lease for nobody until a recall took it back).
+    const margin = Math.min(this.operationTimeoutMs, Math.max(50, Math.floor(callMs / 10)));
+    const waitMs = Math.max(1, Math.min(options?.timeoutMs ?? this.acquireTimeoutMs, callMs - margin));
+    return grantFromWire(await this.request(MessageType.Acquire, { id: sessionId, timeoutMs: waitMs }, callMs), sessionId);
   }
 
   async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
     await this.request(MessageType.Release, lastAccessedAt === undefined ? { id: sessionId, token } : { id: sessionId, token, at: lastAccessedAt });
   }
 
-  async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {
-    return snapshotFromWire(await this.request(MessageType.Load, { id: sessionId, token }));
+  async load(sessionId: string, token: number, options?: CallOptions): Promise<SessionSnapshot | null> {
+    return snapshotFromWire(await this.request(MessageType.Load, { id: sessionId, token }, within(this.operationTimeoutMs, options?.deadline)));
   }
 
-  async commit(request: CommitRequest): Promise<CommitAck> {
-    const body = record(await this.request(MessageType.Commit, request, this.operationTimeoutMs, this.encodeCommit), 'ack');
+  async commit(request: CommitRequest, options?: CallOptions): Promise<CommitAck> {
+    const body = record(await this.request(MessageType.Commit, request, within(this.operationTimeoutMs, options?.deadline), this.encodeCommit), 'ack');
     return { version: body['version'] as number, duplicate: body['duplicate'] === true };
   }
 
@@ -182,8 +188,8 @@ export class KilnEngine implements Engine {
     await this.request(MessageType.Touch, touchesToWire(items));
   }
 
-  async destroy(sessionId: string, options?: { reason?: string }): Promise<boolean> {
-    return (await this.request(MessageType.Destroy, { id: sessionId, reason: options?.reason })) === true;
+  async destroy(sessionId: string, options?: { reason?: string } & CallOptions): Promise<boolean> {
+    return (await this.request(MessageType.Destroy, { id: sessionId, reason: options?.reason }, within(this.operationTimeoutMs, options?.deadline))) === true;
   }
 
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {

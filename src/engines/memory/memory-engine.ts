@@ -3,7 +3,8 @@ import { KilnError } from '../../errors/index.js';
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
 import { Tier, type TierOptions } from '../../tier/tier.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type CallOptions } from '../engine.js';
+import { within } from '../../util/deadline.js';
 
 /**
  * The server tier in this process: for single-process apps, tests and development.
@@ -84,9 +85,9 @@ export class MemoryEngine implements Engine {
     this.handler = handler;
   }
 
-  async acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
+  async acquire(sessionId: string, options?: { timeoutMs?: number } & CallOptions): Promise<LeaseGrant> {
     this.ensureAttached();
-    return this.tier.acquire(this.ownerId, sessionId, options?.timeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS);
+    return this.tier.acquire(this.ownerId, sessionId, within(options?.timeoutMs ?? DEFAULT_ACQUIRE_TIMEOUT_MS, options?.deadline));
   }
 
   async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
