@@ -37,6 +37,7 @@ export class ServerMetrics {
       ['kiln_lease_handovers_total', 'Leases handed from one process to another', 'leaseHandovers'],
       ['kiln_lease_revocations_total', 'Leases revoked after an overrun recall deadline', 'leaseRevocations'],
       ['kiln_lease_pingpong_grants_total', 'Grants marked release-after-use (ping-pong)', 'pingPongGrants'],
+      ['kiln_commits_under_replicated_total', 'Redis: commits acknowledged with fewer replicas than asked (replicaPolicy best-effort)', 'underReplicatedCommits'],
     ];
     for (const [name, help, key] of totals) mirroredCounter(this.registry, name, help, () => f().counters[key] ?? 0);
     mirroredCounter(this.registry, 'kiln_requests_total', 'Requests the tier answered (kiln server) or app servers sent it (Redis)', () => f().requests);
@@ -48,6 +49,7 @@ export class ServerMetrics {
     // Figures a source may not have (Redis: counting tombstones would need a scan).
     optionalGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => f().tombstones);
     optionalGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes);
+    optionalGauge(this.registry, 'kiln_redis_replicas_online', 'Redis: replicas the master has online (a commit asks for `replicas` of them)', () => f().replicasOnline ?? null);
     // What each app server's client last reported (near cache), labelled by client.
     for (const [name, help, key] of [
       ['kiln_client_cache_hits', 'Near-cache hits reported by each client', 'hits'],

@@ -55,7 +55,7 @@ export class RedisSource implements ConsoleSource {
       address: this.engine.address,
       startedAt: this.startedAt,
       tls: this.engine.topology.tls === true,
-      storage: { kind: 'redis', dataDir: null, fsync: null, bytesOnDisk: null, replicas: this.engine.replicasRequired },
+      storage: { kind: 'redis', dataDir: null, fsync: null, bytesOnDisk: null, replicas: this.engine.replicasRequired, replicaPolicy: this.engine.replicaPolicy, replicasOnline: this.engine.replicasSeenOnline },
     };
   }
 
@@ -94,6 +94,7 @@ export class RedisSource implements ConsoleSource {
       },
       clients: reports.map(asConsoleClient),
       storageBytes: null,
+      replicasOnline: this.engine.replicasRequired > 0 ? this.engine.replicasSeenOnline : null,
     };
   }
 

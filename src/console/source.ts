@@ -56,7 +56,7 @@ export interface ConsoleDescription {
   address: string;
   startedAt: number;
   tls: boolean;
-  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; /** The incomplete last record cut off the newest log at start (kiln server only). */ tornTail?: { file: string; offset: number; bytes: number } | null };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; /** Redis: what a commit does with fewer replicas, and how many the master has online. */ replicaPolicy?: 'best-effort' | 'strict'; replicasOnline?: number; /** The incomplete last record cut off the newest log at start (kiln server only). */ tornTail?: { file: string; offset: number; bytes: number } | null };
 }
 
 export interface ConsoleClient {
@@ -96,6 +96,8 @@ export interface ConsoleFigures {
   clients: ConsoleClient[];
   /** Bytes of log on disk (0 without storage); null where the source cannot tell (Redis). */
   storageBytes: number | null;
+  /** Redis with `replicas`: replicas the master has online (absent elsewhere). */
+  replicasOnline?: number | null;
 }
 
 export type ConsoleEvent =

@@ -9,6 +9,8 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&
 const fmt = (v, digits) => v === null || v === undefined || !isFinite(v) ? '–' : Number(v).toLocaleString('en-US', { maximumFractionDigits: digits === undefined ? (Math.abs(v) < 10 ? 1 : 0) : digits });
 const bytes = (n) => n < 1024 ? n + ' B' : n < 1048576 ? fmt(n / 1024) + ' KiB' : fmt(n / 1048576) + ' MiB';
 const ago = (ms) => ms < 60000 ? Math.round(ms / 1000) + ' s' : Math.round(ms / 60000) + ' min';
+// Best effort carries on with fewer replicas than asked: say so, it is what an operator must know.
+const replicaState = (st) => st.replicasOnline === undefined || st.replicasOnline >= st.replicas ? '' : ' — only ' + st.replicasOnline + ' online: ' + (st.replicaPolicy === 'strict' ? 'writes refused (strict)' : 'writes go on under-replicated (best-effort)');
 function setFigure(id, text) { const el = $(id); el.textContent = text; el.classList.toggle('nodata', text === '–'); }
 
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -44,7 +46,7 @@ async function tick() {
   try {
     const o = await api('GET', '/api/overview');
     o.at = Date.now();
-    $('server').textContent = o.server.address + ' · ' + o.server.role + ' · v' + o.server.version + ' · up ' + ago(o.server.uptimeMs) + ' · ' + (o.storage.kind === 'redis' ? 'sessions in Redis' + (o.storage.replicas ? ', ' + o.storage.replicas + ' replica(s) confirm each commit' : '') : o.storage.dataDir || 'memory only');
+    $('server').textContent = o.server.address + ' · ' + o.server.role + ' · v' + o.server.version + ' · up ' + ago(o.server.uptimeMs) + ' · ' + (o.storage.kind === 'redis' ? 'sessions in Redis' + (o.storage.replicas ? ', ' + o.storage.replicas + ' replica(s) confirm each commit' + replicaState(o.storage) : '') : o.storage.dataDir || 'memory only');
     const waits = o.leases.waiting, gone = (o.departed || []).length;
     $('health').textContent = o.clients.length === 0 ? 'no app server connected' : gone > 0 ? gone + ' app server(s) gone in the last minute' : waits > 0 ? waits + ' lease waits' : 'healthy';
     $('health').className = gone > 0 ? 'dead' : o.clients.length === 0 || waits > 0 ? 'warn' : 'ok';

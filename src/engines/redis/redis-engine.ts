@@ -10,7 +10,8 @@ import { redactCredentials } from '../../util/log.js';
 import { OptionReader } from '../../util/options.js';
 import { isHistogramSnapshot, LatencyRecorder, type HistogramSnapshot } from '../../util/latency.js';
 import { StatusStream } from '../../util/status.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type ListOptions, type ListPage } from '../engine.js';
+import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type ListOptions, type ListPage, type CallOptions } from '../engine.js';
+import { within } from '../../util/deadline.js';
 import { eventChannel, indexKeys, ownerChannel, ownerChannelPattern, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
@@ -40,8 +41,21 @@ export interface RedisEngineOptions {
   topology?: RedisTopology;
   /** Acknowledge a commit only once this many replicas have it (WAIT). Default 0. */
   replicas?: number;
-  /** How long a commit waits for its replicas before it fails (and is retried). Default 1000 ms. */
+  /** How long a commit waits for its replicas. Default 1000 ms. */
   replicaTimeoutMs?: number;
+  /**
+   * What a commit does when fewer than `replicas` replicas confirm it (a replica is down,
+   * or the failover that made this master left it without one):
+   * - 'best-effort' (default): it waits only for the replicas the master has online and
+   *   is acknowledged with fewer, counted as `underReplicatedCommits` and shown by the
+   *   console. Writes go on through the loss of any one Redis process, as Terracotta's
+   *   active server carries on when its mirror dies; only a second failure before the
+   *   replica is back can lose what was acknowledged meanwhile.
+   * - 'strict': it fails with KILN_ERR_ENGINE_UNAVAILABLE (503) and the client retries
+   *   within the request's bound: no acknowledged write is ever on one node only, and no
+   *   write is accepted while a replica is missing.
+   */
+  replicaPolicy?: 'best-effort' | 'strict';
   /** Prefix of every key and channel. Default `kiln:`. */
   keyPrefix?: string;
   /** Shown in the owner id (console, logs). */
@@ -132,9 +146,9 @@ interface OwnerMessage {
 
 type Reply = unknown;
 
-const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'replicaPolicy', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
 
-const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'sessionBytes'] as const;
+const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'underReplicatedCommits', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
 
 /** Failures of reaching Redis, not refusals: the same call may succeed shortly. */
@@ -159,6 +173,12 @@ export class RedisEngine implements Engine {
   private readonly sessionLimits: SessionLimits;
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
+  readonly replicaPolicy: 'best-effort' | 'strict';
+  /**
+   * Replicas the master has online, as last seen (ROLE at each heartbeat, or fewer
+   * confirming a WAIT): what a best-effort commit waits for.
+   */
+  private replicasOnline: number;
   private readonly connectTimeoutMs: number;
   private readonly operationTimeoutMs: number;
   private readonly acquireTimeoutMs: number;
@@ -212,6 +232,8 @@ export class RedisEngine implements Engine {
     this.topology = options.topology ?? parsed!.topology;
     this.replicas = o.int('replicas', parsed?.replicas ?? 0, 0, 16);
     this.replicaTimeoutMs = o.int('replicaTimeoutMs', 1000, 1);
+    this.replicaPolicy = o.oneOf('replicaPolicy', ['best-effort', 'strict'], parsed?.replicaPolicy ?? 'best-effort');
+    this.replicasOnline = this.replicas;
     this.prefix = o.string('keyPrefix', parsed?.keyPrefix ?? 'kiln:');
     this.connectTimeoutMs = o.int('connectTimeoutMs', 5000, 1);
     this.operationTimeoutMs = o.int('operationTimeoutMs', DEFAULT_OPERATION_TIMEOUT_MS, 1);
@@ -276,6 +298,11 @@ export class RedisEngine implements Engine {
     return this.replicas;
   }
 
+  /** Replicas the master had online at the last look (equal to replicasRequired when all are). */
+  get replicasSeenOnline(): number {
+    return this.replicasOnline;
+  }
+
   /** Where this engine points, without credentials. */
   get address(): string {
     return describeTopology(this.topology);
@@ -296,8 +323,10 @@ export class RedisEngine implements Engine {
 
   // ---- leases ---------------------------------------------------------------------------
 
-  acquire(sessionId: string, options?: { timeoutMs?: number }): Promise<LeaseGrant> {
-    const timeoutMs = options?.timeoutMs ?? this.acquireTimeoutMs;
+  acquire(sessionId: string, options?: { timeoutMs?: number } & CallOptions): Promise<LeaseGrant> {
+    // The wait has one timer: at the deadline it is abandoned, whatever the attempt in
+    // flight is doing (each attempt is bounded by the wait's deadline too).
+    const timeoutMs = within(options?.timeoutMs ?? this.acquireTimeoutMs, options?.deadline);
     return new Promise<LeaseGrant>((resolve, reject) => {
       if (this.closed) {
         reject(new KilnError('KILN_ERR_CLOSED', 'engine is closed'));
@@ -332,12 +361,13 @@ export class RedisEngine implements Engine {
     if (Array.isArray(reply) && num(reply[2] as Reply) === 1) this.count('touches', 1);
   }
 
-  async load(sessionId: string, token: number): Promise<SessionSnapshot | null> {
-    const reply = await this.runScript(SCRIPTS.load, sessionId, this.ownerId, [String(token)]);
+  async load(sessionId: string, token: number, options?: CallOptions): Promise<SessionSnapshot | null> {
+    const reply = await this.runScript(SCRIPTS.load, sessionId, this.ownerId, [String(token)], { deadline: options?.deadline });
     return snapshotFrom(sessionId, reply);
   }
 
-  async commit(request: CommitRequest): Promise<CommitAck> {
+  async commit(request: CommitRequest, options?: CallOptions): Promise<CommitAck> {
+    const deadline = options?.deadline;
     const limits = this.sessionLimits;
     // The script checks sizes and counts; names and the principal are checked here,
     // before anything is sent.
@@ -346,7 +376,7 @@ export class RedisEngine implements Engine {
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
     if (typeof request.principal === 'string') {
-      await this.command(principalKey(this.prefix, request.principal), ['SADD', principalKey(this.prefix, request.principal), request.sessionId]);
+      await this.command(principalKey(this.prefix, request.principal), ['SADD', principalKey(this.prefix, request.principal), request.sessionId], deadline);
     }
     const args: (string | Buffer)[] = [
       String(request.token),
@@ -379,7 +409,7 @@ export class RedisEngine implements Engine {
     let reply: Reply[];
     const started = performance.now();
     try {
-      reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true })) as Reply[];
+      reply = (await this.runScript(SCRIPTS.commit, request.sessionId, this.ownerId, args, { waitForReplicas: true, deadline })) as Reply[];
       this.commitLatency.observe(performance.now() - started);
     } catch (err) {
       if (isKilnError(err) && !TRANSIENT_CODES.has(err.code)) this.count('rejectedCommits');
@@ -393,7 +423,7 @@ export class RedisEngine implements Engine {
     const version = num(reply[1]);
     const oldPrincipal = reply[2] === null ? null : text(reply[2]);
     const created = num(reply[3]) === 1;
-    const deadline = reply[4] === null ? undefined : num(reply[4]);
+    const expiresAt = reply[4] === null ? undefined : num(reply[4]);
     this.count('commits');
     this.count('sessionBytes', num(reply[5]));
     this.count('commitBytes', deltaBytes(request));
@@ -402,15 +432,16 @@ export class RedisEngine implements Engine {
       this.count('created');
       index.push(this.command(this.idx.ids, ['ZADD', this.idx.ids, '0', request.sessionId]));
     }
-    if (deadline !== undefined) {
-      index.push(deadline >= 0 ? this.command(this.idx.expiry, ['ZADD', this.idx.expiry, String(deadline), request.sessionId]) : this.command(this.idx.expiry, ['ZREM', this.idx.expiry, request.sessionId]));
+    if (expiresAt !== undefined) {
+      index.push(expiresAt >= 0 ? this.command(this.idx.expiry, ['ZADD', this.idx.expiry, String(expiresAt), request.sessionId]) : this.command(this.idx.expiry, ['ZREM', this.idx.expiry, request.sessionId]));
     }
     if (oldPrincipal !== null && request.principal !== undefined && request.principal !== oldPrincipal) {
       index.push(this.command(principalKey(this.prefix, oldPrincipal), ['SREM', principalKey(this.prefix, oldPrincipal), request.sessionId]));
     }
     // The commit is applied and acknowledged either way; a missed index entry is repaired
     // by readers (stale entries) or by Redis's own TTL on the keys (a missed expiry entry).
-    if (index.length > 0) await Promise.all(index).catch(() => undefined);
+    // So the request waits for the index writes only while its time lasts.
+    if (index.length > 0) await settleBy(Promise.all(index).catch(() => undefined), deadline);
     return { version, duplicate: false };
   }
 
@@ -421,8 +452,8 @@ export class RedisEngine implements Engine {
     if (applied > 0) this.count('touches', applied);
   }
 
-  async destroy(sessionId: string, options?: { reason?: string }): Promise<boolean> {
-    return this.destroyAs(this.ownerId, sessionId, options?.reason ?? 'request');
+  async destroy(sessionId: string, options?: { reason?: string } & CallOptions): Promise<boolean> {
+    return this.destroyAs(this.ownerId, sessionId, options?.reason ?? 'request', options?.deadline);
   }
 
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
@@ -522,6 +553,8 @@ export class RedisEngine implements Engine {
       topology: this.topology.kind,
       address: this.address,
       replicas: this.replicas,
+      replicaPolicy: this.replicaPolicy,
+      replicasOnline: this.replicasOnline,
     };
   }
 
@@ -707,12 +740,20 @@ export class RedisEngine implements Engine {
         this.toRelease.delete(sessionId);
         void this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]).catch(() => undefined);
       }
+      if (this.replicas > 0) await this.countReplicasOnline();
       if (Date.now() - this.lastRenew >= this.leaseTimeMs / 3 - this.heartbeatMs / 2) await this.renewAll();
     } catch (err) {
       this.disconnected(err instanceof Error ? err : undefined);
     } finally {
       this.heartbeatRunning = false;
     }
+  }
+
+  /** ROLE on the master: how many replicas it has online now (a replica back is waited for again). */
+  private async countReplicasOnline(): Promise<void> {
+    const role = (await this.send(this.idx.epoch, ['ROLE'], this.heartbeatMs * 2)) as Reply[];
+    if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return;
+    this.replicasOnline = Math.min(this.replicas, role[2].length);
   }
 
   private async renewAll(): Promise<void> {
@@ -889,8 +930,8 @@ export class RedisEngine implements Engine {
 
   // ---- destroy and expiry ---------------------------------------------------------------
 
-  private async destroyAs(except: string, sessionId: string, reason: string): Promise<boolean> {
-    const reply = (await this.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(this.touchGraceMs), String(this.maxTombstoneMs)])) as Reply[];
+  private async destroyAs(except: string, sessionId: string, reason: string, deadline?: number): Promise<boolean> {
+    const reply = (await this.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(this.touchGraceMs), String(this.maxTombstoneMs)], { deadline })) as Reply[];
     if (num(reply[0]) !== 1) return false;
     this.count(reason === 'expired' ? 'expired' : 'destroyed');
     this.count('sessionBytes', -num(reply[2]));
@@ -901,7 +942,7 @@ export class RedisEngine implements Engine {
       if (except === this.ownerId) this.held.delete(sessionId);
       else if (lease) this.revokeLocally(sessionId, lease.token, 'destroyed');
     }
-    await this.dropFromIndexes(sessionId, reply[1] === null ? null : text(reply[1]));
+    await settleBy(this.dropFromIndexes(sessionId, reply[1] === null ? null : text(reply[1])), deadline);
     return true;
   }
 
@@ -984,15 +1025,17 @@ export class RedisEngine implements Engine {
   }
 
   /** A command outside the session scripts, after connecting if need be. */
-  private async command(firstKey: string, args: (string | Buffer)[]): Promise<unknown> {
-    await this.ensureConnected();
-    return this.send(firstKey, args);
+  private async command(firstKey: string, args: (string | Buffer)[], deadline?: number): Promise<unknown> {
+    await this.ensureConnected(deadline);
+    return this.send(firstKey, args, within(this.operationTimeoutMs, deadline));
   }
 
-  private async ensureConnected(): Promise<void> {
+  private async ensureConnected(deadline?: number): Promise<void> {
     if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'engine is closed');
-    if (!this.connecting) await withTimeout(this.connect(), this.operationTimeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address}`));
-    else await this.connecting;
+    // Once connected the transport reconnects by itself: each command has its own bound.
+    if (this.connected) return;
+    const ms = within(this.operationTimeoutMs, deadline);
+    await withTimeout(this.connecting ?? this.connect(), ms, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `cannot reach Redis at ${this.address} within ${ms} ms`));
   }
 
   private async send(firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.operationTimeoutMs): Promise<unknown> {
@@ -1012,15 +1055,30 @@ export class RedisEngine implements Engine {
   }
 
   /**
-   * Runs a session script (EVALSHA, loading it on NOSCRIPT). With `waitForReplicas` and
-   * `replicas` > 0, a WAIT follows on the same connection and the call fails unless
-   * enough replicas confirm: a retry with the same commit id is then acknowledged again.
+   * A commit that fewer than `replicas` replicas confirmed: strict refuses it (a retry
+   * with the same commit id is acknowledged again once they have it); best effort counts
+   * it and waits for no more than those that confirmed until ROLE shows more online.
    */
-  private async runScript(script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean } = {}): Promise<unknown> {
+  private underReplicated(confirmed: number, waitMs: number): void {
+    if (this.replicaPolicy === 'strict') {
+      this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+      throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${confirmed} of ${this.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged (replicaPolicy strict; a retry is safe)`, { details: { replicas: this.replicas, confirmed } });
+    }
+    this.replicasOnline = Math.min(this.replicasOnline, confirmed);
+    this.count('underReplicatedCommits');
+  }
+
+  /**
+   * Runs a session script (EVALSHA, loading it on NOSCRIPT). With `waitForReplicas` and
+   * `replicas` > 0, a WAIT follows on the same connection (see underReplicated() for
+   * what fewer confirmations mean under each replicaPolicy).
+   */
+  private async runScript(script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options: { timeoutMs?: number; waitForReplicas?: boolean; deadline?: number } = {}): Promise<unknown> {
     // The one gate every session key passes: the id becomes a hash tag, so `}` or `{`
     // in it would choose another slot, and an unchecked id could name keys it should not.
     assertSessionId(sessionId);
-    await this.ensureConnected();
+    const deadline = options.deadline;
+    await this.ensureConnected(deadline);
     const keys = sessionKeyList(this.prefix, sessionId);
     const args: (string | Buffer)[] = [
       String(keys.length),
@@ -1031,19 +1089,19 @@ export class RedisEngine implements Engine {
       sessionId,
       ...extra,
     ];
-    const timeoutMs = options.timeoutMs ?? this.operationTimeoutMs;
-    const waitFor = options.waitForReplicas && this.replicas > 0;
+    const timeoutMs = within(options.timeoutMs ?? this.operationTimeoutMs, deadline);
+    const replicated = options.waitForReplicas === true && this.replicas > 0;
+    // Best effort waits for the replicas the master has; strict for all it must have.
+    const waitFor = !replicated ? 0 : this.replicaPolicy === 'strict' ? this.replicas : this.replicasOnline;
+    const waitMs = within(this.replicaTimeoutMs, deadline);
     const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
       const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
       // Sent right behind the script on the same connection, so it confirms exactly it.
-      const acked = waitFor ? this.send(keys[0], ['WAIT', String(this.replicas), String(this.replicaTimeoutMs)], timeoutMs + this.replicaTimeoutMs) : undefined;
+      const acked = waitFor > 0 ? this.send(keys[0], ['WAIT', String(waitFor), String(waitMs)], within(timeoutMs + waitMs, deadline)) : undefined;
       acked?.catch(() => undefined);
       const result = await reply;
-      if (acked) {
-        const n = num(await acked);
-        if (n < this.replicas) this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-        if (n < this.replicas) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${n} of ${this.replicas} replicas within ${this.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged (a retry is safe)`);
-      }
+      const n = acked ? num(await acked) : 0;
+      if (replicated && n < this.replicas) this.underReplicated(n, waitMs);
       return result;
     };
     let reply: unknown;
@@ -1140,6 +1198,12 @@ function parseReport(json: string): ReportedClient | undefined {
       typeof r.stats === 'object' && r.stats !== null
     );
   });
+}
+
+/** Waits for `promise` until the deadline at most; past it the promise carries on unwatched. */
+function settleBy(promise: Promise<unknown>, deadline: number | undefined): Promise<unknown> {
+  if (deadline === undefined) return promise;
+  return withTimeout(promise, Math.max(0, deadline - Date.now()), () => new KilnError('KILN_ERR_TIMEOUT', 'past the deadline')).catch(() => undefined);
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError): Promise<T> {

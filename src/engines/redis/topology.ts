@@ -35,6 +35,7 @@ export interface RedisAuth {
 export interface ParsedRedisUrl {
   topology: RedisTopology;
   replicas?: number;
+  replicaPolicy?: 'best-effort' | 'strict';
   keyPrefix?: string;
   /** From `ca`, `cert`, `key`, `servername` (file paths and a name): checked by the engine like its `tls` option. */
   tls?: Record<string, string>;
@@ -87,6 +88,11 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
     const n = Number(replicas);
     if (!Number.isInteger(n) || n < 0 || n > 16) throw invalid(url, 'replicas must be an integer from 0 to 16');
     parsed.replicas = n;
+  }
+  const policy = query.get('replicaPolicy');
+  if (policy !== null) {
+    if (policy !== 'best-effort' && policy !== 'strict') throw invalid(url, 'replicaPolicy must be best-effort or strict');
+    parsed.replicaPolicy = policy;
   }
   const prefix = query.get('prefix');
   if (prefix !== null) parsed.keyPrefix = prefix;
