@@ -46,9 +46,10 @@ describe('Redis engine: replicas: 1 without a replica, replicaPolicy strict', ()
 });
 
 /**
- * Losing the replica: best effort (the default) carries on — it waits for the replicas
- * the master has online, counts what it acknowledged with fewer, and waits for the
- * replica again once it is back; strict refuses every commit meanwhile.
+ * Losing the replica: strict (the default) refuses every commit until it is back; best
+ * effort refuses too at first (the replica may be being promoted), then, once ROLE has
+ * shown it gone for replicaGraceMs, carries on with the replicas that remain, counts
+ * what it acknowledged with fewer, and waits for the replica again once it is back.
  */
 describe('Redis engine: replicas: 1 and the replica SIGKILLed', () => {
   let master: RedisNode;
@@ -65,8 +66,8 @@ describe('Redis engine: replicas: 1 and the replica SIGKILLed', () => {
     await master.kill();
   });
 
-  async function engine(policy: 'best-effort' | 'strict' | undefined): Promise<RedisEngine> {
-    const e = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1${policy ? `&replicaPolicy=${policy}` : ''}`, replicaTimeoutMs: 300, heartbeatMs: 100 });
+  async function engine(query: string): Promise<RedisEngine> {
+    const e = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1${query}`, replicaTimeoutMs: 300, heartbeatMs: 100 });
     await e.connect();
     engines.push(e);
     return e;
@@ -84,24 +85,30 @@ describe('Redis engine: replicas: 1 and the replica SIGKILLed', () => {
     }
   }
 
-  it('best effort is the default; strict refuses while the replica is gone, best effort carries on and says so', async () => {
-    const bestEffort = await engine(undefined);
-    const strict = await engine('strict');
-    assert.equal(bestEffort.replicaPolicy, 'best-effort');
+  const refused = (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && err.status === 503 && /0 of 1 replicas/.test(err.message);
+
+  it('strict is the default and refuses while the replica is gone; best effort refuses for the grace, then carries on and says so', async () => {
+    const strict = await engine('');
+    const bestEffort = await engine('&replicaPolicy=best-effort&replicaGraceMs=1500');
+    assert.equal(strict.replicaPolicy, 'strict');
     await commitOnce(bestEffort, 1);
     await commitOnce(strict, 1);
     assert.equal((await bestEffort.stats())['replicasOnline'], 1);
     assert.equal((await bestEffort.stats()).counters['underReplicatedCommits'], 0, 'confirmed by the replica');
 
     await replica.kill();
+    const killedAt = Date.now();
     await waitFor(async () => (await bestEffort.stats())['replicasOnline'] === 0, 5000, 'ROLE to show no replica');
-    // Best effort: acknowledged at once, without waiting for a replica it knows is gone.
+    // Within the grace the replica could be one being promoted: refused, like strict.
+    await assert.rejects(commitOnce(bestEffort, 2), refused);
+    await assert.rejects(commitOnce(strict, 2), refused);
+    await sleep(Math.max(0, killedAt + 1800 - Date.now()));
+    // Past the grace: acknowledged at once, without waiting for a replica it knows is gone.
     const times: number[] = [];
     for (let i = 0; i < 5; i++) times.push(await commitOnce(bestEffort, i));
     assert.ok(Math.max(...times) < 250, `best-effort commits without a replica took ${times.join(', ')} ms (replicaTimeoutMs 300)`);
     await waitFor(async () => ((await bestEffort.stats()).counters['underReplicatedCommits'] ?? 0) >= 5, 5000, 'the under-replicated commits counted');
-    // Strict: refused, within replicaTimeoutMs, as unavailable (503).
-    await assert.rejects(commitOnce(strict, 9), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && err.status === 503 && /0 of 1 replicas/.test(err.message));
+    await assert.rejects(commitOnce(strict, 9), refused, 'strict still refuses');
 
     await replica.restart(['--replicaof', '127.0.0.1', String(master.port)]);
     await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica back in sync');

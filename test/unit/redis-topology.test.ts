@@ -19,13 +19,17 @@ describe('Redis engine URLs', () => {
     assert.deepEqual(s.topology, { kind: 'sentinel', sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26379 }], masterName: 'kilnmaster', tls: false });
     assert.equal(s.replicas, 1);
     assert.equal(s.keyPrefix, 'shop:');
+    assert.equal(s.replicaPolicy, undefined, 'the engine chooses the default (strict)');
+    const p = parseRedisUrl('redis://h?replicas=1&replicaPolicy=best-effort&replicaGraceMs=5000');
+    assert.equal(p.replicaPolicy, 'best-effort');
+    assert.equal(p.replicaGraceMs, 5000);
     const c = parseRedisUrl('rediss+cluster://h1:7000,h2:7001');
     assert.deepEqual(c.topology, { kind: 'cluster', nodes: [{ host: 'h1', port: 7000 }, { host: 'h2', port: 7001 }], tls: true });
     assert.equal(describeTopology(c.topology), 'rediss+cluster://h1:7000,h2:7001');
   });
 
   it('refuses malformed URLs with a code, never showing the password', () => {
-    for (const bad of ['redis+sentinel://h:26379', 'redis://a:1,b:2', 'redis+cluster://h:7000/x', 'redis://h:99999', 'redis://h/x', 'redis://h?replicas=-1', 'memcached://h']) {
+    for (const bad of ['redis+sentinel://h:26379', 'redis://a:1,b:2', 'redis+cluster://h:7000/x', 'redis://h:99999', 'redis://h/x', 'redis://h?replicas=-1', 'redis://h?replicaPolicy=maybe', 'redis://h?replicaGraceMs=-5', 'redis://h?replicaGraceMs=1.5', 'memcached://h']) {
       assert.throws(() => parseRedisUrl(bad), invalid, bad);
     }
     assert.throws(() => parseRedisUrl('redis://u:topsecret@h:1,h:2'), (err: Error) => invalid(err) && !err.message.includes('topsecret'));

@@ -12,6 +12,7 @@ import { isHistogramSnapshot, LatencyRecorder, type HistogramSnapshot } from '..
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, MAX_LIST_LIMIT, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type ListOptions, type ListPage, type CallOptions } from '../engine.js';
 import { within } from '../../util/deadline.js';
+import { ReplicaGuard, type ReplicaPolicy } from './replica-guard.js';
 import { eventChannel, indexKeys, ownerChannel, ownerChannelPattern, principalKey, sessionKeyList, type IndexKeys } from './keys.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 import { describeTopology, parseRedisUrl, type RedisTopology } from './topology.js';
@@ -45,17 +46,25 @@ export interface RedisEngineOptions {
   replicaTimeoutMs?: number;
   /**
    * What a commit does when fewer than `replicas` replicas confirm it (a replica is down,
-   * or the failover that made this master left it without one):
-   * - 'best-effort' (default): it waits only for the replicas the master has online and
-   *   is acknowledged with fewer, counted as `underReplicatedCommits` and shown by the
-   *   console. Writes go on through the loss of any one Redis process, as Terracotta's
-   *   active server carries on when its mirror dies; only a second failure before the
-   *   replica is back can lose what was acknowledged meanwhile.
-   * - 'strict': it fails with KILN_ERR_ENGINE_UNAVAILABLE (503) and the client retries
-   *   within the request's bound: no acknowledged write is ever on one node only, and no
-   *   write is accepted while a replica is missing.
+   * or the failover that made this master left it without one). Either way it is first
+   * refused (KILN_ERR_ENGINE_UNAVAILABLE, 503; the client retries within the request's
+   * bound, same commit id), because a replica that stops confirming may be one being
+   * promoted (see replica-guard.ts). Then:
+   * - 'strict' (default): refused until the replicas are back: no acknowledged write is
+   *   ever on one node only.
+   * - 'best-effort': once the master has shown fewer replicas for `replicaGraceMs`, a
+   *   commit waits for those it has and is acknowledged with fewer, counted as
+   *   `underReplicatedCommits` and shown by the console: writes carry on, as
+   *   Terracotta's active server does when its mirror dies.
    */
   replicaPolicy?: 'best-effort' | 'strict';
+  /**
+   * Best effort: how long the master must show fewer replicas before commits go on
+   * without them. Longer than a failover takes (Sentinel's down-after-milliseconds plus
+   * the election; Cluster's node timeout), so a replica being promoted is never taken
+   * for a dead one. Default 60,000 ms.
+   */
+  replicaGraceMs?: number;
   /** Prefix of every key and channel. Default `kiln:`. */
   keyPrefix?: string;
   /** Shown in the owner id (console, logs). */
@@ -146,7 +155,7 @@ interface OwnerMessage {
 
 type Reply = unknown;
 
-const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'replicaPolicy', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
+const REDIS_ENGINE_OPTIONS = ['url', 'topology', 'replicas', 'replicaTimeoutMs', 'replicaPolicy', 'replicaGraceMs', 'keyPrefix', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'leaseTimeMs', 'recallTimeoutMs', 'touchGraceMs', 'expirySweepMs', 'pingPongThreshold', 'pingPongHalfLifeMs', 'maxTombstoneMs', 'keySlackMs', 'limits', 'heartbeatMs', 'tls', 'sentinelTls'] as const;
 
 const COUNTER_NAMES = ['created', 'commits', 'commitBytes', 'duplicateCommits', 'rejectedCommits', 'touches', 'expired', 'destroyed', 'leaseGrants', 'leaseRecalls', 'leaseHandovers', 'leaseRevocations', 'pingPongGrants', 'underReplicatedCommits', 'sessionBytes'] as const;
 type CounterName = (typeof COUNTER_NAMES)[number];
@@ -173,12 +182,8 @@ export class RedisEngine implements Engine {
   private readonly sessionLimits: SessionLimits;
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
-  readonly replicaPolicy: 'best-effort' | 'strict';
-  /**
-   * Replicas the master has online, as last seen (ROLE at each heartbeat, or fewer
-   * confirming a WAIT): what a best-effort commit waits for.
-   */
-  private replicasOnline: number;
+  /** What replica confirmations mean under replicaPolicy (ROLE at each heartbeat feeds it). */
+  private readonly replicaGuard: ReplicaGuard;
   private readonly connectTimeoutMs: number;
   private readonly operationTimeoutMs: number;
   private readonly acquireTimeoutMs: number;
@@ -232,8 +237,7 @@ export class RedisEngine implements Engine {
     this.topology = options.topology ?? parsed!.topology;
     this.replicas = o.int('replicas', parsed?.replicas ?? 0, 0, 16);
     this.replicaTimeoutMs = o.int('replicaTimeoutMs', 1000, 1);
-    this.replicaPolicy = o.oneOf('replicaPolicy', ['best-effort', 'strict'], parsed?.replicaPolicy ?? 'best-effort');
-    this.replicasOnline = this.replicas;
+    this.replicaGuard = new ReplicaGuard(this.replicas, o.oneOf('replicaPolicy', ['best-effort', 'strict'], parsed?.replicaPolicy ?? 'strict'), o.int('replicaGraceMs', parsed?.replicaGraceMs ?? 60_000, 0));
     this.prefix = o.string('keyPrefix', parsed?.keyPrefix ?? 'kiln:');
     this.connectTimeoutMs = o.int('connectTimeoutMs', 5000, 1);
     this.operationTimeoutMs = o.int('operationTimeoutMs', DEFAULT_OPERATION_TIMEOUT_MS, 1);
@@ -300,7 +304,11 @@ export class RedisEngine implements Engine {
 
   /** Replicas the master had online at the last look (equal to replicasRequired when all are). */
   get replicasSeenOnline(): number {
-    return this.replicasOnline;
+    return this.replicaGuard.seenOnline;
+  }
+
+  get replicaPolicy(): ReplicaPolicy {
+    return this.replicaGuard.policy;
   }
 
   /** Where this engine points, without credentials. */
@@ -554,7 +562,7 @@ export class RedisEngine implements Engine {
       address: this.address,
       replicas: this.replicas,
       replicaPolicy: this.replicaPolicy,
-      replicasOnline: this.replicasOnline,
+      replicasOnline: this.replicaGuard.seenOnline,
     };
   }
 
@@ -735,7 +743,10 @@ export class RedisEngine implements Engine {
       }
       const before = this.masters;
       this.masters = masters;
-      if (before !== undefined && masters !== before) this.loseAll(`failover (masters ${before} → ${masters})`);
+      if (before !== undefined && masters !== before) {
+        this.replicaGuard.reset();
+        this.loseAll(`failover (masters ${before} → ${masters})`);
+      }
       for (const [sessionId, token] of this.toRelease) {
         this.toRelease.delete(sessionId);
         void this.runScript(SCRIPTS.release, sessionId, this.ownerId, [String(token)]).catch(() => undefined);
@@ -753,7 +764,7 @@ export class RedisEngine implements Engine {
   private async countReplicasOnline(): Promise<void> {
     const role = (await this.send(this.idx.epoch, ['ROLE'], this.heartbeatMs * 2)) as Reply[];
     if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return;
-    this.replicasOnline = Math.min(this.replicas, role[2].length);
+    this.replicaGuard.observe(role[2].length, Date.now());
   }
 
   private async renewAll(): Promise<void> {
@@ -1055,17 +1066,17 @@ export class RedisEngine implements Engine {
   }
 
   /**
-   * A commit that fewer than `replicas` replicas confirmed: strict refuses it (a retry
-   * with the same commit id is acknowledged again once they have it); best effort counts
-   * it and waits for no more than those that confirmed until ROLE shows more online.
+   * A commit that fewer than `replicas` replicas confirmed: refused (a retry with the
+   * same commit id is acknowledged again once they have it), or, best effort past the
+   * grace, acknowledged and counted (see ReplicaGuard).
    */
   private underReplicated(confirmed: number, waitMs: number): void {
-    if (this.replicaPolicy === 'strict') {
-      this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-      throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${confirmed} of ${this.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged (replicaPolicy strict; a retry is safe)`, { details: { replicas: this.replicas, confirmed } });
+    if (this.replicaGuard.verdict(confirmed, Date.now()) === 'under-replicated') {
+      this.count('underReplicatedCommits');
+      return;
     }
-    this.replicasOnline = Math.min(this.replicasOnline, confirmed);
-    this.count('underReplicatedCommits');
+    this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${confirmed} of ${this.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged (replicaPolicy ${this.replicaGuard.policy}; a retry is safe)`, { details: { replicas: this.replicas, confirmed } });
   }
 
   /**
@@ -1092,7 +1103,7 @@ export class RedisEngine implements Engine {
     const timeoutMs = within(options.timeoutMs ?? this.operationTimeoutMs, deadline);
     const replicated = options.waitForReplicas === true && this.replicas > 0;
     // Best effort waits for the replicas the master has; strict for all it must have.
-    const waitFor = !replicated ? 0 : this.replicaPolicy === 'strict' ? this.replicas : this.replicasOnline;
+    const waitFor = replicated ? this.replicaGuard.waitFor(Date.now()) : 0;
     const waitMs = within(this.replicaTimeoutMs, deadline);
     const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
       const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);

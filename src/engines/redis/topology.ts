@@ -36,6 +36,7 @@ export interface ParsedRedisUrl {
   topology: RedisTopology;
   replicas?: number;
   replicaPolicy?: 'best-effort' | 'strict';
+  replicaGraceMs?: number;
   keyPrefix?: string;
   /** From `ca`, `cert`, `key`, `servername` (file paths and a name): checked by the engine like its `tls` option. */
   tls?: Record<string, string>;
@@ -93,6 +94,12 @@ export function parseRedisUrl(url: string): ParsedRedisUrl {
   if (policy !== null) {
     if (policy !== 'best-effort' && policy !== 'strict') throw invalid(url, 'replicaPolicy must be best-effort or strict');
     parsed.replicaPolicy = policy;
+  }
+  const grace = query.get('replicaGraceMs');
+  if (grace !== null) {
+    const ms = Number(grace);
+    if (!Number.isInteger(ms) || ms < 0 || ms > 3_600_000) throw invalid(url, 'replicaGraceMs must be an integer number of milliseconds from 0 to 3600000');
+    parsed.replicaGraceMs = ms;
   }
   const prefix = query.get('prefix');
   if (prefix !== null) parsed.keyPrefix = prefix;
