@@ -1,0 +1,68 @@
+import { randomBytes } from 'node:crypto';
+import type { Engine } from '../engines/engine.js';
+import { isKilnError } from '../errors/index.js';
+import type { CommitRequest } from '../session/model.js';
+import { passed } from '../util/deadline.js';
+import type { ClientCounters } from './counters.js';
+import type { LeaseKeeper } from './lease-keeper.js';
+
+/**
+ * Sends one commit to the tier until it is acknowledged or refused for good, for the
+ * commit path and write-behind alike. The lease rule it keeps: a commit that lost its
+ * lease on the way (revoked, connection dropped) is sent again under a new lease with
+ * the *same* commit id and base version, so the engine applies it only if nothing else
+ * changed the session meanwhile, acknowledges it again if it had been applied, or
+ * refuses it with a conflict — never a lost or doubled update. Every retry stays
+ * within the request's deadline.
+ */
+const RETRYABLE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_LEASE_LOST', 'KILN_ERR_CONNECTION_LOST', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_TIMEOUT']);
+/** Refusals that mean our copy is stale or the session gone: it must never be served from cache again. */
+const STALE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_CONFLICT', 'KILN_ERR_SESSION_DESTROYED', 'KILN_ERR_SESSION_NOT_FOUND', 'KILN_ERR_LEASE_LOST']);
+const COMMIT_ATTEMPTS = 3;
+
+export class CommitSender {
+  /** Commit ids: unique per process run, so a retry is told from a new commit. */
+  private readonly prefix = randomBytes(6).toString('base64url');
+  private seq = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly keeper: LeaseKeeper,
+    private readonly counters: ClientCounters,
+    private readonly isClosed: () => boolean,
+    /** The deadline of a retry's acquire when the commit has none (write-behind). */
+    private readonly fallbackTimeoutMs: number,
+  ) {}
+
+  nextCommitId(): string {
+    return `${this.prefix}:${(++this.seq).toString(36)}`;
+  }
+
+  async send(request: CommitRequest, deadline: number | undefined): Promise<{ version: number }> {
+    let attempt = 0;
+    let current = request;
+    for (;;) {
+      try {
+        return await this.engine.commit(current, { deadline });
+      } catch (err) {
+        attempt++;
+        if (!isKilnError(err) || !RETRYABLE_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || passed(deadline)) {
+          if (isKilnError(err) && STALE_CODES.has(err.code)) {
+            this.keeper.releaseUnused(current.sessionId);
+            this.keeper.forget(current.sessionId);
+          }
+          throw err;
+        }
+        this.counters.commitRetries++;
+        // The tier did not answer in time or had no replica to confirm: the lease may
+        // well still be ours (a lost one is dropped by the engine's handler), and then
+        // the same commit goes again under it; otherwise the lease is taken anew.
+        const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
+        if (held && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE')) continue;
+        if (held) this.keeper.forget(current.sessionId);
+        const grant = await this.keeper.acquire(current.sessionId, deadline ?? Date.now() + this.fallbackTimeoutMs);
+        current = { ...current, token: grant.token };
+      }
+    }
+  }
+}
