@@ -1,0 +1,90 @@
+/**
+ * Expiry without keyspace notifications or CONFIG: the engine keeps its own expiry index
+ * (ZSET id → earliest possible deadline) and the processes take turns sweeping it. The
+ * rules it keeps: one sweeper at a time (a SET NX token with a short life, renewed by
+ * its holder), and the index only ever says when to look: the expire script re-reads the
+ * real deadline, so a session touched or committed since then is re-filed, not expired,
+ * and a lease holder's batched touches get `touchGraceMs` of slack.
+ */
+import type { Count } from './counters.js';
+import type { IndexKeys } from './keys.js';
+import { num, text, textOrNull, type Reply } from './replies.js';
+import { SCRIPTS, type RedisScript } from './scripts.js';
+
+/** Sessions taken from the index per round (a sweep makes at most 20 rounds). */
+export const SWEEP_BATCH = 256;
+
+/** How long a sweeper's turn lasts: three sweeps, at least a second. */
+export function sweepTurnMs(expirySweepMs: number): number {
+  return Math.max(expirySweepMs * 3, 1000);
+}
+
+/**
+ * The expire script's reply: the session lives on until `deadline` (−1: no deadline,
+ * off the index); it expired now (its principal and bytes, to drop it from the indexes
+ * and the byte count); or it was already gone.
+ */
+export type ExpireVerdict = { kind: 'refile'; deadline: number } | { kind: 'expired'; principal: string | null; bytes: number } | { kind: 'gone' };
+
+export function expireVerdict(reply: Reply[]): ExpireVerdict {
+  const outcome = num(reply[0]);
+  if (outcome === 2) return { kind: 'refile', deadline: num(reply[1]) };
+  if (outcome === 1) return { kind: 'expired', principal: textOrNull(reply[1]), bytes: num(reply[2]) };
+  return { kind: 'gone' };
+}
+
+export interface ExpirySweepOptions {
+  ownerId: string;
+  idx: Pick<IndexKeys, 'sweeper' | 'expiry'>;
+  expirySweepMs: number;
+  touchGraceMs: number;
+  /** Connected and not closed: a sweep starts only then. */
+  isActive: () => boolean;
+  send: (firstKey: string, args: string[]) => Promise<unknown>;
+  command: (firstKey: string, args: string[]) => Promise<unknown>;
+  runScript: (script: RedisScript, sessionId: string, owner: string, extra: string[]) => Promise<unknown>;
+  dropFromIndexes: (sessionId: string, principal: string | null) => Promise<void>;
+  count: Count;
+}
+
+export class ExpirySweep {
+  constructor(private readonly o: ExpirySweepOptions) {}
+
+  /**
+   * One process at a time (a SET NX token with a short life) takes the sessions due in
+   * the expiry index and lets the expire script decide: a touch or commit since then
+   * only moved the deadline, so most are re-filed, not expired.
+   */
+  async sweep(): Promise<void> {
+    const { idx, send } = this.o;
+    if (!this.o.isActive()) return;
+    const turn = String(sweepTurnMs(this.o.expirySweepMs));
+    const took = await send(idx.sweeper, ['SET', idx.sweeper, this.o.ownerId, 'PX', turn, 'NX']);
+    if (took === null) {
+      if (text(await send(idx.sweeper, ['GET', idx.sweeper])) !== this.o.ownerId) return;
+      await send(idx.sweeper, ['PEXPIRE', idx.sweeper, turn]);
+    }
+    for (let rounds = 0; rounds < 20; rounds++) {
+      const now = Date.now();
+      const due = ((await send(idx.expiry, ['ZRANGEBYSCORE', idx.expiry, '-inf', String(now), 'LIMIT', '0', String(SWEEP_BATCH)])) as Reply[]).map(text);
+      if (due.length === 0) return;
+      await Promise.all(due.map((id) => this.expireOne(id)));
+      if (due.length < SWEEP_BATCH) return;
+    }
+  }
+
+  private async expireOne(sessionId: string): Promise<void> {
+    const { idx, command } = this.o;
+    const verdict = expireVerdict((await this.o.runScript(SCRIPTS.expire, sessionId, '', [String(this.o.touchGraceMs)])) as Reply[]);
+    if (verdict.kind === 'refile') {
+      if (verdict.deadline >= 0) await command(idx.expiry, ['ZADD', idx.expiry, String(verdict.deadline), sessionId]);
+      else await command(idx.expiry, ['ZREM', idx.expiry, sessionId]);
+      return;
+    }
+    if (verdict.kind === 'expired') {
+      this.o.count('expired');
+      this.o.count('sessionBytes', -verdict.bytes);
+    }
+    await this.o.dropFromIndexes(sessionId, verdict.kind === 'expired' ? verdict.principal : null);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The heartbeat, once per `heartbeatMs`: announce this process (the owners index), check
+ * the connection, notice failovers, hand back leases left over from trouble, count the
+ * replicas online and renew the held leases. It keeps the failover rule: a new master
+ * may lack the last writes, including lease writes, so when the masters change every
+ * lease here is dropped (the client reloads) instead of being trusted on a stale record.
+ */
+import { KilnError } from '../../errors/index.js';
+import { text, withTimeout, type Reply } from './replies.js';
+
+/** ROLE on a master: how many replicas it has online; undefined when the node is not a master. */
+export function replicasOnlineFromRole(role: Reply[]): number | undefined {
+  if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return undefined;
+  return role[2].length;
+}
+
+/** Whether the leases are due for renewal: at a third of their time limit, give or take half a beat. */
+export function renewDue(now: number, lastRenew: number, leaseTimeMs: number, heartbeatMs: number): boolean {
+  return now - lastRenew >= leaseTimeMs / 3 - heartbeatMs / 2;
+}
+
+export interface HeartbeatOptions {
+  heartbeatMs: number;
+  leaseTimeMs: number;
+  /** Replicas commits wait for: 0 skips the ROLE check. */
+  replicas: number;
+  ownerId: string;
+  /** The owners index (ZSET owner → last beat) and the key ROLE is routed by. */
+  ownersKey: string;
+  epochKey: string;
+  send: (firstKey: string | undefined, args: (string | Buffer)[], timeoutMs?: number) => Promise<unknown>;
+  masterIdentity: () => Promise<string>;
+  isClosed: () => boolean;
+  isConnected: () => boolean;
+  /** Redis answers again after trouble: the engine says so and checks the epoch. */
+  reconnected: () => Promise<void>;
+  /** The beat failed: the engine treats the connection as lost. */
+  failed: (error?: Error) => void;
+  /** The masters changed: every lease goes. */
+  failover: (reason: string) => void;
+  /** Leases left over from trouble, each handed back once. */
+  takeToRelease: () => [string, number][];
+  giveBack: (sessionId: string, token: number) => void;
+  sawReplicasOnline: (n: number) => void;
+  renewAll: () => Promise<void>;
+}
+
+export class Heartbeat {
+  private running = false;
+  private lastRenew = 0;
+  /** The master(s) as last seen; a change is a failover. */
+  masters: string | undefined;
+
+  constructor(private readonly o: HeartbeatOptions) {}
+
+  /** Checks the connection, notices failovers, renews leases, announces this process. */
+  async beat(): Promise<void> {
+    const o = this.o;
+    if (this.running || o.isClosed()) return;
+    this.running = true;
+    try {
+      await o.send(o.ownersKey, ['ZADD', o.ownersKey, String(Date.now()), o.ownerId], o.heartbeatMs * 2);
+      const masters = await withTimeout(o.masterIdentity(), o.heartbeatMs * 2, () => new KilnError('KILN_ERR_TIMEOUT', 'master check timed out'));
+      if (!o.isConnected()) await o.reconnected();
+      const before = this.masters;
+      this.masters = masters;
+      if (before !== undefined && masters !== before) o.failover(`failover (masters ${before} → ${masters})`);
+      for (const [sessionId, token] of o.takeToRelease()) o.giveBack(sessionId, token);
+      if (o.replicas > 0) await this.countReplicasOnline();
+      if (renewDue(Date.now(), this.lastRenew, o.leaseTimeMs, o.heartbeatMs)) {
+        this.lastRenew = Date.now();
+        await o.renewAll();
+      }
+    } catch (err) {
+      o.failed(err instanceof Error ? err : undefined);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** ROLE on the master: how many replicas it has online now (a replica back is waited for again). */
+  private async countReplicasOnline(): Promise<void> {
+    const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.o.heartbeatMs * 2)) as Reply[];
+    const online = replicasOnlineFromRole(role);
+    if (online !== undefined) this.o.sawReplicasOnline(online);
+  }
+}

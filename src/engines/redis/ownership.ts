@@ -1,0 +1,141 @@
+/**
+ * The leases this process holds, and how long it trusts each without hearing from Redis.
+ * The rule it keeps is fencing from this side: Redis drops a lease at its time limit (or
+ * at a recall's deadline) whether or not we are listening, so this process stops trusting
+ * it VALIDITY_MARGIN_MS earlier and tells the client, which then neither serves nor
+ * commits from a copy another process may already be changing. Leases it stopped trusting
+ * for connection trouble are remembered, to be handed back once Redis answers again.
+ */
+import type { LeaseHandler } from '../engine.js';
+
+/** Small safety margin so this process stops trusting a lease before Redis drops it. */
+export const VALIDITY_MARGIN_MS = 250;
+
+export interface HeldLease {
+  token: number;
+  /** Until when this process may trust the lease without hearing from Redis. */
+  validUntil: number;
+}
+
+/** How long a fresh grant is trusted: until its recall deadline if it came recalled, else a time limit from when it was asked for. */
+export function grantValidUntil(recallDeadline: number, sentAt: number, leaseTimeMs: number): number {
+  return recallDeadline > 0 ? recallDeadline - VALIDITY_MARGIN_MS : sentAt + leaseTimeMs - VALIDITY_MARGIN_MS;
+}
+
+/**
+ * The renew script's answer: 0 the lease is gone (expired or moved), 1 renewed for a
+ * full time limit, more than 1 the recall deadline it is under (a recall message we may
+ * have missed: pub/sub delivers at most once), below 0 no answer.
+ */
+export type RenewVerdict = { kind: 'lapsed' } | { kind: 'renewed' } | { kind: 'recalled'; deadline: number } | { kind: 'unknown' };
+
+export function renewVerdict(reply: number): RenewVerdict {
+  if (reply === 0) return { kind: 'lapsed' };
+  if (reply === 1) return { kind: 'renewed' };
+  if (reply > 1) return { kind: 'recalled', deadline: reply };
+  return { kind: 'unknown' };
+}
+
+export class Ownership {
+  private readonly held = new Map<string, HeldLease>();
+  /** Leases we stopped trusting (connection trouble) but Redis may still list as ours. */
+  private readonly toRelease = new Map<string, number>();
+  private handler: LeaseHandler | undefined;
+
+  constructor(private readonly leaseTimeMs: number) {}
+
+  setHandler(handler: LeaseHandler): void {
+    this.handler = handler;
+  }
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  tokenOf(sessionId: string): number | undefined {
+    return this.held.get(sessionId)?.token;
+  }
+
+  validUntil(sessionId: string): number | undefined {
+    return this.held.get(sessionId)?.validUntil;
+  }
+
+  /** A grant reached us (asked for at `sentAt`). */
+  granted(sessionId: string, token: number, recallDeadline: number, sentAt: number): void {
+    this.held.set(sessionId, { token, validUntil: grantValidUntil(recallDeadline, sentAt, this.leaseTimeMs) });
+    this.toRelease.delete(sessionId);
+  }
+
+  /** We gave the lease back (release, or a commit that released): no longer ours to trust. */
+  released(sessionId: string, token: number): void {
+    if (this.held.get(sessionId)?.token === token) this.held.delete(sessionId);
+  }
+
+  /** A release is on its way: nothing left to hand back after trouble. */
+  releasing(sessionId: string, token: number): void {
+    this.released(sessionId, token);
+    this.toRelease.delete(sessionId);
+  }
+
+  /** Drops the lease whatever its token, without telling the client (it ended the session itself). */
+  drop(sessionId: string): void {
+    this.held.delete(sessionId);
+  }
+
+  /** Connection trouble or a failover: every lease may move on; the client drops its copies. */
+  loseAll(reason: string): void {
+    for (const [sessionId, lease] of this.held) this.toRelease.set(sessionId, lease.token);
+    this.held.clear();
+    this.handler?.lost(reason);
+  }
+
+  /** The lease ended without a release: the client hears of it once. */
+  revokeLocally(sessionId: string, token: number, reason: string): void {
+    const lease = this.held.get(sessionId);
+    if (!lease || lease.token !== token) return;
+    this.held.delete(sessionId);
+    this.handler?.revoked(sessionId, token, reason);
+  }
+
+  /** Someone wants the session: trusted no longer than `deadline` (when given), and the client is told. */
+  recalled(sessionId: string, token: number, deadline?: number): void {
+    const lease = this.held.get(sessionId);
+    if (lease && lease.token === token && deadline !== undefined) lease.validUntil = Math.min(lease.validUntil, deadline - VALIDITY_MARGIN_MS);
+    this.handler?.recall(sessionId, token);
+  }
+
+  /** A lease whose time limit may have run out in Redis is no longer trusted here. */
+  checkValidity(now: number): void {
+    for (const [sessionId, lease] of this.held) if (lease.validUntil <= now) this.revokeLocally(sessionId, lease.token, 'lease-expired');
+  }
+
+  /** The leases to hand back now that Redis answers again; each is handed out once. */
+  takeToRelease(): [string, number][] {
+    const all = [...this.toRelease];
+    this.toRelease.clear();
+    return all;
+  }
+
+  /** Everything Redis may still list as ours (close hands it all back). */
+  everyToken(): [string, number][] {
+    return [...[...this.held].map(([id, lease]) => [id, lease.token] as [string, number]), ...this.toRelease];
+  }
+
+  clear(): void {
+    this.held.clear();
+  }
+
+  /** Renews every held lease (`renew` answers as the renew script does, -1 for no answer). */
+  async renewAll(renew: (sessionId: string, token: number) => Promise<number>): Promise<void> {
+    const sent = Date.now();
+    await Promise.all(
+      [...this.held].map(async ([sessionId, lease]) => {
+        const verdict = renewVerdict(await renew(sessionId, lease.token));
+        if (this.held.get(sessionId) !== lease) return;
+        if (verdict.kind === 'lapsed') this.revokeLocally(sessionId, lease.token, 'lease-expired');
+        else if (verdict.kind === 'renewed') lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
+        else if (verdict.kind === 'recalled') this.recalled(sessionId, lease.token, verdict.deadline);
+      }),
+    );
+  }
+}

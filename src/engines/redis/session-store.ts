@@ -1,0 +1,236 @@
+/**
+ * A session's data on Redis: load, commit, touch, release, destroy, and the indexes kept
+ * beside the scripts (ids for listing, expiry for the sweep, principal sets for "log out
+ * everywhere"). The scripts hold every lease rule; what this part keeps is the order
+ * around them: a session joins its principal's set *before* a commit names the
+ * principal (so destroyByPrincipal can never miss it, the set living on another shard),
+ * and an index write that fails is repaired by readers (stale entries are dropped when
+ * seen) or by Redis's own TTL on the keys, never by failing an applied commit.
+ */
+import { isKilnError } from '../../errors/index.js';
+import { checkAttributeName, checkPrincipal, type SessionLimits } from '../../session/limits.js';
+import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
+import { assertSessionId } from '../../session/id.js';
+import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
+import type { Count } from './counters.js';
+import { principalKey, type IndexKeys } from './keys.js';
+import type { Ownership } from './ownership.js';
+import { metaFrom, num, settleBy, snapshotFrom, text, textOrNull, TRANSIENT_CODES, type Reply } from './replies.js';
+import type { RunScriptOptions } from './script-runner.js';
+import { SCRIPTS, type RedisScript } from './scripts.js';
+
+/** The commit script's arguments after the common ones (see COMMIT in scripts.ts). Names and the principal are checked here, before anything is sent. */
+export function commitArgs(request: CommitRequest, limits: SessionLimits, keySlackMs: number): (string | Buffer)[] {
+  const args: (string | Buffer)[] = [
+    String(request.token),
+    request.commitId,
+    String(request.baseVersion),
+    String(request.lastAccessedAt),
+    request.principal === undefined ? 'u' : request.principal === null ? 'n' : 's',
+    request.principal ?? '',
+    request.idleTimeoutMs === undefined ? '' : String(request.idleTimeoutMs),
+    request.absoluteExpiresAt === undefined ? '' : String(request.absoluteExpiresAt),
+    request.release ? '1' : '0',
+    String(limits.maxAttributeBytes),
+    String(limits.maxSessionBytes),
+    String(limits.maxAttributes),
+    String(keySlackMs),
+    String(request.set.length),
+  ];
+  for (const [name, value] of request.set) {
+    checkAttributeName(name, limits);
+    args.push(name, Buffer.from(value.buffer, value.byteOffset, value.byteLength), String(name.length));
+  }
+  args.push(String(request.del.length));
+  for (const name of request.del) args.push(name, String(name.length));
+  const patches = request.patch ?? [];
+  args.push(String(patches.length));
+  for (const p of patches) {
+    checkAttributeName(p.name, limits);
+    args.push(p.name, String(p.at), String(p.cut), Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.byteLength), String(p.baseLength), String(p.name.length));
+  }
+  return args;
+}
+
+/** The commit script's reply: a duplicate (already applied at `version`), or what the commit changed. */
+export type CommitReply =
+  | { duplicate: true; version: number }
+  | { duplicate: false; version: number; oldPrincipal: string | null; created: boolean; expiresAt: number | undefined; bytes: number };
+
+export function decodeCommitReply(reply: Reply[]): CommitReply {
+  if (text(reply[0]) === 'D') return { duplicate: true, version: num(reply[1]) };
+  return { duplicate: false, version: num(reply[1]), oldPrincipal: textOrNull(reply[2]), created: num(reply[3]) === 1, expiresAt: reply[4] === null ? undefined : num(reply[4]), bytes: num(reply[5]) };
+}
+
+export interface SessionStoreOptions {
+  ownerId: string;
+  prefix: string;
+  idx: Pick<IndexKeys, 'ids' | 'expiry'>;
+  limits: SessionLimits;
+  keySlackMs: number;
+  touchGraceMs: number;
+  maxTombstoneMs: number;
+  runScript: (script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options?: RunScriptOptions) => Promise<unknown>;
+  command: (firstKey: string, args: string[], deadline?: number) => Promise<unknown>;
+  count: Count;
+  ownership: Pick<Ownership, 'releasing' | 'released' | 'tokenOf' | 'drop' | 'revokeLocally'>;
+  observeCommit: (ms: number) => void;
+}
+
+export class SessionStore {
+  constructor(private readonly o: SessionStoreOptions) {}
+
+  async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
+    this.o.ownership.releasing(sessionId, token);
+    const args = lastAccessedAt === undefined ? [String(token)] : [String(token), String(lastAccessedAt), String(this.o.keySlackMs)];
+    const reply = await this.o.runScript(SCRIPTS.release, sessionId, this.o.ownerId, args);
+    if (Array.isArray(reply) && num(reply[2] as Reply) === 1) this.o.count('touches', 1);
+  }
+
+  async load(sessionId: string, token: number, options?: CallOptions): Promise<SessionSnapshot | null> {
+    const reply = await this.o.runScript(SCRIPTS.load, sessionId, this.o.ownerId, [String(token)], { deadline: options?.deadline });
+    return snapshotFrom(sessionId, reply);
+  }
+
+  async commit(request: CommitRequest, options?: CallOptions): Promise<CommitAck> {
+    const { o } = this;
+    const { idx, command, count } = o;
+    const deadline = options?.deadline;
+    // The script checks sizes and counts; names and the principal are checked here,
+    // before anything is sent.
+    checkPrincipal(request.principal, o.limits);
+    assertSessionId(request.sessionId);
+    // The principal index lives on another shard: a session is added to it before a
+    // commit names the principal, so "log out everywhere" can never miss it.
+    if (typeof request.principal === 'string') {
+      await command(principalKey(o.prefix, request.principal), ['SADD', principalKey(o.prefix, request.principal), request.sessionId], deadline);
+    }
+    const args = commitArgs(request, o.limits, o.keySlackMs);
+    let reply: Reply[];
+    const started = performance.now();
+    try {
+      reply = (await o.runScript(SCRIPTS.commit, request.sessionId, o.ownerId, args, { waitForReplicas: true, deadline })) as Reply[];
+      o.observeCommit(performance.now() - started);
+    } catch (err) {
+      if (isKilnError(err) && !TRANSIENT_CODES.has(err.code)) count('rejectedCommits');
+      throw err;
+    }
+    if (request.release) o.ownership.released(request.sessionId, request.token);
+    const done = decodeCommitReply(reply);
+    if (done.duplicate) {
+      count('duplicateCommits');
+      return { version: done.version, duplicate: true };
+    }
+    count('commits');
+    count('sessionBytes', done.bytes);
+    count('commitBytes', deltaBytes(request));
+    const index: Promise<unknown>[] = [];
+    if (done.created) {
+      count('created');
+      index.push(command(idx.ids, ['ZADD', idx.ids, '0', request.sessionId]));
+    }
+    if (done.expiresAt !== undefined) {
+      index.push(done.expiresAt >= 0 ? command(idx.expiry, ['ZADD', idx.expiry, String(done.expiresAt), request.sessionId]) : command(idx.expiry, ['ZREM', idx.expiry, request.sessionId]));
+    }
+    if (done.oldPrincipal !== null && request.principal !== undefined && request.principal !== done.oldPrincipal) {
+      index.push(command(principalKey(o.prefix, done.oldPrincipal), ['SREM', principalKey(o.prefix, done.oldPrincipal), request.sessionId]));
+    }
+    // The commit is applied and acknowledged either way; a missed index entry is repaired
+    // by readers (stale entries) or by Redis's own TTL on the keys (a missed expiry entry).
+    // So the request waits for the index writes only while its time lasts.
+    if (index.length > 0) await settleBy(Promise.all(index).catch(() => undefined), deadline);
+    return { version: done.version, duplicate: false };
+  }
+
+  async touch(items: readonly TouchItem[]): Promise<void> {
+    for (const item of items) assertSessionId(item.sessionId);
+    const replies = await Promise.all(items.map((item) => this.o.runScript(SCRIPTS.touch, item.sessionId, this.o.ownerId, [String(item.token), String(item.at), String(this.o.keySlackMs)]).catch(() => 0)));
+    const applied = replies.filter((r) => num(r) === 1).length;
+    if (applied > 0) this.o.count('touches', applied);
+  }
+
+  /** Destroys the session, telling every holder but `except` ('' for nobody excepted). */
+  async destroyAs(except: string, sessionId: string, reason: string, deadline?: number): Promise<boolean> {
+    const { o } = this;
+    const reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline })) as Reply[];
+    if (num(reply[0]) !== 1) return false;
+    o.count(reason === 'expired' ? 'expired' : 'destroyed');
+    o.count('sessionBytes', -num(reply[2]));
+    if (textOrNull(reply[3]) === o.ownerId) {
+      // Our own lease ends with the session: drop it now rather than when the message comes.
+      const token = o.ownership.tokenOf(sessionId);
+      if (except === o.ownerId) o.ownership.drop(sessionId);
+      else if (token !== undefined) o.ownership.revokeLocally(sessionId, token, 'destroyed');
+    }
+    await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
+    return true;
+  }
+
+  readonly dropFromIndexes = async (sessionId: string, principal: string | null): Promise<void> => {
+    const { idx, command, prefix } = this.o;
+    const ops = [command(idx.ids, ['ZREM', idx.ids, sessionId]), command(idx.expiry, ['ZREM', idx.expiry, sessionId])];
+    if (principal !== null) ops.push(command(principalKey(prefix, principal), ['SREM', principalKey(prefix, principal), sessionId]));
+    await Promise.all(ops).catch(() => undefined);
+  };
+
+  async findByPrincipal(principal: string): Promise<SessionMeta[]> {
+    const key = principalKey(this.o.prefix, principal);
+    const ids = ((await this.o.command(key, ['SMEMBERS', key])) as Reply[]).map(text);
+    const metas = await Promise.all(ids.map((id) => this.peek(id)));
+    const stale = ids.filter((_, i) => metas[i]?.principal !== principal);
+    if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
+    return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
+  }
+
+  async destroyByPrincipal(principal: string): Promise<number> {
+    let n = 0;
+    // Nobody is excepted: every holder is told, this process included.
+    for (const meta of await this.findByPrincipal(principal)) if (await this.destroyAs('', meta.id, 'principal')) n++;
+    return n;
+  }
+
+  async list(options: ListOptions): Promise<ListPage> {
+    const { idx, command } = this.o;
+    const limit = Math.max(1, Math.min(options.limit, MAX_LIST_LIMIT));
+    const prefix = options.prefix ?? '';
+    let after = options.after !== undefined && options.after >= prefix ? options.after : undefined;
+    const sessions: SessionMeta[] = [];
+    let more = false;
+    for (;;) {
+      const from = after !== undefined ? `(${after}` : prefix ? `[${prefix}` : '-';
+      const ids = ((await command(idx.ids, ['ZRANGEBYLEX', idx.ids, from, '+', 'LIMIT', '0', String(limit - sessions.length + 1)])) as Reply[]).map(text);
+      const wanted = ids.filter((id) => id.startsWith(prefix));
+      const reachedEnd = wanted.length < ids.length || ids.length < limit - sessions.length + 1;
+      const metas = await Promise.all(wanted.map((id) => this.peek(id)));
+      const stale: string[] = [];
+      for (let i = 0; i < wanted.length; i++) {
+        const meta = metas[i];
+        if (!meta) {
+          stale.push(wanted[i]!);
+          continue;
+        }
+        if (sessions.length === limit) {
+          more = true;
+          break;
+        }
+        sessions.push(meta);
+      }
+      if (stale.length > 0) void command(idx.ids, ['ZREM', idx.ids, ...stale]).catch(() => undefined);
+      if (more || reachedEnd || wanted.length === 0) break;
+      after = wanted[wanted.length - 1];
+    }
+    const total = num(await command(idx.ids, ['ZCARD', idx.ids]));
+    return { sessions, next: more && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total };
+  }
+
+  /** Metadata of one session without its lease (listing, principal index, admin). */
+  async peek(sessionId: string): Promise<SessionMeta | null> {
+    const flat = (await this.o.runScript(SCRIPTS.peek, sessionId, '', [])) as Reply[];
+    return flat.length === 0 ? null : metaFrom(sessionId, flat);
+  }
+
+  /** A session's data without taking its lease, for the admin console's inspector only. */
+  async snapshotForAdmin(sessionId: string): Promise<SessionSnapshot | null> {
+    return snapshotFrom(sessionId, await this.o.runScript(SCRIPTS.peekSnapshot, sessionId, '', []));
+  }
+}

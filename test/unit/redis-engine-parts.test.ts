@@ -1,0 +1,289 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { KilnError } from '../../src/errors/index.js';
+import { COUNTER_NAMES, Counters, countersFrom } from '../../src/engines/redis/counters.js';
+import { expireVerdict, sweepTurnMs } from '../../src/engines/redis/expiry-sweep.js';
+import { renewDue, replicasOnlineFromRole } from '../../src/engines/redis/heartbeat.js';
+import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs } from '../../src/engines/redis/lease-acquirer.js';
+import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
+import { grantValidUntil, Ownership, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
+import { metaFrom, num, parseUntrusted, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError, withTimeout } from '../../src/engines/redis/replies.js';
+import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-store.js';
+import { parseSessionEvent } from '../../src/engines/redis/session-events.js';
+import { parseReport, sortReports, MAX_REPORT_BYTES } from '../../src/engines/redis/console-reports.js';
+import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
+import { readRedisEngineOptions } from '../../src/engines/redis/engine-options.js';
+import { LatencyRecorder } from '../../src/util/latency.js';
+
+const b = (s: string) => Buffer.from(s);
+
+describe('redis replies', () => {
+  it('reads bulk strings, nil and numbers', () => {
+    assert.equal(text(b('héllo')), 'héllo');
+    assert.equal(text(null), '');
+    assert.equal(text(undefined), '');
+    assert.equal(num(b('42')), 42);
+    assert.equal(num(7), 7);
+    assert.ok(Number.isNaN(num(b('x'))));
+  });
+
+  it('decodes metadata and a snapshot, copying attribute bytes out of the read buffer', () => {
+    const meta = metaFrom('s1', [b('v'), b('3'), b('ca'), b('10'), b('p'), b('ann'), b('la'), b('20')]);
+    assert.deepEqual(meta, { id: 's1', createdAt: 10, lastAccessedAt: 20, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: 'ann', version: 3 });
+    const value = b('abc');
+    const snap = snapshotFrom('s1', [[b('v'), b('1')], [b('x'), value]]);
+    assert.equal(snap?.meta.version, 1);
+    assert.equal(snap?.meta.principal, null);
+    assert.deepEqual([...snap!.attributes.get('x')!], [97, 98, 99]);
+    value[0] = 0;
+    assert.equal(snap!.attributes.get('x')![0], 97, 'a copy, not a view');
+    assert.equal(snapshotFrom('s1', false), null);
+    assert.equal(snapshotFrom('s1', []), null);
+  });
+
+  it('parses untrusted JSON only when valid', () => {
+    assert.deepEqual(parseUntrusted('{"a":1}', () => true), { a: 1 });
+    assert.equal(parseUntrusted('{"a":1}', () => false), undefined);
+    assert.equal(parseUntrusted('nope', () => true), undefined);
+    assert.equal(parseUntrusted('3', () => true), undefined);
+    assert.equal(parseUntrusted('null', () => true), undefined);
+  });
+
+  it('maps Redis errors to stable codes', () => {
+    assert.equal(toEngineError(new Error('KILN_ERR_CONFLICT stale token'), 'a').code, 'KILN_ERR_CONFLICT');
+    assert.equal(toEngineError(new Error('KILN_ERR_CONFLICT stale token'), 'a').message, 'stale token');
+    assert.equal(toEngineError(new Error('READONLY You cannot write'), 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE');
+    assert.equal(toEngineError(new Error('NOSCRIPT No matching script'), 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE');
+    assert.equal(toEngineError(new Error('Socket closed unexpectedly'), 'a').code, 'KILN_ERR_CONNECTION_LOST');
+    assert.equal(toEngineError('weird', 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE');
+    const own = new KilnError('KILN_ERR_TIMEOUT', 'x');
+    assert.equal(toEngineError(own, 'a'), own);
+  });
+
+  it('tells refusals that waiting cannot fix from other connect errors', () => {
+    assert.equal(refusalOf(new Error('WRONGPASS invalid username-password pair'), 'a')?.code, 'KILN_ERR_AUTH');
+    assert.equal(refusalOf(Object.assign(new Error('x'), { code: 'SELF_SIGNED_CERT_IN_CHAIN' }), 'a')?.code, 'KILN_ERR_TLS');
+    assert.equal(refusalOf(new Error('connect ECONNREFUSED'), 'a'), undefined);
+  });
+
+  it('bounds waits: withTimeout rejects with the given error, settleBy stops watching at the deadline', async () => {
+    const never = new Promise<never>(() => undefined);
+    await assert.rejects(withTimeout(never, 5, () => new KilnError('KILN_ERR_TIMEOUT', 'late')), /late/);
+    assert.equal(await withTimeout(Promise.resolve(1), 1000, () => new KilnError('KILN_ERR_TIMEOUT', 'late')), 1);
+    assert.equal(await settleBy(never, Date.now() + 5), undefined);
+    assert.equal(await settleBy(Promise.resolve(2), undefined), 2);
+  });
+
+  it('counts a command as RESP on the wire', () => {
+    // *1\r\n$4\r\nPING\r\n
+    assert.equal(respBytes(['PING']), 14);
+    assert.equal(respBytes(['GET', b('k')]), Buffer.byteLength('*2\r\n$3\r\nGET\r\n$1\r\nk\r\n'));
+  });
+});
+
+describe('redis lease acquisition', () => {
+  it('decodes a wait and a grant', () => {
+    assert.deepEqual(decodeAcquireReply('s', [b('W'), 1234]), { kind: 'wait', recallDeadline: 1234 });
+    const grant = decodeAcquireReply('s', [b('G'), 7, 1, 0, [[b('v'), b('2')], []]]);
+    assert.equal(grant.kind, 'grant');
+    if (grant.kind !== 'grant') return;
+    assert.equal(grant.token, 7);
+    assert.equal(grant.releaseAfterUse, true);
+    assert.equal(grant.recallDeadline, 0);
+    assert.equal(grant.snapshot?.meta.version, 2);
+    const empty = decodeAcquireReply('s', [b('G'), 8, 0, 500, false]);
+    assert.equal(empty.kind === 'grant' && empty.snapshot, null);
+  });
+
+  it('retries after a W just past the recall deadline, never sooner than 20 ms', () => {
+    assert.equal(retryAfterRecallMs(1000, 900, 0), 120);
+    assert.equal(retryAfterRecallMs(1000, 900, 1), 150);
+    assert.equal(retryAfterRecallMs(1000, 5000, 0.5), 20);
+    assert.equal(retryAfterTroubleMs(0), 100);
+    assert.equal(retryAfterTroubleMs(1), 250);
+  });
+
+  it('fits every retry inside the latest wait', () => {
+    assert.equal(retryAtMs(100, 10_000, 0), 100);
+    assert.equal(retryAtMs(100, 50, 0), 45);
+    assert.equal(retryAtMs(100, 0, 10), 0);
+  });
+});
+
+describe('redis ownership', () => {
+  it('trusts a grant until its recall deadline or its time limit, less the margin', () => {
+    assert.equal(grantValidUntil(5000, 100, 15_000), 5000 - VALIDITY_MARGIN_MS);
+    assert.equal(grantValidUntil(0, 100, 15_000), 15_100 - VALIDITY_MARGIN_MS);
+  });
+
+  it('reads the renew script', () => {
+    assert.deepEqual(renewVerdict(0), { kind: 'lapsed' });
+    assert.deepEqual(renewVerdict(1), { kind: 'renewed' });
+    assert.deepEqual(renewVerdict(9000), { kind: 'recalled', deadline: 9000 });
+    assert.deepEqual(renewVerdict(-1), { kind: 'unknown' });
+  });
+
+  it('revokes untrusted leases, keeps lost ones to hand back, and renews', async () => {
+    const told: string[] = [];
+    const o = new Ownership(15_000);
+    o.setHandler({ recall: (s, t) => told.push(`recall ${s} ${t}`), revoked: (s, t, why) => told.push(`revoked ${s} ${t} ${why}`), lost: (why) => told.push(`lost ${why}`) });
+    o.granted('a', 1, 1000, 0);
+    o.granted('b', 2, 0, 0);
+    o.checkValidity(1000 - VALIDITY_MARGIN_MS);
+    assert.deepEqual(told, ['revoked a 1 lease-expired']);
+    assert.equal(o.tokenOf('a'), undefined);
+    o.recalled('b', 2, 5000);
+    assert.equal(o.validUntil('b'), 5000 - VALIDITY_MARGIN_MS);
+    o.recalled('b', 99, 100);
+    assert.equal(o.validUntil('b'), 5000 - VALIDITY_MARGIN_MS, 'another token does not shorten it');
+    o.granted('c', 3, 0, 0);
+    await o.renewAll(async (s) => (s === 'b' ? 0 : 1));
+    assert.equal(o.tokenOf('b'), undefined);
+    assert.ok(o.validUntil('c')! > Date.now());
+    o.loseAll('gone');
+    assert.equal(o.size, 0);
+    assert.deepEqual(o.takeToRelease(), [['c', 3]]);
+    assert.deepEqual(o.takeToRelease(), []);
+    assert.equal(told.at(-1), 'lost gone');
+  });
+});
+
+describe('redis owner messages', () => {
+  const view = (held: Record<string, number>, waiting: string[] = [], acquiring: string[] = []): OwnerView => ({
+    heldToken: (s) => held[s],
+    isWaiting: (s) => waiting.includes(s),
+    isAcquiring: (s) => acquiring.includes(s),
+  });
+
+  it('parses only well-formed messages', () => {
+    assert.deepEqual(parseOwnerMessage('{"k":"r","s":"x","t":3,"d":9}'), { k: 'r', s: 'x', t: 3, d: 9 });
+    assert.equal(parseOwnerMessage('{"k":"r","s":"x","t":"3"}'), undefined);
+    assert.equal(parseOwnerMessage('{"k":"r","t":3}'), undefined);
+    assert.equal(parseOwnerMessage('garbage'), undefined);
+  });
+
+  it('takes a hand-over it waits for and gives back one it does not', () => {
+    assert.deepEqual(ownerMessageAction({ k: 'g', s: 'x', t: 4 }, view({}, ['x'])), { kind: 'take-grant' });
+    assert.deepEqual(ownerMessageAction({ k: 'g', s: 'x', t: 4 }, view({})), { kind: 'give-back', token: 4 });
+  });
+
+  it('passes on a recall of what it holds or wants, gives back what it neither holds nor wants', () => {
+    assert.deepEqual(ownerMessageAction({ k: 'r', s: 'x', t: 4, d: 99 }, view({ x: 4 })), { kind: 'recall', token: 4, deadline: 99 });
+    assert.deepEqual(ownerMessageAction({ k: 'r', s: 'x', t: 4 }, view({ x: 4 })), { kind: 'recall', token: 4 });
+    assert.deepEqual(ownerMessageAction({ k: 'r', s: 'x', t: 5, d: 99 }, view({}, [], ['x'])), { kind: 'recall', token: 5 });
+    assert.deepEqual(ownerMessageAction({ k: 'r', s: 'x', t: 5 }, view({})), { kind: 'give-back', token: 5 });
+    assert.deepEqual(ownerMessageAction({ k: 'r', s: 'x', t: 5 }, view({ x: 6 })), { kind: 'ignore' }, 'a newer lease of ours is not given back');
+  });
+
+  it('revokes, with a reason', () => {
+    assert.deepEqual(ownerMessageAction({ k: 'v', s: 'x', t: 4, why: 'destroyed' }, view({})), { kind: 'revoke', token: 4, reason: 'destroyed' });
+    assert.deepEqual(ownerMessageAction({ k: 'v', s: 'x', t: 4 }, view({})), { kind: 'revoke', token: 4, reason: 'revoked' });
+    assert.deepEqual(ownerMessageAction({ k: 'z' as 'v', s: 'x', t: 4 }, view({})), { kind: 'ignore' });
+  });
+
+  it('shows messages to the console', () => {
+    assert.deepEqual(leaseMessageFrom({ k: 'g', s: 'x', t: 1 }, 'B', 5), { type: 'handover', sessionId: 'x', owner: 'B', token: 1, at: 5 });
+    assert.deepEqual(leaseMessageFrom({ k: 'v', s: 'x', t: 1, why: 'w' }, 'A', 5), { type: 'revoke', sessionId: 'x', owner: 'A', token: 1, at: 5, reason: 'w' });
+    assert.equal(leaseMessageFrom({ k: 'q' as 'r', s: 'x', t: 1 }, 'A', 5), undefined);
+  });
+});
+
+describe('redis heartbeat, sweep, counters', () => {
+  it('counts the replicas a master has online from ROLE', () => {
+    assert.equal(replicasOnlineFromRole([b('master'), 100, [[b('h'), b('1'), b('0')], [b('h'), b('2'), b('0')]]]), 2);
+    assert.equal(replicasOnlineFromRole([b('slave'), b('h'), 1]), undefined);
+  });
+
+  it('renews at a third of the lease time, give or take half a beat', () => {
+    assert.equal(renewDue(4500, 0, 15_000, 1000), true);
+    assert.equal(renewDue(4499, 0, 15_000, 1000), false);
+  });
+
+  it('reads the expire script and how long a sweeper turn lasts', () => {
+    assert.deepEqual(expireVerdict([2, 777]), { kind: 'refile', deadline: 777 });
+    assert.deepEqual(expireVerdict([1, b('ann'), 30]), { kind: 'expired', principal: 'ann', bytes: 30 });
+    assert.deepEqual(expireVerdict([1, null, 30]), { kind: 'expired', principal: null, bytes: 30 });
+    assert.deepEqual(expireVerdict([0]), { kind: 'gone' });
+    assert.equal(sweepTurnMs(10), 1000);
+    assert.equal(sweepTurnMs(1000), 3000);
+  });
+
+  it('adds script stats and puts counts back when a flush fails', async () => {
+    const c = new Counters();
+    c.addScriptStats([1, 2, 3, 4, 5]);
+    c.count('commits');
+    c.count('commits', 0);
+    assert.deepEqual(Object.fromEntries(c.pending()), { leaseGrants: 1, leaseRecalls: 2, leaseHandovers: 3, pingPongGrants: 4, leaseRevocations: 5, commits: 1 });
+    await assert.rejects(c.flush(async () => { throw new Error('down'); }), /down/);
+    assert.equal(c.pending().get('commits'), 1);
+    const added: string[] = [];
+    await c.flush(async (name, by) => added.push(`${name}+${by}`));
+    assert.equal(added.length, 6);
+    assert.equal(c.pending().size, 0);
+    const { counters, sessionBytes } = countersFrom([b('commits'), b('4'), b('sessionBytes'), b('99')]);
+    assert.equal(counters['commits'], 4);
+    assert.equal(sessionBytes, 99);
+    assert.equal(counters['sessionBytes'], undefined);
+    assert.deepEqual(Object.keys(counters).sort(), COUNTER_NAMES.filter((n) => n !== 'sessionBytes').sort());
+  });
+});
+
+describe('redis session data', () => {
+  it('builds commit arguments and refuses a bad attribute name before sending', () => {
+    const args = commitArgs({ sessionId: 's', token: 3, commitId: 'c1', baseVersion: 2, lastAccessedAt: 50, set: [['a', new Uint8Array([1, 2])]], del: ['d'], principal: null }, DEFAULT_SESSION_LIMITS, 600);
+    assert.deepEqual(args.slice(0, 9), ['3', 'c1', '2', '50', 'n', '', '', '', '0']);
+    assert.equal(args[12], '600');
+    assert.equal(args[13], '1');
+    assert.deepEqual(args.slice(14), ['a', Buffer.from([1, 2]), '1', '1', 'd', '1', '0']);
+    assert.throws(() => commitArgs({ sessionId: 's', token: 3, commitId: 'c', baseVersion: 0, lastAccessedAt: 0, set: [['', new Uint8Array()]], del: [] }, DEFAULT_SESSION_LIMITS, 0), KilnError);
+  });
+
+  it('decodes the commit reply', () => {
+    assert.deepEqual(decodeCommitReply([b('D'), 5]), { duplicate: true, version: 5 });
+    assert.deepEqual(decodeCommitReply([b('A'), 6, b('ann'), 1, null, 40]), { duplicate: false, version: 6, oldPrincipal: 'ann', created: true, expiresAt: undefined, bytes: 40 });
+    assert.deepEqual(decodeCommitReply([b('A'), 6, null, 0, -1, 0]), { duplicate: false, version: 6, oldPrincipal: null, created: false, expiresAt: -1, bytes: 0 });
+  });
+
+  it('reads session events and drops what does not parse', () => {
+    assert.deepEqual(parseSessionEvent('{"type":"expired","sessionId":"x","principal":"p","at":3}'), { type: 'expired', sessionId: 'x', principal: 'p', at: 3 });
+    assert.deepEqual(parseSessionEvent('{"type":"other","sessionId":"x","at":3,"reason":"r"}'), { type: 'destroyed', sessionId: 'x', principal: null, at: 3, reason: 'r' });
+    assert.equal(parseSessionEvent('nope'), undefined);
+    assert.equal(parseSessionEvent('null'), undefined);
+  });
+});
+
+describe('redis console reports', () => {
+  const report = (ownerId: string, heartbeatMs = 1000) => {
+    const l = new LatencyRecorder().snapshot();
+    return { ownerId, name: ownerId, host: 'h', pid: 1, app: 'a', connectedAt: 1, reportedAt: 2, heartbeatMs, requests: 0, leases: 0, leaseWaiters: 0, errors: { X: 1 }, latency: { commit: l, acquire: l }, recent: { commit: { count: 0, p50Ms: 0 }, acquire: { count: 0, p50Ms: 0 } }, stats: {} };
+  };
+
+  it('checks a stored report field by field', () => {
+    assert.equal(parseReport(JSON.stringify(report('a')))?.ownerId, 'a');
+    assert.equal(parseReport(JSON.stringify({ ...report('a'), pid: -1 })), undefined);
+    assert.equal(parseReport(JSON.stringify({ ...report('a'), errors: { X: 'many' } })), undefined);
+    assert.equal(parseReport('{'), undefined);
+  });
+
+  it('shows live processes by name and removes the silent, the unreadable and the oversized', () => {
+    const now = 100_000;
+    const hash = [b('b'), b(JSON.stringify(report('b'))), b('a'), b(JSON.stringify(report('a'))), b('old'), b(JSON.stringify(report('old'))), b('bad'), b('{'), b('huge'), Buffer.alloc(MAX_REPORT_BYTES + 1, 32)];
+    const owners = [b('a'), b(String(now - 100)), b('b'), b(String(now - 2000)), b('old'), b(String(now - 61_000)), b('huge'), b(String(now))];
+    const { live, gone } = sortReports(hash, owners, now);
+    assert.deepEqual(live.map((r) => r.ownerId), ['a', 'b']);
+    assert.deepEqual(gone.sort(), ['bad', 'huge', 'old']);
+  });
+});
+
+describe('redis engine options', () => {
+  it('applies defaults and refuses what would be ignored', () => {
+    const s = readRedisEngineOptions({ url: 'redis://127.0.0.1:6379' });
+    assert.equal(s.replicaPolicy, 'strict');
+    assert.equal(s.replicaGraceMs, 60_000);
+    assert.equal(s.keyPrefix, 'kiln:');
+    assert.equal(s.leaseTimeMs, 15_000);
+    assert.throws(() => readRedisEngineOptions({}), /give "url" or "topology"/);
+    assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', sentinelTls: true }), /needs a Sentinel topology/);
+    assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', replicas: 17 }), /replicas/);
+  });
+});
