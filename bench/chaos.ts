@@ -144,9 +144,12 @@ class Shoppers {
     this.sent.add(sku);
     try {
       const res = await fetch(`${this.url}/api/cart`, { method: 'POST', headers: { 'content-type': 'application/json', ...(cart.cookie ? { cookie: cart.cookie } : {}) }, body: JSON.stringify({ sku, qty: 1 }), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
-      await res.arrayBuffer();
+      const body = await res.text();
       if (res.status !== 200) {
-        this.errors[String(res.status)] = (this.errors[String(res.status)] ?? 0) + 1;
+        // By status and the error's code, so a report says what failed, not only how.
+        const code = /"code":"([A-Z_]+)"/.exec(body)?.[1];
+        const key = code ? `${res.status} ${code}` : String(res.status);
+        this.errors[key] = (this.errors[key] ?? 0) + 1;
         return;
       }
       const set = res.headers.getSetCookie().map((c) => c.split(';')[0]!).find((c) => c.startsWith('connect.sid='));

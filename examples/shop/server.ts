@@ -130,8 +130,11 @@ const server = createServer((req, res) => {
   route(req, res).catch((err: unknown) => {
     if (res.headersSent) return void res.destroy();
     if (err instanceof HttpError) return send(res, err.status, { code: err.code, message: err.message });
+    // The status of the errors table (503 + Retry-After while the tier is away, 409 for a
+    // conflict…), so browsers and balancers know what to do with it.
     const e = toKilnError(err);
-    send(res, 500, { code: e.code, message: e.message });
+    for (const [name, value] of Object.entries(e.headers ?? {})) res.setHeader(name, value);
+    send(res, e.status, { code: e.code, message: e.message });
   });
 });
 // The live cart shares the HTTP sessions' client (one set of leases and one near cache per node).
