@@ -1,11 +1,8 @@
-import { redactCredentials } from '../../util/log.js';
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as tlsConnect } from 'node:tls';
 import { errorFromWire, KilnError, toKilnError } from '../../errors/index.js';
-import { encodeFrame, FrameParser, PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
+import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
   BINARY_GRANT_FEATURE,
@@ -26,10 +23,17 @@ import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, S
 import { defaultReconnect } from '../../util/backoff.js';
 import { BINARY_MARK } from '../../util/binary.js';
 import { BatchedWriter } from '../../util/net.js';
-import { OptionReader } from '../../util/options.js';
 import { StatusStream } from '../../util/status.js';
 import { within } from '../../util/deadline.js';
-import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type CallOptions } from '../engine.js';
+import type { ListOptions, ListPage, Engine, EngineLimits, EngineStats, EngineStatus, EngineTraffic, LeaseHandler, CallOptions } from '../engine.js';
+import { resolveKilnOptions, type KilnEngineOptions, type ResolvedKilnOptions } from './kiln-options.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor } from './kiln-wire.js';
+import { PendingRequests } from './pending-requests.js';
+import { ReadyWaiters } from './ready-waiters.js';
+
+export type { KilnEngineOptions } from './kiln-options.js';
+
+export { defaultReconnect };
 
 /**
  * The engine that talks to a kiln server over TCP: pipelined requests matched by id,
@@ -44,72 +48,29 @@ import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, type ListOpti
  * @example
  * const engine = connect('kiln://127.0.0.1:9510', { token: process.env.KILN_TOKEN });
  * engine.status.on((s) => console.log('kiln', s.type));
+ *
+ * This file keeps the connection's lifecycle (dial, handshake, heartbeat, reconnect)
+ * and the Engine methods; requests in flight are PendingRequests, calls waiting for the
+ * connection ReadyWaiters, options kiln-options and what answers imply kiln-wire.
  */
-export interface KilnEngineOptions {
-  /** Shared secret; else read from tokenFile, else from the KILN_TOKEN environment variable. */
-  token?: string;
-  tokenFile?: string;
-  /** Shown in the server's client list. */
-  name?: string;
-  app?: string;
-  connectTimeoutMs?: number;
-  operationTimeoutMs?: number;
-  acquireTimeoutMs?: number;
-  /**
-   * Delay before reconnect attempt `attempt` (1, 2, …), or false to give up. Default:
-   * 50 ms doubling to 2 s, each delay jittered to between half and all of it.
-   */
-  reconnect?: (attempt: number, cause: Error | undefined) => number | false;
-  /** Heartbeat interval; default a third of the server's idle timeout (at most 10 s). */
-  pingIntervalMs?: number;
-  /** TLS options for `kilns://` URLs. */
-  tls?: ConnectionOptions;
-  maxFrameBytes?: number;
-}
-
-interface Pending {
-  resolve: (value: unknown) => void;
-  reject: (err: KilnError) => void;
-  /** Epoch ms after which the request fails with KILN_ERR_TIMEOUT. */
-  deadline: number;
-  type: number;
-  timeoutMs: number;
-}
-
-interface Waiting {
-  resolve: () => void;
-  reject: (err: KilnError) => void;
-  timer: NodeJS.Timeout;
-}
-
-export { defaultReconnect };
-
 export class KilnEngine implements Engine {
   readonly kind = 'kiln';
   readonly ownerId: string;
   readonly status = new StatusStream<EngineStatus>();
   epoch: string | undefined;
   limits: EngineLimits | undefined;
+  private readonly options: ResolvedKilnOptions;
   private readonly host: string;
   private readonly port: number;
-  private readonly secure: boolean;
-  private readonly token: string;
-  private readonly app: string;
-  private readonly connectTimeoutMs: number;
   private readonly operationTimeoutMs: number;
   private readonly acquireTimeoutMs: number;
-  private readonly reconnectPolicy: (attempt: number, cause: Error | undefined) => number | false;
-  private readonly pingIntervalOption: number | undefined;
-  private readonly tlsOptions: ConnectionOptions | undefined;
   /** Whether the server connected now reads commits in their binary layout (its Welcome says so). */
   private binaryCommits = false;
-  private readonly maxFrameBytes: number;
   private socket: Socket | undefined;
   private state: 'idle' | 'connecting' | 'ready' | 'waiting' | 'failed' | 'closed' = 'idle';
   private fatal: KilnError | undefined;
-  private nextRequestId = 0;
-  private readonly pending = new Map<number, Pending>();
-  private readonly waiting = new Set<Waiting>();
+  private readonly pending = new PendingRequests(() => this.counters.timeouts++);
+  private readonly waiting = new ReadyWaiters();
   private handler: LeaseHandler | undefined;
   private readonly eventListeners = new Set<(event: SessionEvent) => void>();
   private reconnectAttempt = 0;
@@ -117,34 +78,15 @@ export class KilnEngine implements Engine {
   private pingTimer: NodeJS.Timeout | undefined;
   /** Writes to the current socket (set and cleared with it), gathered per turn of the event loop. */
   private out: BatchedWriter | undefined;
-  private timeoutTimer: NodeJS.Timeout | undefined;
-  private timeoutAt = 0;
   readonly counters = { requests: 0, reconnects: 0, disconnects: 0, timeouts: 0, bytesOut: 0, bytesIn: 0 };
 
   constructor(url: string, options: KilnEngineOptions = {}) {
-    const o = new OptionReader('connect', options, ['token', 'tokenFile', 'name', 'app', 'connectTimeoutMs', 'operationTimeoutMs', 'acquireTimeoutMs', 'reconnect', 'pingIntervalMs', 'tls', 'maxFrameBytes']);
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: ${JSON.stringify(redactCredentials(url).slice(0, 80))} is not a URL like kiln://127.0.0.1:9510`);
-    }
-    if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`);
-    this.secure = parsed.protocol === 'kilns:';
-    this.host = parsed.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
-    this.port = parsed.port ? Number(parsed.port) : 9510;
-    const tokenFile = o.string('tokenFile', undefined);
-    this.token = o.string('token', undefined) ?? (tokenFile ? readFileSync(tokenFile, 'utf8').trim() : undefined) ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined) ?? process.env['KILN_TOKEN'] ?? '';
-    const name = o.string('name', `${hostname()}-${process.pid}`);
-    this.ownerId = `${name}-${randomBytes(3).toString('hex')}`;
-    this.app = o.string('app', process.argv[1]?.split('/').pop() ?? 'node');
-    this.connectTimeoutMs = o.int('connectTimeoutMs', 5000, 1);
-    this.operationTimeoutMs = o.int('operationTimeoutMs', DEFAULT_OPERATION_TIMEOUT_MS, 1);
-    this.acquireTimeoutMs = o.int('acquireTimeoutMs', DEFAULT_ACQUIRE_TIMEOUT_MS, 1);
-    this.reconnectPolicy = o.fn<(attempt: number, cause: Error | undefined) => number | false>('reconnect') ?? defaultReconnect;
-    this.pingIntervalOption = o.int('pingIntervalMs', 0, 0) || undefined;
-    this.tlsOptions = o.any('tls') as ConnectionOptions | undefined;
-    this.maxFrameBytes = o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024);
+    this.options = resolveKilnOptions(url, options);
+    this.ownerId = this.options.ownerId;
+    this.host = this.options.host;
+    this.port = this.options.port;
+    this.operationTimeoutMs = this.options.operationTimeoutMs;
+    this.acquireTimeoutMs = this.options.acquireTimeoutMs;
   }
 
   get connected(): boolean {
@@ -153,7 +95,7 @@ export class KilnEngine implements Engine {
 
   /** Resolves once connected (first attempt, or after reconnecting); rejects on a fatal error or timeout. */
   async connect(): Promise<void> {
-    await this.ready(this.connectTimeoutMs);
+    await this.ready(this.options.connectTimeoutMs);
   }
 
   setLeaseHandler(handler: LeaseHandler): void {
@@ -199,10 +141,7 @@ export class KilnEngine implements Engine {
   }
 
   async list(options: ListOptions): Promise<ListPage> {
-    const page = record(await this.request(MessageType.List, { after: options.after, limit: options.limit, prefix: options.prefix }), 'page');
-    const sessions = page['sessions'];
-    if (!Array.isArray(sessions)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed session listing');
-    return { sessions: sessions.map(metaFromWire), next: typeof page['next'] === 'string' ? page['next'] : null, total: Number(page['total']) };
+    return listPageFromWire(await this.request(MessageType.List, { after: options.after, limit: options.limit, prefix: options.prefix }));
   }
 
   async destroyByPrincipal(principal: string): Promise<number> {
@@ -272,53 +211,17 @@ export class KilnEngine implements Engine {
     if (this.state !== 'ready') await this.ready(timeoutMs);
     const remaining = Math.max(1, deadline - Date.now());
     return new Promise<unknown>((resolve, reject) => {
-      const id = (this.nextRequestId = (this.nextRequestId % 0xfffffffe) + 1);
+      const id = this.pending.nextId();
       const out = this.out;
       if (this.state !== 'ready' || !out) {
         reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'connection to the kiln server was lost'));
         return;
       }
       const due = Date.now() + remaining;
-      this.pending.set(id, { resolve, reject, deadline: due, type, timeoutMs });
-      this.armTimeouts(due);
+      this.pending.add(id, type, timeoutMs, due, resolve, reject);
       this.counters.requests++;
       this.write(out, encodeFrame(type, id, encode(body)));
     });
-  }
-
-  /**
-   * One timer for every request in flight, not one each: a timer per commit cost an
-   * allocation and two timer-list updates on the hot path. It fires at the earliest
-   * deadline (or later), fails what is overdue and re-arms for the rest.
-   */
-  private armTimeouts(deadline: number): void {
-    // Usually armed already for an earlier deadline (same timeout, earlier request).
-    if (this.timeoutTimer !== undefined) {
-      if (this.timeoutAt <= deadline) return;
-      clearTimeout(this.timeoutTimer);
-    }
-    this.timeoutAt = deadline;
-    this.timeoutTimer = setTimeout(() => {
-      this.timeoutTimer = undefined;
-      const now = Date.now();
-      let next = Infinity;
-      for (const [id, p] of this.pending) {
-        if (p.deadline <= now) {
-          this.pending.delete(id);
-          this.counters.timeouts++;
-          p.reject(new KilnError('KILN_ERR_TIMEOUT', `kiln server did not answer within ${p.timeoutMs} ms`, { details: { type: p.type, timeoutMs: p.timeoutMs } }));
-        } else if (p.deadline < next) {
-          next = p.deadline;
-        }
-      }
-      if (next !== Infinity) this.armTimeouts(next);
-    }, Math.max(1, deadline - Date.now()));
-    this.timeoutTimer.unref();
-  }
-
-  private clearTimeouts(): void {
-    if (this.timeoutTimer !== undefined) clearTimeout(this.timeoutTimer);
-    this.timeoutTimer = undefined;
   }
 
   /**
@@ -337,26 +240,17 @@ export class KilnEngine implements Engine {
     if (this.state === 'closed') return Promise.reject(new KilnError('KILN_ERR_CLOSED', 'the engine was closed'));
     if (this.state === 'failed') return Promise.reject(this.fatal!);
     if (this.state === 'idle') this.dial();
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiting = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          this.waiting.delete(waiter);
-          reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `kiln server at ${this.host}:${this.port} not reachable within ${timeoutMs} ms`, { details: { host: this.host, port: this.port } }));
-        }, timeoutMs),
-      };
-      this.waiting.add(waiter);
-    });
+    return this.waiting.wait(timeoutMs, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `kiln server at ${this.host}:${this.port} not reachable within ${timeoutMs} ms`, { details: { host: this.host, port: this.port } }));
   }
 
   // ---- connection lifecycle ---------------------------------------------------------------
 
   private dial(): void {
     this.state = 'connecting';
-    const parser = new FrameParser(this.maxFrameBytes);
-    const socket = this.secure
-      ? tlsConnect({ host: this.host, port: this.port, servername: this.host, ...this.tlsOptions })
+    const parser = new FrameParser(this.options.maxFrameBytes);
+    const secure = this.options.secure;
+    const socket = secure
+      ? tlsConnect({ host: this.host, port: this.port, servername: this.host, ...this.options.tls })
       : netConnect({ host: this.host, port: this.port });
     this.socket = socket;
     this.out = new BatchedWriter(socket);
@@ -366,12 +260,12 @@ export class KilnEngine implements Engine {
     const connectTimer = setTimeout(() => {
       lastError = new KilnError('KILN_ERR_TIMEOUT', 'connect/handshake timed out');
       socket.destroy();
-    }, this.connectTimeoutMs);
+    }, this.options.connectTimeoutMs);
     const onOpen = (): void => {
-      const hello: HelloBody = { token: this.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.app }, features: [BINARY_GRANT_FEATURE] };
+      const hello: HelloBody = { token: this.options.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.options.app }, features: [BINARY_GRANT_FEATURE] };
       socket.write(encodeFrame(MessageType.Hello, 1, encodeBody(hello)));
     };
-    socket.once(this.secure ? 'secureConnect' : 'connect', onOpen);
+    socket.once(secure ? 'secureConnect' : 'connect', onOpen);
     socket.on('data', (chunk: Buffer) => {
       this.counters.bytesIn += chunk.length;
       const { frames, error } = parser.push(chunk);
@@ -429,21 +323,12 @@ export class KilnEngine implements Engine {
     this.epoch = welcome.epoch;
     // Per connection: a server of an older version, reached after a reconnect, reads only MessagePack.
     this.binaryCommits = Array.isArray(welcome.features) && welcome.features.includes(BINARY_COMMIT_FEATURE);
-    const l = welcome.limits ?? {};
-    this.limits = {
-      maxAttributeBytes: l['maxAttributeBytes'] ?? 1 << 20,
-      maxSessionBytes: l['maxSessionBytes'] ?? 4 << 20,
-      maxAttributes: l['maxAttributes'] ?? 1000,
-      maxAttributeNameLength: l['maxAttributeNameLength'] ?? 256,
-      maxPrincipalLength: l['maxPrincipalLength'] ?? 256,
-      touchGraceMs: l['touchGraceMs'],
-    };
+    this.limits = limitsFromWelcome(welcome.limits);
     this.state = 'ready';
     this.reconnectAttempt = 0;
     if (previous !== undefined && previous !== welcome.epoch) this.status.push({ type: 'epochChanged', from: previous, to: welcome.epoch });
     this.status.push({ type: 'connected', epoch: welcome.epoch });
-    const idle = l['idleConnectionTimeoutMs'] ?? 60_000;
-    const interval = this.pingIntervalOption ?? Math.max(100, Math.min(10_000, Math.floor((idle || 30_000) / 3)));
+    const interval = pingIntervalFor(welcome.limits, this.options.pingIntervalMs);
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {
       // A ping that goes unanswered means a dead peer the kernel has not noticed: drop it and reconnect.
@@ -453,11 +338,7 @@ export class KilnEngine implements Engine {
     }, interval);
     this.pingTimer.unref();
     if (this.eventListeners.size > 0) void this.request(MessageType.Subscribe, { events: true }).catch(() => undefined);
-    for (const w of this.waiting) {
-      clearTimeout(w.timer);
-      w.resolve();
-    }
-    this.waiting.clear();
+    this.waiting.resolveAll();
   }
 
   private onFrame(type: number, requestId: number, body: unknown): void {
@@ -469,11 +350,7 @@ export class KilnEngine implements Engine {
           this.status.push({ type: 'error', error: errorFromWire(body) });
           return;
         }
-        const p = this.pending.get(requestId);
-        if (!p) return;
-        this.pending.delete(requestId);
-        if (type === MessageType.Ok) p.resolve(body);
-        else p.reject(errorFromWire(body));
+        this.pending.settle(requestId, type === MessageType.Ok, body, errorFromWire);
         return;
       }
       case MessageType.Recall: {
@@ -513,7 +390,7 @@ export class KilnEngine implements Engine {
     if (this.state === 'closed' || this.state === 'failed') return;
     this.state = 'waiting';
     const attempt = ++this.reconnectAttempt;
-    const delay = this.reconnectPolicy(attempt, cause);
+    const delay = this.options.reconnect(attempt, cause);
     if (delay === false) {
       this.failFatal(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `gave up reconnecting to ${this.host}:${this.port} after ${attempt - 1} attempts`, { cause }));
       return;
@@ -535,15 +412,9 @@ export class KilnEngine implements Engine {
   }
 
   private rejectAll(error: KilnError, includeWaiting = true): void {
-    for (const p of this.pending.values()) p.reject(error);
-    this.pending.clear();
-    this.clearTimeouts();
+    this.pending.rejectAll(error);
     if (!includeWaiting) return;
-    for (const w of this.waiting) {
-      clearTimeout(w.timer);
-      w.reject(error);
-    }
-    this.waiting.clear();
+    this.waiting.rejectAll(error);
   }
 }
 

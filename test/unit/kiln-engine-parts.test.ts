@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { KilnError } from '../../src/errors/index.js';
+import { resolveKilnOptions } from '../../src/engines/kiln/kiln-options.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor } from '../../src/engines/kiln/kiln-wire.js';
+import { PendingRequests } from '../../src/engines/kiln/pending-requests.js';
+import { ReadyWaiters } from '../../src/engines/kiln/ready-waiters.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('kiln engine options', () => {
+  it('takes the URL apart with its defaults', () => {
+    const o = resolveKilnOptions('kiln://10.0.0.1', {}, {});
+    assert.equal(o.host, '10.0.0.1');
+    assert.equal(o.port, 9510);
+    assert.equal(o.secure, false);
+    assert.equal(o.token, '');
+    assert.equal(o.pingIntervalMs, undefined);
+    const v6 = resolveKilnOptions('kilns://[::1]:9600', {}, {});
+    assert.equal(v6.host, '::1');
+    assert.equal(v6.port, 9600);
+    assert.equal(v6.secure, true);
+  });
+
+  it('prefers the token option, then the URL password, then KILN_TOKEN', () => {
+    assert.equal(resolveKilnOptions('kiln://:p%40ss@h:1', { token: 'opt' }, { KILN_TOKEN: 'env' }).token, 'opt');
+    assert.equal(resolveKilnOptions('kiln://:p%40ss@h:1', {}, { KILN_TOKEN: 'env' }).token, 'p@ss');
+    assert.equal(resolveKilnOptions('kiln://h:1', {}, { KILN_TOKEN: 'env' }).token, 'env');
+  });
+
+  it('refuses a bad URL, another scheme and unknown options at once', () => {
+    assert.throws(() => resolveKilnOptions('not a url'), { code: 'KILN_ERR_INVALID_OPTION' });
+    assert.throws(() => resolveKilnOptions('redis://h:1'), { code: 'KILN_ERR_INVALID_OPTION' });
+    assert.throws(() => resolveKilnOptions('kiln://h:1', { tokn: 'x' } as never), { code: 'KILN_ERR_INVALID_OPTION' });
+  });
+
+  it('names the owner after the name option with a random suffix', () => {
+    const a = resolveKilnOptions('kiln://h', { name: 'web' }, {});
+    const b = resolveKilnOptions('kiln://h', { name: 'web' }, {});
+    assert.match(a.ownerId, /^web-[0-9a-f]{6}$/);
+    assert.notEqual(a.ownerId, b.ownerId);
+  });
+});
+
+describe('kiln wire', () => {
+  it('fills the limits a Welcome leaves out with the defaults', () => {
+    assert.deepEqual(limitsFromWelcome(undefined), { maxAttributeBytes: 1 << 20, maxSessionBytes: 4 << 20, maxAttributes: 1000, maxAttributeNameLength: 256, maxPrincipalLength: 256, touchGraceMs: undefined });
+    assert.equal(limitsFromWelcome({ maxAttributes: 5, touchGraceMs: 900 }).maxAttributes, 5);
+    assert.equal(limitsFromWelcome({ maxAttributes: 5, touchGraceMs: 900 }).touchGraceMs, 900);
+  });
+
+  it('pings at a third of the idle timeout, between 100 ms and 10 s, unless told', () => {
+    assert.equal(pingIntervalFor(undefined, undefined), 10_000);
+    assert.equal(pingIntervalFor({ idleConnectionTimeoutMs: 3000 }, undefined), 1000);
+    assert.equal(pingIntervalFor({ idleConnectionTimeoutMs: 60 }, undefined), 100);
+    assert.equal(pingIntervalFor({ idleConnectionTimeoutMs: 0 }, undefined), 10_000, 'no idle timeout: 30 s assumed');
+    assert.equal(pingIntervalFor({ idleConnectionTimeoutMs: 3000 }, 250), 250);
+  });
+
+  it('reads a listing page and refuses a malformed one', () => {
+    const id = 'a'.repeat(22);
+    const meta = { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 };
+    const page = listPageFromWire({ sessions: [meta], next: id, total: 3 });
+    assert.equal(page.sessions[0]?.id, id);
+    assert.equal(page.next, id);
+    assert.equal(page.total, 3);
+    assert.equal(listPageFromWire({ sessions: [], next: null, total: 0 }).next, null);
+    assert.throws(() => listPageFromWire({ sessions: 'x' }), { code: 'KILN_ERR_PROTOCOL' });
+    assert.throws(() => listPageFromWire([]), { code: 'KILN_ERR_PROTOCOL' });
+  });
+});
+
+describe('pending requests', () => {
+  // Its timer is unref'd (it must not keep a process alive): something else keeps this one alive.
+  let keepAlive: NodeJS.Timeout;
+  before(() => {
+    keepAlive = setInterval(() => undefined, 1000);
+  });
+  after(() => clearInterval(keepAlive));
+
+  it('settles a request by id with its answer or its error, once', async () => {
+    const p = new PendingRequests();
+    const ok = new Promise((resolve, reject) => p.add(p.nextId(), 1, 1000, Date.now() + 1000, resolve, reject));
+    const bad = new Promise((resolve, reject) => p.add(p.nextId(), 1, 1000, Date.now() + 1000, resolve, reject));
+    assert.equal(p.settle(1, true, 'yes', () => new KilnError('KILN_ERR_INTERNAL', 'x')), true);
+    assert.equal(p.settle(1, true, 'again', () => new KilnError('KILN_ERR_INTERNAL', 'x')), false);
+    assert.equal(p.settle(2, false, 'no', (b) => new KilnError('KILN_ERR_CONFLICT', String(b))), true);
+    assert.equal(await ok, 'yes');
+    await assert.rejects(bad, { code: 'KILN_ERR_CONFLICT', message: 'no' });
+    assert.equal(p.size, 0);
+  });
+
+  it('fails overdue requests with KILN_ERR_TIMEOUT and keeps the others', async () => {
+    let timeouts = 0;
+    const p = new PendingRequests(() => timeouts++);
+    const late = new Promise((resolve, reject) => p.add(p.nextId(), 7, 500, Date.now() + 500, resolve, reject));
+    const soon = new Promise((resolve, reject) => p.add(p.nextId(), 7, 20, Date.now() + 20, resolve, reject));
+    await assert.rejects(soon, { code: 'KILN_ERR_TIMEOUT' });
+    assert.equal(timeouts, 1);
+    assert.equal(p.size, 1, 'the later request still waits');
+    p.settle(1, true, 'done', () => new KilnError('KILN_ERR_INTERNAL', 'x'));
+    assert.equal(await late, 'done');
+  });
+
+  it('re-arms for a later deadline after the earliest fires', async () => {
+    const p = new PendingRequests();
+    const a = new Promise((resolve, reject) => p.add(p.nextId(), 1, 10, Date.now() + 10, resolve, reject));
+    const b = new Promise((resolve, reject) => p.add(p.nextId(), 1, 40, Date.now() + 40, resolve, reject));
+    await assert.rejects(a, { code: 'KILN_ERR_TIMEOUT' });
+    await assert.rejects(b, { code: 'KILN_ERR_TIMEOUT' });
+  });
+
+  it('rejects every request at once when the connection goes', async () => {
+    const p = new PendingRequests();
+    const a = new Promise((resolve, reject) => p.add(p.nextId(), 1, 1000, Date.now() + 1000, resolve, reject));
+    p.rejectAll(new KilnError('KILN_ERR_CONNECTION_LOST', 'gone'));
+    await assert.rejects(a, { code: 'KILN_ERR_CONNECTION_LOST' });
+    assert.equal(p.size, 0);
+    await sleep(5);
+  });
+
+  it('numbers requests from 1 and never hands out 0', () => {
+    const p = new PendingRequests();
+    assert.equal(p.nextId(), 1);
+    assert.equal(p.nextId(), 2);
+  });
+});
+
+describe('ready waiters', () => {
+  it('resolves every waiter when connected and rejects them all on failure', async () => {
+    const w = new ReadyWaiters();
+    const a = w.wait(1000, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'x'));
+    w.resolveAll();
+    await a;
+    const b = w.wait(1000, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'x'));
+    w.rejectAll(new KilnError('KILN_ERR_CLOSED', 'closed'));
+    await assert.rejects(b, { code: 'KILN_ERR_CLOSED' });
+    assert.equal(w.size, 0);
+  });
+
+  it('gives up on a waiter after its own timeout', async () => {
+    const w = new ReadyWaiters();
+    const a = w.wait(10, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'not reachable'));
+    const b = w.wait(1000, () => new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'x'));
+    await assert.rejects(a, { code: 'KILN_ERR_ENGINE_UNAVAILABLE' });
+    assert.equal(w.size, 1);
+    w.resolveAll();
+    await b;
+  });
+});

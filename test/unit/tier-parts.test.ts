@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { SessionMeta } from '../../src/session/model.js';
+import { Listeners } from '../../src/tier/listeners.js';
+import { GroupSizes, SessionCaps } from '../../src/tier/session-counts.js';
+import { listPage, lowerBound } from '../../src/tier/session-listing.js';
+import { forEachInSlices, SlicedQueue } from '../../src/tier/sliced-work.js';
+
+function meta(id: string): SessionMeta {
+  return { id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 };
+}
+
+describe('session listing', () => {
+  const ids = ['a1', 'a2', 'a3', 'b1', 'b2', 'c1'];
+  const known = (id: string) => meta(id);
+
+  it('finds the first id not less than a value', () => {
+    assert.equal(lowerBound(ids, ''), 0);
+    assert.equal(lowerBound(ids, 'a2'), 1);
+    assert.equal(lowerBound(ids, 'a25'), 2);
+    assert.equal(lowerBound(ids, 'z'), ids.length);
+  });
+
+  it('pages in id order with a cursor and says when there is no next page', () => {
+    const first = listPage(ids, { limit: 4 }, known, 99);
+    assert.deepEqual(first.sessions.map((s) => s.id), ['a1', 'a2', 'a3', 'b1']);
+    assert.equal(first.next, 'b1');
+    assert.equal(first.total, 99, 'total is what the caller says, not the page');
+    const second = listPage(ids, { limit: 4, after: first.next! }, known, 99);
+    assert.deepEqual(second.sessions.map((s) => s.id), ['b2', 'c1']);
+    assert.equal(second.next, null);
+  });
+
+  it('narrows to a prefix and ignores a cursor before it', () => {
+    const page = listPage(ids, { limit: 10, prefix: 'b', after: 'a2' }, known, 6);
+    assert.deepEqual(page.sessions.map((s) => s.id), ['b1', 'b2']);
+    assert.equal(page.next, null);
+    const cut = listPage(ids, { limit: 1, prefix: 'a', after: 'a1' }, known, 6);
+    assert.deepEqual(cut.sessions.map((s) => s.id), ['a2']);
+    assert.equal(cut.next, 'a2');
+  });
+
+  it('skips ids the lookup no longer knows', () => {
+    const page = listPage(ids, { limit: 2 }, (id) => (id === 'a2' ? undefined : meta(id)), 5);
+    assert.deepEqual(page.sessions.map((s) => s.id), ['a1', 'a3']);
+  });
+});
+
+describe('session caps', () => {
+  const view = (size: number, sessions: Record<string, string | null>, perPrincipal: Record<string, number>) => ({
+    size,
+    get: (id: string) => (id in sessions ? { principal: sessions[id]! } : undefined),
+    principalCount: (p: string) => perPrincipal[p] ?? 0,
+  });
+
+  it('checks nothing without caps', () => {
+    const caps = new SessionCaps(0, 0);
+    caps.check({ sessionId: 'n', baseVersion: 0, principal: 'u' }, view(1e9, {}, { u: 1e9 }));
+    assert.equal(caps.refusals, 0);
+  });
+
+  it('refuses a create at maxSessions but not a commit on an existing session', () => {
+    const caps = new SessionCaps(2, 0);
+    assert.throws(() => caps.check({ sessionId: 'n', baseVersion: 0 }, view(2, { s: null }, {})), { code: 'KILN_ERR_SESSION_LIMIT' });
+    caps.check({ sessionId: 's', baseVersion: 3 }, view(2, { s: null }, {}));
+    caps.check({ sessionId: 'n', baseVersion: 0 }, view(1, { s: null }, {}));
+    assert.equal(caps.refusals, 1);
+  });
+
+  it('refuses a new login over the principal cap, not a session already logged in', () => {
+    const caps = new SessionCaps(0, 2);
+    assert.throws(() => caps.check({ sessionId: 'n', baseVersion: 1, principal: 'u' }, view(5, { n: null }, { u: 2 })), { code: 'KILN_ERR_PRINCIPAL_SESSION_LIMIT' });
+    caps.check({ sessionId: 'n', baseVersion: 1, principal: 'u' }, view(5, { n: 'u' }, { u: 2 }));
+    caps.check({ sessionId: 'n', baseVersion: 1, principal: null }, view(5, { n: null }, { u: 2 }));
+    caps.check({ sessionId: 'n', baseVersion: 1, principal: 'u' }, view(5, { n: null }, { u: 1 }));
+    assert.equal(caps.refusals, 1);
+  });
+});
+
+describe('group sizes', () => {
+  it('counts per group and forgets empty groups', () => {
+    const g = new GroupSizes((key) => key.split(':')[0]!);
+    g.count('a:1', 1);
+    g.count('a:2', 1);
+    g.count('b:1', 1);
+    g.count('a:1', -1);
+    assert.equal(g.size('a', 100), 1);
+    assert.equal(g.size('b', 100), 1);
+    g.count('b:1', -1);
+    assert.equal(g.size('b', 100), 0);
+  });
+
+  it('answers the total without a keyGroup', () => {
+    const g = new GroupSizes(undefined);
+    g.count('a:1', 1);
+    assert.equal(g.size('a', 7), 7);
+  });
+});
+
+describe('listeners', () => {
+  it('tells every listener even when one throws, and stops telling a removed one', () => {
+    const l = new Listeners<number>();
+    const seen: number[] = [];
+    l.add(() => {
+      throw new Error('boom');
+    });
+    const off = l.add((n) => seen.push(n));
+    l.emit(1);
+    off();
+    l.emit(2);
+    assert.deepEqual(seen, [1]);
+  });
+});
+
+describe('sliced work', () => {
+  it('handles at most maxItems per slice and says whether more are left', () => {
+    const q = new SlicedQueue<number>(3, 1000);
+    for (let i = 0; i < 7; i++) q.push(i);
+    const seen: number[] = [];
+    assert.equal(q.runSlice((n) => seen.push(n)), true);
+    assert.deepEqual(seen, [0, 1, 2]);
+    assert.equal(q.backlog, 4);
+    assert.equal(q.runSlice((n) => seen.push(n)), true);
+    assert.equal(q.runSlice((n) => seen.push(n)), false);
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6]);
+    assert.equal(q.backlog, 0);
+  });
+
+  it('stops a slice when its time is up, looking at the clock every 64 items', () => {
+    const q = new SlicedQueue<number>(10_000, 4);
+    for (let i = 0; i < 200; i++) q.push(i);
+    let t = 0;
+    let handled = 0;
+    const more = q.runSlice(() => {
+      handled++;
+      t += 1;
+    }, () => t);
+    assert.equal(more, true);
+    assert.equal(handled, 64, 'the first look at the clock after 64 items finds the slice over');
+  });
+
+  it('leaves items pushed while a slice runs for the next slice', () => {
+    const q = new SlicedQueue<number>(10, 1000);
+    q.push(1);
+    const seen: number[] = [];
+    const handle = (n: number) => {
+      seen.push(n);
+      if (n === 1) q.push(2);
+    };
+    assert.equal(q.runSlice(handle), true);
+    assert.deepEqual(seen, [1]);
+    assert.equal(q.runSlice(handle), false);
+    assert.deepEqual(seen, [1, 2]);
+  });
+
+  it('yields between slices of async work and runs every item in order', async () => {
+    let t = 0;
+    let yields = 0;
+    const seen: number[] = [];
+    await forEachInSlices(
+      [1, 2, 3, 4, 5],
+      async (n) => {
+        seen.push(n);
+        t += 2;
+      },
+      3,
+      () => t,
+      async () => {
+        yields++;
+      },
+    );
+    assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+    assert.equal(yields, 2, 'after items 2 and 4 the slice was over');
+  });
+});
