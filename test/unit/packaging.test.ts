@@ -9,9 +9,12 @@ import { describe, it } from 'node:test';
 // bounds are today's figures plus some room, so growth is a decision, not an accident.
 // 2026-12-05: 445 → 522 KiB packed with the console's diagram and charts, kiln/ws and
 // kiln/socket.io; half of the rest is the CommonJS bundle (dist/cjs/kiln.cjs).
+// Later that day: 526 → 581 KiB when the client, the Redis engine, the tier and the kiln
+// engine were split into modules of their own (#25: a .js and a .d.ts per module, each
+// with its header comment), with kiln repair still to come.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 580 * 1024;
-const MAX_UNPACKED_BYTES = 2.3 * 1024 * 1024;
+const MAX_PACKED_BYTES = 660 * 1024;
+const MAX_UNPACKED_BYTES = 2.7 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
 
