@@ -399,7 +399,7 @@ export function prepareDataDir(dir: string): void {
 function damaged(file: string, offset: number, why: string, dir: string): KilnError {
   return new KilnError(
     'KILN_ERR_STORAGE_DAMAGED',
-    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory", for what to do with ${dir}.`,
+    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory": \`kiln repair --data-dir ${dir}\` keeps every session that can be trusted and moves the damaged files aside (or start the server with --repair).`,
     { details: { file, offset } },
   );
 }
