@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { hostname } from 'node:os';
@@ -220,7 +220,8 @@ export class KilnServer {
   /** Loads the data directory, then listens. */
   async start(): Promise<KilnServerInfo> {
     if (this.storage && this.dataDir) {
-      if (this.repairOnStart) {
+      // A directory not made yet (a first start) has nothing to repair.
+      if (this.repairOnStart && existsSync(this.dataDir)) {
         // Read first, apart from the tier: a load that refuses has already applied records up to the damage.
         const summary = await repairDataDir({ dir: this.dataDir, keyring: this.keyring, progress: (line) => this.log.info(`repair: ${line}`) });
         if (summary.repaired) {
