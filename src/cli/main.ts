@@ -3,6 +3,7 @@ import { KilnError } from '../errors/index.js';
 import { balancerCommand } from './commands/balancer.js';
 import { consoleCommand } from './commands/console.js';
 import { demoCommand } from './commands/demo.js';
+import { repairCommand } from './commands/repair.js';
 import { serverCommand } from './commands/server.js';
 import { sessionsCommand } from './commands/sessions.js';
 import { statusCommand } from './commands/status.js';
@@ -13,7 +14,7 @@ import type { Command } from './command.js';
  * `kiln <command>`: one entry point, one module per command under commands/.
  * Later parts (demo, balancer, status, sessions) register here.
  */
-const COMMANDS: Command[] = [demoCommand, serverCommand, balancerCommand, consoleCommand, statusCommand, sessionsCommand, topCommand];
+const COMMANDS: Command[] = [demoCommand, serverCommand, repairCommand, balancerCommand, consoleCommand, statusCommand, sessionsCommand, topCommand];
 
 export function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -64,7 +64,7 @@ export class KilnServerSource implements ConsoleSource {
       startedAt: info.startedAt,
       tls: info.tls,
       storage: storage
-        ? { kind: 'kiln-log', dataDir: storage.dataDir, fsync: storage.fsync, bytesOnDisk: storage.bytesOnDisk, tornTail: info.loaded?.tornTail ?? null }
+        ? { kind: 'kiln-log', dataDir: storage.dataDir, fsync: storage.fsync, bytesOnDisk: storage.bytesOnDisk, tornTail: info.loaded?.tornTail ?? null, lastRepair: info.lastRepair }
         : { kind: 'memory', dataDir: null, fsync: null, bytesOnDisk: 0 },
     };
   }

@@ -2,6 +2,7 @@ import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { SessionMeta, SessionSnapshot } from '../session/model.js';
 import type { HistogramSnapshot } from '../util/latency.js';
 import type { SizedSession } from './largest-sessions.js';
+import type { RepairSummary } from '../server/storage/last-repair.js';
 
 /**
  * Where the admin API, /metrics and the console get their data: one interface, two
@@ -56,7 +57,7 @@ export interface ConsoleDescription {
   address: string;
   startedAt: number;
   tls: boolean;
-  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; /** Redis: what a commit does with fewer replicas, and how many the master has online. */ replicaPolicy?: 'best-effort' | 'strict'; replicasOnline?: number; /** The incomplete last record cut off the newest log at start (kiln server only). */ tornTail?: { file: string; offset: number; bytes: number } | null };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; /** Redis: what a commit does with fewer replicas, and how many the master has online. */ replicaPolicy?: 'best-effort' | 'strict'; replicasOnline?: number; /** The incomplete last record cut off the newest log at start (kiln server only). */ tornTail?: { file: string; offset: number; bytes: number } | null; /** The data directory's last `kiln repair` (last-repair.json; kiln server only), null when none. */ lastRepair?: RepairSummary | null };
 }
 
 export interface ConsoleClient {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { hostname } from 'node:os';
@@ -16,7 +16,9 @@ import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { checkTokenStrength } from '../util/secret-file.js';
 import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
+import { readLastRepair, type RepairSummary } from './storage/last-repair.js';
 import { Keyring, readKeyFile } from './storage/record-codec.js';
+import { repairDataDir } from './storage/repair.js';
 
 /**
  * The kiln server: the session tier behind a TCP port. One process, sessions in memory,
@@ -71,6 +73,11 @@ export interface KilnServerOptions {
    * current key; see docs/security.md) or the keys themselves, the first the current one.
    */
   encryption?: { keyFile: string } | { keys: { id: string; key: Uint8Array }[] };
+  /**
+   * Repair a damaged data directory before loading it (as `kiln repair` does), when the
+   * load would refuse it, and only then. Default false: damage refuses the start.
+   */
+  repair?: boolean;
   logger?: Logger;
 }
 
@@ -84,6 +91,10 @@ export interface KilnServerInfo {
   fsync: FsyncPolicy;
   tls: boolean;
   loaded: LoadReport | undefined;
+  /** The repair this start ran (`repair` option and a damaged directory), else undefined. */
+  repaired: RepairSummary | undefined;
+  /** The data directory's last repair (last-repair.json), this start's or an earlier one; null when none. */
+  lastRepair: RepairSummary | null;
 }
 
 /** What the admin console and metrics watch on a running server. */
@@ -91,7 +102,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'repair', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -122,6 +133,10 @@ export class KilnServer {
   private readonly activityListeners = new Set<(event: ServerActivity) => void>();
   private stopping: Promise<void> | undefined;
   private loaded: LoadReport | undefined;
+  private readonly repairOnStart: boolean;
+  private readonly keyring: Keyring | undefined;
+  private repaired: RepairSummary | undefined;
+  private lastRepair: RepairSummary | null = null;
   private boundPort = 0;
   private readonly startedAt = Date.now();
 
@@ -143,6 +158,9 @@ export class KilnServer {
     this.handshakeTimeoutMs = o.int('handshakeTimeoutMs', 2000, 1, 60_000);
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-server');
     if (options.encryption !== undefined && !this.dataDir) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "encryption" needs a "dataDir" (nothing is stored without one)', { details: { option: 'encryption' } });
+    this.repairOnStart = o.bool('repair', false);
+    if (this.repairOnStart && !this.dataDir) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnServer: option "repair" needs a "dataDir"', { details: { option: 'repair' } });
+    this.keyring = keyringOf(o.any('encryption'));
     // Storage reaches the tier lazily (dump, liveBytes): it is built first so the tier can append to it.
     if (this.dataDir) {
       this.storage = new AppendLog({
@@ -152,7 +170,7 @@ export class KilnServer {
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
         dump: () => this.tier.dump(),
         onError: (err) => this.log.error('storage error', { error: err.message }),
-        keyring: keyringOf(o.any('encryption')),
+        keyring: this.keyring,
       });
     }
     this.clientLimits = { ...DEFAULT_SESSION_LIMITS, ...(o.any('limits') as Partial<SessionLimits> | undefined) };
@@ -201,13 +219,23 @@ export class KilnServer {
 
   /** Loads the data directory, then listens. */
   async start(): Promise<KilnServerInfo> {
-    if (this.storage) {
+    if (this.storage && this.dataDir) {
+      // A directory not made yet (a first start) has nothing to repair.
+      if (this.repairOnStart && existsSync(this.dataDir)) {
+        // Read first, apart from the tier: a load that refuses has already applied records up to the damage.
+        const summary = await repairDataDir({ dir: this.dataDir, keyring: this.keyring, progress: (line) => this.log.info(`repair: ${line}`) });
+        if (summary.repaired) {
+          this.repaired = summary;
+          this.log.warn('storage: data directory repaired', { kept: summary.sessionsKept, dropped: summary.sessionsDropped, ...summary.dropped, damagedSpots: summary.damagedSpots, bytesSkipped: summary.bytesSkipped, movedTo: summary.movedTo });
+        }
+      }
       this.loaded = this.storage.load((record) => this.tier.restore(record));
       await this.storage.open();
       const { tornTail, ...loaded } = this.loaded;
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...loaded });
       // Warn, not info: a cut tail is normal after a crash, but an operator at --log-level warn must still see it.
       if (tornTail) this.log.warn('storage: torn tail cut off the newest log (a write interrupted by a crash; it was never acknowledged)', { ...tornTail });
+      this.lastRepair = readLastRepair(this.dataDir, (message, fields) => this.log.warn(message, fields));
     }
     this.boundPort = await listen(this.server, this.port, this.host);
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
@@ -215,7 +243,7 @@ export class KilnServer {
   }
 
   info(): KilnServerInfo {
-    return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, tls: this.secure, loaded: this.loaded };
+    return { serverId: this.serverId, host: this.host, port: this.boundPort, epoch: this.tier.epoch, startedAt: this.startedAt, dataDir: this.dataDir, fsync: this.fsync, tls: this.secure, loaded: this.loaded, repaired: this.repaired, lastRepair: this.lastRepair };
   }
 
   clients(): (ClientInfo & { ownerId: string; leases: number; requests: number; stats: Record<string, unknown> | null })[] {

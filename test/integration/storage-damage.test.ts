@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { removeDir, startKilnServer, startWorker, tempDir } from '../helpers/processes.js';
+import type { RepairSummary } from '../../src/server/storage/last-repair.js';
+import { KILN_BIN, removeDir, startKilnServer, startWorker, tempDir, waitFor } from '../helpers/processes.js';
 import type { IncrementResult } from './no-lost-update-suite.js';
 
 /**
@@ -147,6 +149,235 @@ describe('storage damage (real kiln server, SIGKILL)', () => {
     } finally {
       removeDir(dataDir);
       removeDir(keyDir);
+    }
+  });
+});
+
+/**
+ * `kiln repair` on a real server's damaged directory. The history has three generations:
+ * A created and partly destroyed in the first run (the oldest log), B created and partly
+ * destroyed early in the second run, C created late in it (the newest log), so a gap in
+ * either log leaves sessions before it (dropped) and after it (kept).
+ */
+interface Story {
+  all: string[];
+  destroyed: Set<string>;
+  /** Each live session's last acknowledged count, read back before the last kill. */
+  final: Record<string, number>;
+  meta: Record<string, { createdAt: number; idleTimeoutMs: number }>;
+}
+
+async function generations(dataDir: string): Promise<Story> {
+  let server = await startKilnServer({ dataDir, fsync: 'always' });
+  const port = server.port;
+  const worker = await startWorker();
+  try {
+    await worker.call({ op: 'connect', url: server.url, token: server.token });
+    const a = await worker.call<string[]>({ op: 'create', count: 20 });
+    await worker.call<IncrementResult>({ op: 'increment', sessions: a, perSession: 2, inFlight: 10 });
+    await worker.call({ op: 'destroy', sessions: a.slice(0, 5) });
+    await server.kill();
+    server = await startKilnServer({ dataDir, fsync: 'always', port });
+    const b = await worker.call<string[]>({ op: 'create', count: 20 });
+    const r = await worker.call<IncrementResult>({ op: 'increment', sessions: [...a.slice(5), ...b], perSession: 2, inFlight: 10 }, 60_000);
+    assert.equal(r.lost, 0);
+    await worker.call({ op: 'destroy', sessions: b.slice(0, 5) });
+    const c = await worker.call<string[]>({ op: 'create', count: 20 });
+    await worker.call<IncrementResult>({ op: 'increment', sessions: c, perSession: 1, inFlight: 10 });
+    const destroyed = new Set([...a.slice(0, 5), ...b.slice(0, 5)]);
+    const all = [...a, ...b, ...c];
+    const live = all.filter((id) => !destroyed.has(id));
+    const final = await worker.call<Record<string, number>>({ op: 'read', sessions: live });
+    // A fresh client reads what the server holds (the first one's cache has its own clock's createdAt).
+    const fresh = await startWorker();
+    try {
+      await fresh.call({ op: 'connect', url: server.url, token: server.token });
+      const meta = await fresh.call<Story['meta']>({ op: 'meta', sessions: live });
+      return { all, destroyed, final, meta };
+    } finally {
+      await fresh.kill();
+    }
+  } finally {
+    await worker.kill();
+    await server.kill();
+  }
+}
+
+function runRepair(dataDir: string, args: string[] = []): { code: number | null; out: string } {
+  const r = spawnSync(process.execPath, [KILN_BIN, 'repair', '--data-dir', dataDir, ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout + r.stderr };
+}
+
+/** What the repaired directory serves: no destroyed session, every kept one whole and as acknowledged. */
+async function checkRepaired(dataDir: string, story: Story, summary: RepairSummary, args: string[] = []): Promise<number> {
+  const server = await startKilnServer({ dataDir, args });
+  const worker = await startWorker();
+  try {
+    assert.doesNotMatch(server.output(), /repaired/, 'a start without --repair reports no repair on its ready line');
+    await worker.call({ op: 'connect', url: server.url, token: server.token });
+    const values = await worker.call<Record<string, number | null>>({ op: 'read', sessions: story.all });
+    const meta = await worker.call<Record<string, Story['meta'][string] | null>>({ op: 'meta', sessions: story.all });
+    let kept = 0;
+    for (const id of story.all) {
+      if (story.destroyed.has(id)) {
+        assert.equal(values[id], null, 'no destroyed session is alive');
+        continue;
+      }
+      if (values[id] === null) continue;
+      kept++;
+      const v = values[id]!;
+      assert.ok(Number.isInteger(v) && v >= 0 && v <= story.final[id]!, `kept session holds ${v}, not an acknowledged count (0..${story.final[id]})`);
+      assert.equal(v, story.final[id], 'a kept session has its whole history: its last acknowledged count');
+      assert.deepEqual(meta[id], story.meta[id], 'a kept session has its creation metadata');
+    }
+    assert.equal(kept, summary.sessionsKept);
+    const lost = story.all.filter((id) => !story.destroyed.has(id) && values[id] === null).length;
+    // A snapshot record in the skipped bytes takes its session's only record with it: the repair cannot name that one.
+    assert.ok(lost <= summary.sessionsDropped + summary.damagedSpots, `${lost} live sessions gone, ${summary.sessionsDropped} reported dropped`);
+    return kept;
+  } finally {
+    await worker.kill();
+    await server.kill();
+  }
+}
+
+function lastRepair(dataDir: string): RepairSummary {
+  return JSON.parse(readFileSync(join(dataDir, 'last-repair.json'), 'utf8')) as RepairSummary;
+}
+
+/** Damages `pick(dataDir)`, repairs with the CLI, checks the summary, the kept evidence and what the server then serves. */
+async function repairCase(damage: { pick: (dataDir: string) => string; change: (b: Buffer) => Buffer; args?: string[]; prepare?: (dataDir: string) => Promise<void> }): Promise<RepairSummary> {
+  const dataDir = tempDir();
+  try {
+    const story = await generations(dataDir);
+    await damage.prepare?.(dataDir);
+    const file = damage.pick(dataDir);
+    const bad = damage.change(Buffer.from(readFileSync(file)));
+    writeFileSync(file, bad);
+    const { code, out } = runRepair(dataDir, damage.args);
+    assert.equal(code, 0, out);
+    assert.match(out, /sessions kept \d+, dropped \d+ \(live at a gap \d+, no creation record \d+\)/);
+    const summary = lastRepair(dataDir);
+    assert.equal(summary.repaired, true);
+    assert.equal(summary.damaged[0]!.file, file, out);
+    assert.ok(summary.bytesSkipped > 0 && summary.recordsSalvaged > 0);
+    assert.ok(summary.movedTo?.startsWith(join(dataDir, 'damaged-')));
+    assert.ok(readFileSync(join(summary.movedTo!, basename(file))).equals(bad), 'the damaged file is kept aside byte for byte');
+    assert.ok(!existsSync(file) || basename(file) === 'snapshot.kiln', 'the damaged log is out of the data directory');
+    await checkRepaired(dataDir, story, summary, damage.args);
+    const again = runRepair(dataDir, damage.args);
+    assert.equal(again.code, 0, again.out);
+    assert.match(again.out, /nothing to repair/);
+    return summary;
+  } finally {
+    removeDir(dataDir);
+  }
+}
+
+const flipAt = (at: (b: Buffer) => number) => (b: Buffer): Buffer => {
+  const i = at(b);
+  b[i] = b[i]! ^ 0x5a;
+  return b;
+};
+const oldest = (dataDir: string): string => logs(dataDir)[0]!;
+const newest = (dataDir: string): string => logs(dataDir).at(-1)!;
+const figures = (s: RepairSummary): string => `kept ${s.sessionsKept}, dropped ${s.sessionsDropped} (live at a gap ${s.dropped.liveAtGap}, no creation ${s.dropped.noCreation}), salvaged ${s.recordsSalvaged}, skipped ${s.recordsSkipped}, ${s.bytesSkipped} bytes skipped`;
+
+describe('kiln repair (real kiln server, SIGKILL)', () => {
+  it('a byte flipped mid oldest log: A dropped, B and C kept whole', async () => {
+    const s = await repairCase({ pick: oldest, change: flipAt((b) => b.length >> 1) });
+    console.log(`# flip mid oldest log: ${figures(s)}`);
+    assert.equal(s.sessionsKept, 35);
+  });
+
+  it('the oldest log cut short: the cut record is a gap, B and C kept', async () => {
+    const s = await repairCase({ pick: oldest, change: (b) => b.subarray(0, b.length - 5) });
+    console.log(`# oldest log cut: ${figures(s)}`);
+    assert.equal(s.sessionsKept, 35);
+  });
+
+  it('a damaged newest log header: sessions of the first run dropped, the second run\'s kept', async () => {
+    const s = await repairCase({ pick: newest, change: flipAt(() => 3) });
+    console.log(`# newest log header: ${figures(s)}`);
+    assert.equal(s.damaged[0]!.offset, 0);
+    assert.equal(s.sessionsKept, 35);
+    assert.equal(s.dropped.liveAtGap, 15);
+  });
+
+  it('a byte flipped mid newest log: only sessions created after the damage are kept', async () => {
+    const s = await repairCase({ pick: newest, change: flipAt((b) => b.length >> 1) });
+    console.log(`# flip mid newest log: ${figures(s)}`);
+    assert.ok(s.sessionsKept < 35, 'the B sessions live at the gap are dropped');
+    assert.ok(s.dropped.liveAtGap >= 15);
+  });
+
+  it('a damaged snapshot (encrypted directory, made by compaction): sessions after the gap kept, repaired with the key', async () => {
+    const keyDir = tempDir();
+    const keys = join(keyDir, 'keys');
+    writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    chmodSync(keys, 0o600);
+    try {
+      const args = ['--encryption-key-file', keys];
+      const s = await repairCase({
+        args,
+        // A start with a key over plain records rewrites them sealed: a compaction, so a snapshot.
+        prepare: async (dataDir) => {
+          const server = await startKilnServer({ dataDir, args });
+          await server.stop();
+        },
+        pick: (dataDir) => join(dataDir, 'snapshot.kiln'),
+        change: flipAt((b) => b.length >> 1),
+      });
+      console.log(`# damaged snapshot: ${figures(s)}`);
+      assert.ok(s.sessionsKept > 0 && s.sessionsKept < 50, figures(s));
+      // Every one of the 50 live sessions is kept, dropped at the gap, or was in the skipped bytes.
+      assert.ok(s.sessionsKept + s.dropped.liveAtGap >= 48 && s.sessionsKept + s.dropped.liveAtGap <= 50, figures(s));
+    } finally {
+      removeDir(keyDir);
+    }
+  });
+
+  it('kiln server --repair repairs a damaged directory before loading, and reports it on the ready line and in the overview', async () => {
+    const dataDir = tempDir();
+    try {
+      await generations(dataDir);
+      const file = oldest(dataDir);
+      writeFileSync(file, flipAt((b) => b.length >> 1)(readFileSync(file)));
+      const server = await startKilnServer({ dataDir, args: ['--repair', '--admin-port', '0'] });
+      try {
+        assert.match(server.output(), /repaired \S+: kept 35, dropped \d+/);
+        const admin = await waitFor(() => /kiln admin on (\S+) .*admin token in (\S+)\)/.exec(server.output()), 5000, 'the admin line');
+        const res = await fetch(`${admin[1]}/api/overview`, { headers: { authorization: `Bearer ${readFileSync(admin[2]!, 'utf8').trim()}` } });
+        const overview = (await res.json()) as { storage: { lastRepair: RepairSummary | null } };
+        assert.equal(overview.storage.lastRepair?.sessionsKept, 35);
+        assert.equal(overview.storage.lastRepair?.repaired, true);
+      } finally {
+        await server.kill();
+      }
+      // A sound directory: --repair loads it as it is and the ready line says nothing of a repair.
+      const again = await startKilnServer({ dataDir, args: ['--repair'] });
+      assert.doesNotMatch(again.output(), /repaired/);
+      await again.kill();
+    } finally {
+      removeDir(dataDir);
+    }
+  });
+
+  it('a hostile last-repair.json is ignored with a warn line', async () => {
+    const dataDir = tempDir();
+    try {
+      const first = await startKilnServer({ dataDir });
+      await first.stop();
+      writeFileSync(join(dataDir, 'last-repair.json'), '{"repaired": true, "at": 12');
+      const server = await startKilnServer({ dataDir });
+      await waitFor(() => server.output().includes('last-repair.json ignored'), 5000, 'the warn line');
+      await server.kill();
+      writeFileSync(join(dataDir, 'last-repair.json'), 'x'.repeat(100_000));
+      const big = await startKilnServer({ dataDir });
+      await waitFor(() => /100000 bytes, more than \d+.*last-repair\.json ignored/.test(big.output()), 5000, 'the warn line');
+      await big.kill();
+    } finally {
+      removeDir(dataDir);
     }
   });
 });

@@ -23,6 +23,8 @@ Options:
   --no-data                  keep sessions in memory only
   --encryption-key-file <file>  encrypt stored records (AES-256-GCM); lines "id:base64-32-bytes",
                              the first the current key; the file must be mode 600
+  --repair                   when the data directory is damaged (KILN_ERR_STORAGE_DAMAGED), repair
+                             it first as \`kiln repair\` does; a sound one is loaded as it is
   --fsync <policy>           always | everysec | never (default everysec)
   --token-file <file>        file holding the default namespace's token, 32 bytes or more
                              (else KILN_TOKEN)
@@ -80,6 +82,7 @@ export const serverCommand: Command = {
         data: { type: 'string' },
         'no-data': { type: 'boolean' },
         'encryption-key-file': { type: 'string' },
+        repair: { type: 'boolean' },
         fsync: { type: 'string' },
         'token-file': { type: 'string' },
         'tokens-file': { type: 'string' },
@@ -149,6 +152,7 @@ export const serverCommand: Command = {
       dataDir: values['no-data'] ? undefined : (values.data ?? './kiln-data'),
       fsync: fsync as 'always' | 'everysec' | 'never',
       encryption: values['encryption-key-file'] ? { keyFile: values['encryption-key-file'] } : undefined,
+      repair: values.repair ?? false,
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
       maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
       handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),
@@ -181,7 +185,8 @@ export const serverCommand: Command = {
       await admin.start();
     }
     const torn = info.loaded?.tornTail;
-    const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms${torn ? `, torn tail cut: ${torn.bytes} bytes at ${torn.file}:${torn.offset}` : ''}` : '';
+    const repaired = info.repaired ? `, repaired ${info.repaired.at}: kept ${info.repaired.sessionsKept}, dropped ${info.repaired.sessionsDropped}` : '';
+    const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms${torn ? `, torn tail cut: ${torn.bytes} bytes at ${torn.file}:${torn.offset}` : ''}${repaired}` : '';
     process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
     if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     return new Promise<number>((resolve) => {

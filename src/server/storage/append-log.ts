@@ -1,12 +1,11 @@
-import { chmodSync, closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
-import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer, sealRecord } from './record-codec.js';
-import { isProcessAlive } from '../../util/process-alive.js';
+import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
+import { FrameReader, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -68,9 +67,6 @@ export interface TornTail {
   bytes: number;
 }
 
-const LOG_MAGIC = Buffer.from('KILNLOG1');
-const SNAPSHOT_MAGIC = Buffer.from('KILNSNP1');
-const FRAME_HEADER = 8;
 
 interface Waiter {
   resolve: () => void;
@@ -294,11 +290,7 @@ export class AppendLog implements TierStorage {
       await this.file.close();
       this.file = undefined;
     }
-    try {
-      unlinkSync(join(this.dir, 'kiln.lock'));
-    } catch {
-      // Already gone.
-    }
+    unlockDataDir(this.dir);
   }
 
   private maybeCompact(): void {
@@ -315,44 +307,7 @@ export class AppendLog implements TierStorage {
     while (this.flushing) await this.flushing;
     await this.rotate();
     const nextSeq = this.seq;
-    const tmp = join(this.dir, 'snapshot.kiln.tmp');
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      // A temp file left by a crash keeps its old mode through 'w'; the umask may have narrowed a new one.
-      fchmodSync(fd, 0o600);
-      const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
-      SNAPSHOT_MAGIC.copy(header);
-      header.writeUInt32BE(nextSeq, SNAPSHOT_MAGIC.length);
-      writeSync(fd, header);
-      let offset = header.length;
-      let chunk: Uint8Array[] = [];
-      let chunkBytes = 0;
-      let sinceYield = 0;
-      const flushChunk = (): void => {
-        const data = this.frames(chunk, SNAPSHOT_MAGIC, nextSeq, offset);
-        writeSync(fd, data);
-        offset += data.length;
-        chunk = [];
-        chunkBytes = 0;
-      };
-      for (const record of dump()) {
-        const payload = encodeRecord(record);
-        chunk.push(payload);
-        chunkBytes += payload.length;
-        if (chunkBytes > 1 << 20) flushChunk();
-        // Let requests run between slices of a large snapshot.
-        if (++sinceYield >= 5000) {
-          sinceYield = 0;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-      }
-      if (chunk.length > 0) flushChunk();
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, join(this.dir, 'snapshot.kiln'));
-    syncDir(this.dir);
+    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring);
     for (const seq of this.logSeqs()) if (seq < nextSeq) unlinkSync(this.logPath(seq));
     this.logBytes = 0;
     this.counters.compactions++;
@@ -389,32 +344,15 @@ export class AppendLog implements TierStorage {
   }
 
   private logSeqs(): number[] {
-    return readdirSync(this.dir)
-      .map((name) => /^log-(\d+)\.kiln$/.exec(name)?.[1])
-      .filter((s): s is string => s !== undefined)
-      .map(Number)
-      .sort((a, b) => a - b);
+    return logSeqs(this.dir);
   }
 
   private logPath(seq: number): string {
-    return join(this.dir, `log-${String(seq).padStart(8, '0')}.kiln`);
+    return logPath(this.dir, seq);
   }
 
   private lock(): void {
-    const path = join(this.dir, 'kiln.lock');
-    if (existsSync(path)) {
-      const pid = Number(readFileSync(path, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
-        throw new KilnError('KILN_ERR_STORAGE', `data directory ${this.dir} is in use by process ${pid}`);
-      }
-    }
-    const fd = openSync(path, 'w', 0o600);
-    try {
-      fchmodSync(fd, 0o600);
-      writeSync(fd, `${process.pid}\n`);
-    } finally {
-      closeSync(fd);
-    }
+    lockDataDir(this.dir);
   }
 
   /** Files an older Kiln created 0644: they hold session data, so only the owner reads them now. */
@@ -427,28 +365,8 @@ export class AppendLog implements TierStorage {
     }
   }
 
-  /** Frames encoded records (sealing them when encrypting) to be written at `offset` of the file `magic`/`seq`. */
   private frames(payloads: Uint8Array[], magic: Buffer, seq: number, offset: number): Buffer {
-    const keyring = this.options.keyring;
-    if (keyring) {
-      let at = offset;
-      payloads = payloads.map((payload) => {
-        const sealed = sealRecord(payload, keyring.current, recordPlace(magic, seq, at));
-        at += FRAME_HEADER + sealed.length;
-        return sealed;
-      });
-    }
-    let size = 0;
-    for (const p of payloads) size += FRAME_HEADER + p.length;
-    const data = Buffer.allocUnsafe(size);
-    let at = 0;
-    for (const p of payloads) {
-      data.writeUInt32BE(p.length, at);
-      data.writeUInt32BE(crc32(p), at + 4);
-      data.set(p, at + FRAME_HEADER);
-      at += FRAME_HEADER + p.length;
-    }
-    return data;
+    return frameRecords(payloads, magic, seq, offset, this.options.keyring);
   }
 }
 
@@ -477,109 +395,11 @@ export function prepareDataDir(dir: string): void {
   }
 }
 
-/** Size of the piece a stored file is read in; a frame larger than this gets a buffer of its own. */
-const READ_PIECE_BYTES = 4 * 1024 * 1024;
-
-/**
- * Reads a stored file's frames in order, a piece at a time into one reused buffer.
- * Records decoded from it hold views of that buffer (record-codec.ts), which the next
- * piece overwrites: `apply` must copy what it keeps, as SessionTable does.
- */
-class FrameReader {
-  private buffer = Buffer.allocUnsafeSlow(READ_PIECE_BYTES);
-  fd = -1;
-  size = 0;
-
-  open(path: string): void {
-    this.fd = openSync(path, 'r');
-    this.size = fstatSync(this.fd).size;
-  }
-
-  close(): void {
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
-  }
-
-  /** The file's first `length` bytes, or undefined when it is shorter. */
-  header(length: number): Buffer | undefined {
-    if (this.size < length) return undefined;
-    const header = Buffer.alloc(length);
-    return readSync(this.fd, header, 0, length, 0) === length ? header : undefined;
-  }
-
-  /**
-   * Applies every frame from byte `from` on, and says how the file ends: cleanly, torn
-   * (a last frame cut short by the end of the file: the header or the length it announces
-   * runs past EOF) or damaged (a frame whose CRC does not match), with the byte offset of
-   * the first frame not applied.
-   */
-  replay(from: number, apply: (payload: Buffer, offset: number) => void): FileEnd {
-    let buf = this.buffer;
-    let filled = 0; // bytes of the file in buf
-    let at = 0; // where the next frame starts in buf
-    let position = from; // where the next read starts in the file
-    for (;;) {
-      while (filled - at >= FRAME_HEADER) {
-        const end = at + FRAME_HEADER + buf.readUInt32BE(at);
-        if (end > filled) break;
-        const payload = buf.subarray(at + FRAME_HEADER, end);
-        if (crc32(payload) !== buf.readUInt32BE(at + 4)) return { kind: 'damaged', offset: position - filled + at };
-        apply(payload, position - filled + at);
-        at = end;
-      }
-      const partial = filled - at;
-      const offset = position - filled + at;
-      if (position >= this.size) return partial > 0 ? { kind: 'torn', offset } : { kind: 'clean', offset };
-      const needed = partial >= FRAME_HEADER ? FRAME_HEADER + buf.readUInt32BE(at) : FRAME_HEADER;
-      // A length that runs past the end of the file is a torn write (or damage), not a reason to allocate it.
-      if (needed > partial + (this.size - position)) return { kind: 'torn', offset };
-      if (needed > buf.length) {
-        const larger = Buffer.allocUnsafeSlow(needed);
-        buf.copy(larger, 0, at, filled);
-        buf = larger;
-      } else {
-        buf.copyWithin(0, at, filled);
-      }
-      at = 0;
-      filled = partial;
-      while (filled < buf.length && position < this.size) {
-        const read = readSync(this.fd, buf, filled, Math.min(buf.length - filled, this.size - position), position);
-        if (read === 0) {
-          this.size = position; // the file shrank under us: what is there is all there is
-          break;
-        }
-        filled += read;
-        position += read;
-      }
-    }
-  }
-}
-
-/** How a stored file's frames ended; `offset` is where the first frame not applied starts. */
-export interface FileEnd {
-  kind: 'clean' | 'torn' | 'damaged';
-  offset: number;
-}
-
 /** Refusal to start on a damaged file: it names the file and offset, leaves every file as it is, and says how to repair. */
 function damaged(file: string, offset: number, why: string, dir: string): KilnError {
   return new KilnError(
     'KILN_ERR_STORAGE_DAMAGED',
-    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory", for what to do with ${dir}.`,
+    `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory": \`kiln repair --data-dir ${dir}\` keeps every session that can be trusted and moves the damaged files aside (or start the server with --repair).`,
     { details: { file, offset } },
   );
 }
-
-function syncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // Some file systems refuse fsync on directories; the rename is still atomic.
-  }
-}
-

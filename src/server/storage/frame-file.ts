@@ -1,0 +1,224 @@
+import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { KilnError } from '../../errors/index.js';
+import type { TierRecord } from '../../tier/session-table.js';
+import { isProcessAlive } from '../../util/process-alive.js';
+import { encodeRecord, type Keyring, recordPlace, sealRecord } from './record-codec.js';
+
+/**
+ * The files of a kiln data directory, below the records: their magic headers, frames
+ * (`u32 length | u32 crc32 | record`), reading frames back, writing a whole snapshot,
+ * and the directory lock. Shared by AppendLog (the server) and repair.ts (`kiln repair`),
+ * so both read, write and lock a directory exactly alike.
+ */
+export const LOG_MAGIC = Buffer.from('KILNLOG1');
+export const SNAPSHOT_MAGIC = Buffer.from('KILNSNP1');
+export const FRAME_HEADER = 8;
+export const SNAPSHOT_NAME = 'snapshot.kiln';
+
+/** Frames encoded records (sealing them with the keyring's current key) to be written at `offset` of the file `magic`/`seq`. */
+export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number, offset: number, keyring: Keyring | undefined): Buffer {
+  if (keyring) {
+    let at = offset;
+    payloads = payloads.map((payload) => {
+      const sealed = sealRecord(payload, keyring.current, recordPlace(magic, seq, at));
+      at += FRAME_HEADER + sealed.length;
+      return sealed;
+    });
+  }
+  let size = 0;
+  for (const p of payloads) size += FRAME_HEADER + p.length;
+  const data = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const p of payloads) {
+    data.writeUInt32BE(p.length, at);
+    data.writeUInt32BE(crc32(p), at + 4);
+    data.set(p, at + FRAME_HEADER);
+    at += FRAME_HEADER + p.length;
+  }
+  return data;
+}
+
+/**
+ * Writes every record of `records` as `<dir>/snapshot.kiln.tmp`, synced, then renames it
+ * over snapshot.kiln: a crash leaves either the old snapshot or the new one, whole.
+ * `firstSeq` is the first log the snapshot must be followed by.
+ */
+export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined): Promise<void> {
+  const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    // A temp file left by a crash keeps its old mode through 'w'; the umask may have narrowed a new one.
+    fchmodSync(fd, 0o600);
+    const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
+    SNAPSHOT_MAGIC.copy(header);
+    header.writeUInt32BE(firstSeq, SNAPSHOT_MAGIC.length);
+    writeSync(fd, header);
+    let offset = header.length;
+    let chunk: Uint8Array[] = [];
+    let chunkBytes = 0;
+    let sinceYield = 0;
+    const flushChunk = (): void => {
+      const data = frameRecords(chunk, SNAPSHOT_MAGIC, firstSeq, offset, keyring);
+      writeSync(fd, data);
+      offset += data.length;
+      chunk = [];
+      chunkBytes = 0;
+    };
+    for (const record of records) {
+      const payload = encodeRecord(record);
+      chunk.push(payload);
+      chunkBytes += payload.length;
+      if (chunkBytes > 1 << 20) flushChunk();
+      // Let requests run between slices of a large snapshot.
+      if (++sinceYield >= 5000) {
+        sinceYield = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+    if (chunk.length > 0) flushChunk();
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, join(dir, SNAPSHOT_NAME));
+  syncDir(dir);
+}
+
+/** The sequence numbers of the logs in `dir`, oldest first. */
+export function logSeqs(dir: string): number[] {
+  return readdirSync(dir)
+    .map((name) => /^log-(\d+)\.kiln$/.exec(name)?.[1])
+    .filter((s): s is string => s !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+export function logPath(dir: string, seq: number): string {
+  return join(dir, `log-${String(seq).padStart(8, '0')}.kiln`);
+}
+
+/** Takes `<dir>/kiln.lock` for this process; refused while another live process holds it. */
+export function lockDataDir(dir: string): void {
+  const path = join(dir, 'kiln.lock');
+  if (existsSync(path)) {
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
+      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
+    }
+  }
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function unlockDataDir(dir: string): void {
+  try {
+    unlinkSync(join(dir, 'kiln.lock'));
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Size of the piece a stored file is read in; a frame larger than this gets a buffer of its own. */
+const READ_PIECE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Reads a stored file's frames in order, a piece at a time into one reused buffer.
+ * Records decoded from it hold views of that buffer (record-codec.ts), which the next
+ * piece overwrites: `apply` must copy what it keeps, as SessionTable does.
+ */
+export class FrameReader {
+  private buffer = Buffer.allocUnsafeSlow(READ_PIECE_BYTES);
+  fd = -1;
+  size = 0;
+
+  open(path: string): void {
+    this.fd = openSync(path, 'r');
+    this.size = fstatSync(this.fd).size;
+  }
+
+  close(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  /** The file's first `length` bytes, or undefined when it is shorter. */
+  header(length: number): Buffer | undefined {
+    if (this.size < length) return undefined;
+    const header = Buffer.alloc(length);
+    return readSync(this.fd, header, 0, length, 0) === length ? header : undefined;
+  }
+
+  /**
+   * Applies every frame from byte `from` on, and says how the file ends: cleanly, torn
+   * (a last frame cut short by the end of the file: the header or the length it announces
+   * runs past EOF) or damaged (a frame whose CRC does not match), with the byte offset of
+   * the first frame not applied.
+   */
+  replay(from: number, apply: (payload: Buffer, offset: number) => void): FileEnd {
+    let buf = this.buffer;
+    let filled = 0; // bytes of the file in buf
+    let at = 0; // where the next frame starts in buf
+    let position = from; // where the next read starts in the file
+    for (;;) {
+      while (filled - at >= FRAME_HEADER) {
+        const end = at + FRAME_HEADER + buf.readUInt32BE(at);
+        if (end > filled) break;
+        const payload = buf.subarray(at + FRAME_HEADER, end);
+        if (crc32(payload) !== buf.readUInt32BE(at + 4)) return { kind: 'damaged', offset: position - filled + at };
+        apply(payload, position - filled + at);
+        at = end;
+      }
+      const partial = filled - at;
+      const offset = position - filled + at;
+      if (position >= this.size) return partial > 0 ? { kind: 'torn', offset } : { kind: 'clean', offset };
+      const needed = partial >= FRAME_HEADER ? FRAME_HEADER + buf.readUInt32BE(at) : FRAME_HEADER;
+      // A length that runs past the end of the file is a torn write (or damage), not a reason to allocate it.
+      if (needed > partial + (this.size - position)) return { kind: 'torn', offset };
+      if (needed > buf.length) {
+        const larger = Buffer.allocUnsafeSlow(needed);
+        buf.copy(larger, 0, at, filled);
+        buf = larger;
+      } else {
+        buf.copyWithin(0, at, filled);
+      }
+      at = 0;
+      filled = partial;
+      while (filled < buf.length && position < this.size) {
+        const read = readSync(this.fd, buf, filled, Math.min(buf.length - filled, this.size - position), position);
+        if (read === 0) {
+          this.size = position; // the file shrank under us: what is there is all there is
+          break;
+        }
+        filled += read;
+        position += read;
+      }
+    }
+  }
+}
+
+/** How a stored file's frames ended; `offset` is where the first frame not applied starts. */
+export interface FileEnd {
+  kind: 'clean' | 'torn' | 'damaged';
+  offset: number;
+}
+
+
+export function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Some file systems refuse fsync on directories; the rename is still atomic.
+  }
+}

@@ -1,0 +1,286 @@
+import { existsSync, linkSync, copyFileSync, constants, mkdirSync, readSync, renameSync, unlinkSync, chmodSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { KilnError } from '../../errors/index.js';
+import { SessionTable, type TierRecord } from '../../tier/session-table.js';
+import { BINARY_MARK } from '../../util/binary.js';
+import { prepareDataDir } from './append-log.js';
+import { FRAME_HEADER, FrameReader, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
+import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
+import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
+import { RepairPlanner } from './repair-plan.js';
+
+/**
+ * `kiln repair` (and `kiln server --repair`): reads a damaged data directory the way the
+ * server's load does, but instead of refusing at the first bad byte it salvages every
+ * valid record (resynchronising on the next frame whose length is sane and whose CRC
+ * matches), feeds them and the gaps to RepairPlanner (repair-plan.ts), and writes a fresh
+ * snapshot of the sessions the plan keeps. The old files are kept byte for byte in
+ * `<dataDir>/damaged-<time>/`: a repair never deletes evidence.
+ *
+ * One pass, one copy: records stream from a reused read buffer into one SessionTable,
+ * and the snapshot is written from it in slices, as compaction does.
+ */
+
+export interface RepairOptions {
+  dir: string;
+  /** The keys the server reads the directory with; the new snapshot is sealed with the current one. */
+  keyring?: Keyring;
+  /** A line per step, for the command's output. */
+  progress?: (line: string) => void;
+}
+
+/** A resynchronised frame longer than this is taken for noise: scanning must not CRC gigabytes per skipped byte. */
+const MAX_RESYNC_RECORD_BYTES = 64 * 1024 * 1024;
+const SCAN_WINDOW = 1 << 20;
+const SPOTS_SHOWN = 5;
+
+/** Thrown out of FrameReader.replay to stop at a record that passes its CRC but cannot be opened or decoded. */
+class BadRecord {
+  constructor(
+    readonly offset: number,
+    readonly length: number,
+    readonly why: string,
+  ) {}
+}
+
+interface ScanState {
+  planner: RepairPlanner;
+  table: SessionTable;
+  damaged: DamagedSpot[];
+  spots: number;
+  bytesSkipped: number;
+  salvaged: number;
+  tornTail: RepairSummary['tornTail'];
+}
+
+/** Repairs `options.dir` when it is damaged; a clean directory is left untouched (`repaired: false`). */
+export async function repairDataDir(options: RepairOptions): Promise<RepairSummary> {
+  const dir = options.dir;
+  const say = options.progress ?? (() => undefined);
+  if (!existsSync(dir)) throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} does not exist`, { details: { dir } });
+  prepareDataDir(dir);
+  lockDataDir(dir);
+  try {
+    const state: ScanState = { planner: new RepairPlanner(), table: new SessionTable(), damaged: [], spots: 0, bytesSkipped: 0, salvaged: 0, tornTail: null };
+    const filesRead: string[] = [];
+    const reader = new FrameReader();
+    const seqs = logSeqs(dir);
+    const newest = seqs.at(-1);
+    const snapshotPath = join(dir, SNAPSHOT_NAME);
+    let firstSeq = 0;
+    if (existsSync(snapshotPath)) {
+      say(`reading ${snapshotPath}`);
+      filesRead.push(snapshotPath);
+      reader.open(snapshotPath);
+      try {
+        const header = reader.header(SNAPSHOT_MAGIC.length + 4);
+        const seq = header?.readUInt32BE(SNAPSHOT_MAGIC.length) ?? 0;
+        if (header?.subarray(0, SNAPSHOT_MAGIC.length).equals(SNAPSHOT_MAGIC)) {
+          firstSeq = seq;
+          scanFrames(reader, snapshotPath, SNAPSHOT_MAGIC, firstSeq, header.length, false, options.keyring, state);
+        } else {
+          // The first log it covers is read from the damaged header only when it is plausible; else every log is replayed after it.
+          firstSeq = seq > 0 && seq <= (newest ?? 0) + 1 ? seq : 0;
+          const next = resync(reader, snapshotPath, 0, SNAPSHOT_MAGIC.length + 4, 'its header is not a kiln snapshot header', false, state);
+          if (next !== undefined) scanFrames(reader, snapshotPath, SNAPSHOT_MAGIC, firstSeq, next, false, options.keyring, state);
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    for (const seq of seqs) {
+      if (seq < firstSeq) continue; // covered by the snapshot; moved aside with the rest
+      const path = logPath(dir, seq);
+      say(`reading ${path}`);
+      filesRead.push(path);
+      reader.open(path);
+      try {
+        const header = reader.header(LOG_MAGIC.length);
+        if (header?.equals(LOG_MAGIC)) {
+          scanFrames(reader, path, LOG_MAGIC, seq, LOG_MAGIC.length, seq === newest, options.keyring, state);
+        } else {
+          const prefix = Buffer.alloc(Math.min(reader.size, LOG_MAGIC.length));
+          readSync(reader.fd, prefix, 0, prefix.length, 0);
+          // Only a crash inside a rotation leaves a header cut short, and only in the newest log.
+          if (seq === newest && reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length))) {
+            state.tornTail = { file: path, offset: 0, bytes: reader.size };
+          } else {
+            const next = resync(reader, path, 0, LOG_MAGIC.length, 'its header is not a kiln log header', false, state);
+            if (next !== undefined) scanFrames(reader, path, LOG_MAGIC, seq, next, seq === newest, options.keyring, state);
+          }
+        }
+      } finally {
+        reader.close();
+      }
+    }
+    releaseDecodeBuffer();
+    const counts = state.planner.counts();
+    const summary: RepairSummary = {
+      repaired: false,
+      at: new Date().toISOString(),
+      dataDir: dir,
+      filesRead,
+      damaged: state.damaged,
+      damagedSpots: state.spots,
+      recordsSalvaged: state.salvaged,
+      recordsSkipped: counts.recordsSkipped,
+      bytesSkipped: state.bytesSkipped,
+      sessionsKept: counts.sessionsKept,
+      sessionsDropped: counts.sessionsDropped,
+      dropped: counts.dropped,
+      tornTail: state.tornTail,
+      movedTo: null,
+      movedFiles: [],
+    };
+    if (state.spots === 0) return summary;
+    // A few lines, not one per spot: last-repair.json lists them (up to MAX_SPOTS).
+    for (const spot of state.damaged.slice(0, SPOTS_SHOWN)) say(`damaged: ${spot.file} at byte ${spot.offset}, ${spot.bytes} bytes skipped (${spot.why})`);
+    if (state.spots > SPOTS_SHOWN) say(`damaged: ${state.spots - SPOTS_SHOWN} more spots (see last-repair.json)`);
+    try {
+      await replaceFiles(dir, state.table, Math.max(firstSeq, newest ?? 0) + 1, options.keyring, summary, say);
+    } catch (err) {
+      if (err instanceof KilnError) throw err;
+      throw new KilnError('KILN_ERR_REPAIR_FAILED', `repair of ${dir} could not write its result: ${(err as Error).message}. ${summary.movedTo ? `The original files are in ${summary.movedTo}; ` : ''}the data directory still refuses to start until a repair completes`, { cause: err, details: { dir, movedTo: summary.movedTo } });
+    }
+    summary.repaired = true;
+    writeLastRepair(dir, summary);
+    return summary;
+  } finally {
+    unlockDataDir(dir);
+  }
+}
+
+/**
+ * Moves the old files aside and installs the new snapshot. Every old file is linked into
+ * the damaged- directory before anything replaces or removes it, and the switch itself is
+ * one rename over snapshot.kiln (whose first log comes after every old one, so a crash
+ * before the old logs are unlinked leaves them unread, and their copies kept).
+ */
+async function replaceFiles(dir: string, table: SessionTable, firstSeq: number, keyring: Keyring | undefined, summary: RepairSummary, say: (line: string) => void): Promise<void> {
+  const stamp = summary.at.replace(/[:.]/g, '-');
+  let aside = join(dir, `damaged-${stamp}`);
+  for (let i = 2; existsSync(aside); i++) aside = join(dir, `damaged-${stamp}-${i}`);
+  mkdirSync(aside, { mode: 0o700 });
+  chmodSync(aside, 0o700);
+  summary.movedTo = aside;
+  const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
+  // A crashed compaction's partial snapshot: the writer below reopens that name, so it is moved, not linked.
+  if (existsSync(tmp)) {
+    renameSync(tmp, join(aside, basename(tmp)));
+    summary.movedFiles.push(basename(tmp));
+  }
+  const old = [join(dir, SNAPSHOT_NAME), ...logSeqs(dir).map((seq) => logPath(dir, seq))].filter((p) => existsSync(p));
+  for (const path of old) {
+    keep(path, join(aside, basename(path)));
+    summary.movedFiles.push(basename(path));
+  }
+  syncDir(aside);
+  say(`old files kept in ${aside}`);
+  const now = Date.now();
+  await writeSnapshot(dir, table.dump(now), firstSeq, keyring);
+  say(`new snapshot written: ${summary.sessionsKept} sessions`);
+  for (const path of old) if (basename(path) !== SNAPSHOT_NAME) unlinkSync(path);
+  syncDir(dir);
+}
+
+/** A second name for the file, byte for byte (a copy where the file system has no hard links). */
+function keep(path: string, to: string): void {
+  try {
+    linkSync(path, to);
+  } catch {
+    copyFileSync(path, to, constants.COPYFILE_EXCL);
+  }
+}
+
+/** Reads frames from `from` to the end of the file, salvaging past every bad spot. */
+function scanFrames(reader: FrameReader, path: string, magic: Buffer, seq: number, from: number, newestLog: boolean, keyring: Keyring | undefined, state: ScanState): void {
+  let at = from;
+  for (;;) {
+    let bad: BadRecord | undefined;
+    let end;
+    try {
+      end = reader.replay(at, (payload, offset) => {
+        let record: TierRecord;
+        try {
+          const plain = isSealed(payload) ? openRecord(payload, keyring, recordPlace(magic, seq, offset), `${path} at byte ${offset}`) : payload;
+          record = decodeRecord(plain);
+        } catch (err) {
+          // A missing or wrong key is no damage: the operator must supply it, as for the server.
+          if (err instanceof KilnError && err.code === 'KILN_ERR_ENCRYPTION_KEY') throw err;
+          throw new BadRecord(offset, FRAME_HEADER + payload.length, err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_CORRUPT' ? 'a record fails authentication' : 'a record cannot be decoded');
+        }
+        state.salvaged++;
+        const applied = state.planner.record(record);
+        if (applied) state.table.replay(applied);
+      });
+    } catch (err) {
+      if (!(err instanceof BadRecord)) throw err;
+      bad = err;
+    }
+    if (bad) {
+      gap(state, path, bad.offset, bad.length, bad.why);
+      at = bad.offset + bad.length;
+      continue;
+    }
+    if (!end || end.kind === 'clean') return;
+    const why = end.kind === 'torn' ? 'a record is cut short' : 'a record fails its checksum';
+    const next = resync(reader, path, end.offset, end.offset + 1, why, end.kind === 'torn' && newestLog, state);
+    if (next === undefined) return;
+    at = next;
+  }
+}
+
+/**
+ * Bad bytes from `badAt`: finds the next valid frame from `searchFrom` on and records the
+ * gap up to it. A record cut short at the end of the newest log with nothing valid after
+ * it is a torn tail, not damage. Returns where reading goes on, or undefined at the end.
+ */
+function resync(reader: FrameReader, path: string, badAt: number, searchFrom: number, why: string, tornTail: boolean, state: ScanState): number | undefined {
+  const next = findNextFrame(reader, searchFrom);
+  if (next === undefined && tornTail) {
+    state.tornTail = { file: path, offset: badAt, bytes: reader.size - badAt };
+    return undefined;
+  }
+  gap(state, path, badAt, (next ?? reader.size) - badAt, why);
+  return next;
+}
+
+function gap(state: ScanState, file: string, offset: number, bytes: number, why: string): void {
+  state.spots++;
+  if (state.damaged.length < MAX_SPOTS) state.damaged.push({ file, offset, bytes, why });
+  state.bytesSkipped += bytes;
+  for (const id of state.planner.gap()) state.table.replay({ t: 'e', id });
+}
+
+/**
+ * The first offset from `from` on where a frame with a sane length and a matching CRC
+ * starts, scanning byte by byte. A payload must also begin as a record can (the binary
+ * mark, or a MessagePack map): most offsets are rejected before any CRC is computed.
+ */
+function findNextFrame(reader: FrameReader, from: number): number | undefined {
+  const size = reader.size;
+  const window = Buffer.allocUnsafe(SCAN_WINDOW + FRAME_HEADER + 1);
+  for (let base = from; base + FRAME_HEADER < size; base += SCAN_WINDOW) {
+    const filled = readSync(reader.fd, window, 0, Math.min(window.length, size - base), base);
+    for (let i = 0; i < SCAN_WINDOW && i + FRAME_HEADER < filled; i++) {
+      const length = window.readUInt32BE(i);
+      const at = base + i;
+      if (length === 0 || length > MAX_RESYNC_RECORD_BYTES || at + FRAME_HEADER + length > size) continue;
+      if (!mayStartRecord(window[i + FRAME_HEADER]!)) continue;
+      let payload: Buffer;
+      if (i + FRAME_HEADER + length <= filled) {
+        payload = window.subarray(i + FRAME_HEADER, i + FRAME_HEADER + length);
+      } else {
+        payload = Buffer.allocUnsafe(length);
+        readSync(reader.fd, payload, 0, length, at + FRAME_HEADER);
+      }
+      if (crc32(payload) === window.readUInt32BE(i + 4)) return at;
+    }
+  }
+  return undefined;
+}
+
+function mayStartRecord(byte: number): boolean {
+  return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
+}
