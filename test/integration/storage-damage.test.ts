@@ -5,6 +5,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSy
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { RepairSummary } from '../../src/server/storage/last-repair.js';
+import { LOG_MAGIC } from '../../src/server/storage/frame-file.js';
 import { KILN_BIN, removeDir, startKilnServer, startWorker, tempDir, waitFor } from '../helpers/processes.js';
 import type { IncrementResult } from './no-lost-update-suite.js';
 
@@ -89,7 +90,7 @@ describe('storage damage (real kiln server, SIGKILL)', () => {
     }
   });
 
-  it('a byte flipped mid newest log, mid oldest log, a cut oldest log, a damaged header: refuses, naming file and offset', async () => {
+  it('a byte flipped mid newest log, mid oldest log, a cut oldest log, a damaged header, a record length blown up mid newest log: refuses, naming file and offset', async () => {
     const dataDir = tempDir();
     try {
       await history(dataDir);
@@ -110,6 +111,14 @@ describe('storage damage (real kiln server, SIGKILL)', () => {
       await damage(oldest, flip((b) => b.length >> 1));
       await damage(oldest, (b) => b.subarray(0, b.length - 5));
       await damage(newest, flip(() => 3));
+      // A length field damaged into a huge value reads as a record cut short; the valid
+      // records after it show it is not a crash mid-write, so it is not cut off as one.
+      await damage(newest, (b) => {
+        const starts: number[] = [];
+        for (let at = LOG_MAGIC.length; at + 8 <= b.length; at += 8 + b.readUInt32BE(at)) starts.push(at);
+        b.writeUInt32BE(0x7ffffff0, starts[starts.length >> 1]!);
+        return b;
+      });
     } finally {
       removeDir(dataDir);
     }

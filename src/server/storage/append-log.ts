@@ -5,7 +5,7 @@ import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
-import { FrameReader, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
+import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -159,6 +159,7 @@ export class AppendLog implements TierStorage {
       path = this.logPath(seq);
       reader.open(path);
       let end: FileEnd;
+      let why = 'a record fails its checksum';
       try {
         report.files++;
         report.bytes += reader.size;
@@ -172,11 +173,17 @@ export class AppendLog implements TierStorage {
           if (end.kind === 'damaged') throw damaged(path, 0, 'its header is not a kiln log header', this.dir);
         } else {
           end = reader.replay(header.length, count);
+          // A length field damaged into a huge value also reads as "cut short": only if no
+          // valid frame follows is it really a crash mid-write, else cutting would drop them.
+          if (end.kind === 'torn' && findNextFrame(reader, end.offset + 1) !== undefined) {
+            end = { kind: 'damaged', offset: end.offset };
+            why = 'a record\'s length runs past the end of the file, yet valid records follow it';
+          }
         }
       } finally {
         reader.close();
       }
-      if (end.kind === 'damaged') throw damaged(path, end.offset, 'a record fails its checksum', this.dir);
+      if (end.kind === 'damaged') throw damaged(path, end.offset, why, this.dir);
       if (end.kind === 'torn') {
         // Only the newest log can end in a write a crash interrupted: every older one was
         // synced and closed before the next was opened, so a short record there is damage.

@@ -1,6 +1,7 @@
 import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { BINARY_MARK } from '../../util/binary.js';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import { isProcessAlive } from '../../util/process-alive.js';
@@ -221,4 +222,40 @@ export function syncDir(dir: string): void {
   } catch {
     // Some file systems refuse fsync on directories; the rename is still atomic.
   }
+}
+
+/** A resynchronised frame longer than this is taken for noise: scanning must not CRC gigabytes per skipped byte. */
+const MAX_RESYNC_RECORD_BYTES = 64 * 1024 * 1024;
+const SCAN_WINDOW = 1 << 20;
+
+/**
+ * The first offset from `from` on where a frame with a sane length and a matching CRC
+ * starts, scanning byte by byte. A payload must also begin as a record can (the binary
+ * mark, or a MessagePack map): most offsets are rejected before any CRC is computed.
+ */
+export function findNextFrame(reader: FrameReader, from: number): number | undefined {
+  const size = reader.size;
+  const window = Buffer.allocUnsafe(SCAN_WINDOW + FRAME_HEADER + 1);
+  for (let base = from; base + FRAME_HEADER < size; base += SCAN_WINDOW) {
+    const filled = readSync(reader.fd, window, 0, Math.min(window.length, size - base), base);
+    for (let i = 0; i < SCAN_WINDOW && i + FRAME_HEADER < filled; i++) {
+      const length = window.readUInt32BE(i);
+      const at = base + i;
+      if (length === 0 || length > MAX_RESYNC_RECORD_BYTES || at + FRAME_HEADER + length > size) continue;
+      if (!mayStartRecord(window[i + FRAME_HEADER]!)) continue;
+      let payload: Buffer;
+      if (i + FRAME_HEADER + length <= filled) {
+        payload = window.subarray(i + FRAME_HEADER, i + FRAME_HEADER + length);
+      } else {
+        payload = Buffer.allocUnsafe(length);
+        readSync(reader.fd, payload, 0, length, at + FRAME_HEADER);
+      }
+      if (crc32(payload) === window.readUInt32BE(i + 4)) return at;
+    }
+  }
+  return undefined;
+}
+
+function mayStartRecord(byte: number): boolean {
+  return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
 }

@@ -1,11 +1,9 @@
 import { existsSync, linkSync, copyFileSync, constants, mkdirSync, readSync, renameSync, unlinkSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { crc32 } from 'node:zlib';
 import { KilnError } from '../../errors/index.js';
 import { SessionTable, type TierRecord } from '../../tier/session-table.js';
-import { BINARY_MARK } from '../../util/binary.js';
 import { prepareDataDir } from './append-log.js';
-import { FRAME_HEADER, FrameReader, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
 import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
 import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { RepairPlanner } from './repair-plan.js';
@@ -30,9 +28,6 @@ export interface RepairOptions {
   progress?: (line: string) => void;
 }
 
-/** A resynchronised frame longer than this is taken for noise: scanning must not CRC gigabytes per skipped byte. */
-const MAX_RESYNC_RECORD_BYTES = 64 * 1024 * 1024;
-const SCAN_WINDOW = 1 << 20;
 const SPOTS_SHOWN = 5;
 
 /** Thrown out of FrameReader.replay to stop at a record that passes its CRC but cannot be opened or decoded. */
@@ -251,36 +246,4 @@ function gap(state: ScanState, file: string, offset: number, bytes: number, why:
   if (state.damaged.length < MAX_SPOTS) state.damaged.push({ file, offset, bytes, why });
   state.bytesSkipped += bytes;
   for (const id of state.planner.gap()) state.table.replay({ t: 'e', id });
-}
-
-/**
- * The first offset from `from` on where a frame with a sane length and a matching CRC
- * starts, scanning byte by byte. A payload must also begin as a record can (the binary
- * mark, or a MessagePack map): most offsets are rejected before any CRC is computed.
- */
-function findNextFrame(reader: FrameReader, from: number): number | undefined {
-  const size = reader.size;
-  const window = Buffer.allocUnsafe(SCAN_WINDOW + FRAME_HEADER + 1);
-  for (let base = from; base + FRAME_HEADER < size; base += SCAN_WINDOW) {
-    const filled = readSync(reader.fd, window, 0, Math.min(window.length, size - base), base);
-    for (let i = 0; i < SCAN_WINDOW && i + FRAME_HEADER < filled; i++) {
-      const length = window.readUInt32BE(i);
-      const at = base + i;
-      if (length === 0 || length > MAX_RESYNC_RECORD_BYTES || at + FRAME_HEADER + length > size) continue;
-      if (!mayStartRecord(window[i + FRAME_HEADER]!)) continue;
-      let payload: Buffer;
-      if (i + FRAME_HEADER + length <= filled) {
-        payload = window.subarray(i + FRAME_HEADER, i + FRAME_HEADER + length);
-      } else {
-        payload = Buffer.allocUnsafe(length);
-        readSync(reader.fd, payload, 0, length, at + FRAME_HEADER);
-      }
-      if (crc32(payload) === window.readUInt32BE(i + 4)) return at;
-    }
-  }
-  return undefined;
-}
-
-function mayStartRecord(byte: number): boolean {
-  return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
 }
