@@ -37,9 +37,14 @@ if (files.length === 0) {
 const alone = files.filter((f) => /\/integration\/stall\.test\.js$/.test(f));
 const together = files.filter((f) => !alone.includes(f));
 let status = 0;
+const totals = {};
 for (const [group, concurrency] of [[together, 2], [alone, 1]]) {
   if (group.length === 0) continue;
-  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...group], { stdio: 'inherit' });
+  const result = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...group], { stdio: ['inherit', 'pipe', 'inherit'], maxBuffer: 1 << 30 });
+  process.stdout.write(result.stdout);
+  for (const m of result.stdout.toString().matchAll(/^# (tests|suites|pass|fail|cancelled|skipped|todo|duration_ms) ([\d.]+)$/gm)) totals[m[1]] = (totals[m[1]] ?? 0) + Number(m[2]);
   if (result.status !== 0) status = result.status ?? 1;
 }
+// One summary for the whole run, after the groups' own.
+if (alone.length > 0 && together.length > 0) for (const [key, value] of Object.entries(totals)) console.log(`# ${key} ${key === 'duration_ms' ? value.toFixed(0) : value}`);
 process.exit(status);
