@@ -11,16 +11,17 @@
  *   stall  a probe's commit latency while 100,000 sessions expire at once, and while a
  *          principal's 100,000 sessions are destroyed (bench/stall.ts)
  * The HTTP part can be narrowed while working on one row: --workloads=read-mostly,write,
- * big-write, --apps=1,3, --systems=plain,kiln-server,… (results go to the temp file).
+ * big-write,incr, --apps=1,3, --frameworks=express,fastify, --systems=plain,kiln-server,…,
+ * --runs=N, --seconds=N (results go to the temp file).
  * The machine is noisy: compare ratios within one run, not across runs.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { removeDir, startKilnServer, tempDir } from '../test/helpers/processes.js';
-import { compareSystems, type Cell, type CellResult, type LostUpdateResult, type SystemId } from './http/compare.js';
+import { compareSystems, SYSTEMS, type Cell, type CellResult, type Framework, type LostUpdateResult } from './http/compare.js';
 import { leaseHitBench } from './lease-hit.js';
-import { lostUpdateTable, machineSection, resultTables, scaleTable, targets, targetTable, type RunInfo } from './report.js';
+import { cellsOf, cpuTable, lostUpdateTable, machineSection, peerTable, resultTables, scaleTable, targets, targetTable, type RunInfo, type Target } from './report.js';
 import { serverScale, type ScaleResult } from './scale.js';
 import { commitThroughput } from './server-throughput.js';
 import { stallRun, type StallFigures } from './stall.js';
@@ -34,25 +35,34 @@ const only = new Set(listArg('only') ?? ALL_PARTS);
 const workloads = listArg('workloads');
 const appCounts = listArg('apps')?.map(Number);
 const systems = listArg('systems');
-const narrowed = workloads !== undefined || appCounts !== undefined || systems !== undefined;
+const frameworks = (listArg('frameworks') ?? ['express', 'fastify']) as Framework[];
+const narrowed = workloads !== undefined || appCounts !== undefined || systems !== undefined || listArg('frameworks') !== undefined || runsArg !== undefined || secondsArg !== undefined;
 const ROOT = new URL('../../', import.meta.url);
 const DOC = new URL('docs/benchmarks.md', ROOT);
 const BEGIN = '<!-- results:begin (written by npm run bench) -->';
 const END = '<!-- results:end -->';
 
-const info: RunInfo = { quick, runs: quick ? 1 : 3, durationSec: quick ? 2 : 5, connections: 20, startedAt: new Date(), minutes: 0 };
+const runsArg = listArg('runs')?.map(Number)[0];
+const secondsArg = listArg('seconds')?.map(Number)[0];
+const info: RunInfo = { quick, runs: runsArg ?? (quick ? 1 : 5), durationSec: secondsArg ?? (quick ? 2 : 5), connections: 20, startedAt: new Date(), minutes: 0 };
 const progress = (line: string): void => console.log(line);
 console.log(`kiln benchmarks${quick ? ' (quick)' : ''}: ${[...only].join(', ')}`);
 
+// Express: every workload with and without affinity; Fastify: the affinity rows (issue
+// 26 compares the session layers' cost, which a balancer would only blur). The hot
+// session (all connections on one cookie, increments) closes each framework's rows.
 const CELLS: Cell[] = [];
-for (const apps of [1, 3] as const) {
-  if (appCounts && !appCounts.includes(apps)) continue;
-  for (const workload of ['read-mostly', 'write', 'big-write'] as const) {
-    if (workloads && !workloads.includes(workload)) continue;
-    for (const sessions of [1, 1000]) CELLS.push({ workload, sessions, apps });
+for (const framework of frameworks) {
+  for (const apps of framework === 'express' ? ([1, 3] as const) : ([1] as const)) {
+    if (appCounts && !appCounts.includes(apps)) continue;
+    for (const workload of ['read-mostly', 'write', 'big-write'] as const) {
+      if (workloads && !workloads.includes(workload)) continue;
+      for (const sessions of [1, 1000]) CELLS.push({ framework, workload, sessions, apps });
+    }
   }
+  if ((!workloads || workloads.includes('incr')) && (!appCounts || appCounts.includes(1))) CELLS.push({ framework, workload: 'incr', sessions: 1, apps: 1 });
 }
-const SYSTEM_IDS = (['plain', 'memory-store', 'connect-redis', 'kiln-server', 'kiln-redis'] as SystemId[]).filter((id) => !systems || systems.includes(id));
+const SYSTEM_IDS = SYSTEMS.map((s) => s.id).filter((id) => !systems || systems.includes(id));
 
 let http: { cells: CellResult[]; lost: LostUpdateResult[] } | undefined;
 if (only.has('http')) {
@@ -108,14 +118,18 @@ if (only.has('stall')) {
 
 info.minutes = (Date.now() - info.startedAt.getTime()) / 60_000;
 const sections = [machineSection(info), ''];
-if (http || scale) sections.push('### Targets', '', targetTable(targets(http?.cells ?? [], http?.lost ?? [], scale)), '');
+const checked: Target[] = http || scale ? targets(http?.cells ?? [], http?.lost ?? [], scale) : [];
+if (checked.length > 0) sections.push('### Targets', '', targetTable(checked), '');
 if (http) {
-  sections.push('### Side by side', '', resultTables(http.cells));
+  const cells = cellsOf(http.cells);
+  const express = cells.filter((c) => c.framework === 'express');
+  const fastify = cells.filter((c) => c.framework === 'fastify');
+  sections.push(`### Kiln against its peers (medians of ${info.runs} rounds of per-round ratios)`, '', peerTable(http.cells, cells), '');
+  sections.push('### App CPU per request beyond the framework without sessions', '', 'Per round: the app\'s CPU µs per request minus plain Express\'s (plain Fastify\'s) in the same round; medians, and every round. The store server\'s CPU (kiln server or redis-server) per session write beside it.', '', cpuTable(http.cells, cells), '');
+  sections.push('### Side by side: Express', '', resultTables(http.cells.filter((r) => express.includes(r.cell))));
+  if (fastify.length > 0) sections.push('### Side by side: Fastify', '', resultTables(http.cells.filter((r) => fastify.includes(r.cell))));
   sections.push('### Lost updates (200 increments of one session, 20 in flight)', '', lostUpdateTable(http.lost), '');
 }
-if (scale) sections.push('### kiln server scale', '', scaleTable(scale), '');
-if (micro) sections.push('### Micro-benchmarks', '', micro);
-if (stall) sections.push('### Bulk work and other clients (stall)', '', stall);
 const results = sections.join('\n');
 console.log(`\n${results}`);
 
@@ -130,5 +144,11 @@ if (quick || only.size < ALL_PARTS.length || narrowed) {
   if (begin < 0 || end < begin) throw new Error(`docs/benchmarks.md lacks the markers ${BEGIN} … ${END}`);
   writeFileSync(DOC, `${doc.slice(0, begin + BEGIN.length)}\n${results}\n${doc.slice(end)}`);
   console.log('\nresults written to docs/benchmarks.md');
+}
+const missed = checked.filter((t) => t.gating && t.met === false);
+if (missed.length > 0) {
+  console.error(`\nTARGETS MISSED (${missed.length}):`);
+  for (const t of missed) console.error(`  ✗ ${t.target}: ${t.measured}`);
+  process.exit(1);
 }
 process.exit(0);

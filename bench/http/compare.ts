@@ -1,8 +1,12 @@
 /**
- * The side-by-side HTTP benchmark of issue 6: the same Express app (bench/http/app.ts)
- * with no session, express-session + MemoryStore, express-session + connect-redis, Kiln
- * on the kiln server and Kiln on Redis, in one run, interleaved (A B C D E, A B C D E …)
- * so that the machine's drift hits every system alike; medians of the runs.
+ * The side-by-side HTTP benchmark of issues 6 and 26: the same Express app
+ * (bench/http/app.ts) with no session, express-session + MemoryStore, express-session +
+ * connect-redis, Kiln on the kiln server and Kiln on Redis; the same Fastify app
+ * (bench/http/fastify-app.ts) with no session, @fastify/session with its default store
+ * and with connect-redis, kiln/fastify on the memory engine and on the kiln server. In
+ * one run, interleaved (A B C D E, A B C D E …) so that the machine's drift hits every
+ * system alike; medians of the runs, and every run kept (rounds pair up: run r of every
+ * system of a row is of round r).
  *
  * Placement as in the reference measurement: app processes pinned to CPU 0; autocannon
  * (its own process), the balancer, redis-server and the kiln server pinned to CPU 1. A
@@ -17,26 +21,51 @@ import { redisCli, startStandalone, type RedisDeployment } from '../../test/help
 import { median } from '../util.js';
 import type { LoadResult, LoadSpec, Workload } from './loadgen.js';
 
-const APP = fileURLToPath(new URL('./app.js', import.meta.url));
+const APPS = { express: fileURLToPath(new URL('./app.js', import.meta.url)), fastify: fileURLToPath(new URL('./fastify-app.js', import.meta.url)) };
 const LOADGEN = fileURLToPath(new URL('./loadgen.js', import.meta.url));
 export const APP_CPU = 0;
 export const LOAD_CPU = 1;
 
-export type SystemId = 'plain' | 'memory-store' | 'connect-redis' | 'kiln-server' | 'kiln-redis';
-export const SYSTEMS: { id: SystemId; label: string; shared: boolean }[] = [
-  { id: 'plain', label: 'plain Express (no session)', shared: true },
-  { id: 'memory-store', label: 'express-session + MemoryStore', shared: false },
-  { id: 'connect-redis', label: 'express-session + connect-redis', shared: true },
-  { id: 'kiln-server', label: 'Kiln on the kiln server', shared: true },
-  { id: 'kiln-redis', label: 'Kiln on Redis', shared: true },
+export type Framework = 'express' | 'fastify';
+export type SystemId =
+  | 'plain' | 'memory-store' | 'connect-redis' | 'kiln-server' | 'kiln-redis'
+  | 'fastify-plain' | 'fastify-memory-store' | 'fastify-connect-redis' | 'fastify-kiln-memory' | 'fastify-kiln-server';
+export type StoreKind = 'none' | 'memory-store' | 'connect-redis' | 'kiln-memory' | 'kiln-server' | 'kiln-redis';
+export interface SystemInfo {
+  id: SystemId;
+  label: string;
+  framework: Framework;
+  store: StoreKind;
+  /** Shares sessions between app processes (runs on the no-affinity rows). */
+  shared: boolean;
+}
+export const SYSTEMS: SystemInfo[] = [
+  { id: 'plain', label: 'plain Express (no session)', framework: 'express', store: 'none', shared: true },
+  { id: 'memory-store', label: 'express-session + MemoryStore', framework: 'express', store: 'memory-store', shared: false },
+  { id: 'connect-redis', label: 'express-session + connect-redis', framework: 'express', store: 'connect-redis', shared: true },
+  { id: 'kiln-server', label: 'Kiln on the kiln server', framework: 'express', store: 'kiln-server', shared: true },
+  { id: 'kiln-redis', label: 'Kiln on Redis', framework: 'express', store: 'kiln-redis', shared: true },
+  { id: 'fastify-plain', label: 'plain Fastify (no session)', framework: 'fastify', store: 'none', shared: true },
+  { id: 'fastify-memory-store', label: '@fastify/session (default MemoryStore)', framework: 'fastify', store: 'memory-store', shared: false },
+  { id: 'fastify-connect-redis', label: '@fastify/session + connect-redis', framework: 'fastify', store: 'connect-redis', shared: true },
+  { id: 'fastify-kiln-memory', label: 'kiln/fastify, memory engine', framework: 'fastify', store: 'kiln-memory', shared: false },
+  { id: 'fastify-kiln-server', label: 'kiln/fastify on the kiln server', framework: 'fastify', store: 'kiln-server', shared: true },
 ];
+export const systemInfo = (id: SystemId): SystemInfo => SYSTEMS.find((s) => s.id === id)!;
+/** The framework's row without sessions, which every other system of the framework is compared with. */
+export const plainOf = (framework: Framework): SystemId => (framework === 'express' ? 'plain' : 'fastify-plain');
 
 export interface Cell {
-  workload: Exclude<Workload, 'incr'>;
+  framework: Framework;
+  /** 'incr' is the hot-session row: every connection increments one session's counter. */
+  workload: Workload;
   sessions: number;
   /** 1 = affinity (one app process); 3 = three behind `kiln balancer --affinity none`. */
   apps: 1 | 3;
 }
+
+/** Session writes per request of a workload (for the store's CPU per commit). */
+export const WRITES_PER_REQUEST: Record<Workload, number> = { 'read-mostly': 0.1, write: 1, 'big-write': 1, incr: 1 };
 
 export interface Measurement {
   requestsPerSecond: number;
@@ -48,6 +77,12 @@ export interface Measurement {
   /** App CPU as a share of one core (summed over the app processes). */
   appCpu: number;
   appCpuMicrosPerRequest: number;
+  /** CPU of the store's server process (redis-server or the kiln server) per request; 0 for none. */
+  storeCpuMicrosPerRequest: number;
+  /** Hot-session row: increments that reached the counter, per second of the measured window. */
+  correctPerSecond: number;
+  /** Hot-session row: acknowledged increments the counter does not hold. */
+  lostShare: number;
   failed: number;
 }
 
@@ -71,24 +106,34 @@ export function pin(pid: number, cpu: number): void {
   execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
 }
 
-interface Stores {
+export interface Stores {
   redis: RedisDeployment & { node: { port: number; pid: number } };
   kiln: ServerProcess | undefined;
 }
 
-async function freshStore(stores: Stores, system: SystemId): Promise<Record<string, string>> {
-  if (system === 'connect-redis' || system === 'kiln-redis') {
+export async function freshStore(stores: Stores, system: SystemId): Promise<{ env: Record<string, string>; serverPid: number | undefined }> {
+  const { store } = systemInfo(system);
+  if (store === 'connect-redis' || store === 'kiln-redis') {
     await redisCli(stores.redis.node.port, 'FLUSHALL');
-    return system === 'connect-redis' ? { BENCH_SYSTEM: 'connect-redis', BENCH_REDIS: stores.redis.url } : { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: stores.redis.url };
+    const env: Record<string, string> = store === 'connect-redis' ? { BENCH_SYSTEM: 'connect-redis', BENCH_REDIS: stores.redis.url } : { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: stores.redis.url };
+    return { env, serverPid: stores.redis.node.pid };
   }
-  if (system === 'kiln-server') {
+  if (store === 'kiln-server') {
     // A new server per run: every run starts from the same empty tier.
     await stores.kiln?.kill();
     stores.kiln = await startKilnServer();
     pin(stores.kiln.pid, LOAD_CPU);
-    return { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: stores.kiln.url, KILN_TOKEN: stores.kiln.token };
+    return { env: { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: stores.kiln.url, KILN_TOKEN: stores.kiln.token }, serverPid: stores.kiln.pid };
   }
-  return { BENCH_SYSTEM: system };
+  if (store === 'kiln-memory') return { env: { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: 'memory' }, serverPid: undefined };
+  return { env: { BENCH_SYSTEM: store === 'none' ? 'plain' : 'memory-store' }, serverPid: undefined };
+}
+
+/** CPU time (user + system) of a process so far, in ms, from /proc (clock ticks of 10 ms). */
+export function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 interface Deployment {
@@ -97,9 +142,9 @@ interface Deployment {
   stop(): Promise<void>;
 }
 
-async function deploy(env: Record<string, string>, count: 1 | 3): Promise<Deployment> {
+export async function deploy(env: Record<string, string>, count: 1 | 3, framework: Framework): Promise<Deployment> {
   const apps = await Promise.all(
-    Array.from({ length: count }, (_, i) => startAppScript(APP, { ...env, NODE_ENV: 'production', ...(count > 1 ? { NODE_NAME: `app-${i + 1}` } : {}) })),
+    Array.from({ length: count }, (_, i) => startAppScript(APPS[framework], { ...env, NODE_ENV: 'production', ...(count > 1 ? { NODE_NAME: `app-${i + 1}` } : {}) })),
   );
   for (const app of apps) pin(app.pid, APP_CPU);
   if (count === 1) return { target: apps[0]!.url, apps, stop: async () => void (await Promise.all(apps.map((a) => a.stop()))) };
@@ -129,7 +174,7 @@ async function deploy(env: Record<string, string>, count: 1 | 3): Promise<Deploy
 }
 
 /** Creates `count` sessions through the app (as logins would) and returns their cookies. */
-async function createSessions(target: string, count: number, shape: 'small' | 'big'): Promise<string[]> {
+export async function createSessions(target: string, count: number, shape: 'small' | 'big'): Promise<string[]> {
   const cookies: string[] = new Array<string>(count);
   let next = 0;
   const lane = async (): Promise<void> => {
@@ -166,7 +211,7 @@ async function redisTraffic(port: number): Promise<{ bytes: number }> {
 }
 
 /** Runs the load generator in its own pinned process; `between` runs after its warm-up. */
-function load(spec: LoadSpec, between: () => Promise<void>): Promise<LoadResult> {
+export function load(spec: LoadSpec, between: () => Promise<void>): Promise<LoadResult> {
   const child = spawn('taskset', ['-c', String(LOAD_CPU), process.execPath, LOADGEN, JSON.stringify(spec)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const exited = trackChild(child);
   let out = '';
@@ -200,20 +245,26 @@ export interface CompareOptions {
 }
 
 async function measure(stores: Stores, system: SystemId, cell: Cell, options: CompareOptions): Promise<Measurement> {
-  const env = await freshStore(stores, system);
-  const deployment = await deploy(env, cell.apps);
+  const { env, serverPid } = await freshStore(stores, system);
+  const deployment = await deploy(env, cell.apps, cell.framework);
+  const plain = systemInfo(system).store === 'none';
   try {
-    const cookies = system === 'plain' ? [] : await createSessions(deployment.target, cell.sessions, cell.workload === 'big-write' ? 'big' : 'small');
-    const usesRedis = system === 'connect-redis' || system === 'kiln-redis';
+    const cookies = plain ? [] : await createSessions(deployment.target, cell.sessions, cell.workload === 'big-write' ? 'big' : 'small');
+    const usesRedis = systemInfo(system).store === 'connect-redis' || systemInfo(system).store === 'kiln-redis';
     let redisBefore = { bytes: 0 };
+    let serverCpuBefore = 0;
+    let countBefore = 0;
     const result = await load(
       { url: deployment.target, workload: cell.workload, cookies, connections: options.connections, durationSec: options.durationSec, warmupSec: options.warmupSec },
       async () => {
+        if (cell.workload === 'incr' && !plain) countBefore = await counter(deployment.target, cookies[0]!);
         await appReports(deployment.apps); // resets the apps' counters
         if (usesRedis) redisBefore = await redisTraffic(stores.redis.node.port);
+        if (serverPid !== undefined) serverCpuBefore = processCpuMs(serverPid);
       },
     );
     const reports = await appReports(deployment.apps);
+    const serverCpuMs = serverPid !== undefined ? processCpuMs(serverPid) - serverCpuBefore : 0;
     let store = reports.reduce((sum, r) => ({ calls: sum.calls + r.store.calls, bytes: sum.bytes + r.store.bytes }), { calls: 0, bytes: 0 });
     if (usesRedis) {
       const after = await redisTraffic(stores.redis.node.port);
@@ -224,6 +275,14 @@ async function measure(stores: Stores, system: SystemId, cell: Cell, options: Co
     const cpuMs = reports.reduce((sum, r) => sum + r.cpuMs, 0);
     const wallMs = Math.max(...reports.map((r) => r.wallMs));
     const requests = Math.max(1, result.requests);
+    let correctPerSecond = 0;
+    let lostShare = 0;
+    if (cell.workload === 'incr' && !plain) {
+      const counted = (await counter(deployment.target, cookies[0]!)) - countBefore;
+      const acknowledged = result.requests - result.non2xx;
+      correctPerSecond = counted / options.durationSec;
+      lostShare = acknowledged > 0 ? Math.max(0, acknowledged - counted) / acknowledged : 0;
+    }
     return {
       requestsPerSecond: result.requestsPerSecond,
       p50Ms: result.p50Ms,
@@ -232,11 +291,22 @@ async function measure(stores: Stores, system: SystemId, cell: Cell, options: Co
       storeCallsPerRequest: Math.max(0, store.calls) / requests,
       appCpu: cpuMs / wallMs,
       appCpuMicrosPerRequest: (cpuMs * 1000) / requests,
+      storeCpuMicrosPerRequest: (serverCpuMs * 1000) / requests,
+      correctPerSecond,
+      lostShare,
       failed: result.non2xx + result.errors,
     };
   } finally {
     await deployment.stop();
   }
+}
+
+/** The hot session's counter as the app reads it. */
+async function counter(target: string, cookie: string): Promise<number> {
+  const res = await fetch(`${target}/count`, { headers: { cookie } });
+  const body = (await res.json()) as { n: number | null };
+  if (!res.ok || typeof body.n !== 'number') throw new Error(`reading the counter failed: ${res.status} ${JSON.stringify(body)}`);
+  return body.n;
 }
 
 function medianOf(runs: Measurement[]): Measurement {
@@ -249,19 +319,26 @@ function medianOf(runs: Measurement[]): Measurement {
     storeCallsPerRequest: pick('storeCallsPerRequest'),
     appCpu: pick('appCpu'),
     appCpuMicrosPerRequest: pick('appCpuMicrosPerRequest'),
+    storeCpuMicrosPerRequest: pick('storeCpuMicrosPerRequest'),
+    correctPerSecond: pick('correctPerSecond'),
+    lostShare: pick('lostShare'),
     failed: runs.reduce((s, r) => s + r.failed, 0),
   };
 }
 
+export function workloadName(workload: Workload): string {
+  return workload === 'read-mostly' ? 'read-mostly' : workload === 'write' ? 'write every request' : workload === 'big-write' ? '20 KB session, one field' : 'one hot session, increments';
+}
+
 export function cellName(cell: Cell): string {
-  const work = cell.workload === 'read-mostly' ? 'read-mostly' : cell.workload === 'write' ? 'write every request' : '20 KB session, one field';
-  return `${work}, ${cell.sessions === 1 ? '1 shared session' : `${cell.sessions.toLocaleString('en-US')} sessions`}, ${cell.apps === 1 ? 'affinity (1 app)' : 'no affinity (3 apps)'}`;
+  const where = `${cell.sessions === 1 ? '1 shared session' : `${cell.sessions.toLocaleString('en-US')} sessions`}, ${cell.apps === 1 ? 'affinity (1 app)' : 'no affinity (3 apps)'}`;
+  return `${cell.framework === 'fastify' ? 'Fastify: ' : ''}${workloadName(cell.workload)}, ${where}`;
 }
 
 /** The lost-update check: 200 increments of one session, 20 in flight. */
 async function lostUpdates(stores: Stores, system: SystemId, apps: 1 | 3): Promise<LostUpdateResult> {
-  const env = await freshStore(stores, system);
-  const deployment = await deploy(env, apps);
+  const { env } = await freshStore(stores, system);
+  const deployment = await deploy(env, apps, systemInfo(system).framework);
   try {
     const [cookie] = await createSessions(deployment.target, 1, 'small');
     const result = await load({ url: deployment.target, workload: 'incr', cookies: [cookie!], connections: 20, amount: 200 }, async () => undefined);
@@ -279,7 +356,10 @@ export async function compareSystems(options: CompareOptions): Promise<{ cells: 
   try {
     const results: CellResult[] = [];
     for (const cell of options.cells) {
-      const systems = options.systems.filter((id) => cell.apps === 1 || SYSTEMS.find((s) => s.id === id)!.shared);
+      const systems = options.systems.filter((id) => {
+        const info = systemInfo(id);
+        return info.framework === cell.framework && (cell.apps === 1 || info.shared) && !(cell.workload === 'incr' && info.store === 'none');
+      });
       const runs = new Map<SystemId, Measurement[]>(systems.map((s) => [s, []]));
       for (let r = 0; r < options.runs; r++) {
         for (const system of systems) {
@@ -292,8 +372,8 @@ export async function compareSystems(options: CompareOptions): Promise<{ cells: 
     }
     const lost: LostUpdateResult[] = [];
     for (const apps of [1, 3] as const) {
-      for (const system of options.systems.filter((s) => s !== 'plain')) {
-        if (apps === 3 && !SYSTEMS.find((s) => s.id === system)!.shared) continue;
+      for (const system of options.systems.filter((s) => systemInfo(s).framework === 'express' && systemInfo(s).store !== 'none')) {
+        if (apps === 3 && !systemInfo(system).shared) continue;
         const r = await lostUpdates(stores, system, apps);
         lost.push(r);
         options.progress(`  lost-update check · ${apps} app${apps > 1 ? 's' : ''} · ${system}: ${r.counted ?? '?'} of ${r.sent}`);

@@ -292,6 +292,22 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal((await sessionOf(b)).data!['n'], 4);
       });
 
+      it('read-only routes on a hot session run concurrently, beside writers on it', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const t0 = Date.now();
+        // Ten slow reads of 400 ms at once, with increments going on: run one after
+        // another they would take 4 s; side by side, about 400 ms.
+        const reads = Promise.all(Array.from({ length: 10 }, () => b.get('/api/slow-read?ms=400')));
+        const writes = Promise.all(Array.from({ length: 10 }, () => b.post('/api/incr')));
+        const [readReplies, writeReplies] = await Promise.all([reads, writes]);
+        const took = Date.now() - t0;
+        assert.ok(readReplies.every((r) => r.status === 200 && r.body['readOnly'] === true), 'every read was a read-only snapshot');
+        assert.ok(took < 1500, `ten 400 ms read-only requests on one session took ${took} ms: they did not run concurrently`);
+        assert.deepEqual(writeReplies.map((r) => r.body['n'] as number).sort((x, y) => x - y), Array.from({ length: 10 }, (_, i) => i + 2), 'the writers ran one after another, none lost');
+        assert.equal((await sessionOf(b)).data!['n'], 11);
+      });
+
       it('a client that hangs up mid-request releases the session at once, and what the request changes later is not stored', async () => {
         const b = new Browser(main.url);
         await b.post('/api/incr');
