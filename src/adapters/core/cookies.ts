@@ -131,23 +131,40 @@ export interface CookieAttributes {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
+/** The last name that passed the token check: a runtime serializes one name all its life. */
+let checkedName = '';
+/** Expires is written in whole seconds: one formatted date serves every response of that second. */
+let expiresSecond = NaN;
+let expiresText = '';
+
+function httpDate(date: Date): string {
+  const second = Math.floor(date.getTime() / 1000);
+  if (second !== expiresSecond) {
+    expiresText = date.toUTCString();
+    expiresSecond = second;
+  }
+  return expiresText;
+}
+
 export function serializeCookie(name: string, value: string, attrs: CookieAttributes): string {
-  if (!TOKEN.test(name)) throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name ${JSON.stringify(name)} is not a valid token`);
+  if (name !== checkedName) {
+    if (!TOKEN.test(name)) throw new KilnError('KILN_ERR_INVALID_OPTION', `cookie name ${JSON.stringify(name)} is not a valid token`);
+    checkedName = name;
+  }
   // Always percent-encoded, as express-session (the `cookie` package) does: its cookies read here and ours there.
-  const encoded = encodeURIComponent(value);
-  const parts = [`${name}=${encoded}`];
-  if (attrs.maxAge !== undefined) parts.push(`Max-Age=${Math.max(0, Math.round(attrs.maxAge / 1000))}`);
-  if (attrs.domain) parts.push(`Domain=${attrs.domain}`);
-  if (attrs.path) parts.push(`Path=${attrs.path}`);
-  if (attrs.expires) parts.push(`Expires=${attrs.expires.toUTCString()}`);
-  if (attrs.httpOnly) parts.push('HttpOnly');
-  if (attrs.secure) parts.push('Secure');
-  if (attrs.partitioned) parts.push('Partitioned');
-  if (attrs.priority) parts.push(`Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`);
+  let cookie = `${name}=${encodeURIComponent(value)}`;
+  if (attrs.maxAge !== undefined) cookie += `; Max-Age=${Math.max(0, Math.round(attrs.maxAge / 1000))}`;
+  if (attrs.domain) cookie += `; Domain=${attrs.domain}`;
+  if (attrs.path) cookie += `; Path=${attrs.path}`;
+  if (attrs.expires) cookie += `; Expires=${httpDate(attrs.expires)}`;
+  if (attrs.httpOnly) cookie += '; HttpOnly';
+  if (attrs.secure) cookie += '; Secure';
+  if (attrs.partitioned) cookie += '; Partitioned';
+  if (attrs.priority) cookie += `; Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`;
   const sameSite = attrs.sameSite === true ? 'strict' : attrs.sameSite;
-  if (sameSite) parts.push(`SameSite=${sameSite[0]!.toUpperCase()}${sameSite.slice(1)}`);
-  const cookie = parts.join('; ');
-  if (Buffer.byteLength(cookie) > MAX_SET_COOKIE_BYTES) {
+  if (sameSite) cookie += `; SameSite=${sameSite[0]!.toUpperCase()}${sameSite.slice(1)}`;
+  // A UTF-8 character takes at most 3 bytes: only a long cookie needs counting.
+  if (cookie.length * 3 > MAX_SET_COOKIE_BYTES && Buffer.byteLength(cookie) > MAX_SET_COOKIE_BYTES) {
     throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `Set-Cookie would be ${Buffer.byteLength(cookie)} bytes, above the ${MAX_SET_COOKIE_BYTES} browsers keep`);
   }
   return cookie;

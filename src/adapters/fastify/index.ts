@@ -171,26 +171,62 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
     );
   });
 
-  fastify.addHook('onRequest', (async (request: FastifyLikeRequest) => {
-    const cookieOptions = runtime.cookieOptionsFor(request, request.url);
-    if (cookieOptions === undefined) {
-      // Outside cookie.path: an empty session and no cookie, as with @fastify/session.
-      request.session = {} as FastifySessionObject;
+  // Callback-style hooks: sticky traffic (the session in the near cache and free) and a
+  // request that changed nothing pass through without a promise, as with kiln/express.
+  fastify.addHook('onRequest', ((request: FastifyLikeRequest, _reply: unknown, done: (err?: unknown) => void) => {
+    let opened: RequestSession<FastifyLikeRequest> | undefined;
+    let incomingId: string | undefined;
+    let cookieOptions: CookieOptions | undefined;
+    const secure = () => request.protocol === 'https';
+    try {
+      cookieOptions = runtime.cookieVariesByRequest ? runtime.cookieOptionsFor(request, request.url) : runtime.cookieOptions;
+      if (cookieOptions === undefined) {
+        // Outside cookie.path: an empty session and no cookie, as with @fastify/session.
+        request.session = {} as FastifySessionObject;
+        done();
+        return;
+      }
+      incomingId = runtime.sessionIdFrom(request.headers.cookie);
+      opened = runtime.openNow(request, incomingId, secure, cookieOptions);
+    } catch (err) {
+      done(err);
       return;
     }
-    attach(request, await runtime.open(request, runtime.sessionIdFrom(request.headers.cookie), () => request.protocol === 'https', cookieOptions));
+    if (opened) {
+      attach(request, opened);
+      done();
+      return;
+    }
+    runtime.open(request, incomingId, secure, cookieOptions).then((rs) => {
+      attach(request, rs);
+      done();
+    }, done);
   }) as never);
 
   // Before the reply is sent: commit, then set the cookie (the commit decides whether one is needed).
-  fastify.addHook('onSend', (async (request: FastifyLikeRequest, reply: FastifyLikeReply, payload: unknown) => {
+  fastify.addHook('onSend', ((request: FastifyLikeRequest, reply: FastifyLikeReply, payload: unknown, done: (err: unknown, payload?: unknown) => void) => {
     const rs = request[kilnKey];
-    if (!rs) return payload;
-    if (request.session === null && !rs.isDestroyed) rs.unsetByApp = true;
-    await rs.finish();
-    const cookie = rs.setCookieHeader();
-    // Fastify's reply.header() appends to set-cookie: the cookies already on the reply stay, once.
-    if (cookie) reply.header('set-cookie', cookie);
-    return payload;
+    if (!rs) {
+      done(null, payload);
+      return;
+    }
+    const send = () => {
+      const cookie = rs.setCookieHeader();
+      // Fastify's reply.header() appends to set-cookie: the cookies already on the reply stay, once.
+      if (cookie) reply.header('set-cookie', cookie);
+      done(null, payload);
+    };
+    try {
+      if (request.session === null && !rs.isDestroyed) rs.unsetByApp = true;
+      if (rs.finishIfUnchanged()) {
+        send();
+        return;
+      }
+    } catch (err) {
+      done(err);
+      return;
+    }
+    rs.finish().then(send, (err: unknown) => done(err));
   }) as never);
 
   const release = (async (request: FastifyLikeRequest) => {
