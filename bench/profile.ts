@@ -52,6 +52,21 @@ export function selfTimes(profile: Profile): Map<string, { micros: number; group
   return out;
 }
 
+/** The concern of a Kiln function, for the per-request budget (docs/benchmarks.md). */
+export type Concern = 'cookie' | 'lookup and lease' | 'session object' | 'delta and encoding' | 'commit and wire' | 'adapter glue' | 'tier (in process)' | 'other Kiln';
+
+export function concernOf(key: string): Concern {
+  const [name = '', file = ''] = key.split(' ');
+  if (/src\/adapters\/core\/(cookies|session-cookie)\.js|src\/session\/id\.js/.test(file) || /^(sessionIdFrom|signedValue|signedCookie|newCookie|setCookieHeader)$/.test(name)) return 'cookie';
+  if (/src\/client\/(session-client|lease-keeper|keyed-queue|near-cache|access-touches|request-time)\.js|src\/util\/deadline\.js/.test(file)) return 'lookup and lease';
+  if (/src\/adapters\/core\/session-object\.js|src\/client\/session-handle\.js|src\/session\/live-value\.js/.test(file) || (/src\/session\/delta\.js/.test(file) && /^(get|set|has|keys|delete)$/.test(name))) return 'session object';
+  if (/src\/session\//.test(file)) return 'delta and encoding';
+  if (/src\/client\/(commit-pipeline|commit-sender|committed-state|write-behind)\.js|src\/engines\/|src\/protocol\/|src\/util\/(net|binary)\.js/.test(file)) return 'commit and wire';
+  if (/src\/adapters\//.test(file)) return 'adapter glue';
+  if (/src\/tier\//.test(file)) return 'tier (in process)';
+  return 'other Kiln';
+}
+
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
 const system = arg('system', 'fastify-kiln-server') as SystemId;
@@ -89,6 +104,10 @@ try {
   const rows = [...times].filter(([, t]) => t.group !== 'idle').sort((a, b) => b[1].micros - a[1].micros).slice(0, top);
   console.log(table(rows.map(([k, t]) => ({ function: k.slice(0, 110), group: t.group, 'µs/req': fmt(perRequest(t.micros), 2) }))));
   const kiln = [...times].filter(([, t]) => t.group === 'kiln').sort((a, b) => b[1].micros - a[1].micros);
+  const concerns = new Map<Concern, number>();
+  for (const [k, t] of kiln) concerns.set(concernOf(k), (concerns.get(concernOf(k)) ?? 0) + t.micros);
+  console.log(`\nKiln's self time per request by concern (µs):\n`);
+  console.log(table([...concerns].sort((a, b) => b[1] - a[1]).map(([c, m]) => ({ concern: c, 'µs/req': fmt(perRequest(m), 1) }))));
   console.log(`\nKiln's functions (${kiln.length}), µs/req:\n`);
   console.log(kiln.slice(0, 40).map(([k, t]) => `  ${fmt(perRequest(t.micros), 2).padStart(6)}  ${k}`).join('\n'));
 } finally {

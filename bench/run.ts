@@ -35,6 +35,8 @@ const only = new Set(listArg('only') ?? ALL_PARTS);
 const workloads = listArg('workloads');
 const appCounts = listArg('apps')?.map(Number);
 const systems = listArg('systems');
+const runsArg = listArg('runs')?.map(Number)[0];
+const secondsArg = listArg('seconds')?.map(Number)[0];
 const frameworks = (listArg('frameworks') ?? ['express', 'fastify']) as Framework[];
 const narrowed = workloads !== undefined || appCounts !== undefined || systems !== undefined || listArg('frameworks') !== undefined || runsArg !== undefined || secondsArg !== undefined;
 const ROOT = new URL('../../', import.meta.url);
@@ -42,9 +44,7 @@ const DOC = new URL('docs/benchmarks.md', ROOT);
 const BEGIN = '<!-- results:begin (written by npm run bench) -->';
 const END = '<!-- results:end -->';
 
-const runsArg = listArg('runs')?.map(Number)[0];
-const secondsArg = listArg('seconds')?.map(Number)[0];
-const info: RunInfo = { quick, runs: runsArg ?? (quick ? 1 : 5), durationSec: secondsArg ?? (quick ? 2 : 5), connections: 20, startedAt: new Date(), minutes: 0 };
+const info: RunInfo = { quick, runs: runsArg ?? (quick ? 1 : 5), durationSec: secondsArg ?? (quick ? 2 : 4), connections: 20, startedAt: new Date(), minutes: 0 };
 const progress = (line: string): void => console.log(line);
 console.log(`kiln benchmarks${quick ? ' (quick)' : ''}: ${[...only].join(', ')}`);
 
