@@ -32,13 +32,15 @@ import { startRedisNode, type RedisNode } from '../test/helpers/redis.js';
 import { encodeCommand, RespConnection, RespErrorReply, redisInfo } from './resp.js';
 import { fill, fillEngine, rssOf, sessionAttributes, sessionCount, timeToReady } from './scale.js';
 import { engineCommitThroughput, type ThroughputOptions } from './server-throughput.js';
-import { fmt, table } from './util.js';
+import { fmt, median, table } from './util.js';
 
 const SERVER_CPU = 1;
 const CLIENT_CPU = 0;
 /** scale.ts's settle: V8 gives heap back once the process is idle. The same wait for Redis. */
 const SETTLE_MS = 15_000;
 const REDIS_LOAD_TIMEOUT_MS = 300_000;
+/** Every restart or load is timed this many times (median): one start on a shared machine can be off by a second. */
+const RESTARTS = 3;
 const REDIS_SERVER = process.env['REDIS_SERVER'] ?? 'redis-server';
 const MiB = 2 ** 20;
 
@@ -63,7 +65,9 @@ export interface TierVsRedisResult {
     rssBytes: number;
     /** `du -sb` of the data directory after the fill and settle. */
     diskBytes: number;
+    /** Median of RESTARTS, each after a SIGTERM. */
     restartSeconds: number;
+    restartSamples: number[];
     sessionsAfterRestart: number;
     commits: CommitFigures;
   };
@@ -73,17 +77,23 @@ export interface TierVsRedisResult {
     emptyRssBytes: number;
     rssBytes: number;
     usedMemoryBytes: number;
+    /** At rest, when memory is read and saved. */
     keys: number;
+    /** Keys with a TTL under 10 minutes after the fill (the ping-pong history), waited out before memory is read. */
+    transientKeys: number;
     /** MEMORY USAGE of one session's keys by suffix (m, a, c, k …), and each index's share per session. */
     perSession: Record<string, number>;
     rdbBytes: number;
     rdbLoadSeconds: number;
+    rdbLoadSamples: number[];
     /** Redis 7's default AOF: the rewrite's RDB-format base plus the (empty) increment. */
     aofBytes: number;
     aofLoadSeconds: number;
+    aofLoadSamples: number[];
     /** The same AOF rewritten as commands (aof-use-rdb-preamble no). */
     aofCommandsBytes: number;
     aofCommandsLoadSeconds: number;
+    aofCommandsLoadSamples: number[];
     commits: CommitFigures;
   };
   /** redis-server holding the same attributes as one plain hash per session. */
@@ -96,6 +106,7 @@ export interface TierVsRedisResult {
     perSession: number;
     rdbBytes: number;
     rdbLoadSeconds: number;
+    rdbLoadSamples: number[];
   };
 }
 
@@ -283,6 +294,28 @@ function spawnRedis(port: number, dir: string, args: string[]): Promise<TimedRed
   return ready();
 }
 
+/**
+ * Starts redis-server on `dir` RESTARTS times (stopping `running` first, then each start
+ * but the last), timing each load and checking what it loaded; returns the last one running.
+ */
+async function timedLoads(running: { stop(): Promise<void> } | undefined, port: number, dir: string, args: string[], check: (timed: TimedRedis) => Promise<unknown>): Promise<{ timed: TimedRedis; seconds: number; samples: number[] }> {
+  const samples: number[] = [];
+  let timed: TimedRedis | undefined;
+  try {
+    for (let i = 0; i < RESTARTS; i++) {
+      await (timed ?? running)?.stop();
+      timed = undefined;
+      timed = await startOnCpu(SERVER_CPU, () => spawnRedis(port, dir, args), (r) => r.pid);
+      samples.push(timed.seconds);
+      await check(timed);
+    }
+  } catch (err) {
+    await timed?.stop();
+    throw err;
+  }
+  return { timed: timed!, seconds: median(samples), samples };
+}
+
 /** A redis-server from the test helper (empty, no persistence), pinned, with a connection. */
 async function freshRedis(dir: string, args: string[] = []): Promise<{ node: RedisNode; conn: RespConnection }> {
   const node = await startOnCpu(SERVER_CPU, () => startRedisNode({ dir, args }), (n) => n.pid);
@@ -303,6 +336,39 @@ async function engineKeyUsage(conn: RespConnection, sessions: number): Promise<R
     if (typeof bytes === 'number') out[`{idx}:${index} ÷ N`] = Math.round(bytes / sessions);
   }
   return out;
+}
+
+/**
+ * Leaves a Redis dataset as its sessions are at rest: the keys that would go within
+ * `horizonMs` (the engine's ping-pong history `:b`, two minutes after each acquire; any
+ * lease or waiter) are waited out, then a SCAN of the whole keyspace makes Redis drop
+ * them (it expires what it visits; its own expiry cycle samples keys with a TTL, and
+ * every session key has one, so it would take long to find them). Returns how many there were.
+ */
+async function dropTransientKeys(conn: RespConnection, horizonMs: number, progress: (line: string) => void): Promise<number> {
+  const scanAll = async (visit: (keys: string[]) => Promise<void>): Promise<void> => {
+    let cursor = '0';
+    do {
+      const [next, keys] = (await conn.call(['SCAN', cursor, 'COUNT', '10000'], 60_000)) as [string, string[]];
+      await visit(keys);
+      cursor = next;
+    } while (cursor !== '0');
+  };
+  let transient = 0;
+  let longest = 0;
+  await scanAll(async (keys) => {
+    const ttls = (await conn.pipeline(keys.map((k) => encodeCommand(['PTTL', k])), 60_000)) as number[];
+    for (const ttl of ttls) {
+      if (ttl < 0 || ttl > horizonMs) continue;
+      transient++;
+      longest = Math.max(longest, ttl);
+    }
+  });
+  if (transient === 0) return 0;
+  progress(`    waiting ${(longest / 1000).toFixed(0)} s for ${fmt(transient)} keys with a TTL under ${horizonMs / 60_000} min (ping-pong history of the fill's acquires) to expire`);
+  await sleep(longest + 1000);
+  await scanAll(async () => undefined);
+  return transient;
 }
 
 /** HSET of every session's attributes, 1,000 commands per pipelined write. */
@@ -328,6 +394,10 @@ async function fillHashes(conn: RespConnection, count: number, progress: (line: 
   return sample;
 }
 
+function samplesText(samples: number[]): string {
+  return `${median(samples).toFixed(2)} s (median of ${samples.map((x) => x.toFixed(2)).join(', ')})`;
+}
+
 function seconds(since: number): number {
   return (Date.now() - since) / 1000;
 }
@@ -340,21 +410,26 @@ async function kilnPhase(count: number, progress: (line: string) => void): Promi
   try {
     const emptyRssBytes = rssOf(server.pid);
     progress(`  kiln server (fsync everysec): filling with ${fmt(count)} sessions`);
-    let since = Date.now();
+    const since = Date.now();
     const bytes = await fill(server, count, progress);
     const fillSeconds = seconds(since);
     progress(`    filled in ${fillSeconds.toFixed(1)} s; settling ${SETTLE_MS / 1000} s`);
     await sleep(SETTLE_MS);
     const rssBytes = rssOf(server.pid);
     const diskBytes = duBytes(dataDir);
-    progress(`    RSS ${fmt(rssBytes / MiB)} MiB, ${fmt(diskBytes / MiB)} MiB on disk; SIGTERM and restart`);
-    await server.stop('SIGTERM');
-    since = Date.now();
-    const restarted = await startOnCpu(SERVER_CPU, () => timeToReady(dataDir), (r) => r.server.pid);
-    server = restarted.server;
-    const sessionsAfterRestart = await sessionCount(server);
-    progress(`    ready after ${restarted.seconds.toFixed(2)} s with ${fmt(sessionsAfterRestart)} sessions`);
-    return { bytes, figures: { fillSeconds, emptyRssBytes, rssBytes, diskBytes, restartSeconds: restarted.seconds, sessionsAfterRestart } };
+    progress(`    RSS ${fmt(rssBytes / MiB)} MiB, ${fmt(diskBytes / MiB)} MiB on disk; SIGTERM and restart, ${RESTARTS} times`);
+    const restartSamples: number[] = [];
+    let sessionsAfterRestart = 0;
+    for (let i = 0; i < RESTARTS; i++) {
+      await server.stop('SIGTERM');
+      const restarted = await startOnCpu(SERVER_CPU, () => timeToReady(dataDir), (r) => r.server.pid);
+      server = restarted.server;
+      restartSamples.push(restarted.seconds);
+      sessionsAfterRestart = await sessionCount(server);
+      if (sessionsAfterRestart !== count) throw new Error(`the kiln server restarted with ${sessionsAfterRestart} sessions, ${count} were stored`);
+      progress(`    ready after ${restarted.seconds.toFixed(2)} s with ${fmt(sessionsAfterRestart)} sessions`);
+    }
+    return { bytes, figures: { fillSeconds, emptyRssBytes, rssBytes, diskBytes, restartSeconds: median(restartSamples), restartSamples, sessionsAfterRestart } };
   } finally {
     await server.kill();
     removeDir(dataDir);
@@ -372,7 +447,9 @@ async function redisEnginePhase(count: number, progress: (line: string) => void)
     let since = Date.now();
     await fillEngine(connectRedis(`redis://127.0.0.1:${port}`, { name: 'tier-fill' }), count, progress);
     const fillSeconds = seconds(since);
-    progress(`    filled in ${fillSeconds.toFixed(1)} s; settling ${SETTLE_MS / 1000} s`);
+    progress(`    filled in ${fillSeconds.toFixed(1)} s (${fmt(await dbsize(conn))} keys)`);
+    const transientKeys = await dropTransientKeys(conn, 10 * 60_000, progress);
+    progress(`    settling ${SETTLE_MS / 1000} s`);
     await sleep(SETTLE_MS);
     const rssBytes = rssOf(node.pid);
     const usedMemoryBytes = await usedMemory(conn);
@@ -386,10 +463,10 @@ async function redisEnginePhase(count: number, progress: (line: string) => void)
     conn.close();
     await node.kill();
 
-    timed = await startOnCpu(SERVER_CPU, () => spawnRedis(port, dir, ['--appendonly', 'no']), (r) => r.pid);
-    const rdbLoadSeconds = timed.seconds;
-    const afterRdb = await checkLoaded(timed.conn, count, keys, 'RDB');
-    progress(`    RDB loaded in ${rdbLoadSeconds.toFixed(2)} s (${fmt(afterRdb)} keys); turning the AOF on (appendfsync everysec)`);
+    const check = (from: string) => (t: TimedRedis) => checkLoaded(t.conn, count, keys, from);
+    const rdb = await timedLoads(undefined, port, dir, ['--appendonly', 'no'], check('RDB'));
+    timed = rdb.timed;
+    progress(`    RDB loaded in ${samplesText(rdb.samples)} (${fmt(keys)} keys); turning the AOF on (appendfsync everysec)`);
     await timed.conn.call(['CONFIG', 'SET', 'appendfsync', 'everysec']);
     await timed.conn.call(['CONFIG', 'SET', 'appendonly', 'yes']);
     await waitInfo(timed.conn, 'persistence', (i) => i['aof_enabled'] === '1' && i['aof_rewrite_in_progress'] === '0' && i['aof_rewrite_scheduled'] === '0', REDIS_LOAD_TIMEOUT_MS, 'the AOF rewrite');
@@ -397,22 +474,36 @@ async function redisEnginePhase(count: number, progress: (line: string) => void)
     await timed.stop();
     // Loaded from the AOF only: appendonly yes ignores dump.rdb, removed anyway so nothing else could be read.
     rmSync(join(dir, 'dump.rdb'), { force: true });
-    timed = await startOnCpu(SERVER_CPU, () => spawnRedis(port, dir, ['--appendonly', 'yes', '--appendfsync', 'everysec']), (r) => r.pid);
-    const aofLoadSeconds = timed.seconds;
-    const afterAof = await checkLoaded(timed.conn, count, keys, 'AOF');
-    progress(`    AOF (${fmt(aofBytes / MiB)} MiB, RDB preamble) loaded in ${aofLoadSeconds.toFixed(2)} s (${fmt(afterAof)} keys); rewriting it as commands`);
+    const aof = await timedLoads(undefined, port, dir, ['--appendonly', 'yes', '--appendfsync', 'everysec'], check('AOF'));
+    timed = aof.timed;
+    progress(`    AOF (${fmt(aofBytes / MiB)} MiB, RDB preamble) loaded in ${samplesText(aof.samples)}; rewriting it as commands`);
 
     const rewrites = Number((await redisInfo(timed.conn, 'persistence'))['aof_rewrites'] ?? 0);
     await timed.conn.call(['CONFIG', 'SET', 'aof-use-rdb-preamble', 'no']);
     await timed.conn.call(['BGREWRITEAOF']);
     await waitInfo(timed.conn, 'persistence', (i) => Number(i['aof_rewrites']) > rewrites && i['aof_rewrite_in_progress'] === '0' && i['aof_rewrite_scheduled'] === '0', REDIS_LOAD_TIMEOUT_MS, 'the AOF rewrite');
     const aofCommandsBytes = aofDirBytes(dir);
-    await timed.stop();
-    timed = await startOnCpu(SERVER_CPU, () => spawnRedis(port, dir, ['--appendonly', 'yes', '--appendfsync', 'everysec', '--aof-use-rdb-preamble', 'no']), (r) => r.pid);
-    const aofCommandsLoadSeconds = timed.seconds;
-    const afterCommands = await checkLoaded(timed.conn, count, keys, 'AOF of commands');
-    progress(`    AOF of commands (${fmt(aofCommandsBytes / MiB)} MiB) loaded in ${aofCommandsLoadSeconds.toFixed(2)} s (${fmt(afterCommands)} keys)`);
-    return { fillSeconds, emptyRssBytes, rssBytes, usedMemoryBytes, keys, perSession, rdbBytes, rdbLoadSeconds, aofBytes, aofLoadSeconds, aofCommandsBytes, aofCommandsLoadSeconds };
+    const commands = await timedLoads(timed, port, dir, ['--appendonly', 'yes', '--appendfsync', 'everysec', '--aof-use-rdb-preamble', 'no'], check('AOF of commands'));
+    timed = commands.timed;
+    progress(`    AOF of commands (${fmt(aofCommandsBytes / MiB)} MiB) loaded in ${samplesText(commands.samples)}`);
+    return {
+      fillSeconds,
+      emptyRssBytes,
+      rssBytes,
+      usedMemoryBytes,
+      keys,
+      transientKeys,
+      perSession,
+      rdbBytes,
+      rdbLoadSeconds: rdb.seconds,
+      rdbLoadSamples: rdb.samples,
+      aofBytes,
+      aofLoadSeconds: aof.seconds,
+      aofLoadSamples: aof.samples,
+      aofCommandsBytes,
+      aofCommandsLoadSeconds: commands.seconds,
+      aofCommandsLoadSamples: commands.samples,
+    };
   } finally {
     conn.close();
     await node.kill();
@@ -442,12 +533,13 @@ async function redisHashesPhase(count: number, progress: (line: string) => void)
     progress(`    RSS ${fmt(rssBytes / MiB)} MiB, used_memory ${fmt(usedMemoryBytes / MiB)} MiB, RDB ${fmt(rdbBytes / MiB)} MiB; restarting on it`);
     conn.close();
     await node.kill();
-    timed = await startOnCpu(SERVER_CPU, () => spawnRedis(node.port, dir, ['--appendonly', 'no']), (r) => r.pid);
-    const rdbLoadSeconds = timed.seconds;
-    const after = await dbsize(timed.conn);
-    progress(`    RDB loaded in ${rdbLoadSeconds.toFixed(2)} s (${fmt(after)} keys)`);
-    if (after !== keys) throw new Error(`redis-server loaded ${after} keys from its RDB, ${keys} were saved`);
-    return { fillSeconds, emptyRssBytes, rssBytes, usedMemoryBytes, keys, perSession, rdbBytes, rdbLoadSeconds };
+    const rdb = await timedLoads(undefined, node.port, dir, ['--appendonly', 'no'], async (t) => {
+      const after = await dbsize(t.conn);
+      if (after !== keys) throw new Error(`redis-server loaded ${after} keys from its RDB, ${keys} were saved`);
+    });
+    timed = rdb.timed;
+    progress(`    RDB loaded in ${samplesText(rdb.samples)} (${fmt(keys)} keys)`);
+    return { fillSeconds, emptyRssBytes, rssBytes, usedMemoryBytes, keys, perSession, rdbBytes, rdbLoadSeconds: rdb.seconds, rdbLoadSamples: rdb.samples };
   } finally {
     conn.close();
     await node.kill();
@@ -514,6 +606,7 @@ export function tierVsRedisTable(r: TierVsRedisResult): string {
   const mib = (b: number) => `${fmt(b / MiB)} MiB`;
   const perSession = (b: number) => `${mib(b)} (${fmt(b / r.sessions)} B/session)`;
   const s = (x: number) => `${x.toFixed(2)} s`;
+  const timing = (x: number, samples: number[]) => `${s(x)} (${Math.min(...samples).toFixed(2)}–${Math.max(...samples).toFixed(2)})`;
   const { kiln, redisEngine: re, redisHashes: rh } = r;
   const NA = '—';
   const rows = [
@@ -521,10 +614,10 @@ export function tierVsRedisTable(r: TierVsRedisResult): string {
     { figure: 'of which the sessions (RSS minus the empty server)', kiln: perSession(kiln.rssBytes - kiln.emptyRssBytes), engine: perSession(re.rssBytes - re.emptyRssBytes), hashes: perSession(rh.rssBytes - rh.emptyRssBytes) },
     { figure: 'used_memory (Redis)', kiln: NA, engine: perSession(re.usedMemoryBytes), hashes: perSession(rh.usedMemoryBytes) },
     { figure: 'disk size', kiln: `${mib(kiln.diskBytes)} (data directory)`, engine: `RDB ${mib(re.rdbBytes)}; AOF ${mib(re.aofBytes)} (preamble), ${mib(re.aofCommandsBytes)} (commands)`, hashes: `RDB ${mib(rh.rdbBytes)}` },
-    { figure: 'restart after SIGTERM (fsync everysec)', kiln: s(kiln.restartSeconds), engine: NA, hashes: NA },
-    { figure: 'RDB load', kiln: NA, engine: s(re.rdbLoadSeconds), hashes: s(rh.rdbLoadSeconds) },
-    { figure: 'AOF load (appendfsync everysec, Redis 7 default: RDB preamble)', kiln: NA, engine: s(re.aofLoadSeconds), hashes: NA },
-    { figure: 'AOF load (commands only: aof-use-rdb-preamble no)', kiln: NA, engine: s(re.aofCommandsLoadSeconds), hashes: NA },
+    { figure: 'restart after SIGTERM (fsync everysec)', kiln: timing(kiln.restartSeconds, kiln.restartSamples), engine: NA, hashes: NA },
+    { figure: 'RDB load', kiln: NA, engine: timing(re.rdbLoadSeconds, re.rdbLoadSamples), hashes: timing(rh.rdbLoadSeconds, rh.rdbLoadSamples) },
+    { figure: 'AOF load (appendfsync everysec, Redis 7 default: RDB preamble)', kiln: NA, engine: timing(re.aofLoadSeconds, re.aofLoadSamples), hashes: NA },
+    { figure: 'AOF load (commands only: aof-use-rdb-preamble no)', kiln: NA, engine: timing(re.aofCommandsLoadSeconds, re.aofCommandsLoadSamples), hashes: NA },
     { figure: 'commits/s (1 client, 1,000 sessions, 64 in flight)', kiln: fmt(kiln.commits.commitsPerSecond), engine: fmt(re.commits.commitsPerSecond), hashes: NA },
     { figure: 'server CPU ms per 1,000 commits', kiln: fmt(kiln.commits.serverCpuMsPer1000), engine: fmt(re.commits.serverCpuMsPer1000), hashes: NA },
     { figure: 'client CPU ms per 1,000 commits', kiln: fmt(kiln.commits.clientCpuMsPer1000), engine: fmt(re.commits.clientCpuMsPer1000), hashes: NA },
@@ -537,12 +630,12 @@ export function tierVsRedisTable(r: TierVsRedisResult): string {
   ];
   const keysLine = Object.entries(re.perSession).map(([k, v]) => `${k} ${fmt(v)} B`).join(', ');
   return [
-    `${fmt(r.sessions)} sessions of ${fmt(r.bytesPerSession)} B (encoded names and values); memory read ${r.settleSeconds} s after each fill; servers on CPU 1, the client on CPU 0. Commits: ${fmt(r.commitSettings.commits)} per run, median of ${r.commitSettings.runs}; the kiln server with fsync everysec, redis-server with appendonly yes, appendfsync everysec.`,
+    `${fmt(r.sessions)} sessions of ${fmt(r.bytesPerSession)} B (encoded names and values); memory read ${r.settleSeconds} s after each fill; restarts and loads are medians of ${RESTARTS} (range in brackets); servers on CPU 1, the client on CPU 0. Commits: ${fmt(r.commitSettings.commits)} per run, median of ${r.commitSettings.runs}; the kiln server with fsync everysec, redis-server with appendonly yes, appendfsync everysec.`,
     '',
     table(rows),
     '',
     `Goals: ${goals.join('; ')}.`,
     '',
-    `Kiln's engine keeps ${fmt(re.keys / r.sessions, 2)} keys per session on Redis (MEMORY USAGE of one session's keys: ${keysLine}); a plain hash takes ${fmt(rh.perSession)} B.`,
+    `Kiln's engine keeps ${fmt(re.keys / r.sessions, 2)} keys per session on Redis at rest (read after ${fmt(re.transientKeys)} keys of ping-pong history, two minutes' TTL, had expired) (MEMORY USAGE of one session's keys: ${keysLine}); a plain hash takes ${fmt(rh.perSession)} B.`,
   ].join('\n');
 }
