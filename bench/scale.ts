@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import type { Engine } from '../src/engines/engine.js';
 import { connect } from '../src/engines/kiln/kiln-engine.js';
 import { encodeAttribute } from '../src/session/codec.js';
 import { generateSessionId } from '../src/session/id.js';
@@ -25,13 +26,13 @@ export interface ScaleResult {
   sessionsAfterRestart: number;
 }
 
-function rssOf(pid: number): number {
+export function rssOf(pid: number): number {
   const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
   return Number(kb ?? 0) * 1024;
 }
 
 /** A typical small session: who, a little state, a cart line (about 200 bytes encoded). */
-function sessionAttributes(i: number): [string, Uint8Array][] {
+export function sessionAttributes(i: number): [string, Uint8Array][] {
   const values: Record<string, unknown> = {
     user: `user-${String(i).padStart(7, '0')}`,
     role: 'member',
@@ -46,7 +47,15 @@ function sessionAttributes(i: number): [string, Uint8Array][] {
 }
 
 export async function fill(server: ServerProcess, count: number, progress: (line: string) => void): Promise<number> {
-  const engine = connect(server.url, { token: server.token, name: 'scale-fill' });
+  return fillEngine(connect(server.url, { token: server.token, name: 'scale-fill' }), count, progress);
+}
+
+/**
+ * Creates `count` sessions through any engine (the kiln server's or Redis's), 256 at a
+ * time, each with one acquire and one commit that also gives the lease back; closes the
+ * engine. Returns the encoded size of one session's attributes (names and values).
+ */
+export async function fillEngine(engine: Engine, count: number, progress: (line: string) => void): Promise<number> {
   await engine.connect();
   let next = 0;
   let bytes = 0;
@@ -72,13 +81,13 @@ export async function fill(server: ServerProcess, count: number, progress: (line
   return bytes;
 }
 
-async function timeToReady(dataDir: string): Promise<{ server: ServerProcess; seconds: number }> {
+export async function timeToReady(dataDir: string): Promise<{ server: ServerProcess; seconds: number }> {
   const started = process.hrtime.bigint();
   const server = await startKilnServer({ dataDir, fsync: 'everysec', readyTimeoutMs: 120_000 });
   return { server, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
 
-async function sessionCount(server: ServerProcess): Promise<number> {
+export async function sessionCount(server: ServerProcess): Promise<number> {
   const engine = connect(server.url, { token: server.token, name: 'scale-check' });
   await engine.connect();
   const stats = await engine.stats();
