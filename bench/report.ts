@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { cellName, plainOf, systemInfo, WRITES_PER_REQUEST, type Cell, type CellResult, type Framework, type LostUpdateResult, type Measurement, type SystemId } from './http/compare.js';
 import type { ScaleResult } from './scale.js';
+import type { TierVsRedisResult } from './tier-vs-redis.js';
 import { fmt, median, table } from './util.js';
 
 export interface RunInfo {
@@ -270,6 +271,16 @@ export function targets(results: CellResult[], lost: LostUpdateResult[], scale: 
     out.push({ target: 'restart with them on disk: ≤ 10 s', measured: `${scale.cleanRestartSeconds.toFixed(1)} s clean, ${scale.crashRestartSeconds.toFixed(1)} s after SIGKILL`, met: scale.sessions < 1_000_000 ? undefined : restart <= 10, gating: true });
   }
   return out;
+}
+
+/** Issue 26's goals for the tier: no more memory than Redis holding the sessions as hashes, a restart no slower than Redis loading them. */
+export function tierTargets(r: TierVsRedisResult): Target[] {
+  const partial = r.sessions < 1_000_000;
+  const mib = (b: number) => `${fmt(b / 2 ** 20)} MiB`;
+  return [
+    { target: `kiln server with ${fmt(r.sessions)} sessions: resident memory ≤ redis-server holding them as plain hashes`, measured: `${mib(r.kiln.rssBytes)} against ${mib(r.redisHashes.rssBytes)} (Kiln's Redis engine: ${mib(r.redisEngine.rssBytes)})`, met: partial ? undefined : r.kiln.rssBytes <= r.redisHashes.rssBytes, gating: true },
+    { target: 'kiln server restart ≤ redis-server loading the same sessions (RDB, and AOF as Redis 7 writes it)', measured: `${r.kiln.restartSeconds.toFixed(2)} s against RDB ${r.redisEngine.rdbLoadSeconds.toFixed(2)} s and AOF ${r.redisEngine.aofLoadSeconds.toFixed(2)} s`, met: partial ? undefined : r.kiln.restartSeconds <= Math.min(r.redisEngine.rdbLoadSeconds, r.redisEngine.aofLoadSeconds), gating: true },
+  ];
 }
 
 export function targetTable(list: Target[]): string {

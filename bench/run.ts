@@ -7,6 +7,8 @@
  * Parts (each can be chosen with --only=http,scale,micro,stall):
  *   http   the side-by-side comparison of issue 6 (bench/http)
  *   scale  a kiln server with 1,000,000 sessions: memory, restart time
+ *   tier   the kiln server against redis-server for the same 1,000,000 sessions: memory,
+ *          restart against RDB and AOF loads, commit throughput and CPU (bench/tier-vs-redis.ts)
  *   micro  the lease-hit path and the kiln server's commit throughput
  *   stall  a probe's commit latency while 100,000 sessions expire at once, and while a
  *          principal's 100,000 sessions are destroyed (bench/stall.ts)
@@ -21,16 +23,17 @@ import { join } from 'node:path';
 import { removeDir, startKilnServer, tempDir } from '../test/helpers/processes.js';
 import { compareSystems, SYSTEMS, type Cell, type CellResult, type Framework, type LostUpdateResult } from './http/compare.js';
 import { leaseHitBench } from './lease-hit.js';
-import { cellsOf, cpuTable, lostUpdateTable, machineSection, peerTable, resultTables, scaleTable, targets, targetTable, type RunInfo, type Target } from './report.js';
+import { cellsOf, cpuTable, lostUpdateTable, machineSection, peerTable, resultTables, scaleTable, targets, targetTable, tierTargets, type RunInfo, type Target } from './report.js';
 import { serverScale, type ScaleResult } from './scale.js';
 import { commitThroughput } from './server-throughput.js';
 import { stallRun, type StallFigures } from './stall.js';
+import { tierVsRedis, tierVsRedisTable, type TierVsRedisResult } from './tier-vs-redis.js';
 import { fmt, table } from './util.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const listArg = (name: string): string[] | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3).split(',');
-const ALL_PARTS = ['http', 'scale', 'micro', 'stall'];
+const ALL_PARTS = ['http', 'scale', 'tier', 'micro', 'stall'];
 const only = new Set(listArg('only') ?? ALL_PARTS);
 const workloads = listArg('workloads');
 const appCounts = listArg('apps')?.map(Number);
@@ -64,21 +67,41 @@ for (const framework of frameworks) {
 }
 const SYSTEM_IDS = SYSTEMS.map((s) => s.id).filter((id) => !systems || systems.includes(id));
 
-let http: { cells: CellResult[]; lost: LostUpdateResult[] } | undefined;
-if (only.has('http')) {
-  console.log(`\nHTTP comparison: ${CELLS.length} rows × ${SYSTEM_IDS.length} systems × ${info.runs} run(s) of ${info.durationSec} s`);
-  http = await compareSystems({ cells: CELLS, systems: SYSTEM_IDS, runs: info.runs, durationSec: info.durationSec, warmupSec: quick ? 0.5 : 1, connections: info.connections, progress });
+/** A part that fails is reported and the run goes on: an hour's results are not lost to one part. */
+const failedParts: string[] = [];
+async function part(name: string, run: () => Promise<void>): Promise<void> {
+  if (!only.has(name)) return;
+  try {
+    await run();
+  } catch (err) {
+    failedParts.push(`${name}: ${(err as Error).stack ?? String(err)}`);
+    console.error(`\npart ${name} failed: ${(err as Error).stack ?? String(err)}`);
+  }
 }
 
+let http: { cells: CellResult[]; lost: LostUpdateResult[] } | undefined;
+await part('http', async () => {
+  console.log(`\nHTTP comparison: ${CELLS.length} rows × ${SYSTEM_IDS.length} systems × ${info.runs} run(s) of ${info.durationSec} s`);
+  http = await compareSystems({ cells: CELLS, systems: SYSTEM_IDS, runs: info.runs, durationSec: info.durationSec, warmupSec: quick ? 0.5 : 1, connections: info.connections, progress });
+});
+
 let scale: ScaleResult | undefined;
-if (only.has('scale')) {
+await part('scale', async () => {
   console.log('\nkiln server scale');
   scale = await serverScale(quick ? 100_000 : 1_000_000, progress);
   console.log(scaleTable(scale));
-}
+});
+
+let tier: TierVsRedisResult | undefined;
+await part('tier', async () => {
+  const count = quick ? 100_000 : 1_000_000;
+  console.log(`\nkiln server against redis-server, ${count.toLocaleString('en-US')} sessions`);
+  tier = await tierVsRedis(count, quick, progress);
+  console.log(tierVsRedisTable(tier));
+});
 
 let micro = '';
-if (only.has('micro')) {
+await part('micro', async () => {
   const runs = quick ? 3 : 5;
   console.log('\nlease-hit path (one process holds the lease; sequential requests)');
   const server = await startKilnServer();
@@ -104,21 +127,21 @@ if (only.has('micro')) {
   }
   micro += `kiln server commit throughput (1 client process, 1,000 sessions, 64 in flight, one field per commit):\n\n${table(rows)}\n`;
   console.log(micro);
-}
+});
 
 let stall = '';
-if (only.has('stall')) {
+await part('stall', async () => {
   const count = quick ? 20_000 : 100_000;
   console.log(`\nstall: a probe commits every 100 ms while ${fmt(count)} sessions expire at once, then while a principal's ${fmt(count)} sessions are destroyed`);
   const r = await stallRun(count, progress);
   const row = (what: string, f: StallFigures) => ({ 'bulk work': what, 'took ms': fmt(f.bulkMs), probes: String(f.probes), 'probe p50 ms': f.p50Ms.toFixed(1), 'probe p99 ms': f.p99Ms.toFixed(1), 'probe max ms': f.maxMs.toFixed(1) });
   stall = `A probe client commits to its own session every 100 ms (target: p99 under 50 ms):\n\n${table([row(`${fmt(count)} sessions expire together (leases held)`, r.expiry), row(`destroy by principal, ${fmt(count)} sessions`, r.destroyByPrincipal)])}\n`;
   console.log(stall);
-}
+});
 
 info.minutes = (Date.now() - info.startedAt.getTime()) / 60_000;
 const sections = [machineSection(info), ''];
-const checked: Target[] = http || scale ? targets(http?.cells ?? [], http?.lost ?? [], scale) : [];
+const checked: Target[] = [...(http || scale ? targets(http?.cells ?? [], http?.lost ?? [], scale) : []), ...(tier ? tierTargets(tier) : [])];
 if (checked.length > 0) sections.push('### Targets', '', targetTable(checked), '');
 if (http) {
   const cells = cellsOf(http.cells);
@@ -133,7 +156,7 @@ if (http) {
 const results = sections.join('\n');
 console.log(`\n${results}`);
 
-if (quick || only.size < ALL_PARTS.length || narrowed) {
+if (quick || only.size < ALL_PARTS.length || narrowed || failedParts.length > 0) {
   const out = join(tmpdir(), `kiln-bench-${quick ? 'quick' : 'partial'}.md`);
   writeFileSync(out, results);
   console.log(`\nresults written to ${out} (docs/benchmarks.md is only rewritten by a full run)`);
@@ -146,7 +169,8 @@ if (quick || only.size < ALL_PARTS.length || narrowed) {
   console.log('\nresults written to docs/benchmarks.md');
 }
 const missed = checked.filter((t) => t.gating && t.met === false);
-if (missed.length > 0) {
+if (failedParts.length > 0) console.error(`\nPARTS FAILED: ${failedParts.map((f) => f.split(':')[0]).join(', ')} (results written to the temp file, not docs/benchmarks.md)`);
+if (missed.length > 0 || failedParts.length > 0) {
   console.error(`\nTARGETS MISSED (${missed.length}):`);
   for (const t of missed) console.error(`  ✗ ${t.target}: ${t.measured}`);
   process.exit(1);
