@@ -43,7 +43,10 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
       await redis?.stop();
       if (dir) removeDir(dir);
     });
-    const client = (): SessionClient => createSessionClient({ engine: connectEngine(url, { operationTimeoutMs: 1000, acquireTimeoutMs: 1000, ...(server ? { kiln: { token: server.token } } : {}) }), acquireTimeoutMs: 1000 });
+    // `waitMs` bounds a lease wait: 1 s for the requests that pipeline (they never wait
+    // for a lease), more for the other process's recall, which on Redis goes through
+    // pub/sub and took over 1 s once in a full run on the loaded 2-core CI machine.
+    const client = (waitMs = 1000): SessionClient => createSessionClient({ engine: connectEngine(url, { operationTimeoutMs: 1000, acquireTimeoutMs: waitMs, ...(server ? { kiln: { token: server.token } } : {}) }), acquireTimeoutMs: waitMs });
 
     it('the next request on a session starts before the previous commit is acknowledged, and sees it', async () => {
       const kiln = client();
@@ -67,7 +70,7 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
         await Promise.all(pending);
         assert.ok(kiln.stats().counters.pipelinedCommits >= 19, `pipelined: ${kiln.stats().counters.pipelinedCommits}`);
         // Another process sees the last value (the lease moves over with a recall).
-        const other = client();
+        const other = client(5000);
         try {
           const s = await other.open(id);
           assert.equal(s.get('n'), 20);
@@ -96,7 +99,7 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
         }
         const perRequest = (kiln.stats().counters.commitBytes - before) / 50;
         assert.ok(perRequest < 20, `${perRequest} B of attribute data per request`);
-        const other = client();
+        const other = client(5000);
         try {
           const s = await other.open(s0.id);
           const items = s.get('items') as { qty: number }[];
