@@ -153,6 +153,11 @@ if (http) {
   if (fastify.length > 0) sections.push('### Side by side: Fastify', '', resultTables(http.cells.filter((r) => fastify.includes(r.cell))));
   sections.push('### Lost updates (200 increments of one session, 20 in flight)', '', lostUpdateTable(http.lost), '');
 }
+if (scale) sections.push('### kiln server scale', '', scaleTable(scale), '');
+if (tier) sections.push('### The kiln server against redis-server', '', tierVsRedisTable(tier), '');
+if (micro) sections.push('### Micro-benchmarks', '', micro);
+if (stall) sections.push('### Bulk work and other clients (stall)', '', stall);
+if (failedParts.length > 0) sections.push('### Parts that failed', '', ...failedParts.map((f) => `- ${f.split('\n')[0]}`), '');
 const results = sections.join('\n');
 console.log(`\n${results}`);
 
