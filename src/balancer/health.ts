@@ -7,7 +7,9 @@ import type { BackendNode } from './node-table.js';
  * connection marks it down at once (nothing listens: the process is gone). Passive
  * detection: a refused connection while proxying marks a node down in the proxy, and a
  * request the node took and closed without an answer triggers an immediate check
- * (`probe`), so a killed node leaves the rotation before its next interval.
+ * (`probe`), so a killed node leaves the rotation before its next interval. A probe that
+ * fails too marks the node down whatever the failure: a node being killed can still
+ * accept the probe's connection for a moment and then reset it, which is not a refusal.
  */
 export interface HealthOptions {
   path: string;
@@ -44,10 +46,11 @@ export class HealthChecker {
   probe(node: BackendNode): void {
     if (this.probing.has(node)) return;
     this.probing.add(node);
-    void this.check(node).finally(() => this.probing.delete(node));
+    void this.check(node, true).finally(() => this.probing.delete(node));
   }
 
-  private check(node: BackendNode): Promise<void> {
+  /** `suspected`: a request to the node just failed without an answer, so one more failure is enough. */
+  private check(node: BackendNode, suspected = false): Promise<void> {
     return new Promise((resolve) => {
       const done = (ok: boolean, reason?: string, refused = false): void => {
         node.lastCheckAt = Date.now();
@@ -60,7 +63,7 @@ export class HealthChecker {
           }
         } else {
           node.consecutiveFailures++;
-          if (node.healthy && (refused || node.consecutiveFailures >= this.options.fall)) {
+          if (node.healthy && (refused || suspected || node.consecutiveFailures >= this.options.fall)) {
             node.markDown(reason ?? 'health check failed');
             this.onChange(node, false);
           }

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { HealthChecker } from '../../src/balancer/health.js';
+import { BackendNode } from '../../src/balancer/node-table.js';
+import { waitFor } from '../helpers/processes.js';
+
+/**
+ * A node being SIGKILLed can accept a connection for a moment and then reset it: not a
+ * refusal. A probe after a failed request must still take the node out; a routine check
+ * must not (one reset is not `fall` failures).
+ */
+describe('balancer health checks on a node that accepts and resets', () => {
+  let server: Server;
+  let url: string;
+  before(async () => {
+    server = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const checker = (node: BackendNode, changes: boolean[]) => new HealthChecker([node], { path: '/healthz', intervalMs: 60_000, timeoutMs: 1_000, fall: 3 }, (_n, healthy) => changes.push(healthy));
+
+  it('a routine check counts one failure and keeps the node', async () => {
+    const node = new BackendNode('app-1', url);
+    const changes: boolean[] = [];
+    await checker(node, changes).checkAll();
+    assert.equal(node.consecutiveFailures, 1);
+    assert.equal(node.healthy, true);
+    assert.deepEqual(changes, []);
+  });
+
+  it('a probe after a failed request marks the node down at once', async () => {
+    const node = new BackendNode('app-1', url);
+    const changes: boolean[] = [];
+    checker(node, changes).probe(node);
+    await waitFor(() => changes.length > 0, 2_000, 'the probe ended');
+    assert.equal(node.healthy, false);
+    assert.deepEqual(changes, [false]);
+  });
+});
