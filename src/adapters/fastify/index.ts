@@ -197,10 +197,11 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
       done();
       return;
     }
-    runtime.open(request, incomingId, secure, cookieOptions).then((rs) => {
-      attach(request, rs);
-      done();
-    }, done);
+    // What throws after the engine answered (attach) goes to Fastify too, never unhandled.
+    runtime
+      .open(request, incomingId, secure, cookieOptions)
+      .then((rs) => attach(request, rs))
+      .then(() => done(), done);
   }) as never);
 
   // Before the reply is sent: commit, then set the cookie (the commit decides whether one is needed).
@@ -226,7 +227,10 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
       done(err);
       return;
     }
-    rs.finish().then(send, (err: unknown) => done(err));
+    // A Set-Cookie refused after the commit (send throws) is an error reply, not a hung request.
+    rs.finish()
+      .then(send)
+      .catch((err: unknown) => done(err));
   }) as never);
 
   const release = (async (request: FastifyLikeRequest) => {
