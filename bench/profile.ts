@@ -10,7 +10,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStandalone } from '../test/helpers/redis.js';
-import { createSessions, deploy, freshStore, load, LOAD_CPU, pin, systemInfo, type Stores, type SystemId } from './http/compare.js';
+import { createSessions, deploy, freshStore, load, LOAD_CPU, systemInfo, type Stores, type SystemId } from './http/compare.js';
+import { pin } from './proc.js';
 import type { Workload } from './http/loadgen.js';
 import { fmt, table } from './util.js';
 

@@ -22,7 +22,7 @@
  * removed before the next starts.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as connectKiln } from '../src/engines/kiln/kiln-engine.js';
 import { connectRedis } from '../src/engines/redis/redis-engine.js';
@@ -32,6 +32,7 @@ import { startRedisNode, type RedisNode } from '../test/helpers/redis.js';
 import { encodeCommand, RespConnection, RespErrorReply, redisInfo } from './resp.js';
 import { fill, fillEngine, rssOf, sessionAttributes, sessionCount, timeToReady } from './scale.js';
 import { engineCommitThroughput, type ThroughputOptions } from './server-throughput.js';
+import { cpusAllowed, pin, processCpuMs } from './proc.js';
 import { fmt, median, table } from './util.js';
 
 const SERVER_CPU = 1;
@@ -112,14 +113,6 @@ export interface TierVsRedisResult {
 
 // ---- CPU placement and accounting ----
 
-function cpusAllowed(pid: number): string {
-  return /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
-}
-
-/** Pins a process and all its threads (bench/http/compare.ts's pin, with a CPU list). */
-function pin(pid: number, cpus: number | string): void {
-  execFileSync('taskset', ['-a', '-p', '-c', String(cpus), String(pid)], { stdio: 'ignore' });
-}
 
 /**
  * Starts a server already on `cpu`: a child inherits the CPU mask of the process that
@@ -142,15 +135,6 @@ async function startOnCpu<T>(cpu: number, start: () => Promise<T>, pidOf: (start
   return started;
 }
 
-let clockTicks = 0;
-/** utime + stime of a whole process (every thread), in ms. */
-function cpuMsOf(pid: number): number {
-  clockTicks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 of proc(5); the list starts at field 3 (state).
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
-}
 
 /** engineCommitThroughput with the server's and this process's CPU over the measured runs. */
 async function commitFigures(engine: Parameters<typeof engineCommitThroughput>[0], serverPid: number, settings: Omit<ThroughputOptions, 'measured'>): Promise<CommitFigures> {
@@ -160,11 +144,11 @@ async function commitFigures(engine: Parameters<typeof engineCommitThroughput>[0
     ...settings,
     measured: {
       before() {
-        server = cpuMsOf(serverPid);
+        server = processCpuMs(serverPid);
         client = process.cpuUsage();
       },
       after() {
-        server = cpuMsOf(serverPid) - server;
+        server = processCpuMs(serverPid) - server;
         client = process.cpuUsage(client);
       },
     },

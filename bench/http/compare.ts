@@ -12,12 +12,13 @@
  * (its own process), the balancer, redis-server and the kiln server pinned to CPU 1. A
  * fresh app process for every run.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startAppScript, type AppProcess } from '../../test/helpers/apps.js';
 import { KILN_BIN, startKilnServer, trackChild, waitFor, type ServerProcess } from '../../test/helpers/processes.js';
 import { redisCli, startStandalone, type RedisDeployment } from '../../test/helpers/redis.js';
+import { pin, processCpuMs } from '../proc.js';
 import { median } from '../util.js';
 import type { LoadResult, LoadSpec, Workload } from './loadgen.js';
 
@@ -101,10 +102,6 @@ export interface LostUpdateResult {
   failed: number;
 }
 
-/** Pins a process and all its threads to one CPU. */
-export function pin(pid: number, cpu: number): void {
-  execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' });
-}
 
 export interface Stores {
   redis: RedisDeployment & { node: { port: number; pid: number } };
@@ -129,12 +126,6 @@ export async function freshStore(stores: Stores, system: SystemId): Promise<{ en
   return { env: { BENCH_SYSTEM: store === 'none' ? 'plain' : 'memory-store' }, serverPid: undefined };
 }
 
-/** CPU time (user + system) of a process so far, in ms, from /proc (clock ticks of 10 ms). */
-export function processCpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
 
 interface Deployment {
   target: string;
