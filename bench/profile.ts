@@ -2,18 +2,26 @@
  * Where an app's CPU goes on one row of the HTTP benchmark: runs one system under load
  * with `--cpu-prof` and prints each function's self time per request, grouped as Kiln,
  * the framework, other packages, Node.js, and the garbage collector. This is how the
- * per-request budget in docs/benchmarks.md is attributed.
+ * per-request budget in docs/benchmarks.md is attributed. With --allocations it samples
+ * what the app allocates instead and prints bytes per request by group and by function:
+ * the collector's share of a request is paid for where these are made.
  *
  *   npm run build && node dist/bench/profile.js --system=fastify-kiln-server --workload=read-mostly --sessions=1000 --seconds=10
+ *   node dist/bench/profile.js --system=kiln-server --workload=write --allocations
+ *   node dist/bench/profile.js --system=fastify-kiln-server --against=fastify-plain --workload=write --rounds=3
+ *
+ * --against=<baseline> profiles both, rounds interleaved, and prints what the system adds
+ * to a request over the baseline, by group and by function: where each µs of the
+ * CPU-per-request figure goes, Node's and the collector's included.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startStandalone } from '../test/helpers/redis.js';
 import { createSessions, deploy, freshStore, load, LOAD_CPU, systemInfo, type Stores, type SystemId } from './http/compare.js';
 import { pin } from './proc.js';
 import type { Workload } from './http/loadgen.js';
-import { fmt, table } from './util.js';
+import { fmt, median, table } from './util.js';
 
 interface ProfileNode {
   id: number;
@@ -53,6 +61,29 @@ export function selfTimes(profile: Profile): Map<string, { micros: number; group
   return out;
 }
 
+interface HeapNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapNode[];
+}
+
+/** Bytes allocated per function (self) of a sampling heap profile. */
+export function allocatedBytes(head: HeapNode): Map<string, { bytes: number; group: Group }> {
+  const out = new Map<string, { bytes: number; group: Group }>();
+  const stack = [head];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    stack.push(...node.children);
+    if (node.selfSize === 0) continue;
+    const { functionName, url, lineNumber } = node.callFrame;
+    const key = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
+    const entry = out.get(key) ?? { bytes: 0, group: groupOf(url, functionName) };
+    entry.bytes += node.selfSize;
+    out.set(key, entry);
+  }
+  return out;
+}
+
 /** The concern of a Kiln function, for the per-request budget (docs/benchmarks.md). */
 export type Concern = 'cookie' | 'lookup and lease' | 'session object' | 'delta and encoding' | 'commit and wire' | 'adapter glue' | 'tier (in process)' | 'other Kiln';
 
@@ -75,27 +106,108 @@ const workload = arg('workload', 'read-mostly') as Workload;
 const sessions = Number(arg('sessions', '1000'));
 const seconds = Number(arg('seconds', '10'));
 const top = Number(arg('top', '30'));
+const allocations = args.includes('--allocations');
+
+const against = arg('against', '') as SystemId | '';
+const rounds = Number(arg('rounds', '3'));
 
 const stores: Stores = { redis: (await startStandalone()) as Stores['redis'], kiln: undefined };
 pin(stores.redis.node.pid, LOAD_CPU);
 const dir = mkdtempSync(join(tmpdir(), 'kiln-profile-'));
 try {
-  const { env } = await freshStore(stores, system);
-  const deployment = await deploy({ ...env, BENCH_CPU_PROFILE: join(dir, 'app.cpuprofile') }, 1, systemInfo(system).framework);
+  if (against) {
+    // Rounds interleaved (baseline, system, baseline, …) so the machine's drift hits both alike.
+    const perRound: Record<'baseline' | 'system', Map<string, { micros: number; group: Group }>[]> = { baseline: [], system: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const [role, which] of [['baseline', against], ['system', system]] as const) {
+        const run = await profileRun(which, round);
+        perRound[role].push(new Map([...selfTimes(run.profile as Profile)].map(([k, t]) => [k, { micros: run.perRequest(t.micros), group: t.group }])));
+      }
+    }
+    printDifference(against, perRound.baseline, perRound.system);
+  } else {
+    const run = await profileRun(system, 0);
+    if (allocations) printAllocations(allocatedBytes((run.profile as { head: HeapNode }).head), run.perRequest);
+    else printTimes(selfTimes(run.profile as Profile), run.perRequest);
+  }
+} finally {
+  await stores.kiln?.kill();
+  await stores.redis.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+process.exit(0);
+
+/** One profiled run of a system on the row asked for: its profile, and how to turn totals into per-request figures. */
+async function profileRun(which: SystemId, round: number): Promise<{ profile: unknown; perRequest: (total: number) => number }> {
+  const { env } = await freshStore(stores, which);
+  const file = join(dir, `${which}-${round}.${allocations ? 'heapprofile' : 'cpuprofile'}`);
+  const deployment = await deploy({ ...env, ...(allocations ? { BENCH_HEAP_PROFILE: file } : { BENCH_CPU_PROFILE: file }) }, 1, systemInfo(which).framework);
   let requests = 0;
   try {
-    const cookies = systemInfo(system).store === 'none' ? [] : await createSessions(deployment.target, sessions, workload === 'big-write' ? 'big' : 'small');
+    const cookies = systemInfo(which).store === 'none' ? [] : await createSessions(deployment.target, sessions, workload === 'big-write' ? 'big' : 'small');
     const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, async () => undefined);
     requests = result.requests;
-    console.log(`${system}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (profile includes the set-up and warm-up)`);
+    console.log(`${which}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (profile includes the set-up and warm-up)`);
   } finally {
     await deployment.stop();
   }
-  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-  if (!file) throw new Error('the app wrote no profile');
-  const times = selfTimes(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Profile);
+  if (!existsSync(file)) throw new Error(`${which} wrote no profile`);
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+  rmSync(file);
   // Requests over the whole profile: the measured ones plus about one second of warm-up at the same rate.
-  const perRequest = (micros: number) => micros / (requests * (1 + 1 / seconds));
+  return { profile, perRequest: (total: number) => total / (requests * (1 + 1 / seconds)) };
+}
+
+/**
+ * Where the CPU a system adds to a request goes: its self time per request minus the
+ * baseline's (plain Express or Fastify on the same row), by group and by function,
+ * medians over the interleaved rounds. Node's and the collector's rows are the part of
+ * the added cost that Kiln causes but does not run itself (a round trip's socket work,
+ * longer-lived requests).
+ */
+function printDifference(baselineName: string, baseline: Map<string, { micros: number; group: Group }>[], mine: Map<string, { micros: number; group: Group }>[]): void {
+  const byGroup = (runs: Map<string, { micros: number; group: Group }>[]) =>
+    runs.map((run) => {
+      const groups = new Map<Group, number>();
+      for (const { micros, group } of run.values()) if (group !== 'idle') groups.set(group, (groups.get(group) ?? 0) + micros);
+      return groups;
+    });
+  const baseGroups = byGroup(baseline);
+  const myGroups = byGroup(mine);
+  const groupNames = [...new Set([...baseGroups, ...myGroups].flatMap((g) => [...g.keys()]))];
+  const rows = groupNames.map((g) => {
+    const b = median(baseGroups.map((x) => x.get(g) ?? 0));
+    const m = median(myGroups.map((x) => x.get(g) ?? 0));
+    return { group: g, baseline: b, system: m, added: median(myGroups.map((x, i) => (x.get(g) ?? 0) - (baseGroups[i]!.get(g) ?? 0))) };
+  });
+  const totals = (groups: Map<Group, number>[]) => groups.map((g) => [...g.values()].reduce((sum, v) => sum + v, 0));
+  const added = median(totals(myGroups).map((t, i) => t - totals(baseGroups)[i]!));
+  console.log(`\nbusy CPU per request (µs), ${system} against ${baselineName}, medians of ${mine.length} interleaved rounds (per round: ${totals(myGroups).map((t, i) => fmt(t - totals(baseGroups)[i]!, 1)).join(', ')}):\n`);
+  rows.sort((a, b) => b.added - a.added);
+  console.log(table([...rows.map((r) => ({ group: r.group, [baselineName]: fmt(r.baseline, 1), [system]: fmt(r.system, 1), added: fmt(r.added, 1) })), { group: 'total', [baselineName]: fmt(median(totals(baseGroups)), 1), [system]: fmt(median(totals(myGroups)), 1), added: fmt(added, 1) }]));
+  const names = new Set([...baseline, ...mine].flatMap((run) => [...run.keys()]));
+  const diffs = [...names]
+    .map((k) => {
+      const group = mine.find((run) => run.has(k))?.get(k)?.group ?? baseline.find((run) => run.has(k))!.get(k)!.group;
+      return { k, group, added: median(mine.map((run, i) => (run.get(k)?.micros ?? 0) - (baseline[i]!.get(k)?.micros ?? 0))) };
+    })
+    .filter((d) => d.group !== 'idle');
+  console.log(`\nfunctions adding the most (µs/req, median of the per-round differences):\n`);
+  console.log(table(diffs.sort((a, b) => b.added - a.added).slice(0, top).map((d) => ({ function: d.k.slice(0, 110), group: d.group, added: fmt(d.added, 2) }))));
+  const concerns = new Map<Concern, number[]>();
+  mine.forEach((run, i) => {
+    for (const [k, t] of run) {
+      if (t.group !== 'kiln') continue;
+      const list = concerns.get(concernOf(k)) ?? [];
+      list[i] = (list[i] ?? 0) + t.micros;
+      concerns.set(concernOf(k), list);
+    }
+  });
+  console.log(`\nKiln's own self time per request by concern (µs, median):\n`);
+  console.log(table([...concerns].map(([c, list]) => ({ concern: c, 'µs/req': median(Array.from({ length: mine.length }, (_, i) => list[i] ?? 0)) })).sort((a, b) => b['µs/req'] - a['µs/req']).map((r) => ({ concern: r.concern, 'µs/req': fmt(r['µs/req'], 1) }))));
+}
+
+function printTimes(times: Map<string, { micros: number; group: Group }>, perRequest: (micros: number) => number): void {
   const groups = new Map<Group, number>();
   for (const { micros, group } of times.values()) groups.set(group, (groups.get(group) ?? 0) + micros);
   console.log(`\nself time per request by group (µs; idle excluded from the total):\n`);
@@ -111,9 +223,18 @@ try {
   console.log(table([...concerns].sort((a, b) => b[1] - a[1]).map(([c, m]) => ({ concern: c, 'µs/req': fmt(perRequest(m), 1) }))));
   console.log(`\nKiln's functions (${kiln.length}), µs/req:\n`);
   console.log(kiln.slice(0, 40).map(([k, t]) => `  ${fmt(perRequest(t.micros), 2).padStart(6)}  ${k}`).join('\n'));
-} finally {
-  await stores.kiln?.kill();
-  await stores.redis.stop();
-  rmSync(dir, { recursive: true, force: true });
 }
-process.exit(0);
+
+function printAllocations(bytes: Map<string, { bytes: number; group: Group }>, perRequest: (bytes: number) => number): void {
+  const groups = new Map<Group, number>();
+  for (const { bytes: b, group } of bytes.values()) groups.set(group, (groups.get(group) ?? 0) + b);
+  const total = [...groups.values()].reduce((sum, b) => sum + b, 0);
+  console.log(`\nbytes allocated per request by group (sampled every 4 KiB; includes the set-up):\n`);
+  console.log(table([...groups].sort((a, b) => b[1] - a[1]).map(([g, b]) => ({ group: g, 'B/req': fmt(perRequest(b)), share: `${fmt((b / total) * 100)} %` }))));
+  console.log(`\ntop ${top} functions by bytes allocated:\n`);
+  const rows = [...bytes].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, top);
+  console.log(table(rows.map(([k, t]) => ({ function: k.slice(0, 110), group: t.group, 'B/req': fmt(perRequest(t.bytes)) }))));
+  const kiln = [...bytes].filter(([, t]) => t.group === 'kiln').sort((a, b) => b[1].bytes - a[1].bytes);
+  console.log(`\nKiln's functions (${kiln.length}), B/req:\n`);
+  console.log(kiln.slice(0, 40).map(([k, t]) => `  ${fmt(perRequest(t.bytes)).padStart(6)}  ${k}`).join('\n'));
+}
