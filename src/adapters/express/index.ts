@@ -62,6 +62,23 @@ export type KilnMiddleware = ((req: IncomingMessage, res: ServerResponse, next: 
   close(): Promise<void>;
 };
 
+/**
+ * Ties the session to the response and passes on. A commit that fails at the end of the
+ * request goes to Express's error handler; so does a throw while binding (another
+ * middleware's req.session setter), which also lets the session go at once. After an
+ * asynchronous open that throw would otherwise be an unhandled rejection and a hung request.
+ */
+function bindAndGo(rs: RequestSession<KilnRequest>, req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void): void {
+  try {
+    bindToResponse(rs, req, res, next);
+  } catch (err) {
+    rs.abort();
+    next(err);
+    return;
+  }
+  next();
+}
+
 export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddleware {
   const runtime = new SessionRuntime<KilnRequest>(options, 'kiln/express session()');
 
@@ -84,14 +101,9 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
       next();
     } else if (opened instanceof RequestSession) {
       // Sticky traffic: the session was in the near cache and free, no waiting at all.
-      bindToResponse(opened, req, res, next);
-      next();
+      bindAndGo(opened, req, res, next);
     } else {
-      opened.then((rs) => {
-        // A commit that fails at the end of the request goes to Express's error handler.
-        bindToResponse(rs, req, res, next);
-        next();
-      }, next);
+      opened.then((rs) => bindAndGo(rs, req, res, next), next);
     }
   };
 

@@ -56,7 +56,13 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
       const rs = await openNodeRequest(runtime, req);
       // Outside cookie.path: no session (and no cookie).
       if (rs === undefined) return undefined;
-      return bindToResponse(rs, req, res, (err) => fail(err, req, res));
+      try {
+        return bindToResponse(rs, req, res, (err) => fail(err, req, res));
+      } catch (err) {
+        // The caller gets the error; the session must not stay locked behind it.
+        rs.abort();
+        throw err;
+      }
     },
   };
 }
