@@ -82,6 +82,14 @@ export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
   private readonly byOwner = new Map<OwnerId, Set<string>>();
   /**
+   * The sessions each owner waits for. A closing connection visits these (and the
+   * leases it holds), not every lease of the tier: with a million leases, a scan per
+   * disconnect held the event loop for tens of milliseconds.
+   */
+  private readonly waitsByOwner = new Map<OwnerId, Set<string>>();
+  /** Every lease's waiters together, kept as they change (stats read it; counting meant a scan). */
+  private waiterCount = 0;
+  /**
    * Ping-pong history: the owner a session last went to (a plain string: no object per
    * session on the affine path) or, once it has changed hands, a decaying Bounce.
    */
@@ -119,10 +127,9 @@ export class LeaseTable {
     return this.byOwner.get(owner)?.size ?? 0;
   }
 
+  /** Owners waiting for a lease, over all sessions (O(1)). */
   waitingCount(): number {
-    let n = 0;
-    for (const lease of this.leases.values()) n += lease.waiters.length;
-    return n;
+    return this.waiterCount;
   }
 
   /**
@@ -142,7 +149,10 @@ export class LeaseTable {
       effects.grants.push({ owner, sessionId, token: lease.token, releaseAfterUse: this.isPingPong(sessionId, now) });
       return effects;
     }
-    if (!lease.waiters.includes(owner)) lease.waiters.push(owner);
+    if (!lease.waiters.includes(owner)) {
+      lease.waiters.push(owner);
+      this.startWait(owner, sessionId);
+    }
     if (lease.recallDeadline === 0) {
       lease.recallDeadline = now + this.options.recallTimeoutMs;
       this.recallDeadlines.push(lease.recallDeadline, { sessionId, token: lease.token });
@@ -157,7 +167,10 @@ export class LeaseTable {
     const lease = this.leases.get(sessionId);
     if (!lease) return;
     const at = lease.waiters.indexOf(owner);
-    if (at >= 0) lease.waiters.splice(at, 1);
+    if (at >= 0) {
+      lease.waiters.splice(at, 1);
+      this.endWait(owner, sessionId);
+    }
   }
 
   /** The holder lets go. A stale token (already revoked or moved) changes nothing. */
@@ -199,10 +212,15 @@ export class LeaseTable {
   /** The owner is gone (connection closed, process dead): every lease it held moves on at once. */
   dropOwner(owner: OwnerId, now: number): LeaseEffects {
     const effects = emptyEffects();
-    for (const lease of this.leases.values()) {
-      const at = lease.waiters.indexOf(owner);
-      if (at >= 0) lease.waiters.splice(at, 1);
+    for (const sessionId of this.waitsByOwner.get(owner) ?? []) {
+      const waiters = this.leases.get(sessionId)?.waiters;
+      const at = waiters?.indexOf(owner) ?? -1;
+      if (at >= 0) {
+        waiters!.splice(at, 1);
+        this.waiterCount--;
+      }
     }
+    this.waitsByOwner.delete(owner);
     const held = this.byOwner.get(owner);
     if (held) {
       for (const sessionId of [...held]) {
@@ -242,6 +260,7 @@ export class LeaseTable {
       this.leases.delete(sessionId);
       return;
     }
+    this.endWait(next, sessionId);
     this.counters.handovers++;
     const grant = this.grant(next, sessionId, now, lease.waiters);
     effects.grants.push(grant);
@@ -266,6 +285,21 @@ export class LeaseTable {
     const releaseAfterUse = this.noteOwner(sessionId, owner, now);
     if (releaseAfterUse) this.counters.pingPongGrants++;
     return { owner, sessionId, token, releaseAfterUse };
+  }
+
+  private startWait(owner: OwnerId, sessionId: string): void {
+    let waits = this.waitsByOwner.get(owner);
+    if (!waits) this.waitsByOwner.set(owner, (waits = new Set()));
+    waits.add(sessionId);
+    this.waiterCount++;
+  }
+
+  private endWait(owner: OwnerId, sessionId: string): void {
+    this.waiterCount--;
+    const waits = this.waitsByOwner.get(owner);
+    if (!waits) return;
+    waits.delete(sessionId);
+    if (waits.size === 0) this.waitsByOwner.delete(owner);
   }
 
   private forget(owner: OwnerId, sessionId: string): void {

@@ -60,6 +60,48 @@ describe('lease table', () => {
     assert.equal(t.release('C', 's3', t.holderOf('s3')!.token, 2).grants.length, 0, 'A no longer waits for s3');
   });
 
+  it('counts waiters as they come and go, without a scan', () => {
+    const t = new LeaseTable(opts);
+    t.acquire('A', 's1', 0);
+    t.acquire('A', 's2', 0);
+    assert.equal(t.waitingCount(), 0);
+    t.acquire('B', 's1', 0);
+    t.acquire('C', 's1', 0);
+    t.acquire('B', 's1', 0); // asking twice queues once
+    t.acquire('C', 's2', 0);
+    assert.equal(t.waitingCount(), 3);
+    t.cancelWait('C', 's2');
+    assert.equal(t.waitingCount(), 2);
+    t.release('A', 's1', t.holderOf('s1')!.token, 1); // B gets it, C still waits
+    assert.equal(t.waitingCount(), 1);
+    t.dropOwner('C', 2);
+    assert.equal(t.waitingCount(), 0);
+    assert.equal(t.release('B', 's1', t.holderOf('s1')!.token, 3).grants.length, 0, 'C no longer waits for s1');
+    assert.equal(t.holderOf('s1'), undefined);
+  });
+
+  it("a dead owner's waits go, wherever it waited, and its leases go to their queues", () => {
+    const t = new LeaseTable(opts);
+    for (let i = 0; i < 100; i++) t.acquire(`h${i % 7}`, `s${i}`, 0);
+    // W waits on every third session, behind V on every ninth.
+    for (let i = 0; i < 100; i += 9) t.acquire('V', `s${i}`, 0);
+    for (let i = 0; i < 100; i += 3) t.acquire('W', `s${i}`, 0);
+    assert.equal(t.waitingCount(), 12 + 34);
+    t.acquire('W', 'own', 0);
+    t.acquire('X', 'own', 0);
+    const dropped = t.dropOwner('W', 1);
+    assert.deepEqual(dropped.grants.map((g) => [g.owner, g.sessionId]), [['X', 'own']]);
+    assert.equal(t.waitingCount(), 12);
+    for (let i = 0; i < 100; i++) {
+      const grants = t.release(`h${i % 7}`, `s${i}`, t.holderOf(`s${i}`)!.token, 2).grants.map((g) => g.owner);
+      assert.deepEqual(grants, i % 9 === 0 ? ['V'] : [], `s${i}`);
+    }
+    assert.equal(t.waitingCount(), 0);
+    // W can wait again later, and is counted again.
+    t.acquire('W', 's0', 3);
+    assert.equal(t.waitingCount(), 1);
+  });
+
   it('tokens only grow', () => {
     const t = new LeaseTable(opts, 1000);
     let last = 1000;
