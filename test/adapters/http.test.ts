@@ -1,3 +1,3 @@
 import { adapterConformance } from './adapter-suite.js';
 
-adapterConformance({ name: 'node:http', fixture: 'http-app' });
+adapterConformance({ name: 'node:http', fixture: 'http-app', errorStatuses: { tooLarge: 413, unavailable: 500 } });
