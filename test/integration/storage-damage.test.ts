@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { RepairSummary } from '../../src/server/storage/last-repair.js';
@@ -212,9 +212,24 @@ async function generations(dataDir: string): Promise<Story> {
   }
 }
 
-function runRepair(dataDir: string, args: string[] = []): { code: number | null; out: string } {
-  const r = spawnSync(process.execPath, [KILN_BIN, 'repair', '--data-dir', dataDir, ...args], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout + r.stderr };
+function runRepair(dataDir: string, args: string[] = [], env: Record<string, string> = {}): { code: number | null; signal: NodeJS.Signals | null; out: string } {
+  const r = spawnSync(process.execPath, [KILN_BIN, 'repair', '--data-dir', dataDir, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { code: r.status, signal: r.signal, out: r.stdout + r.stderr };
+}
+
+/** What a server started on the directory serves of the story's sessions: each one's count (null: gone) and creation metadata. */
+async function served(dataDir: string, story: Story): Promise<{ values: Record<string, number | null>; meta: Record<string, Story['meta'][string] | null> }> {
+  const server = await startKilnServer({ dataDir });
+  const worker = await startWorker();
+  try {
+    await worker.call({ op: 'connect', url: server.url, token: server.token });
+    const values = await worker.call<Record<string, number | null>>({ op: 'read', sessions: story.all });
+    const meta = await worker.call<Record<string, Story['meta'][string] | null>>({ op: 'meta', sessions: story.all });
+    return { values, meta };
+  } finally {
+    await worker.kill();
+    await server.kill();
+  }
 }
 
 /** What the repaired directory serves: no destroyed session, every kept one whole and as acknowledged. */
@@ -343,6 +358,59 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
       assert.ok(s.sessionsKept + s.dropped.liveAtGap >= 48 && s.sessionsKept + s.dropped.liveAtGap <= 50, figures(s));
     } finally {
       removeDir(keyDir);
+    }
+  });
+
+  it('a repair killed between any two steps of its file swap: repairing again (or starting) ends where an uninterrupted repair does', async () => {
+    // The steps, in order (src/server/storage/repair.ts, frame-file.ts): the aside
+    // directory made; the old files linked into it; the new snapshot written, not yet
+    // renamed over the old one; renamed; the old logs unlinked, the report not written.
+    const points = [
+      { name: 'repair:aside-made', installed: false },
+      { name: 'repair:old-files-kept', installed: false },
+      { name: 'snapshot:before-rename', installed: false },
+      { name: 'repair:snapshot-installed', installed: true },
+      { name: 'repair:old-logs-removed', installed: true },
+    ];
+    const base = tempDir();
+    const dirs: string[] = [base];
+    const copyOf = (): string => {
+      const dir = tempDir();
+      cpSync(base, dir, { recursive: true });
+      dirs.push(dir);
+      return dir;
+    };
+    try {
+      const story = await generations(base);
+      const damagedLog = oldest(base);
+      writeFileSync(damagedLog, flipAt((b) => b.length >> 1)(Buffer.from(readFileSync(damagedLog))));
+      const damagedBytes = readFileSync(damagedLog);
+      const reference = copyOf();
+      const uninterrupted = runRepair(reference);
+      assert.equal(uninterrupted.code, 0, uninterrupted.out);
+      const expected = await served(reference, story);
+      const kept = Object.values(expected.values).filter((v) => v !== null).length;
+      assert.ok(kept > 0 && kept < story.all.length - story.destroyed.size, `the damage drops some sessions and keeps others (kept ${kept})`);
+      for (const point of points) {
+        const dir = copyOf();
+        const crashed = runRepair(dir, [], { KILN_FAILPOINT: point.name });
+        assert.equal(crashed.signal, 'SIGKILL', `${point.name}: the repair was to die there\n${crashed.out}`);
+        assert.ok(!existsSync(join(dir, 'last-repair.json')), `${point.name}: no report of a repair that did not finish`);
+        const again = runRepair(dir);
+        assert.equal(again.code, 0, `${point.name}: ${again.out}`);
+        // Before the rename the directory is still the damaged one; after it, the repaired one.
+        assert.match(again.out, point.installed ? /nothing to repair/ : /sessions kept \d+/, point.name);
+        assert.deepEqual(await served(dir, story), expected, `${point.name}: the same sessions, counts and metadata as the uninterrupted repair`);
+        const asides = readdirSync(dir).filter((name) => name.startsWith('damaged-'));
+        assert.ok(
+          asides.some((aside) => existsSync(join(dir, aside, basename(damagedLog))) && readFileSync(join(dir, aside, basename(damagedLog))).equals(damagedBytes)),
+          `${point.name}: the damaged log is kept byte for byte (${asides.join(', ')})`,
+        );
+        assert.ok(!existsSync(join(dir, basename(damagedLog))), `${point.name}: the damaged log is out of the data directory after the start`);
+        assert.ok(!existsSync(join(dir, 'snapshot.kiln.tmp')), `${point.name}: no partial snapshot left`);
+      }
+    } finally {
+      for (const dir of dirs) removeDir(dir);
     }
   });
 

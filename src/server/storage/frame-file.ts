@@ -4,6 +4,7 @@ import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
+import { failpoint } from '../../util/failpoint.js';
 import { isProcessAlive } from '../../util/process-alive.js';
 import { encodeRecord, type Keyring, recordPlace, sealRecord } from './record-codec.js';
 
@@ -83,6 +84,7 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
   } finally {
     closeSync(fd);
   }
+  failpoint('snapshot:before-rename');
   renameSync(tmp, join(dir, SNAPSHOT_NAME));
   syncDir(dir);
 }

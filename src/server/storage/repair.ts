@@ -7,6 +7,7 @@ import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, lockDataDir, logPa
 import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
 import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { RepairPlanner } from './repair-plan.js';
+import { failpoint } from '../../util/failpoint.js';
 
 /**
  * `kiln repair` (and `kiln server --repair`): reads a damaged data directory the way the
@@ -165,18 +166,22 @@ async function replaceFiles(dir: string, table: SessionTable, firstSeq: number, 
     renameSync(tmp, join(aside, basename(tmp)));
     summary.movedFiles.push(basename(tmp));
   }
+  failpoint('repair:aside-made');
   const old = [join(dir, SNAPSHOT_NAME), ...logSeqs(dir).map((seq) => logPath(dir, seq))].filter((p) => existsSync(p));
   for (const path of old) {
     keep(path, join(aside, basename(path)));
     summary.movedFiles.push(basename(path));
   }
   syncDir(aside);
+  failpoint('repair:old-files-kept');
   say(`old files kept in ${aside}`);
   const now = Date.now();
   await writeSnapshot(dir, table.dump(now), firstSeq, keyring);
   say(`new snapshot written: ${summary.sessionsKept} sessions`);
+  failpoint('repair:snapshot-installed');
   for (const path of old) if (basename(path) !== SNAPSHOT_NAME) unlinkSync(path);
   syncDir(dir);
+  failpoint('repair:old-logs-removed');
 }
 
 /** A second name for the file, byte for byte (a copy where the file system has no hard links). */
