@@ -23,6 +23,7 @@ const tomb = (id: string): TierRecord => ({ t: 'b', id, until: 9e15 });
 
 const rec = (record: TierRecord): PlanStep => ({ kind: 'record', record });
 const GAP: PlanStep = { kind: 'gap' };
+const SNAPSHOT_GAP: PlanStep = { kind: 'gap', where: 'snapshot' };
 
 /** Builds the state the plan describes, as repair.ts does. */
 function build(steps: PlanStep[]): { table: SessionTable; plan: ReturnType<typeof planRepair> } {
@@ -110,13 +111,23 @@ describe('repair plan', () => {
     assert.equal(value(table, 'a'), 9);
   });
 
-  it('snapshot records create sessions; a gap inside the snapshot drops the ones read before it', () => {
-    const { table, plan } = build([rec(snap('a', 1)), GAP, rec(snap('b', 2)), rec(tomb('z')), rec(update('b', 5, 3)), rec(update('a', 5, 3))]);
-    assert.deepEqual(plan.kept, ['b']);
+  it('snapshot records create sessions; a gap inside the snapshot loses only what it held, the sessions read before it are kept', () => {
+    // c's snapshot record was in the lost bytes: its later update has nothing to apply to.
+    const { table, plan } = build([rec(snap('a', 1)), SNAPSHOT_GAP, rec(snap('b', 2)), rec(tomb('z')), rec(update('b', 5, 3)), rec(update('a', 5, 3)), rec(update('c', 5, 3))]);
+    assert.deepEqual(plan.kept, ['a', 'b']);
+    assert.equal(value(table, 'a'), 3, 'the session read before the gap takes its later updates');
     assert.equal(value(table, 'b'), 3);
     assert.equal(table.get('b')!.createdAt, 500);
-    assert.equal(plan.droppedIds.get('a'), 'liveAtGap');
+    assert.equal(plan.droppedIds.get('c'), 'noCreation');
+    assert.equal(plan.gaps, 1);
     assert.ok(table.isTombstoned('z', 0), 'tombstones are kept');
+  });
+
+  it('a gap in a log after the snapshot still drops every session live at it, those of the snapshot included', () => {
+    const { plan } = build([rec(snap('a', 1)), SNAPSHOT_GAP, rec(snap('b', 2)), GAP, rec(update('a', 5, 3)), rec(update('b', 5, 3))]);
+    assert.deepEqual(plan.kept, []);
+    assert.equal(plan.droppedIds.get('a'), 'liveAtGap');
+    assert.equal(plan.droppedIds.get('b'), 'liveAtGap');
   });
 
   it('a version-1 commit without createdAt (an older log) is a create', () => {

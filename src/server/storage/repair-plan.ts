@@ -9,9 +9,14 @@ import type { TierRecord } from '../../tier/session-table.js';
  * - A session is built only from a record that creates it whole: a create commit
  *   (version 1, with createdAt and timeouts) or a snapshot record. Updates, touches,
  *   destroys and expiries of a session that was never built are skipped.
- * - At a gap every live session is dropped: its destroy or an update may be in the lost
- *   bytes, and replaying its later records would build a state that never existed.
- *   Its later records are skipped. When in doubt a session is dropped, never revived.
+ * - At a gap in a log every live session is dropped: its destroy or an update may be in
+ *   the lost bytes, and replaying its later records would build a state that never
+ *   existed. Its later records are skipped. When in doubt a session is dropped, never
+ *   revived.
+ * - A gap inside the snapshot drops nothing already read. A snapshot holds each session
+ *   once, whole (one record: its state when the snapshot was taken, or its tombstone),
+ *   so the lost bytes can hold only other sessions' records: those sessions are lost
+ *   (their later records have no creation to apply to), the ones read are not touched.
  * - A session (re)created after the gap, with its whole history after it, is kept: a
  *   create happens only when no session of that id exists, so it starts a new history.
  * - Tombstones ('b', and the tombstone a salvaged destroy leaves) are always kept: they
@@ -85,9 +90,13 @@ export class RepairPlanner {
     }
   }
 
-  /** Bytes were skipped here: every live session is dropped. Returns their ids, for the caller to remove. */
-  gap(): string[] {
+  /**
+   * Bytes were skipped here. In a log every live session is dropped; in the snapshot
+   * none is (see the rules above). Returns the ids dropped, for the caller to remove.
+   */
+  gap(where: 'log' | 'snapshot' = 'log'): string[] {
     this.gapCount++;
+    if (where === 'snapshot') return [];
     const ids = [...this.live];
     for (const id of ids) this.dropped.set(id, 'liveAtGap');
     this.live.clear();
@@ -143,7 +152,7 @@ export class RepairPlanner {
   }
 }
 
-export type PlanStep = { kind: 'record'; record: TierRecord } | { kind: 'gap' };
+export type PlanStep = { kind: 'record'; record: TierRecord } | { kind: 'gap'; where?: 'log' | 'snapshot' };
 
 export interface RepairPlan extends RepairPlanCounts {
   kept: string[];
@@ -158,7 +167,7 @@ export function planRepair(steps: Iterable<PlanStep>): RepairPlan {
   const apply: TierRecord[] = [];
   for (const step of steps) {
     if (step.kind === 'gap') {
-      for (const id of planner.gap()) apply.push({ t: 'e', id });
+      for (const id of planner.gap(step.where)) apply.push({ t: 'e', id });
       continue;
     }
     const out = planner.record(step.record);

@@ -250,5 +250,5 @@ function gap(state: ScanState, file: string, offset: number, bytes: number, why:
   state.spots++;
   if (state.damaged.length < MAX_SPOTS) state.damaged.push({ file, offset, bytes, why });
   state.bytesSkipped += bytes;
-  for (const id of state.planner.gap()) state.table.replay({ t: 'e', id });
+  for (const id of state.planner.gap(basename(file) === SNAPSHOT_NAME ? 'snapshot' : 'log')) state.table.replay({ t: 'e', id });
 }
