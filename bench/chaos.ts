@@ -14,8 +14,7 @@
  *
  *   npm run chaos -- [--duration 180] [--shoppers 40] [--seed 7] [--phases kiln,redis] [--json]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { startDemo as startDemoProcess } from '../test/helpers/demo.js';
 import { startSentinel, redisCli, type SentinelDeployment } from '../test/helpers/redis.js';
 
 interface Options { durationSec: number; shoppers: number; seed: number; phases: ('kiln' | 'redis')[]; json: boolean }
@@ -36,7 +35,6 @@ export interface PhaseResult {
   examples: string[];
 }
 
-const KILN_BIN = fileURLToPath(new URL('../../bin/kiln.js', import.meta.url));
 const REQUEST_TIMEOUT_MS = 20_000;
 
 function parseOptions(argv: string[]): Options {
@@ -68,44 +66,26 @@ function random(seed: number): () => number {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** `kiln demo` as a child: its balancer URL and the current pid of each process it supervises. */
-interface Demo { url: string; pids: Map<string, number>; child: ChildProcess; output(): string; stop(): Promise<void> }
+interface Demo { url: string; pids: Map<string, number>; output(): string; stop(): Promise<void> }
 
+/** The tests' `kiln demo` (test/helpers/demo.ts), with the pids kept current as the demo restarts what the chaos kills. */
 async function startDemo(engine: string | undefined, log: (line: string) => void): Promise<Demo> {
-  const child = spawn(process.execPath, [KILN_BIN, 'demo', '--port', '0', ...(engine ? ['--engine', engine] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
+  const demo = await startDemoProcess(engine ? ['--engine', engine] : []);
   const pids = new Map<string, number>();
-  child.stdout!.on('data', (d: Buffer) => {
+  for (const [name, node] of demo.nodes) if (node.role === 'kiln server' || node.role === 'app server') pids.set(name, node.pid);
+  demo.child.stdout!.on('data', (d: Buffer) => {
     const text = d.toString();
-    out += text;
     for (const m of text.matchAll(/kiln demo: (\S+(?: server)?) is back \(pid (\d+)/g)) pids.set(m[1] === 'kiln server' ? 'server' : m[1]!, Number(m[2]));
     for (const line of text.split('\n')) if (/exited|restarting|is back|did not come back/.test(line)) log(`  ${line.trim()}`);
   });
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`kiln demo did not start:\n${out}`)), 60_000);
-    child.stdout!.on('data', () => {
-      if (/Ctrl-C stops everything/.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', () => {
-      clearTimeout(timer);
-      reject(new Error(`kiln demo exited:\n${out}`));
-    });
-  });
-  for (const m of out.matchAll(/^ {2}(kiln server|app server)\s+(\S+)\s+\S+\s+(\d+)\s*$/gm)) pids.set(m[2]!, Number(m[3]));
-  const url = /Point a browser at (http:\/\/\S+?)\/?$/m.exec(out)![1]!;
   return {
-    url,
+    url: demo.url,
     pids,
-    child,
-    output: () => out,
+    output: demo.output,
     async stop() {
       // Wake anything left frozen, or the demo waits on it.
       for (const pid of pids.values()) signal(pid, 'SIGCONT');
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
+      await demo.stop();
     },
   };
 }
