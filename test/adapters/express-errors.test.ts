@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { session } from '../../src/adapters/express/index.js';
+import { createSessions } from '../../src/adapters/http/index.js';
 import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
 
 const SECRET = 'express-errors-secret-0123456789';
 
-async function listen(app: express.Express): Promise<{ server: Server; base: string }> {
-  const server = app.listen(0, '127.0.0.1');
+async function listen(app: express.Express | Server): Promise<{ server: Server; base: string }> {
+  const server = app.listen(0, '127.0.0.1') as Server;
   await once(server, 'listening');
   return { server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
@@ -22,6 +23,18 @@ async function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Another middleware's req.session that refuses to be set, while `guarded()`. */
+function refuseSession(req: object, guarded: () => boolean): void {
+  if (!guarded()) return;
+  Object.defineProperty(req, 'session', {
+    configurable: true,
+    get: () => undefined,
+    set: () => {
+      throw Object.assign(new Error('req.session is read-only in this app'), { status: 418 });
+    },
+  });
 }
 
 /**
@@ -49,15 +62,7 @@ describe('kiln/express errors while binding a session opened asynchronously', ()
     const b = express();
     let guarded = true;
     b.use((req: Request, _res: Response, next: NextFunction) => {
-      if (guarded) {
-        Object.defineProperty(req, 'session', {
-          configurable: true,
-          get: () => undefined,
-          set: () => {
-            throw Object.assign(new Error('req.session is read-only in this app'), { status: 418 });
-          },
-        });
-      }
+      refuseSession(req, () => guarded);
       next();
     });
     b.use(reader);
@@ -86,6 +91,43 @@ describe('kiln/express errors while binding a session opened asynchronously', ()
       process.off('unhandledRejection', onRejection);
       await Promise.all([sa, sb].map(({ server }) => new Promise((resolve) => server.close(resolve))));
       await Promise.all([writer.close(), reader.close()]);
+    }
+  });
+  it("kiln/http: load() rejects with the setter's error, and the session stays usable", async () => {
+    const tier = createMemoryTier();
+    const writer = session({ secret: SECRET, engine: tier.engine(), cookie: { secure: false } });
+    const sessions = createSessions({ secret: SECRET, engine: tier.engine(), cookie: { secure: false } });
+    const a = express();
+    a.use(writer);
+    a.post('/write', (req: Request, res: Response) => {
+      (req as unknown as { session: Record<string, unknown> }).session['n'] = 1;
+      res.json({ ok: true });
+    });
+    let guarded = true;
+    const b = createServer((req, res) => {
+      refuseSession(req, () => guarded);
+      const reply = (status: number, body: unknown) => {
+        res.statusCode = status;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(body));
+      };
+      sessions.load(req, res).then(
+        (s) => reply(200, { n: (s as Record<string, unknown> | undefined)?.['n'] ?? null }),
+        (err: Error & { status?: number }) => reply(err.status ?? 500, { message: err.message }),
+      );
+    });
+    const [sa, sb] = await Promise.all([listen(a), listen(b)]);
+    try {
+      const write = await fetch(`${sa.base}/write`, { method: 'POST' });
+      const cookie = write.headers.get('set-cookie')!.split(';')[0]!;
+      const refused = await withDeadline(fetch(`${sb.base}/`, { headers: { cookie } }), 5_000);
+      assert.equal(refused.status, 418);
+      guarded = false;
+      const again = await withDeadline(fetch(`${sb.base}/`, { headers: { cookie } }), 2_000);
+      assert.deepEqual(await again.json(), { n: 1 }, 'the session was let go at the refusal, not held until a timeout');
+    } finally {
+      await Promise.all([sa, sb].map(({ server }) => new Promise((resolve) => server.close(resolve))));
+      await Promise.all([writer.close(), sessions.close()]);
     }
   });
 });

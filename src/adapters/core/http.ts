@@ -399,26 +399,36 @@ function holdInstance(res: ServerResponse, binding: { holdWrite(args: unknown[])
  */
 export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void): KilnSessionObject {
   const binding = new ResponseBinding(rs, req, res, onCommitError);
-  req.session = binding.sessionObject;
-  if (hookRequestPrototype(req)) {
-    sessionIds.set(req, rs.id);
-  } else {
-    binding.ownSessionId = true;
-    req.sessionID = rs.id;
-  }
-  bindings.set(res, binding as ResponseBinding<unknown>);
-  if (!hookPrototype(res)) {
-    binding.onInstance = true;
-    const writeHead = res.writeHead as WriteHeadFn;
-    res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
-      return writeHead.apply(this, binding.beforeWriteHead(args));
-    } as ServerResponse['writeHead'];
-    const end = res.end as EndFn;
-    res.end = function (this: ServerResponse, ...args: unknown[]) {
-      return binding.ending ? end.apply(this, args) : binding.end(end, args);
-    } as ServerResponse['end'];
-    // 'close' is emitted once: on() spares the wrapper once() would allocate.
-    res.on('close', abortOnClose);
+  try {
+    req.session = binding.sessionObject;
+    if (hookRequestPrototype(req)) {
+      sessionIds.set(req, rs.id);
+    } else {
+      binding.ownSessionId = true;
+      req.sessionID = rs.id;
+    }
+    bindings.set(res, binding as ResponseBinding<unknown>);
+    if (!hookPrototype(res)) {
+      binding.onInstance = true;
+      const writeHead = res.writeHead as WriteHeadFn;
+      res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+        return writeHead.apply(this, binding.beforeWriteHead(args));
+      } as ServerResponse['writeHead'];
+      const end = res.end as EndFn;
+      res.end = function (this: ServerResponse, ...args: unknown[]) {
+        return binding.ending ? end.apply(this, args) : binding.end(end, args);
+      } as ServerResponse['end'];
+      // 'close' is emitted once: on() spares the wrapper once() would allocate.
+      res.on('close', abortOnClose);
+    }
+  } catch (err) {
+    // Another middleware's req.session or req.sessionID setter threw: nothing of the
+    // half-made binding stays, and the session is let go now, not when the request
+    // times out. The caller routes the error (Express's next, kiln/http's load()).
+    if (req.session === binding.sessionObject) delete req.session;
+    if (bindings.get(res) === binding) bindings.delete(res);
+    rs.abort();
+    throw err;
   }
   return binding.sessionObject;
 }

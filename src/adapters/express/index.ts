@@ -64,15 +64,14 @@ export type KilnMiddleware = ((req: IncomingMessage, res: ServerResponse, next: 
 
 /**
  * Ties the session to the response and passes on. A commit that fails at the end of the
- * request goes to Express's error handler; so does a throw while binding (another
- * middleware's req.session setter), which also lets the session go at once. After an
- * asynchronous open that throw would otherwise be an unhandled rejection and a hung request.
+ * request goes to Express's error handler; so does a throw while binding (which has let
+ * the session go), here as on the synchronous path: after an asynchronous open it would
+ * otherwise be an unhandled rejection and a hung request.
  */
 function bindAndGo(rs: RequestSession<KilnRequest>, req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void): void {
   try {
     bindToResponse(rs, req, res, next);
   } catch (err) {
-    rs.abort();
     next(err);
     return;
   }

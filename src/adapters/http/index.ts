@@ -56,13 +56,8 @@ export function createSessions(options: HttpSessionOptions): HttpSessions {
       const rs = await openNodeRequest(runtime, req);
       // Outside cookie.path: no session (and no cookie).
       if (rs === undefined) return undefined;
-      try {
-        return bindToResponse(rs, req, res, (err) => fail(err, req, res));
-      } catch (err) {
-        // The caller gets the error; the session must not stay locked behind it.
-        rs.abort();
-        throw err;
-      }
+      // A throw while binding has let the session go; the caller gets the error.
+      return bindToResponse(rs, req, res, (err) => fail(err, req, res));
     },
   };
 }
