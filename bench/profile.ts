@@ -23,9 +23,14 @@ import { pin } from './proc.js';
 import type { Workload } from './http/loadgen.js';
 import { fmt, median, table } from './util.js';
 
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   children?: number[];
 }
 interface Profile {
@@ -46,15 +51,19 @@ export function groupOf(url: string, name: string): Group {
   return 'other';
 }
 
+/** How a function is named in every table: name, file below dist/ or node_modules/, line. */
+function frameKey({ functionName, url, lineNumber }: CallFrame): string {
+  return `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
+}
+
 /** Self time per function (µs) of a .cpuprofile. */
 export function selfTimes(profile: Profile): Map<string, { micros: number; group: Group }> {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const out = new Map<string, { micros: number; group: Group }>();
   for (let i = 0; i < profile.samples.length; i++) {
     const node = byId.get(profile.samples[i]!)!;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const key = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
-    const entry = out.get(key) ?? { micros: 0, group: groupOf(url, functionName) };
+    const key = frameKey(node.callFrame);
+    const entry = out.get(key) ?? { micros: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
     entry.micros += profile.timeDeltas[i] ?? 0;
     out.set(key, entry);
   }
@@ -62,7 +71,7 @@ export function selfTimes(profile: Profile): Map<string, { micros: number; group
 }
 
 interface HeapNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   selfSize: number;
   children: HeapNode[];
 }
@@ -75,9 +84,8 @@ export function allocatedBytes(head: HeapNode): Map<string, { bytes: number; gro
     const node = stack.pop()!;
     stack.push(...node.children);
     if (node.selfSize === 0) continue;
-    const { functionName, url, lineNumber } = node.callFrame;
-    const key = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
-    const entry = out.get(key) ?? { bytes: 0, group: groupOf(url, functionName) };
+    const key = frameKey(node.callFrame);
+    const entry = out.get(key) ?? { bytes: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
     entry.bytes += node.selfSize;
     out.set(key, entry);
   }

@@ -113,7 +113,6 @@ export interface TierVsRedisResult {
 
 // ---- CPU placement and accounting ----
 
-
 /**
  * Starts a server already on `cpu`: a child inherits the CPU mask of the process that
  * spawns it, so this process moves to `cpu` while `start` runs its synchronous part
@@ -134,7 +133,6 @@ async function startOnCpu<T>(cpu: number, start: () => Promise<T>, pidOf: (start
   if (cpusAllowed(pid) !== String(cpu)) pin(pid, cpu);
   return started;
 }
-
 
 /** engineCommitThroughput with the server's and this process's CPU over the measured runs. */
 async function commitFigures(engine: Parameters<typeof engineCommitThroughput>[0], serverPid: number, settings: Omit<ThroughputOptions, 'measured'>): Promise<CommitFigures> {

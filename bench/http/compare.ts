@@ -102,7 +102,6 @@ export interface LostUpdateResult {
   failed: number;
 }
 
-
 export interface Stores {
   redis: RedisDeployment & { node: { port: number; pid: number } };
   kiln: ServerProcess | undefined;
@@ -125,7 +124,6 @@ export async function freshStore(stores: Stores, system: SystemId): Promise<{ en
   if (store === 'kiln-memory') return { env: { BENCH_SYSTEM: 'kiln', BENCH_ENGINE: 'memory' }, serverPid: undefined };
   return { env: { BENCH_SYSTEM: store === 'none' ? 'plain' : 'memory-store' }, serverPid: undefined };
 }
-
 
 interface Deployment {
   target: string;
