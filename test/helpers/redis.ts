@@ -41,7 +41,7 @@ export async function startRedisNode(options: { port?: number; dir?: string; arg
   const launch = async (extra: string[]) => {
     out = '';
     const base = options.sentinelConfig !== undefined ? [join(dir, 'sentinel.conf'), '--sentinel'] : [];
-    const args = [...base, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--logfile', '', ...(options.sentinelConfig !== undefined ? [] : ['--save', '', '--appendonly', 'no']), ...(options.args ?? []), ...extra];
+    const args = [...base, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--logfile', '', ...(options.sentinelConfig !== undefined ? [] : ['--save', '', '--appendonly', 'no', '--repl-diskless-sync-delay', '0']), ...(options.args ?? []), ...extra];
     const c = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
