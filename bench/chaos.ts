@@ -109,13 +109,18 @@ class Shoppers {
   readonly sent = new Set<string>();
   private lastSuccess = 0;
   longestOutageMs = 0;
+  /** When the longest outage began (epoch ms): the chaos log's times say what caused it. */
+  longestOutageFrom = 0;
   private stopped = false;
   private serial = 0;
 
   constructor(private readonly url: string) {}
 
   private outage(now: number): void {
-    if (this.lastSuccess > 0) this.longestOutageMs = Math.max(this.longestOutageMs, now - this.lastSuccess);
+    if (this.lastSuccess > 0 && now - this.lastSuccess > this.longestOutageMs) {
+      this.longestOutageMs = now - this.lastSuccess;
+      this.longestOutageFrom = this.lastSuccess;
+    }
   }
 
   /** One add; records the cookie it was made under and the item when answered 200. */
@@ -180,7 +185,11 @@ async function readCart(url: string, cookie: string): Promise<{ sku: string; qty
   }
 }
 
-async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, rand: () => number, log: (line: string) => void): Promise<PhaseResult> {
+async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, rand: () => number, print: (line: string) => void): Promise<PhaseResult> {
+  // Every line carries the phase's clock, so the longest outage can be laid beside what the chaos did.
+  const clock = Date.now();
+  const at = (time: number) => `${((time - clock) / 1000).toFixed(1)} s`;
+  const log = (line: string) => print(`[${at(Date.now())}] ${line}`);
   let sentinel: SentinelDeployment | undefined;
   let engine: string | undefined;
   if (phase === 'redis') {
@@ -277,6 +286,7 @@ async function runPhase(phase: 'kiln' | 'redis', seconds: number, o: Options, ra
         } else if (!acked.has(item.sku)) extra++;
       }
     }
+    if (shoppers.longestOutageMs > 0) log(`chaos: the longest outage ran from ${at(shoppers.longestOutageFrom)} to ${at(shoppers.longestOutageFrom + shoppers.longestOutageMs)}`);
     return { phase, seconds: Math.round((Date.now() - started) / 1000), acknowledged: shoppers.acknowledged, missing, duplicated, unacknowledgedApplied: extra, invented, errors: shoppers.errors, longestOutageMs: shoppers.longestOutageMs, chaos, examples };
   } finally {
     shoppers.stop();
