@@ -43,4 +43,50 @@ describe('replica guard', () => {
     assert.equal(g.waitFor(2000), 1);
     assert.equal(g.verdict(0, 2000), 'refused');
   });
+
+  it('a known shortage refuses commits unsent and asks ROLE at most once per spacing; a confirmation, or ROLE, ends it', () => {
+    const g = new ReplicaGuard(1, 'strict', 1000, 250);
+    assert.deepEqual(g.plan(0), { waitFor: 1, refuse: false, probe: false });
+    // A WAIT that asked for the replica came back short: the shortage is known.
+    assert.equal(g.verdict(0, 0, 1), 'refused');
+    assert.ok(g.isShort());
+    assert.deepEqual(g.plan(100), { waitFor: 0, refuse: true, probe: false }, 'refused unsent, ROLE not due yet');
+    assert.deepEqual(g.plan(250), { waitFor: 0, refuse: true, probe: true }, 'ROLE is due');
+    assert.deepEqual(g.plan(300), { waitFor: 0, refuse: true, probe: false }, 'once per spacing');
+    assert.equal(g.plan(500).probe, true);
+    g.replicasSeen('', 0, 600);
+    assert.ok(g.isShort(), 'ROLE still lists none');
+    g.replicasSeen('', 1, 700);
+    assert.ok(!g.isShort());
+    assert.deepEqual(g.plan(700), { waitFor: 1, refuse: false, probe: false }, 'WAITs again');
+    // The heartbeat's ROLE starts and ends one too; so does a confirmed WAIT.
+    g.observe(0, 800);
+    assert.ok(g.plan(800).refuse);
+    g.observe(1, 900);
+    assert.ok(!g.plan(900).refuse);
+    g.verdict(0, 1000, 1);
+    assert.equal(g.verdict(1, 1100, 1), 'confirmed');
+    assert.ok(!g.isShort());
+    // A commit refused unsent (it waited for none) tells nothing of the replicas.
+    g.verdict(0, 1200, 0);
+    assert.ok(!g.isShort());
+  });
+
+  it('a shortage is kept per connection (a cluster shard without its replica stops only its own commits), and a failover clears them', () => {
+    const g = new ReplicaGuard(1, 'strict', 1000, 250);
+    g.verdict(0, 0, 1, '127.0.0.1:7001');
+    assert.ok(g.plan(10, '127.0.0.1:7001').refuse);
+    assert.ok(!g.plan(10, '127.0.0.1:7002').refuse);
+    g.reset();
+    assert.ok(!g.plan(20, '127.0.0.1:7001').refuse);
+  });
+
+  it('best effort past its grace is not refused unsent: it waits for the replicas that remain', () => {
+    const g = new ReplicaGuard(2, 'best-effort', 1000, 250);
+    g.observe(1, 0);
+    assert.ok(g.plan(500).refuse, 'within the grace: refused unsent, like strict');
+    assert.deepEqual(g.plan(1000), { waitFor: 1, refuse: false, probe: false });
+    assert.equal(g.verdict(1, 1000, 1), 'under-replicated');
+  });
 });
+

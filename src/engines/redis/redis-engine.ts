@@ -119,7 +119,10 @@ export class RedisEngine implements Engine {
       operationTimeoutMs: this.s.operationTimeoutMs,
       replicas: this.s.replicas,
       replicaTimeoutMs,
-      replicaGuard: new ReplicaGuard(s.replicas, s.replicaPolicy, s.replicaGraceMs),
+      // While replicas are short, ROLE is asked at most this often whether they are back.
+      replicaGuard: new ReplicaGuard(s.replicas, s.replicaPolicy, s.replicaGraceMs, Math.min(250, replicaTimeoutMs)),
+      // On a cluster every master has its own connection, and so its own WAITs and replicas.
+      connectionOf: (key) => this.transport.connectionOf(key),
       // ARGV 3–8 of every script: the same for every call, built once.
       scriptSettings: [ownerChannel(this.prefix, ''), String(leaseTimeMs), String(s.recallTimeoutMs), String(s.pingPongHalfLifeMs), String(s.pingPongThreshold), channel],
       count,

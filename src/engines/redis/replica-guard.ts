@@ -11,21 +11,46 @@
  * commit id), for every policy. Only 'best-effort', and only once ROLE has shown the
  * shortage for `graceMs` (longer than a failover takes: the replica is gone, not
  * promoted), acknowledges with the replicas that remain, counting each such commit.
+ *
+ * A WAIT holds its connection: Redis reads nothing more from it until the WAIT returns,
+ * and while replicas are short every WAIT runs its whole timeout. So once a connection's
+ * master is known to lack replicas (a WAIT came back short, or ROLE listed fewer), its
+ * commits are refused before they are sent, and ROLE, which holds nothing up, is asked
+ * at most once per `probeSpacingMs` whether they are back. A shortage is kept per
+ * connection: on a cluster one shard without its replica stops only its own commits.
  */
 export type ReplicaPolicy = 'best-effort' | 'strict';
 
 export type ReplicaVerdict = 'confirmed' | 'under-replicated' | 'refused';
 
+/** How one commit is confirmed. */
+export interface ConfirmationPlan {
+  /** Replicas its WAIT asks for (0: no WAIT). */
+  waitFor: number;
+  /** Refused before it is sent: its master is known to lack replicas. */
+  refuse: boolean;
+  /** Ask ROLE on that master now whether they are back (see replicasSeen). */
+  probe: boolean;
+}
+
 export class ReplicaGuard {
   private online: number;
   private shortSince: number | undefined;
+  /** Connections whose master is known to lack replicas, and when ROLE may next be asked. */
+  private readonly shortages = new Map<string, { nextProbeAt: number }>();
 
   constructor(
     readonly required: number,
     readonly policy: ReplicaPolicy,
     readonly graceMs: number,
+    readonly probeSpacingMs = 0,
   ) {
     this.online = required;
+  }
+
+  /** Whether commits on `connection` are refused before they are sent. */
+  isShort(connection = ''): boolean {
+    return this.shortages.has(connection);
   }
 
   /** Replicas the master had online at the last look. */
@@ -33,7 +58,7 @@ export class ReplicaGuard {
     return this.online;
   }
 
-  /** ROLE on the master listed this many replicas. */
+  /** ROLE on the master (the heartbeat's; on a cluster, one of the masters) listed this many replicas. */
   observe(online: number, now: number): void {
     if (online >= this.required) {
       this.online = this.required;
@@ -42,12 +67,20 @@ export class ReplicaGuard {
       this.online = online;
       this.shortSince ??= now;
     }
+    this.replicasSeen('', online, now);
+  }
+
+  /** ROLE on `connection`'s master listed this many replicas: a shortage is known, or over. */
+  replicasSeen(connection: string, online: number, now: number): void {
+    if (online >= this.required) this.shortages.delete(connection);
+    else if (!this.shortages.has(connection)) this.shortages.set(connection, { nextProbeAt: now + this.probeSpacingMs });
   }
 
   /** Another master now (a failover): what was seen of the old one's replicas no longer holds. */
   reset(): void {
     this.online = this.required;
     this.shortSince = undefined;
+    this.shortages.clear();
   }
 
   /** Best effort, and the shortage has lasted the grace: commits go on with fewer replicas. */
@@ -60,8 +93,27 @@ export class ReplicaGuard {
     return this.degraded(now) ? this.online : this.required;
   }
 
-  verdict(confirmed: number, now: number): ReplicaVerdict {
-    if (confirmed >= this.required) return 'confirmed';
+  /**
+   * How the next commit on `connection` is confirmed. Degraded: a WAIT for the replicas
+   * that remain. A known shortage: refused unsent (strict, or best effort within its grace).
+   */
+  plan(now: number, connection = ''): ConfirmationPlan {
+    if (this.degraded(now)) return { waitFor: this.online, refuse: false, probe: false };
+    const shortage = this.shortages.get(connection);
+    if (!shortage) return { waitFor: this.required, refuse: false, probe: false };
+    const probe = now >= shortage.nextProbeAt;
+    if (probe) shortage.nextProbeAt = now + this.probeSpacingMs;
+    return { waitFor: 0, refuse: true, probe };
+  }
+
+  /** What `confirmed` replicas mean for a commit whose WAIT asked for `waitedFor` on `connection`. */
+  verdict(confirmed: number, now: number, waitedFor = this.required, connection = ''): ReplicaVerdict {
+    if (confirmed >= this.required) {
+      this.shortages.delete(connection);
+      return 'confirmed';
+    }
+    // A WAIT for all that came back short: the next commits on this connection are refused unsent.
+    if (waitedFor >= this.required) this.replicasSeen(connection, confirmed, now);
     // A replica that ROLE lists but that did not confirm is lagging, not gone: refused too.
     return this.degraded(now) && confirmed >= this.online ? 'under-replicated' : 'refused';
   }

@@ -7,6 +7,12 @@
  * fewer only once the shortage has outlasted its grace, and counts it, never hidden).
  * It also keeps the one gate every session key passes (assertSessionId), since the id
  * becomes a hash tag.
+ *
+ * WAITs are shared: a WAIT confirms every write its connection sent before it, so the
+ * commits sent while one WAIT is out all wait for the next one, sent when it returns.
+ * One WAIT out per connection at a time: a WAIT holds its connection for up to its
+ * timeout, and with replicas short one WAIT per commit queued in Redis would hold
+ * everything behind it for the sum of their timeouts.
  */
 import { KilnError } from '../../errors/index.js';
 import { assertSessionId } from '../../session/id.js';
@@ -15,7 +21,8 @@ import type { EngineTraffic } from '../engine.js';
 import type { Count } from './counters.js';
 import { sessionKeyList } from './keys.js';
 import { num, respBytes, toEngineError, withTimeout, type Reply } from './replies.js';
-import type { ReplicaGuard } from './replica-guard.js';
+import { replicasOnlineFromRole } from './heartbeat.js';
+import type { ConfirmationPlan, ReplicaGuard } from './replica-guard.js';
 import type { RedisScript } from './scripts.js';
 
 export interface ScriptRunnerOptions {
@@ -36,6 +43,25 @@ export interface ScriptRunnerOptions {
   count: Count;
   /** Where a lease-moving script's counters go. */
   addScriptStats: (stat: Reply) => void;
+  /** Which connection a key's commands take, as far as WAITs go ('' when there is one: standalone, Sentinel). */
+  connectionOf: (firstKey: string) => string;
+}
+
+const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
+
+/** The commits that one WAIT, not yet sent, will confirm. */
+interface WaitBatch {
+  firstKey: string;
+  replicas: number;
+  waitMs: number;
+  settle: { resolve: (confirmed: number) => void; reject: (err: unknown) => void };
+  confirmed: Promise<number>;
+}
+
+/** One connection's WAITs: the one out, and the batch waiting for it to return. */
+interface WaitLane {
+  out: boolean;
+  next: WaitBatch | undefined;
 }
 
 export interface RunScriptOptions {
@@ -48,6 +74,7 @@ export class ScriptRunner {
   private readonly sent: EngineTraffic = { requests: 0, bytes: 0 };
   /** Failed calls by error code, reported to the console with the client's figures. */
   private readonly errorCounts: Record<string, number> = {};
+  private readonly lanes = new Map<string, WaitLane>();
   constructor(private readonly o: ScriptRunnerOptions) {}
 
   get replicasOnline(): number {
@@ -111,16 +138,22 @@ export class ScriptRunner {
     const args: (string | Buffer)[] = [String(keys.length), ...keys, String(Date.now()), owner, ...o.scriptSettings, sessionId, ...extra];
     const timeoutMs = within(options.timeoutMs ?? o.operationTimeoutMs, deadline);
     const replicated = options.waitForReplicas === true && o.replicas > 0;
-    const waitFor = replicated ? o.replicaGuard.waitFor(Date.now()) : 0;
     const waitMs = within(o.replicaTimeoutMs, deadline);
+    const connection = replicated ? o.connectionOf(keys[0]!) : '';
     const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
+      const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
+      if (plan.refuse) {
+        if (plan.probe) this.probeReplicas(keys[0]!, connection);
+        throw this.refusal(0, waitMs, 0);
+      }
       const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
-      // Sent right behind the script on the same connection, so it confirms exactly it.
-      const acked = waitFor > 0 ? this.send(keys[0], ['WAIT', String(waitFor), String(waitMs)], within(timeoutMs + waitMs, deadline)) : undefined;
+      // Asked for right behind the script on the same connection, so it confirms it.
+      const waitBound = within(timeoutMs + 2 * waitMs, deadline);
+      const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor, waitMs), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
       acked?.catch(() => undefined);
       const result = await reply;
       const n = acked ? num(await acked) : 0;
-      if (replicated) this.afterWait(n, waitMs);
+      if (replicated) this.afterWait(n, waitMs, plan.waitFor, connection);
       return result;
     };
     let reply: unknown;
@@ -134,15 +167,69 @@ export class ScriptRunner {
     return reply;
   };
 
-  private afterWait(confirmed: number, waitMs: number): void {
+  /**
+   * The replicas that confirm a write just sent on `firstKey`'s connection: the next WAIT
+   * of that connection, sent now if none is out, else when the one out returns.
+   */
+  private confirm(firstKey: string, connection: string, replicas: number, waitMs: number): Promise<number> {
+    let lane = this.lanes.get(connection);
+    if (!lane) this.lanes.set(connection, (lane = { out: false, next: undefined }));
+    const batch = lane.next;
+    if (batch) {
+      batch.replicas = Math.max(batch.replicas, replicas);
+      batch.waitMs = Math.max(batch.waitMs, waitMs);
+      return batch.confirmed;
+    }
+    let settle!: WaitBatch['settle'];
+    const confirmed = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
+    lane.next = { firstKey, replicas, waitMs, settle, confirmed };
+    this.sendWait(connection, lane);
+    return confirmed;
+  }
+
+  private sendWait(connection: string, lane: WaitLane): void {
+    const batch = lane.next;
+    if (lane.out || !batch) return;
+    lane.next = undefined;
+    lane.out = true;
+    this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(batch.waitMs)], this.o.operationTimeoutMs + batch.waitMs)
+      .then((n) => batch.settle.resolve(num(n as Reply)), batch.settle.reject)
+      .finally(() => {
+        lane.out = false;
+        if (lane.next) this.sendWait(connection, lane);
+        else this.lanes.delete(connection);
+      });
+  }
+
+  /** Asks ROLE on `connection`'s master whether its replicas are back (once per probe spacing; holds nothing up). */
+  private probeReplicas(firstKey: string, connection: string): void {
+    this.send(firstKey, ['ROLE'])
+      .then((role) => {
+        const online = replicasOnlineFromRole(role as Reply[]);
+        if (online !== undefined) this.o.replicaGuard.replicasSeen(connection, online, Date.now());
+      })
+      .catch(() => undefined);
+  }
+
+  private afterWait(confirmed: number, waitMs: number, waitedFor: number, connection: string): void {
     const guard = this.o.replicaGuard;
-    const verdict = guard.verdict(confirmed, Date.now());
+    const verdict = guard.verdict(confirmed, Date.now(), waitedFor, connection);
     if (verdict === 'confirmed') return;
     if (verdict === 'under-replicated') {
       this.o.count('underReplicatedCommits');
       return;
     }
+    throw this.refusal(confirmed, waitMs, waitedFor);
+  }
+
+  /** A commit not acknowledged for want of replicas (counted): 503, and a retry with the same commit id is safe. */
+  private refusal(confirmed: number, waitMs: number, waitedFor: number): KilnError {
+    const guard = this.o.replicaGuard;
     this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the commit reached ${confirmed} of ${this.o.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
+    const message =
+      waitedFor > 0
+        ? `the commit reached ${confirmed} of ${this.o.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged`
+        : `the commit reached 0 of ${this.o.replicas} replicas: it was not sent, since its master has lacked replicas since a recent check (ROLE, or a WAIT that came back short)`;
+    return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${message} (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
   }
 }

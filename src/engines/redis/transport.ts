@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type * as RedisClient from '@redis/client';
 import { KilnError } from '../../errors/index.js';
+import { hashSlot } from './hash-slot.js';
 import type { RedisTopology } from './topology.js';
 
 /**
@@ -16,6 +17,8 @@ export interface RedisTransport {
   send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown>;
   /** Names the current master(s); a change means a failover happened. */
   masterIdentity(): Promise<string>;
+  /** Which connection `firstKey`'s commands take (its master's address; '' when there is one connection). */
+  connectionOf(firstKey: string): string;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** Every channel matching a glob pattern (the console watching lease traffic). */
@@ -124,6 +127,10 @@ class DeferredTransport implements RedisTransport {
     return this.inner ? this.inner.masterIdentity() : Promise.reject(this.notYet());
   }
 
+  connectionOf(firstKey: string): string {
+    return this.inner ? this.inner.connectionOf(firstKey) : '';
+  }
+
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
@@ -205,6 +212,10 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
     return runIdOf(await this.client.sendCommand(['INFO', 'server']));
   }
 
+  connectionOf(): string {
+    return '';
+  }
+
   async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     await this.subscriber.subscribe(channel, listener);
   }
@@ -262,6 +273,11 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
     return `${node?.host}:${node?.port}/${runIdOf(await this.sentinel.sendCommand(false, ['INFO', 'server']))}`;
   }
 
+  /** One reserved connection to whichever node is master. */
+  connectionOf(): string {
+    return '';
+  }
+
   async subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     await this.sentinel.subscribe(channel, listener);
   }
@@ -281,7 +297,7 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
 
 class ClusterTransport extends BaseTransport implements RedisTransport {
   readonly kind = 'cluster';
-  private readonly cluster: CommandClient & { masters: { id: string }[] };
+  private readonly cluster: CommandClient & { masters: { id: string }[]; slots: ({ master?: { address?: string } } | undefined)[] };
 
   private readonly buffers: ReturnType<typeof buffersOf>;
 
@@ -306,6 +322,12 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
 
   send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown> {
     return this.cluster.sendCommand(firstKey, false, args, this.buffers);
+  }
+
+  /** The master serving the key's slot, as node-redis's slot table has it now (the slot number before the table is read). */
+  connectionOf(firstKey: string): string {
+    const slot = hashSlot(firstKey);
+    return this.cluster.slots[slot]?.master?.address ?? `slot ${slot}`;
   }
 
   async masterIdentity(): Promise<string> {

@@ -1,0 +1,31 @@
+/**
+ * Redis Cluster's hash slot of a key (CRC16/XMODEM of its hash tag, modulo 16,384), as
+ * the cluster specification defines it. The engine groups the WAITs of keys by slot:
+ * every key of one slot is served by one node, so one connection.
+ */
+export const HASH_SLOTS = 16_384;
+
+/** CRC16/XMODEM (polynomial 0x1021, initial 0), bit by bit: keys are short. */
+function crc16(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const byte of bytes) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+/**
+ * @example
+ * hashSlot('{user1000}.following') === hashSlot('{user1000}.followers'); // the tag decides
+ * hashSlot('123456789') === 12739; // CRC16/XMODEM check value 0x31C3, modulo 16,384
+ */
+export function hashSlot(key: string): number {
+  const open = key.indexOf('{');
+  if (open !== -1) {
+    const close = key.indexOf('}', open + 1);
+    // An empty tag ('{}') does not count: the whole key is hashed.
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  return crc16(Buffer.from(key, 'utf8')) % HASH_SLOTS;
+}
