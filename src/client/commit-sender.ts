@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { Engine } from '../engines/engine.js';
 import { isKilnError } from '../errors/index.js';
 import type { CommitRequest } from '../session/model.js';
-import { passed } from '../util/deadline.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultReconnect } from '../util/backoff.js';
+import { passed, within } from '../util/deadline.js';
 import type { ClientCounters } from './counters.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 
@@ -47,7 +49,10 @@ export class CommitSender {
       } catch (err) {
         attempt++;
         if (!isKilnError(err) || !RETRYABLE_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || passed(deadline)) {
-          if (isKilnError(err) && STALE_CODES.has(err.code)) {
+          // Stale, or given up on without knowing whether the tier applied it (a
+          // timeout, a commit no replica confirmed): either way the cached copy may be
+          // behind the tier, and the next request would build on it only to be refused.
+          if (isKilnError(err) && (STALE_CODES.has(err.code) || RETRYABLE_CODES.has(err.code))) {
             this.keeper.releaseUnused(current.sessionId);
             this.keeper.forget(current.sessionId);
           }
@@ -56,9 +61,14 @@ export class CommitSender {
         this.counters.commitRetries++;
         // The tier did not answer in time or had no replica to confirm: the lease may
         // well still be ours (a lost one is dropped by the engine's handler), and then
-        // the same commit goes again under it; otherwise the lease is taken anew.
+        // the same commit goes again under it, after a pause (a tier short of replicas
+        // refuses at once); otherwise the lease is taken anew.
         const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
-        if (held && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE')) continue;
+        if (held && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE')) {
+          // 50–100 ms, then 100–200 ms: the same backoff as reconnects.
+          await sleep(within(defaultReconnect(attempt + 1), deadline));
+          continue;
+        }
         if (held) this.keeper.forget(current.sessionId);
         const grant = await this.keeper.acquire(current.sessionId, deadline ?? Date.now() + this.fallbackTimeoutMs);
         current = { ...current, token: grant.token };

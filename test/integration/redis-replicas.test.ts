@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { createSessionClient } from '../../src/client/session-client.js';
 import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
 import { isKilnError } from '../../src/errors/index.js';
 import { encodeAttribute } from '../../src/session/codec.js';
@@ -120,3 +121,122 @@ describe('Redis engine: replicas: 1 and the replica SIGKILLed', () => {
     assert.equal((await bestEffort.stats()).counters['underReplicatedCommits'], before, 'confirmed by the replica again');
   });
 });
+
+/**
+ * A WAIT holds its connection until it returns, and without a replica every WAIT runs
+ * its whole timeout. One WAIT per commit, queued in Redis one behind the other, held
+ * everything after them for the sum: 20 commits in flight kept a load waiting 10 s, and
+ * two Sentinel failovers 4 s apart stopped all work for 15 s. Now commits in flight share
+ * one WAIT, and once a shortage is known commits are refused without one (a probe at a
+ * time finds the replica back).
+ */
+describe('Redis engine: a replica shortage holds up nothing but the commits it refuses', () => {
+  let master: RedisNode;
+  let replica: RedisNode;
+  let engine: RedisEngine;
+  const REPLICA_TIMEOUT_MS = 500;
+  before(async () => {
+    master = await startRedisNode();
+    replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+    await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica in sync');
+    // A slow heartbeat: the engine learns of the shortage from the WAITs alone (ROLE would tell it within a beat).
+    engine = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: REPLICA_TIMEOUT_MS, heartbeatMs: 5000, operationTimeoutMs: 20_000 });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine.close();
+    await replica.kill();
+    await master.kill();
+  });
+
+  const commitOf = (id: string, token: number, commitId: string, baseVersion: number, n: number) => ({ sessionId: id, token, commitId, baseVersion, lastAccessedAt: Date.now(), set: [['n', encodeAttribute('n', n)] as [string, Uint8Array]], del: [] });
+  const timed = async <T>(p: Promise<T>): Promise<{ ms: number; outcome: T | unknown; ok: boolean }> => {
+    const started = Date.now();
+    try {
+      return { outcome: await p, ok: true, ms: Date.now() - started };
+    } catch (err) {
+      return { outcome: err, ok: false, ms: Date.now() - started };
+    }
+  };
+
+  it('20 commits in flight are refused within two WAITs, a load meanwhile answers, and commits are confirmed again once the replica is back', async () => {
+    const sessions: { id: string; token: number }[] = [];
+    for (let i = 0; i < 20; i++) {
+      const id = generateSessionId();
+      const { token } = await engine.acquire(id);
+      await engine.commit(commitOf(id, token, `create-${i}`, 0, 0));
+      sessions.push({ id, token });
+    }
+    await replica.kill();
+    const commits = sessions.map(({ id, token }, i) => timed(engine.commit(commitOf(id, token, `second-${i}`, 1, 1))));
+    // Sent right behind the 20 commits and their WAITs on the same connection.
+    const load = timed(engine.load(sessions[0]!.id, sessions[0]!.token));
+    const settled = await Promise.all(commits);
+    const loaded = await load;
+    console.log(`# replica killed: 20 commits settled within ${Math.max(...settled.map((s) => s.ms))} ms; a load behind them answered in ${loaded.ms} ms (replicaTimeoutMs ${REPLICA_TIMEOUT_MS})`);
+    for (const s of settled) assert.ok(!s.ok && isKilnError(s.outcome, 'KILN_ERR_ENGINE_UNAVAILABLE') && /0 of 1 replicas/.test((s.outcome as Error).message), `refused: ${String(s.outcome)}`);
+    // One WAIT per commit would take 20 × 500 ms for the last; two shared WAITs take 1 s.
+    assert.ok(Math.max(...settled.map((s) => s.ms)) < 4 * REPLICA_TIMEOUT_MS, `commits settled within ${settled.map((s) => s.ms).join(', ')} ms`);
+    assert.ok(loaded.ok, `the load answered: ${String(loaded.outcome)}`);
+    assert.ok(loaded.ms < 4 * REPLICA_TIMEOUT_MS, `the load took ${loaded.ms} ms`);
+
+    // The shortage is known now: commits are refused before they are sent, and nothing waits.
+    const quick = await Promise.all(sessions.slice(1, 6).map(({ id, token }, i) => timed(engine.commit(commitOf(id, token, `third-${i}`, 2, 2)))));
+    assert.ok(quick.every((q) => !q.ok && isKilnError(q.outcome, 'KILN_ERR_ENGINE_UNAVAILABLE') && /not sent/.test((q.outcome as Error).message)), `refused unsent while the replica is away: ${quick.map((q) => String(q.outcome)).join('; ')}`);
+    assert.ok(quick.every((q) => q.ms < REPLICA_TIMEOUT_MS / 2), `refused at once: ${quick.map((q) => q.ms).join(', ')} ms`);
+    const during = await timed(engine.load(sessions[1]!.id, sessions[1]!.token));
+    assert.ok(during.ok && during.ms < REPLICA_TIMEOUT_MS / 2, `a load while commits are refused: ${during.ms} ms`);
+
+    await replica.restart(['--replicaof', '127.0.0.1', String(master.port)]);
+    await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica back in sync');
+    // ROLE, asked at most every 250 ms while commits are refused, finds it back (the heartbeat's is 5 s away).
+    const { id, token } = sessions[0]!;
+    await waitFor(async () => (await timed(engine.commit(commitOf(id, token, 'second-0', 1, 1)))).ok, 5000, 'a commit confirmed again');
+    const again = await engine.commit(commitOf(id, token, 'second-0', 1, 1));
+    assert.deepEqual(again, { version: 2, duplicate: true }, 'applied once: the commit refused for want of a replica had reached the master');
+    const fresh = await engine.commit(commitOf(id, token, 'fourth-0', 2, 4));
+    assert.equal(fresh.version, 3);
+  });
+
+  it('a session whose commit was refused for want of a replica is reloaded, not built on: its next request sees what the master holds', async () => {
+    await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica in sync');
+    const own = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: REPLICA_TIMEOUT_MS, heartbeatMs: 5000 });
+    const client = createSessionClient({ engine: own, requestTimeoutMs: 5000 });
+    try {
+      await own.connect();
+      const created = await client.open(undefined);
+      created.set('n', 1);
+      await created.commit();
+      created.close();
+      const id = created.id;
+      await replica.kill();
+      const refused = await client.open(id);
+      refused.set('n', 2);
+      // The first attempt reaches the master, whose WAIT comes back short; the retries are refused unsent.
+      await assert.rejects(refused.commit(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+      refused.close();
+      assert.ok(!client.holdsLease(id), 'the copy the commit may have outrun is dropped with its lease');
+      await replica.restart(['--replicaof', '127.0.0.1', String(master.port)]);
+      await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica back in sync');
+      // Once ROLE shows the replica, the next request reads what the master holds (the refused commit did reach it) and commits on it.
+      const next = await waitFor(async () => {
+        const s = await client.open(id);
+        const n = s.get('n') as number;
+        s.set('n', n + 1);
+        try {
+          await s.commit();
+          return { n };
+        } catch (err) {
+          assert.ok(isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'), `only refusals while ROLE catches up: ${String(err)}`);
+          return undefined;
+        } finally {
+          s.close();
+        }
+      }, 5000, 'a commit confirmed again');
+      assert.equal(next.n, 2, 'read after a reload: the refused commit had been applied by the master');
+    } finally {
+      await client.close();
+    }
+  });
+});
+
