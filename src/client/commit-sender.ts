@@ -4,7 +4,7 @@ import { isKilnError } from '../errors/index.js';
 import type { CommitRequest } from '../session/model.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultReconnect } from '../util/backoff.js';
-import { passed, within } from '../util/deadline.js';
+import { passed } from '../util/deadline.js';
 import type { ClientCounters } from './counters.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 
@@ -48,25 +48,27 @@ export class CommitSender {
         return await this.engine.commit(current, { deadline });
       } catch (err) {
         attempt++;
-        if (!isKilnError(err) || !RETRYABLE_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || passed(deadline)) {
+        // The tier did not answer in time or had no replica to confirm: the lease may
+        // well still be ours (a lost one is dropped by the engine's handler), and then
+        // the same commit goes again under it after a pause (a tier short of replicas
+        // refuses at once): 50–100 ms, then 100–200 ms, the reconnects' backoff.
+        // Otherwise the lease is taken anew.
+        const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
+        const pause = held && isKilnError(err) && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE') ? defaultReconnect(attempt + 1) : 0;
+        const noTimeFor = (ms: number) => deadline !== undefined && deadline - Date.now() < ms;
+        if (!isKilnError(err) || !RETRYABLE_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || passed(deadline) || noTimeFor(2 * pause)) {
           // Stale, or given up on without knowing whether the tier applied it (a
           // timeout, a commit no replica confirmed): either way the cached copy may be
           // behind the tier, and the next request would build on it only to be refused.
-          if (isKilnError(err) && (STALE_CODES.has(err.code) || RETRYABLE_CODES.has(err.code))) {
+          if (held && isKilnError(err) && (STALE_CODES.has(err.code) || RETRYABLE_CODES.has(err.code))) {
             this.keeper.releaseUnused(current.sessionId);
             this.keeper.forget(current.sessionId);
           }
           throw err;
         }
         this.counters.commitRetries++;
-        // The tier did not answer in time or had no replica to confirm: the lease may
-        // well still be ours (a lost one is dropped by the engine's handler), and then
-        // the same commit goes again under it, after a pause (a tier short of replicas
-        // refuses at once); otherwise the lease is taken anew.
-        const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
-        if (held && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE')) {
-          // 50–100 ms, then 100–200 ms: the same backoff as reconnects.
-          await sleep(within(defaultReconnect(attempt + 1), deadline));
+        if (pause > 0) {
+          await sleep(pause);
           continue;
         }
         if (held) this.keeper.forget(current.sessionId);

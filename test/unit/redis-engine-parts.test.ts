@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { KilnError } from '../../src/errors/index.js';
 import { COUNTER_NAMES, Counters, countersFrom } from '../../src/engines/redis/counters.js';
 import { expireVerdict, sweepTurnMs } from '../../src/engines/redis/expiry-sweep.js';
-import { renewDue, replicasOnlineFromRole } from '../../src/engines/redis/heartbeat.js';
+import { renewDue, roleView } from '../../src/engines/redis/heartbeat.js';
 import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs } from '../../src/engines/redis/lease-acquirer.js';
 import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
 import { grantValidUntil, Ownership, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
@@ -190,8 +190,9 @@ describe('redis owner messages', () => {
 
 describe('redis heartbeat, sweep, counters', () => {
   it('counts the replicas a master has online from ROLE', () => {
-    assert.equal(replicasOnlineFromRole([b('master'), 100, [[b('h'), b('1'), b('0')], [b('h'), b('2'), b('0')]]]), 2);
-    assert.equal(replicasOnlineFromRole([b('slave'), b('h'), 1]), undefined);
+    assert.deepEqual(roleView([b('master'), 100, [[b('h'), b('1'), b('90')], [b('h'), b('2'), b('100')]]]), { masterOffset: 100, replicaOffsets: [90, 100] });
+    assert.deepEqual(roleView([b('master'), 7, []]), { masterOffset: 7, replicaOffsets: [] });
+    assert.equal(roleView([b('slave'), b('h'), 1]), undefined);
   });
 
   it('renews at a third of the lease time, give or take half a beat', () => {

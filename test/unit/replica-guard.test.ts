@@ -44,31 +44,36 @@ describe('replica guard', () => {
     assert.equal(g.verdict(0, 2000), 'refused');
   });
 
-  it('a known shortage refuses commits unsent and asks ROLE at most once per spacing; a confirmation, or ROLE, ends it', () => {
+  it('a known shortage refuses commits unsent and asks ROLE at most once per spacing; replicas acknowledging past the master offset, or a confirmed WAIT, end it', () => {
     const g = new ReplicaGuard(1, 'strict', 1000, 250);
     assert.deepEqual(g.plan(0), { waitFor: 1, refuse: false, probe: false });
     // A WAIT that asked for the replica came back short: the shortage is known.
     assert.equal(g.verdict(0, 0, 1), 'refused');
     assert.ok(g.isShort());
-    assert.deepEqual(g.plan(100), { waitFor: 0, refuse: true, probe: false }, 'refused unsent, ROLE not due yet');
-    assert.deepEqual(g.plan(250), { waitFor: 0, refuse: true, probe: true }, 'ROLE is due');
-    assert.deepEqual(g.plan(300), { waitFor: 0, refuse: true, probe: false }, 'once per spacing');
-    assert.equal(g.plan(500).probe, true);
-    g.replicasSeen('', 0, 600);
-    assert.ok(g.isShort(), 'ROLE still lists none');
-    g.replicasSeen('', 1, 700);
+    assert.deepEqual(g.plan(10), { waitFor: 0, refuse: true, probe: true }, 'refused unsent, ROLE asked at once');
+    assert.deepEqual(g.plan(100), { waitFor: 0, refuse: true, probe: false }, 'once per spacing');
+    g.roleSeen('', { masterOffset: 1000, replicaOffsets: [990] }, 120);
+    assert.ok(g.isShort(), 'the first look notes the master offset to pass');
+    assert.equal(g.plan(260).probe, true);
+    // Frozen or cut off without a reset: still listed, acknowledging nothing new.
+    g.roleSeen('', { masterOffset: 1200, replicaOffsets: [995] }, 270);
+    assert.ok(g.isShort(), 'listed, but not acknowledging past 1,000');
+    g.roleSeen('', { masterOffset: 1300, replicaOffsets: [1000] }, 520);
     assert.ok(!g.isShort());
-    assert.deepEqual(g.plan(700), { waitFor: 1, refuse: false, probe: false }, 'WAITs again');
-    // The heartbeat's ROLE starts and ends one too; so does a confirmed WAIT.
-    g.observe(0, 800);
-    assert.ok(g.plan(800).refuse);
-    g.observe(1, 900);
-    assert.ok(!g.plan(900).refuse);
-    g.verdict(0, 1000, 1);
-    assert.equal(g.verdict(1, 1100, 1), 'confirmed');
+    assert.deepEqual(g.plan(520), { waitFor: 1, refuse: false, probe: false }, 'WAITs again');
+    // ROLE listing fewer (the heartbeat's, or a probe's) starts one, with the offset to pass.
+    g.roleSeen('', { masterOffset: 2000, replicaOffsets: [] }, 600);
+    assert.ok(g.plan(600).refuse);
+    g.roleSeen('', { masterOffset: 2100, replicaOffsets: [1999] }, 900);
+    assert.ok(g.isShort());
+    g.roleSeen('', { masterOffset: 2100, replicaOffsets: [2000] }, 1000);
+    assert.ok(!g.isShort());
+    // A confirmed WAIT ends one too.
+    g.verdict(0, 1100, 1);
+    assert.equal(g.verdict(1, 1200, 1), 'confirmed');
     assert.ok(!g.isShort());
     // A commit refused unsent (it waited for none) tells nothing of the replicas.
-    g.verdict(0, 1200, 0);
+    g.verdict(0, 1300, 0);
     assert.ok(!g.isShort());
   });
 
@@ -84,6 +89,7 @@ describe('replica guard', () => {
   it('best effort past its grace is not refused unsent: it waits for the replicas that remain', () => {
     const g = new ReplicaGuard(2, 'best-effort', 1000, 250);
     g.observe(1, 0);
+    g.roleSeen('', { masterOffset: 10, replicaOffsets: [10] }, 0);
     assert.ok(g.plan(500).refuse, 'within the grace: refused unsent, like strict');
     assert.deepEqual(g.plan(1000), { waitFor: 1, refuse: false, probe: false });
     assert.equal(g.verdict(1, 1000, 1), 'under-replicated');

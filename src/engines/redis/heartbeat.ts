@@ -6,12 +6,13 @@
  * lease here is dropped (the client reloads) instead of being trusted on a stale record.
  */
 import { KilnError } from '../../errors/index.js';
-import { text, withTimeout, type Reply } from './replies.js';
+import { num, text, withTimeout, type Reply } from './replies.js';
+import type { RoleView } from './replica-guard.js';
 
-/** ROLE on a master: how many replicas it has online; undefined when the node is not a master. */
-export function replicasOnlineFromRole(role: Reply[]): number | undefined {
+/** ROLE on a master: its offset and its online replicas' acknowledged ones; undefined when the node is not a master. */
+export function roleView(role: Reply[]): RoleView | undefined {
   if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return undefined;
-  return role[2].length;
+  return { masterOffset: num(role[1]), replicaOffsets: role[2].map((replica) => (Array.isArray(replica) ? num(replica[2]) : 0)) };
 }
 
 /** Whether the leases are due for renewal: at a third of their time limit, give or take half a beat. */
@@ -41,7 +42,8 @@ export interface HeartbeatOptions {
   /** Leases left over from trouble, each handed back once. */
   takeToRelease: () => [string, number][];
   giveBack: (sessionId: string, token: number) => void;
-  sawReplicasOnline: (n: number) => void;
+  /** ROLE on the master: how many replicas it lists, and their acknowledged offsets. */
+  sawRole: (view: RoleView) => void;
   renewAll: () => Promise<void>;
 }
 
@@ -81,7 +83,7 @@ export class Heartbeat {
   /** ROLE on the master: how many replicas it has online now (a replica back is waited for again). */
   private async countReplicasOnline(): Promise<void> {
     const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.o.heartbeatMs * 2)) as Reply[];
-    const online = replicasOnlineFromRole(role);
-    if (online !== undefined) this.o.sawReplicasOnline(online);
+    const view = roleView(role);
+    if (view) this.o.sawRole(view);
   }
 }

@@ -123,6 +123,7 @@ export class RedisEngine implements Engine {
       replicaGuard: new ReplicaGuard(s.replicas, s.replicaPolicy, s.replicaGraceMs, Math.min(250, replicaTimeoutMs)),
       // On a cluster every master has its own connection, and so its own WAITs and replicas.
       connectionOf: (key) => this.transport.connectionOf(key),
+      generation: () => this.transport.generation,
       // ARGV 3–8 of every script: the same for every call, built once.
       scriptSettings: [ownerChannel(this.prefix, ''), String(leaseTimeMs), String(s.recallTimeoutMs), String(s.pingPongHalfLifeMs), String(s.pingPongThreshold), channel],
       count,
@@ -157,7 +158,7 @@ export class RedisEngine implements Engine {
       failover: (reason) => this.failedOver(reason),
       takeToRelease: () => this.ownership.takeToRelease(),
       giveBack,
-      sawReplicasOnline: (n) => this.runner.sawReplicasOnline(n),
+      sawRole: (view) => this.runner.sawRole(view),
       renewAll: () => this.ownership.renewAll(async (sessionId, token) => num(await runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(token)]).catch(() => -1))),
     });
     this.store = new SessionStore({

@@ -16,12 +16,22 @@
  * and while replicas are short every WAIT runs its whole timeout. So once a connection's
  * master is known to lack replicas (a WAIT came back short, or ROLE listed fewer), its
  * commits are refused before they are sent, and ROLE, which holds nothing up, is asked
- * at most once per `probeSpacingMs` whether they are back. A shortage is kept per
- * connection: on a cluster one shard without its replica stops only its own commits.
+ * at most once per `probeSpacingMs` whether they are back. Back means acknowledging:
+ * ROLE must show enough replicas whose acknowledged offset has reached the master's
+ * offset at the first look after the shortage began. A replica that is frozen or cut off
+ * without a reset stays listed until Redis's repl-timeout (60 s), and counting it would
+ * let every other WAIT hold the connection again. A shortage is kept per connection: on
+ * a cluster one shard without its replica stops only its own commits.
  */
 export type ReplicaPolicy = 'best-effort' | 'strict';
 
 export type ReplicaVerdict = 'confirmed' | 'under-replicated' | 'refused';
+
+/** What ROLE says of a master: its replication offset and each online replica's acknowledged one. */
+export interface RoleView {
+  masterOffset: number;
+  replicaOffsets: number[];
+}
 
 /** How one commit is confirmed. */
 export interface ConfirmationPlan {
@@ -29,15 +39,18 @@ export interface ConfirmationPlan {
   waitFor: number;
   /** Refused before it is sent: its master is known to lack replicas. */
   refuse: boolean;
-  /** Ask ROLE on that master now whether they are back (see replicasSeen). */
+  /** Ask ROLE on that master now whether they are back (see roleSeen). */
   probe: boolean;
 }
 
 export class ReplicaGuard {
   private online: number;
   private shortSince: number | undefined;
-  /** Connections whose master is known to lack replicas, and when ROLE may next be asked. */
-  private readonly shortages = new Map<string, { nextProbeAt: number }>();
+  /**
+   * Connections whose master is known to lack replicas: when ROLE may next be asked, and
+   * the master's offset at the first look since (replicas must acknowledge past it).
+   */
+  private readonly shortages = new Map<string, { nextProbeAt: number; sinceOffset: number | undefined }>();
 
   constructor(
     readonly required: number,
@@ -67,13 +80,21 @@ export class ReplicaGuard {
       this.online = online;
       this.shortSince ??= now;
     }
-    this.replicasSeen('', online, now);
   }
 
-  /** ROLE on `connection`'s master listed this many replicas: a shortage is known, or over. */
-  replicasSeen(connection: string, online: number, now: number): void {
-    if (online >= this.required) this.shortages.delete(connection);
-    else if (!this.shortages.has(connection)) this.shortages.set(connection, { nextProbeAt: now + this.probeSpacingMs });
+  /** ROLE on `connection`'s master: a shortage begins (too few listed), or ends (enough acknowledging again). */
+  roleSeen(connection: string, role: RoleView, now: number): void {
+    const shortage = this.shortages.get(connection);
+    if (!shortage) {
+      if (role.replicaOffsets.length < this.required) this.shortages.set(connection, { nextProbeAt: now + this.probeSpacingMs, sinceOffset: role.masterOffset });
+      return;
+    }
+    if (shortage.sinceOffset === undefined) {
+      shortage.sinceOffset = role.masterOffset;
+      return;
+    }
+    const since = shortage.sinceOffset;
+    if (role.replicaOffsets.filter((offset) => offset >= since).length >= this.required) this.shortages.delete(connection);
   }
 
   /** Another master now (a failover): what was seen of the old one's replicas no longer holds. */
@@ -113,7 +134,7 @@ export class ReplicaGuard {
       return 'confirmed';
     }
     // A WAIT for all that came back short: the next commits on this connection are refused unsent.
-    if (waitedFor >= this.required) this.replicasSeen(connection, confirmed, now);
+    if (waitedFor >= this.required && !this.shortages.has(connection)) this.shortages.set(connection, { nextProbeAt: now, sinceOffset: undefined });
     // A replica that ROLE lists but that did not confirm is lagging, not gone: refused too.
     return this.degraded(now) && confirmed >= this.online ? 'under-replicated' : 'refused';
   }

@@ -21,8 +21,8 @@ import type { EngineTraffic } from '../engine.js';
 import type { Count } from './counters.js';
 import { sessionKeyList } from './keys.js';
 import { num, respBytes, toEngineError, withTimeout, type Reply } from './replies.js';
-import { replicasOnlineFromRole } from './heartbeat.js';
-import type { ConfirmationPlan, ReplicaGuard } from './replica-guard.js';
+import { roleView } from './heartbeat.js';
+import type { ConfirmationPlan, ReplicaGuard, RoleView } from './replica-guard.js';
 import type { RedisScript } from './scripts.js';
 
 export interface ScriptRunnerOptions {
@@ -45,6 +45,8 @@ export interface ScriptRunnerOptions {
   addScriptStats: (stat: Reply) => void;
   /** Which connection a key's commands take, as far as WAITs go ('' when there is one: standalone, Sentinel). */
   connectionOf: (firstKey: string) => string;
+  /** The transport's connection generation (see RedisTransport.generation). */
+  generation: () => number;
 }
 
 const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
@@ -53,7 +55,6 @@ const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
 interface WaitBatch {
   firstKey: string;
   replicas: number;
-  waitMs: number;
   settle: { resolve: (confirmed: number) => void; reject: (err: unknown) => void };
   confirmed: Promise<number>;
 }
@@ -81,9 +82,11 @@ export class ScriptRunner {
     return this.o.replicaGuard.seenOnline;
   }
 
-  /** ROLE's count of replicas online: the guard's clock for a shortage, and a replica back is waited for again. */
-  sawReplicasOnline(n: number): void {
-    this.o.replicaGuard.observe(n, Date.now());
+  /** The heartbeat's ROLE: the guard's clock for a shortage (best effort), and the one connection's shortage begins or ends (standalone, Sentinel). */
+  sawRole(view: RoleView): void {
+    const now = Date.now();
+    this.o.replicaGuard.observe(view.replicaOffsets.length, now);
+    this.o.replicaGuard.roleSeen('', view, now);
   }
 
   /** A failover: the new master's replicas are counted afresh. */
@@ -136,24 +139,30 @@ export class ScriptRunner {
     await o.ensureConnected(deadline);
     const keys = sessionKeyList(o.prefix, sessionId);
     const args: (string | Buffer)[] = [String(keys.length), ...keys, String(Date.now()), owner, ...o.scriptSettings, sessionId, ...extra];
-    const timeoutMs = within(options.timeoutMs ?? o.operationTimeoutMs, deadline);
     const replicated = options.waitForReplicas === true && o.replicas > 0;
-    const waitMs = within(o.replicaTimeoutMs, deadline);
     const connection = replicated ? o.connectionOf(keys[0]!) : '';
     const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
+      // Each attempt gets what is left of the call's time (an EVAL after NOSCRIPT too).
+      const timeoutMs = within(options.timeoutMs ?? o.operationTimeoutMs, deadline);
       const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
       if (plan.refuse) {
         if (plan.probe) this.probeReplicas(keys[0]!, connection);
-        throw this.refusal(0, waitMs, 0);
+        throw this.refusal(0, 0);
       }
+      const generation = o.generation();
       const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
-      // Asked for right behind the script on the same connection, so it confirms it.
-      const waitBound = within(timeoutMs + 2 * waitMs, deadline);
-      const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor, waitMs), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
+      // The connection's next WAIT, asked for right behind the script: one out now at most, and each runs its full timeout.
+      const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
+      const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
       acked?.catch(() => undefined);
       const result = await reply;
       const n = acked ? num(await acked) : 0;
-      if (replicated) this.afterWait(n, waitMs, plan.waitFor, connection);
+      // A WAIT that may have run on another connection than the script says nothing of it.
+      if (acked && o.generation() !== generation) {
+        this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the commit and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+      }
+      if (replicated) this.afterWait(n, plan.waitFor, connection);
       return result;
     };
     let reply: unknown;
@@ -171,18 +180,17 @@ export class ScriptRunner {
    * The replicas that confirm a write just sent on `firstKey`'s connection: the next WAIT
    * of that connection, sent now if none is out, else when the one out returns.
    */
-  private confirm(firstKey: string, connection: string, replicas: number, waitMs: number): Promise<number> {
+  private confirm(firstKey: string, connection: string, replicas: number): Promise<number> {
     let lane = this.lanes.get(connection);
     if (!lane) this.lanes.set(connection, (lane = { out: false, next: undefined }));
     const batch = lane.next;
     if (batch) {
       batch.replicas = Math.max(batch.replicas, replicas);
-      batch.waitMs = Math.max(batch.waitMs, waitMs);
       return batch.confirmed;
     }
     let settle!: WaitBatch['settle'];
     const confirmed = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
-    lane.next = { firstKey, replicas, waitMs, settle, confirmed };
+    lane.next = { firstKey, replicas, settle, confirmed };
     this.sendWait(connection, lane);
     return confirmed;
   }
@@ -192,7 +200,9 @@ export class ScriptRunner {
     if (lane.out || !batch) return;
     lane.next = undefined;
     lane.out = true;
-    this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(batch.waitMs)], this.o.operationTimeoutMs + batch.waitMs)
+    // Always the full timeout: a WAIT cut short by one request's deadline would be taken for a shortage.
+    const waitMs = this.o.replicaTimeoutMs;
+    this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs)
       .then((n) => batch.settle.resolve(num(n as Reply)), batch.settle.reject)
       .finally(() => {
         lane.out = false;
@@ -205,13 +215,13 @@ export class ScriptRunner {
   private probeReplicas(firstKey: string, connection: string): void {
     this.send(firstKey, ['ROLE'])
       .then((role) => {
-        const online = replicasOnlineFromRole(role as Reply[]);
-        if (online !== undefined) this.o.replicaGuard.replicasSeen(connection, online, Date.now());
+        const view = roleView(role as Reply[]);
+        if (view) this.o.replicaGuard.roleSeen(connection, view, Date.now());
       })
       .catch(() => undefined);
   }
 
-  private afterWait(confirmed: number, waitMs: number, waitedFor: number, connection: string): void {
+  private afterWait(confirmed: number, waitedFor: number, connection: string): void {
     const guard = this.o.replicaGuard;
     const verdict = guard.verdict(confirmed, Date.now(), waitedFor, connection);
     if (verdict === 'confirmed') return;
@@ -219,16 +229,16 @@ export class ScriptRunner {
       this.o.count('underReplicatedCommits');
       return;
     }
-    throw this.refusal(confirmed, waitMs, waitedFor);
+    throw this.refusal(confirmed, waitedFor);
   }
 
   /** A commit not acknowledged for want of replicas (counted): 503, and a retry with the same commit id is safe. */
-  private refusal(confirmed: number, waitMs: number, waitedFor: number): KilnError {
+  private refusal(confirmed: number, waitedFor: number): KilnError {
     const guard = this.o.replicaGuard;
     this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
     const message =
       waitedFor > 0
-        ? `the commit reached ${confirmed} of ${this.o.replicas} replicas within ${waitMs} ms; it may or may not survive a failover, so it is not acknowledged`
+        ? `the commit reached ${confirmed} of ${this.o.replicas} replicas within ${this.o.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged`
         : `the commit reached 0 of ${this.o.replicas} replicas: it was not sent, since its master has lacked replicas since a recent check (ROLE, or a WAIT that came back short)`;
     return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${message} (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
   }

@@ -19,6 +19,13 @@ export interface RedisTransport {
   masterIdentity(): Promise<string>;
   /** Which connection `firstKey`'s commands take (its master's address; '' when there is one connection). */
   connectionOf(firstKey: string): string;
+  /**
+   * Bumped by every event after which a command may run on another connection than the
+   * commands sent before it: a connection error, a reconnect, a master change. A WAIT
+   * confirms only its own connection's writes, so a commit whose WAIT answered at another
+   * generation than its script was sent at is not confirmed.
+   */
+  readonly generation: number;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** Every channel matching a glob pattern (the console watching lease traffic). */
@@ -131,6 +138,10 @@ class DeferredTransport implements RedisTransport {
     return this.inner ? this.inner.connectionOf(firstKey) : '';
   }
 
+  get generation(): number {
+    return this.inner?.generation ?? 0;
+  }
+
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
@@ -167,6 +178,12 @@ function nodeTls(topology: RedisTopology, options: TransportOptions): Connection
 
 abstract class BaseTransport {
   protected readonly listeners = new Set<(event: TransportEvent) => void>();
+  generation = 0;
+
+  /** Counts `events` of `emitter` as connection changes (see RedisTransport.generation). */
+  protected countChanges(emitter: { on(event: string, listener: () => void): unknown }, events: readonly string[]): void {
+    for (const event of events) emitter.on(event, () => this.generation++);
+  }
 
   onTrouble(listener: (event: TransportEvent) => void): void {
     this.listeners.add(listener);
@@ -198,6 +215,8 @@ class StandaloneTransport extends BaseTransport implements RedisTransport {
     for (const c of [this.client, this.subscriber]) {
       c.on('error', (error: Error) => this.emit({ type: 'error', error }));
     }
+    // Only the command connection: WAITs never go through the subscriber.
+    this.countChanges(this.client as unknown as { on(event: string, listener: () => void): unknown }, ['error', 'reconnecting', 'ready', 'end']);
   }
 
   async connect(): Promise<void> {
@@ -256,7 +275,14 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
     }) as unknown as typeof this.sentinel;
     this.sentinel.on('error', (error: Error) => this.emit({ type: 'error', error }));
     this.sentinel.on('topology-change', (event: { type: string; node?: { host: string; port: number } }) => {
-      if (event.type === 'MASTER_CHANGE') this.emit({ type: 'failover', detail: `master is now ${event.node?.host}:${event.node?.port}` });
+      if (event.type === 'MASTER_CHANGE') {
+        this.generation++;
+        this.emit({ type: 'failover', detail: `master is now ${event.node?.host}:${event.node?.port}` });
+      }
+    });
+    // A master connection's error: node-redis sends the commands it failed again, on whichever connection is ready next.
+    this.sentinel.on('client-error', (event: { type?: string }) => {
+      if (event.type === 'MASTER') this.generation++;
     });
   }
 
@@ -314,6 +340,7 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
       useReplicas: false,
     }) as unknown as typeof this.cluster;
     this.cluster.on('error', (error: Error) => this.emit({ type: 'error', error }));
+    this.countChanges(this.cluster as unknown as { on(event: string, listener: () => void): unknown }, ['node-error', 'node-reconnecting', 'node-ready', 'node-disconnect']);
   }
 
   async connect(): Promise<void> {
