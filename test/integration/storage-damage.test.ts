@@ -362,6 +362,50 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
     }
   });
 
+  it('an encrypted snapshot whose header cannot be trusted, with the logs it covers still there: its records fail authentication, and the logs rebuild every session as acknowledged', async () => {
+    const keyDir = tempDir();
+    const keys = join(keyDir, 'keys');
+    writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    chmodSync(keys, 0o600);
+    try {
+      const args = ['--encryption-key-file', keys];
+      let restored = 0;
+      const s = await repairCase({
+        args,
+        // A compaction (a start with a key over plain records), then its covered logs put
+        // back, as a crash after the snapshot's rename and before their removal leaves them.
+        prepare: async (dataDir) => {
+          const covered = new Map(logs(dataDir).map((file) => [file, readFileSync(file)]));
+          const server = await startKilnServer({ dataDir, args });
+          await server.stop();
+          for (const [file, bytes] of covered) {
+            if (existsSync(file)) continue;
+            writeFileSync(file, bytes);
+            restored++;
+          }
+        },
+        pick: (dataDir) => join(dataDir, 'snapshot.kiln'),
+        // The magic and the first-log number both damaged: the repair cannot tell which logs
+        // the snapshot covers, so it reads every log after it, the covered ones included.
+        // A sealed record's place (its file's first-log number) is part of what it
+        // authenticates, so none of the snapshot's records can be trusted either.
+        change: (b) => {
+          b[0] = b[0]! ^ 0x5a;
+          b.writeUInt32BE(0xffffffff, 8);
+          return b;
+        },
+      });
+      console.log(`# encrypted snapshot, header untrusted, ${restored} covered logs left: ${figures(s)}`);
+      assert.ok(restored > 0, 'the compaction had removed the logs it covered');
+      assert.ok(s.bytesSkipped > 0, 'the snapshot was skipped');
+      // The covered logs hold every session's whole history here: all 50 live ones come back, each at its last count.
+      assert.equal(s.sessionsKept, 50, figures(s));
+      assert.equal(s.sessionsDropped, 0, figures(s));
+    } finally {
+      removeDir(keyDir);
+    }
+  });
+
   it('a repair killed between any two steps of its file swap: repairing again (or starting) ends where an uninterrupted repair does', async () => {
     // The steps, in order (src/server/storage/repair.ts, frame-file.ts): the aside
     // directory made; the old files linked into it; the new snapshot written, not yet
