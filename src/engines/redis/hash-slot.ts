@@ -1,7 +1,8 @@
 /**
  * Redis Cluster's hash slot of a key (CRC16/XMODEM of its hash tag, modulo 16,384), as
- * the cluster specification defines it. The engine groups the WAITs of keys by slot:
- * every key of one slot is served by one node, so one connection.
+ * the cluster specification defines it. The cluster transport looks up the slot's master
+ * in node-redis's slot table: commits of keys on one master share its connection, so its
+ * WAITs and its replica shortages (see ScriptRunner, ReplicaGuard).
  */
 export const HASH_SLOTS = 16_384;
 
