@@ -13,8 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from '../test/helpers/processes.js';
-import { redisCli, startRedisNode } from '../test/helpers/redis.js';
+import { replicaOnline, startRedisNode } from '../test/helpers/redis.js';
 import { fmt, median, table } from './util.js';
 
 const args = process.argv.slice(2);
@@ -92,7 +91,7 @@ for (let round = 1; round <= rounds; round++) {
     const master = await startRedisNode();
     const replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
     try {
-      await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica in sync');
+      await replicaOnline(master.port, replica.port);
       runs.get(name)!.push(runOnce(dist, master.port));
     } finally {
       await replica.kill();

@@ -32,6 +32,21 @@ export function redisCli(port: number, ...args: string[]): Promise<string> {
 }
 
 /** Starts redis-server with the given config lines (as arguments) and waits until it accepts connections. */
+/**
+ * Waits until `replicaPort` has synced from `masterPort` and the master counts it online:
+ * only then does a WAIT reach it (the replica's own link status comes up a little before).
+ */
+export async function replicaOnline(masterPort: number, replicaPort: number, timeoutMs = 10_000): Promise<void> {
+  await waitFor(
+    async () => {
+      if (!/master_link_status:up/.test(await redisCli(replicaPort, 'INFO', 'replication').catch(() => ''))) return false;
+      return new RegExp(`port=${replicaPort},state=online`).test(await redisCli(masterPort, 'INFO', 'replication').catch(() => ''));
+    },
+    timeoutMs,
+    `replica ${replicaPort} online at master ${masterPort}`,
+  );
+}
+
 export async function startRedisNode(options: { port?: number; dir?: string; args?: string[]; sentinelConfig?: string } = {}): Promise<RedisNode> {
   const port = options.port ?? (await freePort());
   const dir = options.dir ?? tempDir('kiln-redis-');
@@ -107,7 +122,7 @@ export async function startSentinel(options: { downAfterMs?: number } = {}): Pro
   const masterName = 'kilnmaster';
   const master = await startRedisNode();
   const replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
-  await waitFor(async () => /master_link_status:up/.test(await redisCli(replica.port, 'INFO', 'replication')), 10_000, 'replica in sync');
+  await replicaOnline(master.port, replica.port);
   const sentinels: RedisNode[] = [];
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
