@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { setImmediate as tick } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { isKilnError } from '../../src/errors/index.js';
+import { ReplicaGuard } from '../../src/engines/redis/replica-guard.js';
+import { ScriptRunner } from '../../src/engines/redis/script-runner.js';
+import { SCRIPTS } from '../../src/engines/redis/scripts.js';
+import { generateSessionId } from '../../src/session/id.js';
+
+/**
+ * How commits wait for replicas, command by command. The failover and replica tests run
+ * this against real Redis processes; what they cannot force is the order of replies and
+ * connection changes (a reconnect between a script's reply and the write of its shared
+ * WAIT), so here the transport is a list of the commands sent, answered by the test.
+ */
+interface Sent {
+  args: string[];
+  connection: string;
+  answer: (reply: unknown) => void;
+  fail: (err: Error) => void;
+}
+
+function harness(options: { connectionOf?: (key: string) => string } = {}) {
+  const sent: Sent[] = [];
+  let generation = 0;
+  const guard = new ReplicaGuard(1, 'strict', 60_000, 250);
+  const connectionOf = options.connectionOf ?? (() => '');
+  const runner = new ScriptRunner({
+    send: (firstKey, args) =>
+      new Promise((resolve, reject) => sent.push({ args: args.map(String), connection: firstKey === undefined ? '' : connectionOf(firstKey), answer: resolve, fail: reject })),
+    ensureConnected: async () => undefined,
+    address: 'redis://test',
+    prefix: 'kiln:',
+    operationTimeoutMs: 2000,
+    replicas: 1,
+    replicaTimeoutMs: 500,
+    replicaGuard: guard,
+    scriptSettings: ['kiln:o:', '30000', '1000', '60000', '3', 'kiln:events'],
+    count: () => undefined,
+    addScriptStats: () => undefined,
+    connectionOf,
+    generation: () => generation,
+  });
+  const commit = (id = generateSessionId()) => runner.runScript(SCRIPTS.commit, id, 'owner', ['1'], { waitForReplicas: true });
+  const pending = (command: string) => sent.filter((s) => s.args[0] === command);
+  return { sent, guard, commit, pending, bump: () => generation++ };
+}
+
+/** Lets the runner's promise callbacks run (a WAIT's settling sends the next one). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await tick();
+}
+
+describe('redis script runner: WAITs for replica confirmations', () => {
+  it('commits sent while a WAIT is out share the next one: one WAIT out per connection', async () => {
+    const h = harness();
+    const first = h.commit();
+    await settle();
+    assert.deepEqual(h.sent.map((s) => s.args[0]), ['EVALSHA', 'WAIT'], 'a lone commit: its WAIT right behind it');
+    const later = [h.commit(), h.commit(), h.commit()];
+    await settle();
+    assert.deepEqual(h.sent.map((s) => s.args[0]), ['EVALSHA', 'WAIT', 'EVALSHA', 'EVALSHA', 'EVALSHA'], 'no second WAIT while one is out');
+    h.sent[0]!.answer('A');
+    h.pending('WAIT')[0]!.answer(1);
+    assert.equal(await first, 'A');
+    await settle();
+    assert.equal(h.pending('WAIT').length, 2, 'the three share the next WAIT');
+    assert.deepEqual(h.pending('WAIT')[1]!.args, ['WAIT', '1', '500'], 'asked with the full timeout');
+    for (const s of h.pending('EVALSHA').slice(1)) s.answer('A');
+    h.pending('WAIT')[1]!.answer(1);
+    assert.deepEqual(await Promise.all(later), ['A', 'A', 'A']);
+  });
+
+  it('a WAIT answered after the connection changed confirms nothing: the commit is refused, a retry being safe', async () => {
+    const h = harness();
+    const c = h.commit();
+    await settle();
+    h.sent[0]!.answer('A');
+    // A reconnect (or a master change) between the script and its WAIT's answer.
+    h.bump();
+    h.pending('WAIT')[0]!.answer(1);
+    await assert.rejects(c, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /connection to Redis changed/.test((err as Error).message));
+  });
+
+  it('a WAIT that comes back short makes the shortage known: later commits are refused unsent, ROLE is asked at most every 250 ms, and replicas acknowledging past the master offset end it', async () => {
+    const h = harness();
+    const c = h.commit();
+    await settle();
+    h.sent[0]!.answer('A');
+    h.pending('WAIT')[0]!.answer(0);
+    await assert.rejects(c, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /reached 0 of 1 replicas within 500 ms/.test((err as Error).message));
+    assert.ok(h.guard.isShort());
+
+    const before = h.sent.length;
+    await assert.rejects(h.commit(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /not sent/.test((err as Error).message));
+    await assert.rejects(h.commit(), (err: unknown) => /not sent/.test((err as Error).message));
+    assert.deepEqual(h.sent.slice(before).map((s) => s.args[0]), ['ROLE'], 'no script, no WAIT: one ROLE for both');
+    h.pending('ROLE')[0]!.answer([Buffer.from('master'), 1000, [[Buffer.from('127.0.0.1'), Buffer.from('6380'), Buffer.from('900')]]]);
+    await settle();
+    assert.ok(h.guard.isShort(), 'the first look notes the offset to pass');
+
+    await new Promise((resolve) => setTimeout(resolve, 260));
+    await assert.rejects(h.commit(), (err: unknown) => /not sent/.test((err as Error).message));
+    // Listed, but acknowledging nothing past 1,000: a frozen replica is not back.
+    h.pending('ROLE')[1]!.answer([Buffer.from('master'), 1200, [[Buffer.from('127.0.0.1'), Buffer.from('6380'), Buffer.from('950')]]]);
+    await settle();
+    assert.ok(h.guard.isShort());
+
+    await new Promise((resolve) => setTimeout(resolve, 260));
+    await assert.rejects(h.commit(), (err: unknown) => /not sent/.test((err as Error).message));
+    h.pending('ROLE')[2]!.answer([Buffer.from('master'), 1300, [[Buffer.from('127.0.0.1'), Buffer.from('6380'), Buffer.from('1000')]]]);
+    await settle();
+    assert.ok(!h.guard.isShort(), 'acknowledging past 1,000: back');
+    const again = h.commit();
+    await settle();
+    assert.deepEqual(h.sent.slice(-2).map((s) => s.args[0]), ['EVALSHA', 'WAIT'], 'sent and waited for again');
+    h.sent.at(-2)!.answer('A');
+    h.sent.at(-1)!.answer(1);
+    assert.equal(await again, 'A');
+  });
+
+  it('a failed WAIT fails the commits sharing it and frees its connection for the next one', async () => {
+    const h = harness();
+    const first = h.commit();
+    const second = h.commit();
+    await settle();
+    h.sent[0]!.answer('A');
+    h.pending('WAIT')[0]!.fail(new Error('Socket closed unexpectedly'));
+    await assert.rejects(first, (err: unknown) => isKilnError(err));
+    await settle();
+    assert.equal(h.pending('WAIT').length, 2, "the next batch's WAIT goes out");
+    h.pending('EVALSHA')[1]!.answer('A');
+    h.pending('WAIT')[1]!.answer(1);
+    assert.equal(await second, 'A');
+  });
+
+  it('on a cluster each master has its own WAITs and its own shortage', async () => {
+    const ids = [generateSessionId(), generateSessionId()];
+    const h = harness({ connectionOf: (key) => (key.includes(ids[0]!) ? '127.0.0.1:7000' : '127.0.0.1:7001') });
+    const a = h.commit(ids[0]);
+    const b = h.commit(ids[1]);
+    await settle();
+    assert.deepEqual(
+      h.pending('WAIT').map((s) => s.connection),
+      ['127.0.0.1:7000', '127.0.0.1:7001'],
+      'a WAIT out on each master at once',
+    );
+    for (const s of h.pending('EVALSHA')) s.answer('A');
+    h.pending('WAIT')[0]!.answer(0);
+    h.pending('WAIT')[1]!.answer(1);
+    await assert.rejects(a, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+    assert.equal(await b, 'A');
+    assert.ok(h.guard.isShort('127.0.0.1:7000'));
+    assert.ok(!h.guard.isShort('127.0.0.1:7001'), 'the other shard commits on');
+  });
+});
