@@ -14,13 +14,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmt, median, table } from './util.js';
+import { argValue, fmt, median, table } from './util.js';
 
 const args = process.argv.slice(2);
-const arg = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const arg = (name: string): string | undefined => argValue(args, name);
 const before = arg('--before');
 const rounds = Number(arg('--rounds') ?? 5);
 const quick = args.includes('--quick');

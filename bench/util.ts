@@ -24,3 +24,9 @@ export function table(rows: Record<string, string | number>[]): string {
 export function fmt(n: number, digits = 0): string {
   return n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
+
+/** The value after `--name` in a command line (`--rounds 5`), or undefined. */
+export function argValue(args: readonly string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}

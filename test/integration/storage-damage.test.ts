@@ -307,6 +307,19 @@ const oldest = (dataDir: string): string => logs(dataDir)[0]!;
 const newest = (dataDir: string): string => logs(dataDir).at(-1)!;
 const figures = (s: RepairSummary): string => `kept ${s.sessionsKept}, dropped ${s.sessionsDropped} (live at a gap ${s.dropped.liveAtGap}, no creation ${s.dropped.noCreation}), salvaged ${s.recordsSalvaged}, skipped ${s.recordsSkipped}, ${s.bytesSkipped} bytes skipped`;
 
+/** Runs `fn` with the server arguments of a fresh encryption key file, removed after. */
+async function withKeyFile<T>(fn: (args: string[]) => Promise<T>): Promise<T> {
+  const keyDir = tempDir();
+  const keys = join(keyDir, 'keys');
+  writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  chmodSync(keys, 0o600);
+  try {
+    return await fn(['--encryption-key-file', keys]);
+  } finally {
+    removeDir(keyDir);
+  }
+}
+
 describe('kiln repair (real kiln server, SIGKILL)', () => {
   it('a byte flipped mid oldest log: A dropped, B and C kept whole', async () => {
     const s = await repairCase({ pick: oldest, change: flipAt((b) => b.length >> 1) });
@@ -336,12 +349,7 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
   });
 
   it('a damaged snapshot (encrypted directory, made by compaction): only the sessions in the skipped bytes are lost, repaired with the key', async () => {
-    const keyDir = tempDir();
-    const keys = join(keyDir, 'keys');
-    writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    chmodSync(keys, 0o600);
-    try {
-      const args = ['--encryption-key-file', keys];
+    await withKeyFile(async (args) => {
       const s = await repairCase({
         args,
         // A start with a key over plain records rewrites them sealed: a compaction, so a snapshot.
@@ -357,18 +365,11 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
       // skipped bytes (a session or a tombstone each) and nothing read before or after it.
       assert.equal(s.dropped.liveAtGap, 0, figures(s));
       assert.ok(s.sessionsKept >= 48 && s.sessionsKept <= 50, figures(s));
-    } finally {
-      removeDir(keyDir);
-    }
+    });
   });
 
   it('an encrypted snapshot whose header cannot be trusted, with the logs it covers still there: its records fail authentication, and the logs rebuild every session as acknowledged', async () => {
-    const keyDir = tempDir();
-    const keys = join(keyDir, 'keys');
-    writeFileSync(keys, `k1:${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    chmodSync(keys, 0o600);
-    try {
-      const args = ['--encryption-key-file', keys];
+    await withKeyFile(async (args) => {
       let restored = 0;
       const s = await repairCase({
         args,
@@ -401,9 +402,7 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
       // The covered logs hold every session's whole history here: all 50 live ones come back, each at its last count.
       assert.equal(s.sessionsKept, 50, figures(s));
       assert.equal(s.sessionsDropped, 0, figures(s));
-    } finally {
-      removeDir(keyDir);
-    }
+    });
   });
 
   it('a repair killed between any two steps of its file swap: repairing again (or starting) ends where an uninterrupted repair does', async () => {
