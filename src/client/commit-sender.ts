@@ -4,7 +4,6 @@ import { isKilnError } from '../errors/index.js';
 import type { CommitRequest } from '../session/model.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultReconnect } from '../util/backoff.js';
-import { passed } from '../util/deadline.js';
 import type { ClientCounters } from './counters.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 
@@ -53,14 +52,16 @@ export class CommitSender {
         // the same commit goes again under it after a pause (a tier short of replicas
         // refuses at once): 50–100 ms, then 100–200 ms, the reconnects' backoff.
         // Otherwise the lease is taken anew.
+        const code = isKilnError(err) ? err.code : '';
         const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
-        const pause = held && isKilnError(err) && (err.code === 'KILN_ERR_TIMEOUT' || err.code === 'KILN_ERR_ENGINE_UNAVAILABLE') ? defaultReconnect(attempt + 1) : 0;
-        const noTimeFor = (ms: number) => deadline !== undefined && deadline - Date.now() < ms;
-        if (!isKilnError(err) || !RETRYABLE_CODES.has(err.code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || passed(deadline) || noTimeFor(2 * pause)) {
+        const pause = held && (code === 'KILN_ERR_TIMEOUT' || code === 'KILN_ERR_ENGINE_UNAVAILABLE') ? defaultReconnect(attempt + 1) : 0;
+        // No attempt is sent without the time to pause and run (none at all once the deadline passed).
+        const timeLeft = deadline === undefined ? Number.POSITIVE_INFINITY : deadline - Date.now();
+        if (!RETRYABLE_CODES.has(code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || timeLeft <= 2 * pause) {
           // Stale, or given up on without knowing whether the tier applied it (a
           // timeout, a commit no replica confirmed): either way the cached copy may be
           // behind the tier, and the next request would build on it only to be refused.
-          if (held && isKilnError(err) && (STALE_CODES.has(err.code) || RETRYABLE_CODES.has(err.code))) {
+          if (held && (STALE_CODES.has(code) || RETRYABLE_CODES.has(code))) {
             this.keeper.releaseUnused(current.sessionId);
             this.keeper.forget(current.sessionId);
           }

@@ -3,11 +3,11 @@ import { describe, it } from 'node:test';
 import { KilnError } from '../../src/errors/index.js';
 import { COUNTER_NAMES, Counters, countersFrom } from '../../src/engines/redis/counters.js';
 import { expireVerdict, sweepTurnMs } from '../../src/engines/redis/expiry-sweep.js';
-import { renewDue, roleView } from '../../src/engines/redis/heartbeat.js';
+import { renewDue } from '../../src/engines/redis/heartbeat.js';
 import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs } from '../../src/engines/redis/lease-acquirer.js';
 import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
 import { grantValidUntil, Ownership, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
-import { metaFrom, num, parseUntrusted, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError, withTimeout } from '../../src/engines/redis/replies.js';
+import { metaFrom, num, parseUntrusted, roleView, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError, withTimeout } from '../../src/engines/redis/replies.js';
 import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-store.js';
 import { parseSessionEvent } from '../../src/engines/redis/session-events.js';
 import { parseReport, sortReports, MAX_REPORT_BYTES } from '../../src/engines/redis/console-reports.js';
@@ -193,6 +193,9 @@ describe('redis heartbeat, sweep, counters', () => {
     assert.deepEqual(roleView([b('master'), 100, [[b('h'), b('1'), b('90')], [b('h'), b('2'), b('100')]]]), { masterOffset: 100, replicaOffsets: [90, 100] });
     assert.deepEqual(roleView([b('master'), 7, []]), { masterOffset: 7, replicaOffsets: [] });
     assert.equal(roleView([b('slave'), b('h'), 1]), undefined);
+    // Garbage from the wire: a master offset that is no number says nothing; a replica's counts as acknowledging nothing.
+    assert.equal(roleView([b('master'), b('x'), [[b('h'), b('1'), b('90')]]]), undefined);
+    assert.deepEqual(roleView([b('master'), 100, [[b('h'), b('1'), b('zz')], b('odd')]]), { masterOffset: 100, replicaOffsets: [-1, -1] });
   });
 
   it('renews at a third of the lease time, give or take half a beat', () => {

@@ -6,14 +6,8 @@
  * lease here is dropped (the client reloads) instead of being trusted on a stale record.
  */
 import { KilnError } from '../../errors/index.js';
-import { num, text, withTimeout, type Reply } from './replies.js';
+import { roleView, withTimeout, type Reply } from './replies.js';
 import type { RoleView } from './replica-guard.js';
-
-/** ROLE on a master: its offset and its online replicas' acknowledged ones; undefined when the node is not a master. */
-export function roleView(role: Reply[]): RoleView | undefined {
-  if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return undefined;
-  return { masterOffset: num(role[1]), replicaOffsets: role[2].map((replica) => (Array.isArray(replica) ? num(replica[2]) : 0)) };
-}
 
 /** Whether the leases are due for renewal: at a third of their time limit, give or take half a beat. */
 export function renewDue(now: number, lastRenew: number, leaseTimeMs: number, heartbeatMs: number): boolean {

@@ -51,6 +51,8 @@ export class ReplicaGuard {
    * the master's offset at the first look since (replicas must acknowledge past it).
    */
   private readonly shortages = new Map<string, { nextProbeAt: number; sinceOffset: number | undefined }>();
+  /** The plan of nearly every commit, made once (plan() runs per commit). */
+  private readonly waitForAll: ConfirmationPlan;
 
   constructor(
     readonly required: number,
@@ -59,6 +61,7 @@ export class ReplicaGuard {
     readonly probeSpacingMs = 0,
   ) {
     this.online = required;
+    this.waitForAll = Object.freeze({ waitFor: required, refuse: false, probe: false });
   }
 
   /** Whether commits on `connection` are refused before they are sent. */
@@ -109,11 +112,6 @@ export class ReplicaGuard {
     return this.policy === 'best-effort' && this.shortSince !== undefined && now - this.shortSince >= this.graceMs;
   }
 
-  /** How many replicas a commit's WAIT asks for (0: no WAIT). */
-  waitFor(now: number): number {
-    return this.degraded(now) ? this.online : this.required;
-  }
-
   /**
    * How the next commit on `connection` is confirmed. Degraded: a WAIT for the replicas
    * that remain. A known shortage: refused unsent (strict, or best effort within its grace).
@@ -121,7 +119,7 @@ export class ReplicaGuard {
   plan(now: number, connection = ''): ConfirmationPlan {
     if (this.degraded(now)) return { waitFor: this.online, refuse: false, probe: false };
     const shortage = this.shortages.get(connection);
-    if (!shortage) return { waitFor: this.required, refuse: false, probe: false };
+    if (!shortage) return this.waitForAll;
     const probe = now >= shortage.nextProbeAt;
     if (probe) shortage.nextProbeAt = now + this.probeSpacingMs;
     return { waitFor: 0, refuse: true, probe };

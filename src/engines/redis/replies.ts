@@ -7,6 +7,7 @@
  */
 import { KilnError } from '../../errors/index.js';
 import type { SessionMeta, SessionSnapshot } from '../../session/model.js';
+import type { RoleView } from './replica-guard.js';
 import { redactCredentials } from '../../util/log.js';
 
 /** One element of a RESP reply as node-redis returns it (bulk strings are Buffers). */
@@ -23,6 +24,22 @@ export function text(value: unknown): string {
 export function num(value: unknown): number {
   if (typeof value === 'number') return value;
   return Number(text(value));
+}
+
+/**
+ * ROLE on a master: its offset and its online replicas' acknowledged ones; undefined when
+ * the node is not a master or the offset is not a number. An offset that is not a number
+ * counts as acknowledging nothing (a shortage is never ended on it).
+ */
+export function roleView(role: Reply[]): RoleView | undefined {
+  if (text(role[0]) !== 'master' || !Array.isArray(role[2])) return undefined;
+  const masterOffset = num(role[1]);
+  if (!Number.isFinite(masterOffset)) return undefined;
+  const replicaOffsets = role[2].map((replica) => {
+    const offset = Array.isArray(replica) ? num(replica[2]) : Number.NaN;
+    return Number.isFinite(offset) ? offset : -1;
+  });
+  return { masterOffset, replicaOffsets };
 }
 
 /** A reply element that is nil (null) or the text it holds. */

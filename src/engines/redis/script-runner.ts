@@ -20,8 +20,7 @@ import { within } from '../../util/deadline.js';
 import type { EngineTraffic } from '../engine.js';
 import type { Count } from './counters.js';
 import { sessionKeyList } from './keys.js';
-import { num, respBytes, toEngineError, withTimeout, type Reply } from './replies.js';
-import { roleView } from './heartbeat.js';
+import { num, respBytes, roleView, toEngineError, withTimeout, type Reply } from './replies.js';
 import type { ConfirmationPlan, ReplicaGuard, RoleView } from './replica-guard.js';
 import type { RedisScript } from './scripts.js';
 
