@@ -7,12 +7,71 @@ import { fmt, median, timed } from './util.js';
  * The lease-hit path: a process that holds a session's lease serves a request from its
  * near cache. Measured: open + read + no-op commit + close (the affinity read path, no
  * network at all), and open + change one field + sync commit + close (one round trip).
+ * Then the 20 KB row of the HTTP benchmark without HTTP: 1,000 sessions of a 160-item
+ * list, 20 requests in flight, each changing one item's quantity (what the near cache's
+ * copies of large values cost, see applyDelta's overwrites).
  */
 export interface LeaseHitResult {
   engine: string;
   case: string;
   opsPerSecond: number;
   microsPerOp: number;
+  /** The client process's CPU per operation (the engine's too, for the in-process memory engine). */
+  cpuMicrosPerOp: number;
+}
+
+const LIST_SESSIONS = 1000;
+const LIST_ITEMS = 160;
+const LIST_LANES = 20;
+
+/** 1,000 sessions of a 20 KB list (bench/http's big session), created through the client. */
+async function prepareLists(kiln: SessionClient): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < LIST_SESSIONS; i++) {
+    ids.push(
+      await kiln.withSession(null, (s) => {
+        s.set('user', `user-${i}`);
+        s.set('items', Array.from({ length: LIST_ITEMS }, (_, k) => ({ sku: `SKU-${10_000 + k}`, name: `Catalogue item number ${k} in a long list`, qty: 1, price: 1250 + k, tags: ['seasonal', 'in-stock'], addedAt: 1_764_000_000_000 + k })));
+        return s.id;
+      }),
+    );
+  }
+  return ids;
+}
+
+/** `n` requests over the sessions, 20 at a time, each adding one to one item's quantity. */
+async function listWrites(kiln: SessionClient, ids: string[], n: number): Promise<number> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      const id = ids[i % ids.length]!;
+      const s = kiln.openCached(id) ?? (await kiln.open(id));
+      (s.get<{ qty: number }[]>('items')!)[i % LIST_ITEMS]!.qty++;
+      await s.commit({ final: true });
+      s.close();
+    }
+  };
+  await Promise.all(Array.from({ length: LIST_LANES }, lane));
+  return n;
+}
+
+/** Runs `path` `runs` times: medians of its rate and of the process's CPU per operation. */
+async function measure(runs: number, path: () => Promise<number>): Promise<{ perSecond: number; cpuMicros: number }> {
+  const rates: number[] = [];
+  const cpu: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    const before = process.cpuUsage();
+    const run = await timed(path);
+    const used = process.cpuUsage(before);
+    rates.push(run.perSecond);
+    cpu.push((used.user + used.system) / run.ops);
+  }
+  return { perSecond: median(rates), cpuMicros: median(cpu) };
+}
+
+function result(engine: string, label: string, m: { perSecond: number; cpuMicros: number }): LeaseHitResult {
+  return { engine, case: label, opsPerSecond: Math.round(m.perSecond), microsPerOp: Number(fmt(1e6 / m.perSecond, 2).replace(/,/g, '')), cpuMicrosPerOp: Number(fmt(m.cpuMicros, 2).replace(/,/g, '')) };
 }
 
 async function prepare(kiln: SessionClient): Promise<string> {
@@ -54,14 +113,21 @@ export async function leaseHitBench(options: { serverUrl?: string; token?: strin
     const id = await prepare(kiln);
     for (const [label, path, count] of [['read (lease hit, no-op commit)', readPath, n], ['write one field (lease hit, sync commit)', writePath, name === 'memory' ? n : n / 4]] as const) {
       await path(kiln, id, Math.min(500, count));
-      const samples: number[] = [];
-      for (let r = 0; r < options.runs; r++) samples.push((await timed(() => path(kiln, id, count))).perSecond);
-      const perSecond = median(samples);
-      results.push({ engine: name, case: label, opsPerSecond: Math.round(perSecond), microsPerOp: Number(fmt(1e6 / perSecond, 2).replace(/,/g, '')) });
+      results.push(result(name, label, await measure(options.runs, () => path(kiln, id, count))));
     }
     const stats = kiln.stats();
     if (stats.counters.acquires !== 1) throw new Error(`lease-hit bench expected 1 acquire, saw ${stats.counters.acquires}`);
     await kiln.close();
+  }
+  for (const [name, make] of engines) {
+    const kiln = make();
+    try {
+      const ids = await prepareLists(kiln);
+      await listWrites(kiln, ids, 2 * LIST_SESSIONS); // every session's first change copies what the tier gave
+      results.push(result(name, 'write one item of a 20 KB list (1,000 sessions, 20 in flight)', await measure(options.runs, () => listWrites(kiln, ids, options.quick ? 5000 : 40_000))));
+    } finally {
+      await kiln.close();
+    }
   }
   return results;
 }

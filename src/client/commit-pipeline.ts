@@ -1,5 +1,5 @@
 import { KilnError, isKilnError } from '../errors/index.js';
-import { withoutPatches } from '../session/delta.js';
+import { withoutPatches, type CommittedValues } from '../session/delta.js';
 import { deltaBytes, type AttributeDelta, type CommitRequest } from '../session/model.js';
 import type { CommitSender } from './commit-sender.js';
 import { applyCommitted } from './committed-state.js';
@@ -8,6 +8,7 @@ import { commitChannel } from './diagnostics.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { NearCache } from './near-cache.js';
+import type { OpenReaders } from './open-readers.js';
 import type { CachedSession, CommitResult, MetaChanges, SessionHandle } from './session-handle.js';
 import type { WriteBehind } from './write-behind.js';
 
@@ -39,6 +40,7 @@ export class CommitPipeline {
     private readonly cache: NearCache<CachedSession>,
     private readonly queue: KeyedQueue,
     private readonly counters: ClientCounters,
+    private readonly readers: OpenReaders,
   ) {}
 
   /** A commit with something to send, within the request's deadline (retries included). */
@@ -70,7 +72,10 @@ export class CommitPipeline {
     let expected: CachedSession | undefined;
     if (pipelined) {
       // The next request starts on what this commit makes (see SessionHandle.commit).
-      expected = applyCommitted(handle.base, request, delta, handle.base.meta.version + 1, now, false);
+      // If this commit fails, the cache and lease go (below): the base's bytes may be overwritten.
+      const values = this.committedValues(sessionId, delta, true);
+      expected = applyCommitted(handle.base, request, delta, handle.base.meta.version + 1, now, false, values);
+      if (values) this.counters.overwritesInPlace += values.overwrittenInPlace;
       this.cache.set(sessionId, expected);
       adopt(handle, expected);
     }
@@ -101,7 +106,7 @@ export class CommitPipeline {
       if (ack.version !== expected.meta.version) this.cache.delete(sessionId);
       return { committed: true, version: ack.version, bytes };
     }
-    const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew);
+    const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew, this.committedValues(sessionId, delta, false));
     if (releasing) {
       if (this.keeper.leases.get(sessionId)?.token === request.token) this.keeper.forget(sessionId);
     } else if (this.keeper.leases.has(sessionId)) {
@@ -110,6 +115,15 @@ export class CommitPipeline {
     adopt(handle, committed);
     handle.isNewSession = false;
     return { committed: true, version: ack.version, bytes };
+  }
+
+  /**
+   * How this commit's patches become values (see applyDelta): in place only when pipelined
+   * (a failure drops the copy that ran ahead) and no read-only request reads the session.
+   */
+  private committedValues(sessionId: string, delta: AttributeDelta, pipelined: boolean): CommittedValues | undefined {
+    if (!delta.patch) return undefined;
+    return { inPlace: pipelined && !this.readers.has(sessionId), overwrittenInPlace: 0 };
   }
 
   private request(handle: SessionHandle, delta: AttributeDelta, meta: MetaChanges, now: number): CommitRequest {

@@ -1,17 +1,19 @@
-import { applyDelta } from '../session/delta.js';
+import { applyDelta, type CommittedValues } from '../session/delta.js';
 import { attributeBytes, type AttributeDelta, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 import type { CachedSession, MetaChanges } from './session-handle.js';
 
 /**
  * Pure arithmetic of what a session looks like after a commit, kept apart so the commit
  * path and write-behind compute it the same way and tests can check it alone. A cached
- * copy is only ever replaced whole (never edited in place): a request still reading the
- * old one, or a pipelined request reading the expected one, sees a consistent session.
+ * copy is replaced whole: a request still reading the old one, or a pipelined request
+ * reading the expected one, sees a consistent session. One exception, asked for by the
+ * commit path alone (`committed.inPlace`, see applyDelta): a large value that kept its
+ * length is overwritten where no one but the session's next request can read it.
  */
 
 /** The cached session after a delta (and metadata changes) applied at `version`. */
-export function applyCommitted(base: CachedSession, changes: MetaChanges, delta: AttributeDelta, version: number, now: number, created: boolean): CachedSession {
-  const attributes = applyDelta(base.attributes, delta);
+export function applyCommitted(base: CachedSession, changes: MetaChanges, delta: AttributeDelta, version: number, now: number, created: boolean, committed?: CommittedValues): CachedSession {
+  const attributes = applyDelta(base.attributes, delta, committed);
   const meta: SessionMeta = { ...base.meta, version, lastAccessedAt: now, createdAt: created ? now : base.meta.createdAt };
   if (changes.principal !== undefined) meta.principal = changes.principal;
   if (changes.idleTimeoutMs !== undefined) meta.idleTimeoutMs = changes.idleTimeoutMs;

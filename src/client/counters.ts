@@ -14,6 +14,8 @@ export interface ClientCounters {
   commitRetries: number;
   /** Final commits that let the next request on their session start before their acknowledgement. */
   pipelinedCommits: number;
+  /** Large values a commit changed by overwriting the cached bytes instead of copying them (see applyDelta). */
+  overwritesInPlace: number;
   handovers: number;
   revocations: number;
   leasesLost: number;
@@ -33,6 +35,7 @@ export function newCounters(): ClientCounters {
     emptyCommits: 0,
     commitRetries: 0,
     pipelinedCommits: 0,
+    overwritesInPlace: 0,
     handovers: 0,
     revocations: 0,
     leasesLost: 0,

@@ -14,6 +14,7 @@ import { cacheChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
 import { LeaseKeeper, type LeaseState } from './lease-keeper.js';
 import { NearCache, type NearCacheStats } from './near-cache.js';
+import { OpenReaders } from './open-readers.js';
 import { endStep, startStep, withTimeLeft } from './request-time.js';
 import { SessionHandle, type CachedSession, type CommitResult, type HandleHost } from './session-handle.js';
 import { WriteBehind } from './write-behind.js';
@@ -107,6 +108,7 @@ export class SessionClient implements HandleHost {
   private readonly keeper: LeaseKeeper;
   private readonly writeBehind: WriteBehind;
   private readonly pipeline: CommitPipeline;
+  private readonly readers = new OpenReaders();
   private statsTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -146,7 +148,7 @@ export class SessionClient implements HandleHost {
     });
     const sender = new CommitSender(engine, this.keeper, this.counters, isClosed, this.requestTimeoutMs);
     this.writeBehind = new WriteBehind(sender, this.keeper, this.cache, this.counters, asyncFlushMs);
-    this.pipeline = new CommitPipeline({ commitMode, idleTimeoutMs: this.idleTimeoutMs, absoluteTimeoutMs: this.absoluteTimeoutMs }, this.keeper, sender, this.writeBehind, this.cache, this.queue, this.counters);
+    this.pipeline = new CommitPipeline({ commitMode, idleTimeoutMs: this.idleTimeoutMs, absoluteTimeoutMs: this.absoluteTimeoutMs }, this.keeper, sender, this.writeBehind, this.cache, this.queue, this.counters, this.readers);
     const statsIntervalMs = o.int('statsIntervalMs', 2000, 0);
     if (statsIntervalMs > 0 && engine.reportClientStats) {
       this.statsTimer = setInterval(() => void engine.reportClientStats?.({ ...this.stats(), pid: process.pid }).catch(() => undefined), statsIntervalMs);
@@ -234,6 +236,8 @@ export class SessionClient implements HandleHost {
     if (lease) this.touches.note(sessionId, lease.token, now);
     if (readOnly) {
       const handle = new SessionHandle(this, cached, false, true, undefined);
+      handle.countedAsReader = true;
+      this.readers.opened(sessionId);
       this.keeper.finishUse(sessionId);
       unlock();
       return handle;
@@ -365,7 +369,8 @@ export class SessionClient implements HandleHost {
 
   /** @internal */
   closeHandle(handle: SessionHandle): void {
-    if (!handle.readOnly) this.keeper.finishUse(handle.id);
+    if (handle.countedAsReader) this.readers.closed(handle.id);
+    else if (!handle.readOnly) this.keeper.finishUse(handle.id);
     handle.unlock?.();
     handle.unlock = undefined;
   }

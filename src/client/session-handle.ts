@@ -55,6 +55,8 @@ export class SessionHandle {
    * regenerate) spends from it; the application's own time between steps does not.
    */
   timeLeftMs = 0;
+  /** @internal A read-only handle counted among its session's open readers (see OpenReaders). */
+  countedAsReader = false;
   private state: 'open' | 'destroyed' | 'closed' = 'open';
 
   /** @internal */

@@ -24,6 +24,7 @@ export function clientMetrics(client: SessionClient, registry = new Registry()):
   mirroredCounter(registry, 'kiln_client_empty_commits_total', 'Requests that changed nothing (nothing sent)', () => c().emptyCommits);
   mirroredCounter(registry, 'kiln_client_commit_retries_total', 'Commits resent under a new lease', () => c().commitRetries);
   mirroredCounter(registry, 'kiln_client_pipelined_commits_total', 'Final commits that let the next request on their session start before the acknowledgement', () => c().pipelinedCommits);
+  mirroredCounter(registry, 'kiln_client_overwrites_in_place_total', 'Large session values a commit changed in place in the near cache instead of copying them', () => c().overwritesInPlace);
   mirroredCounter(registry, 'kiln_client_lease_acquires_total', 'Leases acquired', () => c().acquires);
   mirroredCounter(registry, 'kiln_client_handovers_total', 'Leases handed over on recall', () => c().handovers);
   mirroredCounter(registry, 'kiln_client_revocations_total', 'Leases revoked by the tier', () => c().revocations);

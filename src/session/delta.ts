@@ -54,6 +54,8 @@ export class DeltaTracker {
   private deleted: Set<string> = NONE;
   /** Watched values by attribute name (live trackers only). */
   private watched: Map<string, LiveValue> | undefined;
+  /** Attributes the last delta() changed by an overwrite: their item starts hold for the committed bytes too. */
+  private overwritten: Set<string> | undefined;
 
   constructor(
     private base: ReadonlyMap<string, Uint8Array>,
@@ -152,6 +154,16 @@ export class DeltaTracker {
       if (watched && old) {
         const changed = watched.encodeChanges(name, old);
         if (changed === UNCHANGED) continue;
+        if (changed && 'overwrite' in changed) {
+          if (changed.bytes.length === 0) {
+            watched.committed(); // written to, but back to what it was
+            continue;
+          }
+          // No value: applyDelta makes it (see there), after the commit is on its way.
+          (patch ??= []).push({ name, at: changed.at, cut: changed.bytes.length, bytes: changed.bytes, baseLength: old.length });
+          (this.overwritten ??= new Set()).add(name);
+          continue;
+        }
         if (changed) {
           if (bytesEqual(old, changed.next)) {
             watched.committed(); // written to, but back to what it was
@@ -183,6 +195,14 @@ export class DeltaTracker {
 
   /** After a commit: the committed state is the new base, live values stay handed out. */
   rebase(base: ReadonlyMap<string, Uint8Array>): void {
+    if (this.overwritten) {
+      // Committed as a copy (not in place): the same length, so the same item starts.
+      for (const name of this.overwritten) {
+        const decoded = this.watched?.get(name)?.decoded;
+        if (decoded && decoded.startsOf === this.base.get(name)) decoded.startsOf = base.get(name);
+      }
+      this.overwritten = undefined;
+    }
     this.base = base;
     this.written = NONE;
     this.deleted = NONE;
@@ -208,11 +228,50 @@ export class DeltaTracker {
   }
 }
 
-export function applyDelta(base: ReadonlyMap<string, Uint8Array>, delta: AttributeDelta): Map<string, Uint8Array> {
+/**
+ * Values a client's commits made (a splice or a patch applied) that nothing but its
+ * cached copies of one session refers to: no request sends them (patches carry copies
+ * of their bytes), no engine keeps them, and they are not filed as a decoded scalar.
+ * Only such bytes may be overwritten in place (see applyDelta).
+ */
+const privateValues = new WeakSet<Uint8Array>();
+
+/** How a commit's patches become the cached copy's values (see applyDelta). */
+export interface CommittedValues {
+  /**
+   * Overwrites may write over the base's own bytes: the commit is pipelined (the cache is
+   * dropped if it fails) and no read-only request is reading this session's copy.
+   */
+  inPlace: boolean;
+  /** Counts the values overwritten in place. */
+  overwrittenInPlace: number;
+}
+
+/**
+ * The attributes after a delta. With `committed` (a sync commit of this client), patched
+ * values are filed as private, and an overwrite of a private value writes over it in
+ * place when `committed.inPlace` allows: the value's previous bytes are gone then, so
+ * only the client's commit path, which knows no one else reads them, asks for it.
+ */
+export function applyDelta(base: ReadonlyMap<string, Uint8Array>, delta: AttributeDelta, committed?: CommittedValues): Map<string, Uint8Array> {
   const next = new Map(base);
   for (const name of delta.del) next.delete(name);
   for (const [name, value] of delta.set) next.set(name, value);
-  for (const p of delta.patch ?? []) next.set(p.name, p.value ?? applyPatch(base.get(p.name)!, p));
+  for (const p of delta.patch ?? []) {
+    const old = base.get(p.name)!;
+    let value = p.value;
+    if (value === undefined) {
+      if (committed?.inPlace && p.cut === p.bytes.length && privateValues.has(old) && !decodedScalars.has(old)) {
+        old.set(p.bytes, p.at);
+        value = old;
+        committed.overwrittenInPlace++;
+      } else {
+        value = applyPatch(old, p);
+      }
+    }
+    if (committed) privateValues.add(value);
+    next.set(p.name, value);
+  }
   return next;
 }
 

@@ -1,3 +1,5 @@
+import { copyBytes } from '../util/bytes.js';
+
 /**
  * The session as the server tier stores it and as engines exchange it. Attribute
  * values are opaque encoded bytes here: only the client decodes them.
@@ -139,8 +141,10 @@ export function diffAttribute(name: string, base: Uint8Array, next: Uint8Array, 
   while (prefix < limit && base[prefix] === next[prefix]) prefix++;
   let suffix = Math.min(sameSuffix, limit - prefix);
   while (suffix < limit - prefix && base[base.length - 1 - suffix] === next[next.length - 1 - suffix]) suffix++;
-  const bytes = next.subarray(prefix, next.length - suffix);
-  if (bytes.length > next.length / 4) return undefined;
+  if (next.length - suffix - prefix > next.length / 4) return undefined;
+  // A copy, not a view: the client may later overwrite `next` in place (see applyDelta)
+  // while this patch waits to be sent or retried.
+  const bytes = copyBytes(next, prefix, next.length - suffix);
   return { name, at: prefix, cut: base.length - prefix - suffix, bytes, baseLength: base.length, value: next };
 }
 

@@ -1,3 +1,5 @@
+import { copyBytes } from '../util/bytes.js';
+
 /**
  * The packed form a stored session keeps its attributes in, and the scratch buffers that
  * packing and a commit's unpacking reuse. Rule kept: a million sessions fit in a
@@ -56,7 +58,7 @@ function asBuffer(bytes: Uint8Array): Buffer {
  */
 export function packAttributesToBytes(attributes: Iterable<readonly [string, Uint8Array]> | ReadonlyMap<string, Uint8Array>): Uint8Array {
   const size = packInto(attributes);
-  return Uint8Array.prototype.slice.call(scratch, 0, size);
+  return copyBytes(scratch, 0, size);
 }
 
 /** Writes the packed form into the scratch buffer; returns its length. */

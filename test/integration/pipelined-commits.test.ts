@@ -22,6 +22,23 @@ async function createCounter(kiln: SessionClient): Promise<string> {
   return s.id;
 }
 
+/** A session holding a list of 160 items (about 5 KB encoded: large enough to be overwritten in place). */
+async function createList(kiln: SessionClient): Promise<string> {
+  const s = await kiln.open(undefined);
+  s.set('items', Array.from({ length: 160 }, (_, k) => ({ sku: `SKU-${k}`, qty: 1, tags: ['a', 'b'] })));
+  await s.commit();
+  s.close();
+  return s.id;
+}
+
+/** One request adding one to item `k`'s quantity, ending with a final (pipelined) commit. */
+async function incrementItem(kiln: SessionClient, id: string, k: number): Promise<void> {
+  const s = kiln.openCached(id) ?? (await kiln.open(id));
+  (s.get('items') as { qty: number }[])[k]!.qty++;
+  await s.commit({ final: true });
+  s.close();
+}
+
 for (const tierKind of ['kiln server', 'redis standalone'] as const) {
   describe(`pipelined commits (${tierKind})`, () => {
     let server: ServerProcess | undefined;
@@ -86,22 +103,16 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
     it('a change to one item of a large list travels as a few bytes, request after request', async () => {
       const kiln = client();
       try {
-        const s0 = await kiln.open(undefined);
-        s0.set('items', Array.from({ length: 160 }, (_, k) => ({ sku: `SKU-${k}`, qty: 1, tags: ['a', 'b'] })));
-        await s0.commit();
-        s0.close();
+        const id = await createList(kiln);
         const before = kiln.stats().counters.commitBytes;
-        for (let i = 0; i < 50; i++) {
-          const s = kiln.openCached(s0.id) ?? (await kiln.open(s0.id));
-          (s.get('items') as { qty: number }[])[i % 160]!.qty++;
-          await s.commit({ final: true });
-          s.close();
-        }
+        for (let i = 0; i < 50; i++) await incrementItem(kiln, id, i % 160);
         const perRequest = (kiln.stats().counters.commitBytes - before) / 50;
         assert.ok(perRequest < 20, `${perRequest} B of attribute data per request`);
+        // The first commit copies the value the tier gave; every later one overwrites its own copy.
+        assert.equal(kiln.stats().counters.overwritesInPlace, 49);
         const other = client(5000);
         try {
-          const s = await other.open(s0.id);
+          const s = await other.open(id);
           const items = s.get('items') as { qty: number }[];
           assert.deepEqual(items.slice(0, 50).map((item) => item.qty), Array(50).fill(2));
           assert.equal(items[50]!.qty, 1);
@@ -114,7 +125,75 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
       }
     });
 
+    it('a read-only request open on a session keeps reading what it opened while writers change a large list in place', async () => {
+      const kiln = client();
+      try {
+        const id = await createList(kiln);
+        const increment = (k: number) => incrementItem(kiln, id, k);
+        await increment(0);
+        await increment(0); // overwritten in place from here on
+        const inPlace = kiln.stats().counters.overwritesInPlace;
+        assert.equal(inPlace, 1);
+        const reader = await kiln.open(id, { readOnly: true }); // the list not decoded yet
+        for (let i = 0; i < 5; i++) await increment(7);
+        assert.equal(kiln.stats().counters.overwritesInPlace, inPlace, 'copies while the reader is open');
+        const seen = reader.get('items') as { qty: number }[];
+        assert.equal(seen[0]!.qty, 3);
+        assert.equal(seen[7]!.qty, 1, 'the reader sees the session as it opened it');
+        reader.close();
+        await increment(7);
+        await increment(7);
+        assert.equal(kiln.stats().counters.overwritesInPlace, inPlace + 2, 'in place again once the reader closed');
+        const check = await kiln.open(id, { readOnly: true });
+        assert.equal((check.get('items') as { qty: number }[])[7]!.qty, 8);
+        check.close();
+      } finally {
+        await kiln.close();
+      }
+    });
+
     if (tierKind === 'kiln server') {
+      it('when the tier dies with pipelined commits of a list overwritten in place unapplied, the next request sees what is stored', async () => {
+        const kiln = client();
+        try {
+          const id = await createList(kiln);
+          for (let i = 0; i < 3; i++) await incrementItem(kiln, id, 5);
+          const a = kiln.openCached(id);
+          assert.ok(a);
+          (a.get('items') as { qty: number }[])[5]!.qty = 100;
+          process.kill(server!.pid, 'SIGSTOP');
+          const aDone = a.commit({ final: true }).then(() => 'acknowledged', (err: unknown) => err);
+          const b = kiln.openCached(id);
+          assert.ok(b, 'the next request did not wait for the acknowledgement');
+          (b.get('items') as { qty: number }[])[6]!.qty = 99; // as many bytes as 1: an overwrite
+          const bDone = b.commit({ final: true }).then(() => 'acknowledged', (err: unknown) => err);
+          assert.equal(kiln.stats().counters.overwritesInPlace, 4, 'both overwrote the cached list');
+          await server!.stop('SIGKILL');
+          const [aResult, bResult] = await Promise.all([aDone, bDone]);
+          a.close();
+          b.close();
+          assert.ok(isKilnError(aResult) && isKilnError(bResult), `both failed: ${String(aResult)}, ${String(bResult)}`);
+          server = await startKilnServer({ dataDir: dir, fsync: 'always', port: server!.port });
+          const c = await kiln.open(id);
+          const items = c.get('items') as { qty: number }[];
+          assert.deepEqual([items[5]!.qty, items[6]!.qty], [4, 1], 'the overwritten copy was not served again');
+          items[6]!.qty = 7;
+          await c.commit({ final: true });
+          c.close();
+          const other = client(5000);
+          try {
+            const d = await other.open(id);
+            const stored = d.get('items') as { qty: number }[];
+            assert.deepEqual([stored[5]!.qty, stored[6]!.qty], [4, 7]);
+            d.close();
+          } finally {
+            await other.close();
+          }
+        } finally {
+          await kiln.close();
+        }
+      });
+
       it('when the tier dies with two pipelined commits unapplied, both fail and the next request sees what is stored', async () => {
         const kiln = client();
         try {

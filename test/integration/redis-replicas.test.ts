@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createSessionClient } from '../../src/client/session-client.js';
+import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import type { SessionHandle } from '../../src/client/session-handle.js';
 import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
 import { isKilnError } from '../../src/errors/index.js';
 import { encodeAttribute } from '../../src/session/codec.js';
@@ -133,6 +134,27 @@ describe('Redis engine: replicas: 1 and the replica SIGKILLed', () => {
  * one WAIT, and once a shortage is known commits are refused without one (a probe at a
  * time finds the replica back).
  */
+/**
+ * Once ROLE shows the replica back, the first request whose commit is confirmed: `change`
+ * reads what it opened on (returned) and changes something to commit. Refusals while the
+ * engine catches up are retried; any other error fails the test.
+ */
+async function firstConfirmed<T>(client: SessionClient, id: string, change: (s: SessionHandle) => T): Promise<T> {
+  return waitFor(async () => {
+    const s = await client.open(id);
+    try {
+      const read = change(s);
+      await s.commit();
+      return { read };
+    } catch (err) {
+      assert.ok(isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'), `only refusals while ROLE catches up: ${String(err)}`);
+      return undefined;
+    } finally {
+      s.close();
+    }
+  }, 5000, 'a commit confirmed again').then((r) => r.read);
+}
+
 describe('Redis engine: a replica shortage holds up nothing but the commits it refuses', () => {
   let master: RedisNode;
   let replica: RedisNode;
@@ -223,21 +245,58 @@ describe('Redis engine: a replica shortage holds up nothing but the commits it r
       await replica.restart(['--replicaof', '127.0.0.1', String(master.port)]);
       await replicaOnline(master.port, replica.port);
       // Once ROLE shows the replica, the next request reads what the master holds (the refused commit did reach it) and commits on it.
-      const next = await waitFor(async () => {
-        const s = await client.open(id);
+      const next = await firstConfirmed(client, id, (s) => {
         const n = s.get('n') as number;
         s.set('n', n + 1);
-        try {
-          await s.commit();
-          return { n };
-        } catch (err) {
-          assert.ok(isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'), `only refusals while ROLE catches up: ${String(err)}`);
-          return undefined;
-        } finally {
-          s.close();
-        }
-      }, 5000, 'a commit confirmed again');
-      assert.equal(next.n, 2, 'read after a reload: the refused commit had been applied by the master');
+        return n;
+      });
+      assert.equal(next, 2, 'read after a reload: the refused commit had been applied by the master');
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('a pipelined commit that overwrote a cached list in place and was refused leaves no trace: the next request reads what the master holds', async () => {
+    await replicaOnline(master.port, replica.port);
+    const own = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: REPLICA_TIMEOUT_MS, heartbeatMs: 5000 });
+    const client = createSessionClient({ engine: own, requestTimeoutMs: 1000 });
+    const increment = async (id: string, k: number, to?: number): Promise<void> => {
+      const s = client.openCached(id) ?? (await client.open(id));
+      try {
+        const items = s.get('items') as { qty: number }[];
+        items[k]!.qty = to ?? items[k]!.qty + 1;
+        await s.commit({ final: true });
+      } finally {
+        s.close();
+      }
+    };
+    try {
+      await own.connect();
+      const created = await client.open(undefined);
+      created.set('items', Array.from({ length: 160 }, (_, k) => ({ sku: `SKU-${k}`, qty: 1, tags: ['a', 'b'] })));
+      await created.commit();
+      created.close();
+      const id = created.id;
+      for (let i = 0; i < 3; i++) await increment(id, 5);
+      assert.equal(client.stats().counters.overwritesInPlace, 2);
+      await replica.kill();
+      // Another session's commit finds the replica gone (its WAIT comes back short): from
+      // then on this master's commits are refused before they are sent.
+      const other = await client.open(undefined);
+      other.set('n', 1);
+      await assert.rejects(other.commit(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+      other.close();
+      await assert.rejects(increment(id, 5, 100), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+      assert.equal(client.stats().counters.overwritesInPlace, 3, 'the refused commit had overwritten the cached list');
+      assert.ok(!client.holdsLease(id), 'the overwritten copy is dropped with its lease');
+      await replica.restart(['--replicaof', '127.0.0.1', String(master.port)]);
+      await replicaOnline(master.port, replica.port);
+      const seen = await firstConfirmed(client, id, (s) => {
+        const items = s.get('items') as { qty: number }[];
+        items[6]!.qty++;
+        return items[5]!.qty;
+      });
+      assert.equal(seen, 4, 'the refused overwrite (100) is neither stored nor served');
     } finally {
       await client.close();
     }
@@ -247,7 +306,9 @@ describe('Redis engine: a replica shortage holds up nothing but the commits it r
     await replicaOnline(master.port, replica.port);
     const id = generateSessionId();
     const { token } = await engine.acquire(id);
-    await engine.commit(commitOf(id, token, 'frozen-0', 0, 0));
+    // The shared engine may have seen the replica gone in an earlier case (its heartbeat's
+    // ROLE): it confirms commits again once a probe shows the replica acknowledging.
+    await waitFor(async () => (await timed(engine.commit(commitOf(id, token, 'frozen-0', 0, 0)))).ok, 5000, 'a commit confirmed before the freeze');
     process.kill(replica.pid, 'SIGSTOP');
     try {
       await assert.rejects(engine.commit(commitOf(id, token, 'frozen-1', 1, 1)), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /within 500 ms/.test((err as Error).message));

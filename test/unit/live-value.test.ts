@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
+import { bytesEqual, decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
 import { applyDelta, DeltaTracker } from '../../src/session/delta.js';
 import { checkOut } from '../../src/session/live-value.js';
 import { applyPatch } from '../../src/session/model.js';
@@ -91,6 +91,82 @@ describe('live values (decoded values kept across requests)', () => {
     assert.ok(t2.pristine, 'reading a watched list leaves the request pristine');
     t2.retire(true);
     assert.ok(checkOut(next.get('items')!), 'kept again after a request that changed nothing');
+  });
+
+  it('a change that keeps a large value\'s length is an overwrite: a copied patch, written over the value only where the commit allows it', () => {
+    const start = base({ items: bigList(), user: 'u' });
+    const expected = bigList();
+    const change = (state: Map<string, Uint8Array>, k: number, qty: number) => {
+      const t = new DeltaTracker(state, true);
+      (t.get('items') as { qty: number }[])[k]!.qty = qty;
+      expected[k]!.qty = qty;
+      return { t, d: t.delta() };
+    };
+    const committed = (inPlace: boolean) => ({ inPlace, overwrittenInPlace: 0 });
+
+    // From bytes the client did not make itself (a load): copied, the loaded bytes untouched.
+    const loaded = start.get('items')!;
+    const loadedCopy = Uint8Array.from(loaded);
+    const first = change(start, 42, 2);
+    const p1 = first.d.patch![0]!;
+    assert.equal(p1.value, undefined, 'the value is made when the commit is applied');
+    assert.ok(p1.bytes.length <= 2 && p1.cut === p1.bytes.length, `${p1.bytes.length} B over ${p1.cut}`);
+    assert.notEqual(p1.bytes.buffer, loaded.buffer, 'the patch holds a copy of its bytes');
+    const c1 = committed(true);
+    const s1 = applyDelta(start, first.d, c1);
+    assert.equal(c1.overwrittenInPlace, 0);
+    assert.notEqual(s1.get('items'), loaded);
+    assert.ok(bytesEqual(loaded, loadedCopy), 'the loaded bytes are not written to');
+    first.t.rebase(s1);
+    first.t.retire(true);
+
+    // From a value the commits made: overwritten in place; the earlier patch keeps its bytes.
+    const p1Bytes = Uint8Array.from(p1.bytes);
+    const second = change(s1, 42, 3);
+    const c2 = committed(true);
+    const s2 = applyDelta(s1, second.d, c2);
+    assert.equal(c2.overwrittenInPlace, 1);
+    assert.equal(s2.get('items'), s1.get('items'), 'the same bytes, rewritten');
+    assert.deepEqual(decodeAttribute(s2.get('items')!), expected);
+    assert.ok(bytesEqual(p1.bytes, p1Bytes), 'a patch sent earlier (and maybe retried) is not changed by the overwrite');
+    second.t.rebase(s2);
+    second.t.retire(true);
+
+    // Not allowed (a reader is open, or the commit is not pipelined), or not the commit path: copies.
+    for (const allow of [committed(false), undefined]) {
+      const before = Uint8Array.from(s2.get('items')!);
+      const third = change(s2, 7, 9);
+      const s3 = applyDelta(s2, third.d, allow);
+      assert.notEqual(s3.get('items'), s2.get('items'));
+      assert.ok(bytesEqual(s2.get('items')!, before), 'the value read by others is untouched');
+      assert.deepEqual(decodeAttribute(s3.get('items')!), expected);
+      third.t.rebase(s3);
+      third.t.retire(true);
+      // The tree is kept for the copy, with the item starts it had learnt.
+      const kept = checkOut(s3.get('items')!);
+      assert.ok(kept, 'kept under the copy');
+      assert.equal(kept.startsOf, s3.get('items'), 'the starts carried over to the copy');
+      expected[7]!.qty = 1; // the next round starts from s2 again
+    }
+  });
+
+  it('a length-keeping change written back to what it was sends nothing', () => {
+    const start = base({ items: bigList() });
+    const t = new DeltaTracker(start, true);
+    const items = t.get('items') as { qty: number }[];
+    items[3]!.qty = 5;
+    items[3]!.qty = 1;
+    assert.deepEqual(t.delta(), { set: [], del: [] });
+  });
+
+  it('a spliced value\'s patch holds a copy of its bytes, not a view of the value', () => {
+    const start = base({ items: bigList() });
+    const t = new DeltaTracker(start, true);
+    (t.get('items') as { sku: string }[])[10]!.sku = 'a longer sku than before';
+    const p = t.delta().patch![0]!;
+    assert.ok(p.value && p.value.length !== start.get('items')!.length);
+    assert.notEqual(p.bytes.buffer, p.value.buffer);
+    assert.ok(bytesEqual(applyPatch(start.get('items')!, p), p.value));
   });
 
   it('an object of 65,536+ keys: changing one key or crossing 65,535 keys gives the same value as encoding it whole', () => {

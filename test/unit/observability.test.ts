@@ -46,6 +46,13 @@ describe('client observability', () => {
     assert.equal(Number((parsePrometheus(await registry.metrics()) as { name: string; metrics: { value: string }[] }[]).find((f) => f.name === 'kiln_client_pipelined_commits_total')?.metrics[0]?.value), 1);
     assert.equal(v('kiln_client_leases'), 1);
     assert.equal(families.find((f) => f.name === 'kiln_client_commits_total')?.type, 'COUNTER');
+    // A large list changed twice in one place: the first commit copies what the tier gave, the second overwrites its copy.
+    const list = await kiln.withSession(null, (s) => {
+      s.set('items', Array.from({ length: 300 }, (_, k) => ({ sku: `SKU-${k}`, qty: 1, note: 'an item' })));
+      return s.id;
+    });
+    for (let i = 0; i < 2; i++) await kiln.withSession(list, (s) => void (s.get<{ qty: number }[]>('items')![9]!.qty += 1));
+    assert.equal(Number((parsePrometheus(await registry.metrics()) as { name: string; metrics: { value: string }[] }[]).find((f) => f.name === 'kiln_client_overwrites_in_place_total')?.metrics[0]?.value), 1);
     await kiln.close();
   });
 });

@@ -4,6 +4,7 @@ import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, S
 import { Tier, type TierOptions } from '../../tier/tier.js';
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type CallOptions } from '../engine.js';
+import { copyBytes } from '../../util/bytes.js';
 import { within } from '../../util/deadline.js';
 
 /**
@@ -103,7 +104,7 @@ export class MemoryEngine implements Engine {
   async commit(request: CommitRequest): Promise<CommitAck> {
     this.ensureAttached();
     // Copy what the tier keeps: the caller may reuse its buffers.
-    return this.tier.commit(this.ownerId, { ...request, set: request.set.map(([n, v]) => [n, Uint8Array.prototype.slice.call(v)]), del: [...request.del] });
+    return this.tier.commit(this.ownerId, { ...request, set: request.set.map(([n, v]) => [n, copyBytes(v)]), del: [...request.del] });
   }
 
   async touch(items: readonly TouchItem[]): Promise<void> {

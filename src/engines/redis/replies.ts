@@ -8,6 +8,7 @@
 import { KilnError } from '../../errors/index.js';
 import type { SessionMeta, SessionSnapshot } from '../../session/model.js';
 import type { RoleView } from './replica-guard.js';
+import { copyBytes } from '../../util/bytes.js';
 import { redactCredentials } from '../../util/log.js';
 
 /** One element of a RESP reply as node-redis returns it (bulk strings are Buffers). */
@@ -70,7 +71,7 @@ export function snapshotFrom(sessionId: string, reply: unknown): SessionSnapshot
   const flat = reply[1] as Reply[];
   const attributes = new Map<string, Uint8Array>();
   // Copied out of node-redis's read buffer so a cached session does not pin it.
-  for (let i = 0; i + 1 < flat.length; i += 2) attributes.set(text(flat[i]), Uint8Array.prototype.slice.call(flat[i + 1] as Buffer));
+  for (let i = 0; i + 1 < flat.length; i += 2) attributes.set(text(flat[i]), copyBytes(flat[i + 1] as Buffer));
   return { meta, attributes };
 }
 
