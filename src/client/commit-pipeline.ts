@@ -80,14 +80,24 @@ export class CommitPipeline {
       adopt(handle, expected);
     }
     let ack: { version: number };
+    const guarded = !pipelined && delta.patch !== undefined;
     try {
       const sent = this.sender.send(request, deadline);
       if (pipelined) {
         this.counters.pipelinedCommits++;
         handle.releaseSession();
+        // Until it closes, this request may still read attributes it has not read yet,
+        // from the bytes of the version it committed: none may be overwritten meanwhile.
+        this.readers.opened(sessionId);
+        handle.readerOf = sessionId;
+      } else if (guarded) {
+        // Its acknowledgement applies its patches to these bytes: none may be overwritten
+        // meanwhile (a request that ended without waiting for it lets the next one run).
+        this.readers.opened(sessionId);
       }
       ack = await sent;
     } catch (err) {
+      if (guarded) this.readers.closed(sessionId);
       if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, error: isKilnError(err) ? err.code : String(err) });
       // The cache ran ahead of the tier: whatever the error, it must not be served again
       // (unless a later request has taken the lease anew and loaded the truth since).
@@ -107,6 +117,7 @@ export class CommitPipeline {
       return { committed: true, version: ack.version, bytes };
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew, this.committedValues(sessionId, delta, false));
+    if (guarded) this.readers.closed(sessionId);
     if (releasing) {
       if (this.keeper.leases.get(sessionId)?.token === request.token) this.keeper.forget(sessionId);
     } else if (this.keeper.leases.has(sessionId)) {
@@ -119,7 +130,9 @@ export class CommitPipeline {
 
   /**
    * How this commit's patches become values (see applyDelta): in place only when pipelined
-   * (a failure drops the copy that ran ahead) and no read-only request reads the session.
+   * (a failure drops the copy that ran ahead) and nothing else may still read the
+   * session's bytes (OpenReaders: read-only requests, the request whose final commit let
+   * this one start until it closes, a commit in flight that is not pipelined).
    */
   private committedValues(sessionId: string, delta: AttributeDelta, pipelined: boolean): CommittedValues | undefined {
     if (!delta.patch) return undefined;

@@ -1,8 +1,10 @@
 /**
- * Read-only handles open, per session. Such a handle decodes its attributes lazily from
- * the cached bytes it opened on, so while one is open a commit must not overwrite those
- * bytes in place: it copies the value instead (see applyDelta). A handle never closed
- * keeps its session on copies, which is the safe side.
+ * What may still read a session's cached bytes besides the request holding its lock, per
+ * session: read-only handles (they decode lazily from the bytes they opened on), a
+ * request whose final commit let the next one start (until it closes), and a commit in
+ * flight that is not pipelined (its acknowledgement applies its patches to those bytes).
+ * While any is counted, a commit copies a large value instead of overwriting it in place
+ * (see applyDelta). A handle never closed keeps its session on copies: the safe side.
  */
 export class OpenReaders {
   private readonly counts = new Map<string, number>();

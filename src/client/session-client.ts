@@ -236,7 +236,7 @@ export class SessionClient implements HandleHost {
     if (lease) this.touches.note(sessionId, lease.token, now);
     if (readOnly) {
       const handle = new SessionHandle(this, cached, false, true, undefined);
-      handle.countedAsReader = true;
+      handle.readerOf = sessionId;
       this.readers.opened(sessionId);
       this.keeper.finishUse(sessionId);
       unlock();
@@ -369,8 +369,9 @@ export class SessionClient implements HandleHost {
 
   /** @internal */
   closeHandle(handle: SessionHandle): void {
-    if (handle.countedAsReader) this.readers.closed(handle.id);
-    else if (!handle.readOnly) this.keeper.finishUse(handle.id);
+    if (handle.readerOf !== undefined) this.readers.closed(handle.readerOf);
+    handle.readerOf = undefined;
+    if (!handle.readOnly) this.keeper.finishUse(handle.id);
     handle.unlock?.();
     handle.unlock = undefined;
   }

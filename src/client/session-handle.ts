@@ -55,8 +55,11 @@ export class SessionHandle {
    * regenerate) spends from it; the application's own time between steps does not.
    */
   timeLeftMs = 0;
-  /** @internal A read-only handle counted among its session's open readers (see OpenReaders). */
-  countedAsReader = false;
+  /**
+   * @internal The session this handle is counted a reader of until it closes (see
+   * OpenReaders): a read-only handle, or one whose final commit let the next request start.
+   */
+  readerOf: string | undefined;
   private state: 'open' | 'destroyed' | 'closed' = 'open';
 
   /** @internal */

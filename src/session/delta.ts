@@ -18,8 +18,9 @@ import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } f
 /**
  * Strings, numbers, booleans and null decoded from a base's bytes, by those bytes: they
  * cannot be changed in place, so every request reading `user` or `visits` of a cached
- * session shares one decoding. Base bytes are never written to (live-value.ts files
- * decoded objects by them too), and the entries go with them.
+ * session shares one decoding. Bytes filed here are never written to (applyDelta
+ * overwrites only those of objects, and takes the tree live-value.ts files by them out
+ * first), and the entries go with them.
  */
 const decodedScalars = new WeakMap<Uint8Array, string | number | boolean | null>();
 
@@ -262,6 +263,9 @@ export function applyDelta(base: ReadonlyMap<string, Uint8Array>, delta: Attribu
     let value = p.value;
     if (value === undefined) {
       if (committed?.inPlace && p.cut === p.bytes.length && privateValues.has(old) && !decodedScalars.has(old)) {
+        // A tree filed under these bytes equals what they were: it goes (the committing
+        // request checks its own in again at its end, equal to what they become).
+        checkOut(old);
         old.set(p.bytes, p.at);
         value = old;
         committed.overwrittenInPlace++;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import type { SessionHandle } from '../../src/client/session-handle.js';
 import { connectEngine } from '../../src/engines/connect.js';
 import { isKilnError } from '../../src/errors/index.js';
 import { removeDir, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
@@ -29,6 +30,14 @@ async function createList(kiln: SessionClient): Promise<string> {
   await s.commit();
   s.close();
   return s.id;
+}
+
+/** A list session whose cached list is this client's own copy (overwritable): two increments of item 0 made it so. */
+async function ownList(kiln: SessionClient): Promise<string> {
+  const id = await createList(kiln);
+  await incrementItem(kiln, id, 0);
+  await incrementItem(kiln, id, 0);
+  return id;
 }
 
 /** One request adding one to item `k`'s quantity, ending with a final (pipelined) commit. */
@@ -64,6 +73,18 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
     // for a lease), more for the other process's recall, which on Redis goes through
     // pub/sub and took over 1 s once in a full run on the loaded 2-core CI machine.
     const client = (waitMs = 1000): SessionClient => createSessionClient({ engine: connectEngine(url, { operationTimeoutMs: 1000, acquireTimeoutMs: waitMs, ...(server ? { kiln: { token: server.token } } : {}) }), acquireTimeoutMs: waitMs });
+    /** What another process reads of the session (it takes the lease: a recall of ours). The value is read before the handle closes. */
+    const readElsewhere = async <T>(id: string, read: (s: SessionHandle) => T): Promise<T> => {
+      const other = client(5000);
+      try {
+        const s = await other.open(id);
+        const value = read(s);
+        s.close();
+        return value;
+      } finally {
+        await other.close();
+      }
+    };
 
     it('the next request on a session starts before the previous commit is acknowledged, and sees it', async () => {
       const kiln = client();
@@ -87,14 +108,7 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
         await Promise.all(pending);
         assert.ok(kiln.stats().counters.pipelinedCommits >= 19, `pipelined: ${kiln.stats().counters.pipelinedCommits}`);
         // Another process sees the last value (the lease moves over with a recall).
-        const other = client(5000);
-        try {
-          const s = await other.open(id);
-          assert.equal(s.get('n'), 20);
-          s.close();
-        } finally {
-          await other.close();
-        }
+        assert.equal(await readElsewhere(id, (s) => s.get('n')), 20);
       } finally {
         await kiln.close();
       }
@@ -110,16 +124,9 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
         assert.ok(perRequest < 20, `${perRequest} B of attribute data per request`);
         // The first commit copies the value the tier gave; every later one overwrites its own copy.
         assert.equal(kiln.stats().counters.overwritesInPlace, 49);
-        const other = client(5000);
-        try {
-          const s = await other.open(id);
-          const items = s.get('items') as { qty: number }[];
-          assert.deepEqual(items.slice(0, 50).map((item) => item.qty), Array(50).fill(2));
-          assert.equal(items[50]!.qty, 1);
-          s.close();
-        } finally {
-          await other.close();
-        }
+        const items = await readElsewhere(id, (s) => s.get('items') as { qty: number }[]);
+        assert.deepEqual(items.slice(0, 50).map((item) => item.qty), Array(50).fill(2));
+        assert.equal(items[50]!.qty, 1);
       } finally {
         await kiln.close();
       }
@@ -152,6 +159,66 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
       }
     });
 
+    it('a request that reads a list after its final commit keeps reading its own version, and the next request\'s change is not undone', async () => {
+      const kiln = client();
+      try {
+        const id = await ownList(kiln);
+        const first = kiln.openCached(id);
+        assert.ok(first);
+        first.set('visits', 1);
+        await first.commit({ final: true }); // released: the next request may run, `first` is not closed yet
+        const second = kiln.openCached(id);
+        assert.ok(second, 'the next request runs before the first closed');
+        const items = second.get('items') as { qty: number }[]; // takes the kept tree
+        const seenByFirst = first.get('items') as { qty: number }[]; // decodes the bytes of its version
+        items[5]!.qty = 7;
+        const inPlace = kiln.stats().counters.overwritesInPlace;
+        await second.commit({ final: true });
+        second.close();
+        assert.equal(kiln.stats().counters.overwritesInPlace, inPlace, 'copied: the first request may still read the bytes');
+        assert.equal(seenByFirst[5]!.qty, 1);
+        first.close(); // its tree goes back, filed under the bytes of its own version
+        const third = kiln.openCached(id) ?? (await kiln.open(id));
+        const now = third.get('items') as { qty: number }[];
+        assert.equal(now[5]!.qty, 7, 'the next request sees the second one\'s change');
+        now[5]!.qty++;
+        await third.commit({ final: true });
+        third.close();
+        const stored = await readElsewhere(id, (s) => [(s.get('items') as { qty: number }[])[5]!.qty, (s.get('items') as { qty: number }[])[0]!.qty, s.get('visits')]);
+        assert.deepEqual(stored, [8, 3, 1]);
+      } finally {
+        await kiln.close();
+      }
+    });
+
+    it('while a commit that is not pipelined is in flight, the next request copies a list rather than overwrite the bytes that commit is applied to', async () => {
+      const kiln = client();
+      try {
+        const id = await ownList(kiln);
+        const first = kiln.openCached(id);
+        assert.ok(first);
+        (first.get('items') as { qty: number }[])[5]!.qty = 9;
+        const saved = first.commit().then(() => 'acknowledged', (err: unknown) => err); // save(), not awaited
+        first.close(); // a request that ended without waiting for it (its client went away)
+        const second = kiln.openCached(id);
+        assert.ok(second, 'the next request runs while the save is in flight');
+        (second.get('items') as { qty: number }[])[6]!.qty = 9;
+        const inPlace = kiln.stats().counters.overwritesInPlace;
+        const outcome = await second.commit({ final: true }).then(() => 'acknowledged', (err: unknown) => err);
+        second.close();
+        assert.equal(await saved, 'acknowledged');
+        assert.equal(kiln.stats().counters.overwritesInPlace, inPlace, 'copied while the save was in flight');
+        // Built on the version before the save, the second commit is refused; nothing else is.
+        assert.ok(isKilnError(outcome), `the second commit was refused: ${String(outcome)}`);
+        const after = await kiln.open(id);
+        const items = after.get('items') as { qty: number }[];
+        assert.deepEqual([items[5]!.qty, items[6]!.qty], [9, 1]);
+        after.close();
+      } finally {
+        await kiln.close();
+      }
+    });
+
     if (tierKind === 'kiln server') {
       it('when the tier dies with pipelined commits of a list overwritten in place unapplied, the next request sees what is stored', async () => {
         const kiln = client();
@@ -167,7 +234,8 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
           assert.ok(b, 'the next request did not wait for the acknowledgement');
           (b.get('items') as { qty: number }[])[6]!.qty = 99; // as many bytes as 1: an overwrite
           const bDone = b.commit({ final: true }).then(() => 'acknowledged', (err: unknown) => err);
-          assert.equal(kiln.stats().counters.overwritesInPlace, 4, 'both overwrote the cached list');
+          // `a` overwrote the cached list; `b` copied it, since `a` (not closed) may still read it.
+          assert.equal(kiln.stats().counters.overwritesInPlace, 3);
           await server!.stop('SIGKILL');
           const [aResult, bResult] = await Promise.all([aDone, bDone]);
           a.close();
@@ -180,15 +248,8 @@ for (const tierKind of ['kiln server', 'redis standalone'] as const) {
           items[6]!.qty = 7;
           await c.commit({ final: true });
           c.close();
-          const other = client(5000);
-          try {
-            const d = await other.open(id);
-            const stored = d.get('items') as { qty: number }[];
-            assert.deepEqual([stored[5]!.qty, stored[6]!.qty], [4, 7]);
-            d.close();
-          } finally {
-            await other.close();
-          }
+          const stored = await readElsewhere(id, (d) => d.get('items') as { qty: number }[]);
+          assert.deepEqual([stored[5]!.qty, stored[6]!.qty], [4, 7]);
         } finally {
           await kiln.close();
         }
