@@ -8,7 +8,7 @@ import { commitChannel } from './diagnostics.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { NearCache } from './near-cache.js';
-import type { OpenReaders } from './open-readers.js';
+import { SessionCounts } from './session-counts.js';
 import type { CachedSession, CommitResult, MetaChanges, SessionHandle } from './session-handle.js';
 import type { WriteBehind } from './write-behind.js';
 
@@ -40,8 +40,21 @@ export class CommitPipeline {
     private readonly cache: NearCache<CachedSession>,
     private readonly queue: KeyedQueue,
     private readonly counters: ClientCounters,
-    private readonly readers: OpenReaders,
+    /**
+     * What may still read a session's cached bytes besides the request holding its lock:
+     * read-only handles, a request released by its final commit until it closes, a commit
+     * in flight that is not pipelined. While one is counted, nothing is overwritten in place.
+     */
+    private readonly readers: SessionCounts,
   ) {}
+
+  /**
+   * Commits of stored sessions in flight that are not pipelined. A request that ended
+   * without waiting for one (its client went away) lets the next request run on the copy
+   * that commit started from: that request must not pipeline, or requests after it would
+   * be built on a version the tier numbers as the one this commit makes.
+   */
+  private readonly unconfirmed = new SessionCounts();
 
   /** A commit with something to send, within the request's deadline (retries included). */
   async commit(handle: SessionHandle, options: { force: boolean; final: boolean }, delta: AttributeDelta, meta: MetaChanges, now: number, deadline: number): Promise<CommitResult> {
@@ -80,7 +93,9 @@ export class CommitPipeline {
       adopt(handle, expected);
     }
     let ack: { version: number };
-    const guarded = !pipelined && delta.patch !== undefined;
+    const inFlight = !pipelined && !handle.isNew;
+    const guarded = inFlight && delta.patch !== undefined;
+    if (inFlight) this.unconfirmed.add(sessionId);
     try {
       const sent = this.sender.send(request, deadline);
       if (pipelined) {
@@ -88,16 +103,17 @@ export class CommitPipeline {
         handle.releaseSession();
         // Until it closes, this request may still read attributes it has not read yet,
         // from the bytes of the version it committed: none may be overwritten meanwhile.
-        this.readers.opened(sessionId);
+        this.readers.add(sessionId);
         handle.readerOf = sessionId;
       } else if (guarded) {
         // Its acknowledgement applies its patches to these bytes: none may be overwritten
         // meanwhile (a request that ended without waiting for it lets the next one run).
-        this.readers.opened(sessionId);
+        this.readers.add(sessionId);
       }
       ack = await sent;
     } catch (err) {
-      if (guarded) this.readers.closed(sessionId);
+      if (inFlight) this.unconfirmed.remove(sessionId);
+      if (guarded) this.readers.remove(sessionId);
       if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, error: isKilnError(err) ? err.code : String(err) });
       // The cache ran ahead of the tier: whatever the error, it must not be served again
       // (unless a later request has taken the lease anew and loaded the truth since).
@@ -107,6 +123,7 @@ export class CommitPipeline {
       }
       throw err;
     }
+    if (inFlight) this.unconfirmed.remove(sessionId);
     if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, bytes, version: ack.version, ms: performance.now() - started });
     this.counters.commits++;
     this.counters.commitBytes += bytes;
@@ -117,7 +134,7 @@ export class CommitPipeline {
       return { committed: true, version: ack.version, bytes };
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew, this.committedValues(sessionId, delta, false));
-    if (guarded) this.readers.closed(sessionId);
+    if (guarded) this.readers.remove(sessionId);
     if (releasing) {
       if (this.keeper.leases.get(sessionId)?.token === request.token) this.keeper.forget(sessionId);
     } else if (this.keeper.leases.has(sessionId)) {
@@ -131,7 +148,7 @@ export class CommitPipeline {
   /**
    * How this commit's patches become values (see applyDelta): in place only when pipelined
    * (a failure drops the copy that ran ahead) and nothing else may still read the
-   * session's bytes (OpenReaders: read-only requests, the request whose final commit let
+   * session's bytes (`readers`: read-only requests, the request whose final commit let
    * this one start until it closes, a commit in flight that is not pipelined).
    */
   private committedValues(sessionId: string, delta: AttributeDelta, pipelined: boolean): CommittedValues | undefined {
@@ -166,7 +183,7 @@ export class CommitPipeline {
   private canPipeline(handle: SessionHandle): boolean {
     if (this.settings.commitMode !== 'sync' || handle.isNew || handle.unlock === undefined || handle.metaChanges.principal !== undefined) return false;
     const lease = this.keeper.leases.get(handle.id);
-    return lease !== undefined && !lease.recalled && !lease.releaseAfterUse && this.cache.peek(handle.id) !== undefined;
+    return lease !== undefined && !lease.recalled && !lease.releaseAfterUse && this.cache.peek(handle.id) !== undefined && !this.unconfirmed.has(handle.id);
   }
 }
 

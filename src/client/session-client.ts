@@ -14,7 +14,7 @@ import { cacheChannel } from './diagnostics.js';
 import { KeyedQueue } from './keyed-queue.js';
 import { LeaseKeeper, type LeaseState } from './lease-keeper.js';
 import { NearCache, type NearCacheStats } from './near-cache.js';
-import { OpenReaders } from './open-readers.js';
+import { SessionCounts } from './session-counts.js';
 import { endStep, startStep, withTimeLeft } from './request-time.js';
 import { SessionHandle, type CachedSession, type CommitResult, type HandleHost } from './session-handle.js';
 import { WriteBehind } from './write-behind.js';
@@ -108,7 +108,7 @@ export class SessionClient implements HandleHost {
   private readonly keeper: LeaseKeeper;
   private readonly writeBehind: WriteBehind;
   private readonly pipeline: CommitPipeline;
-  private readonly readers = new OpenReaders();
+  private readonly readers = new SessionCounts();
   private statsTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -237,7 +237,7 @@ export class SessionClient implements HandleHost {
     if (readOnly) {
       const handle = new SessionHandle(this, cached, false, true, undefined);
       handle.readerOf = sessionId;
-      this.readers.opened(sessionId);
+      this.readers.add(sessionId);
       this.keeper.finishUse(sessionId);
       unlock();
       return handle;
@@ -369,7 +369,7 @@ export class SessionClient implements HandleHost {
 
   /** @internal */
   closeHandle(handle: SessionHandle): void {
-    if (handle.readerOf !== undefined) this.readers.closed(handle.readerOf);
+    if (handle.readerOf !== undefined) this.readers.remove(handle.readerOf);
     handle.readerOf = undefined;
     if (!handle.readOnly) this.keeper.finishUse(handle.id);
     handle.unlock?.();

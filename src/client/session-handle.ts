@@ -57,7 +57,7 @@ export class SessionHandle {
   timeLeftMs = 0;
   /**
    * @internal The session this handle is counted a reader of until it closes (see
-   * OpenReaders): a read-only handle, or one whose final commit let the next request start.
+   * CommitPipeline.readers): a read-only handle, or one whose final commit let the next request start.
    */
   readerOf: string | undefined;
   private state: 'open' | 'destroyed' | 'closed' = 'open';
