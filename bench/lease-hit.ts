@@ -1,7 +1,8 @@
 import { createSessionClient, type SessionClient } from '../src/client/session-client.js';
 import { createMemoryTier } from '../src/engines/memory/memory-engine.js';
 import { connect } from '../src/engines/kiln/kiln-engine.js';
-import { fmt, median, timed } from './util.js';
+import { BIG_ITEMS, bigSession } from './http/app-common.js';
+import { median, timed } from './util.js';
 
 /**
  * The lease-hit path: a process that holds a session's lease serves a request from its
@@ -21,17 +22,15 @@ export interface LeaseHitResult {
 }
 
 const LIST_SESSIONS = 1000;
-const LIST_ITEMS = 160;
 const LIST_LANES = 20;
 
-/** 1,000 sessions of a 20 KB list (bench/http's big session), created through the client. */
+/** 1,000 sessions of the HTTP benchmark's 20 KB session, created through the client. */
 async function prepareLists(kiln: SessionClient): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < LIST_SESSIONS; i++) {
     ids.push(
       await kiln.withSession(null, (s) => {
-        s.set('user', `user-${i}`);
-        s.set('items', Array.from({ length: LIST_ITEMS }, (_, k) => ({ sku: `SKU-${10_000 + k}`, name: `Catalogue item number ${k} in a long list`, qty: 1, price: 1250 + k, tags: ['seasonal', 'in-stock'], addedAt: 1_764_000_000_000 + k })));
+        for (const [name, value] of Object.entries(bigSession(i))) s.set(name, value);
         return s.id;
       }),
     );
@@ -47,7 +46,7 @@ async function listWrites(kiln: SessionClient, ids: string[], n: number): Promis
       const i = next++;
       const id = ids[i % ids.length]!;
       const s = kiln.openCached(id) ?? (await kiln.open(id));
-      (s.get<{ qty: number }[]>('items')!)[i % LIST_ITEMS]!.qty++;
+      (s.get<{ qty: number }[]>('items')!)[i % BIG_ITEMS]!.qty++;
       await s.commit({ final: true });
       s.close();
     }
@@ -71,7 +70,8 @@ async function measure(runs: number, path: () => Promise<number>): Promise<{ per
 }
 
 function result(engine: string, label: string, m: { perSecond: number; cpuMicros: number }): LeaseHitResult {
-  return { engine, case: label, opsPerSecond: Math.round(m.perSecond), microsPerOp: Number(fmt(1e6 / m.perSecond, 2).replace(/,/g, '')), cpuMicrosPerOp: Number(fmt(m.cpuMicros, 2).replace(/,/g, '')) };
+  const twoPlaces = (x: number) => Math.round(x * 100) / 100;
+  return { engine, case: label, opsPerSecond: Math.round(m.perSecond), microsPerOp: twoPlaces(1e6 / m.perSecond), cpuMicrosPerOp: twoPlaces(m.cpuMicros) };
 }
 
 async function prepare(kiln: SessionClient): Promise<string> {

@@ -42,8 +42,8 @@ export class CommitPipeline {
     private readonly counters: ClientCounters,
     /**
      * What may still read a session's cached bytes besides the request holding its lock:
-     * read-only handles, a request released by its final commit until it closes, a commit
-     * in flight that is not pipelined. While one is counted, nothing is overwritten in place.
+     * read-only handles, and a request released by its final commit until it closes.
+     * While one is counted, nothing is overwritten in place.
      */
     private readonly readers: SessionCounts,
   ) {}
@@ -52,7 +52,9 @@ export class CommitPipeline {
    * Commits of stored sessions in flight that are not pipelined. A request that ended
    * without waiting for one (its client went away) lets the next request run on the copy
    * that commit started from: that request must not pipeline, or requests after it would
-   * be built on a version the tier numbers as the one this commit makes.
+   * be built on a version the tier numbers as the one this commit makes. Since only a
+   * pipelined commit overwrites in place, this also keeps the bytes such a commit's
+   * acknowledgement applies its patches to as they are.
    */
   private readonly unconfirmed = new SessionCounts();
 
@@ -94,7 +96,6 @@ export class CommitPipeline {
     }
     let ack: { version: number };
     const inFlight = !pipelined && !handle.isNew;
-    const guarded = inFlight && delta.patch !== undefined;
     if (inFlight) this.unconfirmed.add(sessionId);
     try {
       const sent = this.sender.send(request, deadline);
@@ -105,15 +106,10 @@ export class CommitPipeline {
         // from the bytes of the version it committed: none may be overwritten meanwhile.
         this.readers.add(sessionId);
         handle.readerOf = sessionId;
-      } else if (guarded) {
-        // Its acknowledgement applies its patches to these bytes: none may be overwritten
-        // meanwhile (a request that ended without waiting for it lets the next one run).
-        this.readers.add(sessionId);
       }
       ack = await sent;
     } catch (err) {
       if (inFlight) this.unconfirmed.remove(sessionId);
-      if (guarded) this.readers.remove(sessionId);
       if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, error: isKilnError(err) ? err.code : String(err) });
       // The cache ran ahead of the tier: whatever the error, it must not be served again
       // (unless a later request has taken the lease anew and loaded the truth since).
@@ -123,7 +119,6 @@ export class CommitPipeline {
       }
       throw err;
     }
-    if (inFlight) this.unconfirmed.remove(sessionId);
     if (commitChannel.hasSubscribers) commitChannel.publish({ sessionId, bytes, version: ack.version, ms: performance.now() - started });
     this.counters.commits++;
     this.counters.commitBytes += bytes;
@@ -134,7 +129,7 @@ export class CommitPipeline {
       return { committed: true, version: ack.version, bytes };
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew, this.committedValues(sessionId, delta, false));
-    if (guarded) this.readers.remove(sessionId);
+    if (inFlight) this.unconfirmed.remove(sessionId);
     if (releasing) {
       if (this.keeper.leases.get(sessionId)?.token === request.token) this.keeper.forget(sessionId);
     } else if (this.keeper.leases.has(sessionId)) {
@@ -147,9 +142,9 @@ export class CommitPipeline {
 
   /**
    * How this commit's patches become values (see applyDelta): in place only when pipelined
-   * (a failure drops the copy that ran ahead) and nothing else may still read the
-   * session's bytes (`readers`: read-only requests, the request whose final commit let
-   * this one start until it closes, a commit in flight that is not pipelined).
+   * (a failure drops the copy that ran ahead; none is while another commit of the session
+   * is unconfirmed) and nothing else may still read the session's bytes (`readers`:
+   * read-only requests, the request whose final commit let this one start until it closes).
    */
   private committedValues(sessionId: string, delta: AttributeDelta, pipelined: boolean): CommittedValues | undefined {
     if (!delta.patch) return undefined;

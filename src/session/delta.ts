@@ -55,8 +55,6 @@ export class DeltaTracker {
   private deleted: Set<string> = NONE;
   /** Watched values by attribute name (live trackers only). */
   private watched: Map<string, LiveValue> | undefined;
-  /** Attributes the last delta() changed by an overwrite: their item starts hold for the committed bytes too. */
-  private overwritten: Set<string> | undefined;
 
   constructor(
     private base: ReadonlyMap<string, Uint8Array>,
@@ -162,7 +160,6 @@ export class DeltaTracker {
           }
           // No value: applyDelta makes it (see there), after the commit is on its way.
           (patch ??= []).push({ name, at: changed.at, cut: changed.bytes.length, bytes: changed.bytes, baseLength: old.length });
-          (this.overwritten ??= new Set()).add(name);
           continue;
         }
         if (changed) {
@@ -196,18 +193,10 @@ export class DeltaTracker {
 
   /** After a commit: the committed state is the new base, live values stay handed out. */
   rebase(base: ReadonlyMap<string, Uint8Array>): void {
-    if (this.overwritten) {
-      // Committed as a copy (not in place): the same length, so the same item starts.
-      for (const name of this.overwritten) {
-        const decoded = this.watched?.get(name)?.decoded;
-        if (decoded && decoded.startsOf === this.base.get(name)) decoded.startsOf = base.get(name);
-      }
-      this.overwritten = undefined;
-    }
+    if (this.watched) for (const [name, watched] of this.watched) watched.committed(this.base.get(name), base.get(name));
     this.base = base;
     this.written = NONE;
     this.deleted = NONE;
-    if (this.watched) for (const watched of this.watched.values()) watched.committed();
   }
 
   /**

@@ -108,6 +108,8 @@ export class LiveValue implements ProxyHandler<object> {
   dirty: Set<object> | undefined;
   /** The request may have changed the value where the proxies cannot see. */
   untracked = false;
+  /** The last encodeChanges answered an Overwrite (see committed()). */
+  private overwrote = false;
   private active = true;
   private readonly proxies = new Map<object, object>();
 
@@ -129,6 +131,7 @@ export class LiveValue implements ProxyHandler<object> {
    * changing one field of a 20 KB list allocates nothing of 20 KB.
    */
   encodeChanges(name: string, old: Uint8Array): SplicedValue | Overwrite | typeof UNCHANGED | undefined {
+    this.overwrote = false;
     if (this.untracked) return undefined;
     if (!this.dirty) return UNCHANGED;
     const written: { node: object; path: string[] }[] = [];
@@ -160,6 +163,7 @@ export class LiveValue implements ProxyHandler<object> {
           decoded.starts = starts; // the same length: every item starts where it did
           decoded.startsOf = old;
         }
+        this.overwrote = true;
         return overwrite;
       }
     }
@@ -187,8 +191,14 @@ export class LiveValue implements ProxyHandler<object> {
     return { next, changedFrom: ranges[0]!.start, unchangedTail: old.length - ranges[ranges.length - 1]!.end };
   }
 
-  /** The tree now equals what was committed. */
-  committed(): void {
+  /**
+   * The tree now equals what was committed: `next`, the value's bytes after the commit
+   * (`previous` before it). An overwrite committed as a copy kept the length, so the item
+   * starts learnt for `previous` hold for `next`.
+   */
+  committed(previous?: Uint8Array, next?: Uint8Array): void {
+    if (this.overwrote && next !== undefined && this.decoded.startsOf === previous) this.decoded.startsOf = next;
+    this.overwrote = false;
     this.dirty = undefined;
   }
 

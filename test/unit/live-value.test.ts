@@ -157,6 +157,7 @@ describe('live values (decoded values kept across requests)', () => {
     items[3]!.qty = 5;
     items[3]!.qty = 1;
     assert.deepEqual(t.delta(), { set: [], del: [] });
+    assert.ok(t.pristine, 'the tree equals its bytes again: it is kept for the next request');
   });
 
   it('a spliced value\'s patch holds a copy of its bytes, not a view of the value', () => {
