@@ -103,8 +103,16 @@ export function benchReporter(engine: () => Engine | undefined): () => BenchRepo
 }
 
 /**
- * With BENCH_CPU_PROFILE=<file>, profiles the app from start to SIGTERM (as --cpu-prof
- * would, which NODE_OPTIONS does not accept) for bench/profile.ts; with
+ * SIGUSR2 throws away what a profile has so far and starts it again: bench/profile.ts
+ * sends it after the warm-up, so the profile covers the measured window only.
+ */
+function restartOnSignal(restart: () => Promise<unknown>): void {
+  process.on('SIGUSR2', () => void restart());
+}
+
+/**
+ * With BENCH_CPU_PROFILE=<file>, profiles the app from start (or its last SIGUSR2) to
+ * SIGTERM (as --cpu-prof would, which NODE_OPTIONS does not accept) for bench/profile.ts; with
  * BENCH_HEAP_PROFILE=<file>, samples its allocations instead (every 4 KiB allocated, with
  * the allocating stack), which is what the garbage collector's share comes from.
  * Returns the stop.
@@ -122,6 +130,7 @@ export async function profileIfAsked(): Promise<() => Promise<void>> {
     // Objects collected since are kept in the profile: it is about what was allocated, not what survives.
     const sampling = { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
     await session.post('HeapProfiler.startSampling', sampling);
+    restartOnSignal(() => session.post('HeapProfiler.stopSampling').then(() => session.post('HeapProfiler.startSampling', sampling)));
     return async () => {
       const { profile } = await session.post('HeapProfiler.stopSampling');
       writeFileSync(heapFile, JSON.stringify(profile));
@@ -130,6 +139,7 @@ export async function profileIfAsked(): Promise<() => Promise<void>> {
   await session.post('Profiler.enable');
   await session.post('Profiler.setSamplingInterval', { interval: 200 });
   await session.post('Profiler.start');
+  restartOnSignal(() => session.post('Profiler.stop').then(() => session.post('Profiler.start')));
   return async () => {
     const { profile } = await session.post('Profiler.stop');
     writeFileSync(cpuFile!, JSON.stringify(profile));

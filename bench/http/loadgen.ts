@@ -13,7 +13,7 @@ export interface LoadSpec {
   /** Session cookies; each request takes the next one (one = a session shared by all connections). */
   cookies: string[];
   connections: number;
-  /** Seconds of load, after warmupSec of the same load that is not measured. */
+  /** Seconds of load, after warmupSec of the same load that is not measured (at least one request per cookie). */
   durationSec?: number;
   warmupSec?: number;
   /** A fixed number of requests instead of a duration (the lost-update check). */
@@ -43,7 +43,7 @@ function sequence(workload: Workload): { method: 'GET' | 'POST'; path: string }[
   }
 }
 
-function run(spec: LoadSpec, seconds: number | undefined): Promise<autocannon.Result> {
+function run(spec: LoadSpec, seconds: number | undefined, amount = spec.amount): Promise<autocannon.Result> {
   let next = 0;
   const cookies = spec.cookies;
   const requests = sequence(spec.workload).map((r) => ({
@@ -58,7 +58,7 @@ function run(spec: LoadSpec, seconds: number | undefined): Promise<autocannon.Re
       {
         url: spec.url,
         connections: spec.connections,
-        ...(spec.amount !== undefined ? { amount: spec.amount } : { duration: seconds ?? 5 }),
+        ...(amount !== undefined ? { amount } : { duration: seconds ?? 5 }),
         requests,
       },
       (err: Error | null, result: autocannon.Result) => (err ? reject(err) : resolve(result)),
@@ -67,7 +67,15 @@ function run(spec: LoadSpec, seconds: number | undefined): Promise<autocannon.Re
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as LoadSpec;
-if (spec.warmupSec && spec.amount === undefined) await run(spec, spec.warmupSec);
+if (spec.warmupSec && spec.amount === undefined) {
+  // Every session once first, then the rest of the warm-up: a session's first request
+  // (Kiln's first lease and decode of it) is set-up, not the steady state measured, and
+  // a slow system's warm-up second may not reach all 1,000 sessions.
+  const started = performance.now();
+  if (spec.cookies.length > 1) await run(spec, undefined, spec.cookies.length);
+  const left = spec.warmupSec - (performance.now() - started) / 1000;
+  if (left >= 0.25) await run(spec, left);
+}
 // The runner reads the app's and the store's counters now, then says go: the warm-up's
 // work is not counted.
 process.stdout.write('ready\n');
