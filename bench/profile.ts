@@ -10,6 +10,9 @@
  *   node dist/bench/profile.js --system=kiln-server --workload=write --allocations
  *   node dist/bench/profile.js --system=fastify-kiln-server --against=fastify-plain --workload=write --rounds=3
  *
+ * --apps=3 runs the row without affinity: three apps behind the balancer, sharing one core,
+ * their profiles summed, each sample weighed at its profile's median interval (see selfTimes).
+ *
  * --against=<baseline> profiles both, rounds interleaved, and prints what the system adds
  * to a request over the baseline, by group and by function: where each µs of the
  * CPU-per-request figure goes, Node's and the collector's included.
@@ -56,16 +59,25 @@ function frameKey({ functionName, url, lineNumber }: CallFrame): string {
   return `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
 }
 
-/** Self time per function (µs) of a .cpuprofile. */
-export function selfTimes(profile: Profile): Map<string, { micros: number; group: Group }> {
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+/**
+ * Self time per function (µs) of .cpuprofiles, summed. A sample's weight is the time
+ * since the one before it; with `bySamples`, every sample of a profile weighs its median
+ * interval instead. The sampler ticks on wall time, so when apps share a core the time
+ * an app spent descheduled lands on whatever it was running when it got the core back:
+ * counting samples spreads only the time it ran.
+ */
+export function selfTimes(profiles: Profile[], bySamples = false): Map<string, { micros: number; group: Group }> {
   const out = new Map<string, { micros: number; group: Group }>();
-  for (let i = 0; i < profile.samples.length; i++) {
-    const node = byId.get(profile.samples[i]!)!;
-    const key = frameKey(node.callFrame);
-    const entry = out.get(key) ?? { micros: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
-    entry.micros += profile.timeDeltas[i] ?? 0;
-    out.set(key, entry);
+  for (const profile of profiles) {
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const interval = bySamples ? median(profile.timeDeltas) : 0;
+    for (let i = 0; i < profile.samples.length; i++) {
+      const node = byId.get(profile.samples[i]!)!;
+      const key = frameKey(node.callFrame);
+      const entry = out.get(key) ?? { micros: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
+      entry.micros += bySamples ? interval : (profile.timeDeltas[i] ?? 0);
+      out.set(key, entry);
+    }
   }
   return out;
 }
@@ -76,10 +88,10 @@ interface HeapNode {
   children: HeapNode[];
 }
 
-/** Bytes allocated per function (self) of a sampling heap profile. */
-export function allocatedBytes(head: HeapNode): Map<string, { bytes: number; group: Group }> {
+/** Bytes allocated per function (self) of sampling heap profiles, summed. */
+export function allocatedBytes(heads: HeapNode[]): Map<string, { bytes: number; group: Group }> {
   const out = new Map<string, { bytes: number; group: Group }>();
-  const stack = [head];
+  const stack = [...heads];
   while (stack.length > 0) {
     const node = stack.pop()!;
     stack.push(...node.children);
@@ -116,6 +128,8 @@ const seconds = Number(arg('seconds', '10'));
 const top = Number(arg('top', '30'));
 const allocations = args.includes('--allocations');
 
+const apps = Number(arg('apps', '1'));
+if (apps !== 1 && apps !== 3) throw new Error('--apps is 1 (affinity) or 3 (no affinity, behind the balancer)');
 const against = arg('against', '') as SystemId | '';
 const rounds = Number(arg('rounds', '3'));
 
@@ -129,14 +143,14 @@ try {
     for (let round = 0; round < rounds; round++) {
       for (const [role, which] of [['baseline', against], ['system', system]] as const) {
         const run = await profileRun(which, round);
-        perRound[role].push(new Map([...selfTimes(run.profile as Profile)].map(([k, t]) => [k, { micros: run.perRequest(t.micros), group: t.group }])));
+        perRound[role].push(new Map([...selfTimes(run.profiles as Profile[], apps > 1)].map(([k, t]) => [k, { micros: run.perRequest(t.micros), group: t.group }])));
       }
     }
     printDifference(against, perRound.baseline, perRound.system);
   } else {
     const run = await profileRun(system, 0);
-    if (allocations) printAllocations(allocatedBytes((run.profile as { head: HeapNode }).head), run.perRequest);
-    else printTimes(selfTimes(run.profile as Profile), run.perRequest);
+    if (allocations) printAllocations(allocatedBytes((run.profiles as { head: HeapNode }[]).map((p) => p.head)), run.perRequest);
+    else printTimes(selfTimes(run.profiles as Profile[], apps > 1), run.perRequest);
   }
 } finally {
   await stores.kiln?.kill();
@@ -145,11 +159,11 @@ try {
 }
 process.exit(0);
 
-/** One profiled run of a system on the row asked for: its profile, and how to turn totals into per-request figures. */
-async function profileRun(which: SystemId, round: number): Promise<{ profile: unknown; perRequest: (total: number) => number }> {
+/** One profiled run of a system on the row asked for: each app's profile, and how to turn totals into per-request figures. */
+async function profileRun(which: SystemId, round: number): Promise<{ profiles: unknown[]; perRequest: (total: number) => number }> {
   const { env } = await freshStore(stores, which);
-  const file = join(dir, `${which}-${round}.${allocations ? 'heapprofile' : 'cpuprofile'}`);
-  const deployment = await deploy({ ...env, ...(allocations ? { BENCH_HEAP_PROFILE: file } : { BENCH_CPU_PROFILE: file }) }, 1, systemInfo(which).framework);
+  const file = join(dir, `${which}-${round}-{pid}.${allocations ? 'heapprofile' : 'cpuprofile'}`);
+  const deployment = await deploy({ ...env, ...(allocations ? { BENCH_HEAP_PROFILE: file } : { BENCH_CPU_PROFILE: file }) }, apps as 1 | 3, systemInfo(which).framework);
   let requests = 0;
   try {
     const cookies = systemInfo(which).store === 'none' ? [] : await createSessions(deployment.target, sessions, workload === 'big-write' ? 'big' : 'small');
@@ -157,7 +171,7 @@ async function profileRun(which: SystemId, round: number): Promise<{ profile: un
     // figure does: creating 1,000 sessions of 20 KB, and each one's first decode in the
     // warm-up, cost more than the requests measured.
     const restartProfile = async () => {
-      process.kill(deployment.apps[0]!.pid, 'SIGUSR2');
+      for (const app of deployment.apps) process.kill(app.pid, 'SIGUSR2');
       await new Promise((resolve) => setTimeout(resolve, 50));
     };
     const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, restartProfile);
@@ -166,10 +180,14 @@ async function profileRun(which: SystemId, round: number): Promise<{ profile: un
   } finally {
     await deployment.stop();
   }
-  if (!existsSync(file)) throw new Error(`${which} wrote no profile`);
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as unknown;
-  rmSync(file);
-  return { profile, perRequest: (total: number) => total / requests };
+  const profiles = deployment.apps.map((app) => {
+    const appFile = file.replace('{pid}', String(app.pid));
+    if (!existsSync(appFile)) throw new Error(`${which} (pid ${app.pid}) wrote no profile`);
+    const profile = JSON.parse(readFileSync(appFile, 'utf8')) as unknown;
+    rmSync(appFile);
+    return profile;
+  });
+  return { profiles, perRequest: (total: number) => total / requests };
 }
 
 /**

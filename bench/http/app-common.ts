@@ -118,8 +118,9 @@ function restartOnSignal(restart: () => Promise<unknown>): void {
  * Returns the stop.
  */
 export async function profileIfAsked(): Promise<() => Promise<void>> {
-  const cpuFile = process.env['BENCH_CPU_PROFILE'];
-  const heapFile = process.env['BENCH_HEAP_PROFILE'];
+  // `{pid}` in the name keeps apart the profiles of apps started alike (no affinity).
+  const cpuFile = process.env['BENCH_CPU_PROFILE']?.replace('{pid}', String(process.pid));
+  const heapFile = process.env['BENCH_HEAP_PROFILE']?.replace('{pid}', String(process.pid));
   if (!cpuFile && !heapFile) return async () => undefined;
   const { Session } = await import('node:inspector/promises');
   const { writeFileSync } = await import('node:fs');
