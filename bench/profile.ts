@@ -1,7 +1,8 @@
 /**
  * Where an app's CPU goes on one row of the HTTP benchmark: runs one system under load
- * with `--cpu-prof` and prints each function's self time per request, grouped as Kiln,
- * the framework, other packages, Node.js, and the garbage collector. This is how the
+ * with the inspector's sampling profiler (what --cpu-prof does) and prints each
+ * function's self time per request, grouped as Kiln, the framework, other packages,
+ * Node.js, and the garbage collector. This is how the
  * per-request budget in docs/benchmarks.md is attributed. With --allocations it samples
  * what the app allocates instead and prints bytes per request by group and by function:
  * the collector's share of a request is paid for where these are made.
@@ -23,6 +24,7 @@ import { join } from 'node:path';
 import { startStandalone } from '../test/helpers/redis.js';
 import { createSessions, deploy, freshStore, load, LOAD_CPU, systemInfo, type Stores, type SystemId } from './http/compare.js';
 import { pin } from './proc.js';
+import { waitFor } from '../test/helpers/processes.js';
 import type { Workload } from './http/loadgen.js';
 import { fmt, median, table } from './util.js';
 
@@ -130,6 +132,9 @@ const allocations = args.includes('--allocations');
 
 const apps = Number(arg('apps', '1'));
 if (apps !== 1 && apps !== 3) throw new Error('--apps is 1 (affinity) or 3 (no affinity, behind the balancer)');
+for (const which of [system, arg('against', '')]) {
+  if (apps === 3 && which && !systemInfo(which as SystemId).shared) throw new Error(`--apps=3: ${which} keeps its sessions in each app, so three apps do not share them`);
+}
 const against = arg('against', '') as SystemId | '';
 const rounds = Number(arg('rounds', '3'));
 
@@ -171,11 +176,14 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
     // figure does: creating 1,000 sessions of 20 KB, and each one's first decode in the
     // warm-up, cost more than the requests measured.
     const restartProfile = async () => {
+      const restarts = (out: string) => out.split('profile restarted').length - 1;
+      const before = deployment.apps.map((app) => restarts(app.output()));
       for (const app of deployment.apps) process.kill(app.pid, 'SIGUSR2');
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await Promise.all(deployment.apps.map((app, i) => waitFor(() => restarts(app.output()) > before[i]! || undefined, 10_000, `app ${app.pid} restarting its profile:\n${app.output()}`)));
     };
     const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, restartProfile);
     requests = result.requests;
+    if (result.non2xx > 0 || result.errors > 0) throw new Error(`${which}: ${result.non2xx} non-2xx answers and ${result.errors} errors under load: the profile would not be of the row asked for`);
     console.log(`${which}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (profiled after the set-up and warm-up)`);
   } finally {
     await deployment.stop();

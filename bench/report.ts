@@ -51,7 +51,7 @@ export function machineSection(info: RunInfo): string {
     '',
     `- Machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB; app processes pinned to CPU 0, autocannon, the balancer, redis-server and the kiln server to CPU 1 (\`taskset\`).`,
     `- Node.js ${process.version}; express ${version('express')}, express-session ${version('express-session')}, fastify ${version('fastify')}, @fastify/session ${version('@fastify/session')}, connect-redis ${version('connect-redis')} (redis ${version('redis')}), redis-server ${redisVersion()}, autocannon ${version('autocannon')}; Kiln ${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version} (commit ${commit()}).`,
-    `- Each row: ${info.runs} run${info.runs > 1 ? 's' : ''} of ${info.durationSec} s after a warm-up, ${info.connections} connections, a fresh app process per run; systems interleaved within each round; medians shown.`,
+    `- Each row: ${info.runs} run${info.runs > 1 ? 's' : ''} of ${info.durationSec} s after a warm-up that reaches every session, ${info.connections} connections, a fresh app process per run; systems interleaved within each round; medians shown.`,
   ].join('\n');
 }
 

@@ -103,11 +103,17 @@ export function benchReporter(engine: () => Engine | undefined): () => BenchRepo
 }
 
 /**
- * SIGUSR2 throws away what a profile has so far and starts it again: bench/profile.ts
- * sends it after the warm-up, so the profile covers the measured window only.
+ * SIGUSR2 throws away what a profile has so far and starts it again, then says so on
+ * stdout: bench/profile.ts sends it after the warm-up and waits for the line, so the
+ * profile covers the measured window only.
  */
 function restartOnSignal(restart: () => Promise<unknown>): void {
-  process.on('SIGUSR2', () => void restart());
+  process.on('SIGUSR2', () => {
+    restart().then(
+      () => console.log('profile restarted'),
+      (err: unknown) => console.error(`profile restart failed: ${String(err)}`),
+    );
+  });
 }
 
 /**
