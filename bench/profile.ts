@@ -130,12 +130,12 @@ const seconds = Number(arg('seconds', '10'));
 const top = Number(arg('top', '30'));
 const allocations = args.includes('--allocations');
 
+const against = arg('against', '') as SystemId | '';
 const apps = Number(arg('apps', '1'));
 if (apps !== 1 && apps !== 3) throw new Error('--apps is 1 (affinity) or 3 (no affinity, behind the balancer)');
-for (const which of [system, arg('against', '')]) {
-  if (apps === 3 && which && !systemInfo(which as SystemId).shared) throw new Error(`--apps=3: ${which} keeps its sessions in each app, so three apps do not share them`);
+for (const which of [system, against]) {
+  if (apps === 3 && which && !systemInfo(which).shared) throw new Error(`--apps=3: ${which} keeps its sessions in each app, so three apps do not share them`);
 }
-const against = arg('against', '') as SystemId | '';
 const rounds = Number(arg('rounds', '3'));
 
 const stores: Stores = { redis: (await startStandalone()) as Stores['redis'], kiln: undefined };
