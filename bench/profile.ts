@@ -11,6 +11,19 @@
  *   node dist/bench/profile.js --system=kiln-server --workload=write --allocations
  *   node dist/bench/profile.js --system=fastify-kiln-server --against=fastify-plain --workload=write --rounds=3
  *
+ * --survivors samples only what outlives a scavenge (what the young generation promotes,
+ * and so what each scavenge copies): bytes per request by function.
+ *
+ * --gc profiles nothing: the apps run with V8's --trace-gc-nvp and it prints, per request,
+ * the scavenges' pause and the bytes they promoted, and the full collections' time. With
+ * --against, what the system adds to each.
+ *
+ *   node dist/bench/profile.js --system=kiln-server --against=plain --workload=big-write --gc
+ *   node dist/bench/profile.js --system=fastify-kiln-server --workload=write --survivors
+ *
+ * --commit-mode=async runs Kiln's apps with responses that do not wait for their commit
+ * (the bench measures 'sync'): what holding a response costs, apart.
+ *
  * --apps=3 runs the row without affinity: three apps behind the balancer, sharing one core,
  * their profiles summed, each sample weighed at its profile's median interval (see selfTimes).
  *
@@ -27,99 +40,7 @@ import { pin } from './proc.js';
 import { waitFor } from '../test/helpers/processes.js';
 import type { Workload } from './http/loadgen.js';
 import { fmt, median, table } from './util.js';
-
-interface CallFrame {
-  functionName: string;
-  url: string;
-  lineNumber: number;
-}
-interface ProfileNode {
-  id: number;
-  callFrame: CallFrame;
-  children?: number[];
-}
-interface Profile {
-  nodes: ProfileNode[];
-  samples: number[];
-  timeDeltas: number[];
-}
-
-export type Group = 'kiln' | 'framework' | 'packages' | 'node' | 'gc' | 'idle' | 'other';
-
-export function groupOf(url: string, name: string): Group {
-  if (name === '(garbage collector)') return 'gc';
-  if (name === '(idle)') return 'idle';
-  if (/\/dist\/src\//.test(url)) return 'kiln';
-  if (/node_modules\/(fastify|@fastify|express|router|find-my-way|light-my-request|avvio|body-parser|send|finalhandler)\//.test(url)) return 'framework';
-  if (/node_modules\//.test(url)) return 'packages';
-  if (url.startsWith('node:') || name === '(program)' || url === '') return 'node';
-  return 'other';
-}
-
-/** How a function is named in every table: name, file below dist/ or node_modules/, line. */
-function frameKey({ functionName, url, lineNumber }: CallFrame): string {
-  return `${functionName || '(anonymous)'} ${url.replace(/^.*\/(dist|node_modules)\//, '$1/')}:${lineNumber + 1}`;
-}
-
-/**
- * Self time per function (µs) of .cpuprofiles, summed. A sample's weight is the time
- * since the one before it; with `bySamples`, every sample of a profile weighs its median
- * interval instead. The sampler ticks on wall time, so when apps share a core the time
- * an app spent descheduled lands on whatever it was running when it got the core back:
- * counting samples spreads only the time it ran.
- */
-export function selfTimes(profiles: Profile[], bySamples = false): Map<string, { micros: number; group: Group }> {
-  const out = new Map<string, { micros: number; group: Group }>();
-  for (const profile of profiles) {
-    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-    const interval = bySamples ? median(profile.timeDeltas) : 0;
-    for (let i = 0; i < profile.samples.length; i++) {
-      const node = byId.get(profile.samples[i]!)!;
-      const key = frameKey(node.callFrame);
-      const entry = out.get(key) ?? { micros: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
-      entry.micros += bySamples ? interval : (profile.timeDeltas[i] ?? 0);
-      out.set(key, entry);
-    }
-  }
-  return out;
-}
-
-interface HeapNode {
-  callFrame: CallFrame;
-  selfSize: number;
-  children: HeapNode[];
-}
-
-/** Bytes allocated per function (self) of sampling heap profiles, summed. */
-export function allocatedBytes(heads: HeapNode[]): Map<string, { bytes: number; group: Group }> {
-  const out = new Map<string, { bytes: number; group: Group }>();
-  const stack = [...heads];
-  while (stack.length > 0) {
-    const node = stack.pop()!;
-    stack.push(...node.children);
-    if (node.selfSize === 0) continue;
-    const key = frameKey(node.callFrame);
-    const entry = out.get(key) ?? { bytes: 0, group: groupOf(node.callFrame.url, node.callFrame.functionName) };
-    entry.bytes += node.selfSize;
-    out.set(key, entry);
-  }
-  return out;
-}
-
-/** The concern of a Kiln function, for the per-request budget (docs/benchmarks.md). */
-export type Concern = 'cookie' | 'lookup and lease' | 'session object' | 'delta and encoding' | 'commit and wire' | 'adapter glue' | 'tier (in process)' | 'other Kiln';
-
-export function concernOf(key: string): Concern {
-  const [name = '', file = ''] = key.split(' ');
-  if (/src\/adapters\/core\/(cookies|session-cookie)\.js|src\/session\/id\.js/.test(file) || /^(sessionIdFrom|signedValue|signedCookie|newCookie|setCookieHeader)$/.test(name)) return 'cookie';
-  if (/src\/client\/(session-client|lease-keeper|keyed-queue|near-cache|access-touches|request-time)\.js|src\/util\/deadline\.js/.test(file)) return 'lookup and lease';
-  if (/src\/adapters\/core\/session-object\.js|src\/client\/session-handle\.js|src\/session\/live-value\.js/.test(file) || (/src\/session\/delta\.js/.test(file) && /^(get|set|has|keys|delete)$/.test(name))) return 'session object';
-  if (/src\/session\//.test(file)) return 'delta and encoding';
-  if (/src\/client\/(commit-pipeline|commit-sender|committed-state|write-behind)\.js|src\/engines\/|src\/protocol\/|src\/util\/(net|binary)\.js/.test(file)) return 'commit and wire';
-  if (/src\/adapters\//.test(file)) return 'adapter glue';
-  if (/src\/tier\//.test(file)) return 'tier (in process)';
-  return 'other Kiln';
-}
+import { allocatedBytes, concernOf, selfTimes, summarizeGcTrace, type Concern, type GcSummary, type Group, type HeapNode, type Profile } from './profile-analysis.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
@@ -128,7 +49,12 @@ const workload = arg('workload', 'read-mostly') as Workload;
 const sessions = Number(arg('sessions', '1000'));
 const seconds = Number(arg('seconds', '10'));
 const top = Number(arg('top', '30'));
-const allocations = args.includes('--allocations');
+const survivors = args.includes('--survivors');
+const allocations = args.includes('--allocations') || survivors;
+const gc = args.includes('--gc');
+const commitMode = arg('commit-mode', 'sync');
+if (commitMode !== 'sync' && commitMode !== 'async') throw new Error(`--commit-mode is sync or async, not ${commitMode}`);
+if (gc && allocations) throw new Error('--gc traces the collector of an app run without a profiler: not with --allocations or --survivors');
 
 const against = arg('against', '') as SystemId | '';
 const apps = Number(arg('apps', '1'));
@@ -142,7 +68,16 @@ const stores: Stores = { redis: (await startStandalone()) as Stores['redis'], ki
 pin(stores.redis.node.pid, LOAD_CPU);
 const dir = mkdtempSync(join(tmpdir(), 'kiln-profile-'));
 try {
-  if (against) {
+  if (gc) {
+    const perRound: Record<'baseline' | 'system', GcPerRequest[]> = { baseline: [], system: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const [role, which] of (against ? [['baseline', against], ['system', system]] : [['system', system]]) as ['baseline' | 'system', SystemId][]) {
+        const run = await profileRun(which, round);
+        perRound[role].push(gcPerRequest(run.gc!, run.perRequest));
+      }
+    }
+    printGc(perRound.system, against ? perRound.baseline : undefined);
+  } else if (against) {
     // Rounds interleaved (baseline, system, baseline, …) so the machine's drift hits both alike.
     const perRound: Record<'baseline' | 'system', Map<string, { micros: number; group: Group }>[]> = { baseline: [], system: [] };
     for (let round = 0; round < rounds; round++) {
@@ -164,12 +99,19 @@ try {
 }
 process.exit(0);
 
-/** One profiled run of a system on the row asked for: each app's profile, and how to turn totals into per-request figures. */
-async function profileRun(which: SystemId, round: number): Promise<{ profiles: unknown[]; perRequest: (total: number) => number }> {
+/**
+ * One profiled run of a system on the row asked for: each app's profile (or, with --gc,
+ * what its collector did in the measured window), and how to turn totals into
+ * per-request figures.
+ */
+async function profileRun(which: SystemId, round: number): Promise<{ profiles: unknown[]; gc?: GcSummary; perRequest: (total: number) => number }> {
   const { env } = await freshStore(stores, which);
   const file = join(dir, `${which}-${round}-{pid}.${allocations ? 'heapprofile' : 'cpuprofile'}`);
-  const deployment = await deploy({ ...env, ...(allocations ? { BENCH_HEAP_PROFILE: file } : { BENCH_CPU_PROFILE: file }) }, apps as 1 | 3, systemInfo(which).framework);
+  const profiling: Record<string, string> = gc ? { BENCH_TRACE_GC: '1' } : allocations ? { BENCH_HEAP_PROFILE: file, ...(survivors ? { BENCH_HEAP_SURVIVORS: '1' } : {}) } : { BENCH_CPU_PROFILE: file };
+  const deployment = await deploy({ ...env, ...profiling, BENCH_COMMIT_MODE: commitMode }, apps as 1 | 3, systemInfo(which).framework);
   let requests = 0;
+  // Where each app's output stood when the measured window began (--gc).
+  let marks: number[] = [];
   try {
     const cookies = systemInfo(which).store === 'none' ? [] : await createSessions(deployment.target, sessions, workload === 'big-write' ? 'big' : 'small');
     // The profile starts again after the warm-up, so it covers the window the bench's CPU
@@ -181,12 +123,22 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
       for (const app of deployment.apps) process.kill(app.pid, 'SIGUSR2');
       await Promise.all(deployment.apps.map((app, i) => waitFor(() => restarts(app.output()) > before[i]! || undefined, 10_000, `app ${app.pid} restarting its profile:\n${app.output()}`)));
     };
-    const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, restartProfile);
+    const markOutput = async () => void (marks = deployment.apps.map((app) => app.output().length));
+    const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, gc ? markOutput : restartProfile);
     requests = result.requests;
     if (result.non2xx > 0 || result.errors > 0) throw new Error(`${which}: ${result.non2xx} non-2xx answers and ${result.errors} errors under load: the profile would not be of the row asked for`);
-    console.log(`${which}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (profiled after the set-up and warm-up)`);
+    console.log(`${which}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (${gc ? 'collections traced' : 'profiled'} after the set-up and warm-up)`);
   } finally {
     await deployment.stop();
+  }
+  const perRequest = (total: number) => total / requests;
+  if (gc) {
+    // The window's text, from the first whole line after the mark (a trace line may have been half written then).
+    const windows = deployment.apps.map((app, i) => {
+      const text = app.output().slice(marks[i]);
+      return marks[i] === 0 || app.output()[marks[i]! - 1] === '\n' ? text : text.slice(text.indexOf('\n') + 1);
+    });
+    return { profiles: [], gc: summarizeGcTrace(windows.join('\n')), perRequest };
   }
   const profiles = deployment.apps.map((app) => {
     const appFile = file.replace('{pid}', String(app.pid));
@@ -195,7 +147,48 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
     rmSync(appFile);
     return profile;
   });
-  return { profiles, perRequest: (total: number) => total / requests };
+  return { profiles, perRequest };
+}
+
+interface GcPerRequest {
+  scavengeMicros: number;
+  promotedBytes: number;
+  survivedBytes: number;
+  majorMicros: number;
+  requestsPerScavenge: number;
+}
+
+function gcPerRequest(summary: GcSummary, perRequest: (total: number) => number): GcPerRequest {
+  return {
+    scavengeMicros: perRequest(summary.scavengeMs * 1000),
+    promotedBytes: perRequest(summary.promotedBytes),
+    survivedBytes: perRequest(summary.survivedBytes),
+    majorMicros: perRequest(summary.majorMs * 1000),
+    requestsPerScavenge: summary.scavenges === 0 ? Infinity : 1 / perRequest(summary.scavenges),
+  };
+}
+
+/** The collector per request, medians over rounds; with a baseline, beside it and what the system adds. */
+function printGc(mine: GcPerRequest[], baseline?: GcPerRequest[]): void {
+  const rows: [string, keyof GcPerRequest, number][] = [
+    ['scavenge pause, µs/req', 'scavengeMicros', 1],
+    ['promoted by scavenges, B/req', 'promotedBytes', 0],
+    ['outlived a scavenge, B/req', 'survivedBytes', 0],
+    ['full collections (pause and incremental marking), µs/req', 'majorMicros', 1],
+    ['requests per scavenge', 'requestsPerScavenge', 0],
+  ];
+  const perRound = (runs: GcPerRequest[], key: keyof GcPerRequest, digits: number) => `${fmt(median(runs.map((r) => r[key])), digits)} (${runs.map((r) => fmt(r[key], digits)).join(', ')})`;
+  console.log(`\nthe collector per request, ${workload}, ${sessions} sessions, medians of ${mine.length} round(s) (every round in brackets):\n`);
+  console.log(
+    table(
+      rows.map(([label, key, digits]) => ({
+        '': label,
+        ...(baseline ? { [against]: perRound(baseline, key, digits) } : {}),
+        [system]: perRound(mine, key, digits),
+        ...(baseline ? { added: fmt(median(mine.map((r, i) => r[key] - baseline[i]![key])), digits) } : {}),
+      })),
+    ),
+  );
 }
 
 /**
@@ -269,9 +262,10 @@ function printAllocations(bytes: Map<string, { bytes: number; group: Group }>, p
   const groups = new Map<Group, number>();
   for (const { bytes: b, group } of bytes.values()) groups.set(group, (groups.get(group) ?? 0) + b);
   const total = [...groups.values()].reduce((sum, b) => sum + b, 0);
-  console.log(`\nbytes allocated per request by group (sampled every 4 KiB, after the set-up and warm-up):\n`);
+  const what = survivors ? 'that outlived a scavenge' : 'allocated';
+  console.log(`\nbytes ${what} per request by group (sampled every 4 KiB, after the set-up and warm-up):\n`);
   console.log(table([...groups].sort((a, b) => b[1] - a[1]).map(([g, b]) => ({ group: g, 'B/req': fmt(perRequest(b)), share: `${fmt((b / total) * 100)} %` }))));
-  console.log(`\ntop ${top} functions by bytes allocated:\n`);
+  console.log(`\ntop ${top} functions by bytes ${what}:\n`);
   const rows = [...bytes].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, top);
   console.log(table(rows.map(([k, t]) => ({ function: k.slice(0, 110), group: t.group, 'B/req': fmt(perRequest(t.bytes)) }))));
   const kiln = [...bytes].filter(([, t]) => t.group === 'kiln').sort((a, b) => b[1].bytes - a[1].bytes);

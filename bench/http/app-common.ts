@@ -7,6 +7,16 @@ import { cpuUsage } from 'node:process';
 import type { Engine } from '../../src/engines/engine.js';
 
 export const SECRET = 'bench-secret-0123456789-0123456789';
+/**
+ * Kiln's commit mode in the bench apps: 'sync' (the response waits for its commit, what
+ * every row measures) unless BENCH_COMMIT_MODE says 'async' (bench/profile.ts
+ * --commit-mode, to tell the cost of holding responses from the rest).
+ */
+export function benchCommitMode(): 'sync' | 'async' {
+  const mode = process.env['BENCH_COMMIT_MODE'] ?? 'sync';
+  if (mode !== 'sync' && mode !== 'async') throw new Error(`BENCH_COMMIT_MODE is sync or async, not ${mode}`);
+  return mode;
+}
 export const DAY = 24 * 60 * 60 * 1000;
 
 /** A small session (~100 B): a user, a role, a visit counter and a one-line cart. */
@@ -120,10 +130,16 @@ function restartOnSignal(restart: () => Promise<unknown>): void {
  * With BENCH_CPU_PROFILE=<file>, profiles the app from start (or its last SIGUSR2) to
  * SIGTERM (as --cpu-prof would, which NODE_OPTIONS does not accept) for bench/profile.ts; with
  * BENCH_HEAP_PROFILE=<file>, samples its allocations instead (every 4 KiB allocated, with
- * the allocating stack), which is what the garbage collector's share comes from.
- * Returns the stop.
+ * the allocating stack), which is what the garbage collector's share comes from; with
+ * BENCH_HEAP_SURVIVORS=1 as well, only those that outlived a scavenge. BENCH_TRACE_GC=1
+ * prints a line per collection on stdout instead (V8's --trace-gc-nvp, which NODE_OPTIONS
+ * does not accept either). Returns the stop.
  */
 export async function profileIfAsked(): Promise<() => Promise<void>> {
+  if (process.env['BENCH_TRACE_GC'] === '1') {
+    const { setFlagsFromString } = await import('node:v8');
+    setFlagsFromString('--trace-gc-nvp');
+  }
   // `{pid}` in the name keeps apart the profiles of apps started alike (no affinity).
   const cpuFile = process.env['BENCH_CPU_PROFILE']?.replace('{pid}', String(process.pid));
   const heapFile = process.env['BENCH_HEAP_PROFILE']?.replace('{pid}', String(process.pid));
@@ -134,8 +150,11 @@ export async function profileIfAsked(): Promise<() => Promise<void>> {
   session.connect();
   if (heapFile) {
     await session.post('HeapProfiler.enable');
-    // Objects collected since are kept in the profile: it is about what was allocated, not what survives.
-    const sampling = { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true };
+    // Objects collected since are kept in the profile: it is about what was allocated, not
+    // what is alive at the end. Survivors: all but those a scavenge collected, so what
+    // the young generation had to copy (what a full collection freed later stays in).
+    const survivors = process.env['BENCH_HEAP_SURVIVORS'] === '1';
+    const sampling = { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivors };
     await session.post('HeapProfiler.startSampling', sampling);
     restartOnSignal(() => session.post('HeapProfiler.stopSampling').then(() => session.post('HeapProfiler.startSampling', sampling)));
     return async () => {

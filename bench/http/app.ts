@@ -18,7 +18,7 @@ import { session as kilnSession } from '../../src/adapters/express/index.js';
 import { connectEngine } from '../../src/engines/connect.js';
 import type { Engine } from '../../src/engines/engine.js';
 import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
-import { benchReporter, profileIfAsked, BIG_ITEMS, bigSession, connectRedisStore, countStoreCalls, DAY, SECRET, smallSession } from './app-common.js';
+import { benchCommitMode, benchReporter, profileIfAsked, BIG_ITEMS, bigSession, connectRedisStore, countStoreCalls, DAY, SECRET, smallSession } from './app-common.js';
 
 const system = process.env['BENCH_SYSTEM'] ?? 'plain';
 const stopProfile = await profileIfAsked();
@@ -45,7 +45,7 @@ if (system === 'memory-store') {
     engine,
     cookie: { maxAge: DAY },
     saveUninitialized: false,
-    commitMode: 'sync',
+    commitMode: benchCommitMode(),
     // The balancer routes by the id's suffix only in 'route' mode; the benchmark's
     // no-affinity rows spread requests round-robin on purpose.
     ...(process.env['NODE_NAME'] ? { route: process.env['NODE_NAME'] } : {}),

@@ -14,7 +14,7 @@ import { kilnSession } from '../../src/adapters/fastify/index.js';
 import { connectEngine } from '../../src/engines/connect.js';
 import type { Engine } from '../../src/engines/engine.js';
 import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
-import { benchReporter, profileIfAsked, BIG_ITEMS, bigSession, connectRedisStore, countStoreCalls, DAY, SECRET, smallSession } from './app-common.js';
+import { benchCommitMode, benchReporter, profileIfAsked, BIG_ITEMS, bigSession, connectRedisStore, countStoreCalls, DAY, SECRET, smallSession } from './app-common.js';
 
 const system = process.env['BENCH_SYSTEM'] ?? 'plain';
 const stopProfile = await profileIfAsked();
@@ -49,7 +49,7 @@ if (system === 'memory-store' || system === 'connect-redis') {
   const url = process.env['BENCH_ENGINE'];
   if (!url) throw new Error('BENCH_ENGINE is required for BENCH_SYSTEM=kiln (memory, kiln://… or redis://…)');
   engine = url === 'memory' ? createMemoryTier().engine() : connectEngine(url, { name: 'bench' });
-  await app.register(kilnSession, { secret: SECRET, engine, saveUninitialized: false, cookie: { maxAge: DAY, secure: false }, commitMode: 'sync' });
+  await app.register(kilnSession, { secret: SECRET, engine, saveUninitialized: false, cookie: { maxAge: DAY, secure: false }, commitMode: benchCommitMode() });
 } else if (system !== 'plain') {
   throw new Error(`unknown BENCH_SYSTEM ${system}`);
 }
