@@ -3,14 +3,18 @@
  * client commits to its own session every 100 ms while
  *   1. `sessions` sessions expire at the same moment (their leases held by one client, as
  *      an app server that served them all would: the issue's worst case), and
- *   2. one principal's `sessions` sessions are destroyed at once ("log out everywhere").
+ *   2. one principal's `sessions` sessions are destroyed at once ("log out everywhere"),
+ *   3. a client process holding `sessions` leases is killed (SIGKILL): the server moves
+ *      every lease it held on (measured with a second probe, every 10 ms: the move takes
+ *      a fraction of a second).
  * Reported: the probe's commit latency (p50, p99, max) during each, and how long the
  * bulk work took. `npm run bench` prints it; test/integration/stall.test.ts holds the p99.
  */
 import { connect } from '../src/engines/kiln/kiln-engine.js';
 import { encodeAttribute } from '../src/session/codec.js';
 import { generateSessionId } from '../src/session/id.js';
-import { startKilnServer, type ServerProcess } from '../test/helpers/processes.js';
+import { fill } from './fill-sessions.js';
+import { startKilnServer, startWorker, type ServerProcess } from '../test/helpers/processes.js';
 
 export interface StallFigures {
   p50Ms: number;
@@ -25,6 +29,8 @@ export interface StallResult {
   sessions: number;
   expiry: StallFigures;
   destroyByPrincipal: StallFigures;
+  /** bulkMs: from the kill until the server held none of the dead client's leases. */
+  deadHolder: StallFigures;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -32,23 +38,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-async function fill(server: ServerProcess, count: number, o: { idleTimeoutMs: number; principal?: string; holdLeases: boolean }): Promise<() => Promise<void>> {
-  const engine = connect(server.url, { token: server.token, name: 'stall-fill', operationTimeoutMs: 60_000 });
-  await engine.connect();
-  const set = [['cart', encodeAttribute('cart', [{ sku: 'teapot', qty: 1 }])] as [string, Uint8Array]];
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count) {
-      const i = next++;
-      const id = generateSessionId();
-      const grant = await engine.acquire(id);
-      await engine.commit({ sessionId: id, token: grant.token, commitId: `fill-${i}`, baseVersion: 0, lastAccessedAt: Date.now(), set, del: [], idleTimeoutMs: o.idleTimeoutMs, absoluteExpiresAt: 0, principal: o.principal, release: !o.holdLeases });
-    }
-  };
-  await Promise.all(Array.from({ length: 256 }, lane));
-  return () => engine.close();
 }
 
 /** A client committing to its own session every `everyMs`, recording each commit's latency. */
@@ -126,9 +115,38 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
     if (destroyed !== sessions) throw new Error(`destroyByPrincipal ended ${destroyed} sessions, not ${sessions}`);
     const byPrincipal = figures(probe.between(destroyFrom, Date.now()), destroyMs);
     await closeFiller2();
+
+    // 3. A client process holding `sessions` leases dies.
+    progress(`  stall: a client process takes ${sessions.toLocaleString('en-US')} leases, then is killed…`);
+    const holder = await startWorker();
+    // The move takes a fraction of a second: a probe every 10 ms sees all of it.
+    const fastProbe = await startProbe(server, 10);
+    let deadHolder: StallFigures;
+    try {
+      await holder.call({ op: 'take-leases', url: server.url, token: server.token, count: sessions }, 300_000);
+      const held = (await admin.stats()).leases;
+      if (held < sessions) throw new Error(`the holder took ${held} leases, not ${sessions}`);
+      const killFrom = Date.now();
+      await holder.kill();
+      let movedAt = 0;
+      for (;;) {
+        await sleep(20);
+        // The probes keep their own leases.
+        if ((await admin.stats()).leases <= 2) {
+          movedAt = Date.now();
+          break;
+        }
+        if (Date.now() - killFrom > 60_000) throw new Error("the dead client's leases did not move on within a minute");
+      }
+      await sleep(300);
+      deadHolder = figures(fastProbe.between(killFrom, Date.now()), movedAt - killFrom);
+    } finally {
+      await holder.kill();
+      await fastProbe.stop();
+    }
     await admin.close();
     await probe.stop();
-    return { sessions, expiry, destroyByPrincipal: byPrincipal };
+    return { sessions, expiry, destroyByPrincipal: byPrincipal, deadHolder };
   } finally {
     await server.stop();
   }

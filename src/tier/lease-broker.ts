@@ -9,7 +9,11 @@ import { KilnError } from '../errors/index.js';
 import type { LeaseGrant, SessionSnapshot } from '../session/model.js';
 import { LeaseTable, type LeaseEffects, type LeaseTableOptions, type OwnerId } from './lease-table.js';
 import { Listeners } from './listeners.js';
+import { SLICE_ITEMS, SLICE_MS } from './sliced-work.js';
 import type { LeaseActivity, TierOwner } from './tier-types.js';
+
+/** Leases a drop moves on between two looks at the clock (see runDrops). */
+const DROP_STEP = 64;
 
 interface PendingAcquire {
   resolve: (grant: LeaseGrant) => void;
@@ -31,7 +35,13 @@ export class LeaseBroker {
   /** Lease hand-overs as they happen (admin console, metrics); never sent to clients. */
   readonly activity = new Listeners<LeaseActivity>();
   private readonly owners = new Map<OwnerId, TierOwner>();
-  private readonly pending = new Map<string, PendingAcquire[]>();
+  /** Acquires waiting for a grant, per owner then per session: a detach visits its owner's only. */
+  private readonly pending = new Map<OwnerId, Map<string, PendingAcquire[]>>();
+  /** Detached owners whose leases are still being moved on, a slice per turn of the event loop. */
+  private readonly drops: OwnerId[] = [];
+  private dropTurn: NodeJS.Immediate | undefined;
+  /** A slice is running (a detach from inside one, through an owner's callback, waits for the next). */
+  private dropping = false;
   private readonly epoch: string;
   private readonly clock: () => number;
   private readonly snapshot: (sessionId: string) => SessionSnapshot | null;
@@ -58,19 +68,24 @@ export class LeaseBroker {
     this.owners.set(owner.id, owner);
   }
 
-  /** The owner is gone: its leases move on at once and its waits are cancelled. */
+  /**
+   * The owner is gone: its waits are cancelled, and its leases move on, the first
+   * slice now and the rest a slice per turn of the event loop (a lease asked for
+   * meanwhile moves on at once; see LeaseTable.beginDrop).
+   */
   detach(ownerId: OwnerId): void {
     if (!this.owners.delete(ownerId)) return;
-    for (const [key, waits] of this.pending) {
-      if (key.startsWith(`${ownerId}\u0000`)) {
-        this.pending.delete(key);
-        for (const w of waits) {
-          clearTimeout(w.timer);
-          w.reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'owner detached while waiting for a lease'));
-        }
+    const waits = this.pending.get(ownerId);
+    this.pending.delete(ownerId);
+    for (const list of waits?.values() ?? []) {
+      for (const w of list) {
+        clearTimeout(w.timer);
+        w.reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'owner detached while waiting for a lease'));
       }
     }
-    this.apply(this.table.dropOwner(ownerId, this.clock()));
+    this.table.beginDrop(ownerId);
+    this.drops.push(ownerId);
+    if (this.dropTurn === undefined && !this.dropping) this.runDrops();
   }
 
   acquire(ownerId: OwnerId, sessionId: string, timeoutMs: number): Promise<LeaseGrant> {
@@ -79,24 +94,25 @@ export class LeaseBroker {
     // A free session (nearly every acquire) is granted here and now: no entry in the
     // pending map, no timer. Churning those long-lived tables per acquire filled the old
     // generation with discarded hash tables when a server was filled with sessions.
-    if (only && only.owner === ownerId && only.sessionId === sessionId && !this.pending.has(pendingKey(ownerId, sessionId))) {
+    if (only && only.owner === ownerId && only.sessionId === sessionId && this.pending.get(ownerId)?.has(sessionId) !== true) {
       return Promise.resolve({ sessionId, token: only.token, epoch: this.epoch, snapshot: this.snapshot(sessionId), releaseAfterUse: only.releaseAfterUse });
     }
     return new Promise<LeaseGrant>((resolve, reject) => {
-      const key = pendingKey(ownerId, sessionId);
       const timer = setTimeout(() => {
-        const waits = this.pending.get(key);
+        const waits = this.pending.get(ownerId)?.get(sessionId);
         if (!waits) return;
         const at = waits.findIndex((w) => w.timer === timer);
         if (at >= 0) waits.splice(at, 1);
         if (waits.length === 0) {
-          this.pending.delete(key);
+          this.takeWaits(ownerId, sessionId);
           this.table.cancelWait(ownerId, sessionId);
         }
         reject(new KilnError('KILN_ERR_LEASE_TIMEOUT', `lease for the session was not granted within ${timeoutMs} ms`, { details: { sessionId, timeoutMs } }));
       }, timeoutMs);
-      let waits = this.pending.get(key);
-      if (!waits) this.pending.set(key, (waits = []));
+      let byOwner = this.pending.get(ownerId);
+      if (!byOwner) this.pending.set(ownerId, (byOwner = new Map()));
+      let waits = byOwner.get(sessionId);
+      if (!waits) byOwner.set(sessionId, (waits = []));
       waits.push({ resolve, reject, timer });
       this.apply(effects);
     });
@@ -109,14 +125,12 @@ export class LeaseBroker {
   /** Carries out what the lease table decided: grants to waiters, recalls, revokes, the recall timer. */
   apply(effects: LeaseEffects): void {
     for (const grant of effects.grants) {
-      const key = pendingKey(grant.owner, grant.sessionId);
-      const waits = this.pending.get(key);
+      const waits = this.takeWaits(grant.owner, grant.sessionId);
       if (!waits || waits.length === 0) {
         // Nobody is waiting for it any more (timed out in the same instant): pass it on.
         this.apply(this.table.release(grant.owner, grant.sessionId, grant.token, this.clock()));
         continue;
       }
-      this.pending.delete(key);
       const snapshot = this.snapshot(grant.sessionId);
       for (const w of waits) {
         clearTimeout(w.timer);
@@ -134,18 +148,54 @@ export class LeaseBroker {
     this.armRecallTimer();
   }
 
-  /** Stops the recall timer and fails every wait. */
+  /** Stops the recall timer and the drops, and fails every wait. */
   close(): void {
     this.closed = true;
     if (this.recallTimer) clearTimeout(this.recallTimer);
-    for (const waits of this.pending.values()) {
-      for (const w of waits) {
-        clearTimeout(w.timer);
-        w.reject(new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down'));
+    if (this.dropTurn !== undefined) clearImmediate(this.dropTurn);
+    this.dropTurn = undefined;
+    for (const byOwner of this.pending.values()) {
+      for (const waits of byOwner.values()) {
+        for (const w of waits) {
+          clearTimeout(w.timer);
+          w.reject(new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down'));
+        }
       }
     }
     this.pending.clear();
   }
+
+  /** The waits of an owner for a session, taken out of the pending map. */
+  private takeWaits(ownerId: OwnerId, sessionId: string): PendingAcquire[] | undefined {
+    const byOwner = this.pending.get(ownerId);
+    const waits = byOwner?.get(sessionId);
+    if (waits === undefined) return undefined;
+    byOwner!.delete(sessionId);
+    if (byOwner!.size === 0) this.pending.delete(ownerId);
+    return waits;
+  }
+
+  /**
+   * One slice of the drops: moves on detached owners' leases, DROP_STEP at a time, until
+   * SLICE_ITEMS or SLICE_MS are used, then yields to the event loop if any are left.
+   */
+  private runDrops = (): void => {
+    this.dropTurn = undefined;
+    if (this.closed) return;
+    this.dropping = true;
+    try {
+      const started = performance.now();
+      for (let moved = 0; this.drops.length > 0 && moved < SLICE_ITEMS && performance.now() - started < SLICE_MS; moved += DROP_STEP) {
+        const owner = this.drops[0]!;
+        const { effects, done } = this.table.dropSlice(owner, this.clock(), DROP_STEP);
+        if (done) this.drops.shift();
+        this.apply(effects);
+      }
+    } finally {
+      this.dropping = false;
+    }
+    if (this.drops.length > 0 && !this.closed) this.dropTurn = setImmediate(this.runDrops);
+  };
 
   private armRecallTimer(): void {
     const next = this.table.nextRecallDeadline();
@@ -160,8 +210,4 @@ export class LeaseBroker {
       this.apply(this.table.revokeOverdue(this.clock()));
     }, Math.max(0, next - this.clock()));
   }
-}
-
-function pendingKey(ownerId: OwnerId, sessionId: string): string {
-  return `${ownerId}\u0000${sessionId}`;
 }

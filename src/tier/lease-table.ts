@@ -7,7 +7,8 @@
  *
  * Safety: at most one holder per session (rule 1); every grant gets a fencing token
  * larger than any before it (rule 3); a lease moves only on release by the holder, the
- * holder's death (dropOwner) or an overrun recall deadline (revokeOverdue) (rule 4).
+ * holder's death (beginDrop, then dropSlice) or an overrun recall deadline
+ * (revokeOverdue) (rule 4).
  */
 import { DeadlineHeap } from './deadline-heap.js';
 
@@ -94,6 +95,12 @@ export class LeaseTable {
    * session on the affine path) or, once it has changed hands, a decaying Bounce.
    */
   private readonly bounces = new Map<string, OwnerId | Bounce>();
+  /**
+   * Owners that are gone, each with where the pass over the leases it held stands (a
+   * live iterator of its `byOwner` set). Until the pass reaches a lease, anyone asking
+   * for it gets it passed on at once (see acquire).
+   */
+  private readonly dropping = new Map<OwnerId, Iterator<string>>();
   private lastToken: number;
   /** Outstanding recall deadlines, earliest first: (sessionId, token) current while that lease still waits on that deadline. */
   private readonly recallDeadlines = new DeadlineHeap<{ sessionId: string; token: number }>((item, deadline) => {
@@ -138,7 +145,15 @@ export class LeaseTable {
    */
   acquire(owner: OwnerId, sessionId: string, now: number): LeaseEffects {
     const effects = emptyEffects();
-    const lease = this.leases.get(sessionId);
+    let lease = this.leases.get(sessionId);
+    if (lease !== undefined && this.dropping.has(lease.holder)) {
+      // Its holder is gone and the pass over its leases has not come to this one yet:
+      // move it now rather than recall a holder that cannot answer.
+      this.passOn(sessionId, lease, now, effects);
+      lease = this.leases.get(sessionId);
+      // The asker was queued already: the grant passOn made is its answer.
+      if (lease?.holder === owner) return effects;
+    }
     if (!lease) {
       effects.grants.push(this.grant(owner, sessionId, now, []));
       return effects;
@@ -209,9 +224,13 @@ export class LeaseTable {
     return effects;
   }
 
-  /** The owner is gone (connection closed, process dead): every lease it held moves on at once. */
-  dropOwner(owner: OwnerId, now: number): LeaseEffects {
-    const effects = emptyEffects();
+  /**
+   * The owner is gone (connection closed, process dead): its waits end now, and the
+   * leases it held move on in slices (dropSlice), so a process that held a million
+   * leases does not hold up the tier while they move. Until a lease's slice comes,
+   * acquire moves it on demand.
+   */
+  beginDrop(owner: OwnerId): void {
     for (const sessionId of this.waitsByOwner.get(owner) ?? []) {
       const waiters = this.leases.get(sessionId)?.waiters;
       const at = waiters?.indexOf(owner) ?? -1;
@@ -222,14 +241,36 @@ export class LeaseTable {
     }
     this.waitsByOwner.delete(owner);
     const held = this.byOwner.get(owner);
-    if (held) {
-      for (const sessionId of [...held]) {
-        const lease = this.leases.get(sessionId);
-        if (lease) this.passOn(sessionId, lease, now, effects);
+    if (held !== undefined && !this.dropping.has(owner)) this.dropping.set(owner, held.values());
+  }
+
+  /**
+   * Moves on up to `maxLeases` of a dropped owner's leases (beginDrop). `done` once it
+   * holds none.
+   */
+  dropSlice(owner: OwnerId, now: number, maxLeases: number): { effects: LeaseEffects; done: boolean } {
+    const effects = emptyEffects();
+    const pass = this.dropping.get(owner);
+    if (pass === undefined) return { effects, done: true };
+    let passed = false;
+    for (let n = 0; n < maxLeases; n++) {
+      const next = pass.next();
+      if (next.done === true) {
+        passed = true;
+        break;
       }
+      const lease = this.leases.get(next.value);
+      // The set is live: what acquire moved on meanwhile is gone from it already.
+      if (lease !== undefined && lease.holder === owner) this.passOn(next.value, lease, now, effects);
     }
-    this.byOwner.delete(owner);
-    return effects;
+    const done = passed || !this.byOwner.has(owner);
+    if (done) this.dropping.delete(owner);
+    return { effects, done };
+  }
+
+  /** Owners whose leases are still being moved on (beginDrop). */
+  get droppingOwners(): number {
+    return this.dropping.size;
   }
 
   /**

@@ -114,7 +114,7 @@ export class Tier {
     this.leases.attach(owner);
   }
 
-  /** The owner is gone: its leases move on at once and its waits are cancelled. */
+  /** The owner is gone: its waits are cancelled and its leases move on (in slices, see LeaseBroker.detach). */
   detach(ownerId: OwnerId): void {
     this.leases.detach(ownerId);
   }

@@ -1,8 +1,22 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_LEASE_OPTIONS, LeaseTable } from '../../src/tier/lease-table.js';
+import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects } from '../../src/tier/lease-table.js';
 
 const opts = { recallTimeoutMs: 100, pingPongThreshold: 3, pingPongHalfLifeMs: 1000 };
+
+/** A dead owner's whole drop, slice after slice of `step` leases, with what each slice did. */
+function dropAll(t: LeaseTable, owner: string, now: number, step = 1000): { effects: LeaseEffects; slices: number } {
+  t.beginDrop(owner);
+  const effects: LeaseEffects = { grants: [], recalls: [], revokes: [] };
+  for (let slices = 1; ; slices++) {
+    const slice = t.dropSlice(owner, now, step);
+    effects.grants.push(...slice.effects.grants);
+    effects.recalls.push(...slice.effects.recalls);
+    effects.revokes.push(...slice.effects.revokes);
+    if (slice.done) return { effects, slices };
+    assert.ok(slices < 1_000_000, 'a drop ends');
+  }
+}
 
 describe('lease table', () => {
   it('grants a free session at once, queues others and recalls the holder once', () => {
@@ -47,14 +61,14 @@ describe('lease table', () => {
     assert.equal(t.isCurrent('A', 's', t1), false);
   });
 
-  it('moves every lease of a dead owner at once and forgets its waits', () => {
+  it('moves every lease of a dead owner on and forgets its waits', () => {
     const t = new LeaseTable(opts);
     t.acquire('A', 's1', 0);
     t.acquire('A', 's2', 0);
     t.acquire('B', 's1', 0);
     t.acquire('C', 's3', 0);
     t.acquire('A', 's3', 0);
-    const r = t.dropOwner('A', 1);
+    const r = dropAll(t, 'A', 1).effects;
     assert.deepEqual(r.grants.map((g) => [g.owner, g.sessionId]), [['B', 's1']]);
     assert.equal(t.holderOf('s2'), undefined);
     assert.equal(t.release('C', 's3', t.holderOf('s3')!.token, 2).grants.length, 0, 'A no longer waits for s3');
@@ -74,7 +88,7 @@ describe('lease table', () => {
     assert.equal(t.waitingCount(), 2);
     t.release('A', 's1', t.holderOf('s1')!.token, 1); // B gets it, C still waits
     assert.equal(t.waitingCount(), 1);
-    t.dropOwner('C', 2);
+    dropAll(t, 'C', 2);
     assert.equal(t.waitingCount(), 0);
     assert.equal(t.release('B', 's1', t.holderOf('s1')!.token, 3).grants.length, 0, 'C no longer waits for s1');
     assert.equal(t.holderOf('s1'), undefined);
@@ -89,7 +103,7 @@ describe('lease table', () => {
     assert.equal(t.waitingCount(), 12 + 34);
     t.acquire('W', 'own', 0);
     t.acquire('X', 'own', 0);
-    const dropped = t.dropOwner('W', 1);
+    const dropped = dropAll(t, 'W', 1).effects;
     assert.deepEqual(dropped.grants.map((g) => [g.owner, g.sessionId]), [['X', 'own']]);
     assert.equal(t.waitingCount(), 12);
     for (let i = 0; i < 100; i++) {
@@ -100,6 +114,59 @@ describe('lease table', () => {
     // W can wait again later, and is counted again.
     t.acquire('W', 's0', 3);
     assert.equal(t.waitingCount(), 1);
+  });
+
+  it("moves a dead owner's leases in slices of the size asked, each lease once", () => {
+    const t = new LeaseTable(opts);
+    for (let i = 0; i < 1000; i++) t.acquire('D', `s${i}`, 0);
+    for (let i = 0; i < 1000; i += 10) t.acquire('B', `s${i}`, 0);
+    t.beginDrop('D');
+    const first = t.dropSlice('D', 1, 64);
+    assert.equal(first.done, false);
+    assert.equal(t.leasesHeldBy('D'), 1000 - 64, 'one slice moves 64');
+    assert.deepEqual(first.effects.grants.map((g) => g.sessionId), ['s0', 's10', 's20', 's30', 's40', 's50', 's60'], 'waiters get theirs in the slice that reaches them');
+    const rest = dropAll(t, 'D', 2, 64);
+    assert.equal(rest.slices, Math.ceil((1000 - 64) / 64));
+    assert.equal(t.leasesHeldBy('D'), 0);
+    assert.equal(t.droppingOwners, 0);
+    assert.equal(first.effects.grants.length + rest.effects.grants.length, 100, 'every waited-for lease granted once');
+    assert.equal(t.size, 100, 'the others are free');
+  });
+
+  it('while a drop is under way, a lease it has not reached yet moves on as soon as someone asks', () => {
+    const t = new LeaseTable(opts);
+    for (let i = 0; i < 10; i++) t.acquire('D', `s${i}`, 0);
+    t.acquire('W', 's5', 0); // waits, D was recalled
+    t.acquire('W', 's7', 0);
+    t.beginDrop('D');
+    // Free when asked: granted at once, no recall of the dead holder.
+    const free = t.acquire('B', 's9', 1);
+    assert.deepEqual(free.grants.map((g) => g.owner), ['B']);
+    assert.deepEqual(free.recalls, []);
+    // W waited already: its grant is the answer, once, and B queues behind W with a recall to W.
+    const queued = t.acquire('B', 's5', 1);
+    assert.deepEqual(queued.grants.map((g) => g.owner), ['W']);
+    assert.deepEqual(queued.recalls.map((r) => r.owner), ['W']);
+    assert.equal(t.holderOf('s5')?.owner, 'W');
+    // The waiter asking again gets its grant, once.
+    const again = t.acquire('W', 's7', 1);
+    assert.deepEqual(again.grants.map((g) => [g.owner, g.sessionId]), [['W', 's7']]);
+    // The slices skip what moved already.
+    const rest = dropAll(t, 'D', 2, 3);
+    assert.deepEqual(rest.effects.grants, []);
+    assert.equal(t.holderOf('s9')?.owner, 'B');
+    assert.equal(t.holderOf('s0'), undefined);
+    assert.equal(t.droppingOwners, 0);
+  });
+
+  it('a drop of an owner that held nothing is done at once', () => {
+    const t = new LeaseTable(opts);
+    t.acquire('A', 's', 0);
+    t.acquire('N', 's', 0);
+    t.beginDrop('N');
+    assert.deepEqual(t.dropSlice('N', 1, 10), { effects: { grants: [], recalls: [], revokes: [] }, done: true });
+    assert.equal(t.waitingCount(), 0);
+    assert.equal(t.droppingOwners, 0);
   });
 
   it('tokens only grow', () => {

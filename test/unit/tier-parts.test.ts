@@ -4,7 +4,8 @@ import type { SessionMeta } from '../../src/session/model.js';
 import { Listeners } from '../../src/tier/listeners.js';
 import { GroupSizes, SessionCaps } from '../../src/tier/session-counts.js';
 import { listPage, lowerBound } from '../../src/tier/session-listing.js';
-import { forEachInSlices, SlicedQueue } from '../../src/tier/sliced-work.js';
+import { forEachInSlices, SLICE_ITEMS, SlicedQueue } from '../../src/tier/sliced-work.js';
+import { Tier, type TierOwner } from '../../src/tier/tier.js';
 
 function meta(id: string): SessionMeta {
   return { id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 };
@@ -171,5 +172,34 @@ describe('sliced work', () => {
     );
     assert.deepEqual(seen, [1, 2, 3, 4, 5]);
     assert.equal(yields, 2, 'after items 2 and 4 the slice was over');
+  });
+});
+
+describe('a dead owner’s leases', () => {
+  it('move on a slice per turn of the event loop, and one asked for meanwhile moves at once', async () => {
+    // A recall of the dead holder would take recallTimeoutMs (a minute here) to end.
+    const tier = new Tier({ recallTimeoutMs: 60_000 });
+    const owner = (id: string): TierOwner => ({ id, onRecall: () => undefined, onRevoke: () => undefined });
+    try {
+      for (const id of ['dead', 'waiter', 'asker']) tier.attach(owner(id));
+      const count = SLICE_ITEMS * 3;
+      for (let i = 0; i < count; i++) await tier.acquire('dead', `s${i}`, 1000);
+      const waited = tier.acquire('waiter', 's0', 1000);
+      tier.detach('dead');
+      // Queued behind the drop's next slice: other work runs between two slices.
+      let midway = 0;
+      setImmediate(() => (midway = tier.stats().leases));
+      const afterDetach = tier.stats().leases;
+      assert.ok(afterDetach > SLICE_ITEMS, `at most one slice moves during detach itself (${count - afterDetach} did)`);
+      // Not reached by the drop yet: granted now, not after the dead holder's recall deadline.
+      const asked = await tier.acquire('asker', `s${count - 1}`, 1000);
+      assert.ok(asked.token > 0);
+      assert.ok((await waited).token > 0, 'the waiter of a lease in the first slice has it');
+      for (let i = 0; i < 1000 && tier.stats().leases > 2; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(tier.stats().leases, 2, 'the waiter’s and the asker’s');
+      assert.ok(midway > 2, `work queued after the detach ran before the drop ended (${midway} leases left then)`);
+    } finally {
+      tier.close();
+    }
   });
 });
