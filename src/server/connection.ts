@@ -402,8 +402,9 @@ export class Connection {
   private onClose(): void {
     clearTimeout(this.handshakeTimer);
     this.state = 'closed';
-    // The owner's leases move on at once: this is how a killed app server's sessions
-    // reach another process without waiting for any timeout. (No-op before handshake.)
+    // The owner's leases move on now, without waiting for any timeout: this is how a killed
+    // app server's sessions reach another process (those waited for at once, the rest in
+    // slices, each sooner if asked for). (No-op before handshake.)
     this.ctx.tier.detach(this.ownerId);
     this.ctx.onClosed(this);
   }

@@ -41,7 +41,7 @@ export class LeaseBroker {
   private readonly drops: OwnerId[] = [];
   private dropTurn: NodeJS.Immediate | undefined;
   /** A slice is running (a detach from inside one, through an owner's callback, waits for the next). */
-  private dropping = false;
+  private inDropSlice = false;
   private readonly epoch: string;
   private readonly clock: () => number;
   private readonly snapshot: (sessionId: string) => SessionSnapshot | null;
@@ -65,6 +65,9 @@ export class LeaseBroker {
   }
 
   attach(owner: TierOwner): void {
+    // Ids are never reused (a connection counter, random bits in process): a reused one
+    // would have its new leases moved on by the drop of the old.
+    if (this.table.isDropping(owner.id)) throw new KilnError('KILN_ERR_INTERNAL', `owner id ${owner.id} attached while its earlier leases are still moving on`);
     this.owners.set(owner.id, owner);
   }
 
@@ -83,9 +86,9 @@ export class LeaseBroker {
         w.reject(new KilnError('KILN_ERR_CONNECTION_LOST', 'owner detached while waiting for a lease'));
       }
     }
-    this.table.beginDrop(ownerId);
+    this.apply(this.table.beginDrop(ownerId, this.clock()));
     this.drops.push(ownerId);
-    if (this.dropTurn === undefined && !this.dropping) this.runDrops();
+    if (this.dropTurn === undefined && !this.inDropSlice) this.runDrops();
   }
 
   acquire(ownerId: OwnerId, sessionId: string, timeoutMs: number): Promise<LeaseGrant> {
@@ -176,23 +179,26 @@ export class LeaseBroker {
   }
 
   /**
-   * One slice of the drops: moves on detached owners' leases, DROP_STEP at a time, until
-   * SLICE_ITEMS or SLICE_MS are used, then yields to the event loop if any are left.
+   * One slice of the drops: visits detached owners' leases, DROP_STEP at a time, until
+   * SLICE_ITEMS leases or SLICE_MS are used, then yields to the event loop if any are
+   * left. Owners are taken in the order they closed.
    */
   private runDrops = (): void => {
     this.dropTurn = undefined;
     if (this.closed) return;
-    this.dropping = true;
+    this.inDropSlice = true;
     try {
       const started = performance.now();
-      for (let moved = 0; this.drops.length > 0 && moved < SLICE_ITEMS && performance.now() - started < SLICE_MS; moved += DROP_STEP) {
-        const owner = this.drops[0]!;
-        const { effects, done } = this.table.dropSlice(owner, this.clock(), DROP_STEP);
-        if (done) this.drops.shift();
-        this.apply(effects);
+      let visited = 0;
+      while (this.drops.length > 0 && visited < SLICE_ITEMS && performance.now() - started < SLICE_MS) {
+        const slice = this.table.dropSlice(this.drops[0]!, this.clock(), Math.min(DROP_STEP, SLICE_ITEMS - visited));
+        // An owner with nothing left still counts one: a thousand closing at once take turns too.
+        visited += Math.max(1, slice.visited);
+        if (slice.done) this.drops.shift();
+        this.apply(slice.effects);
       }
     } finally {
-      this.dropping = false;
+      this.inDropSlice = false;
     }
     if (this.drops.length > 0 && !this.closed) this.dropTurn = setImmediate(this.runDrops);
   };

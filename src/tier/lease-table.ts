@@ -101,6 +101,11 @@ export class LeaseTable {
    * for it gets it passed on at once (see acquire).
    */
   private readonly dropping = new Map<OwnerId, Iterator<string>>();
+  /**
+   * The sessions each owner holds and has been recalled from (someone waits for them):
+   * what beginDrop moves on at once, as those waiters are owed an answer.
+   */
+  private readonly recalledByOwner = new Map<OwnerId, Set<string>>();
   private lastToken: number;
   /** Outstanding recall deadlines, earliest first: (sessionId, token) current while that lease still waits on that deadline. */
   private readonly recallDeadlines = new DeadlineHeap<{ sessionId: string; token: number }>((item, deadline) => {
@@ -171,6 +176,7 @@ export class LeaseTable {
     if (lease.recallDeadline === 0) {
       lease.recallDeadline = now + this.options.recallTimeoutMs;
       this.recallDeadlines.push(lease.recallDeadline, { sessionId, token: lease.token });
+      this.noteRecalled(lease.holder, sessionId);
       this.counters.recalls++;
       effects.recalls.push({ owner: lease.holder, sessionId, token: lease.token });
     }
@@ -230,7 +236,8 @@ export class LeaseTable {
    * leases does not hold up the tier while they move. Until a lease's slice comes,
    * acquire moves it on demand.
    */
-  beginDrop(owner: OwnerId): void {
+  beginDrop(owner: OwnerId, now: number): LeaseEffects {
+    const effects = emptyEffects();
     for (const sessionId of this.waitsByOwner.get(owner) ?? []) {
       const waiters = this.leases.get(sessionId)?.waiters;
       const at = waiters?.indexOf(owner) ?? -1;
@@ -240,37 +247,49 @@ export class LeaseTable {
       }
     }
     this.waitsByOwner.delete(owner);
+    // Those who wait already were told to expect the dead holder's answer: they get
+    // their leases now, not when a slice comes (passOn takes each out of the set).
+    const recalled = this.recalledByOwner.get(owner);
+    for (const sessionId of recalled ?? []) {
+      const lease = this.leases.get(sessionId);
+      if (lease !== undefined && lease.holder === owner) this.passOn(sessionId, lease, now, effects);
+      else recalled!.delete(sessionId);
+    }
+    if (recalled?.size === 0) this.recalledByOwner.delete(owner);
     const held = this.byOwner.get(owner);
     if (held !== undefined && !this.dropping.has(owner)) this.dropping.set(owner, held.values());
+    return effects;
   }
 
   /**
    * Moves on up to `maxLeases` of a dropped owner's leases (beginDrop). `done` once it
    * holds none.
    */
-  dropSlice(owner: OwnerId, now: number, maxLeases: number): { effects: LeaseEffects; done: boolean } {
+  dropSlice(owner: OwnerId, now: number, maxLeases: number): { effects: LeaseEffects; done: boolean; visited: number } {
     const effects = emptyEffects();
     const pass = this.dropping.get(owner);
-    if (pass === undefined) return { effects, done: true };
+    if (pass === undefined) return { effects, done: true, visited: 0 };
     let passed = false;
-    for (let n = 0; n < maxLeases; n++) {
+    let visited = 0;
+    while (visited < maxLeases) {
       const next = pass.next();
       if (next.done === true) {
         passed = true;
         break;
       }
+      visited++;
       const lease = this.leases.get(next.value);
       // The set is live: what acquire moved on meanwhile is gone from it already.
       if (lease !== undefined && lease.holder === owner) this.passOn(next.value, lease, now, effects);
     }
     const done = passed || !this.byOwner.has(owner);
     if (done) this.dropping.delete(owner);
-    return { effects, done };
+    return { effects, done, visited };
   }
 
-  /** Owners whose leases are still being moved on (beginDrop). */
-  get droppingOwners(): number {
-    return this.dropping.size;
+  /** Whether an owner's leases are still being moved on (beginDrop): its id is not to be attached again meanwhile. */
+  isDropping(owner: OwnerId): boolean {
+    return this.dropping.has(owner);
   }
 
   /**
@@ -311,6 +330,7 @@ export class LeaseTable {
       const deadline = now + this.options.recallTimeoutMs;
       this.leases.get(sessionId)!.recallDeadline = deadline;
       this.recallDeadlines.push(deadline, { sessionId, token: grant.token });
+      this.noteRecalled(next, sessionId);
       this.counters.recalls++;
       effects.recalls.push({ owner: next, sessionId, token: grant.token });
     }
@@ -344,10 +364,18 @@ export class LeaseTable {
   }
 
   private forget(owner: OwnerId, sessionId: string): void {
+    const recalled = this.recalledByOwner.get(owner);
+    if (recalled?.delete(sessionId) === true && recalled.size === 0) this.recalledByOwner.delete(owner);
     const held = this.byOwner.get(owner);
     if (!held) return;
     held.delete(sessionId);
     if (held.size === 0) this.byOwner.delete(owner);
+  }
+
+  private noteRecalled(owner: OwnerId, sessionId: string): void {
+    let recalled = this.recalledByOwner.get(owner);
+    if (!recalled) this.recalledByOwner.set(owner, (recalled = new Set()));
+    recalled.add(sessionId);
   }
 
   private decayed(bounce: Bounce, now: number): number {

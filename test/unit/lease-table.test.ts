@@ -6,8 +6,7 @@ const opts = { recallTimeoutMs: 100, pingPongThreshold: 3, pingPongHalfLifeMs: 1
 
 /** A dead owner's whole drop, slice after slice of `step` leases, with what each slice did. */
 function dropAll(t: LeaseTable, owner: string, now: number, step = 1000): { effects: LeaseEffects; slices: number } {
-  t.beginDrop(owner);
-  const effects: LeaseEffects = { grants: [], recalls: [], revokes: [] };
+  const effects = t.beginDrop(owner, now);
   for (let slices = 1; ; slices++) {
     const slice = t.dropSlice(owner, now, step);
     effects.grants.push(...slice.effects.grants);
@@ -116,57 +115,67 @@ describe('lease table', () => {
     assert.equal(t.waitingCount(), 1);
   });
 
-  it("moves a dead owner's leases in slices of the size asked, each lease once", () => {
+  it("moves a dead owner's leases in slices of the size asked, each lease once; those waited for at once", () => {
     const t = new LeaseTable(opts);
     for (let i = 0; i < 1000; i++) t.acquire('D', `s${i}`, 0);
     for (let i = 0; i < 1000; i += 10) t.acquire('B', `s${i}`, 0);
-    t.beginDrop('D');
+    // B waited (D was recalled from those 100): B is answered now, wherever they are in D's set.
+    const begun = t.beginDrop('D', 1);
+    assert.equal(begun.grants.length, 100);
+    assert.ok(begun.grants.every((g) => g.owner === 'B'));
+    assert.equal(t.leasesHeldBy('D'), 900);
     const first = t.dropSlice('D', 1, 64);
     assert.equal(first.done, false);
-    assert.equal(t.leasesHeldBy('D'), 1000 - 64, 'one slice moves 64');
-    assert.deepEqual(first.effects.grants.map((g) => g.sessionId), ['s0', 's10', 's20', 's30', 's40', 's50', 's60'], 'waiters get theirs in the slice that reaches them');
-    const rest = dropAll(t, 'D', 2, 64);
-    assert.equal(rest.slices, Math.ceil((1000 - 64) / 64));
+    assert.equal(first.visited, 64);
+    assert.equal(t.leasesHeldBy('D'), 900 - 64, 'one slice moves 64 (B’s, moved already, are not visited)');
+    assert.deepEqual(first.effects.grants, []);
+    let slices = 1;
+    for (let slice = first; !slice.done; slices++) slice = t.dropSlice('D', 2, 64);
+    assert.equal(slices, Math.ceil(900 / 64), 'each lease visited once');
     assert.equal(t.leasesHeldBy('D'), 0);
-    assert.equal(t.droppingOwners, 0);
-    assert.equal(first.effects.grants.length + rest.effects.grants.length, 100, 'every waited-for lease granted once');
-    assert.equal(t.size, 100, 'the others are free');
+    assert.equal(t.isDropping('D'), false);
+    assert.equal(t.size, 100, 'B’s; the others are free');
   });
 
   it('while a drop is under way, a lease it has not reached yet moves on as soon as someone asks', () => {
     const t = new LeaseTable(opts);
     for (let i = 0; i < 10; i++) t.acquire('D', `s${i}`, 0);
     t.acquire('W', 's5', 0); // waits, D was recalled
-    t.acquire('W', 's7', 0);
-    t.beginDrop('D');
+    assert.deepEqual(t.beginDrop('D', 1).grants.map((g) => [g.owner, g.sessionId]), [['W', 's5']]);
+    assert.equal(t.isDropping('D'), true);
     // Free when asked: granted at once, no recall of the dead holder.
     const free = t.acquire('B', 's9', 1);
     assert.deepEqual(free.grants.map((g) => g.owner), ['B']);
     assert.deepEqual(free.recalls, []);
-    // W waited already: its grant is the answer, once, and B queues behind W with a recall to W.
+    // Moved to W at the drop's start: B queues behind W, W (alive) is recalled.
     const queued = t.acquire('B', 's5', 1);
-    assert.deepEqual(queued.grants.map((g) => g.owner), ['W']);
+    assert.deepEqual(queued.grants, []);
     assert.deepEqual(queued.recalls.map((r) => r.owner), ['W']);
-    assert.equal(t.holderOf('s5')?.owner, 'W');
-    // The waiter asking again gets its grant, once.
-    const again = t.acquire('W', 's7', 1);
-    assert.deepEqual(again.grants.map((g) => [g.owner, g.sessionId]), [['W', 's7']]);
     // The slices skip what moved already.
     const rest = dropAll(t, 'D', 2, 3);
     assert.deepEqual(rest.effects.grants, []);
     assert.equal(t.holderOf('s9')?.owner, 'B');
     assert.equal(t.holderOf('s0'), undefined);
-    assert.equal(t.droppingOwners, 0);
+    assert.equal(t.isDropping('D'), false);
   });
 
   it('a drop of an owner that held nothing is done at once', () => {
     const t = new LeaseTable(opts);
     t.acquire('A', 's', 0);
     t.acquire('N', 's', 0);
-    t.beginDrop('N');
-    assert.deepEqual(t.dropSlice('N', 1, 10), { effects: { grants: [], recalls: [], revokes: [] }, done: true });
+    assert.deepEqual(t.beginDrop('N', 1), { grants: [], recalls: [], revokes: [] });
+    assert.deepEqual(t.dropSlice('N', 1, 10), { effects: { grants: [], recalls: [], revokes: [] }, done: true, visited: 0 });
     assert.equal(t.waitingCount(), 0);
-    assert.equal(t.droppingOwners, 0);
+    assert.equal(t.isDropping('N'), false);
+  });
+
+  it('a lease handed on with others still queued is recalled from its new holder, and moves at once if that one dies', () => {
+    const t = new LeaseTable(opts);
+    const first = t.acquire('A', 's', 0).grants[0]!.token;
+    t.acquire('B', 's', 0);
+    t.acquire('C', 's', 0);
+    t.release('A', 's', first, 1); // B has it, C waits: B is recalled
+    assert.deepEqual(t.beginDrop('B', 2).grants.map((g) => g.owner), ['C']);
   });
 
   it('tokens only grow', () => {

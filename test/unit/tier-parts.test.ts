@@ -176,30 +176,49 @@ describe('sliced work', () => {
 });
 
 describe('a dead owner’s leases', () => {
-  it('move on a slice per turn of the event loop, and one asked for meanwhile moves at once', async () => {
+  const owner = (id: string, recalls: string[] = []): TierOwner => ({ id, onRecall: (sessionId) => void recalls.push(`${id} ${sessionId}`), onRevoke: () => undefined });
+  const nextTurn = () => new Promise<'next turn'>((resolve) => setImmediate(() => resolve('next turn')));
+
+  it('move on a slice per turn of the event loop; one waited for moves at once, one asked for meanwhile moves then', async () => {
     // A recall of the dead holder would take recallTimeoutMs (a minute here) to end.
     const tier = new Tier({ recallTimeoutMs: 60_000 });
-    const owner = (id: string): TierOwner => ({ id, onRecall: () => undefined, onRevoke: () => undefined });
+    const recalls: string[] = [];
     try {
-      for (const id of ['dead', 'waiter', 'asker']) tier.attach(owner(id));
+      for (const id of ['dead', 'waiter', 'asker']) tier.attach(owner(id, recalls));
       const count = SLICE_ITEMS * 3;
       for (let i = 0; i < count; i++) await tier.acquire('dead', `s${i}`, 1000);
-      const waited = tier.acquire('waiter', 's0', 1000);
+      // Waits on a lease far down the dead owner's set: the dead holder was recalled.
+      const waited = tier.acquire('waiter', `s${count - 10}`, 1000);
+      assert.deepEqual(recalls, [`dead s${count - 10}`]);
       tier.detach('dead');
       // Queued behind the drop's next slice: other work runs between two slices.
       let midway = 0;
       setImmediate(() => (midway = tier.stats().leases));
       const afterDetach = tier.stats().leases;
-      assert.ok(afterDetach > SLICE_ITEMS, `at most one slice moves during detach itself (${count - afterDetach} did)`);
-      // Not reached by the drop yet: granted now, not after the dead holder's recall deadline.
-      const asked = await tier.acquire('asker', `s${count - 1}`, 1000);
-      assert.ok(asked.token > 0);
-      assert.ok((await waited).token > 0, 'the waiter of a lease in the first slice has it');
-      for (let i = 0; i < 1000 && tier.stats().leases > 2; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(count - afterDetach <= SLICE_ITEMS + 1, `one slice (and the waited-for lease) moves during detach itself: ${count - afterDetach} did`);
+      assert.equal(await Promise.race([waited.then(() => 'granted'), nextTurn()]), 'granted', 'the waiter is answered at the detach, not when a slice reaches its lease');
+      // Not reached by the drop yet: granted now, no recall sent to the dead holder.
+      const asked = tier.acquire('asker', `s${count - 1}`, 1000);
+      assert.equal(await Promise.race([asked.then(() => 'granted'), nextTurn()]), 'granted');
+      assert.deepEqual(recalls, [`dead s${count - 10}`]);
+      for (let i = 0; i < 1000 && tier.stats().leases > 2; i++) await nextTurn();
       assert.equal(tier.stats().leases, 2, 'the waiter’s and the asker’s');
       assert.ok(midway > 2, `work queued after the detach ran before the drop ended (${midway} leases left then)`);
     } finally {
       tier.close();
     }
+  });
+
+  it('a tier closed during a drop stops it; an owner id is not attached again while its drop runs', async () => {
+    const tier = new Tier({ recallTimeoutMs: 60_000 });
+    tier.attach(owner('dead'));
+    for (let i = 0; i < SLICE_ITEMS * 3; i++) await tier.acquire('dead', `s${i}`, 1000);
+    tier.detach('dead');
+    assert.throws(() => tier.attach(owner('dead')), { code: 'KILN_ERR_INTERNAL' });
+    const left = tier.stats().leases;
+    tier.close();
+    await nextTurn();
+    await nextTurn();
+    assert.equal(tier.stats().leases, left, 'no slice ran after the close');
   });
 });
