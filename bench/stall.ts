@@ -14,7 +14,7 @@ import { connect } from '../src/engines/kiln/kiln-engine.js';
 import { encodeAttribute } from '../src/session/codec.js';
 import { generateSessionId } from '../src/session/id.js';
 import { fill } from './fill-sessions.js';
-import { startKilnServer, startWorker, type ServerProcess } from '../test/helpers/processes.js';
+import { sleep, startKilnServer, startWorker, waitFor, type ServerProcess } from '../test/helpers/processes.js';
 
 export interface StallFigures {
   p50Ms: number;
@@ -34,8 +34,6 @@ export interface StallResult {
   /** How many leases the killed client held (twice `sessions`). */
   deadHolderLeases: number;
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
@@ -93,15 +91,7 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
     await admin.connect();
     await sleep(Math.max(0, deadline - Date.now() - 500));
     const expiryFrom = Date.now();
-    let gone = 0;
-    for (;;) {
-      await sleep(100);
-      if ((await admin.stats()).sessions <= 1) {
-        gone = Date.now();
-        break;
-      }
-      if (Date.now() - deadline > 60_000) throw new Error('the sessions did not expire within a minute');
-    }
+    const gone = await waitFor(async () => ((await admin.stats()).sessions <= 1 ? Date.now() : 0), deadline + 60_000 - Date.now(), 'the sessions to expire (a minute)');
     await sleep(300);
     const expiry = figures(probe.between(expiryFrom, Date.now()), gone - (deadline - 100));
     await closeFiller();
@@ -132,16 +122,8 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
       if (held < leases) throw new Error(`the holder took ${held} leases, not ${leases}`);
       const killFrom = Date.now();
       await holder.kill();
-      let movedAt = 0;
-      for (;;) {
-        await sleep(20);
-        // The probes keep their own leases.
-        if ((await admin.stats()).leases <= 2) {
-          movedAt = Date.now();
-          break;
-        }
-        if (Date.now() - killFrom > 60_000) throw new Error("the dead client's leases did not move on within a minute");
-      }
+      // The probes keep their own leases.
+      const movedAt = await waitFor(async () => ((await admin.stats()).leases <= 2 ? Date.now() : 0), 60_000, "the dead client's leases to move on (a minute)");
       await sleep(300);
       deadHolder = figures(fastProbe.between(killFrom, Date.now()), movedAt - killFrom);
     } finally {

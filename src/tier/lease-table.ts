@@ -231,10 +231,10 @@ export class LeaseTable {
   }
 
   /**
-   * The owner is gone (connection closed, process dead): its waits end now, and the
-   * leases it held move on in slices (dropSlice), so a process that held a million
-   * leases does not hold up the tier while they move. Until a lease's slice comes,
-   * acquire moves it on demand.
+   * The owner is gone (connection closed, process dead): its waits end now, and so do
+   * its leases that others wait for (returned: the grants to them). The rest move on in
+   * slices (dropSlice), so a process that held a million leases does not hold up the
+   * tier while they move; until a lease's slice comes, acquire moves it on demand.
    */
   beginDrop(owner: OwnerId, now: number): LeaseEffects {
     const effects = emptyEffects();
@@ -314,7 +314,7 @@ export class LeaseTable {
   }
 
   private passOn(sessionId: string, lease: Lease, now: number, effects: LeaseEffects): void {
-    this.forget(lease.holder, sessionId);
+    this.forget(lease.holder, sessionId, lease.recallDeadline !== 0);
     const next = lease.waiters.shift();
     if (next === undefined) {
       this.leases.delete(sessionId);
@@ -363,9 +363,12 @@ export class LeaseTable {
     if (waits.size === 0) this.waitsByOwner.delete(owner);
   }
 
-  private forget(owner: OwnerId, sessionId: string): void {
-    const recalled = this.recalledByOwner.get(owner);
-    if (recalled?.delete(sessionId) === true && recalled.size === 0) this.recalledByOwner.delete(owner);
+  /** `wasRecalled`: the lease had a recall outstanding (only those are in recalledByOwner). */
+  private forget(owner: OwnerId, sessionId: string, wasRecalled: boolean): void {
+    if (wasRecalled) {
+      const recalled = this.recalledByOwner.get(owner);
+      if (recalled?.delete(sessionId) === true && recalled.size === 0) this.recalledByOwner.delete(owner);
+    }
     const held = this.byOwner.get(owner);
     if (!held) return;
     held.delete(sessionId);
