@@ -9,7 +9,7 @@ import { generateSessionId } from '../src/session/id.js';
 /**
  * Creates `count` sessions through a client of its own, 256 at a time; with holdLeases,
  * that client keeps every lease (as an app server that served them all would). Returns
- * the client's close. Also run in a worker process that the stall run kills.
+ * the client's close.
  */
 export async function fill(server: { url: string; token: string }, count: number, o: { idleTimeoutMs: number; principal?: string; holdLeases: boolean }): Promise<() => Promise<void>> {
   const engine = connect(server.url, { token: server.token, name: 'stall-fill', operationTimeoutMs: 60_000 });

@@ -110,8 +110,9 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
   const profiling: Record<string, string> = gc ? { BENCH_TRACE_GC: '1' } : allocations ? { BENCH_HEAP_PROFILE: file, ...(survivors ? { BENCH_HEAP_SURVIVORS: '1' } : {}) } : { BENCH_CPU_PROFILE: file };
   const deployment = await deploy({ ...env, ...profiling, BENCH_COMMIT_MODE: commitMode }, apps as 1 | 3, systemInfo(which).framework);
   let requests = 0;
-  // Where each app's output stood when the measured window began (--gc).
+  // Where each app's output stood when the measured window began and ended (--gc).
   let marks: number[] = [];
+  let ends: number[] = [];
   try {
     const cookies = systemInfo(which).store === 'none' ? [] : await createSessions(deployment.target, sessions, workload === 'big-write' ? 'big' : 'small');
     // The profile starts again after the warm-up, so it covers the window the bench's CPU
@@ -126,6 +127,8 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
     const markOutput = async () => void (marks = deployment.apps.map((app) => app.output().length));
     const result = await load({ url: deployment.target, workload, cookies, connections: 20, durationSec: seconds, warmupSec: 1 }, gc ? markOutput : restartProfile);
     requests = result.requests;
+    // What the apps print while they stop is not of the window.
+    ends = deployment.apps.map((app) => app.output().length);
     if (result.non2xx > 0 || result.errors > 0) throw new Error(`${which}: ${result.non2xx} non-2xx answers and ${result.errors} errors under load: the profile would not be of the row asked for`);
     console.log(`${which}, ${workload}, ${sessions} sessions: ${fmt(result.requestsPerSecond)} req/s over ${seconds} s (${gc ? 'collections traced' : 'profiled'} after the set-up and warm-up)`);
   } finally {
@@ -133,10 +136,12 @@ async function profileRun(which: SystemId, round: number): Promise<{ profiles: u
   }
   const perRequest = (total: number) => total / requests;
   if (gc) {
-    // The window's text, from the first whole line after the mark (a trace line may have been half written then).
+    // The window's whole lines: a trace line may have been half written at either mark.
     const windows = deployment.apps.map((app, i) => {
-      const text = app.output().slice(marks[i]);
-      return marks[i] === 0 || app.output()[marks[i]! - 1] === '\n' ? text : text.slice(text.indexOf('\n') + 1);
+      const out = app.output();
+      const start = marks[i]!;
+      const from = start === 0 || out[start - 1] === '\n' ? start : out.indexOf('\n', start) + 1 || out.length;
+      return out.slice(from, Math.max(from, out.lastIndexOf('\n', ends[i]! - 1) + 1));
     });
     return { profiles: [], gc: summarizeGcTrace(windows.join('\n')), perRequest };
   }

@@ -151,7 +151,7 @@ export class LeaseTable {
   acquire(owner: OwnerId, sessionId: string, now: number): LeaseEffects {
     const effects = emptyEffects();
     let lease = this.leases.get(sessionId);
-    if (lease !== undefined && this.dropping.has(lease.holder)) {
+    if (lease !== undefined && lease.holder !== owner && this.dropping.size > 0 && this.dropping.has(lease.holder)) {
       // Its holder is gone and the pass over its leases has not come to this one yet:
       // move it now rather than recall a holder that cannot answer.
       this.passOn(sessionId, lease, now, effects);
