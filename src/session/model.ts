@@ -159,7 +159,7 @@ export function deltaBytes(delta: AttributeDelta): number {
 }
 
 /** When the session dies if nobody touches it again; Infinity for never. */
-export function expiryDeadline(meta: SessionMeta, idleGraceMs = 0): number {
+export function expiryDeadline(meta: Pick<SessionMeta, 'lastAccessedAt' | 'idleTimeoutMs' | 'absoluteExpiresAt'>, idleGraceMs = 0): number {
   const idle = meta.idleTimeoutMs > 0 ? meta.lastAccessedAt + meta.idleTimeoutMs + idleGraceMs : Infinity;
   const absolute = meta.absoluteExpiresAt > 0 ? meta.absoluteExpiresAt : Infinity;
   return Math.min(idle, absolute);

@@ -14,6 +14,9 @@ export class SortedIds {
 
   /** Forget the order (bulk load): the next listing sorts everything. */
   reset(): void {
+    // Nothing kept yet (add and remove keep nothing before the first listing): a restart
+    // calls this once per record, and clearing two empty Sets a million times took 0.7 s.
+    if (!this.sorted) return;
     this.sorted = undefined;
     this.added.clear();
     this.removed.clear();

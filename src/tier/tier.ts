@@ -8,8 +8,9 @@ import { DEFAULT_LEASE_OPTIONS, type OwnerId } from './lease-table.js';
 import { Listeners } from './listeners.js';
 import { GroupSizes, SessionCaps } from './session-counts.js';
 import { listPage, type ListOptions, type ListPage } from './session-listing.js';
-import { metaOf, SessionTable, type TierRecord } from './session-table.js';
+import { SessionTable, type TierRecord } from './session-table.js';
 import { forEachInSlices, SlicedQueue } from './sliced-work.js';
+import { SlotDeadlines } from './slot-deadlines.js';
 import { SortedIds } from './sorted-ids.js';
 import type { LeaseActivity, TierCounters, TierOptions, TierOwner, TierStats, TierStorage } from './tier-types.js';
 
@@ -31,7 +32,8 @@ export class Tier {
   readonly limits: SessionLimits;
   private readonly sessions = new SessionTable();
   private readonly leases: LeaseBroker;
-  private readonly wheel: ExpiryWheel<string>;
+  /** When each session is next checked for expiry, by its slot in the table (no id string kept per session). */
+  private readonly deadlines = new SlotDeadlines();
   private readonly tombstoneWheel: ExpiryWheel<string>;
   private readonly listeners = new Listeners<SessionEvent>();
   private readonly clock: () => number;
@@ -41,7 +43,7 @@ export class Tier {
   private readonly sweepTimer: NodeJS.Timeout;
   /** Ids in order for list(), kept up to date by merging the changes since the last listing. */
   private readonly sortedIds = new SortedIds(() => this.sessions.ids());
-  private readonly expiryQueue = new SlicedQueue<string>();
+  private readonly expiryQueue = new SlicedQueue<number>();
   private expiryDrainScheduled = false;
   private closed = false;
   private readonly counters: Omit<TierCounters, 'leaseGrants' | 'leaseRecalls' | 'leaseHandovers' | 'leaseRevocations' | 'pingPongGrants' | 'sessionLimitRefusals'> = {
@@ -78,7 +80,6 @@ export class Tier {
       snapshot: (sessionId) => this.sessions.snapshot(sessionId),
     });
     const sweepMs = options.expirySweepMs ?? 1000;
-    this.wheel = new ExpiryWheel(sweepMs);
     this.tombstoneWheel = new ExpiryWheel(Math.max(sweepMs, 1000));
     this.sweepTimer = setInterval(() => this.sweep(), sweepMs);
     this.sweepTimer.unref();
@@ -87,11 +88,12 @@ export class Tier {
   /** Applies a stored record at start-up (before any owner attaches). */
   restore(record: TierRecord): void {
     const before = this.sessions.size;
-    this.sessions.replay(record);
+    const slot = this.sessions.replay(record);
     if (this.sessions.size !== before) this.groups.count(record.t === 's' ? record.meta.id : 'id' in record ? record.id : '', this.sessions.size - before);
     this.sortedIds.reset();
-    if (record.t === 's') this.scheduleExpiry(record.meta.id);
-    else if (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined)) this.scheduleExpiry(record.id);
+    if (record.t === 's' || (record.t === 'c' && (record.ca !== undefined || record.it !== undefined || record.ae !== undefined))) {
+      this.deadlines.schedule(slot, this.sessions.deadlineOf(slot));
+    }
     if (record.t === 'd' || record.t === 'b') this.tombstoneWheel.schedule(record.id, record.until);
   }
 
@@ -233,8 +235,8 @@ export class Tier {
   findByPrincipal(principal: string): SessionMeta[] {
     const out: SessionMeta[] = [];
     for (const id of this.sessions.sessionsOf(principal)) {
-      const s = this.sessions.get(id);
-      if (s) out.push(metaOf(s));
+      const meta = this.sessions.meta(id);
+      if (meta) out.push(meta);
     }
     return out;
   }
@@ -263,8 +265,7 @@ export class Tier {
 
   /** Metadata of one session without taking its lease (admin, status). */
   peek(sessionId: string): SessionMeta | undefined {
-    const s = this.sessions.get(sessionId);
-    return s ? metaOf(s) : undefined;
+    return this.sessions.meta(sessionId);
   }
 
   stats(): TierStats {
@@ -296,16 +297,17 @@ export class Tier {
 
   /**
    * Runs expiry now (tests with a fake clock call it; the interval timer does otherwise).
-   * Due sessions are queued and expired in slices (SlicedQueue: a bounded number of
-   * sessions and milliseconds per turn of the event loop), so 100,000 sessions expiring
-   * together never hold up the requests of the others. A session stays readable until its
-   * slice comes, as it does until the sweep after its deadline: expiry resolution is
-   * expirySweepMs plus the slices before it.
+   * Each sweep starts a pass over the sessions' deadlines (SlotDeadlines), a slice of
+   * slots per turn of the event loop; the due sessions are queued and expired in slices
+   * too (SlicedQueue: a bounded number of sessions and milliseconds per turn), so 100,000
+   * sessions expiring together never hold up the requests of the others. A session stays
+   * readable until its slice comes, as it does until the sweep after its deadline: expiry
+   * resolution is expirySweepMs plus the slices before it.
    */
   sweep(): void {
     if (this.closed) return;
     const now = this.clock();
-    for (const id of this.wheel.due(now)) this.expiryQueue.push(id);
+    this.deadlines.startPass();
     this.sessions.sweepTombstones(now, this.tombstoneWheel.due(now));
     this.leases.table.sweepBounces(now);
     this.drainExpiry();
@@ -320,20 +322,22 @@ export class Tier {
     this.expiryDrainScheduled = false;
     if (this.closed) return;
     const now = this.clock();
-    const more = this.expiryQueue.runSlice((id) => this.expireIfDue(id, now));
-    if (more && !this.expiryDrainScheduled) {
+    const scanning = this.deadlines.scan(now, (slot) => this.expiryQueue.push(slot));
+    const more = this.expiryQueue.runSlice((slot) => this.expireIfDue(slot, now));
+    if ((more || scanning) && !this.expiryDrainScheduled) {
       this.expiryDrainScheduled = true;
       setImmediate(() => this.drainExpiry());
     }
   }
 
-  private expireIfDue(id: string, now: number): void {
-    const s = this.sessions.get(id);
-    if (!s) return;
+  /** A slot's session (whichever lives there now: slots are reused) expires if its time is up. */
+  private expireIfDue(slot: number, now: number): void {
+    if (!this.sessions.isLive(slot)) return;
+    const id = this.sessions.idOf(slot);
     const leased = this.leases.table.holderOf(id) !== undefined;
-    const deadline = expiryDeadline(s, leased ? this.touchGraceMs : 0);
+    const deadline = this.sessions.deadlineOf(slot, leased ? this.touchGraceMs : 0);
     if (deadline > now) {
-      this.wheel.schedule(id, deadline);
+      this.deadlines.schedule(slot, deadline);
       return;
     }
     const result = this.sessions.expire(id);
@@ -354,8 +358,8 @@ export class Tier {
   }
 
   private scheduleExpiry(sessionId: string): void {
-    const s = this.sessions.get(sessionId);
-    if (s) this.wheel.schedule(sessionId, expiryDeadline(s));
+    const slot = this.sessions.slotOf(sessionId);
+    if (slot >= 0) this.deadlines.schedule(slot, this.sessions.deadlineOf(slot));
   }
 
   private assertLease(ownerId: OwnerId, sessionId: string, token: number): void {

@@ -4,7 +4,8 @@ import { KilnError } from '../../src/errors/index.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import type { CommitRequest } from '../../src/session/model.js';
-import { LARGE_SESSION_BYTES, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
+import { SMALL_RECORD_BYTES } from '../../src/tier/session-arena.js';
+import { REMEMBERED_COMMITS, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
 
 const limits = { ...DEFAULT_SESSION_LIMITS, maxAttributeBytes: 100, maxSessionBytes: 250, maxAttributes: 3 };
 const bytes = (n: number): Uint8Array => new Uint8Array(n);
@@ -138,38 +139,104 @@ describe('session table', () => {
     assert.deepEqual(Uint8Array.from(snap.get('a')!), Uint8Array.from([1, 2, ...a.subarray(1)]));
     assert.deepEqual(Uint8Array.from(snap.get('b')!), Uint8Array.from([...b, 3]));
   });
-  it('keeps a large session in a buffer of its own, rewritten in place, that no reader ever sees change', () => {
+  it('a large session that keeps its size is rewritten in place, and no reader ever sees it change', () => {
     const roomy = { ...limits, maxAttributeBytes: 100_000, maxSessionBytes: 200_000, maxAttributes: 8 };
     const t = new SessionTable();
     const id = generateSessionId();
-    const list = Uint8Array.from({ length: LARGE_SESSION_BYTES + 500 }, (_, i) => i % 249);
-    t.applyCommit(commit(id, 0, [['list', list], ['n', Uint8Array.of(1)]]), roomy, 1, false);
-    const stored = t.get(id)!.data;
-    assert.ok(Buffer.isBuffer(stored), 'a large session is a Buffer');
+    const list = Uint8Array.from({ length: SMALL_RECORD_BYTES + 500 }, (_, i) => i % 249);
+    // Commit ids of one length: the record keeps its size once REMEMBERED_COMMITS are remembered.
+    const cid = (n: number) => `same-length-${String(n).padStart(4, '0')}`;
+    t.applyCommit(commit(id, 0, [['list', list], ['n', Uint8Array.of(1)]], { commitId: cid(0) }), roomy, 1, false);
+    for (let v = 1; v < REMEMBERED_COMMITS; v++) t.applyCommit(commit(id, v, [['n', Uint8Array.of(1)]], { commitId: cid(v) }), roomy, 1, false);
+    const reserved = t.reservedBytes;
     const before = t.snapshot(id)!;
     const dumped = [...t.dump(1)];
-    // Same size: the buffer is rewritten where it is.
-    t.applyCommit(commit(id, 1, [['n', Uint8Array.of(2)]], { patch: [{ name: 'list', at: 7, cut: 2, bytes: Uint8Array.of(0xaa, 0xbb), baseLength: list.length }] }), roomy, 1, false);
-    assert.equal(t.get(id)!.data, stored, 'rewritten in place');
+    const at = REMEMBERED_COMMITS;
+    t.applyCommit(commit(id, at, [['n', Uint8Array.of(2)]], { commitId: cid(at), patch: [{ name: 'list', at: 7, cut: 2, bytes: Uint8Array.of(0xaa, 0xbb), baseLength: list.length }] }), roomy, 1, false);
+    assert.equal(t.reservedBytes, reserved, 'rewritten where it was: no new buffer');
     // A snapshot or dump taken before is a copy: the rewrite does not reach it.
     assert.deepEqual(Uint8Array.from(before.attributes.get('list')!), list);
     assert.deepEqual(Uint8Array.from(before.attributes.get('n')!), Uint8Array.of(1));
     const replayed = new SessionTable();
     for (const r of dumped) replayed.replay(r);
     assert.deepEqual(Uint8Array.from(replayed.snapshot(id)!.attributes.get('list')!), list);
-    // A rejected commit leaves the buffer as it was.
-    assert.throws(() => t.applyCommit(commit(id, 2, [['big', bytes(150_000)]], { patch: [{ name: 'list', at: 0, cut: 1, bytes: Uint8Array.of(0), baseLength: list.length }] }), roomy, 1, false), code('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+    // A rejected commit leaves the record as it was.
+    assert.throws(() => t.applyCommit(commit(id, at + 1, [['big', bytes(150_000)]], { patch: [{ name: 'list', at: 0, cut: 1, bytes: Uint8Array.of(0), baseLength: list.length }] }), roomy, 1, false), code('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
     const changed = Uint8Array.from(list);
     changed.set([0xaa, 0xbb], 7);
     assert.deepEqual(Uint8Array.from(t.snapshot(id)!.attributes.get('list')!), changed);
-    // Another size: a new buffer; shrunk below the threshold: a string again, then a buffer once more.
-    t.applyCommit(commit(id, 2, [], { patch: [{ name: 'list', at: 0, cut: 0, bytes: Uint8Array.of(5), baseLength: list.length }] }), roomy, 1, false);
-    assert.notEqual(t.get(id)!.data, stored);
-    t.applyCommit(commit(id, 3, [['list', bytes(10)]]), roomy, 1, false);
-    assert.equal(typeof t.get(id)!.data, 'string');
-    t.applyCommit(commit(id, 4, [['list', list]]), roomy, 1, false);
-    assert.ok(Buffer.isBuffer(t.get(id)!.data));
+    // Shrunk into the shared chunks and grown out of them again, the data follows.
+    t.applyCommit(commit(id, at + 1, [['list', bytes(10)]]), roomy, 1, false);
+    assert.deepEqual(Uint8Array.from(t.snapshot(id)!.attributes.get('list')!), bytes(10));
+    t.applyCommit(commit(id, at + 2, [['list', list]]), roomy, 1, false);
     assert.deepEqual(Uint8Array.from(t.snapshot(id)!.attributes.get('list')!), list);
     assert.equal(t.bytes, 'list'.length + list.length + 'n'.length + 1);
+    assert.equal(t.get(id)!.version, at + 3);
+  });
+
+  it('remembers the last REMEMBERED_COMMITS commit ids of a session, across a dump', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    const total = REMEMBERED_COMMITS + 5;
+    for (let v = 0; v < total; v++) t.applyCommit(commit(id, v, [['n', Uint8Array.of(v)]], { commitId: `cid-${v}-${'x'.repeat(v)}` }), limits, 1);
+    const fromDump = new SessionTable();
+    for (const r of t.dump(0)) fromDump.replay(r);
+    for (const table of [t, fromDump]) {
+      for (let v = 0; v < total; v++) {
+        const known = table.committedVersion(id, `cid-${v}-${'x'.repeat(v)}`);
+        assert.equal(known, v < total - REMEMBERED_COMMITS ? undefined : v + 1, `commit ${v}`);
+      }
+      assert.equal(table.committedVersion(id, 'cid-3'), undefined, 'a prefix of a remembered id is not it');
+    }
+  });
+
+  it('keeps every field of many sessions through creates, changes, touches and removals', () => {
+    const t = new SessionTable();
+    const model = new Map<string, { v: number; n: number; la: number; p: string | null }>();
+    const ids = Array.from({ length: 3000 }, () => generateSessionId());
+    let now = 1000;
+    for (let round = 0; round < 4; round++) {
+      for (const [i, id] of ids.entries()) {
+        now++;
+        const m = model.get(id);
+        if (m && (i + round) % 7 === 0) {
+          t.destroy(id, now + 10);
+          model.delete(id);
+          continue;
+        }
+        // Sizes that move sessions between size classes and out to buffers of their own.
+        const n = (i * 37 + round * 101) % 3000;
+        const p = i % 5 === 0 ? `user-${i % 50}` : null;
+        if (!m) {
+          if (t.isTombstoned(id, now)) continue;
+          t.applyCommit(commit(id, 0, [['v', new Uint8Array(n).fill(i % 256)]], { principal: p ?? undefined, lastAccessedAt: now }), { ...limits, maxAttributeBytes: 5000, maxSessionBytes: 10_000 }, now);
+          model.set(id, { v: 1, n, la: now, p });
+        } else {
+          t.applyCommit(commit(id, m.v, [['v', new Uint8Array(n).fill(i % 256)]], { lastAccessedAt: now }), { ...limits, maxAttributeBytes: 5000, maxSessionBytes: 10_000 }, now);
+          model.set(id, { v: m.v + 1, n, la: now, p: m.p });
+          if (i % 3 === 0) {
+            t.touch(id, now + 5, now + 5);
+            model.get(id)!.la = now + 5;
+          }
+        }
+      }
+    }
+    assert.equal(t.size, model.size);
+    let total = 0;
+    for (const [id, m] of model) {
+      const meta = t.get(id)!;
+      assert.equal(meta.version, m.v);
+      assert.equal(meta.lastAccessedAt, m.la);
+      assert.equal(meta.principal, m.p);
+      assert.equal(meta.bytes, 1 + m.n);
+      const value = t.snapshot(id)!.attributes.get('v')!;
+      assert.equal(value.length, m.n);
+      total += 1 + m.n;
+    }
+    assert.equal(t.bytes, total);
+    assert.equal(new Set(t.ids()).size, model.size);
+    for (const id of t.ids()) assert.ok(model.has(id));
+    const byPrincipal = [...model].filter(([, m]) => m.p === 'user-5').map(([id]) => id).sort();
+    assert.deepEqual(t.sessionsOf('user-5').sort(), byPrincipal);
   });
 });

@@ -1,0 +1,41 @@
+/**
+ * Unsigned LEB128 varints in Buffers: 7 bits a byte, low first, the top bit set on every
+ * byte but the last. Exact up to 2^53. Used where the session table packs small numbers
+ * (lengths, versions) that are nearly always under 128.
+ */
+
+/** Where the last readVarint stopped (one module-level cursor rather than a result object per call). */
+export let varintEnd = 0;
+
+export function readVarint(bytes: Buffer, at: number): number {
+  let value = 0;
+  let scale = 1;
+  for (;;) {
+    const byte = bytes[at++]!;
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) break;
+    scale *= 128;
+  }
+  varintEnd = at;
+  return value;
+}
+
+/** Writes `value` at `out[at]`; returns the first byte after it. */
+export function writeVarint(out: Buffer, at: number, value: number): number {
+  while (value >= 0x80) {
+    out[at++] = (value % 128) | 0x80;
+    value = Math.floor(value / 128);
+  }
+  out[at++] = value;
+  return at;
+}
+
+/** Bytes writeVarint takes for `value`. */
+export function varintLength(value: number): number {
+  let n = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    n++;
+  }
+  return n;
+}

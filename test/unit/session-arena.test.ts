@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { SessionArena, SMALL_RECORD_BYTES } from '../../src/tier/session-arena.js';
+
+const payloadOf = (arena: SessionArena, slot: number): Buffer => {
+  arena.locate(slot);
+  return Buffer.from(arena.buf.subarray(arena.at, arena.end));
+};
+const put = (arena: SessionArena, key: string, payload: Buffer): number => arena.put(key, payload, payload.length);
+
+describe('session arena', () => {
+  it('stores, finds, replaces and removes records by key', () => {
+    const arena = new SessionArena();
+    const a = put(arena, 'alpha', Buffer.from('one'));
+    const b = put(arena, 'bêta', Buffer.from('two'));
+    assert.equal(arena.size, 2);
+    assert.equal(arena.find('alpha'), a);
+    assert.equal(arena.find('bêta'), b);
+    assert.equal(arena.find('gamma'), -1);
+    assert.equal(arena.keyOf(b), 'bêta');
+    assert.equal(payloadOf(arena, a).toString(), 'one');
+    assert.equal(put(arena, 'alpha', Buffer.from('uno, longer than before')), a, 'a key keeps its slot');
+    assert.equal(payloadOf(arena, a).toString(), 'uno, longer than before');
+    arena.remove(a);
+    assert.equal(arena.find('alpha'), -1);
+    assert.equal(arena.isLive(a), false);
+    assert.equal(arena.size, 1);
+    assert.equal(payloadOf(arena, b).toString(), 'two');
+    assert.equal(put(arena, 'delta', Buffer.from('x')), a, 'a freed slot is reused');
+  });
+
+  it('keeps every record intact through 50,000 mixed puts and removals (index growth, probe runs, size classes)', () => {
+    const arena = new SessionArena();
+    const model = new Map<string, Buffer>();
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let step = 0; step < 50_000; step++) {
+      const key = `k${random(8000)}`;
+      if (model.has(key) && random(4) === 0) {
+        arena.remove(arena.find(key));
+        model.delete(key);
+      } else {
+        // Mostly small, some past SMALL_RECORD_BYTES: a record of its own.
+        const size = random(10) === 0 ? SMALL_RECORD_BYTES + random(3000) : random(600);
+        const payload = Buffer.alloc(size, step % 251);
+        if (size >= 4) payload.writeUInt32LE(step, 0);
+        put(arena, key, payload);
+        model.set(key, payload);
+      }
+    }
+    assert.equal(arena.size, model.size);
+    for (const [key, payload] of model) {
+      const slot = arena.find(key);
+      assert.ok(slot >= 0, key);
+      assert.ok(payloadOf(arena, slot).equals(payload), key);
+      assert.equal(arena.keyOf(slot), key);
+    }
+    const live = [...arena.slots()].map((slot) => arena.keyOf(slot)).sort();
+    assert.deepEqual(live, [...model.keys()].sort());
+    for (let i = 0; i < 8000; i++) if (!model.has(`k${i}`)) assert.equal(arena.find(`k${i}`), -1);
+  });
+
+  it('finds keys whose hashes collide in one probe run after removals inside it', () => {
+    const arena = new SessionArena();
+    // Thousands of keys in a table of a few thousand entries: long probe runs are certain.
+    const keys = Array.from({ length: 3000 }, (_, i) => `session-${i}`);
+    for (const key of keys) put(arena, key, Buffer.from(key));
+    for (let i = 0; i < keys.length; i += 3) arena.remove(arena.find(keys[i]!));
+    for (const [i, key] of keys.entries()) {
+      const slot = arena.find(key);
+      if (i % 3 === 0) assert.equal(slot, -1, key);
+      else assert.equal(payloadOf(arena, slot).toString(), key);
+    }
+  });
+
+  it('reuses freed space of the same size class, and rewrites a record of its own in place when it keeps its size', () => {
+    const arena = new SessionArena();
+    for (let i = 0; i < 100; i++) put(arena, `s${i}`, Buffer.alloc(200));
+    const reserved = arena.reservedBytes;
+    for (let i = 0; i < 100; i++) arena.remove(arena.find(`s${i}`));
+    for (let i = 0; i < 100; i++) put(arena, `t${i}`, Buffer.alloc(200));
+    assert.equal(arena.reservedBytes, reserved);
+    const big = put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 10, 1));
+    arena.locate(big);
+    const own = arena.buf;
+    put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 10, 2));
+    arena.locate(big);
+    assert.equal(arena.buf, own, 'same size: same buffer');
+    assert.equal(arena.buf[arena.at], 2);
+    put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 11, 3));
+    arena.locate(big);
+    assert.notEqual(arena.buf, own);
+    put(arena, 'big', Buffer.alloc(5, 4));
+    assert.deepEqual([...payloadOf(arena, big)], [4, 4, 4, 4, 4]);
+  });
+
+  it('takes keys of any UTF-8 and an empty payload', () => {
+    const arena = new SessionArena();
+    const key = 'ключ-🔑-'.repeat(20);
+    const slot = put(arena, key, Buffer.alloc(0));
+    assert.equal(arena.keyOf(slot), key);
+    assert.equal(payloadOf(arena, slot).length, 0);
+    assert.equal(arena.find(key.slice(0, -1)), -1);
+  });
+});
+
+describe('session arena keys', () => {
+  it('keeps generated ids as their 32 bytes, and tells them from every other key', () => {
+    const arena = new SessionArena();
+    const canonical = `${'A'.repeat(42)}A`;
+    // The same 32 bytes decoded from a non-canonical last character: must be another key.
+    const sibling = `${'A'.repeat(42)}B`;
+    const routed = `${canonical}.app-1`;
+    const a = put(arena, canonical, Buffer.from('canonical'));
+    const b = put(arena, sibling, Buffer.from('sibling'));
+    const c = put(arena, routed, Buffer.from('routed'));
+    assert.equal(new Set([a, b, c]).size, 3);
+    assert.equal(arena.keyOf(a), canonical);
+    assert.equal(arena.keyOf(b), sibling);
+    assert.equal(arena.keyOf(c), routed);
+    assert.equal(payloadOf(arena, arena.find(sibling)).toString(), 'sibling');
+    assert.equal(payloadOf(arena, arena.find(canonical)).toString(), 'canonical');
+    // A UTF-8 key of 32 bytes that equal a binary key's bytes is another key too.
+    const bytesOfCanonical = Buffer.from(canonical, 'base64url').toString('latin1');
+    assert.equal(arena.find(bytesOfCanonical), -1);
+    for (let i = 0; i < 200; i++) {
+      const id = Buffer.from(Array.from({ length: 32 }, (_, k) => (i * 31 + k * 7) % 256)).toString('base64url');
+      assert.equal(arena.keyOf(put(arena, id, Buffer.from([i]))), id);
+    }
+    assert.equal(arena.size, 203);
+  });
+});
