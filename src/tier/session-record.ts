@@ -20,6 +20,7 @@
  * value a client sends is ever changed by being stored.
  */
 import { expiryDeadline, type SessionMeta } from '../session/model.js';
+import { sameBytes } from '../util/bytes.js';
 import { readVarint, varintEnd, varintLength, writeVarint } from '../util/varint.js';
 
 const LAST_ACCESSED_AT = 0;
@@ -151,7 +152,7 @@ export function findCommit(buf: Buffer, at: number, cid: Buffer, cidLength: numb
     const length = readVarint(buf, i);
     const start = varintEnd;
     const version = readVarint(buf, start + length);
-    if (length === cidLength && cid.compare(buf, start, start + length, 0, cidLength) === 0) return version;
+    if (length === cidLength && sameBytes(buf, start, cid, 0, length)) return version;
     i = varintEnd;
   }
   return undefined;

@@ -6,3 +6,14 @@
 export function copyBytes(bytes: Uint8Array, start = 0, end = bytes.length): Uint8Array {
   return Uint8Array.prototype.slice.call(bytes, start, end);
 }
+
+/**
+ * Whether `a[aStart, aStart + length)` and `b[bStart, bStart + length)` hold the same
+ * bytes, compared from the last: for ids of tens of bytes a loop is several times faster
+ * than Buffer.compare with offsets (a native call), and ids that share a prefix (a
+ * client's commit ids) differ at their end.
+ */
+export function sameBytes(a: Uint8Array, aStart: number, b: Uint8Array, bStart: number, length: number): boolean {
+  for (let i = length - 1; i >= 0; i--) if (a[aStart + i] !== b[bStart + i]) return false;
+  return true;
+}

@@ -76,7 +76,7 @@ describe('session arena', () => {
     }
   });
 
-  it('reuses freed space of the same size class, and rewrites a record of its own in place when it keeps its size', () => {
+  it('reuses freed space of the same size class, and rewrites a record of its own in place while it fits its room', () => {
     const arena = new SessionArena();
     for (let i = 0; i < 100; i++) put(arena, `s${i}`, Buffer.alloc(200));
     const reserved = arena.reservedBytes;
@@ -92,7 +92,16 @@ describe('session arena', () => {
     assert.equal(arena.buf[arena.at], 2);
     put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 11, 3));
     arena.locate(big);
-    assert.notEqual(arena.buf, own);
+    assert.equal(arena.buf, own, 'a byte more: still in its buffer, which has room to spare');
+    assert.equal(arena.end - arena.at, SMALL_RECORD_BYTES + 11);
+    put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 2000, 5));
+    arena.locate(big);
+    assert.notEqual(arena.buf, own, 'past its room: a new buffer');
+    assert.equal(arena.buf[arena.end - 1], 5);
+    const grown = arena.buf;
+    put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 11, 6));
+    arena.locate(big);
+    assert.notEqual(arena.buf, grown, 'shrunk by much: a smaller buffer, not the larger one kept');
     put(arena, 'big', Buffer.alloc(5, 4));
     assert.deepEqual([...payloadOf(arena, big)], [4, 4, 4, 4, 4]);
   });
