@@ -147,8 +147,8 @@ export class KilnServerSource implements ConsoleSource {
 
   /**
    * Walks the tier's records (its compaction dump) SIZE_SLICE sessions at a time; the
-   * generator resumes where it stopped, and a Map iterator stays valid while sessions
-   * come and go between slices.
+   * generator resumes where it stopped, and its walk over the table's slots stays valid
+   * while sessions come and go between slices.
    */
   async *sizes(): AsyncGenerator<SizedSession[]> {
     let slice: SizedSession[] = [];

@@ -6,7 +6,8 @@
  *  0 f64 lastAccessedAt        (first: the one field written in place, by touches)
  *  8 u8  flags                 (which numbers below live in the wide area instead)
  *  9 u48 version              15 u48 createdAt           21 u48 idleTimeoutMs
- * 27 u32 attribute bytes      31 u16 principal length (NO_PRINCIPAL: none)
+ * 27 u32 attribute bytes      31 u16 principal length (NO_PRINCIPAL: none; LONG_PRINCIPAL:
+ *        a u32 length comes first in its place)
  * 33 u8  remembered commits
  * 34 the wide area: f64 createdAt if WIDE_CREATED, f64 idleTimeoutMs if WIDE_IDLE,
  *    f64 absoluteExpiresAt if HAS_ABSOLUTE (0, "none", takes no bytes)
@@ -33,6 +34,7 @@ const PRINCIPAL_LENGTH = 31;
 const COMMIT_COUNT = 33;
 const FIXED = 34;
 const NO_PRINCIPAL = 0xffff;
+const LONG_PRINCIPAL = 0xfffe;
 const WIDE_CREATED = 1;
 const WIDE_IDLE = 2;
 const HAS_ABSOLUTE = 4;
@@ -111,13 +113,16 @@ export function principalOf(buf: Buffer, at: number): string | null {
   const p = buf.readUInt16LE(at + PRINCIPAL_LENGTH);
   if (p === NO_PRINCIPAL) return null;
   const start = principalStart(buf, at);
+  if (p === LONG_PRINCIPAL) return buf.toString('utf8', start + 4, start + 4 + buf.readUInt32LE(start));
   return buf.toString('utf8', start, start + p);
 }
 
 /** Where the remembered commits begin. */
 export function commitsStart(buf: Buffer, at: number): number {
   const p = buf.readUInt16LE(at + PRINCIPAL_LENGTH);
-  return principalStart(buf, at) + (p === NO_PRINCIPAL ? 0 : p);
+  const start = principalStart(buf, at);
+  if (p === NO_PRINCIPAL) return start;
+  return p === LONG_PRINCIPAL ? start + 4 + buf.readUInt32LE(start) : start + p;
 }
 
 export function commitCount(buf: Buffer, at: number): number {
@@ -212,9 +217,15 @@ export function writeHead(out: Buffer, fields: RecordFields, principal: string |
     return wide;
   }
   const length = out.write(principal, wide, 'utf8');
-  if (length >= NO_PRINCIPAL) throw new RangeError(`principal of ${length} bytes is longer than a session stores`);
-  out.writeUInt16LE(length, PRINCIPAL_LENGTH);
-  return wide + length;
+  if (length < LONG_PRINCIPAL) {
+    out.writeUInt16LE(length, PRINCIPAL_LENGTH);
+    return wide + length;
+  }
+  // A limit set past 21,844 characters: the length goes first, as a u32.
+  out.copyWithin(wide + 4, wide, wide + length);
+  out.writeUInt32LE(length, wide);
+  out.writeUInt16LE(LONG_PRINCIPAL, PRINCIPAL_LENGTH);
+  return wide + 4 + length;
 }
 
 export function setCommitCount(out: Buffer, count: number): void {
@@ -233,5 +244,5 @@ export function writeCommit(out: Buffer, i: number, commitId: string, version: n
 
 /** Most bytes a payload's head and one new commit can take beyond the attributes and the kept commits. */
 export function headRoom(principal: string | null, commitId: string): number {
-  return FIXED + 24 + (principal === null ? 0 : 3 * principal.length) + 5 + 3 * commitId.length + 8;
+  return FIXED + 24 + (principal === null ? 0 : 4 + 3 * principal.length) + 5 + 3 * commitId.length + 8;
 }

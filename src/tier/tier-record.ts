@@ -12,7 +12,7 @@ export type TierRecord =
       v: number;
       cid: string;
       la: number;
-      /** Set attributes, packed as in StoredSession.data (logs before 0.1 wrote `set` pairs instead). */
+      /** Set attributes in the packed form of packed-attributes (logs before 0.1 wrote `set` pairs instead). */
       packed?: Uint8Array;
       /** attributeBytes of the packed attributes. */
       pb?: number;

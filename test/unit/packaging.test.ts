@@ -12,8 +12,10 @@ import { describe, it } from 'node:test';
 // Later that day: 526 → 581 KiB when the client, the Redis engine, the tier and the kiln
 // engine were split into modules of their own (#25: a .js and a .d.ts per module, each
 // with its header comment), with kiln repair still to come.
+// 2026-12-06: 662 KiB with the off-heap session store (session-arena, session-record,
+// stored-attributes, slot-deadlines, varint, keyed-hash: six modules with their .d.ts).
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 660 * 1024;
+const MAX_PACKED_BYTES = 680 * 1024;
 const MAX_UNPACKED_BYTES = 2.7 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;

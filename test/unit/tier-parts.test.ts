@@ -11,6 +11,9 @@ function meta(id: string): SessionMeta {
   return { id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 };
 }
 
+const owner = (id: string, recalls: string[] = []): TierOwner => ({ id, onRecall: (sessionId) => void recalls.push(`${id} ${sessionId}`), onRevoke: () => undefined });
+const nextTurn = () => new Promise<'next turn'>((resolve) => setImmediate(() => resolve('next turn')));
+
 describe('session listing', () => {
   const ids = ['a1', 'a2', 'a3', 'b1', 'b2', 'c1'];
   const known = (id: string) => meta(id);
@@ -176,8 +179,6 @@ describe('sliced work', () => {
 });
 
 describe('a dead owner’s leases', () => {
-  const owner = (id: string, recalls: string[] = []): TierOwner => ({ id, onRecall: (sessionId) => void recalls.push(`${id} ${sessionId}`), onRevoke: () => undefined });
-  const nextTurn = () => new Promise<'next turn'>((resolve) => setImmediate(() => resolve('next turn')));
 
   it('move on a slice per turn of the event loop; one waited for moves at once, one asked for meanwhile moves then', async () => {
     // A recall of the dead holder would take recallTimeoutMs (a minute here) to end.
@@ -220,5 +221,58 @@ describe('a dead owner’s leases', () => {
     await nextTurn();
     await nextTurn();
     assert.equal(tier.stats().leases, left, 'no slice ran after the close');
+  });
+});
+
+describe('expiry by slot', () => {
+  const session = (id: string, idleTimeoutMs: number, lastAccessedAt: number) => ({ sessionId: id, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt, set: [], del: [], idleTimeoutMs, release: true });
+
+  it('a slot reused by a later session checks that session, early at most, and expires it on time', async () => {
+    let now = 10_000;
+    const events: string[] = [];
+    const tier = new Tier({ clock: () => now, expirySweepMs: 60_000 });
+    try {
+      tier.attach(owner('app'));
+      tier.onEvent((e) => events.push(`${e.type} ${e.sessionId}`));
+      const commit = async (id: string, idle: number) => {
+        const grant = await tier.acquire('app', id, 1000);
+        await tier.commit('app', { ...session(id, idle, now), token: grant.token });
+      };
+      await commit('first-session-0000', 5_000);
+      await tier.destroy(null, 'first-session-0000'); // its slot is free, its deadline (15 s) still there
+      await commit('later-session-0000', 60_000); // takes the same slot; due at 70 s
+      now = 15_500;
+      tier.sweep();
+      assert.deepEqual(events, ['destroyed first-session-0000'], 'the earlier deadline checked the later session, which was not due');
+      now = 69_999;
+      tier.sweep();
+      assert.equal(tier.peek('later-session-0000') !== undefined, true, 'not due yet: still there');
+      now = 70_000;
+      tier.sweep();
+      assert.deepEqual(events, ['destroyed first-session-0000', 'expired later-session-0000']);
+    } finally {
+      tier.close();
+    }
+  });
+
+  it('a pass over more slots than one slice reads finds every due session, a slice per turn', async () => {
+    let now = 1_000;
+    const tier = new Tier({ clock: () => now, expirySweepMs: 60_000 });
+    try {
+      tier.attach(owner('app'));
+      const count = 70_000; // past SCAN_SLICE (65,536)
+      for (let i = 0; i < count; i++) {
+        const id = `s-${String(i).padStart(12, '0')}`;
+        const grant = await tier.acquire('app', id, 1000);
+        await tier.commit('app', { ...session(id, i % 1000 === 0 ? 1_000 : 1_000_000, now), token: grant.token });
+      }
+      now = 5_000;
+      tier.sweep();
+      assert.ok(tier.sessionCount > count - 70, 'the first slice did not read every slot');
+      for (let turn = 0; turn < 50 && tier.sessionCount > count - 70; turn++) await nextTurn();
+      assert.equal(tier.sessionCount, count - 70, 'the sessions of the later slice expired too');
+    } finally {
+      tier.close();
+    }
   });
 });

@@ -136,9 +136,10 @@ export const serverCommand: Command = {
       if (v !== undefined) limits[key] = v;
     }
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
-    // The heap of a session server is mostly long-lived sessions. V8's own rule lets the
-    // old generation grow to several times that before collecting it; filling a server
-    // with a million sessions then left ~1.2 GiB resident for ~0.75 GiB of live data.
+    // The sessions live outside the JavaScript heap (SessionArena); what is left there is
+    // the server's own objects. V8's own rule lets the old generation grow to several
+    // times the live data before collecting it (when sessions were JavaScript objects, a
+    // million of them left ~1.2 GiB resident for ~0.75 GiB of live data).
     // Set once the data is loaded: loading builds the heap from nothing, and collecting
     // every 30% of the way there would make a restart slower.
     const heapGrowthPercent = intFlag(values['heap-growth-percent'], 'heap-growth-percent', 0, 1000) ?? 30;
