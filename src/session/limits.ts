@@ -81,8 +81,16 @@ export function checkAttributeName(name: unknown, limits: SessionLimits): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > limits.maxAttributeNameLength) {
     throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `attribute name must be 1 to ${limits.maxAttributeNameLength} characters`, { details: { attribute: String(name).slice(0, 64) } });
   }
+  if (LONE_SURROGATE.test(name)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'attribute name must be well-formed Unicode (it holds a lone surrogate)', { details: { attribute: name.slice(0, 64) } });
   assertSafeAttributeName(name);
 }
+
+/**
+ * A UTF-16 surrogate without its pair. Such a string has no UTF-8 form: stored as bytes
+ * (the tier keeps names, principals and ids as UTF-8) it would come back as another
+ * string, and an index keyed by the original would no longer find it.
+ */
+const LONE_SURROGATE = /\p{Surrogate}/u;
 
 /**
  * Names that, as keys of an object built from a session (express-session's Session,
@@ -108,4 +116,5 @@ export function checkPrincipal(principal: string | null | undefined, limits: Ses
   if (typeof principal === 'string' && (principal.length === 0 || principal.length > limits.maxPrincipalLength)) {
     throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `principal must be 1 to ${limits.maxPrincipalLength} characters`);
   }
+  if (typeof principal === 'string' && LONE_SURROGATE.test(principal)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'principal must be well-formed Unicode (it holds a lone surrogate)');
 }

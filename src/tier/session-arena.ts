@@ -52,8 +52,6 @@ const GENERATED_ID = /^[A-Za-z0-9_-]{43}$/;
 const CANONICAL_LAST = new Set('AEIMQUYcgkosw048'.split('').map((c) => c.charCodeAt(0)));
 
 export class SessionArena {
-  /** Keyed with a random key: ids are chosen by clients, who must not be able to make them collide. */
-  private readonly hasher = new KeyedHash();
   private index = new Uint32Array(1024);
   private indexMask = 1023;
   private count = 0;
@@ -75,6 +73,12 @@ export class SessionArena {
   /** The loaded key's field: its length, and BINARY_KEY when it is kept as bytes. */
   private keyField = 0;
   private keyHash = 0;
+
+  /**
+   * `hasher`: keyed with a random key by default, since ids are chosen by clients, who must
+   * not be able to make them collide; tests pass one of their own.
+   */
+  constructor(private readonly hasher: Pick<KeyedHash, 'hash'> = new KeyedHash()) {}
 
   /** Where the last `locate` found a record: its Buffer, its first byte, its payload's first byte and end. */
   buf: Buffer = Buffer.alloc(0);

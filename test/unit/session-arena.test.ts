@@ -142,3 +142,50 @@ describe('session arena keys', () => {
     assert.equal(arena.size, 203);
   });
 });
+
+describe('session arena under pressure', () => {
+  it('one probe run for every key (a hash that always collides, homes at the end of the index): finds, removes and wraps around', () => {
+    for (const home of [7, 1023]) {
+      const arena = new SessionArena({ hash: () => home });
+      const keys = Array.from({ length: 300 }, (_, i) => `k${i}`);
+      for (const key of keys) put(arena, key, Buffer.from(key));
+      for (let i = 0; i < keys.length; i += 4) arena.remove(arena.find(keys[i]!));
+      for (const [i, key] of keys.entries()) {
+        const slot = arena.find(key);
+        if (i % 4 === 0) assert.equal(slot, -1, key);
+        else assert.equal(payloadOf(arena, slot).toString(), key);
+      }
+      for (let i = 0; i < keys.length; i += 4) put(arena, keys[i]!, Buffer.from(`again ${i}`));
+      assert.equal(payloadOf(arena, arena.find('k0')).toString(), 'again 0');
+      assert.equal(arena.size, keys.length);
+    }
+  });
+
+  it('a put whose allocation fails changes nothing: a new key, a move out to a buffer of its own, a move to a larger one', (t) => {
+    const arena = new SessionArena();
+    const small = put(arena, 'small', Buffer.alloc(100, 1));
+    const big = put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 10, 2));
+    const reserved = arena.reservedBytes;
+    const failing = t.mock.method(Buffer, 'allocUnsafeSlow', () => {
+      throw new RangeError('no memory (test)');
+    });
+    // A new key in a new chunk: fill the current chunk's room first is not needed, a big record allocates.
+    assert.throws(() => put(arena, 'new', Buffer.alloc(SMALL_RECORD_BYTES + 1)), /no memory/);
+    assert.throws(() => put(arena, 'small', Buffer.alloc(SMALL_RECORD_BYTES + 1)), /no memory/);
+    assert.throws(() => put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 5000)), /no memory/);
+    failing.mock.restore();
+    assert.equal(arena.size, 2);
+    assert.equal(arena.find('new'), -1);
+    assert.deepEqual(payloadOf(arena, arena.find('small')), Buffer.alloc(100, 1));
+    assert.deepEqual(payloadOf(arena, arena.find('big')), Buffer.alloc(SMALL_RECORD_BYTES + 10, 2));
+    assert.equal(arena.reservedBytes, reserved);
+    assert.deepEqual([...arena.slots()].sort(), [small, big].sort(), 'the slot a failed put took is free again');
+    const again = put(arena, 'new', Buffer.alloc(3, 3));
+    assert.equal(arena.keyOf(again), 'new');
+    // Own buffer → chunk → own buffer again: the own buffers are counted once each.
+    put(arena, 'big', Buffer.alloc(50, 4));
+    assert.equal(arena.reservedBytes < reserved, true, 'the own buffer was given back');
+    put(arena, 'big', Buffer.alloc(SMALL_RECORD_BYTES + 10, 5));
+    assert.equal(arena.reservedBytes, reserved);
+  });
+});

@@ -28,9 +28,9 @@ describe('session record layout', () => {
 
   it('keeps the principal (none, short, long past 65,534 bytes) and the commits after it', () => {
     const commits: [string, number][] = [['Zk3:1', 1], ['Zk3:zz', 200], ['é'.repeat(128), 2 ** 40]];
-    for (const principal of [null, 'alice', 'ü'.repeat(40_000)]) {
+    for (const principal of [null, 'alice', 'ü'.repeat(40_000), 'p'.repeat(65_533), 'p'.repeat(65_534), 'p'.repeat(65_535)]) {
       const back = roundTrip({ ...base, absoluteExpiresAt: 99 }, principal, commits);
-      assert.equal(back.principal, principal);
+      assert.equal(back.principal, principal, `principal of ${principal?.length} characters`);
       assert.deepEqual(back.commits, commits);
       assert.equal(back.dataAt, back.end, 'the attributes start right after the commits');
     }

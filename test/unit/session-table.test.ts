@@ -174,6 +174,37 @@ describe('session table', () => {
     assert.equal(t.get(id)!.version, at + 3);
   });
 
+  it('refuses principals and attribute names with a lone surrogate (no UTF-8 form: they would come back as another string)', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    assert.throws(() => t.applyCommit(commit(id, 0, [], { principal: 'bob\uD800' }), limits, 1), code('KILN_ERR_INVALID_ARGUMENT'));
+    assert.throws(() => t.applyCommit(commit(id, 0, [['x\uDC00', bytes(1)]]), limits, 1), code('KILN_ERR_INVALID_ARGUMENT'));
+    assert.equal(t.size, 0);
+    t.applyCommit(commit(id, 0, [['ok😀', bytes(1)]], { principal: 'bob😀' }), limits, 1);
+    assert.deepEqual(t.sessionsOf('bob😀'), [id]);
+    t.destroy(id, 10);
+    assert.equal(t.principalCount('bob😀'), 0);
+  });
+
+  it('a principal past 65,534 bytes survives commits and a dump', () => {
+    const wide = { ...limits, maxPrincipalLength: 80_000 };
+    const t = new SessionTable();
+    const id = generateSessionId();
+    const principal = 'ü'.repeat(35_000);
+    t.applyCommit(commit(id, 0, [['a', bytes(3)]], { principal }), wide, 1);
+    t.applyCommit(commit(id, 1, [['b', bytes(2)]]), wide, 1);
+    t.applyCommit(commit(id, 2, [['a', bytes(4)]]), wide, 1);
+    const fromDump = new SessionTable();
+    for (const r of t.dump(0)) fromDump.replay(r);
+    for (const table of [t, fromDump]) {
+      assert.equal(table.get(id)!.principal, principal);
+      assert.deepEqual(table.sessionsOf(principal), [id]);
+      assert.equal(table.get(id)!.version, 3);
+      assert.deepEqual([...table.snapshot(id)!.attributes.keys()].sort(), ['a', 'b']);
+    }
+    assert.equal(fromDump.committedVersion(id, `c${seq}`), 3);
+  });
+
   it('remembers the last REMEMBERED_COMMITS commit ids of a session, across a dump', () => {
     const t = new SessionTable();
     const id = generateSessionId();
