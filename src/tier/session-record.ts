@@ -188,24 +188,11 @@ export function afterCommit(buf: Buffer, from: number): number {
  */
 export function writeHead(out: Buffer, fields: RecordFields, principal: string | null): number {
   if (!fitsU48(fields.version)) throw new RangeError(`session version ${fields.version} is past what a session stores`);
-  let flags = 0;
-  let wide = FIXED;
+  let flags = (fitsU48(fields.createdAt) ? 0 : WIDE_CREATED) | (fitsU48(fields.idleTimeoutMs) ? 0 : WIDE_IDLE);
   out.writeDoubleLE(fields.lastAccessedAt, LAST_ACCESSED_AT);
   out.writeUIntLE(fields.version, VERSION, 6);
-  if (fitsU48(fields.createdAt)) {
-    out.writeUIntLE(fields.createdAt, CREATED_AT, 6);
-  } else {
-    flags |= WIDE_CREATED;
-    out.writeUIntLE(0, CREATED_AT, 6);
-    wide = out.writeDoubleLE(fields.createdAt, wide);
-  }
-  if (fitsU48(fields.idleTimeoutMs)) {
-    out.writeUIntLE(fields.idleTimeoutMs, IDLE_TIMEOUT_MS, 6);
-  } else {
-    flags |= WIDE_IDLE;
-    out.writeUIntLE(0, IDLE_TIMEOUT_MS, 6);
-    wide = out.writeDoubleLE(fields.idleTimeoutMs, wide);
-  }
+  let wide = writeNumber(out, fields.createdAt, CREATED_AT, FIXED);
+  wide = writeNumber(out, fields.idleTimeoutMs, IDLE_TIMEOUT_MS, wide);
   if (fields.absoluteExpiresAt !== 0) {
     flags |= HAS_ABSOLUTE;
     wide = out.writeDoubleLE(fields.absoluteExpiresAt, wide);
@@ -226,6 +213,16 @@ export function writeHead(out: Buffer, fields: RecordFields, principal: string |
   out.writeUInt32LE(length, wide);
   out.writeUInt16LE(LONG_PRINCIPAL, PRINCIPAL_LENGTH);
   return wide + 4 + length;
+}
+
+/** A number in its 6-byte field, or (the field left 0) as a f64 at `wide` when it does not fit; returns the wide area's new end. */
+function writeNumber(out: Buffer, value: number, field: number, wide: number): number {
+  if (fitsU48(value)) {
+    out.writeUIntLE(value, field, 6);
+    return wide;
+  }
+  out.writeUIntLE(0, field, 6);
+  return out.writeDoubleLE(value, wide);
 }
 
 export function setCommitCount(out: Buffer, count: number): void {
