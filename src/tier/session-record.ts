@@ -22,7 +22,7 @@
  */
 import { expiryDeadline, type SessionMeta } from '../session/model.js';
 import { sameBytes } from '../util/bytes.js';
-import { readVarint, varintEnd, varintLength, writeVarint } from '../util/varint.js';
+import { readVarint, varintEnd, writeVarint, writeVarintPrefixedUtf8 } from '../util/varint.js';
 
 const LAST_ACCESSED_AT = 0;
 const FLAGS = 8;
@@ -231,12 +231,7 @@ export function setCommitCount(out: Buffer, count: number): void {
 
 /** Writes one remembered commit at `out[i]`; returns the first byte after it. */
 export function writeCommit(out: Buffer, i: number, commitId: string, version: number): number {
-  // The id goes after the longest length varint it could need, then moves back if shorter.
-  const room = varintLength(3 * commitId.length);
-  const length = out.write(commitId, i + room, 'utf8');
-  const idAt = writeVarint(out, i, length);
-  if (idAt !== i + room) out.copyWithin(idAt, i + room, i + room + length);
-  return writeVarint(out, idAt + length, version);
+  return writeVarint(out, writeVarintPrefixedUtf8(out, i, commitId), version);
 }
 
 /** Most bytes a payload's head and one new commit can take beyond the attributes and the kept commits. */

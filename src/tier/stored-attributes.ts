@@ -1,4 +1,4 @@
-import { readVarint, varintEnd, writeVarint } from '../util/varint.js';
+import { readVarint, varintEnd, writeVarint, writeVarintPrefixedUtf8 } from '../util/varint.js';
 
 /**
  * The form a session's attributes take inside the session table: the packed form of
@@ -53,13 +53,7 @@ export class StoredAttributes {
       if (index >= 0) {
         at = writeVarint(out, at, index * 2);
       } else {
-        // The name's bytes go after its tag, whose size depends on their count: write them
-        // past the longest tag, then move them back when the tag is shorter.
-        const nameAt = at + TAG_ROOM;
-        const length = out.write(name, nameAt, 'utf8');
-        const after = writeVarint(out, at, length * 2 + 1);
-        if (after !== nameAt) out.copyWithin(after, nameAt, nameAt + length);
-        at = after + length;
+        at = writeVarintPrefixedUtf8(out, at, name, 2, 1);
       }
       at = writeVarint(out, at, value.length);
       out.set(value, at);

@@ -25,35 +25,30 @@ export class KeyedHash {
     let v2 = (0x6c796765 ^ this.k0) | 0;
     let v3 = (0x74656462 ^ this.k1) | 0;
     const length = end - start;
-    const whole = start + (length & ~3);
-    let m: number;
-    // One SipRound, written out (a function per round costs more than the round).
-    for (let i = start; i < whole; i += 4) {
-      m = bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24);
+    const words = length >>> 2;
+    const tail = start + 4 * words;
+    // One SipRound per step, written once: a step per 4-byte word, one for the last word
+    // (the tail bytes and the length), then three to finish. Inline, as a function per
+    // round costs more than the round.
+    for (let step = 0; step < words + 4; step++) {
+      let m = 0;
+      if (step < words) {
+        const i = start + 4 * step;
+        m = bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24);
+      } else if (step === words) {
+        m = (length & 0xff) << 24;
+        const rest = length & 3;
+        if (rest >= 3) m |= bytes[tail + 2]! << 16;
+        if (rest >= 2) m |= bytes[tail + 1]! << 8;
+        if (rest >= 1) m |= bytes[tail]!;
+      }
       v3 ^= m;
       v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
       v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
       v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
       v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
       v0 ^= m;
-    }
-    m = (length & 0xff) << 24;
-    const rest = length & 3;
-    if (rest >= 3) m |= bytes[whole + 2]! << 16;
-    if (rest >= 2) m |= bytes[whole + 1]! << 8;
-    if (rest >= 1) m |= bytes[whole]!;
-    v3 ^= m;
-    v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-    v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-    v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-    v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
-    v0 ^= m;
-    v2 ^= 0xff;
-    for (let round = 0; round < 3; round++) {
-      v0 = (v0 + v1) | 0; v1 = (v1 << 5) | (v1 >>> 27); v1 ^= v0; v0 = (v0 << 16) | (v0 >>> 16);
-      v2 = (v2 + v3) | 0; v3 = (v3 << 8) | (v3 >>> 24); v3 ^= v2;
-      v0 = (v0 + v3) | 0; v3 = (v3 << 7) | (v3 >>> 25); v3 ^= v0;
-      v2 = (v2 + v1) | 0; v1 = (v1 << 13) | (v1 >>> 19); v1 ^= v2; v2 = (v2 << 16) | (v2 >>> 16);
+      if (step === words) v2 ^= 0xff;
     }
     return (v1 ^ v3) >>> 0;
   }

@@ -39,3 +39,18 @@ export function varintLength(value: number): number {
   }
   return n;
 }
+
+/**
+ * Writes `text` as UTF-8 after a varint of `byteLength * scale + add` (a length, or a tag
+ * that carries one); returns the first byte after it. The text goes first after the
+ * longest varint it could need, then moves back if its varint is shorter: its byte
+ * length is known only once written. Room: varintLength((3 * text.length) * scale + add)
+ * + 3 * text.length bytes.
+ */
+export function writeVarintPrefixedUtf8(out: Buffer, at: number, text: string, scale = 1, add = 0): number {
+  const room = varintLength(3 * text.length * scale + add);
+  const length = out.write(text, at + room, 'utf8');
+  const textAt = writeVarint(out, at, length * scale + add);
+  if (textAt !== at + room) out.copyWithin(textAt, at + room, at + room + length);
+  return textAt + length;
+}
