@@ -1,5 +1,5 @@
 import { KilnError } from '../errors/index.js';
-import type { AttributeDelta } from './model.js';
+import type { AttributeDelta, AttributePatch } from './model.js';
 
 /**
  * Hard limits on what a session may hold. The client checks them before sending (so
@@ -28,7 +28,62 @@ export const DEFAULT_SESSION_LIMITS: Readonly<SessionLimits> = Object.freeze({
 });
 
 /**
- * Checks a delta against the limits, given the current attribute sizes.
+ * Refuses a delta that names one attribute twice: twice among `set` and `patch`, twice in
+ * `del`, or both patched and deleted. Each engine counts a session's bytes and attributes
+ * from the delta before applying it, so a repeated name would be counted twice and the
+ * session's byte count would stay wrong after the value is gone; and the engines would
+ * not agree on which of two values wins. (A name both deleted and set is allowed: the
+ * delete applies first.) Every engine calls this before it counts; the client's own
+ * deltas come from a Map and never repeat a name.
+ */
+export function checkDeltaNames(delta: AttributeDelta): void {
+  const { set, del } = delta;
+  const patch = delta.patch ?? NO_PATCHES;
+  const named = set.length + patch.length;
+  if (named > 1) {
+    const repeated = firstRepeated(named, (i) => (i < set.length ? set[i]![0] : patch[i - set.length]!.name));
+    if (repeated !== undefined) throw repeatedName(repeated, 'is set or patched twice in one commit');
+  }
+  if (del.length > 1) {
+    const repeated = firstRepeated(del.length, (i) => del[i]!);
+    if (repeated !== undefined) throw repeatedName(repeated, 'is deleted twice in one commit');
+  }
+  if (patch.length > 0 && del.length > 0) {
+    const deleted = patch.length * del.length > 64 ? new Set(del) : undefined;
+    for (const p of patch) {
+      if (deleted ? deleted.has(p.name) : del.includes(p.name)) throw repeatedName(p.name, 'is both patched and deleted in one commit');
+    }
+  }
+}
+
+const NO_PATCHES: readonly AttributePatch[] = Object.freeze([]);
+
+function repeatedName(name: string, what: string): KilnError {
+  const shown = String(name).slice(0, 64);
+  return new KilnError('KILN_ERR_INVALID_ARGUMENT', `session attribute "${shown}" ${what}`, { details: { attribute: shown } });
+}
+
+/** The first name seen twice among `count`; a pairwise scan for the usual handful, a Set beyond. */
+export function firstRepeated(count: number, nameAt: (i: number) => string): string | undefined {
+  if (count <= 8) {
+    for (let i = 1; i < count; i++) {
+      const name = nameAt(i);
+      for (let j = 0; j < i; j++) if (nameAt(j) === name) return name;
+    }
+    return undefined;
+  }
+  const seen = new Set<string>();
+  for (let i = 0; i < count; i++) {
+    const name = nameAt(i);
+    if (seen.has(name)) return name;
+    seen.add(name);
+  }
+  return undefined;
+}
+
+/**
+ * Checks a delta against the limits, given the current attribute sizes. The delta names
+ * each attribute once (checkDeltaNames).
  * Returns the session's byte size after the delta.
  */
 export function checkDeltaLimits(
@@ -39,6 +94,8 @@ export function checkDeltaLimits(
 ): number {
   let bytes = currentBytes;
   let count = current.size;
+  // Deletes are checked per set name: a Set keeps a long list of both linear.
+  const deleted = delta.del.length > 8 && delta.set.length > 0 ? new Set(delta.del) : undefined;
   for (const name of delta.del) {
     const old = current.get(name);
     if (old) {
@@ -52,7 +109,7 @@ export function checkDeltaLimits(
       throw new KilnError('KILN_ERR_ATTRIBUTE_TOO_LARGE', `session attribute "${name}" is ${value.length} bytes encoded, above maxAttributeBytes ${limits.maxAttributeBytes}`, { details: { attribute: name, bytes: value.length, limit: limits.maxAttributeBytes } });
     }
     const old = current.get(name);
-    if (old && !delta.del.includes(name)) {
+    if (old && !(deleted ? deleted.has(name) : delta.del.includes(name))) {
       bytes -= name.length + old.length;
     } else {
       count++;

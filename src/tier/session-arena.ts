@@ -9,8 +9,8 @@ import { KeyedHash } from '../util/keyed-hash.js';
  * string, an object with its fields, a heap number per timestamp and an array of commit
  * ids: about 550 bytes of headers and pointers around 250 bytes of data. Here a session
  * is one run of bytes in a large Buffer (its key, then the payload its owner lays out),
- * with no JavaScript object of its own (the table's principal index, and its sorted ids
- * once something has listed the sessions, still hold id strings):
+ * with no JavaScript object of its own (the listing order, once something has listed
+ * the sessions, still holds id strings):
  *
  * - an open-addressing index (linear probing, backward-shift deletion, load at most one
  *   half) maps a key's hash to a *slot*, 4 bytes an entry;

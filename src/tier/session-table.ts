@@ -1,7 +1,8 @@
 import { KilnError } from '../errors/index.js';
-import { checkDeltaLimits, checkPrincipal, type SessionLimits } from '../session/limits.js';
+import { checkDeltaLimits, checkDeltaNames, checkPrincipal, firstRepeated, type SessionLimits } from '../session/limits.js';
 import { applyPatchInto, attributeBytes, type AttributePatch, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot } from '../session/model.js';
 import { beginCommitScratch, commitScratchRegion, packAttributesToBytes, recordPairs } from './packed-attributes.js';
+import { PrincipalIndex } from './principal-index.js';
 import { SessionArena } from './session-arena.js';
 import * as layout from './session-record.js';
 import { StoredAttributes } from './stored-attributes.js';
@@ -39,7 +40,7 @@ export class SessionTable {
   private readonly arena = new SessionArena();
   private readonly attributes = new StoredAttributes();
   private readonly tombstones = new Map<string, number>();
-  private readonly principals = new Map<string, Set<string>>();
+  private readonly principals = new PrincipalIndex();
   private totalBytes = 0;
   /** Where a session's next payload is assembled before the arena copies it in. */
   private out = Buffer.allocUnsafeSlow(64 * 1024);
@@ -143,13 +144,14 @@ export class SessionTable {
     return layout.findCommit(a.buf, a.at, this.cid, length);
   }
 
-  /** How many sessions name this principal (O(1): the index's size). */
+  /** How many sessions name this principal (O(1)). */
   principalCount(principal: string): number {
-    return this.principals.get(principal)?.size ?? 0;
+    return this.principals.count(principal);
   }
 
+  /** The ids of this principal's sessions (new strings). */
   sessionsOf(principal: string): string[] {
-    return [...(this.principals.get(principal) ?? [])];
+    return this.principals.slotsOf(principal).map((slot) => this.arena.keyOf(slot));
   }
 
   /**
@@ -161,6 +163,7 @@ export class SessionTable {
     const slot = this.arena.find(req.sessionId);
     const known = slot < 0 ? undefined : this.committedVersionAt(slot, req.commitId);
     if (known !== undefined) return { ack: { version: known, duplicate: true } };
+    checkDeltaNames(req);
     const current = slot < 0 ? undefined : this.metaAt(slot, req.sessionId);
     if (req.baseVersion === 0) {
       if (current) throw new KilnError('KILN_ERR_SESSION_EXISTS', 'a session with this id exists already', { details: { sessionId: req.sessionId } });
@@ -288,7 +291,7 @@ export class SessionTable {
         i += this.attributes.write(pairs, out, i);
         const slot = this.arena.put(m.id, out, i, -1); // removed above if it was there
         this.totalBytes += bytes;
-        this.indexPrincipal(m.id, null, m.principal);
+        this.indexPrincipal(slot, null, m.principal);
         return slot;
       }
       case 'b':
@@ -302,7 +305,7 @@ export class SessionTable {
     if (slot < 0) return;
     const a = this.arena;
     a.locate(slot);
-    this.indexPrincipal(id, layout.principalOf(a.buf, a.at), null);
+    this.indexPrincipal(slot, layout.principalOf(a.buf, a.at), null);
     this.totalBytes -= layout.attributeBytes(a.buf, a.at);
     a.remove(slot);
   }
@@ -348,9 +351,12 @@ export class SessionTable {
     // The new attributes: the record's own when it creates them all, else the stored ones changed.
     let attributes: Iterable<readonly [string, Uint8Array]> | undefined;
     const changes = record.del.length > 0 || (pairs?.length ?? 0) > 0 || (record.packed?.length ?? 0) > 0 || (record.set?.length ?? 0) > 0;
-    if (dataTo === dataFrom && record.del.length === 0 && (record.packed || pairs)) {
-      attributes = pairs ?? recordPairs(record.packed, undefined);
-      fields.bytes = record.pb ?? attributeBytes(attributes as [string, Uint8Array][]);
+    const whole = dataTo === dataFrom && record.del.length === 0 && (record.packed || pairs) ? (pairs ?? recordPairs(record.packed, undefined)) : undefined;
+    // A record from before commits were refused for naming an attribute twice may hold a
+    // name twice (and count it twice in pb): replayed through the Map below, it heals.
+    if (whole && (pairs || firstRepeated(whole.length, (i) => whole[i]![0]) === undefined)) {
+      attributes = whole;
+      fields.bytes = record.pb ?? attributeBytes(whole as [string, Uint8Array][]);
     } else if (changes) {
       const map = unpacked ?? (slot < 0 ? new Map<string, Uint8Array>() : this.attributes.read(stored, dataFrom, dataTo, false));
       for (const name of record.del) {
@@ -382,7 +388,7 @@ export class SessionTable {
     else if (dataTo > dataFrom) i += stored.copy(out, i, dataFrom, dataTo);
     const storedAt = a.put(record.id, out, i, slot);
     this.totalBytes += fields.bytes - oldBytes;
-    this.indexPrincipal(record.id, oldPrincipal, principal);
+    this.indexPrincipal(storedAt, oldPrincipal, principal); // a session keeps its slot: storedAt is slot when it existed
     return storedAt;
   }
 
@@ -406,18 +412,10 @@ export class SessionTable {
     for (const [id, until] of this.tombstones) if (until > now) yield { t: 'b', id, until };
   }
 
-  private indexPrincipal(id: string, old: string | null, principal: string | null): void {
+  private indexPrincipal(slot: number, old: string | null, principal: string | null): void {
     if (old === principal) return;
-    if (old !== null) {
-      const set = this.principals.get(old);
-      set?.delete(id);
-      if (set?.size === 0) this.principals.delete(old);
-    }
-    if (principal !== null) {
-      let set = this.principals.get(principal);
-      if (!set) this.principals.set(principal, (set = new Set()));
-      set.add(id);
-    }
+    if (old !== null) this.principals.remove(old, slot);
+    if (principal !== null) this.principals.add(principal, slot);
   }
 }
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../errors/index.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
+import { checkDeltaNames, DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
 import { deltaBytes, expiryDeadline, type CommitAck, type CommitRequest, type LeaseGrant, type SessionEvent, type SessionMeta, type SessionSnapshot, type TouchItem } from '../session/model.js';
 import { ExpiryWheel } from './expiry-wheel.js';
 import { LeaseBroker } from './lease-broker.js';
@@ -159,6 +159,8 @@ export class Tier {
         return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);
+      // A malformed delta gets its own error whatever else is wrong (as on every engine).
+      checkDeltaNames(req);
       // The caps are checked before anything changes; a refusal stores nothing.
       this.caps.check(req, this.sessions);
       result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);

@@ -247,6 +247,33 @@ export function engineConformance(harness: EngineHarness): void {
         await a.release(id, token);
       });
 
+      it('refuses a commit that names an attribute twice, and it changes nothing', async () => {
+        const items = Array.from({ length: 20 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 }));
+        const { id, token } = await create(a, { items, keep: 'x' });
+        const base = (await a.load(id, token))!.attributes.get('items')!;
+        items[3]!.qty = 5;
+        const patch = diffAttribute('items', base, encodeAttribute('items', items))!;
+        const twice = (name: string, v1: unknown, v2: unknown) => [[name, encodeAttribute(name, v1)], [name, encodeAttribute(name, v2)]] as [string, Uint8Array][];
+        // Counted twice, a repeated name left the session's byte count too high for good
+        // (a later commit could be refused as too large); and engines disagreed on the winner.
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1), set: twice('big', 'x'.repeat(900), 'y') }), code('KILN_ERR_INVALID_ARGUMENT'));
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1), set: [...Array.from({ length: 9 }, (_, i) => [`k${i}`, encodeAttribute(`k${i}`, i)] as [string, Uint8Array]), ...twice('k9', 1, 2)] }), code('KILN_ERR_INVALID_ARGUMENT'), 'past the pairwise scan too');
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1), del: ['keep', 'keep'] }), code('KILN_ERR_INVALID_ARGUMENT'));
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1, { items: [] }), patch: [{ ...patch, value: undefined }] }), code('KILN_ERR_INVALID_ARGUMENT'), 'set and patched');
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1), patch: [{ ...patch, value: undefined }, { ...patch, value: undefined }] }), code('KILN_ERR_INVALID_ARGUMENT'), 'patched twice');
+        await assert.rejects(a.commit({ ...commitOf(id, token, 1), del: ['items'], patch: [{ ...patch, value: undefined }] }), code('KILN_ERR_INVALID_ARGUMENT'), 'patched and deleted');
+        const snap = await a.load(id, token);
+        assert.equal(snap!.meta.version, 1);
+        assert.deepEqual([...snap!.attributes.keys()].sort(), ['items', 'keep']);
+        assert.equal(decodeAttribute(snap!.attributes.get('keep')!), 'x');
+        // Deleted and set again in one commit stays allowed: the delete applies first.
+        await a.commit({ ...commitOf(id, token, 1, { keep: 'y' }), del: ['keep'] });
+        const after = await a.load(id, token);
+        assert.equal(after!.meta.version, 2);
+        assert.equal(decodeAttribute(after!.attributes.get('keep')!), 'y');
+        await a.release(id, token);
+      });
+
       it('applies a patch to the value it was computed from, and refuses one computed from another', async () => {
         const items = Array.from({ length: 20 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 }));
         const { id, token } = await create(a, { items, other: 'x' });

@@ -5,7 +5,7 @@ import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import type { CommitRequest } from '../../src/session/model.js';
 import { SMALL_RECORD_BYTES } from '../../src/tier/session-arena.js';
-import { REMEMBERED_COMMITS, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
+import { packAttributesToBytes, REMEMBERED_COMMITS, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
 
 const limits = { ...DEFAULT_SESSION_LIMITS, maxAttributeBytes: 100, maxSessionBytes: 250, maxAttributes: 3 };
 const bytes = (n: number): Uint8Array => new Uint8Array(n);
@@ -48,6 +48,38 @@ describe('session table', () => {
     assert.equal(after, before);
   });
 
+  it('counts bytes and attributes right through many deletes, and refuses a name given twice', () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    const roomy = { ...limits, maxAttributes: 20 };
+    const names = Array.from({ length: 12 }, (_, i) => `n${i}`);
+    t.applyCommit(commit(id, 0, names.map((n) => [n, bytes(4)])), roomy, 1);
+    assert.equal(t.get(id)!.bytes, 10 * (2 + 4) + 2 * (3 + 4));
+    // Twelve deletes (past the list scan) and three of them set again: the delete applies first.
+    t.applyCommit(commit(id, 1, [['n0', bytes(1)], ['n5', bytes(2)], ['n11', bytes(3)]], { del: names }), roomy, 1);
+    const s = t.get(id)!;
+    assert.deepEqual([...t.snapshot(id)!.attributes.keys()].sort(), ['n0', 'n11', 'n5']);
+    assert.equal(s.bytes, 2 + 1 + 2 + 2 + 3 + 3);
+    assert.throws(() => t.applyCommit(commit(id, 2, [['x', bytes(1)], ['x', bytes(2)]]), roomy, 1), code('KILN_ERR_INVALID_ARGUMENT'));
+    assert.throws(() => t.applyCommit(commit(id, 2, [], { del: [...names, 'n3'] }), roomy, 1), code('KILN_ERR_INVALID_ARGUMENT'));
+    assert.equal(t.get(id)!.version, 2);
+    assert.equal(t.get(id)!.bytes, s.bytes);
+    // A short delete list (scanned, not a Set): deleted and set again is counted once.
+    t.applyCommit(commit(id, 2, [['n5', bytes(7)]], { del: ['n5', 'n0'] }), roomy, 1);
+    assert.equal(t.get(id)!.bytes, 2 + 7 + 3 + 3);
+    assert.deepEqual([...t.snapshot(id)!.attributes.keys()].sort(), ['n11', 'n5']);
+  });
+
+  it('a stored create that names an attribute twice (written before such commits were refused) replays with each name once', () => {
+    const id = generateSessionId();
+    const packed = packAttributesToBytes([['x', bytes(5)], ['y', bytes(1)], ['x', bytes(3)]]);
+    const t = new SessionTable();
+    t.replay({ t: 'c', id, v: 1, cid: 'old', la: 1, ca: 1, it: 0, ae: 0, pb: 3 * 1 + 5 + 1 + 3, packed, del: [] });
+    assert.deepEqual([...t.snapshot(id)!.attributes].map(([k, v]) => [k, v.length]).sort(), [['x', 3], ['y', 1]]);
+    assert.equal(t.get(id)!.bytes, 1 + 3 + 1 + 1);
+    assert.equal(t.bytes, 6);
+  });
+
   it('a destroyed session never comes back', () => {
     const t = new SessionTable();
     const id = generateSessionId();
@@ -68,6 +100,20 @@ describe('session table', () => {
     t.destroy(b, 100);
     assert.deepEqual(t.sessionsOf('alice'), []);
     assert.deepEqual(t.sessionsOf('bob'), [a]);
+    // The index is kept by slot: a removed session's slot, reused, belongs to its new session only.
+    const freed = t.slotOf(a);
+    t.expire(a);
+    const c = generateSessionId();
+    t.applyCommit(commit(c, 0, [], { principal: 'carol' }), limits, 1);
+    assert.equal(t.slotOf(c), freed, 'the freed slot is reused');
+    assert.deepEqual(t.sessionsOf('bob'), []);
+    assert.deepEqual(t.sessionsOf('carol'), [c]);
+    t.applyCommit(commit(c, 1, [], { principal: null }), limits, 1);
+    assert.equal(t.principalCount('carol'), 0);
+    const d = generateSessionId();
+    t.applyCommit(commit(d, 0, [], { principal: 'carol' }), limits, 1);
+    assert.deepEqual(t.sessionsOf('carol'), [d]);
+    assert.equal(t.principalCount('carol'), 1);
   });
 
   it('replaying the records it produced rebuilds the same state (also from a dump)', () => {
@@ -85,10 +131,20 @@ describe('session table', () => {
     for (const r of records) replayed.replay(r);
     const fromDump = new SessionTable();
     for (const r of t.dump(0)) fromDump.replay(r);
+    // A snapshot record over a session that names another principal moves it in the index.
+    const moved = [...t.dump(0)].find((r) => r.t === 's' && r.meta.id === ids[1])!;
+    const over = new SessionTable();
+    over.applyCommit(commit(ids[1]!, 0, [], { principal: 'someone-else' }), limits, 1);
+    over.replay(moved);
+    assert.deepEqual(over.sessionsOf('someone-else'), []);
+    assert.deepEqual(over.sessionsOf('p1'), [ids[1]]);
     for (const copy of [replayed, fromDump]) {
       assert.equal(copy.size, t.size);
       assert.equal(copy.bytes, t.bytes);
-      assert.deepEqual(copy.sessionsOf('p1').sort(), t.sessionsOf('p1').sort());
+      for (const p of ['p0', 'p1']) {
+        assert.deepEqual(copy.sessionsOf(p).sort(), t.sessionsOf(p).sort(), p);
+        assert.equal(copy.principalCount(p), t.principalCount(p), p);
+      }
       assert.equal(copy.isTombstoned(ids[0]!, 0), true);
       for (const id of ids.slice(1)) assert.deepEqual(copy.snapshot(id), t.snapshot(id));
     }

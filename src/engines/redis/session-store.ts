@@ -8,7 +8,7 @@
  * seen) or by Redis's own TTL on the keys, never by failing an applied commit.
  */
 import { isKilnError } from '../../errors/index.js';
-import { checkAttributeName, checkPrincipal, type SessionLimits } from '../../session/limits.js';
+import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { assertSessionId } from '../../session/id.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
@@ -21,6 +21,7 @@ import { SCRIPTS, type RedisScript } from './scripts.js';
 
 /** The commit script's arguments after the common ones (see COMMIT in scripts.ts). Names and the principal are checked here, before anything is sent. */
 export function commitArgs(request: CommitRequest, limits: SessionLimits, keySlackMs: number): (string | Buffer)[] {
+  checkDeltaNames(request);
   const args: (string | Buffer)[] = [
     String(request.token),
     request.commitId,
@@ -98,14 +99,20 @@ export class SessionStore {
     const deadline = options?.deadline;
     // The script checks sizes and counts; names and the principal are checked here,
     // before anything is sent.
-    checkPrincipal(request.principal, o.limits);
-    assertSessionId(request.sessionId);
+    let args: (string | Buffer)[];
+    try {
+      checkPrincipal(request.principal, o.limits);
+      assertSessionId(request.sessionId);
+      args = commitArgs(request, o.limits, o.keySlackMs);
+    } catch (err) {
+      count('rejectedCommits'); // refused here as the kiln server refuses it: counted alike
+      throw err;
+    }
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
     if (typeof request.principal === 'string') {
       await command(principalKey(o.prefix, request.principal), ['SADD', principalKey(o.prefix, request.principal), request.sessionId], deadline);
     }
-    const args = commitArgs(request, o.limits, o.keySlackMs);
     let reply: Reply[];
     const started = performance.now();
     try {

@@ -1,0 +1,98 @@
+/**
+ * Which sessions name each principal ("log out everywhere", the per-principal cap), by
+ * the sessions' stable slots in the SessionArena. A Set of id strings per principal cost
+ * about 200 bytes of JavaScript heap per logged-in session (the Set, its table, a string
+ * per id), more than the session's own bytes. Here a principal costs one Map entry (its
+ * name and the slot heading its list), and each slot two 32-bit words in typed arrays:
+ * the next slot of its principal's list, and the previous one, or at the head the list's
+ * length (so counting is O(1)). The arrays cover every slot up to the highest one a
+ * principal was given (8 bytes a session once most sessions have one); a table that
+ * never sees a principal makes none. Pure.
+ */
+export class PrincipalIndex {
+  private readonly heads = new Map<string, number>();
+  private next: Int32Array = EMPTY;
+  /** The previous slot (≥ 0); at a list's head, HEAD - length; UNLINKED when in no list. */
+  private prev: Int32Array = EMPTY;
+
+  /** How many principals have a session. */
+  get principals(): number {
+    return this.heads.size;
+  }
+
+  /** How many sessions name this principal. */
+  count(principal: string): number {
+    const head = this.heads.get(principal);
+    return head === undefined ? 0 : HEAD - this.prev[head]!;
+  }
+
+  /** The slots of this principal's sessions, newest first. */
+  slotsOf(principal: string): number[] {
+    const out: number[] = [];
+    const count = this.count(principal);
+    // Bounded by the count: a list damaged by a caller's mistake cannot loop.
+    for (let slot = this.heads.get(principal) ?? NONE; slot !== NONE && out.length < count; slot = this.next[slot]!) out.push(slot);
+    return out;
+  }
+
+  /** The session in `slot` names `principal` (it did not before). */
+  add(principal: string, slot: number): void {
+    this.ensure(slot);
+    const head = this.heads.get(principal);
+    if (head === undefined) {
+      this.next[slot] = NONE;
+      this.prev[slot] = HEAD - 1;
+    } else {
+      this.next[slot] = head;
+      this.prev[slot] = this.prev[head]! - 1; // one more than the old head's count
+      this.prev[head] = slot;
+    }
+    this.heads.set(principal, slot);
+  }
+
+  /**
+   * The session in `slot`, which named `principal`, no longer does (changed, or removed).
+   * A slot that is not in that principal's list (a caller's mistake) changes nothing:
+   * unlinking it would join other sessions to the list.
+   */
+  remove(principal: string, slot: number): void {
+    const head = this.heads.get(principal);
+    if (head === undefined || slot >= this.prev.length) return;
+    const before = this.prev[slot]!;
+    const after = this.next[slot]!;
+    if (before <= HEAD) {
+      if (slot !== head) return;
+      if (after === NONE) this.heads.delete(principal);
+      else {
+        this.prev[after] = before + 1; // the new head carries the count, one less
+        this.heads.set(principal, after);
+      }
+    } else {
+      if (before === UNLINKED || this.next[before] !== slot) return;
+      this.next[before] = after;
+      if (after !== NONE) this.prev[after] = before;
+      this.prev[head] = this.prev[head]! + 1;
+    }
+    this.prev[slot] = UNLINKED;
+  }
+
+  private ensure(slot: number): void {
+    if (slot < this.next.length) return;
+    const size = Math.max(1024, slot + 1, this.next.length * 2);
+    this.next = grown(this.next, size, NONE);
+    this.prev = grown(this.prev, size, UNLINKED);
+  }
+}
+
+const NONE = -1;
+const UNLINKED = -1;
+/** prev of a head: HEAD - count, so -3 for a list of one. */
+const HEAD = -2;
+const EMPTY: Int32Array = new Int32Array(0);
+
+function grown(from: Int32Array, size: number, fill: number): Int32Array {
+  const to = new Int32Array(size);
+  to.fill(fill, from.length);
+  to.set(from);
+  return to;
+}
