@@ -136,7 +136,7 @@ await part('stall', async () => {
   console.log(`\nstall: a probe commits every 100 ms while ${fmt(count)} sessions expire at once, then while a principal's ${fmt(count)} sessions are destroyed, then while the leases of a killed client holding ${fmt(2 * count)} move on`);
   const r = await stallRun(count, progress);
   const row = (what: string, f: StallFigures) => ({ 'bulk work': what, 'took ms': fmt(f.bulkMs), probes: String(f.probes), 'probe p50 ms': f.p50Ms.toFixed(1), 'probe p99 ms': f.p99Ms.toFixed(1), 'probe max ms': f.maxMs.toFixed(1) });
-  stall = `A probe client commits to its own session every 100 ms (target: p99 under 50 ms):\n\n${table([row(`${fmt(count)} sessions expire together (leases held)`, r.expiry), row(`destroy by principal, ${fmt(count)} sessions`, r.destroyByPrincipal), row(`a client holding ${fmt(r.deadHolderLeases)} leases killed`, r.deadHolder)])}\n`;
+  stall = `A probe client commits to its own session every 100 ms (target: p99 under 50 ms):\n\n${table([row(`${fmt(count)} sessions expire together (leases held)`, r.expiry), row(`destroy by principal, ${fmt(count)} sessions`, r.destroyByPrincipal), row(`the first listing of ${fmt(count)} sessions (probe every 10 ms)`, r.firstListing), row(`a client holding ${fmt(r.deadHolderLeases)} leases killed`, r.deadHolder)])}\n`;
   console.log(stall);
 });
 

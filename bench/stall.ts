@@ -4,7 +4,9 @@
  *   1. `sessions` sessions expire at the same moment (their leases held by one client, as
  *      an app server that served them all would: the issue's worst case), and
  *   2. one principal's `sessions` sessions are destroyed at once ("log out everywhere"),
- *   3. a client process holding 2 × `sessions` leases is killed (SIGKILL): the server moves
+ *   3. the first listing asks for a page of them (the console opened): the server builds
+ *      the id order of every session (measured with a probe every 10 ms),
+ *   4. a client process holding 2 × `sessions` leases is killed (SIGKILL): the server moves
  *      every lease it held on (measured with a second probe, every 10 ms: the move takes
  *      a fraction of a second).
  * Reported: the probe's commit latency (p50, p99, max) during each, and how long the
@@ -29,6 +31,8 @@ export interface StallResult {
   sessions: number;
   expiry: StallFigures;
   destroyByPrincipal: StallFigures;
+  /** The first listing (the order of every id built), a probe every 10 ms; bulkMs: the listing's answer time. */
+  firstListing: StallFigures;
   /** bulkMs: from the kill until the server held none of the dead client's leases. */
   deadHolder: StallFigures;
   /** How many leases the killed client held (twice `sessions`). */
@@ -100,6 +104,19 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
     progress(`  stall: creating ${sessions.toLocaleString('en-US')} sessions of one principal…`);
     const closeFiller2 = await fill(server, sessions, { idleTimeoutMs: 3600_000, principal: 'bulk-user', holdLeases: false });
     await sleep(500);
+
+    // 3. The first listing of them (the console opened): the id order of every session is built.
+    progress(`  stall: the first listing of ${sessions.toLocaleString('en-US')} sessions…`);
+    const listProbe = await startProbe(server, 10);
+    await sleep(200);
+    const listFrom = Date.now();
+    const page = await admin.list({ limit: 100 });
+    const listMs = Date.now() - listFrom;
+    await sleep(200);
+    const firstListing = figures(listProbe.between(listFrom, Date.now()), listMs);
+    await listProbe.stop();
+    if (page.sessions.length !== 100 || page.total < sessions) throw new Error(`the listing gave ${page.sessions.length} sessions of ${page.total}`);
+
     const destroyFrom = Date.now();
     const destroyed = await admin.destroyByPrincipal('bulk-user');
     const destroyMs = Date.now() - destroyFrom;
@@ -108,7 +125,7 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
     const byPrincipal = figures(probe.between(destroyFrom, Date.now()), destroyMs);
     await closeFiller2();
 
-    // 3. A client process holding twice `sessions` leases dies: moved in one pass, 100,000
+    // 4. A client process holding twice `sessions` leases dies: moved in one pass, 100,000
     // held the server about 60 ms, too close to the target to tell a regression by.
     const leases = 2 * sessions;
     progress(`  stall: a client process takes ${leases.toLocaleString('en-US')} leases, then is killed…`);
@@ -132,7 +149,7 @@ export async function stallRun(sessions: number, progress: (line: string) => voi
     }
     await admin.close();
     await probe.stop();
-    return { sessions, expiry, destroyByPrincipal: byPrincipal, deadHolder, deadHolderLeases: leases };
+    return { sessions, expiry, destroyByPrincipal: byPrincipal, firstListing, deadHolder, deadHolderLeases: leases };
   } finally {
     await server.stop();
   }

@@ -94,7 +94,7 @@ export class KilnServerSource implements ConsoleSource {
    * (their keys sort after every id). `next` is a key, handed back as `after` unchanged.
    */
   async list(options: ListOptions): Promise<ConsoleListPage> {
-    const page = this.server.tier.list(options);
+    const page = await this.server.tier.list(options);
     return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
   }
 

@@ -330,11 +330,12 @@ export class Connection {
         const limit = Math.min(Math.max(1, uint(o, 'limit')), MAX_LIST_LIMIT);
         const after = o['after'] === undefined || o['after'] === null ? undefined : str(o, 'after', 256);
         const prefix = o['prefix'] === undefined || o['prefix'] === null ? undefined : str(o, 'prefix', 256);
-        const page = tier.list({ after: after === undefined ? undefined : ns.key(after), limit, prefix: ns.key(prefix ?? '') });
-        // Other namespaces' keys sort after every default id: the default listing ends at the first.
-        const own = page.sessions.filter((m) => ns.owns(m.id));
-        const cut = own.length < page.sessions.length;
-        return { sessions: own.map((m) => ns.meta(m)), next: cut || page.next === null ? null : ns.idOf(page.next), total: tier.groupSize(ns.name) };
+        return tier.list({ after: after === undefined ? undefined : ns.key(after), limit, prefix: ns.key(prefix ?? '') }).then((page) => {
+          // Other namespaces' keys sort after every default id: the default listing ends at the first.
+          const own = page.sessions.filter((m) => ns.owns(m.id));
+          const cut = own.length < page.sessions.length;
+          return { sessions: own.map((m) => ns.meta(m)), next: cut || page.next === null ? null : ns.idOf(page.next), total: tier.groupSize(ns.name) };
+        });
       }
       case MessageType.ClientStats: {
         const o = record(body, 'clientStats');

@@ -116,6 +116,23 @@ describe('session table', () => {
     assert.equal(t.principalCount('carol'), 1);
   });
 
+  it('a slot taken for "log out everywhere" names its session only while that session lives', () => {
+    const t = new SessionTable();
+    const [a, b] = [generateSessionId(), generateSessionId()];
+    t.applyCommit(commit(a, 0, [], { principal: 'pat' }), limits, 10);
+    const [slot] = t.slotsOf('pat');
+    assert.equal(t.sessionInSlot(slot!, 'pat', 10), a);
+    assert.equal(t.sessionInSlot(slot!, 'someone', 10), undefined, 'another principal');
+    assert.equal(t.sessionInSlot(slot!, 'pat', 9), undefined, 'created after the call started');
+    t.expire(a);
+    assert.equal(t.sessionInSlot(slot!, 'pat', 10), undefined, 'ended');
+    // Its slot taken by a login of the same principal after the call started: left alone.
+    t.applyCommit(commit(b, 0, [], { principal: 'pat' }), limits, 20);
+    assert.equal(t.slotOf(b), slot);
+    assert.equal(t.sessionInSlot(slot!, 'pat', 10), undefined);
+    assert.equal(t.sessionInSlot(slot!, 'pat', 20), b);
+  });
+
   it('replaying the records it produced rebuilds the same state (also from a dump)', () => {
     const t = new SessionTable();
     const records: TierRecord[] = [];
