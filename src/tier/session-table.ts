@@ -159,17 +159,23 @@ export class SessionTable {
     return this.principals.slotsOf(principal);
   }
 
+  /** A mark of the principal index's present, for sessionInSlot. */
+  principalMark(): number {
+    return this.principals.mark();
+  }
+
   /**
-   * The id of the session in `slot` if it still names `principal` and was created at or
-   * before `createdBy`, else undefined. A slot taken from slotsOf at `createdBy` and read
-   * later may hold another session by then (its own ended and a new one took the slot):
-   * that one was created after `createdBy` and is left alone.
+   * The id of the session in `slot` if it names `principal` since `mark` or before, else
+   * undefined. A slot taken from slotsOf and read later may hold another session by then
+   * (its own ended and a new one took the slot), or the session may have logged out and
+   * in again: those joined after the mark and are left alone. A count, not a clock: a
+   * clock stepped back would let a session made just before pass for a later one.
    */
-  sessionInSlot(slot: number, principal: string, createdBy: number): string | undefined {
+  sessionInSlot(slot: number, principal: string, mark: number): string | undefined {
     const a = this.arena;
-    if (!a.isLive(slot)) return undefined;
+    if (!a.isLive(slot) || !this.principals.joinedBy(slot, mark)) return undefined;
     a.locate(slot);
-    if (layout.principalOf(a.buf, a.at) !== principal || layout.readFields(a.buf, a.at).createdAt > createdBy) return undefined;
+    if (layout.principalOf(a.buf, a.at) !== principal) return undefined;
     return a.keyOf(slot);
   }
 

@@ -254,12 +254,12 @@ export class Tier {
     // its new session (it happened after the request, as far as the user can tell).
     // Their slots, not their ids: making 100,000 id strings at once held the server for
     // tens of milliseconds. An id is read when its slice comes.
-    const started = this.clock();
+    const mark = this.sessions.principalMark();
     const slots = this.sessions.slotsOf(principal);
     let n = 0;
     // A principal with 100,000 sessions: other requests run between slices.
     await forEachInSlices(slots, async (slot) => {
-      const id = this.sessions.sessionInSlot(slot, principal, started);
+      const id = this.sessions.sessionInSlot(slot, principal, mark);
       if (id !== undefined && (await this.destroy(null, id, 'principal'))) n++;
     });
     return n;
