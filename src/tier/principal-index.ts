@@ -3,12 +3,12 @@
  * the sessions' stable slots in the SessionArena. A Set of id strings per principal cost
  * about 200 bytes of JavaScript heap per logged-in session (the Set, its table, a string
  * per id), more than the session's own bytes. Here a principal costs one Map entry (its
- * name and the slot heading its list), and each slot three 32-bit words in typed
- * arrays: the next slot of its principal's list; the previous one, or at the head the
- * list's length (so counting is O(1)); and when it joined the list (a count, not a
- * clock), so "log out everywhere" tells the sessions it found from later logins. The
- * arrays cover every slot up to the highest one a principal was given (12 bytes a
- * session once most sessions have one); a table that never sees a principal makes none.
+ * name and the slot heading its list), and per slot, in typed arrays: the next slot of
+ * its principal's list; the previous one, or at the head the list's length (so counting
+ * is O(1)); and when it joined the list (a count of joins, not a clock), so "log out
+ * everywhere" tells the sessions it found from later logins. The arrays cover every slot
+ * up to the highest one a principal was given (16 bytes a session once most sessions
+ * have one); a table that never sees a principal makes none.
  * Pure.
  */
 export class PrincipalIndex {
@@ -16,8 +16,8 @@ export class PrincipalIndex {
   private next: Int32Array = EMPTY;
   /** The previous slot (≥ 0); at a list's head, HEAD - length; UNLINKED when in no list. */
   private prev: Int32Array = EMPTY;
-  /** When each slot joined its list, from `joins` (mod 2^32): what a bulk job took at its start is told from later logins. */
-  private joinedAt: Uint32Array = EMPTY_U32;
+  /** When each slot joined its list, counted in joins (exact to 2^53: a 32-bit count would wrap within weeks of logins, making an old session look new): a bulk job's sessions are told from later logins. */
+  private joinedAt: Float64Array = EMPTY_F64;
   private joins = 0;
 
   /** How many principals have a session. */
@@ -47,14 +47,13 @@ export class PrincipalIndex {
 
   /** Whether the session in `slot` joined its list at or before `mark` (a login after it, or a slot reused since, did not). */
   joinedBy(slot: number, mark: number): boolean {
-    // Serial-number comparison: the count wraps at 2^32, far beyond what one job outlives.
-    return slot < this.joinedAt.length && ((mark - this.joinedAt[slot]!) >>> 0) < 2 ** 31;
+    return slot < this.joinedAt.length && this.joinedAt[slot]! <= mark;
   }
 
   /** The session in `slot` names `principal` (it did not before). */
   add(principal: string, slot: number): void {
     this.ensure(slot);
-    this.joins = (this.joins + 1) >>> 0;
+    this.joins++;
     this.joinedAt[slot] = this.joins;
     const head = this.heads.get(principal);
     if (head === undefined) {
@@ -99,7 +98,7 @@ export class PrincipalIndex {
     const size = Math.max(1024, slot + 1, this.next.length * 2);
     this.next = grown(this.next, size, NONE);
     this.prev = grown(this.prev, size, UNLINKED);
-    const joinedAt = new Uint32Array(size);
+    const joinedAt = new Float64Array(size);
     joinedAt.set(this.joinedAt);
     this.joinedAt = joinedAt;
   }
@@ -110,7 +109,7 @@ const UNLINKED = -1;
 /** prev of a head: HEAD - count, so -3 for a list of one. */
 const HEAD = -2;
 const EMPTY: Int32Array = new Int32Array(0);
-const EMPTY_U32: Uint32Array = new Uint32Array(0);
+const EMPTY_F64: Float64Array = new Float64Array(0);
 
 function grown(from: Int32Array, size: number, fill: number): Int32Array {
   const to = new Int32Array(size);

@@ -83,9 +83,12 @@ export class SortedIds {
         const generation = this.generation;
         this.added.clear();
         this.removed.clear();
-        const ids = await this.gather();
-        const order = await this.sortInSlices(ids);
-        if (generation === this.generation) {
+        // A reset while the build runs (a bulk load, the tier closing) starts it again at
+        // the next slice rather than after a whole build of what the reset threw away.
+        const stale = (): boolean => generation !== this.generation;
+        const ids = await this.gather(stale);
+        const order = ids && (await this.sortInSlices(ids, stale));
+        if (order && !stale()) {
           this.sorted = order;
           return;
         }
@@ -96,13 +99,15 @@ export class SortedIds {
     }
   }
 
-  private async gather(): Promise<string[]> {
+  /** Every id, gathered in slices; undefined when the build went stale meanwhile. */
+  private async gather(stale: () => boolean): Promise<string[] | undefined> {
     const ids: string[] = [];
     let sliceStart = this.now();
     for (const id of this.all()) {
       ids.push(id);
       if ((ids.length & 1023) === 0 && this.now() - sliceStart > SLICE_MS) {
         await this.yieldTurn();
+        if (stale()) return undefined;
         sliceStart = this.now();
       }
     }
@@ -110,19 +115,22 @@ export class SortedIds {
   }
 
   /** A bottom-up merge sort: runs of RUN_IDS sorted in one go, then merged in pairs, a slice at a time. */
-  private async sortInSlices(ids: string[]): Promise<string[]> {
+  private async sortInSlices(ids: string[], stale: () => boolean): Promise<string[] | undefined> {
     let sliceStart = this.now();
-    const pause = async (): Promise<void> => {
+    /** False when the build went stale during the pause. */
+    const pause = async (): Promise<boolean> => {
       if (this.now() - sliceStart > SLICE_MS) {
         await this.yieldTurn();
+        if (stale()) return false;
         sliceStart = this.now();
       }
+      return true;
     };
     let from = ids;
     for (let at = 0; at < from.length; at += RUN_IDS) {
       const run = from.slice(at, at + RUN_IDS).sort();
       for (let i = 0; i < run.length; i++) from[at + i] = run[i]!;
-      await pause();
+      if (!(await pause())) return undefined;
     }
     let to = new Array<string>(from.length);
     for (let width = RUN_IDS; width < from.length; width *= 2) {
@@ -134,7 +142,7 @@ export class SortedIds {
         let k = lo;
         while (k < hi) {
           to[k++] = j >= hi || (i < mid && from[i]! <= from[j]!) ? from[i++]! : from[j++]!;
-          if ((k & 1023) === 0) await pause();
+          if ((k & 1023) === 0 && !(await pause())) return undefined;
         }
       }
       [from, to] = [to, from];
@@ -153,7 +161,9 @@ export class SortedIds {
       const id = base[i]!;
       while (j < extra.length && extra[j]! < id) out[n++] = extra[j++]!;
       if (j < extra.length && extra[j] === id) j++; // added while the order was built, and gathered too
-      if (!checkRemoved || !removed.has(id)) out[n++] = id;
+      // A build can gather an id twice (removed and made again in a slot it had not reached):
+      // each id is written once, or paging with `after` would stop at the copy.
+      if ((!checkRemoved || !removed.has(id)) && (n === 0 || out[n - 1] !== id)) out[n++] = id;
     }
     while (j < extra.length) out[n++] = extra[j++]!;
     out.length = n;

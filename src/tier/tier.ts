@@ -362,6 +362,7 @@ export class Tier {
     this.closed = true;
     clearInterval(this.sweepTimer);
     this.leases.close();
+    this.sortedIds.reset(); // a listing order being built stops at its next slice
   }
 
   private scheduleExpiry(sessionId: string): void {

@@ -95,4 +95,53 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
     assert.deepEqual(second, first);
     assert.ok(first.includes('zz-after-reset'));
   });
+
+  it('an id removed and made again where the gathering has not reached yet is listed once', async () => {
+    const live = new Set(Array.from({ length: 3 * RUN_IDS }, (_, i) => `id${String(i).padStart(6, '0')}`));
+    let clock = 0;
+    let yields = 0;
+    const index: SortedIds = new SortedIds(
+      () => live,
+      async () => {
+        if (++yields === 1) {
+          // Gathered already; removed, then made again: a Set puts it last, where the
+          // gathering will meet it a second time (as a slot the arena had not reached).
+          live.delete('id000000');
+          index.remove('id000000');
+          live.add('id000000');
+          index.add('id000000');
+        }
+      },
+      () => (clock += 1),
+    );
+    const order = await index.view();
+    assert.equal(order.filter((id) => id === 'id000000').length, 1);
+    assert.deepEqual(order, [...live].sort());
+  });
+
+  it('a reset while the order is built throws the stale work away at the next slice', async () => {
+    const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `k${i}`));
+    const build = async (resetAtFirstYield: boolean): Promise<{ yields: number; gathered: number }> => {
+      let clock = 0;
+      let yields = 0;
+      let gathered = 0;
+      const index: SortedIds = new SortedIds(
+        () => {
+          gathered++;
+          return live;
+        },
+        async () => {
+          if (++yields === 1 && resetAtFirstYield) index.reset();
+        },
+        () => (clock += 1),
+      );
+      assert.deepEqual(await index.view(), [...live].sort());
+      return { yields, gathered };
+    };
+    const whole = await build(false);
+    const reset = await build(true);
+    assert.ok(whole.yields > 4, `a whole build yields often (${whole.yields})`);
+    assert.equal(reset.gathered, 2, 'gathered again from the start after the reset');
+    assert.equal(reset.yields, whole.yields + 1, 'the stale build stopped at the slice after the reset');
+  });
 });
