@@ -14,8 +14,10 @@ import { describe, it } from 'node:test';
 // with its header comment), with kiln repair still to come.
 // 2026-12-06: 662 KiB with the off-heap session store (session-arena, session-record,
 // stored-attributes, slot-deadlines, varint, keyed-hash: six modules with their .d.ts).
+// Later that day: 680 KiB with principal-index and the sliced listing order, and the docs
+// (shipped in the package: benchmarks.md alone is 150 KB of run history, 37 KB packed).
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 680 * 1024;
+const MAX_PACKED_BYTES = 700 * 1024;
 const MAX_UNPACKED_BYTES = 2.7 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
