@@ -14,6 +14,15 @@ const KILN = 'kiln/express' as const;
 
 const idOf = (setCookie: string) => decodeURIComponent(setCookie).replace(/^s:/, '').replace(/\.[^.]+$/, '');
 
+/**
+ * express-session computes originalMaxAge as expires − Date.now() right after setting
+ * expires from another Date.now(): a millisecond may pass between the two (seen in full
+ * runs on the incumbent's side, in two cases).
+ */
+function assertOriginalMaxAge(actual: number, expected: number): void {
+  assert.ok(actual === expected || actual === expected - 1, `originalMaxAge ${actual}, expected ${expected}`);
+}
+
 export const CASES: Case[] = [
   // ---- when a session is stored and a cookie sent
   {
@@ -250,10 +259,7 @@ export const CASES: Case[] = [
         assert.ok(Math.abs(expiresIn(sc) - 30 * DAY) < 5000);
         const read = await c.get('/s');
         assert.ok(Math.abs((read.body['maxAge'] as number) - 30 * DAY) < 5000);
-        // express-session computes originalMaxAge as expires − Date.now() right after setting
-        // expires from another Date.now(): a millisecond may pass between the two.
-        const originalMaxAge = (read.body['session'] as { cookie: { originalMaxAge: number } }).cookie.originalMaxAge;
-        assert.ok(originalMaxAge === 30 * DAY || originalMaxAge === 30 * DAY - 1, String(originalMaxAge));
+        assertOriginalMaxAge((read.body['session'] as { cookie: { originalMaxAge: number } }).cookie.originalMaxAge, 30 * DAY);
       });
     },
   },
@@ -688,7 +694,7 @@ export const CASES: Case[] = [
         assert.ok(r['before']! < 59_500, `counted down: ${r['before']}`);
         assert.ok(r['touched']! > 59_500);
         assert.ok(r['reset']! > 59_500);
-        assert.equal(r['original'], 60_000);
+        assertOriginalMaxAge(r['original']!, 60_000);
       });
     },
   },
