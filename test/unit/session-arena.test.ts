@@ -8,6 +8,17 @@ const payloadOf = (arena: SessionArena, slot: number): Buffer => {
 };
 const put = (arena: SessionArena, key: string, payload: Buffer): number => arena.put(key, payload, payload.length);
 
+/** Stores each key as its own payload, removes every `step`th, and checks that exactly those are gone and the rest still read back. */
+function putThenRemoveEvery(arena: SessionArena, keys: string[], step: number): void {
+  for (const key of keys) put(arena, key, Buffer.from(key));
+  for (let i = 0; i < keys.length; i += step) arena.remove(arena.find(keys[i]!));
+  for (const [i, key] of keys.entries()) {
+    const slot = arena.find(key);
+    if (i % step === 0) assert.equal(slot, -1, key);
+    else assert.equal(payloadOf(arena, slot).toString(), key);
+  }
+}
+
 describe('session arena', () => {
   it('stores, finds, replaces and removes records by key', () => {
     const arena = new SessionArena();
@@ -66,14 +77,7 @@ describe('session arena', () => {
   it('finds keys whose hashes collide in one probe run after removals inside it', () => {
     const arena = new SessionArena();
     // Thousands of keys in a table of a few thousand entries: long probe runs are certain.
-    const keys = Array.from({ length: 3000 }, (_, i) => `session-${i}`);
-    for (const key of keys) put(arena, key, Buffer.from(key));
-    for (let i = 0; i < keys.length; i += 3) arena.remove(arena.find(keys[i]!));
-    for (const [i, key] of keys.entries()) {
-      const slot = arena.find(key);
-      if (i % 3 === 0) assert.equal(slot, -1, key);
-      else assert.equal(payloadOf(arena, slot).toString(), key);
-    }
+    putThenRemoveEvery(arena, Array.from({ length: 3000 }, (_, i) => `session-${i}`), 3);
   });
 
   it('reuses freed space of the same size class, and rewrites a record of its own in place while it fits its room', () => {
@@ -148,13 +152,7 @@ describe('session arena under pressure', () => {
     for (const home of [7, 1023]) {
       const arena = new SessionArena({ hash: () => home });
       const keys = Array.from({ length: 300 }, (_, i) => `k${i}`);
-      for (const key of keys) put(arena, key, Buffer.from(key));
-      for (let i = 0; i < keys.length; i += 4) arena.remove(arena.find(keys[i]!));
-      for (const [i, key] of keys.entries()) {
-        const slot = arena.find(key);
-        if (i % 4 === 0) assert.equal(slot, -1, key);
-        else assert.equal(payloadOf(arena, slot).toString(), key);
-      }
+      putThenRemoveEvery(arena, keys, 4);
       for (let i = 0; i < keys.length; i += 4) put(arena, keys[i]!, Buffer.from(`again ${i}`));
       assert.equal(payloadOf(arena, arena.find('k0')).toString(), 'again 0');
       assert.equal(arena.size, keys.length);
