@@ -1,13 +1,13 @@
 /**
  * Session ids in order, for the paged listing (admin, console, KilnStore.all). Sorting a
  * million ids takes about a second, so the order is not rebuilt after every create or
- * removal: changes since the last listing are kept aside and merged in (linear, tens of
- * milliseconds at a million) when the next listing asks. Only the first listing, or one
- * after more changes than half the sessions, builds the order from every id, and it does
- * so in slices (ids gathered, sorted in runs of RUN_IDS, runs merged), letting the event
- * loop serve other clients between them: the server never stops for a listing. Changes
- * made while a build runs are kept aside like any other and merged when it ends. Pure
- * apart from the default clock and yield, which tests replace.
+ * removal: changes since the last listing are kept aside and merged in when the next
+ * listing asks. Only the first listing, or one after more changes than half the sessions,
+ * builds the order from every id. Both run in slices (a build: ids gathered, sorted in
+ * runs of RUN_IDS, runs merged; a merge: the changes sorted the same way, then merged
+ * into the order), letting the event loop serve other clients between them: the server
+ * never stops for a listing. Changes made while a build or a merge runs are kept aside
+ * for the next one. Pure apart from the default clock and yield, which tests replace.
  */
 import { SLICE_MS } from './sliced-work.js';
 
@@ -17,12 +17,14 @@ export const RUN_IDS = 4096;
 export class SortedIds {
   private sorted: string[] | undefined;
   private building: Promise<void> | undefined;
+  private merging: Promise<boolean> | undefined;
   /** Set from the first step of a build (before its promise exists) to its end. */
   private inBuild = false;
   /** Bumped by reset: a build that started before it is thrown away. */
   private generation = 0;
-  private readonly added = new Set<string>();
-  private readonly removed = new Set<string>();
+  /** Changes since the order (or the merge running) was taken; a merge takes them and starts new ones. */
+  private added = new Set<string>();
+  private removed = new Set<string>();
 
   constructor(
     private readonly all: () => Iterable<string>,
@@ -37,6 +39,7 @@ export class SortedIds {
     if (!this.tracking) return;
     this.generation++;
     this.sorted = undefined;
+    this.merging = undefined; // a merge running stops at its next slice; a new one may start after the build
     this.added.clear();
     this.removed.clear();
   }
@@ -57,18 +60,26 @@ export class SortedIds {
     this.limitPending();
   }
 
-  /** The ids in order (do not keep the array: the next change may replace it). */
+  /**
+   * The ids in order, with the changes kept so far merged in, by this call or by the merge
+   * it found running (do not keep the array: the next merge replaces it). Changes made
+   * while it waits are left for the next listing, so a listing under steady churn ends
+   * after one merge.
+   */
   async view(): Promise<string[]> {
-    while (!this.sorted) {
-      this.building ??= this.build();
-      await this.building;
+    let merged = false;
+    for (;;) {
+      if (!this.sorted) {
+        this.building ??= this.build();
+        await this.building;
+        continue;
+      }
+      // A merge running took the pending changes with it: wait for it, not for nothing.
+      if (merged || (!this.merging && this.added.size === 0 && this.removed.size === 0)) return this.sorted;
+      this.merging ??= this.mergePending();
+      // False when a reset threw the merge away: build, then merge what came meanwhile.
+      merged = await this.merging;
     }
-    if (this.added.size > 0 || this.removed.size > 0) {
-      this.sorted = this.merged(this.sorted);
-      this.added.clear();
-      this.removed.clear();
-    }
-    return this.sorted;
   }
 
   /** Changes are kept once there is an order to merge them into, or one being built. */
@@ -86,7 +97,7 @@ export class SortedIds {
         // A reset while the build runs (a bulk load, the tier closing) starts it again at
         // the next slice rather than after a whole build of what the reset threw away.
         const stale = (): boolean => generation !== this.generation;
-        const ids = await this.gather(stale);
+        const ids = await this.gather(this.all(), stale);
         const order = ids && (await this.sortInSlices(ids, stale));
         if (order && !stale()) {
           this.sorted = order;
@@ -99,11 +110,11 @@ export class SortedIds {
     }
   }
 
-  /** Every id, gathered in slices; undefined when the build went stale meanwhile. */
-  private async gather(stale: () => boolean): Promise<string[] | undefined> {
+  /** Every id of `source`, gathered in slices; undefined when the work went stale meanwhile. */
+  private async gather(source: Iterable<string>, stale: () => boolean): Promise<string[] | undefined> {
     const ids: string[] = [];
     let sliceStart = this.now();
-    for (const id of this.all()) {
+    for (const id of source) {
       ids.push(id);
       if ((ids.length & 1023) === 0 && this.now() - sliceStart > SLICE_MS) {
         await this.yieldTurn();
@@ -150,11 +161,36 @@ export class SortedIds {
     return from;
   }
 
-  private merged(base: string[]): string[] {
-    const extra = [...this.added].sort();
+  /**
+   * Merges the changes kept so far into the order, in slices; true when done. New changes
+   * go to fresh sets meanwhile. A reset during the merge (a bulk load, too many changes,
+   * the tier closing) throws it away (false): the order is built again.
+   */
+  private async mergePending(): Promise<boolean> {
+    const generation = this.generation;
+    const stale = (): boolean => generation !== this.generation;
+    const base = this.sorted!;
+    const added = this.added;
     const removed = this.removed;
+    this.added = new Set();
+    this.removed = new Set();
+    try {
+      const gathered = await this.gather(added, stale);
+      const extra = gathered && (await this.sortInSlices(gathered, stale));
+      const out = extra && (await this.mergeInSlices(base, extra, removed, stale));
+      if (!out || stale()) return false;
+      this.sorted = out;
+      return true;
+    } finally {
+      if (!stale()) this.merging = undefined; // once stale, reset has let go of it and a newer merge may be running
+    }
+  }
+
+  /** `base` with `extra` (sorted) merged in and `removed` left out, each id once; undefined when stale. */
+  private async mergeInSlices(base: string[], extra: string[], removed: ReadonlySet<string>, stale: () => boolean): Promise<string[] | undefined> {
     const checkRemoved = removed.size > 0;
     const out = new Array<string>(base.length + extra.length);
+    let sliceStart = this.now();
     let n = 0;
     let j = 0;
     for (let i = 0; i < base.length; i++) {
@@ -164,6 +200,11 @@ export class SortedIds {
       // A build can gather an id twice (removed and made again in a slot it had not reached):
       // each id is written once, or paging with `after` would stop at the copy.
       if ((!checkRemoved || !removed.has(id)) && (n === 0 || out[n - 1] !== id)) out[n++] = id;
+      if ((i & 1023) === 1023 && this.now() - sliceStart > SLICE_MS) {
+        await this.yieldTurn();
+        if (stale()) return undefined;
+        sliceStart = this.now();
+      }
     }
     while (j < extra.length) out[n++] = extra[j++]!;
     out.length = n;

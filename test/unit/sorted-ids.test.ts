@@ -50,6 +50,7 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
     const live = new Set<string>();
     while (live.size < 3 * RUN_IDS + 17) live.add(`s${Math.floor(rand() * 1e12)}`);
     let clock = 0;
+    let clockRuns = true;
     let yields = 0;
     const gathered = [...live].slice(0, 50);
     const index = new SortedIds(
@@ -68,12 +69,18 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
           index.add(gone);
         }
       },
-      () => (clock += 1), // 4 ms pass every few readings: many slices
+      () => (clockRuns ? (clock += 1) : clock), // 4 ms pass every few readings: many slices
     );
+    const asked = [...live];
     const order = await index.view();
     assert.ok(yields >= 5, `the build yielded (${yields} times)`);
-    assert.deepEqual(order, [...live].sort());
+    assert.deepEqual(order, [...order].sort());
     assert.equal(new Set(order).size, order.length, 'every id once');
+    const listed = new Set(order);
+    assert.deepEqual(asked.filter((id) => live.has(id) && !listed.has(id)), [], 'every id there before the listing and still there is listed');
+    // The merge after the build yields too, and what changed meanwhile waits for the next listing.
+    clockRuns = false;
+    assert.deepEqual(await index.view(), [...live].sort(), 'the changes made meanwhile are kept');
   });
 
   it('a reset while the order is built starts the build again; listings made meanwhile wait for it', async () => {
@@ -143,5 +150,73 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
     assert.ok(whole.yields > 4, `a whole build yields often (${whole.yields})`);
     assert.equal(reset.gathered, 2, 'gathered again from the start after the reset');
     assert.equal(reset.yields, whole.yields + 1, 'the stale build stopped at the slice after the reset');
+  });
+
+  it('merges the changes since the last listing in slices, leaving those made meanwhile to the next listing', async () => {
+    const live = new Set(Array.from({ length: 6 * RUN_IDS }, (_, i) => `b${String(i * 3).padStart(7, '0')}`));
+    let clock = 0;
+    let ticking = false;
+    let yields = 0;
+    const index: SortedIds = new SortedIds(
+      () => live,
+      async () => {
+        yields++;
+        // The server goes on between slices: one session made, one ended.
+        const made = `m${yields}`;
+        live.add(made);
+        index.add(made);
+        const gone = `b${String(yields * 3).padStart(7, '0')}`;
+        if (live.delete(gone)) index.remove(gone);
+      },
+      () => (ticking ? (clock += 1) : clock),
+    );
+    await index.view(); // the order, built in one slice (the clock stands still)
+    assert.equal(yields, 0);
+    // Changes since: ids between the listed ones, after them, and removals.
+    for (let i = 0; i < 2 * RUN_IDS; i++) {
+      const id = `b${String(i * 3 + 1).padStart(7, '0')}`;
+      live.add(id);
+      index.add(id);
+    }
+    for (let i = 0; i < 500; i++) {
+      const id = `b${String(i * 30 + 6000).padStart(7, '0')}`;
+      live.delete(id);
+      index.remove(id);
+    }
+    const asked = [...live].sort();
+    ticking = true;
+    const order = await index.view();
+    ticking = false;
+    assert.ok(yields >= 3, `the merge yielded (${yields} times)`);
+    assert.deepEqual(order, asked, 'the changes made before the listing, and only those');
+    assert.deepEqual(await index.view(), [...live].sort(), 'the next listing has those made meanwhile');
+  });
+
+  it('a reset during a merge throws it away: the listing builds the order again, with every change', async () => {
+    const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `c${String(i).padStart(6, '0')}`));
+    let clock = 0;
+    let ticking = false;
+    let resets = 0;
+    const index: SortedIds = new SortedIds(
+      () => live,
+      async () => {
+        if (resets++ === 0) {
+          live.add('zz-after-reset');
+          index.reset();
+        }
+      },
+      () => (ticking ? (clock += 1) : clock),
+    );
+    await index.view();
+    for (let i = 0; i < RUN_IDS; i++) {
+      live.add(`d${i}`);
+      index.add(`d${i}`);
+    }
+    ticking = true;
+    const [first, second] = await Promise.all([index.view(), index.view()]);
+    assert.ok(resets > 1, 'the merge yielded, and the build after the reset too');
+    assert.deepEqual(first, [...live].sort());
+    assert.deepEqual(second, first);
+    assert.ok(first.includes('zz-after-reset') && first.includes(`d${RUN_IDS - 1}`));
   });
 });
