@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { SessionArena, SMALL_RECORD_BYTES } from '../../src/tier/session-arena.js';
+import { MIGRATE_BUCKETS, SessionArena, SMALL_RECORD_BYTES } from '../../src/tier/session-arena.js';
+import { KeyedHash } from '../../src/util/keyed-hash.js';
 
 const payloadOf = (arena: SessionArena, slot: number): Buffer => {
   arena.locate(slot);
@@ -72,6 +73,47 @@ describe('session arena', () => {
     const live = [...arena.slots()].map((slot) => arena.keyOf(slot)).sort();
     assert.deepEqual(live, [...model.keys()].sort());
     for (let i = 0; i < 8000; i++) if (!model.has(`k${i}`)) assert.equal(arena.find(`k${i}`), -1);
+  });
+
+  it('doubles its index a little at a time: no put re-reads every key, and every key stays reachable while the index moves', () => {
+    const keyed = new KeyedHash();
+    let hashes = 0;
+    const arena = new SessionArena({ hash: (buf, start, end) => (hashes++, keyed.hash(buf, start, end)) });
+    const model = new Map<string, number>();
+    let seed = 5;
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    let mostPerPut = 0;
+    let stepsWhileMoving = 0;
+    let checksWhileMoving = 0;
+    for (let step = 0; step < 120_000; step++) {
+      const key = `s${random(150_000)}`;
+      const moving = arena.indexMoving;
+      if (moving) stepsWhileMoving++;
+      const before = hashes;
+      if (model.has(key) && random(3) === 0) {
+        arena.remove(arena.find(key));
+        model.delete(key);
+      } else {
+        put(arena, key, Buffer.from(`${key}:${step}`));
+        model.set(key, step);
+        // The key's own hash and the entries moved (a put does no backward shift).
+        mostPerPut = Math.max(mostPerPut, hashes - before - 2);
+      }
+      if (moving && step % 97 === 0) {
+        // Mid-move: every key reads back, wherever its entry is (old index or new), and a removed one is gone.
+        checksWhileMoving++;
+        for (const [k, at] of model) assert.equal(payloadOf(arena, arena.find(k)).toString(), `${k}:${at}`, k);
+        assert.equal(arena.find(`s${random(150_000)}x`), -1);
+      }
+    }
+    assert.ok(stepsWhileMoving > 1000 && checksWhileMoving > 10, `moves ran (${stepsWhileMoving} steps, ${checksWhileMoving} checks)`);
+    assert.ok(mostPerPut <= MIGRATE_BUCKETS, `a put re-hashed at most ${MIGRATE_BUCKETS} moved entries (${mostPerPut})`);
+    assert.equal(arena.size, model.size);
+    for (const [k, at] of model) assert.equal(payloadOf(arena, arena.find(k)).toString(), `${k}:${at}`, k);
+    assert.deepEqual([...arena.slots()].map((slot) => arena.keyOf(slot)).sort(), [...model.keys()].sort());
   });
 
   it('finds keys whose hashes collide in one probe run after removals inside it', () => {
@@ -156,6 +198,30 @@ describe('session arena under pressure', () => {
       for (let i = 0; i < keys.length; i += 4) put(arena, keys[i]!, Buffer.from(`again ${i}`));
       assert.equal(payloadOf(arena, arena.find('k0')).toString(), 'again 0');
       assert.equal(arena.size, keys.length);
+    }
+  });
+
+  it('one probe run for every key through a doubling of the index: removals in the old index leave the run whole', () => {
+    for (const home of [5, 0x7fffffff]) {
+      const arena = new SessionArena({ hash: () => home });
+      const keys = Array.from({ length: 1200 }, (_, i) => `c${i}`);
+      const removed = new Set(['c500', 'c490', 'c480', 'c470', 'c460']);
+      const check = (upTo: number): void => {
+        for (const key of keys.slice(0, upTo)) {
+          const slot = arena.find(key);
+          if (removed.has(key)) assert.equal(slot, -1, key);
+          else assert.equal(payloadOf(arena, slot).toString(), key, key);
+        }
+      };
+      for (const key of keys.slice(0, 513)) put(arena, key, Buffer.from(key)); // the 513th key doubles the index (1,024 → 2,048)
+      assert.equal(arena.indexMoving, true);
+      // Five removals move 5 × MIGRATE_BUCKETS old positions: these keys, late in the run, are still in the old index.
+      for (const key of removed) arena.remove(arena.find(key));
+      assert.equal(arena.indexMoving, true);
+      check(513); // finds go past the markers the removals left
+      for (const key of keys.slice(513)) put(arena, key, Buffer.from(key));
+      assert.equal(arena.indexMoving, false);
+      check(keys.length);
     }
   });
 
