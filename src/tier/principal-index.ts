@@ -1,3 +1,5 @@
+import { PagedArray } from '../util/paged-array.js';
+
 /**
  * Which sessions name each principal ("log out everywhere", the per-principal cap), by
  * the sessions' stable slots in the SessionArena. A Set of id strings per principal cost
@@ -6,18 +8,19 @@
  * name and the slot heading its list), and per slot, in typed arrays: the next slot of
  * its principal's list; the previous one, or at the head the list's length (so counting
  * is O(1)); and when it joined the list (a count of joins, not a clock), so "log out
- * everywhere" tells the sessions it found from later logins. The arrays cover every slot
- * up to the highest one a principal was given (16 bytes a session once most sessions
- * have one); a table that never sees a principal makes none.
+ * everywhere" tells the sessions it found from later logins. The arrays (PagedArray: they
+ * grow by a page, never by a copy) cover every slot up to the highest one a principal was
+ * given (16 bytes a session once most sessions have one); a table that never sees a
+ * principal makes none.
  * Pure.
  */
 export class PrincipalIndex {
   private readonly heads = new Map<string, number>();
-  private next: Int32Array = EMPTY;
+  private readonly next = new PagedArray(Int32Array, NONE);
   /** The previous slot (≥ 0); at a list's head, HEAD - length; UNLINKED when in no list. */
-  private prev: Int32Array = EMPTY;
+  private readonly prev = new PagedArray(Int32Array, UNLINKED);
   /** When each slot joined its list, counted in joins (exact to 2^53: a 32-bit count would wrap within weeks of logins, making an old session look new): a bulk job's sessions are told from later logins. */
-  private joinedAt: Float64Array = EMPTY_F64;
+  private readonly joinedAt = new PagedArray(Float64Array);
   private joins = 0;
 
   /** How many principals have a session. */
@@ -28,7 +31,7 @@ export class PrincipalIndex {
   /** How many sessions name this principal. */
   count(principal: string): number {
     const head = this.heads.get(principal);
-    return head === undefined ? 0 : HEAD - this.prev[head]!;
+    return head === undefined ? 0 : HEAD - this.prev.get(head);
   }
 
   /** The slots of this principal's sessions, newest first. */
@@ -36,7 +39,7 @@ export class PrincipalIndex {
     const out: number[] = [];
     const count = this.count(principal);
     // Bounded by the count: a list damaged by a caller's mistake cannot loop.
-    for (let slot = this.heads.get(principal) ?? NONE; slot !== NONE && out.length < count; slot = this.next[slot]!) out.push(slot);
+    for (let slot = this.heads.get(principal) ?? NONE; slot !== NONE && out.length < count; slot = this.next.get(slot)) out.push(slot);
     return out;
   }
 
@@ -47,22 +50,22 @@ export class PrincipalIndex {
 
   /** Whether the session in `slot` joined its list at or before `mark` (a login after it, or a slot reused since, did not). */
   joinedBy(slot: number, mark: number): boolean {
-    return slot < this.joinedAt.length && this.joinedAt[slot]! <= mark;
+    return slot < this.joinedAt.length && this.joinedAt.get(slot) <= mark;
   }
 
   /** The session in `slot` names `principal` (it did not before). */
   add(principal: string, slot: number): void {
     this.ensure(slot);
     this.joins++;
-    this.joinedAt[slot] = this.joins;
+    this.joinedAt.set(slot, this.joins);
     const head = this.heads.get(principal);
     if (head === undefined) {
-      this.next[slot] = NONE;
-      this.prev[slot] = HEAD - 1;
+      this.next.set(slot, NONE);
+      this.prev.set(slot, HEAD - 1);
     } else {
-      this.next[slot] = head;
-      this.prev[slot] = this.prev[head]! - 1; // one more than the old head's count
-      this.prev[head] = slot;
+      this.next.set(slot, head);
+      this.prev.set(slot, this.prev.get(head) - 1); // one more than the old head's count
+      this.prev.set(head, slot);
     }
     this.heads.set(principal, slot);
   }
@@ -75,32 +78,28 @@ export class PrincipalIndex {
   remove(principal: string, slot: number): void {
     const head = this.heads.get(principal);
     if (head === undefined || slot >= this.prev.length) return;
-    const before = this.prev[slot]!;
-    const after = this.next[slot]!;
+    const before = this.prev.get(slot);
+    const after = this.next.get(slot);
     if (before <= HEAD) {
       if (slot !== head) return;
       if (after === NONE) this.heads.delete(principal);
       else {
-        this.prev[after] = before + 1; // the new head carries the count, one less
+        this.prev.set(after, before + 1); // the new head carries the count, one less
         this.heads.set(principal, after);
       }
     } else {
-      if (before === UNLINKED || this.next[before] !== slot) return;
-      this.next[before] = after;
-      if (after !== NONE) this.prev[after] = before;
-      this.prev[head] = this.prev[head]! + 1;
+      if (before === UNLINKED || this.next.get(before) !== slot) return;
+      this.next.set(before, after);
+      if (after !== NONE) this.prev.set(after, before);
+      this.prev.set(head, this.prev.get(head) + 1);
     }
-    this.prev[slot] = UNLINKED;
+    this.prev.set(slot, UNLINKED);
   }
 
   private ensure(slot: number): void {
-    if (slot < this.next.length) return;
-    const size = Math.max(1024, slot + 1, this.next.length * 2);
-    this.next = grown(this.next, size, NONE);
-    this.prev = grown(this.prev, size, UNLINKED);
-    const joinedAt = new Float64Array(size);
-    joinedAt.set(this.joinedAt);
-    this.joinedAt = joinedAt;
+    this.next.ensure(slot);
+    this.prev.ensure(slot);
+    this.joinedAt.ensure(slot);
   }
 }
 
@@ -108,12 +107,3 @@ const NONE = -1;
 const UNLINKED = -1;
 /** prev of a head: HEAD - count, so -3 for a list of one. */
 const HEAD = -2;
-const EMPTY: Int32Array = new Int32Array(0);
-const EMPTY_F64: Float64Array = new Float64Array(0);
-
-function grown(from: Int32Array, size: number, fill: number): Int32Array {
-  const to = new Int32Array(size);
-  to.fill(fill, from.length);
-  to.set(from);
-  return to;
-}

@@ -1,5 +1,6 @@
 import { sameBytes } from '../util/bytes.js';
 import { KeyedHash } from '../util/keyed-hash.js';
+import { PagedArray } from '../util/paged-array.js';
 
 /**
  * Byte records keyed by string, stored off the JavaScript heap: what lets a server hold a
@@ -70,7 +71,7 @@ export class SessionArena {
   private migrateAt = 0;
   private count = 0;
   /** Per slot: the place of its record in units of CLASS_BYTES from the first chunk's start, or FREE, or OUTSIDE. */
-  private where = new Uint32Array(1024);
+  private readonly where = new PagedArray(Uint32Array, FREE);
   /** One past the highest slot ever used. */
   private slotsUsed = 0;
   private readonly freeSlots: number[] = [];
@@ -117,7 +118,7 @@ export class SessionArena {
 
   /** Points buf/at/end at the payload of a live slot (valid until the next change). */
   locate(slot: number): void {
-    const unit = this.where[slot]!;
+    const unit = this.where.get(slot);
     let buf: Buffer;
     let start: number;
     if (unit === OUTSIDE) {
@@ -154,7 +155,7 @@ export class SessionArena {
     // Whatever may throw (a full arena, no memory) runs before anything changes.
     if (slot >= 0) {
       if (!this.fitsInPlace(slot, total)) {
-        const oldUnit = this.where[slot]!;
+        const oldUnit = this.where.get(slot);
         const oldOwn = oldUnit === OUTSIDE ? this.outside.get(slot) : undefined;
         this.placeNew(slot, total);
         this.releasePlace(slot, oldUnit, oldOwn);
@@ -168,7 +169,7 @@ export class SessionArena {
     try {
       this.placeNew(fresh, total);
     } catch (err) {
-      this.where[fresh] = FREE;
+      this.where.set(fresh, FREE);
       this.freeSlots.push(fresh);
       throw err;
     }
@@ -184,19 +185,19 @@ export class SessionArena {
     if (this.oldIndex) this.migrate(MIGRATE_BUCKETS);
     this.deleteIndex(slot, this.hashOfSlot(slot));
     this.freeBytes(slot);
-    this.where[slot] = FREE;
+    this.where.set(slot, FREE);
     this.freeSlots.push(slot);
     this.count--;
   }
 
   /** Whether a slot holds a record now (a slot kept elsewhere may have been removed, then reused). */
   isLive(slot: number): boolean {
-    return slot >= 0 && slot < this.slotsUsed && this.where[slot] !== FREE;
+    return slot >= 0 && slot < this.slotsUsed && this.where.get(slot) !== FREE;
   }
 
   /** Every live slot, in slot order. */
   *slots(): Generator<number> {
-    for (let slot = 0; slot < this.slotsUsed; slot++) if (this.where[slot] !== FREE) yield slot;
+    for (let slot = 0; slot < this.slotsUsed; slot++) if (this.where.get(slot) !== FREE) yield slot;
   }
 
   /** Bytes the arena has taken from the system (chunks and records of their own). */
@@ -312,16 +313,12 @@ export class SessionArena {
   private newSlot(): number {
     const reused = this.freeSlots.pop();
     if (reused !== undefined) return reused;
-    if (this.slotsUsed === this.where.length) {
-      const grown = new Uint32Array(this.where.length * 2);
-      grown.set(this.where);
-      this.where = grown;
-    }
+    this.where.ensure(this.slotsUsed);
     return this.slotsUsed++;
   }
 
   private fitsInPlace(slot: number, total: number): boolean {
-    const unit = this.where[slot]!;
+    const unit = this.where.get(slot);
     if (unit === OUTSIDE) {
       // A buffer of its own has room to spare (outsideCapacity): a commit that grows or
       // shrinks the record a little (a longer commit id, a digit more) stays where it is.
@@ -337,14 +334,14 @@ export class SessionArena {
       const own = Buffer.allocUnsafeSlow(outsideCapacity(total));
       this.outside.set(slot, own);
       this.outsideBytes += own.length;
-      this.where[slot] = OUTSIDE;
+      this.where.set(slot, OUTSIDE);
       return;
     }
     const cls = classOf(total);
     const head = this.freeHeads[cls]!;
     if (head >= 0) {
       this.freeHeads[cls] = this.chunks[Math.floor(head / CHUNK_UNITS)]!.readDoubleLE((head % CHUNK_UNITS) * CLASS_BYTES);
-      this.where[slot] = head;
+      this.where.set(slot, head);
       return;
     }
     if (this.bumpAt + cls > CHUNK_UNITS) {
@@ -354,12 +351,12 @@ export class SessionArena {
       this.bumpChunk = this.chunks.length - 1;
       this.bumpAt = 0;
     }
-    this.where[slot] = this.bumpChunk * CHUNK_UNITS + this.bumpAt;
+    this.where.set(slot, this.bumpChunk * CHUNK_UNITS + this.bumpAt);
     this.bumpAt += cls;
   }
 
   private freeBytes(slot: number): void {
-    const unit = this.where[slot]!;
+    const unit = this.where.get(slot);
     if (unit === OUTSIDE) {
       this.outsideBytes -= this.outside.get(slot)!.length;
       this.outside.delete(slot);
@@ -373,7 +370,7 @@ export class SessionArena {
     if (unit === OUTSIDE) {
       this.outsideBytes -= own!.length;
       // Moved into the chunks: the old buffer goes (moved into a new buffer: that one replaced it already).
-      if (this.where[slot] !== OUTSIDE) this.outside.delete(slot);
+      if (this.where.get(slot) !== OUTSIDE) this.outside.delete(slot);
       return;
     }
     const chunk = this.chunks[Math.floor(unit / CHUNK_UNITS)]!;
@@ -384,7 +381,7 @@ export class SessionArena {
   }
 
   private writeAt(slot: number, total: number, payload: Buffer, length: number): void {
-    const unit = this.where[slot]!;
+    const unit = this.where.get(slot);
     const buf = unit === OUTSIDE ? this.outside.get(slot)! : this.chunks[Math.floor(unit / CHUNK_UNITS)]!;
     const start = unit === OUTSIDE ? 0 : (unit % CHUNK_UNITS) * CLASS_BYTES;
     buf.writeUInt32LE(total, start);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SlotDeadlines } from '../../src/tier/slot-deadlines.js';
+import { PAGE_SIZE } from '../../src/util/paged-array.js';
 
 function pass(d: SlotDeadlines, now: number, max?: number): { due: number[]; slices: number } {
   const due: number[] = [];
@@ -53,5 +54,18 @@ describe('slot deadlines', () => {
     assert.deepEqual(due, [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000]);
     assert.equal(d.scanning, false);
     assert.equal(pass(d, 10, 4096).slices, 4, '16,384 slots of capacity in slices of 4,096');
+  });
+
+  it('passes cross the pages the deadlines are kept in: a slice that spans an edge, and slices that end on one', () => {
+    const d = new SlotDeadlines();
+    const slots = [0, PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 1, 3 * PAGE_SIZE - 1, 3 * PAGE_SIZE + 7];
+    for (const slot of slots) d.schedule(slot, 5_000);
+    d.schedule(2 * PAGE_SIZE, 9_000); // not due yet
+    for (const max of [1000, PAGE_SIZE, PAGE_SIZE + 3, 5 * PAGE_SIZE]) {
+      assert.deepEqual(pass(d, 5_000, max).due, slots, `slices of ${max}`);
+      for (const slot of slots) d.schedule(slot, 5_000);
+    }
+    assert.deepEqual(pass(d, 9_000).due, [...slots.slice(0, 4), 2 * PAGE_SIZE, ...slots.slice(4)]);
+    assert.deepEqual(pass(d, 9_000).due, [], 'each due once');
   });
 });
