@@ -15,8 +15,8 @@ import { PagedArray } from '../util/paged-array.js';
  *
  * - an open-addressing index (linear probing, backward-shift deletion, load at most one
  *   half) maps a key's hash to a *slot*, 4 bytes an entry. It doubles incrementally:
- *   the old index stays beside the new one and each new key moves MIGRATE_BUCKETS of its
- *   entries over, so no put re-reads every key (one pass took 0.67 s at a million keys,
+ *   the old index stays beside the new one and each new key or removal moves
+ *   MIGRATE_BUCKETS of its positions over, so no put re-reads every key (one pass took 0.67 s at a million keys,
  *   1.7 s at two million, and a server held everyone up meanwhile);
  * - a slot is a session's stable handle while it lives: `where[slot]` (4 bytes) says where
  *   its bytes are, so they may move when a commit changes their size while whoever holds
@@ -152,7 +152,8 @@ export class SessionArena {
     // A caller that has just found the key passes its slot (or -1) and spares a second search.
     const slot = known ?? this.findLoaded();
     const total = HEAD + this.keyLength + length;
-    // Whatever may throw (a full arena, no memory) runs before anything changes.
+    // Whatever may throw (a full arena, no memory) runs before anything a reader sees changes
+    // (a step of the index's move, or its doubling, leaves every key where lookups find it).
     if (slot >= 0) {
       if (!this.fitsInPlace(slot, total)) {
         const oldUnit = this.where.get(slot);

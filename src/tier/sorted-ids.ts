@@ -17,11 +17,16 @@ export const RUN_IDS = 4096;
 export class SortedIds {
   private sorted: string[] | undefined;
   private building: Promise<void> | undefined;
-  private merging: Promise<boolean> | undefined;
+  private merging: Promise<void> | undefined;
   /** Set from the first step of a build (before its promise exists) to its end. */
   private inBuild = false;
   /** Bumped by reset: a build that started before it is thrown away. */
   private generation = 0;
+  /** Adds and removes counted since the start (while tracking): what a listing asked after. */
+  private changes = 0;
+  /** The order holds every change up to this count (-1: merge before listing it). */
+  private coveredUpTo = 0;
+  private closed = false;
   /** Changes since the order (or the merge running) was taken; a merge takes them and starts new ones. */
   private added = new Set<string>();
   private removed = new Set<string>();
@@ -31,6 +36,16 @@ export class SortedIds {
     private readonly yieldTurn: () => Promise<void> = () => new Promise<void>((resolve) => setImmediate(resolve)),
     private readonly now: () => number = () => performance.now(),
   ) {}
+
+  /** The tier closed: listings get no ids, and a build or merge running stops at its next slice. */
+  close(): void {
+    this.closed = true;
+    this.generation++;
+    this.sorted = undefined;
+    this.merging = undefined;
+    this.added.clear();
+    this.removed.clear();
+  }
 
   /** Forget the order (bulk load): the next listing builds it again. */
   reset(): void {
@@ -48,6 +63,7 @@ export class SortedIds {
     if (!this.tracking) return;
     // Either set may name an id the order already holds (a build may have gathered it
     // before or after the change): the merge keeps every id once.
+    this.changes++;
     this.removed.delete(id);
     this.added.add(id);
     this.limitPending();
@@ -55,43 +71,46 @@ export class SortedIds {
 
   remove(id: string): void {
     if (!this.tracking) return;
+    this.changes++;
     this.added.delete(id);
     this.removed.add(id);
     this.limitPending();
   }
 
   /**
-   * The ids in order, with the changes kept so far merged in, by this call or by the merge
-   * it found running (do not keep the array: the next merge replaces it). Changes made
-   * while it waits are left for the next listing, so a listing under steady churn ends
-   * after one merge.
+   * The ids in order, with every create and removal made before the call (do not keep the
+   * array: the next merge replaces it). A listing that finds a merge running waits for it,
+   * and merges again if that one took its changes before some made before the call: at
+   * most two merges, so a listing under steady churn ends. Changes made while it waits
+   * are left for the next listing. After close, no ids.
    */
   async view(): Promise<string[]> {
-    let merged = false;
+    const asked = this.changes;
     for (;;) {
+      if (this.closed) return [];
       if (!this.sorted) {
         this.building ??= this.build();
         await this.building;
         continue;
       }
-      // A merge running took the pending changes with it: wait for it, not for nothing.
-      if (merged || (!this.merging && this.added.size === 0 && this.removed.size === 0)) return this.sorted;
+      if (this.coveredUpTo >= asked) return this.sorted;
       this.merging ??= this.mergePending();
-      // False when a reset threw the merge away: build, then merge what came meanwhile.
-      merged = await this.merging;
+      await this.merging;
     }
   }
 
   /** Changes are kept once there is an order to merge them into, or one being built. */
   private get tracking(): boolean {
-    return this.sorted !== undefined || this.inBuild;
+    return !this.closed && (this.sorted !== undefined || this.inBuild);
   }
 
   private async build(): Promise<void> {
     this.inBuild = true;
     try {
       for (;;) {
+        if (this.closed) return;
         const generation = this.generation;
+        const takenAt = this.changes;
         this.added.clear();
         this.removed.clear();
         // A reset while the build runs (a bulk load, the tier closing) starts it again at
@@ -101,6 +120,9 @@ export class SortedIds {
         const order = ids && (await this.sortInSlices(ids, stale));
         if (order && !stale()) {
           this.sorted = order;
+          // Changes made meanwhile are merged before the order is listed: the merge also
+          // drops an id the gathering met twice (removed, then made again further on).
+          this.coveredUpTo = this.added.size > 0 || this.removed.size > 0 ? -1 : takenAt;
           return;
         }
       }
@@ -162,12 +184,13 @@ export class SortedIds {
   }
 
   /**
-   * Merges the changes kept so far into the order, in slices; true when done. New changes
-   * go to fresh sets meanwhile. A reset during the merge (a bulk load, too many changes,
-   * the tier closing) throws it away (false): the order is built again.
+   * Merges the changes kept so far into the order, in slices. New changes go to fresh
+   * sets meanwhile. A reset during the merge (a bulk load, too many changes, the tier
+   * closing) throws it away: the order is built again.
    */
-  private async mergePending(): Promise<boolean> {
+  private async mergePending(): Promise<void> {
     const generation = this.generation;
+    const takenAt = this.changes;
     const stale = (): boolean => generation !== this.generation;
     const base = this.sorted!;
     const added = this.added;
@@ -178,9 +201,9 @@ export class SortedIds {
       const gathered = await this.gather(added, stale);
       const extra = gathered && (await this.sortInSlices(gathered, stale));
       const out = extra && (await this.mergeInSlices(base, extra, removed, stale));
-      if (!out || stale()) return false;
+      if (!out || stale()) return;
       this.sorted = out;
-      return true;
+      this.coveredUpTo = takenAt;
     } finally {
       if (!stale()) this.merging = undefined; // once stale, reset has let go of it and a newer merge may be running
     }

@@ -362,7 +362,7 @@ export class Tier {
     this.closed = true;
     clearInterval(this.sweepTimer);
     this.leases.close();
-    this.sortedIds.reset(); // a listing order being built stops at its next slice
+    this.sortedIds.close(); // a listing order being built or merged stops at its next slice, and is not built again
   }
 
   private scheduleExpiry(sessionId: string): void {

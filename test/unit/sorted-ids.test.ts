@@ -219,4 +219,102 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
     assert.deepEqual(second, first);
     assert.ok(first.includes('zz-after-reset') && first.includes(`d${RUN_IDS - 1}`));
   });
+
+  it('a listing that finds a merge running still has every change made before it was called', async () => {
+    const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `e${String(i).padStart(6, '0')}`));
+    const paused: (() => void)[] = [];
+    let clock = 0;
+    let ticking = false;
+    const index = new SortedIds(
+      () => live,
+      () => new Promise<void>((resume) => paused.push(resume)),
+      () => (ticking ? (clock += 1) : clock),
+    );
+    const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    await index.view();
+    for (let i = 0; i < 2 * RUN_IDS; i++) {
+      live.add(`f${i}`);
+      index.add(`f${i}`);
+    }
+    ticking = true;
+    const first = index.view(); // its merge takes the f ids, then pauses between slices
+    await settle();
+    assert.equal(paused.length, 1, 'the merge paused');
+    live.add('made-before-the-second');
+    index.add('made-before-the-second');
+    const second = index.view();
+    while (paused.length > 0) {
+      paused.shift()!();
+      await settle();
+    }
+    assert.ok(!(await first).includes('made-before-the-second'), 'made after the first listing was called');
+    assert.deepEqual(await second, [...live].sort());
+  });
+
+  it('a merge thrown away by a reset does not let a later listing start a second merge beside the running one', async () => {
+    const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `g${String(i).padStart(6, '0')}`));
+    const paused: (() => void)[] = [];
+    let clock = 0;
+    let ticking = false;
+    const index = new SortedIds(
+      () => live,
+      () => new Promise<void>((resume) => paused.push(resume)),
+      () => (ticking ? (clock += 1) : clock),
+    );
+    const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    const change = (prefix: string): void => {
+      for (let i = 0; i < 2 * RUN_IDS; i++) {
+        live.add(`${prefix}${i}`);
+        index.add(`${prefix}${i}`);
+      }
+    };
+    await index.view();
+    change('h');
+    ticking = true;
+    const staleListing = index.view(); // merge 1 pauses
+    await settle();
+    const resumeStale = paused.shift()!;
+    index.reset(); // merge 1 is stale from here
+    ticking = false;
+    await index.view(); // the order built again, in one go
+    const beforeK = [...live].sort();
+    change('k');
+    ticking = true;
+    const running = index.view(); // merge 2 pauses
+    await settle();
+    assert.equal(paused.length, 1);
+    resumeStale(); // merge 1 sees it is stale and ends
+    await settle();
+    const later = index.view(); // must wait for merge 2, not start merge 3
+    await settle();
+    assert.equal(paused.length, 1, 'one merge running, paused once');
+    while (paused.length > 0) {
+      paused.shift()!();
+      await settle();
+    }
+    const all = [...live].sort();
+    assert.deepEqual(await running, all);
+    assert.deepEqual(await later, all);
+    assert.deepEqual(await staleListing, beforeK, 'the first listing, called before the k ids were made');
+    assert.deepEqual(await index.view(), all);
+  });
+
+  it('after close, a listing gets no ids and nothing is built again', async () => {
+    const live = new Set(Array.from({ length: 2 * RUN_IDS }, (_, i) => `z${i}`));
+    let gathers = 0;
+    let clock = 0;
+    const index: SortedIds = new SortedIds(
+      () => {
+        gathers++;
+        return live;
+      },
+      async () => index.close(), // the tier closes while the first listing builds
+      () => (clock += 1),
+    );
+    assert.deepEqual(await index.view(), []);
+    assert.equal(gathers, 1);
+    index.add('late');
+    assert.deepEqual(await index.view(), []);
+    assert.equal(gathers, 1);
+  });
 });
