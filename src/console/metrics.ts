@@ -31,6 +31,7 @@ export class ServerMetrics {
       ['kiln_commits_duplicate_total', 'Retried commits acknowledged again', 'duplicateCommits'],
       ['kiln_commits_rejected_total', 'Commits refused (conflict, lease lost, limits, destroyed)', 'rejectedCommits'],
       ['kiln_session_limit_refusals_total', 'Creates and logins refused by --max-sessions or --max-sessions-per-principal', 'sessionLimitRefusals'],
+      ['kiln_lease_limit_refusals_total', 'Acquires refused by --max-leases-per-connection', 'leaseLimitRefusals'],
       ['kiln_touches_total', 'Access-time touches applied', 'touches'],
       ['kiln_lease_grants_total', 'Leases granted', 'leaseGrants'],
       ['kiln_lease_recalls_total', 'Recalls sent to lease holders', 'leaseRecalls'],

@@ -33,6 +33,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_TOO_MANY_CONNECTIONS: { retryable: true, meaning: 'The server is at maxConnections; try again later.' },
   KILN_ERR_HANDSHAKE_THROTTLED: { retryable: true, meaning: 'Too many handshakes from this address failed recently (wrong token, malformed or missing Hello); its connections are closed at once for a while.' },
   KILN_ERR_SESSION_LIMIT: { retryable: false, meaning: 'A new session was refused: the server holds its limit of sessions (--max-sessions); nothing was stored.' },
+  KILN_ERR_LEASE_LIMIT: { retryable: true, meaning: 'A lease was refused: the connection holds its limit of leases (--max-leases-per-connection); it is granted once the client lets some go.' },
   KILN_ERR_PRINCIPAL_SESSION_LIMIT: { retryable: false, meaning: 'A login was refused: the principal has its limit of sessions (--max-sessions-per-principal); nothing was stored.' },
   KILN_ERR_IDLE_CONNECTION: { retryable: true, meaning: 'The server closed a connection that sent nothing for idleConnectionTimeoutMs.' },
   KILN_ERR_SERVER_SHUTTING_DOWN: { retryable: true, meaning: 'The server is stopping and accepts no new work.' },

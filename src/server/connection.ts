@@ -339,8 +339,14 @@ export class Connection {
       }
       case MessageType.ClientStats: {
         const o = record(body, 'clientStats');
-        // Only plain figures are kept, bounded, whatever the client sends.
-        const encoded = JSON.stringify(o);
+        // Only plain figures are kept, bounded, whatever the client sends (a 64-bit integer
+        // decodes as a BigInt, which JSON refuses: the client's mistake, not the server's).
+        let encoded: string;
+        try {
+          encoded = JSON.stringify(o);
+        } catch (err) {
+          throw new KilnError('KILN_ERR_PROTOCOL', `client stats are not plain JSON figures: ${(err as Error).message}`, { cause: err });
+        }
         if (encoded.length > 16 * 1024) throw new KilnError('KILN_ERR_PROTOCOL', 'client stats above 16 KiB');
         this.clientStats = JSON.parse(encoded) as Record<string, unknown>;
         return null;
@@ -374,7 +380,8 @@ export class Connection {
 
   private answer(requestId: number, err: unknown, value: unknown): void {
     this.inflight--;
-    if (this.paused && this.inflight < this.ctx.maxInflight / 2) {
+    // A refused connection stays paused: nothing more it sends is read (fail()).
+    if (this.paused && this.state !== 'closed' && this.inflight < this.ctx.maxInflight / 2) {
       this.paused = false;
       this.socket.resume();
     }

@@ -56,6 +56,8 @@ export interface KilnServerOptions {
   maxSessions?: number;
   /** Sessions of one principal at most, per namespace (0 = no limit); a login beyond it fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT. */
   maxSessionsPerPrincipal?: number;
+  /** Leases one connection may hold; one more acquire fails with KILN_ERR_LEASE_LIMIT. Default 1,000,000 (ten times a client's default maxLeases); 0 = none. */
+  maxLeasesPerConnection?: number;
   maxFrameBytes?: number;
   /** A connection that sends nothing (not even a ping) for this long is closed. Default 60 s. */
   idleConnectionTimeoutMs?: number;
@@ -102,7 +104,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'repair', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxLeasesPerConnection', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'repair', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -180,6 +182,7 @@ export class KilnServer {
       limits: { ...this.clientLimits, maxPrincipalLength: this.clientLimits.maxPrincipalLength + PRINCIPAL_KEY_EXTRA },
       maxSessions: o.int('maxSessions', 0, 0),
       maxSessionsPerPrincipal: o.int('maxSessionsPerPrincipal', 0, 0),
+      maxLeasesPerOwner: o.int('maxLeasesPerConnection', 1_000_000, 0),
       keyGroup: namespaceOfKey,
       recallTimeoutMs: o.int('recallTimeoutMs', 3000, 1),
       expirySweepMs: o.int('expirySweepMs', 1000, 10),
@@ -319,7 +322,9 @@ export class KilnServer {
       // connected, so a flood of silent sockets cannot keep it out unless it opens
       // maxHandshaking sockets in the time a Hello takes to arrive.
       const oldest = this.handshaking.values().next().value!;
-      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`));
+      // Not counted against the address it came from (blame false): a flood from many addresses
+      // pushing out a real client mid-handshake must not get that client throttled.
+      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`), false);
       this.handshaking.delete(oldest);
     }
     const conn = new Connection(socket, ++this.nextConnectionId, {

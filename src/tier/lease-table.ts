@@ -77,7 +77,7 @@ export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze(
   pingPongHalfLifeMs: 10_000,
 });
 
-const MAX_BOUNCE_ENTRIES = 100_000;
+export const MAX_BOUNCE_ENTRIES = 100_000;
 
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
@@ -394,7 +394,10 @@ export class LeaseTable {
   private noteOwner(sessionId: string, owner: OwnerId, now: number): boolean {
     const bounce = this.bounces.get(sessionId);
     if (bounce === undefined) {
-      if (this.bounces.size >= MAX_BOUNCE_ENTRIES) this.sweepBounces(now);
+      // A full table makes room only at the next sweep (the sweep timer): sweeping here
+      // walked all MAX_BOUNCE_ENTRIES on every grant of a new id while the table stayed
+      // full of recent hand-overs, which two connections can keep it. Until then a new
+      // session's first holder is not remembered: its first move counts one bounce less.
       if (this.bounces.size < MAX_BOUNCE_ENTRIES) this.bounces.set(sessionId, owner);
       return false;
     }

@@ -38,6 +38,13 @@ export interface TierOptions {
   /** Sessions one principal may have; a commit naming it on one more fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT. 0 = no limit. */
   maxSessionsPerPrincipal?: number;
   /**
+   * Leases one owner (a kiln server connection) may hold; an acquire of one more fails with
+   * KILN_ERR_LEASE_LIMIT. A lease needs no session (new ones are leased before their first
+   * commit), so without it one client could lease random ids until the server ran out of
+   * memory. 0 = no limit.
+   */
+  maxLeasesPerOwner?: number;
+  /**
    * Sorts session keys into groups whose sizes the tier keeps (groupSize): the kiln
    * server's namespaces. The tier gives the groups no other meaning.
    */
@@ -74,6 +81,8 @@ export interface TierCounters {
   pingPongGrants: number;
   /** Creates and logins refused by maxSessions or maxSessionsPerPrincipal. */
   sessionLimitRefusals: number;
+  /** Acquires refused by maxLeasesPerOwner. */
+  leaseLimitRefusals: number;
 }
 
 export interface LeaseActivity {

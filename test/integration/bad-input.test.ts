@@ -104,6 +104,16 @@ describe('kiln server: bad input', () => {
     await expectClosedWith(unknown, 'KILN_ERR_PROTOCOL');
   });
 
+  it('client stats that are not plain JSON figures (a 64-bit integer decodes as a BigInt): a protocol error, not an internal one', async () => {
+    const raw = await RawClient.open(server.port);
+    raw.hello(server.token);
+    raw.send(MessageType.ClientStats, 11, { requests: 2n ** 63n - 1n });
+    const answer = await Promise.race([raw.reply(11), raw.closed.then(() => undefined)]);
+    const code = answer ? (answer.body as { code?: string }).code : raw.lastError()?.code;
+    assert.equal(code, 'KILN_ERR_PROTOCOL');
+    raw.destroy();
+  });
+
   it('commits in the binary layout: applied when whole, a protocol error when malformed', async () => {
     const raw = await RawClient.open(server.port);
     raw.hello(server.token);

@@ -156,6 +156,31 @@ describe('kiln server: failed handshakes are throttled per address', () => {
   });
 });
 
+describe('kiln server: sockets pushed out of the handshake queue are not blamed', () => {
+  it('an address whose silent sockets were pushed out by newer ones is not throttled, and its app gets in', async () => {
+    const VICTIM = '127.0.0.3';
+    const server = await startKilnServer({ args: ['--max-handshaking', '4', '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
+    const sockets: RawClient[] = [];
+    try {
+      // The victim's address holds four handshakes open; ten from elsewhere push them all out.
+      for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, VICTIM));
+      for (let i = 0; i < 10; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
+      for (const pushed of sockets.slice(0, 4)) {
+        assert.equal(await pushed.closedWithin(3000), true);
+        assert.equal(pushed.lastError()?.code, 'KILN_ERR_TOO_MANY_CONNECTIONS');
+      }
+      // Four failures against the victim's address would be past the limit of 3.
+      const app = await RawClient.open(server.port, VICTIM);
+      sockets.push(app);
+      app.hello(server.token);
+      assert.equal(await app.closedWithin(1000), false, `${app.lastError()?.code ?? 'closed'}: the victim's app is let in`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.kill();
+    }
+  });
+});
+
 describe('HandshakeThrottle', () => {
   it('remembers at most maxEntries addresses however many fail, forgetting the stalest first', () => {
     const throttle = new HandshakeThrottle({ maxFailures: 3, windowMs: 60_000, maxEntries: 100 });

@@ -114,3 +114,38 @@ describe('kiln server: --max-sessions-per-principal', () => {
     }
   });
 });
+
+describe('kiln server: --max-leases-per-connection', () => {
+  it('refuses one lease past the limit with KILN_ERR_LEASE_LIMIT, counts it, grants again after a release, and limits each connection alone', async () => {
+    const server = await startKilnServer({ args: ['--max-leases-per-connection', '50'] });
+    const engine = await engineFor(server.url, server.token);
+    const other = await engineFor(server.url, server.token);
+    try {
+      // Leases on ids that are not sessions (as an attacker would take them): 50 are granted.
+      const held = [];
+      for (let i = 0; i < 50; i++) {
+        const id = generateSessionId();
+        held.push({ id, token: (await engine.acquire(id)).token });
+      }
+      await assert.rejects(engine.acquire(generateSessionId()), code('KILN_ERR_LEASE_LIMIT'));
+      // Re-acquiring one it holds is not one more.
+      assert.equal((await engine.acquire(held[0]!.id)).token, held[0]!.token);
+      // Another connection has a limit of its own.
+      await other.acquire(generateSessionId());
+      const counters = (await engine.stats()).counters as Record<string, number>;
+      assert.equal(counters['leaseLimitRefusals'], 1);
+      // One released: the next is granted.
+      await engine.release(held[1]!.id, held[1]!.token);
+      await engine.acquire(generateSessionId());
+      await assert.rejects(engine.acquire(generateSessionId()), code('KILN_ERR_LEASE_LIMIT'));
+    } finally {
+      await engine.close();
+      await other.close();
+      await server.kill();
+    }
+  });
+
+  it('refuses an option out of range, naming it', async () => {
+    await assert.rejects(startKilnServer({ args: ['--max-leases-per-connection', 'lots'], readyTimeoutMs: 3000 }), /max-leases-per-connection/);
+  });
+});

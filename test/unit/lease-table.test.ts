@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_LEASE_OPTIONS, LeaseTable, type LeaseEffects } from '../../src/tier/lease-table.js';
+import { DEFAULT_LEASE_OPTIONS, LeaseTable, MAX_BOUNCE_ENTRIES, type LeaseEffects } from '../../src/tier/lease-table.js';
 
 const opts = { recallTimeoutMs: 100, pingPongThreshold: 3, pingPongHalfLifeMs: 1000 };
 
@@ -207,6 +207,35 @@ describe('lease table', () => {
     }
     const later = t.acquire('A', 'hot', 60_000).grants[0]!;
     assert.equal(later.releaseAfterUse, false, 'the flag decays');
+  });
+
+  it('a ping-pong history full of recent hand-overs costs a new session no walk over it', () => {
+    let decays = 0;
+    // decayed() reads the half-life once per entry it looks at: a count of entries walked.
+    const counting = { recallTimeoutMs: 100, pingPongThreshold: 3, get pingPongHalfLifeMs() { decays++; return 1000; } };
+    const t = new LeaseTable(counting);
+    // Two connections bounce MAX_BOUNCE_ENTRIES ids between them: each entry a recent hand-over.
+    for (let i = 0; i < MAX_BOUNCE_ENTRIES; i++) {
+      for (const owner of ['A', 'B']) {
+        const g = t.acquire(owner, `b${i}`, 0).grants[0]!;
+        t.release(owner, `b${i}`, g.token, 0);
+      }
+    }
+    decays = 0;
+    for (let i = 0; i < 100; i++) {
+      const g = t.acquire('C', `new${i}`, 1).grants[0]!;
+      t.release('C', `new${i}`, g.token, 1);
+    }
+    assert.ok(decays <= 100, `100 grants of new ids looked at ${decays} entries`);
+    // The sweep timer still makes room once the hand-overs have decayed.
+    t.sweepBounces(60_000);
+    let flagged = false;
+    for (let i = 0; i < 6; i++) {
+      const g = t.acquire(i % 2 ? 'A' : 'B', 'after', 60_000 + i).grants[0]!;
+      flagged = g.releaseAfterUse;
+      t.release(g.owner, 'after', g.token, 60_000 + i);
+    }
+    assert.equal(flagged, true, 'a session bouncing after the sweep is flagged again');
   });
 
   it('endSession tells the holder (unless it ended it) and passes the lease on', () => {

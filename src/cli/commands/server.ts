@@ -43,6 +43,8 @@ Options:
                              KILN_ERR_SESSION_LIMIT (default 0 = no limit)
   --max-sessions-per-principal <n>  sessions per principal (per namespace); one more login
                              fails with KILN_ERR_PRINCIPAL_SESSION_LIMIT (default 0 = no limit)
+  --max-leases-per-connection <n>  leases one client connection may hold; one more acquire
+                             fails with KILN_ERR_LEASE_LIMIT (default 1000000; 0 = no limit)
   --max-frame-bytes <n>      default 8388608
   --max-session-bytes <n>    default 4194304
   --max-attribute-bytes <n>  default 1048576
@@ -95,6 +97,7 @@ export const serverCommand: Command = {
         'handshake-failure-limit': { type: 'string' },
         'max-sessions': { type: 'string' },
         'max-sessions-per-principal': { type: 'string' },
+        'max-leases-per-connection': { type: 'string' },
         'max-frame-bytes': { type: 'string' },
         'max-session-bytes': { type: 'string' },
         'max-attribute-bytes': { type: 'string' },
@@ -160,6 +163,7 @@ export const serverCommand: Command = {
       handshakeFailureLimit: intFlag(values['handshake-failure-limit'], 'handshake-failure-limit'),
       maxSessions: intFlag(values['max-sessions'], 'max-sessions'),
       maxSessionsPerPrincipal: intFlag(values['max-sessions-per-principal'], 'max-sessions-per-principal'),
+      maxLeasesPerConnection: intFlag(values['max-leases-per-connection'], 'max-leases-per-connection'),
       maxFrameBytes: intFlag(values['max-frame-bytes'], 'max-frame-bytes'),
       idleConnectionTimeoutMs: intFlag(values['idle-connection-ms'], 'idle-connection-ms'),
       recallTimeoutMs: intFlag(values['recall-timeout-ms'], 'recall-timeout-ms'),
