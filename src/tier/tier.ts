@@ -17,6 +17,9 @@ import type { LeaseActivity, TierCounters, TierOptions, TierOwner, TierStats, Ti
 export type { LeaseActivity, TierCounters, TierOptions, TierOwner, TierStats, TierStorage } from './tier-types.js';
 export type { ListOptions, ListPage } from './session-listing.js';
 
+/** Records of "log out everywhere" written together (one flush of the storage). */
+const DESTROY_WRITES_AT_ONCE = 1024;
+
 /**
  * The server tier's logic in one object: sessions, leases, expiry, events. Both the
  * in-process memory engine and the kiln server run exactly this; they differ only in
@@ -266,15 +269,21 @@ export class Tier {
     const mark = this.sessions.principalMark();
     const slots = this.sessions.slotsOf(principal);
     // A principal with 100,000 sessions: other requests run between slices. Each destroy
-    // is done in memory when called; its record's write is awaited with all the others at
-    // the end, not one after another (under --fsync always, one disk flush each in turn).
-    const destroys: Promise<boolean>[] = [];
+    // is done in memory when called; the writes of its records are awaited 1,024 at a
+    // time (the storage writes what one turn appended together), not one after another:
+    // that was one disk flush per session, in turn, under --fsync always.
+    let n = 0;
+    let writes: Promise<boolean>[] = [];
+    const awaitWrites = async (): Promise<void> => {
+      for (const destroyed of await Promise.all(writes)) if (destroyed) n++;
+      writes = [];
+    };
     await forEachInSlices(slots, async (slot) => {
       const id = this.sessions.sessionInSlot(slot, principal, mark);
-      if (id !== undefined) destroys.push(this.destroy(null, id, 'principal'));
+      if (id !== undefined) writes.push(this.destroy(null, id, 'principal'));
+      if (writes.length >= DESTROY_WRITES_AT_ONCE) await awaitWrites();
     });
-    let n = 0;
-    for (const destroyed of await Promise.all(destroys)) if (destroyed) n++;
+    await awaitWrites();
     return n;
   }
 

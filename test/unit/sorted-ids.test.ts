@@ -2,6 +2,36 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RUN_IDS, SortedIds } from '../../src/tier/sorted-ids.js';
 
+/**
+ * An index over `live` whose pauses between slices wait for the test (`resumeNext`), with
+ * a clock that runs only while `ticking` (a stopped clock: every build or merge in one go).
+ */
+function pausingIndex(live: Set<string>) {
+  const paused: (() => void)[] = [];
+  let clock = 0;
+  const state = { ticking: false };
+  const index = new SortedIds(
+    () => live,
+    () => new Promise<void>((resume) => paused.push(resume)),
+    () => (state.ticking ? (clock += 1) : clock),
+  );
+  /** Lets every callback and promise of this turn run. */
+  const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  const change = (prefix: string): void => {
+    for (let i = 0; i < 2 * RUN_IDS; i++) {
+      live.add(`${prefix}${i}`);
+      index.add(`${prefix}${i}`);
+    }
+  };
+  const resumeAll = async (): Promise<void> => {
+    while (paused.length > 0) {
+      paused.shift()!();
+      await settle();
+    }
+  };
+  return { index, paused, state, settle, change, resumeAll };
+}
+
 describe('SortedIds (the listing order kept by merging changes)', () => {
   it('matches a fresh sort after any sequence of adds and removes', async () => {
     let seed = 3;
@@ -222,64 +252,36 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
 
   it('a listing that finds a merge running still has every change made before it was called', async () => {
     const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `e${String(i).padStart(6, '0')}`));
-    const paused: (() => void)[] = [];
-    let clock = 0;
-    let ticking = false;
-    const index = new SortedIds(
-      () => live,
-      () => new Promise<void>((resume) => paused.push(resume)),
-      () => (ticking ? (clock += 1) : clock),
-    );
-    const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    const { index, paused, state, settle, change, resumeAll } = pausingIndex(live);
     await index.view();
-    for (let i = 0; i < 2 * RUN_IDS; i++) {
-      live.add(`f${i}`);
-      index.add(`f${i}`);
-    }
-    ticking = true;
+    change('f');
+    state.ticking = true;
     const first = index.view(); // its merge takes the f ids, then pauses between slices
     await settle();
     assert.equal(paused.length, 1, 'the merge paused');
     live.add('made-before-the-second');
     index.add('made-before-the-second');
     const second = index.view();
-    while (paused.length > 0) {
-      paused.shift()!();
-      await settle();
-    }
+    await resumeAll();
     assert.ok(!(await first).includes('made-before-the-second'), 'made after the first listing was called');
     assert.deepEqual(await second, [...live].sort());
   });
 
   it('a merge thrown away by a reset does not let a later listing start a second merge beside the running one', async () => {
     const live = new Set(Array.from({ length: 4 * RUN_IDS }, (_, i) => `g${String(i).padStart(6, '0')}`));
-    const paused: (() => void)[] = [];
-    let clock = 0;
-    let ticking = false;
-    const index = new SortedIds(
-      () => live,
-      () => new Promise<void>((resume) => paused.push(resume)),
-      () => (ticking ? (clock += 1) : clock),
-    );
-    const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-    const change = (prefix: string): void => {
-      for (let i = 0; i < 2 * RUN_IDS; i++) {
-        live.add(`${prefix}${i}`);
-        index.add(`${prefix}${i}`);
-      }
-    };
+    const { index, paused, state, settle, change, resumeAll } = pausingIndex(live);
     await index.view();
     change('h');
-    ticking = true;
+    state.ticking = true;
     const staleListing = index.view(); // merge 1 pauses
     await settle();
     const resumeStale = paused.shift()!;
     index.reset(); // merge 1 is stale from here
-    ticking = false;
+    state.ticking = false;
     await index.view(); // the order built again, in one go
     const beforeK = [...live].sort();
     change('k');
-    ticking = true;
+    state.ticking = true;
     const running = index.view(); // merge 2 pauses
     await settle();
     assert.equal(paused.length, 1);
@@ -288,10 +290,7 @@ describe('SortedIds (the listing order kept by merging changes)', () => {
     const later = index.view(); // must wait for merge 2, not start merge 3
     await settle();
     assert.equal(paused.length, 1, 'one merge running, paused once');
-    while (paused.length > 0) {
-      paused.shift()!();
-      await settle();
-    }
+    await resumeAll();
     const all = [...live].sort();
     assert.deepEqual(await running, all);
     assert.deepEqual(await later, all);

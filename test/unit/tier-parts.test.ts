@@ -227,6 +227,45 @@ describe('a dead owner’s leases', () => {
 describe('expiry by slot', () => {
   const session = (id: string, idleTimeoutMs: number, lastAccessedAt: number) => ({ sessionId: id, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt, set: [], del: [], idleTimeoutMs, release: true });
 
+  it('log out everywhere writes its records in batches, not waiting for each one\'s write in turn', async () => {
+    let pending: (() => void)[] = [];
+    let appends = 0;
+    let mostWaiting = 0;
+    let filling = true;
+    const storage = {
+      append: (): Promise<void> => {
+        if (filling) return Promise.resolve();
+        appends++;
+        return new Promise<void>((resolve) => {
+          pending.push(resolve);
+          mostWaiting = Math.max(mostWaiting, pending.length);
+        });
+      },
+    };
+    // The disk: every write made in a turn of the event loop lands at the end of that turn.
+    const disk = setInterval(() => {
+      for (const resolve of pending) resolve();
+      pending = [];
+    }, 1);
+    const tier = new Tier({ storage, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      for (let i = 0; i < 3000; i++) {
+        const id = `user-session-${String(i).padStart(6, '0')}`;
+        const grant = await tier.acquire('app', id, 1000);
+        await tier.commit('app', { ...session(id, 60_000, 10_000), token: grant.token, principal: 'alice' });
+      }
+      filling = false;
+      assert.equal(await tier.destroyByPrincipal('alice'), 3000);
+      assert.equal(appends, 3000, 'one record per session');
+      // Waiting for each write in turn leaves one outstanding at a time.
+      assert.ok(mostWaiting > 100 && mostWaiting <= 1024, `writes awaited together, at most 1,024 at once (${mostWaiting})`);
+    } finally {
+      clearInterval(disk);
+      tier.close();
+    }
+  });
+
   it('a slot reused by a later session checks that session, early at most, and expires it on time', async () => {
     let now = 10_000;
     const events: string[] = [];
