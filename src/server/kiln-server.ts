@@ -120,7 +120,10 @@ export class KilnServer {
   private readonly throttle: HandshakeThrottle;
   private readonly clientLimits: SessionLimits;
   /** Connections before their handshake, oldest first (the first to give way to a newcomer). */
-  private readonly handshaking = new Set<Connection>();
+  /** Connections waiting for their handshake, oldest first, with their peer's address. */
+  private readonly handshaking = new Map<Connection, string>();
+  /** How many of those each address has. */
+  private readonly handshakingFrom = new Map<string, number>();
   private ready = 0;
   private readonly serverId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly host: string;
@@ -321,11 +324,13 @@ export class KilnServer {
       // The oldest gives way, not the newcomer: a client sends its Hello as soon as it is
       // connected, so a flood of silent sockets cannot keep it out unless it opens
       // maxHandshaking sockets in the time a Hello takes to arrive.
-      const oldest = this.handshaking.values().next().value!;
-      // Not counted against the address it came from (blame false): a flood from many addresses
-      // pushing out a real client mid-handshake must not get that client throttled.
-      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`), false);
-      this.handshaking.delete(oldest);
+      const [oldest, from] = this.handshaking.entries().next().value!;
+      // Counted against its address only when that address has others waiting too: one
+      // address flooding the queue is throttled as before, while a real client pushed out
+      // by a flood from many addresses (its one handshake) is not blamed for it.
+      const blame = (this.handshakingFrom.get(from) ?? 0) > 1;
+      this.leaveHandshaking(oldest);
+      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`), blame);
     }
     const conn = new Connection(socket, ++this.nextConnectionId, {
       tier: this.tier,
@@ -341,7 +346,7 @@ export class KilnServer {
       maxBufferedBytes: 64 * 1024 * 1024,
       shuttingDown: () => this.stopping !== undefined,
       admit: (c) => {
-        this.handshaking.delete(c);
+        this.leaveHandshaking(c);
         this.throttle.succeeded(address);
         if (this.ready >= this.maxConnections) {
           this.log.warn('connection refused: maxConnections reached', { maxConnections: this.maxConnections, client: c.info.address });
@@ -351,12 +356,12 @@ export class KilnServer {
         return true;
       },
       onHandshakeFailed: (c) => {
-        this.handshaking.delete(c);
+        this.leaveHandshaking(c);
         this.throttle.failed(address, Date.now());
       },
       onClosed: (c) => {
         this.connections.delete(c);
-        this.handshaking.delete(c);
+        this.leaveHandshaking(c);
         if (c.isAttachedOnce) this.ready--;
         if (c.isAttachedOnce) this.announce({ type: 'client-left', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() });
       },
@@ -366,7 +371,17 @@ export class KilnServer {
       onAnswered: (message, ms, code) => this.announce({ type: 'request', message, ms, code, at: Date.now() }),
     });
     this.connections.add(conn);
-    this.handshaking.add(conn);
+    this.handshaking.set(conn, address);
+    this.handshakingFrom.set(address, (this.handshakingFrom.get(address) ?? 0) + 1);
+  }
+
+  private leaveHandshaking(c: Connection): void {
+    const address = this.handshaking.get(c);
+    if (address === undefined) return;
+    this.handshaking.delete(c);
+    const left = (this.handshakingFrom.get(address) ?? 1) - 1;
+    if (left > 0) this.handshakingFrom.set(address, left);
+    else this.handshakingFrom.delete(address);
   }
 
   private checkToken(token: string): Namespace | undefined {

@@ -273,17 +273,33 @@ export class Tier {
     // time (the storage writes what one turn appended together), not one after another:
     // that was one disk flush per session, in turn, under --fsync always.
     let n = 0;
-    let writes: Promise<boolean>[] = [];
+    // Each promise gets its handler when made: one rejecting while others are still being
+    // made (a failed write, the tier closing) must not go unhandled and stop the process.
+    let failure: { error: unknown } | undefined;
+    let writes: Promise<void>[] = [];
     const awaitWrites = async (): Promise<void> => {
-      for (const destroyed of await Promise.all(writes)) if (destroyed) n++;
+      await Promise.all(writes);
       writes = [];
     };
     await forEachInSlices(slots, async (slot) => {
+      if (failure) return; // no more sessions ended after a write failed
       const id = this.sessions.sessionInSlot(slot, principal, mark);
-      if (id !== undefined) writes.push(this.destroy(null, id, 'principal'));
+      if (id !== undefined) {
+        writes.push(
+          this.destroy(null, id, 'principal').then(
+            (destroyed) => {
+              if (destroyed) n++;
+            },
+            (error: unknown) => {
+              failure ??= { error };
+            },
+          ),
+        );
+      }
       if (writes.length >= DESTROY_WRITES_AT_ONCE) await awaitWrites();
     });
     await awaitWrites();
+    if (failure) throw failure.error;
     return n;
   }
 

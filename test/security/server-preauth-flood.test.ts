@@ -156,24 +156,40 @@ describe('kiln server: failed handshakes are throttled per address', () => {
   });
 });
 
-describe('kiln server: sockets pushed out of the handshake queue are not blamed', () => {
-  it('an address whose silent sockets were pushed out by newer ones is not throttled, and its app gets in', async () => {
+describe('kiln server: sockets pushed out of the handshake queue', () => {
+  it('a client pushed out by a flood from many addresses is not blamed: its address is not throttled, and its app gets in', async () => {
     const VICTIM = '127.0.0.3';
     const server = await startKilnServer({ args: ['--max-handshaking', '4', '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
     const sockets: RawClient[] = [];
     try {
-      // The victim's address holds four handshakes open; ten from elsewhere push them all out.
-      for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, VICTIM));
-      for (let i = 0; i < 10; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
-      for (const pushed of sockets.slice(0, 4)) {
-        assert.equal(await pushed.closedWithin(3000), true);
-        assert.equal(pushed.lastError()?.code, 'KILN_ERR_TOO_MANY_CONNECTIONS');
+      // Four times: the victim's one handshake, then four from addresses of their own push it out.
+      for (let round = 0; round < 4; round++) {
+        const victim = await RawClient.open(server.port, VICTIM);
+        sockets.push(victim);
+        for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, `127.0.${10 + round}.${10 + i}`));
+        assert.equal(await victim.closedWithin(3000), true);
+        assert.equal(victim.lastError()?.code, 'KILN_ERR_TOO_MANY_CONNECTIONS');
       }
       // Four failures against the victim's address would be past the limit of 3.
       const app = await RawClient.open(server.port, VICTIM);
       sockets.push(app);
       app.hello(server.token);
       assert.equal(await app.closedWithin(1000), false, `${app.lastError()?.code ?? 'closed'}: the victim's app is let in`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.kill();
+    }
+  });
+
+  it('one address flooding the queue is blamed for what it pushes out of its own, and throttled', async () => {
+    const server = await startKilnServer({ args: ['--max-handshaking', '4', '--handshake-failure-limit', '5', '--handshake-timeout-ms', '10000'] });
+    const sockets: RawClient[] = [];
+    try {
+      for (let i = 0; i < 12; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
+      const next = await RawClient.open(server.port, ATTACKER);
+      sockets.push(next);
+      assert.equal(await next.closedWithin(3000), true);
+      assert.equal(next.lastError()?.code, 'KILN_ERR_HANDSHAKE_THROTTLED');
     } finally {
       for (const socket of sockets) socket.destroy();
       await server.kill();

@@ -145,7 +145,7 @@ describe('kiln server: --max-leases-per-connection', () => {
     }
   });
 
-  it('refuses an option out of range, naming it', async () => {
+  it('refuses a value that is not a number, naming the option', async () => {
     await assert.rejects(startKilnServer({ args: ['--max-leases-per-connection', 'lots'], readyTimeoutMs: 3000 }), /max-leases-per-connection/);
   });
 });

@@ -266,6 +266,39 @@ describe('expiry by slot', () => {
     }
   });
 
+  it('log out everywhere whose record write fails rejects with that error, ends no more sessions, and leaves no rejection unhandled', async () => {
+    let writes = 0;
+    let failing = false;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const storage = {
+      append: (): Promise<void> => {
+        if (!failing) return Promise.resolve();
+        writes++;
+        // The disk fills up at the 10th write; later ones fail too.
+        return new Promise<void>((resolve, reject) => setImmediate(() => (writes >= 10 ? reject(new Error('ENOSPC')) : resolve())));
+      },
+    };
+    const tier = new Tier({ storage, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      for (let i = 0; i < 5000; i++) {
+        const id = `bob-session-${String(i).padStart(6, '0')}`;
+        const grant = await tier.acquire('app', id, 1000);
+        await tier.commit('app', { ...session(id, 60_000, 10_000), token: grant.token, principal: 'bob' });
+      }
+      failing = true;
+      await assert.rejects(tier.destroyByPrincipal('bob'), /ENOSPC/);
+      await nextTurn();
+      assert.deepEqual(unhandled, []);
+      assert.ok(writes < 5000, `no session ended after the failure was seen (${writes} of 5,000 written)`);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      tier.close();
+    }
+  });
+
   it('a slot reused by a later session checks that session, early at most, and expires it on time', async () => {
     let now = 10_000;
     const events: string[] = [];
