@@ -227,6 +227,15 @@ describe('a dead owner’s leases', () => {
 describe('expiry by slot', () => {
   const session = (id: string, idleTimeoutMs: number, lastAccessedAt: number) => ({ sessionId: id, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt, set: [], del: [], idleTimeoutMs, release: true });
 
+  /** `count` sessions made by the owner 'app' at time 10,000, each logged in as `principal`. */
+  const logIn = async (tier: Tier, principal: string, count: number): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      const id = `${principal}-session-${String(i).padStart(6, '0')}`;
+      const grant = await tier.acquire('app', id, 1000);
+      await tier.commit('app', { ...session(id, 60_000, 10_000), token: grant.token, principal });
+    }
+  };
+
   it('log out everywhere writes its records in batches, not waiting for each one\'s write in turn', async () => {
     let pending: (() => void)[] = [];
     let appends = 0;
@@ -250,11 +259,7 @@ describe('expiry by slot', () => {
     const tier = new Tier({ storage, clock: () => 10_000 });
     try {
       tier.attach(owner('app'));
-      for (let i = 0; i < 3000; i++) {
-        const id = `user-session-${String(i).padStart(6, '0')}`;
-        const grant = await tier.acquire('app', id, 1000);
-        await tier.commit('app', { ...session(id, 60_000, 10_000), token: grant.token, principal: 'alice' });
-      }
+      await logIn(tier, 'alice', 3000);
       filling = false;
       assert.equal(await tier.destroyByPrincipal('alice'), 3000);
       assert.equal(appends, 3000, 'one record per session');
@@ -283,11 +288,7 @@ describe('expiry by slot', () => {
     const tier = new Tier({ storage, clock: () => 10_000 });
     try {
       tier.attach(owner('app'));
-      for (let i = 0; i < 5000; i++) {
-        const id = `bob-session-${String(i).padStart(6, '0')}`;
-        const grant = await tier.acquire('app', id, 1000);
-        await tier.commit('app', { ...session(id, 60_000, 10_000), token: grant.token, principal: 'bob' });
-      }
+      await logIn(tier, 'bob', 5000);
       failing = true;
       await assert.rejects(tier.destroyByPrincipal('bob'), /ENOSPC/);
       await nextTurn();
