@@ -132,26 +132,14 @@ export class SortedIds {
     }
   }
 
-  /** Every id of `source`, gathered in slices; undefined when the work went stale meanwhile. */
-  private async gather(source: Iterable<string>, stale: () => boolean): Promise<string[] | undefined> {
-    const ids: string[] = [];
+  /**
+   * The pause of one piece of sliced work: once its slice has run SLICE_MS it yields the
+   * event loop, and answers false when the work went stale meanwhile. Callers ask every
+   * so many ids, so the clock is read rarely.
+   */
+  private pauser(stale: () => boolean): () => Promise<boolean> {
     let sliceStart = this.now();
-    for (const id of source) {
-      ids.push(id);
-      if ((ids.length & 1023) === 0 && this.now() - sliceStart > SLICE_MS) {
-        await this.yieldTurn();
-        if (stale()) return undefined;
-        sliceStart = this.now();
-      }
-    }
-    return ids;
-  }
-
-  /** A bottom-up merge sort: runs of RUN_IDS sorted in one go, then merged in pairs, a slice at a time. */
-  private async sortInSlices(ids: string[], stale: () => boolean): Promise<string[] | undefined> {
-    let sliceStart = this.now();
-    /** False when the build went stale during the pause. */
-    const pause = async (): Promise<boolean> => {
+    return async () => {
       if (this.now() - sliceStart > SLICE_MS) {
         await this.yieldTurn();
         if (stale()) return false;
@@ -159,6 +147,22 @@ export class SortedIds {
       }
       return true;
     };
+  }
+
+  /** Every id of `source`, gathered in slices; undefined when the work went stale meanwhile. */
+  private async gather(source: Iterable<string>, stale: () => boolean): Promise<string[] | undefined> {
+    const pause = this.pauser(stale);
+    const ids: string[] = [];
+    for (const id of source) {
+      ids.push(id);
+      if ((ids.length & 1023) === 0 && !(await pause())) return undefined;
+    }
+    return ids;
+  }
+
+  /** A bottom-up merge sort: runs of RUN_IDS sorted in one go, then merged in pairs, a slice at a time. */
+  private async sortInSlices(ids: string[], stale: () => boolean): Promise<string[] | undefined> {
+    const pause = this.pauser(stale);
     let from = ids;
     for (let at = 0; at < from.length; at += RUN_IDS) {
       const run = from.slice(at, at + RUN_IDS).sort();
@@ -213,7 +217,7 @@ export class SortedIds {
   private async mergeInSlices(base: string[], extra: string[], removed: ReadonlySet<string>, stale: () => boolean): Promise<string[] | undefined> {
     const checkRemoved = removed.size > 0;
     const out = new Array<string>(base.length + extra.length);
-    let sliceStart = this.now();
+    const pause = this.pauser(stale);
     let n = 0;
     let j = 0;
     for (let i = 0; i < base.length; i++) {
@@ -223,11 +227,7 @@ export class SortedIds {
       // A build can gather an id twice (removed and made again in a slot it had not reached):
       // each id is written once, or paging with `after` would stop at the copy.
       if ((!checkRemoved || !removed.has(id)) && (n === 0 || out[n - 1] !== id)) out[n++] = id;
-      if ((i & 1023) === 1023 && this.now() - sliceStart > SLICE_MS) {
-        await this.yieldTurn();
-        if (stale()) return undefined;
-        sliceStart = this.now();
-      }
+      if ((i & 1023) === 1023 && !(await pause())) return undefined;
     }
     while (j < extra.length) out[n++] = extra[j++]!;
     out.length = n;
