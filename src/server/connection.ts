@@ -24,6 +24,7 @@ import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import { checkPrincipal, type SessionLimits } from '../session/limits.js';
 import type { CommitRequest, SessionEvent, TouchItem } from '../session/model.js';
 import type { Tier } from '../tier/tier.js';
+import type { PrincipalCursor } from '../tier/session-table.js';
 import type { Logger } from '../util/log.js';
 import { BatchedWriter } from '../util/net.js';
 import type { Namespace } from './namespaces.js';
@@ -321,8 +322,26 @@ export class Connection {
         return tier.destroy(this.ownerId, ns.key(sessionId(o, 'id')), reason);
       }
       // A principal key holds only its own namespace's sessions (see namespaces.ts).
-      case MessageType.FindPrincipal:
-        return tier.findByPrincipal(ns.principalKey(this.principal(str(record(body, 'find'), 'principal', this.ctx.limits.maxPrincipalLength)))).map((m) => ns.meta(m));
+      case MessageType.FindPrincipal: {
+        // A page at a time: a principal's sessions all at once outgrew a frame (past ~55,000
+        // of them at 8 MiB), and the client closed its connection on the reply.
+        const o = record(body, 'find');
+        const principal = ns.principalKey(this.principal(str(o, 'principal', this.ctx.limits.maxPrincipalLength)));
+        if (o['limit'] === undefined || o['limit'] === null) {
+          // A client from before pages reads one array; it gets one while that fits a page.
+          const page = tier.findByPrincipalPage(principal, MAX_LIST_LIMIT);
+          if (page.next !== null) throw new KilnError('KILN_ERR_ANSWER_TOO_LARGE', `the principal has more than ${MAX_LIST_LIMIT} sessions: ask for them in pages ("limit"), as clients of this version do`, { details: { limit: MAX_LIST_LIMIT } });
+          return page.sessions.map((m) => ns.meta(m));
+        }
+        const limit = Math.min(Math.max(1, uint(o, 'limit')), MAX_LIST_LIMIT);
+        let after: PrincipalCursor | undefined;
+        if (o['after'] !== undefined && o['after'] !== null) {
+          const cursor = record(o['after'], 'find.after');
+          after = { id: ns.key(sessionId(cursor, 'id')), join: uint(cursor, 'join') };
+        }
+        const page = tier.findByPrincipalPage(principal, limit, after);
+        return { sessions: page.sessions.map((m) => ns.meta(m)), next: page.next === null ? null : { id: ns.idOf(page.next.id), join: page.next.join } };
+      }
       case MessageType.DestroyPrincipal:
         return tier.destroyByPrincipal(ns.principalKey(this.principal(str(record(body, 'destroyPrincipal'), 'principal', this.ctx.limits.maxPrincipalLength))));
       case MessageType.List: {

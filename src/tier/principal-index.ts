@@ -43,6 +43,50 @@ export class PrincipalIndex {
     return out;
   }
 
+  /**
+   * One page of this principal's slots, newest login first, and when the page's last slot
+   * joined (the next page's cursor). `after` is the previous page's last slot and its
+   * join: when that slot is still in the list with that join, the page goes on from it in
+   * O(limit). When it left meanwhile (logged out, expired), the list is walked from its
+   * head past every slot that joined at or after it: a list runs newest first, so its
+   * joins fall along it. `after.slot` is -1 when the caller could not place it.
+   * A session that logs in again while pages are read joins at the head and is not met
+   * again; sessions present throughout are each met once.
+   */
+  pageOf(principal: string, limit: number, after?: { slot: number; join: number }): { slots: number[]; lastJoin: number } {
+    const slots: number[] = [];
+    const count = this.count(principal);
+    let slot = this.heads.get(principal) ?? NONE;
+    if (after !== undefined) {
+      if (this.joinedAtIs(after.slot, after.join)) slot = this.next.get(after.slot);
+      else {
+        let walked = 0;
+        while (slot !== NONE && walked < count && this.joinedAt.get(slot) >= after.join) {
+          slot = this.next.get(slot);
+          walked++;
+        }
+        if (walked >= count) slot = NONE;
+      }
+    }
+    let lastJoin = after?.join ?? 0;
+    // Bounded by the count as slotsOf: a damaged list cannot loop.
+    for (; slot !== NONE && slots.length < limit && slots.length < count; slot = this.next.get(slot)) {
+      slots.push(slot);
+      lastJoin = this.joinedAt.get(slot);
+    }
+    return { slots, lastJoin };
+  }
+
+  /** Whether a slot of a list has another after it. */
+  hasNext(slot: number): boolean {
+    return this.next.get(slot) !== NONE;
+  }
+
+  /** Whether `slot` is in a list, joined at `join` (joins are never reused, so it is that very membership). */
+  private joinedAtIs(slot: number, join: number): boolean {
+    return slot >= 0 && slot < this.prev.length && this.prev.get(slot) !== UNLINKED && this.joinedAt.get(slot) === join;
+  }
+
   /** A mark of now: joinedBy tells a slot that joined a list up to now from one that joined after. */
   mark(): number {
     return this.joins;

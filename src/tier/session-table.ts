@@ -26,6 +26,12 @@ export type { TierRecord } from './tier-record.js';
 export const REMEMBERED_COMMITS = 16;
 
 /** A session's metadata and the size of its attributes. */
+/** Where the next page of a principal's sessions starts: the last session of a page, and when it joined the principal's list. */
+export interface PrincipalCursor {
+  id: string;
+  join: number;
+}
+
 export interface StoredMeta extends SessionMeta {
   /** Sum of attribute name lengths and value bytes. */
   bytes: number;
@@ -152,6 +158,35 @@ export class SessionTable {
   /** The ids of this principal's sessions (new strings). */
   sessionsOf(principal: string): string[] {
     return this.principals.slotsOf(principal).map((slot) => this.arena.keyOf(slot));
+  }
+
+  /**
+   * One page of this principal's sessions, newest login first, with the cursor of the
+   * next page (null after the last). The cursor names the page's last session and when
+   * it joined; a cursor naming another principal's session, or one gone since, is not
+   * followed: the list is walked from its head past that join instead.
+   */
+  principalPage(principal: string, limit: number, after?: PrincipalCursor): { sessions: SessionMeta[]; next: PrincipalCursor | null } {
+    let from: { slot: number; join: number } | undefined;
+    if (after !== undefined) {
+      const slot = this.arena.find(after.id);
+      let own = false;
+      if (slot >= 0) {
+        this.arena.locate(slot);
+        own = layout.principalOf(this.arena.buf, this.arena.at) === principal;
+      }
+      from = { slot: own ? slot : -1, join: after.join };
+    }
+    const { slots, lastJoin } = this.principals.pageOf(principal, limit, from);
+    const sessions: SessionMeta[] = [];
+    const a = this.arena;
+    for (const slot of slots) {
+      a.locate(slot);
+      sessions.push(layout.metaAt(a.buf, a.at, a.keyOf(slot)));
+    }
+    const last = slots.length === 0 ? undefined : slots[slots.length - 1]!;
+    const more = last !== undefined && slots.length === limit && this.principals.hasNext(last);
+    return { sessions, next: more ? { id: this.arena.keyOf(last), join: lastJoin } : null };
   }
 
   /** The slots of this principal's sessions: cheap to take for many (no id strings); see sessionInSlot. */

@@ -8,7 +8,7 @@ import { DEFAULT_LEASE_OPTIONS, type OwnerId } from './lease-table.js';
 import { Listeners } from './listeners.js';
 import { GroupSizes, SessionCaps } from './session-counts.js';
 import { listPage, type ListOptions, type ListPage } from './session-listing.js';
-import { SessionTable, type TierRecord } from './session-table.js';
+import { SessionTable, type PrincipalCursor, type TierRecord } from './session-table.js';
 import { forEachInSlices, SlicedQueue } from './sliced-work.js';
 import { SlotDeadlines } from './slot-deadlines.js';
 import { SortedIds } from './sorted-ids.js';
@@ -254,6 +254,16 @@ export class Tier {
       if (meta) out.push(meta);
     }
     return out;
+  }
+
+  /**
+   * One page of a principal's sessions, newest login first: what a client far from the
+   * tier reads, a frame at a time, where findByPrincipal would answer every session at
+   * once. `after` is the previous page's `next`; work is O(limit) while it names a
+   * session still logged in (see PrincipalIndex.pageOf).
+   */
+  findByPrincipalPage(principal: string, limit: number, after?: PrincipalCursor): { sessions: SessionMeta[]; next: PrincipalCursor | null } {
+    return this.sessions.principalPage(principal, limit, after);
   }
 
   /**

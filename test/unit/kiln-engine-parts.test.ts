@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../../src/errors/index.js';
 import { resolveKilnOptions } from '../../src/engines/kiln/kiln-options.js';
-import { limitsFromWelcome, listPageFromWire, pingIntervalFor } from '../../src/engines/kiln/kiln-wire.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor, principalPageFromWire } from '../../src/engines/kiln/kiln-wire.js';
 import { PendingRequests } from '../../src/engines/kiln/pending-requests.js';
 import { ReadyWaiters } from '../../src/engines/kiln/ready-waiters.js';
 
@@ -67,6 +67,25 @@ describe('kiln wire', () => {
     assert.equal(listPageFromWire({ sessions: [], next: null, total: 0 }).next, null);
     assert.throws(() => listPageFromWire({ sessions: 'x' }), { code: 'KILN_ERR_PROTOCOL' });
     assert.throws(() => listPageFromWire([]), { code: 'KILN_ERR_PROTOCOL' });
+  });
+
+  it("reads a principal's page; refuses a malformed one, and one that does not advance (a server could keep the client reading forever)", () => {
+    const id = 'a'.repeat(22);
+    const meta = { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: 'ann', version: 1 };
+    const first = principalPageFromWire({ sessions: [meta], next: { id, join: 9 } }, null);
+    assert.equal(first.sessions[0]?.principal, 'ann');
+    assert.deepEqual(first.next, { id, join: 9 });
+    assert.equal(principalPageFromWire({ sessions: [meta], next: { id, join: 4 } }, first.next).next?.join, 4);
+    assert.equal(principalPageFromWire({ sessions: [], next: null }, first.next).next, null);
+    const refused = (body: unknown, previous: { id: string; join: number } | null = null) => assert.throws(() => principalPageFromWire(body, previous), { code: 'KILN_ERR_PROTOCOL' }, JSON.stringify(body));
+    refused([meta]); // the answer of a server from before pages, to a paging client
+    refused({ sessions: 'x', next: null });
+    refused({ sessions: [meta], next: 'cursor' });
+    refused({ sessions: [meta], next: { id: 'not an id!', join: 1 } });
+    refused({ sessions: [meta], next: { id, join: -1 } });
+    refused({ sessions: [], next: { id, join: 3 } }, first.next); // an empty page with a cursor
+    refused({ sessions: [meta], next: { id, join: 9 } }, first.next); // the same cursor again
+    refused({ sessions: [meta], next: { id, join: 12 } }, first.next); // a cursor going back
   });
 });
 

@@ -67,4 +67,97 @@ describe('principal index', () => {
       assert.equal(index.count(principal), expected.length, principal);
     }
   });
+
+  describe('pages (FindPrincipal over the wire)', () => {
+    /** Every page of a principal's list, each from the last one's cursor, with `between` run before each next page. */
+    const allPages = (index: PrincipalIndex, principal: string, limit: number, between: (page: number) => void = () => undefined): number[][] => {
+      const pages: number[][] = [];
+      let after: { slot: number; join: number } | undefined;
+      for (let guard = 0; guard < 10_000; guard++) {
+        const { slots, lastJoin } = index.pageOf(principal, limit, after);
+        pages.push(slots);
+        const last = slots[slots.length - 1];
+        if (slots.length < limit || last === undefined || !index.hasNext(last)) return pages;
+        after = { slot: last, join: lastJoin };
+        between(pages.length);
+      }
+      throw new Error('pages never ended');
+    };
+
+    it('pages a list newest first, each page from the last one, the last page short or ended', () => {
+      const index = new PrincipalIndex();
+      for (let slot = 0; slot < 10; slot++) index.add('ann', slot);
+      index.add('bob', 50);
+      assert.deepEqual(allPages(index, 'ann', 3), [[9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]);
+      assert.deepEqual(allPages(index, 'ann', 5), [[9, 8, 7, 6, 5], [4, 3, 2, 1, 0]], 'a full last page: no cursor after it');
+      assert.deepEqual(allPages(index, 'nobody', 5), [[]]);
+      assert.deepEqual(allPages(index, 'bob', 5), [[50]]);
+    });
+
+    it("goes on past a page's last session that logged out meanwhile (walks from the head past its join)", () => {
+      const index = new PrincipalIndex();
+      for (let slot = 0; slot < 10; slot++) index.add('ann', slot);
+      const pages = allPages(index, 'ann', 3, (page) => {
+        if (page === 1) index.remove('ann', 7); // the first page's last session
+        if (page === 2) {
+          index.remove('ann', 4); // the second page's last session, and one of the next page's
+          index.remove('ann', 3);
+        }
+      });
+      assert.deepEqual(pages, [[9, 8, 7], [6, 5, 4], [2, 1, 0]]);
+    });
+
+    it('a session logging in again meanwhile joins at the head and is not met twice; a slot reused by another principal is not followed', () => {
+      const index = new PrincipalIndex();
+      for (let slot = 0; slot < 9; slot++) index.add('ann', slot);
+      const pages = allPages(index, 'ann', 3, (page) => {
+        if (page === 1) {
+          index.remove('ann', 8); // met on page 1; logs in again
+          index.add('ann', 8);
+          index.remove('ann', 6); // the cursor's slot goes to bob
+          index.add('bob', 6);
+        }
+      });
+      assert.deepEqual(pages, [[8, 7, 6], [5, 4, 3], [2, 1, 0]], "bob's list is not walked from the cursor");
+      // A cursor naming a slot of another list with the wrong join is not followed either.
+      const bobsJoin = index.pageOf('bob', 1).lastJoin;
+      assert.deepEqual(index.pageOf('ann', 3, { slot: 6, join: bobsJoin }).slots, [], "bob's join is newer than all of ann's: nothing past it");
+      assert.deepEqual(index.pageOf('ann', 3, { slot: -1, join: 1 }).slots, [], 'nothing joined before the first join');
+      assert.deepEqual(index.pageOf('ann', 2, { slot: -1, join: 6 }).slots, [4, 3], 'an unplaced cursor: the walk from the head');
+    });
+
+    it('meets every session present throughout exactly once, under random logins and logouts between pages', () => {
+      let seed = 11;
+      const random = (n: number): number => {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        return (seed >>> 16) % n;
+      };
+      for (let trial = 0; trial < 30; trial++) {
+        const index = new PrincipalIndex();
+        const live = new Set<number>();
+        let nextSlot = 0;
+        for (let i = 0; i < 200; i++) {
+          index.add(random(4) === 0 ? 'other' : 'ann', nextSlot);
+          live.add(nextSlot++);
+        }
+        const annAtStart = new Set(index.slotsOf('ann'));
+        const touched = new Set<number>(); // left or re-joined while paging
+        const pages = allPages(index, 'ann', 1 + random(20), () => {
+          for (let k = random(6); k > 0; k--) {
+            const slots = index.slotsOf('ann');
+            const slot = slots[random(slots.length)];
+            if (slot === undefined) break;
+            touched.add(slot);
+            index.remove('ann', slot);
+            if (random(2) === 0) index.add('ann', slot);
+          }
+          for (let k = random(3); k > 0; k--) index.add('ann', nextSlot++); // new logins
+        });
+        const met = pages.flat();
+        assert.equal(new Set(met).size, met.length, `trial ${trial}: a session met twice`);
+        for (const slot of met) assert.ok(annAtStart.has(slot) || slot >= 200, `trial ${trial}: slot ${slot} is not ann's`);
+        for (const slot of annAtStart) if (!touched.has(slot)) assert.ok(met.includes(slot), `trial ${trial}: slot ${slot} present throughout was missed`);
+      }
+    });
+  });
 });

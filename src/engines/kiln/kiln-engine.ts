@@ -11,7 +11,6 @@ import {
   encodeBody,
   encodeCommitBody,
   grantFromWire,
-  metaFromWire,
   MessageType,
   record,
   snapshotFromWire,
@@ -25,9 +24,9 @@ import { BINARY_MARK } from '../../util/binary.js';
 import { BatchedWriter } from '../../util/net.js';
 import { StatusStream } from '../../util/status.js';
 import { within } from '../../util/deadline.js';
-import type { ListOptions, ListPage, Engine, EngineLimits, EngineStats, EngineStatus, EngineTraffic, LeaseHandler, CallOptions } from '../engine.js';
+import { MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type CallOptions } from '../engine.js';
 import { resolveKilnOptions, type KilnEngineOptions, type ResolvedKilnOptions } from './kiln-options.js';
-import { limitsFromWelcome, listPageFromWire, pingIntervalFor } from './kiln-wire.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor, principalPageFromWire, type PrincipalPageCursor } from './kiln-wire.js';
 import { PendingRequests } from './pending-requests.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
@@ -134,10 +133,22 @@ export class KilnEngine implements Engine {
     return (await this.request(MessageType.Destroy, { id: sessionId, reason: options?.reason }, within(this.operationTimeoutMs, options?.deadline))) === true;
   }
 
+  /**
+   * Every session of a principal, read a page at a time (newest login first): one answer
+   * of every session outgrew a frame past ~55,000 sessions. Sessions that log in while
+   * the pages are read may be missed; each session logged in throughout is listed once.
+   */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
-    const list = await this.request(MessageType.FindPrincipal, { principal });
-    if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
-    return list.map(metaFromWire);
+    const out: SessionMeta[] = [];
+    // A meta is under 1 KiB on the wire (an id, a principal of up to 256 characters, five numbers).
+    const limit = Math.max(1, Math.min(MAX_LIST_LIMIT, Math.floor(this.options.maxFrameBytes / 1024) - 1));
+    let after: PrincipalPageCursor | null = null;
+    for (;;) {
+      const page = principalPageFromWire(await this.request(MessageType.FindPrincipal, { principal, limit, after }), after);
+      for (const meta of page.sessions) out.push(meta);
+      if (page.next === null) return out;
+      after = page.next;
+    }
   }
 
   async list(options: ListOptions): Promise<ListPage> {
