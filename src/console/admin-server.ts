@@ -309,8 +309,10 @@ export class AdminServer {
     const limit = Math.min(Math.max(1, Number(query.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
     const principal = query.get('principal');
     if (principal) {
-      const sessions = (await this.source.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
-      return this.json(res, 200, { sessions: sessions.map((m) => this.metaView(m, role)), next: null, total: sessions.length });
+      // The newest `limit` logins, in id order; `total` says how many the principal has.
+      const { sessions, total } = await this.source.findByPrincipal(principal, limit);
+      sessions.sort((a, b) => (a.id < b.id ? -1 : 1));
+      return this.json(res, 200, { sessions: sessions.map((m) => this.metaView(m, role)), next: null, total });
     }
     const prefix = query.get('prefix') ?? undefined;
     let after = query.get('after') ?? undefined;

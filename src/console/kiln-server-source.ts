@@ -98,9 +98,16 @@ export class KilnServerSource implements ConsoleSource {
     return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
   }
 
-  async findByPrincipal(principal: string, namespace?: string): Promise<ConsoleSessionMeta[]> {
+  async findByPrincipal(principal: string, limit: number, namespace?: string): Promise<{ sessions: ConsoleSessionMeta[]; total: number }> {
     const tier = this.server.tier;
-    return this.namespacesFor(namespace).flatMap((ns) => tier.findByPrincipal(ns.principalKey(principal)).map((m) => this.meta(m)));
+    const sessions: ConsoleSessionMeta[] = [];
+    let total = 0;
+    for (const ns of this.namespacesFor(namespace)) {
+      const key = ns.principalKey(principal);
+      total += tier.principalCount(key);
+      if (sessions.length < limit) for (const m of tier.findByPrincipalPage(key, limit - sessions.length).sessions) sessions.push(this.meta(m));
+    }
+    return { sessions, total };
   }
 
   async snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null> {

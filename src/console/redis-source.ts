@@ -102,8 +102,10 @@ export class RedisSource implements ConsoleSource {
     return this.engine.list(options);
   }
 
-  findByPrincipal(principal: string): Promise<SessionMeta[]> {
-    return this.engine.findByPrincipal(principal);
+  /** Redis answers a principal's whole set (SMEMBERS); the console is sent `limit` of them. */
+  async findByPrincipal(principal: string, limit: number): Promise<{ sessions: SessionMeta[]; total: number }> {
+    const all = await this.engine.findByPrincipal(principal);
+    return { sessions: all.slice(0, limit), total: all.length };
   }
 
   snapshot(sessionId: string): Promise<SessionSnapshot | null> {

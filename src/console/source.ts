@@ -20,8 +20,12 @@ export interface ConsoleSource {
   figures(recentWindowMs?: number): Promise<ConsoleFigures>;
   /** Every namespace's sessions (kiln server: in key order, the default namespace first). */
   list(options: ListOptions): Promise<ConsoleListPage>;
-  /** The principal's sessions in `namespace`, or in every namespace when it is omitted. */
-  findByPrincipal(principal: string, namespace?: string): Promise<ConsoleSessionMeta[]>;
+  /**
+   * Up to `limit` of the principal's sessions in `namespace`, or in every namespace when it
+   * is omitted, and how many it has in all. A kiln server reads only those it returns (a
+   * principal may have a million: building all of them held the server for seconds).
+   */
+  findByPrincipal(principal: string, limit: number, namespace?: string): Promise<{ sessions: ConsoleSessionMeta[]; total: number }>;
   /**
    * A session's data without taking its lease. Without `namespace`, the default
    * namespace's session of that id, else the first other namespace's that has one.

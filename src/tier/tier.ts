@@ -256,6 +256,11 @@ export class Tier {
     return out;
   }
 
+  /** How many sessions name this principal (O(1)). */
+  principalCount(principal: string): number {
+    return this.sessions.principalCount(principal);
+  }
+
   /**
    * One page of a principal's sessions, newest login first: what a client far from the
    * tier reads, a frame at a time, where findByPrincipal would answer every session at

@@ -62,7 +62,8 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
         await sleep(2200);
         const after = Number(await page.getAttribute('#chart-commits', 'data-points'));
         assert.ok(after > before, `the commits chart moves (${before} → ${after} points)`);
-        assert.ok(Number(await page.textContent('#value-http')) > 0, 'the apps\' HTTP request rate');
+        // A rate of the apps' own counters needs two of their reports (every 2 s) since the page opened.
+        await waitFor(async () => Number(await page.textContent('#value-http')) > 0, 10_000, "the apps' HTTP request rate");
         assert.ok(Number(await page.textContent('#value-messages')) > 0, 'the tier message rate, shown apart');
         // The near-cache tile shows the figure the table's total row shows.
         await waitFor(async () => {
@@ -100,6 +101,16 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       assert.equal(next.body.data.user, null, 'the next request with that cookie gets a fresh session');
       assert.deepEqual(next.body.data.cart, []);
       await waitFor(async () => ((await page.textContent('#events')) ?? '').includes('destroyed'), 5000, 'destroy shown in the events pane');
+
+      // A principal with more sessions than the search shows: the newest 50, and how many in all.
+      for (let i = 0; i < 52; i++) await new Browser(demo.url).post('/api/login', { user: 'sam' });
+      await page.fill('#search', 'sam');
+      await page.click('#search-button');
+      await page.locator('#principal-more').waitFor();
+      assert.equal(await page.locator('#results li[data-id]').count(), 50);
+      assert.equal(await page.textContent('#principal-more'), 'the newest 50 of 52 sessions of this principal');
+      await page.locator('#principal-more').scrollIntoViewIfNeeded();
+      await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-principal-search.png`) });
     });
     it('asks for the token in a form (no prompt()), and shows no figure before the first answer', async () => {
       const consoleUrl = demo.nodes.get('console')!.url.replace(/#.*$/, '');

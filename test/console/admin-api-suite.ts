@@ -138,6 +138,12 @@ export function adminApiSuite(target: ConsoleTarget): void {
       const [principal, theirs] = [...principals][0]!;
       const byPrincipal = (await call('GET', `/api/sessions?principal=${principal}`)).body as unknown as { sessions: { id: string; principal: string }[] };
       assert.deepEqual(byPrincipal.sessions.map((s) => s.id).sort(), [...theirs].sort());
+      // A principal with more sessions than the limit: that many, and the total.
+      assert.ok(theirs.length > 10);
+      const some = (await call('GET', `/api/sessions?principal=${principal}&limit=10`)).body as unknown as { sessions: { id: string }[]; total: number };
+      assert.equal(some.sessions.length, 10);
+      assert.equal(some.total, theirs.length);
+      assert.ok(some.sessions.every((s) => theirs.includes(s.id)));
     });
 
     it('shows one session with its attributes and sizes, and invalidates it: the next request gets a fresh session', async () => {

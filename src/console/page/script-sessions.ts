@@ -9,8 +9,10 @@ async function search(e) {
   const q = $('search').value.trim();
   // A principal first; failing that, an id prefix.
   let page = await api('GET', '/api/sessions?limit=50&principal=' + encodeURIComponent(q));
+  // A principal's total is its sessions; a listing's is every session, so it is not shown.
+  const more = page.total > page.sessions.length ? '<li class="muted" id="principal-more">the newest ' + page.sessions.length + ' of ' + fmt(page.total) + ' sessions of this principal</li>' : '';
   if (!page.sessions.length) page = await api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : ''));
-  $('results').innerHTML = page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '">' + esc(s.id.slice(0, 8)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') || '<li class="muted">no session</li>';
+  $('results').innerHTML = (page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '">' + esc(s.id.slice(0, 8)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') + more) || '<li class="muted">no session</li>';
 }
 async function show(id) {
   const s = await api('GET', '/api/sessions/' + encodeURIComponent(id));
