@@ -12,6 +12,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { Connection, type ClientInfo } from './connection.js';
+import { WaitingRoom } from './waiting-room.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { checkTokenStrength } from '../util/secret-file.js';
@@ -119,11 +120,14 @@ export class KilnServer {
   private readonly maxHandshaking: number;
   private readonly throttle: HandshakeThrottle;
   private readonly clientLimits: SessionLimits;
-  /** Connections before their handshake, oldest first (the first to give way to a newcomer). */
-  /** Connections waiting for their handshake, oldest first, with their peer's address. */
-  private readonly handshaking = new Map<Connection, string>();
-  /** How many of those each address has. */
-  private readonly handshakingFrom = new Map<string, number>();
+  /** Connections waiting for their Hello (see WaitingRoom). */
+  private readonly handshaking: WaitingRoom<Connection>;
+  /**
+   * TLS only: sockets in their TLS handshake, before a Connection exists, under the same
+   * cap; found again from the TLS socket by its peer's address and port.
+   */
+  private readonly tlsHandshaking: WaitingRoom<Socket>;
+  private readonly tlsSocketsByPeer = new Map<string, Socket>();
   private ready = 0;
   private readonly serverId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly host: string;
@@ -157,6 +161,8 @@ export class KilnServer {
     this.fsync = o.oneOf('fsync', ['always', 'everysec', 'never'], 'everysec');
     this.maxConnections = o.int('maxConnections', 10_000, 1);
     this.maxHandshaking = o.int('maxHandshaking', 128, 1);
+    this.handshaking = new WaitingRoom(this.maxHandshaking);
+    this.tlsHandshaking = new WaitingRoom(this.maxHandshaking);
     this.throttle = new HandshakeThrottle({ maxFailures: o.int('handshakeFailureLimit', 20, 0), windowMs: 60_000, maxEntries: 4096 });
     this.maxFrameBytes = o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024, 1 << 30);
     this.idleTimeoutMs = o.int('idleConnectionTimeoutMs', 60_000, 0);
@@ -211,11 +217,11 @@ export class KilnServer {
     if (tls) {
       // A throttled address gets no TLS handshake either (the expensive part), and a
       // failed or timed-out TLS handshake counts against its address like a bad Hello.
-      this.server.on('connection', (socket: Socket) => {
-        if (this.throttle.blocked(socket.remoteAddress ?? '?', Date.now())) socket.destroy();
-      });
+      this.server.on('connection', (socket: Socket) => this.enterTlsHandshake(socket));
       this.server.on('tlsClientError', (_err: Error, socket: Socket) => {
-        this.throttle.failed(socket.remoteAddress ?? '?', Date.now());
+        // A socket already gone has no address to blame: one pushed out of the queue
+        // (blamed or not when it was), or one its peer reset.
+        if (socket.remoteAddress !== undefined) this.throttle.failed(socket.remoteAddress, Date.now());
         socket.destroy();
       });
     }
@@ -308,7 +314,41 @@ export class KilnServer {
     this.log.info('stopped');
   }
 
+  /**
+   * A TLS server's new socket, before its TLS handshake: the throttle and the handshake
+   * cap apply from here, not from the Hello, or sockets in a TLS handshake (each held up
+   * to --handshake-timeout-ms) could be opened without bound from many addresses.
+   */
+  private enterTlsHandshake(socket: Socket): void {
+    const address = socket.remoteAddress;
+    if (address === undefined || this.throttle.blocked(address, Date.now())) {
+      socket.destroy();
+      return;
+    }
+    const pushedOut = this.tlsHandshaking.makeRoom();
+    if (pushedOut) {
+      if (pushedOut.blame) this.throttle.failed(pushedOut.address, Date.now());
+      pushedOut.key.destroy();
+    }
+    const peer = `${address}|${socket.remotePort}`;
+    this.tlsHandshaking.enter(socket, address);
+    this.tlsSocketsByPeer.set(peer, socket);
+    socket.once('close', () => {
+      // Only while this socket holds the entry: another one from the same port since does not leave with it.
+      if (this.tlsSocketsByPeer.get(peer) === socket) this.leaveTlsHandshake(peer);
+    });
+  }
+
+  /** The TLS handshake of the socket from `peer` ended (done, failed, or pushed out). */
+  private leaveTlsHandshake(peer: string): void {
+    const socket = this.tlsSocketsByPeer.get(peer);
+    if (socket === undefined) return;
+    this.tlsSocketsByPeer.delete(peer);
+    this.tlsHandshaking.leave(socket);
+  }
+
   private accept(socket: Socket): void {
+    if (this.secure) this.leaveTlsHandshake(`${socket.remoteAddress}|${socket.remotePort}`);
     if (this.stopping) {
       refuse(socket, new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
       return;
@@ -320,18 +360,8 @@ export class KilnServer {
       refuse(socket, new KilnError('KILN_ERR_HANDSHAKE_THROTTLED', 'too many failed handshakes from this address; try again later'));
       return;
     }
-    if (this.handshaking.size >= this.maxHandshaking) {
-      // The oldest gives way, not the newcomer: a client sends its Hello as soon as it is
-      // connected, so a flood of silent sockets cannot keep it out unless it opens
-      // maxHandshaking sockets in the time a Hello takes to arrive.
-      const [oldest, from] = this.handshaking.entries().next().value!;
-      // Counted against its address only when that address has others waiting too: one
-      // address flooding the queue is throttled as before, while a real client pushed out
-      // by a flood from many addresses (its one handshake) is not blamed for it.
-      const blame = (this.handshakingFrom.get(from) ?? 0) > 1;
-      this.leaveHandshaking(oldest);
-      oldest.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`), blame);
-    }
+    const pushedOut = this.handshaking.makeRoom();
+    if (pushedOut) pushedOut.key.fail(new KilnError('KILN_ERR_TOO_MANY_CONNECTIONS', `the server holds its limit of ${this.maxHandshaking} connections waiting for their handshake`), pushedOut.blame);
     const conn = new Connection(socket, ++this.nextConnectionId, {
       tier: this.tier,
       log: this.log,
@@ -346,7 +376,7 @@ export class KilnServer {
       maxBufferedBytes: 64 * 1024 * 1024,
       shuttingDown: () => this.stopping !== undefined,
       admit: (c) => {
-        this.leaveHandshaking(c);
+        this.handshaking.leave(c);
         this.throttle.succeeded(address);
         if (this.ready >= this.maxConnections) {
           this.log.warn('connection refused: maxConnections reached', { maxConnections: this.maxConnections, client: c.info.address });
@@ -356,12 +386,12 @@ export class KilnServer {
         return true;
       },
       onHandshakeFailed: (c) => {
-        this.leaveHandshaking(c);
+        this.handshaking.leave(c);
         this.throttle.failed(address, Date.now());
       },
       onClosed: (c) => {
         this.connections.delete(c);
-        this.leaveHandshaking(c);
+        this.handshaking.leave(c);
         if (c.isAttachedOnce) this.ready--;
         if (c.isAttachedOnce) this.announce({ type: 'client-left', client: { ...c.info, ownerId: c.ownerId }, at: Date.now() });
       },
@@ -371,17 +401,7 @@ export class KilnServer {
       onAnswered: (message, ms, code) => this.announce({ type: 'request', message, ms, code, at: Date.now() }),
     });
     this.connections.add(conn);
-    this.handshaking.set(conn, address);
-    this.handshakingFrom.set(address, (this.handshakingFrom.get(address) ?? 0) + 1);
-  }
-
-  private leaveHandshaking(c: Connection): void {
-    const address = this.handshaking.get(c);
-    if (address === undefined) return;
-    this.handshaking.delete(c);
-    const left = (this.handshakingFrom.get(address) ?? 1) - 1;
-    if (left > 0) this.handshakingFrom.set(address, left);
-    else this.handshakingFrom.delete(address);
+    this.handshaking.enter(conn, address);
   }
 
   private checkToken(token: string): Namespace | undefined {

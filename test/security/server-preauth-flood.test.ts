@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Engine } from '../../src/engines/engine.js';
+import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { removeDir, selfSignedCertificate, sleep, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
@@ -216,6 +218,65 @@ describe('HandshakeThrottle', () => {
 });
 
 describe('kiln server over TLS: unfinished TLS handshakes', () => {
+  it('caps sockets in their TLS handshake: a flood from many addresses pushes the oldest out at once, without blaming it, and apps connected meanwhile are untouched', async () => {
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(dir);
+    const VICTIM = '127.0.0.3';
+    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--max-handshaking', '4', '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
+    const sockets: RawClient[] = [];
+    const apps: Engine[] = [];
+    try {
+      // More apps than the cap, each past its TLS handshake: none may be taken for one still in it.
+      for (let i = 0; i < 6; i++) {
+        const app = connect(`kilns://127.0.0.1:${server.port}`, { token: server.token, tls: { ca: readFileSync(cert, 'utf8') }, operationTimeoutMs: 5000 });
+        await app.connect();
+        apps.push(app);
+      }
+      // Four times: the victim's socket in its TLS handshake, then four from addresses of their own.
+      for (let round = 0; round < 4; round++) {
+        const victim = await RawClient.open(server.port, VICTIM);
+        sockets.push(victim);
+        for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, `127.0.${20 + round}.${10 + i}`));
+        const started = Date.now();
+        assert.equal(await victim.closedWithin(3000), true, 'pushed out');
+        assert.ok(Date.now() - started < 2000, `pushed out at once, not at the 10 s deadline (${Date.now() - started} ms)`);
+      }
+      // Four failures against the victim's address would be past the limit of 3: it would be closed at once.
+      const again = await RawClient.open(server.port, VICTIM);
+      sockets.push(again);
+      assert.equal(await again.closedWithin(500), false, "the victim's address is not throttled");
+      for (const [i, app] of apps.entries()) {
+        const { id, token } = await createSession(app, { app: i });
+        assert.equal((await app.commit(commitOf(id, token, 1, { app: i, again: true }))).version, 2, `app ${i} still connected`);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await Promise.all(apps.map((app) => app.close()));
+      await server.kill();
+      removeDir(dir);
+    }
+  });
+
+  it('one address flooding TLS handshakes is blamed for what it pushes out of its own, and throttled', async () => {
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(dir);
+    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--max-handshaking', '4', '--handshake-failure-limit', '5', '--handshake-timeout-ms', '10000'] });
+    const sockets: RawClient[] = [];
+    try {
+      for (let i = 0; i < 12; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
+      await sleep(100);
+      const next = await RawClient.open(server.port, ATTACKER);
+      sockets.push(next);
+      const started = Date.now();
+      assert.equal(await next.closedWithin(3000), true);
+      assert.ok(Date.now() - started < 300, `a throttled address is closed at once (${Date.now() - started} ms)`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.kill();
+      removeDir(dir);
+    }
+  });
+
   it('closes a socket that never finishes its TLS handshake within --handshake-timeout-ms, and throttles its address', async () => {
     const dir = tempDir();
     const { cert, key } = selfSignedCertificate(dir);
