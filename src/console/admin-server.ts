@@ -308,12 +308,6 @@ export class AdminServer {
   private async list(res: ServerResponse, query: URLSearchParams, role: Role): Promise<void> {
     const limit = Math.min(Math.max(1, Number(query.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
     const principal = query.get('principal');
-    if (principal) {
-      // The newest `limit` logins, in id order; `total` says how many the principal has.
-      const { sessions, total } = await this.source.findByPrincipal(principal, limit);
-      sessions.sort((a, b) => (a.id < b.id ? -1 : 1));
-      return this.json(res, 200, { sessions: sessions.map((m) => this.metaView(m, role)), next: null, total });
-    }
     const prefix = query.get('prefix') ?? undefined;
     let after = query.get('after') ?? undefined;
     if (role === 'read') {
@@ -325,7 +319,8 @@ export class AdminServer {
       after = this.handles.open(after);
       if (after === undefined) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a handle of this admin server (handles end when it restarts)' });
     }
-    const page = await this.source.list({ after, prefix, limit });
+    // A principal's sessions: newest login first on a kiln server, `total` how many it has in all.
+    const page = principal ? await this.source.findByPrincipal(principal, { limit, after }) : await this.source.list({ after, prefix, limit });
     return this.json(res, 200, {
       sessions: page.sessions.map((m) => this.metaView(m, role)),
       next: page.next === null || role === 'admin' ? page.next : this.handles.handle(page.next),

@@ -1,9 +1,11 @@
+import { KilnError } from '../errors/index.js';
 import { MessageType } from '../protocol/messages.js';
 import type { KilnServer } from '../server/kiln-server.js';
 import type { ListOptions } from '../engines/engine.js';
 import { Namespace, namespaceOfKey } from '../server/namespaces.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 import { LatencyRecorder } from '../util/latency.js';
+import type { PrincipalCursor } from '../tier/session-table.js';
 import type { SizedSession } from './largest-sessions.js';
 import { announce, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleListPage, type ConsoleSessionMeta, type ConsoleSource } from './source.js';
 
@@ -98,16 +100,38 @@ export class KilnServerSource implements ConsoleSource {
     return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
   }
 
-  async findByPrincipal(principal: string, limit: number, namespace?: string): Promise<{ sessions: ConsoleSessionMeta[]; total: number }> {
+  /**
+   * Newest login first, one namespace after another. `next` is the namespace and the
+   * tier's cursor in it (PrincipalCursor): `<namespace>.<join>.<key>`, fit for a shell.
+   */
+  async findByPrincipal(principal: string, options: { limit: number; after?: string; namespace?: string }): Promise<ConsoleListPage> {
     const tier = this.server.tier;
+    const namespaces = this.namespacesFor(options.namespace);
+    let from = 0;
+    let cursor: PrincipalCursor | undefined;
+    if (options.after !== undefined) {
+      const [name, id, join] = parsePrincipalCursor(options.after);
+      from = namespaces.findIndex((ns) => ns.name === name);
+      if (from < 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `"after" names namespace ${JSON.stringify(name)}, which this listing does not cover`);
+      cursor = { id, join };
+    }
     const sessions: ConsoleSessionMeta[] = [];
+    let next: string | null = null;
     let total = 0;
-    for (const ns of this.namespacesFor(namespace)) {
+    for (const [i, ns] of namespaces.entries()) {
       const key = ns.principalKey(principal);
       total += tier.principalCount(key);
-      if (sessions.length < limit) for (const m of tier.findByPrincipalPage(key, limit - sessions.length).sessions) sessions.push(this.meta(m));
+      if (i < from || next !== null || sessions.length >= options.limit) continue;
+      const page = tier.findByPrincipalPage(key, options.limit - sessions.length, i === from ? cursor : undefined);
+      for (const m of page.sessions) sessions.push(this.meta(m));
+      // A namespace cut short, or a bounded walk that stopped: the next page goes on in it.
+      if (page.next !== null) next = `${ns.name}.${page.next.join}.${page.next.id}`;
+      else if (sessions.length >= options.limit) {
+        const rest = namespaces.slice(i + 1).find((n) => tier.principalCount(n.principalKey(principal)) > 0);
+        if (rest) next = `${rest.name}.${Number.MAX_SAFE_INTEGER}.`;
+      }
     }
-    return { sessions, total };
+    return { sessions, next, total };
   }
 
   async snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null> {
@@ -179,4 +203,12 @@ export class KilnServerSource implements ConsoleSource {
     for (const off of this.unsubscribe) off();
     this.listeners.clear();
   }
+}
+
+/** A console principal cursor, `<namespace>.<join>.<tier key>` (the key '' from a namespace's start). */
+function parsePrincipalCursor(after: string): [string, string, number] {
+  const m = /^([A-Za-z0-9_-]{1,64})\.(\d{1,16})\.(.{0,512})$/s.exec(after);
+  const join = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isSafeInteger(join)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
+  return [m[1]!, m[3]!, join];
 }

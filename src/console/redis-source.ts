@@ -1,6 +1,8 @@
+import { KilnError } from '../errors/index.js';
+import { isValidSessionId } from '../session/id.js';
 import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
-import type { SessionMeta, SessionSnapshot } from '../session/model.js';
+import type { SessionSnapshot } from '../session/model.js';
 import { addHistograms } from '../util/latency.js';
 import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
 
@@ -102,10 +104,14 @@ export class RedisSource implements ConsoleSource {
     return this.engine.list(options);
   }
 
-  /** Redis answers a principal's whole set (SMEMBERS); the console is sent `limit` of them. */
-  async findByPrincipal(principal: string, limit: number): Promise<{ sessions: SessionMeta[]; total: number }> {
-    const all = await this.engine.findByPrincipal(principal);
-    return { sessions: all.slice(0, limit), total: all.length };
+  /** Redis answers a principal's whole set (SMEMBERS): pages of it in id order, `next` the last id of a page. */
+  async findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
+    const all = (await this.engine.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const after = options.after;
+    if (after !== undefined && !isValidSessionId(after)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
+    const rest = after === undefined ? all : all.filter((m) => m.id > after);
+    const sessions = rest.slice(0, options.limit);
+    return { sessions, next: rest.length > options.limit ? sessions[sessions.length - 1]!.id : null, total: all.length };
   }
 
   snapshot(sessionId: string): Promise<SessionSnapshot | null> {

@@ -21,11 +21,12 @@ export interface ConsoleSource {
   /** Every namespace's sessions (kiln server: in key order, the default namespace first). */
   list(options: ListOptions): Promise<ConsoleListPage>;
   /**
-   * Up to `limit` of the principal's sessions in `namespace`, or in every namespace when it
-   * is omitted, and how many it has in all. A kiln server reads only those it returns (a
-   * principal may have a million: building all of them held the server for seconds).
+   * A page of the principal's sessions in `namespace`, or in every namespace when it is
+   * omitted, and how many it has in all; `next` (null after the last page) is handed back
+   * as `after`, unchanged. A kiln server reads only the sessions it returns (a principal
+   * may have a million: building all of them held the server for seconds).
    */
-  findByPrincipal(principal: string, limit: number, namespace?: string): Promise<{ sessions: ConsoleSessionMeta[]; total: number }>;
+  findByPrincipal(principal: string, options: { limit: number; after?: string; namespace?: string }): Promise<ConsoleListPage>;
   /**
    * A session's data without taking its lease. Without `namespace`, the default
    * namespace's session of that id, else the first other namespace's that has one.

@@ -29,7 +29,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_TLS: { retryable: false, meaning: 'A TLS link to the tier could not be set up: its certificate is not trusted (wrong or missing CA, wrong name) or it refused ours; the message says which.' },
   KILN_ERR_PROTOCOL_VERSION: { retryable: false, meaning: 'The peer speaks a protocol version this side does not support.' },
   KILN_ERR_PROTOCOL: { retryable: false, meaning: 'Malformed frame or message (garbage bytes, bad field types, unknown message type).' },
-  KILN_ERR_ANSWER_TOO_LARGE: { retryable: false, meaning: 'An answer would not fit one message: a client that does not page asked for the sessions of a principal holding more than 1,000 (clients of this version ask a page at a time). Nothing changed; the connection stays up.' },
+  KILN_ERR_ANSWER_TOO_LARGE: { retryable: false, meaning: 'An answer would not fit one message: a client that does not page asked for the sessions of a principal holding more than 1,000 (clients of this version ask a page at a time). Nothing changed; the connection stays up. A client older than this code reports it as KILN_ERR_INTERNAL, naming it.' },
   KILN_ERR_FRAME_TOO_LARGE: { retryable: false, meaning: 'A frame announced a length above maxFrameBytes; the connection is closed.' },
   KILN_ERR_TOO_MANY_CONNECTIONS: { retryable: true, meaning: 'The server is at maxConnections; try again later.' },
   KILN_ERR_HANDSHAKE_THROTTLED: { retryable: true, meaning: 'Too many handshakes from this address failed recently (wrong token, malformed or missing Hello); its connections are closed at once for a while.' },

@@ -110,6 +110,19 @@ export function commitToWire(c: CommitRequest): Record<string, unknown> {
  * flags: 1 a principal string follows, 2 principal cleared (null), 4 it, 8 ae, 16 rel, 32 pt.
  */
 export const BINARY_COMMIT_FEATURE = 'binary-commit';
+
+/**
+ * A server answering FindPrincipal a page at a time (`limit`, `after`, answers `sessions`,
+ * `next`, `total`) says so in its Welcome; to one that does not, a client sends the
+ * request of before (`principal` alone) and reads one array.
+ */
+export const PRINCIPAL_PAGES_FEATURE = 'principal-pages';
+/**
+ * A server answers an empty page with a cursor (a walk past sessions met already, cut
+ * to bound its work) only after at least this many steps: a client counts on it to tell
+ * a server that goes on from one that never ends.
+ */
+export const PRINCIPAL_WALK_STEPS_MIN = 1024;
 const C_PRINCIPAL = 1;
 const C_PRINCIPAL_NULL = 2;
 const C_IT = 4;

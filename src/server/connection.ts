@@ -11,6 +11,7 @@ import {
   EncodedBody,
   grantToWire,
   MessageType,
+  PRINCIPAL_PAGES_FEATURE,
   record,
   sessionId,
   snapshotToWire,
@@ -273,7 +274,7 @@ export class Connection {
     });
     const welcome: WelcomeBody = {
       version: PROTOCOL_VERSION,
-      features: [BINARY_COMMIT_FEATURE],
+      features: [BINARY_COMMIT_FEATURE, PRINCIPAL_PAGES_FEATURE],
       epoch: this.ctx.tier.epoch,
       serverId: this.ctx.serverId,
       maxFrameBytes: this.ctx.maxFrameBytes,
@@ -340,7 +341,7 @@ export class Connection {
           after = { id: ns.key(sessionId(cursor, 'id')), join: uint(cursor, 'join') };
         }
         const page = tier.findByPrincipalPage(principal, limit, after);
-        return { sessions: page.sessions.map((m) => ns.meta(m)), next: page.next === null ? null : { id: ns.idOf(page.next.id), join: page.next.join } };
+        return { sessions: page.sessions.map((m) => ns.meta(m)), next: page.next === null ? null : { id: ns.idOf(page.next.id), join: page.next.join }, total: page.total };
       }
       case MessageType.DestroyPrincipal:
         return tier.destroyByPrincipal(ns.principalKey(this.principal(str(record(body, 'destroyPrincipal'), 'principal', this.ctx.limits.maxPrincipalLength))));

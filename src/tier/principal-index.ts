@@ -44,47 +44,42 @@ export class PrincipalIndex {
   }
 
   /**
-   * One page of this principal's slots, newest login first, and when the page's last slot
-   * joined (the next page's cursor). `after` is the previous page's last slot and its
-   * join: when that slot is still in the list with that join, the page goes on from it in
-   * O(limit). When it left meanwhile (logged out, expired), the list is walked from its
-   * head past every slot that joined at or after it: a list runs newest first, so its
-   * joins fall along it. `after.slot` is -1 when the caller could not place it.
+   * One page of this principal's slots, newest login first. `after` says where the last
+   * page ended: a slot to start from (-1: the list's head) and a join; slots that joined
+   * at or after it were met already and are skipped. A list runs newest first, so its
+   * joins fall along it: from the previous page's last slot, still in the list, skipping
+   * is one step. From the head (that slot left meanwhile, or a cursor the caller could
+   * not place), skipping may take a step per session of the principal, so at most
+   * `maxSteps` are taken per call: the answer is then an empty page and where to go on
+   * (`resume`: `to` is the slot reached, with the same join), and no call does work that
+   * grows with the principal's sessions. The caller checks that `after.slot` is in this
+   * principal's list: the index does not know whose list a slot is in.
    * A session that logs in again while pages are read joins at the head and is not met
    * again; sessions present throughout are each met once.
    */
-  pageOf(principal: string, limit: number, after?: { slot: number; join: number }): { slots: number[]; lastJoin: number } {
+  pageOf(principal: string, limit: number, after?: { slot: number; join: number }, maxSteps = PAGE_WALK_STEPS): PrincipalIndexPage {
     const slots: number[] = [];
     const count = this.count(principal);
     let slot = this.heads.get(principal) ?? NONE;
+    let steps = 0;
     if (after !== undefined) {
-      if (this.joinedAtIs(after.slot, after.join)) slot = this.next.get(after.slot);
-      else {
-        let walked = 0;
-        while (slot !== NONE && walked < count && this.joinedAt.get(slot) >= after.join) {
-          slot = this.next.get(slot);
-          walked++;
-        }
-        if (walked >= count) slot = NONE;
+      if (this.inList(after.slot)) slot = after.slot;
+      while (slot !== NONE && this.joinedAt.get(slot) >= after.join) {
+        // Bounded by the count as well: a damaged list cannot loop.
+        if (steps >= maxSteps || steps >= count) return { slots, steps, resume: steps >= count ? undefined : { to: slot, join: after.join } };
+        slot = this.next.get(slot);
+        steps++;
       }
     }
-    let lastJoin = after?.join ?? 0;
-    // Bounded by the count as slotsOf: a damaged list cannot loop.
-    for (; slot !== NONE && slots.length < limit && slots.length < count; slot = this.next.get(slot)) {
-      slots.push(slot);
-      lastJoin = this.joinedAt.get(slot);
-    }
-    return { slots, lastJoin };
+    for (; slot !== NONE && slots.length < limit && slots.length < count; slot = this.next.get(slot)) slots.push(slot);
+    const last = slots[slots.length - 1];
+    const resume = last !== undefined && slots.length === limit && this.next.get(last) !== NONE ? { to: last, join: this.joinedAt.get(last) } : undefined;
+    return { slots, steps, resume };
   }
 
-  /** Whether a slot of a list has another after it. */
-  hasNext(slot: number): boolean {
-    return this.next.get(slot) !== NONE;
-  }
-
-  /** Whether `slot` is in a list, joined at `join` (joins are never reused, so it is that very membership). */
-  private joinedAtIs(slot: number, join: number): boolean {
-    return slot >= 0 && slot < this.prev.length && this.prev.get(slot) !== UNLINKED && this.joinedAt.get(slot) === join;
+  /** Whether `slot` is in a list. */
+  private inList(slot: number): boolean {
+    return slot >= 0 && slot < this.prev.length && this.prev.get(slot) !== UNLINKED;
   }
 
   /** A mark of now: joinedBy tells a slot that joined a list up to now from one that joined after. */
@@ -146,6 +141,16 @@ export class PrincipalIndex {
     this.joinedAt.ensure(slot);
   }
 }
+
+/** A page of a principal's list: its slots, the skipping steps taken, and where the next page starts (none after the last). */
+export interface PrincipalIndexPage {
+  slots: number[];
+  steps: number;
+  resume: { to: number; join: number } | undefined;
+}
+
+/** Steps of skipping one call takes at most (see pageOf): some tens of microseconds. */
+export const PAGE_WALK_STEPS = 4096;
 
 const NONE = -1;
 const UNLINKED = -1;

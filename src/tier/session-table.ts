@@ -25,13 +25,27 @@ export type { TierRecord } from './tier-record.js';
 /** How many recent commit ids a session remembers for idempotent retries. */
 export const REMEMBERED_COMMITS = 16;
 
-/** A session's metadata and the size of its attributes. */
-/** Where the next page of a principal's sessions starts: the last session of a page, and when it joined the principal's list. */
+/**
+ * Where the next page of a principal's sessions starts: a session (the last page's last,
+ * or where a bounded walk stopped) and a join count; sessions that joined at or after it
+ * were met already.
+ */
 export interface PrincipalCursor {
   id: string;
   join: number;
 }
 
+/** A page of a principal's sessions (see SessionTable.principalPage). */
+export interface PrincipalPage {
+  sessions: SessionMeta[];
+  next: PrincipalCursor | null;
+  /** How many sessions the principal has now. */
+  total: number;
+  /** Skipping steps this page took (bounded; see PrincipalIndex.pageOf). */
+  steps: number;
+}
+
+/** A session's metadata and the size of its attributes. */
 export interface StoredMeta extends SessionMeta {
   /** Sum of attribute name lengths and value bytes. */
   bytes: number;
@@ -162,11 +176,12 @@ export class SessionTable {
 
   /**
    * One page of this principal's sessions, newest login first, with the cursor of the
-   * next page (null after the last). The cursor names the page's last session and when
-   * it joined; a cursor naming another principal's session, or one gone since, is not
-   * followed: the list is walked from its head past that join instead.
+   * next page (null after the last) and how many sessions the principal has. The cursor
+   * names where the last page ended and a join count (see PrincipalIndex.pageOf); one
+   * naming another principal's session, or one gone since, is not followed: the list is
+   * walked from its head instead, a bounded number of steps per call.
    */
-  principalPage(principal: string, limit: number, after?: PrincipalCursor): { sessions: SessionMeta[]; next: PrincipalCursor | null } {
+  principalPage(principal: string, limit: number, after?: PrincipalCursor): PrincipalPage {
     let from: { slot: number; join: number } | undefined;
     if (after !== undefined) {
       const slot = this.arena.find(after.id);
@@ -177,16 +192,15 @@ export class SessionTable {
       }
       from = { slot: own ? slot : -1, join: after.join };
     }
-    const { slots, lastJoin } = this.principals.pageOf(principal, limit, from);
+    const { slots, steps, resume } = this.principals.pageOf(principal, limit, from);
     const sessions: SessionMeta[] = [];
     const a = this.arena;
     for (const slot of slots) {
       a.locate(slot);
       sessions.push(layout.metaAt(a.buf, a.at, a.keyOf(slot)));
     }
-    const last = slots.length === 0 ? undefined : slots[slots.length - 1]!;
-    const more = last !== undefined && slots.length === limit && this.principals.hasNext(last);
-    return { sessions, next: more ? { id: this.arena.keyOf(last), join: lastJoin } : null };
+    const next = resume === undefined ? null : { id: a.keyOf(resume.to), join: resume.join };
+    return { sessions, next, total: this.principals.count(principal), steps };
   }
 
   /** The slots of this principal's sessions: cheap to take for many (no id strings); see sessionInSlot. */

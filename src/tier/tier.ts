@@ -8,7 +8,7 @@ import { DEFAULT_LEASE_OPTIONS, type OwnerId } from './lease-table.js';
 import { Listeners } from './listeners.js';
 import { GroupSizes, SessionCaps } from './session-counts.js';
 import { listPage, type ListOptions, type ListPage } from './session-listing.js';
-import { SessionTable, type PrincipalCursor, type TierRecord } from './session-table.js';
+import { SessionTable, type PrincipalCursor, type PrincipalPage, type TierRecord } from './session-table.js';
 import { forEachInSlices, SlicedQueue } from './sliced-work.js';
 import { SlotDeadlines } from './slot-deadlines.js';
 import { SortedIds } from './sorted-ids.js';
@@ -264,10 +264,10 @@ export class Tier {
   /**
    * One page of a principal's sessions, newest login first: what a client far from the
    * tier reads, a frame at a time, where findByPrincipal would answer every session at
-   * once. `after` is the previous page's `next`; work is O(limit) while it names a
-   * session still logged in (see PrincipalIndex.pageOf).
+   * once. `after` is the previous page's `next`. Work is O(limit) while it names a
+   * session still logged in, and bounded otherwise (see PrincipalIndex.pageOf).
    */
-  findByPrincipalPage(principal: string, limit: number, after?: PrincipalCursor): { sessions: SessionMeta[]; next: PrincipalCursor | null } {
+  findByPrincipalPage(principal: string, limit: number, after?: PrincipalCursor): PrincipalPage {
     return this.sessions.principalPage(principal, limit, after);
   }
 

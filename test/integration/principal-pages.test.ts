@@ -5,9 +5,11 @@ import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { errorFromWire } from '../../src/errors/index.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { generateSessionId } from '../../src/session/id.js';
-import { startKilnServer, type ServerProcess } from '../helpers/processes.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { removeDir, startKilnServer, tempDir, type ServerProcess } from '../helpers/processes.js';
 import { RawClient } from '../helpers/raw-client.js';
-import { commitOf, createSession } from '../security/server-fixtures.js';
+import { commitOf, createSession, engineFor, newToken } from '../security/server-fixtures.js';
 
 /**
  * A principal's sessions cross the wire a page at a time. They used to go in one answer,
@@ -32,11 +34,11 @@ describe('kiln server: a principal\'s sessions in pages (FindPrincipal)', () => 
   });
 
   /** `n` sessions of `principal`, made `batch` at a time; their leases let go. */
-  const login = async (principal: string, n: number, batch = 100): Promise<string[]> => {
+  const login = async (principal: string, n: number, batch = 100, engine = app): Promise<string[]> => {
     const ids: string[] = [];
     for (let done = 0; done < n; done += batch) {
-      const made = await Promise.all(Array.from({ length: Math.min(batch, n - done) }, () => createSession(app, { user: principal }, { principal })));
-      await Promise.all(made.map((s) => app.release(s.id, s.token)));
+      const made = await Promise.all(Array.from({ length: Math.min(batch, n - done) }, () => createSession(engine, { user: principal }, { principal })));
+      await Promise.all(made.map((s) => engine.release(s.id, s.token)));
       ids.push(...made.map((s) => s.id));
     }
     return ids;
@@ -54,6 +56,74 @@ describe('kiln server: a principal\'s sessions in pages (FindPrincipal)', () => 
     const ack = await small.commit(commitOf(held.id, held.token, 1, { n: 2 }));
     assert.equal(ack.version, 2);
     await small.release(held.id, held.token);
+  });
+
+  /** A raw peer past its handshake; `ask` sends one FindPrincipal and reads its answer. */
+  const rawPeer = async (port: number, token: string) => {
+    const raw = await RawClient.open(port);
+    raw.hello(token);
+    assert.equal((await raw.reply(1)).type, MessageType.Welcome);
+    let requestId = 1;
+    const ask = async (body: Record<string, unknown>): Promise<{ sessions: { id: string; principal: string }[]; next: { id: string; join: number } | null; total: number }> => {
+      raw.send(MessageType.FindPrincipal, ++requestId, body);
+      const reply = await raw.reply(requestId, 10_000);
+      assert.equal(reply.type, MessageType.Ok, JSON.stringify(reply.body));
+      return reply.body as never;
+    };
+    return { raw, ask };
+  };
+
+  it("goes on past a cursor whose session logged out between pages (over the wire)", async () => {
+    const ids = await login('stale', 30);
+    const { raw, ask } = await rawPeer(server.port, server.token);
+    try {
+      const first = await ask({ principal: 'stale', limit: 10 });
+      assert.deepEqual(first.sessions.map((m) => m.id), ids.slice(20).reverse());
+      assert.equal(first.total, 30);
+      assert.equal(first.next?.id, ids[20], "the cursor names the page's last session");
+      assert.equal(await app.destroy(ids[20]!), true);
+      const second = await ask({ principal: 'stale', limit: 10, after: first.next });
+      assert.deepEqual(second.sessions.map((m) => m.id), ids.slice(10, 20).reverse());
+      assert.equal(second.total, 29);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  it("in a namespace: 5,000 sessions in pages of 500, each page in one step from the last (an empty page would be a cut walk from the head), cursors in the namespace's ids, other namespaces' sessions of that principal apart", async () => {
+    const dir = tempDir('kiln-pages-ns-');
+    const tokenA = newToken();
+    writeFileSync(join(dir, 'tokens'), `app-a ${tokenA}\n`);
+    const nsServer = await startKilnServer({ args: ['--tokens-file', join(dir, 'tokens')] });
+    const a = await engineFor(nsServer.url, tokenA);
+    const other = await engineFor(nsServer.url, nsServer.token);
+    const { raw, ask } = await rawPeer(nsServer.port, tokenA);
+    try {
+      const ids = await login('crowd', 5000, 250, a);
+      await login('crowd', 20, 20, other); // the default namespace's 'crowd'
+      const seen: string[] = [];
+      let after: { id: string; join: number } | null = null;
+      let pages = 0;
+      do {
+        // Past 4,096 sessions a walk from the head is cut: the last pages would come back empty.
+        const page = await ask({ principal: 'crowd', limit: 500, after });
+        assert.equal(page.total, 5000);
+        assert.ok(page.sessions.length > 0, `page ${pages + 1} is not empty: it went on from the cursor, not from the head`);
+        seen.push(...page.sessions.map((m) => m.id));
+        if (page.next) assert.equal(page.next.id, seen[seen.length - 1], "the cursor is the namespace's own id of the page's last session");
+        after = page.next;
+        pages++;
+      } while (after !== null);
+      assert.equal(pages, 10);
+      assert.deepEqual(seen, [...ids].reverse(), 'newest first, every one once, none of the other namespace');
+      assert.equal((await a.findByPrincipal('crowd')).length, 5000);
+      assert.equal((await other.findByPrincipal('crowd')).length, 20);
+    } finally {
+      raw.destroy();
+      await Promise.all([a.close(), other.close()]);
+      await nsServer.kill();
+      removeDir(dir);
+    }
   });
 
   it('newest login first, across pages', async () => {

@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../src/protocol/frame.js';
-import { BINARY_COMMIT_FEATURE, BINARY_GRANT_FEATURE, decodeBody, decodeCommitBody, encodeBody, encodeGrantBody, grantFromWire, grantToWire, MessageType, record } from '../../src/protocol/messages.js';
+import { BINARY_COMMIT_FEATURE, BINARY_GRANT_FEATURE, PRINCIPAL_PAGES_FEATURE, decodeBody, decodeCommitBody, encodeBody, encodeGrantBody, grantFromWire, grantToWire, MessageType, record } from '../../src/protocol/messages.js';
 import { encodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import type { LeaseGrant } from '../../src/session/model.js';
@@ -21,9 +21,10 @@ const id = generateSessionId();
 const snapshot = { meta: { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 60_000, absoluteExpiresAt: 0, principal: 'alice', version: 3 }, attributes: new Map([['cart', encodeAttribute('cart', ['book'])]]) };
 const grant = { token: 5, epoch: 'e1', snapshot, releaseAfterUse: true };
 
-async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack' = 'msgpack'): Promise<{ server: Server; port: number; commits: Uint8Array[]; hellos: Record<string, unknown>[] }> {
+async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack' = 'msgpack'): Promise<{ server: Server; port: number; commits: Uint8Array[]; hellos: Record<string, unknown>[]; finds: Record<string, unknown>[] }> {
   const commits: Uint8Array[] = [];
   const hellos: Record<string, unknown>[] = [];
+  const finds: Record<string, unknown>[] = [];
   const server = createServer((socket: Socket) => {
     const parser = new FrameParser();
     socket.on('data', (chunk: Buffer) => {
@@ -34,6 +35,11 @@ async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack
           hellos.push(record(decodeBody(frame.body), 'hello'));
           const welcome = { version: PROTOCOL_VERSION, epoch: 'e1', serverId: 's1', maxFrameBytes: 1 << 20, limits: {}, ...(features ? { features } : {}) };
           socket.write(encodeFrame(MessageType.Welcome, frame.requestId, encodeBody(welcome)));
+        } else if (frame.type === MessageType.FindPrincipal) {
+          // As a server of either version answers: pages when it announced them, else one array.
+          finds.push(record(decodeBody(frame.body), 'find'));
+          const sessions = [snapshot.meta];
+          socket.write(encodeFrame(MessageType.Ok, frame.requestId, encodeBody(features?.includes(PRINCIPAL_PAGES_FEATURE) ? { sessions, next: null, total: 1 } : sessions)));
         } else if (frame.type === MessageType.Commit) {
           commits.push(Buffer.from(frame.body));
           socket.write(encodeFrame(MessageType.Ok, frame.requestId, encodeBody({ version: 1, duplicate: false })));
@@ -45,16 +51,16 @@ async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack
     socket.on('error', () => undefined);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, port: (server.address() as { port: number }).port, commits, hellos };
+  return { server, port: (server.address() as { port: number }).port, commits, hellos, finds };
 }
 
 /** A client engine connected to a fresh peer, closed with it after `use`. */
-async function withPeer(features: string[] | undefined, grantIn: 'binary' | 'msgpack', use: (engine: ReturnType<typeof connect>, seen: { commits: Uint8Array[]; hellos: Record<string, unknown>[] }) => Promise<void>): Promise<void> {
-  const { server, port, commits, hellos } = await peer(features, grantIn);
+async function withPeer(features: string[] | undefined, grantIn: 'binary' | 'msgpack', use: (engine: ReturnType<typeof connect>, seen: { commits: Uint8Array[]; hellos: Record<string, unknown>[]; finds: Record<string, unknown>[] }) => Promise<void>): Promise<void> {
+  const { server, port, commits, hellos, finds } = await peer(features, grantIn);
   const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
   try {
     await engine.connect();
-    await use(engine, { commits, hellos });
+    await use(engine, { commits, hellos, finds });
   } finally {
     await engine.close();
     server.close();
@@ -62,6 +68,21 @@ async function withPeer(features: string[] | undefined, grantIn: 'binary' | 'msg
 }
 
 const plainGrant = (g: LeaseGrant) => ({ ...g, snapshot: g.snapshot && { meta: g.snapshot.meta, attributes: [...g.snapshot.attributes].map(([k, v]) => [k, [...v]]) } });
+
+describe("kiln protocol: a principal's sessions, from a server with pages and from one of before", () => {
+  it('asks a server announcing principal-pages a page at a time, and one of before (no features) for one array', async () => {
+    await withPeer([BINARY_COMMIT_FEATURE, PRINCIPAL_PAGES_FEATURE], 'msgpack', async (engine, { finds }) => {
+      assert.deepEqual((await engine.findByPrincipal('alice')).map((m) => m.id), [id]);
+      assert.equal(finds.length, 1);
+      assert.equal(finds[0]!['principal'], 'alice');
+      assert.equal(finds[0]!['limit'], 1000, '8 MiB frames hold 1,000 sessions of 256-character principals');
+    });
+    await withPeer(undefined, 'msgpack', async (engine, { finds }) => {
+      assert.deepEqual((await engine.findByPrincipal('alice')).map((m) => m.id), [id]);
+      assert.deepEqual(finds, [{ principal: 'alice' }], 'the request of before: no limit, no cursor');
+    });
+  });
+});
 
 describe('kiln protocol: optional encodings', () => {
   for (const [label, features, binary] of [

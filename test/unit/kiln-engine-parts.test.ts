@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { KilnError } from '../../src/errors/index.js';
 import { resolveKilnOptions } from '../../src/engines/kiln/kiln-options.js';
-import { limitsFromWelcome, listPageFromWire, pingIntervalFor, principalPageFromWire } from '../../src/engines/kiln/kiln-wire.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor, PrincipalPageReader } from '../../src/engines/kiln/kiln-wire.js';
 import { PendingRequests } from '../../src/engines/kiln/pending-requests.js';
 import { ReadyWaiters } from '../../src/engines/kiln/ready-waiters.js';
 
@@ -69,23 +69,38 @@ describe('kiln wire', () => {
     assert.throws(() => listPageFromWire([]), { code: 'KILN_ERR_PROTOCOL' });
   });
 
-  it("reads a principal's page; refuses a malformed one, and one that does not advance (a server could keep the client reading forever)", () => {
+  it("reads a principal's pages; refuses a malformed one, and pages that would not end (a server could keep the client reading forever)", () => {
     const id = 'a'.repeat(22);
-    const meta = { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: 'ann', version: 1 };
-    const first = principalPageFromWire({ sessions: [meta], next: { id, join: 9 } }, null);
-    assert.equal(first.sessions[0]?.principal, 'ann');
-    assert.deepEqual(first.next, { id, join: 9 });
-    assert.equal(principalPageFromWire({ sessions: [meta], next: { id, join: 4 } }, first.next).next?.join, 4);
-    assert.equal(principalPageFromWire({ sessions: [], next: null }, first.next).next, null);
-    const refused = (body: unknown, previous: { id: string; join: number } | null = null) => assert.throws(() => principalPageFromWire(body, previous), { code: 'KILN_ERR_PROTOCOL' }, JSON.stringify(body));
-    refused([meta]); // the answer of a server from before pages, to a paging client
-    refused({ sessions: 'x', next: null });
-    refused({ sessions: [meta], next: 'cursor' });
-    refused({ sessions: [meta], next: { id: 'not an id!', join: 1 } });
-    refused({ sessions: [meta], next: { id, join: -1 } });
-    refused({ sessions: [], next: { id, join: 3 } }, first.next); // an empty page with a cursor
-    refused({ sessions: [meta], next: { id, join: 9 } }, first.next); // the same cursor again
-    refused({ sessions: [meta], next: { id, join: 12 } }, first.next); // a cursor going back
+    const meta = (n: number) => ({ id: String(n).padStart(22, 'b'), createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: 'ann', version: 1 });
+    const reader = new PrincipalPageReader();
+    assert.deepEqual(reader.page({ sessions: [meta(1), meta(2)], next: { id, join: 9 }, total: 5 }), { id, join: 9 });
+    assert.deepEqual(reader.page({ sessions: [], next: { id, join: 9 }, total: 5 }), { id, join: 9 }, 'a cut walk: an empty page, the same join');
+    assert.deepEqual(reader.page({ sessions: [meta(3)], next: { id, join: 4 }, total: 6 }), { id, join: 4 });
+    assert.equal(reader.page({ sessions: [meta(4), meta(5)], next: null, total: 6 }), null);
+    assert.deepEqual(reader.sessions.map((m) => m.id), [1, 2, 3, 4, 5].map((n) => meta(n).id));
+
+    /** A reader that has read one page (next { id, join: 9 }, total 5), then `body`. */
+    const refused = (body: unknown, first = true) => {
+      const r = new PrincipalPageReader();
+      if (first) r.page({ sessions: [meta(1)], next: { id, join: 9 }, total: 5 });
+      assert.throws(() => r.page(body), { code: 'KILN_ERR_PROTOCOL' }, JSON.stringify(body));
+    };
+    refused([meta(1)], false); // the one array of a server from before pages, to a paging request
+    refused({ sessions: 'x', next: null, total: 1 }, false);
+    refused({ sessions: [meta(1)], next: null }, false); // no total
+    refused({ sessions: [meta(1)], next: 'cursor', total: 3 }, false);
+    refused({ sessions: [meta(1)], next: { id: 'not an id!', join: 1 }, total: 3 }, false);
+    refused({ sessions: [meta(1)], next: { id, join: -1 }, total: 3 }, false);
+    refused({ sessions: [], next: { id, join: 3 }, total: 3 }, false); // an empty first page with a cursor
+    refused({ sessions: [meta(2)], next: { id, join: 9 }, total: 5 }); // the same join again, with sessions
+    refused({ sessions: [meta(2)], next: { id, join: 12 }, total: 5 }); // a later join
+    refused({ sessions: [], next: { id, join: 8 }, total: 5 }); // an empty page must keep the join
+    refused({ sessions: [meta(2), meta(3), meta(4), meta(5), meta(6)], next: null, total: 5 }); // more than the principal had
+    // Empty pages in a row: at most what the principal's sessions need, here ceil(2 × 5 / 1024) + 8 = 9.
+    const r = new PrincipalPageReader();
+    r.page({ sessions: [meta(1)], next: { id, join: 9 }, total: 5 });
+    for (let i = 0; i < 9; i++) r.page({ sessions: [], next: { id, join: 9 }, total: 5 });
+    assert.throws(() => r.page({ sessions: [], next: { id, join: 9 }, total: 5 }), { code: 'KILN_ERR_PROTOCOL' });
   });
 });
 

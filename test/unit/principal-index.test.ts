@@ -69,35 +69,38 @@ describe('principal index', () => {
   });
 
   describe('pages (FindPrincipal over the wire)', () => {
-    /** Every page of a principal's list, each from the last one's cursor, with `between` run before each next page. */
-    const allPages = (index: PrincipalIndex, principal: string, limit: number, between: (page: number) => void = () => undefined): number[][] => {
+    /** Every page of a principal's list, each from the last one's resume, with `between` run before each next page. */
+    const allPages = (index: PrincipalIndex, principal: string, limit: number, between: (page: number) => void = () => undefined, maxSteps?: number): { pages: number[][]; steps: number[] } => {
       const pages: number[][] = [];
+      const steps: number[] = [];
       let after: { slot: number; join: number } | undefined;
       for (let guard = 0; guard < 10_000; guard++) {
-        const { slots, lastJoin } = index.pageOf(principal, limit, after);
-        pages.push(slots);
-        const last = slots[slots.length - 1];
-        if (slots.length < limit || last === undefined || !index.hasNext(last)) return pages;
-        after = { slot: last, join: lastJoin };
+        const page = index.pageOf(principal, limit, after, maxSteps);
+        pages.push(page.slots);
+        steps.push(page.steps);
+        if (page.resume === undefined) return { pages, steps };
+        after = { slot: page.resume.to, join: page.resume.join };
         between(pages.length);
       }
       throw new Error('pages never ended');
     };
 
-    it('pages a list newest first, each page from the last one, the last page short or ended', () => {
+    it('pages a list newest first, each page from the last one in one step, no cursor after the last page', () => {
       const index = new PrincipalIndex();
       for (let slot = 0; slot < 10; slot++) index.add('ann', slot);
       index.add('bob', 50);
-      assert.deepEqual(allPages(index, 'ann', 3), [[9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]);
-      assert.deepEqual(allPages(index, 'ann', 5), [[9, 8, 7, 6, 5], [4, 3, 2, 1, 0]], 'a full last page: no cursor after it');
-      assert.deepEqual(allPages(index, 'nobody', 5), [[]]);
-      assert.deepEqual(allPages(index, 'bob', 5), [[50]]);
+      const three = allPages(index, 'ann', 3);
+      assert.deepEqual(three.pages, [[9, 8, 7], [6, 5, 4], [3, 2, 1], [0]]);
+      assert.deepEqual(three.steps, [0, 1, 1, 1], "from the last page's last slot, still in the list: one step past it");
+      assert.deepEqual(allPages(index, 'ann', 5).pages, [[9, 8, 7, 6, 5], [4, 3, 2, 1, 0]], 'a full last page: no cursor after it');
+      assert.deepEqual(allPages(index, 'nobody', 5).pages, [[]]);
+      assert.deepEqual(allPages(index, 'bob', 5).pages, [[50]]);
     });
 
-    it("goes on past a page's last session that logged out meanwhile (walks from the head past its join)", () => {
+    it("goes on past a page's last session that logged out meanwhile: a walk from the head past its join", () => {
       const index = new PrincipalIndex();
       for (let slot = 0; slot < 10; slot++) index.add('ann', slot);
-      const pages = allPages(index, 'ann', 3, (page) => {
+      const { pages, steps } = allPages(index, 'ann', 3, (page) => {
         if (page === 1) index.remove('ann', 7); // the first page's last session
         if (page === 2) {
           index.remove('ann', 4); // the second page's last session, and one of the next page's
@@ -105,25 +108,44 @@ describe('principal index', () => {
         }
       });
       assert.deepEqual(pages, [[9, 8, 7], [6, 5, 4], [2, 1, 0]]);
+      assert.deepEqual(steps, [0, 2, 4], 'from the head: a step per session met already');
     });
 
-    it('a session logging in again meanwhile joins at the head and is not met twice; a slot reused by another principal is not followed', () => {
+    it('cuts a long walk into bounded steps: empty pages that go on from where the walk stopped, with the same join', () => {
+      const index = new PrincipalIndex();
+      for (let slot = 0; slot < 100; slot++) index.add('ann', slot);
+      const first = index.pageOf('ann', 40);
+      assert.deepEqual(first.resume, { to: 60, join: 61 }, 'slot s joined at s + 1');
+      index.remove('ann', 60); // the cursor's session leaves: the next page walks from the head
+      const walked: number[][] = [];
+      let after = { slot: 60, join: first.resume!.join };
+      for (;;) {
+        const page = index.pageOf('ann', 40, after, 16);
+        assert.ok(page.steps <= 16, `at most 16 steps (${page.steps})`);
+        if (page.slots.length > 0) {
+          assert.deepEqual(page.slots, Array.from({ length: 40 }, (_, i) => 59 - i));
+          break;
+        }
+        assert.equal(page.resume?.join, 61, 'an empty page goes on with the same join');
+        walked.push([page.resume!.to]);
+        after = { slot: page.resume!.to, join: page.resume!.join };
+      }
+      assert.deepEqual(walked, [[83], [67]], 'two cut walks of 16 steps, then the page (99 → 83 → 67 → past 61)');
+    });
+
+    it('sessions logging in again meanwhile, the cursor\'s own included, join at the head and are not met twice', () => {
       const index = new PrincipalIndex();
       for (let slot = 0; slot < 9; slot++) index.add('ann', slot);
-      const pages = allPages(index, 'ann', 3, (page) => {
+      const { pages, steps } = allPages(index, 'ann', 3, (page) => {
         if (page === 1) {
           index.remove('ann', 8); // met on page 1; logs in again
           index.add('ann', 8);
-          index.remove('ann', 6); // the cursor's slot goes to bob
-          index.add('bob', 6);
+          index.remove('ann', 6); // the cursor's session logs in again: the page starts from it, at the head
+          index.add('ann', 6);
         }
       });
-      assert.deepEqual(pages, [[8, 7, 6], [5, 4, 3], [2, 1, 0]], "bob's list is not walked from the cursor");
-      // A cursor naming a slot of another list with the wrong join is not followed either.
-      const bobsJoin = index.pageOf('bob', 1).lastJoin;
-      assert.deepEqual(index.pageOf('ann', 3, { slot: 6, join: bobsJoin }).slots, [], "bob's join is newer than all of ann's: nothing past it");
-      assert.deepEqual(index.pageOf('ann', 3, { slot: -1, join: 1 }).slots, [], 'nothing joined before the first join');
-      assert.deepEqual(index.pageOf('ann', 2, { slot: -1, join: 6 }).slots, [4, 3], 'an unplaced cursor: the walk from the head');
+      assert.deepEqual(pages, [[8, 7, 6], [5, 4, 3], [2, 1, 0]]);
+      assert.deepEqual(steps, [0, 3, 1]);
     });
 
     it('meets every session present throughout exactly once, under random logins and logouts between pages', () => {
@@ -134,28 +156,30 @@ describe('principal index', () => {
       };
       for (let trial = 0; trial < 30; trial++) {
         const index = new PrincipalIndex();
-        const live = new Set<number>();
         let nextSlot = 0;
-        for (let i = 0; i < 200; i++) {
-          index.add(random(4) === 0 ? 'other' : 'ann', nextSlot);
-          live.add(nextSlot++);
-        }
+        for (let i = 0; i < 200; i++) index.add(random(4) === 0 ? 'other' : 'ann', nextSlot++);
         const annAtStart = new Set(index.slotsOf('ann'));
-        const touched = new Set<number>(); // left or re-joined while paging
-        const pages = allPages(index, 'ann', 1 + random(20), () => {
-          for (let k = random(6); k > 0; k--) {
-            const slots = index.slotsOf('ann');
-            const slot = slots[random(slots.length)];
-            if (slot === undefined) break;
-            touched.add(slot);
-            index.remove('ann', slot);
-            if (random(2) === 0) index.add('ann', slot);
-          }
-          for (let k = random(3); k > 0; k--) index.add('ann', nextSlot++); // new logins
-        });
+        const touched = new Set<number>(); // left or logged in again while paging
+        const { pages } = allPages(
+          index,
+          'ann',
+          1 + random(20),
+          () => {
+            for (let k = random(6); k > 0; k--) {
+              const slots = index.slotsOf('ann');
+              const slot = slots[random(slots.length)];
+              if (slot === undefined) break;
+              touched.add(slot);
+              index.remove('ann', slot);
+              if (random(2) === 0) index.add('ann', slot);
+            }
+            for (let k = random(3); k > 0; k--) index.add('ann', nextSlot++); // new logins
+          },
+          1 + random(8), // small walks: cut walks happen
+        );
         const met = pages.flat();
         assert.equal(new Set(met).size, met.length, `trial ${trial}: a session met twice`);
-        for (const slot of met) assert.ok(annAtStart.has(slot) || slot >= 200, `trial ${trial}: slot ${slot} is not ann's`);
+        for (const slot of met) assert.ok(annAtStart.has(slot), `trial ${trial}: slot ${slot} is not one of ann's sessions at the start`);
         for (const slot of annAtStart) if (!touched.has(slot)) assert.ok(met.includes(slot), `trial ${trial}: slot ${slot} present throughout was missed`);
       }
     });

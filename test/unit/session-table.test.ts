@@ -116,11 +116,11 @@ describe('session table', () => {
     assert.equal(t.principalCount('carol'), 1);
   });
 
-  it("pages a principal's sessions with a cursor; a cursor naming another principal's session is not followed into that principal's list", () => {
+  it("pages a principal's sessions with a cursor in one step each; a cursor naming another principal's session is not followed into that principal's list", () => {
     const t = new SessionTable();
     const ann = Array.from({ length: 5 }, () => generateSessionId());
     const bob = Array.from({ length: 3 }, () => generateSessionId());
-    // Interleaved, so the two lists' joins alternate.
+    // Interleaved, so the two lists' joins alternate: ann 1, bob 2, ann 3, bob 4, ann 5, bob 6, ann 7, ann 8.
     for (let i = 0; i < 5; i++) {
       t.applyCommit(commit(ann[i]!, 0, [], { principal: 'ann' }), limits, 1);
       if (i < 3) t.applyCommit(commit(bob[i]!, 0, [], { principal: 'bob' }), limits, 1);
@@ -128,19 +128,20 @@ describe('session table', () => {
     const first = t.principalPage('ann', 2);
     assert.deepEqual(first.sessions.map((m) => m.id), [ann[4], ann[3]]);
     assert.equal(first.sessions[0]!.principal, 'ann');
-    assert.equal(first.next?.id, ann[3]);
+    assert.deepEqual(first.next, { id: ann[3], join: 7 });
+    assert.equal(first.total, 5);
     const second = t.principalPage('ann', 2, first.next!);
     assert.deepEqual(second.sessions.map((m) => m.id), [ann[2], ann[1]]);
+    assert.equal(second.steps, 1, "from the last page's last session: one step");
     const last = t.principalPage('ann', 2, second.next!);
     assert.deepEqual(last.sessions.map((m) => m.id), [ann[0]]);
     assert.equal(last.next, null);
     // Bob's newest session with its own join: ann's listing must not walk on into bob's list.
-    const bobs = t.principalPage('bob', 1);
-    const hostile = t.principalPage('ann', 10, bobs.next!);
-    assert.ok(hostile.sessions.every((m) => m.principal === 'ann'), 'only ann');
-    assert.deepEqual(hostile.sessions.map((m) => m.id), [ann[2], ann[1], ann[0]], "ann's sessions that joined before bob's cursor (bob's third login came after ann's third)");
+    const hostile = t.principalPage('ann', 10, { id: bob[2]!, join: 6 });
+    assert.deepEqual(hostile.sessions.map((m) => m.id), [ann[2], ann[1], ann[0]], "only ann's, those that joined before join 6, from her list's head");
+    assert.equal(hostile.steps, 2, 'from the head of ann\'s list');
     // An id that names no session: the walk from the head.
-    assert.deepEqual(t.principalPage('ann', 10, { id: generateSessionId(), join: first.next!.join }).sessions.map((m) => m.id), [ann[2], ann[1], ann[0]]);
+    assert.deepEqual(t.principalPage('ann', 10, { id: generateSessionId(), join: 7 }).sessions.map((m) => m.id), [ann[2], ann[1], ann[0]]);
   });
 
   it('a slot taken for "log out everywhere" names its session only while that session lives and keeps its principal', () => {

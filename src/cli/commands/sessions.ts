@@ -5,7 +5,7 @@ import { ADMIN_FLAGS, ADMIN_HELP, adminCall, adminTarget, bytes, columns, durati
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
-const HELP = `Usage: kiln sessions ls [--principal P | --prefix X] [--limit N] [--after ID]
+const HELP = `Usage: kiln sessions ls [--principal P | --prefix X] [--limit N] [--after NEXT]
        kiln sessions show <id | handle>
        kiln sessions rm <id> | rm --principal P
 
@@ -15,10 +15,10 @@ no values; values whose names match the server's redaction list are hidden from 
 
 Options:
 ${ADMIN_HELP}
-  --principal <p>          the sessions of one user
+  --principal <p>          the sessions of one user (on a kiln server: newest login first)
   --prefix <x>             ids starting with x (at most 8 characters with the read-only token)
   --limit <n>              page size (default 50, at most 1000)
-  --after <id>             the page after this id
+  --after <next>           the next page: what the last page printed after --after
   -h, --help
 `;
 

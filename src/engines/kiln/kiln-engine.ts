@@ -11,7 +11,9 @@ import {
   encodeBody,
   encodeCommitBody,
   grantFromWire,
+  metaFromWire,
   MessageType,
+  PRINCIPAL_PAGES_FEATURE,
   record,
   snapshotFromWire,
   touchesToWire,
@@ -26,7 +28,7 @@ import { StatusStream } from '../../util/status.js';
 import { within } from '../../util/deadline.js';
 import { MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type CallOptions } from '../engine.js';
 import { resolveKilnOptions, type KilnEngineOptions, type ResolvedKilnOptions } from './kiln-options.js';
-import { limitsFromWelcome, listPageFromWire, pingIntervalFor, principalPageFromWire, type PrincipalPageCursor } from './kiln-wire.js';
+import { limitsFromWelcome, listPageFromWire, pingIntervalFor, PrincipalPageReader, type PrincipalPageCursor } from './kiln-wire.js';
 import { PendingRequests } from './pending-requests.js';
 import { ReadyWaiters } from './ready-waiters.js';
 
@@ -65,6 +67,8 @@ export class KilnEngine implements Engine {
   private readonly acquireTimeoutMs: number;
   /** Whether the server connected now reads commits in their binary layout (its Welcome says so). */
   private binaryCommits = false;
+  /** Whether the server answers FindPrincipal a page at a time (PRINCIPAL_PAGES_FEATURE). */
+  private principalPages = false;
   private socket: Socket | undefined;
   private state: 'idle' | 'connecting' | 'ready' | 'waiting' | 'failed' | 'closed' = 'idle';
   private fatal: KilnError | undefined;
@@ -134,20 +138,35 @@ export class KilnEngine implements Engine {
   }
 
   /**
-   * Every session of a principal, read a page at a time (newest login first): one answer
-   * of every session outgrew a frame past ~55,000 sessions. Sessions that log in while
-   * the pages are read may be missed; each session logged in throughout is listed once.
+   * Every session of a principal, newest login first, read a page at a time (one answer
+   * of every session outgrew a frame past ~55,000 sessions, and the client closed its
+   * connection on it). Sessions that log in while the pages are read are not listed;
+   * each session logged in throughout is listed once. Should the server restart between
+   * pages (its epoch changes), the reading starts again.
    */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
-    const out: SessionMeta[] = [];
-    // A meta is under 1 KiB on the wire (an id, a principal of up to 256 characters, five numbers).
-    const limit = Math.max(1, Math.min(MAX_LIST_LIMIT, Math.floor(this.options.maxFrameBytes / 1024) - 1));
-    let after: PrincipalPageCursor | null = null;
-    for (;;) {
-      const page = principalPageFromWire(await this.request(MessageType.FindPrincipal, { principal, limit, after }), after);
-      for (const meta of page.sessions) out.push(meta);
-      if (page.next === null) return out;
-      after = page.next;
+    if (this.state !== 'ready') await this.ready(this.operationTimeoutMs);
+    if (!this.principalPages) {
+      // A server of before pages answers one array.
+      const list = await this.request(MessageType.FindPrincipal, { principal });
+      if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
+      return list.map(metaFromWire);
+    }
+    // Pages that fit a frame: a session's meta is its id, its principal (up to
+    // maxPrincipalLength characters of up to 3 bytes) and five numbers.
+    const metaBytes = 256 + 3 * (this.limits?.maxPrincipalLength ?? 256);
+    const limit = Math.max(1, Math.min(MAX_LIST_LIMIT, Math.floor((this.options.maxFrameBytes - 1024) / metaBytes)));
+    for (let attempt = 0; ; attempt++) {
+      const epoch = this.epoch;
+      const read = new PrincipalPageReader();
+      let after: PrincipalPageCursor | null = null;
+      do {
+        const body = await this.request(MessageType.FindPrincipal, { principal, limit, after });
+        if (this.epoch !== epoch) break;
+        after = read.page(body);
+      } while (after !== null);
+      if (this.epoch === epoch) return read.sessions;
+      if (attempt >= 2) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', "the kiln server restarted three times while a principal's sessions were read");
     }
   }
 
@@ -334,6 +353,7 @@ export class KilnEngine implements Engine {
     this.epoch = welcome.epoch;
     // Per connection: a server of an older version, reached after a reconnect, reads only MessagePack.
     this.binaryCommits = Array.isArray(welcome.features) && welcome.features.includes(BINARY_COMMIT_FEATURE);
+    this.principalPages = Array.isArray(welcome.features) && welcome.features.includes(PRINCIPAL_PAGES_FEATURE);
     this.limits = limitsFromWelcome(welcome.limits);
     this.state = 'ready';
     this.reconnectAttempt = 0;

@@ -5,7 +5,7 @@
  * and a malformed answer is a KILN_ERR_PROTOCOL, never a wrong value passed on.
  */
 import { KilnError } from '../../errors/index.js';
-import { metaFromWire, record, sessionId, uint } from '../../protocol/messages.js';
+import { metaFromWire, PRINCIPAL_WALK_STEPS_MIN, record, sessionId, uint } from '../../protocol/messages.js';
 import type { SessionMeta } from '../../session/model.js';
 import type { EngineLimits, ListPage } from '../engine.js';
 
@@ -40,26 +40,48 @@ export function listPageFromWire(body: unknown): ListPage {
   return { sessions: sessions.map(metaFromWire), next: typeof page['next'] === 'string' ? page['next'] : null, total: Number(page['total']) };
 }
 
-/** Where the next page of a principal's sessions starts, as the server gave it (opaque to the client but for its checks). */
+/** Where the next page of a principal's sessions starts, as the server gave it (handed back unchanged). */
 export interface PrincipalPageCursor {
   id: string;
   join: number;
 }
 
 /**
- * A FindPrincipal answer. Pages go from newer logins to older ones, so each page's
- * cursor joined before the last one's: a server answering otherwise could keep the
- * client reading forever, and gets KILN_ERR_PROTOCOL.
+ * Reads the pages of a FindPrincipal, checking that they end: a page with sessions goes
+ * on from an earlier login than the last one (its cursor's join is lower); an empty page
+ * with a cursor is a walk the server cut (same join), which cannot happen more often in
+ * a row than the principal's sessions over PRINCIPAL_WALK_STEPS_MIN allow; and there are
+ * never more sessions than the first page said the principal had (later logins are not
+ * met). A server answering otherwise gets KILN_ERR_PROTOCOL, so it cannot keep the client
+ * reading, or gathering, without end.
  */
-export function principalPageFromWire(body: unknown, previous: PrincipalPageCursor | null): { sessions: SessionMeta[]; next: PrincipalPageCursor | null } {
-  const page = record(body, 'principal page');
-  const sessions = page['sessions'];
-  if (!Array.isArray(sessions)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
-  let next: PrincipalPageCursor | null = null;
-  if (page['next'] !== null && page['next'] !== undefined) {
+export class PrincipalPageReader {
+  readonly sessions: SessionMeta[] = [];
+  private total = -1;
+  private previous: PrincipalPageCursor | null = null;
+  private emptyInARow = 0;
+
+  /** Takes one answer; the cursor of the next page, or null after the last. */
+  page(body: unknown): PrincipalPageCursor | null {
+    const page = record(body, 'principal page');
+    const sessions = page['sessions'];
+    if (!Array.isArray(sessions)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
+    const total = uint(page, 'total');
+    if (this.total < 0) this.total = total;
+    for (const meta of sessions) this.sessions.push(metaFromWire(meta));
+    if (this.sessions.length > this.total) throw new KilnError('KILN_ERR_PROTOCOL', `malformed principal listing: more sessions than the ${this.total} the principal had`);
+    if (page['next'] === null || page['next'] === undefined) return null;
     const cursor = record(page['next'], 'principal page cursor');
-    next = { id: sessionId(cursor, 'id'), join: uint(cursor, 'join') };
-    if (sessions.length === 0 || (previous !== null && next.join >= previous.join)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: a page that does not advance');
+    const next = { id: sessionId(cursor, 'id'), join: uint(cursor, 'join') };
+    const previous = this.previous;
+    if (sessions.length > 0) {
+      if (previous !== null && next.join >= previous.join) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: a page that does not go on to earlier logins');
+      this.emptyInARow = 0;
+    } else {
+      const allowed = Math.ceil((2 * this.total) / PRINCIPAL_WALK_STEPS_MIN) + 8;
+      if (previous === null || next.join !== previous.join || ++this.emptyInARow > allowed) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: empty pages that do not end');
+    }
+    this.previous = next;
+    return next;
   }
-  return { sessions: sessions.map(metaFromWire), next };
 }
