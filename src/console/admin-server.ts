@@ -306,7 +306,7 @@ export class AdminServer {
   }
 
   private async list(res: ServerResponse, query: URLSearchParams, role: Role): Promise<void> {
-    const limit = Math.min(Math.max(1, Number(query.get('limit') ?? 50) || 50), MAX_LIST_LIMIT);
+    const limit = Math.min(Math.max(1, Math.floor(Number(query.get('limit') ?? 50)) || 50), MAX_LIST_LIMIT);
     const principal = query.get('principal');
     const prefix = query.get('prefix') ?? undefined;
     let after = query.get('after') ?? undefined;

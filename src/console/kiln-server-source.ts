@@ -122,7 +122,10 @@ export class KilnServerSource implements ConsoleSource {
       const key = ns.principalKey(principal);
       total += tier.principalCount(key);
       if (i < from || next !== null || sessions.length >= options.limit) continue;
-      const page = tier.findByPrincipalPage(key, options.limit - sessions.length, i === from ? cursor : undefined);
+      let page = tier.findByPrincipalPage(key, options.limit - sessions.length, i === from ? cursor : undefined);
+      // A walk the tier cut (an empty page going on): a few more in this one answer, each
+      // bounded, so people are rarely shown an empty page.
+      for (let cut = 0; page.sessions.length === 0 && page.next !== null && cut < CUT_WALKS_PER_ANSWER; cut++) page = tier.findByPrincipalPage(key, options.limit - sessions.length, page.next);
       for (const m of page.sessions) sessions.push(this.meta(m));
       // A namespace cut short, or a bounded walk that stopped: the next page goes on in it.
       if (page.next !== null) next = `${ns.name}.${page.next.join}.${page.next.id}`;
@@ -212,3 +215,6 @@ function parsePrincipalCursor(after: string): [string, string, number] {
   if (!m || !Number.isSafeInteger(join)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
   return [m[1]!, m[3]!, join];
 }
+
+/** Cut walks one console answer follows (each at most 4,096 steps of the principal index). */
+const CUT_WALKS_PER_ANSWER = 16;

@@ -104,14 +104,10 @@ export class RedisSource implements ConsoleSource {
     return this.engine.list(options);
   }
 
-  /** Redis answers a principal's whole set (SMEMBERS): pages of it in id order, `next` the last id of a page. */
-  async findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
-    const all = (await this.engine.findByPrincipal(principal)).sort((a, b) => (a.id < b.id ? -1 : 1));
-    const after = options.after;
-    if (after !== undefined && !isValidSessionId(after)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
-    const rest = after === undefined ? all : all.filter((m) => m.id > after);
-    const sessions = rest.slice(0, options.limit);
-    return { sessions, next: rest.length > options.limit ? sessions[sessions.length - 1]!.id : null, total: all.length };
+  /** Pages in id order, `next` the last id of a page. */
+  findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
+    if (options.after !== undefined && !isValidSessionId(options.after)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
+    return this.engine.principalPage(principal, options);
   }
 
   snapshot(sessionId: string): Promise<SessionSnapshot | null> {

@@ -124,7 +124,9 @@ export class KilnServer {
   private readonly handshaking: WaitingRoom<Connection>;
   /**
    * TLS only: sockets in their TLS handshake, before a Connection exists, under the same
-   * cap; found again from the TLS socket by its peer's address and port.
+   * cap; found again from the TLS socket by both ends' addresses and ports (the TLS
+   * socket reads them from the same TCP handle; a peer's address and port alone may
+   * repeat, towards another address of this host).
    */
   private readonly tlsHandshaking: WaitingRoom<Socket>;
   private readonly tlsSocketsByPeer = new Map<string, Socket>();
@@ -219,9 +221,14 @@ export class KilnServer {
       // failed or timed-out TLS handshake counts against its address like a bad Hello.
       this.server.on('connection', (socket: Socket) => this.enterTlsHandshake(socket));
       this.server.on('tlsClientError', (_err: Error, socket: Socket) => {
-        // A socket already gone has no address to blame: one pushed out of the queue
-        // (blamed or not when it was), or one its peer reset.
-        if (socket.remoteAddress !== undefined) this.throttle.failed(socket.remoteAddress, Date.now());
+        // A failed or timed-out TLS handshake counts against its address, once: it leaves
+        // the waiting room here. A reset one has no address left to read here; its raw
+        // socket's close counts it (enterTlsHandshake).
+        if (socket.remoteAddress !== undefined) {
+          const raw = this.tlsSocketsByPeer.get(tcpKey(socket));
+          if (raw) this.tlsHandshaking.leave(raw);
+          this.throttle.failed(socket.remoteAddress, Date.now());
+        }
         socket.destroy();
       });
     }
@@ -308,6 +315,8 @@ export class KilnServer {
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       for (const conn of this.connections) conn.close();
+      // Sockets still in their TLS handshake would hold close() up to their deadline.
+      for (const socket of this.tlsSocketsByPeer.values()) socket.destroy();
     });
     this.tier.close();
     await this.storage?.close();
@@ -330,11 +339,16 @@ export class KilnServer {
       if (pushedOut.blame) this.throttle.failed(pushedOut.address, Date.now());
       pushedOut.key.destroy();
     }
-    const peer = `${address}|${socket.remotePort}`;
+    const peer = tcpKey(socket);
     this.tlsHandshaking.enter(socket, address);
     this.tlsSocketsByPeer.set(peer, socket);
     socket.once('close', () => {
-      // Only while this socket holds the entry: another one from the same port since does not leave with it.
+      // Closed while still waiting (not admitted, not pushed out, not counted as a TLS
+      // error) after sending something: a TLS handshake the peer began (the server's key
+      // exchange and signature done for it) and reset. A bare connect and close (a TCP
+      // health check) sent nothing, and is no more a failure than on a plain port.
+      if (this.tlsHandshaking.has(socket) && socket.bytesRead > 0) this.throttle.failed(address, Date.now());
+      // Only while this socket holds the entry: another one from the same ends since does not leave with it.
       if (this.tlsSocketsByPeer.get(peer) === socket) this.leaveTlsHandshake(peer);
     });
   }
@@ -348,7 +362,7 @@ export class KilnServer {
   }
 
   private accept(socket: Socket): void {
-    if (this.secure) this.leaveTlsHandshake(`${socket.remoteAddress}|${socket.remotePort}`);
+    if (this.secure) this.leaveTlsHandshake(tcpKey(socket));
     if (this.stopping) {
       refuse(socket, new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'the server is stopping'));
       return;
@@ -472,4 +486,9 @@ function refuse(socket: Socket, error: KilnError): void {
   socket.on('error', () => undefined);
   socket.end(encodeFrame(MessageType.Error, 0, encodeBody(error.toJSON())));
   setTimeout(() => socket.destroy(), 1000).unref();
+}
+
+/** One TCP connection's ends, as its raw socket and its TLS socket both report them. */
+function tcpKey(socket: Socket): string {
+  return `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
 }

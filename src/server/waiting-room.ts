@@ -15,6 +15,10 @@ export class WaitingRoom<K> {
     return this.waiting.size;
   }
 
+  has(key: K): boolean {
+    return this.waiting.has(key);
+  }
+
   enter(key: K, address: string): void {
     if (this.waiting.has(key)) return;
     this.waiting.set(key, address);

@@ -160,6 +160,10 @@ export function adminApiSuite(target: ConsoleTarget): void {
         assert.deepEqual([...ids].sort(), [...theirs].sort(), `every session once, in ${pages} pages (${token === undefined ? 'admin' : 'read'} role)`);
         assert.equal(pages, Math.ceil(theirs.length / 10));
       }
+      // A fractional limit is a whole one (2.5 took 3 and lost the cursor after them).
+      const fractional = (await call('GET', `/api/sessions?principal=${principal}&limit=2.5`)).body as unknown as { sessions: unknown[]; next: string | null };
+      assert.equal(fractional.sessions.length, 2);
+      assert.notEqual(fractional.next, null);
       const bad = await call('GET', `/api/sessions?principal=${principal}&after=${encodeURIComponent('not a cursor')}`);
       assert.equal(bad.status, 400);
     });

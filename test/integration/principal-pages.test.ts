@@ -116,7 +116,20 @@ describe('kiln server: a principal\'s sessions in pages (FindPrincipal)', () => 
       } while (after !== null);
       assert.equal(pages, 10);
       assert.deepEqual(seen, [...ids].reverse(), 'newest first, every one once, none of the other namespace');
-      assert.equal((await a.findByPrincipal('crowd')).length, 5000);
+
+      // Page 9's last session logs out before page 10 is asked for: the walk from the head
+      // past 4,499 sessions stops at 4,096 steps with an empty page going on from there.
+      let cursor: { id: string; join: number } | null = null;
+      for (let page = 0; page < 9; page++) cursor = (await ask({ principal: 'crowd', limit: 500, after: cursor })).next;
+      assert.equal(cursor?.id, ids[500]);
+      assert.equal(await a.destroy(ids[500]!), true);
+      const cut = await ask({ principal: 'crowd', limit: 500, after: cursor });
+      assert.deepEqual(cut.sessions, [], 'a cut walk');
+      assert.equal(cut.next?.join, cursor!.join, 'going on with the same join');
+      const rest = await ask({ principal: 'crowd', limit: 500, after: cut.next });
+      assert.deepEqual(rest.sessions.map((m) => m.id), ids.slice(0, 500).reverse());
+      assert.equal(rest.next, null);
+      assert.equal((await a.findByPrincipal('crowd')).length, 4999, 'through the client, one logged out');
       assert.equal((await other.findByPrincipal('crowd')).length, 20);
     } finally {
       raw.destroy();

@@ -155,3 +155,76 @@ describe('kiln server: grants in the encoding the client asked for', () => {
     });
   }
 });
+
+/**
+ * A peer answering FindPrincipal as `answer` says, per connection (numbered from 1), with
+ * a Welcome of that connection's epoch and limits; it may drop a connection instead of answering.
+ */
+async function principalPeer(welcome: (connection: number) => { epoch: string; limits?: Record<string, number> }, answer: (find: Record<string, unknown>, connection: number) => { body: unknown; drop?: boolean }): Promise<{ server: Server; port: number; finds: { connection: number; find: Record<string, unknown> }[] }> {
+  const finds: { connection: number; find: Record<string, unknown> }[] = [];
+  let connections = 0;
+  const server = createServer((socket: Socket) => {
+    const connection = ++connections;
+    const parser = new FrameParser();
+    socket.on('data', (chunk: Buffer) => {
+      for (const frame of parser.push(chunk).frames) {
+        if (frame.type === MessageType.Hello) {
+          const w = welcome(connection);
+          socket.write(encodeFrame(MessageType.Welcome, frame.requestId, encodeBody({ version: PROTOCOL_VERSION, epoch: w.epoch, serverId: 's1', maxFrameBytes: 1 << 20, limits: w.limits ?? {}, features: [PRINCIPAL_PAGES_FEATURE] })));
+        } else if (frame.type === MessageType.FindPrincipal) {
+          const find = record(decodeBody(frame.body), 'find');
+          finds.push({ connection, find });
+          const { body, drop } = answer(find, connection);
+          if (drop) socket.destroy();
+          else socket.write(encodeFrame(MessageType.Ok, frame.requestId, encodeBody(body)));
+        } else {
+          socket.write(encodeFrame(MessageType.Ok, frame.requestId, encodeBody(null)));
+        }
+      }
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as { port: number }).port, finds };
+}
+
+describe("kiln protocol: a principal's pages, sized and read again", () => {
+  const metaOf = (n: number) => ({ ...snapshot.meta, id: `${'p'.repeat(20)}${String(n).padStart(4, '0')}` });
+
+  it('sizes its pages by the frame and the longest principal the server allows', async () => {
+    const { server, port, finds } = await principalPeer(() => ({ epoch: 'e1', limits: { maxPrincipalLength: 4096 } }), () => ({ body: { sessions: [], next: null, total: 0 } }));
+    const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
+    try {
+      await engine.connect();
+      await engine.findByPrincipal('alice');
+      // (8 MiB − 1 KiB) ÷ (193 id + 256 + 3 × 4,096 principal bytes): 658 a page, where 256-character principals allow 1,000.
+      assert.equal(finds[0]!.find['limit'], 658);
+    } finally {
+      await engine.close();
+      server.close();
+    }
+  });
+
+  it('reads again from the start when the server restarted between pages (its joins are renumbered)', async () => {
+    const { server, port, finds } = await principalPeer(
+      (connection) => ({ epoch: `e${connection}` }),
+      (find, connection) => {
+        // The first server answers page 1, then goes down before it answers page 2.
+        if (connection === 1) return find['after'] === null ? { body: { sessions: [metaOf(1)], next: { id: metaOf(1).id, join: 5 }, total: 3 } } : { body: undefined, drop: true };
+        // The restarted server: a cursor of before names joins it never made; from the start, all three.
+        if (find['after'] !== null) return { body: { sessions: [metaOf(9)], next: null, total: 3 } };
+        return { body: { sessions: [metaOf(1), metaOf(2), metaOf(3)], next: null, total: 3 } };
+      },
+    );
+    const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000, operationTimeoutMs: 5000 });
+    try {
+      await engine.connect();
+      const found = await engine.findByPrincipal('alice');
+      assert.deepEqual(found.map((m) => m.id), [1, 2, 3].map((n) => metaOf(n).id), 'only the restarted server\'s answer from the start');
+      assert.deepEqual(finds.map((f) => [f.connection, f.find['after'] === null]), [[1, true], [1, false], [2, true]]);
+    } finally {
+      await engine.close();
+      server.close();
+    }
+  });
+});

@@ -226,11 +226,15 @@ describe('kiln server over TLS: unfinished TLS handshakes', () => {
     const sockets: RawClient[] = [];
     const apps: Engine[] = [];
     try {
-      // More apps than the cap, each past its TLS handshake: none may be taken for one still in it.
+      // More apps than the cap, each past its TLS handshake and holding a lease: none may be
+      // taken for one still in it. They do not reconnect, and a lease does not outlive its
+      // connection: a commit with it after the flood proves the connection survived.
+      const held: { id: string; token: number }[] = [];
       for (let i = 0; i < 6; i++) {
-        const app = connect(`kilns://127.0.0.1:${server.port}`, { token: server.token, tls: { ca: readFileSync(cert, 'utf8') }, operationTimeoutMs: 5000 });
+        const app = connect(`kilns://127.0.0.1:${server.port}`, { token: server.token, tls: { ca: readFileSync(cert, 'utf8') }, operationTimeoutMs: 5000, reconnect: () => false });
         await app.connect();
         apps.push(app);
+        held.push(await createSession(app, { app: i }));
       }
       // Four times: the victim's socket in its TLS handshake, then four from addresses of their own.
       for (let round = 0; round < 4; round++) {
@@ -246,12 +250,64 @@ describe('kiln server over TLS: unfinished TLS handshakes', () => {
       sockets.push(again);
       assert.equal(await again.closedWithin(500), false, "the victim's address is not throttled");
       for (const [i, app] of apps.entries()) {
-        const { id, token } = await createSession(app, { app: i });
-        assert.equal((await app.commit(commitOf(id, token, 1, { app: i, again: true }))).version, 2, `app ${i} still connected`);
+        const { id, token } = held[i]!;
+        assert.equal((await app.commit(commitOf(id, token, 1, { app: i, again: true }))).version, 2, `app ${i} still connected, its lease still good`);
       }
     } finally {
       for (const socket of sockets) socket.destroy();
       await Promise.all(apps.map((app) => app.close()));
+      await server.kill();
+      removeDir(dir);
+    }
+  });
+
+  it('a peer that begins TLS handshakes and resets them is throttled; bare connects and closes (a TCP health check) are not', async () => {
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(dir);
+    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
+    try {
+      const PROBE = '127.0.0.4';
+      for (let i = 0; i < 6; i++) {
+        const probe = await RawClient.open(server.port, PROBE);
+        probe.destroy();
+        await probe.closed;
+      }
+      // A TLS record header and the start of a ClientHello, then a reset (RST), before the server could finish.
+      for (let i = 0; i < 3; i++) {
+        const half = await RawClient.open(server.port, ATTACKER);
+        half.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]));
+        await sleep(50);
+        half.socket.resetAndDestroy();
+        await half.closed;
+      }
+      await sleep(100);
+      const attacker = await RawClient.open(server.port, ATTACKER);
+      let started = Date.now();
+      assert.equal(await attacker.closedWithin(1000), true, 'the resetting address is throttled');
+      assert.ok(Date.now() - started < 300, `closed at once (${Date.now() - started} ms)`);
+      const probe = await RawClient.open(server.port, PROBE);
+      started = Date.now();
+      assert.equal(await probe.closedWithin(500), false, 'the health checker is not');
+      probe.destroy();
+    } finally {
+      await server.kill();
+      removeDir(dir);
+    }
+  });
+
+  it('stops at once with sockets still in their TLS handshake (not at their deadline)', async () => {
+    const dir = tempDir();
+    const { cert, key } = selfSignedCertificate(dir);
+    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-timeout-ms', '10000'] });
+    const silent = await RawClient.open(server.port, ATTACKER);
+    try {
+      await sleep(100);
+      const started = Date.now();
+      await server.stop('SIGTERM');
+      assert.ok(Date.now() - started < 3000, `stopped in ${Date.now() - started} ms`);
+      assert.equal(await silent.closedWithin(1000), true);
+    } finally {
+      silent.destroy();
       await server.kill();
       removeDir(dir);
     }

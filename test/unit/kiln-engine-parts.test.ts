@@ -69,7 +69,7 @@ describe('kiln wire', () => {
     assert.throws(() => listPageFromWire([]), { code: 'KILN_ERR_PROTOCOL' });
   });
 
-  it("reads a principal's pages; refuses a malformed one, and pages that would not end (a server could keep the client reading forever)", () => {
+  it("reads a principal's pages; refuses a malformed one and pages that do not go on, and flags empty pages past what the principal's sessions need", () => {
     const id = 'a'.repeat(22);
     const meta = (n: number) => ({ id: String(n).padStart(22, 'b'), createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: 'ann', version: 1 });
     const reader = new PrincipalPageReader();
@@ -96,11 +96,20 @@ describe('kiln wire', () => {
     refused({ sessions: [meta(2)], next: { id, join: 12 }, total: 5 }); // a later join
     refused({ sessions: [], next: { id, join: 8 }, total: 5 }); // an empty page must keep the join
     refused({ sessions: [meta(2), meta(3), meta(4), meta(5), meta(6)], next: null, total: 5 }); // more than the principal had
-    // Empty pages in a row: at most what the principal's sessions need, here ceil(2 × 5 / 1024) + 8 = 9.
+    // Empty pages in a row: what the principal's sessions need, ceil(2 × total / 1024) + 8
+    // with the most total any page reported (logins since the first page lengthen a walk),
+    // then a flag: the caller reads again (a real server under churn can get there too).
     const r = new PrincipalPageReader();
     r.page({ sessions: [meta(1)], next: { id, join: 9 }, total: 5 });
     for (let i = 0; i < 9; i++) r.page({ sessions: [], next: { id, join: 9 }, total: 5 });
-    assert.throws(() => r.page({ sessions: [], next: { id, join: 9 }, total: 5 }), { code: 'KILN_ERR_PROTOCOL' });
+    assert.equal(r.tooManyEmptyPages, false, '9 allowed');
+    r.page({ sessions: [], next: { id, join: 9 }, total: 5 });
+    assert.equal(r.tooManyEmptyPages, true);
+    const grown = new PrincipalPageReader();
+    grown.page({ sessions: [meta(1)], next: { id, join: 9 }, total: 5 });
+    for (let i = 0; i < 20; i++) grown.page({ sessions: [], next: { id, join: 9 }, total: 10_000 });
+    assert.equal(grown.tooManyEmptyPages, false, '10,000 sessions now: ceil(20,000 / 1024) + 8 = 28 allowed');
+    assert.deepEqual(grown.page({ sessions: [meta(2)], next: null, total: 10_000 }), null);
   });
 });
 

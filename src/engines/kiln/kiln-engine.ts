@@ -1,7 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
-import { errorFromWire, KilnError, toKilnError } from '../../errors/index.js';
+import { errorFromWire, isKilnError, KilnError, toKilnError } from '../../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
@@ -24,6 +24,7 @@ import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, S
 import { defaultReconnect } from '../../util/backoff.js';
 import { BINARY_MARK } from '../../util/binary.js';
 import { BatchedWriter } from '../../util/net.js';
+import { MAX_SESSION_ID_LENGTH } from '../../session/id.js';
 import { StatusStream } from '../../util/status.js';
 import { within } from '../../util/deadline.js';
 import { MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type EngineTraffic, type LeaseHandler, type CallOptions } from '../engine.js';
@@ -145,28 +146,43 @@ export class KilnEngine implements Engine {
    * pages (its epoch changes), the reading starts again.
    */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
-    if (this.state !== 'ready') await this.ready(this.operationTimeoutMs);
-    if (!this.principalPages) {
-      // A server of before pages answers one array.
-      const list = await this.request(MessageType.FindPrincipal, { principal });
-      if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
-      return list.map(metaFromWire);
-    }
-    // Pages that fit a frame: a session's meta is its id, its principal (up to
-    // maxPrincipalLength characters of up to 3 bytes) and five numbers.
-    const metaBytes = 256 + 3 * (this.limits?.maxPrincipalLength ?? 256);
-    const limit = Math.max(1, Math.min(MAX_LIST_LIMIT, Math.floor((this.options.maxFrameBytes - 1024) / metaBytes)));
     for (let attempt = 0; ; attempt++) {
+      if (this.state !== 'ready') await this.ready(this.operationTimeoutMs);
       const epoch = this.epoch;
+      if (!this.principalPages) {
+        // A server of before pages answers one array.
+        const list = await this.request(MessageType.FindPrincipal, { principal });
+        if (!Array.isArray(list)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
+        return list.map(metaFromWire);
+      }
+      // Pages that fit a frame: a session's meta on the wire is its id, its principal (up
+      // to maxPrincipalLength characters of up to 3 bytes), five numbers and the keys.
+      const metaBytes = MAX_SESSION_ID_LENGTH + 256 + 3 * (this.limits?.maxPrincipalLength ?? 256);
+      const limit = Math.max(1, Math.min(MAX_LIST_LIMIT, Math.floor((this.options.maxFrameBytes - 1024) / metaBytes)));
       const read = new PrincipalPageReader();
       let after: PrincipalPageCursor | null = null;
+      let lost: unknown;
       do {
-        const body = await this.request(MessageType.FindPrincipal, { principal, limit, after });
+        let body: unknown;
+        try {
+          body = await this.request(MessageType.FindPrincipal, { principal, limit, after });
+        } catch (err) {
+          // The connection dropped between pages: the server may have restarted, which
+          // renumbers joins. Read again once it is back (request() waits for it).
+          if (!isKilnError(err) || err.code !== 'KILN_ERR_CONNECTION_LOST') throw err;
+          lost = err;
+          break;
+        }
         if (this.epoch !== epoch) break;
         after = read.page(body);
-      } while (after !== null);
-      if (this.epoch === epoch) return read.sessions;
-      if (attempt >= 2) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', "the kiln server restarted three times while a principal's sessions were read");
+      } while (after !== null && !read.tooManyEmptyPages);
+      if (lost === undefined && this.epoch === epoch && after === null) return read.sessions;
+      // The server restarted or the connection dropped, or so many logins and logouts went
+      // on meanwhile that the walks past them never reached the rest: read again.
+      if (attempt >= 2) {
+        const why = lost !== undefined ? 'the connection kept dropping' : this.epoch !== epoch ? 'the kiln server restarted' : 'its sessions kept changing';
+        throw new KilnError('KILN_ERR_TIMEOUT', `a principal's sessions could not be read to the end in three tries (${why})`, { cause: lost });
+      }
     }
   }
 

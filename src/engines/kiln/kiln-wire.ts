@@ -49,15 +49,20 @@ export interface PrincipalPageCursor {
 /**
  * Reads the pages of a FindPrincipal, checking that they end: a page with sessions goes
  * on from an earlier login than the last one (its cursor's join is lower); an empty page
- * with a cursor is a walk the server cut (same join), which cannot happen more often in
- * a row than the principal's sessions over PRINCIPAL_WALK_STEPS_MIN allow; and there are
- * never more sessions than the first page said the principal had (later logins are not
- * met). A server answering otherwise gets KILN_ERR_PROTOCOL, so it cannot keep the client
- * reading, or gathering, without end.
+ * with a cursor is a walk the server cut (same join); and there are never more sessions
+ * than the first page said the principal had (later logins are not met). A server
+ * answering otherwise gets KILN_ERR_PROTOCOL, so it cannot keep the client reading, or
+ * gathering, without end. Empty pages in a row beyond what the principal's sessions
+ * (the most any page reported) need at PRINCIPAL_WALK_STEPS_MIN a page set
+ * `tooManyEmptyPages`: a server could send them forever, and a real one under heavy
+ * churn (the walk's resting point logging out, logins past count) can too, so the
+ * caller reads again rather than calling the server broken.
  */
 export class PrincipalPageReader {
   readonly sessions: SessionMeta[] = [];
-  private total = -1;
+  tooManyEmptyPages = false;
+  private firstTotal = -1;
+  private mostTotal = 0;
   private previous: PrincipalPageCursor | null = null;
   private emptyInARow = 0;
 
@@ -67,9 +72,10 @@ export class PrincipalPageReader {
     const sessions = page['sessions'];
     if (!Array.isArray(sessions)) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing');
     const total = uint(page, 'total');
-    if (this.total < 0) this.total = total;
+    if (this.firstTotal < 0) this.firstTotal = total;
+    this.mostTotal = Math.max(this.mostTotal, total);
     for (const meta of sessions) this.sessions.push(metaFromWire(meta));
-    if (this.sessions.length > this.total) throw new KilnError('KILN_ERR_PROTOCOL', `malformed principal listing: more sessions than the ${this.total} the principal had`);
+    if (this.sessions.length > this.firstTotal) throw new KilnError('KILN_ERR_PROTOCOL', `malformed principal listing: more sessions than the ${this.firstTotal} the principal had`);
     if (page['next'] === null || page['next'] === undefined) return null;
     const cursor = record(page['next'], 'principal page cursor');
     const next = { id: sessionId(cursor, 'id'), join: uint(cursor, 'join') };
@@ -78,8 +84,8 @@ export class PrincipalPageReader {
       if (previous !== null && next.join >= previous.join) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: a page that does not go on to earlier logins');
       this.emptyInARow = 0;
     } else {
-      const allowed = Math.ceil((2 * this.total) / PRINCIPAL_WALK_STEPS_MIN) + 8;
-      if (previous === null || next.join !== previous.join || ++this.emptyInARow > allowed) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: empty pages that do not end');
+      if (previous === null || next.join !== previous.join) throw new KilnError('KILN_ERR_PROTOCOL', 'malformed principal listing: an empty page that is not a walk going on');
+      if (++this.emptyInARow > Math.ceil((2 * this.mostTotal) / PRINCIPAL_WALK_STEPS_MIN) + 8) this.tooManyEmptyPages = true;
     }
     this.previous = next;
     return next;

@@ -298,6 +298,11 @@ export class RedisEngine implements Engine {
     return this.store.destroyByPrincipal(principal);
   }
 
+  /** A page of a principal's sessions in id order (the console's; see RedisSessionStore.principalPage). */
+  principalPage(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
+    return this.store.principalPage(principal, options);
+  }
+
   list(options: ListOptions): Promise<ListPage> {
     return this.store.list(options);
   }

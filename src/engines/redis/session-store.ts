@@ -189,6 +189,34 @@ export class SessionStore {
     return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
   }
 
+  /**
+   * A page of a principal's sessions in id order, for the console: the set's ids (SMEMBERS,
+   * ids only), then the page's sessions alone, not every one of them (a page of a
+   * principal with 100,000 sessions read them all). `total` counts the set, which may
+   * still name a few sessions gone since.
+   */
+  async principalPage(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
+    const key = principalKey(this.o.prefix, principal);
+    const ids = ((await this.o.command(key, ['SMEMBERS', key])) as Reply[]).map(text).sort();
+    const after = options.after;
+    let i = after === undefined ? 0 : ids.findIndex((id) => id > after);
+    if (i < 0) i = ids.length;
+    const sessions: SessionMeta[] = [];
+    // A page's worth at a time: ids of sessions gone since are skipped, and cleared below.
+    const stale: string[] = [];
+    while (sessions.length < options.limit && i < ids.length) {
+      const wanted = ids.slice(i, i + options.limit - sessions.length);
+      i += wanted.length;
+      const metas = await Promise.all(wanted.map((id) => this.peek(id)));
+      for (const [k, meta] of metas.entries()) {
+        if (meta !== null && meta.principal === principal) sessions.push(meta);
+        else stale.push(wanted[k]!);
+      }
+    }
+    if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
+    return { sessions, next: i < ids.length && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: ids.length - stale.length };
+  }
+
   async destroyByPrincipal(principal: string): Promise<number> {
     let n = 0;
     // Nobody is excepted: every holder is told, this process included.
