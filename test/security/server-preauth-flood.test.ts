@@ -217,55 +217,61 @@ describe('HandshakeThrottle', () => {
   });
 });
 
-describe('kiln server over TLS: unfinished TLS handshakes', () => {
-  it('caps sockets in their TLS handshake: a flood from many addresses pushes the oldest out at once, without blaming it, and apps connected meanwhile are untouched', async () => {
-    const dir = tempDir();
-    const { cert, key } = selfSignedCertificate(dir);
-    const VICTIM = '127.0.0.3';
-    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--max-handshaking', '4', '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
-    const sockets: RawClient[] = [];
-    const apps: Engine[] = [];
-    try {
-      // More apps than the cap, each past its TLS handshake and holding a lease: none may be
-      // taken for one still in it. They do not reconnect, and a lease does not outlive its
-      // connection: a commit with it after the flood proves the connection survived.
-      const held: { id: string; token: number }[] = [];
-      for (let i = 0; i < 6; i++) {
-        const app = connect(`kilns://127.0.0.1:${server.port}`, { token: server.token, tls: { ca: readFileSync(cert, 'utf8') }, operationTimeoutMs: 5000, reconnect: () => false });
-        await app.connect();
-        apps.push(app);
-        held.push(await createSession(app, { app: i }));
-      }
-      // Four times: the victim's socket in its TLS handshake, then four from addresses of their own.
-      for (let round = 0; round < 4; round++) {
-        const victim = await RawClient.open(server.port, VICTIM);
-        sockets.push(victim);
-        for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, `127.0.${20 + round}.${10 + i}`));
-        const started = Date.now();
-        assert.equal(await victim.closedWithin(3000), true, 'pushed out');
-        assert.ok(Date.now() - started < 2000, `pushed out at once, not at the 10 s deadline (${Date.now() - started} ms)`);
-      }
-      // Four failures against the victim's address would be past the limit of 3: it would be closed at once.
-      const again = await RawClient.open(server.port, VICTIM);
-      sockets.push(again);
-      assert.equal(await again.closedWithin(500), false, "the victim's address is not throttled");
-      for (const [i, app] of apps.entries()) {
-        const { id, token } = held[i]!;
-        assert.equal((await app.commit(commitOf(id, token, 1, { app: i, again: true }))).version, 2, `app ${i} still connected, its lease still good`);
-      }
-    } finally {
-      for (const socket of sockets) socket.destroy();
-      await Promise.all(apps.map((app) => app.close()));
-      await server.kill();
-      removeDir(dir);
-    }
-  });
+/** A kiln server over TLS (a certificate of its own) started with `args`, for `use`; stopped and cleaned up after. */
+async function withTlsServer(args: string[], use: (server: ServerProcess, cert: string) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const { cert, key } = selfSignedCertificate(dir);
+  const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, ...args] });
+  try {
+    await use(server, cert);
+  } finally {
+    await server.kill();
+    removeDir(dir);
+  }
+}
 
-  it('a peer that begins TLS handshakes and resets them is throttled; bare connects and closes (a TCP health check) are not', async () => {
-    const dir = tempDir();
-    const { cert, key } = selfSignedCertificate(dir);
-    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'] });
-    try {
+describe('kiln server over TLS: unfinished TLS handshakes', () => {
+  it('caps sockets in their TLS handshake: a flood from many addresses pushes the oldest out at once, without blaming it, and apps connected meanwhile are untouched', () =>
+    withTlsServer(['--max-handshaking', '4', '--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'], async (server, cert) => {
+      const VICTIM = '127.0.0.3';
+      const sockets: RawClient[] = [];
+      const apps: Engine[] = [];
+      try {
+        // More apps than the cap, each past its TLS handshake and holding a lease: none may be
+        // taken for one still in it. They do not reconnect, and a lease does not outlive its
+        // connection: a commit with it after the flood proves the connection survived.
+        const held: { id: string; token: number }[] = [];
+        for (let i = 0; i < 6; i++) {
+          const app = connect(`kilns://127.0.0.1:${server.port}`, { token: server.token, tls: { ca: readFileSync(cert, 'utf8') }, operationTimeoutMs: 5000, reconnect: () => false });
+          await app.connect();
+          apps.push(app);
+          held.push(await createSession(app, { app: i }));
+        }
+        // Four times: the victim's socket in its TLS handshake, then four from addresses of their own.
+        for (let round = 0; round < 4; round++) {
+          const victim = await RawClient.open(server.port, VICTIM);
+          sockets.push(victim);
+          for (let i = 0; i < 4; i++) sockets.push(await RawClient.open(server.port, `127.0.${20 + round}.${10 + i}`));
+          const started = Date.now();
+          assert.equal(await victim.closedWithin(3000), true, 'pushed out');
+          assert.ok(Date.now() - started < 2000, `pushed out at once, not at the 10 s deadline (${Date.now() - started} ms)`);
+        }
+        // Four failures against the victim's address would be past the limit of 3: it would be closed at once.
+        const again = await RawClient.open(server.port, VICTIM);
+        sockets.push(again);
+        assert.equal(await again.closedWithin(500), false, "the victim's address is not throttled");
+        for (const [i, app] of apps.entries()) {
+          const { id, token } = held[i]!;
+          assert.equal((await app.commit(commitOf(id, token, 1, { app: i, again: true }))).version, 2, `app ${i} still connected, its lease still good`);
+        }
+      } finally {
+        for (const socket of sockets) socket.destroy();
+        await Promise.all(apps.map((app) => app.close()));
+      }
+    }));
+
+  it('a peer that begins TLS handshakes and resets them is throttled; bare connects and closes (a TCP health check) are not', () =>
+    withTlsServer(['--handshake-failure-limit', '3', '--handshake-timeout-ms', '10000'], async (server) => {
       const PROBE = '127.0.0.4';
       for (let i = 0; i < 6; i++) {
         const probe = await RawClient.open(server.port, PROBE);
@@ -289,55 +295,40 @@ describe('kiln server over TLS: unfinished TLS handshakes', () => {
       started = Date.now();
       assert.equal(await probe.closedWithin(500), false, 'the health checker is not');
       probe.destroy();
-    } finally {
-      await server.kill();
-      removeDir(dir);
-    }
-  });
+    }));
 
-  it('stops at once with sockets still in their TLS handshake (not at their deadline)', async () => {
-    const dir = tempDir();
-    const { cert, key } = selfSignedCertificate(dir);
-    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-timeout-ms', '10000'] });
-    const silent = await RawClient.open(server.port, ATTACKER);
-    try {
-      await sleep(100);
-      const started = Date.now();
-      await server.stop('SIGTERM');
-      assert.ok(Date.now() - started < 3000, `stopped in ${Date.now() - started} ms`);
-      assert.equal(await silent.closedWithin(1000), true);
-    } finally {
-      silent.destroy();
-      await server.kill();
-      removeDir(dir);
-    }
-  });
+  it('stops at once with sockets still in their TLS handshake (not at their deadline)', () =>
+    withTlsServer(['--handshake-timeout-ms', '10000'], async (server) => {
+      const silent = await RawClient.open(server.port, ATTACKER);
+      try {
+        await sleep(100);
+        const started = Date.now();
+        await server.stop('SIGTERM');
+        assert.ok(Date.now() - started < 3000, `stopped in ${Date.now() - started} ms`);
+        assert.equal(await silent.closedWithin(1000), true);
+      } finally {
+        silent.destroy();
+      }
+    }));
 
-  it('one address flooding TLS handshakes is blamed for what it pushes out of its own, and throttled', async () => {
-    const dir = tempDir();
-    const { cert, key } = selfSignedCertificate(dir);
-    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--max-handshaking', '4', '--handshake-failure-limit', '5', '--handshake-timeout-ms', '10000'] });
-    const sockets: RawClient[] = [];
-    try {
-      for (let i = 0; i < 12; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
-      await sleep(100);
-      const next = await RawClient.open(server.port, ATTACKER);
-      sockets.push(next);
-      const started = Date.now();
-      assert.equal(await next.closedWithin(3000), true);
-      assert.ok(Date.now() - started < 300, `a throttled address is closed at once (${Date.now() - started} ms)`);
-    } finally {
-      for (const socket of sockets) socket.destroy();
-      await server.kill();
-      removeDir(dir);
-    }
-  });
+  it('one address flooding TLS handshakes is blamed for what it pushes out of its own, and throttled', () =>
+    withTlsServer(['--max-handshaking', '4', '--handshake-failure-limit', '5', '--handshake-timeout-ms', '10000'], async (server) => {
+      const sockets: RawClient[] = [];
+      try {
+        for (let i = 0; i < 12; i++) sockets.push(await RawClient.open(server.port, ATTACKER));
+        await sleep(100);
+        const next = await RawClient.open(server.port, ATTACKER);
+        sockets.push(next);
+        const started = Date.now();
+        assert.equal(await next.closedWithin(3000), true);
+        assert.ok(Date.now() - started < 300, `a throttled address is closed at once (${Date.now() - started} ms)`);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+      }
+    }));
 
-  it('closes a socket that never finishes its TLS handshake within --handshake-timeout-ms, and throttles its address', async () => {
-    const dir = tempDir();
-    const { cert, key } = selfSignedCertificate(dir);
-    const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, '--handshake-timeout-ms', '500', '--handshake-failure-limit', '2'] });
-    try {
+  it('closes a socket that never finishes its TLS handshake within --handshake-timeout-ms, and throttles its address', () =>
+    withTlsServer(['--handshake-timeout-ms', '500', '--handshake-failure-limit', '2'], async (server) => {
       // Node's own deadline for a TLS handshake was 120 s, outside every cap.
       for (let i = 0; i < 2; i++) {
         const silent = await RawClient.open(server.port, ATTACKER);
@@ -349,9 +340,5 @@ describe('kiln server over TLS: unfinished TLS handshakes', () => {
       const started = Date.now();
       assert.equal(await third.closedWithin(3000), true);
       assert.ok(Date.now() - started < 300, 'a throttled address is closed at once');
-    } finally {
-      await server.kill();
-      removeDir(dir);
-    }
-  });
+    }));
 });
