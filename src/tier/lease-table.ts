@@ -43,6 +43,7 @@ export interface LeaseEffects {
 interface Lease {
   holder: OwnerId;
   token: number;
+  /** Who waits, in order; NO_WAITERS (shared, never added to) while nobody does, as for most leases. */
   waiters: OwnerId[];
   /** Set while a recall is outstanding: when the holder must have let go. */
   recallDeadline: number;
@@ -78,6 +79,13 @@ export const DEFAULT_LEASE_OPTIONS: Readonly<LeaseTableOptions> = Object.freeze(
 });
 
 export const MAX_BOUNCE_ENTRIES = 100_000;
+
+/**
+ * The waiters of every lease nobody waits for: one array for all, where an empty array
+ * each cost 16 bytes of heap a lease (a tenth of one). Only read, shifted or spliced while
+ * empty, which changes nothing; acquire gives a lease its own array for its first waiter.
+ */
+const NO_WAITERS: OwnerId[] = [];
 
 export class LeaseTable {
   private readonly leases = new Map<string, Lease>();
@@ -160,7 +168,7 @@ export class LeaseTable {
       if (lease?.holder === owner) return effects;
     }
     if (!lease) {
-      effects.grants.push(this.grant(owner, sessionId, now, []));
+      effects.grants.push(this.grant(owner, sessionId, now, NO_WAITERS));
       return effects;
     }
     if (lease.holder === owner) {
@@ -170,7 +178,8 @@ export class LeaseTable {
       return effects;
     }
     if (!lease.waiters.includes(owner)) {
-      lease.waiters.push(owner);
+      if (lease.waiters === NO_WAITERS) lease.waiters = [owner];
+      else lease.waiters.push(owner);
       this.startWait(owner, sessionId);
     }
     if (lease.recallDeadline === 0) {
@@ -322,7 +331,7 @@ export class LeaseTable {
     }
     this.endWait(next, sessionId);
     this.counters.handovers++;
-    const grant = this.grant(next, sessionId, now, lease.waiters);
+    const grant = this.grant(next, sessionId, now, lease.waiters.length > 0 ? lease.waiters : NO_WAITERS);
     effects.grants.push(grant);
     if (lease.waiters.length > 0) {
       // Others are still queued: the new holder is asked to give the session back as
