@@ -267,7 +267,9 @@ export class SessionTable {
       del: req.del,
     };
     if (durable) record.packed = packAttributesToBytes(set);
-    if (!current) record.ca = now;
+    // Created when the request that made it opened it: its first access, not the commit's
+    // arrival (createdAt came out later than lastAccessedAt).
+    if (!current) record.ca = record.la;
     if (!current || (req.idleTimeoutMs !== undefined && req.idleTimeoutMs !== current.idleTimeoutMs)) record.it = req.idleTimeoutMs ?? 0;
     if (!current || (req.absoluteExpiresAt !== undefined && req.absoluteExpiresAt !== current.absoluteExpiresAt)) record.ae = req.absoluteExpiresAt ?? 0;
     if (req.principal !== undefined && req.principal !== (current?.principal ?? null)) record.p = req.principal;

@@ -393,6 +393,17 @@ export function engineConformance(harness: EngineHarness): void {
       });
     });
 
+    it("dates a new session's creation at its first access, so createdAt is never after lastAccessedAt", async () => {
+      const id = generateSessionId();
+      const g = await a.acquire(id);
+      const openedAt = Date.now() - 500; // the request opened it half a second before its commit
+      await a.commit(commitOf(id, g.token, 0, { n: 1 }, { lastAccessedAt: openedAt }));
+      const meta = (await a.load(id, g.token))!.meta;
+      assert.equal(meta.createdAt, openedAt);
+      assert.equal(meta.lastAccessedAt, openedAt);
+      await a.release(id, g.token);
+    });
+
     describe('principal index', () => {
       it('finds and destroys every session of a principal, and only those', async () => {
         const principal = `user-${Math.random()}`;

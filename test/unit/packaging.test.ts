@@ -51,6 +51,18 @@ describe('the published package', () => {
     assert.deepEqual(paths.filter((p) => p.startsWith('dist/test/') || p.startsWith('src/') || p.startsWith('test/') || p.endsWith('.tgz')), []);
   });
 
+  it('gives every subpath its types under the older moduleResolution (typesVersions), pointing at a shipped file', () => {
+    // kiln/ws and kiln/socket.io were missing: `moduleResolution: node` found no types for them (TS2307).
+    const full = manifest as Manifest & { exports: Record<string, unknown>; typesVersions: Record<string, Record<string, string[]>> };
+    const legacy = full.typesVersions['*']!;
+    for (const subpath of Object.keys(full.exports)) {
+      if (subpath === '.' || subpath === './package.json') continue;
+      const entry = legacy[subpath.slice(2)];
+      assert.ok(entry !== undefined && entry.length > 0, `typesVersions has ${subpath.slice(2)}`);
+      assert.ok(paths.includes(entry[0]!), `${entry[0]} is in the package`);
+    }
+  });
+
   it('runs nothing when installed (no prepare or install scripts for npm to warn about)', () => {
     for (const hook of ['preinstall', 'install', 'postinstall', 'prepare', 'prepublish']) {
       assert.equal(manifest.scripts?.[hook], undefined, `scripts.${hook}`);

@@ -26,6 +26,18 @@ describe('session table', () => {
     assert.equal(t.get(id)!.bytes, 1 + 3 + 1 + 2);
   });
 
+  it("dates a session's creation at its first access (the creating commit's), never after it", () => {
+    const t = new SessionTable();
+    const id = generateSessionId();
+    t.applyCommit({ ...commit(id, 0), lastAccessedAt: 90 }, limits, 100);
+    assert.deepEqual([t.get(id)!.createdAt, t.get(id)!.lastAccessedAt], [90, 90]);
+    t.applyCommit({ ...commit(id, 1), lastAccessedAt: 150 }, limits, 200);
+    assert.deepEqual([t.get(id)!.createdAt, t.get(id)!.lastAccessedAt], [90, 150]);
+    const ahead = generateSessionId();
+    t.applyCommit({ ...commit(ahead, 0), lastAccessedAt: 10_000 }, limits, 300);
+    assert.deepEqual([t.get(ahead)!.createdAt, t.get(ahead)!.lastAccessedAt], [300, 300], 'a client clock ahead is cut to now');
+  });
+
   it('acknowledges a repeated commit id without applying it twice', () => {
     const t = new SessionTable();
     const id = generateSessionId();

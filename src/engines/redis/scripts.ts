@@ -346,7 +346,7 @@ local ae = tonumber(cur[3] or '0')
 if ARGV[16] ~= '' then it = tonumber(ARGV[16]) end
 if ARGV[17] ~= '' then ae = tonumber(ARGV[17]) end
 redis.call('HSET', KM, 'v', v, 'la', la, 'b', bytes, 'it', it, 'ae', ae)
-if not exists then redis.call('HSET', KM, 'ca', now) end
+if not exists then redis.call('HSET', KM, 'ca', la) end
 if ARGV[14] == 's' then redis.call('HSET', KM, 'p', ARGV[15]) elseif ARGV[14] == 'n' then redis.call('HDEL', KM, 'p') end
 redis.call('LPUSH', KC, cid .. '\\t' .. v)
 redis.call('LTRIM', KC, 0, 15)
