@@ -199,6 +199,7 @@ export class LeaseTable {
     const at = lease.waiters.indexOf(owner);
     if (at >= 0) {
       lease.waiters.splice(at, 1);
+      if (lease.waiters.length === 0) lease.waiters = NO_WAITERS;
       this.endWait(owner, sessionId);
     }
   }
@@ -248,10 +249,11 @@ export class LeaseTable {
   beginDrop(owner: OwnerId, now: number): LeaseEffects {
     const effects = emptyEffects();
     for (const sessionId of this.waitsByOwner.get(owner) ?? []) {
-      const waiters = this.leases.get(sessionId)?.waiters;
-      const at = waiters?.indexOf(owner) ?? -1;
+      const lease = this.leases.get(sessionId);
+      const at = lease?.waiters.indexOf(owner) ?? -1;
       if (at >= 0) {
-        waiters!.splice(at, 1);
+        lease!.waiters.splice(at, 1);
+        if (lease!.waiters.length === 0) lease!.waiters = NO_WAITERS;
         this.waiterCount--;
       }
     }

@@ -267,8 +267,9 @@ export class SessionTable {
       del: req.del,
     };
     if (durable) record.packed = packAttributesToBytes(set);
-    // Created when the request that made it opened it: its first access, not the commit's
-    // arrival (createdAt came out later than lastAccessedAt).
+    // Created at the creating commit's access time (when its request's work began, as the
+    // client says, cut to now), not at the commit's arrival: createdAt came out later than
+    // lastAccessedAt.
     if (!current) record.ca = record.la;
     if (!current || (req.idleTimeoutMs !== undefined && req.idleTimeoutMs !== current.idleTimeoutMs)) record.it = req.idleTimeoutMs ?? 0;
     if (!current || (req.absoluteExpiresAt !== undefined && req.absoluteExpiresAt !== current.absoluteExpiresAt)) record.ae = req.absoluteExpiresAt ?? 0;

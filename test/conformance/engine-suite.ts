@@ -393,10 +393,10 @@ export function engineConformance(harness: EngineHarness): void {
       });
     });
 
-    it("dates a new session's creation at its first access, so createdAt is never after lastAccessedAt", async () => {
+    it("dates a new session's creation at its creating commit's access time, so createdAt is never after lastAccessedAt", async () => {
       const id = generateSessionId();
       const g = await a.acquire(id);
-      const openedAt = Date.now() - 500; // the request opened it half a second before its commit
+      const openedAt = Date.now() - 500; // the commit's access time, half a second before it arrives
       await a.commit(commitOf(id, g.token, 0, { n: 1 }, { lastAccessedAt: openedAt }));
       const meta = (await a.load(id, g.token))!.meta;
       assert.equal(meta.createdAt, openedAt);
