@@ -107,6 +107,7 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       await page.fill('#search', 'sam');
       await page.click('#search-button');
       await page.locator('#principal-more').waitFor();
+      assert.equal(await page.locator('#invalidated').count(), 0, "the last search's \"invalidated\" is gone");
       assert.equal(await page.locator('#results li[data-id]').count(), 50);
       assert.equal(await page.textContent('#principal-more'), '50 of 52 sessions of this principal (kiln sessions ls --principal pages through them)');
       await page.locator('#principal-more').scrollIntoViewIfNeeded();

@@ -220,12 +220,13 @@ describe('HandshakeThrottle', () => {
 /** A kiln server over TLS (a certificate of its own) started with `args`, for `use`; stopped and cleaned up after. */
 async function withTlsServer(args: string[], use: (server: ServerProcess, cert: string) => Promise<void>): Promise<void> {
   const dir = tempDir();
-  const { cert, key } = selfSignedCertificate(dir);
-  const server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, ...args] });
+  let server: ServerProcess | undefined;
   try {
+    const { cert, key } = selfSignedCertificate(dir);
+    server = await startKilnServer({ args: ['--tls-cert', cert, '--tls-key', key, ...args] });
     await use(server, cert);
   } finally {
-    await server.kill();
+    await server?.kill();
     removeDir(dir);
   }
 }

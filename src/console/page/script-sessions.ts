@@ -12,6 +12,9 @@ async function search(e) {
   // A principal's total is its sessions; a listing's is every session, so it is not shown.
   const more = page.total > page.sessions.length ? '<li class="muted" id="principal-more">' + page.sessions.length + ' of ' + fmt(page.total) + ' sessions of this principal (kiln sessions ls --principal pages through them)</li>' : '';
   if (!page.sessions.length) page = await api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : ''));
+  // A new search (the form, not the refresh after an invalidation) clears the last one's
+  // session detail or "invalidated".
+  if (e) $('detail').innerHTML = '';
   $('results').innerHTML = (page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '">' + esc(s.id.slice(0, 8)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') + more) || '<li class="muted">no session</li>';
 }
 async function show(id) {
