@@ -169,9 +169,9 @@ export class SessionTable {
     return this.principals.count(principal);
   }
 
-  /** The ids of this principal's sessions (new strings). */
-  sessionsOf(principal: string): string[] {
-    return this.principals.slotsOf(principal).map((slot) => this.arena.keyOf(slot));
+  /** Every session of this principal, newest login first (in-process callers; the wire pages: principalPage). */
+  principalSessions(principal: string): SessionMeta[] {
+    return this.metasAt(this.principals.slotsOf(principal));
   }
 
   /**
@@ -185,22 +185,26 @@ export class SessionTable {
     let from: { slot: number; join: number } | undefined;
     if (after !== undefined) {
       const slot = this.arena.find(after.id);
-      let own = false;
-      if (slot >= 0) {
-        this.arena.locate(slot);
-        own = layout.principalOf(this.arena.buf, this.arena.at) === principal;
-      }
-      from = { slot: own ? slot : -1, join: after.join };
+      from = { slot: slot >= 0 && this.namesPrincipal(slot, principal) ? slot : -1, join: after.join };
     }
     const { slots, steps, resume } = this.principals.pageOf(principal, limit, from);
-    const sessions: SessionMeta[] = [];
+    const next = resume === undefined ? null : { id: this.arena.keyOf(resume.to), join: resume.join };
+    return { sessions: this.metasAt(slots), next, total: this.principals.count(principal), steps };
+  }
+
+  /** The metadata of the sessions in `slots` (live ones, from the principal index). */
+  private metasAt(slots: readonly number[]): SessionMeta[] {
     const a = this.arena;
-    for (const slot of slots) {
+    return slots.map((slot) => {
       a.locate(slot);
-      sessions.push(layout.metaAt(a.buf, a.at, a.keyOf(slot)));
-    }
-    const next = resume === undefined ? null : { id: a.keyOf(resume.to), join: resume.join };
-    return { sessions, next, total: this.principals.count(principal), steps };
+      return layout.metaAt(a.buf, a.at, a.keyOf(slot));
+    });
+  }
+
+  /** Whether the live session in `slot` names `principal`. */
+  private namesPrincipal(slot: number, principal: string): boolean {
+    this.arena.locate(slot);
+    return layout.principalOf(this.arena.buf, this.arena.at) === principal;
   }
 
   /** The slots of this principal's sessions: cheap to take for many (no id strings); see sessionInSlot. */
@@ -222,9 +226,7 @@ export class SessionTable {
    */
   sessionInSlot(slot: number, principal: string, mark: number): string | undefined {
     const a = this.arena;
-    if (!a.isLive(slot) || !this.principals.joinedBy(slot, mark)) return undefined;
-    a.locate(slot);
-    if (layout.principalOf(a.buf, a.at) !== principal) return undefined;
+    if (!a.isLive(slot) || !this.principals.joinedBy(slot, mark) || !this.namesPrincipal(slot, principal)) return undefined;
     return a.keyOf(slot);
   }
 

@@ -247,13 +247,9 @@ export class Tier {
     return listPage(ids, options, (id) => this.peek(id), this.sessions.size);
   }
 
+  /** Every session of a principal at once, for in-process callers (the memory engine); the wire pages (findByPrincipalPage). */
   findByPrincipal(principal: string): SessionMeta[] {
-    const out: SessionMeta[] = [];
-    for (const id of this.sessions.sessionsOf(principal)) {
-      const meta = this.sessions.meta(id);
-      if (meta) out.push(meta);
-    }
-    return out;
+    return this.sessions.principalSessions(principal);
   }
 
   /** How many sessions name this principal (O(1)). */
