@@ -85,7 +85,7 @@ function unreachableHint(err: NodeJS.ErrnoException): string {
 
 export interface Overview {
   server: { role: string; version: string; host: string; pid: number; address: string; epoch: string; uptimeMs: number; tls: boolean };
-  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; backlog?: { bytes: number; stalledMs: number; refusing: string | null } };
   sessions: { count: number; bytes: number; tombstones: number | null };
   leases: { held: number; waiting: number };
   counters: Record<string, number>;
@@ -113,18 +113,25 @@ export function columns(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
+/** The log's backlog, when there is one worth a look: bytes not yet written, the oldest write's wait. */
+function backlogNote(backlog: { bytes: number; stalledMs: number } | undefined): string {
+  if (!backlog || (backlog.bytes < 1024 * 1024 && backlog.stalledMs < 1000)) return '';
+  return `  backlog ${bytes(backlog.bytes)}${backlog.stalledMs >= 1000 ? `, a write waiting ${(backlog.stalledMs / 1000).toFixed(1)} s` : ''}`;
+}
+
 /** One screen: server, storage, sessions, leases, rates, clients, health. */
 export function renderStatus(o: Overview, rates?: { commitsPerSecond: number; requestsPerSecond: number; recallsPerSecond: number }): string {
   const warnings: string[] = [];
   if (o.leases.waiting > 0) warnings.push(`${o.leases.waiting} lease waits`);
   if (o.connections === 0) warnings.push('no app server connected');
+  if (o.storage.backlog?.refusing) warnings.push(`commits refused: ${o.storage.backlog.refusing}`);
   const lines = [
     o.storage.kind === 'redis'
       ? `redis       ${o.server.address}  ${o.server.role}  console v${o.server.version} pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`
       : `kiln server ${o.server.address}  ${o.server.role}  v${o.server.version}  pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`,
     o.storage.kind === 'redis'
       ? `storage     Redis${o.storage.replicas ? `, ${o.storage.replicas} replica confirmation(s) per commit` : ''}`
-      : `storage     ${o.storage.dataDir ?? 'memory only'}${o.storage.fsync ? `  fsync ${o.storage.fsync}` : ''}  log ${bytes(o.storage.bytesOnDisk ?? 0)}`,
+      : `storage     ${o.storage.dataDir ?? 'memory only'}${o.storage.fsync ? `  fsync ${o.storage.fsync}` : ''}  log ${bytes(o.storage.bytesOnDisk ?? 0)}${backlogNote(o.storage.backlog)}`,
     `sessions    ${o.sessions.count}  (${bytes(o.sessions.bytes)}${o.sessions.tombstones === null ? '' : `, ${o.sessions.tombstones} tombstones`})   leases ${o.leases.held} held, ${o.leases.waiting} waiting`,
     `totals      ${o.counters['commits'] ?? 0} commits, ${o.counters['created'] ?? 0} created, ${o.counters['expired'] ?? 0} expired, ${o.counters['destroyed'] ?? 0} destroyed, ${o.counters['leaseHandovers'] ?? 0} hand-overs`,
   ];

@@ -16,7 +16,9 @@ import type { LeaseKeeper } from './lease-keeper.js';
  * refuses it with a conflict — never a lost or doubled update. Every retry stays
  * within the request's deadline.
  */
-const RETRYABLE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_LEASE_LOST', 'KILN_ERR_CONNECTION_LOST', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_TIMEOUT']);
+const RETRYABLE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_LEASE_LOST', 'KILN_ERR_CONNECTION_LOST', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_TIMEOUT', 'KILN_ERR_STORAGE_BEHIND']);
+/** Retried after a pause under the same lease: the tier is there but cannot take the commit yet. */
+const PAUSE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_TIMEOUT', 'KILN_ERR_ENGINE_UNAVAILABLE', 'KILN_ERR_STORAGE_BEHIND']);
 /** Refusals that mean our copy is stale or the session gone: it must never be served from cache again. */
 const STALE_CODES: ReadonlySet<string> = new Set(['KILN_ERR_CONFLICT', 'KILN_ERR_SESSION_DESTROYED', 'KILN_ERR_SESSION_NOT_FOUND', 'KILN_ERR_LEASE_LOST']);
 const COMMIT_ATTEMPTS = 3;
@@ -47,14 +49,15 @@ export class CommitSender {
         return await this.engine.commit(current, { deadline });
       } catch (err) {
         attempt++;
-        // The tier did not answer in time or had no replica to confirm: the lease may
-        // well still be ours (a lost one is dropped by the engine's handler), and then
-        // the same commit goes again under it after a pause (a tier short of replicas
-        // refuses at once): 50–100 ms, then 100–200 ms, the reconnects' backoff.
+        // The tier did not answer in time, had no replica to confirm, or its disk is
+        // behind (refused before applying): the lease may well still be ours (a lost one
+        // is dropped by the engine's handler), and then the same commit goes again under
+        // it after a pause (a tier short of replicas or disk refuses at once): 50–100 ms,
+        // then 100–200 ms, the reconnects' backoff.
         // Otherwise the lease is taken anew.
         const code = isKilnError(err) ? err.code : '';
         const held = this.keeper.leases.get(current.sessionId)?.token === current.token;
-        const pause = held && (code === 'KILN_ERR_TIMEOUT' || code === 'KILN_ERR_ENGINE_UNAVAILABLE') ? defaultReconnect(attempt + 1) : 0;
+        const pause = held && PAUSE_CODES.has(code) ? defaultReconnect(attempt + 1) : 0;
         // No attempt is sent without the time to pause and run (none at all once the deadline passed).
         const timeLeft = deadline === undefined ? Number.POSITIVE_INFINITY : deadline - Date.now();
         if (!RETRYABLE_CODES.has(code) || attempt >= COMMIT_ATTEMPTS || this.isClosed() || timeLeft <= 2 * pause) {

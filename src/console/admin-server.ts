@@ -177,7 +177,7 @@ export class AdminServer {
     const roster = this.roster.update(f.clients);
     return {
       server: { role: d.role, version: this.options.version, host: hostname(), pid: process.pid, address: d.address, epoch: this.source.epoch, startedAt: d.startedAt, uptimeMs: Date.now() - d.startedAt, tls: d.tls },
-      storage: { ...d.storage, bytesOnDisk: f.storageBytes },
+      storage: { ...d.storage, bytesOnDisk: f.storageBytes, ...(f.storageBacklog ? { backlog: f.storageBacklog } : {}) },
       sessions: { count: f.sessions, bytes: f.sessionBytes, tombstones: f.tombstones },
       leases: { held: f.leases, waiting: f.leaseWaiters },
       counters: f.counters,

@@ -73,6 +73,7 @@ export class KilnServerSource implements ConsoleSource {
 
   async figures(recentWindowMs = 5000): Promise<ConsoleFigures> {
     const stats = this.server.tier.stats();
+    const storage = this.server.storageInfo();
     return {
       sessions: stats.sessions,
       sessionBytes: stats.sessionBytes,
@@ -87,7 +88,8 @@ export class KilnServerSource implements ConsoleSource {
       leaseWait: this.leaseWait.snapshot(),
       recent: recentOf(this.commitLatency.recent(recentWindowMs), this.leaseWait.recent(recentWindowMs)),
       clients: this.server.clients(),
-      storageBytes: this.server.storageInfo()?.bytesOnDisk ?? 0, // no storage: nothing on disk
+      storageBytes: storage?.bytesOnDisk ?? 0, // no storage: nothing on disk
+      ...(storage ? { storageBacklog: { bytes: storage.backlog.bytes, stalledMs: storage.backlog.stalledMs, refusing: storage.refusing ?? null } } : {}),
     };
   }
 

@@ -50,6 +50,9 @@ export class ServerMetrics {
     // Figures a source may not have (Redis: counting tombstones would need a scan).
     optionalGauge(this.registry, 'kiln_tombstones', 'Tombstones of destroyed sessions', () => f().tombstones);
     optionalGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes);
+    optionalGauge(this.registry, 'kiln_storage_backlog_bytes', 'Bytes of log waiting to be written (commits are refused at --max-log-backlog-bytes)', () => f().storageBacklog?.bytes ?? null);
+    optionalGauge(this.registry, 'kiln_storage_stalled_seconds', 'How long the oldest outstanding log write or sync has waited (commits are refused at --log-stall-ms)', () => (f().storageBacklog ? f().storageBacklog!.stalledMs / 1000 : null));
+    optionalGauge(this.registry, 'kiln_storage_refusing', '1 while commits are refused because the log is behind its disk', () => (f().storageBacklog ? (f().storageBacklog!.refusing ? 1 : 0) : null));
     optionalGauge(this.registry, 'kiln_redis_replicas_online', 'Redis: replicas the master has online (a commit asks for `replicas` of them)', () => f().replicasOnline ?? null);
     // What each app server's client last reported (near cache), labelled by client.
     for (const [name, help, key] of [

@@ -102,6 +102,12 @@ export interface ConsoleFigures {
   clients: ConsoleClient[];
   /** Bytes of log on disk (0 without storage); null where the source cannot tell (Redis). */
   storageBytes: number | null;
+  /**
+   * Kiln server with a data directory: the log's bytes not yet written, how long its
+   * oldest outstanding write or sync has waited, and why commits are refused now (its
+   * disk behind), if they are.
+   */
+  storageBacklog?: { bytes: number; stalledMs: number; refusing: string | null };
   /** Redis with `replicas`: replicas the master has online (absent elsewhere). */
   replicasOnline?: number | null;
 }

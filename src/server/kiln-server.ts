@@ -16,7 +16,7 @@ import { WaitingRoom } from './waiting-room.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { checkTokenStrength } from '../util/secret-file.js';
-import { AppendLog, type FsyncPolicy, type LoadReport } from './storage/append-log.js';
+import { AppendLog, DEFAULT_LOG_STALL_MS, DEFAULT_MAX_LOG_BACKLOG_BYTES, type FsyncPolicy, type LoadReport, type LogBacklog } from './storage/append-log.js';
 import { readLastRepair, type RepairSummary } from './storage/last-repair.js';
 import { Keyring, readKeyFile } from './storage/record-codec.js';
 import { repairDataDir } from './storage/repair.js';
@@ -69,6 +69,14 @@ export interface KilnServerOptions {
   expirySweepMs?: number;
   touchGraceMs?: number;
   compactMinBytes?: number;
+  /**
+   * Bytes of log waiting to be written (fsync "always": synced) at which commits are
+   * refused with KILN_ERR_STORAGE_BEHIND before they change anything, so a slow or stalled
+   * disk cannot fill the server's memory. Default 64 MiB.
+   */
+  maxLogBacklogBytes?: number;
+  /** A log write or sync outstanding this long (a stalled disk) also refuses commits. Default 5000 ms. */
+  logStallMs?: number;
   /** Serve TLS (clients use kilns://): PEM certificate and key, as strings or file paths. */
   tls?: { cert: string; key: string };
   /**
@@ -105,7 +113,7 @@ export type ServerActivity =
   | { type: 'client-joined' | 'client-left'; client: ClientInfo & { ownerId: string }; at: number }
   | { type: 'request'; message: number; ms: number; code: string | undefined; at: number };
 
-const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxLeasesPerConnection', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'tls', 'encryption', 'repair', 'logger'];
+const KNOWN = ['host', 'port', 'token', 'tokens', 'insecureNoAuth', 'dataDir', 'fsync', 'maxConnections', 'maxHandshaking', 'handshakeFailureLimit', 'maxSessions', 'maxSessionsPerPrincipal', 'maxLeasesPerConnection', 'maxFrameBytes', 'idleConnectionTimeoutMs', 'handshakeTimeoutMs', 'limits', 'recallTimeoutMs', 'expirySweepMs', 'touchGraceMs', 'compactMinBytes', 'maxLogBacklogBytes', 'logStallMs', 'tls', 'encryption', 'repair', 'logger'];
 
 export class KilnServer {
   readonly tier: Tier;
@@ -180,6 +188,8 @@ export class KilnServer {
         dir: this.dataDir,
         fsync: this.fsync,
         compactMinBytes: o.int('compactMinBytes', 64 * 1024 * 1024, 0),
+        maxBacklogBytes: o.int('maxLogBacklogBytes', DEFAULT_MAX_LOG_BACKLOG_BYTES, 64 * 1024),
+        stallMs: o.int('logStallMs', DEFAULT_LOG_STALL_MS, 100),
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
         dump: () => this.tier.dump(),
         onError: (err) => this.log.error('storage error', { error: err.message }),
@@ -286,9 +296,10 @@ export class KilnServer {
   }
 
   /** Storage figures for the admin console (undefined without a data directory). */
-  storageInfo(): { dataDir: string; fsync: FsyncPolicy; bytesOnDisk: number; counters: Record<string, number> } | undefined {
+  storageInfo(): { dataDir: string; fsync: FsyncPolicy; bytesOnDisk: number; backlog: LogBacklog; refusing: string | undefined; counters: Record<string, number> } | undefined {
     if (!this.storage || !this.dataDir) return undefined;
-    return { dataDir: this.dataDir, fsync: this.fsync, bytesOnDisk: this.storage.bytesOnDisk, counters: { ...this.storage.counters } };
+    const now = Date.now();
+    return { dataDir: this.dataDir, fsync: this.fsync, bytesOnDisk: this.storage.bytesOnDisk, backlog: this.storage.backlog(now), refusing: this.storage.refusal(now), counters: { ...this.storage.counters } };
   }
 
   private announce(event: ServerActivity): void {

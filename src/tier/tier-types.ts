@@ -19,6 +19,8 @@ export interface TierOwner {
 export interface TierStorage {
   /** Resolves once the record is as durable as the fsync policy promises. */
   append(record: TierRecord): Promise<void>;
+  /** Why no commit should be applied now (the disk is behind), or undefined. */
+  refusal?(): string | undefined;
 }
 
 export interface TierOptions {

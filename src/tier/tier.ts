@@ -175,6 +175,10 @@ export class Tier {
       checkDeltaNames(req);
       // The caps are checked before anything changes; a refusal stores nothing.
       this.caps.check(req, this.sessions);
+      // So is the disk: a commit applied in memory and then left waiting on a stalled
+      // disk would be seen by every reader, yet never acknowledged and lost at a crash.
+      const behind = this.storage?.refusal?.();
+      if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit was not applied, try again later`, { details: { sessionId: req.sessionId } });
       result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);
     } catch (err) {
       this.counters.rejectedCommits++;

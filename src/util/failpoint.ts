@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+
 /**
  * Named crash points for the fault tests. When the environment variable KILN_FAILPOINT
  * names the point a process reaches, the process kills itself there with SIGKILL, as a
@@ -6,11 +8,36 @@
  * a snapshot's rename) between two steps and check what a restart makes of it.
  *
  * Unset (always, outside those tests) a point costs one environment lookup; the points
- * sit on paths that run a few times per process, never per request.
+ * sit on paths that run a few times per process, or (failpointHold's `log:write`) once
+ * per write of the log, never per request.
  *
  * @example
  * failpoint('repair:old-files-kept'); // KILN_FAILPOINT=repair:old-files-kept kiln repair …
  */
 export function failpoint(name: string): void {
   if (process.env['KILN_FAILPOINT'] === name) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * A named stall for the fault tests: when KILN_FAILPOINT names the point and the file
+ * that KILN_FAILPOINT_HOLD names exists, the returned promise waits until that file is
+ * removed, as an operation waits on a stalled disk; otherwise undefined (no wait, no
+ * promise). The log's writes use it (`log:write`): a test can hold a real server's disk
+ * and let it go.
+ *
+ * @example
+ * const held = failpointHold('log:write'); // KILN_FAILPOINT=log:write KILN_FAILPOINT_HOLD=/tmp/hold
+ * if (held) await held;
+ */
+export function failpointHold(name: string): Promise<void> | undefined {
+  if (process.env['KILN_FAILPOINT'] !== name) return undefined;
+  const file = process.env['KILN_FAILPOINT_HOLD'];
+  if (!file || !existsSync(file)) return undefined;
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (existsSync(file)) setTimeout(check, 20);
+      else resolve();
+    };
+    check();
+  });
 }

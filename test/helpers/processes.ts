@@ -78,6 +78,8 @@ export interface ServerStartOptions {
   args?: string[];
   /** How long to wait for the ready line (default 10 s; a server replaying a large log needs more). */
   readyTimeoutMs?: number;
+  /** More environment for the server (a failpoint). */
+  env?: Record<string, string>;
 }
 
 export async function startKilnServer(options: ServerStartOptions = {}): Promise<ServerProcess> {
@@ -86,7 +88,7 @@ export async function startKilnServer(options: ServerStartOptions = {}): Promise
   if (options.dataDir) args.push('--data', options.dataDir, '--fsync', options.fsync ?? 'everysec');
   else args.push('--no-data');
   args.push(...(options.args ?? []));
-  const started = await startKilnCommand(args, { KILN_TOKEN: token }, /ready on [^\s]+:(\d+)/, 'kiln server', options.readyTimeoutMs);
+  const started = await startKilnCommand(args, { ...options.env, KILN_TOKEN: token }, /ready on [^\s]+:(\d+)/, 'kiln server', options.readyTimeoutMs);
   const port = Number(started.match[1]);
   return { ...started, port, url: `kiln://127.0.0.1:${port}`, token };
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -264,5 +264,89 @@ describe('append-only log', () => {
     }
     assert.equal(Buffer.from(encodeRecord({ t: 'c', id: 'e', v: 2, cid: 'p:5', la: 5, packed, del: [], p: 'é'.repeat(30_000) }))[0], 0xc1, '60,000 bytes still fit');
     assert.throws(() => decodeRecord(Buffer.from([0xc1, 0x63, 0, 1])), RangeError, 'a truncated binary record is refused');
+  });
+});
+
+describe('append-only log: a disk that falls behind', () => {
+  /** Holds the log's writes (failpoint `log:write`) while the returned file exists. */
+  function holdWrites(): { hold: string; holdDir: string } {
+    const holdDir = tempDir('kiln-hold-');
+    const hold = join(holdDir, 'hold');
+    process.env['KILN_FAILPOINT'] = 'log:write';
+    process.env['KILN_FAILPOINT_HOLD'] = hold;
+    writeFileSync(hold, '');
+    return { hold, holdDir };
+  }
+
+  function commitRecord(table: SessionTable, i: number, bytes: number): TierRecord {
+    const { record } = table.applyCommit({ sessionId: generateSessionId(), token: 1, commitId: `c${i}`, baseVersion: 0, lastAccessedAt: 1, set: [['v', new Uint8Array(bytes).fill(i % 256)]], del: [], principal: undefined }, DEFAULT_SESSION_LIMITS, Date.now());
+    return record!;
+  }
+
+  it('counts what waits for the disk, refuses commits past its limit, stops logging touches, and lets go when the disk answers', async () => {
+    const dir = tempDir();
+    const { hold, holdDir } = holdWrites();
+    try {
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', maxBacklogBytes: 64 * 1024, stallMs: 60_000 });
+      log.load(() => undefined);
+      await log.open();
+      const pending: Promise<void>[] = [];
+      let settled = 0;
+      for (let i = 0; log.refusal() === undefined; i++) {
+        assert.ok(i < 200, 'the backlog reaches its limit');
+        const done = log.append(commitRecord(table, i, 1024));
+        void done.then(() => settled++);
+        pending.push(done);
+        await new Promise((resolve) => setImmediate(resolve)); // one write under way, the rest behind it
+      }
+      const { bytes } = log.backlog();
+      assert.ok(bytes >= 64 * 1024 && bytes < 64 * 1024 + 2048, `backlog ${bytes} B: the records appended, up to the limit`);
+      assert.match(log.refusal()!, /log is 0\.1 MiB behind its disk \(limit 0\.1 MiB\)/);
+      // Over the limit an access time is applied in memory only, and counted.
+      const appends = log.counters.appends;
+      await log.append({ t: 'a', items: [[generateSessionId(), 5]] });
+      assert.equal(log.counters.accessTimesDropped, 1);
+      assert.equal(log.counters.appends, appends);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(settled, 0, 'nothing is acknowledged while the disk holds the write');
+      unlinkSync(hold);
+      await Promise.all(pending);
+      assert.deepEqual(log.backlog(), { bytes: 0, stalledMs: 0 });
+      assert.equal(log.refusal(), undefined);
+      await log.close();
+      const { report, log: again } = reload(dir);
+      assert.equal(report.records, pending.length, 'every record held back reached the disk');
+      await again.open();
+      await again.close();
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      removeDir(dir);
+      removeDir(holdDir);
+    }
+  });
+
+  it('calls a write outstanding past stallMs a stall, whatever the backlog', async () => {
+    const dir = tempDir();
+    const { hold, holdDir } = holdWrites();
+    try {
+      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 150 });
+      log.load(() => undefined);
+      await log.open();
+      const done = log.append(commitRecord(new SessionTable(), 1, 100));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(log.refusal(), undefined, 'a write under way for less than stallMs is no stall');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.ok(log.backlog().stalledMs >= 150, `stalled ${log.backlog().stalledMs} ms`);
+      assert.match(log.refusal()!, /a write to the server's log has been waiting on its disk for 0\.\d s/);
+      unlinkSync(hold);
+      await done;
+      assert.equal(log.refusal(), undefined);
+      await log.close();
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      removeDir(dir);
+      removeDir(holdDir);
+    }
   });
 });

@@ -26,6 +26,10 @@ Options:
   --repair                   when the data directory is damaged (KILN_ERR_STORAGE_DAMAGED), repair
                              it first as \`kiln repair\` does; a sound one is loaded as it is
   --fsync <policy>           always | everysec | never (default everysec)
+  --max-log-backlog-bytes <n>  log bytes waiting for the disk at which commits are refused
+                             with KILN_ERR_STORAGE_BEHIND, changing nothing (default 67108864)
+  --log-stall-ms <n>         a log write or sync waiting this long on the disk refuses
+                             commits too (default 5000)
   --token-file <file>        file holding the default namespace's token, 32 bytes or more
                              (else KILN_TOKEN)
   --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or
@@ -86,6 +90,8 @@ export const serverCommand: Command = {
         'encryption-key-file': { type: 'string' },
         repair: { type: 'boolean' },
         fsync: { type: 'string' },
+        'max-log-backlog-bytes': { type: 'string' },
+        'log-stall-ms': { type: 'string' },
         'token-file': { type: 'string' },
         'tokens-file': { type: 'string' },
         'insecure-no-auth': { type: 'boolean' },
@@ -157,6 +163,8 @@ export const serverCommand: Command = {
       fsync: fsync as 'always' | 'everysec' | 'never',
       encryption: values['encryption-key-file'] ? { keyFile: values['encryption-key-file'] } : undefined,
       repair: values.repair ?? false,
+      maxLogBacklogBytes: intFlag(values['max-log-backlog-bytes'], 'max-log-backlog-bytes'),
+      logStallMs: intFlag(values['log-stall-ms'], 'log-stall-ms'),
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
       maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
       handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),

@@ -5,6 +5,7 @@ import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
+import { failpointHold } from '../../util/failpoint.js';
 import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
 
 /**
@@ -49,6 +50,24 @@ export interface AppendLogOptions {
   onError?: (err: Error) => void;
   /** Encrypt records at rest with the keyring's current key; read with any of its keys. */
   keyring?: Keyring;
+  /**
+   * Bytes appended but not yet written (and, fsync "always", synced) at which commits are
+   * refused (`refusal()`) and access-time records are no longer logged. Default 64 MiB.
+   */
+  maxBacklogBytes?: number;
+  /** A write or sync outstanding this long counts as a stalled disk: commits are refused. Default 5000 ms. */
+  stallMs?: number;
+}
+
+export const DEFAULT_MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_LOG_STALL_MS = 5000;
+
+/** How far the log is behind its disk, for stats and the refusal's message. */
+export interface LogBacklog {
+  /** Bytes appended and not yet written (fsync "always": not yet synced). */
+  bytes: number;
+  /** How long the oldest write or sync now outstanding has taken; 0 when none is. */
+  stalledMs: number;
 }
 
 export interface LoadReport {
@@ -81,6 +100,18 @@ export class AppendLog implements TierStorage {
   private seq = 0;
   /** Encoded records waiting for the next write; sealed and framed then, once their place in the file is known. */
   private batch: Uint8Array[] = [];
+  /**
+   * What a slow disk leaves in memory: the batch's bytes and those of the write under way.
+   * Every append adds to it and every write's end takes its bytes off, so the bound holds
+   * whether the disk is slow, stalled, or failing (a failed write's records are dropped
+   * with their waiters rejected).
+   */
+  private backlogBytes = 0;
+  private readonly maxBacklogBytes: number;
+  private readonly stallMs: number;
+  /** Date.now() when the write (flush) or the sync (everysec) now outstanding began; 0 when none is. */
+  private writeSince = 0;
+  private syncSince = 0;
   private fileSeq = 0;
   private fileOffset = 0;
   private batchWaiters: Waiter[] = [];
@@ -93,12 +124,15 @@ export class AppendLog implements TierStorage {
   private closed = false;
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
   private staleRecords = 0;
-  readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0 };
+  /** `accessTimesDropped`: access-time records not logged because the backlog was full (see append). */
+  readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0, accessTimesDropped: 0 };
 
   constructor(private readonly options: AppendLogOptions) {
     this.dir = options.dir;
     this.policy = options.fsync;
     this.compactMinBytes = options.compactMinBytes ?? 64 * 1024 * 1024;
+    this.maxBacklogBytes = options.maxBacklogBytes ?? DEFAULT_MAX_LOG_BACKLOG_BYTES;
+    this.stallMs = options.stallMs ?? DEFAULT_LOG_STALL_MS;
   }
 
   /** Takes the directory lock and replays what is stored into `apply`. */
@@ -221,9 +255,24 @@ export class AppendLog implements TierStorage {
     }
   }
 
+  /**
+   * Queues a record for the next write. Over the backlog limit, an access-time record
+   * (a touch) is not logged: its time is applied in memory already, the session's next
+   * touch or commit logs a later one, and only a restart before that would bring back
+   * the earlier time (the session expiring that much sooner). Touches need no answer, so
+   * nothing else bounds how many a client sends while the disk is stalled. Every other
+   * record is logged: commits are refused before they are applied (`refusal()`), and
+   * destroys and expiries are at most one a session.
+   */
   append(record: TierRecord): Promise<void> {
     if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
-    this.batch.push(encodeRecord(record));
+    if (record.t === 'a' && this.backlogBytes >= this.maxBacklogBytes) {
+      this.counters.accessTimesDropped++;
+      return Promise.resolve();
+    }
+    const encoded = encodeRecord(record);
+    this.batch.push(encoded);
+    this.backlogBytes += encoded.length;
     this.counters.appends++;
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
     if (!this.flushScheduled) {
@@ -242,13 +291,18 @@ export class AppendLog implements TierStorage {
     const waiters = this.batchWaiters;
     this.batch = [];
     this.batchWaiters = [];
+    let bytes = 0;
+    for (const payload of payloads) bytes += payload.length;
     this.flushing = (async () => {
+      this.writeSince = Date.now();
       try {
         // Framed here, not in append(): a sealed record authenticates its offset in the
         // file, known only now (a compaction may have switched files since the append).
         const file = this.file!;
         const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, this.fileOffset);
         this.fileOffset += data.length;
+        const held = failpointHold('log:write');
+        if (held) await held;
         await file.write(data);
         this.counters.writes++;
         this.counters.bytesWritten += data.length;
@@ -266,6 +320,8 @@ export class AppendLog implements TierStorage {
         this.options.onError?.(error);
       } finally {
         this.flushing = undefined;
+        this.writeSince = 0;
+        this.backlogBytes -= bytes;
       }
     })();
     await this.flushing;
@@ -274,6 +330,26 @@ export class AppendLog implements TierStorage {
 
   get bytesOnDisk(): number {
     return this.logBytes;
+  }
+
+  /** How far the log is behind its disk now. */
+  backlog(now = Date.now()): LogBacklog {
+    const since = Math.min(this.writeSince || Number.POSITIVE_INFINITY, this.syncSince || Number.POSITIVE_INFINITY);
+    return { bytes: this.backlogBytes, stalledMs: Number.isFinite(since) ? Math.max(0, now - since) : 0 };
+  }
+
+  /**
+   * Why no commit should be applied now, or undefined: the backlog is at its limit, or a
+   * write or sync has been outstanding `stallMs`. A commit is refused before it changes
+   * anything (Tier.commit), so a slow or stalled disk costs its clients a retryable error
+   * (KILN_ERR_STORAGE_BEHIND) instead of the server's memory, and them a wait for an
+   * acknowledgement that may never come.
+   */
+  refusal(now = Date.now()): string | undefined {
+    const { bytes, stalledMs } = this.backlog(now);
+    if (bytes >= this.maxBacklogBytes) return `the server's log is ${mebibytes(bytes)} behind its disk (limit ${mebibytes(this.maxBacklogBytes)})`;
+    if (stalledMs >= this.stallMs) return `a write to the server's log has been waiting on its disk for ${(stalledMs / 1000).toFixed(1)} s`;
+    return undefined;
   }
 
   /** Writes a snapshot of the current state and drops the logs it covers. */
@@ -342,11 +418,14 @@ export class AppendLog implements TierStorage {
   private async syncIfDirty(): Promise<void> {
     if (!this.dirty || !this.file || this.closed) return;
     this.dirty = false;
+    this.syncSince = Date.now();
     try {
       await this.file.datasync();
       this.counters.syncs++;
     } catch (err) {
       this.options.onError?.(err as Error);
+    } finally {
+      this.syncSince = 0;
     }
   }
 
@@ -409,4 +488,8 @@ function damaged(file: string, offset: number, why: string, dir: string): KilnEr
     `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory": \`kiln repair --data-dir ${dir}\` keeps every session that can be trusted and moves the damaged files aside (or start the server with --repair).`,
     { details: { file, offset } },
   );
+}
+
+function mebibytes(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
