@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
+import { generateSessionId } from '../../src/session/id.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { freePort, KILN_BIN, startKilnServer, waitFor, type ServerProcess } from '../helpers/processes.js';
 
@@ -81,6 +82,19 @@ describe('operator CLI', () => {
     assert.equal((await kiln.open(ids[10]!)).isNew, true);
     const r = JSON.parse(await cli('sessions', 'rm', '--principal', 'olga', '--json')) as { destroyed: number };
     assert.equal(r.destroyed, 3);
+  });
+
+  it('kiln sessions show and rm take an id that begins with a dash (one id in 32 does)', async () => {
+    const handle = await kiln.open(null, { newId: () => `-${generateSessionId().slice(1)}` });
+    handle.set('dash', true);
+    await handle.commit({ final: true });
+    handle.close();
+    const dashed = handle.id;
+    assert.ok(dashed.startsWith('-'));
+    const shown = JSON.parse(await cli('sessions', 'show', dashed, '--json')) as { meta: { id: string } };
+    assert.equal(shown.meta.id, dashed);
+    assert.match(await cli('sessions', 'rm', '--json', dashed), /"destroyed":true|invalidated/);
+    assert.equal((await kiln.open(dashed)).isNew, true);
   });
 
   it('kiln top --json prints a frame per interval with rates', async () => {

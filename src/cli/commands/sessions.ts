@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { KilnError } from '../../errors/index.js';
 import type { SessionMeta } from '../../session/model.js';
 import { ADMIN_FLAGS, ADMIN_HELP, adminCall, adminTarget, bytes, columns, duration } from '../admin-client.js';
-import { intFlag } from '../args.js';
+import { dashSafeArgs, intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln sessions ls [--principal P | --prefix X] [--limit N] [--after NEXT]
@@ -33,12 +33,9 @@ export const sessionsCommand: Command = {
   summary: 'list, show and invalidate sessions (ls | show | rm)',
   help: HELP,
   async run(argv) {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      options: { ...ADMIN_FLAGS, principal: { type: 'string' }, prefix: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: true,
-    });
+    const options = { ...ADMIN_FLAGS, principal: { type: 'string' }, prefix: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
+    // Ids, handles, cursors, principals and prefixes may begin with '-'.
+    const { values, positionals } = parseArgs({ args: dashSafeArgs(argv, options, ['show', 'rm']), options, strict: true, allowPositionals: true });
     const [verb, id] = positionals;
     if (values.help || !verb) {
       process.stdout.write(HELP);
