@@ -193,6 +193,7 @@ export class KilnServer {
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,
         dump: () => this.tier.dump(),
         onError: (err) => this.log.error('storage error', { error: err.message }),
+        onRecovered: (message) => this.log.warn('storage recovered', { message }),
         keyring: this.keyring,
       });
     }

@@ -21,6 +21,8 @@ export interface TierStorage {
   append(record: TierRecord): Promise<void>;
   /** Why no commit should be applied now (the disk is behind), or undefined. */
   refusal?(): string | undefined;
+  /** Resolves once everything appended so far is durable (the policy's promise), or rejects as its write did. */
+  settled?(): Promise<void>;
 }
 
 export interface TierOptions {

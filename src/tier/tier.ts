@@ -168,6 +168,9 @@ export class Tier {
       if (known !== undefined) {
         this.counters.duplicateCommits++;
         if (req.release) this.release(ownerId, req.sessionId, req.token);
+        // The first try's record may still wait on the disk (a client that gave up on a
+        // stalled one retries the same commit): acknowledged only once it is written.
+        if (this.storage?.settled) await this.storage.settled();
         return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);

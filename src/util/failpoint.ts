@@ -30,9 +30,8 @@ export function failpoint(name: string): void {
  * if (held) await held;
  */
 export function failpointHold(name: string): Promise<void> | undefined {
-  if (process.env['KILN_FAILPOINT'] !== name) return undefined;
-  const file = process.env['KILN_FAILPOINT_HOLD'];
-  if (!file || !existsSync(file)) return undefined;
+  if (!failpointActive(name)) return undefined;
+  const file = process.env['KILN_FAILPOINT_HOLD']!;
   return new Promise((resolve) => {
     const check = (): void => {
       if (existsSync(file)) setTimeout(check, 20);
@@ -40,4 +39,15 @@ export function failpointHold(name: string): Promise<void> | undefined {
     };
     check();
   });
+}
+
+/**
+ * Whether a named fault is on now: KILN_FAILPOINT names it and the file KILN_FAILPOINT_HOLD
+ * names exists. The log's writes fail while `log:write-fails` is (a disk gone full: half
+ * of each write reaches the file, then ENOSPC), its everysec syncs while `log:sync-fails` is.
+ */
+export function failpointActive(name: string): boolean {
+  if (process.env['KILN_FAILPOINT'] !== name) return false;
+  const file = process.env['KILN_FAILPOINT_HOLD'];
+  return file !== undefined && file !== '' && existsSync(file);
 }

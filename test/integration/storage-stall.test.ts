@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createSessionClient } from '../../src/client/session-client.js';
@@ -29,11 +29,32 @@ describe('kiln server: a log whose disk falls behind', () => {
     return { get: (path) => fetch(`${admin[1]}${path}`, { headers: { authorization: `Bearer ${token}` } }) };
   }
 
-  it('refuses commits past --max-log-backlog-bytes before applying them, keeps every one it took, and takes commits again when the disk answers', async () => {
+  /** A fresh data directory, and the file whose presence turns the log's fault `point` on in a server started with `env`. */
+  function faultyDisk(point: string): { dataDir: string; hold: string; env: Record<string, string>; cleanup: () => void } {
     const dataDir = tempDir();
     const holdDir = tempDir('kiln-hold-');
     const hold = join(holdDir, 'hold');
-    const env = { KILN_FAILPOINT: 'log:write', KILN_FAILPOINT_HOLD: hold };
+    return { dataDir, hold, env: { KILN_FAILPOINT: point, KILN_FAILPOINT_HOLD: hold }, cleanup: () => [dataDir, holdDir].forEach(removeDir) };
+  }
+
+  /** A kiln server with the fault `point` and a client engine on it, for a test that needs no restart. */
+  async function withFaultyServer(point: string, serverOptions: { fsync: 'always' | 'everysec'; args: string[] }, operationTimeoutMs: number, run: (server: ServerProcess, engine: Engine, hold: string) => Promise<void>): Promise<void> {
+    const disk = faultyDisk(point);
+    const server = await startKilnServer({ dataDir: disk.dataDir, env: disk.env, ...serverOptions });
+    const engine = connect(server.url, { token: server.token, operationTimeoutMs });
+    try {
+      await engine.connect();
+      await run(server, engine, disk.hold);
+    } finally {
+      rmSync(disk.hold, { force: true });
+      await engine.close();
+      await server.kill();
+      disk.cleanup();
+    }
+  }
+
+  it('refuses commits past --max-log-backlog-bytes before applying them, keeps every one it took, and takes commits again when the disk answers', async () => {
+    const { dataDir, hold, env, cleanup } = faultyDisk('log:write');
     let server = await startKilnServer({ dataDir, fsync: 'always', env, args: ['--max-log-backlog-bytes', String(BACKLOG), '--log-stall-ms', '60000', '--admin-port', '0'] });
     let engine: Engine | undefined;
     try {
@@ -58,7 +79,6 @@ describe('kiln server: a log whose disk falls behind', () => {
       }
       assert.equal(refused.error.code, 'KILN_ERR_STORAGE_BEHIND');
       assert.match(refused.error.message, /log is 0\.\d+ MiB behind its disk \(limit 0\.3 MiB\); the commit was not applied/);
-      assert.ok(taken.length >= BACKLOG / VALUE.length - 1, `${taken.length} commits taken before the refusal`);
       // Refused means not applied: the session does not exist.
       const again = await engine.acquire(refused.id);
       assert.equal(again.snapshot, null, 'the refused commit changed nothing');
@@ -82,8 +102,13 @@ describe('kiln server: a log whose disk falls behind', () => {
       }
 
       // The disk answers: everything taken is acknowledged, and commits are taken again.
+      // (A refusal slower than 100 ms to come back was filed as taken: it must be a refusal.)
       unlinkSync(hold);
-      await Promise.all(taken.map((t) => t.done));
+      const outcomes = await Promise.allSettled(taken.map((t) => t.done));
+      const late = outcomes.filter((o) => o.status === 'rejected');
+      for (const o of late) assert.equal((o.reason as { code?: string }).code, 'KILN_ERR_STORAGE_BEHIND');
+      const acked = taken.filter((_, i) => outcomes[i]!.status === 'fulfilled');
+      assert.ok(acked.length >= BACKLOG / VALUE.length - 1, `${acked.length} commits acknowledged`);
       await engine.commit(commitOf(refused.id, refused.token, 0, { v: 'after' }));
       const metricsAfter = await (await admin.get('/metrics')).text();
       assert.match(metricsAfter, /^kiln_storage_refusing 0$/m);
@@ -95,7 +120,7 @@ describe('kiln server: a log whose disk falls behind', () => {
       server = await startKilnServer({ dataDir, fsync: 'always' });
       engine = connect(server.url, { token: server.token });
       await engine.connect();
-      for (const { id } of [before, ...taken]) {
+      for (const { id } of [before, ...acked]) {
         const grant = await engine.acquire(id);
         assert.ok(grant.snapshot, `session ${id} survived the crash`);
         assert.equal(String(decodeAttribute(grant.snapshot.attributes.get('v')!)).length, id === before.id ? 'before'.length : VALUE.length);
@@ -104,38 +129,80 @@ describe('kiln server: a log whose disk falls behind', () => {
       assert.equal(decodeAttribute(retried.snapshot!.attributes.get('v')!), 'after');
     } finally {
       await engine?.close();
+      rmSync(hold, { force: true });
       await server.kill();
-      removeDir(dataDir);
-      removeDir(holdDir);
+      cleanup();
     }
   });
 
-  it('refuses commits while a log write has waited --log-stall-ms, whatever its size', async () => {
-    const dataDir = tempDir();
-    const holdDir = tempDir('kiln-hold-');
-    const hold = join(holdDir, 'hold');
-    const server = await startKilnServer({ dataDir, fsync: 'everysec', env: { KILN_FAILPOINT: 'log:write', KILN_FAILPOINT_HOLD: hold }, args: ['--log-stall-ms', '300'] });
-    const engine = connect(server.url, { token: server.token, operationTimeoutMs: 20_000 });
-    try {
-      await engine.connect();
+  it('refuses commits while a log write has waited --log-stall-ms, whatever its size', () =>
+    withFaultyServer('log:write', { fsync: 'everysec', args: ['--log-stall-ms', '300', '--admin-port', '0'] }, 20_000, async (server, engine, hold) => {
+      const admin = await adminOf(server);
       writeFileSync(hold, '');
       const stuck = (async () => {
         const id = generateSessionId();
         const grant = await engine.acquire(id);
         return engine.commit(commitOf(id, grant.token, 0, { n: 1 }));
       })();
-      await sleep(500);
+      // One small record, far below the backlog limit: only its wait refuses what follows.
+      await waitFor(async () => /^kiln_storage_refusing 1$/m.test(await (await admin.get('/metrics')).text()), 10_000, 'the stall to refuse commits');
       const id = generateSessionId();
       const grant = await engine.acquire(id);
-      await assert.rejects(engine.commit(commitOf(id, grant.token, 0, { n: 1 })), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /waiting on its disk for 0\.\d s/.test(err.message));
+      await assert.rejects(engine.commit(commitOf(id, grant.token, 0, { n: 1 })), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /a write to the server's log has been waiting on its disk for \d+\.\d s/.test(err.message));
       unlinkSync(hold);
       await stuck;
       await engine.commit(commitOf(id, grant.token, 0, { n: 2 }));
-    } finally {
+    }));
+
+  it('a disk gone full: the batch it refused is written again whole when space is back, commits are refused meanwhile, and a crash after finds a clean log', async () => {
+    const { dataDir, hold, env, cleanup } = faultyDisk('log:write-fails');
+    let server = await startKilnServer({ dataDir, fsync: 'always', env, args: ['--log-stall-ms', '60000'] });
+    let engine = connect(server.url, { token: server.token, operationTimeoutMs: 20_000 });
+    try {
+      await engine.connect();
+      const before = await createSession(engine, { v: 'before' });
+      writeFileSync(hold, '');
+      const id = generateSessionId();
+      const grant = await engine.acquire(id);
+      const pending = engine.commit(commitOf(id, grant.token, 0, { v: 'while full' }));
+      await waitFor(() => /could not write the log \(ENOSPC/.test(server.output()), 5000, 'the storage error line');
+      const other = generateSessionId();
+      const otherGrant = await engine.acquire(other);
+      await assert.rejects(engine.commit(commitOf(other, otherGrant.token, 0, { v: 1 })), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /log cannot be written \(ENOSPC/.test(err.message));
+      unlinkSync(hold);
+      assert.equal((await pending).version, 1, 'acknowledged once the disk takes it');
+      await waitFor(() => /storage recovered/.test(server.output()), 5000, 'the recovery line');
       await engine.close();
       await server.kill();
-      removeDir(dataDir);
-      removeDir(holdDir);
+      server = await startKilnServer({ dataDir, fsync: 'always' });
+      assert.doesNotMatch(server.output(), /torn/, 'no half record was left in the log');
+      engine = connect(server.url, { token: server.token });
+      await engine.connect();
+      assert.equal(decodeAttribute((await engine.acquire(before.id)).snapshot!.attributes.get('v')!), 'before');
+      assert.equal(decodeAttribute((await engine.acquire(id)).snapshot!.attributes.get('v')!), 'while full');
+      assert.equal((await engine.acquire(other)).snapshot, null, 'the refused commit was never applied');
+    } finally {
+      await engine.close();
+      rmSync(hold, { force: true });
+      await server.kill();
+      cleanup();
     }
   });
+
+  it('a commit retried after its first try timed out on a stalled disk is acknowledged only once the disk took it', () =>
+    withFaultyServer('log:write', { fsync: 'always', args: ['--log-stall-ms', '60000'] }, 500, async (_server, engine, hold) => {
+      writeFileSync(hold, '');
+      const id = generateSessionId();
+      const grant = await engine.acquire(id);
+      const request = commitOf(id, grant.token, 0, { v: 1 });
+      await assert.rejects(engine.commit(request), (err: { code?: string }) => err.code === 'KILN_ERR_TIMEOUT');
+      // The same commit again, as CommitSender sends it: the server knows it, but its record is not on disk yet.
+      const retried = engine.commit(request);
+      const early = await Promise.race([retried.then(() => 'acknowledged', (e: { code?: string }) => e.code), sleep(300).then(() => 'waiting')]);
+      assert.notEqual(early, 'acknowledged', 'no acknowledgement ahead of the disk');
+      unlinkSync(hold);
+      if (early === 'waiting') assert.deepEqual(await retried, { version: 1, duplicate: true });
+      // (Timed out again while waiting: a third try, now that the disk answers, is acknowledged.)
+      else assert.deepEqual(await engine.commit(request), { version: 1, duplicate: true });
+    }));
 });

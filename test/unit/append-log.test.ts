@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -9,7 +9,7 @@ import { decodeRecord, encodeRecord } from '../../src/server/storage/record-code
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import { packAttributesToBytes, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
-import { removeDir, tempDir } from '../helpers/processes.js';
+import { removeDir, tempDir, waitFor } from '../helpers/processes.js';
 
 function reload(dir: string): { table: SessionTable; report: ReturnType<AppendLog['load']>; log: AppendLog } {
   const table = new SessionTable();
@@ -268,14 +268,25 @@ describe('append-only log', () => {
 });
 
 describe('append-only log: a disk that falls behind', () => {
-  /** Holds the log's writes (failpoint `log:write`) while the returned file exists. */
-  function holdWrites(): { hold: string; holdDir: string } {
+  /**
+   * Runs a test on a fresh data directory with a fault of the log on (failpoint `point`:
+   * writes held, writes or syncs failing) while the file `hold` exists; cleans up after.
+   */
+  async function withFault(point: string, run: (dir: string, hold: string) => Promise<void>): Promise<void> {
+    const dir = tempDir();
     const holdDir = tempDir('kiln-hold-');
     const hold = join(holdDir, 'hold');
-    process.env['KILN_FAILPOINT'] = 'log:write';
+    process.env['KILN_FAILPOINT'] = point;
     process.env['KILN_FAILPOINT_HOLD'] = hold;
     writeFileSync(hold, '');
-    return { hold, holdDir };
+    try {
+      await run(dir, hold);
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      delete process.env['KILN_FAILPOINT_HOLD'];
+      removeDir(holdDir);
+      removeDir(dir);
+    }
   }
 
   function commitRecord(table: SessionTable, i: number, bytes: number): TierRecord {
@@ -283,10 +294,8 @@ describe('append-only log: a disk that falls behind', () => {
     return record!;
   }
 
-  it('counts what waits for the disk, refuses commits past its limit, stops logging touches, and lets go when the disk answers', async () => {
-    const dir = tempDir();
-    const { hold, holdDir } = holdWrites();
-    try {
+  it('counts what waits for the disk, refuses commits past its limit, stops logging touches, and lets go when the disk answers', () =>
+    withFault('log:write', async (dir, hold) => {
       const table = new SessionTable();
       const log = new AppendLog({ dir, fsync: 'always', maxBacklogBytes: 64 * 1024, stallMs: 60_000 });
       log.load(() => undefined);
@@ -319,34 +328,84 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(report.records, pending.length, 'every record held back reached the disk');
       await again.open();
       await again.close();
-    } finally {
-      delete process.env['KILN_FAILPOINT'];
-      removeDir(dir);
-      removeDir(holdDir);
-    }
-  });
+    }));
 
-  it('calls a write outstanding past stallMs a stall, whatever the backlog', async () => {
-    const dir = tempDir();
-    const { hold, holdDir } = holdWrites();
-    try {
-      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 150 });
+  it('calls a write outstanding past stallMs a stall, whatever the backlog', () =>
+    withFault('log:write', async (dir, hold) => {
+      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 1000 });
+      try {
+        log.load(() => undefined);
+        await log.open();
+        const done = log.append(commitRecord(new SessionTable(), 1, 100));
+        await waitFor(() => log.backlog().stalledMs > 0 || undefined, 2000, 'the write under way');
+        // Times are read at a given `now`, so the check does not race the machine's load.
+        const started = Date.now() - log.backlog().stalledMs;
+        assert.equal(log.refusal(started + 999), undefined, 'a write under way for less than stallMs is no stall');
+        assert.equal(log.backlog(started + 2500).stalledMs, 2500);
+        assert.match(log.refusal(started + 2500)!, /^a write to the server's log has been waiting on its disk for 2\.5 s$/);
+        unlinkSync(hold);
+        await done;
+        assert.equal(log.refusal(Date.now() + 60_000), undefined, 'no write outstanding, no stall');
+      } finally {
+        rmSync(hold, { force: true }); // a held write would keep close() waiting
+        await log.close();
+      }
+    }));
+
+  it('writes a batch the disk refused again, whole and at its place, keeping later records behind it; the log loads clean', () =>
+    withFault('log:write-fails', async (dir, hold) => {
+      const table = new SessionTable();
+      const errors: string[] = [];
+      const recovered: string[] = [];
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, onError: (e) => errors.push(e.message), onRecovered: (m) => recovered.push(m) });
       log.load(() => undefined);
       await log.open();
-      const done = log.append(commitRecord(new SessionTable(), 1, 100));
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(log.refusal(), undefined, 'a write under way for less than stallMs is no stall');
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.ok(log.backlog().stalledMs >= 150, `stalled ${log.backlog().stalledMs} ms`);
-      assert.match(log.refusal()!, /a write to the server's log has been waiting on its disk for 0\.\d s/);
+      let settled = 0;
+      const first = Array.from({ length: 5 }, (_, i) => log.append(commitRecord(table, i, 700)));
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const later = Array.from({ length: 3 }, (_, i) => log.append(commitRecord(table, 10 + i, 700)));
+      for (const p of [...first, ...later]) void p.then(() => settled++);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(settled, 0, 'nothing is acknowledged while the disk refuses the write');
+      assert.ok(log.counters.writeFailures >= 2, `tried again: ${log.counters.writeFailures} failures`);
+      assert.match(log.refusal()!, /^the server's log cannot be written \(ENOSPC: no space left on device.*\) for \d+\.\d s$/);
+      assert.equal(errors.length, 1, 'one error line for the whole episode');
+      assert.match(errors[0]!, /could not write the log \(ENOSPC.*\); commits are refused and the write is tried again/);
       unlinkSync(hold);
-      await done;
+      await Promise.all([...first, ...later]);
       assert.equal(log.refusal(), undefined);
+      assert.equal(recovered.length, 1);
+      assert.match(recovered[0]!, /the log is written again after \d+\.\d s of failures/);
       await log.close();
-    } finally {
-      delete process.env['KILN_FAILPOINT'];
-      removeDir(dir);
-      removeDir(holdDir);
-    }
-  });
+      const { report, log: again, table: back } = reload(dir);
+      assert.equal(report.tornTails, 0, 'no half record left in the file');
+      assert.equal(report.records, 8);
+      assert.equal(back.size, 8);
+      await again.open();
+      await again.close();
+    }));
+
+  it('after a failed sync (everysec), refuses commits until a snapshot of every session is on disk', () =>
+    withFault('log:sync-fails', async (dir, hold) => {
+      const table = new SessionTable();
+      const errors: string[] = [];
+      const log = new AppendLog({ dir, fsync: 'everysec', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
+      log.load(() => undefined);
+      await log.open();
+      await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(commitRecord(table, i, 100))));
+      // The sync timer ticks once a second.
+      await waitFor(() => log.counters.syncFailures > 0, 3000, 'a failed sync');
+      assert.match(log.refusal()!, /could not be synced \(EIO.*\); a snapshot is being written/);
+      assert.match(errors[0]!, /could not sync the log \(EIO.*\); commits are refused until a snapshot of every session is on disk/);
+      unlinkSync(hold);
+      await waitFor(() => log.refusal() === undefined, 3000, 'commits taken again');
+      assert.equal(log.counters.compactions, 1, 'durable again by a snapshot, not by a sync that proves nothing');
+      await log.close();
+      const { report, log: again, table: back } = reload(dir);
+      assert.equal(back.size, 20);
+      assert.ok(report.files >= 1);
+      await again.open();
+      await again.close();
+    }));
 });
+

@@ -349,3 +349,70 @@ describe('expiry by slot', () => {
     }
   });
 });
+
+describe('a commit and a disk that is behind (TierStorage.refusal, settled)', () => {
+  const commit = (id: string, token: number, commitId: string, extra: Record<string, unknown> = {}) => ({ sessionId: id, token, commitId, baseVersion: 0, lastAccessedAt: 10_000, set: [['v', Uint8Array.of(0xa1, 0x61)]] as [string, Uint8Array][], del: [], ...extra });
+
+  /** A storage whose disk the test runs: writes wait until `writeAll()`, and it refuses while `behind` is set. */
+  function slowDisk() {
+    let waiting: (() => void)[] = [];
+    const disk = {
+      behind: undefined as string | undefined,
+      appends: 0,
+      append: (): Promise<void> => {
+        disk.appends++;
+        return new Promise<void>((resolve) => waiting.push(resolve));
+      },
+      refusal: (): string | undefined => disk.behind,
+      settled: (): Promise<void> => (waiting.length === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiting.push(resolve))),
+      writeAll: (): void => {
+        const now = waiting;
+        waiting = [];
+        for (const resolve of now) resolve();
+      },
+    };
+    return disk;
+  }
+
+  it('refuses a commit before applying it: no session, no record, the lease kept even with release', async () => {
+    const disk = slowDisk();
+    const tier = new Tier({ storage: disk, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      disk.behind = 'the log is 64.0 MiB behind its disk';
+      const grant = await tier.acquire('app', 's1', 1000);
+      await assert.rejects(tier.commit('app', commit('s1', grant.token, 'c1', { release: true })), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /^the log is 64\.0 MiB behind its disk; the commit was not applied, try again later$/.test(err.message));
+      assert.equal(tier.sessionCount, 0);
+      assert.equal(disk.appends, 0);
+      assert.equal(tier.stats().counters.rejectedCommits, 1);
+      // Still the holder: the client retries under the same lease.
+      assert.equal((await tier.acquire('app', 's1', 1000)).token, grant.token);
+      disk.behind = undefined;
+      const done = tier.commit('app', commit('s1', grant.token, 'c1'));
+      disk.writeAll();
+      assert.equal((await done).version, 1);
+    } finally {
+      tier.close();
+    }
+  });
+
+  it('acknowledges a retried commit only once the first try\'s record is written', async () => {
+    const disk = slowDisk();
+    const tier = new Tier({ storage: disk, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      const grant = await tier.acquire('app', 's2', 1000);
+      const first = tier.commit('app', commit('s2', grant.token, 'c2'));
+      // The client gave up on the first try (its disk stalled) and sends the same commit again.
+      const retry = tier.commit('app', commit('s2', grant.token, 'c2'));
+      assert.equal(await Promise.race([retry.then(() => 'acknowledged'), nextTurn()]), 'next turn', 'not acknowledged ahead of the disk');
+      // A disk that is behind refuses new commits, never the retry of one it took.
+      disk.behind = 'behind';
+      disk.writeAll();
+      assert.deepEqual(await retry, { version: 1, duplicate: true });
+      assert.equal((await first).version, 1);
+    } finally {
+      tier.close();
+    }
+  });
+});

@@ -1,11 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
-import { failpointHold } from '../../util/failpoint.js';
+import { failpointActive, failpointHold } from '../../util/failpoint.js';
 import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
 
 /**
@@ -48,6 +49,8 @@ export interface AppendLogOptions {
   /** Every record of the current state, for compaction. */
   dump?: () => Iterable<TierRecord>;
   onError?: (err: Error) => void;
+  /** The log is written again after failures (for the server's log). */
+  onRecovered?: (message: string) => void;
   /** Encrypt records at rest with the keyring's current key; read with any of its keys. */
   keyring?: Keyring;
   /**
@@ -112,9 +115,22 @@ export class AppendLog implements TierStorage {
   /** Date.now() when the write (flush) or the sync (everysec) now outstanding began; 0 when none is. */
   private writeSince = 0;
   private syncSince = 0;
+  /** The write being tried again (see writeUntilDone): when it first failed, and how it last did. */
+  private writeFailure: { since: number; message: string } | undefined;
+  /**
+   * Why the last sync (everysec) failed, until a snapshot has made the whole state durable
+   * again: after a failed fdatasync the kernel may have dropped written pages, so the
+   * records of the last second cannot be trusted to be on disk, and syncing again proves
+   * nothing. The next sync tick compacts instead.
+   */
+  private syncFailure: string | undefined;
+  /** close() has begun: a failing write gives up instead of trying forever. */
+  private closing = false;
   private fileSeq = 0;
   private fileOffset = 0;
   private batchWaiters: Waiter[] = [];
+  /** The waiters of the batch being written now (settled() joins them). */
+  private writingWaiters: Waiter[] | undefined;
   private flushing: Promise<void> | undefined;
   private flushScheduled = false;
   private dirty = false;
@@ -124,8 +140,11 @@ export class AppendLog implements TierStorage {
   private closed = false;
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
   private staleRecords = 0;
-  /** `accessTimesDropped`: access-time records not logged because the backlog was full (see append). */
-  readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0, accessTimesDropped: 0 };
+  /**
+   * `accessTimesDropped`: access-time records not logged because the backlog was full (see
+   * append); `writeFailures`, `syncFailures`: writes and everysec syncs the disk refused.
+   */
+  readonly counters = { appends: 0, writes: 0, syncs: 0, compactions: 0, bytesWritten: 0, accessTimesDropped: 0, writeFailures: 0, syncFailures: 0 };
 
   constructor(private readonly options: AppendLogOptions) {
     this.dir = options.dir;
@@ -256,17 +275,18 @@ export class AppendLog implements TierStorage {
   }
 
   /**
-   * Queues a record for the next write. Over the backlog limit, an access-time record
-   * (a touch) is not logged: its time is applied in memory already, the session's next
-   * touch or commit logs a later one, and only a restart before that would bring back
-   * the earlier time (the session expiring that much sooner). Touches need no answer, so
-   * nothing else bounds how many a client sends while the disk is stalled. Every other
-   * record is logged: commits are refused before they are applied (`refusal()`), and
-   * destroys and expiries are at most one a session.
+   * Queues a record for the next write. Past half the backlog limit, an access-time
+   * record (a touch) is not logged: its time is applied in memory already, the session's
+   * next touch or commit logs a later one, and only a restart before that would bring
+   * back the earlier time (the session expiring that much sooner). Touches need no
+   * answer, so nothing else bounds how many a client sends while the disk is stalled;
+   * stopping at half leaves the other half to commits, which touches would otherwise
+   * starve. Every other record is logged: commits are refused before they are applied
+   * (`refusal()`), and destroys and expiries are at most one a session.
    */
   append(record: TierRecord): Promise<void> {
     if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
-    if (record.t === 'a' && this.backlogBytes >= this.maxBacklogBytes) {
+    if (record.t === 'a' && this.backlogBytes >= this.maxBacklogBytes / 2) {
       this.counters.accessTimesDropped++;
       return Promise.resolve();
     }
@@ -293,26 +313,21 @@ export class AppendLog implements TierStorage {
     this.batchWaiters = [];
     let bytes = 0;
     for (const payload of payloads) bytes += payload.length;
+    this.writingWaiters = waiters;
     this.flushing = (async () => {
       this.writeSince = Date.now();
       try {
         // Framed here, not in append(): a sealed record authenticates its offset in the
         // file, known only now (a compaction may have switched files since the append).
         const file = this.file!;
-        const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, this.fileOffset);
+        const start = this.fileOffset;
+        const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, start);
         this.fileOffset += data.length;
-        const held = failpointHold('log:write');
-        if (held) await held;
-        await file.write(data);
+        await this.writeUntilDone(file, data, start);
         this.counters.writes++;
         this.counters.bytesWritten += data.length;
         this.logBytes += data.length;
-        if (this.policy === 'always') {
-          await file.datasync();
-          this.counters.syncs++;
-        } else {
-          this.dirty = true;
-        }
+        if (this.policy !== 'always') this.dirty = true;
         for (const w of waiters) w.resolve();
       } catch (err) {
         const error = new KilnError('KILN_ERR_STORAGE', `could not write the log: ${(err as Error).message}`, { cause: err });
@@ -320,6 +335,7 @@ export class AppendLog implements TierStorage {
         this.options.onError?.(error);
       } finally {
         this.flushing = undefined;
+        this.writingWaiters = undefined;
         this.writeSince = 0;
         this.backlogBytes -= bytes;
       }
@@ -328,8 +344,62 @@ export class AppendLog implements TierStorage {
     this.maybeCompact();
   }
 
+  /**
+   * Writes one batch at its place in the file (and, fsync "always", syncs it), trying
+   * again until it is done. A write the disk refused (ENOSPC, EIO) may have left part of
+   * a record behind, and a failed fdatasync may have dropped the batch's pages while
+   * marking them clean (Linux does): either way the batch is written again whole, at the
+   * same offset, after cutting the file back to where it began, so the log never holds a
+   * partial record followed by whole ones (which a restart would call damage), and
+   * nothing after the batch is written before it. Until then the batch's commits stay
+   * unacknowledged, later records wait behind it, and `refusal()` turns new commits away.
+   * Only a closing log gives up (after two more tries): its waiters are rejected.
+   */
+  private async writeUntilDone(file: FileHandle, data: Buffer, start: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const held = failpointHold('log:write');
+        if (held) await held;
+        await writeAt(file, data, start);
+        if (this.policy === 'always') {
+          await file.datasync();
+          this.counters.syncs++;
+        }
+        if (this.writeFailure) {
+          this.options.onRecovered?.(`the log is written again after ${((Date.now() - this.writeFailure.since) / 1000).toFixed(1)} s of failures`);
+          this.writeFailure = undefined;
+        }
+        return;
+      } catch (err) {
+        const message = (err as Error).message;
+        this.counters.writeFailures++;
+        if (!this.writeFailure) {
+          this.writeFailure = { since: Date.now(), message };
+          this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not write the log (${message}); commits are refused and the write is tried again until the disk takes it`, { cause: err }));
+        } else {
+          this.writeFailure.message = message;
+        }
+        if (this.closing && attempt >= 2) throw err;
+        // Best effort: the retry writes the same bytes at the same offset either way.
+        await file.truncate(start).catch(() => undefined);
+        await sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)));
+      }
+    }
+  }
+
   get bytesOnDisk(): number {
     return this.logBytes;
+  }
+
+  /**
+   * Resolves once everything appended so far is as durable as the policy promises (or
+   * rejects as its write did): for an answer that must not run ahead of the disk without
+   * appending anything itself, like the acknowledgement of a retried commit.
+   */
+  settled(): Promise<void> {
+    const waiters = this.batch.length > 0 ? this.batchWaiters : this.writingWaiters;
+    if (!waiters) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => waiters.push({ resolve, reject }));
   }
 
   /** How far the log is behind its disk now. */
@@ -347,6 +417,8 @@ export class AppendLog implements TierStorage {
    */
   refusal(now = Date.now()): string | undefined {
     const { bytes, stalledMs } = this.backlog(now);
+    if (this.writeFailure) return `the server's log cannot be written (${this.writeFailure.message}) for ${((now - this.writeFailure.since) / 1000).toFixed(1)} s`;
+    if (this.syncFailure) return `the server's log could not be synced (${this.syncFailure}); a snapshot is being written to make it durable again`;
     if (bytes >= this.maxBacklogBytes) return `the server's log is ${mebibytes(bytes)} behind its disk (limit ${mebibytes(this.maxBacklogBytes)})`;
     if (stalledMs >= this.stallMs) return `a write to the server's log has been waiting on its disk for ${(stalledMs / 1000).toFixed(1)} s`;
     return undefined;
@@ -364,6 +436,7 @@ export class AppendLog implements TierStorage {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closing = true;
     await this.flush();
     if (this.compacting) await this.compacting.catch(() => undefined);
     this.closed = true;
@@ -378,6 +451,9 @@ export class AppendLog implements TierStorage {
 
   private maybeCompact(): void {
     if (this.compacting || this.closed || !this.options.dump) return;
+    // A disk that is behind would only fall further behind, and the snapshot's writes
+    // hold the server while they last.
+    if (this.backlogBytes > this.maxBacklogBytes / 2 || this.refusal() !== undefined) return;
     const live = this.options.liveBytes?.() ?? 0;
     if (this.logBytes > this.compactMinBytes && this.logBytes > 2 * live) {
       void this.compact().catch((err: Error) => this.options.onError?.(err));
@@ -416,16 +492,37 @@ export class AppendLog implements TierStorage {
   }
 
   private async syncIfDirty(): Promise<void> {
-    if (!this.dirty || !this.file || this.closed) return;
+    if (this.syncFailure !== undefined) {
+      await this.resnapshot();
+      return;
+    }
+    // One sync at a time: a stuck fdatasync must keep its start time (the stall), not
+    // have the next tick's sync overwrite it.
+    if (!this.dirty || !this.file || this.closed || this.syncSince) return;
     this.dirty = false;
     this.syncSince = Date.now();
     try {
+      if (failpointActive('log:sync-fails')) throw new Error('EIO: i/o error, fdatasync (failpoint log:sync-fails)');
       await this.file.datasync();
       this.counters.syncs++;
     } catch (err) {
-      this.options.onError?.(err as Error);
+      this.counters.syncFailures++;
+      this.syncFailure = (err as Error).message;
+      this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log (${this.syncFailure}); commits are refused until a snapshot of every session is on disk`, { cause: err }));
     } finally {
       this.syncSince = 0;
+    }
+  }
+
+  /** After a failed sync: a snapshot of the whole state, synced, is what is known to be on disk again. */
+  private async resnapshot(): Promise<void> {
+    if (this.compacting || this.closed || !this.options.dump) return;
+    try {
+      await this.compact();
+      this.options.onRecovered?.(`a snapshot of every session is on disk again after the failed sync (${this.syncFailure})`);
+      this.syncFailure = undefined;
+    } catch (err) {
+      this.options.onError?.(err as Error);
     }
   }
 
@@ -492,4 +589,20 @@ function damaged(file: string, offset: number, why: string, dir: string): KilnEr
 
 function mebibytes(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** Writes all of `data` at `position`: a write may take only part of it (a disk filling up). */
+async function writeAt(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  const failing = failpointActive('log:write-fails');
+  let done = 0;
+  while (done < data.length) {
+    if (failing && done === 0) {
+      // The fault test's full disk: half the batch reaches the file, then the write fails.
+      await file.write(data, 0, data.length >> 1, position);
+      throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:write-fails)'), { code: 'ENOSPC' });
+    }
+    const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw new Error(`the disk took none of ${data.length - done} bytes`);
+    done += bytesWritten;
+  }
 }
