@@ -12,14 +12,20 @@ export function intFlag(value: unknown, name: string, min = 0, max = Number.MAX_
  * Arguments made safe for `parseArgs` where values may begin with a dash: session ids
  * and cursors are base64url, so one in 32 starts with '-' (and one in 1,024 with '--'),
  * which parseArgs would read as an option ("Unknown option '-r'"). A known string
- * option's value is joined to it (`--after=-x…`), and the argument in the id slot (right
- * after a verb of `idVerbs`) is passed as a positional whatever it begins with.
- * Anything else that looks like an option is left for parseArgs to judge.
+ * option's value is joined to it (`--after=-x…`), unless the value is one of the known
+ * options itself; the argument in the id slot (right after a verb of `idVerbs`) is passed
+ * as a positional when it does not begin with a dash or looks like an id. Anything else
+ * that looks like an option is left for parseArgs to judge (`-h`, a mistyped `--jsno`).
  *
  * @example
  * parseArgs({ args: dashSafeArgs(argv, options, ['show', 'rm']), options, allowPositionals: true });
  */
 export function dashSafeArgs(argv: readonly string[], options: Readonly<Record<string, { type: 'string' | 'boolean' }>>, idVerbs: readonly string[] = []): string[] {
+  const known = (arg: string): { type: 'string' | 'boolean' } | undefined => {
+    if (!arg.startsWith('--')) return undefined;
+    const name = arg.slice(2).split('=')[0]!;
+    return Object.hasOwn(options, name) ? options[name] : undefined;
+  };
   const flags: string[] = [];
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -28,11 +34,13 @@ export function dashSafeArgs(argv: readonly string[], options: Readonly<Record<s
       positionals.push(...argv.slice(i + 1));
       break;
     }
-    const option = arg.startsWith('--') ? options[arg.slice(2).split('=')[0]!] : undefined;
+    const option = known(arg);
     if (option) {
-      if (option.type === 'string' && !arg.includes('=') && i + 1 < argv.length) flags.push(`${arg}=${argv[++i]!}`);
+      // The value is joined unless it is itself one of our options (a value forgotten).
+      const next = argv[i + 1];
+      if (option.type === 'string' && !arg.includes('=') && next !== undefined && !known(next)) flags.push(`${arg}=${argv[++i]!}`);
       else flags.push(arg);
-    } else if (positionals.length === 1 && idVerbs.includes(positionals[0]!)) {
+    } else if (positionals.length === 1 && idVerbs.includes(positionals[0]!) && (!arg.startsWith('-') || LOOKS_LIKE_AN_ID.test(arg))) {
       positionals.push(arg);
     } else if (arg.startsWith('-') && arg !== '-') {
       flags.push(arg);
@@ -42,3 +50,6 @@ export function dashSafeArgs(argv: readonly string[], options: Readonly<Record<s
   }
   return [...flags, '--', ...positionals];
 }
+
+/** A session id that begins with a dash (ids are at least 16 base64url characters), not a mistyped option or -h. */
+const LOOKS_LIKE_AN_ID = /^-[A-Za-z0-9_-]{15,}(\.[A-Za-z0-9_-]+)?$/;

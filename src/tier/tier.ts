@@ -166,11 +166,14 @@ export class Tier {
       // that answer changes nothing, and the retry may come after the lease moved.
       const known = this.sessions.committedVersion(req.sessionId, req.commitId);
       if (known !== undefined) {
-        this.counters.duplicateCommits++;
         if (req.release) this.release(ownerId, req.sessionId, req.token);
         // The first try's record may still wait on the disk (a client that gave up on a
-        // stalled one retries the same commit): acknowledged only once it is written.
+        // stalled one retries the same commit): acknowledged only once it is written, and
+        // while the disk is far behind, not waited for at all (each wait holds a place).
+        const behind = this.storage?.refusal?.();
+        if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit's first try is applied and waits for the disk, try again later`, { details: { sessionId: req.sessionId } });
         if (this.storage?.settled) await this.storage.settled();
+        this.counters.duplicateCommits++;
         return { version: known, duplicate: true };
       }
       this.assertLease(ownerId, req.sessionId, req.token);

@@ -289,6 +289,15 @@ describe('append-only log: a disk that falls behind', () => {
     }
   }
 
+  /** Reloads the directory: it must load with nothing cut off and hold `sessions` sessions. */
+  async function loadsClean(dir: string, sessions: number): Promise<void> {
+    const { report, log, table } = reload(dir);
+    assert.equal(report.tornTails, 0, 'no part of a batch left in the file');
+    assert.equal(table.size, sessions);
+    await log.open();
+    await log.close();
+  }
+
   function commitRecord(table: SessionTable, i: number, bytes: number): TierRecord {
     const { record } = table.applyCommit({ sessionId: generateSessionId(), token: 1, commitId: `c${i}`, baseVersion: 0, lastAccessedAt: 1, set: [['v', new Uint8Array(bytes).fill(i % 256)]], del: [], principal: undefined }, DEFAULT_SESSION_LIMITS, Date.now());
     return record!;
@@ -302,8 +311,17 @@ describe('append-only log: a disk that falls behind', () => {
       await log.open();
       const pending: Promise<void>[] = [];
       let settled = 0;
+      let touchDroppedAt = 0;
       for (let i = 0; log.refusal() === undefined; i++) {
         assert.ok(i < 200, 'the backlog reaches its limit');
+        // From half the limit on, an access time is applied in memory only, and counted.
+        if (!touchDroppedAt && log.backlog().bytes >= 32 * 1024) {
+          const appends = log.counters.appends;
+          await log.append({ t: 'a', items: [[generateSessionId(), 5]] });
+          assert.equal(log.counters.accessTimesDropped, 1);
+          assert.equal(log.counters.appends, appends);
+          touchDroppedAt = log.backlog().bytes;
+        }
         const done = log.append(commitRecord(table, i, 1024));
         void done.then(() => settled++);
         pending.push(done);
@@ -312,11 +330,7 @@ describe('append-only log: a disk that falls behind', () => {
       const { bytes } = log.backlog();
       assert.ok(bytes >= 64 * 1024 && bytes < 64 * 1024 + 2048, `backlog ${bytes} B: the records appended, up to the limit`);
       assert.match(log.refusal()!, /log is 0\.1 MiB behind its disk \(limit 0\.1 MiB\)/);
-      // Over the limit an access time is applied in memory only, and counted.
-      const appends = log.counters.appends;
-      await log.append({ t: 'a', items: [[generateSessionId(), 5]] });
-      assert.equal(log.counters.accessTimesDropped, 1);
-      assert.equal(log.counters.appends, appends);
+      assert.ok(touchDroppedAt >= 32 * 1024 && touchDroppedAt < 64 * 1024, `a touch was dropped at ${touchDroppedAt} B, below the limit`);
       await new Promise((resolve) => setTimeout(resolve, 100));
       assert.equal(settled, 0, 'nothing is acknowledged while the disk holds the write');
       unlinkSync(hold);
@@ -324,10 +338,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.deepEqual(log.backlog(), { bytes: 0, stalledMs: 0 });
       assert.equal(log.refusal(), undefined);
       await log.close();
-      const { report, log: again } = reload(dir);
-      assert.equal(report.records, pending.length, 'every record held back reached the disk');
-      await again.open();
-      await again.close();
+      await loadsClean(dir, pending.length); // every record held back reached the disk
     }));
 
   it('calls a write outstanding past stallMs a stall, whatever the backlog', () =>
@@ -339,7 +350,8 @@ describe('append-only log: a disk that falls behind', () => {
         const done = log.append(commitRecord(new SessionTable(), 1, 100));
         await waitFor(() => log.backlog().stalledMs > 0 || undefined, 2000, 'the write under way');
         // Times are read at a given `now`, so the check does not race the machine's load.
-        const started = Date.now() - log.backlog().stalledMs;
+        const now = Date.now();
+      const started = now - log.backlog(now).stalledMs;
         assert.equal(log.refusal(started + 999), undefined, 'a write under way for less than stallMs is no stall');
         assert.equal(log.backlog(started + 2500).stalledMs, 2500);
         assert.match(log.refusal(started + 2500)!, /^a write to the server's log has been waiting on its disk for 2\.5 s$/);
@@ -359,7 +371,9 @@ describe('append-only log: a disk that falls behind', () => {
       const recovered: string[] = [];
       const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, onError: (e) => errors.push(e.message), onRecovered: (m) => recovered.push(m) });
       log.load(() => undefined);
+      unlinkSync(hold); // the disk fills up once the log is open
       await log.open();
+      writeFileSync(hold, '');
       let settled = 0;
       const first = Array.from({ length: 5 }, (_, i) => log.append(commitRecord(table, i, 700)));
       await new Promise((resolve) => setTimeout(resolve, 30));
@@ -377,12 +391,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(recovered.length, 1);
       assert.match(recovered[0]!, /the log is written again after \d+\.\d s of failures/);
       await log.close();
-      const { report, log: again, table: back } = reload(dir);
-      assert.equal(report.tornTails, 0, 'no half record left in the file');
-      assert.equal(report.records, 8);
-      assert.equal(back.size, 8);
-      await again.open();
-      await again.close();
+      await loadsClean(dir, 8);
     }));
 
   it('after a failed sync (everysec), refuses commits until a snapshot of every session is on disk', () =>
@@ -401,11 +410,44 @@ describe('append-only log: a disk that falls behind', () => {
       await waitFor(() => log.refusal() === undefined, 3000, 'commits taken again');
       assert.equal(log.counters.compactions, 1, 'durable again by a snapshot, not by a sync that proves nothing');
       await log.close();
-      const { report, log: again, table: back } = reload(dir);
-      assert.equal(back.size, 20);
-      assert.ok(report.files >= 1);
-      await again.open();
-      await again.close();
+      await loadsClean(dir, 20);
+    }));
+
+  it('a log closed while the disk refuses its write gives up, leaves no part of the batch, writes nothing after it, and loads clean', () =>
+    withFault('log:write-fails', async (dir, hold) => {
+      unlinkSync(hold);
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, onError: () => undefined });
+      log.load(() => undefined);
+      await log.open();
+      await log.append(commitRecord(table, 0, 300));
+      writeFileSync(hold, '');
+      const failing = log.append(commitRecord(table, 1, 300)).then(() => 'written', (e: { code?: string }) => e.code);
+      await waitFor(() => log.counters.writeFailures > 0, 2000, 'the failing write');
+      const behind = log.append(commitRecord(table, 2, 300)).then(() => 'written', (e: { code?: string }) => e.code);
+      await log.close();
+      assert.equal(await failing, 'KILN_ERR_STORAGE', 'the batch given up is rejected, never acknowledged');
+      assert.equal(await behind, 'KILN_ERR_SERVER_SHUTTING_DOWN', 'nothing is written after the hole');
+      unlinkSync(hold);
+      await loadsClean(dir, 1); // no part of the given-up batch is left
+    }));
+
+  it('a compaction the full disk refuses leaves no new log file behind, and the log loads clean after', () =>
+    withFault('log:write-fails', async (dir, hold) => {
+      unlinkSync(hold);
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes });
+      log.load(() => undefined);
+      await log.open();
+      for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
+      const logs = () => readdirSync(dir).filter((f) => f.startsWith('log-')).sort();
+      const before = logs();
+      writeFileSync(hold, '');
+      await assert.rejects(log.compact(), /ENOSPC/);
+      assert.deepEqual(logs(), before, 'the new log the rotation began is removed');
+      unlinkSync(hold);
+      await log.compact();
+      await log.close();
+      await loadsClean(dir, 5);
     }));
 });
-

@@ -11,7 +11,7 @@ describe('CLI arguments that begin with a dash (dashSafeArgs)', () => {
   };
 
   it('passes an id in the id slot as a positional, whatever it begins with', () => {
-    for (const id of ['-rRPWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', '--PWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', 'abc', '-h']) {
+    for (const id of ['-rRPWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', '--PWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', '-rRPWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg.app-1', 'abc', '~handle']) {
       assert.deepEqual(parse(['show', id, '--json']).positionals, ['show', id]);
       assert.deepEqual(parse(['rm', '--json', id]).positionals, ['rm', id]);
     }
@@ -32,5 +32,11 @@ describe('CLI arguments that begin with a dash (dashSafeArgs)', () => {
     assert.equal(parse(['-h']).values.help, true);
     assert.deepEqual(parse(['rm', '--principal', 'olga']).values, { principal: 'olga' });
     assert.deepEqual(parse(['show', '--', '-abc']).positionals, ['show', '-abc']);
+    // In the id slot, what does not look like an id is still an option: help, or a typo.
+    assert.equal(parse(['show', '-h']).values.help, true);
+    assert.throws(() => parse(['show', '--jsno', 'abc']), /Unknown option '--jsno'/);
+    // A value forgotten before the next option is not taken from it.
+    assert.throws(() => parse(['rm', '--principal', '--json']), /--principal/);
+    assert.throws(() => parse(['ls', '--constructor', 'x']), /Unknown option '--constructor'/);
   });
 });

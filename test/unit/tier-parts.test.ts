@@ -406,11 +406,14 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
       // The client gave up on the first try (its disk stalled) and sends the same commit again.
       const retry = tier.commit('app', commit('s2', grant.token, 'c2'));
       assert.equal(await Promise.race([retry.then(() => 'acknowledged'), nextTurn()]), 'next turn', 'not acknowledged ahead of the disk');
-      // A disk that is behind refuses new commits, never the retry of one it took.
-      disk.behind = 'behind';
+      // A retry that arrives while the disk is behind is told so, and waits nowhere.
+      disk.behind = 'the log is 64.0 MiB behind its disk';
+      await assert.rejects(tier.commit('app', commit('s2', grant.token, 'c2')), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /the commit's first try is applied and waits for the disk/.test(err.message));
+      // One that was waiting already is answered when the disk takes the record.
       disk.writeAll();
       assert.deepEqual(await retry, { version: 1, duplicate: true });
       assert.equal((await first).version, 1);
+      assert.equal(tier.stats().counters.duplicateCommits, 1, 'counted when acknowledged');
     } finally {
       tier.close();
     }

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readSync, statSync, trun
 import { open, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { KilnError } from '../../errors/index.js';
+import { isKilnError, KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
@@ -55,7 +55,8 @@ export interface AppendLogOptions {
   keyring?: Keyring;
   /**
    * Bytes appended but not yet written (and, fsync "always", synced) at which commits are
-   * refused (`refusal()`) and access-time records are no longer logged. Default 64 MiB.
+   * refused (`refusal()`); access-time records are no longer logged from half of it.
+   * Default 64 MiB.
    */
   maxBacklogBytes?: number;
   /** A write or sync outstanding this long counts as a stalled disk: commits are refused. Default 5000 ms. */
@@ -106,8 +107,8 @@ export class AppendLog implements TierStorage {
   /**
    * What a slow disk leaves in memory: the batch's bytes and those of the write under way.
    * Every append adds to it and every write's end takes its bytes off, so the bound holds
-   * whether the disk is slow, stalled, or failing (a failed write's records are dropped
-   * with their waiters rejected).
+   * whether the disk is slow, stalled, or failing (a write the disk refuses is tried again
+   * until it is taken; see writeUntilDone).
    */
   private backlogBytes = 0;
   private readonly maxBacklogBytes: number;
@@ -126,6 +127,11 @@ export class AppendLog implements TierStorage {
   private syncFailure: string | undefined;
   /** close() has begun: a failing write gives up instead of trying forever. */
   private closing = false;
+  /** A write was given up while closing: nothing more is written after the hole it would leave. */
+  private gaveUp = false;
+  /** No compaction to recover from a failed sync before this time (backoff while it keeps failing). */
+  private resnapshotAfter = 0;
+  private resnapshotFailures = 0;
   private fileSeq = 0;
   private fileOffset = 0;
   private batchWaiters: Waiter[] = [];
@@ -314,33 +320,46 @@ export class AppendLog implements TierStorage {
     let bytes = 0;
     for (const payload of payloads) bytes += payload.length;
     this.writingWaiters = waiters;
-    this.flushing = (async () => {
-      this.writeSince = Date.now();
+    // Set before anything can throw: a flushing promise that settled before it was
+    // assigned would never be cleared, and `while (this.flushing) await this.flushing`
+    // would spin.
+    let finished!: () => void;
+    this.flushing = new Promise<void>((resolve) => (finished = resolve));
+    this.writeSince = Date.now();
+    try {
+      const file = this.file;
+      // A log that gave up on a write (closing on a failing disk) writes nothing after
+      // it: a record past the hole would make the log damaged at the next start.
+      if (!file || this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
+      // Framed here, not in append(): a sealed record authenticates its offset in the
+      // file, known only now (a compaction may have switched files since the append).
+      const start = this.fileOffset;
+      const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, start);
+      this.fileOffset += data.length;
       try {
-        // Framed here, not in append(): a sealed record authenticates its offset in the
-        // file, known only now (a compaction may have switched files since the append).
-        const file = this.file!;
-        const start = this.fileOffset;
-        const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, start);
-        this.fileOffset += data.length;
         await this.writeUntilDone(file, data, start);
-        this.counters.writes++;
-        this.counters.bytesWritten += data.length;
-        this.logBytes += data.length;
-        if (this.policy !== 'always') this.dirty = true;
-        for (const w of waiters) w.resolve();
       } catch (err) {
-        const error = new KilnError('KILN_ERR_STORAGE', `could not write the log: ${(err as Error).message}`, { cause: err });
-        for (const w of waiters) w.reject(error);
-        this.options.onError?.(error);
-      } finally {
-        this.flushing = undefined;
-        this.writingWaiters = undefined;
-        this.writeSince = 0;
-        this.backlogBytes -= bytes;
+        // Given up (closing): the file is cut back to the batch's start, and so is the offset.
+        this.gaveUp = true;
+        if (this.file === file) this.fileOffset = start;
+        throw err;
       }
-    })();
-    await this.flushing;
+      this.counters.writes++;
+      this.counters.bytesWritten += data.length;
+      this.logBytes += data.length;
+      if (this.policy !== 'always') this.dirty = true;
+      for (const w of waiters) w.resolve();
+    } catch (err) {
+      const error = isKilnError(err) ? err : new KilnError('KILN_ERR_STORAGE', `could not write the log: ${(err as Error).message}`, { cause: err });
+      for (const w of waiters) w.reject(error);
+      if (error.code !== 'KILN_ERR_SERVER_SHUTTING_DOWN') this.options.onError?.(error);
+    } finally {
+      this.flushing = undefined;
+      this.writingWaiters = undefined;
+      this.writeSince = 0;
+      this.backlogBytes -= bytes;
+      finished();
+    }
     this.maybeCompact();
   }
 
@@ -353,7 +372,8 @@ export class AppendLog implements TierStorage {
    * partial record followed by whole ones (which a restart would call damage), and
    * nothing after the batch is written before it. Until then the batch's commits stay
    * unacknowledged, later records wait behind it, and `refusal()` turns new commits away.
-   * Only a closing log gives up (after two more tries): its waiters are rejected.
+   * Only a closing log gives up (at the third try): its waiters are rejected, and the log
+   * writes nothing more (`gaveUp`).
    */
   private async writeUntilDone(file: FileHandle, data: Buffer, start: number): Promise<void> {
     for (let attempt = 0; ; attempt++) {
@@ -379,9 +399,10 @@ export class AppendLog implements TierStorage {
         } else {
           this.writeFailure.message = message;
         }
-        if (this.closing && attempt >= 2) throw err;
-        // Best effort: the retry writes the same bytes at the same offset either way.
+        // Best effort: a retry writes the same bytes at the same offset either way, and a
+        // log that gives up leaves no part of the batch behind if it can.
         await file.truncate(start).catch(() => undefined);
+        if (this.closing && attempt >= 2) throw err;
         await sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)));
       }
     }
@@ -409,8 +430,9 @@ export class AppendLog implements TierStorage {
   }
 
   /**
-   * Why no commit should be applied now, or undefined: the backlog is at its limit, or a
-   * write or sync has been outstanding `stallMs`. A commit is refused before it changes
+   * Why no commit should be applied now, or undefined: a write the disk refused is being
+   * tried again, a failed sync is not yet made good by a snapshot, the backlog is at its
+   * limit, or a write or sync has been outstanding `stallMs`. A commit is refused before it changes
    * anything (Tier.commit), so a slow or stalled disk costs its clients a retryable error
    * (KILN_ERR_STORAGE_BEHIND) instead of the server's memory, and them a wait for an
    * acknowledgement that may never come.
@@ -439,10 +461,12 @@ export class AppendLog implements TierStorage {
     this.closing = true;
     await this.flush();
     if (this.compacting) await this.compacting.catch(() => undefined);
+    // A failed sync is made good before a clean stop, or said not to be.
+    if (this.syncFailure !== undefined && !this.gaveUp) await this.resnapshot(true);
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.file) {
-      await this.file.datasync().catch(() => undefined);
+      await this.file.datasync().catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): the last second of changes may not be on disk`, { cause: err })));
       await this.file.close();
       this.file = undefined;
     }
@@ -475,11 +499,24 @@ export class AppendLog implements TierStorage {
   private async rotate(): Promise<void> {
     const previous = this.file;
     this.seq++;
-    const file = await open(this.logPath(this.seq), 'wx', 0o600);
-    await file.chmod(0o600);
-    await file.write(LOG_MAGIC);
-    await file.datasync();
-    syncDir(this.dir);
+    const path = this.logPath(this.seq);
+    const file = await open(path, 'wx', 0o600);
+    try {
+      await file.chmod(0o600);
+      await writeAt(file, LOG_MAGIC, 0);
+      await file.datasync();
+      syncDir(this.dir);
+    } catch (err) {
+      // A full disk fails here too: no handle kept, and no empty log left to become a
+      // "cut short, not the newest" log once a later rotation succeeds.
+      await file.close().catch(() => undefined);
+      try {
+        unlinkSync(path);
+      } catch {
+        // gone already, or the disk refuses even this: the next start cuts a short newest log
+      }
+      throw err;
+    }
     this.file = file;
     this.fileSeq = this.seq;
     this.fileOffset = LOG_MAGIC.length;
@@ -514,14 +551,22 @@ export class AppendLog implements TierStorage {
     }
   }
 
-  /** After a failed sync: a snapshot of the whole state, synced, is what is known to be on disk again. */
-  private async resnapshot(): Promise<void> {
+  /**
+   * After a failed sync: a snapshot of the whole state, synced, is what is known to be on
+   * disk again. While it keeps failing it is tried again after 1 s, doubling to 30 s (each
+   * try starts a log file and writes the whole state).
+   */
+  private async resnapshot(force = false): Promise<void> {
     if (this.compacting || this.closed || !this.options.dump) return;
+    if (!force && Date.now() < this.resnapshotAfter) return;
     try {
       await this.compact();
       this.options.onRecovered?.(`a snapshot of every session is on disk again after the failed sync (${this.syncFailure})`);
       this.syncFailure = undefined;
+      this.resnapshotFailures = 0;
     } catch (err) {
+      this.resnapshotFailures++;
+      this.resnapshotAfter = Date.now() + Math.min(30_000, 1000 * 2 ** (this.resnapshotFailures - 1));
       this.options.onError?.(err as Error);
     }
   }

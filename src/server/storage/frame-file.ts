@@ -56,14 +56,14 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
     const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
     SNAPSHOT_MAGIC.copy(header);
     header.writeUInt32BE(firstSeq, SNAPSHOT_MAGIC.length);
-    writeSync(fd, header);
+    writeAllSync(fd, header);
     let offset = header.length;
     let chunk: Uint8Array[] = [];
     let chunkBytes = 0;
     let sinceYield = 0;
     const flushChunk = (): void => {
       const data = frameRecords(chunk, SNAPSHOT_MAGIC, firstSeq, offset, keyring);
-      writeSync(fd, data);
+      writeAllSync(fd, data);
       offset += data.length;
       chunk = [];
       chunkBytes = 0;
@@ -81,9 +81,17 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
     }
     if (chunk.length > 0) flushChunk();
     fsyncSync(fd);
-  } finally {
+  } catch (err) {
     closeSync(fd);
+    // A snapshot that could not be written whole holds space a full disk needs, and is never read.
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // the next start removes it
+    }
+    throw err;
   }
+  closeSync(fd);
   failpoint('snapshot:before-rename');
   renameSync(tmp, join(dir, SNAPSHOT_NAME));
   syncDir(dir);
@@ -260,4 +268,16 @@ export function findNextFrame(reader: FrameReader, from: number): number | undef
 
 function mayStartRecord(byte: number): boolean {
   return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
+}
+
+/**
+ * writeSync until every byte is written: a write may take only part of a buffer (a disk
+ * filling up) without an error, and a snapshot cut short would replace a whole one.
+ */
+function writeAllSync(fd: number, data: Uint8Array): void {
+  for (let done = 0; done < data.length; ) {
+    const written = writeSync(fd, data, done, data.length - done);
+    if (written === 0) throw new Error(`the disk took none of ${data.length - done} bytes of the snapshot`);
+    done += written;
+  }
 }
