@@ -1,3 +1,4 @@
+import { isValidSessionId } from '../session/id.js';
 import { KilnError } from '../errors/index.js';
 
 /** An integer flag, checked, naming the flag when it is not one. */
@@ -14,8 +15,10 @@ export function intFlag(value: unknown, name: string, min = 0, max = Number.MAX_
  * which parseArgs would read as an option ("Unknown option '-r'"). A known string
  * option's value is joined to it (`--after=-x…`), unless the value is one of the known
  * options itself; the argument in the id slot (right after a verb of `idVerbs`) is passed
- * as a positional when it does not begin with a dash or looks like an id. Anything else
- * that looks like an option is left for parseArgs to judge (`-h`, a mistyped `--jsno`).
+ * as a positional when it does not begin with a dash or is a valid session id. Anything
+ * else that looks like an option is left for parseArgs to judge (`-h`, a mistyped
+ * `--jsno`). A value that is itself one of the options needs the `=` form
+ * (`--principal=--json`).
  *
  * @example
  * parseArgs({ args: dashSafeArgs(argv, options, ['show', 'rm']), options, allowPositionals: true });
@@ -40,7 +43,7 @@ export function dashSafeArgs(argv: readonly string[], options: Readonly<Record<s
       const next = argv[i + 1];
       if (option.type === 'string' && !arg.includes('=') && next !== undefined && !known(next)) flags.push(`${arg}=${argv[++i]!}`);
       else flags.push(arg);
-    } else if (positionals.length === 1 && idVerbs.includes(positionals[0]!) && (!arg.startsWith('-') || LOOKS_LIKE_AN_ID.test(arg))) {
+    } else if (positionals.length === 1 && idVerbs.includes(positionals[0]!) && (!arg.startsWith('-') || isValidSessionId(arg))) {
       positionals.push(arg);
     } else if (arg.startsWith('-') && arg !== '-') {
       flags.push(arg);
@@ -51,5 +54,3 @@ export function dashSafeArgs(argv: readonly string[], options: Readonly<Record<s
   return [...flags, '--', ...positionals];
 }
 
-/** A session id that begins with a dash (ids are at least 16 base64url characters), not a mistyped option or -h. */
-const LOOKS_LIKE_AN_ID = /^-[A-Za-z0-9_-]{15,}(\.[A-Za-z0-9_-]+)?$/;

@@ -171,7 +171,7 @@ export class Tier {
         // stalled one retries the same commit): acknowledged only once it is written, and
         // while the disk is far behind, not waited for at all (each wait holds a place).
         const behind = this.storage?.refusal?.();
-        if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit's first try is applied and waits for the disk, try again later`, { details: { sessionId: req.sessionId } });
+        if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit's first try is applied and waits for the disk, try again later`, { details: { sessionId: req.sessionId, applied: true } });
         if (this.storage?.settled) await this.storage.settled();
         this.counters.duplicateCommits++;
         return { version: known, duplicate: true };

@@ -417,17 +417,23 @@ describe('append-only log: a disk that falls behind', () => {
     withFault('log:write-fails', async (dir, hold) => {
       unlinkSync(hold);
       const table = new SessionTable();
-      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, onError: () => undefined });
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: () => undefined });
       log.load(() => undefined);
       await log.open();
       await log.append(commitRecord(table, 0, 300));
+      const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
       writeFileSync(hold, '');
       const failing = log.append(commitRecord(table, 1, 300)).then(() => 'written', (e: { code?: string }) => e.code);
       await waitFor(() => log.counters.writeFailures > 0, 2000, 'the failing write');
       const behind = log.append(commitRecord(table, 2, 300)).then(() => 'written', (e: { code?: string }) => e.code);
+      // A compaction waiting for the write when it is given up must not start a log after the hole.
+      const compaction = log.compact().then(() => 'compacted', (e: { code?: string }) => e.code);
       await log.close();
       assert.equal(await failing, 'KILN_ERR_STORAGE', 'the batch given up is rejected, never acknowledged');
       assert.equal(await behind, 'KILN_ERR_SERVER_SHUTTING_DOWN', 'nothing is written after the hole');
+      assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no new log, no snapshot');
+      assert.ok(!readdirSync(dir).includes('snapshot.kiln'));
       unlinkSync(hold);
       await loadsClean(dir, 1); // no part of the given-up batch is left
     }));

@@ -10,7 +10,7 @@ describe('CLI arguments that begin with a dash (dashSafeArgs)', () => {
     return { values: { ...parsed.values }, positionals: parsed.positionals };
   };
 
-  it('passes an id in the id slot as a positional, whatever it begins with', () => {
+  it('passes an id in the id slot as a positional, a dash or two in front included', () => {
     for (const id of ['-rRPWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', '--PWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg', '-rRPWREr8jDtX5q5imGjsLj5ncbXzU9dkxxXcwmrRMg.app-1', 'abc', '~handle']) {
       assert.deepEqual(parse(['show', id, '--json']).positionals, ['show', id]);
       assert.deepEqual(parse(['rm', '--json', id]).positionals, ['rm', id]);

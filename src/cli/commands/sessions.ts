@@ -20,6 +20,9 @@ ${ADMIN_HELP}
   --limit <n>              page size (default 50, at most 1000)
   --after <next>           the next page: what the last page printed after --after
   -h, --help
+
+Ids, principals and cursors may begin with a dash; a value that is itself one of these
+options takes the = form (--principal=--json).
 `;
 
 interface Page {

@@ -372,10 +372,11 @@ export class AppendLog implements TierStorage {
    * partial record followed by whole ones (which a restart would call damage), and
    * nothing after the batch is written before it. Until then the batch's commits stay
    * unacknowledged, later records wait behind it, and `refusal()` turns new commits away.
-   * Only a closing log gives up (at the third try): its waiters are rejected, and the log
-   * writes nothing more (`gaveUp`).
+   * Only a closing log gives up (at its third failure since close() began): its waiters
+   * are rejected, and the log writes nothing more (`gaveUp`).
    */
   private async writeUntilDone(file: FileHandle, data: Buffer, start: number): Promise<void> {
+    let triesWhileClosing = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         const held = failpointHold('log:write');
@@ -402,7 +403,7 @@ export class AppendLog implements TierStorage {
         // Best effort: a retry writes the same bytes at the same offset either way, and a
         // log that gives up leaves no part of the batch behind if it can.
         await file.truncate(start).catch(() => undefined);
-        if (this.closing && attempt >= 2) throw err;
+        if (this.closing && ++triesWhileClosing >= 3) throw err;
         await sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)));
       }
     }
@@ -466,7 +467,7 @@ export class AppendLog implements TierStorage {
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.file) {
-      await this.file.datasync().catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): the last second of changes may not be on disk`, { cause: err })));
+      await this.file.datasync().catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })));
       await this.file.close();
       this.file = undefined;
     }
@@ -488,6 +489,8 @@ export class AppendLog implements TierStorage {
     const dump = this.options.dump;
     if (!dump) return;
     while (this.flushing) await this.flushing;
+    // After a write given up, nothing may follow the hole: no new log, no snapshot.
+    if (this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     await this.rotate();
     const nextSeq = this.seq;
     await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring);
@@ -513,16 +516,23 @@ export class AppendLog implements TierStorage {
       try {
         unlinkSync(path);
       } catch {
-        // gone already, or the disk refuses even this: the next start cuts a short newest log
+        // gone already, or the disk refuses even this: left, it is a short log that a start
+        // cuts off only while it is the newest (else refused as damage; kiln repair)
       }
       throw err;
+    }
+    // A flush that started on the previous file during the awaits above ends there first,
+    // so no batch straddles the switch; one given up meanwhile leaves the new file unused.
+    while (this.flushing) await this.flushing;
+    if (this.gaveUp) {
+      await file.close().catch(() => undefined);
+      unlinkSync(path);
+      throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     }
     this.file = file;
     this.fileSeq = this.seq;
     this.fileOffset = LOG_MAGIC.length;
     if (previous) {
-      // A flush that started before the switch writes and syncs the previous file: close it after.
-      await this.flushing;
       await previous.datasync().catch(() => undefined);
       await previous.close().catch(() => undefined);
     }
@@ -557,7 +567,7 @@ export class AppendLog implements TierStorage {
    * try starts a log file and writes the whole state).
    */
   private async resnapshot(force = false): Promise<void> {
-    if (this.compacting || this.closed || !this.options.dump) return;
+    if (this.compacting || this.closed || this.gaveUp || !this.options.dump) return;
     if (!force && Date.now() < this.resnapshotAfter) return;
     try {
       await this.compact();

@@ -82,7 +82,11 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
     if (chunk.length > 0) flushChunk();
     fsyncSync(fd);
   } catch (err) {
-    closeSync(fd);
+    try {
+      closeSync(fd);
+    } catch {
+      // the write's error is the one to report
+    }
     // A snapshot that could not be written whole holds space a full disk needs, and is never read.
     try {
       unlinkSync(tmp);
