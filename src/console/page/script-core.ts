@@ -48,8 +48,10 @@ async function tick() {
     o.at = Date.now();
     $('server').textContent = o.server.address + ' · ' + o.server.role + ' · v' + o.server.version + ' · up ' + ago(o.server.uptimeMs) + ' · ' + (o.storage.kind === 'redis' ? 'sessions in Redis' + (o.storage.replicas ? ', ' + o.storage.replicas + ' replica(s) confirm each commit' + replicaState(o.storage) : '') : o.storage.dataDir || 'memory only');
     const waits = o.leases.waiting, gone = (o.departed || []).length;
-    $('health').textContent = o.clients.length === 0 ? 'no app server connected' : gone > 0 ? gone + ' app server(s) gone in the last minute' : waits > 0 ? waits + ' lease waits' : 'healthy';
-    $('health').className = gone > 0 ? 'dead' : o.clients.length === 0 || waits > 0 ? 'warn' : 'ok';
+    // A disk behind refuses every commit: it outranks what the clients show.
+    const refusing = o.storage.backlog && o.storage.backlog.refusing;
+    $('health').textContent = refusing ? 'commits refused: ' + refusing : o.clients.length === 0 ? 'no app server connected' : gone > 0 ? gone + ' app server(s) gone in the last minute' : waits > 0 ? waits + ' lease waits' : 'healthy';
+    $('health').className = refusing || gone > 0 ? 'dead' : o.clients.length === 0 || waits > 0 ? 'warn' : 'ok';
     for (const fn of listeners) fn(o);
   } catch (err) {
     if (err instanceof AuthError) { stop(); sessionStorage.removeItem('kiln-token'); askToken('The token was refused: enter it again.'); return; }
