@@ -56,7 +56,7 @@ export function decodeBody(bytes: Uint8Array): unknown {
 export interface HelloBody {
   token: string;
   client: { name: string; pid: number; host: string; app: string };
-  /** Optional encodings the client reads (BINARY_GRANT_FEATURE); a server uses only those listed. */
+  /** Optional encodings the client reads (BINARY_GRANT_FEATURE) and error codes it knows (STORAGE_BEHIND_FEATURE); a server uses only those listed. */
   features?: string[];
 }
 
@@ -117,6 +117,12 @@ export const BINARY_COMMIT_FEATURE = 'binary-commit';
  * request of before (`principal` alone) and reads one array.
  */
 export const PRINCIPAL_PAGES_FEATURE = 'principal-pages';
+/**
+ * A client that knows KILN_ERR_STORAGE_BEHIND (and retries it) says so in its Hello. To a
+ * client that does not, the server answers KILN_ERR_ENGINE_UNAVAILABLE instead: a code it
+ * knows, retries, and answers 503 with; the new one would reach it as KILN_ERR_INTERNAL.
+ */
+export const STORAGE_BEHIND_FEATURE = 'storage-behind';
 /**
  * A server answers an empty page with a cursor (a walk past sessions met already, cut
  * to bound its work) only after at least this many steps: a client counts on it to tell

@@ -3,7 +3,7 @@ import { KilnError, toKilnError } from '../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, type Frame } from '../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
-  BINARY_GRANT_FEATURE,
+  BINARY_GRANT_FEATURE, STORAGE_BEHIND_FEATURE,
   decodeBody,
   decodeCommitBody,
   encodeBody,
@@ -94,6 +94,8 @@ export class Connection {
   ns: Namespace | undefined;
   /** The client reads grants in their binary layout (its Hello lists BINARY_GRANT_FEATURE). */
   private binaryGrants = false;
+  /** The client knows KILN_ERR_STORAGE_BEHIND (STORAGE_BEHIND_FEATURE); to one that does not, it is KILN_ERR_ENGINE_UNAVAILABLE. */
+  private knowsStorageBehind = false;
   /** What the client last reported of itself (near cache, leases, commits). */
   clientStats: Record<string, unknown> | undefined;
   private readonly parser: FrameParser;
@@ -236,6 +238,7 @@ export class Connection {
       const client = record(body['client'] ?? {}, 'hello.client');
       const features = body['features'];
       this.binaryGrants = Array.isArray(features) && features.includes(BINARY_GRANT_FEATURE);
+      this.knowsStorageBehind = Array.isArray(features) && features.includes(STORAGE_BEHIND_FEATURE);
       hello = {
         token: typeof body['token'] === 'string' ? body['token'] : '',
         client: {
@@ -410,8 +413,9 @@ export class Connection {
       this.send(MessageType.Ok, requestId, value);
       return;
     }
-    const error = toKilnError(err);
+    let error = toKilnError(err);
     if (error.code === 'KILN_ERR_INTERNAL') this.ctx.log.error('request failed', { client: this.info.address, error: error.message, stack: (err as Error)?.stack });
+    if (error.code === 'KILN_ERR_STORAGE_BEHIND' && !this.knowsStorageBehind) error = new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', error.message, { details: error.details });
     this.send(MessageType.Error, requestId, error.toJSON());
   }
 

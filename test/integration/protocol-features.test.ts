@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../src/protocol/frame.js';
-import { BINARY_COMMIT_FEATURE, BINARY_GRANT_FEATURE, PRINCIPAL_PAGES_FEATURE, decodeBody, decodeCommitBody, encodeBody, encodeGrantBody, grantFromWire, grantToWire, MessageType, record } from '../../src/protocol/messages.js';
+import { BINARY_COMMIT_FEATURE, BINARY_GRANT_FEATURE, PRINCIPAL_PAGES_FEATURE, STORAGE_BEHIND_FEATURE, decodeBody, decodeCommitBody, encodeBody, encodeGrantBody, grantFromWire, grantToWire, MessageType, record } from '../../src/protocol/messages.js';
 import { encodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import type { LeaseGrant } from '../../src/session/model.js';
@@ -106,7 +106,7 @@ describe('kiln protocol: optional encodings', () => {
   it('the client announces binary grants and reads a grant in either form', async () => {
     for (const form of ['binary', 'msgpack'] as const) {
       await withPeer([BINARY_COMMIT_FEATURE], form, async (engine, { hellos }) => {
-        assert.deepEqual(hellos[0]!['features'], [BINARY_GRANT_FEATURE]);
+        assert.deepEqual(hellos[0]!['features'], [BINARY_GRANT_FEATURE, STORAGE_BEHIND_FEATURE]);
         assert.deepEqual(plainGrant(await engine.acquire(id)), plainGrant({ sessionId: id, ...grant }), `${form} grant`);
       });
     }

@@ -10,6 +10,9 @@ import { decodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { removeDir, sleep, startKilnServer, tempDir, waitFor, type ServerProcess } from '../helpers/processes.js';
 import { commitOf, createSession } from '../security/server-fixtures.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { encodeFrame } from '../../src/protocol/frame.js';
+import { encodeCommitBody, MessageType } from '../../src/protocol/messages.js';
 
 /**
  * A disk that stops answering: the kiln server's log writes wait (failpoint `log:write`,
@@ -144,11 +147,27 @@ describe('kiln server: a log whose disk falls behind', () => {
         const grant = await engine.acquire(id);
         return engine.commit(commitOf(id, grant.token, 0, { n: 1 }));
       })();
+      stuck.catch(() => undefined); // awaited below; a failure before that must not surface as unhandled
       // One small record, far below the backlog limit: only its wait refuses what follows.
       await waitFor(async () => /^kiln_storage_refusing 1$/m.test(await (await admin.get('/metrics')).text()), 10_000, 'the stall to refuse commits');
       const id = generateSessionId();
       const grant = await engine.acquire(id);
       await assert.rejects(engine.commit(commitOf(id, grant.token, 0, { n: 1 })), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_STORAGE_BEHIND' && /a write to the server's log has been waiting on its disk for \d+\.\d s/.test(err.message));
+      // A client from before the code (no 'storage-behind' in its Hello) gets a code it knows and retries.
+      const old = await RawClient.open(server.port);
+      try {
+        old.hello(server.token);
+        const oldId = generateSessionId();
+        old.send(MessageType.Acquire, 2, { id: oldId, timeoutMs: 1000 });
+        const oldToken = ((await old.reply(2)).body as { token: number }).token;
+        old.write(encodeFrame(MessageType.Commit, 3, encodeCommitBody(commitOf(oldId, oldToken, 0, { n: 1 }))));
+        const answer = await old.reply(3);
+        assert.equal(answer.type, MessageType.Error);
+        assert.equal(old.lastError()?.code, 'KILN_ERR_ENGINE_UNAVAILABLE');
+        assert.match(old.lastError()?.message ?? '', /waiting on its disk/);
+      } finally {
+        old.destroy();
+      }
       unlinkSync(hold);
       await stuck;
       await engine.commit(commitOf(id, grant.token, 0, { n: 2 }));

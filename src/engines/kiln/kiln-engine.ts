@@ -5,7 +5,7 @@ import { errorFromWire, isKilnError, KilnError, toKilnError } from '../../errors
 import { encodeFrame, FrameParser, PROTOCOL_VERSION } from '../../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
-  BINARY_GRANT_FEATURE,
+  BINARY_GRANT_FEATURE, STORAGE_BEHIND_FEATURE,
   commitToWire,
   decodeBody,
   encodeBody,
@@ -308,7 +308,7 @@ export class KilnEngine implements Engine {
       socket.destroy();
     }, this.options.connectTimeoutMs);
     const onOpen = (): void => {
-      const hello: HelloBody = { token: this.options.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.options.app }, features: [BINARY_GRANT_FEATURE] };
+      const hello: HelloBody = { token: this.options.token, client: { name: this.ownerId, pid: process.pid, host: hostname(), app: this.options.app }, features: [BINARY_GRANT_FEATURE, STORAGE_BEHIND_FEATURE] };
       socket.write(encodeFrame(MessageType.Hello, 1, encodeBody(hello)));
     };
     socket.once(secure ? 'secureConnect' : 'connect', onOpen);
