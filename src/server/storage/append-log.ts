@@ -433,10 +433,10 @@ export class AppendLog implements TierStorage {
   /**
    * Why no commit should be applied now, or undefined: a write the disk refused is being
    * tried again, a failed sync is not yet made good by a snapshot, the backlog is at its
-   * limit, or a write or sync has been outstanding `stallMs`. A commit is refused before it changes
-   * anything (Tier.commit), so a slow or stalled disk costs its clients a retryable error
-   * (KILN_ERR_STORAGE_BEHIND) instead of the server's memory, and them a wait for an
-   * acknowledgement that may never come.
+   * limit, or a write or sync has been outstanding `stallMs`. A commit is refused before
+   * it changes anything (Tier.commit), so a slow or stalled disk costs its clients a
+   * retryable error (KILN_ERR_STORAGE_BEHIND) instead of the server's memory, and them a
+   * wait for an acknowledgement that may never come.
    */
   refusal(now = Date.now()): string | undefined {
     const { bytes, stalledMs } = this.backlog(now);
