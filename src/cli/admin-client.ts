@@ -4,6 +4,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { KilnError, errorFromWire } from '../errors/index.js';
 import { readDemoState } from './demo-state.js';
+import { formatBytes } from '../util/bytes.js';
 
 /**
  * What the operator commands (status, sessions, top) share: where the admin API is, the
@@ -101,12 +102,8 @@ export function duration(ms: number): string {
   return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
 }
 
-export function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}
+/** A byte count for people (the CLI's name for formatBytes). */
+export const bytes = formatBytes;
 
 export function columns(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

@@ -170,8 +170,7 @@ export class Tier {
         // The first try's record may still wait on the disk (a client that gave up on a
         // stalled one retries the same commit): acknowledged only once it is written, and
         // while the disk is far behind, not waited for at all (each wait holds a place).
-        const behind = this.storage?.refusal?.();
-        if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit's first try is applied and waits for the disk, try again later`, { details: { sessionId: req.sessionId, applied: true } });
+        this.refuseWhileStorageBehind(req, true);
         if (this.storage?.settled) await this.storage.settled();
         this.counters.duplicateCommits++;
         return { version: known, duplicate: true };
@@ -183,8 +182,7 @@ export class Tier {
       this.caps.check(req, this.sessions);
       // So is the disk: a commit applied in memory and then left waiting on a stalled
       // disk would be seen by every reader, yet never acknowledged and lost at a crash.
-      const behind = this.storage?.refusal?.();
-      if (behind !== undefined) throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; the commit was not applied, try again later`, { details: { sessionId: req.sessionId } });
+      this.refuseWhileStorageBehind(req, false);
       result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);
     } catch (err) {
       this.counters.rejectedCommits++;
@@ -207,6 +205,17 @@ export class Tier {
     if (req.release) this.release(ownerId, req.sessionId, req.token);
     if (record && this.storage) await this.storage.append(record);
     return result.ack;
+  }
+
+  /**
+   * Throws KILN_ERR_STORAGE_BEHIND while the storage takes no commit (its disk behind):
+   * `applied` for the retry of a commit applied already, whose change stands.
+   */
+  private refuseWhileStorageBehind(req: CommitRequest, applied: boolean): void {
+    const behind = this.storage?.refusal?.();
+    if (behind === undefined) return;
+    const what = applied ? "the commit's first try is applied and waits for the disk" : 'the commit was not applied';
+    throw new KilnError('KILN_ERR_STORAGE_BEHIND', `${behind}; ${what}, try again later`, { details: applied ? { sessionId: req.sessionId, applied } : { sessionId: req.sessionId } });
   }
 
   /** Access times from lease holders. Touches carrying a stale token are ignored. */

@@ -17,3 +17,11 @@ export function sameBytes(a: Uint8Array, aStart: number, b: Uint8Array, bStart: 
   for (let i = length - 1; i >= 0; i--) if (a[aStart + i] !== b[bStart + i]) return false;
   return true;
 }
+
+/** A byte count for people: B, KiB, MiB or GiB, one or two decimals (`kiln status`, the log's refusals). */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { launchChromium } from '../helpers/chromium.js';
-import { removeDir, ROOT, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
+import { adminPortOf, removeDir, ROOT, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
 import { commitOf } from '../security/server-fixtures.js';
 
 const SHOTS = join(ROOT, 'test-results');
@@ -24,9 +24,9 @@ describe('the web console of a kiln server whose disk stalls', () => {
     const engine = connect(server.url, { token: server.token, name: 'app-1', operationTimeoutMs: 20_000 });
     try {
       await engine.connect();
-      const admin = await waitFor(() => /kiln admin on (\S+) .*admin token in (\S+)\)/.exec(server.output()), 5000, 'the admin line');
+      const admin = await adminPortOf(server);
       const page = await chromium.newPage({ viewport: { width: 1280, height: 900 } });
-      await page.goto(`${admin[1]}/#token=${encodeURIComponent(readFileSync(admin[2]!, 'utf8').trim())}`);
+      await page.goto(`${admin.url}/#token=${encodeURIComponent(admin.token)}`);
       await waitFor(async () => ((await page.textContent('#health')) ?? '') === 'healthy', 10_000, 'healthy at first');
 
       writeFileSync(hold, '');

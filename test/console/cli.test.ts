@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
-import { freePort, KILN_BIN, startKilnServer, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { adminPortOf, freePort, KILN_BIN, startKilnServer, type ServerProcess } from '../helpers/processes.js';
 
 const run = promisify(execFile);
 
@@ -29,9 +29,7 @@ describe('operator CLI', () => {
   before(async () => {
     // No --admin-token-file: the server makes its own admin token and says which file holds it.
     server = await startKilnServer({ args: ['--admin-port', '0'] });
-    const line = await waitFor(() => /kiln admin on (http:\/\/\S+?) .*admin token in (\S+?)\)$/m.exec(server.output()), 5000, 'admin line');
-    [adminUrl, tokenFile] = [line[1]!, line[2]!];
-    adminToken = readFileSync(tokenFile, 'utf8').trim();
+    ({ url: adminUrl, tokenFile, token: adminToken } = await adminPortOf(server));
     assert.equal(statSync(tokenFile).mode & 0o777, 0o600);
     assert.ok(!server.output().includes(adminToken), 'the token itself is never printed');
     kiln = createSessionClient({ engine: connect(server.url, { token: server.token, name: 'cli-test' }), statsIntervalMs: 100 });

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,6 +91,23 @@ export async function startKilnServer(options: ServerStartOptions = {}): Promise
   const started = await startKilnCommand(args, { ...options.env, KILN_TOKEN: token }, /ready on [^\s]+:(\d+)/, 'kiln server', options.readyTimeoutMs);
   const port = Number(started.match[1]);
   return { ...started, port, url: `kiln://127.0.0.1:${port}`, token };
+}
+
+/** A kiln server's admin port, from its admin line: the URL, the generated token's file and the token. */
+export interface AdminPort {
+  url: string;
+  tokenFile: string;
+  token: string;
+  /** GET with the admin token. */
+  get(path: string): Promise<Response>;
+}
+
+/** The admin port of a server started with `--admin-port` and no `--admin-token-file` (it generates a token and names its file). */
+export async function adminPortOf(server: KilnCommandProcess): Promise<AdminPort> {
+  const line = await waitFor(() => /kiln admin on (https?:\/\/\S+?) .*admin token in (\S+?)\)$/m.exec(server.output()), 5000, 'the admin line');
+  const [url, tokenFile] = [line[1]!, line[2]!];
+  const token = readFileSync(tokenFile, 'utf8').trim();
+  return { url, tokenFile, token, get: (path) => fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } }) };
 }
 
 export interface KilnCommandProcess {

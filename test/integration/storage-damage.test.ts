@@ -6,7 +6,7 @@ import { basename, join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { RepairSummary } from '../../src/server/storage/last-repair.js';
 import { LOG_MAGIC } from '../../src/server/storage/frame-file.js';
-import { KILN_BIN, removeDir, startKilnServer, startWorker, tempDir, waitFor } from '../helpers/processes.js';
+import { adminPortOf, KILN_BIN, removeDir, startKilnServer, startWorker, tempDir, waitFor } from '../helpers/processes.js';
 import type { IncrementResult } from './no-lost-update-suite.js';
 
 /**
@@ -467,8 +467,7 @@ describe('kiln repair (real kiln server, SIGKILL)', () => {
       const server = await startKilnServer({ dataDir, args: ['--repair', '--admin-port', '0'] });
       try {
         assert.match(server.output(), /repaired \S+: kept 35, dropped \d+/);
-        const admin = await waitFor(() => /kiln admin on (\S+) .*admin token in (\S+)\)/.exec(server.output()), 5000, 'the admin line');
-        const res = await fetch(`${admin[1]}/api/overview`, { headers: { authorization: `Bearer ${readFileSync(admin[2]!, 'utf8').trim()}` } });
+        const res = await (await adminPortOf(server)).get('/api/overview');
         const overview = (await res.json()) as { storage: { lastRepair: RepairSummary | null } };
         assert.equal(overview.storage.lastRepair?.sessionsKept, 35);
         assert.equal(overview.storage.lastRepair?.repaired, true);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createSessionClient } from '../../src/client/session-client.js';
@@ -8,7 +8,7 @@ import type { Engine } from '../../src/engines/engine.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
 import { decodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
-import { removeDir, sleep, startKilnServer, tempDir, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { adminPortOf, removeDir, sleep, startKilnServer, tempDir, waitFor, type ServerProcess } from '../helpers/processes.js';
 import { commitOf, createSession } from '../security/server-fixtures.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { encodeFrame } from '../../src/protocol/frame.js';
@@ -25,12 +25,6 @@ import { encodeCommitBody, MessageType } from '../../src/protocol/messages.js';
 describe('kiln server: a log whose disk falls behind', () => {
   const BACKLOG = 256 * 1024;
   const VALUE = 'x'.repeat(16 * 1024);
-
-  async function adminOf(server: ServerProcess): Promise<{ get: (path: string) => Promise<Response> }> {
-    const admin = await waitFor(() => /kiln admin on (\S+) .*admin token in (\S+)\)/.exec(server.output()), 5000, 'the admin line');
-    const token = readFileSync(admin[2]!, 'utf8').trim();
-    return { get: (path) => fetch(`${admin[1]}${path}`, { headers: { authorization: `Bearer ${token}` } }) };
-  }
 
   /** A fresh data directory, and the file whose presence turns the log's fault `point` on in a server started with `env`. */
   function faultyDisk(point: string): { dataDir: string; hold: string; env: Record<string, string>; cleanup: () => void } {
@@ -63,7 +57,7 @@ describe('kiln server: a log whose disk falls behind', () => {
     try {
       engine = connect(server.url, { token: server.token, operationTimeoutMs: 20_000 });
       await engine.connect();
-      const admin = await adminOf(server);
+      const admin = await adminPortOf(server);
       const before = await createSession(engine, { v: 'before' });
 
       writeFileSync(hold, '');
@@ -81,7 +75,10 @@ describe('kiln server: a log whose disk falls behind', () => {
         else refused = { id, token: grant.token, error: outcome as { code?: string; message: string } };
       }
       assert.equal(refused.error.code, 'KILN_ERR_STORAGE_BEHIND');
-      assert.match(refused.error.message, /log is 0\.\d+ MiB behind its disk \(limit 0\.3 MiB\); the commit was not applied/);
+      const behind = /^the server's log is (\d+\.\d) KiB behind its disk \(limit 256\.0 KiB\); the commit was not applied, try again later$/.exec(refused.error.message);
+      assert.ok(behind, refused.error.message);
+      const kib = Number(behind[1]);
+      assert.ok(kib >= 256 && kib < 256 + 17, `${kib} KiB waiting: the limit, and less than one more commit`);
       // Refused means not applied: the session does not exist.
       const again = await engine.acquire(refused.id);
       assert.equal(again.snapshot, null, 'the refused commit changed nothing');
@@ -140,7 +137,7 @@ describe('kiln server: a log whose disk falls behind', () => {
 
   it('refuses commits while a log write has waited --log-stall-ms, whatever its size', () =>
     withFaultyServer('log:write', { fsync: 'everysec', args: ['--log-stall-ms', '300', '--admin-port', '0'] }, 20_000, async (server, engine, hold) => {
-      const admin = await adminOf(server);
+      const admin = await adminPortOf(server);
       writeFileSync(hold, '');
       const stuck = (async () => {
         const id = generateSessionId();

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { KILN_BIN, removeDir, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
+import { adminPortOf, KILN_BIN, removeDir, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
 import { ADMIN_TOKEN, READ_TOKEN, readStream, startAdmin, type AdminUnderTest } from './admin-helpers.js';
 
 const run = promisify(execFile);
@@ -171,13 +171,13 @@ describe('the admin token is the admin port’s own', () => {
     const data = tempDir('kiln-sec-data-');
     const server = await startKilnServer({ dataDir: join(data, 'd'), args: ['--admin-port', '0'] });
     try {
-      const line = await waitFor(() => /kiln admin on (http:\/\/\S+?) .*admin token in (\S+?)\)$/m.exec(server.output()), 5000, 'admin line');
-      assert.equal(line[2], join(data, 'd', 'admin.token'));
-      assert.equal(statSync(line[2]!).mode & 0o777, 0o600);
-      const token = readFileSync(line[2]!, 'utf8').trim();
+      const admin = await adminPortOf(server);
+      assert.equal(admin.tokenFile, join(data, 'd', 'admin.token'));
+      assert.equal(statSync(admin.tokenFile).mode & 0o777, 0o600);
+      const token = admin.token;
       assert.ok(Buffer.byteLength(token) >= 32);
       assert.ok(!server.output().includes(token));
-      const overview = (tok: string) => fetch(`${line[1]}/api/overview`, { headers: { authorization: `Bearer ${tok}` } });
+      const overview = (tok: string) => fetch(`${admin.url}/api/overview`, { headers: { authorization: `Bearer ${tok}` } });
       assert.equal((await overview(server.token)).status, 401, 'the client token opens no admin port');
       assert.equal((await overview(token)).status, 200);
     } finally {

@@ -6,8 +6,9 @@ import { isKilnError, KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
+import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeSnapshot } from './frame-file.js';
+import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -426,8 +427,8 @@ export class AppendLog implements TierStorage {
 
   /** How far the log is behind its disk now. */
   backlog(now = Date.now()): LogBacklog {
-    const since = Math.min(this.writeSince || Number.POSITIVE_INFINITY, this.syncSince || Number.POSITIVE_INFINITY);
-    return { bytes: this.backlogBytes, stalledMs: Number.isFinite(since) ? Math.max(0, now - since) : 0 };
+    const since = this.oldestIoStart();
+    return { bytes: this.backlogBytes, stalledMs: since === 0 ? 0 : Math.max(0, now - since) };
   }
 
   /**
@@ -436,15 +437,28 @@ export class AppendLog implements TierStorage {
    * limit, or a write or sync has been outstanding `stallMs`. A commit is refused before
    * it changes anything (Tier.commit), so a slow or stalled disk costs its clients a
    * retryable error (KILN_ERR_STORAGE_BEHIND) instead of the server's memory, and them a
-   * wait for an acknowledgement that may never come.
+   * wait for an acknowledgement that may never come. Asked on every commit: it allocates
+   * nothing, and reads the clock only while a write or sync is outstanding.
    */
-  refusal(now = Date.now()): string | undefined {
-    const { bytes, stalledMs } = this.backlog(now);
-    if (this.writeFailure) return `the server's log cannot be written (${this.writeFailure.message}) for ${((now - this.writeFailure.since) / 1000).toFixed(1)} s`;
+  refusal(now?: number): string | undefined {
+    if (this.writeFailure) {
+      const at = now ?? Date.now();
+      return `the server's log cannot be written (${this.writeFailure.message}) for ${((at - this.writeFailure.since) / 1000).toFixed(1)} s`;
+    }
     if (this.syncFailure) return `the server's log could not be synced (${this.syncFailure}); a snapshot is being written to make it durable again`;
-    if (bytes >= this.maxBacklogBytes) return `the server's log is ${mebibytes(bytes)} behind its disk (limit ${mebibytes(this.maxBacklogBytes)})`;
+    if (this.backlogBytes >= this.maxBacklogBytes) return `the server's log is ${formatBytes(this.backlogBytes)} behind its disk (limit ${formatBytes(this.maxBacklogBytes)})`;
+    const since = this.oldestIoStart();
+    if (since === 0) return undefined;
+    const stalledMs = (now ?? Date.now()) - since;
     if (stalledMs >= this.stallMs) return `a write to the server's log has been waiting on its disk for ${(stalledMs / 1000).toFixed(1)} s`;
     return undefined;
+  }
+
+  /** When the oldest write or sync now outstanding began (Date.now()); 0 when none is. */
+  private oldestIoStart(): number {
+    if (this.writeSince === 0) return this.syncSince;
+    if (this.syncSince === 0) return this.writeSince;
+    return Math.min(this.writeSince, this.syncSince);
   }
 
   /** Writes a snapshot of the current state and drops the logs it covers. */
@@ -640,24 +654,4 @@ function damaged(file: string, offset: number, why: string, dir: string): KilnEr
     `${file} is damaged at byte ${offset}: ${why}. No file was changed; the server will not replay past damage into a state that never existed. See docs/operations.md, "A damaged data directory": \`kiln repair --data-dir ${dir}\` keeps every session that can be trusted and moves the damaged files aside (or start the server with --repair).`,
     { details: { file, offset } },
   );
-}
-
-function mebibytes(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
-
-/** Writes all of `data` at `position`: a write may take only part of it (a disk filling up). */
-async function writeAt(file: FileHandle, data: Buffer, position: number): Promise<void> {
-  const failing = failpointActive('log:write-fails');
-  let done = 0;
-  while (done < data.length) {
-    if (failing && done === 0) {
-      // The fault test's full disk: half the batch reaches the file, then the write fails.
-      await file.write(data, 0, data.length >> 1, position);
-      throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:write-fails)'), { code: 'ENOSPC' });
-    }
-    const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
-    if (bytesWritten === 0) throw new Error(`the disk took none of ${data.length - done} bytes`);
-    done += bytesWritten;
-  }
 }

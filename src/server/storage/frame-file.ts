@@ -1,10 +1,11 @@
 import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
-import { failpoint } from '../../util/failpoint.js';
+import { failpoint, failpointActive } from '../../util/failpoint.js';
 import { isProcessAlive } from '../../util/process-alive.js';
 import { encodeRecord, type Keyring, recordPlace, sealRecord } from './record-codec.js';
 
@@ -283,5 +284,21 @@ function writeAllSync(fd: number, data: Uint8Array): void {
     const written = writeSync(fd, data, done, data.length - done);
     if (written === 0) throw new Error(`the disk took none of ${data.length - done} bytes of the snapshot`);
     done += written;
+  }
+}
+
+/** Writes all of `data` at `position`: a write may take only part of it (a disk filling up). */
+export async function writeAt(file: FileHandle, data: Buffer, position: number): Promise<void> {
+  const failing = failpointActive('log:write-fails');
+  let done = 0;
+  while (done < data.length) {
+    if (failing && done === 0) {
+      // The fault test's full disk: half the batch reaches the file, then the write fails.
+      await file.write(data, 0, data.length >> 1, position);
+      throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:write-fails)'), { code: 'ENOSPC' });
+    }
+    const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw new Error(`the disk took none of ${data.length - done} bytes`);
+    done += bytesWritten;
   }
 }
