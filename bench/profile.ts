@@ -27,6 +27,12 @@
  * --apps=3 runs the row without affinity: three apps behind the balancer, sharing one core,
  * their profiles summed, each sample weighed at its profile's median interval (see selfTimes).
  *
+ * --callers=<name> adds, for the functions whose name contains it, where their self time
+ * is spent from: µs per request by chain of callers (Node's writev, say, put on the Kiln
+ * code that reached it), --depth=<n> callers deep (4).
+ *
+ *   node dist/bench/profile.js --system=fastify-kiln-server --workload=read-mostly --callers=writev
+ *
  * --against=<baseline> profiles both, rounds interleaved, and prints what the system adds
  * to a request over the baseline, by group and by function: where each µs of the
  * CPU-per-request figure goes, Node's and the collector's included.
@@ -40,7 +46,7 @@ import { pin } from './proc.js';
 import { waitFor } from '../test/helpers/processes.js';
 import type { Workload } from './http/loadgen.js';
 import { fmt, median, table } from './util.js';
-import { allocatedBytes, concernOf, selfTimes, summarizeGcTrace, type Concern, type GcSummary, type Group, type HeapNode, type Profile } from './profile-analysis.js';
+import { allocatedBytes, callerTimes, concernOf, selfTimes, summarizeGcTrace, type Concern, type GcSummary, type Group, type HeapNode, type Profile } from './profile-analysis.js';
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
@@ -49,6 +55,8 @@ const workload = arg('workload', 'read-mostly') as Workload;
 const sessions = Number(arg('sessions', '1000'));
 const seconds = Number(arg('seconds', '10'));
 const top = Number(arg('top', '30'));
+const callers = arg('callers', '');
+const callerDepth = Number(arg('depth', '4'));
 const survivors = args.includes('--survivors');
 const allocations = args.includes('--allocations') || survivors;
 const gc = args.includes('--gc');
@@ -63,6 +71,7 @@ for (const which of [system, against]) {
   if (apps === 3 && which && !systemInfo(which).shared) throw new Error(`--apps=3: ${which} keeps its sessions in each app, so three apps do not share them`);
 }
 const rounds = Number(arg('rounds', '3'));
+if (callers && (against || gc || allocations)) throw new Error('--callers reads the CPU profile of one system: not with --against, --gc, --allocations or --survivors');
 
 const stores: Stores = { redis: (await startStandalone()) as Stores['redis'], kiln: undefined };
 pin(stores.redis.node.pid, LOAD_CPU);
@@ -90,7 +99,10 @@ try {
   } else {
     const run = await profileRun(system, 0);
     if (allocations) printAllocations(allocatedBytes((run.profiles as { head: HeapNode }[]).map((p) => p.head)), run.perRequest);
-    else printTimes(selfTimes(run.profiles as Profile[], apps > 1), run.perRequest);
+    else {
+      printTimes(selfTimes(run.profiles as Profile[], apps > 1), run.perRequest);
+      if (callers) printCallers(callerTimes(run.profiles as Profile[], callers, callerDepth, apps > 1), run.perRequest);
+    }
   }
 } finally {
   await stores.kiln?.kill();
@@ -261,6 +273,12 @@ function printTimes(times: Map<string, { micros: number; group: Group }>, perReq
   console.log(table([...concerns].sort((a, b) => b[1] - a[1]).map(([c, m]) => ({ concern: c, 'µs/req': fmt(perRequest(m), 1) }))));
   console.log(`\nKiln's functions (${kiln.length}), µs/req:\n`);
   console.log(kiln.slice(0, 40).map(([k, t]) => `  ${fmt(perRequest(t.micros), 2).padStart(6)}  ${k}`).join('\n'));
+}
+
+function printCallers(times: Map<string, number>, perRequest: (micros: number) => number): void {
+  console.log(`\nwhere the self time of functions named like '${callers}' is spent from (µs/req, innermost first):\n`);
+  const rows = [...times].sort((a, b) => b[1] - a[1]).slice(0, top);
+  console.log(rows.map(([path, micros]) => `  ${fmt(perRequest(micros), 2).padStart(6)}  ${path}`).join('\n'));
 }
 
 function printAllocations(bytes: Map<string, { bytes: number; group: Group }>, perRequest: (bytes: number) => number): void {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { allocatedBytes, concernOf, groupOf, selfTimes, summarizeGcTrace, type HeapNode, type Profile } from '../../bench/profile-analysis.js';
+import { allocatedBytes, callerTimes, concernOf, groupOf, selfTimes, summarizeGcTrace, type HeapNode, type Profile } from '../../bench/profile-analysis.js';
 
 // What bench/profile.ts reads out of profiled apps. Its figures are quoted in
 // docs/benchmarks.md, so a wrong weight or a misread trace line would be a wrong figure there.
@@ -29,6 +29,27 @@ describe('bench profile analysis: CPU profiles', () => {
     const times = selfTimes([profile([200, 200, 5000, 200])], true);
     assert.equal(times.get('commit dist/src/client/commit-pipeline.js:42')!.micros, 600);
     assert.equal(times.get('(garbage collector) :1')!.micros, 200);
+  });
+
+  it('puts the self time of a function on the chain of its callers', () => {
+    const tree: Profile = {
+      nodes: [
+        { id: 1, callFrame: frame('(root)', ''), children: [2, 4] },
+        { id: 2, callFrame: frame('commit', 'file:///app/dist/src/client/commit-pipeline.js', 41), children: [3] },
+        { id: 3, callFrame: frame('writev', '') },
+        { id: 4, callFrame: frame('end', 'node:_http_outgoing', 9), children: [5] },
+        { id: 5, callFrame: frame('writev', '') },
+      ],
+      samples: [3, 5, 3, 2],
+      timeDeltas: [10, 20, 30, 40],
+    };
+    const times = callerTimes([tree], 'writev', 1);
+    assert.deepEqual([...times], [
+      ['writev :1 < commit dist/src/client/commit-pipeline.js:42', 40],
+      ['writev :1 < end node:_http_outgoing:10', 20],
+    ]);
+    // The chain stops at the root however deep it is asked to go.
+    assert.deepEqual([...callerTimes([tree], 'writev', 9).keys()][0], 'writev :1 < commit dist/src/client/commit-pipeline.js:42 < (root) :1');
   });
 
   it('groups frames as Kiln, framework, packages, Node and the collector', () => {
