@@ -86,7 +86,7 @@ function unreachableHint(err: NodeJS.ErrnoException): string {
 
 export interface Overview {
   server: { role: string; version: string; host: string; pid: number; address: string; epoch: string; uptimeMs: number; tls: boolean };
-  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; backlog?: { bytes: number; stalledMs: number; refusing: string | null } };
+  storage: { kind: 'kiln-log' | 'memory' | 'redis'; dataDir: string | null; fsync: string | null; bytesOnDisk: number | null; replicas?: number; backlog?: { bytes: number; stalledMs: number; compactingMs?: number; refusing: string | null } };
   sessions: { count: number; bytes: number; tombstones: number | null };
   leases: { held: number; waiting: number };
   counters: Record<string, number>;
@@ -110,10 +110,16 @@ export function columns(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
-/** The log's backlog, when there is one worth a look: bytes not yet written, the oldest write's wait. */
-function backlogNote(backlog: { bytes: number; stalledMs: number } | undefined): string {
-  if (!backlog || (backlog.bytes < 1024 * 1024 && backlog.stalledMs < 1000)) return '';
-  return `  backlog ${bytes(backlog.bytes)}${backlog.stalledMs >= 1000 ? `, a write waiting ${(backlog.stalledMs / 1000).toFixed(1)} s` : ''}`;
+/** A compaction running this long is worth a line on the storage row; this long, a health warning (a snapshot waiting on a hung disk). */
+const COMPACTION_NOTE_MS = 5000;
+const COMPACTION_WARNING_MS = 5 * 60_000;
+
+/** The log's backlog, when there is one worth a look: bytes not yet written, the oldest write's wait, a long compaction. */
+function backlogNote(backlog: { bytes: number; stalledMs: number; compactingMs?: number } | undefined): string {
+  if (!backlog) return '';
+  const compacting = (backlog.compactingMs ?? 0) >= COMPACTION_NOTE_MS ? `  compacting for ${duration(backlog.compactingMs!)}` : '';
+  if (backlog.bytes < 1024 * 1024 && backlog.stalledMs < 1000) return compacting;
+  return `  backlog ${bytes(backlog.bytes)}${backlog.stalledMs >= 1000 ? `, a write waiting ${(backlog.stalledMs / 1000).toFixed(1)} s` : ''}${compacting}`;
 }
 
 /** One screen: server, storage, sessions, leases, rates, clients, health. */
@@ -122,6 +128,7 @@ export function renderStatus(o: Overview, rates?: { commitsPerSecond: number; re
   if (o.leases.waiting > 0) warnings.push(`${o.leases.waiting} lease waits`);
   if (o.connections === 0) warnings.push('no app server connected');
   if (o.storage.backlog?.refusing) warnings.push(`commits refused: ${o.storage.backlog.refusing}`);
+  if ((o.storage.backlog?.compactingMs ?? 0) >= COMPACTION_WARNING_MS) warnings.push(`a compaction has run for ${duration(o.storage.backlog!.compactingMs!)}: its snapshot may be waiting on a hung disk`);
   const lines = [
     o.storage.kind === 'redis'
       ? `redis       ${o.server.address}  ${o.server.role}  console v${o.server.version} pid ${o.server.pid}  up ${duration(o.server.uptimeMs)}  epoch ${o.server.epoch}`

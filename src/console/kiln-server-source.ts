@@ -89,7 +89,7 @@ export class KilnServerSource implements ConsoleSource {
       recent: recentOf(this.commitLatency.recent(recentWindowMs), this.leaseWait.recent(recentWindowMs)),
       clients: this.server.clients(),
       storageBytes: storage?.bytesOnDisk ?? 0, // no storage: nothing on disk
-      ...(storage ? { storageBacklog: { bytes: storage.backlog.bytes, stalledMs: storage.backlog.stalledMs, refusing: storage.refusing ?? null } } : {}),
+      ...(storage ? { storageBacklog: { bytes: storage.backlog.bytes, stalledMs: storage.backlog.stalledMs, compactingMs: storage.backlog.compactingMs, refusing: storage.refusing ?? null } } : {}),
     };
   }
 

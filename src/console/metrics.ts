@@ -52,6 +52,7 @@ export class ServerMetrics {
     optionalGauge(this.registry, 'kiln_storage_bytes', 'Bytes of log on disk', () => f().storageBytes);
     optionalGauge(this.registry, 'kiln_storage_backlog_bytes', 'Bytes of log waiting to be written (commits are refused at --max-log-backlog-bytes)', () => f().storageBacklog?.bytes ?? null);
     optionalGauge(this.registry, 'kiln_storage_stalled_seconds', 'How long the oldest outstanding log write or sync has waited (commits are refused at --log-stall-ms)', () => (f().storageBacklog ? f().storageBacklog!.stalledMs / 1000 : null));
+    optionalGauge(this.registry, 'kiln_storage_compaction_seconds', 'How long the compaction now running has taken (0 when none is); a snapshot waiting on a hung disk shows here', () => (f().storageBacklog ? f().storageBacklog!.compactingMs / 1000 : null));
     optionalGauge(this.registry, 'kiln_storage_refusing', '1 while commits are refused because the log is behind its disk', () => (f().storageBacklog ? (f().storageBacklog!.refusing ? 1 : 0) : null));
     optionalGauge(this.registry, 'kiln_redis_replicas_online', 'Redis: replicas the master has online (a commit asks for `replicas` of them)', () => f().replicasOnline ?? null);
     // What each app server's client last reported (near cache), labelled by client.

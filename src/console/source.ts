@@ -107,7 +107,7 @@ export interface ConsoleFigures {
    * oldest outstanding write or sync has waited, and why commits are refused now (its
    * disk behind), if they are.
    */
-  storageBacklog?: { bytes: number; stalledMs: number; refusing: string | null };
+  storageBacklog?: { bytes: number; stalledMs: number; compactingMs: number; refusing: string | null };
   /** Redis with `replicas`: replicas the master has online (absent elsewhere). */
   replicasOnline?: number | null;
 }

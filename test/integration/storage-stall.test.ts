@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createSessionClient } from '../../src/client/session-client.js';
@@ -197,6 +197,57 @@ describe('kiln server: a log whose disk falls behind', () => {
       assert.equal(decodeAttribute((await engine.acquire(before.id)).snapshot!.attributes.get('v')!), 'before');
       assert.equal(decodeAttribute((await engine.acquire(id)).snapshot!.attributes.get('v')!), 'while full');
       assert.equal((await engine.acquire(other)).snapshot, null, 'the refused commit was never applied');
+    } finally {
+      await engine.close();
+      rmSync(hold, { force: true });
+      await server.kill();
+      cleanup();
+    }
+  });
+
+  it('a compaction whose snapshot waits on a hung disk: the server answers and takes commits meanwhile, shows how long it has run, and completes when the disk answers', async () => {
+    const { dataDir, hold, env, cleanup } = faultyDisk('snapshot:write');
+    writeFileSync(hold, '');
+    let server = await startKilnServer({ dataDir, fsync: 'always', env, args: ['--compact-min-bytes', '65536', '--admin-port', '0'] });
+    let engine = connect(server.url, { token: server.token, operationTimeoutMs: 10_000 });
+    try {
+      await engine.connect();
+      const admin = await adminPortOf(server);
+      type Backlog = { bytes: number; stalledMs: number; compactingMs: number; refusing: string | null };
+      const backlog = async () => ((await (await admin.get('/api/overview')).json()) as { storage: { backlog: Backlog } }).storage.backlog;
+      const { id, token } = await createSession(engine, { v: 'first' });
+      // Overwrites of one 16 KiB value: the logs pass --compact-min-bytes and twice the live data.
+      let version = 1;
+      while (!existsSync(join(dataDir, 'snapshot.kiln.tmp'))) {
+        assert.ok(version < 40, 'a compaction begins');
+        await engine.commit(commitOf(id, token, version, { v: `${version}:${VALUE}` }));
+        version++;
+      }
+      // Its snapshot waits on the disk. Written with blocking calls, it held the server until the disk answered.
+      const during = [];
+      for (let i = 0; i < 5; i++) during.push(await createSession(engine, { v: `during ${i}` }));
+      await engine.commit(commitOf(id, token, version, { v: 'last' }));
+      await waitFor(async () => (await backlog()).compactingMs >= 500 || undefined, 10_000, 'the compaction to show how long it has run');
+      const shown = await backlog();
+      assert.equal(shown.refusing, null, 'commits are taken: the log the compaction started is written');
+      assert.equal(shown.stalledMs, 0);
+      assert.match(await (await admin.get('/metrics')).text(), /^kiln_storage_compaction_seconds (0\.[5-9]|[1-9])/m);
+      assert.ok(existsSync(join(dataDir, 'snapshot.kiln.tmp')) && !existsSync(join(dataDir, 'snapshot.kiln')), 'the snapshot still waits');
+
+      unlinkSync(hold);
+      await waitFor(async () => ((await backlog()).compactingMs === 0 && existsSync(join(dataDir, 'snapshot.kiln'))) || undefined, 20_000, 'the compaction to complete');
+      assert.ok(!existsSync(join(dataDir, 'snapshot.kiln.tmp')));
+      assert.equal(readdirSync(dataDir).filter((f) => f.startsWith('log-')).length, 1, 'the logs the snapshot covers are gone');
+      assert.match(await (await admin.get('/metrics')).text(), /^kiln_storage_compaction_seconds 0$/m);
+
+      // A crash now loses nothing acknowledged: the snapshot and the log after it.
+      await engine.close();
+      await server.kill();
+      server = await startKilnServer({ dataDir, fsync: 'always' });
+      engine = connect(server.url, { token: server.token });
+      await engine.connect();
+      assert.equal(decodeAttribute((await engine.acquire(id)).snapshot!.attributes.get('v')!), 'last');
+      for (const [i, s] of during.entries()) assert.equal(decodeAttribute((await engine.acquire(s.id)).snapshot!.attributes.get('v')!), `during ${i}`);
     } finally {
       await engine.close();
       rmSync(hold, { force: true });

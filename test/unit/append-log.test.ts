@@ -335,7 +335,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(settled, 0, 'nothing is acknowledged while the disk holds the write');
       unlinkSync(hold);
       await Promise.all(pending);
-      assert.deepEqual(log.backlog(), { bytes: 0, stalledMs: 0 });
+      assert.deepEqual(log.backlog(), { bytes: 0, stalledMs: 0, compactingMs: 0 });
       assert.equal(log.refusal(), undefined);
       await log.close();
       await loadsClean(dir, pending.length); // every record held back reached the disk
@@ -455,5 +455,35 @@ describe('append-only log: a disk that falls behind', () => {
       await log.compact();
       await log.close();
       await loadsClean(dir, 5);
+    }));
+
+  it('a compaction whose snapshot waits on a hung disk holds neither the event loop nor the commits, and completes when the disk answers', () =>
+    withFault('snapshot:write', async (dir, hold) => {
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes });
+      log.load(() => undefined);
+      await log.open();
+      for (let i = 0; i < 20; i++) await log.append(commitRecord(table, i, 100));
+      let compacted = false;
+      const compaction = log.compact().then(() => void (compacted = true));
+      await waitFor(() => readdirSync(dir).includes('snapshot.kiln.tmp') || undefined, 5000, 'the snapshot begun');
+      // Written synchronously, a held snapshot write would hold this timer and every commit.
+      const started = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(Date.now() - started < 2000, 'timers run while the snapshot waits');
+      for (let i = 20; i < 30; i++) await log.append(commitRecord(table, i, 100)); // acknowledged, to the new log
+      assert.equal(compacted, false, 'the snapshot still waits on its disk');
+      assert.equal(log.counters.compactions, 0);
+      assert.ok(log.backlog().compactingMs >= 100, `the compaction's wait shows: ${log.backlog().compactingMs} ms`);
+      assert.equal(log.refusal(), undefined, 'commits are taken: the log after the snapshot is written');
+      unlinkSync(hold);
+      await compaction;
+      assert.equal(log.counters.compactions, 1);
+      assert.equal(log.backlog().compactingMs, 0);
+      await log.close();
+      const files = readdirSync(dir);
+      assert.ok(files.includes('snapshot.kiln') && !files.includes('snapshot.kiln.tmp'), files.join(' '));
+      assert.equal(files.filter((f) => f.startsWith('log-')).length, 1, 'the logs the snapshot covers are gone');
+      await loadsClean(dir, 30); // the snapshot's 20 and the 10 of the log after it
     }));
 });

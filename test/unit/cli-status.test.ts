@@ -24,4 +24,15 @@ describe('kiln status: the log behind its disk', () => {
     const refusing = renderStatus(overview({ bytes: 64 * 1024 * 1024, stalledMs: 6000, refusing: "the server's log is 64.0 MiB behind its disk (limit 64.0 MiB)" }));
     assert.equal(line(refusing, 'health'), "health      WARN: commits refused: the server's log is 64.0 MiB behind its disk (limit 64.0 MiB)");
   });
+
+  it('notes a compaction that runs long, and warns of one that may wait on a hung disk', () => {
+    const quiet = { bytes: 0, stalledMs: 0, refusing: null };
+    assert.equal(line(renderStatus(overview({ ...quiet, compactingMs: 4000 })), 'storage'), 'storage     /data  fsync always  log 2.0 KiB');
+    const long = renderStatus(overview({ ...quiet, compactingMs: 75_000 }));
+    assert.equal(line(long, 'storage'), 'storage     /data  fsync always  log 2.0 KiB  compacting for 1m15s');
+    assert.equal(line(long, 'health'), 'health      ok');
+    const behind = renderStatus(overview({ bytes: 3 * 1024 * 1024, stalledMs: 0, refusing: null, compactingMs: 6 * 60_000 }));
+    assert.equal(line(behind, 'storage'), 'storage     /data  fsync always  log 2.0 KiB  backlog 3.0 MiB  compacting for 6m0s');
+    assert.equal(line(behind, 'health'), 'health      WARN: a compaction has run for 6m0s: its snapshot may be waiting on a hung disk');
+  });
 });

@@ -30,6 +30,8 @@ Options:
                              with KILN_ERR_STORAGE_BEHIND, changing nothing (default 67108864)
   --log-stall-ms <n>         a log write or sync waiting this long on the disk refuses
                              commits too (default 5000)
+  --compact-min-bytes <n>    rewrite the logs as one snapshot once they pass this size and
+                             twice the live data (default 67108864)
   --token-file <file>        file holding the default namespace's token, 32 bytes or more
                              (else KILN_TOKEN)
   --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or
@@ -92,6 +94,7 @@ export const serverCommand: Command = {
         fsync: { type: 'string' },
         'max-log-backlog-bytes': { type: 'string' },
         'log-stall-ms': { type: 'string' },
+        'compact-min-bytes': { type: 'string' },
         'token-file': { type: 'string' },
         'tokens-file': { type: 'string' },
         'insecure-no-auth': { type: 'boolean' },
@@ -165,6 +168,7 @@ export const serverCommand: Command = {
       repair: values.repair ?? false,
       maxLogBacklogBytes: intFlag(values['max-log-backlog-bytes'], 'max-log-backlog-bytes'),
       logStallMs: intFlag(values['log-stall-ms'], 'log-stall-ms'),
+      compactMinBytes: intFlag(values['compact-min-bytes'], 'compact-min-bytes'),
       maxConnections: intFlag(values['max-connections'], 'max-connections'),
       maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
       handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),

@@ -1,5 +1,5 @@
 import { chmodSync, existsSync, mkdirSync, readdirSync, readSync, statSync, truncateSync, unlinkSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { isKilnError, KilnError } from '../../errors/index.js';
@@ -8,7 +8,7 @@ import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, SNAPSHOT_MAGIC, syncDir, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -73,6 +73,11 @@ export interface LogBacklog {
   bytes: number;
   /** How long the oldest write or sync now outstanding has taken; 0 when none is. */
   stalledMs: number;
+  /**
+   * How long the compaction now running has taken; 0 when none is. A snapshot waits on its
+   * disk without holding the server, so a hung one shows here rather than in a stall.
+   */
+  compactingMs: number;
 }
 
 export interface LoadReport {
@@ -143,6 +148,8 @@ export class AppendLog implements TierStorage {
   private dirty = false;
   private logBytes = 0;
   private compacting: Promise<void> | undefined;
+  /** Date.now() when the compaction now running began; 0 when none is. */
+  private compactingSince = 0;
   private syncTimer: NodeJS.Timeout | undefined;
   private closed = false;
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
@@ -428,7 +435,11 @@ export class AppendLog implements TierStorage {
   /** How far the log is behind its disk now. */
   backlog(now = Date.now()): LogBacklog {
     const since = this.oldestIoStart();
-    return { bytes: this.backlogBytes, stalledMs: since === 0 ? 0 : Math.max(0, now - since) };
+    return {
+      bytes: this.backlogBytes,
+      stalledMs: since === 0 ? 0 : Math.max(0, now - since),
+      compactingMs: this.compactingSince === 0 ? 0 : Math.max(0, now - this.compactingSince),
+    };
   }
 
   /**
@@ -464,8 +475,10 @@ export class AppendLog implements TierStorage {
   /** Writes a snapshot of the current state and drops the logs it covers. */
   compact(): Promise<void> {
     if (!this.compacting) {
+      this.compactingSince = Date.now();
       this.compacting = this.doCompact().finally(() => {
         this.compacting = undefined;
+        this.compactingSince = 0;
       });
     }
     return this.compacting;
@@ -508,7 +521,7 @@ export class AppendLog implements TierStorage {
     await this.rotate();
     const nextSeq = this.seq;
     await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring);
-    for (const seq of this.logSeqs()) if (seq < nextSeq) unlinkSync(this.logPath(seq));
+    for (const seq of await logSeqsAsync(this.dir)) if (seq < nextSeq) await unlink(this.logPath(seq));
     this.logBytes = 0;
     this.counters.compactions++;
   }
@@ -522,17 +535,14 @@ export class AppendLog implements TierStorage {
       await file.chmod(0o600);
       await writeAt(file, LOG_MAGIC, 0);
       await file.datasync();
-      syncDir(this.dir);
+      await syncDirAsync(this.dir);
     } catch (err) {
       // A full disk fails here too: no handle kept, and no empty log left to become a
       // "cut short, not the newest" log once a later rotation succeeds.
       await file.close().catch(() => undefined);
-      try {
-        unlinkSync(path);
-      } catch {
-        // gone already, or the disk refuses even this: left, it is a short log that a start
-        // cuts off only while it is the newest (else refused as damage; kiln repair)
-      }
+      // Gone already, or the disk refuses even this: left, it is a short log that a start
+      // cuts off only while it is the newest (else refused as damage; kiln repair).
+      await unlink(path).catch(() => undefined);
       throw err;
     }
     // A flush that started on the previous file during the awaits above ends there first,
@@ -540,7 +550,7 @@ export class AppendLog implements TierStorage {
     while (this.flushing) await this.flushing;
     if (this.gaveUp) {
       await file.close().catch(() => undefined);
-      unlinkSync(path);
+      await unlink(path);
       throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     }
     this.file = file;

@@ -1,11 +1,11 @@
-import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
+import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
 import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
-import { failpoint, failpointActive } from '../../util/failpoint.js';
+import { failpoint, failpointActive, failpointHold } from '../../util/failpoint.js';
 import { isProcessAlive } from '../../util/process-alive.js';
 import { encodeRecord, type Keyring, recordPlace, sealRecord } from './record-codec.js';
 
@@ -47,64 +47,75 @@ export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number,
  * Writes every record of `records` as `<dir>/snapshot.kiln.tmp`, synced, then renames it
  * over snapshot.kiln: a crash leaves either the old snapshot or the new one, whole.
  * `firstSeq` is the first log the snapshot must be followed by.
+ *
+ * Every file operation is asynchronous: on a disk that hangs, the snapshot waits and the
+ * server goes on answering (its commits go to the log the compaction started, and are
+ * refused once that log falls behind too). Writing synchronously, a compaction begun just
+ * before the hang held the event loop until the disk answered.
  */
 export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined): Promise<void> {
   const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
-  const fd = openSync(tmp, 'w', 0o600);
+  const file = await open(tmp, 'w', 0o600);
   try {
     // A temp file left by a crash keeps its old mode through 'w'; the umask may have narrowed a new one.
-    fchmodSync(fd, 0o600);
+    await file.chmod(0o600);
     const header = Buffer.alloc(SNAPSHOT_MAGIC.length + 4);
     SNAPSHOT_MAGIC.copy(header);
     header.writeUInt32BE(firstSeq, SNAPSHOT_MAGIC.length);
-    writeAllSync(fd, header);
+    await writeAt(file, header, 0);
     let offset = header.length;
     let chunk: Uint8Array[] = [];
     let chunkBytes = 0;
     let sinceYield = 0;
-    const flushChunk = (): void => {
+    const flushChunk = async (): Promise<void> => {
       const data = frameRecords(chunk, SNAPSHOT_MAGIC, firstSeq, offset, keyring);
-      writeAllSync(fd, data);
-      offset += data.length;
       chunk = [];
       chunkBytes = 0;
+      const held = failpointHold('snapshot:write');
+      if (held) await held;
+      await writeAt(file, data, offset);
+      offset += data.length;
     };
     for (const record of records) {
       const payload = encodeRecord(record);
       chunk.push(payload);
       chunkBytes += payload.length;
-      if (chunkBytes > 1 << 20) flushChunk();
-      // Let requests run between slices of a large snapshot.
+      if (chunkBytes > 1 << 20) {
+        await flushChunk();
+        sinceYield = 0;
+      }
+      // Let requests run between slices of a large snapshot (encoding is CPU, not disk).
       if (++sinceYield >= 5000) {
         sinceYield = 0;
         await new Promise((resolve) => setImmediate(resolve));
       }
     }
-    if (chunk.length > 0) flushChunk();
-    fsyncSync(fd);
+    if (chunk.length > 0) await flushChunk();
+    await file.sync();
   } catch (err) {
-    try {
-      closeSync(fd);
-    } catch {
-      // the write's error is the one to report
-    }
+    await file.close().catch(() => undefined);
     // A snapshot that could not be written whole holds space a full disk needs, and is never read.
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the next start removes it
-    }
+    await unlink(tmp).catch(() => undefined); // else the next start removes it
     throw err;
   }
-  closeSync(fd);
+  await file.close();
   failpoint('snapshot:before-rename');
-  renameSync(tmp, join(dir, SNAPSHOT_NAME));
-  syncDir(dir);
+  await rename(tmp, join(dir, SNAPSHOT_NAME));
+  await syncDirAsync(dir);
 }
 
 /** The sequence numbers of the logs in `dir`, oldest first. */
 export function logSeqs(dir: string): number[] {
-  return readdirSync(dir)
+  return seqsOfLogs(readdirSync(dir));
+}
+
+/** logSeqs without holding the event loop (the running server's compaction). */
+export async function logSeqsAsync(dir: string): Promise<number[]> {
+  return seqsOfLogs(await readdir(dir));
+}
+
+function seqsOfLogs(names: string[]): number[] {
+  return names
     .map((name) => /^log-(\d+)\.kiln$/.exec(name)?.[1])
     .filter((s): s is string => s !== undefined)
     .map(Number)
@@ -225,7 +236,7 @@ export interface FileEnd {
   offset: number;
 }
 
-
+/** Makes a rename or a new file in `dir` durable (fsync of the directory), synchronously: for `kiln repair` and the start. */
 export function syncDir(dir: string): void {
   try {
     const fd = openSync(dir, 'r');
@@ -236,6 +247,19 @@ export function syncDir(dir: string): void {
     }
   } catch {
     // Some file systems refuse fsync on directories; the rename is still atomic.
+  }
+}
+
+/** syncDir without holding the event loop: for the running server, whose disk may hang. */
+export async function syncDirAsync(dir: string): Promise<void> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // Some file systems refuse fsync on directories; the rename is still atomic.
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
 }
 
@@ -273,18 +297,6 @@ export function findNextFrame(reader: FrameReader, from: number): number | undef
 
 function mayStartRecord(byte: number): boolean {
   return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
-}
-
-/**
- * writeSync until every byte is written: a write may take only part of a buffer (a disk
- * filling up) without an error, and a snapshot cut short would replace a whole one.
- */
-function writeAllSync(fd: number, data: Uint8Array): void {
-  for (let done = 0; done < data.length; ) {
-    const written = writeSync(fd, data, done, data.length - done);
-    if (written === 0) throw new Error(`the disk took none of ${data.length - done} bytes of the snapshot`);
-    done += written;
-  }
 }
 
 /** Writes all of `data` at `position`: a write may take only part of it (a disk filling up). */
