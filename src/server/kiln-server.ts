@@ -187,7 +187,7 @@ export class KilnServer {
       this.storage = new AppendLog({
         dir: this.dataDir,
         fsync: this.fsync,
-        compactMinBytes: o.int('compactMinBytes', 64 * 1024 * 1024, 0),
+        compactMinBytes: o.int('compactMinBytes', 64 * 1024 * 1024, 64 * 1024),
         maxBacklogBytes: o.int('maxLogBacklogBytes', DEFAULT_MAX_LOG_BACKLOG_BYTES, 64 * 1024),
         stallMs: o.int('logStallMs', DEFAULT_LOG_STALL_MS, 100),
         liveBytes: () => this.tier.stats().sessionBytes + this.tier.sessionCount * 96,

@@ -15,7 +15,24 @@ import { existsSync } from 'node:fs';
  * failpoint('repair:old-files-kept'); // KILN_FAILPOINT=repair:old-files-kept kiln repair …
  */
 export function failpoint(name: string): void {
-  if (process.env['KILN_FAILPOINT'] === name) process.kill(process.pid, 'SIGKILL');
+  if (process.env['KILN_FAILPOINT'] !== undefined && holdFileOf(name) !== undefined) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * The hold file of a point KILN_FAILPOINT names, '' for a point named without one and no
+ * KILN_FAILPOINT_HOLD, undefined for a point it does not name. KILN_FAILPOINT is a
+ * comma-separated list of `name` or `name=<hold file>` (a fault test may hold a
+ * snapshot's writes and fail the log's at once); a name without its own file uses
+ * KILN_FAILPOINT_HOLD.
+ */
+function holdFileOf(name: string): string | undefined {
+  const list = process.env['KILN_FAILPOINT'];
+  if (list === undefined || list === '') return undefined;
+  for (const entry of list.split(',')) {
+    const eq = entry.indexOf('=');
+    if ((eq < 0 ? entry : entry.slice(0, eq)) === name) return eq < 0 ? (process.env['KILN_FAILPOINT_HOLD'] ?? '') : entry.slice(eq + 1);
+  }
+  return undefined;
 }
 
 /**
@@ -31,7 +48,7 @@ export function failpoint(name: string): void {
  */
 export function failpointHold(name: string): Promise<void> | undefined {
   if (!failpointActive(name)) return undefined;
-  const file = process.env['KILN_FAILPOINT_HOLD']!;
+  const file = holdFileOf(name)!;
   return new Promise((resolve) => {
     const check = (): void => {
       if (existsSync(file)) setTimeout(check, 20);
@@ -42,12 +59,13 @@ export function failpointHold(name: string): Promise<void> | undefined {
 }
 
 /**
- * Whether a named fault is on now: KILN_FAILPOINT names it and the file KILN_FAILPOINT_HOLD
- * names exists. The log's writes fail while `log:write-fails` is (a disk gone full: half
- * of each write reaches the file, then ENOSPC), its everysec syncs while `log:sync-fails` is.
+ * Whether a named fault is on now: KILN_FAILPOINT names it and its hold file exists. The
+ * log's writes fail while `log:write-fails` is (a disk gone full: half of each write
+ * reaches the file, then ENOSPC; a compaction's snapshot writes too), its everysec syncs
+ * while `log:sync-fails` is.
  */
 export function failpointActive(name: string): boolean {
-  if (process.env['KILN_FAILPOINT'] !== name) return false;
-  const file = process.env['KILN_FAILPOINT_HOLD'];
+  if (process.env['KILN_FAILPOINT'] === undefined) return false;
+  const file = holdFileOf(name);
   return file !== undefined && file !== '' && existsSync(file);
 }

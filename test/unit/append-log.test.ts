@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -457,33 +458,147 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 5);
     }));
 
-  it('a compaction whose snapshot waits on a hung disk holds neither the event loop nor the commits, and completes when the disk answers', () =>
+  /** A session's change (attribute `w`), committed to the table: its record. */
+  function change(table: SessionTable, id: string, value: string): TierRecord {
+    const version = table.get(id)!.version;
+    return table.applyCommit({ sessionId: id, token: 1, commitId: `w:${value}`, baseVersion: version, lastAccessedAt: 1, set: [['w', Buffer.from(value)]], del: [], principal: undefined }, DEFAULT_SESSION_LIMITS, Date.now()).record!;
+  }
+
+  /** Every live session of a table as plain data (version and attribute bytes), by id. */
+  function contents(table: SessionTable): Map<string, { version: number; attributes: [string, string][] }> {
+    const out = new Map<string, { version: number; attributes: [string, string][] }>();
+    for (const record of table.dump(Date.now())) {
+      if (record.t !== 's') continue;
+      const s = table.snapshot(record.meta.id)!;
+      out.set(record.meta.id, { version: s.meta.version, attributes: [...s.attributes].map(([k, v]) => [k, Buffer.from(v).toString('base64')]) });
+    }
+    return out;
+  }
+
+  /** 600 sessions of 4 KiB in a new log: a snapshot of 2.4 MiB, written in three chunks. */
+  async function bigLog(dir: string, options: { fsync: 'always' | 'everysec'; stallMs?: number }): Promise<{ table: SessionTable; log: AppendLog; ids: string[] }> {
+    const table = new SessionTable();
+    const log = new AppendLog({ dir, ...options, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes });
+    log.load(() => undefined);
+    await log.open();
+    const ids: string[] = [];
+    for (let i = 0; i < 600; i++) {
+      const record = commitRecord(table, i, 4096);
+      ids.push((record as { id: string }).id);
+      await log.append(record);
+    }
+    return { table, log, ids };
+  }
+
+  /** Resolves once a compaction's snapshot has its header on disk: its dump then runs on to the first held chunk in the same turn. */
+  const snapshotBegun = (dir: string) => waitFor(() => (statSync(join(dir, 'snapshot.kiln.tmp'), { throwIfNoEntry: false })?.size ?? 0) >= 12 || undefined, 10_000, 'the snapshot begun');
+
+  it('a compaction whose snapshot waits on its disk partway through the dump takes commits meanwhile, and what it leaves reloads to the state in memory', () =>
     withFault('snapshot:write', async (dir, hold) => {
-      const table = new SessionTable();
-      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes });
-      log.load(() => undefined);
-      await log.open();
-      for (let i = 0; i < 20; i++) await log.append(commitRecord(table, i, 100));
+      const { table, log, ids } = await bigLog(dir, { fsync: 'everysec' });
       let compacted = false;
       const compaction = log.compact().then(() => void (compacted = true));
-      await waitFor(() => readdirSync(dir).includes('snapshot.kiln.tmp') || undefined, 5000, 'the snapshot begun');
-      // Written synchronously, a held snapshot write would hold this timer and every commit.
-      const started = Date.now();
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.ok(Date.now() - started < 2000, 'timers run while the snapshot waits');
-      for (let i = 20; i < 30; i++) await log.append(commitRecord(table, i, 100)); // acknowledged, to the new log
+      await snapshotBegun(dir);
+      // The first chunk (about 256 sessions) waits on the disk. Meanwhile, sessions the dump
+      // has passed and sessions it has not reached are changed, destroyed and created.
+      for (const id of [...ids.slice(0, 5), ...ids.slice(595)]) await log.append(change(table, id, `after ${id}`));
+      for (const id of [ids[10]!, ids[590]!]) await log.append(table.destroy(id, Date.now() + 60_000)!.record);
+      for (let i = 0; i < 5; i++) await log.append(commitRecord(table, 1000 + i, 100));
       assert.equal(compacted, false, 'the snapshot still waits on its disk');
       assert.equal(log.counters.compactions, 0);
-      assert.ok(log.backlog().compactingMs >= 100, `the compaction's wait shows: ${log.backlog().compactingMs} ms`);
-      assert.equal(log.refusal(), undefined, 'commits are taken: the log after the snapshot is written');
+      assert.ok(log.backlog().compactingMs > 0);
+      assert.equal(log.refusal(), undefined, 'commits are taken: the log the compaction started is written');
       unlinkSync(hold);
       await compaction;
       assert.equal(log.counters.compactions, 1);
       assert.equal(log.backlog().compactingMs, 0);
+      const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
+      assert.equal(logs.length, 1, 'the logs the snapshot covers are gone');
+      assert.equal(log.bytesOnDisk, statSync(join(dir, logs[0]!)).size, 'the commits taken meanwhile count toward the next compaction');
       await log.close();
-      const files = readdirSync(dir);
-      assert.ok(files.includes('snapshot.kiln') && !files.includes('snapshot.kiln.tmp'), files.join(' '));
-      assert.equal(files.filter((f) => f.startsWith('log-')).length, 1, 'the logs the snapshot covers are gone');
-      await loadsClean(dir, 30); // the snapshot's 20 and the 10 of the log after it
+      assert.ok(!readdirSync(dir).includes('snapshot.kiln.tmp'));
+      const { table: back } = reload(dir);
+      assert.equal(back.size, 603);
+      assert.deepEqual(contents(back), contents(table));
+    }));
+
+  it('a snapshot whose file blocks (a FIFO nobody reads yet: a disk that hangs) holds neither the event loop nor commits, and a compaction that fails after leaves the logs whole', async () => {
+    const dir = tempDir();
+    let reader: ChildProcess | undefined;
+    try {
+      const { table, log } = await bigLog(dir, { fsync: 'always' });
+      const fifo = join(dir, 'snapshot.kiln.tmp');
+      execFileSync('mkfifo', [fifo]);
+      // The snapshot's open waits for a reader, which comes in 3 s. A blocking open (or a
+      // blocking write once the pipe is full) would hold this process until then.
+      reader = spawn('sh', ['-c', 'sleep 3; exec cat "$0" > /dev/null', fifo], { stdio: 'ignore' });
+      const started = Date.now();
+      const compaction = log.compact().then(() => 'compacted', (err: Error) => err.message);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      for (let i = 0; i < 10; i++) await log.append(commitRecord(table, 2000 + i, 100));
+      assert.ok(Date.now() - started < 2500, `a timer and 10 commits took ${Date.now() - started} ms while the snapshot's file blocked`);
+      // A pipe takes no positional write (nor a sync): the compaction fails, and removes what it began.
+      assert.match(await compaction, /ESPIPE|EINVAL/);
+      assert.ok(!readdirSync(dir).includes('snapshot.kiln.tmp') && !readdirSync(dir).includes('snapshot.kiln'));
+      await log.append(commitRecord(table, 3000, 100));
+      await log.close();
+      await loadsClean(dir, 611);
+    } finally {
+      reader?.kill('SIGKILL');
+      removeDir(dir);
+    }
+  });
+
+  it('a snapshot is not put in place once a write is given up at stop: it may hold a change whose client was told it failed', async () => {
+    const dir = tempDir();
+    const holdDir = tempDir('kiln-hold-');
+    const snapshotHold = join(holdDir, 'snapshot');
+    const diskFull = join(holdDir, 'full');
+    process.env['KILN_FAILPOINT'] = `snapshot:write=${snapshotHold},log:write-fails=${diskFull}`;
+    try {
+      const { table, log, ids } = await bigLog(dir, { fsync: 'always', stallMs: 60_000 });
+      const before = contents(table);
+      writeFileSync(snapshotHold, '');
+      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      await snapshotBegun(dir);
+      // A session the dump has not reached changes; the disk refuses its record.
+      writeFileSync(diskFull, '');
+      const refused = log.append(change(table, ids[599]!, 'refused')).then(() => 'acknowledged', (err: { code?: string }) => err.code);
+      await waitFor(() => log.refusal() ?? undefined, 10_000, 'the write to fail');
+      // Stopping gives up on it: its client is told it failed.
+      const closing = log.close();
+      assert.equal(await refused, 'KILN_ERR_STORAGE');
+      // The disk answers again and the snapshot (which holds the refused change) is written whole.
+      unlinkSync(diskFull);
+      unlinkSync(snapshotHold);
+      assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      await closing;
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('snapshot')), [], 'no snapshot put in place, none left behind');
+      const { table: back } = reload(dir);
+      assert.deepEqual(contents(back), before, 'the refused change is nowhere');
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      removeDir(holdDir);
+      removeDir(dir);
+    }
+  });
+
+  it('a stop does not wait for good on a compaction whose disk hangs: past stallMs the snapshot is abandoned, and the logs load whole', () =>
+    withFault('snapshot:write', async (dir, hold) => {
+      const { table, log } = await bigLog(dir, { fsync: 'everysec', stallMs: 300 });
+      const errors: string[] = [];
+      (log as unknown as { options: { onError: (e: Error) => void } }).options.onError = (e) => errors.push(e.message);
+      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      await snapshotBegun(dir);
+      await log.append(commitRecord(table, 5000, 100));
+      const started = Date.now();
+      await log.close();
+      assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
+      assert.match(errors.join('\n'), /a compaction still waited on its disk after 300 ms at stop: abandoned/);
+      // The disk answers after the stop: the abandoned snapshot is not put in place.
+      unlinkSync(hold);
+      assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      assert.ok(!readdirSync(dir).includes('snapshot.kiln'));
+      await loadsClean(dir, 601);
     }));
 });

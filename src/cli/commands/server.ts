@@ -31,7 +31,7 @@ Options:
   --log-stall-ms <n>         a log write or sync waiting this long on the disk refuses
                              commits too (default 5000)
   --compact-min-bytes <n>    rewrite the logs as one snapshot once they pass this size and
-                             twice the live data (default 67108864)
+                             twice the live data (default 67108864, at least 65536)
   --token-file <file>        file holding the default namespace's token, 32 bytes or more
                              (else KILN_TOKEN)
   --tokens-file <file>       more namespaces, one a line: "<namespace> <token>" or

@@ -148,6 +148,8 @@ export class AppendLog implements TierStorage {
   private dirty = false;
   private logBytes = 0;
   private compacting: Promise<void> | undefined;
+  /** close() stopped waiting for the compaction (its disk hung): its snapshot must not be renamed in. */
+  private abandonSnapshot = false;
   /** Date.now() when the compaction now running began; 0 when none is. */
   private compactingSince = 0;
   private syncTimer: NodeJS.Timeout | undefined;
@@ -488,9 +490,28 @@ export class AppendLog implements TierStorage {
     if (this.closed) return;
     this.closing = true;
     await this.flush();
-    if (this.compacting) await this.compacting.catch(() => undefined);
+    if (this.compacting) {
+      // A snapshot waiting on a hung disk must not hold the stop for good: past stallMs it
+      // is abandoned (never renamed in; the logs it would have replaced are all still
+      // there, and the next start removes its temp file).
+      const compaction = this.compacting.catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      const waited = await Promise.race([compaction.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, this.stallMs, false)))]);
+      clearTimeout(timer);
+      if (!waited) {
+        this.abandonSnapshot = true;
+        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned (the logs it would have replaced are kept)`));
+      }
+    }
+    // What was appended while the compaction was awaited.
+    await this.flush();
     // A failed sync is made good before a clean stop, or said not to be.
-    if (this.syncFailure !== undefined && !this.gaveUp) await this.resnapshot(true);
+    if (this.syncFailure !== undefined && !this.gaveUp) {
+      await this.resnapshot(true);
+      if (this.syncFailure !== undefined && this.compacting) {
+        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) could not be made good before stop: the last second of changes may not be on disk`));
+      }
+    }
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     if (this.file) {
@@ -503,8 +524,8 @@ export class AppendLog implements TierStorage {
 
   private maybeCompact(): void {
     if (this.compacting || this.closed || !this.options.dump) return;
-    // A disk that is behind would only fall further behind, and the snapshot's writes
-    // hold the server while they last.
+    // A disk that is behind would only fall further behind, and a snapshot would only
+    // add to what waits on it.
     if (this.backlogBytes > this.maxBacklogBytes / 2 || this.refusal() !== undefined) return;
     const live = this.options.liveBytes?.() ?? 0;
     if (this.logBytes > this.compactMinBytes && this.logBytes > 2 * live) {
@@ -520,10 +541,31 @@ export class AppendLog implements TierStorage {
     if (this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     await this.rotate();
     const nextSeq = this.seq;
-    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring);
+    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, () => this.snapshotMayReplace());
     for (const seq of await logSeqsAsync(this.dir)) if (seq < nextSeq) await unlink(this.logPath(seq));
-    this.logBytes = 0;
+    // What the log the compaction started holds stays (commits taken while the snapshot was written).
+    this.logBytes = this.fileOffset;
     this.counters.compactions++;
+  }
+
+  /**
+   * Whether a snapshot just written may replace the old one (throws if not). The snapshot
+   * is fuzzy: it may hold changes made while it was written, whose records are in the log
+   * the compaction started. Those records must be on disk first. Else a crash, or a write
+   * given up at stop, would leave the snapshot holding a change no log has: a commit its
+   * client was told failed, or, replayed under an older record of the new log, a session
+   * half undone.
+   */
+  private async snapshotMayReplace(): Promise<void> {
+    const refuse = () => {
+      if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the snapshot is abandoned');
+    };
+    refuse();
+    await this.settled();
+    refuse();
+    // "always" synced every batch with its write; otherwise the sync is made here.
+    if (this.policy !== 'always' && this.file) await this.file.datasync();
+    refuse();
   }
 
   private async rotate(): Promise<void> {
