@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -490,6 +490,15 @@ describe('append-only log: a disk that falls behind', () => {
     return { table, log, ids };
   }
 
+  /** Lets a writer blocked opening a FIFO go on (a reader opens it and goes: its writes then fail with EPIPE). */
+  function releaseFifo(fifo: string): void {
+    try {
+      closeSync(openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK));
+    } catch {
+      // gone already
+    }
+  }
+
   /** Resolves once a compaction's snapshot has its header on disk: its dump then runs on to the first held chunk in the same turn. */
   const snapshotBegun = (dir: string) => waitFor(() => (statSync(join(dir, 'snapshot.kiln.tmp'), { throwIfNoEntry: false })?.size ?? 0) >= 12 || undefined, 10_000, 'the snapshot begun');
 
@@ -499,6 +508,7 @@ describe('append-only log: a disk that falls behind', () => {
       let compacted = false;
       const compaction = log.compact().then(() => void (compacted = true));
       await snapshotBegun(dir);
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the header's write seen done: the dump runs to the held chunk
       // The first chunk (about 256 sessions) waits on the disk. Meanwhile, sessions the dump
       // has passed and sessions it has not reached are changed, destroyed and created.
       for (const id of [...ids.slice(0, 5), ...ids.slice(595)]) await log.append(change(table, id, `after ${id}`));
@@ -524,19 +534,22 @@ describe('append-only log: a disk that falls behind', () => {
 
   it('a snapshot whose file blocks (a FIFO nobody reads yet: a disk that hangs) holds neither the event loop nor commits, and a compaction that fails after leaves the logs whole', async () => {
     const dir = tempDir();
+    const fifo = join(dir, 'snapshot.kiln.tmp');
     let reader: ChildProcess | undefined;
     try {
-      const { table, log } = await bigLog(dir, { fsync: 'always' });
-      const fifo = join(dir, 'snapshot.kiln.tmp');
+      const { table, log } = await bigLog(dir, { fsync: 'everysec' });
       execFileSync('mkfifo', [fifo]);
-      // The snapshot's open waits for a reader, which comes in 3 s. A blocking open (or a
-      // blocking write once the pipe is full) would hold this process until then.
-      reader = spawn('sh', ['-c', 'sleep 3; exec cat "$0" > /dev/null', fifo], { stdio: 'ignore' });
+      // The snapshot's open waits for a reader, which comes in 8 s. A blocking open (or a
+      // blocking write once the pipe is full) would hold this process until then, and
+      // this test would fail on its time instead of hanging.
+      reader = spawn('sh', ['-c', 'sleep 8; exec cat "$0" > /dev/null', fifo], { stdio: 'ignore' });
       const started = Date.now();
       const compaction = log.compact().then(() => 'compacted', (err: Error) => err.message);
       await new Promise((resolve) => setTimeout(resolve, 100));
       for (let i = 0; i < 10; i++) await log.append(commitRecord(table, 2000 + i, 100));
-      assert.ok(Date.now() - started < 2500, `a timer and 10 commits took ${Date.now() - started} ms while the snapshot's file blocked`);
+      assert.ok(Date.now() - started < 6000, `a timer and 10 commits took ${Date.now() - started} ms while the snapshot's file blocked`);
+      assert.ok(log.backlog().compactingMs > 0, 'the snapshot still waits');
+      releaseFifo(fifo);
       // A pipe takes no positional write (nor a sync): the compaction fails, and removes what it began.
       assert.match(await compaction, /ESPIPE|EINVAL/);
       assert.ok(!readdirSync(dir).includes('snapshot.kiln.tmp') && !readdirSync(dir).includes('snapshot.kiln'));
@@ -544,6 +557,8 @@ describe('append-only log: a disk that falls behind', () => {
       await log.close();
       await loadsClean(dir, 611);
     } finally {
+      // A failure above must not leave the snapshot's open blocked (a thread of the pool, and this process, held).
+      releaseFifo(fifo);
       reader?.kill('SIGKILL');
       removeDir(dir);
     }
@@ -595,10 +610,48 @@ describe('append-only log: a disk that falls behind', () => {
       await log.close();
       assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
       assert.match(errors.join('\n'), /a compaction still waited on its disk after 300 ms at stop: abandoned/);
-      // The disk answers after the stop: the abandoned snapshot is not put in place.
+      assert.ok(existsSync(join(dir, 'kiln.lock')), 'the directory stays locked while the abandoned compaction may still touch it');
+      // The disk answers after the stop: the abandoned snapshot is not put in place, its temp file goes, and so does the lock.
       unlinkSync(hold);
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
-      assert.ok(!readdirSync(dir).includes('snapshot.kiln'));
+      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('snapshot')), []);
       await loadsClean(dir, 601);
+    }));
+
+  it('a stop waits for a compaction that ends within stallMs, and its snapshot is put in place', () =>
+    withFault('snapshot:write', async (dir, hold) => {
+      const { log } = await bigLog(dir, { fsync: 'everysec', stallMs: 10_000 });
+      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      await snapshotBegun(dir);
+      const closing = log.close();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      unlinkSync(hold);
+      await closing;
+      assert.equal(await compaction, 'compacted');
+      assert.ok(readdirSync(dir).includes('snapshot.kiln') && !existsSync(join(dir, 'kiln.lock')));
+      await loadsClean(dir, 600);
+    }));
+
+  it('a sync that fails as a compaction makes its log durable (everysec) is the log\'s failed sync: commits are refused until a snapshot is on disk', () =>
+    withFault('log:sync-fails', async (dir, hold) => {
+      unlinkSync(hold);
+      const table = new SessionTable();
+      const errors: string[] = [];
+      const log = new AppendLog({ dir, fsync: 'everysec', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
+      log.load(() => undefined);
+      await log.open();
+      await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(commitRecord(table, i, 100))));
+      await waitFor(() => log.counters.syncs > 0 || undefined, 3000, 'the tick to sync what was written');
+      writeFileSync(hold, '');
+      await assert.rejects(log.compact(), /EIO/);
+      assert.equal(log.counters.syncFailures, 1);
+      assert.match(log.refusal()!, /could not be synced \(EIO.*\); a snapshot is being written/);
+      assert.ok(!readdirSync(dir).includes('snapshot.kiln'), 'the snapshot is not put in place');
+      unlinkSync(hold);
+      await waitFor(() => log.refusal() === undefined || undefined, 10_000, 'commits taken again once a snapshot is on disk');
+      assert.equal(log.counters.compactions, 1);
+      await log.close();
+      await loadsClean(dir, 20);
     }));
 });

@@ -135,9 +135,9 @@ export class AppendLog implements TierStorage {
   private closing = false;
   /** A write was given up while closing: nothing more is written after the hole it would leave. */
   private gaveUp = false;
-  /** No compaction to recover from a failed sync before this time (backoff while it keeps failing). */
-  private resnapshotAfter = 0;
-  private resnapshotFailures = 0;
+  /** No compaction (of the size rule, or to recover from a failed sync) before this time: backoff while they keep failing. */
+  private compactAfter = 0;
+  private compactFailures = 0;
   private fileSeq = 0;
   private fileOffset = 0;
   private batchWaiters: Waiter[] = [];
@@ -345,18 +345,22 @@ export class AppendLog implements TierStorage {
       // file, known only now (a compaction may have switched files since the append).
       const start = this.fileOffset;
       const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, start);
+      // Counted as the log's from here, as its place is (a compaction meanwhile counts the new log's size).
       this.fileOffset += data.length;
+      this.logBytes += data.length;
       try {
         await this.writeUntilDone(file, data, start);
       } catch (err) {
         // Given up (closing): the file is cut back to the batch's start, and so is the offset.
         this.gaveUp = true;
-        if (this.file === file) this.fileOffset = start;
+        if (this.file === file) {
+          this.fileOffset = start;
+          this.logBytes -= data.length;
+        }
         throw err;
       }
       this.counters.writes++;
       this.counters.bytesWritten += data.length;
-      this.logBytes += data.length;
       if (this.policy !== 'always') this.dirty = true;
       for (const w of waiters) w.resolve();
     } catch (err) {
@@ -478,7 +482,18 @@ export class AppendLog implements TierStorage {
   compact(): Promise<void> {
     if (!this.compacting) {
       this.compactingSince = Date.now();
-      this.compacting = this.doCompact().finally(() => {
+      this.compacting = this.doCompact().then(
+        () => {
+          this.compactFailures = 0;
+          this.compactAfter = 0;
+        },
+        (err: unknown) => {
+          // Each try starts a log and writes the whole state: while they fail, after 1 s, doubling to 30 s.
+          this.compactFailures++;
+          this.compactAfter = Date.now() + Math.min(30_000, 1000 * 2 ** (this.compactFailures - 1));
+          throw err;
+        },
+      ).finally(() => {
         this.compacting = undefined;
         this.compactingSince = 0;
       });
@@ -492,25 +507,23 @@ export class AppendLog implements TierStorage {
     await this.flush();
     if (this.compacting) {
       // A snapshot waiting on a hung disk must not hold the stop for good: past stallMs it
-      // is abandoned (never renamed in; the logs it would have replaced are all still
-      // there, and the next start removes its temp file).
+      // is abandoned. It stops at its next step and is never renamed in (the logs it
+      // would have replaced are all kept); the directory stays locked until it has stopped.
       const compaction = this.compacting.catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       const waited = await Promise.race([compaction.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, this.stallMs, false)))]);
       clearTimeout(timer);
       if (!waited) {
         this.abandonSnapshot = true;
-        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned (the logs it would have replaced are kept)`));
+        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned, the logs it would have replaced are kept (the data directory stays locked until the disk lets it stop)`));
       }
     }
     // What was appended while the compaction was awaited.
     await this.flush();
     // A failed sync is made good before a clean stop, or said not to be.
-    if (this.syncFailure !== undefined && !this.gaveUp) {
-      await this.resnapshot(true);
-      if (this.syncFailure !== undefined && this.compacting) {
-        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) could not be made good before stop: the last second of changes may not be on disk`));
-      }
+    if (this.syncFailure !== undefined && !this.gaveUp && !this.abandonSnapshot) await this.resnapshot(true);
+    if (this.syncFailure !== undefined) {
+      this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
     }
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
@@ -519,11 +532,13 @@ export class AppendLog implements TierStorage {
       await this.file.close();
       this.file = undefined;
     }
-    unlockDataDir(this.dir);
+    // An abandoned compaction may still touch the directory (its temp file) until its disk answers.
+    if (this.compacting) void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir));
+    else unlockDataDir(this.dir);
   }
 
   private maybeCompact(): void {
-    if (this.compacting || this.closed || !this.options.dump) return;
+    if (this.compacting || this.closing || this.closed || !this.options.dump || Date.now() < this.compactAfter) return;
     // A disk that is behind would only fall further behind, and a snapshot would only
     // add to what waits on it.
     if (this.backlogBytes > this.maxBacklogBytes / 2 || this.refusal() !== undefined) return;
@@ -541,11 +556,16 @@ export class AppendLog implements TierStorage {
     if (this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     await this.rotate();
     const nextSeq = this.seq;
-    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, () => this.snapshotMayReplace());
+    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, { proceed: () => this.stopIfAbandoned(), beforeRename: () => this.snapshotMayReplace() });
     for (const seq of await logSeqsAsync(this.dir)) if (seq < nextSeq) await unlink(this.logPath(seq));
     // What the log the compaction started holds stays (commits taken while the snapshot was written).
     this.logBytes = this.fileOffset;
     this.counters.compactions++;
+  }
+
+  /** A compaction goes no further once a write was given up or a stop abandoned it. */
+  private stopIfAbandoned(): void {
+    if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the snapshot is abandoned');
   }
 
   /**
@@ -557,15 +577,23 @@ export class AppendLog implements TierStorage {
    * half undone.
    */
   private async snapshotMayReplace(): Promise<void> {
-    const refuse = () => {
-      if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the snapshot is abandoned');
-    };
-    refuse();
+    this.stopIfAbandoned();
     await this.settled();
-    refuse();
+    this.stopIfAbandoned();
     // "always" synced every batch with its write; otherwise the sync is made here.
-    if (this.policy !== 'always' && this.file) await this.file.datasync();
-    refuse();
+    if (this.policy !== 'always' && this.file) {
+      try {
+        if (failpointActive('log:sync-fails')) throw new Error('EIO: i/o error, fdatasync (failpoint log:sync-fails)');
+        await this.file.datasync();
+      } catch (err) {
+        // Linux reports a failed fdatasync once: taken here, the next tick's sync would
+        // "succeed" over pages it dropped. So it is the log's failed sync (everysec), made
+        // good the same way: commits refused until a snapshot succeeds.
+        if (this.policy === 'everysec') this.noteSyncFailure(err);
+        throw err;
+      }
+    }
+    this.stopIfAbandoned();
   }
 
   private async rotate(): Promise<void> {
@@ -590,7 +618,7 @@ export class AppendLog implements TierStorage {
     // A flush that started on the previous file during the awaits above ends there first,
     // so no batch straddles the switch; one given up meanwhile leaves the new file unused.
     while (this.flushing) await this.flushing;
-    if (this.gaveUp) {
+    if (this.gaveUp || this.abandonSnapshot) {
       await file.close().catch(() => undefined);
       await unlink(path);
       throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
@@ -619,9 +647,7 @@ export class AppendLog implements TierStorage {
       await this.file.datasync();
       this.counters.syncs++;
     } catch (err) {
-      this.counters.syncFailures++;
-      this.syncFailure = (err as Error).message;
-      this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log (${this.syncFailure}); commits are refused until a snapshot of every session is on disk`, { cause: err }));
+      this.noteSyncFailure(err);
     } finally {
       this.syncSince = 0;
     }
@@ -634,17 +660,21 @@ export class AppendLog implements TierStorage {
    */
   private async resnapshot(force = false): Promise<void> {
     if (this.compacting || this.closed || this.gaveUp || !this.options.dump) return;
-    if (!force && Date.now() < this.resnapshotAfter) return;
+    if (!force && Date.now() < this.compactAfter) return;
     try {
       await this.compact();
       this.options.onRecovered?.(`a snapshot of every session is on disk again after the failed sync (${this.syncFailure})`);
       this.syncFailure = undefined;
-      this.resnapshotFailures = 0;
     } catch (err) {
-      this.resnapshotFailures++;
-      this.resnapshotAfter = Date.now() + Math.min(30_000, 1000 * 2 ** (this.resnapshotFailures - 1));
       this.options.onError?.(err as Error);
     }
+  }
+
+  /** An everysec sync failed: commits are refused until a snapshot of every session is on disk (resnapshot). */
+  private noteSyncFailure(err: unknown): void {
+    this.counters.syncFailures++;
+    this.syncFailure = (err as Error).message;
+    this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log (${this.syncFailure}); commits are refused until a snapshot of every session is on disk`, { cause: err }));
   }
 
   private logSeqs(): number[] {

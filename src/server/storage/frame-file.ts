@@ -46,16 +46,16 @@ export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number,
 /**
  * Writes every record of `records` as `<dir>/snapshot.kiln.tmp`, synced, then renames it
  * over snapshot.kiln: a crash leaves either the old snapshot or the new one, whole.
- * `firstSeq` is the first log the snapshot must be followed by. `beforeRename` runs once
- * the snapshot is on disk and before it replaces the old one; what it throws abandons the
- * snapshot (the temp file is removed).
+ * `firstSeq` is the first log the snapshot must be followed by. `proceed` is asked before
+ * each write and the sync, `beforeRename` once the snapshot is on disk and before it
+ * replaces the old one: what either throws abandons the snapshot (the temp file is removed).
  *
  * Every file operation is asynchronous: on a disk that hangs, the snapshot waits and the
  * server goes on answering (its commits go to the log the compaction started, and are
  * refused once that log falls behind too). Writing synchronously, a compaction begun just
  * before the hang held the event loop until the disk answered.
  */
-export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined, beforeRename?: () => Promise<void>): Promise<void> {
+export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined, hooks: { proceed?: () => void; beforeRename?: () => Promise<void> } = {}): Promise<void> {
   const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
   const file = await open(tmp, 'w', 0o600);
   try {
@@ -75,6 +75,7 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
       chunkBytes = 0;
       const held = failpointHold('snapshot:write');
       if (held) await held;
+      hooks.proceed?.();
       await writeAt(file, data, offset);
       offset += data.length;
     };
@@ -93,9 +94,10 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
       }
     }
     if (chunk.length > 0) await flushChunk();
+    hooks.proceed?.();
     await file.sync();
     await file.close();
-    if (beforeRename) await beforeRename();
+    if (hooks.beforeRename) await hooks.beforeRename();
   } catch (err) {
     await file.close().catch(() => undefined);
     // A snapshot that could not be written whole (or was abandoned) holds space a full
