@@ -395,14 +395,20 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 8);
     }));
 
+  /** An everysec log with 20 sessions written, its errors collected. */
+  async function everysecLog(dir: string): Promise<{ table: SessionTable; log: AppendLog; errors: string[] }> {
+    const table = new SessionTable();
+    const errors: string[] = [];
+    const log = new AppendLog({ dir, fsync: 'everysec', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
+    log.load(() => undefined);
+    await log.open();
+    await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(commitRecord(table, i, 100))));
+    return { table, log, errors };
+  }
+
   it('after a failed sync (everysec), refuses commits until a snapshot of every session is on disk', () =>
     withFault('log:sync-fails', async (dir, hold) => {
-      const table = new SessionTable();
-      const errors: string[] = [];
-      const log = new AppendLog({ dir, fsync: 'everysec', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
-      log.load(() => undefined);
-      await log.open();
-      await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(commitRecord(table, i, 100))));
+      const { log, errors } = await everysecLog(dir);
       // The sync timer ticks once a second.
       await waitFor(() => log.counters.syncFailures > 0, 3000, 'a failed sync');
       assert.match(log.refusal()!, /could not be synced \(EIO.*\); a snapshot is being written/);
@@ -636,12 +642,7 @@ describe('append-only log: a disk that falls behind', () => {
   it('a sync that fails as a compaction makes its log durable (everysec) is the log\'s failed sync: commits are refused until a snapshot is on disk', () =>
     withFault('log:sync-fails', async (dir, hold) => {
       unlinkSync(hold);
-      const table = new SessionTable();
-      const errors: string[] = [];
-      const log = new AppendLog({ dir, fsync: 'everysec', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
-      log.load(() => undefined);
-      await log.open();
-      await Promise.all(Array.from({ length: 20 }, (_, i) => log.append(commitRecord(table, i, 100))));
+      const { log } = await everysecLog(dir);
       await waitFor(() => log.counters.syncs > 0 || undefined, 3000, 'the tick to sync what was written');
       writeFileSync(hold, '');
       await assert.rejects(log.compact(), /EIO/);
