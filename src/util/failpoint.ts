@@ -62,7 +62,8 @@ export function failpointHold(name: string): Promise<void> | undefined {
  * Whether a named fault is on now: KILN_FAILPOINT names it and its hold file exists. The
  * log's writes fail while `log:write-fails` is (a disk gone full: half of each write
  * reaches the file, then ENOSPC; a compaction's snapshot writes too), its everysec syncs
- * while `log:sync-fails` is.
+ * while `log:sync-fails` is, and its writes go at about 14 MB/s while `log:write-slow`
+ * is (a slow disk that never stops).
  */
 export function failpointActive(name: string): boolean {
   if (process.env['KILN_FAILPOINT'] === undefined) return false;
