@@ -8,7 +8,7 @@ import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -29,9 +29,9 @@ import { FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lock
  * user, is refused: whoever can replace a log can plant sessions.
  *
  * Appends are group-committed: every record appended in one turn of the event loop is
- * written with one write(), and (fsync "always") made durable with one fdatasync()
- * before any of their promises resolve. "everysec" fdatasyncs once a second; "never"
- * leaves it to the OS.
+ * written with one write() (a batch past 4 MiB in pieces that end on record boundaries),
+ * and (fsync "always") made durable with one fdatasync() per piece before any of their
+ * promises resolve. "everysec" fdatasyncs once a second; "never" leaves it to the OS.
  *
  * Compaction is a fuzzy snapshot plus redo: it switches appends to a new log file,
  * then writes every live session; replaying the snapshot and then the newer logs ends in
@@ -62,11 +62,26 @@ export interface AppendLogOptions {
   maxBacklogBytes?: number;
   /** A write or sync outstanding this long counts as a stalled disk: commits are refused. Default 5000 ms. */
   stallMs?: number;
+  /** @internal The size of a batch's pieces (WRITE_PIECE_BYTES); smaller for tests. */
+  writePieceBytes?: number;
 }
 
 export const DEFAULT_MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
-/** A batch is written (and, fsync "always", synced) in pieces of this size; the stall is timed per piece. */
+/** A batch is written (and, fsync "always", synced) in pieces of about this size; the stall is timed per piece. */
 export const WRITE_PIECE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Where the piece of framed `data` that starts at `at` ends: at the first frame end at
+ * least `size` bytes on (or the end). Pieces end on whole records, so a crash between two
+ * of them leaves the log ending in a whole record, which a start reads as such whether
+ * or not this log is the newest (a compaction may have begun the next one meanwhile).
+ */
+export function pieceEnd(data: Buffer, at: number, size: number): number {
+  if (data.length - at <= size) return data.length;
+  let end = at;
+  while (end - at < size && end + FRAME_HEADER <= data.length) end += FRAME_HEADER + data.readUInt32BE(end);
+  return Math.min(end, data.length);
+}
 /** How fast the disk of the `log:write-slow` failpoint writes (a 4 MiB piece in 300 ms). */
 const SLOW_DISK_BYTES_PER_MS = 14_000;
 export const DEFAULT_LOG_STALL_MS = 5000;
@@ -123,6 +138,7 @@ export class AppendLog implements TierStorage {
   private backlogBytes = 0;
   private readonly maxBacklogBytes: number;
   private readonly stallMs: number;
+  private readonly writePieceBytes: number;
   /** Date.now() when the write (flush) or the sync (everysec) now outstanding began; 0 when none is. */
   private writeSince = 0;
   private syncSince = 0;
@@ -171,6 +187,7 @@ export class AppendLog implements TierStorage {
     this.policy = options.fsync;
     this.compactMinBytes = options.compactMinBytes ?? 64 * 1024 * 1024;
     this.maxBacklogBytes = options.maxBacklogBytes ?? DEFAULT_MAX_LOG_BACKLOG_BYTES;
+    this.writePieceBytes = options.writePieceBytes ?? WRITE_PIECE_BYTES;
     this.stallMs = options.stallMs ?? DEFAULT_LOG_STALL_MS;
   }
 
@@ -402,8 +419,8 @@ export class AppendLog implements TierStorage {
         // In pieces, each (fsync "always") synced: a slow disk that keeps taking them is
         // behind (the byte limit), not stalled. Timed whole, a batch of the backlog's
         // 64 MiB at 13 MB/s took past the 5 s of a stall on a disk that never stopped.
-        for (let at = 0; at < data.length; at += WRITE_PIECE_BYTES) {
-          const end = Math.min(data.length, at + WRITE_PIECE_BYTES);
+        for (let at = 0, end = 0; at < data.length; at = end) {
+          end = pieceEnd(data, at, this.writePieceBytes);
           // The fault tests' slow disk: about 14 MB/s, never stuck.
           if (failpointActive('log:write-slow')) await sleep(Math.ceil((end - at) / SLOW_DISK_BYTES_PER_MS));
           await writeAt(file, at === 0 && end === data.length ? data : data.subarray(at, end), start + at);
@@ -518,19 +535,7 @@ export class AppendLog implements TierStorage {
     if (this.closed) return;
     this.closing = true;
     await this.flush();
-    if (this.compacting) {
-      // A snapshot waiting on a hung disk must not hold the stop for good: past stallMs it
-      // is abandoned. It stops at its next step and is never renamed in (the logs it
-      // would have replaced are all kept); the directory stays locked until it has stopped.
-      const compaction = this.compacting.catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      const waited = await Promise.race([compaction.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, this.stallMs, false)))]);
-      clearTimeout(timer);
-      if (!waited) {
-        this.abandonSnapshot = true;
-        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned, the logs it would have replaced are kept (the data directory stays locked until the disk lets it stop)`));
-      }
-    }
+    await this.awaitCompactionAtStop();
     // What was appended while the compaction was awaited.
     await this.flush();
     // A failed sync is made good before a clean stop, or said not to be.
@@ -548,6 +553,24 @@ export class AppendLog implements TierStorage {
     // An abandoned compaction may still touch the directory (its temp file) until its disk answers.
     if (this.compacting) void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir));
     else unlockDataDir(this.dir);
+  }
+
+  /**
+   * A snapshot waiting on a hung disk must not hold the stop for good: past stallMs it is
+   * abandoned. It stops at its next step and is not renamed in (unless it was renaming
+   * already, past every check), so the logs it would have replaced are kept; the
+   * directory stays locked until it has stopped (close()).
+   */
+  private async awaitCompactionAtStop(): Promise<void> {
+    if (!this.compacting) return;
+    const compaction = this.compacting.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = await Promise.race([compaction.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, this.stallMs, false)))]);
+    clearTimeout(timer);
+    if (!waited) {
+      this.abandonSnapshot = true;
+      this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned, it replaces nothing unless it had begun to already (the data directory stays locked until the disk lets it stop)`));
+    }
   }
 
   private maybeCompact(): void {
@@ -673,7 +696,9 @@ export class AppendLog implements TierStorage {
    */
   private async resnapshot(force = false): Promise<void> {
     if (this.compacting || this.closed || this.gaveUp || !this.options.dump) return;
-    if (!force && Date.now() < this.compactAfter) return;
+    // Once a stop has begun, only the stop's own try (force): one the sync timer started
+    // then would go on after the stop without being waited for or abandoned.
+    if (!force && (this.closing || Date.now() < this.compactAfter)) return;
     try {
       await this.compact();
       this.options.onRecovered?.(`a snapshot of every session is on disk again after the failed sync (${this.syncFailure})`);
