@@ -655,6 +655,8 @@ describe('append-only log: a disk that falls behind', () => {
       assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
       assert.match(errors.join('\n'), /a compaction still waited on its disk after 300 ms at stop: abandoned/);
       assert.ok(existsSync(join(dir, 'kiln.lock')), 'the directory stays locked while the abandoned compaction may still touch it');
+      // Not even to a server restarted in this process: the old compaction could remove its files.
+      assert.throws(() => reload(dir), /in use by this process: a compaction abandoned at stop still waits on its disk/);
       // The disk answers after the stop: the abandoned snapshot is not put in place, its temp file goes, and so does the lock.
       unlinkSync(hold);
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');

@@ -8,14 +8,14 @@ import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, keepLocked, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
  * snapshot written by compaction.
  *
  * Layout of the data directory:
- *   kiln.lock            pid of the server using the directory
+ *   kiln.lock            pid of the server using the directory, and its lock's nonce
  *   snapshot.kiln        state as of some point, and the first log it must be followed by
  *   log-<seq>.kiln       records in order; a new file on every start and every compaction
  *
@@ -176,6 +176,8 @@ export class AppendLog implements TierStorage {
   private closed = false;
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
   private staleRecords = 0;
+  /** What this instance wrote in kiln.lock: it removes only its own lock. */
+  private lockNonce: string | undefined;
   /**
    * `accessTimesDropped`: access-time records not logged because the backlog was full (see
    * append); `writeFailures`, `syncFailures`: writes and everysec syncs the disk refused.
@@ -193,9 +195,19 @@ export class AppendLog implements TierStorage {
 
   /** Takes the directory lock and replays what is stored into `apply`. */
   load(apply: (record: TierRecord) => void): LoadReport {
-    const started = Date.now();
     prepareDataDir(this.dir);
     this.lock();
+    try {
+      return this.replayDirectory(apply);
+    } catch (err) {
+      // A start refused (damage): the directory is not this instance's to hold.
+      unlockDataDir(this.dir, this.lockNonce);
+      throw err;
+    }
+  }
+
+  private replayDirectory(apply: (record: TierRecord) => void): LoadReport {
+    const started = Date.now();
     this.tightenFileModes();
     const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, tornTail: null, ms: 0 };
     let firstSeq = 0;
@@ -551,8 +563,13 @@ export class AppendLog implements TierStorage {
       this.file = undefined;
     }
     // An abandoned compaction may still touch the directory (its temp file) until its disk answers.
-    if (this.compacting) void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir));
-    else unlockDataDir(this.dir);
+    const nonce = this.lockNonce;
+    if (this.compacting && nonce !== undefined) {
+      keepLocked(nonce);
+      void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir, nonce));
+    } else {
+      unlockDataDir(this.dir, nonce);
+    }
   }
 
   /**
@@ -724,7 +741,7 @@ export class AppendLog implements TierStorage {
   }
 
   private lock(): void {
-    lockDataDir(this.dir);
+    this.lockNonce = lockDataDir(this.dir);
   }
 
   /** Files an older Kiln created 0644: they hold session data, so only the owner reads them now. */

@@ -1,5 +1,6 @@
 import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
@@ -132,27 +133,51 @@ export function logPath(dir: string, seq: number): string {
   return join(dir, `log-${String(seq).padStart(8, '0')}.kiln`);
 }
 
-/** Takes `<dir>/kiln.lock` for this process; refused while another live process holds it. */
-export function lockDataDir(dir: string): void {
+/** The nonces of locks kept after their storage stopped (see keepLocked). */
+const locksKept = new Set<string>();
+
+/**
+ * Takes `<dir>/kiln.lock`; refused while another live process holds it, or while this
+ * process keeps it for a storage that stopped with a compaction still running (keepLocked:
+ * an embedder's server restarted in place would meet that compaction's files). Returns
+ * the lock's nonce, for unlockDataDir. A lock of this process otherwise is taken over, as
+ * is one left by a dead process whose pid this one now has.
+ */
+export function lockDataDir(dir: string): string {
   const path = join(dir, 'kiln.lock');
   if (existsSync(path)) {
-    const pid = Number(readFileSync(path, 'utf8').trim());
+    const [pidText, nonce] = readFileSync(path, 'utf8').trim().split(' ');
+    const pid = Number(pidText);
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
       throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
     }
+    if (pid === process.pid && nonce !== undefined && locksKept.has(nonce)) {
+      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process: a compaction abandoned at stop still waits on its disk`, { details: { dir, pid } });
+    }
   }
+  const nonce = randomBytes(8).toString('hex');
   const fd = openSync(path, 'w', 0o600);
   try {
     fchmodSync(fd, 0o600);
-    writeSync(fd, `${process.pid}\n`);
+    writeSync(fd, `${process.pid} ${nonce}\n`);
   } finally {
     closeSync(fd);
   }
+  return nonce;
 }
 
-export function unlockDataDir(dir: string): void {
+/** The lock taken with `nonce` outlives its storage's stop until unlockDataDir: no other storage of this process takes it over. */
+export function keepLocked(nonce: string): void {
+  locksKept.add(nonce);
+}
+
+/** Gives up the lock taken with `nonce`: its file is removed only while it is still that lock. */
+export function unlockDataDir(dir: string, nonce: string | undefined): void {
+  if (nonce === undefined) return;
+  locksKept.delete(nonce);
+  const path = join(dir, 'kiln.lock');
   try {
-    unlinkSync(join(dir, 'kiln.lock'));
+    if (readFileSync(path, 'utf8').trim() === `${process.pid} ${nonce}`) unlinkSync(path);
   } catch {
     // Already gone.
   }

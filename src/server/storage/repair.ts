@@ -56,7 +56,7 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
   const say = options.progress ?? (() => undefined);
   if (!existsSync(dir)) throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} does not exist`, { details: { dir } });
   prepareDataDir(dir);
-  lockDataDir(dir);
+  const lock = lockDataDir(dir);
   try {
     const state: ScanState = { planner: new RepairPlanner(), table: new SessionTable(), damaged: [], spots: 0, bytesSkipped: 0, salvaged: 0, tornTail: null };
     const filesRead: string[] = [];
@@ -143,7 +143,7 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
     writeLastRepair(dir, summary);
     return summary;
   } finally {
-    unlockDataDir(dir);
+    unlockDataDir(dir, lock);
   }
 }
 
