@@ -63,7 +63,8 @@ export function failpointHold(name: string): Promise<void> | undefined {
  * log's writes fail while `log:write-fails` is (a disk gone full: half of each write
  * reaches the file, then ENOSPC; a compaction's snapshot writes too), its everysec syncs
  * while `log:sync-fails` is, and its writes go at about 14 MB/s while `log:write-slow`
- * is (a slow disk that never stops).
+ * is (a slow disk that never stops). `log:later-piece-fails` fails a batch's second
+ * piece and every later one, half written (a disk that fills up partway through).
  */
 export function failpointActive(name: string): boolean {
   if (process.env['KILN_FAILPOINT'] === undefined) return false;

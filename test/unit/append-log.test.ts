@@ -369,6 +369,26 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 9);
     }));
 
+  it('a batch whose later piece the disk refuses, after earlier ones were synced, is written again whole: nothing acknowledged before, and it loads clean', () =>
+    withFault('log:later-piece-fails', async (dir, hold) => {
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, writePieceBytes: 64 * 1024, onError: () => undefined });
+      log.load(() => undefined);
+      await log.open();
+      await log.append(commitRecord(table, 0, 100));
+      // One batch of about 200 KiB: four pieces; the second is cut off by the full disk, and so on each try.
+      let acknowledged = 0;
+      const batch = Array.from({ length: 10 }, (_, i) => log.append(commitRecord(table, 1 + i, 20 * 1024)).then(() => void acknowledged++));
+      await waitFor(() => log.counters.writeFailures >= 2 || undefined, 10_000, 'the later piece to fail, twice');
+      assert.equal(acknowledged, 0, 'no record of the batch is acknowledged while a piece of it is not written');
+      assert.match(log.refusal() ?? '', /cannot be written \(ENOSPC.*later-piece-fails\)/);
+      unlinkSync(hold);
+      await Promise.all(batch);
+      assert.equal(log.refusal(), undefined);
+      await log.close();
+      await loadsClean(dir, 11);
+    }));
+
   it('cuts a batch into pieces that end on whole records', () => {
     const sizes = [3000, 3000, 10_000, 100, 5000];
     const data = frameRecords(sizes.map((n) => new Uint8Array(n)), LOG_MAGIC, 1, 8, undefined);

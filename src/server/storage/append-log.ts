@@ -435,7 +435,13 @@ export class AppendLog implements TierStorage {
           end = pieceEnd(data, at, this.writePieceBytes);
           // The fault tests' slow disk: about 14 MB/s, never stuck.
           if (failpointActive('log:write-slow')) await sleep(Math.ceil((end - at) / SLOW_DISK_BYTES_PER_MS));
-          await writeAt(file, at === 0 && end === data.length ? data : data.subarray(at, end), start + at);
+          const piece = at === 0 && end === data.length ? data : data.subarray(at, end);
+          if (at > 0 && failpointActive('log:later-piece-fails')) {
+            // The fault tests' disk that fills up partway through a batch: half this piece, then ENOSPC.
+            await writeAt(file, piece.subarray(0, piece.length >> 1), start + at);
+            throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:later-piece-fails)'), { code: 'ENOSPC' });
+          }
+          await writeAt(file, piece, start + at);
           if (this.policy === 'always') {
             await file.datasync();
             this.counters.syncs++;
