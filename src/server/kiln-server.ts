@@ -260,14 +260,25 @@ export class KilnServer {
         }
       }
       this.loaded = this.storage.load((record) => this.tier.restore(record));
-      await this.storage.open();
+      try {
+        await this.storage.open();
+      } catch (err) {
+        // A start that fails gives the directory back (its lock, the log file, the sync timer).
+        await this.storage.close().catch(() => undefined);
+        throw err;
+      }
       const { tornTail, ...loaded } = this.loaded;
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...loaded });
       // Warn, not info: a cut tail is normal after a crash, but an operator at --log-level warn must still see it.
       if (tornTail) this.log.warn('storage: torn tail cut off the newest log (a write interrupted by a crash; it was never acknowledged)', { ...tornTail });
       this.lastRepair = readLastRepair(this.dataDir, (message, fields) => this.log.warn(message, fields));
     }
-    this.boundPort = await listen(this.server, this.port, this.host);
+    try {
+      this.boundPort = await listen(this.server, this.port, this.host);
+    } catch (err) {
+      await this.storage?.close().catch(() => undefined);
+      throw err;
+    }
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
     return this.info();
   }

@@ -306,9 +306,12 @@ describe('data at rest: the sealed record format (in process)', () => {
     await log.close();
   }
 
-  function reload(dir: string): SessionTable {
+  /** The directory's sessions as a start loads them (the storage stopped after, giving the directory back). */
+  async function reload(dir: string): Promise<SessionTable> {
     const table = new SessionTable();
-    new AppendLog({ dir, fsync: 'always', keyring }).load((r) => table.replay(r));
+    const log = new AppendLog({ dir, fsync: 'always', keyring });
+    log.load((r) => table.replay(r));
+    await log.close();
     return table;
   }
 
@@ -327,14 +330,14 @@ describe('data at rest: the sealed record format (in process)', () => {
     const dir = tempDir();
     try {
       await writeSealed(dir, 4);
-      assert.equal(reload(dir).size, 4);
+      assert.equal((await reload(dir)).size, 4);
       const path = newestLog(dir);
       const bytes = readFileSync(path);
       const [offset, length] = framesOf(bytes)[2]!;
       bytes[offset + length - 20]! ^= 1;
       bytes.writeUInt32BE(crc32(bytes.subarray(offset, offset + length)), offset - 4);
       writeFileSync(path, bytes);
-      assert.throws(() => reload(dir), (err: unknown) => {
+      await assert.rejects(reload(dir), (err: unknown) => {
         assert.ok(err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_CORRUPT', String(err));
         assert.ok(err.message.includes(`${path} at byte ${offset - 8}`), err.message);
         return true;
@@ -358,7 +361,7 @@ describe('data at rest: the sealed record format (in process)', () => {
       bytes.copy(bytes, a[0] - 8, b[0] - 8, b[0] + b[1]);
       first.copy(bytes, b[0] - 8);
       writeFileSync(path, bytes);
-      assert.throws(() => reload(dir), (err: unknown) => err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_CORRUPT');
+      await assert.rejects(reload(dir), (err: unknown) => err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_CORRUPT');
     } finally {
       removeDir(dir);
     }

@@ -8,14 +8,14 @@ import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, keepLocked, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
  * snapshot written by compaction.
  *
  * Layout of the data directory:
- *   kiln.lock            pid of the server using the directory, and its lock's nonce
+ *   kiln.lock            pid of the server using the directory
  *   snapshot.kiln        state as of some point, and the first log it must be followed by
  *   log-<seq>.kiln       records in order; a new file on every start and every compaction
  *
@@ -79,7 +79,9 @@ export const WRITE_PIECE_BYTES = 4 * 1024 * 1024;
 export function pieceEnd(data: Buffer, at: number, size: number): number {
   if (data.length - at <= size) return data.length;
   let end = at;
-  while (end - at < size && end + FRAME_HEADER <= data.length) end += FRAME_HEADER + data.readUInt32BE(end);
+  // At least one whole record, whatever `size` is.
+  do end += FRAME_HEADER + data.readUInt32BE(end);
+  while (end - at < size && end + FRAME_HEADER <= data.length);
   return Math.min(end, data.length);
 }
 /** How fast the disk of the `log:write-slow` failpoint writes (a 4 MiB piece in 300 ms). */
@@ -168,6 +170,10 @@ export class AppendLog implements TierStorage {
   private dirty = false;
   private logBytes = 0;
   private compacting: Promise<void> | undefined;
+  /** A rotation under way: flushes wait for it (see rotate). */
+  private rotating: Promise<void> | undefined;
+  /** Date.now() when the rotation under way began; 0 when none is. */
+  private rotateSince = 0;
   /** close() stopped waiting for the compaction (its disk hung): its snapshot must not be renamed in. */
   private abandonSnapshot = false;
   /** Date.now() when the compaction now running began; 0 when none is. */
@@ -176,8 +182,8 @@ export class AppendLog implements TierStorage {
   private closed = false;
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
   private staleRecords = 0;
-  /** What this instance wrote in kiln.lock: it removes only its own lock. */
-  private lockNonce: string | undefined;
+  /** This instance's hold on kiln.lock (lockDataDir): it gives up only its own. */
+  private lockToken: symbol | undefined;
   /**
    * `accessTimesDropped`: access-time records not logged because the backlog was full (see
    * append); `writeFailures`, `syncFailures`: writes and everysec syncs the disk refused.
@@ -201,7 +207,7 @@ export class AppendLog implements TierStorage {
       return this.replayDirectory(apply);
     } catch (err) {
       // A start refused (damage): the directory is not this instance's to hold.
-      unlockDataDir(this.dir, this.lockNonce);
+      unlockDataDir(this.dir, this.lockToken);
       throw err;
     }
   }
@@ -354,7 +360,7 @@ export class AppendLog implements TierStorage {
   /** Writes (and per policy syncs) everything appended so far. */
   async flush(): Promise<void> {
     this.flushScheduled = false;
-    while (this.flushing) await this.flushing;
+    while (this.flushing || this.rotating) await (this.flushing ?? this.rotating);
     if (this.batch.length === 0) return;
     const payloads = this.batch;
     const waiters = this.batchWaiters;
@@ -521,9 +527,10 @@ export class AppendLog implements TierStorage {
 
   /** When the oldest write or sync now outstanding began (Date.now()); 0 when none is. */
   private oldestIoStart(): number {
-    if (this.writeSince === 0) return this.syncSince;
-    if (this.syncSince === 0) return this.writeSince;
-    return Math.min(this.writeSince, this.syncSince);
+    let oldest = this.writeSince;
+    if (this.syncSince !== 0 && (oldest === 0 || this.syncSince < oldest)) oldest = this.syncSince;
+    if (this.rotateSince !== 0 && (oldest === 0 || this.rotateSince < oldest)) oldest = this.rotateSince;
+    return oldest;
   }
 
   /** Writes a snapshot of the current state and drops the logs it covers. */
@@ -556,8 +563,13 @@ export class AppendLog implements TierStorage {
     await this.awaitCompactionAtStop();
     // What was appended while the compaction was awaited.
     await this.flush();
-    // A failed sync is made good before a clean stop, or said not to be.
-    if (this.syncFailure !== undefined && !this.gaveUp && !this.abandonSnapshot) await this.resnapshot(true);
+    // A failed sync is made good before a clean stop (within stallMs, as any compaction
+    // at stop), or said not to be.
+    if (this.syncFailure !== undefined && !this.gaveUp && !this.abandonSnapshot) {
+      const recovery = this.resnapshot(true);
+      await this.awaitCompactionAtStop();
+      if (!this.abandonSnapshot) await recovery;
+    }
     if (this.syncFailure !== undefined) {
       this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
     }
@@ -569,13 +581,10 @@ export class AppendLog implements TierStorage {
       this.file = undefined;
     }
     // An abandoned compaction may still touch the directory (its temp file) until its disk answers.
-    const nonce = this.lockNonce;
-    if (this.compacting && nonce !== undefined) {
-      keepLocked(nonce);
-      void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir, nonce));
-    } else {
-      unlockDataDir(this.dir, nonce);
-    }
+    // An abandoned compaction keeps the lock (and no other storage takes it) until it has stopped.
+    const lock = this.lockToken;
+    if (this.compacting) void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir, lock));
+    else unlockDataDir(this.dir, lock);
   }
 
   /**
@@ -655,39 +664,54 @@ export class AppendLog implements TierStorage {
     this.stopIfAbandoned();
   }
 
+  /**
+   * Starts the next log file. No batch is written meanwhile, and the previous log is whole
+   * and synced before the next one exists: a crash then never leaves a torn record in a
+   * log that is not the newest, which a start would refuse as damage.
+   */
   private async rotate(): Promise<void> {
-    const previous = this.file;
-    this.seq++;
-    const path = this.logPath(this.seq);
-    const file = await open(path, 'wx', 0o600);
+    let switched!: () => void;
+    this.rotating = new Promise<void>((resolve) => (switched = resolve));
+    this.rotateSince = Date.now();
     try {
-      await file.chmod(0o600);
-      await writeAt(file, LOG_MAGIC, 0);
-      await file.datasync();
-      await syncDirAsync(this.dir);
-    } catch (err) {
-      // A full disk fails here too: no handle kept, and no empty log left to become a
-      // "cut short, not the newest" log once a later rotation succeeds.
-      await file.close().catch(() => undefined);
-      // Gone already, or the disk refuses even this: left, it is a short log that a start
-      // cuts off only while it is the newest (else refused as damage; kiln repair).
-      await unlink(path).catch(() => undefined);
-      throw err;
-    }
-    // A flush that started on the previous file during the awaits above ends there first,
-    // so no batch straddles the switch; one given up meanwhile leaves the new file unused.
-    while (this.flushing) await this.flushing;
-    if (this.gaveUp || this.abandonSnapshot) {
-      await file.close().catch(() => undefined);
-      await unlink(path);
-      throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
-    }
-    this.file = file;
-    this.fileSeq = this.seq;
-    this.fileOffset = LOG_MAGIC.length;
-    if (previous) {
-      await previous.datasync().catch(() => undefined);
-      await previous.close().catch(() => undefined);
+      while (this.flushing) await this.flushing;
+      this.stopIfAbandoned();
+      const previous = this.file;
+      if (previous && this.policy !== 'always') {
+        try {
+          await previous.datasync();
+        } catch (err) {
+          // As the sync tick's failure: Linux reports it once (see snapshotMayReplace).
+          if (this.policy === 'everysec') this.noteSyncFailure(err);
+          throw err;
+        }
+      }
+      this.seq++;
+      const path = this.logPath(this.seq);
+      const file = await open(path, 'wx', 0o600);
+      try {
+        await file.chmod(0o600);
+        await writeAt(file, LOG_MAGIC, 0);
+        await file.datasync();
+        await syncDirAsync(this.dir);
+        this.stopIfAbandoned();
+      } catch (err) {
+        // A full disk fails here too: no handle kept, and no empty log left to become a
+        // "cut short, not the newest" log once a later rotation succeeds.
+        await file.close().catch(() => undefined);
+        // Gone already, or the disk refuses even this: left, it is a short log that a start
+        // cuts off only while it is the newest (else refused as damage; kiln repair).
+        await unlink(path).catch(() => undefined);
+        throw err;
+      }
+      this.file = file;
+      this.fileSeq = this.seq;
+      this.fileOffset = LOG_MAGIC.length;
+      await previous?.close().catch(() => undefined);
+    } finally {
+      this.rotating = undefined;
+      this.rotateSince = 0;
+      switched();
     }
   }
 
@@ -747,7 +771,7 @@ export class AppendLog implements TierStorage {
   }
 
   private lock(): void {
-    this.lockNonce = lockDataDir(this.dir);
+    this.lockToken = lockDataDir(this.dir);
   }
 
   /** Files an older Kiln created 0644: they hold session data, so only the owner reads them now. */

@@ -1,6 +1,5 @@
-import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
@@ -133,51 +132,57 @@ export function logPath(dir: string, seq: number): string {
   return join(dir, `log-${String(seq).padStart(8, '0')}.kiln`);
 }
 
-/** The nonces of locks kept after their storage stopped (see keepLocked). */
-const locksKept = new Set<string>();
+/**
+ * The data directories this process has locked, by real path, with the token of the
+ * storage holding each. In memory, not in kiln.lock: the file keeps the `<pid>` that
+ * every Kiln reads (an older one would take `<pid> <anything>` for no lock at all).
+ */
+const locksHere = new Map<string, symbol>();
 
 /**
- * Takes `<dir>/kiln.lock`; refused while another live process holds it, or while this
- * process keeps it for a storage that stopped with a compaction still running (keepLocked:
- * an embedder's server restarted in place would meet that compaction's files). Returns
- * the lock's nonce, for unlockDataDir. A lock of this process otherwise is taken over, as
- * is one left by a dead process whose pid this one now has.
+ * Takes `<dir>/kiln.lock`; refused while another live process holds it, or another
+ * storage of this process (a second server on the directory, or one restarted in place
+ * while the old one's abandoned compaction still runs: see AppendLog.close). Returns the
+ * token unlockDataDir takes. A lock left by a dead process, or by one whose pid this
+ * process now has, is taken over.
  */
-export function lockDataDir(dir: string): string {
+export function lockDataDir(dir: string): symbol {
+  const key = realpathSync(dir);
+  if (locksHere.has(key)) {
+    throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
+  }
   const path = join(dir, 'kiln.lock');
   if (existsSync(path)) {
-    const [pidText, nonce] = readFileSync(path, 'utf8').trim().split(' ');
-    const pid = Number(pidText);
+    const pid = Number(readFileSync(path, 'utf8').trim());
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
       throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
     }
-    if (pid === process.pid && nonce !== undefined && locksKept.has(nonce)) {
-      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process: a compaction abandoned at stop still waits on its disk`, { details: { dir, pid } });
-    }
   }
-  const nonce = randomBytes(8).toString('hex');
   const fd = openSync(path, 'w', 0o600);
   try {
     fchmodSync(fd, 0o600);
-    writeSync(fd, `${process.pid} ${nonce}\n`);
+    writeSync(fd, `${process.pid}\n`);
   } finally {
     closeSync(fd);
   }
-  return nonce;
+  const token = Symbol(key);
+  locksHere.set(key, token);
+  return token;
 }
 
-/** The lock taken with `nonce` outlives its storage's stop until unlockDataDir: no other storage of this process takes it over. */
-export function keepLocked(nonce: string): void {
-  locksKept.add(nonce);
-}
-
-/** Gives up the lock taken with `nonce`: its file is removed only while it is still that lock. */
-export function unlockDataDir(dir: string, nonce: string | undefined): void {
-  if (nonce === undefined) return;
-  locksKept.delete(nonce);
-  const path = join(dir, 'kiln.lock');
+/** Gives up the lock taken with `token` (a second call, or a stale token, does nothing). */
+export function unlockDataDir(dir: string, token: symbol | undefined): void {
+  if (token === undefined) return;
+  let key: string;
   try {
-    if (readFileSync(path, 'utf8').trim() === `${process.pid} ${nonce}`) unlinkSync(path);
+    key = realpathSync(dir);
+  } catch {
+    return; // the directory is gone, and its lock with it
+  }
+  if (locksHere.get(key) !== token) return;
+  locksHere.delete(key);
+  try {
+    unlinkSync(join(dir, 'kiln.lock'));
   } catch {
     // Already gone.
   }
