@@ -39,8 +39,9 @@ function holdFileOf(name: string): string | undefined {
  * A named stall for the fault tests: when KILN_FAILPOINT names the point and the file
  * that KILN_FAILPOINT_HOLD names exists, the returned promise waits until that file is
  * removed, as an operation waits on a stalled disk; otherwise undefined (no wait, no
- * promise). The log's writes use it (`log:write`), and a compaction's snapshot writes
- * (`snapshot:write`): a test can hold a real server's disk and let it go.
+ * promise). The log's writes use it (`log:write`), a compaction's snapshot writes
+ * (`snapshot:write`) and its switch to the next log (`log:rotate`): a test can hold a
+ * real server's disk and let it go.
  *
  * @example
  * const held = failpointHold('log:write'); // KILN_FAILPOINT=log:write KILN_FAILPOINT_HOLD=/tmp/hold

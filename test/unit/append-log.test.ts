@@ -710,6 +710,35 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 601);
     }));
 
+  it('a stop does not wait for good on a compaction whose switch to the next log hangs: what was appended meanwhile is written to the current log, and nothing of the switch is left', () =>
+    withFault('log:rotate', async (dir, hold) => {
+      unlinkSync(hold);
+      const table = new SessionTable();
+      const errors: string[] = [];
+      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 300, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
+      log.load(() => undefined);
+      await log.open();
+      for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
+      const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
+      writeFileSync(hold, '');
+      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Waits behind the switch, which waits on the disk.
+      const late = log.append(commitRecord(table, 5, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const started = Date.now();
+      await log.close();
+      assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
+      assert.equal(await late, 'written', 'the stop wrote it to the current log');
+      assert.match(errors.join('\n'), /a compaction still waited on its disk after 300 ms at stop: abandoned/);
+      assert.ok(existsSync(join(dir, 'kiln.lock')), 'locked while the switch may still touch the directory');
+      unlinkSync(hold);
+      assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no next log left');
+      assert.deepEqual(errors.filter((e) => /could not sync/.test(e)), [], 'no sync failure made up by the stop');
+      await loadsClean(dir, 6);
+    }));
+
   it('a stop waits for a compaction that ends within stallMs, and its snapshot is put in place', () =>
     withFault('snapshot:write', async (dir, hold) => {
       const { log } = await bigLog(dir, { fsync: 'everysec', stallMs: 10_000 });

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readSync, statSync, truncateSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -69,6 +69,16 @@ export interface AppendLogOptions {
 export const DEFAULT_MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
 /** A batch is written (and, fsync "always", synced) in pieces of about this size; the stall is timed per piece. */
 export const WRITE_PIECE_BYTES = 4 * 1024 * 1024;
+
+/** Whether `promise` (which never rejects) settles within `ms`; the timer is cleared either way. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Where the piece of framed `data` that starts at `at` ends: at the first frame end at
@@ -207,7 +217,7 @@ export class AppendLog implements TierStorage {
       return this.replayDirectory(apply);
     } catch (err) {
       // A start refused (damage): the directory is not this instance's to hold.
-      unlockDataDir(this.dir, this.lockToken);
+      unlockDataDir(this.lockToken);
       throw err;
     }
   }
@@ -297,7 +307,15 @@ export class AppendLog implements TierStorage {
         // synced and closed before the next was opened, so a short record there is damage.
         if (seq !== newest) throw damaged(path, end.offset, 'its last record is cut short, but it is not the newest log', this.dir);
         const size = statSync(path).size;
-        truncateSync(path, end.offset);
+        // Synced: a cut that a machine crash undid would leave the torn record in a log
+        // that is no longer the newest once this start opens the next one.
+        const fd = openSync(path, 'r+');
+        try {
+          ftruncateSync(fd, end.offset);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
         report.tornTails++;
         report.tornTail = { file: path, offset: end.offset, bytes: size - end.offset };
       }
@@ -360,7 +378,8 @@ export class AppendLog implements TierStorage {
   /** Writes (and per policy syncs) everything appended so far. */
   async flush(): Promise<void> {
     this.flushScheduled = false;
-    while (this.flushing || this.rotating) await (this.flushing ?? this.rotating);
+    // A rotation abandoned at stop switches no file: the last batches go to the current one.
+    while (this.flushing || (this.rotating && !this.abandonSnapshot)) await (this.flushing ?? this.rotating);
     if (this.batch.length === 0) return;
     const payloads = this.batch;
     const waiters = this.batchWaiters;
@@ -559,9 +578,8 @@ export class AppendLog implements TierStorage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closing = true;
-    await this.flush();
+    // A compaction first (at most stallMs): one hung in its rotation would hold the flush below.
     await this.awaitCompactionAtStop();
-    // What was appended while the compaction was awaited.
     await this.flush();
     // A failed sync is made good before a clean stop (within stallMs, as any compaction
     // at stop), or said not to be.
@@ -575,16 +593,24 @@ export class AppendLog implements TierStorage {
     }
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
-    if (this.file) {
-      await this.file.datasync().catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })));
-      await this.file.close();
-      this.file = undefined;
+    // What may still touch the directory after the stop returns keeps it locked until it ends.
+    const stillBusy: Promise<unknown>[] = this.compacting ? [this.compacting.catch(() => undefined)] : [];
+    const file = this.file;
+    this.file = undefined;
+    if (file) {
+      const last = file
+        .datasync()
+        .catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })))
+        .then(() => file.close())
+        .catch(() => undefined);
+      if (!(await settlesWithin(last, this.stallMs))) {
+        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last sync still waited on its disk after ${this.stallMs} ms at stop: what it had not written may not be on disk (the data directory stays locked until the disk answers)`));
+        stillBusy.push(last);
+      }
     }
-    // An abandoned compaction may still touch the directory (its temp file) until its disk answers.
-    // An abandoned compaction keeps the lock (and no other storage takes it) until it has stopped.
     const lock = this.lockToken;
-    if (this.compacting) void this.compacting.catch(() => undefined).finally(() => unlockDataDir(this.dir, lock));
-    else unlockDataDir(this.dir, lock);
+    if (stillBusy.length > 0) void Promise.all(stillBusy).finally(() => unlockDataDir(lock));
+    else unlockDataDir(lock);
   }
 
   /**
@@ -595,11 +621,7 @@ export class AppendLog implements TierStorage {
    */
   private async awaitCompactionAtStop(): Promise<void> {
     if (!this.compacting) return;
-    const compaction = this.compacting.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
-    const waited = await Promise.race([compaction.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, this.stallMs, false)))]);
-    clearTimeout(timer);
-    if (!waited) {
+    if (!(await settlesWithin(this.compacting.catch(() => undefined), this.stallMs))) {
       this.abandonSnapshot = true;
       this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned, it replaces nothing unless it had begun to already (the data directory stays locked until the disk lets it stop)`));
     }
@@ -672,20 +694,25 @@ export class AppendLog implements TierStorage {
   private async rotate(): Promise<void> {
     let switched!: () => void;
     this.rotating = new Promise<void>((resolve) => (switched = resolve));
-    this.rotateSince = Date.now();
+    // Timed as a stall, except the sync of a "never" log: it may have much to write, all of it taken already.
+    if (this.policy !== 'never') this.rotateSince = Date.now();
     try {
       while (this.flushing) await this.flushing;
+      const held = failpointHold('log:rotate');
+      if (held) await held;
       this.stopIfAbandoned();
       const previous = this.file;
       if (previous && this.policy !== 'always') {
         try {
           await previous.datasync();
         } catch (err) {
+          this.stopIfAbandoned(); // the stop closed that file meanwhile
           // As the sync tick's failure: Linux reports it once (see snapshotMayReplace).
           if (this.policy === 'everysec') this.noteSyncFailure(err);
           throw err;
         }
       }
+      this.rotateSince ||= Date.now();
       this.seq++;
       const path = this.logPath(this.seq);
       const file = await open(path, 'wx', 0o600);

@@ -133,11 +133,14 @@ export function logPath(dir: string, seq: number): string {
 }
 
 /**
- * The data directories this process has locked, by real path, with the token of the
- * storage holding each. In memory, not in kiln.lock: the file keeps the `<pid>` that
- * every Kiln reads (an older one would take `<pid> <anything>` for no lock at all).
+ * The data directories this process has locked, by real path (not by inode: a directory
+ * removed and made again may get the inode of another still listed), and what each
+ * lock's token locked. In memory, not in kiln.lock:
+ * the file keeps the `<pid>` every Kiln reads (an older one would take `<pid> <anything>`
+ * for no lock at all).
  */
 const locksHere = new Map<string, symbol>();
+const lockedBy = new Map<symbol, { key: string; path: string }>();
 
 /**
  * Takes `<dir>/kiln.lock`; refused while another live process holds it, or another
@@ -153,7 +156,8 @@ export function lockDataDir(dir: string): symbol {
   }
   const path = join(dir, 'kiln.lock');
   if (existsSync(path)) {
-    const pid = Number(readFileSync(path, 'utf8').trim());
+    // The first word: a lock written as `<pid> <more>` is still that pid's.
+    const pid = Number(readFileSync(path, 'utf8').trim().split(/\s+/)[0]);
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
       throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
     }
@@ -165,24 +169,24 @@ export function lockDataDir(dir: string): symbol {
   } finally {
     closeSync(fd);
   }
-  const token = Symbol(key);
+  const token = Symbol(dir);
   locksHere.set(key, token);
+  lockedBy.set(token, { key, path });
   return token;
 }
 
-/** Gives up the lock taken with `token` (a second call, or a stale token, does nothing). */
-export function unlockDataDir(dir: string, token: symbol | undefined): void {
-  if (token === undefined) return;
-  let key: string;
+/**
+ * Gives up the lock taken with `token` (a second call, or no token, does nothing). The
+ * file goes only while it still names this process: one deleted under a running server
+ * may since hold another's lock.
+ */
+export function unlockDataDir(token: symbol | undefined): void {
+  const held = token === undefined ? undefined : lockedBy.get(token);
+  if (!held) return;
+  lockedBy.delete(token!);
+  locksHere.delete(held.key);
   try {
-    key = realpathSync(dir);
-  } catch {
-    return; // the directory is gone, and its lock with it
-  }
-  if (locksHere.get(key) !== token) return;
-  locksHere.delete(key);
-  try {
-    unlinkSync(join(dir, 'kiln.lock'));
+    if (readFileSync(held.path, 'utf8').trim() === String(process.pid)) unlinkSync(held.path);
   } catch {
     // Already gone.
   }

@@ -143,7 +143,7 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
     writeLastRepair(dir, summary);
     return summary;
   } finally {
-    unlockDataDir(dir, lock);
+    unlockDataDir(lock);
   }
 }
 
