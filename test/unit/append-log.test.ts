@@ -478,6 +478,15 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 8);
     }));
 
+  /** A new log over an empty table that dumps it (compaction), opened: `options` as AppendLog takes them. */
+  async function openLog(dir: string, options: Omit<ConstructorParameters<typeof AppendLog>[0], 'dir' | 'dump' | 'liveBytes'>): Promise<{ table: SessionTable; log: AppendLog }> {
+    const table = new SessionTable();
+    const log = new AppendLog({ dir, ...options, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes });
+    log.load(() => undefined);
+    await log.open();
+    return { table, log };
+  }
+
   /** An everysec log with 20 sessions written, its errors collected. */
   async function everysecLog(dir: string): Promise<{ table: SessionTable; log: AppendLog; errors: string[] }> {
     const table = new SessionTable();
@@ -506,10 +515,7 @@ describe('append-only log: a disk that falls behind', () => {
   it('a log closed while the disk refuses its write gives up, leaves no part of the batch, writes nothing after it, and loads clean', () =>
     withFault('log:write-fails', async (dir, hold) => {
       unlinkSync(hold);
-      const table = new SessionTable();
-      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: () => undefined });
-      log.load(() => undefined);
-      await log.open();
+      const { table, log } = await openLog(dir, { fsync: 'always', stallMs: 60_000, onError: () => undefined });
       await log.append(commitRecord(table, 0, 300));
       const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
       writeFileSync(hold, '');
@@ -713,11 +719,8 @@ describe('append-only log: a disk that falls behind', () => {
   it('a stop does not wait for good on a compaction whose switch to the next log hangs: what was appended meanwhile is written to the current log, and nothing of the switch is left', () =>
     withFault('log:rotate', async (dir, hold) => {
       unlinkSync(hold);
-      const table = new SessionTable();
       const errors: string[] = [];
-      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 300, dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (e) => errors.push(e.message) });
-      log.load(() => undefined);
-      await log.open();
+      const { table, log } = await openLog(dir, { fsync: 'everysec', stallMs: 300, onError: (e) => errors.push(e.message) });
       for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
       const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
       writeFileSync(hold, '');
@@ -738,6 +741,50 @@ describe('append-only log: a disk that falls behind', () => {
       assert.deepEqual(errors.filter((e) => /could not sync/.test(e)), [], 'no sync failure made up by the stop');
       await loadsClean(dir, 6);
     }));
+
+  it('a stop that gives up on a switch which has made the next log writes nothing more to the previous one: what was appended meanwhile is refused, and the logs load whole', () =>
+    withFault('log:rotate-opened', async (dir, hold) => {
+      unlinkSync(hold);
+      const { table, log } = await openLog(dir, { fsync: 'everysec', stallMs: 300, onError: () => undefined });
+      for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
+      const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
+      writeFileSync(hold, '');
+      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      await waitFor(() => readdirSync(dir).filter((f) => f.startsWith('log-')).length > logs.length || undefined, 5000, 'the next log made');
+      const late = log.append(commitRecord(table, 5, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      await log.close();
+      // Written to the previous log while the next exists, a crash could tear it where a start refuses a torn record.
+      assert.equal(await late, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      unlinkSync(hold);
+      assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'the next log removed');
+      await loadsClean(dir, 5);
+    }));
+
+  it('a log cut short inside its header (a crash while a switch made it) is removed, wherever it sits, and the next starts load clean', async () => {
+    const dir = tempDir();
+    try {
+      await writeSessions(dir, 3);
+      const [first] = readdirSync(dir).filter((f) => f.startsWith('log-')).sort();
+      const seqOf = (name: string) => Number(/^log-(\d+)\.kiln$/.exec(name)![1]);
+      const newer = (n: number) => join(dir, `log-${String(seqOf(first!) + n).padStart(8, '0')}.kiln`);
+      // An empty log (as an older Kiln cut one), then the newest cut inside its header.
+      writeFileSync(newer(1), '');
+      writeFileSync(newer(2), 'KILN');
+      const { table, report, log } = reload(dir);
+      assert.equal(table.size, 3);
+      assert.equal(report.tornTails, 2);
+      assert.deepEqual(report.tornTail, { file: newer(2), offset: 0, bytes: 4 });
+      assert.ok(!existsSync(newer(1)) && !existsSync(newer(2)));
+      await log.open();
+      await log.close();
+      await loadsClean(dir, 3);
+      await loadsClean(dir, 3);
+    } finally {
+      removeDir(dir);
+    }
+  });
 
   it('a stop waits for a compaction that ends within stallMs, and its snapshot is put in place', () =>
     withFault('snapshot:write', async (dir, hold) => {

@@ -8,7 +8,7 @@ import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -184,6 +184,8 @@ export class AppendLog implements TierStorage {
   private rotating: Promise<void> | undefined;
   /** Date.now() when the rotation under way began; 0 when none is. */
   private rotateSince = 0;
+  /** The rotation under way has made (or is making) the next log file. */
+  private rotateOpened = false;
   /** close() stopped waiting for the compaction (its disk hung): its snapshot must not be renamed in. */
   private abandonSnapshot = false;
   /** Date.now() when the compaction now running began; 0 when none is. */
@@ -302,6 +304,17 @@ export class AppendLog implements TierStorage {
         reader.close();
       }
       if (end.kind === 'damaged') throw damaged(path, end.offset, why, this.dir);
+      if (end.kind === 'torn' && end.offset === 0) {
+        // Cut short inside its header (a crash while a switch made it): it holds no record,
+        // wherever it sits. Removed, not cut to nothing: an empty log would be "cut short,
+        // not the newest" once this start opens the next one.
+        const size = statSync(path).size;
+        unlinkSync(path);
+        syncDir(this.dir);
+        report.tornTails++;
+        report.tornTail = { file: path, offset: 0, bytes: size };
+        continue;
+      }
       if (end.kind === 'torn') {
         // Only the newest log can end in a write a crash interrupted: every older one was
         // synced and closed before the next was opened, so a short record there is damage.
@@ -378,7 +391,8 @@ export class AppendLog implements TierStorage {
   /** Writes (and per policy syncs) everything appended so far. */
   async flush(): Promise<void> {
     this.flushScheduled = false;
-    // A rotation abandoned at stop switches no file: the last batches go to the current one.
+    // A rotation abandoned at stop switches no file: the last batches go to the current one
+    // (or, once it has made the next file, nowhere: see below).
     while (this.flushing || (this.rotating && !this.abandonSnapshot)) await (this.flushing ?? this.rotating);
     if (this.batch.length === 0) return;
     const payloads = this.batch;
@@ -399,6 +413,9 @@ export class AppendLog implements TierStorage {
       // A log that gave up on a write (closing on a failing disk) writes nothing after
       // it: a record past the hole would make the log damaged at the next start.
       if (!file || this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
+      // An abandoned switch that has made the next log: a batch written to this one now,
+      // torn by a crash, would be a torn record in a log that is not the newest.
+      if (this.rotating && this.rotateOpened) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log was being switched when the stop gave up on its disk');
       // Framed here, not in append(): a sealed record authenticates its offset in the
       // file, known only now (a compaction may have switched files since the append).
       const start = this.fileOffset;
@@ -591,6 +608,11 @@ export class AppendLog implements TierStorage {
     if (this.syncFailure !== undefined) {
       this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
     }
+    // Anything appended meanwhile, and a flush the timer began: none writes after the file is closed.
+    while (this.flushing || this.batch.length > 0) {
+      if (this.flushing) await this.flushing;
+      else await this.flush();
+    }
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     // What may still touch the directory after the stop returns keeps it locked until it ends.
@@ -713,10 +735,14 @@ export class AppendLog implements TierStorage {
         }
       }
       this.rotateSince ||= Date.now();
+      this.stopIfAbandoned();
       this.seq++;
       const path = this.logPath(this.seq);
+      this.rotateOpened = true;
       const file = await open(path, 'wx', 0o600);
       try {
+        const made = failpointHold('log:rotate-opened');
+        if (made) await made;
         await file.chmod(0o600);
         await writeAt(file, LOG_MAGIC, 0);
         await file.datasync();
@@ -729,6 +755,7 @@ export class AppendLog implements TierStorage {
         // Gone already, or the disk refuses even this: left, it is a short log that a start
         // cuts off only while it is the newest (else refused as damage; kiln repair).
         await unlink(path).catch(() => undefined);
+        await syncDirAsync(this.dir);
         throw err;
       }
       this.file = file;
@@ -737,6 +764,7 @@ export class AppendLog implements TierStorage {
       await previous?.close().catch(() => undefined);
     } finally {
       this.rotating = undefined;
+      this.rotateOpened = false;
       this.rotateSince = 0;
       switched();
     }
