@@ -271,6 +271,7 @@ export class KilnServer {
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...loaded });
       // Warn, not info: a cut tail is normal after a crash, but an operator at --log-level warn must still see it.
       if (tornTail) this.log.warn('storage: torn tail cut off the newest log (a write interrupted by a crash; it was never acknowledged)', { ...tornTail });
+      if (this.loaded.emptyLogsRemoved > 0) this.log.warn('storage: removed logs cut short inside their header (a crash while a log was being started; they held no record)', { logs: this.loaded.emptyLogsRemoved });
       this.lastRepair = readLastRepair(this.dataDir, (message, fields) => this.log.warn(message, fields));
     }
     try {

@@ -118,6 +118,8 @@ export interface LoadReport {
   tornTails: number;
   /** The incomplete last record of the newest log, cut off at load; null when there was none. */
   tornTail: TornTail | null;
+  /** Logs cut short inside their header (a crash while one was being started): they held no record, and were removed. */
+  emptyLogsRemoved: number;
   ms: number;
 }
 
@@ -227,7 +229,9 @@ export class AppendLog implements TierStorage {
   private replayDirectory(apply: (record: TierRecord) => void): LoadReport {
     const started = Date.now();
     this.tightenFileModes();
-    const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, tornTail: null, ms: 0 };
+    const report: LoadReport = { records: 0, files: 0, bytes: 0, tornTails: 0, tornTail: null, emptyLogsRemoved: 0, ms: 0 };
+    // Removed once the whole directory has been read: a start refused for damage further on changes no file.
+    const removals: string[] = [];
     let firstSeq = 0;
     const snapshotPath = join(this.dir, 'snapshot.kiln');
     // One read buffer for every file: a log is read in pieces, not whole, so a restart
@@ -271,7 +275,7 @@ export class AppendLog implements TierStorage {
         // Covered by the snapshot, left by a crash between its rename and the deletes: it
         // would be read never and deleted only at the next compaction, keeping plain or
         // old-key records on disk through an encryption switch or a rotation.
-        unlinkSync(this.logPath(seq));
+        removals.push(this.logPath(seq));
         continue;
       }
       magic = LOG_MAGIC;
@@ -308,11 +312,10 @@ export class AppendLog implements TierStorage {
         // Cut short inside its header (a crash while a switch made it): it holds no record,
         // wherever it sits. Removed, not cut to nothing: an empty log would be "cut short,
         // not the newest" once this start opens the next one.
-        const size = statSync(path).size;
-        unlinkSync(path);
-        syncDir(this.dir);
-        report.tornTails++;
-        report.tornTail = { file: path, offset: 0, bytes: size };
+        report.files--;
+        report.bytes -= statSync(path).size;
+        report.emptyLogsRemoved++;
+        removals.push(path);
         continue;
       }
       if (end.kind === 'torn') {
@@ -334,6 +337,8 @@ export class AppendLog implements TierStorage {
       }
       this.logBytes += statSync(path).size;
     }
+    for (const file of removals) unlinkSync(file);
+    if (removals.length > 0) syncDir(this.dir);
     // A crashed compaction's partial snapshot: never read, and it may hold what a rotation removes.
     if (existsSync(`${snapshotPath}.tmp`)) unlinkSync(`${snapshotPath}.tmp`);
     // The read buffer (up to the largest frame) must not stay pinned by the decoder.
@@ -752,8 +757,8 @@ export class AppendLog implements TierStorage {
         // A full disk fails here too: no handle kept, and no empty log left to become a
         // "cut short, not the newest" log once a later rotation succeeds.
         await file.close().catch(() => undefined);
-        // Gone already, or the disk refuses even this: left, it is a short log that a start
-        // cuts off only while it is the newest (else refused as damage; kiln repair).
+        // Gone already, or the disk refuses even this: left, it is a short log that the next
+        // start removes (it holds no record).
         await unlink(path).catch(() => undefined);
         await syncDirAsync(this.dir);
         throw err;

@@ -98,8 +98,9 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
         } else {
           const prefix = Buffer.alloc(Math.min(reader.size, LOG_MAGIC.length));
           readSync(reader.fd, prefix, 0, prefix.length, 0);
-          // Only a crash inside a rotation leaves a header cut short, and only in the newest log.
-          if (seq === newest && reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length))) {
+          // A header cut short (a crash while a log was being started) holds no record, wherever
+          // the log sits: nothing to salvage, and no damage (a start removes it too).
+          if (reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length))) {
             state.tornTail = { file: path, offset: 0, bytes: reader.size };
           } else {
             const next = resync(reader, path, 0, LOG_MAGIC.length, 'its header is not a kiln log header', false, state);
