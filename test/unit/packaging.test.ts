@@ -19,7 +19,7 @@ import { describe, it } from 'node:test';
 // 2026-12-07: 704 KiB with principal pages and the TLS waiting room: benchmarks.md (the
 // run history, read in the repository) left the package, the rest of docs/ stays.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 700 * 1024;
+const MAX_PACKED_BYTES = 720 * 1024;
 const MAX_UNPACKED_BYTES = 2.7 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
