@@ -3,7 +3,8 @@ import { KilnError, toKilnError } from '../errors/index.js';
 import { encodeFrame, FrameParser, PROTOCOL_VERSION, type Frame } from '../protocol/frame.js';
 import {
   BINARY_COMMIT_FEATURE,
-  BINARY_GRANT_FEATURE, STORAGE_BEHIND_FEATURE,
+  BINARY_GRANT_FEATURE,
+  STORAGE_BEHIND_FEATURE,
   decodeBody,
   decodeCommitBody,
   encodeBody,

@@ -249,6 +249,16 @@ export class KilnServer {
 
   /** Loads the data directory, then listens. */
   async start(): Promise<KilnServerInfo> {
+    try {
+      return await this.loadAndListen();
+    } catch (err) {
+      // A start that fails gives the directory back (its lock, the log file, the sync timer).
+      await this.storage?.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async loadAndListen(): Promise<KilnServerInfo> {
     if (this.storage && this.dataDir) {
       // A directory not made yet (a first start) has nothing to repair.
       if (this.repairOnStart && existsSync(this.dataDir)) {
@@ -260,13 +270,7 @@ export class KilnServer {
         }
       }
       this.loaded = this.storage.load((record) => this.tier.restore(record));
-      try {
-        await this.storage.open();
-      } catch (err) {
-        // A start that fails gives the directory back (its lock, the log file, the sync timer).
-        await this.storage.close().catch(() => undefined);
-        throw err;
-      }
+      await this.storage.open();
       const { tornTail, ...loaded } = this.loaded;
       this.log.info('data loaded', { dir: this.dataDir, sessions: this.tier.sessionCount, ...loaded });
       // Warn, not info: a cut tail is normal after a crash, but an operator at --log-level warn must still see it.
@@ -274,12 +278,7 @@ export class KilnServer {
       if (this.loaded.emptyLogsRemoved > 0) this.log.warn('storage: removed logs cut short inside their header (a crash while a log was being started; they held no record)', { logs: this.loaded.emptyLogsRemoved });
       this.lastRepair = readLastRepair(this.dataDir, (message, fields) => this.log.warn(message, fields));
     }
-    try {
-      this.boundPort = await listen(this.server, this.port, this.host);
-    } catch (err) {
-      await this.storage?.close().catch(() => undefined);
-      throw err;
-    }
+    this.boundPort = await listen(this.server, this.port, this.host);
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
     return this.info();
   }

@@ -194,6 +194,9 @@ describe('append-only log', () => {
     try {
       appendFileSync(join(dir, 'kiln.lock'), `${process.ppid}\n`);
       assert.throws(() => reload(dir), /in use by process/);
+      // The holder is the first word, read no further than a pid goes: a lock file of megabytes is not read whole.
+      writeFileSync(join(dir, 'kiln.lock'), `${process.ppid} ${'x'.repeat(8 * 1024 * 1024)}`);
+      assert.throws(() => reload(dir), new RegExp(`in use by process ${process.ppid}`));
     } finally {
       removeDir(dir);
     }

@@ -5,6 +5,7 @@
  * every failure reaches the caller as a KilnError with a stable code, because the lease
  * machinery decides between "ask again" and "give up" on the code alone (TRANSIENT_CODES).
  */
+import { withTimeout } from '../../util/deadline.js';
 import { KilnError } from '../../errors/index.js';
 import type { SessionMeta, SessionSnapshot } from '../../session/model.js';
 import type { RoleView } from './replica-guard.js';
@@ -95,15 +96,7 @@ export function settleBy(promise: Promise<unknown>, deadline: number | undefined
   return withTimeout(promise, Math.max(0, deadline - Date.now()), () => new KilnError('KILN_ERR_TIMEOUT', 'past the deadline')).catch(() => undefined);
 }
 
-export function withTimeout<T>(promise: Promise<T>, ms: number, error: () => KilnError): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(error()), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+export { withTimeout };
 
 const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
 

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -7,8 +7,10 @@ import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { formatBytes } from '../../util/bytes.js';
+import { doubling } from '../../util/backoff.js';
+import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { type DirLock, FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -67,18 +69,11 @@ export interface AppendLogOptions {
 }
 
 export const DEFAULT_MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_LOG_STALL_MS = 5000;
+/** How fast the disk of the `log:write-slow` failpoint writes (a 4 MiB piece in 300 ms). */
+const SLOW_DISK_BYTES_PER_MS = 14_000;
 /** A batch is written (and, fsync "always", synced) in pieces of about this size; the stall is timed per piece. */
 export const WRITE_PIECE_BYTES = 4 * 1024 * 1024;
-
-/** Whether `promise` (which never rejects) settles within `ms`; the timer is cleared either way. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Where the piece of framed `data` that starts at `at` ends: at the first frame end at
@@ -94,9 +89,6 @@ export function pieceEnd(data: Buffer, at: number, size: number): number {
   while (end - at < size && end + FRAME_HEADER <= data.length);
   return Math.min(end, data.length);
 }
-/** How fast the disk of the `log:write-slow` failpoint writes (a 4 MiB piece in 300 ms). */
-const SLOW_DISK_BYTES_PER_MS = 14_000;
-export const DEFAULT_LOG_STALL_MS = 5000;
 
 /** How far the log is behind its disk, for stats and the refusal's message. */
 export interface LogBacklog {
@@ -197,7 +189,7 @@ export class AppendLog implements TierStorage {
   /** Records loaded that are plain or sealed with an older key: open() compacts them away. */
   private staleRecords = 0;
   /** This instance's hold on kiln.lock (lockDataDir): it gives up only its own. */
-  private lockToken: symbol | undefined;
+  private lockToken: DirLock | undefined;
   /**
    * `accessTimesDropped`: access-time records not logged because the backlog was full (see
    * append); `writeFailures`, `syncFailures`: writes and everysec syncs the disk refused.
@@ -282,19 +274,14 @@ export class AppendLog implements TierStorage {
       fileSeq = seq;
       path = this.logPath(seq);
       reader.open(path);
+      const size = reader.size;
       let end: FileEnd;
       let why = 'a record fails its checksum';
       try {
-        report.files++;
-        report.bytes += reader.size;
         const header = reader.header(LOG_MAGIC.length);
         if (!header?.equals(LOG_MAGIC)) {
-          // Only a crash inside rotate() leaves a header cut short, and only in the newest log.
-          const prefix = Buffer.alloc(Math.min(reader.size, LOG_MAGIC.length));
-          readSync(reader.fd, prefix, 0, prefix.length, 0);
-          const cutShort = reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length));
-          end = cutShort ? { kind: 'torn', offset: 0 } : { kind: 'damaged', offset: 0 };
-          if (end.kind === 'damaged') throw damaged(path, 0, 'its header is not a kiln log header', this.dir);
+          if (!reader.headerCutShort(LOG_MAGIC)) throw damaged(path, 0, 'its header is not a kiln log header', this.dir);
+          end = { kind: 'torn', offset: 0 };
         } else {
           end = reader.replay(header.length, count);
           // A length field damaged into a huge value also reads as "cut short": only if no
@@ -312,17 +299,16 @@ export class AppendLog implements TierStorage {
         // Cut short inside its header (a crash while a switch made it): it holds no record,
         // wherever it sits. Removed, not cut to nothing: an empty log would be "cut short,
         // not the newest" once this start opens the next one.
-        report.files--;
-        report.bytes -= statSync(path).size;
         report.emptyLogsRemoved++;
         removals.push(path);
         continue;
       }
+      report.files++;
+      report.bytes += size;
       if (end.kind === 'torn') {
         // Only the newest log can end in a write a crash interrupted: every older one was
         // synced and closed before the next was opened, so a short record there is damage.
         if (seq !== newest) throw damaged(path, end.offset, 'its last record is cut short, but it is not the newest log', this.dir);
-        const size = statSync(path).size;
         // Synced: a cut that a machine crash undid would leave the torn record in a log
         // that is no longer the newest once this start opens the next one.
         const fd = openSync(path, 'r+');
@@ -335,7 +321,7 @@ export class AppendLog implements TierStorage {
         report.tornTails++;
         report.tornTail = { file: path, offset: end.offset, bytes: size - end.offset };
       }
-      this.logBytes += statSync(path).size;
+      this.logBytes += end.kind === 'torn' ? end.offset : size;
     }
     for (const file of removals) unlinkSync(file);
     if (removals.length > 0) syncDir(this.dir);
@@ -482,13 +468,8 @@ export class AppendLog implements TierStorage {
           end = pieceEnd(data, at, this.writePieceBytes);
           // The fault tests' slow disk: about 14 MB/s, never stuck.
           if (failpointActive('log:write-slow')) await sleep(Math.ceil((end - at) / SLOW_DISK_BYTES_PER_MS));
-          const piece = at === 0 && end === data.length ? data : data.subarray(at, end);
-          if (at > 0 && failpointActive('log:later-piece-fails')) {
-            // The fault tests' disk that fills up partway through a batch: half this piece, then ENOSPC.
-            await writeAt(file, piece.subarray(0, piece.length >> 1), start + at);
-            throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:later-piece-fails)'), { code: 'ENOSPC' });
-          }
-          await writeAt(file, piece, start + at);
+          // The fault tests' disk that fills up partway through a batch fails its later pieces.
+          await writeAt(file, at === 0 && end === data.length ? data : data.subarray(at, end), start + at, at > 0 ? 'log:later-piece-fails' : undefined);
           if (this.policy === 'always') {
             await file.datasync();
             this.counters.syncs++;
@@ -513,7 +494,7 @@ export class AppendLog implements TierStorage {
         // log that gives up leaves no part of the batch behind if it can.
         await file.truncate(start).catch(() => undefined);
         if (this.closing && ++triesWhileClosing >= 3) throw err;
-        await sleep(Math.min(1000, 50 * 2 ** Math.min(attempt, 5)));
+        await sleep(doubling(attempt + 1, 50, 1000));
       }
     }
   }
@@ -586,7 +567,7 @@ export class AppendLog implements TierStorage {
         (err: unknown) => {
           // Each try starts a log and writes the whole state: while they fail, after 1 s, doubling to 30 s.
           this.compactFailures++;
-          this.compactAfter = Date.now() + Math.min(30_000, 1000 * 2 ** (this.compactFailures - 1));
+          this.compactAfter = Date.now() + doubling(this.compactFailures, 1000, 30_000);
           throw err;
         },
       ).finally(() => {
@@ -698,18 +679,7 @@ export class AppendLog implements TierStorage {
     await this.settled();
     this.stopIfAbandoned();
     // "always" synced every batch with its write; otherwise the sync is made here.
-    if (this.policy !== 'always' && this.file) {
-      try {
-        if (failpointActive('log:sync-fails')) throw new Error('EIO: i/o error, fdatasync (failpoint log:sync-fails)');
-        await this.file.datasync();
-      } catch (err) {
-        // Linux reports a failed fdatasync once: taken here, the next tick's sync would
-        // "succeed" over pages it dropped. So it is the log's failed sync (everysec), made
-        // good the same way: commits refused until a snapshot succeeds.
-        if (this.policy === 'everysec') this.noteSyncFailure(err);
-        throw err;
-      }
-    }
+    if (this.policy !== 'always' && this.file) await this.syncLog(this.file);
     this.stopIfAbandoned();
   }
 
@@ -731,11 +701,9 @@ export class AppendLog implements TierStorage {
       const previous = this.file;
       if (previous && this.policy !== 'always') {
         try {
-          await previous.datasync();
+          await this.syncLog(previous);
         } catch (err) {
           this.stopIfAbandoned(); // the stop closed that file meanwhile
-          // As the sync tick's failure: Linux reports it once (see snapshotMayReplace).
-          if (this.policy === 'everysec') this.noteSyncFailure(err);
           throw err;
         }
       }
@@ -786,13 +754,29 @@ export class AppendLog implements TierStorage {
     this.dirty = false;
     this.syncSince = Date.now();
     try {
-      if (failpointActive('log:sync-fails')) throw new Error('EIO: i/o error, fdatasync (failpoint log:sync-fails)');
-      await this.file.datasync();
-      this.counters.syncs++;
-    } catch (err) {
-      this.noteSyncFailure(err);
+      await this.syncLog(this.file);
+    } catch {
+      // noted by syncLog: commits are refused until a snapshot succeeds
     } finally {
       this.syncSince = 0;
+    }
+  }
+
+  /**
+   * fdatasync of a log outside its batches' writes (the everysec tick, the log a switch
+   * leaves, the log a snapshot's changes are in). Linux reports a failed fdatasync once,
+   * and may have dropped the pages it failed on: a later sync would "succeed" over them.
+   * So with everysec a failure is the log's failed sync (noteSyncFailure), made good by a
+   * snapshot, unless a stop abandoned the work meanwhile (and may have closed the file).
+   */
+  private async syncLog(file: FileHandle): Promise<void> {
+    try {
+      if (failpointActive('log:sync-fails')) throw new Error('EIO: i/o error, fdatasync (failpoint log:sync-fails)');
+      await file.datasync();
+      this.counters.syncs++;
+    } catch (err) {
+      if (this.policy === 'everysec' && !this.abandonSnapshot) this.noteSyncFailure(err);
+      throw err;
     }
   }
 

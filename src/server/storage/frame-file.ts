@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readFileSync, readSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -132,32 +132,46 @@ export function logPath(dir: string, seq: number): string {
   return join(dir, `log-${String(seq).padStart(8, '0')}.kiln`);
 }
 
+/** A data directory's lock, as this process holds it (lockDataDir, unlockDataDir). */
+export interface DirLock {
+  /** The directory's real path. */
+  readonly dir: string;
+}
+
 /**
  * The data directories this process has locked, by real path (not by inode: a directory
- * removed and made again may get the inode of another still listed), and what each
- * lock's token locked. In memory, not in kiln.lock:
- * the file keeps the `<pid>` every Kiln reads (an older one would take `<pid> <anything>`
- * for no lock at all).
+ * removed and made again may get the inode of another still listed). In memory, not in
+ * kiln.lock: the file keeps the `<pid>` every Kiln reads (an older one would take
+ * `<pid> <anything>` for no lock at all).
  */
-const locksHere = new Map<string, symbol>();
-const lockedBy = new Map<symbol, { key: string; path: string }>();
+const locksHere = new Map<string, DirLock>();
+
+/** The pid a kiln.lock names (its first word; the file is read no further than a pid can go), or NaN. */
+function lockHolder(path: string): number {
+  const fd = openSync(path, 'r');
+  try {
+    const head = Buffer.alloc(32);
+    const length = readSync(fd, head, 0, head.length, 0);
+    return Number(head.toString('latin1', 0, length).trim().split(/\s+/)[0]);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * Takes `<dir>/kiln.lock`; refused while another live process holds it, or another
  * storage of this process (a second server on the directory, or one restarted in place
- * while the old one's abandoned compaction still runs: see AppendLog.close). Returns the
- * token unlockDataDir takes. A lock left by a dead process, or by one whose pid this
- * process now has, is taken over.
+ * while the old one's abandoned compaction still runs: see AppendLog.close). A lock left
+ * by a dead process, or by one whose pid this process now has, is taken over.
  */
-export function lockDataDir(dir: string): symbol {
-  const key = realpathSync(dir);
-  if (locksHere.has(key)) {
+export function lockDataDir(dir: string): DirLock {
+  const real = realpathSync(dir);
+  if (locksHere.has(real)) {
     throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
   }
-  const path = join(dir, 'kiln.lock');
+  const path = join(real, 'kiln.lock');
   if (existsSync(path)) {
-    // The first word: a lock written as `<pid> <more>` is still that pid's.
-    const pid = Number(readFileSync(path, 'utf8').trim().split(/\s+/)[0]);
+    const pid = lockHolder(path);
     if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
       throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
     }
@@ -169,24 +183,21 @@ export function lockDataDir(dir: string): symbol {
   } finally {
     closeSync(fd);
   }
-  const token = Symbol(dir);
-  locksHere.set(key, token);
-  lockedBy.set(token, { key, path });
-  return token;
+  const lock: DirLock = { dir: real };
+  locksHere.set(real, lock);
+  return lock;
 }
 
 /**
- * Gives up the lock taken with `token` (a second call, or no token, does nothing). The
- * file goes only while it still names this process: one deleted under a running server
- * may since hold another's lock.
+ * Gives up `lock` (a second call, or none, does nothing). The file goes only while it
+ * still names this process: one deleted under a running server may since hold another's.
  */
-export function unlockDataDir(token: symbol | undefined): void {
-  const held = token === undefined ? undefined : lockedBy.get(token);
-  if (!held) return;
-  lockedBy.delete(token!);
-  locksHere.delete(held.key);
+export function unlockDataDir(lock: DirLock | undefined): void {
+  if (lock === undefined || locksHere.get(lock.dir) !== lock) return;
+  locksHere.delete(lock.dir);
+  const path = join(lock.dir, 'kiln.lock');
   try {
-    if (readFileSync(held.path, 'utf8').trim() === String(process.pid)) unlinkSync(held.path);
+    if (lockHolder(path) === process.pid) unlinkSync(path);
   } catch {
     // Already gone.
   }
@@ -216,6 +227,17 @@ export class FrameReader {
   }
 
   /** The file's first `length` bytes, or undefined when it is shorter. */
+  /**
+   * Whether the file is shorter than `magic` and begins as it does: a file cut short inside
+   * its header (a crash while it was being started), which holds no record.
+   */
+  headerCutShort(magic: Buffer): boolean {
+    if (this.size >= magic.length) return false;
+    const prefix = Buffer.alloc(this.size);
+    readSync(this.fd, prefix, 0, prefix.length, 0);
+    return prefix.equals(magic.subarray(0, prefix.length));
+  }
+
   header(length: number): Buffer | undefined {
     if (this.size < length) return undefined;
     const header = Buffer.alloc(length);
@@ -339,16 +361,19 @@ function mayStartRecord(byte: number): boolean {
   return byte === BINARY_MARK || (byte >= 0x80 && byte <= 0x8f) || byte === 0xde || byte === 0xdf;
 }
 
-/** Writes all of `data` at `position`: a write may take only part of it (a disk filling up). */
-export async function writeAt(file: FileHandle, data: Buffer, position: number): Promise<void> {
-  const failing = failpointActive('log:write-fails');
+/**
+ * Writes all of `data` at `position`: a write may take only part of it (a disk filling
+ * up). The fault tests' full disk writes half of it, then fails with ENOSPC: while
+ * `log:write-fails` is on, or `alsoFailingWhen` (another failpoint) is.
+ */
+export async function writeAt(file: FileHandle, data: Buffer, position: number, alsoFailingWhen?: string): Promise<void> {
+  const fault = failpointActive('log:write-fails') ? 'log:write-fails' : alsoFailingWhen !== undefined && failpointActive(alsoFailingWhen) ? alsoFailingWhen : undefined;
+  if (fault !== undefined) {
+    await file.write(data, 0, data.length >> 1, position);
+    throw Object.assign(new Error(`ENOSPC: no space left on device, write (failpoint ${fault})`), { code: 'ENOSPC' });
+  }
   let done = 0;
   while (done < data.length) {
-    if (failing && done === 0) {
-      // The fault test's full disk: half the batch reaches the file, then the write fails.
-      await file.write(data, 0, data.length >> 1, position);
-      throw Object.assign(new Error('ENOSPC: no space left on device, write (failpoint log:write-fails)'), { code: 'ENOSPC' });
-    }
     const { bytesWritten } = await file.write(data, done, data.length - done, position + done);
     if (bytesWritten === 0) throw new Error(`the disk took none of ${data.length - done} bytes`);
     done += bytesWritten;

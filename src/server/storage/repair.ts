@@ -1,4 +1,4 @@
-import { existsSync, linkSync, copyFileSync, constants, mkdirSync, readSync, renameSync, unlinkSync, chmodSync } from 'node:fs';
+import { existsSync, linkSync, copyFileSync, constants, mkdirSync, renameSync, unlinkSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { KilnError } from '../../errors/index.js';
 import { SessionTable, type TierRecord } from '../../tier/session-table.js';
@@ -96,12 +96,11 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
         if (header?.equals(LOG_MAGIC)) {
           scanFrames(reader, path, LOG_MAGIC, seq, LOG_MAGIC.length, seq === newest, options.keyring, state);
         } else {
-          const prefix = Buffer.alloc(Math.min(reader.size, LOG_MAGIC.length));
-          readSync(reader.fd, prefix, 0, prefix.length, 0);
           // A header cut short (a crash while a log was being started) holds no record, wherever
-          // the log sits: nothing to salvage, and no damage (a start removes it too).
-          if (reader.size < LOG_MAGIC.length && prefix.equals(LOG_MAGIC.subarray(0, prefix.length))) {
-            state.tornTail = { file: path, offset: 0, bytes: reader.size };
+          // the log sits: nothing to salvage, and no damage (a start removes it too). Only the
+          // newest log's is its torn tail.
+          if (reader.headerCutShort(LOG_MAGIC)) {
+            if (seq === newest) state.tornTail = { file: path, offset: 0, bytes: reader.size };
           } else {
             const next = resync(reader, path, 0, LOG_MAGIC.length, 'its header is not a kiln log header', false, state);
             if (next !== undefined) scanFrames(reader, path, LOG_MAGIC, seq, next, seq === newest, options.keyring, state);
