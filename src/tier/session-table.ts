@@ -233,9 +233,12 @@ export class SessionTable {
   /**
    * Validates a commit against the stored state and limits, then applies it. Throws and
    * changes nothing on any violation. `durable` false (a server without storage) spares
-   * the record its packed copy of the values, which only storage reads.
+   * the record its packed copy of the values, which only storage reads. `beforeApply`
+   * runs once every check has passed and before anything changes: a refusal it throws
+   * (the disk behind) changes nothing either, and a commit that is wrong in itself
+   * (a conflict, too large) gets its own error first.
    */
-  applyCommit(req: CommitRequest, limits: SessionLimits, now: number, durable = true): { ack: CommitAck; record?: TierRecord } {
+  applyCommit(req: CommitRequest, limits: SessionLimits, now: number, durable = true, beforeApply?: (req: CommitRequest) => void): { ack: CommitAck; record?: TierRecord } {
     const slot = this.arena.find(req.sessionId);
     const known = slot < 0 ? undefined : this.committedVersionAt(slot, req.commitId);
     if (known !== undefined) return { ack: { version: known, duplicate: true } };
@@ -259,6 +262,7 @@ export class SessionTable {
     const set = req.patch?.length ? [...req.set, ...resolvePatches(req.sessionId, attributes, req.patch)] : req.set;
     checkDeltaLimits(attributes, current?.bytes ?? 0, { set, del: req.del }, limits);
     checkPrincipal(req.principal, limits);
+    beforeApply?.(req);
     const record: TierRecord = {
       t: 'c',
       id: req.sessionId,

@@ -182,8 +182,10 @@ export class Tier {
       this.caps.check(req, this.sessions);
       // So is the disk: a commit applied in memory and then left waiting on a stalled
       // disk would be seen by every reader, yet never acknowledged and lost at a crash.
-      this.refuseWhileStorageBehind(req, false);
-      result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined);
+      // Asked last, once the commit has passed every check of its own, so a conflict or
+      // a commit over a limit gets its own error (409, 413), not a retryable 503 that
+      // would fail the same way once the disk catches up.
+      result = this.sessions.applyCommit(req, this.limits, now, this.storage !== undefined, this.storage ? this.refuseNewWhileStorageBehind : undefined);
     } catch (err) {
       this.counters.rejectedCommits++;
       throw err;
@@ -206,6 +208,8 @@ export class Tier {
     if (record && this.storage) await this.storage.append(record);
     return result.ack;
   }
+
+  private readonly refuseNewWhileStorageBehind = (req: CommitRequest): void => this.refuseWhileStorageBehind(req, false);
 
   /**
    * Throws KILN_ERR_STORAGE_BEHIND while the storage takes no commit (its disk behind):

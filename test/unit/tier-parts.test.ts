@@ -396,6 +396,33 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
     }
   });
 
+  it('while the disk is behind, a commit wrong in itself gets its own error, not the retryable refusal', async () => {
+    const disk = slowDisk();
+    const tier = new Tier({ storage: disk, clock: () => 10_000, limits: { maxAttributeBytes: 64 } });
+    try {
+      tier.attach(owner('app'));
+      const grant = await tier.acquire('app', 's9', 1000);
+      const created = tier.commit('app', commit('s9', grant.token, 'c1'));
+      disk.writeAll();
+      assert.equal((await created).version, 1);
+      disk.behind = 'the log is 64.0 MiB behind its disk';
+      const refusedWith = (code: string) => (err: { code?: string }) => err.code === code;
+      // A retry of these after the disk caught up would fail the same way: a 503 would send
+      // the client round its retries for nothing, and the app would see the wrong status.
+      await assert.rejects(tier.commit('app', commit('s9', grant.token, 'c2', { baseVersion: 7 })), refusedWith('KILN_ERR_CONFLICT'));
+      await assert.rejects(tier.commit('app', commit('s9', grant.token, 'c3')), refusedWith('KILN_ERR_SESSION_EXISTS'));
+      await assert.rejects(tier.commit('app', commit('s9', grant.token, 'c4', { baseVersion: 1, set: [['v', new Uint8Array(65)]] })), refusedWith('KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+      await assert.rejects(tier.commit('app', commit('s-none', grant.token, 'c5', { baseVersion: 3 })), refusedWith('KILN_ERR_LEASE_LOST'));
+      // One that would apply is refused, and changes nothing.
+      await assert.rejects(tier.commit('app', commit('s9', grant.token, 'c6', { baseVersion: 1 })), refusedWith('KILN_ERR_STORAGE_BEHIND'));
+      assert.equal(tier.peek('s9')?.version, 1);
+      assert.equal(disk.appends, 1);
+      assert.equal(tier.stats().counters.rejectedCommits, 5);
+    } finally {
+      tier.close();
+    }
+  });
+
   it('acknowledges a retried commit only once the first try\'s record is written', async () => {
     const disk = slowDisk();
     const tier = new Tier({ storage: disk, clock: () => 10_000 });
