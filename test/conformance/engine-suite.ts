@@ -421,6 +421,31 @@ export function engineConformance(harness: EngineHarness): void {
         await c.release(other.id, other.token);
       });
 
+      it('finds and destroys a principal of 600 sessions, each once (past one slice of its index)', async () => {
+        // 600: more than Redis keeps in a set's small encoding (128), so SSCAN pages it, and
+        // more than one of the Redis engine's slices (256).
+        const principal = `many-${Math.random()}`;
+        const ids: string[] = [];
+        for (let at = 0; at < 600; at += 50) {
+          const made = await Promise.all(Array.from({ length: 50 }, () => create(a, {}, { principal })));
+          await Promise.all(made.map((m) => a.release(m.id, m.token)));
+          ids.push(...made.map((m) => m.id));
+        }
+        const other = await create(b, {}, { principal: `${principal}-other` });
+        await b.release(other.id, other.token);
+        const found = (await c.findByPrincipal(principal)).map((m) => m.id);
+        assert.equal(found.length, 600, 'each session once');
+        assert.deepEqual(found.sort(), [...ids].sort());
+        assert.equal(await c.destroyByPrincipal(principal), 600);
+        assert.deepEqual(await c.findByPrincipal(principal), []);
+        for (const id of [ids[0]!, ids[299]!, ids[599]!]) {
+          const g = await a.acquire(id);
+          assert.equal(g.snapshot, null);
+          await a.release(id, g.token);
+        }
+        assert.deepEqual((await c.findByPrincipal(`${principal}-other`)).map((m) => m.id), [other.id]);
+      });
+
       it('moves a session when its principal changes', async () => {
         const p = `mover-${Math.random()}`;
         const { id, token } = await create(a, {}, { principal: p });

@@ -78,6 +78,9 @@ export interface SessionStoreOptions {
   observeCommit: (ms: number) => void;
 }
 
+/** Ids asked of a principal's set at a time (SSCAN's COUNT): the sessions read, and destroyed, together. */
+const PRINCIPAL_SLICE = 256;
+
 export class SessionStore {
   constructor(private readonly o: SessionStoreOptions) {}
 
@@ -180,13 +183,37 @@ export class SessionStore {
     await Promise.all(ops).catch(() => undefined);
   };
 
+  /**
+   * Every session of a principal. The set is read a slice at a time (SSCAN), so neither
+   * Redis nor this process handles a principal of 100,000 sessions in one piece, and at
+   * most a slice of sessions is read at once.
+   */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
+    const found = new Map<string, SessionMeta>();
+    await this.forEachPrincipalSlice(principal, async (metas) => {
+      for (const meta of metas) found.set(meta.id, meta); // SSCAN may name an id twice
+    });
+    return [...found.values()];
+  }
+
+  /**
+   * Calls `each` with the sessions of one slice of a principal's set that still name it
+   * (SSCAN: every id in the set from start to end comes at least once, an id may come
+   * twice). Ids of sessions gone, or moved to another principal, are taken out of the set.
+   */
+  private async forEachPrincipalSlice(principal: string, each: (metas: SessionMeta[]) => Promise<void>): Promise<void> {
     const key = principalKey(this.o.prefix, principal);
-    const ids = ((await this.o.command(key, ['SMEMBERS', key])) as Reply[]).map(text);
-    const metas = await Promise.all(ids.map((id) => this.peek(id)));
-    const stale = ids.filter((_, i) => metas[i]?.principal !== principal);
-    if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
-    return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
+    let cursor = '0';
+    do {
+      const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
+      cursor = text(reply[0]);
+      const ids = ((reply[1] ?? []) as Reply[]).map(text);
+      const metas = await Promise.all(ids.map((id) => this.peek(id)));
+      const stale = ids.filter((_, i) => metas[i]?.principal !== principal);
+      if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
+      const theirs = metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
+      if (theirs.length > 0) await each(theirs);
+    } while (cursor !== '0');
   }
 
   /**
@@ -217,10 +244,19 @@ export class SessionStore {
     return { sessions, next: i < ids.length && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: ids.length - stale.length };
   }
 
+  /**
+   * "Log out everywhere", a slice of the set at a time: a slice's sessions are destroyed
+   * together, then the next slice is read. A session a login gives the principal while
+   * this runs may be logged out too (SSCAN may reach it); the kiln server keeps those.
+   */
   async destroyByPrincipal(principal: string): Promise<number> {
     let n = 0;
-    // Nobody is excepted: every holder is told, this process included.
-    for (const meta of await this.findByPrincipal(principal)) if (await this.destroyAs('', meta.id, 'principal')) n++;
+    await this.forEachPrincipalSlice(principal, async (metas) => {
+      // Nobody is excepted: every holder is told, this process included. An id SSCAN
+      // names twice is destroyed once (the second finds nothing).
+      const destroyed = await Promise.all(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
+      for (const d of destroyed) if (d) n++;
+    });
     return n;
   }
 
