@@ -40,8 +40,8 @@ function holdFileOf(name: string): string | undefined {
  * that KILN_FAILPOINT_HOLD names exists, the returned promise waits until that file is
  * removed, as an operation waits on a stalled disk; otherwise undefined (no wait, no
  * promise). The log's writes use it (`log:write`), a compaction's snapshot writes
- * (`snapshot:write`) and its switch to the next log (`log:rotate` before the next file
- * exists, `log:rotate-opened` after): a test can hold a
+ * (`snapshot:write`) and its switch to the next log (`log:rotate` before the previous log's sync,
+ * `log:rotate-synced` after it and before the next file exists, `log:rotate-opened` after): a test can hold a
  * real server's disk and let it go.
  *
  * @example

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
@@ -762,6 +762,33 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
       await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'the next log removed');
+      await loadsClean(dir, 5);
+    }));
+
+  it('a switch whose stop gave up on it while the previous log was syncing makes no next log when the disk answers', () =>
+    withFault('log:rotate-synced', async (dir, hold) => {
+      unlinkSync(hold);
+      // The switch is held just after the previous log's sync; had it gone on, it would be
+      // held again once the next file exists (a second hold file), so that file is seen.
+      const opened = join(dirname(hold), 'opened');
+      try {
+        const { table, log } = await openLog(dir, { fsync: 'everysec', stallMs: 300, onError: () => undefined });
+        for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
+        const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
+        writeFileSync(opened, '');
+        process.env['KILN_FAILPOINT'] = `log:rotate-synced=${hold},log:rotate-opened=${opened}`;
+        writeFileSync(hold, '');
+        const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        await log.close();
+        unlinkSync(hold);
+        const outcome = await Promise.race([compaction, new Promise((resolve) => setTimeout(() => resolve('still switching'), 2000))]);
+        assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no next log made after the stop');
+        assert.equal(outcome, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+        await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      } finally {
+        rmSync(opened, { force: true });
+      }
       await loadsClean(dir, 5);
     }));
 

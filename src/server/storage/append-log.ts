@@ -708,6 +708,8 @@ export class AppendLog implements TierStorage {
         }
       }
       this.rotateSince ||= Date.now();
+      const synced = failpointHold('log:rotate-synced');
+      if (synced) await synced;
       this.stopIfAbandoned();
       this.seq++;
       const path = this.logPath(this.seq);
