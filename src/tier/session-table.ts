@@ -241,6 +241,8 @@ export class SessionTable {
   applyCommit(req: CommitRequest, limits: SessionLimits, now: number, durable = true, beforeApply?: (req: CommitRequest) => void): { ack: CommitAck; record?: TierRecord } {
     const slot = this.arena.find(req.sessionId);
     const known = slot < 0 ? undefined : this.committedVersionAt(slot, req.commitId);
+    // Not beforeApply's to judge: Tier.commit answers duplicates itself (and refuses them
+    // while the disk is behind, details.applied) before it calls this.
     if (known !== undefined) return { ack: { version: known, duplicate: true } };
     checkDeltaNames(req);
     const current = slot < 0 ? undefined : this.metaAt(slot, req.sessionId);

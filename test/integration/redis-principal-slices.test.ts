@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
+import { principalKey } from '../../src/engines/redis/keys.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { commitOf } from '../conformance/engine-suite.js';
+import { sleep } from '../helpers/processes.js';
 import { redisCli, startStandalone, type RedisDeployment } from '../helpers/redis.js';
 
 /**
@@ -45,22 +47,113 @@ describe('Redis engine: a large principal is read and destroyed in slices', () =
   }
 
   it('finds every session once, with several SSCANs and no SMEMBERS', async () => {
-    const before = await calls();
+    const start = await calls();
     const found = await engine.findByPrincipal(principal);
-    const after = await calls();
+    const end = await calls();
     assert.equal(found.length, 1000);
     assert.deepEqual(found.map((m) => m.id).sort(), [...ids].sort());
-    assert.equal(after.smembers, before.smembers, 'the set is never read whole');
-    assert.ok(after.sscan - before.sscan >= 4, `1,000 ids in slices of 256: ${after.sscan - before.sscan} SSCANs`);
+    assert.equal(end.smembers, start.smembers, 'the set is never read whole');
+    assert.ok(end.sscan - start.sscan >= 4, `1,000 ids in slices of 256: ${end.sscan - start.sscan} SSCANs`);
+  });
+
+  type Command = (key: string, args: string[], deadline?: number) => Promise<unknown>;
+  /** The engine's session store, opened up: its options (what it sends Redis, its view of the connection) and its notes. */
+  function store() {
+    return (engine as unknown as { store: { o: { generation: () => number; command: Command; prefix: string }; outOfPlaceSince: Map<string, number> } }).store;
+  }
+
+  /** The engine's view of its connection's generation (RedisTransport.generation), replaced for a test. */
+  function withGeneration(generation: () => number): () => void {
+    const options = store().o;
+    const real = options.generation;
+    options.generation = generation;
+    return () => void (options.generation = real);
+  }
+
+  it('scans again from the start when the connection changed between two SSCANs (a cursor is good only where it was given), and gives up after a few', async () => {
+    // The connection changes once, after the first SSCAN's answer: that cursor is dropped.
+    let asked = 0;
+    let restore = withGeneration(() => (asked++ === 0 ? 0 : 1));
+    const start = await calls();
+    try {
+      const found = await engine.findByPrincipal(principal);
+      assert.equal(found.length, 1000);
+      assert.deepEqual(found.map((m) => m.id).sort(), [...ids].sort());
+    } finally {
+      restore();
+    }
+    assert.ok((await calls()).sscan - start.sscan >= 5, 'the first slice read twice');
+    // A connection that never settles fails the call, retryable, instead of scanning for good.
+    let changes = 0;
+    restore = withGeneration(() => changes++);
+    try {
+      await assert.rejects(engine.findByPrincipal(principal), { code: 'KILN_ERR_ENGINE_UNAVAILABLE' });
+    } finally {
+      restore();
+    }
   });
 
   it('destroys every session, slice by slice', async () => {
-    const before = await calls();
+    const start = await calls();
     assert.equal(await engine.destroyByPrincipal(principal), 1000);
-    const after = await calls();
-    assert.equal(after.smembers, before.smembers);
-    assert.ok(after.sscan - before.sscan >= 4, `${after.sscan - before.sscan} SSCANs`);
+    const end = await calls();
+    assert.equal(end.smembers, start.smembers);
+    assert.ok(end.sscan - start.sscan >= 4, `${end.sscan - start.sscan} SSCANs`);
     assert.deepEqual(await engine.findByPrincipal(principal), []);
     for (const id of [ids[0]!, ids[500]!, ids[999]!]) assert.equal(await engine.peek(id), null);
+  });
+
+  it('a reader that meets a login between its index entry and its commit leaves the entry, so "log out everywhere" still finds that session', async () => {
+    const p = 'racing-login';
+    const key = principalKey(store().o.prefix, p);
+    const id = generateSessionId();
+    const grant = await engine.acquire(id);
+    // The login's commit is held just after it added the session to the principal's set.
+    const options = store().o;
+    const real = options.command;
+    let letGo!: () => void;
+    const gate = new Promise<void>((resolve) => (letGo = resolve));
+    let entered!: () => void;
+    const indexed = new Promise<void>((resolve) => (entered = resolve));
+    options.command = async (k, args, deadline) => {
+      const out = await real(k, args, deadline);
+      if (args[0] === 'SADD' && args[2] === id) {
+        entered();
+        await gate;
+      }
+      return out;
+    };
+    const login = engine.commit(commitOf(id, grant.token, 0, { n: 1 }, { principal: p }));
+    try {
+      await indexed;
+    } finally {
+      options.command = real;
+    }
+    assert.deepEqual(await engine.findByPrincipal(p), [], 'no session yet: its commit has not run');
+    await sleep(50); // a removal the reader sent would have landed
+    assert.equal((await redisCli(redis.nodes[0]!.port, 'SISMEMBER', key, id)).trim(), '1', 'the entry stays');
+    letGo();
+    await login;
+    await engine.release(id, grant.token);
+    assert.deepEqual((await engine.findByPrincipal(p)).map((m) => m.id), [id]);
+    assert.equal(await engine.destroyByPrincipal(p), 1);
+  });
+
+  it('an entry seen naming no session of its principal again, long after, is taken out of the set', async () => {
+    const p = 'left-behind';
+    const key = principalKey(store().o.prefix, p);
+    const id = generateSessionId();
+    await redisCli(redis.nodes[0]!.port, 'SADD', key, id); // an index entry whose session never came (or whose removal failed)
+    assert.deepEqual(await engine.findByPrincipal(p), []);
+    assert.equal((await redisCli(redis.nodes[0]!.port, 'SISMEMBER', key, id)).trim(), '1', 'kept the first time');
+    // Seen out of place a minute ago (the grace is past any commit's deadline):
+    const notes = store().outOfPlaceSince;
+    assert.equal(notes.size, 1);
+    const [note] = [...notes.keys()];
+    notes.set(note!, Date.now() - 61_000);
+    assert.deepEqual(await engine.findByPrincipal(p), []);
+    await sleep(50);
+    assert.equal((await redisCli(redis.nodes[0]!.port, 'SISMEMBER', key, id)).trim(), '0', 'taken out the second time');
+    assert.equal(notes.size, 0);
   });
 });

@@ -6,12 +6,13 @@ import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { AppendLog, pieceEnd } from '../../src/server/storage/append-log.js';
+import { settlesWithin } from '../../src/util/deadline.js';
 import { frameRecords, LOG_MAGIC } from '../../src/server/storage/frame-file.js';
 import { decodeRecord, encodeRecord } from '../../src/server/storage/record-codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import { packAttributesToBytes, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
-import { removeDir, tempDir, waitFor } from '../helpers/processes.js';
+import { removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
 
 function reload(dir: string): { table: SessionTable; report: ReturnType<AppendLog['load']>; log: AppendLog } {
   const table = new SessionTable();
@@ -779,12 +780,13 @@ describe('append-only log: a disk that falls behind', () => {
         process.env['KILN_FAILPOINT'] = `log:rotate-synced=${hold},log:rotate-opened=${opened}`;
         writeFileSync(hold, '');
         const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        await sleep(100);
         await log.close();
         unlinkSync(hold);
-        const outcome = await Promise.race([compaction, new Promise((resolve) => setTimeout(() => resolve('still switching'), 2000))]);
+        const stopped = await settlesWithin(compaction, 2000);
         assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no next log made after the stop');
-        assert.equal(outcome, 'KILN_ERR_SERVER_SHUTTING_DOWN');
+        assert.ok(stopped, 'the switch stopped');
+        assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
         await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
       } finally {
         rmSync(opened, { force: true });

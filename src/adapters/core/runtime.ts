@@ -1,3 +1,4 @@
+import { rememberBounded } from '../../util/bounded-map.js';
 import type { SessionHandle } from '../../client/session-handle.js';
 import type { SessionClient } from '../../client/session-client.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
@@ -26,8 +27,7 @@ let cookieParserWarningShown = false;
 
 /** Adds to a bounded cache of HMAC results, the oldest entry out first. */
 function remember(cache: Map<string, string>, key: string, value: string): void {
-  if (cache.size >= VERIFIED_COOKIES) cache.delete(cache.keys().next().value!);
-  cache.set(key, value);
+  rememberBounded(cache, key, value, VERIFIED_COOKIES);
 }
 
 export class SessionRuntime<Req = unknown> {

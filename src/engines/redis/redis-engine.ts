@@ -174,6 +174,7 @@ export class RedisEngine implements Engine {
       count,
       ownership: this.ownership,
       observeCommit: (ms) => this.commitLatency.observe(ms),
+      generation: () => this.transport.generation,
     });
     this.sweeper = new ExpirySweep({
       ownerId: this.ownerId,

@@ -7,10 +7,11 @@
  * and an index write that fails is repaired by readers (stale entries are dropped when
  * seen) or by Redis's own TTL on the keys, never by failing an applied commit.
  */
-import { isKilnError } from '../../errors/index.js';
+import { isKilnError, KilnError } from '../../errors/index.js';
 import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { assertSessionId } from '../../session/id.js';
+import { rememberBounded } from '../../util/bounded-map.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
 import type { Count } from './counters.js';
 import { principalKey, type IndexKeys } from './keys.js';
@@ -76,12 +77,25 @@ export interface SessionStoreOptions {
   count: Count;
   ownership: Pick<Ownership, 'releasing' | 'released' | 'tokenOf' | 'drop' | 'revokeLocally'>;
   observeCommit: (ms: number) => void;
+  /** The transport's connection generation (RedisTransport.generation): an SSCAN cursor is good only on the server that gave it. */
+  generation: () => number;
 }
 
-/** Ids asked of a principal's set at a time (SSCAN's COUNT): the sessions read, and destroyed, together. */
+/** Ids of a principal's set read, and destroyed, together (SSCAN's COUNT, and a hard cut: COUNT is a hint). */
 const PRINCIPAL_SLICE = 256;
+/** Passes of "log out everywhere" over a principal's set while members remain (see destroyByPrincipal). */
+const DESTROY_PASSES = 3;
+/** How long an entry of a principal's set must be seen out of place before a reader takes it out: past any commit's deadline. */
+const STALE_GRACE_MS = 60_000;
+/** Out-of-place entries remembered at most (the oldest forgotten first: seen again, they wait again). */
+const MAX_OUT_OF_PLACE = 10_000;
+/** Scans of a principal's set begun again after the connection changed, before the call fails. */
+const MAX_SCAN_RESTARTS = 5;
 
 export class SessionStore {
+  /** Principal-set entries a reader found naming no session of that principal, and when first (see sessionsStillOf). */
+  private readonly outOfPlaceSince = new Map<string, number>();
+
   constructor(private readonly o: SessionStoreOptions) {}
 
   async release(sessionId: string, token: number, lastAccessedAt?: number): Promise<void> {
@@ -184,9 +198,9 @@ export class SessionStore {
   };
 
   /**
-   * Every session of a principal. The set is read a slice at a time (SSCAN), so neither
-   * Redis nor this process handles a principal of 100,000 sessions in one piece, and at
-   * most a slice of sessions is read at once.
+   * Every session of a principal. The set is read a slice at a time (SSCAN), so Redis
+   * never runs one O(n) command for a principal of 100,000 sessions and at most a slice
+   * of sessions is read at once (the answer itself still holds them all).
    */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
     const found = new Map<string, SessionMeta>();
@@ -197,23 +211,63 @@ export class SessionStore {
   }
 
   /**
-   * Calls `each` with the sessions of one slice of a principal's set that still name it
-   * (SSCAN: every id in the set from start to end comes at least once, an id may come
-   * twice). Ids of sessions gone, or moved to another principal, are taken out of the set.
+   * Calls `each` with the sessions of one slice of a principal's set that still name it.
+   * SSCAN gives every id in the set from start to end at least once, and may give one
+   * twice; its cursor is good only on the server that gave it, so a reconnection or a
+   * master change starts the scan again from the beginning. Ids of sessions gone, or
+   * moved to another principal, are taken out of the set.
    */
   private async forEachPrincipalSlice(principal: string, each: (metas: SessionMeta[]) => Promise<void>): Promise<void> {
     const key = principalKey(this.o.prefix, principal);
     let cursor = '0';
-    do {
+    let generation = this.o.generation();
+    for (let restarts = 0; ; ) {
       const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
+      if (this.o.generation() !== generation) {
+        // Bounded: a connection that keeps changing fails the call (retryable) rather than scanning for good.
+        if (++restarts > MAX_SCAN_RESTARTS) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed ${restarts} times while a principal's sessions were read; try again`);
+        generation = this.o.generation();
+        cursor = '0';
+        continue;
+      }
       cursor = text(reply[0]);
       const ids = ((reply[1] ?? []) as Reply[]).map(text);
-      const metas = await Promise.all(ids.map((id) => this.peek(id)));
-      const stale = ids.filter((_, i) => metas[i]?.principal !== principal);
-      if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
-      const theirs = metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
-      if (theirs.length > 0) await each(theirs);
-    } while (cursor !== '0');
+      // COUNT is a hint: a set Redis keeps compact (set-max-listpack-entries raised) comes whole.
+      for (let at = 0; at < ids.length; at += PRINCIPAL_SLICE) {
+        const theirs = await this.sessionsStillOf(principal, key, ids.slice(at, at + PRINCIPAL_SLICE));
+        if (theirs.length > 0) await each(theirs);
+      }
+      if (cursor === '0') return;
+    }
+  }
+
+  /**
+   * The sessions of `ids` that still name the principal. An id that does not is left in
+   * the set the first time: a login adds its session to the set *before* its commit
+   * (which may not have run yet), so a reader that took it out then would lose the
+   * session from the index for good, and a later "log out everywhere" would miss it.
+   * Seen out of place again after STALE_GRACE_MS (longer than any commit waits), it is
+   * taken out: the commit that put it there is over.
+   */
+  private async sessionsStillOf(principal: string, key: string, ids: string[]): Promise<SessionMeta[]> {
+    const metas = await Promise.all(ids.map((id) => this.peek(id)));
+    const now = Date.now();
+    const stale: string[] = [];
+    for (const [i, id] of ids.entries()) {
+      const seen = `${key}\n${id}`;
+      if (metas[i]?.principal === principal) {
+        this.outOfPlaceSince.delete(seen);
+        continue;
+      }
+      const since = this.outOfPlaceSince.get(seen);
+      if (since === undefined) rememberBounded(this.outOfPlaceSince, seen, now, MAX_OUT_OF_PLACE);
+      else if (now - since >= STALE_GRACE_MS) {
+        stale.push(id);
+        this.outOfPlaceSince.delete(seen);
+      }
+    }
+    if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
+    return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
   }
 
   /**
@@ -229,34 +283,40 @@ export class SessionStore {
     let i = after === undefined ? 0 : ids.findIndex((id) => id > after);
     if (i < 0) i = ids.length;
     const sessions: SessionMeta[] = [];
-    // A page's worth at a time: ids of sessions gone since are skipped, and cleared below.
-    const stale: string[] = [];
+    // A page's worth at a time: ids of sessions gone since are skipped, and cleared.
+    let gone = 0;
     while (sessions.length < options.limit && i < ids.length) {
       const wanted = ids.slice(i, i + options.limit - sessions.length);
       i += wanted.length;
-      const metas = await Promise.all(wanted.map((id) => this.peek(id)));
-      for (const [k, meta] of metas.entries()) {
-        if (meta !== null && meta.principal === principal) sessions.push(meta);
-        else stale.push(wanted[k]!);
-      }
+      const theirs = await this.sessionsStillOf(principal, key, wanted);
+      gone += wanted.length - theirs.length;
+      sessions.push(...theirs);
     }
-    if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
-    return { sessions, next: i < ids.length && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: ids.length - stale.length };
+    return { sessions, next: i < ids.length && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: ids.length - gone };
   }
 
   /**
    * "Log out everywhere", a slice of the set at a time: a slice's sessions are destroyed
-   * together, then the next slice is read. A session a login gives the principal while
-   * this runs may be logged out too (SSCAN may reach it); the kiln server keeps those.
+   * together, then the next slice is read. Another pass follows while the set still has
+   * members (at most DESTROY_PASSES in all): one a scan could not see (a slot moved to
+   * another master between two SSCANs) is then reached. A session a login gives the
+   * principal while this runs may be logged out too; the kiln server keeps those. A
+   * failure is thrown once its slice has settled: calling again finishes the job.
    */
   async destroyByPrincipal(principal: string): Promise<number> {
+    const key = principalKey(this.o.prefix, principal);
     let n = 0;
-    await this.forEachPrincipalSlice(principal, async (metas) => {
-      // Nobody is excepted: every holder is told, this process included. An id SSCAN
-      // names twice is destroyed once (the second finds nothing).
-      const destroyed = await Promise.all(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
-      for (const d of destroyed) if (d) n++;
-    });
+    for (let pass = 0; pass < DESTROY_PASSES; pass++) {
+      await this.forEachPrincipalSlice(principal, async (metas) => {
+        // Nobody is excepted: every holder is told, this process included. An id SSCAN
+        // names twice is destroyed once (the second finds nothing).
+        const outcomes = await Promise.allSettled(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
+        for (const o of outcomes) if (o.status === 'fulfilled' && o.value) n++;
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+        if (failed) throw failed.reason;
+      });
+      if (num(await this.o.command(key, ['SCARD', key])) === 0) break;
+    }
     return n;
   }
 
