@@ -1,5 +1,3 @@
-import { KilnError } from '../errors/index.js';
-import { isValidSessionId } from '../session/id.js';
 import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
 import type { SessionSnapshot } from '../session/model.js';
@@ -104,9 +102,8 @@ export class RedisSource implements ConsoleSource {
     return this.engine.list(options);
   }
 
-  /** Pages in id order, `next` the last id of a page. */
+  /** Pages a slice of the principal's set at a time (RedisSessionStore.principalPage); `next` is opaque. */
   findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
-    if (options.after !== undefined && !isValidSessionId(options.after)) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
     return this.engine.principalPage(principal, options);
   }
 

@@ -93,6 +93,33 @@ describe('Redis engine: a large principal is read and destroyed in slices', () =
     }
   });
 
+  it('pages the console through it a slice at a time: every session once, full pages, a few SSCANs each, and no SMEMBERS', async () => {
+    const start = await calls();
+    const met: string[] = [];
+    let after: string | undefined;
+    let pages = 0;
+    for (;;) {
+      const before = (await calls()).sscan;
+      const page = await engine.principalPage(principal, { limit: 100, ...(after === undefined ? {} : { after }) });
+      const scans = (await calls()).sscan - before;
+      assert.ok(scans <= 2, `a page of 100 out of slices of about 256: ${scans} SSCANs`);
+      assert.equal(page.total, 1000);
+      met.push(...page.sessions.map((m) => m.id));
+      pages++;
+      if (page.next === null) break;
+      assert.equal(page.sessions.length, 100, 'only the last page is short');
+      after = page.next;
+      assert.ok(pages < 20, 'the pages end');
+    }
+    assert.equal(pages, 10);
+    assert.equal(new Set(met).size, 1000, 'every session once');
+    assert.deepEqual([...met].sort(), [...ids].sort());
+    assert.equal((await calls()).smembers, start.smembers);
+    for (const bad of ['not a cursor', '12', ':abc', '1:not-an-id', `${'9'.repeat(21)}:`]) {
+      await assert.rejects(engine.principalPage(principal, { limit: 10, after: bad }), { code: 'KILN_ERR_INVALID_ARGUMENT' }, bad);
+    }
+  });
+
   it('destroys every session, slice by slice', async () => {
     const start = await calls();
     assert.equal(await engine.destroyByPrincipal(principal), 1000);

@@ -299,7 +299,7 @@ export class RedisEngine implements Engine {
     return this.store.destroyByPrincipal(principal);
   }
 
-  /** A page of a principal's sessions in id order (the console's; see RedisSessionStore.principalPage). */
+  /** A page of a principal's sessions, a slice of its set at a time (the console's; see SessionStore.principalPage). */
   principalPage(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
     return this.store.principalPage(principal, options);
   }

@@ -10,7 +10,7 @@
 import { isKilnError, KilnError } from '../../errors/index.js';
 import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
-import { assertSessionId } from '../../session/id.js';
+import { assertSessionId, isValidSessionId } from '../../session/id.js';
 import { rememberBounded } from '../../util/bounded-map.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
 import type { Count } from './counters.js';
@@ -89,6 +89,8 @@ const DESTROY_PASSES = 3;
 const STALE_GRACE_MS = 60_000;
 /** Out-of-place entries remembered at most (the oldest forgotten first: seen again, they wait again). */
 const MAX_OUT_OF_PLACE = 10_000;
+/** SSCANs one console page of a principal's sessions makes at most (a page of slices gone since is cut short). */
+const PAGE_SCANS = 8;
 /** Scans of a principal's set begun again after the connection changed, before the call fails. */
 const MAX_SCAN_RESTARTS = 5;
 
@@ -271,28 +273,40 @@ export class SessionStore {
   }
 
   /**
-   * A page of a principal's sessions in id order, for the console: the set's ids (SMEMBERS,
-   * ids only), then the page's sessions alone, not every one of them (a page of a
-   * principal with 100,000 sessions read them all). `total` counts the set, which may
-   * still name a few sessions gone since.
+   * A page of a principal's sessions for the console, a slice of the set at a time: the
+   * work of a page is a few SSCANs of about 256 ids and the page's sessions, whatever
+   * the principal's size (SMEMBERS read every id for every page). Pages follow the set's
+   * own order, each slice in id order. `next` is `<SSCAN cursor>:<last id shown of that
+   * slice>`: a slice is read again from its cursor and taken up after that id. A set
+   * that grows or shrinks between two pages (Redis resizes its table) may show a session
+   * twice or miss one that a resize moved; so may a failover between two pages. `total`
+   * is the set's size (SCARD), which may still count a few sessions gone since.
    */
   async principalPage(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
     const key = principalKey(this.o.prefix, principal);
-    const ids = ((await this.o.command(key, ['SMEMBERS', key])) as Reply[]).map(text).sort();
-    const after = options.after;
-    let i = after === undefined ? 0 : ids.findIndex((id) => id > after);
-    if (i < 0) i = ids.length;
+    let [cursor, shownUpTo] = options.after === undefined ? ['0', ''] : parsePrincipalPageCursor(options.after);
+    const total = num(await this.o.command(key, ['SCARD', key]));
     const sessions: SessionMeta[] = [];
-    // A page's worth at a time: ids of sessions gone since are skipped, and cleared.
-    let gone = 0;
-    while (sessions.length < options.limit && i < ids.length) {
-      const wanted = ids.slice(i, i + options.limit - sessions.length);
-      i += wanted.length;
-      const theirs = await this.sessionsStillOf(principal, key, wanted);
-      gone += wanted.length - theirs.length;
-      sessions.push(...theirs);
+    for (let scans = 0; scans < PAGE_SCANS; scans++) {
+      const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
+      const following = text(reply[0]);
+      const slice = ((reply[1] ?? []) as Reply[]).map(text).filter((id) => id > shownUpTo).sort();
+      for (let at = 0; at < slice.length; ) {
+        const wanted = slice.slice(at, at + options.limit - sessions.length);
+        at += wanted.length;
+        sessions.push(...(await this.sessionsStillOf(principal, key, wanted)));
+        if (sessions.length >= options.limit) {
+          const next = at < slice.length ? `${cursor}:${wanted[wanted.length - 1]!}` : following === '0' ? null : `${following}:`;
+          return { sessions, next, total };
+        }
+      }
+      if (following === '0') return { sessions, next: null, total };
+      cursor = following;
+      shownUpTo = '';
     }
-    return { sessions, next: i < ids.length && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total: ids.length - gone };
+    // Slices of sessions gone since (a reader takes them out only later): the page is cut
+    // short rather than reading on; the next one goes on from here.
+    return { sessions, next: `${cursor}:`, total };
   }
 
   /**
@@ -364,4 +378,18 @@ export class SessionStore {
   async snapshotForAdmin(sessionId: string): Promise<SessionSnapshot | null> {
     return snapshotFrom(sessionId, await this.o.runScript(SCRIPTS.peekSnapshot, sessionId, '', []));
   }
+}
+
+/**
+ * The `next` of a principal page (SessionStore.principalPage): `<SSCAN cursor>:<id>`,
+ * the id empty at a slice's start. Anything else is refused, KILN_ERR_INVALID_ARGUMENT.
+ */
+export function parsePrincipalPageCursor(next: string): [cursor: string, shownUpTo: string] {
+  const colon = next.indexOf(':');
+  const cursor = next.slice(0, colon);
+  const id = next.slice(colon + 1);
+  if (colon < 1 || !/^[0-9]{1,20}$/.test(cursor) || (id !== '' && !isValidSessionId(id))) {
+    throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
+  }
+  return [cursor, id];
 }
