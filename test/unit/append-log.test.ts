@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
@@ -302,6 +304,19 @@ describe('append-only log: a disk that falls behind', () => {
    * Runs a test on a fresh data directory with a fault of the log on (failpoint `point`:
    * writes held, writes or syncs failing) while the file `hold` exists; cleans up after.
    */
+  /** A full collection, for a test of what is still referenced (V8's gc, exposed here rather than by a flag of the runner). */
+  function collector(): () => Promise<void> {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    return async () => {
+      // WeakRefs are cleared only after the turn that made them; two collections a turn apart.
+      await sleep(0);
+      gc();
+      await sleep(0);
+      gc();
+    };
+  }
+
   async function withFault(point: string, run: (dir: string, hold: string) => Promise<void>): Promise<void> {
     const dir = tempDir();
     const holdDir = tempDir('kiln-hold-');
@@ -369,6 +384,27 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(log.refusal(), undefined);
       await log.close();
       await loadsClean(dir, pending.length); // every record held back reached the disk
+    }));
+
+  it('holds a batch under way once, framed: its records as encoded are let go when the write begins', () =>
+    withFault('log:write', async (dir, hold) => {
+      const collect = collector();
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 60_000 });
+      log.load(() => undefined);
+      await log.open();
+      const done = Promise.all([1, 2, 3].map((i) => log.append(commitRecord(table, i, 256 * 1024))));
+      // The records as encoded, before the flush takes them (the batch is the log's own list).
+      const appended = (log as unknown as { batch: Uint8Array[] }).batch.map((record) => new WeakRef(record));
+      assert.equal(appended.length, 3);
+      await sleep(50); // the write has begun, and waits on the held disk
+      assert.ok(log.backlog().bytes > 3 * 256 * 1024, 'still counted as behind');
+      await collect();
+      assert.deepEqual(appended.map((record) => record.deref() === undefined), [true, true, true], 'no record as encoded is kept beside the framed batch');
+      unlinkSync(hold);
+      await done;
+      await log.close();
+      await loadsClean(dir, 3);
     }));
 
   it('a slow disk that keeps taking the pieces of a batch is behind, not stalled: a batch that takes longer than stallMs is not refused as a stall', () =>

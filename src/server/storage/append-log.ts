@@ -135,6 +135,8 @@ export class AppendLog implements TierStorage {
   private seq = 0;
   /** Encoded records waiting for the next write; sealed and framed then, once their place in the file is known. */
   private batch: Uint8Array[] = [];
+  /** The bytes of `batch`, kept as it grows: flush() reads no record of it but to frame them (see there). */
+  private batchBytes = 0;
   /**
    * What a slow disk leaves in memory: the batch's bytes and those of the write under way.
    * Every append adds to it and every write's end takes its bytes off, so the bound holds
@@ -369,6 +371,7 @@ export class AppendLog implements TierStorage {
     }
     const encoded = encodeRecord(record);
     this.batch.push(encoded);
+    this.batchBytes += encoded.length;
     this.backlogBytes += encoded.length;
     this.counters.appends++;
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
@@ -388,10 +391,10 @@ export class AppendLog implements TierStorage {
     if (this.batch.length === 0) return;
     const payloads = this.batch;
     const waiters = this.batchWaiters;
+    const bytes = this.batchBytes;
     this.batch = [];
+    this.batchBytes = 0;
     this.batchWaiters = [];
-    let bytes = 0;
-    for (const payload of payloads) bytes += payload.length;
     this.writingWaiters = waiters;
     // Set before anything can throw: a flushing promise that settled before it was
     // assigned would never be cleared, and `while (this.flushing) await this.flushing`
@@ -411,6 +414,9 @@ export class AppendLog implements TierStorage {
       // file, known only now (a compaction may have switched files since the append).
       const start = this.fileOffset;
       const data = this.frames(payloads, LOG_MAGIC, this.fileSeq, start);
+      // Framed, the batch is held once: its records as encoded go now, not when the
+      // write ends (on a stalled disk, the backlog's memory was twice its limit).
+      payloads.length = 0;
       // Counted as the log's from here, as its place is (a compaction meanwhile counts the new log's size).
       this.fileOffset += data.length;
       this.logBytes += data.length;
