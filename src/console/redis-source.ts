@@ -102,7 +102,7 @@ export class RedisSource implements ConsoleSource {
     return this.engine.list(options);
   }
 
-  /** Pages a slice of the principal's set at a time (RedisSessionStore.principalPage); `next` is opaque. */
+  /** Pages a slice of the principal's set at a time (SessionStore.principalPage); `next` is opaque. */
   findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
     return this.engine.principalPage(principal, options);
   }

@@ -175,6 +175,7 @@ export class RedisEngine implements Engine {
       ownership: this.ownership,
       observeCommit: (ms) => this.commitLatency.observe(ms),
       generation: () => this.transport.generation,
+      connectionOf: (key) => this.transport.connectionOf(key),
     });
     this.sweeper = new ExpirySweep({
       ownerId: this.ownerId,

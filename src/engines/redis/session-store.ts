@@ -4,14 +4,14 @@
  * everywhere"). The scripts hold every lease rule; what this part keeps is the order
  * around them: a session joins its principal's set *before* a commit names the
  * principal (so destroyByPrincipal can never miss it, the set living on another shard),
- * and an index write that fails is repaired by readers (stale entries are dropped when
- * seen) or by Redis's own TTL on the keys, never by failing an applied commit.
+ * and an index write that fails is repaired by readers (an entry met out of place twice,
+ * a minute apart, is dropped) or by Redis's own TTL on the keys, never by failing an
+ * applied commit.
  */
 import { isKilnError, KilnError } from '../../errors/index.js';
 import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { assertSessionId, isValidSessionId } from '../../session/id.js';
-import { rememberBounded } from '../../util/bounded-map.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
 import type { Count } from './counters.js';
 import { principalKey, type IndexKeys } from './keys.js';
@@ -79,16 +79,22 @@ export interface SessionStoreOptions {
   observeCommit: (ms: number) => void;
   /** The transport's connection generation (RedisTransport.generation): an SSCAN cursor is good only on the server that gave it. */
   generation: () => number;
+  /** Which connection serves a key (RedisTransport.connectionOf; a cluster node), '' where there is one. */
+  connectionOf: (firstKey: string) => string;
 }
 
 /** Ids of a principal's set read, and destroyed, together (SSCAN's COUNT, and a hard cut: COUNT is a hint). */
 const PRINCIPAL_SLICE = 256;
 /** Passes of "log out everywhere" over a principal's set while members remain (see destroyByPrincipal). */
 const DESTROY_PASSES = 3;
-/** How long an entry of a principal's set must be seen out of place before a reader takes it out: past any commit's deadline. */
+/** How long an entry of a principal's set must be met out of place before a reader takes it out: past a commit's deadline (10 s by default). */
 const STALE_GRACE_MS = 60_000;
-/** Out-of-place entries remembered at most (the oldest forgotten first: seen again, they wait again). */
+/** A note of an entry met out of place this old is a first meeting again (it may be another login's entry by now). */
+const NOTE_MAX_AGE_MS = 10 * 60_000;
+/** Notes of entries met out of place kept at most; past it, none is added until some are taken out. */
 const MAX_OUT_OF_PLACE = 10_000;
+/** Sessions a console page peeks at a time when it needs fewer (a page of 1 among many entries out of place). */
+const PAGE_PEEKS = 32;
 /** SSCANs one console page of a principal's sessions makes at most (a page of slices gone since is cut short). */
 const PAGE_SCANS = 8;
 /** Scans of a principal's set begun again after the connection changed, before the call fails. */
@@ -162,7 +168,7 @@ export class SessionStore {
       index.push(command(principalKey(o.prefix, done.oldPrincipal), ['SREM', principalKey(o.prefix, done.oldPrincipal), request.sessionId]));
     }
     // The commit is applied and acknowledged either way; a missed index entry is repaired
-    // by readers (stale entries) or by Redis's own TTL on the keys (a missed expiry entry).
+    // by readers (entries out of place) or by Redis's own TTL on the keys (a missed expiry entry).
     // So the request waits for the index writes only while its time lasts.
     if (index.length > 0) await settleBy(Promise.all(index).catch(() => undefined), deadline);
     return { version: done.version, duplicate: false };
@@ -213,22 +219,23 @@ export class SessionStore {
   }
 
   /**
-   * Calls `each` with the sessions of one slice of a principal's set that still name it.
-   * SSCAN gives every id in the set from start to end at least once, and may give one
-   * twice; its cursor is good only on the server that gave it, so a reconnection or a
-   * master change starts the scan again from the beginning. Ids of sessions gone, or
-   * moved to another principal, are taken out of the set.
+   * Calls `each` with the sessions of one slice of a principal's set that still name it,
+   * and answers how many entries it met that did not (see sessionsStillOf). SSCAN gives
+   * every id in the set from start to end at least once, and may give one twice. Its
+   * cursor is good only on the server that gave it: a reconnection, a master change or
+   * the key's slot moving to another master starts the scan again from the beginning.
    */
-  private async forEachPrincipalSlice(principal: string, each: (metas: SessionMeta[]) => Promise<void>): Promise<void> {
+  private async forEachPrincipalSlice(principal: string, each: (metas: SessionMeta[]) => Promise<void>): Promise<number> {
     const key = principalKey(this.o.prefix, principal);
     let cursor = '0';
-    let generation = this.o.generation();
+    let server = this.serverOf(key);
+    let outOfPlace = 0;
     for (let restarts = 0; ; ) {
       const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
-      if (this.o.generation() !== generation) {
+      if (this.serverOf(key) !== server) {
         // Bounded: a connection that keeps changing fails the call (retryable) rather than scanning for good.
         if (++restarts > MAX_SCAN_RESTARTS) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed ${restarts} times while a principal's sessions were read; try again`);
-        generation = this.o.generation();
+        server = this.serverOf(key);
         cursor = '0';
         continue;
       }
@@ -236,36 +243,51 @@ export class SessionStore {
       const ids = ((reply[1] ?? []) as Reply[]).map(text);
       // COUNT is a hint: a set Redis keeps compact (set-max-listpack-entries raised) comes whole.
       for (let at = 0; at < ids.length; at += PRINCIPAL_SLICE) {
-        const theirs = await this.sessionsStillOf(principal, key, ids.slice(at, at + PRINCIPAL_SLICE));
+        const wanted = ids.slice(at, at + PRINCIPAL_SLICE);
+        const theirs = await this.sessionsStillOf(principal, key, wanted);
+        outOfPlace += wanted.length - theirs.length;
         if (theirs.length > 0) await each(theirs);
       }
-      if (cursor === '0') return;
+      if (cursor === '0') return outOfPlace;
     }
   }
 
+  /** Which server answers for `key` now: the connection's generation, and on a cluster the node of the key's slot. */
+  private serverOf(key: string): string {
+    return `${this.o.generation()}/${this.o.connectionOf(key)}`;
+  }
+
   /**
-   * The sessions of `ids` that still name the principal. An id that does not is left in
-   * the set the first time: a login adds its session to the set *before* its commit
-   * (which may not have run yet), so a reader that took it out then would lose the
-   * session from the index for good, and a later "log out everywhere" would miss it.
-   * Seen out of place again after STALE_GRACE_MS (longer than any commit waits), it is
-   * taken out: the commit that put it there is over.
+   * The sessions of `ids` that still name the principal, in the order of `ids`. An entry
+   * that does not (no session, or one of another principal) stays in the set the first
+   * time this process meets it: a login adds its session to the set *before* its commit,
+   * which may not have run yet, and a reader taking the entry out then would lose the
+   * session from the index for good (a later "log out everywhere" would miss it). Met
+   * out of place again STALE_GRACE_MS later, it is taken out: the commit that put it
+   * there is over. A note older than NOTE_MAX_AGE_MS is a first meeting again; while
+   * MAX_OUT_OF_PLACE notes are kept, no new one is made (the kept ones are taken out
+   * first, rather than a full memory forgetting every note before its second meeting).
    */
   private async sessionsStillOf(principal: string, key: string, ids: string[]): Promise<SessionMeta[]> {
     const metas = await Promise.all(ids.map((id) => this.peek(id)));
-    const now = Date.now();
+    const now = performance.now();
     const stale: string[] = [];
+    const notes = this.outOfPlaceSince;
     for (const [i, id] of ids.entries()) {
-      const seen = `${key}\n${id}`;
+      const note = `${key}\n${id}`;
       if (metas[i]?.principal === principal) {
-        this.outOfPlaceSince.delete(seen);
+        notes.delete(note);
         continue;
       }
-      const since = this.outOfPlaceSince.get(seen);
-      if (since === undefined) rememberBounded(this.outOfPlaceSince, seen, now, MAX_OUT_OF_PLACE);
-      else if (now - since >= STALE_GRACE_MS) {
+      const since = notes.get(note);
+      if (since !== undefined && now - since >= STALE_GRACE_MS && now - since < NOTE_MAX_AGE_MS) {
         stale.push(id);
-        this.outOfPlaceSince.delete(seen);
+        notes.delete(note);
+      } else if (since !== undefined && now - since >= NOTE_MAX_AGE_MS) {
+        notes.delete(note);
+        notes.set(note, now);
+      } else if (since === undefined && notes.size < MAX_OUT_OF_PLACE) {
+        notes.set(note, now);
       }
     }
     if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
@@ -274,16 +296,19 @@ export class SessionStore {
 
   /**
    * A page of a principal's sessions for the console, a slice of the set at a time: the
-   * work of a page is a few SSCANs of about 256 ids and the page's sessions, whatever
-   * the principal's size (SMEMBERS read every id for every page). Pages follow the set's
-   * own order, each slice in id order. `next` is `<SSCAN cursor>:<last id shown of that
-   * slice>`: a slice is read again from its cursor and taken up after that id. A set
-   * that grows or shrinks between two pages (Redis resizes its table) may show a session
-   * twice or miss one that a resize moved; so may a failover between two pages. `total`
-   * is the set's size (SCARD), which may still count a few sessions gone since.
+   * work of a page is a few SSCANs of about 256 ids and the peeks of the page's sessions
+   * (PAGE_PEEKS at a time), whatever the principal's size (SMEMBERS read every id for
+   * every page). Pages follow the set's own order, each slice in id order. `next` is
+   * `<SSCAN cursor>:<last id shown of that slice>`: a slice is read again from its cursor
+   * and taken up after that id. A set that grows or shrinks between two pages (Redis
+   * resizes its table) may show a session twice or miss one that a resize moved; so may
+   * a failover. A page may come back short, even empty, with a `next` (slices of entries
+   * out of place: after PAGE_SCANS SSCANs it stops). `total` is the set's size (SCARD):
+   * entries out of place and logins under way count in it.
    */
   async principalPage(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
     const key = principalKey(this.o.prefix, principal);
+    const limit = Math.max(1, Math.min(Math.floor(options.limit) || 1, MAX_LIST_LIMIT));
     let [cursor, shownUpTo] = options.after === undefined ? ['0', ''] : parsePrincipalPageCursor(options.after);
     const total = num(await this.o.command(key, ['SCARD', key]));
     const sessions: SessionMeta[] = [];
@@ -292,36 +317,41 @@ export class SessionStore {
       const following = text(reply[0]);
       const slice = ((reply[1] ?? []) as Reply[]).map(text).filter((id) => id > shownUpTo).sort();
       for (let at = 0; at < slice.length; ) {
-        const wanted = slice.slice(at, at + options.limit - sessions.length);
+        const room = limit - sessions.length;
+        const wanted = slice.slice(at, at + Math.max(room, PAGE_PEEKS));
         at += wanted.length;
-        sessions.push(...(await this.sessionsStillOf(principal, key, wanted)));
-        if (sessions.length >= options.limit) {
-          const next = at < slice.length ? `${cursor}:${wanted[wanted.length - 1]!}` : following === '0' ? null : `${following}:`;
-          return { sessions, next, total };
+        const theirs = await this.sessionsStillOf(principal, key, wanted);
+        if (theirs.length < room) {
+          sessions.push(...theirs);
+          continue;
         }
+        // The page is full: it ends at the last session taken, and the next takes the slice up after it.
+        sessions.push(...theirs.slice(0, room));
+        const last = sessions[sessions.length - 1]!.id;
+        const next = last !== slice[slice.length - 1] ? `${cursor}:${last}` : following === '0' ? null : `${following}:`;
+        return { sessions, next, total };
       }
       if (following === '0') return { sessions, next: null, total };
       cursor = following;
       shownUpTo = '';
     }
-    // Slices of sessions gone since (a reader takes them out only later): the page is cut
-    // short rather than reading on; the next one goes on from here.
     return { sessions, next: `${cursor}:`, total };
   }
 
   /**
    * "Log out everywhere", a slice of the set at a time: a slice's sessions are destroyed
-   * together, then the next slice is read. Another pass follows while the set still has
-   * members (at most DESTROY_PASSES in all): one a scan could not see (a slot moved to
-   * another master between two SSCANs) is then reached. A session a login gives the
-   * principal while this runs may be logged out too; the kiln server keeps those. A
-   * failure is thrown once its slice has settled: calling again finishes the job.
+   * together, then the next slice is read. While the set keeps more entries than the
+   * pass met out of place (logins under way, entries left behind), it passes again, at
+   * most DESTROY_PASSES times in all: an entry a scan could not see (a slot moving
+   * during it) is then reached. A session a login gives the principal while this runs
+   * may be logged out too; the kiln server keeps those. A failure is thrown once its
+   * slice has settled: calling again finishes the job.
    */
   async destroyByPrincipal(principal: string): Promise<number> {
     const key = principalKey(this.o.prefix, principal);
     let n = 0;
     for (let pass = 0; pass < DESTROY_PASSES; pass++) {
-      await this.forEachPrincipalSlice(principal, async (metas) => {
+      const outOfPlace = await this.forEachPrincipalSlice(principal, async (metas) => {
         // Nobody is excepted: every holder is told, this process included. An id SSCAN
         // names twice is destroyed once (the second finds nothing).
         const outcomes = await Promise.allSettled(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
@@ -329,7 +359,7 @@ export class SessionStore {
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
       });
-      if (num(await this.o.command(key, ['SCARD', key])) === 0) break;
+      if (num(await this.o.command(key, ['SCARD', key])) <= outOfPlace) break;
     }
     return n;
   }
@@ -380,6 +410,9 @@ export class SessionStore {
   }
 }
 
+/** Redis's cursors are unsigned 64-bit: a larger one is an error there, refused here as bad input. */
+const MAX_SCAN_CURSOR = 2n ** 64n - 1n;
+
 /**
  * The `next` of a principal page (SessionStore.principalPage): `<SSCAN cursor>:<id>`,
  * the id empty at a slice's start. Anything else is refused, KILN_ERR_INVALID_ARGUMENT.
@@ -388,7 +421,7 @@ export function parsePrincipalPageCursor(next: string): [cursor: string, shownUp
   const colon = next.indexOf(':');
   const cursor = next.slice(0, colon);
   const id = next.slice(colon + 1);
-  if (colon < 1 || !/^[0-9]{1,20}$/.test(cursor) || (id !== '' && !isValidSessionId(id))) {
+  if (colon < 1 || !/^[0-9]{1,20}$/.test(cursor) || BigInt(cursor) > MAX_SCAN_CURSOR || (id !== '' && !isValidSessionId(id))) {
     throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'not a "next" of a principal listing');
   }
   return [cursor, id];
