@@ -203,9 +203,12 @@ export class Connection {
     }
     // Synchronous handlers answer in this turn; async ones (acquire, commit) later.
     const started = this.ctx.watched?.() ? performance.now() : -1;
+    // The answer keeps the request's id and type, not its frame: a commit waiting on a
+    // stalled disk would otherwise keep its body (and the read buffer it is a view of).
+    const { requestId, type } = frame;
     const done = (err: unknown, value: unknown): void => {
-      this.answer(frame.requestId, err, value);
-      if (started >= 0) this.ctx.onAnswered?.(frame.type, performance.now() - started, err === undefined ? undefined : toKilnError(err).code);
+      this.answer(requestId, err, value);
+      if (started >= 0) this.ctx.onAnswered?.(type, performance.now() - started, err === undefined ? undefined : toKilnError(err).code);
     };
     let result: unknown;
     try {

@@ -205,8 +205,11 @@ export class Tier {
       if (record.ca !== undefined || record.it !== undefined || record.ae !== undefined) this.scheduleExpiry(req.sessionId);
     }
     if (req.release) this.release(ownerId, req.sessionId, req.token);
-    if (record && this.storage) await this.storage.append(record);
-    return result.ack;
+    if (!record || !this.storage) return result.ack;
+    // Returned, not awaited: a commit suspended here would keep its request and its record
+    // (the session's new values, twice) until the disk answers, beside the encoded record
+    // that the log's backlog counts, so a stalled disk would hold several times its limit.
+    return acknowledgedOnceWritten(this.storage.append(record), result.ack);
   }
 
   private readonly refuseNewWhileStorageBehind = (req: CommitRequest): void => this.refuseWhileStorageBehind(req, false);
@@ -456,4 +459,9 @@ export class Tier {
   private assertOpen(): void {
     if (this.closed) throw new KilnError('KILN_ERR_CLOSED', 'the session tier is shutting down');
   }
+}
+
+/** The acknowledgement, once its record is on disk; it holds nothing of the commit but the answer. */
+function acknowledgedOnceWritten(written: Promise<void>, ack: CommitAck): Promise<CommitAck> {
+  return written.then(() => ack);
 }

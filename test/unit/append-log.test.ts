@@ -2,8 +2,6 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
@@ -14,6 +12,7 @@ import { decodeRecord, encodeRecord } from '../../src/server/storage/record-code
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
 import { packAttributesToBytes, SessionTable, type TierRecord } from '../../src/tier/session-table.js';
+import { collector } from '../helpers/collect.js';
 import { removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
 
 function reload(dir: string): { table: SessionTable; report: ReturnType<AppendLog['load']>; log: AppendLog } {
@@ -304,19 +303,6 @@ describe('append-only log: a disk that falls behind', () => {
    * Runs a test on a fresh data directory with a fault of the log on (failpoint `point`:
    * writes held, writes or syncs failing) while the file `hold` exists; cleans up after.
    */
-  /** A full collection, for a test of what is still referenced (V8's gc, exposed here rather than by a flag of the runner). */
-  function collector(): () => Promise<void> {
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
-    return async () => {
-      // WeakRefs are cleared only after the turn that made them; two collections a turn apart.
-      await sleep(0);
-      gc();
-      await sleep(0);
-      gc();
-    };
-  }
-
   async function withFault(point: string, run: (dir: string, hold: string) => Promise<void>): Promise<void> {
     const dir = tempDir();
     const holdDir = tempDir('kiln-hold-');

@@ -6,6 +6,7 @@ import { GroupSizes, SessionCaps } from '../../src/tier/session-counts.js';
 import { listPage, lowerBound } from '../../src/tier/session-listing.js';
 import { forEachInSlices, SLICE_ITEMS, SlicedQueue } from '../../src/tier/sliced-work.js';
 import { Tier, type TierOwner } from '../../src/tier/tier.js';
+import { collector } from '../helpers/collect.js';
 
 function meta(id: string): SessionMeta {
   return { id, createdAt: 0, lastAccessedAt: 0, idleTimeoutMs: 0, absoluteExpiresAt: 0, principal: null, version: 1 };
@@ -418,6 +419,35 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
       assert.equal(tier.peek('s9')?.version, 1);
       assert.equal(disk.appends, 1);
       assert.equal(tier.stats().counters.rejectedCommits, 5);
+    } finally {
+      tier.close();
+    }
+  });
+
+  it('keeps nothing of a commit that waits on the disk but its answer: the request and its values go once applied', async () => {
+    const collect = collector();
+    const disk = slowDisk();
+    const tier = new Tier({ storage: disk, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      const grant = await tier.acquire('app', 's8', 1000);
+      const refs: WeakRef<object>[] = [];
+      // Made in a function of its own, so that nothing of this test holds them.
+      const send = (): Promise<{ version: number }> => {
+        const value = Uint8Array.from([0xd9, 200, ...new Uint8Array(200).fill(0x61)]); // MessagePack: 200 × "a"
+        const req = commit('s8', grant.token, 'c1', { set: [['v', value]] });
+        refs.push(new WeakRef(value), new WeakRef(req));
+        return tier.commit('app', req);
+      };
+      const pending = send();
+      await collect();
+      // On a stalled disk, each waiting commit held its request and its record (the values
+      // twice) beside the encoded record the log's backlog counts.
+      assert.deepEqual(refs.map((ref) => ref.deref() === undefined), [true, true], 'the values and the request are let go');
+      assert.equal(disk.appends, 1);
+      disk.writeAll();
+      assert.equal((await pending).version, 1);
+      assert.equal(tier.peek('s8')?.version, 1);
     } finally {
       tier.close();
     }
