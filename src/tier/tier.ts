@@ -171,7 +171,9 @@ export class Tier {
         // stalled one retries the same commit): acknowledged only once it is written, and
         // while the disk is far behind, not waited for at all (each wait holds a place).
         this.refuseWhileStorageBehind(req, true);
-        if (this.storage?.settled) await this.storage.settled();
+        // Returned, not awaited, as a new commit's answer is (see below).
+        const settled = this.storage?.settled?.();
+        if (settled) return this.duplicateOnceSettled(settled, known);
         this.counters.duplicateCommits++;
         return { version: known, duplicate: true };
       }
@@ -213,6 +215,20 @@ export class Tier {
   }
 
   private readonly refuseNewWhileStorageBehind = (req: CommitRequest): void => this.refuseWhileStorageBehind(req, false);
+
+  /** A retried commit's answer once the first try's record is on disk; it holds nothing of the retry. */
+  private duplicateOnceSettled(settled: Promise<void>, version: number): Promise<CommitAck> {
+    return settled.then(
+      () => {
+        this.counters.duplicateCommits++;
+        return { version, duplicate: true };
+      },
+      (err: unknown) => {
+        this.counters.rejectedCommits++;
+        throw err;
+      },
+    );
+  }
 
   /**
    * Throws KILN_ERR_STORAGE_BEHIND while the storage takes no commit (its disk behind):

@@ -201,5 +201,18 @@ describe('Redis engine: a large principal is read and destroyed in slices', () =
     await sleep(100);
     assert.equal((await redisCli(redis.nodes[0]!.port, 'SISMEMBER', key, id)).trim(), '1', 'kept: the old note counts as none');
     assert.ok(performance.now() - notes.get(note)! < 5000, 'noted anew');
+    // A memory full of notes never met again (sessions gone since) makes room for a new
+    // one by dropping those past their age, rather than noting nothing more for good.
+    // (Notes go in in time order: the old ones first, then this entry's, met just now.)
+    const old = performance.now() - 11 * 60_000;
+    notes.clear();
+    for (let i = 0; notes.size < 9_999; i++) notes.set(`gone\n${i}`, old);
+    notes.set(note, performance.now());
+    const another = generateSessionId();
+    await redisCli(redis.nodes[0]!.port, 'SADD', key, another);
+    assert.deepEqual(await engine.findByPrincipal(p), []);
+    assert.ok(notes.has(`${key}\n${another}`), 'the new entry is noted');
+    assert.ok(notes.has(note), 'a recent note stays');
+    assert.ok(notes.size < 10, `the expired notes dropped (${notes.size} left)`);
   });
 });

@@ -383,7 +383,7 @@ describe('append-only log: a disk that falls behind', () => {
       // The records as encoded, before the flush takes them (the batch is the log's own list).
       const appended = (log as unknown as { batch: Uint8Array[] }).batch.map((record) => new WeakRef(record));
       assert.equal(appended.length, 3);
-      await sleep(50); // the write has begun, and waits on the held disk
+      await waitFor(() => (log as unknown as { writingWaiters?: unknown }).writingWaiters !== undefined || undefined, 5000, 'the write begun, waiting on the held disk');
       assert.ok(log.backlog().bytes > 3 * 256 * 1024, 'still counted as behind');
       await collect();
       assert.deepEqual(appended.map((record) => record.deref() === undefined), [true, true, true], 'no record as encoded is kept beside the framed batch');

