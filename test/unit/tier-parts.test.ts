@@ -454,7 +454,30 @@ describe('a commit and a disk that is behind (TierStorage.refusal, settled)', ()
       disk.writeAll();
       assert.equal((await pending).version, 1);
       assert.deepEqual(await retry, { version: 1, duplicate: true });
+      assert.equal(tier.stats().counters.duplicateCommits, 1);
       assert.equal(tier.peek('s8')?.version, 1);
+    } finally {
+      tier.close();
+    }
+  });
+
+  it('counts a retried commit whose first try\'s record the disk then refused as rejected, not as a duplicate', async () => {
+    let refuse!: (err: Error) => void;
+    const written = new Promise<void>((_, reject) => (refuse = reject));
+    written.catch(() => undefined);
+    const storage = { append: () => written, refusal: () => undefined, settled: () => written };
+    const tier = new Tier({ storage, clock: () => 10_000 });
+    try {
+      tier.attach(owner('app'));
+      const grant = await tier.acquire('app', 's10', 1000);
+      const first = tier.commit('app', commit('s10', grant.token, 'c1'));
+      const retry = tier.commit('app', commit('s10', grant.token, 'c1'));
+      refuse(new Error('EIO'));
+      await assert.rejects(first, /EIO/);
+      await assert.rejects(retry, /EIO/);
+      const { counters } = tier.stats();
+      assert.equal(counters.duplicateCommits, 0);
+      assert.equal(counters.rejectedCommits, 1, 'the retry; the first try was applied, its write failed');
     } finally {
       tier.close();
     }

@@ -265,12 +265,16 @@ export class SessionStore {
    * which may not have run yet, and a reader taking the entry out then would lose the
    * session from the index for good (a later "log out everywhere" would miss it). Met
    * out of place again STALE_GRACE_MS later, it is taken out: the commit that put it
-   * there is over. A note older than NOTE_MAX_AGE_MS is a first meeting again; while
-   * MAX_OUT_OF_PLACE notes are kept, no new one is made (the kept ones are taken out
-   * first, rather than a full memory forgetting every note before its second meeting).
+   * there is over. A note older than NOTE_MAX_AGE_MS is a first meeting again. At
+   * MAX_OUT_OF_PLACE notes, the expired ones go first; a young one is never evicted
+   * (the oldest, met first by every scan, would never get their second meeting), so
+   * while all are young no new one is made. `kept` gathers the entries met out of place
+   * and left in the set.
    */
   private async sessionsStillOf(principal: string, key: string, ids: string[], kept?: Set<string>): Promise<SessionMeta[]> {
     const metas = await Promise.all(ids.map((id) => this.peek(id)));
+    // Read after the await, and nothing below yields: notes go in in time order even
+    // across readers running at once (dropExpiredNotes relies on it).
     const now = performance.now();
     const stale: string[] = [];
     const notes = this.outOfPlaceSince;
@@ -278,12 +282,14 @@ export class SessionStore {
       const note = `${key}\n${id}`;
       if (metas[i]?.principal === principal) {
         notes.delete(note);
+        kept?.delete(id); // met out of place earlier in the scan, in place now (its login committed)
         continue;
       }
       const since = notes.get(note);
       if (since !== undefined && now - since >= STALE_GRACE_MS && now - since < NOTE_MAX_AGE_MS) {
         stale.push(id);
         notes.delete(note);
+        kept?.delete(id);
         continue;
       }
       if (kept && kept.size < MAX_OUT_OF_PLACE) kept.add(id);
