@@ -420,6 +420,23 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 40);
     }));
 
+  it('a stop waits for a slow disk that keeps taking the pieces of its last batch, though it takes longer than stallMs', () =>
+    withFault('log:write-slow', async (dir) => {
+      const errors: string[] = [];
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 500, writePieceBytes: 512 * 1024, onError: (e) => errors.push(e.message) });
+      log.load(() => undefined);
+      await log.open();
+      // 10 MiB on a disk of 14 MB/s (about 750 ms, in pieces of about 37 ms), the stop asked at once.
+      const written = Promise.allSettled(Array.from({ length: 40 }, (_, i) => log.append(commitRecord(table, i, 256 * 1024))));
+      const started = Date.now();
+      await log.close();
+      assert.ok(Date.now() - started > 500, `the stop took ${Date.now() - started} ms: longer than stallMs`);
+      assert.deepEqual((await written).filter((o) => o.status === 'rejected'), [], 'every commit written');
+      assert.deepEqual(errors, []);
+      await loadsClean(dir, 40);
+    }));
+
   it('a batch whose later piece the disk refuses, after earlier ones were synced, is written again whole: nothing acknowledged before, and it loads clean', () =>
     withFault('log:later-piece-fails', async (dir, hold) => {
       const table = new SessionTable();
@@ -786,6 +803,30 @@ describe('append-only log: a disk that falls behind', () => {
       await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'the next log removed');
       await loadsClean(dir, 5);
+    }));
+
+  it('a stop gives up on a last write hung on its disk after stallMs: what waited behind it is refused, the directory stays locked until the disk answers, and the log loads whole', () =>
+    withFault('log:write', async (dir, hold) => {
+      unlinkSync(hold);
+      const errors: string[] = [];
+      const { table, log } = await openLog(dir, { fsync: 'always', stallMs: 300, onError: (e) => errors.push(e.message) });
+      await log.append(commitRecord(table, 0, 100));
+      writeFileSync(hold, '');
+      const held = log.append(commitRecord(table, 1, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      await waitFor(() => (log as unknown as { writingWaiters?: unknown }).writingWaiters !== undefined || undefined, 5000, 'the write held');
+      const behind = log.append(commitRecord(table, 2, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const started = Date.now();
+      const stopped = await settlesWithin(log.close(), 5000);
+      if (!stopped) unlinkSync(hold); // let a stop that waits for good finish, and fail
+      assert.ok(stopped, 'the stop returned while the write still waited');
+      assert.ok(Date.now() - started < 3000, `the stop took ${Date.now() - started} ms`);
+      assert.equal(await behind, 'KILN_ERR_SERVER_SHUTTING_DOWN', 'never written, never acknowledged');
+      assert.match(errors.join('\n'), /the log's last write still waited on its disk after 300 ms at stop/);
+      assert.ok(existsSync(join(dir, 'kiln.lock')), 'locked while the write may still land');
+      unlinkSync(hold);
+      assert.equal(await held, 'written', 'the write lands when the disk answers');
+      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await loadsClean(dir, 2);
     }));
 
   it('a switch whose stop gave up on it while the previous log was syncing makes no next log when the disk answers', () =>

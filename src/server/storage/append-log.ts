@@ -70,6 +70,8 @@ export interface AppendLogOptions {
 
 export const DEFAULT_MAX_LOG_BACKLOG_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_LOG_STALL_MS = 5000;
+/** How often a stop looks whether the log's last write still moves (see drainAtStop). */
+const STOP_LOOK_MS = 100;
 /** How fast the disk of the `log:write-slow` failpoint writes (a 4 MiB piece in 300 ms). */
 const SLOW_DISK_BYTES_PER_MS = 14_000;
 /** A batch is written (and, fsync "always", synced) in pieces of about this size; the stall is timed per piece. */
@@ -589,10 +591,10 @@ export class AppendLog implements TierStorage {
     this.closing = true;
     // A compaction first (at most stallMs): one hung in its rotation would hold the flush below.
     await this.awaitCompactionAtStop();
-    await this.flush();
+    let drained = await this.drainAtStop();
     // A failed sync is made good before a clean stop (within stallMs, as any compaction
     // at stop), or said not to be.
-    if (this.syncFailure !== undefined && !this.gaveUp && !this.abandonSnapshot) {
+    if (drained && this.syncFailure !== undefined && !this.gaveUp && !this.abandonSnapshot) {
       const recovery = this.resnapshot(true);
       await this.awaitCompactionAtStop();
       if (!this.abandonSnapshot) await recovery;
@@ -601,10 +603,10 @@ export class AppendLog implements TierStorage {
       this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
     }
     // Anything appended meanwhile, and a flush the timer began: none writes after the file is closed.
-    while (this.flushing || this.batch.length > 0) {
-      if (this.flushing) await this.flushing;
-      else await this.flush();
-    }
+    if (drained) drained = await this.drainAtStop();
+    // A write still waiting on its disk cannot be cancelled: the file is synced and closed
+    // once it returns, and nothing is written after it (gaveUp).
+    const writeStillWaiting = drained ? undefined : this.flushing;
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     // What may still touch the directory after the stop returns keeps it locked until it ends.
@@ -612,8 +614,8 @@ export class AppendLog implements TierStorage {
     const file = this.file;
     this.file = undefined;
     if (file) {
-      const last = file
-        .datasync()
+      const last = (writeStillWaiting ?? Promise.resolve())
+        .then(() => file.datasync())
         .catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })))
         .then(() => file.close())
         .catch(() => undefined);
@@ -625,6 +627,42 @@ export class AppendLog implements TierStorage {
     const lock = this.lockToken;
     if (stillBusy.length > 0) void Promise.all(stillBusy).finally(() => unlockDataDir(lock));
     else unlockDataDir(lock);
+  }
+
+  /**
+   * Writes what was appended, as long as the disk keeps taking it: a slow disk that takes
+   * piece after piece is waited for, but a write (or sync) that has not moved for stallMs
+   * must not hold the stop for good. Then (false) the log gives up: the batches not yet
+   * written are refused (their commits were never acknowledged), nothing more is written
+   * after the write that waits, and the caller leaves the file to it.
+   */
+  private async drainAtStop(): Promise<boolean> {
+    const drain = async (): Promise<void> => {
+      while (this.flushing || this.batch.length > 0) {
+        if (this.flushing) await this.flushing;
+        else await this.flush();
+      }
+    };
+    const drained = drain();
+    const look = Math.min(this.stallMs, STOP_LOOK_MS);
+    for (let quietSince = Date.now(); ; ) {
+      if (await settlesWithin(drained, look)) return true;
+      const now = Date.now();
+      const since = this.oldestIoStart();
+      if (since !== 0) quietSince = now;
+      // Stalled: the write under way has not moved for stallMs (or, oddly, nothing is under way and nothing ends).
+      if ((since !== 0 && now - since >= this.stallMs) || (since === 0 && now - quietSince >= this.stallMs)) break;
+    }
+    this.gaveUp = true;
+    const waiters = this.batchWaiters;
+    this.backlogBytes -= this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.batchWaiters = [];
+    const refused = new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log\'s last write still waits on its disk');
+    for (const w of waiters) w.reject(refused);
+    this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last write still waited on its disk after ${this.stallMs} ms at stop: the commits it holds were not acknowledged, and may or may not be on disk (the data directory stays locked until the disk answers)`));
+    return false;
   }
 
   /**
