@@ -424,17 +424,18 @@ describe('append-only log: a disk that falls behind', () => {
     withFault('log:write-slow', async (dir) => {
       const errors: string[] = [];
       const table = new SessionTable();
-      const log = new AppendLog({ dir, fsync: 'always', stallMs: 500, writePieceBytes: 512 * 1024, onError: (e) => errors.push(e.message) });
+      const log = new AppendLog({ dir, fsync: 'always', stallMs: 500, writePieceBytes: 128 * 1024, onError: (e) => errors.push(e.message) });
       log.load(() => undefined);
       await log.open();
-      // 10 MiB on a disk of 14 MB/s (about 750 ms, in pieces of about 37 ms), the stop asked at once.
-      const written = Promise.allSettled(Array.from({ length: 40 }, (_, i) => log.append(commitRecord(table, i, 256 * 1024))));
+      // 10 MiB on a disk of 14 MB/s (about 750 ms, in pieces of two records, about 9 ms
+      // each, so a busy machine's slow sync stays far from stallMs), the stop asked at once.
+      const written = Promise.allSettled(Array.from({ length: 160 }, (_, i) => log.append(commitRecord(table, i, 64 * 1024))));
       const started = Date.now();
       await log.close();
       assert.ok(Date.now() - started > 500, `the stop took ${Date.now() - started} ms: longer than stallMs`);
       assert.deepEqual((await written).filter((o) => o.status === 'rejected'), [], 'every commit written');
       assert.deepEqual(errors, []);
-      await loadsClean(dir, 40);
+      await loadsClean(dir, 160);
     }));
 
   it('a batch whose later piece the disk refuses, after earlier ones were synced, is written again whole: nothing acknowledged before, and it loads clean', () =>
@@ -816,12 +817,16 @@ describe('append-only log: a disk that falls behind', () => {
       await waitFor(() => (log as unknown as { writingWaiters?: unknown }).writingWaiters !== undefined || undefined, 5000, 'the write held');
       const behind = log.append(commitRecord(table, 2, 100)).then(() => 'written', (err: { code?: string }) => err.code);
       const started = Date.now();
-      const stopped = await settlesWithin(log.close(), 5000);
+      // Two stops at once (a failed start's and a signal's): neither gives the lock back early.
+      const stopped = await settlesWithin(Promise.all([log.close(), log.close()]), 5000);
       if (!stopped) unlinkSync(hold); // let a stop that waits for good finish, and fail
       assert.ok(stopped, 'the stop returned while the write still waited');
       assert.ok(Date.now() - started < 3000, `the stop took ${Date.now() - started} ms`);
+      assert.ok(await settlesWithin(behind, 1000), 'what waited behind the write is answered');
       assert.equal(await behind, 'KILN_ERR_SERVER_SHUTTING_DOWN', 'never written, never acknowledged');
       assert.match(errors.join('\n'), /the log's last write still waited on its disk after 300 ms at stop/);
+      assert.equal(errors.length, 1, `one line, not a second about the sync it waits for: ${errors.join(' | ')}`);
+      await assert.rejects(log.append(commitRecord(table, 3, 100)), { code: 'KILN_ERR_SERVER_SHUTTING_DOWN' });
       assert.ok(existsSync(join(dir, 'kiln.lock')), 'locked while the write may still land');
       unlinkSync(hold);
       assert.equal(await held, 'written', 'the write lands when the disk answers');

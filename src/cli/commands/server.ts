@@ -74,7 +74,8 @@ Options:
   -h, --help                 this help
 
 On start it prints one line: "kiln server ready on <host>:<port> ..." (stdout).
-SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0.
+SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0
+(a log write that has not moved for --log-stall-ms is given up: see the log's line).
 `;
 
 export const serverCommand: Command = {

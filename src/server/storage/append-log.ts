@@ -151,7 +151,14 @@ export class AppendLog implements TierStorage {
   private readonly writePieceBytes: number;
   /** Date.now() when the write (flush) or the sync (everysec) now outstanding began; 0 when none is. */
   private writeSince = 0;
+  /**
+   * When the write under way last showed life: its start, each try (a failing disk that
+   * is tried again is not hung), each piece taken. What a stop times (drainAtStop).
+   */
+  private writeMovedAt = 0;
   private syncSince = 0;
+  /** The stop under way, for a second close() to wait on (two stops must not both give the lock back). */
+  private closingDone: Promise<void> | undefined;
   /** The write being tried again (see writeUntilDone): when it first failed, and how it last did. */
   private writeFailure: { since: number; message: string } | undefined;
   /**
@@ -366,7 +373,8 @@ export class AppendLog implements TierStorage {
    * (`refusal()`), and destroys and expiries are at most one a session.
    */
   append(record: TierRecord): Promise<void> {
-    if (this.closed) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
+    // A log that gave up (a stop, on a disk that hung or failed) writes nothing more.
+    if (this.closed || this.gaveUp) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
     if (record.t === 'a' && this.backlogBytes >= this.maxBacklogBytes / 2) {
       this.counters.accessTimesDropped++;
       return Promise.resolve();
@@ -466,6 +474,7 @@ export class AppendLog implements TierStorage {
   private async writeUntilDone(file: FileHandle, data: Buffer, start: number): Promise<void> {
     let triesWhileClosing = 0;
     for (let attempt = 0; ; attempt++) {
+      this.writeMovedAt = Date.now();
       try {
         const held = failpointHold('log:write');
         if (held) await held;
@@ -483,6 +492,7 @@ export class AppendLog implements TierStorage {
             this.counters.syncs++;
           }
           this.writeSince = Date.now();
+          this.writeMovedAt = this.writeSince;
         }
         if (this.writeFailure) {
           this.options.onRecovered?.(`the log is written again after ${((Date.now() - this.writeFailure.since) / 1000).toFixed(1)} s of failures`);
@@ -586,8 +596,13 @@ export class AppendLog implements TierStorage {
     return this.compacting;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closingDone ??= this.stop();
+    return this.closingDone;
+  }
+
+  private async stop(): Promise<void> {
     this.closing = true;
     // A compaction first (at most stallMs): one hung in its rotation would hold the flush below.
     await this.awaitCompactionAtStop();
@@ -619,7 +634,9 @@ export class AppendLog implements TierStorage {
         .catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })))
         .then(() => file.close())
         .catch(() => undefined);
-      if (!(await settlesWithin(last, this.stallMs))) {
+      // A write given up on (said already) is not waited for again.
+      if (writeStillWaiting) stillBusy.push(last);
+      else if (!(await settlesWithin(last, this.stallMs))) {
         this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last sync still waited on its disk after ${this.stallMs} ms at stop: what it had not written may not be on disk (the data directory stays locked until the disk answers)`));
         stillBusy.push(last);
       }
@@ -648,9 +665,12 @@ export class AppendLog implements TierStorage {
     for (let quietSince = Date.now(); ; ) {
       if (await settlesWithin(drained, look)) return true;
       const now = Date.now();
-      const since = this.oldestIoStart();
+      // What the drain waits on: the write under way (timed from its last sign of life),
+      // or a switch to the next log no stop has abandoned. Not the sync timer's fdatasync,
+      // which the drain does not wait for (the last sync below is bounded on its own).
+      const since = this.flushing ? this.writeMovedAt : this.rotating && !this.abandonSnapshot ? this.rotateSince : 0;
       if (since !== 0) quietSince = now;
-      // Stalled: the write under way has not moved for stallMs (or, oddly, nothing is under way and nothing ends).
+      // Stalled: it has not moved for stallMs (or, oddly, nothing is under way and nothing ends).
       if ((since !== 0 && now - since >= this.stallMs) || (since === 0 && now - quietSince >= this.stallMs)) break;
     }
     this.gaveUp = true;
