@@ -420,11 +420,30 @@ describe('append-only log: a disk that falls behind', () => {
       await loadsClean(dir, 40);
     }));
 
+  it('a stop on a disk that keeps failing the last write gives up at the third failure, not as a hung write: the pauses between tries are the write moving', () =>
+    withFault('log:write-fails', async (dir, hold) => {
+      unlinkSync(hold);
+      const errors: string[] = [];
+      // Tries 100, 200, 400 ms apart: more than stallMs between the later ones.
+      const { table, log } = await openLog(dir, { fsync: 'always', stallMs: 300, onError: (e) => errors.push(e.message) });
+      writeFileSync(hold, ''); // the disk fills up
+      const failing = log.append(commitRecord(table, 0, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      await waitFor(() => log.counters.writeFailures >= 2 || undefined, 5000, 'two failures before the stop');
+      await log.close();
+      assert.notEqual(await failing, 'written');
+      assert.deepEqual(errors.filter((e) => /still waited on its disk/.test(e)), [], `a failing disk is not a hung one: ${errors.join(' | ')}`);
+      const failures = log.counters.writeFailures;
+      await sleep(1500);
+      assert.equal(log.counters.writeFailures, failures, 'no try after the stop');
+      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+    }));
+
   it('a stop waits for a slow disk that keeps taking the pieces of its last batch, though it takes longer than stallMs', () =>
     withFault('log:write-slow', async (dir) => {
       const errors: string[] = [];
       const table = new SessionTable();
-      const log = new AppendLog({ dir, fsync: 'always', stallMs: 500, writePieceBytes: 128 * 1024, onError: (e) => errors.push(e.message) });
+      // everysec: the pieces are timed without an fdatasync each, which a busy machine may hold long.
+      const log = new AppendLog({ dir, fsync: 'everysec', stallMs: 500, writePieceBytes: 128 * 1024, onError: (e) => errors.push(e.message) });
       log.load(() => undefined);
       await log.open();
       // 10 MiB on a disk of 14 MB/s (about 750 ms, in pieces of two records, about 9 ms

@@ -511,8 +511,12 @@ export class AppendLog implements TierStorage {
         // Best effort: a retry writes the same bytes at the same offset either way, and a
         // log that gives up leaves no part of the batch behind if it can.
         await file.truncate(start).catch(() => undefined);
-        if (this.closing && ++triesWhileClosing >= 3) throw err;
-        await sleep(doubling(attempt + 1, 50, 1000));
+        // A stop that gave up on this write (drainAtStop) wants no more tries.
+        if (this.closing && (this.gaveUp || ++triesWhileClosing >= 3)) throw err;
+        const pause = doubling(attempt + 1, 50, 1000);
+        // The pause before the next try is the write moving, not hung (a stop times it).
+        this.writeMovedAt = Date.now() + pause;
+        await sleep(pause);
       }
     }
   }
@@ -597,7 +601,7 @@ export class AppendLog implements TierStorage {
   }
 
   close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
+    // One stop, whoever asks and when: a second close() waits for the first to end.
     this.closingDone ??= this.stop();
     return this.closingDone;
   }
@@ -622,10 +626,13 @@ export class AppendLog implements TierStorage {
     // A write still waiting on its disk cannot be cancelled: the file is synced and closed
     // once it returns, and nothing is written after it (gaveUp).
     const writeStillWaiting = drained ? undefined : this.flushing;
+    const switchStillWaiting = drained ? undefined : this.rotating;
     this.closed = true;
     if (this.syncTimer) clearInterval(this.syncTimer);
     // What may still touch the directory after the stop returns keeps it locked until it ends.
     const stillBusy: Promise<unknown>[] = this.compacting ? [this.compacting.catch(() => undefined)] : [];
+    // (A switch given up on is open()'s own, stopped at once: it may still make or remove a file.)
+    if (switchStillWaiting) stillBusy.push(switchStillWaiting);
     const file = this.file;
     this.file = undefined;
     if (file) {
