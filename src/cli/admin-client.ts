@@ -35,7 +35,7 @@ export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca
   // An empty variable counts as unset, so `KILN_ADMIN_TOKEN=` left in a shell does not block the fallbacks.
   const env = (name: string): string | undefined => process.env[name] || undefined;
   const explicitUrl = values.admin ?? env('KILN_ADMIN_URL');
-  const explicitToken = values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : env('KILN_ADMIN_TOKEN');
+  const explicitToken = values['token-file'] ? readOptionFile(values['token-file'], '--token-file', 'the server writes <data dir>/admin.token only when started with --admin-port') : env('KILN_ADMIN_TOKEN');
   // Named neither where nor how: a `kiln demo` of this user that is running answers both.
   const demo = explicitUrl === undefined && explicitToken === undefined ? readDemoState() : undefined;
   const url = (explicitUrl ?? demo?.adminUrl ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
@@ -44,7 +44,17 @@ export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca
   const token = explicitToken ?? (demo ? readFileSync(demo.adminTokenFile, 'utf8').trim() : '');
   if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN');
   const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
-  return { url, token, ca: caFile ? readFileSync(caFile, 'utf8') : undefined };
+  return { url, token, ca: caFile ? readOptionFile(caFile, '--ca-file') : undefined };
+}
+
+/** A file an option names, or a clear error naming the option (not a stack trace). */
+function readOptionFile(path: string, option: string, hint?: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${option} ${path}: ${why}${hint ? ` (${hint})` : ''}`, { cause: err, details: { option } });
+  }
 }
 
 const CALL_TIMEOUT_MS = 5000;

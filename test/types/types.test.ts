@@ -35,7 +35,8 @@ interface Variant {
 }
 
 const VARIANTS: Variant[] = [
-  { name: 'nodenext ESM', type: 'module', options: { module: 'nodenext', moduleResolution: 'nodenext' } },
+  // As `tsc --init` writes it: exactOptionalPropertyTypes on (the README's `route: process.env.NODE_NAME` failed there).
+  { name: 'nodenext ESM', type: 'module', options: { module: 'nodenext', moduleResolution: 'nodenext', exactOptionalPropertyTypes: true } },
   { name: 'nodenext CommonJS', type: 'commonjs', options: { module: 'nodenext', moduleResolution: 'nodenext' } },
   { name: 'node16 ESM', type: 'module', options: { module: 'node16', moduleResolution: 'node16' } },
   { name: 'node16 CommonJS', type: 'commonjs', options: { module: 'node16', moduleResolution: 'node16' } },

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { renderStatus, type Overview } from '../../src/cli/admin-client.js';
+import { fileURLToPath } from 'node:url';
+import { adminTarget, renderStatus, type Overview } from '../../src/cli/admin-client.js';
 
 describe('kiln status: the log behind its disk', () => {
   const overview = (backlog: Overview['storage']['backlog']): Overview => ({
@@ -34,5 +35,16 @@ describe('kiln status: the log behind its disk', () => {
     const behind = renderStatus(overview({ bytes: 3 * 1024 * 1024, stalledMs: 0, refusing: null, compactingMs: 6 * 60_000 }));
     assert.equal(line(behind, 'storage'), 'storage     /data  fsync always  log 2.0 KiB  backlog 3.0 MiB  compacting for 6m0s');
     assert.equal(line(behind, 'health'), 'health      WARN: a compaction has run for 6m0s: its snapshot may be waiting on a hung disk');
+  });
+});
+
+describe('kiln status: where it reads its token', () => {
+  it('a --token-file that is not there is a clear error naming the option, not a stack trace', () => {
+    assert.throws(
+      () => adminTarget({ 'token-file': '/nonexistent/kiln/admin.token' }),
+      (err: { code?: string; message: string; details?: { option?: string } }) =>
+        err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.option === '--token-file' && /^--token-file \/nonexistent\/kiln\/admin\.token: no such file \(the server writes <data dir>\/admin\.token only when started with --admin-port\)$/.test(err.message),
+    );
+    assert.throws(() => adminTarget({ 'token-file': fileURLToPath(import.meta.url), 'ca-file': '/nonexistent/ca.pem' }), { code: 'KILN_ERR_INVALID_OPTION', message: '--ca-file /nonexistent/ca.pem: no such file' });
   });
 });

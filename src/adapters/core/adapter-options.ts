@@ -16,8 +16,10 @@ import type { CookieOptions } from './session-cookie.js';
  * nothing), plus the warnings an app server gives about its tier.
  */
 export interface KilnSessionOptions<Req = unknown> {
+  // Every optional property also takes undefined, so options read from the environment
+  // (`route: process.env.NODE_NAME`) compile under exactOptionalPropertyTypes.
   /** A SessionClient, an Engine, or an engine URL (kiln://, redis://, redis+sentinel://, redis+cluster://). Omitted: the in-process memory engine (one process only). */
-  engine?: SessionClient | Engine | string;
+  engine?: SessionClient | Engine | string | undefined;
   /**
    * Signs the cookie (strings or Buffers). An array rotates: the first signs, all
    * verify. Or a signer object of @fastify/cookie's shape (`sign`, `unsign`).
@@ -26,46 +28,46 @@ export interface KilnSessionOptions<Req = unknown> {
    */
   secret: Secret | readonly Secret[] | ForeignCookieSigner | undefined;
   /** Put in front of the signed id in the cookie value. Default 's:' (express-session's); kiln/fastify's default is '' (@fastify/session's). */
-  cookiePrefix?: string;
+  cookiePrefix?: string | undefined;
   /** HMAC algorithm of the signature. Default 'sha256'. */
-  algorithm?: string;
+  algorithm?: string | undefined;
   /** Cookie name. Default 'connect.sid' (express-session's). */
-  name?: string;
+  name?: string | undefined;
   /** @deprecated express-session's old name for `name`. */
-  key?: string;
+  key?: string | undefined;
   /** The cookie's attributes, or a function giving them per request (express-session 1.19). */
-  cookie?: CookieOptions | ((req: Req) => CookieOptions);
+  cookie?: CookieOptions | ((req: Req) => CookieOptions) | undefined;
   /** Send the cookie (with a fresh expiry) on every response. */
-  rolling?: boolean;
+  rolling?: boolean | undefined;
   /** Accepted for compatibility; Kiln commits deltas, so there is nothing to re-save. */
-  resave?: boolean;
+  resave?: boolean | undefined;
   /** Store new sessions even when the request put nothing in them. Default false. */
-  saveUninitialized?: boolean;
+  saveUninitialized?: boolean | undefined;
   /** Makes the id of a new session (16–128 base64url characters). Default: 256 random bits. */
-  genid?: (req: Req) => string;
+  genid?: ((req: Req) => string) | undefined;
   /** Trust X-Forwarded-Proto for `secure` cookies. Default: the framework's own notion (Express: 'trust proxy'). */
-  proxy?: boolean;
+  proxy?: boolean | undefined;
   /** What `delete req.session` / `req.session = null` means: keep the stored session, or destroy it. */
-  unset?: 'keep' | 'destroy';
+  unset?: 'keep' | 'destroy' | undefined;
   /** Idle timeout of new sessions. Default: cookie.maxAge, else 24 hours. */
-  idleTimeout?: number;
+  idleTimeout?: number | undefined;
   /** Absolute lifetime of new sessions; rolling cookies never outlive it. Default none. */
-  absoluteTimeout?: number;
-  commitMode?: 'sync' | 'async';
+  absoluteTimeout?: number | undefined;
+  commitMode?: 'sync' | 'async' | undefined;
   /** Route suffix of new ids (the load balancer's name for this app server). */
-  route?: string;
+  route?: string | undefined;
   /** Lease scope of a request: 'read' routes get a snapshot and do not block others on the same session. */
-  scope?: (req: Req) => 'read' | 'write';
+  scope?: ((req: Req) => 'read' | 'write') | undefined;
   /** When the server tier cannot be reached: fail the request (default) or serve it with a session that is not stored. */
-  onUnavailable?: 'fail' | 'continue';
+  onUnavailable?: 'fail' | 'continue' | undefined;
   /** Longest a request waits for its session (lease, engine). Default 10 s. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /**
    * Give a stored session a new id when its principal goes from none to a user (a login
    * without regenerate()): the data moves to the new id, the old one is destroyed, the
    * response carries the new cookie. Defeats session fixation. Default true.
    */
-  rotateOnLogin?: boolean;
+  rotateOnLogin?: boolean | undefined;
 }
 
 /** A signing secret: express-session (cookie-signature) takes strings and Buffers alike. */

@@ -30,11 +30,11 @@ type SessionData = expressSession.SessionData & Record<string, unknown>;
 
 export interface KilnStoreOptions {
   /** A SessionClient, an Engine, or a kiln:// URL. Omitted: in-process memory engine. */
-  engine?: SessionClient | Engine | string;
+  engine?: SessionClient | Engine | string | undefined;
   /** Lifetime of sessions whose cookie has no maxAge. Default 24 h. */
-  defaultTtlMs?: number;
+  defaultTtlMs?: number | undefined;
   /** Longest a call waits. Default 10 s. */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 const Store = expressSession.Store;
