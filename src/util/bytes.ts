@@ -18,6 +18,13 @@ export function sameBytes(a: Uint8Array, aStart: number, b: Uint8Array, bStart: 
   return true;
 }
 
+/** The bytes of `chunks` together. */
+export function totalLength(chunks: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const chunk of chunks) n += chunk.length;
+  return n;
+}
+
 /** A byte count for people: B, KiB, MiB or GiB, one or two decimals (`kiln status`, the log's refusals). */
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;

@@ -320,6 +320,19 @@ describe('append-only log: a disk that falls behind', () => {
     }
   }
 
+  /** `done` once `work` succeeds, else the code it failed with. */
+  function outcome<T extends string>(work: Promise<unknown>, done: T): Promise<T | string | undefined> {
+    return work.then(
+      () => done,
+      (err: { code?: string }) => err.code,
+    );
+  }
+
+  /** Waits for the storage (or a compaction it abandoned) to give kiln.lock back. */
+  function lockReleased(dir: string): Promise<true> {
+    return waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+  }
+
   /** Reloads the directory: it must load with nothing cut off and hold `sessions` sessions. */
   async function loadsClean(dir: string, sessions: number): Promise<void> {
     const { report, log, table } = reload(dir);
@@ -423,11 +436,10 @@ describe('append-only log: a disk that falls behind', () => {
   it('a stop on a disk that keeps failing the last write gives up at the third failure, not as a hung write: the pauses between tries are the write moving', () =>
     withFault('log:write-fails', async (dir, hold) => {
       unlinkSync(hold);
-      const errors: string[] = [];
       // Tries 100, 200, 400 ms apart: more than stallMs between the later ones.
-      const { table, log } = await openLog(dir, { fsync: 'always', stallMs: 300, onError: (e) => errors.push(e.message) });
+      const { table, log, errors } = await openLogNotingErrors(dir, { fsync: 'always', stallMs: 300 });
       writeFileSync(hold, ''); // the disk fills up
-      const failing = log.append(commitRecord(table, 0, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const failing = outcome(log.append(commitRecord(table, 0, 100)), 'written');
       await waitFor(() => log.counters.writeFailures >= 2 || undefined, 5000, 'two failures before the stop');
       await log.close();
       assert.notEqual(await failing, 'written');
@@ -435,7 +447,7 @@ describe('append-only log: a disk that falls behind', () => {
       const failures = log.counters.writeFailures;
       await sleep(1500);
       assert.equal(log.counters.writeFailures, failures, 'no try after the stop');
-      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await lockReleased(dir);
     }));
 
   it('a stop waits for a slow disk that keeps taking the pieces of its last batch, though it takes longer than stallMs', () =>
@@ -548,6 +560,12 @@ describe('append-only log: a disk that falls behind', () => {
     log.load(() => undefined);
     await log.open();
     return { table, log };
+  }
+
+  /** openLog, its errors' messages collected. */
+  async function openLogNotingErrors(dir: string, options: Omit<ConstructorParameters<typeof AppendLog>[0], 'dir' | 'dump' | 'liveBytes' | 'onError'>): Promise<{ table: SessionTable; log: AppendLog; errors: string[] }> {
+    const errors: string[] = [];
+    return { ...(await openLog(dir, { ...options, onError: (e) => errors.push(e.message) })), errors };
   }
 
   /** An everysec log with 20 sessions written, its errors collected. */
@@ -732,7 +750,7 @@ describe('append-only log: a disk that falls behind', () => {
       const { table, log, ids } = await bigLog(dir, { fsync: 'always', stallMs: 60_000 });
       const before = contents(table);
       writeFileSync(snapshotHold, '');
-      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      const compaction = outcome(log.compact(), 'compacted');
       await snapshotBegun(dir);
       // A session the dump has not reached changes; the disk refuses its record.
       writeFileSync(diskFull, '');
@@ -761,7 +779,7 @@ describe('append-only log: a disk that falls behind', () => {
       const { table, log } = await bigLog(dir, { fsync: 'everysec', stallMs: 300 });
       const errors: string[] = [];
       (log as unknown as { options: { onError: (e: Error) => void } }).options.onError = (e) => errors.push(e.message);
-      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      const compaction = outcome(log.compact(), 'compacted');
       await snapshotBegun(dir);
       await log.append(commitRecord(table, 5000, 100));
       const started = Date.now();
@@ -774,7 +792,7 @@ describe('append-only log: a disk that falls behind', () => {
       // The disk answers after the stop: the abandoned snapshot is not put in place, its temp file goes, and so does the lock.
       unlinkSync(hold);
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
-      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await lockReleased(dir);
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('snapshot')), []);
       await loadsClean(dir, 601);
     }));
@@ -782,15 +800,14 @@ describe('append-only log: a disk that falls behind', () => {
   it('a stop does not wait for good on a compaction whose switch to the next log hangs: what was appended meanwhile is written to the current log, and nothing of the switch is left', () =>
     withFault('log:rotate', async (dir, hold) => {
       unlinkSync(hold);
-      const errors: string[] = [];
-      const { table, log } = await openLog(dir, { fsync: 'everysec', stallMs: 300, onError: (e) => errors.push(e.message) });
+      const { table, log, errors } = await openLogNotingErrors(dir, { fsync: 'everysec', stallMs: 300 });
       for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
       const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
       writeFileSync(hold, '');
-      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      const compaction = outcome(log.compact(), 'compacted');
       await new Promise((resolve) => setTimeout(resolve, 100));
       // Waits behind the switch, which waits on the disk.
-      const late = log.append(commitRecord(table, 5, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const late = outcome(log.append(commitRecord(table, 5, 100)), 'written');
       const started = Date.now();
       await log.close();
       assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
@@ -799,7 +816,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.ok(existsSync(join(dir, 'kiln.lock')), 'locked while the switch may still touch the directory');
       unlinkSync(hold);
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
-      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await lockReleased(dir);
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no next log left');
       assert.deepEqual(errors.filter((e) => /could not sync/.test(e)), [], 'no sync failure made up by the stop');
       await loadsClean(dir, 6);
@@ -812,15 +829,15 @@ describe('append-only log: a disk that falls behind', () => {
       for (let i = 0; i < 5; i++) await log.append(commitRecord(table, i, 100));
       const logs = readdirSync(dir).filter((f) => f.startsWith('log-'));
       writeFileSync(hold, '');
-      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      const compaction = outcome(log.compact(), 'compacted');
       await waitFor(() => readdirSync(dir).filter((f) => f.startsWith('log-')).length > logs.length || undefined, 5000, 'the next log made');
-      const late = log.append(commitRecord(table, 5, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const late = outcome(log.append(commitRecord(table, 5, 100)), 'written');
       await log.close();
       // Written to the previous log while the next exists, a crash could tear it where a start refuses a torn record.
       assert.equal(await late, 'KILN_ERR_SERVER_SHUTTING_DOWN');
       unlinkSync(hold);
       assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
-      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await lockReleased(dir);
       assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'the next log removed');
       await loadsClean(dir, 5);
     }));
@@ -828,13 +845,12 @@ describe('append-only log: a disk that falls behind', () => {
   it('a stop gives up on a last write hung on its disk after stallMs: what waited behind it is refused, the directory stays locked until the disk answers, and the log loads whole', () =>
     withFault('log:write', async (dir, hold) => {
       unlinkSync(hold);
-      const errors: string[] = [];
-      const { table, log } = await openLog(dir, { fsync: 'always', stallMs: 300, onError: (e) => errors.push(e.message) });
+      const { table, log, errors } = await openLogNotingErrors(dir, { fsync: 'always', stallMs: 300 });
       await log.append(commitRecord(table, 0, 100));
       writeFileSync(hold, '');
-      const held = log.append(commitRecord(table, 1, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const held = outcome(log.append(commitRecord(table, 1, 100)), 'written');
       await waitFor(() => (log as unknown as { writingWaiters?: unknown }).writingWaiters !== undefined || undefined, 5000, 'the write held');
-      const behind = log.append(commitRecord(table, 2, 100)).then(() => 'written', (err: { code?: string }) => err.code);
+      const behind = outcome(log.append(commitRecord(table, 2, 100)), 'written');
       const started = Date.now();
       // Two stops at once (a failed start's and a signal's): neither gives the lock back early.
       const stopped = await settlesWithin(Promise.all([log.close(), log.close()]), 5000);
@@ -849,7 +865,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.ok(existsSync(join(dir, 'kiln.lock')), 'locked while the write may still land');
       unlinkSync(hold);
       assert.equal(await held, 'written', 'the write lands when the disk answers');
-      await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+      await lockReleased(dir);
       await loadsClean(dir, 2);
     }));
 
@@ -866,7 +882,7 @@ describe('append-only log: a disk that falls behind', () => {
         writeFileSync(opened, '');
         process.env['KILN_FAILPOINT'] = `log:rotate-synced=${hold},log:rotate-opened=${opened}`;
         writeFileSync(hold, '');
-        const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+        const compaction = outcome(log.compact(), 'compacted');
         await sleep(100);
         await log.close();
         unlinkSync(hold);
@@ -874,7 +890,7 @@ describe('append-only log: a disk that falls behind', () => {
         assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('log-')), logs, 'no next log made after the stop');
         assert.ok(stopped, 'the switch stopped');
         assert.equal(await compaction, 'KILN_ERR_SERVER_SHUTTING_DOWN');
-        await waitFor(() => !existsSync(join(dir, 'kiln.lock')) || undefined, 5000, 'the lock released');
+        await lockReleased(dir);
       } finally {
         rmSync(opened, { force: true });
       }
@@ -909,7 +925,7 @@ describe('append-only log: a disk that falls behind', () => {
   it('a stop waits for a compaction that ends within stallMs, and its snapshot is put in place', () =>
     withFault('snapshot:write', async (dir, hold) => {
       const { log } = await bigLog(dir, { fsync: 'everysec', stallMs: 10_000 });
-      const compaction = log.compact().then(() => 'compacted', (err: { code?: string }) => err.code);
+      const compaction = outcome(log.compact(), 'compacted');
       await snapshotBegun(dir);
       const closing = log.close();
       await new Promise((resolve) => setTimeout(resolve, 300));

@@ -6,7 +6,8 @@
  * lease here is dropped (the client reloads) instead of being trusted on a stale record.
  */
 import { KilnError } from '../../errors/index.js';
-import { roleView, withTimeout, type Reply } from './replies.js';
+import { roleView, type Reply } from './replies.js';
+import { withTimeout } from '../../util/deadline.js';
 import type { RoleView } from './replica-guard.js';
 
 /** Whether the leases are due for renewal: at a third of their time limit, give or take half a beat. */

@@ -5,7 +5,7 @@ import { defaultReconnect } from '../../util/backoff.js';
 import { redactCredentials } from '../../util/log.js';
 import { LatencyRecorder } from '../../util/latency.js';
 import { StatusStream } from '../../util/status.js';
-import { within } from '../../util/deadline.js';
+import { within, withTimeout } from '../../util/deadline.js';
 import type { Engine, EngineLimits, EngineStats, EngineStatus, EngineTraffic, LeaseHandler, ListOptions, ListPage, CallOptions } from '../engine.js';
 import { readRedisEngineOptions, type RedisEngineOptions, type RedisEngineSettings } from './engine-options.js';
 import { ConsoleReports, type ReportedClient } from './console-reports.js';
@@ -16,7 +16,7 @@ import { eventChannel, indexKeys, ownerChannel, type IndexKeys } from './keys.js
 import { LeaseAcquirer } from './lease-acquirer.js';
 import { handleOwnerMessage, type LeaseMessage, type OwnerMessageHandlers } from './owner-messages.js';
 import { Ownership, VALIDITY_MARGIN_MS } from './ownership.js';
-import { num, refusalOf, text, toEngineError, withTimeout } from './replies.js';
+import { num, refusalOf, text, toEngineError } from './replies.js';
 import { ScriptRunner } from './script-runner.js';
 import { ReplicaGuard } from './replica-guard.js';
 import { SCRIPTS } from './scripts.js';

@@ -96,7 +96,6 @@ export function settleBy(promise: Promise<unknown>, deadline: number | undefined
   return withTimeout(promise, Math.max(0, deadline - Date.now()), () => new KilnError('KILN_ERR_TIMEOUT', 'past the deadline')).catch(() => undefined);
 }
 
-export { withTimeout };
 
 const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
 

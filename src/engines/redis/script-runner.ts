@@ -16,11 +16,11 @@
  */
 import { KilnError } from '../../errors/index.js';
 import { assertSessionId } from '../../session/id.js';
-import { within } from '../../util/deadline.js';
+import { within, withTimeout } from '../../util/deadline.js';
 import type { EngineTraffic } from '../engine.js';
 import type { Count } from './counters.js';
 import { sessionKeyList } from './keys.js';
-import { num, respBytes, roleView, toEngineError, withTimeout, type Reply } from './replies.js';
+import { num, respBytes, roleView, toEngineError, type Reply } from './replies.js';
 import type { ConfirmationPlan, ReplicaGuard, RoleView } from './replica-guard.js';
 import type { RedisScript } from './scripts.js';
 

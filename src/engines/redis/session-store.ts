@@ -233,7 +233,7 @@ export class SessionStore {
     // The entries met out of place and left in the set (each once, however often SSCAN names it).
     let kept = new Set<string>();
     for (let restarts = 0; ; ) {
-      const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
+      const { following, ids } = await this.scanSlice(key, cursor);
       if (this.serverOf(key) !== server) {
         // Bounded: a connection that keeps changing fails the call (retryable) rather than scanning for good.
         if (++restarts > MAX_SCAN_RESTARTS) throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed ${restarts} times while a principal's sessions were read; try again`);
@@ -242,8 +242,7 @@ export class SessionStore {
         kept = new Set();
         continue;
       }
-      cursor = text(reply[0]);
-      const ids = ((reply[1] ?? []) as Reply[]).map(text);
+      cursor = following;
       // COUNT is a hint: a set Redis keeps compact (set-max-listpack-entries raised) comes whole.
       for (let at = 0; at < ids.length; at += PRINCIPAL_SLICE) {
         const theirs = await this.sessionsStillOf(principal, key, ids.slice(at, at + PRINCIPAL_SLICE), kept);
@@ -251,6 +250,12 @@ export class SessionStore {
       }
       if (cursor === '0') return kept.size;
     }
+  }
+
+  /** One SSCAN of a principal's set: the ids it gives, and the cursor that follows ('0' at the end). */
+  private async scanSlice(key: string, cursor: string): Promise<{ following: string; ids: string[] }> {
+    const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
+    return { following: text(reply[0]), ids: ((reply[1] ?? []) as Reply[]).map(text) };
   }
 
   /** Which server answers for `key` now: the connection's generation, and on a cluster the node of the key's slot. */
@@ -326,9 +331,8 @@ export class SessionStore {
     const total = num(await this.o.command(key, ['SCARD', key]));
     const sessions: SessionMeta[] = [];
     for (let scans = 0; scans < PAGE_SCANS; scans++) {
-      const reply = (await this.o.command(key, ['SSCAN', key, cursor, 'COUNT', String(PRINCIPAL_SLICE)])) as Reply[];
-      const following = text(reply[0]);
-      const slice = ((reply[1] ?? []) as Reply[]).map(text).filter((id) => id > shownUpTo).sort();
+      const { following, ids } = await this.scanSlice(key, cursor);
+      const slice = ids.filter((id) => id > shownUpTo).sort();
       for (let at = 0; at < slice.length; ) {
         const room = limit - sessions.length;
         const wanted = slice.slice(at, at + Math.max(room, PAGE_PEEKS));

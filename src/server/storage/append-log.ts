@@ -6,7 +6,7 @@ import { isKilnError, KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import type { TierStorage } from '../../tier/tier.js';
 import { decodeRecord, encodeRecord, isSealed, sealedWith, type Keyring, modeString, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
-import { formatBytes } from '../../util/bytes.js';
+import { formatBytes, totalLength } from '../../util/bytes.js';
 import { doubling } from '../../util/backoff.js';
 import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
@@ -137,8 +137,6 @@ export class AppendLog implements TierStorage {
   private seq = 0;
   /** Encoded records waiting for the next write; sealed and framed then, once their place in the file is known. */
   private batch: Uint8Array[] = [];
-  /** The bytes of `batch`, kept as it grows: flush() reads no record of it but to frame them (see there). */
-  private batchBytes = 0;
   /**
    * What a slow disk leaves in memory: the batch's bytes and those of the write under way.
    * Every append adds to it and every write's end takes its bytes off, so the bound holds
@@ -381,7 +379,6 @@ export class AppendLog implements TierStorage {
     }
     const encoded = encodeRecord(record);
     this.batch.push(encoded);
-    this.batchBytes += encoded.length;
     this.backlogBytes += encoded.length;
     this.counters.appends++;
     const done = new Promise<void>((resolve, reject) => this.batchWaiters.push({ resolve, reject }));
@@ -392,6 +389,18 @@ export class AppendLog implements TierStorage {
     return done;
   }
 
+  /**
+   * The batch appended so far, and a new one begun. Its size is summed here, not in the
+   * async flush(): what a suspended async function has read stays reachable until it
+   * resumes, and a record kept so would live beside its framed copy for the whole write.
+   */
+  private takeBatch(): { payloads: Uint8Array[]; waiters: Waiter[]; bytes: number } {
+    const taken = { payloads: this.batch, waiters: this.batchWaiters, bytes: totalLength(this.batch) };
+    this.batch = [];
+    this.batchWaiters = [];
+    return taken;
+  }
+
   /** Writes (and per policy syncs) everything appended so far. */
   async flush(): Promise<void> {
     this.flushScheduled = false;
@@ -399,12 +408,7 @@ export class AppendLog implements TierStorage {
     // (or, once it has made the next file, nowhere: see below).
     while (this.flushing || (this.rotating && !this.abandonSnapshot)) await (this.flushing ?? this.rotating);
     if (this.batch.length === 0) return;
-    const payloads = this.batch;
-    const waiters = this.batchWaiters;
-    const bytes = this.batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
-    this.batchWaiters = [];
+    const { payloads, waiters, bytes } = this.takeBatch();
     this.writingWaiters = waiters;
     // Set before anything can throw: a flushing promise that settled before it was
     // assigned would never be cleared, and `while (this.flushing) await this.flushing`
@@ -681,11 +685,8 @@ export class AppendLog implements TierStorage {
       if ((since !== 0 && now - since >= this.stallMs) || (since === 0 && now - quietSince >= this.stallMs)) break;
     }
     this.gaveUp = true;
-    const waiters = this.batchWaiters;
-    this.backlogBytes -= this.batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
-    this.batchWaiters = [];
+    const { waiters, bytes } = this.takeBatch();
+    this.backlogBytes -= bytes;
     const refused = new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log\'s last write still waits on its disk');
     for (const w of waiters) w.reject(refused);
     this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last write still waited on its disk after ${this.stallMs} ms at stop: the commits it holds were not acknowledged, and may or may not be on disk (the data directory stays locked until the disk answers)`));

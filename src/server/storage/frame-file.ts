@@ -226,7 +226,6 @@ export class FrameReader {
     this.fd = -1;
   }
 
-  /** The file's first `length` bytes, or undefined when it is shorter. */
   /**
    * Whether the file is shorter than `magic` and begins as it does: a file cut short inside
    * its header (a crash while it was being started), which holds no record.
@@ -238,6 +237,7 @@ export class FrameReader {
     return prefix.equals(magic.subarray(0, prefix.length));
   }
 
+  /** The file's first `length` bytes, or undefined when it is shorter. */
   header(length: number): Buffer | undefined {
     if (this.size < length) return undefined;
     const header = Buffer.alloc(length);
