@@ -9,7 +9,7 @@ import type { KeyedQueue } from './keyed-queue.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { NearCache } from './near-cache.js';
 import { SessionCounts } from './session-counts.js';
-import type { CachedSession, CommitResult, MetaChanges, SessionHandle } from './session-handle.js';
+import type { CachedSession, CommitResult, MetaChanges, SentChanges, SessionHandle } from './session-handle.js';
 import type { WriteBehind } from './write-behind.js';
 
 /**
@@ -59,8 +59,9 @@ export class CommitPipeline {
   private readonly unconfirmed = new SessionCounts();
 
   /** A commit with something to send, within the request's deadline (retries included). */
-  async commit(handle: SessionHandle, options: { force: boolean; final: boolean }, delta: AttributeDelta, meta: MetaChanges, now: number, deadline: number): Promise<CommitResult> {
+  async commit(handle: SessionHandle, options: { force: boolean; final: boolean }, delta: AttributeDelta, sent: SentChanges, now: number, deadline: number): Promise<CommitResult> {
     const sessionId = handle.id;
+    const meta = sent.meta;
     const bytes = deltaBytes(delta);
     if (handle.isNew) {
       const grant = await this.keeper.acquire(sessionId, deadline);
@@ -70,7 +71,7 @@ export class CommitPipeline {
     } else if (this.settings.commitMode === 'async') {
       // Write-behind merges the changes of several requests: whole values merge, patches do not.
       const whole = withoutPatches(delta, handle.base.attributes);
-      this.writeBehind.enqueue(handle, whole, meta, now);
+      this.writeBehind.enqueue(handle, whole, sent, now);
       this.counters.commits++;
       this.counters.commitBytes += deltaBytes(whole);
       return { committed: true, version: handle.base.meta.version, bytes: deltaBytes(whole) };
@@ -92,7 +93,7 @@ export class CommitPipeline {
       expected = applyCommitted(handle.base, request, delta, handle.base.meta.version + 1, now, false, values);
       if (values) this.counters.overwritesInPlace += values.overwrittenInPlace;
       this.cache.set(sessionId, expected);
-      adopt(handle, expected);
+      handle.adopt(expected, sent);
     }
     let ack: { version: number };
     const inFlight = !pipelined && !handle.isNew;
@@ -135,7 +136,7 @@ export class CommitPipeline {
     } else if (this.keeper.leases.has(sessionId)) {
       this.cache.set(sessionId, committed);
     }
-    adopt(handle, committed);
+    handle.adopt(committed, sent);
     handle.isNewSession = false;
     return { committed: true, version: ack.version, bytes };
   }
@@ -182,9 +183,3 @@ export class CommitPipeline {
   }
 }
 
-/** The handle now stands on `committed`: its changes are in it. */
-function adopt(handle: SessionHandle, committed: CachedSession): void {
-  handle.tracker.rebase(committed.attributes);
-  handle.base = committed;
-  handle.metaChanges = {};
-}

@@ -3,6 +3,7 @@ import { DEFAULT_ACQUIRE_TIMEOUT_MS } from '../engines/engine.js';
 import { KilnError } from '../errors/index.js';
 import { generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
+import { lastWriteStamp } from '../session/live-value.js';
 import { expiryDeadline, type SessionEvent, type SessionMeta } from '../session/model.js';
 import { within } from '../util/deadline.js';
 import { OptionReader } from '../util/options.js';
@@ -16,7 +17,7 @@ import { LeaseKeeper, type LeaseState } from './lease-keeper.js';
 import { NearCache, type NearCacheStats } from './near-cache.js';
 import { SessionCounts } from './session-counts.js';
 import { endStep, startStep, withTimeLeft } from './request-time.js';
-import { SessionHandle, type CachedSession, type CommitResult, type HandleHost } from './session-handle.js';
+import { SessionHandle, type CachedSession, type CommitResult, type HandleHost, type SentChanges } from './session-handle.js';
 import { WriteBehind } from './write-behind.js';
 
 /**
@@ -321,8 +322,11 @@ export class SessionClient implements HandleHost {
 
   /** @internal */
   async commitHandle(handle: SessionHandle, options: { force: boolean; final: boolean }): Promise<CommitResult> {
+    // What this commit carries: the writes up to now (later ones, made while it is on its
+    // way, stay for the next commit) and a copy of the metadata changes, for the same reason.
+    const sent: SentChanges = { upTo: lastWriteStamp(), meta: { ...handle.metaChanges } };
     const delta = handle.tracker.delta();
-    const meta = handle.metaChanges;
+    const meta = sent.meta;
     const hasMeta = Object.keys(meta).length > 0;
     if (delta.set.length === 0 && delta.del.length === 0 && !delta.patch && !hasMeta && !(handle.isNew && options.force)) {
       this.counters.emptyCommits++;
@@ -332,7 +336,7 @@ export class SessionClient implements HandleHost {
     const started = Date.now();
     const deadline = startStep(handle, started, 'commit');
     try {
-      return await this.pipeline.commit(handle, options, delta, meta, started, deadline);
+      return await this.pipeline.commit(handle, options, delta, sent, started, deadline);
     } finally {
       endStep(handle, deadline);
     }

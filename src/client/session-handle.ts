@@ -35,6 +35,16 @@ export interface MetaChanges {
 }
 
 /**
+ * What one commit carries: the request's writes stamped up to `upTo` (see
+ * lastWriteStamp) and its metadata changes as they were when the commit was taken. Its
+ * acknowledgement clears those and nothing the request changed after.
+ */
+export interface SentChanges {
+  upTo: number;
+  meta: MetaChanges;
+}
+
+/**
  * One request's view of one session. Get and set attributes, then `commit()` and
  * `close()` (adapters do both at the end of the request). While a handle is open no
  * other request of this process works on the same session.
@@ -216,6 +226,22 @@ export class SessionHandle {
     this.assertWritable(true);
     await this.host.regenerateHandle(this, keep, newId);
     this.state = 'open';
+  }
+
+  /**
+   * @internal The handle now stands on `committed`, which holds what `sent` carried. A
+   * change made while that commit was on its way (the request went on after a save()
+   * it did not wait for) is not in it, and stays to be sent by the next commit.
+   */
+  adopt(committed: CachedSession, sent: SentChanges): void {
+    this.tracker.rebase(committed.attributes, sent.upTo);
+    this.base = committed;
+    let kept: MetaChanges | undefined;
+    for (const key of Object.keys(this.metaChanges) as (keyof MetaChanges)[]) {
+      if (key in sent.meta && sent.meta[key] === this.metaChanges[key]) continue;
+      (kept ??= {})[key] = this.metaChanges[key] as never;
+    }
+    this.metaChanges = kept ?? {};
   }
 
   /**

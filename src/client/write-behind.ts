@@ -5,7 +5,7 @@ import { applyCommitted, mergeDelta, type PendingChanges } from './committed-sta
 import type { ClientCounters } from './counters.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import type { NearCache } from './near-cache.js';
-import type { CachedSession, MetaChanges, SessionHandle } from './session-handle.js';
+import type { CachedSession, SentChanges, SessionHandle } from './session-handle.js';
 
 /**
  * Write-behind (commitMode 'async'): a request's changes apply to the cached copy at
@@ -53,7 +53,8 @@ export class WriteBehind {
   }
 
   /** Applies a request's changes locally now and queues them; the handle stands on the result. */
-  enqueue(handle: SessionHandle, delta: AttributeDelta, meta: MetaChanges, now: number): void {
+  enqueue(handle: SessionHandle, delta: AttributeDelta, sent: SentChanges, now: number): void {
+    const meta = sent.meta;
     const sessionId = handle.id;
     let backlog = this.backlogs.get(sessionId);
     if (!backlog) {
@@ -64,9 +65,7 @@ export class WriteBehind {
     // The acknowledged version stays until the flush is acknowledged.
     const committed = applyCommitted(handle.base, meta, delta, handle.base.meta.version, now, false);
     if (this.keeper.leases.has(sessionId)) this.cache.set(sessionId, committed);
-    handle.tracker.rebase(committed.attributes);
-    handle.base = committed;
-    handle.metaChanges = {};
+    handle.adopt(committed, sent);
     if (!backlog.timer && !backlog.inflight) {
       backlog.timer = setTimeout(() => void this.flush(sessionId).catch(() => undefined), this.flushMs);
       backlog.timer.unref?.();

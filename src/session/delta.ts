@@ -1,5 +1,5 @@
 import { bytesEqual, decodeAttribute, encodeAttribute } from './codec.js';
-import { checkIn, checkOut, decodedValue, isPlainContainer, LiveValue, UNCHANGED } from './live-value.js';
+import { checkIn, checkOut, decodedValue, isPlainContainer, LiveValue, nextWriteStamp, UNCHANGED } from './live-value.js';
 import { applyPatch, diffAttribute, type AttributeDelta, type AttributePatch } from './model.js';
 
 /**
@@ -45,14 +45,15 @@ function rememberEncodedScalar(bytes: Uint8Array, value: unknown): void {
   }
 }
 
-/** The empty set every tracker starts with; never added to (see set/delete). */
-const NONE: Set<string> = new Set();
+/** The empty map every tracker starts with; never added to (see set/delete). */
+const NONE: Map<string, number> = new Map();
 
 export class DeltaTracker {
   private readonly values = new Map<string, unknown>();
-  // Most requests write nothing: these stay empty shared sets until the first write.
-  private written: Set<string> = NONE;
-  private deleted: Set<string> = NONE;
+  // Names written and deleted, each with the stamp of its latest write (see rebase).
+  // Most requests write nothing: these stay the empty shared map until the first write.
+  private written: Map<string, number> = NONE;
+  private deleted: Map<string, number> = NONE;
   /** Watched values by attribute name (live trackers only). */
   private watched: Map<string, LiveValue> | undefined;
 
@@ -95,8 +96,8 @@ export class DeltaTracker {
     this.values.set(name, value);
     // The old value is no longer the attribute: it is not watched nor kept.
     this.watched?.delete(name);
-    if (this.written === NONE) this.written = new Set();
-    this.written.add(name);
+    if (this.written === NONE) this.written = new Map();
+    this.written.set(name, nextWriteStamp());
     this.deleted.delete(name);
   }
 
@@ -104,8 +105,8 @@ export class DeltaTracker {
     this.values.delete(name);
     this.watched?.delete(name);
     this.written.delete(name);
-    if (this.deleted === NONE) this.deleted = new Set();
-    this.deleted.add(name);
+    if (this.deleted === NONE) this.deleted = new Map();
+    this.deleted.set(name, nextWriteStamp());
   }
 
   /** Forgets this request's change to one attribute: it reads as the base again. */
@@ -187,16 +188,20 @@ export class DeltaTracker {
       }
     }
     const del: string[] = [];
-    for (const name of this.deleted) if (this.base.has(name)) del.push(name);
+    for (const name of this.deleted.keys()) if (this.base.has(name)) del.push(name);
     return patch ? { set, del, patch } : { set, del };
   }
 
-  /** After a commit: the committed state is the new base, live values stay handed out. */
-  rebase(base: ReadonlyMap<string, Uint8Array>): void {
-    if (this.watched) for (const [name, watched] of this.watched) watched.committed(this.base.get(name), base.get(name));
+  /**
+   * After a commit: the committed state is the new base, live values stay handed out.
+   * `upTo` is the write stamp the commit's delta was taken at (lastWriteStamp()): a write
+   * made after it, while the commit was on its way, was not in it and stays to be sent.
+   */
+  rebase(base: ReadonlyMap<string, Uint8Array>, upTo = Infinity): void {
+    if (this.watched) for (const [name, watched] of this.watched) watched.committed(this.base.get(name), base.get(name), upTo);
     this.base = base;
-    this.written = NONE;
-    this.deleted = NONE;
+    this.written = keptAfter(this.written, upTo);
+    this.deleted = keptAfter(this.deleted, upTo);
   }
 
   /**
@@ -216,6 +221,13 @@ export class DeltaTracker {
     }
     this.watched = undefined;
   }
+}
+
+/** The entries of `stamps` written after `upTo` (the shared empty map when none is). */
+function keptAfter(stamps: Map<string, number>, upTo: number): Map<string, number> {
+  if (stamps === NONE) return NONE;
+  for (const [name, stamp] of stamps) if (stamp <= upTo) stamps.delete(name);
+  return stamps.size === 0 ? NONE : stamps;
 }
 
 /**

@@ -86,6 +86,24 @@ export interface Overwrite {
 }
 
 const DETACHED = Symbol('detached');
+
+/**
+ * Orders a request's writes against its commits. A commit that is not its request's
+ * last (an awaited or fire-and-forget save()) is acknowledged after the request may have
+ * written again: the acknowledgement clears only the writes the commit carried (stamped
+ * up to the one its delta was taken at), never a later one.
+ */
+let writeClock = 0;
+
+/** The stamp of the latest write: a delta taken now carries every write stamped up to it. */
+export function lastWriteStamp(): number {
+  return writeClock;
+}
+
+/** A stamp for a write happening now. */
+export function nextWriteStamp(): number {
+  return ++writeClock;
+}
 /** Size from which a spliced value is allocated without its zero fill (see encodeChanges). */
 const UNFILLED_FROM = 4096;
 /**
@@ -97,6 +115,8 @@ const OVERWRITE_FROM = 4096;
 /** Encoded size from which a top-level array's item starts are remembered (see DecodedValue.starts). */
 const INDEXED_FROM = 1024;
 const MAX_DEPTH = 1_000;
+/** Objects written to, each in its own place, above which the value is encoded whole (see encodeChanges). */
+const MAX_SPLICES = 64;
 
 /**
  * One request's view of one decoded attribute value. It is its own Proxy handler (the
@@ -104,8 +124,8 @@ const MAX_DEPTH = 1_000;
  */
 export class LiveValue implements ProxyHandler<object> {
   readonly proxy: object;
-  /** Objects written to since the last commit. */
-  dirty: Set<object> | undefined;
+  /** Objects written to since the last commit, each with the stamp of its latest write. */
+  dirty: Map<object, number> | undefined;
   /** The request may have changed the value where the proxies cannot see. */
   untracked = false;
   /** The last encodeChanges answered an Overwrite (see committed()). */
@@ -135,16 +155,32 @@ export class LiveValue implements ProxyHandler<object> {
     if (this.untracked) return undefined;
     if (!this.dirty) return UNCHANGED;
     const written: { node: object; path: string[] }[] = [];
-    for (const node of this.dirty) {
+    for (const node of this.dirty.keys()) {
       const path = this.pathOf(node);
       if (path === DETACHED) continue; // replaced or deleted: its container is dirty too
       if (path === undefined) return undefined;
       written.push({ node, path });
     }
-    // An object inside another written one is encoded with it.
+    // An object inside another written one is encoded with it. Shorter paths first, and
+    // each path's ancestors looked up by key: linear in the objects written times their depth.
     written.sort((a, b) => a.path.length - b.path.length);
-    const tops = written.filter((w, i) => !written.slice(0, i).some((t) => isPrefix(t.path, w.path)));
+    const topKeys = new Set<string>();
+    const tops: typeof written = [];
+    for (const w of written) {
+      let key = '';
+      let inside = false;
+      for (let depth = 0; depth < w.path.length && !inside; depth++) {
+        inside = topKeys.has(key);
+        const segment = w.path[depth]!;
+        key += `${segment.length}:${segment}`; // length-prefixed: no two paths share a key
+      }
+      if (inside || topKeys.has(key)) continue;
+      topKeys.add(key);
+      tops.push(w);
+    }
     if (tops.length === 0) return UNCHANGED;
+    // Each splice walks the bytes to its place: past a few dozen, one whole encoding is cheaper.
+    if (tops.length > MAX_SPLICES) return undefined;
     const ranges: { start: number; end: number; bytes: Uint8Array }[] = [];
     const decoded = this.decoded;
     // Checked against the bytes: a commit that failed leaves the starts of a value never adopted.
@@ -192,14 +228,17 @@ export class LiveValue implements ProxyHandler<object> {
   }
 
   /**
-   * The tree now equals what was committed: `next`, the value's bytes after the commit
-   * (`previous` before it). An overwrite committed as a copy kept the length, so the item
-   * starts learnt for `previous` hold for `next`.
+   * The writes stamped up to `upTo` are in `next`, the value's bytes after the commit
+   * (`previous` before it); an object written again since stays dirty for the next
+   * commit. An overwrite committed as a copy kept the length, so the item starts learnt
+   * for `previous` hold for `next`.
    */
-  committed(previous?: Uint8Array, next?: Uint8Array): void {
+  committed(previous?: Uint8Array, next?: Uint8Array, upTo = Infinity): void {
     if (this.overwrote && next !== undefined && this.decoded.startsOf === previous) this.decoded.startsOf = next;
     this.overwrote = false;
-    this.dirty = undefined;
+    if (!this.dirty) return;
+    for (const [node, stamp] of this.dirty) if (stamp <= upTo) this.dirty.delete(node);
+    if (this.dirty.size === 0) this.dirty = undefined;
   }
 
   /** The request ended: later writes through its proxies are refused. */
@@ -223,17 +262,20 @@ export class LiveValue implements ProxyHandler<object> {
   set(target: object, key: string | symbol, value: unknown): boolean {
     this.assertActive();
     const type = typeof value;
-    if (typeof key === 'symbol' || (type === 'object' && value !== null) || type === 'function' || type === 'symbol' || type === 'bigint') {
+    // What the encoding would not give back as written makes the tree differ from its
+    // bytes: a named property of an array (not encoded), a string with a surrogate
+    // (a lone one comes back as U+FFFD).
+    if (typeof key === 'symbol' || (type === 'object' && value !== null) || type === 'function' || type === 'symbol' || type === 'bigint' || (type === 'string' && SURROGATE.test(value as string)) || (Array.isArray(target) && key !== 'length' && !isArrayIndex(key))) {
       this.untracked = true;
     } else {
-      (this.dirty ??= new Set()).add(target);
+      (this.dirty ??= new Map()).set(target, nextWriteStamp());
     }
     return Reflect.set(target, key, value);
   }
 
   deleteProperty(target: object, key: string | symbol): boolean {
     this.assertActive();
-    (this.dirty ??= new Set()).add(target);
+    (this.dirty ??= new Map()).set(target, nextWriteStamp());
     if (typeof key === 'symbol') this.untracked = true;
     return Reflect.deleteProperty(target, key);
   }
@@ -347,8 +389,18 @@ export function checkIn(bytes: Uint8Array, decoded: DecodedValue): void {
   idle.set(bytes, decoded);
 }
 
-function isPrefix(prefix: readonly string[], path: readonly string[]): boolean {
-  if (prefix.length > path.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (prefix[i] !== path[i]) return false;
-  return true;
+/** Any UTF-16 surrogate (strings are rarely written with one; a lone one would not round-trip). */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** A canonical array index ("0", "17"; not "01", "-1" or "1e3"). */
+function isArrayIndex(key: string): boolean {
+  if (key.length === 0 || key.length > 10) return false;
+  if (key === '0') return true;
+  const first = key.charCodeAt(0);
+  if (first < 49 || first > 57) return false;
+  for (let i = 1; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return Number(key) < 4294967295;
 }

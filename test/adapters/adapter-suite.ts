@@ -142,7 +142,19 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal(first.setCookies.length, 1);
         const second = await b.post('/api/save-unawaited');
         assert.equal(second.status, 200, JSON.stringify(second.body));
-        assert.equal((await sessionOf(b)).data!['test'], 2);
+        assert.deepEqual((await sessionOf(b)).data, { test: 2, afterSave: 2, list: ['a', 'b'] }, 'what changed while the save was on its way is stored by the commit at the end');
+      });
+
+      it('a destroy() not awaited, then the reply: the session is ended before the reply goes, and its cookie cleared', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/login', { user: 'carol' });
+        const old = b.clone();
+        const out = await b.post('/api/logout-unawaited');
+        assert.equal(out.status, 200, JSON.stringify(out.body));
+        assert.ok(out.setCookies.some((c) => /Expires=Thu, 01 Jan 1970/.test(c)), 'cookie cleared');
+        const replay = await sessionOf(old);
+        assert.equal(replay.principal, null, 'the logout took effect');
+        assert.equal(replay.data!['user'], undefined);
       });
 
       it("regenerate() and new sessions take their id from the app's genid, which is given the framework's request", async () => {
@@ -456,6 +468,19 @@ export async function checkLoginRotation(main: AppProcess, app: (env: Env) => Pr
   assert.equal(theirs.principal, null, 'the planted id gives no access to the login');
   assert.deepEqual(theirs.data, {}, 'the planted session was destroyed');
   assert.equal((await victim.post('/api/incr')).body['n'], 2, 'the rotated session works on');
+
+  // An attacker logged in as themselves plants that session: a login as another user rotates it too.
+  const mallory = new Browser(main.url);
+  assert.equal((await mallory.post('/api/login-plain', { user: 'mallory' })).status, 200);
+  const mallorys = (await sessionOf(mallory)).sessionId;
+  const victim2 = mallory.clone();
+  const relogin = await victim2.post('/api/login-plain', { user: 'victim' });
+  assert.equal(relogin.status, 200, JSON.stringify(relogin.body));
+  assert.equal(relogin.setCookies.length, 1, 'the new id goes out with the login');
+  const mine2 = await sessionOf(victim2);
+  assert.notEqual(mine2.sessionId, mallorys);
+  assert.equal(mine2.principal, 'victim');
+  assert.equal((await sessionOf(mallory)).principal, null, "the attacker's planted session gives no access to the victim's login");
 
   const optedOut = await app({ ROTATE_ON_LOGIN: '0' });
   const a2 = new Browser(optedOut.url);

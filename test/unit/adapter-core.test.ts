@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import { readCookie, serializeCookie, signValue, unsignValue } from '../../src/adapters/core/cookies.js';
 import { readOnlyPaths, SessionRuntime } from '../../src/adapters/core/runtime.js';
 import { SessionCookie } from '../../src/adapters/core/session-cookie.js';
-import { KilnError } from '../../src/errors/index.js';
+import { KilnError, isKilnError } from '../../src/errors/index.js';
+import { createSessionObject } from '../../src/adapters/core/session-object.js';
 
 const require = createRequire(import.meta.url);
 
@@ -133,5 +134,29 @@ describe("cookie-parser's parsed cookies", () => {
     assert.equal(own.sessionIdFromParsed({ 'connect.sid': 'not an id' }, undefined, 'ours'), undefined, 'not a session id');
     await runtime.close();
     await own.close();
+  });
+});
+
+describe('session methods called without a callback', () => {
+  it('a failure nobody awaits is not an unhandled rejection (it would end the process); awaited, it still rejects', async () => {
+    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const rs = await runtime.open({}, undefined, false);
+      const failing = (): Promise<never> => Promise.reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the tier is away'));
+      Object.assign(rs, { destroy: failing, regenerate: failing, destroyAllOfPrincipal: failing });
+      rs.handle.setPrincipal('u1');
+      const session = createSessionObject(rs) as unknown as Record<string, () => Promise<unknown>>;
+      for (const method of ['destroy', 'regenerate', 'logoutEverywhere']) void session[method]!();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(unhandled, []);
+      await assert.rejects(session['destroy']!(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+      rs.abort();
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await runtime.close();
+    }
   });
 });

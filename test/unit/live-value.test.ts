@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { bytesEqual, decodeAttribute, encodeAttribute } from '../../src/session/codec.js';
 import { applyDelta, DeltaTracker } from '../../src/session/delta.js';
-import { checkOut } from '../../src/session/live-value.js';
+import { checkOut, lastWriteStamp } from '../../src/session/live-value.js';
 import { applyPatch } from '../../src/session/model.js';
 import { locateValue, skipValue } from '../../src/session/msgpack-walk.js';
 import { isKilnError } from '../../src/errors/index.js';
@@ -305,6 +305,79 @@ describe('live values (decoded values kept across requests)', () => {
         bytesMap = next;
       }
     }
+  });
+
+  it('a write made while a commit is on its way is not cleared by its acknowledgement: the next commit sends it', () => {
+    const start = base({ visits: 1, flash: 'hello', cart: { items: [{ sku: 'a', qty: 1 }], note: 'n' }, items: bigList(200) });
+    const t = new DeltaTracker(start, true);
+    t.set('visits', 4);
+    (t.get('items') as { qty: number }[])[3]!.qty = 9;
+    const upTo = lastWriteStamp();
+    const first = t.delta(); // a save() the request does not wait for
+    // The request goes on while that commit travels.
+    t.set('visits', 5);
+    t.delete('flash');
+    const cart = t.get('cart') as { items: { sku: string; qty: number }[]; note: string };
+    cart.items.push('b' as never);
+    cart.items[0]!.qty = 7;
+    (t.get('items') as { qty: number }[])[3]!.qty = 10; // an object the first commit carried, written again
+    (t.get('items') as { qty: number }[])[150]!.qty = 11;
+    const afterFirst = applyDelta(start, first);
+    t.rebase(afterFirst, upTo); // its acknowledgement
+    assert.ok(!t.pristine, 'the later writes are still to be sent');
+    const second = t.delta();
+    const end = applyDelta(afterFirst, second);
+    const expectedItems = bigList(200);
+    expectedItems[3]!.qty = 10;
+    expectedItems[150]!.qty = 11;
+    assert.deepEqual(Object.fromEntries([...end].map(([k, v]) => [k, decodeAttribute(v)])), {
+      visits: 5,
+      cart: { items: [{ sku: 'a', qty: 7 }, 'b'], note: 'n' },
+      items: expectedItems,
+    });
+    t.rebase(end, lastWriteStamp());
+    assert.ok(t.pristine);
+    t.retire(true);
+    assert.ok(checkOut(end.get('items')!), 'the list, equal to its bytes again, is kept');
+  });
+
+  it('a value rebased with writes still to send is not kept at the end of a request that never sent them', () => {
+    const start = base({ items: bigList(20) });
+    const t = new DeltaTracker(start, true);
+    (t.get('items') as { qty: number }[])[1]!.qty = 2;
+    const upTo = lastWriteStamp();
+    const d = t.delta();
+    (t.get('items') as { qty: number }[])[2]!.qty = 3; // after the commit was taken
+    const next = applyDelta(start, d);
+    t.rebase(next, upTo);
+    t.retire(true); // the request ended without another commit (it failed)
+    assert.equal(checkOut(next.get('items')!), undefined, 'the tree differs from the committed bytes: not kept');
+  });
+
+  it('writes the encoding cannot give back (a named property of an array, a lone surrogate) make the value a whole encode, not kept', () => {
+    for (const change of [
+      (list: unknown[]) => ((list as unknown as Record<string, unknown>)['label'] = 'x'),
+      (list: unknown[]) => ((list[0] as Record<string, unknown>)['name'] = 'bad \uD800 half'),
+    ]) {
+      const start = base({ list: [{ name: 'a' }, { name: 'b' }] });
+      const t = new DeltaTracker(start, true);
+      change(t.get('list') as unknown[]);
+      const d = t.delta();
+      const next = applyDelta(start, d);
+      t.rebase(next, lastWriteStamp());
+      t.retire(true);
+      assert.equal(checkOut(next.get('list') ?? start.get('list')!), undefined, 'a tree that differs from its bytes is not kept');
+    }
+  });
+
+  it('thousands of objects written in one request: one whole encoding, equal to encoding the tree', () => {
+    const list = bigList(20_000);
+    const start = base({ items: list });
+    const t = new DeltaTracker(start, true);
+    for (const item of t.get('items') as { qty: number }[]) item.qty = 2;
+    const next = applyDelta(start, t.delta());
+    for (const item of list) item.qty = 2;
+    assert.equal(Buffer.compare(next.get('items')!, encodeAttribute('items', list)), 0);
   });
 
   it('a read-only tracker does not take nor keep decoded values', () => {

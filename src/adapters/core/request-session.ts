@@ -31,6 +31,11 @@ export class RequestSession<Req = unknown> {
   private refreshed = false;
   /** The explicit save() in flight, which the next commit waits for: one session, one commit at a time. */
   private saving: Promise<void> | undefined;
+  /**
+   * A destroy() in flight, which the end of the request waits for: `req.session.destroy();
+   * res.redirect('/')` (not awaited) logs the user out before the response goes.
+   */
+  private destroying: Promise<void> | undefined;
   private secureAnswer: boolean | undefined;
   /** Set when the application removed the session (`delete req.session`). */
   unsetByApp = false;
@@ -87,7 +92,7 @@ export class RequestSession<Req = unknown> {
   setCookieHeader(): string | undefined {
     if (!this.finished) this.headersGone = true;
     if (this.abandoned) return undefined;
-    if (this.destroyed) return this.incomingId ? this.clearCookie() : undefined;
+    if (this.destroyed || this.destroying) return this.incomingId ? this.clearCookie() : undefined;
     if (this.detached || this.unsetByApp || this.failed) return undefined;
     const handle = this.handle;
     let send: boolean;
@@ -123,6 +128,8 @@ export class RequestSession<Req = unknown> {
   async finish(): Promise<void> {
     if (this.finished) return;
     try {
+      // A failed destroy() told its caller; the request then ends as if it was never asked.
+      if (this.destroying) await this.destroying.catch(() => undefined);
       if (this.destroyed || this.detached || this.abandoned) return;
       if (!this.cookie.isValid()) {
         throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'req.session.cookie.expires is not a valid date (or maxAge not a number): the session was not saved and no cookie was sent', { details: { attribute: 'cookie' } });
@@ -152,7 +159,7 @@ export class RequestSession<Req = unknown> {
    */
   finishIfUnchanged(): boolean {
     if (this.finished) return true;
-    if (this.destroyed || this.unsetByApp || this.saving || !this.cookie.isValid()) return false;
+    if (this.destroyed || this.destroying || this.unsetByApp || this.saving || !this.cookie.isValid()) return false;
     const handle = this.handle;
     if (!this.detached && !handle.readOnly && !this.abandoned) {
       if (this.cookie.changed || handle.mayHaveChanged || (handle.isNew && this.runtime.saveUninitialized)) return false;
@@ -228,10 +235,27 @@ export class RequestSession<Req = unknown> {
     if (result.committed) this.committed = true;
   }
 
-  async destroy(): Promise<void> {
-    if (this.finished || this.destroyed) return;
+  /**
+   * Ends the session. Marked at once, so the end of the request waits for it even when
+   * the application did not. Called after the request ended (a callback that ran late),
+   * it still ends the session, by id: never a silent no-op.
+   */
+  destroy(): Promise<void> {
+    if (this.destroyed) return Promise.resolve();
+    if (this.finished) return this.destroyAfterEnd();
+    this.destroying ??= this.destroyNow().finally(() => (this.destroying = undefined));
+    return this.destroying;
+  }
+
+  private async destroyNow(): Promise<void> {
     await this.saving;
     if (!this.detached) await this.handle.destroy();
+    this.destroyed = true;
+  }
+
+  private async destroyAfterEnd(): Promise<void> {
+    if (this.detached || this.handle.isNew) return;
+    await this.runtime.client.destroy(this.handle.id);
     this.destroyed = true;
   }
 
@@ -248,7 +272,8 @@ export class RequestSession<Req = unknown> {
   }
 
   /**
-   * A stored session whose principal goes from none to a user in this request: its id may
+   * A stored session whose principal becomes a user in this request (from none, or from
+   * another user: an attacker may plant a session logged in as themselves): its id may
    * have been planted (session fixation) and must not become the user's. A new session's
    * id is ours, and one regenerate() made is new. Once headers have gone (a streamed
    * response) the new cookie could not reach the browser, which would keep a dead id:
@@ -256,7 +281,7 @@ export class RequestSession<Req = unknown> {
    */
   private loginNeedsRotation(): boolean {
     const handle = this.handle;
-    return this.runtime.rotateOnLogin && !handle.isNew && !this.headersGone && handle.base.meta.principal === null && typeof handle.principal === 'string';
+    return this.runtime.rotateOnLogin && !handle.isNew && !this.headersGone && typeof handle.principal === 'string' && handle.principal !== handle.base.meta.principal;
   }
 
   /** regenerate() keeping everything: attributes (committed or not), principal, lifetimes. */

@@ -69,7 +69,13 @@ export interface SessionObjectHooks {
  * throws is an uncaught exception, as with the incumbents, not an unhandled rejection.
  */
 function withCallback<T>(core: Core, promise: Promise<T>, callback: ((err: unknown, value?: T) => void) | undefined): Promise<T> {
-  if (!callback) return promise;
+  if (!callback) {
+    // Awaited, it rejects as ever; not awaited (`req.session.destroy(); res.redirect('/')`),
+    // its failure must not be an unhandled rejection, which ends a Node 20 process. The
+    // incumbents drop such an error too.
+    promise.catch(() => undefined);
+    return promise;
+  }
   const ok = core.hooks.style === 'fastify' ? null : undefined;
   promise.then(
     (v) => process.nextTick(callback, ok, v),
