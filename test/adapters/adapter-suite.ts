@@ -347,6 +347,23 @@ export function adapterConformance(harness: AdapterHarness): void {
         assert.equal((await sessionOf(b)).data!['n'], 4, 'the abandoned handlers\' late writes were refused');
       });
 
+      it('a client that hangs up while its request waits for the session: the request commits nothing once it gets it', async () => {
+        const b = new Browser(main.url);
+        await b.post('/api/incr');
+        const holder = b.post('/api/slow-write?ms=700');
+        await sleep(100);
+        const hangUp = new AbortController();
+        const waiting = fetch(`${main.url}/api/slow-write?ms=10`, { method: 'POST', headers: { cookie: b.cookieHeader() }, signal: hangUp.signal }).catch((err: Error) => err);
+        await sleep(200);
+        hangUp.abort(); // still waiting behind the holder
+        assert.ok((await waiting) instanceof Error);
+        assert.equal((await holder).body['n'], 2);
+        await sleep(300);
+        const next = await b.post('/api/incr');
+        assert.equal(next.status, 200);
+        assert.equal(next.body['n'], 3, 'the request whose client left while it waited stored nothing');
+      });
+
       it('errors reach the error handler with Kiln codes, and a failed commit stores nothing', async () => {
         const b = new Browser(main.url);
         await b.post('/api/incr');

@@ -395,9 +395,10 @@ function holdInstance(res: ServerResponse, binding: { holdWrite(args: unknown[])
 /**
  * The node:http response side, shared by kiln/express and kiln/http: the cookie goes
  * out with the headers, `res.end()` waits for the commit, and a response that closes
- * without ending releases the session without committing.
+ * without ending releases the session without committing. `waited`: the session was
+ * opened asynchronously (the client may have gone meanwhile).
  */
-export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void): KilnSessionObject {
+export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void, waited = true): KilnSessionObject {
   const binding = new ResponseBinding(rs, req, res, onCommitError);
   try {
     req.session = binding.sessionObject;
@@ -430,6 +431,10 @@ export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionReq
     rs.abort();
     throw err;
   }
+  // The client hung up while the session was being opened: its 'close' has come and
+  // gone, so the request is let go now and commits nothing (as after a later hang-up).
+  // Not asked on the synchronous path (`waited` false): nothing could close meanwhile.
+  if (waited && res.destroyed) closeBinding(res);
   return binding.sessionObject;
 }
 

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyRequest } from 'fastify';
 import type { SessionClient } from '../../client/session-client.js';
 import { KilnError } from '../../errors/index.js';
@@ -173,7 +173,7 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
 
   // Callback-style hooks: sticky traffic (the session in the near cache and free) and a
   // request that changed nothing pass through without a promise, as with kiln/express.
-  fastify.addHook('onRequest', ((request: FastifyLikeRequest, _reply: unknown, done: (err?: unknown) => void) => {
+  fastify.addHook('onRequest', ((request: FastifyLikeRequest, reply: { raw: ServerResponse }, done: (err?: unknown) => void) => {
     let opened: RequestSession<FastifyLikeRequest> | undefined;
     let incomingId: string | undefined;
     let cookieOptions: CookieOptions | undefined;
@@ -200,7 +200,12 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
     // What throws after the engine answered (attach) goes to Fastify too, never unhandled.
     runtime
       .open(request, incomingId, secure, cookieOptions)
-      .then((rs) => attach(request, rs))
+      .then((rs) => {
+        attach(request, rs);
+        // The client hung up while the session was being opened (onRequestAbort found no
+        // session to release): let it go now; the request commits nothing.
+        if (reply.raw.destroyed) rs.abort();
+      })
       .then(() => done(), done);
   }) as never);
 

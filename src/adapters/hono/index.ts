@@ -71,7 +71,10 @@ export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnH
     c.set('sessionId', rs.id);
     // A client that hangs up (the runtime aborts the request's signal) releases the
     // session at once, and the request commits nothing.
-    c.req.raw?.signal?.addEventListener('abort', () => rs.abort(), { once: true });
+    // (Also one that hung up while the session was being opened: the signal fired already.)
+    const signal = c.req.raw?.signal;
+    if (signal?.aborted) rs.abort();
+    else signal?.addEventListener('abort', () => rs.abort(), { once: true });
     try {
       await next();
       if (c.get('session') !== session && !rs.isDestroyed) rs.unsetByApp = true;

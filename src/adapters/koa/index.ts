@@ -40,7 +40,7 @@ interface KoaLikeContext {
   append(name: string, value: string | string[]): void;
   state: Record<string, unknown>;
   /** node:http's response (absent in some test harnesses). */
-  res?: { once(event: 'close', listener: () => void): unknown };
+  res?: { once(event: 'close', listener: () => void): unknown; destroyed?: boolean };
   session?: KoaSessionObject | null;
   sessionId?: string;
 }
@@ -102,8 +102,10 @@ export function kilnSession(options: KoaSessionOptions): KilnKoaMiddleware {
       },
     });
     ctx.sessionId = rs.id;
-    // A client that hangs up releases the session at once, and the request commits nothing.
-    ctx.res?.once('close', () => rs.abort());
+    // A client that hangs up releases the session at once, and the request commits nothing
+    // (also one that hung up while the session was being opened: its 'close' has gone by).
+    if (ctx.res?.destroyed) rs.abort();
+    else ctx.res?.once('close', () => rs.abort());
     try {
       await next();
     } finally {
