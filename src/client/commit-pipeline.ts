@@ -95,7 +95,7 @@ export class CommitPipeline {
       this.cache.set(sessionId, expected);
       handle.adopt(expected, sent);
     }
-    let ack: { version: number };
+    let ack: { version: number; token: number };
     const inFlight = !pipelined && !handle.isNew;
     if (inFlight) this.unconfirmed.add(sessionId);
     try {
@@ -131,10 +131,15 @@ export class CommitPipeline {
     }
     const committed = applyCommitted(handle.base, request, delta, ack.version, now, handle.isNew, this.committedValues(sessionId, delta, false));
     if (inFlight) this.unconfirmed.remove(sessionId);
+    const lease = this.keeper.leases.get(sessionId);
     if (releasing) {
-      if (this.keeper.leases.get(sessionId)?.token === request.token) this.keeper.forget(sessionId);
-    } else if (this.keeper.leases.has(sessionId)) {
-      this.cache.set(sessionId, committed);
+      if (lease?.token === ack.token) this.keeper.forget(sessionId);
+    } else if (lease !== undefined) {
+      // Only onto the copy it was built on, under the lease it went under: an
+      // acknowledgement that comes late (a retry's, a slow disk's) after the lease was
+      // taken anew and a fresher copy loaded must not put this older one back.
+      if (lease.token === ack.token && (this.cache.peek(sessionId) ?? handle.base) === handle.base) this.cache.set(sessionId, committed);
+      else this.cache.delete(sessionId);
     }
     handle.adopt(committed, sent);
     handle.isNewSession = false;

@@ -41,12 +41,14 @@ export class CommitSender {
     return `${this.prefix}:${(++this.seq).toString(36)}`;
   }
 
-  async send(request: CommitRequest, deadline: number | undefined): Promise<{ version: number }> {
+  /** The version the tier acknowledged, and the lease token the acknowledged attempt went under (a retry may have taken the lease anew). */
+  async send(request: CommitRequest, deadline: number | undefined): Promise<{ version: number; token: number }> {
     let attempt = 0;
     let current = request;
     for (;;) {
       try {
-        return await this.engine.commit(current, { deadline });
+        const ack = await this.engine.commit(current, { deadline });
+        return { version: ack.version, token: current.token };
       } catch (err) {
         attempt++;
         // The tier did not answer in time, had no replica to confirm, or its disk is

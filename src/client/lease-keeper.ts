@@ -1,7 +1,7 @@
 import type { Engine } from '../engines/engine.js';
-import { isKilnError } from '../errors/index.js';
+import { KilnError, isKilnError } from '../errors/index.js';
 import type { LeaseGrant, SessionSnapshot } from '../session/model.js';
-import { passed } from '../util/deadline.js';
+import { passed, withTimeout } from '../util/deadline.js';
 import type { AccessTouches } from './access-touches.js';
 import { toCached } from './committed-state.js';
 import type { ClientCounters } from './counters.js';
@@ -58,6 +58,8 @@ export class LeaseKeeper {
   readonly leases = new Map<string, LeaseState>();
   /** Recalls that arrived before the grant they refer to was processed. */
   private readonly earlyRecalls = new Map<string, number>();
+  /** Acquires on their way, by session: a recall is kept for later only while one is (see recall). */
+  private readonly acquiring = new Map<string, number>();
 
   constructor(private readonly p: LeaseKeeperParts) {}
 
@@ -67,14 +69,19 @@ export class LeaseKeeper {
 
   /** The session under its lease: the cached copy, else loaded (taking the lease if need be); null when it does not exist. */
   async load(sessionId: string, deadline: number): Promise<CachedSession | null> {
+    // Changes of this process still to go, made under a lease since lost, go first on
+    // their own base (a reload must not become their base: see WriteBehind.loaded). A
+    // flush that fails was reported; one that outlasts the request goes on without it.
+    if (!this.leases.has(sessionId) && this.p.hasPending(sessionId)) await this.flushWithin(sessionId, deadline).catch(() => undefined);
     const lease = this.leases.get(sessionId);
     if (lease) {
       lease.used = true;
       const cached = this.p.cache.get(sessionId);
       if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: cached ? 'hit' : 'miss', sessionId });
       if (cached) return cached;
-      // Evicted while write-behind changes were pending: send them before reloading.
-      if (this.p.hasPending(sessionId)) await this.p.flushPending(sessionId);
+      // Evicted while write-behind changes were pending: send them before reloading,
+      // within the request's deadline (the flush goes on without it if the tier is slow).
+      if (this.p.hasPending(sessionId)) await this.flushWithin(sessionId, deadline);
       try {
         this.p.counters.loads++;
         const snapshot = await this.p.engine.load(sessionId, lease.token, { deadline });
@@ -88,19 +95,34 @@ export class LeaseKeeper {
     return this.remember(sessionId, grant.snapshot);
   }
 
+  private flushWithin(sessionId: string, deadline: number): Promise<void> {
+    return withTimeout(this.p.flushPending(sessionId), Math.max(0, deadline - Date.now()), () => new KilnError('KILN_ERR_TIMEOUT', "the session's earlier changes were not sent within the request's time"));
+  }
+
   /** Takes the lease (within the deadline) and keeps it. */
   async acquire(sessionId: string, deadline: number): Promise<LeaseGrant> {
     this.p.counters.acquires++;
     let grant: LeaseGrant;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        grant = await this.p.engine.acquire(sessionId, { timeoutMs: this.p.acquireTimeoutMs, deadline });
-        break;
-      } catch (err) {
-        // The connection dropped with the request in flight: the server freed whatever
-        // it had granted us with it, so asking again is safe.
-        if (!isKilnError(err, 'KILN_ERR_CONNECTION_LOST') || attempt >= ACQUIRE_ATTEMPTS || this.p.isClosed() || passed(deadline)) throw err;
+    this.acquiring.set(sessionId, (this.acquiring.get(sessionId) ?? 0) + 1);
+    let failed = true;
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          grant = await this.p.engine.acquire(sessionId, { timeoutMs: this.p.acquireTimeoutMs, deadline });
+          break;
+        } catch (err) {
+          // The connection dropped with the request in flight: the server freed whatever
+          // it had granted us with it, so asking again is safe.
+          if (!isKilnError(err, 'KILN_ERR_CONNECTION_LOST') || attempt >= ACQUIRE_ATTEMPTS || this.p.isClosed() || passed(deadline)) throw err;
+        }
       }
+      failed = false;
+    } finally {
+      const left = (this.acquiring.get(sessionId) ?? 1) - 1;
+      if (left > 0) this.acquiring.set(sessionId, left);
+      else this.acquiring.delete(sessionId);
+      // A recall kept for a grant that never came to us is kept no longer.
+      if (failed && left === 0) this.earlyRecalls.delete(sessionId);
     }
     this.leases.set(sessionId, { token: grant.token, releaseAfterUse: grant.releaseAfterUse, recalled: false });
     if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'acquired', sessionId, token: grant.token, releaseAfterUse: grant.releaseAfterUse });
@@ -126,8 +148,10 @@ export class LeaseKeeper {
   recall(sessionId: string, token: number): void {
     const lease = this.leases.get(sessionId);
     if (!lease || lease.token !== token) {
-      // The grant this recall refers to may still be on its way to us.
-      if (!lease || lease.token < token) this.earlyRecalls.set(sessionId, token);
+      // The grant this recall refers to may still be on its way to us: kept while an
+      // acquire of ours is (any other recall crossed our own release, and is dropped, so
+      // the map stays as small as the acquires in flight).
+      if ((!lease || lease.token < token) && this.acquiring.has(sessionId)) this.earlyRecalls.set(sessionId, token);
       return;
     }
     if (lease.recalled) return;
@@ -188,7 +212,9 @@ export class LeaseKeeper {
     const lease = this.leases.get(sessionId);
     if (!lease || lease.token !== token) return;
     await this.p.flushPending(sessionId).catch(() => undefined);
-    if (this.leases.get(sessionId)?.token !== token) return;
+    // A flush that failed has forgotten the lease, which the tier still counts as ours:
+    // it goes back all the same, or the process waiting for it would wait out the recall.
+    if (!this.mayGiveBack(sessionId, token)) return;
     this.p.counters.handovers++;
     if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'handed-over', sessionId, token });
     await this.giveBack(sessionId, token);
@@ -201,8 +227,19 @@ export class LeaseKeeper {
    */
   private async release(sessionId: string, token: number): Promise<void> {
     if (this.p.hasPending(sessionId)) await this.p.flushPending(sessionId).catch(() => undefined);
-    if (this.leases.get(sessionId)?.token !== token) return;
+    if (!this.mayGiveBack(sessionId, token)) return;
     await this.giveBack(sessionId, token);
+  }
+
+  /**
+   * After waiting: whether the lease `token` is still ours to give back. Forgotten
+   * meanwhile (a failed commit dropped it) it is: the tier holds it for us until a
+   * release (one for a token it no longer knows changes nothing). Not when a newer
+   * grant has replaced it.
+   */
+  private mayGiveBack(sessionId: string, token: number): boolean {
+    const lease = this.leases.get(sessionId);
+    return lease === undefined || lease.token === token;
   }
 
   private async giveBack(sessionId: string, token: number): Promise<void> {

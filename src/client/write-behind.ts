@@ -23,6 +23,8 @@ interface SessionBacklog {
   /** The send in progress, if any. */
   inflight: Promise<void> | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** The cached copy the last request's changes made: the one an acknowledgement may renumber. */
+  copy: CachedSession | undefined;
 }
 
 export class WriteBehind {
@@ -41,10 +43,15 @@ export class WriteBehind {
     return this.backlogs.has(sessionId);
   }
 
-  /** A snapshot of the session was loaded: the next send builds on its version. */
+  /**
+   * A snapshot of the session was loaded: the next send builds on its version, unless
+   * changes made on an older one are still to go (a lost lease, a flush that timed
+   * out). Those keep their own base, so the tier refuses them (a conflict, reported)
+   * if another process changed the session meanwhile, instead of writing them over it.
+   */
   loaded(sessionId: string, version: number): void {
     const backlog = this.backlogs.get(sessionId);
-    if (backlog) backlog.ackedVersion = version;
+    if (backlog && backlog.pending === undefined && backlog.inflight === undefined) backlog.ackedVersion = version;
   }
 
   onError(listener: (err: KilnError, sessionId: string) => void): () => void {
@@ -58,13 +65,14 @@ export class WriteBehind {
     const sessionId = handle.id;
     let backlog = this.backlogs.get(sessionId);
     if (!backlog) {
-      backlog = { pending: undefined, ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined };
+      backlog = { pending: undefined, ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined, copy: undefined };
       this.backlogs.set(sessionId, backlog);
     }
     backlog.pending = mergeDelta(backlog.pending, delta, meta, now);
     // The acknowledged version stays until the flush is acknowledged.
     const committed = applyCommitted(handle.base, meta, delta, handle.base.meta.version, now, false);
     if (this.keeper.leases.has(sessionId)) this.cache.set(sessionId, committed);
+    backlog.copy = committed;
     handle.adopt(committed, sent);
     if (!backlog.timer && !backlog.inflight) {
       backlog.timer = setTimeout(() => void this.flush(sessionId).catch(() => undefined), this.flushMs);
@@ -102,11 +110,17 @@ export class WriteBehind {
         // Write-behind runs after its requests ended: only the engine's own bounds apply.
         const ack = await this.sender.send(request, undefined);
         backlog.ackedVersion = ack.version;
+        // Our own copy now stands at the acknowledged version. Another one (reloaded
+        // meanwhile, from before this commit landed) would be labelled with a version
+        // whose changes it lacks: it goes, and the next request loads the truth.
         const cached = this.cache.peek(sessionId);
-        if (cached) cached.meta.version = ack.version;
+        if (cached && cached === backlog.copy) cached.meta.version = ack.version;
+        else if (cached) this.cache.delete(sessionId);
       } catch (err) {
         this.counters.asyncCommitErrors++;
         this.drop(sessionId);
+        // Given back, not only forgotten: the tier would hold it for us until a recall timed out.
+        this.keeper.releaseUnused(sessionId);
         this.keeper.forget(sessionId);
         const error = isKilnError(err) ? err : new KilnError('KILN_ERR_INTERNAL', String(err), { cause: err });
         for (const listener of this.errorListeners) listener(error, sessionId);

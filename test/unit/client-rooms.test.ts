@@ -78,7 +78,7 @@ describe('lease keeper (real in-process tier)', () => {
   const tier = createMemoryTier();
   after(() => tier.close());
 
-  function keeper(maxLeases: number, pending: Set<string> = new Set()) {
+  function keeper(maxLeases: number, pending: Set<string> = new Set(), failFlush = false) {
     const engine = tier.engine();
     const counters = newCounters();
     const cache = new NearCache<CachedSession>({ maxEntries: 100, maxBytes: 1 << 20 });
@@ -98,6 +98,11 @@ describe('lease keeper (real in-process tier)', () => {
       flushPending: async (id) => {
         flushed.push(id);
         pending.delete(id);
+        if (failFlush) {
+          // As write-behind does when its commit fails: the lease is dropped, then the error.
+          k.forget(id);
+          throw new Error('the pending writes were refused');
+        }
       },
       loaded: () => undefined,
     });
@@ -148,20 +153,55 @@ describe('lease keeper (real in-process tier)', () => {
     other.stop();
   });
 
+  it('a recall whose pending writes fail still gives the lease back at once (not after the recall deadline)', async () => {
+    const pending = new Set<string>();
+    const holder = keeper(10, pending, true);
+    const other = keeper(10);
+    const id = await create(holder.k, holder.engine);
+    assert.ok(await holder.k.load(id, Date.now() + 1000));
+    pending.add(id);
+    const started = Date.now();
+    const grant = await other.k.acquire(id, Date.now() + 5000);
+    const waited = Date.now() - started;
+    assert.ok(grant.snapshot, 'the other process gets the session');
+    assert.deepEqual(holder.flushed, [id]);
+    assert.ok(waited < 1500, `waited ${waited} ms: the lease was not given back, the recall deadline (3 s) ended it`);
+    holder.stop();
+    other.stop();
+  });
+
   it('a recall that arrives before its grant is served when the grant lands', async () => {
     const { k, engine, counters, stop } = keeper(10);
     const id = await create(k, engine);
     const token = k.leases.get(id)!.token;
     k.forget(id);
     await engine.release(id, token);
-    // Tokens grow per session: the recall names the grant this process is about to get.
+    // Tokens grow per session: the recall names the grant this process is about to get,
+    // and comes while its acquire is on its way.
+    const granted = k.acquire(id, Date.now() + 1000);
     k.recall(id, token + 1);
     assert.equal(counters.handovers, 0, 'nothing to hand over yet');
-    const grant = await k.acquire(id, Date.now() + 1000);
+    const grant = await granted;
     assert.equal(grant.token, token + 1);
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(counters.handovers, 1, 'served once the grant landed');
     assert.ok(!k.leases.has(id), 'and the lease went back');
+    stop();
+  });
+
+  it('a recall for a grant this process is not waiting for is not kept (the early recalls stay as few as the acquires in flight)', async () => {
+    const { k, engine, counters, stop } = keeper(10);
+    const id = await create(k, engine);
+    const token = k.leases.get(id)!.token;
+    k.forget(id);
+    await engine.release(id, token);
+    // A recall that crossed our own release: no acquire of ours is on its way.
+    k.recall(id, token + 1);
+    const grant = await k.acquire(id, Date.now() + 1000);
+    assert.equal(grant.token, token + 1);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(counters.handovers, 0, 'the stale recall was dropped, not served on a later grant');
+    assert.ok(k.leases.has(id));
     stop();
   });
 

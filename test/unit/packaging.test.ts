@@ -23,8 +23,10 @@ import { describe, it } from 'node:test';
 // its doc comments), the CommonJS bundle 707 KiB (the server too, since kiln/server has
 // a require entry), docs 231 KiB. What would shrink it is a decision (ESM-only server,
 // comments out of the shipped .js), named in the session's note.
+// Sixteenth session: packed 720.2 KiB (737,517 B) after the fixes of that session's
+// reviews (their doc comments included) → bound 736 KiB; the decision still stands.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 720 * 1024;
+const MAX_PACKED_BYTES = 736 * 1024;
 const MAX_UNPACKED_BYTES = 2.8 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;

@@ -1,0 +1,136 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { createSessionClient } from '../../src/client/session-client.js';
+import type { Engine } from '../../src/engines/engine.js';
+import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
+
+/**
+ * Acknowledgements that come late, on the real in-process tier: two clients (two app
+ * servers) share one tier, and one client's engine delivers a commit's acknowledgement
+ * only when the test lets it (the tier has applied the commit at once; only the answer
+ * is held, as a slow network or disk would hold it).
+ */
+function withHeldAcks(engine: Engine): { engine: Engine; hold(): void; deliver(): void } {
+  let gate: Promise<void> | undefined;
+  let open: (() => void) | undefined;
+  const wrapped = new Proxy(engine, {
+    get(target, prop) {
+      if (prop === 'commit') {
+        return async (...args: Parameters<Engine['commit']>) => {
+          const ack = await target.commit(...args);
+          if (gate) await gate;
+          return ack;
+        };
+      }
+      const value = Reflect.get(target, prop, target) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return {
+    engine: wrapped,
+    hold: () => {
+      gate = new Promise<void>((resolve) => (open = resolve));
+    },
+    deliver: () => {
+      gate = undefined;
+      open?.();
+    },
+  };
+}
+
+describe('write-behind changes that outlive their lease (real in-process tier, two clients)', () => {
+  const tier = createMemoryTier({ recallTimeoutMs: 200, pingPongThreshold: 1_000_000 });
+  after(() => tier.close());
+
+  it("are sent on the version they were made on: refused (and reported) once another process changed the session, never written over its change", async () => {
+    const serverA = createSessionClient({ engine: tier.engine(), commitMode: 'async', asyncFlushMs: 60_000 });
+    const serverB = createSessionClient({ engine: tier.engine() });
+    const reported: string[] = [];
+    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    try {
+      const first = await serverA.open();
+      first.set('cart', 'empty');
+      await first.commit({ final: true }); // a new session: stored at once
+      first.close();
+      const id = first.id;
+
+      const r1 = await serverA.open(id);
+      r1.set('cart', 'A1'); // waits in A's write-behind (flushed within a minute)
+      await r1.commit({ final: true });
+      r1.close();
+      // A request on A holds the session past the recall deadline: the tier takes the lease back.
+      const r2 = await serverA.open(id);
+      const rb = await serverB.open(id);
+      r2.close();
+      assert.equal(rb.get('cart'), 'empty', "A's change never reached the tier");
+      rb.set('cart', 'B1');
+      await rb.commit({ final: true });
+      rb.close();
+
+      const r3 = await serverA.open(id);
+      assert.equal(r3.get('cart'), 'B1', 'A serves what the tier holds');
+      r3.close();
+      await serverA.flush();
+      const check = await serverB.open(id);
+      assert.equal(check.get('cart'), 'B1', "B's change stands: A's late change did not overwrite it");
+      check.close();
+      assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], "A's refused change was reported");
+    } finally {
+      await serverA.close();
+      await serverB.close();
+    }
+  });
+});
+
+describe('late acknowledgements (real in-process tier, two clients)', () => {
+  // Leases stay with whoever took them last (no release after use for a session that
+  // moves): the acknowledgement then finds its own process holding the session again.
+  const tier = createMemoryTier({ pingPongThreshold: 1_000_000 });
+  after(() => tier.close());
+
+  it("a save's acknowledgement that comes after the lease went elsewhere and came back does not put the older copy back in the near cache", async () => {
+    const a = withHeldAcks(tier.engine());
+    const serverA = createSessionClient({ engine: a.engine });
+    const serverB = createSessionClient({ engine: tier.engine() });
+    try {
+      const first = await serverA.open();
+      first.set('n', 1);
+      await first.commit({ final: true });
+      first.close();
+      const id = first.id;
+
+      // A request on A saves (not its last commit), and its client goes before the answer.
+      const r1 = await serverA.open(id);
+      r1.set('n', 2);
+      a.hold();
+      const late = r1.commit();
+      r1.close();
+
+      // B takes the session and changes it; then A takes it back and loads B's version.
+      const rb = await serverB.open(id);
+      assert.equal(rb.get('n'), 2, 'the tier applied the save');
+      rb.set('n', 3);
+      rb.set('byB', true);
+      await rb.commit({ final: true });
+      rb.close();
+      const r2 = await serverA.open(id);
+      assert.equal(r2.get('n'), 3);
+      r2.close();
+
+      a.deliver();
+      await late;
+      const r3 = await serverA.open(id);
+      assert.equal(r3.get('n'), 3, "B's change is still what A serves");
+      assert.equal(r3.get('byB'), true);
+      r3.set('n', 4);
+      await r3.commit({ final: true });
+      r3.close();
+      const rb2 = await serverB.open(id);
+      assert.equal(rb2.get('n'), 4, 'and A builds on it');
+      rb2.close();
+    } finally {
+      await serverA.close();
+      await serverB.close();
+    }
+  });
+});
