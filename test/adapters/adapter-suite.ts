@@ -268,9 +268,17 @@ export function adapterConformance(harness: AdapterHarness): void {
         const remember = await plain.post('/api/remember', { maxAge: 30 * 86_400_000 });
         assert.match(remember.setCookies[0]!, /Max-Age=2592000/, 'a changed lifetime is sent');
         assert.equal((await sessionOf(plain)).cookie.originalMaxAge, 30 * 86_400_000, 'and kept');
+        const fractional = await plain.post('/api/remember', { maxAge: 7 * 86_400_000 * 0.1 + 0.5 });
+        assert.equal(fractional.status, 200, 'a lifetime of a fractional millisecond count is taken, as express-session takes it');
         const proxied = new Browser(a.url);
         const rp = await proxied.post('/api/incr', {}, { 'x-forwarded-proto': 'https' });
         assert.match(rp.setCookies[0]!, /; Secure/);
+        // proxy: false is the app's word over the framework's own trust: a forged
+        // X-Forwarded-Proto makes no Secure cookie, on every framework.
+        const strict = await app({ COOKIE_SECURE: 'auto', TRUST_PROXY: '0', FRAMEWORK_TRUST_PROXY: '1' });
+        const forged = await new Browser(strict.url).post('/api/incr', {}, { 'x-forwarded-proto': 'https' });
+        assert.equal(forged.setCookies.length, 1);
+        assert.doesNotMatch(forged.setCookies[0]!, /Secure/, 'proxy: false trusts the socket alone');
         const b = await app({ COOKIE_SECURE: 'true' });
         const insecure = new Browser(b.url);
         const ri = await insecure.post('/api/incr');

@@ -111,6 +111,29 @@ export const CASES: Case[] = [
   },
   {
     area: 'Set-Cookie',
+    name: 'cookie.maxAge: the cookie carries its expiry as Expires alone (no Max-Age)',
+    async run(t) {
+      await withApp(t, { cookie: { maxAge: 60_000 } }, standardRoutes, async (_s, c) => {
+        const cookie = sessionCookie(await c.post('/incr'));
+        assert.ok(cookie.attributes['expires']);
+        assert.equal(cookie.attributes['max-age'], undefined);
+      });
+    },
+    differs: {
+      [KILN]: {
+        why: 'the cookie carries Max-Age beside Expires (the same expiry, in seconds; browsers prefer Max-Age), so a client whose clock is off still keeps it for its lifetime',
+        async run(t) {
+          await withApp(t, { cookie: { maxAge: 60_000 } }, standardRoutes, async (_s, c) => {
+            const cookie = sessionCookie(await c.post('/incr'));
+            assert.ok(Math.abs(expiresIn(cookie) - 60_000) < 2_000);
+            assert.equal(cookie.attributes['max-age'], '60');
+          });
+        },
+      },
+    },
+  },
+  {
+    area: 'Set-Cookie',
     name: 'cookie.maxAge: a modified session is sent again with a fresh Expires, so an active user is never logged out at creation + maxAge',
     async run(t) {
       // Expires has whole seconds: the margins below allow for that and for a slow machine.

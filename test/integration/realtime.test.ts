@@ -124,6 +124,15 @@ describe('sessions in ws and socket.io handlers, three nodes behind kiln balance
     other.close();
   });
 
+  it('socket.io: a socket a later middleware refuses is not kept once its connection closes', async () => {
+    const b = await visitor();
+    const app = apps.get(b.node)!;
+    const ioSockets = async () => ((await (await fetch(`${app.url}/sockets`)).json()) as { io: number }).io;
+    const before = await ioSockets();
+    for (let i = 0; i < 5; i++) await assert.rejects(openIo(`${app.url}/refused`, b.cookie), /refused by the app/);
+    await waitFor(async () => (await ioSockets()) === before, 5_000, 'the refused sockets let go');
+  });
+
   it('log out everywhere closes the sockets of every session of the user, on every node, within 1 s', async (t) => {
     const phone = await visitor();
     const laptop = await visitor();

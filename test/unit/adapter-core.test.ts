@@ -35,7 +35,28 @@ describe('cookie signing', () => {
     const line = serializeCookie('sid', 's:a+b/c', { maxAge: 60_000, path: '/', httpOnly: true, secure: true, sameSite: 'strict', partitioned: true, priority: 'high', domain: 'example.com' });
     assert.equal(line, 'sid=s%3Aa%2Bb%2Fc; Max-Age=60; Domain=example.com; Path=/; HttpOnly; Secure; Partitioned; Priority=High; SameSite=Strict');
     assert.throws(() => serializeCookie('bad name', 'v', {}), (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION');
-    assert.throws(() => serializeCookie('sid', 'v', { domain: 'x'.repeat(5000) }), (err: KilnError) => err.code === 'KILN_ERR_INVALID_ARGUMENT');
+    assert.throws(() => serializeCookie('sid', 'v', { path: `/${'x'.repeat(5000)}` }), (err: KilnError) => err.code === 'KILN_ERR_INVALID_ARGUMENT');
+  });
+
+  it('finds a cookie after many pairs without a value, in one pass', () => {
+    assert.equal(readCookie(`${';'.repeat(100_000)}sid=1`, 'sid'), '1');
+    assert.equal(readCookie('a; b; sid=2; c', 'sid'), '2');
+    assert.equal(readCookie('a=1; b', 'b'), undefined);
+    assert.equal(readCookie('sid; other=3', 'sid'), undefined);
+    assert.equal(readCookie(';'.repeat(100_000), 'sid'), undefined);
+  });
+
+  it("refuses attributes that would change the Set-Cookie header (a Domain from a Host header, say), as the cookie package does; cases as it takes them", () => {
+    const invalid = (attrs: Parameters<typeof serializeCookie>[2], option: string) =>
+      assert.throws(() => serializeCookie('sid', 'v', attrs), (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.['option'] === option);
+    invalid({ domain: 'a.com; SameSite=None' }, 'cookie.domain');
+    invalid({ domain: 'a..com' }, 'cookie.domain');
+    invalid({ path: '/; Domain=evil.example' }, 'cookie.path');
+    invalid({ path: '/\n' }, 'cookie.path');
+    invalid({ sameSite: 'sometimes' as never }, 'cookie.sameSite');
+    invalid({ priority: 'urgent' as never }, 'cookie.priority');
+    assert.equal(serializeCookie('sid', 'v', { domain: '.shop.example.com', path: '/app', sameSite: 'Lax' as never, priority: 'High' as never }), 'sid=v; Domain=.shop.example.com; Path=/app; Priority=High; SameSite=Lax');
+    assert.throws(() => new SessionRuntime({ secret: 'k1', cookie: { domain: 'a.com;x' } }, 'x'), (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION' && /cookie\.domain/.test(err.message));
   });
 });
 

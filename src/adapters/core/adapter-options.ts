@@ -6,7 +6,7 @@ import { createMemoryTier } from '../../engines/memory/memory-engine.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
 import { redactCredentials } from '../../util/log.js';
 import { OptionReader } from '../../util/options.js';
-import { foreignSigner, hmacSigner, type CookieSigner, type ForeignCookieSigner } from './cookies.js';
+import { assertCookieAttributes, foreignSigner, hmacSigner, type CookieSigner, type ForeignCookieSigner } from './cookies.js';
 import type { CookieOptions } from './session-cookie.js';
 
 /**
@@ -162,6 +162,7 @@ export function resolveCookieOptions(owner: string, cookie: CookieOptions): Cook
   if (expires !== undefined && expires !== null && !(expires instanceof Date && Number.isFinite(expires.getTime()))) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "cookie.expires" must be a valid Date`, { details: { option: 'cookie.expires' } });
   }
+  assertCookieAttributes(owner, cookie);
   return { ...COOKIE_DEFAULTS, ...cookie, secure: cookie.secure === ('true' as unknown) ? true : cookie.secure };
 }
 

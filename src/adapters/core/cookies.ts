@@ -24,10 +24,16 @@ export function readCookie(header: string | undefined, name: string): string | u
 export function readRawCookie(header: string | undefined, name: string): string | undefined {
   if (!header) return undefined;
   let at = 0;
+  // The next '=' is looked for again only once passed: a header of many pairs without
+  // one (`;;;;…`) is read in one pass, not once per pair.
+  let eq = -1;
   while (at < header.length) {
     let end = header.indexOf(';', at);
     if (end < 0) end = header.length;
-    const eq = header.indexOf('=', at);
+    if (eq < at) {
+      eq = header.indexOf('=', at);
+      if (eq < 0) return undefined;
+    }
     if (eq > at && eq < end && header.slice(at, eq).trim() === name) {
       const value = header.slice(eq + 1, end).trim();
       if (value.length > MAX_COOKIE_VALUE_LENGTH) return undefined;
@@ -130,9 +136,34 @@ export interface CookieAttributes {
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A cookie Domain: labels of letters, digits and hyphens, an optional leading dot (the `cookie` package's rule). */
+const DOMAIN = /^\.?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+/** A cookie Path: printable ASCII but ';' (which would start another attribute). */
+const PATH = /^[\u0020-\u003A\u003C-\u007E]*$/;
+const SAME_SITE: ReadonlySet<unknown> = new Set([true, false, 'lax', 'strict', 'none']);
+const PRIORITY: ReadonlySet<unknown> = new Set(['low', 'medium', 'high']);
+/** Strings compared without case, as the `cookie` package compares them ('Lax' is 'lax'). */
+const lower = (value: unknown): unknown => (typeof value === 'string' ? value.toLowerCase() : value);
 
 /** The last name that passed the token check: a runtime serializes one name all its life. */
 let checkedName = '';
+/** The last domain and path that passed their checks (most apps send one of each). */
+let checkedDomain = '';
+let checkedPath = '';
+let checkedSameSite: unknown = 'lax';
+
+function invalidAttribute(name: string, value: unknown, owner = 'Set-Cookie'): KilnError {
+  return new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: cookie.${name} ${JSON.stringify(String(value)).slice(0, 80)} is not valid (it would change the Set-Cookie header)`, { details: { option: `cookie.${name}` } });
+}
+
+/** Checks the attributes serializeCookie would write, up front (options at start-up), naming the bad one. */
+export function assertCookieAttributes(owner: string, attrs: { domain?: unknown; path?: unknown; sameSite?: unknown; priority?: unknown }): void {
+  if (attrs.domain !== undefined && (typeof attrs.domain !== 'string' || (attrs.domain !== '' && !DOMAIN.test(attrs.domain)))) throw invalidAttribute('domain', attrs.domain, owner);
+  if (attrs.path !== undefined && (typeof attrs.path !== 'string' || !PATH.test(attrs.path))) throw invalidAttribute('path', attrs.path, owner);
+  // 'auto' is an option's value (None over TLS, Lax otherwise), resolved before a cookie is written.
+  if (attrs.sameSite !== undefined && lower(attrs.sameSite) !== 'auto' && !SAME_SITE.has(lower(attrs.sameSite))) throw invalidAttribute('sameSite', attrs.sameSite, owner);
+  if (attrs.priority !== undefined && !PRIORITY.has(lower(attrs.priority))) throw invalidAttribute('priority', attrs.priority, owner);
+}
 /** Expires is written in whole seconds: one formatted date serves every response of that second. */
 let expiresSecond = NaN;
 let expiresText = '';
@@ -154,13 +185,34 @@ export function serializeCookie(name: string, value: string, attrs: CookieAttrib
   // Always percent-encoded, as express-session (the `cookie` package) does: its cookies read here and ours there.
   let cookie = `${name}=${encodeURIComponent(value)}`;
   if (attrs.maxAge !== undefined) cookie += `; Max-Age=${Math.max(0, Math.round(attrs.maxAge / 1000))}`;
-  if (attrs.domain) cookie += `; Domain=${attrs.domain}`;
-  if (attrs.path) cookie += `; Path=${attrs.path}`;
+  // Checked as the `cookie` package checks them, whether from options or a per-request
+  // cookie function (a Domain taken from the Host header must not add attributes).
+  if (attrs.domain) {
+    if (attrs.domain !== checkedDomain) {
+      if (typeof attrs.domain !== 'string' || !DOMAIN.test(attrs.domain)) throw invalidAttribute('domain', attrs.domain);
+      checkedDomain = attrs.domain;
+    }
+    cookie += `; Domain=${attrs.domain}`;
+  }
+  if (attrs.path) {
+    if (attrs.path !== checkedPath) {
+      if (typeof attrs.path !== 'string' || !PATH.test(attrs.path)) throw invalidAttribute('path', attrs.path);
+      checkedPath = attrs.path;
+    }
+    cookie += `; Path=${attrs.path}`;
+  }
   if (attrs.expires) cookie += `; Expires=${httpDate(attrs.expires)}`;
   if (attrs.httpOnly) cookie += '; HttpOnly';
   if (attrs.secure) cookie += '; Secure';
   if (attrs.partitioned) cookie += '; Partitioned';
-  if (attrs.priority) cookie += `; Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`;
+  if (attrs.priority) {
+    if (!PRIORITY.has(lower(attrs.priority))) throw invalidAttribute('priority', attrs.priority);
+    cookie += `; Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`;
+  }
+  if (attrs.sameSite !== undefined && attrs.sameSite !== checkedSameSite) {
+    if (!SAME_SITE.has(lower(attrs.sameSite))) throw invalidAttribute('sameSite', attrs.sameSite);
+    checkedSameSite = attrs.sameSite;
+  }
   const sameSite = attrs.sameSite === true ? 'strict' : attrs.sameSite;
   if (sameSite) cookie += `; SameSite=${sameSite[0]!.toUpperCase()}${sameSite.slice(1)}`;
   // A UTF-8 character takes at most 3 bytes: only a long cookie needs counting.

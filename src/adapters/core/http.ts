@@ -29,10 +29,10 @@ export interface NodeSessionRequest extends IncomingMessage {
  * to the runtime as a function: Express's req.secure walks the trust-proxy settings, and
  * most requests never need the answer.
  */
-export function requestIsSecure(runtime: Pick<SessionRuntime, 'isSecure'>, req: NodeSessionRequest): boolean {
-  const direct = (req.socket as TLSSocket).encrypted === true;
+export function requestIsSecure(runtime: Pick<SessionRuntime, 'isSecure'>, req: NodeSessionRequest, frameworkSecure: boolean | undefined = typeof req.secure === 'boolean' ? req.secure : undefined): boolean {
+  const direct = (req.socket as TLSSocket | undefined)?.encrypted === true;
   const forwarded = req.headers['x-forwarded-proto'];
-  return runtime.isSecure(direct, Array.isArray(forwarded) ? forwarded[0] : forwarded, typeof req.secure === 'boolean' ? req.secure : undefined);
+  return runtime.isSecure(direct, Array.isArray(forwarded) ? forwarded[0] : forwarded, frameworkSecure);
 }
 
 type EndFn = (...args: unknown[]) => ServerResponse;

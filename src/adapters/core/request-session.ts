@@ -222,7 +222,8 @@ export class RequestSession<Req = unknown> {
     if (cookie.changed) {
       handle.set(COOKIE_ATTRIBUTE, cookie.override());
       const lifetime = cookie.originalMaxAge;
-      if (lifetime !== null && lifetime > 0) handle.setIdleTimeout(lifetime);
+      // Whole milliseconds: express-session takes `maxAge = 0.1 * week` as it is.
+      if (lifetime !== null && lifetime > 0) handle.setIdleTimeout(Math.max(1, Math.round(lifetime)));
     } else if (!handle.isNew && !this.runtime.rolling && cookie.hasExpiry && handle.mayHaveChanged) {
       // express-session saves the cookie with every change, so a saved change moves its
       // expiry on; the renewed expiry travels with the change and the cookie goes again

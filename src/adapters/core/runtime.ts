@@ -229,7 +229,13 @@ export class SessionRuntime<Req = unknown> {
         throw err;
       }
     }
-    return new RequestSession(this, req, handle, incomingId, secure, detached, cookieOptions);
+    try {
+      return new RequestSession(this, req, handle, incomingId, secure, detached, cookieOptions);
+    } catch (err) {
+      // (A stored cookie override that does not decode, say): the session's lock goes with the error.
+      handle.close();
+      throw err;
+    }
   }
 
   /** The application's genid for this request (new sessions and regenerate()), if it gave one. */

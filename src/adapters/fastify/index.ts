@@ -5,6 +5,7 @@ import { KilnError } from '../../errors/index.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions, type RequestSession } from '../core/runtime.js';
 import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
 import type { CookieOptions } from '../core/session-cookie.js';
+import { requestIsSecure, type NodeSessionRequest } from '../core/http.js';
 
 /**
  * Fastify 5 plugin with @fastify/session's API and defaults: `request.session.get/set`,
@@ -177,7 +178,8 @@ function plugin(fastify: FastifyLike, options: FastifySessionOptions, done: (err
     let opened: RequestSession<FastifyLikeRequest> | undefined;
     let incomingId: string | undefined;
     let cookieOptions: CookieOptions | undefined;
-    const secure = () => request.protocol === 'https';
+    // The `proxy` option decides as on every framework; left unset, Fastify's request.protocol (trustProxy) does.
+    const secure = () => requestIsSecure(runtime, request.raw as NodeSessionRequest, request.protocol === 'https');
     try {
       cookieOptions = runtime.cookieVariesByRequest ? runtime.cookieOptionsFor(request, request.url) : runtime.cookieOptions;
       if (cookieOptions === undefined) {

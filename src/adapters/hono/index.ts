@@ -1,7 +1,9 @@
 import type { MiddlewareHandler } from 'hono';
+import type { IncomingMessage } from 'node:http';
 import type { SessionClient } from '../../client/session-client.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
 import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+import { requestIsSecure, type NodeSessionRequest } from '../core/http.js';
 
 /**
  * Hono middleware (on @hono/node-server or any runtime Hono runs on): the session is a
@@ -38,6 +40,8 @@ export interface KilnVariables {
 
 interface HonoLikeContext {
   req: { url: string; path: string; header(name: string): string | undefined; raw?: { signal?: AbortSignal } };
+  /** @hono/node-server's bindings: the node:http request. */
+  env?: { incoming?: IncomingMessage };
   get(key: string): unknown;
   set(key: string, value: unknown): void;
   header(name: string, value: string, options?: { append?: boolean }): void;
@@ -61,7 +65,10 @@ export function kilnSession(options: KilnSessionOptions<HonoRequestInfo>): KilnH
       await next();
       return;
     }
-    const secure = () => runtime.isSecure(new URL(c.req.url).protocol === 'https:', c.req.header('x-forwarded-proto'), undefined);
+    // On @hono/node-server the socket says whether the request came over TLS: its URL's
+    // scheme can be the client's own (an absolute-form request target), not the connection's.
+    const incoming = c.env?.incoming;
+    const secure = () => (incoming?.socket ? requestIsSecure(runtime, incoming as NodeSessionRequest, undefined) : runtime.isSecure(new URL(c.req.url).protocol === 'https:', c.req.header('x-forwarded-proto'), undefined));
     const rs = await runtime.open(info, runtime.sessionIdFrom(c.req.header('cookie')), secure, cookieOptions);
     const session = createSessionObject(rs, {
       onIdChange: (id) => c.set('sessionId', id),

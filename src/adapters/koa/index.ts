@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { SessionClient } from '../../client/session-client.js';
 import { SessionRuntime, readOnlyPaths, type KilnSessionOptions } from '../core/runtime.js';
 import { createSessionObject, type KilnSessionObject } from '../core/session-object.js';
+import { requestIsSecure, type NodeSessionRequest } from '../core/http.js';
 
 /**
  * Koa (2 and 3) middleware: `ctx.session` as koa-session users know it (attributes as
@@ -76,7 +77,8 @@ export function kilnSession(options: KoaSessionOptions): KilnKoaMiddleware {
       await next();
       return;
     }
-    const rs = await runtime.open(ctx, runtime.sessionIdFrom(ctx.get('cookie') || undefined), () => ctx.secure, cookieOptions);
+    // The `proxy` option decides as on every framework; left unset, Koa's ctx.secure (app.proxy) does.
+    const rs = await runtime.open(ctx, runtime.sessionIdFrom(ctx.get('cookie') || undefined), () => requestIsSecure(runtime, ctx.req as NodeSessionRequest, ctx.secure), cookieOptions);
     let current: KoaSessionObject | null = createSessionObject(rs, {
       style: 'koa',
       onIdChange: (id) => (ctx.sessionId = id),

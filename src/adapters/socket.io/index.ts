@@ -31,6 +31,8 @@ export interface SocketIoSocketLike {
   disconnect(close?: boolean): unknown;
   use(fn: (packet: unknown[], next: (err?: Error) => void) => void): unknown;
   on(event: 'disconnect', listener: () => void): unknown;
+  /** The engine.io connection under the socket (socket.io's `socket.conn`). */
+  readonly conn?: { readonly readyState?: string; once(event: 'close', listener: () => void): unknown };
 }
 
 export interface SessionSocketFields {
@@ -61,13 +63,22 @@ export function socketSessions(options: SocketSessionOptions): SocketSessionsMid
       },
     };
     const bind = (): void => {
+      // The client left while its session was being checked: nothing to keep.
+      if (socket.conn?.readyState !== undefined && socket.conn.readyState !== 'open') {
+        next(new KilnError('KILN_ERR_CLOSED', 'the connection closed before its session was bound'));
+        return;
+      }
       const handle = core.attach(closable, req);
       Object.assign(socket, { sessionId: handle.id, session: handle.session } satisfies SessionSocketFields);
       socket.use((_packet, go) => {
         handle.active();
         go();
       });
-      socket.on('disconnect', () => core.detach(closable, req));
+      const detach = (): void => core.detach(closable, req);
+      socket.on('disconnect', detach);
+      // A socket a later middleware refuses never connects, so it never disconnects
+      // either: its connection's close lets it go (detach twice is harmless).
+      socket.conn?.once('close', detach);
       next();
     };
     if (!core.requireSession) return bind();
