@@ -41,8 +41,13 @@ export class CommitSender {
     return `${this.prefix}:${(++this.seq).toString(36)}`;
   }
 
-  /** The version the tier acknowledged, and the lease token the acknowledged attempt went under (a retry may have taken the lease anew). */
-  async send(request: CommitRequest, deadline: number | undefined): Promise<{ version: number; token: number }> {
+  /**
+   * The version the tier acknowledged, and the lease token the acknowledged attempt went
+   * under (a retry may have taken the lease anew). `releaseOnFailure` (write-behind,
+   * whose request is long gone): a failure of any kind gives back the lease the last
+   * attempt went under, if it is still held, instead of keeping it for nobody.
+   */
+  async send(request: CommitRequest, deadline: number | undefined, options: { releaseOnFailure?: boolean } = {}): Promise<{ version: number; token: number }> {
     let attempt = 0;
     let current = request;
     for (;;) {
@@ -66,7 +71,7 @@ export class CommitSender {
           // Stale, or given up on without knowing whether the tier applied it (a
           // timeout, a commit no replica confirmed): either way the cached copy may be
           // behind the tier, and the next request would build on it only to be refused.
-          if (held && (STALE_CODES.has(code) || RETRYABLE_CODES.has(code))) {
+          if (held && (options.releaseOnFailure === true || STALE_CODES.has(code) || RETRYABLE_CODES.has(code))) {
             this.keeper.releaseUnused(current.sessionId);
             this.keeper.forget(current.sessionId);
           }

@@ -325,6 +325,7 @@ export class SessionClient implements HandleHost {
     // What this commit carries: the writes up to now (later ones, made while it is on its
     // way, stay for the next commit) and a copy of the metadata changes, for the same reason.
     const sent: SentChanges = { upTo: lastWriteStamp(), meta: { ...handle.metaChanges } };
+    handle.lastSent = sent;
     const delta = handle.tracker.delta();
     const meta = sent.meta;
     const hasMeta = Object.keys(meta).length > 0;

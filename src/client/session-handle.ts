@@ -236,12 +236,7 @@ export class SessionHandle {
   adopt(committed: CachedSession, sent: SentChanges): void {
     this.tracker.rebase(committed.attributes, sent.upTo);
     this.base = committed;
-    let kept: MetaChanges | undefined;
-    for (const key of Object.keys(this.metaChanges) as (keyof MetaChanges)[]) {
-      if (key in sent.meta && sent.meta[key] === this.metaChanges[key]) continue;
-      (kept ??= {})[key] = this.metaChanges[key] as never;
-    }
-    this.metaChanges = kept ?? {};
+    this.metaChanges = metaChangedSince(this.metaChanges, sent.meta);
   }
 
   /**
@@ -266,6 +261,30 @@ export class SessionHandle {
   revert(name: string): void {
     this.assertUsable();
     this.tracker.revert(name);
+  }
+
+  /** @internal What the last commit of this handle carried (see discardSent). */
+  lastSent: SentChanges | undefined;
+
+  /**
+   * @internal After a refused commit: forgets what it carried (`sent`), and keeps what the
+   * request changed after it was taken. With nothing changed since, all of it goes.
+   */
+  discardSent(sent: SentChanges | undefined): void {
+    if (!sent || !this.tracker.changedAfter(sent.upTo)) {
+      this.discardChanges();
+      return;
+    }
+    this.assertUsable();
+    for (const name of this.tracker.changedNames()) this.tracker.revertUpTo(name, sent.upTo);
+    this.metaChanges = metaChangedSince(this.metaChanges, sent.meta);
+  }
+
+  /** @internal After a refused commit that named one attribute: forgets its change if the commit carried it. */
+  revertSent(name: string, sent: SentChanges | undefined): void {
+    this.assertUsable();
+    if (sent) this.tracker.revertUpTo(name, sent.upTo);
+    else this.tracker.revert(name);
   }
 
   /** Throws away this request's changes not yet committed (attributes and metadata). */
@@ -294,4 +313,14 @@ export class SessionHandle {
     if (this.readOnly) throw new KilnError('KILN_ERR_READ_ONLY_SESSION', 'this route declared its session read-only; it cannot change it');
     if (this.state === 'destroyed' && !allowDestroyed) throw new KilnError('KILN_ERR_SESSION_DESTROYED', 'the session was destroyed in this request; regenerate() starts a new one');
   }
+}
+
+/** The metadata changes of `current` that `sent` did not carry (a key set again since, or to another value). */
+function metaChangedSince(current: MetaChanges, sent: MetaChanges): MetaChanges {
+  let kept: MetaChanges | undefined;
+  for (const key of Object.keys(current) as (keyof MetaChanges)[]) {
+    if (key in sent && sent[key] === current[key]) continue;
+    (kept ??= {})[key] = current[key] as never;
+  }
+  return kept ?? {};
 }

@@ -25,6 +25,11 @@ interface SessionBacklog {
   timer: NodeJS.Timeout | undefined;
   /** The cached copy the last request's changes made: the one an acknowledgement may renumber. */
   copy: CachedSession | undefined;
+  /**
+   * The session was loaded again while changes were pending or in flight: copies since
+   * stand on that load, not on what the send carries, and no acknowledgement renumbers them.
+   */
+  reloaded: boolean;
 }
 
 export class WriteBehind {
@@ -51,7 +56,9 @@ export class WriteBehind {
    */
   loaded(sessionId: string, version: number): void {
     const backlog = this.backlogs.get(sessionId);
-    if (backlog && backlog.pending === undefined && backlog.inflight === undefined) backlog.ackedVersion = version;
+    if (!backlog) return;
+    if (backlog.pending === undefined && backlog.inflight === undefined) backlog.ackedVersion = version;
+    else backlog.reloaded = true;
   }
 
   onError(listener: (err: KilnError, sessionId: string) => void): () => void {
@@ -65,7 +72,7 @@ export class WriteBehind {
     const sessionId = handle.id;
     let backlog = this.backlogs.get(sessionId);
     if (!backlog) {
-      backlog = { pending: undefined, ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined, copy: undefined };
+      backlog = { pending: undefined, ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined, copy: undefined, reloaded: false };
       this.backlogs.set(sessionId, backlog);
     }
     backlog.pending = mergeDelta(backlog.pending, delta, meta, now);
@@ -108,20 +115,21 @@ export class WriteBehind {
     backlog.inflight = (async () => {
       try {
         // Write-behind runs after its requests ended: only the engine's own bounds apply.
-        const ack = await this.sender.send(request, undefined);
+        const ack = await this.sender.send(request, undefined, { releaseOnFailure: true });
         backlog.ackedVersion = ack.version;
-        // Our own copy now stands at the acknowledged version. Another one (reloaded
-        // meanwhile, from before this commit landed) would be labelled with a version
+        // Our own copy now stands at the acknowledged version. One built on a load made
+        // meanwhile (from before this commit landed) would be labelled with a version
         // whose changes it lacks: it goes, and the next request loads the truth.
         const cached = this.cache.peek(sessionId);
-        if (cached && cached === backlog.copy) cached.meta.version = ack.version;
+        if (cached && cached === backlog.copy && !backlog.reloaded) cached.meta.version = ack.version;
         else if (cached) this.cache.delete(sessionId);
+        backlog.reloaded = false;
       } catch (err) {
         this.counters.asyncCommitErrors++;
         this.drop(sessionId);
-        // Given back, not only forgotten: the tier would hold it for us until a recall timed out.
-        this.keeper.releaseUnused(sessionId);
-        this.keeper.forget(sessionId);
+        // The lease the send went under was given back by the sender (releaseOnFailure);
+        // a lease taken since is another request's. The cached copy held the failed changes.
+        this.cache.delete(sessionId);
         const error = isKilnError(err) ? err : new KilnError('KILN_ERR_INTERNAL', String(err), { cause: err });
         for (const listener of this.errorListeners) listener(error, sessionId);
         throw error;

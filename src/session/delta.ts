@@ -117,6 +117,39 @@ export class DeltaTracker {
     this.deleted.delete(name);
   }
 
+  /** Whether anything was written after `upTo` (the request went on after a commit was taken). */
+  changedAfter(upTo: number): boolean {
+    for (const stamp of this.written.values()) if (stamp > upTo) return true;
+    for (const stamp of this.deleted.values()) if (stamp > upTo) return true;
+    if (this.watched) for (const watched of this.watched.values()) if (watched.lastWrite > upTo) return true;
+    return false;
+  }
+
+  /**
+   * Forgets one attribute's change if it was made by `upTo` (what a refused commit
+   * carried); one made after stays. A watched value written both before and after goes
+   * whole: its tree cannot be split.
+   */
+  revertUpTo(name: string, upTo: number): void {
+    const written = this.written.get(name) ?? this.deleted.get(name);
+    if (written !== undefined) {
+      if (written <= upTo) this.revert(name);
+      return;
+    }
+    const watched = this.watched?.get(name);
+    if (!watched) return;
+    // A change the views could not stamp (an object stored in the value) counts as carried.
+    const carried = watched.dirty ? [...watched.dirty.values()].some((stamp) => stamp <= upTo) : watched.untracked;
+    if (carried) this.revert(name);
+  }
+
+  /** The attributes this request changed (written, deleted, or written to through a view). */
+  changedNames(): string[] {
+    const names = new Set<string>([...this.written.keys(), ...this.deleted.keys()]);
+    if (this.watched) for (const [name, watched] of this.watched) if (watched.dirty || watched.untracked) names.add(name);
+    return [...names];
+  }
+
   has(name: string): boolean {
     return this.values.has(name) || (!this.deleted.has(name) && this.base.has(name));
   }

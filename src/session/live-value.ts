@@ -246,6 +246,13 @@ export class LiveValue implements ProxyHandler<object> {
     this.active = false;
   }
 
+  /** The stamp of the latest write through this request's views (0 when none is pending). */
+  get lastWrite(): number {
+    let latest = 0;
+    if (this.dirty) for (const stamp of this.dirty.values()) if (stamp > latest) latest = stamp;
+    return latest;
+  }
+
   /** Whether the tree equals the committed bytes and nothing outside can change it. */
   get reusable(): boolean {
     return !this.untracked && this.dirty === undefined;
@@ -263,9 +270,9 @@ export class LiveValue implements ProxyHandler<object> {
     this.assertActive();
     const type = typeof value;
     // What the encoding would not give back as written makes the tree differ from its
-    // bytes: a named property of an array (not encoded), a string with a surrogate
-    // (a lone one comes back as U+FFFD).
-    if (typeof key === 'symbol' || (type === 'object' && value !== null) || type === 'function' || type === 'symbol' || type === 'bigint' || (type === 'string' && SURROGATE.test(value as string)) || (Array.isArray(target) && key !== 'length' && !isArrayIndex(key))) {
+    // bytes: a named property of an array (not encoded), a string with a lone surrogate
+    // (it comes back as U+FFFD).
+    if (typeof key === 'symbol' || (type === 'object' && value !== null) || type === 'function' || type === 'symbol' || type === 'bigint' || (type === 'string' && LONE_SURROGATE.test(value as string)) || (Array.isArray(target) && key !== 'length' && !isArrayIndex(key))) {
       this.untracked = true;
     } else {
       (this.dirty ??= new Map()).set(target, nextWriteStamp());
@@ -389,8 +396,8 @@ export function checkIn(bytes: Uint8Array, decoded: DecodedValue): void {
   idle.set(bytes, decoded);
 }
 
-/** Any UTF-16 surrogate (strings are rarely written with one; a lone one would not round-trip). */
-const SURROGATE = /[\uD800-\uDFFF]/;
+/** A lone UTF-16 surrogate (a pair, an emoji, round-trips through UTF-8; a lone one comes back as U+FFFD). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** A canonical array index ("0", "17"; not "01", "-1" or "1e3"). */
 function isArrayIndex(key: string): boolean {

@@ -358,11 +358,12 @@ export function adapterConformance(harness: AdapterHarness): void {
       it('a client that hangs up while its request waits for the session: the request commits nothing once it gets it', async () => {
         const b = new Browser(main.url);
         await b.post('/api/incr');
-        const holder = b.post('/api/slow-write?ms=700');
-        await sleep(100);
+        // The holder takes the session first (300 ms of margin on a busy machine) and keeps it 1.2 s.
+        const holder = b.post('/api/slow-write?ms=1200');
+        await sleep(300);
         const hangUp = new AbortController();
         const waiting = fetch(`${main.url}/api/slow-write?ms=10`, { method: 'POST', headers: { cookie: b.cookieHeader() }, signal: hangUp.signal }).catch((err: Error) => err);
-        await sleep(200);
+        await sleep(300);
         hangUp.abort(); // still waiting behind the holder
         assert.ok((await waiting) instanceof Error);
         assert.equal((await holder).body['n'], 2);

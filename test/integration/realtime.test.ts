@@ -168,6 +168,7 @@ describe('sessions in ws and socket.io handlers, three nodes behind kiln balance
     assert.ok(closed.at - t0 < 1000);
     const again = await openWs(lb, login.cookie);
     assert.equal((await again.ask('get')).count, 1, 'the new id carries the data on');
+    assert.equal((await again.ask('switch-user')).error, 'KILN_ERR_INVALID_ARGUMENT', 'nor can a socket handler switch a logged-in session to another user');
     again.close();
   });
 

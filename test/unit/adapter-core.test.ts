@@ -181,3 +181,62 @@ describe('session methods called without a callback', () => {
     }
   });
 });
+
+describe('a save() the tier refuses', () => {
+  it('rolls back what it carried, and keeps what the request changed after it was taken', async () => {
+    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
+    try {
+      const first = await runtime.open({}, undefined, false);
+      first.handle.set('kept', 'before');
+      await first.finish();
+
+      // Refused for one attribute: that attribute's change goes, unless written again since.
+      const one = await runtime.open({}, first.id, false);
+      one.handle.set('big', 'x'.repeat(1024 * 1024 + 10)); // over the attribute limit
+      one.handle.set('other', 1);
+      const refused = one.save().catch((err: unknown) => err);
+      one.handle.set('big', 'fixed'); // after the save was taken
+      assert.ok(isKilnError(await refused, 'KILN_ERR_ATTRIBUTE_TOO_LARGE'));
+      assert.equal(one.handle.get('big'), 'fixed', 'written again after the save: kept');
+      assert.equal(one.handle.get('other'), 1, 'only the attribute the error names is looked at');
+      await one.finish();
+
+      // Refused as a whole: everything it carried goes, what came after stays.
+      const whole = await runtime.open({}, first.id, false);
+      for (let i = 0; i < 5; i++) whole.handle.set(`part${i}`, 'y'.repeat(1000 * 1000)); // 5 MB: over the session limit
+      const refusedWhole = whole.save().catch((err: unknown) => err);
+      whole.handle.set('later', 2);
+      assert.ok(isKilnError(await refusedWhole, 'KILN_ERR_SESSION_TOO_LARGE'), String(await refusedWhole));
+      assert.equal(whole.handle.get('part0'), undefined, 'what the refused save carried is rolled back');
+      assert.equal(whole.handle.get('later'), 2, 'a change made after the save was taken stays');
+      await whole.finish();
+
+      const check = await runtime.open({}, first.id, false);
+      assert.deepEqual(check.handle.toObject(), { kept: 'before', big: 'fixed', other: 1, later: 2 });
+      check.abort();
+    } finally {
+      await runtime.close();
+    }
+  });
+});
+
+describe('a destroy() nobody waits for', () => {
+  it('that fails fails the request (nothing committed), rather than leave the user logged in behind a successful reply', async () => {
+    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
+    try {
+      const first = await runtime.open({}, undefined, false);
+      first.handle.set('user', 'ann');
+      await first.finish();
+      const rs = await runtime.open({}, first.id, false);
+      rs.handle.set('note', 'changed before the logout');
+      rs.handle.destroy = () => Promise.reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the tier is away'));
+      void rs.destroy().catch(() => undefined); // req.session.destroy(); res.redirect('/')
+      await assert.rejects(rs.finish(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+      const check = await runtime.open({}, first.id, false);
+      assert.deepEqual(check.handle.toObject(), { user: 'ann' }, 'nothing of the failed request was stored');
+      check.abort();
+    } finally {
+      await runtime.close();
+    }
+  });
+});

@@ -370,6 +370,17 @@ describe('live values (decoded values kept across requests)', () => {
     }
   });
 
+  it('a string with a surrogate pair (an emoji) is an ordinary tracked write: the value is kept', () => {
+    const start = base({ list: [{ name: 'a' }, { name: 'b' }] });
+    const t = new DeltaTracker(start, true);
+    (t.get('list') as { name: string }[])[0]!.name = 'party \u{1F389}';
+    const next = applyDelta(start, t.delta());
+    t.rebase(next, lastWriteStamp());
+    t.retire(true);
+    assert.ok(checkOut(next.get('list')!), 'kept for the next request');
+    assert.deepEqual(decodeAttribute(next.get('list')!), [{ name: 'party \u{1F389}' }, { name: 'b' }]);
+  });
+
   it('thousands of objects written in one request: one whole encoding, equal to encoding the tree', () => {
     const list = bigList(20_000);
     const start = base({ items: list });

@@ -395,10 +395,9 @@ function holdInstance(res: ServerResponse, binding: { holdWrite(args: unknown[])
 /**
  * The node:http response side, shared by kiln/express and kiln/http: the cookie goes
  * out with the headers, `res.end()` waits for the commit, and a response that closes
- * without ending releases the session without committing. `waited`: the session was
- * opened asynchronously (the client may have gone meanwhile).
+ * without ending releases the session without committing.
  */
-export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void, waited = true): KilnSessionObject {
+export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionRequest, res: ServerResponse, onCommitError: (err: unknown) => void): KilnSessionObject {
   const binding = new ResponseBinding(rs, req, res, onCommitError);
   try {
     req.session = binding.sessionObject;
@@ -431,10 +430,10 @@ export function bindToResponse<Req>(rs: RequestSession<Req>, req: NodeSessionReq
     rs.abort();
     throw err;
   }
-  // The client hung up while the session was being opened: its 'close' has come and
-  // gone, so the request is let go now and commits nothing (as after a later hang-up).
-  // Not asked on the synchronous path (`waited` false): nothing could close meanwhile.
-  if (waited && res.destroyed) closeBinding(res);
+  // The client hung up before the binding (while the session was being opened, or during
+  // an asynchronous middleware before ours): its 'close' has come and gone, so the
+  // request is let go now and commits nothing, as after a later hang-up.
+  if (res.destroyed) closeBinding(res);
   return binding.sessionObject;
 }
 

@@ -128,8 +128,10 @@ export class RequestSession<Req = unknown> {
   async finish(): Promise<void> {
     if (this.finished) return;
     try {
-      // A failed destroy() told its caller; the request then ends as if it was never asked.
-      if (this.destroying) await this.destroying.catch(() => undefined);
+      // A destroy() still on its way when the request ends: nobody could handle its
+      // failure, so it fails the request (an error answer; nothing is committed) rather
+      // than leave the user logged in behind a successful reply.
+      if (this.destroying) await this.destroying;
       if (this.destroyed || this.detached || this.abandoned) return;
       if (!this.cookie.isValid()) {
         throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'req.session.cookie.expires is not a valid date (or maxAge not a number): the session was not saved and no cookie was sent', { details: { attribute: 'cookie' } });
@@ -210,11 +212,15 @@ export class RequestSession<Req = unknown> {
   private rollBack(err: unknown): void {
     if (this.finished || this.destroyed || this.handle.isDestroyed || (isKilnError(err) && err.retryable)) return;
     const attribute = isKilnError(err) ? err.details?.['attribute'] : undefined;
-    if (typeof attribute === 'string' && attribute !== COOKIE_ATTRIBUTE) this.handle.revert(attribute);
-    else this.handle.discardChanges();
+    // Only what the refused save carried: what the request changed after it stays.
+    const sent = this.handle.lastSent;
+    if (typeof attribute === 'string' && attribute !== COOKIE_ATTRIBUTE) this.handle.revertSent(attribute, sent);
+    else this.handle.discardSent(sent);
   }
 
   private async commitNow(final: boolean): Promise<void> {
+    // A save() after a destroy() not awaited: nothing to store once it has gone.
+    if (this.destroying && !final) await this.destroying.catch(() => undefined);
     if (this.finished || this.destroyed || this.detached || this.abandoned || this.handle.readOnly) return;
     if (this.loginNeedsRotation()) await this.rotate();
     const handle = this.handle;
@@ -232,6 +238,7 @@ export class RequestSession<Req = unknown> {
       if (cookie.renewalWorthStoring) handle.set(COOKIE_ATTRIBUTE, cookie.override());
       this.refreshed = true;
     }
+    handle.lastSent = undefined; // set by the commit once taken (see rollBack)
     const result = await handle.commit({ force: handle.isNew && this.runtime.saveUninitialized, final });
     if (result.committed) this.committed = true;
   }
@@ -263,6 +270,8 @@ export class RequestSession<Req = unknown> {
   async regenerate(keep: readonly string[] = []): Promise<void> {
     if (this.finished) throw new KilnError('KILN_ERR_CLOSED', 'the request has ended');
     await this.saving;
+    // `destroy(); regenerate()`: the new session comes after the old one has gone.
+    if (this.destroying) await this.destroying.catch(() => undefined);
     const wasDestroyed = this.destroyed;
     await this.handle.regenerate(keep, this.runtime.newIdFor(this.req));
     this.destroyed = false;

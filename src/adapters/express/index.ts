@@ -68,9 +68,9 @@ export type KilnMiddleware = ((req: IncomingMessage, res: ServerResponse, next: 
  * the session go), here as on the synchronous path: after an asynchronous open it would
  * otherwise be an unhandled rejection and a hung request.
  */
-function bindAndGo(rs: RequestSession<KilnRequest>, req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void, waited: boolean): void {
+function bindAndGo(rs: RequestSession<KilnRequest>, req: KilnRequest, res: ServerResponse, next: (err?: unknown) => void): void {
   try {
-    bindToResponse(rs, req, res, next, waited);
+    bindToResponse(rs, req, res, next);
   } catch (err) {
     next(err);
     return;
@@ -100,9 +100,9 @@ export function session(options: KilnSessionOptions<KilnRequest>): KilnMiddlewar
       next();
     } else if (opened instanceof RequestSession) {
       // Sticky traffic: the session was in the near cache and free, no waiting at all.
-      bindAndGo(opened, req, res, next, false);
+      bindAndGo(opened, req, res, next);
     } else {
-      opened.then((rs) => bindAndGo(rs, req, res, next, true), next);
+      opened.then((rs) => bindAndGo(rs, req, res, next), next);
     }
   };
 

@@ -176,8 +176,9 @@ export class SocketSessions {
     try {
       result = await fn(createSessionObject(rs));
       const principalBefore = handle.base.meta.principal;
-      if (principalBefore === null && typeof handle.principal === 'string') {
-        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a login (setting the principal of a session that has none) cannot happen in a socket handler: the id must change and only an HTTP response can carry the new cookie. Log in over HTTP.');
+      // A login is the principal becoming a user, from none or from another user (as rotateOnLogin sees it).
+      if (typeof handle.principal === 'string' && handle.principal !== principalBefore) {
+        throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'a login (setting the principal of a session to a user) cannot happen in a socket handler: the id must change and only an HTTP response can carry the new cookie. Log in over HTTP.');
       }
     } catch (err) {
       rs.abort();
