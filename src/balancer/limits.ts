@@ -25,6 +25,12 @@ export interface BalancerLimits {
   maxQueue: number;
   /** Sockets to each app server (the upstream pool). */
   upstreamSockets: number;
+  /**
+   * How long the app server's connection may stay silent while a request is on it: no
+   * answer yet, or a response the client does not read (backpressure). 504 before the
+   * response began, the client's connection cut after.
+   */
+  upstreamIdleTimeoutMs: number;
   /** Bytes of a request body read before the node is picked (the rest streams). */
   bodyBufferBytes: number;
   maxConnectionsPerClient: number;
@@ -39,6 +45,7 @@ export const DEFAULT_LIMITS: BalancerLimits = {
   queueTimeoutMs: 5_000,
   maxQueue: 1_024,
   upstreamSockets: 256,
+  upstreamIdleTimeoutMs: 60_000,
   bodyBufferBytes: 64 * 1024,
   maxConnectionsPerClient: 256,
   maxConnections: 10_000,
@@ -53,6 +60,7 @@ export const LIMIT_RANGES: Record<keyof BalancerLimits, [number, number]> = {
   queueTimeoutMs: [1, 600_000],
   maxQueue: [0, 1_000_000],
   upstreamSockets: [1, 65_536],
+  upstreamIdleTimeoutMs: [100, 86_400_000],
   bodyBufferBytes: [0, 64 * 1024 * 1024],
   maxConnectionsPerClient: [1, 1_000_000],
   maxConnections: [1, 1_000_000],

@@ -34,10 +34,12 @@ export interface ProxyCounters {
   queueTimeouts: number;
   queueFull: number;
   bodyTimeouts: number;
+  /** Requests whose app server connection stayed silent for upstreamIdleTimeoutMs. */
+  upstreamTimeouts: number;
 }
 
 export function newProxyCounters(): ProxyCounters {
-  return { retries: 0, failovers: 0, errors: 0, noNode: 0, clientAborts: 0, queueTimeouts: 0, queueFull: 0, bodyTimeouts: 0 };
+  return { retries: 0, failovers: 0, errors: 0, noNode: 0, clientAborts: 0, queueTimeouts: 0, queueFull: 0, bodyTimeouts: 0, upstreamTimeouts: 0 };
 }
 
 export function proxyRequest(host: ProxyHost, req: IncomingMessage, res: ServerResponse): void {
@@ -150,10 +152,33 @@ class Exchange {
       // can then be retried elsewhere with nothing of the body spent.
       const go = (): void => {
         connected = true;
-        if (!abandoned) this.body.sendTo(upstream);
+        if (abandoned) return;
+        // An app that never answers, or a response the client does not read, would pin the
+        // pool socket and the client for good. (A connection attempt ends on its own: refused
+        // or ETIMEDOUT, which retry-policy.ts handles.)
+        upstream.setTimeout(limits.upstreamIdleTimeoutMs);
+        this.body.sendTo(upstream);
       };
       if (socket.connecting) socket.once('connect', go);
       else go();
+    });
+    upstream.on('timeout', () => {
+      // Before the connection is up the socket has the pool's own timeout (4 s) and this is
+      // no answer overdue: a connection attempt ends on its own, refused or ETIMEDOUT.
+      if (abandoned || !connected) return;
+      counters.upstreamTimeouts++;
+      // Silent before any answer: maybe hung, so check it now. A response the client does
+      // not read says nothing about the node.
+      if (!responded) this.host.suspect(node);
+      // Never retried: the app may be acting on the request still.
+      abort();
+      if (this.clientGone || this.settled) return;
+      if (responded || this.res.headersSent) {
+        this.settled = true;
+        this.res.destroy();
+        return;
+      }
+      this.settle(504, 'KILN_ERR_TIMEOUT', `app server ${node.name} sent nothing for ${limits.upstreamIdleTimeoutMs} ms (--upstream-idle-timeout-ms)`);
     });
     upstream.on('response', (upRes) => {
       responded = true;

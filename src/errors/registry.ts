@@ -22,7 +22,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_CONFLICT: { retryable: false, meaning: 'The commit was computed from a version that is no longer current; it was not applied.' },
   KILN_ERR_LEASE_LOST: { retryable: true, meaning: 'The commit or release carried a fencing token that is no longer current (lease revoked, recalled past its deadline, or lost with the connection).' },
   KILN_ERR_LEASE_TIMEOUT: { retryable: true, meaning: 'The session lease was not granted within acquireTimeoutMs.' },
-  KILN_ERR_TIMEOUT: { retryable: true, meaning: 'An engine operation did not complete within its timeout.' },
+  KILN_ERR_TIMEOUT: { retryable: true, meaning: 'An engine operation did not complete within its timeout. From the balancer (HTTP 504): the app server sent nothing for --upstream-idle-timeout-ms with the request on it, or did not answer an upgrade within 30 s.' },
   KILN_ERR_CONNECTION_LOST: { retryable: true, meaning: 'The connection to the server tier was lost while the operation was in flight.' },
   KILN_ERR_CLOSED: { retryable: false, meaning: 'The client, engine or session handle was closed, or a session value was changed after its request ended; no further operations are accepted.' },
   KILN_ERR_AUTH: { retryable: false, meaning: 'The server refused the handshake: missing or wrong token.' },

@@ -1,10 +1,11 @@
 /**
  * The app server of the balancer resilience test, a real process (so it can be
  * SIGKILLed): /ok answers at once, /sleep?ms=N after N ms, POST /echo reads its body,
- * /stats says what the process saw (requests per path, requests still in progress, open
- * connections) so the test can tell a pinned upstream socket or a re-sent request.
+ * /hang never answers, /big?bytes=N streams N bytes; /stats says what the process saw
+ * (requests per path, requests still in progress, open connections) so the test can tell
+ * a pinned upstream socket or a re-sent request.
  */
-import { createServer } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 
 const name = process.env['NODE_NAME'] ?? 'app';
 const hits: Record<string, number> = {};
@@ -28,6 +29,11 @@ const server = createServer((req, res) => {
     }
   };
   res.once('close', finish);
+  if (url.pathname === '/hang') return;
+  if (url.pathname === '/big') {
+    streamBytes(res, Number(url.searchParams.get('bytes') ?? 0));
+    return;
+  }
   const answer = (extra: Record<string, unknown> = {}): void => {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ node: name, path: url.pathname, ...extra }));
   };
@@ -38,6 +44,22 @@ const server = createServer((req, res) => {
     else answer({ bytes });
   });
 });
+
+function streamBytes(res: ServerResponse, total: number): void {
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  let left = total;
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) });
+  const more = (): void => {
+    while (left > 0) {
+      const part = left >= chunk.length ? chunk : chunk.subarray(0, left);
+      left -= part.length;
+      if (!res.write(part)) return void res.once('drain', more);
+    }
+    res.end();
+  };
+  more();
+}
+
 server.listen(Number(process.env['PORT'] ?? 0), '127.0.0.1', () => {
   const address = server.address();
   process.stdout.write(`listening on ${typeof address === 'object' && address ? address.port : 0}\n`);

@@ -42,6 +42,7 @@ interface Status {
   queueTimeouts: number;
   queueFull: number;
   bodyTimeouts: number;
+  upstreamTimeouts: number;
   connections: { open: number; clients: number; refused: number };
 }
 
@@ -390,6 +391,70 @@ describe('kiln balancer upstream queue and client hang-ups (#23 items 2 and 4)',
     // The pools still work at full size.
     const again = await Promise.all(Array.from({ length: 8 }, () => call(`${lb.url}/sleep?ms=200`)));
     assert.ok(again.every((r) => r.status === 200));
+  });
+});
+
+describe('kiln balancer deadline on the app server side (--upstream-idle-timeout-ms)', () => {
+  let apps: AppProcess[];
+  let lb: Balancer;
+
+  before(async () => {
+    apps = await startApps(['app-1']);
+    // No routine health checks: the app's connection count is then the balancer's pool alone.
+    lb = await startBalancer(apps, ['--upstream-idle-timeout-ms', '1000', '--health-interval-ms', '60000']);
+  });
+  after(async () => {
+    await lb?.kill();
+    await Promise.all((apps ?? []).map((a) => a.kill()));
+  });
+
+  /** Nothing in flight on the balancer, and the app holds no request and no connection but the one asking. */
+  async function nothingHeld(what: string): Promise<void> {
+    await waitFor(async () => (await status(lb)).nodes.every((n) => n.active === 0), 5_000, `${what}: \`active\` back to 0`);
+    await waitFor(async () => {
+      const app = await appStats(apps[0]!);
+      return app.inProgress === 0 && app.connections === 1;
+    }, 5_000, `${what}: the app's connection closed`);
+  }
+
+  it('an app that never answers: 504 KILN_ERR_TIMEOUT naming the node and the limit, and its connection closed', { timeout: 20_000 }, async () => {
+    const before = await status(lb);
+    const r = await call(`${lb.url}/hang`);
+    assert.equal(r.status, 504);
+    assert.equal(code(r), 'KILN_ERR_TIMEOUT');
+    assert.match(r.body, /app-1/);
+    assert.match(r.body, /1000 ms/);
+    assert.ok(r.ms >= 900 && r.ms < 3_000, `answered after ${r.ms.toFixed(0)} ms`);
+    const s = await status(lb);
+    assert.equal(s.upstreamTimeouts - before.upstreamTimeouts, 1);
+    assert.equal(s.failovers, before.failovers, 'a request the app may be acting on is never re-sent');
+    assert.equal((await appStats(apps[0]!)).hits['/hang'], 1);
+    await nothingHeld('after the 504');
+  });
+
+  it('a client that never reads a large response: both connections closed, nothing left pinned', { timeout: 20_000 }, async () => {
+    const before = await status(lb);
+    const socket = connect({ host: '127.0.0.1', port: lb.port });
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    socket.pause();
+    socket.write('GET /big?bytes=50000000 HTTP/1.1\r\nHost: shop\r\n\r\n');
+    try {
+      await waitFor(async () => (await appStats(apps[0]!)).hits['/big'] === 1, 5_000, 'the app streaming');
+      // The balancer's own count of client connections: this one gone leaves the one asking.
+      await waitFor(async () => (await status(lb)).connections.open === 1, 8_000, 'the client connection closed by the balancer');
+      await nothingHeld('after the cut');
+      assert.equal((await status(lb)).upstreamTimeouts - before.upstreamTimeouts, 1);
+      // Reading now, the client finds its response cut short.
+      let received = 0;
+      socket.on('data', (d: Buffer) => (received += d.length));
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+      socket.resume();
+      await closed;
+      assert.ok(received < 50_000_000, `${received} bytes received`);
+    } finally {
+      socket.destroy();
+    }
   });
 });
 

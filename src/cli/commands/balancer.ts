@@ -40,6 +40,9 @@ Limits (so that slow or greedy clients cannot take the balancer down):
   --upstream-sockets <n>        connections to each app server (default 256)
   --queue-timeout-ms <n>        wait for a free upstream connection at most n ms, then 503 (default 5000)
   --max-queue <n>               requests waiting per app server at most; beyond, 503 at once (default 1024)
+  --upstream-idle-timeout-ms <n>  an app server connection silent n ms while a request is on it
+                                (no answer, or a response the client does not read): 504, or the
+                                client's connection cut once the response began (default 60000)
   --body-buffer-bytes <n>       bytes of a body read before an app server is picked (default 65536)
   --max-connections-per-client <n>  open connections per source address (default 256)
   --max-connections <n>         open client connections in all (default 10000)
@@ -58,6 +61,7 @@ const LIMIT_FLAGS: Record<string, keyof BalancerLimits> = {
   'upstream-sockets': 'upstreamSockets',
   'queue-timeout-ms': 'queueTimeoutMs',
   'max-queue': 'maxQueue',
+  'upstream-idle-timeout-ms': 'upstreamIdleTimeoutMs',
   'body-buffer-bytes': 'bodyBufferBytes',
   'max-connections-per-client': 'maxConnectionsPerClient',
   'max-connections': 'maxConnections',
