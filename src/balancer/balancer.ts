@@ -322,8 +322,11 @@ export class KilnBalancer {
 
   private admin(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://balancer');
+    // No admin endpoint reads a body: the connection closes after the answer rather than
+    // wait, with no deadline, for a body nobody wants.
+    const closing: Record<string, string> = hasBody(req) ? { connection: 'close' } : {};
     const send = (status: number, body: unknown): void => {
-      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...closing });
       res.end(JSON.stringify(body));
     };
     if (!this.adminAllowed(req)) {

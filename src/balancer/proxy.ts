@@ -78,7 +78,9 @@ class Exchange {
         this.clientGone = true;
         this.host.counters.clientAborts++;
       }
-      this.current?.end(unfinished);
+      // An app that answered before reading the whole body (401, 413) has a request on
+      // its connection that will never finish: that connection cannot be reused.
+      this.current?.end(unfinished || !this.body.complete);
     });
   }
 
@@ -188,7 +190,12 @@ class Exchange {
         return;
       }
       this.host.adjustResponse(this.req, node, upRes.headers);
-      this.res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, stripHopByHop(upRes.headers));
+      const headers = stripHopByHop(upRes.headers);
+      // The app answered before the body was all in: once its response is relayed, the
+      // connection closes (Node ends it after a response with Connection: close), so the
+      // rest of the body is never waited for; its deadlines end with the response.
+      if (!this.body.complete) headers['connection'] = 'close';
+      this.res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
       upRes.pipe(this.res);
       upRes.on('error', () => {
         release();

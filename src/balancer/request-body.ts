@@ -63,6 +63,11 @@ export class RequestBody {
     return !this.streamed;
   }
 
+  /** The client has sent the whole body (it may still be on its way to the app). */
+  get complete(): boolean {
+    return this.ended;
+  }
+
   /** Sends what is buffered to `dest`, then the rest as it comes; ends `dest` with the body. */
   sendTo(dest: Writable): void {
     for (const chunk of this.chunks) dest.write(chunk);

@@ -1,9 +1,10 @@
 /**
  * The app server of the balancer resilience test, a real process (so it can be
  * SIGKILLed): /ok answers at once, /sleep?ms=N after N ms, POST /echo reads its body,
- * /hang never answers, /big?bytes=N streams N bytes; /stats says what the process saw
- * (requests per path, requests still in progress, open connections) so the test can tell
- * a pinned upstream socket or a re-sent request.
+ * /hang never answers, /big?bytes=N streams N bytes, /early answers 401 without reading
+ * the body; /stats says what the process saw (requests per path, requests still in
+ * progress, open connections) so the test can tell a pinned upstream socket or a re-sent
+ * request.
  */
 import { createServer, type ServerResponse } from 'node:http';
 
@@ -30,6 +31,10 @@ const server = createServer((req, res) => {
   };
   res.once('close', finish);
   if (url.pathname === '/hang') return;
+  if (url.pathname === '/early') {
+    res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ node: name, path: url.pathname }));
+    return;
+  }
   if (url.pathname === '/big') {
     streamBytes(res, Number(url.searchParams.get('bytes') ?? 0));
     return;

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startAppScript, type AppProcess } from '../helpers/apps.js';
-import { removeDir, startKilnCommand, tempDir, trackChild, waitFor, type KilnCommandProcess } from '../helpers/processes.js';
+import { removeDir, sleep, startKilnCommand, tempDir, trackChild, waitFor, type KilnCommandProcess } from '../helpers/processes.js';
 
 const ADMIN_TOKEN = 'balancer-resilience-admin-token-0123456789';
 const APP = fileURLToPath(new URL('./resilience-app.js', import.meta.url));
@@ -455,6 +455,33 @@ describe('kiln balancer deadline on the app server side (--upstream-idle-timeout
     } finally {
       socket.destroy();
     }
+  });
+
+  it('an app that answers before reading the body: the answer says Connection: close and the connection closes, however the client trickles', { timeout: 20_000 }, async () => {
+    const before = await status(lb);
+    const socket = connect({ host: '127.0.0.1', port: lb.port });
+    socket.on('error', () => undefined);
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(performance.now())));
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    // Past the 64 KiB read ahead, so the body is streaming to the app when it answers.
+    socket.write(`POST /early HTTP/1.1\r\nHost: shop\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(100_000)}`);
+    const trickle = setInterval(() => socket.write('x'), 100);
+    try {
+      await waitFor(() => text.includes('\r\n\r\n'), 5_000, 'the answer');
+      const answered = performance.now();
+      assert.match(text, /^HTTP\/1\.1 401 /);
+      assert.match(text, /\r\nconnection: close\r\n/i);
+      const end = await Promise.race([closed, sleep(5_000).then(() => undefined)]);
+      assert.ok(end !== undefined, 'the balancer closed the connection while the client kept sending');
+      assert.ok(end - answered < 2_000, `closed ${(end - answered).toFixed(0)} ms after the answer`);
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
+    await nothingHeld('after the early answer');
+    assert.equal((await status(lb)).upstreamTimeouts, before.upstreamTimeouts, 'the half-sent request was closed with the response, not left to the idle deadline');
   });
 });
 

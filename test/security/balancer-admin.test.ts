@@ -5,12 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { KilnBalancer } from '../../src/balancer/balancer.js';
 import { isKilnError } from '../../src/errors/index.js';
 import { silentLogger } from '../../src/util/log.js';
-import { removeDir, tempDir } from '../helpers/processes.js';
+import { removeDir, sleep, tempDir } from '../helpers/processes.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BALANCER_ADMIN_TOKEN, startBalancerProcess, startRecordingBackend, type BalancerProcess, type RecordingBackend } from './balancer-fixtures.js';
@@ -86,6 +86,25 @@ describe('security: the balancer admin endpoints (#22 item 1)', () => {
     assert.equal((await fetch(`${lb.url}/_kiln/balancer/nodes/app-2/drain`, { method: 'POST', headers })).status, 200);
     for (let i = 0; i < 4; i++) assert.equal(((await (await fetch(`${lb.url}/after-drain`)).json()) as { node: string }).node, 'app-1');
     assert.equal((await fetch(`${lb.url}/_kiln/balancer/nodes/app-2/undrain`, { method: 'POST', headers })).status, 200);
+  });
+
+  it('an admin request with a body nobody reads is answered with Connection: close and its connection closed, however the client trickles', async () => {
+    const socket = connect(lb.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const closed = new Promise<boolean>((resolve) => socket.once('close', () => resolve(true)));
+    socket.write('POST /_kiln/balancer/nodes/app-1/drain HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000\r\n\r\nabc');
+    const trickle = setInterval(() => socket.write('x'), 100);
+    try {
+      const ended = await Promise.race([closed, sleep(3_000).then(() => false)]);
+      assert.match(text, /^HTTP\/1\.1 401 /);
+      assert.match(text, /\r\nconnection: close\r\n/i);
+      assert.ok(ended, 'the balancer closed the connection while the client kept sending');
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
   });
 
   it('a KilnBalancer without a token answers 404 on its admin paths to everybody, loopback included; a short token is refused', async () => {
