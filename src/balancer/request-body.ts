@@ -52,7 +52,7 @@ export class RequestBody {
       this.release();
     });
     req.once('close', () => this.stop());
-    if (deadlines.bufferBytes === 0) this.release();
+    if (deadlines.bufferBytes === 0) this.holdRest();
   }
 
   /**
@@ -92,17 +92,24 @@ export class RequestBody {
 
   private readonly onData = (chunk: Buffer): void => {
     this.armIdle();
-    if (this.streamed || this.leadDone === undefined) return;
+    // Once streaming, the pipe carries every chunk. Before, each one is kept, even past
+    // bufferBytes: a chunk already on its way when the stream was paused (or, with
+    // bufferBytes 0, read before the pipe started) would otherwise be lost.
+    if (this.streamed) return;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    if (this.buffered >= this.deadlines.bufferBytes) {
-      // Enough to pick a node on; the rest waits in the socket until the upstream is ready.
-      // The client is not silent while we do not read: the idle clock stops till then.
-      this.req.pause();
-      clearTimeout(this.idleTimer);
-      this.release();
-    }
+    if (this.buffered >= this.deadlines.bufferBytes) this.holdRest();
   };
+
+  /**
+   * Enough to pick a node on: the rest waits in the socket until the upstream is ready.
+   * The client is not silent while we do not read, so the idle clock stops till then.
+   */
+  private holdRest(): void {
+    this.req.pause();
+    clearTimeout(this.idleTimer);
+    this.release();
+  }
 
   private release(): void {
     const done = this.leadDone;

@@ -485,6 +485,41 @@ describe('kiln balancer deadline on the app server side (--upstream-idle-timeout
   });
 });
 
+describe('kiln balancer with --body-buffer-bytes 0 (every body streams)', () => {
+  let apps: AppProcess[];
+  let lb: Balancer;
+
+  before(async () => {
+    apps = await startApps(['app-1']);
+    lb = await startBalancer(apps, ['--body-buffer-bytes', '0', '--upstream-idle-timeout-ms', '3000']);
+  });
+  after(async () => {
+    await lb?.kill();
+    await Promise.all((apps ?? []).map((a) => a.kill()));
+  });
+
+  for (const framing of ['content-length', 'chunked'] as const) {
+    it(`a 300 KB body with ${framing} reaches the app whole`, { timeout: 20_000 }, async () => {
+      const body = randomBytes(300_000);
+      const answer = await new Promise<Answer>((resolve, reject) => {
+        const started = performance.now();
+        const headers: Record<string, string> = framing === 'chunked' ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(body.length) };
+        const req = request(`${lb.url}/echo`, { method: 'POST', agent: false, headers }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode!, body: text, headers: res.headers, ms: performance.now() - started }));
+        });
+        req.on('error', reject);
+        // In pieces, as a client on a real network sends it.
+        for (let at = 0; at < body.length; at += 16_384) req.write(body.subarray(at, at + 16_384));
+        req.end();
+      });
+      assert.equal(answer.status, 200, answer.body);
+      assert.equal((JSON.parse(answer.body) as { bytes: number }).bytes, body.length, 'the app read every byte');
+    });
+  }
+});
+
 describe('kiln balancer when an app server is SIGKILLed mid-request (#23 item 5)', () => {
   let apps: AppProcess[];
   let lb: Balancer;
