@@ -48,9 +48,19 @@ export class BackendNode {
   }
 
   markDown(reason: string): void {
-    if (this.healthy) this.agent.destroy();
+    if (this.healthy) this.closeIdleSockets();
     this.healthy = false;
     this.lastError = reason;
+  }
+
+  /**
+   * The pool's idle sockets, likely dead with the node, so none is reused when it comes
+   * back. Not the sockets of requests in flight (agent.destroy() closed those too): a node
+   * that refuses new connections may be shutting down gracefully and still answering
+   * them, and a stuck one is bounded by upstreamIdleTimeoutMs.
+   */
+  private closeIdleSockets(): void {
+    for (const sockets of Object.values(this.agent.freeSockets)) for (const socket of [...(sockets ?? [])]) socket.destroy();
   }
 
   toJSON(): Record<string, unknown> {

@@ -2,9 +2,10 @@
  * The app server of the balancer resilience test, a real process (so it can be
  * SIGKILLed): /ok answers at once, /sleep?ms=N after N ms, POST /echo reads its body,
  * /hang never answers, /big?bytes=N streams N bytes, /early answers 401 without reading
- * the body; /stats says what the process saw (requests per path, requests still in
- * progress, open connections) so the test can tell a pinned upstream socket or a re-sent
- * request.
+ * the body, /stop-listening closes the listening socket (new connections refused, open
+ * ones kept, as in a graceful shutdown); /stats says what the process saw (requests per
+ * path, requests still in progress, open connections) so the test can tell a pinned
+ * upstream socket or a re-sent request.
  */
 import { createServer, type ServerResponse } from 'node:http';
 
@@ -39,6 +40,7 @@ const server = createServer((req, res) => {
     streamBytes(res, Number(url.searchParams.get('bytes') ?? 0));
     return;
   }
+  if (url.pathname === '/stop-listening') server.close();
   const answer = (extra: Record<string, unknown> = {}): void => {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ node: name, path: url.pathname, ...extra }));
   };

@@ -520,6 +520,35 @@ describe('kiln balancer with --body-buffer-bytes 0 (every body streams)', () => 
   }
 });
 
+describe('kiln balancer when an app server stops listening (a graceful shutdown)', () => {
+  let apps: AppProcess[];
+  let lb: Balancer;
+
+  before(async () => {
+    apps = await startApps(['app-1', 'app-2']);
+    // No routine health check: what marks app-1 down is a proxied request refused.
+    lb = await startBalancer(apps, ['--affinity', 'route', '--health-interval-ms', '60000']);
+  });
+  after(async () => {
+    await lb?.kill();
+    await Promise.all((apps ?? []).map((a) => a.kill()));
+  });
+
+  it('requests refused by the node mark it down, and its requests in flight still get their answers', { timeout: 20_000 }, async () => {
+    const cookie = `connect.sid=${randomBytes(18).toString('base64url')}.app-1`;
+    const posts = Array.from({ length: 3 }, () => call(`${lb.url}/sleep?ms=1500`, { method: 'POST', body: 'order=1', headers: { cookie } }));
+    await waitFor(async () => (await appStats(apps[0]!)).inProgress === 3, 5_000, 'the POSTs in flight on app-1');
+    assert.equal((await call(`${apps[0]!.url}/stop-listening`)).status, 200);
+    const gets = await Promise.all(Array.from({ length: 4 }, () => call(`${lb.url}/ok`, { headers: { cookie } })));
+    assert.deepEqual(gets.map((r) => (JSON.parse(r.body) as { node: string }).node), ['app-2', 'app-2', 'app-2', 'app-2'], 'sent to app-2 once app-1 refused');
+    assert.equal((await status(lb)).nodes.find((n) => n.name === 'app-1')?.healthy, false, 'app-1 marked down by the refusal');
+    const answers = await Promise.all(posts);
+    assert.deepEqual(answers.map((r) => r.status), [200, 200, 200], answers.map((r) => r.body).join());
+    assert.ok(answers.every((r) => (JSON.parse(r.body) as { node: string }).node === 'app-1'));
+    await waitFor(async () => (await status(lb)).nodes.every((n) => n.active === 0), 5_000, '`active` back to 0');
+  });
+});
+
 describe('kiln balancer when an app server is SIGKILLed mid-request (#23 item 5)', () => {
   let apps: AppProcess[];
   let lb: Balancer;
