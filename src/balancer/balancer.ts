@@ -48,8 +48,9 @@ export interface BalancerOptions {
    */
   adminToken?: string;
   /**
-   * Peers whose X-Forwarded-Proto/-Host/-For are kept (addresses, CIDRs, or
-   * 'loopback'), e.g. a TLS terminator in front; from anyone else they are overwritten.
+   * Peers whose X-Forwarded-Proto/-Host/-For (and other forwarding headers) are kept
+   * (addresses, CIDRs, or 'loopback'), e.g. a TLS terminator in front; from anyone else
+   * those three are overwritten and the others dropped.
    */
   trustProxy?: string | string[];
   logger?: Logger;
@@ -217,8 +218,9 @@ export class KilnBalancer {
 
   /**
    * X-Forwarded-* as the app should see them: a trusted proxy's are kept (its client
-   * address appended to X-Forwarded-For); anyone else's are replaced, so a client cannot
-   * claim to have come over TLS or from another address.
+   * address appended to X-Forwarded-For); from anyone else every forwarding claim is
+   * dropped (CLIENT_CLAIMS, any X-Forwarded-*) and our three set, so a client cannot claim
+   * to have come over TLS, from another address, host or path prefix.
    */
   private forwardedHeaders(req: IncomingMessage): OutgoingHttpHeaders {
     const headers: OutgoingHttpHeaders = stripHopByHop(req.headers);
@@ -232,8 +234,7 @@ export class KilnBalancer {
       if (host) headers['x-forwarded-host'] = host;
       else delete headers['x-forwarded-host'];
     } else {
-      // Other spellings of the same claims, which some frameworks believe.
-      for (const name of ['forwarded', 'x-real-ip', 'x-forwarded-port']) delete headers[name];
+      for (const name of Object.keys(headers)) if (CLIENT_CLAIMS.has(name) || name.startsWith('x-forwarded-')) delete headers[name];
       headers['x-forwarded-for'] = remote;
       headers['x-forwarded-proto'] = own;
       if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
@@ -368,3 +369,28 @@ function headerLines(raw: string[]): string {
 }
 
 const UPGRADE_ANSWER_TIMEOUT_MS = 30_000;
+
+/**
+ * Headers a proxy or CDN sets to say who the client is and how it came, besides
+ * X-Forwarded-*, each believed by some framework (Rack, Spring, ASP.NET, Express
+ * plugins) or app: from an untrusted peer they are the client's own claims.
+ */
+const CLIENT_CLAIMS = new Set([
+  'forwarded',
+  'x-forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'cf-connecting-ipv6',
+  'cf-visitor',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'x-original-forwarded-for',
+  'x-original-host',
+  'x-original-proto',
+  'front-end-https',
+  'x-url-scheme',
+  'x-scheme',
+  'x-arr-ssl',
+]);

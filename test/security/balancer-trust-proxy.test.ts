@@ -51,6 +51,36 @@ describe('security: X-Forwarded-* and --trust-proxy (#22 item 3)', () => {
     assert.equal(seen['x-forwarded-for'], '127.0.0.1');
   });
 
+  it('from anyone else every other forwarding claim is dropped too (X-Forwarded-Ssl, -Prefix, True-Client-IP, Front-End-Https, …)', async () => {
+    backend.seen.length = 0;
+    const claims = {
+      'x-forwarded-ssl': 'on',
+      'x-forwarded-prefix': '/admin',
+      'x-forwarded-port': '443',
+      'x-forwarded-scheme': 'https',
+      'x-forwarded-server': 'evil.example',
+      'true-client-ip': '6.6.6.6',
+      'front-end-https': 'on',
+      'x-client-ip': '6.6.6.6',
+      'cf-connecting-ip': '6.6.6.6',
+      'x-cluster-client-ip': '6.6.6.6',
+      'x-url-scheme': 'https',
+    };
+    assert.equal((await fetch(`${untrusting.url}/claims`, { headers: { ...claims, 'x-kept': 'yes' } })).status, 200);
+    const seen = backend.seen[0]!.headers;
+    for (const name of Object.keys(claims)) assert.equal(seen[name], undefined, `${name} never reaches the app`);
+    assert.equal(seen['x-kept'], 'yes', 'other headers pass');
+    assert.deepEqual(Object.keys(seen).filter((h) => h.startsWith('x-forwarded')).sort(), ['x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto'], 'only the three the balancer sets');
+  });
+
+  it('from a trusted proxy they are kept', async () => {
+    backend.seen.length = 0;
+    assert.equal((await fetch(`${trusting.url}/claims`, { headers: { 'x-forwarded-prefix': '/shop', 'true-client-ip': '203.0.113.9' } })).status, 200);
+    const seen = backend.seen[0]!.headers;
+    assert.equal(seen['x-forwarded-prefix'], '/shop');
+    assert.equal(seen['true-client-ip'], '203.0.113.9');
+  });
+
   it("an Express app with cookie.secure 'auto' behind a trusted terminator sets a Secure cookie; plain HTTP through it gets none", async () => {
     const viaTerminator = await fetch(`${appLb.url}/api/incr`, { method: 'POST', headers: { 'x-forwarded-proto': 'https' } });
     assert.equal(viaTerminator.status, 200);

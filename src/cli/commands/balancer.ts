@@ -28,7 +28,8 @@ Options:
                            the ready line says where; the source address never authorises)
   --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host/-For are kept: addresses, CIDRs
                            or "loopback", comma-separated (e.g. the TLS terminator in front);
-                           from anyone else they are overwritten
+                           from anyone else they are overwritten, and every other forwarding
+                           header (X-Forwarded-*, Forwarded, X-Real-IP, True-Client-IP, …) dropped
   --log-level <level>      debug | info | warn | error | silent (default info)
   -h, --help
 
