@@ -82,6 +82,12 @@ export class KilnBalancer {
   private readonly connections: ConnectionLimiter;
   /** Sockets over a connection limit: answered 503 and closed, never proxied. */
   private readonly refused = new WeakSet<Socket>();
+  /**
+   * Both ends of every upgrade, from the request on: sockets the HTTP server has let go
+   * of, so its closeAllConnections() does not reach them, and a WebSocket may stay open
+   * for hours.
+   */
+  private readonly upgraded = new Set<Socket>();
   private readonly proxyHost: ProxyHost;
   readonly counters = { requests: 0, upgrades: 0, ...newProxyCounters() };
 
@@ -141,7 +147,7 @@ export class KilnBalancer {
     return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.boundPort}`;
   }
 
-  /** Stops accepting, lets in-flight requests finish (up to graceMs), closes. */
+  /** Stops accepting, lets in-flight requests and WebSockets finish (up to graceMs), closes. */
   async stop(graceMs = 5000): Promise<void> {
     this.health.stop();
     await new Promise<void>((resolve) => {
@@ -156,6 +162,9 @@ export class KilnBalancer {
       });
       this.server.closeIdleConnections();
     });
+    // WebSockets still open at the end of the grace period (closeAllConnections() does not
+    // reach them) would keep the process alive after SIGTERM.
+    for (const socket of this.upgraded) socket.destroy();
     for (const node of this.nodes) node.agent.destroy();
   }
 
@@ -257,6 +266,7 @@ export class KilnBalancer {
       client.destroy();
       return;
     }
+    this.trackUpgraded(client);
     const websocket = String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket' && req.method === 'GET';
     if (!websocket && hasBody(req)) {
       // The body would have to be read from a socket the HTTP parser has let go of.
@@ -277,16 +287,21 @@ export class KilnBalancer {
     if (websocket) Object.assign(headers, { connection: 'Upgrade', upgrade: 'websocket' });
     const upstream = request({ host: node.host, port: node.port, method: req.method, path: req.url, headers, agent: false });
     let released = false;
+    /** The app's end once spliced: the request no longer owns it, so upstream.destroy() leaves it open. */
+    let spliced: Socket | undefined;
     const close = (): void => {
       if (!released) {
         released = true;
         node.active--;
       }
       upstream.destroy();
+      spliced?.destroy();
       client.destroy();
     };
     client.on('close', close);
     upstream.on('upgrade', (upRes, upSocket, upHead) => {
+      spliced = upSocket;
+      this.trackUpgraded(upSocket);
       upSocket.on('error', () => client.destroy());
       upSocket.on('close', close);
       client.write(`HTTP/1.1 101 ${upRes.statusMessage || 'Switching Protocols'}\r\n${headerLines(upRes.rawHeaders)}\r\n`);
@@ -317,6 +332,11 @@ export class KilnBalancer {
       close();
     });
     upstream.end();
+  }
+
+  private trackUpgraded(socket: Socket): void {
+    this.upgraded.add(socket);
+    socket.once('close', () => this.upgraded.delete(socket));
   }
 
   // ---- admin ------------------------------------------------------------------------

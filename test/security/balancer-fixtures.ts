@@ -39,9 +39,13 @@ export async function startRecordingBackend(name: string, options: { websocket?:
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ node: name, url: req.url, headers: req.headers }));
     });
   });
+  // Upgraded sockets are the server's no more: closeAllConnections() leaves them open.
+  const upgraded = new Set<Socket>();
   if (options.websocket) {
     server.on('upgrade', (req, socket: Socket, head: Buffer) => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
       socket.on('error', () => undefined);
       if (req.url !== '/ws') {
         socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
@@ -61,6 +65,7 @@ export async function startRecordingBackend(name: string, options: { websocket?:
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
+        for (const socket of upgraded) socket.destroy();
         server.close(() => resolve());
       }),
   };

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { sleep, waitFor } from '../helpers/processes.js';
 import { rawExchange, startBalancerProcess, startRecordingBackend, type BalancerProcess, type RecordingBackend } from './balancer-fixtures.js';
 
 const SMUGGLED = 'GET /second HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\r\n';
@@ -63,6 +64,45 @@ describe('security: the balancer upgrade path (#22 item 2)', () => {
     const { text } = await rawExchange(lb.port, `POST /page HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: ${SMUGGLED.length}\r\n\r\n${SMUGGLED}`);
     assert.match(text, /^HTTP\/1\.1 400 /);
     assert.equal(plainApp.seen.length, 0);
+  });
+
+  it('a client that drops its WebSocket: the app end of the tunnel is closed too', async () => {
+    const openOnApp = (): Promise<number> => new Promise((resolve) => wsApp.server.getConnections((_err, n) => resolve(n)));
+    const before = await openOnApp();
+    const socket = connect(wsLb.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    socket.write('GET /ws HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    await waitFor(() => received.includes('\r\n\r\n'), 5_000, 'the 101');
+    assert.equal(await openOnApp(), before + 1);
+    socket.resetAndDestroy();
+    await waitFor(async () => (await openOnApp()) === before, 3_000, 'the app end closed');
+  });
+
+  it('SIGTERM with a WebSocket open: the balancer closes it when the grace period ends and exits', { timeout: 30_000 }, async () => {
+    const doomed = await startBalancerProcess([wsApp]);
+    const socket = connect(doomed.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    try {
+      socket.write('GET /ws HTTP/1.1\r\nHost: shop.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+      await waitFor(() => received.includes('\r\n\r\n'), 5_000, 'the 101');
+      assert.match(received, /^HTTP\/1\.1 101 /);
+      const started = performance.now();
+      const exit = await Promise.race([doomed.stop('SIGTERM'), sleep(12_000).then(() => undefined)]);
+      const ms = performance.now() - started;
+      assert.ok(exit, 'the balancer exited');
+      assert.equal(exit.code, 0);
+      // The grace period is 5 s; the WebSocket gets all of it.
+      assert.ok(ms >= 4_500 && ms < 9_000, `exited after ${ms.toFixed(0)} ms`);
+      await closed;
+    } finally {
+      socket.destroy();
+      await doomed.kill();
+    }
   });
 
   it('a real WebSocket (101) is still spliced both ways, with the balancer-set X-Forwarded-For', async () => {
