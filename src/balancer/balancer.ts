@@ -95,7 +95,6 @@ export class KilnBalancer {
     const limitNames = Object.keys(DEFAULT_LIMITS) as (keyof BalancerLimits)[];
     const o = new OptionReader('kiln balancer', options, ['host', 'port', 'nodes', 'affinity', 'cookieName', 'balancerCookie', 'healthPath', 'healthIntervalMs', 'healthTimeoutMs', 'healthFall', 'adminToken', 'trustProxy', 'logger', ...limitNames]);
     this.limits = Object.fromEntries(limitNames.map((name) => [name, o.int(name, DEFAULT_LIMITS[name], ...LIMIT_RANGES[name])])) as unknown as BalancerLimits;
-    this.connections = new ConnectionLimiter(this.limits.maxConnectionsPerClient, this.limits.maxConnections);
     this.host = o.string('host', '127.0.0.1');
     this.port = o.int('port', 8080, 0, 65535);
     this.affinity = o.oneOf('affinity', ['route', 'cookie', 'none'], 'route');
@@ -105,6 +104,7 @@ export class KilnBalancer {
     if (adminToken !== undefined) checkTokenStrength(adminToken, 'kiln balancer: option "adminToken"');
     this.adminDigest = adminToken === undefined ? undefined : digest(adminToken);
     this.trusted = new TrustedProxies(o.any('trustProxy') as string | string[] | undefined);
+    this.connections = new ConnectionLimiter(this.limits.maxConnectionsPerClient, this.limits.maxConnections, (address) => this.trusted.has(address));
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
     const nodes = o.any('nodes');
     if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });

@@ -6,9 +6,11 @@ import type { Socket } from 'node:net';
  * the balancer's constructor, reported in its status.
  *
  * The per-client count keys on the socket's own remote address, never on
- * X-Forwarded-For: a header is the client's claim, and behind a same-host terminator
- * every connection shares one address (give that peer a higher limit by running the
- * terminator's own limits instead).
+ * X-Forwarded-For: a header is the client's claim. A peer the balancer trusts
+ * (`--trust-proxy`, a TLS terminator in front) has no per-address cap: every client
+ * behind it shares its address, so one attacker's slow bodies through it would use up
+ * everybody's share. The terminator's own per-client limits stand in for it, and the
+ * total cap still counts its connections.
  */
 export interface BalancerLimits {
   /** Request headers must be complete within this (Node's headersTimeout); 408 after. */
@@ -72,16 +74,18 @@ export class ConnectionLimiter {
   private open = 0;
   refused = 0;
 
+  /** `uncapped`: addresses with no per-address cap (trusted proxies); the total counts them. */
   constructor(
     private readonly maxPerClient: number,
     private readonly maxTotal: number,
+    private readonly uncapped: (address: string) => boolean = () => false,
   ) {}
 
   /** Counts the socket until it closes; false (and not counted) when a limit is reached. */
   admit(socket: Socket): boolean {
     const address = socket.remoteAddress ?? '';
     const mine = this.perAddress.get(address) ?? 0;
-    if (mine >= this.maxPerClient || this.open >= this.maxTotal) {
+    if ((mine >= this.maxPerClient && !this.uncapped(address)) || this.open >= this.maxTotal) {
       this.refused++;
       return false;
     }

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { startApp, type AppProcess } from '../helpers/apps.js';
 import { KILN_BIN } from '../helpers/processes.js';
 import { spawnSync } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
 import { startBalancerProcess, startRecordingBackend, type BalancerProcess, type RecordingBackend } from './balancer-fixtures.js';
 
 const FORGED = { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.9', 'x-forwarded-host': 'shop.example' };
@@ -87,6 +88,35 @@ describe('security: X-Forwarded-* and --trust-proxy (#22 item 3)', () => {
     assert.match(viaTerminator.headers.get('set-cookie') ?? '', /;\s*Secure/i);
     const plain = await fetch(`${appLb.url}/api/incr`, { method: 'POST' });
     assert.doesNotMatch(plain.headers.get('set-cookie') ?? '', /;\s*Secure/i, 'plain HTTP through the terminator: no Secure');
+  });
+
+  it('a trusted proxy has no per-address connection cap (all its clients share its address); an untrusted address keeps it', async () => {
+    const capped = await startBalancerProcess([backend], ['--trust-proxy', '127.0.0.1', '--max-connections-per-client', '5']);
+    const held: Socket[] = [];
+    /** A new connection from `localAddress`, kept open, and the head of the answer to one GET on it. */
+    const open = (localAddress: string): Promise<string> =>
+      new Promise((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: capped.port, localAddress }, () => socket.write('GET /held HTTP/1.1\r\nHost: shop\r\n\r\n'));
+        held.push(socket);
+        let text = '';
+        socket.on('error', () => undefined);
+        socket.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          if (text.includes('\r\n\r\n')) resolve(text.split('\r\n')[0]!);
+        });
+        socket.on('close', () => resolve(text.split('\r\n')[0]!));
+      });
+    try {
+      const fromProxy = await Promise.all(Array.from({ length: 10 }, () => open('127.0.0.1')));
+      assert.deepEqual(fromProxy, fromProxy.map(() => 'HTTP/1.1 200 OK'), '10 connections from the trusted proxy, all served');
+      const fromClient = [];
+      for (let i = 0; i < 6; i++) fromClient.push(await open('127.0.0.77'));
+      assert.deepEqual(fromClient.slice(0, 5), Array(5).fill('HTTP/1.1 200 OK'));
+      assert.equal(fromClient[5], 'HTTP/1.1 503 Service Unavailable', 'the sixth from an untrusted address is refused');
+    } finally {
+      for (const socket of held) socket.destroy();
+      await capped.stop();
+    }
   });
 
   it('a bad --trust-proxy entry is refused at start, naming it', () => {

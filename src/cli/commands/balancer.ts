@@ -45,7 +45,8 @@ Limits (so that slow or greedy clients cannot take the balancer down):
                                 (no answer, or a response the client does not read): 504, or the
                                 client's connection cut once the response began (default 60000)
   --body-buffer-bytes <n>       bytes of a body read before an app server is picked (default 65536)
-  --max-connections-per-client <n>  open connections per source address (default 256)
+  --max-connections-per-client <n>  open connections per source address (default 256;
+                                --trust-proxy peers have no such cap: their clients share the address)
   --max-connections <n>         open client connections in all (default 10000)
 
 Admin (Authorization: Bearer <admin token>; 401 without it): GET /_kiln/balancer
