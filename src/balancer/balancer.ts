@@ -10,7 +10,7 @@ import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
 import { HealthChecker } from './health.js';
 import { cookieValue, firstValue, hasBody, rawAnswer, stripHopByHop } from './http-util.js';
 import { ConnectionLimiter, DEFAULT_LIMITS, LIMIT_RANGES, type BalancerLimits } from './limits.js';
-import { BackendNode } from './node-table.js';
+import { BackendNode, checkNodeName } from './node-table.js';
 import { newProxyCounters, proxyRequest, type ProxyHost } from './proxy.js';
 import { TrustedProxies } from './trusted-proxies.js';
 import { checkTokenStrength } from '../util/secret-file.js';
@@ -108,7 +108,7 @@ export class KilnBalancer {
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
     const nodes = o.any('nodes');
     if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });
-    this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(n.name, n.url, this.limits.upstreamSockets), { pid: n.pid }));
+    this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(checkNodeName(n?.name, 'kiln balancer: node name'), n.url, this.limits.upstreamSockets), { pid: n.pid }));
     const names = new Set(this.nodes.map((n) => n.name));
     if (names.size !== this.nodes.length) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: node names must be unique');
     this.health = new HealthChecker(

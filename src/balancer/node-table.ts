@@ -84,7 +84,20 @@ export class BackendNode {
 export function parseNodeSpec(spec: string): { name: string; url: string } {
   const eq = spec.indexOf('=');
   if (eq <= 0) throw new KilnError('KILN_ERR_INVALID_OPTION', `--node ${JSON.stringify(spec)}: expected name=http://host:port`);
-  const name = spec.slice(0, eq);
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--node name ${JSON.stringify(name)}: letters, digits, _ and - only (it is the session route)`);
+  const name = checkNodeName(spec.slice(0, eq), '--node name');
   return { name, url: spec.slice(eq + 1) };
+}
+
+const NODE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * A node's name is the route suffix of its sessions' ids (a dot would end it) and the
+ * value of the balancer cookie (a `;` or a line break would be header injection), so
+ * every name is held to this rule, wherever it comes from. `where` says which option.
+ */
+export function checkNodeName(name: unknown, where: string): string {
+  if (typeof name !== 'string' || !NODE_NAME.test(name)) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${where} ${JSON.stringify(name) ?? String(name)}: letters, digits, _ and - only, 1 to 64 of them (it is the session route)`, { details: { option: 'nodes' } });
+  }
+  return name;
 }
