@@ -20,7 +20,8 @@ export interface HealthOptions {
 
 export class HealthChecker {
   private timer: NodeJS.Timeout | undefined;
-  private readonly probing = new Set<BackendNode>();
+  /** Nodes whose check is under way, and whether a failed request made it a probe. */
+  private readonly checking = new Map<BackendNode, { suspected: boolean }>();
 
   constructor(
     private readonly nodes: readonly BackendNode[],
@@ -39,18 +40,32 @@ export class HealthChecker {
   }
 
   async checkAll(): Promise<void> {
-    await Promise.all(this.nodes.map((n) => this.check(n)));
+    await Promise.all(this.nodes.map((n) => this.run(n, false)));
   }
 
   /** One check of the node now, unless one is under way already. */
   probe(node: BackendNode): void {
-    if (this.probing.has(node)) return;
-    this.probing.add(node);
-    void this.check(node, true).finally(() => this.probing.delete(node));
+    void this.run(node, true);
   }
 
-  /** `suspected`: a request to the node just failed without an answer, so one more failure is enough. */
-  private check(node: BackendNode, suspected = false): Promise<void> {
+  /**
+   * Checks the node unless a check of it is under way: with timeoutMs above intervalMs
+   * they would pile up on a slow node. A probe meanwhile makes the running check count as
+   * the probe, so a node that just failed a request still leaves at its first failure.
+   */
+  private run(node: BackendNode, suspected: boolean): Promise<void> {
+    const running = this.checking.get(node);
+    if (running) {
+      running.suspected ||= suspected;
+      return Promise.resolve();
+    }
+    const state = { suspected };
+    this.checking.set(node, state);
+    return this.check(node, state).finally(() => this.checking.delete(node));
+  }
+
+  /** `state.suspected`: a request to the node failed without an answer, so one more failure is enough. */
+  private check(node: BackendNode, state: { readonly suspected: boolean }): Promise<void> {
     return new Promise((resolve) => {
       const done = (ok: boolean, reason?: string, refused = false): void => {
         node.lastCheckAt = Date.now();
@@ -63,7 +78,7 @@ export class HealthChecker {
           }
         } else {
           node.consecutiveFailures++;
-          if (node.healthy && (refused || suspected || node.consecutiveFailures >= this.options.fall)) {
+          if (node.healthy && (refused || state.suspected || node.consecutiveFailures >= this.options.fall)) {
             node.markDown(reason ?? 'health check failed');
             this.onChange(node, false);
           }

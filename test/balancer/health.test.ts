@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { HealthChecker } from '../../src/balancer/health.js';
 import { BackendNode } from '../../src/balancer/node-table.js';
-import { waitFor } from '../helpers/processes.js';
+import { sleep, waitFor } from '../helpers/processes.js';
 
 /**
  * A node being SIGKILLed can accept a connection for a moment and then reset it: not a
@@ -38,6 +38,58 @@ describe('balancer health checks on a node that accepts and resets', () => {
     checker(node, changes).probe(node);
     await waitFor(() => changes.length > 0, 2_000, 'the probe ended');
     assert.equal(node.healthy, false);
+    assert.deepEqual(changes, [false]);
+  });
+});
+
+/**
+ * A node that accepts and never answers, checked more often than a check may last
+ * (healthIntervalMs below healthTimeoutMs): checks must not pile up, one per node at a time.
+ */
+describe('balancer health checks on a node slower than the interval', () => {
+  let server: Server;
+  let url: string;
+  let accepted = 0;
+  const sockets = new Set<Socket>();
+  before(async () => {
+    server = createServer((socket) => {
+      accepted++;
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  });
+  after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('a routine check still running is not started again', async () => {
+    accepted = 0;
+    const node = new BackendNode('app-1', url);
+    const checker = new HealthChecker([node], { path: '/healthz', intervalMs: 50, timeoutMs: 1_000, fall: 3 }, () => undefined);
+    checker.start();
+    try {
+      await sleep(700);
+      assert.equal(accepted, 1, `${accepted} checks under way at once`);
+      await waitFor(() => accepted === 2, 2_000, 'the next check once the first timed out');
+    } finally {
+      checker.stop();
+    }
+  });
+
+  it('a probe while a routine check runs starts none, and makes that check count as the probe', async () => {
+    accepted = 0;
+    const node = new BackendNode('app-1', url);
+    const changes: boolean[] = [];
+    const checker = new HealthChecker([node], { path: '/healthz', intervalMs: 60_000, timeoutMs: 300, fall: 3 }, (_n, healthy) => changes.push(healthy));
+    const routine = checker.checkAll();
+    checker.probe(node);
+    await routine;
+    assert.equal(accepted, 1);
+    assert.equal(node.healthy, false, 'one failure after a failed request marks the node down');
     assert.deepEqual(changes, [false]);
   });
 });
