@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, request, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer, request, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { KilnError } from '../errors/index.js';
@@ -279,13 +279,21 @@ export class KilnBalancer {
       rawAnswer(client, 503, { code: 'KILN_ERR_NO_NODE', message: 'no healthy app server' }, { 'retry-after': '1' });
       return;
     }
+    const headers = this.forwardedHeaders(req);
+    if (websocket) Object.assign(headers, { connection: 'Upgrade', upgrade: 'websocket' });
+    let upstream: ClientRequest;
+    try {
+      upstream = request({ host: node.host, port: node.port, method: req.method, path: req.url, headers, agent: false });
+    } catch (err) {
+      // Node refuses a request line or header it cannot send: an uncaught throw in this
+      // event handler would end the process.
+      rawAnswer(client, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `the request cannot be forwarded as it is: ${(err as Error).message}` });
+      return;
+    }
     if (websocket) this.counters.upgrades++;
     else this.counters.requests++;
     node.requests++;
     node.active++;
-    const headers = this.forwardedHeaders(req);
-    if (websocket) Object.assign(headers, { connection: 'Upgrade', upgrade: 'websocket' });
-    const upstream = request({ host: node.host, port: node.port, method: req.method, path: req.url, headers, agent: false });
     let released = false;
     /** The app's end once spliced: the request no longer owns it, so upstream.destroy() leaves it open. */
     let spliced: Socket | undefined;

@@ -1,4 +1,4 @@
-import { request, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../util/log.js';
 import { hasBody, sendError, stripHopByHop } from './http-util.js';
@@ -41,6 +41,9 @@ export interface ProxyCounters {
 export function newProxyCounters(): ProxyCounters {
   return { retries: 0, failovers: 0, errors: 0, noNode: 0, clientAborts: 0, queueTimeouts: 0, queueFull: 0, bodyTimeouts: 0, upstreamTimeouts: 0 };
 }
+
+/** What http.request() throws for a request line or header it will not send: the client's doing. */
+const UNSENDABLE = new Set(['ERR_UNESCAPED_CHARACTERS', 'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN']);
 
 export function proxyRequest(host: ProxyHost, req: IncomingMessage, res: ServerResponse): void {
   new Exchange(host, req, res).start();
@@ -85,7 +88,22 @@ class Exchange {
   }
 
   start(): void {
-    void this.body.lead.then(() => this.send());
+    // A throw here would be an unhandled rejection, which ends a Node 20 process.
+    this.body.lead.then(() => this.send()).catch((err: unknown) => this.fail(err));
+  }
+
+  /** A bug on the way to the node: the client is answered, whatever was under way dropped. */
+  private fail(err: unknown): void {
+    this.host.log.error('proxying failed', { err: (err as Error)?.message, url: this.req.url });
+    this.host.counters.errors++;
+    this.current?.end(true);
+    if (this.clientGone || this.settled) return;
+    if (this.res.headersSent) {
+      this.settled = true;
+      this.res.destroy();
+      return;
+    }
+    this.settle(502, 'KILN_ERR_BAD_GATEWAY', 'the balancer failed to proxy the request');
   }
 
   private send(): void {
@@ -110,6 +128,17 @@ class Exchange {
 
   private attempt(node: BackendNode): void {
     const { counters, limits, log } = this.host;
+    let upstream: ClientRequest;
+    try {
+      upstream = request({ host: node.host, port: node.port, method: this.req.method, path: this.req.url, headers: this.host.upstreamHeaders(this.req), agent: node.agent });
+    } catch (err) {
+      // Node validates the request line and headers as it makes the request, and throws;
+      // nothing was sent and nothing counted on the node yet.
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (UNSENDABLE.has(code)) this.settle(400, 'KILN_ERR_INVALID_ARGUMENT', `the request cannot be forwarded as it is: ${(err as Error).message}`);
+      else this.fail(err);
+      return;
+    }
     node.active++;
     node.requests++;
     node.queued++;
@@ -118,7 +147,6 @@ class Exchange {
     let connected = false;
     let responded = false;
     let abandoned = false;
-    const upstream = request({ host: node.host, port: node.port, method: this.req.method, path: this.req.url, headers: this.host.upstreamHeaders(this.req), agent: node.agent });
     const dequeue = (): void => {
       if (!queued) return;
       queued = false;

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { KilnBalancer } from '../../src/balancer/balancer.js';
+import { DEFAULT_LIMITS } from '../../src/balancer/limits.js';
+import { BackendNode } from '../../src/balancer/node-table.js';
+import { newProxyCounters, proxyRequest, type ProxyHost } from '../../src/balancer/proxy.js';
 import { silentLogger } from '../../src/util/log.js';
 import { sleep, waitFor } from '../helpers/processes.js';
 
@@ -225,5 +228,63 @@ describe('kiln balancer proxy', () => {
     } finally {
       await lone.stop(100);
     }
+  });
+});
+
+/**
+ * proxy.ts with a host (the balancer's side of it) that fails: a request Node refuses to
+ * make, or a throw on the way to it, is answered and releases the node; neither may be
+ * an unhandled rejection or exception, which ends a Node 20 process.
+ */
+describe('kiln balancer proxy when the upstream request cannot be made', () => {
+  let app: Backend;
+  let front: Server;
+  let frontUrl: string;
+  let node: BackendNode;
+  let host: ProxyHost & { fail?: 'headers' | 'pick' };
+
+  before(async () => {
+    app = await backend('app-1');
+    node = new BackendNode('app-1', `http://127.0.0.1:${app.port}`);
+    host = {
+      limits: DEFAULT_LIMITS,
+      counters: newProxyCounters(),
+      log: silentLogger,
+      pick: (_req, tried) => {
+        if (host.fail === 'pick') throw new Error('a bug on the way to the node');
+        return tried.has(node.name) ? undefined : node;
+      },
+      // A header Node refuses to send, as a request line or header it cannot carry would be.
+      upstreamHeaders: (req) => (host.fail === 'headers' ? { ...req.headers, 'x-bad': 'a\nb' } : { ...req.headers }),
+      adjustResponse: () => undefined,
+      suspect: () => undefined,
+    };
+    front = createServer((req, res) => proxyRequest(host, req, res));
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', () => resolve()));
+    frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    front.closeAllConnections();
+    front.close();
+    await app.close();
+  });
+
+  it('a request Node refuses to make gets 400, the node released', { timeout: 10_000 }, async () => {
+    host.fail = 'headers';
+    const r = await get(`${frontUrl}/page`);
+    assert.equal(r.status, 400, r.body);
+    assert.equal((JSON.parse(r.body) as { code: string }).code, 'KILN_ERR_INVALID_ARGUMENT');
+    assert.equal(node.active, 0);
+    assert.equal(node.queued, 0);
+  });
+
+  it('a throw on the way to the node gets 502, not an unhandled rejection', { timeout: 10_000 }, async () => {
+    host.fail = 'pick';
+    const r = await get(`${frontUrl}/page`);
+    assert.equal(r.status, 502, r.body);
+    assert.equal((JSON.parse(r.body) as { code: string }).code, 'KILN_ERR_BAD_GATEWAY');
+    host.fail = undefined;
+    assert.equal((await get(`${frontUrl}/page`)).status, 200, 'and the proxy goes on');
+    assert.equal(node.active, 0);
   });
 });
