@@ -184,8 +184,7 @@ class Exchange {
         connected = true;
         if (abandoned) return;
         // An app that never answers, or a response the client does not read, would pin the
-        // pool socket and the client for good. (A connection attempt ends on its own: refused
-        // or ETIMEDOUT, which retry-policy.ts handles.)
+        // pool socket and the client for good.
         upstream.setTimeout(limits.upstreamIdleTimeoutMs);
         this.body.sendTo(upstream);
       };

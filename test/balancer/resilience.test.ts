@@ -3,7 +3,10 @@
  * processes. Slow clients (a thousand slowloris connections, headers or bodies) do not
  * stop normal traffic; every slow client is ended by a deadline; a request waits for an
  * upstream socket a bounded time; a client that hangs up is neither re-sent nor leaked;
- * idempotent requests in flight on a SIGKILLed node are answered by another one.
+ * idempotent requests in flight on a SIGKILLed node are answered by another one. From
+ * the balancer review: an app that never answers, a client that never reads and an app
+ * that answers before reading the body hold no connection for good; --body-buffer-bytes 0
+ * loses no byte; a node that stops listening still answers its requests in flight.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -394,7 +397,7 @@ describe('kiln balancer upstream queue and client hang-ups (#23 items 2 and 4)',
   });
 });
 
-describe('kiln balancer deadline on the app server side (--upstream-idle-timeout-ms)', () => {
+describe('kiln balancer: what holds a connection to the app (--upstream-idle-timeout-ms, early answers)', () => {
   let apps: AppProcess[];
   let lb: Balancer;
 
