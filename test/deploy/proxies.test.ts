@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startApp, type AppProcess } from '../helpers/apps.js';
 import { Browser } from '../helpers/browser.js';
-import { freePort, killGroup, ROOT, removeDir, sleep, startKilnServer, tempDir, trackChild, waitFor, type ServerProcess } from '../helpers/processes.js';
+import { freePort, startProcessGroup, ROOT, removeDir, startKilnServer, tempDir, waitFor, type ServerProcess } from '../helpers/processes.js';
 
 /**
  * docs/deploy/ configurations, run by the real binaries (Debian's haproxy and nginx,
@@ -54,23 +53,10 @@ for (const [name, configure] of Object.entries(PROXIES)) {
       dir = tempDir(`kiln-${name}-`);
       const lbPort = await freePort();
       const [bin, args] = configure(dir, lbPort, apps);
-      // Its own process group: nginx forks workers that would outlive a killed master
-      // (holding the port and this process's pipes open).
-      const child = spawn(bin, [...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-      const exited = trackChild(child, { group: true });
-      stopProxy = async () => {
-        killGroup(child.pid!, 'SIGTERM');
-        await Promise.race([exited, sleep(3000)]);
-        killGroup(child.pid!, 'SIGKILL');
-        await exited;
-        child.stdout!.destroy();
-        child.stderr!.destroy();
-      };
+      const proxy = startProcessGroup(bin, args);
+      stopProxy = proxy.stop;
       url = `http://127.0.0.1:${lbPort}`;
-      await waitFor(async () => (await fetch(`${url}/healthz`).then((r) => r.ok).catch(() => false)) || (child.exitCode !== null && assert.fail(`${name} exited:\n${out}`)), 10_000, `${name} listening`);
+      await waitFor(async () => (await fetch(`${url}/healthz`).then((r) => r.ok).catch(() => false)) || (proxy.child.exitCode !== null && assert.fail(`${name} exited:\n${proxy.output()}`)), 10_000, `${name} listening`);
     });
     after(async () => {
       await stopProxy?.();

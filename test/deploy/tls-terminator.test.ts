@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startBalancerProcess, startRecordingBackend, type BalancerProcess, type RecordingBackend } from '../security/balancer-fixtures.js';
-import { freePort, killGroup, removeDir, ROOT, selfSignedCertificate, sleep, tempDir, trackChild, waitFor } from '../helpers/processes.js';
+import { freePort, startProcessGroup, removeDir, ROOT, selfSignedCertificate, tempDir, waitFor } from '../helpers/processes.js';
 
 /**
  * docs/deploy/production.md, "TLS in front of kiln balancer": its HAProxy and nginx
@@ -81,21 +80,9 @@ for (const [name, configure] of Object.entries(TERMINATORS)) {
       lb = await startBalancerProcess([backend], ['--trust-proxy', 'loopback']);
       port = await freePort();
       const [bin, args] = configure(dir, port, lb.port, selfSignedCertificate(dir));
-      // Its own process group: nginx forks workers that would outlive a killed master.
-      const child = spawn(bin, [...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-      const exited = trackChild(child, { group: true });
-      stopProxy = async () => {
-        killGroup(child.pid!, 'SIGTERM');
-        await Promise.race([exited, sleep(3000)]);
-        killGroup(child.pid!, 'SIGKILL');
-        await exited;
-        child.stdout!.destroy();
-        child.stderr!.destroy();
-      };
-      await waitFor(async () => (await httpsGet(port, '/ready', {}).then(() => true, () => false)) || (child.exitCode !== null && assert.fail(`${name} exited:\n${out}`)), 10_000, `${name} listening`);
+      const proxy = startProcessGroup(bin, args);
+      stopProxy = proxy.stop;
+      await waitFor(async () => (await httpsGet(port, '/ready', {}).then(() => true, () => false)) || (proxy.child.exitCode !== null && assert.fail(`${name} exited:\n${proxy.output()}`)), 10_000, `${name} listening`);
     });
     after(async () => {
       await stopProxy?.();

@@ -224,6 +224,31 @@ export async function startWorker(env: Record<string, string> = {}): Promise<Wor
   };
 }
 
+/**
+ * A daemon that forks (nginx, haproxy) started in its own process group, so its workers
+ * cannot outlive a killed master (holding its port and this process's pipes open).
+ * `stop()` sends SIGTERM to the group, SIGKILL after 3 s.
+ */
+export function startProcessGroup(bin: string, args: readonly string[]): { child: ChildProcess; output(): string; stop(): Promise<void> } {
+  const child = spawn(bin, [...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = trackChild(child, { group: true });
+  return {
+    child,
+    output: () => out,
+    stop: async () => {
+      killGroup(child.pid!, 'SIGTERM');
+      await Promise.race([exited, sleep(3000)]);
+      killGroup(child.pid!, 'SIGKILL');
+      await exited;
+      child.stdout!.destroy();
+      child.stderr!.destroy();
+    },
+  };
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
