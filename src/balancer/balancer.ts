@@ -209,7 +209,6 @@ export class KilnBalancer {
     this.refused.add(socket);
     socket.on('error', () => undefined);
     rawAnswer(socket, 503, { code: 'KILN_ERR_CLIENT_LIMIT', message: 'too many connections from this address (or in all) to the balancer' }, { 'retry-after': '1' });
-    setTimeout(() => socket.destroy(), 1_000).unref();
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {

@@ -42,11 +42,19 @@ export function sendError(res: ServerResponse, status: number, code: string, mes
   res.end(JSON.stringify({ code, message }));
 }
 
-/** A whole JSON answer on a socket the HTTP server has handed over (or not parsed yet), then close. */
+/**
+ * A whole JSON answer on a socket the HTTP server has handed over (or not parsed yet),
+ * then close. The socket is destroyed a second later: such sockets allow half-open
+ * connections, so a peer that never closes its side would keep it (and its descriptor).
+ */
 export function rawAnswer(socket: Socket, status: number, body: unknown, extra: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   const head = Object.entries({ 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), connection: 'close', ...extra }).map(([k, v]) => `${k}: ${v}`);
   socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n${head.join('\r\n')}\r\n\r\n${text}`);
+  setTimeout(() => socket.destroy(), RAW_ANSWER_LINGER_MS).unref();
 }
+
+/** How long a raw answer has to reach the peer before its socket is destroyed. */
+const RAW_ANSWER_LINGER_MS = 1_000;
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };

@@ -153,8 +153,17 @@ class Exchange {
       node.queued--;
       clearTimeout(queueTimer);
     };
+    /** The connected socket, watched for silence while this request is on it (see go()). */
+    let watched: Socket | undefined;
+    let connectTimer: NodeJS.Timeout | undefined;
+    const unwatch = (): void => {
+      clearTimeout(connectTimer);
+      watched?.off('timeout', onSilence);
+      watched = undefined;
+    };
     const release = (): void => {
       dequeue();
+      unwatch();
       if (released) return;
       released = true;
       node.active--;
@@ -181,19 +190,32 @@ class Exchange {
       // The body goes only once the node accepted the connection: a refused connection
       // can then be retried elsewhere with nothing of the body spent.
       const go = (): void => {
+        clearTimeout(connectTimer);
         connected = true;
         if (abandoned) return;
         // An app that never answers, or a response the client does not read, would pin the
-        // pool socket and the client for good.
-        upstream.setTimeout(limits.upstreamIdleTimeoutMs);
+        // pool socket and the client for good. The listener is this request's own, on the
+        // socket, taken off when the request ends: the request's 'timeout' event would not
+        // come at all after a connect slower than the pool's own 4 s timeout, which uses
+        // up Node's one forwarding listener.
+        watched = socket;
+        socket.setTimeout(limits.upstreamIdleTimeoutMs);
+        socket.on('timeout', onSilence);
         this.body.sendTo(upstream);
       };
-      if (socket.connecting) socket.once('connect', go);
-      else go();
+      if (socket.connecting) {
+        // A node that does not take the connection within the queue's bound (its accept
+        // queue full, the host gone) counts as refusing it: the request may go elsewhere,
+        // as nothing of it was sent. The OS would give up only after about two minutes.
+        connectTimer = setTimeout(() => {
+          if (!connected && !abandoned) upstream.destroy(Object.assign(new Error(`no connection to ${node.name} within ${limits.queueTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
+        }, limits.queueTimeoutMs);
+        socket.once('connect', go);
+      } else {
+        go();
+      }
     });
-    upstream.on('timeout', () => {
-      // Before the connection is up the socket has the pool's own timeout (4 s) and this is
-      // no answer overdue: a connection attempt ends on its own, refused or ETIMEDOUT.
+    const onSilence = (): void => {
       if (abandoned || !connected) return;
       counters.upstreamTimeouts++;
       // Silent before any answer: maybe hung, so check it now. A response the client does
@@ -208,7 +230,7 @@ class Exchange {
         return;
       }
       this.settle(504, 'KILN_ERR_TIMEOUT', `app server ${node.name} sent nothing for ${limits.upstreamIdleTimeoutMs} ms (--upstream-idle-timeout-ms)`);
-    });
+    };
     upstream.on('response', (upRes) => {
       responded = true;
       upRes.once('close', release);

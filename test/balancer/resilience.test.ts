@@ -552,6 +552,49 @@ describe('kiln balancer when an app server stops listening (a graceful shutdown)
   });
 });
 
+describe('kiln balancer when an app server takes no new connection (its accept queue full)', () => {
+  let stuck: ReturnType<typeof spawn> | undefined;
+  const held: Socket[] = [];
+  let apps: AppProcess[];
+  let lb: Balancer;
+
+  before(async () => {
+    // A listener that never accepts: stopped, with its accept queue (backlog 1) full, so
+    // the kernel drops new connections' SYNs and a connect waits for the OS (minutes).
+    stuck = spawn(process.execPath, ['-e', "const s = require('net').createServer().listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => console.log('port ' + s.address().port));"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    void trackChild(stuck);
+    const port = await new Promise<number>((resolve) => stuck!.stdout!.on('data', (d: Buffer) => {
+      const m = /port (\d+)/.exec(String(d));
+      if (m) resolve(Number(m[1]));
+    }));
+    process.kill(stuck.pid!, 'SIGSTOP');
+    for (let i = 0; i < 4; i++) {
+      const s = connect({ host: '127.0.0.1', port });
+      s.on('error', () => undefined);
+      held.push(s);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    apps = await startApps(['app-2']);
+    lb = await startBalancer([{ url: `http://127.0.0.1:${port}` } as AppProcess, apps[0]!], ['--affinity', 'route', '--health-interval-ms', '60000', '--queue-timeout-ms', '1000']);
+  });
+  after(async () => {
+    for (const s of held) s.destroy();
+    if (stuck?.pid) process.kill(stuck.pid, 'SIGKILL');
+    await lb?.kill();
+    await Promise.all((apps ?? []).map((a) => a.kill()));
+  });
+
+  it('a connection not made within --queue-timeout-ms counts as refused: the node is marked down and the request goes to another one', { timeout: 20_000 }, async () => {
+    const cookie = `connect.sid=${randomBytes(18).toString('base64url')}.app-1`;
+    const r = await call(`${lb.url}/ok`, { headers: { cookie } });
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { node: string }).node, 'app-2');
+    assert.ok(r.ms >= 900 && r.ms < 5_000, `answered after ${r.ms.toFixed(0)} ms (the connect bound is 1,000 ms)`);
+    assert.equal((await status(lb)).nodes.find((n) => n.name === 'app-1')?.healthy, false, 'the stuck node is down');
+    await waitFor(async () => (await status(lb)).nodes.every((n) => n.active === 0), 5_000, '`active` back to 0');
+  });
+});
+
 describe('kiln balancer when an app server is SIGKILLed mid-request (#23 item 5)', () => {
   let apps: AppProcess[];
   let lb: Balancer;

@@ -39,11 +39,13 @@ Limits (so that slow or greedy clients cannot take the balancer down):
   --body-timeout-ms <n>         a request body complete within n ms of its headers, else 408 (default 60000)
   --keep-alive-timeout-ms <n>   idle client keep-alive connections closed after n ms (default 5000)
   --upstream-sockets <n>        connections to each app server (default 256)
-  --queue-timeout-ms <n>        wait for a free upstream connection at most n ms, then 503 (default 5000)
+  --queue-timeout-ms <n>        wait for a free upstream connection at most n ms, then 503; a new
+                                connection not made within it counts as refused (default 5000)
   --max-queue <n>               requests waiting per app server at most; beyond, 503 at once (default 1024)
   --upstream-idle-timeout-ms <n>  an app server connection silent n ms while a request is on it
                                 (no answer, or a response the client does not read): 504, or the
-                                client's connection cut once the response began (default 60000)
+                                client's connection cut once the response began; an event stream or
+                                long poll silent that long is cut too (default 60000)
   --body-buffer-bytes <n>       bytes of a body read before an app server is picked (default 65536)
   --max-connections-per-client <n>  open connections per source address (default 256;
                                 --trust-proxy peers have no such cap: their clients share the address)
