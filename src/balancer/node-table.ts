@@ -1,5 +1,6 @@
 import { Agent } from 'node:http';
 import { KilnError } from '../errors/index.js';
+import { ROUTE_PATTERN } from '../session/id.js';
 
 /** Below Node's default keepAliveTimeout (5 s), the usual app server's. */
 const IDLE_SOCKET_MS = 4_000;
@@ -88,15 +89,13 @@ export function parseNodeSpec(spec: string): { name: string; url: string } {
   return { name, url: spec.slice(eq + 1) };
 }
 
-const NODE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
-
 /**
  * A node's name is the route suffix of its sessions' ids (a dot would end it) and the
  * value of the balancer cookie (a `;` or a line break would be header injection), so
  * every name is held to this rule, wherever it comes from. `where` says which option.
  */
 export function checkNodeName(name: unknown, where: string): string {
-  if (typeof name !== 'string' || !NODE_NAME.test(name)) {
+  if (typeof name !== 'string' || !ROUTE_PATTERN.test(name)) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `${where} ${JSON.stringify(name) ?? String(name)}: letters, digits, _ and - only, 1 to 64 of them (it is the session route)`, { details: { option: 'nodes' } });
   }
   return name;

@@ -8,6 +8,7 @@ import type { ClientCounters } from './counters.js';
 import { cacheChannel, leaseChannel } from './diagnostics.js';
 import type { KeyedQueue } from './keyed-queue.js';
 import type { NearCache } from './near-cache.js';
+import { SessionCounts } from './session-counts.js';
 import type { CachedSession } from './session-handle.js';
 
 /**
@@ -59,7 +60,7 @@ export class LeaseKeeper {
   /** Recalls that arrived before the grant they refer to was processed. */
   private readonly earlyRecalls = new Map<string, number>();
   /** Acquires on their way, by session: a recall is kept for later only while one is (see recall). */
-  private readonly acquiring = new Map<string, number>();
+  private readonly acquiring = new SessionCounts();
 
   constructor(private readonly p: LeaseKeeperParts) {}
 
@@ -103,7 +104,7 @@ export class LeaseKeeper {
   async acquire(sessionId: string, deadline: number): Promise<LeaseGrant> {
     this.p.counters.acquires++;
     let grant: LeaseGrant;
-    this.acquiring.set(sessionId, (this.acquiring.get(sessionId) ?? 0) + 1);
+    this.acquiring.add(sessionId);
     let failed = true;
     try {
       for (let attempt = 1; ; attempt++) {
@@ -118,11 +119,9 @@ export class LeaseKeeper {
       }
       failed = false;
     } finally {
-      const left = (this.acquiring.get(sessionId) ?? 1) - 1;
-      if (left > 0) this.acquiring.set(sessionId, left);
-      else this.acquiring.delete(sessionId);
+      this.acquiring.remove(sessionId);
       // A recall kept for a grant that never came to us is kept no longer.
-      if (failed && left === 0) this.earlyRecalls.delete(sessionId);
+      if (failed && !this.acquiring.has(sessionId)) this.earlyRecalls.delete(sessionId);
     }
     this.leases.set(sessionId, { token: grant.token, releaseAfterUse: grant.releaseAfterUse, recalled: false });
     if (leaseChannel.hasSubscribers) leaseChannel.publish({ type: 'acquired', sessionId, token: grant.token, releaseAfterUse: grant.releaseAfterUse });

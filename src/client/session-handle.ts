@@ -207,6 +207,7 @@ export class SessionHandle {
    */
   commit(options: { force?: boolean; final?: boolean } = {}): Promise<CommitResult> {
     if (this.state !== 'open' || this.readOnly) return Promise.resolve({ committed: false, version: this.base.meta.version, bytes: 0 });
+    this.lastSent = undefined; // set by the host once the commit is taken
     return this.host.commitHandle(this, { force: options.force === true, final: options.final === true });
   }
 
@@ -263,14 +264,15 @@ export class SessionHandle {
     this.tracker.revert(name);
   }
 
-  /** @internal What the last commit of this handle carried (see discardSent). */
+  /** @internal What the last commit of this handle carried, once taken (see discardSent). */
   lastSent: SentChanges | undefined;
 
   /**
-   * @internal After a refused commit: forgets what it carried (`sent`), and keeps what the
-   * request changed after it was taken. With nothing changed since, all of it goes.
+   * @internal After a refused commit: forgets what it carried, and keeps what the request
+   * changed after it was taken. With nothing changed since (or no commit taken), all of it goes.
    */
-  discardSent(sent: SentChanges | undefined): void {
+  discardSent(): void {
+    const sent = this.lastSent;
     if (!sent || !this.tracker.changedAfter(sent.upTo)) {
       this.discardChanges();
       return;
@@ -281,8 +283,9 @@ export class SessionHandle {
   }
 
   /** @internal After a refused commit that named one attribute: forgets its change if the commit carried it. */
-  revertSent(name: string, sent: SentChanges | undefined): void {
+  revertSent(name: string): void {
     this.assertUsable();
+    const sent = this.lastSent;
     if (sent) this.tracker.revertUpTo(name, sent.upTo);
     else this.tracker.revert(name);
   }

@@ -139,7 +139,7 @@ export class DeltaTracker {
     const watched = this.watched?.get(name);
     if (!watched) return;
     // A change the views could not stamp (an object stored in the value) counts as carried.
-    const carried = watched.dirty ? [...watched.dirty.values()].some((stamp) => stamp <= upTo) : watched.untracked;
+    const carried = watched.dirty ? watched.wroteBy(upTo) : watched.untracked;
     if (carried) this.revert(name);
   }
 

@@ -253,6 +253,12 @@ export class LiveValue implements ProxyHandler<object> {
     return latest;
   }
 
+  /** Whether a write pending through this request's views was made by `upTo` (a commit taken then carried it). */
+  wroteBy(upTo: number): boolean {
+    if (this.dirty) for (const stamp of this.dirty.values()) if (stamp <= upTo) return true;
+    return false;
+  }
+
   /** Whether the tree equals the committed bytes and nothing outside can change it. */
   get reusable(): boolean {
     return !this.untracked && this.dirty === undefined;

@@ -51,6 +51,7 @@ describe('cookie signing', () => {
       assert.throws(() => serializeCookie('sid', 'v', attrs), (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.['option'] === option);
     invalid({ domain: 'a.com; SameSite=None' }, 'cookie.domain');
     invalid({ domain: 'a..com' }, 'cookie.domain');
+    invalid({ domain: `${'a.'.repeat(8_000)}!` }, 'cookie.domain'); // a Host header's worth of labels, then a bad character
     invalid({ path: '/; Domain=evil.example' }, 'cookie.path');
     invalid({ path: '/\n' }, 'cookie.path');
     invalid({ sameSite: 'sometimes' as never }, 'cookie.sameSite');
@@ -182,16 +183,33 @@ describe('session methods called without a callback', () => {
   });
 });
 
+/**
+ * A stored session with `values`, on a runtime of the in-process memory engine: `fn` gets
+ * the runtime and the session's id, and `stored()` reads back what the tier holds.
+ */
+async function withStoredSession(values: Record<string, unknown>, fn: (runtime: SessionRuntime<object>, id: string, stored: () => Promise<Record<string, unknown>>) => Promise<void>): Promise<void> {
+  const runtime = new SessionRuntime<object>({ secret: 'k1' }, 'x');
+  try {
+    const first = await runtime.open({}, undefined, false);
+    for (const [name, value] of Object.entries(values)) first.handle.set(name, value);
+    await first.finish();
+    const stored = async (): Promise<Record<string, unknown>> => {
+      const check = await runtime.open({}, first.id, false);
+      const all = check.handle.toObject();
+      check.abort();
+      return all;
+    };
+    await fn(runtime, first.id, stored);
+  } finally {
+    await runtime.close();
+  }
+}
+
 describe('a save() the tier refuses', () => {
   it('rolls back what it carried, and keeps what the request changed after it was taken', async () => {
-    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
-    try {
-      const first = await runtime.open({}, undefined, false);
-      first.handle.set('kept', 'before');
-      await first.finish();
-
+    await withStoredSession({ kept: 'before' }, async (runtime, id, stored) => {
       // Refused for one attribute: that attribute's change goes, unless written again since.
-      const one = await runtime.open({}, first.id, false);
+      const one = await runtime.open({}, id, false);
       one.handle.set('big', 'x'.repeat(1024 * 1024 + 10)); // over the attribute limit
       one.handle.set('other', 1);
       const refused = one.save().catch((err: unknown) => err);
@@ -202,7 +220,7 @@ describe('a save() the tier refuses', () => {
       await one.finish();
 
       // Refused as a whole: everything it carried goes, what came after stays.
-      const whole = await runtime.open({}, first.id, false);
+      const whole = await runtime.open({}, id, false);
       for (let i = 0; i < 5; i++) whole.handle.set(`part${i}`, 'y'.repeat(1000 * 1000)); // 5 MB: over the session limit
       const refusedWhole = whole.save().catch((err: unknown) => err);
       whole.handle.set('later', 2);
@@ -211,32 +229,20 @@ describe('a save() the tier refuses', () => {
       assert.equal(whole.handle.get('later'), 2, 'a change made after the save was taken stays');
       await whole.finish();
 
-      const check = await runtime.open({}, first.id, false);
-      assert.deepEqual(check.handle.toObject(), { kept: 'before', big: 'fixed', other: 1, later: 2 });
-      check.abort();
-    } finally {
-      await runtime.close();
-    }
+      assert.deepEqual(await stored(), { kept: 'before', big: 'fixed', other: 1, later: 2 });
+    });
   });
 });
 
 describe('a destroy() nobody waits for', () => {
   it('that fails fails the request (nothing committed), rather than leave the user logged in behind a successful reply', async () => {
-    const runtime = new SessionRuntime({ secret: 'k1' }, 'x');
-    try {
-      const first = await runtime.open({}, undefined, false);
-      first.handle.set('user', 'ann');
-      await first.finish();
-      const rs = await runtime.open({}, first.id, false);
+    await withStoredSession({ user: 'ann' }, async (runtime, id, stored) => {
+      const rs = await runtime.open({}, id, false);
       rs.handle.set('note', 'changed before the logout');
       rs.handle.destroy = () => Promise.reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'the tier is away'));
       void rs.destroy().catch(() => undefined); // req.session.destroy(); res.redirect('/')
       await assert.rejects(rs.finish(), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
-      const check = await runtime.open({}, first.id, false);
-      assert.deepEqual(check.handle.toObject(), { user: 'ann' }, 'nothing of the failed request was stored');
-      check.abort();
-    } finally {
-      await runtime.close();
-    }
+      assert.deepEqual(await stored(), { user: 'ann' }, 'nothing of the failed request was stored');
+    });
   });
 });

@@ -147,22 +147,37 @@ const lower = (value: unknown): unknown => (typeof value === 'string' ? value.to
 
 /** The last name that passed the token check: a runtime serializes one name all its life. */
 let checkedName = '';
-/** The last domain and path that passed their checks (most apps send one of each). */
-let checkedDomain = '';
-let checkedPath = '';
-let checkedSameSite: unknown = 'lax';
 
-function invalidAttribute(name: string, value: unknown, owner = 'Set-Cookie'): KilnError {
-  return new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: cookie.${name} ${JSON.stringify(String(value)).slice(0, 80)} is not valid (it would change the Set-Cookie header)`, { details: { option: `cookie.${name}` } });
+type CheckedAttribute = 'domain' | 'path' | 'sameSite' | 'priority';
+/** What each attribute must be, as the `cookie` package (express-session's) has it. */
+const ATTRIBUTE_RULES: Record<CheckedAttribute, (value: unknown) => boolean> = {
+  domain: (value) => typeof value === 'string' && DOMAIN.test(value),
+  path: (value) => typeof value === 'string' && PATH.test(value),
+  sameSite: (value) => SAME_SITE.has(lower(value)),
+  priority: (value) => PRIORITY.has(lower(value)),
+};
+/** The last value of each that passed (most apps write one of each): it is not checked again. */
+const lastValid: Record<CheckedAttribute, unknown> = { domain: '', path: '', sameSite: 'lax', priority: 'medium' };
+
+/** Throws KILN_ERR_INVALID_OPTION naming the attribute (and `owner`) unless `value` may be written. */
+function checkAttribute(name: CheckedAttribute, value: unknown, owner = 'Set-Cookie'): void {
+  if (value === lastValid[name]) return;
+  if (!ATTRIBUTE_RULES[name](value)) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: cookie.${name} ${JSON.stringify(String(value)).slice(0, 80)} is not valid (it would change the Set-Cookie header)`, { details: { option: `cookie.${name}` } });
+  }
+  lastValid[name] = value;
 }
 
-/** Checks the attributes serializeCookie would write, up front (options at start-up), naming the bad one. */
+/**
+ * Checks the attributes serializeCookie would write, up front (options at start-up),
+ * naming the bad one. Options may also say `domain: ''` (none) and `sameSite: 'auto'`
+ * (None over TLS, Lax otherwise), resolved before a cookie is written.
+ */
 export function assertCookieAttributes(owner: string, attrs: { domain?: unknown; path?: unknown; sameSite?: unknown; priority?: unknown }): void {
-  if (attrs.domain !== undefined && (typeof attrs.domain !== 'string' || (attrs.domain !== '' && !DOMAIN.test(attrs.domain)))) throw invalidAttribute('domain', attrs.domain, owner);
-  if (attrs.path !== undefined && (typeof attrs.path !== 'string' || !PATH.test(attrs.path))) throw invalidAttribute('path', attrs.path, owner);
-  // 'auto' is an option's value (None over TLS, Lax otherwise), resolved before a cookie is written.
-  if (attrs.sameSite !== undefined && lower(attrs.sameSite) !== 'auto' && !SAME_SITE.has(lower(attrs.sameSite))) throw invalidAttribute('sameSite', attrs.sameSite, owner);
-  if (attrs.priority !== undefined && !PRIORITY.has(lower(attrs.priority))) throw invalidAttribute('priority', attrs.priority, owner);
+  if (attrs.domain !== undefined && attrs.domain !== '') checkAttribute('domain', attrs.domain, owner);
+  if (attrs.path !== undefined) checkAttribute('path', attrs.path, owner);
+  if (attrs.sameSite !== undefined && lower(attrs.sameSite) !== 'auto') checkAttribute('sameSite', attrs.sameSite, owner);
+  if (attrs.priority !== undefined) checkAttribute('priority', attrs.priority, owner);
 }
 /** Expires is written in whole seconds: one formatted date serves every response of that second. */
 let expiresSecond = NaN;
@@ -188,17 +203,11 @@ export function serializeCookie(name: string, value: string, attrs: CookieAttrib
   // Checked as the `cookie` package checks them, whether from options or a per-request
   // cookie function (a Domain taken from the Host header must not add attributes).
   if (attrs.domain) {
-    if (attrs.domain !== checkedDomain) {
-      if (typeof attrs.domain !== 'string' || !DOMAIN.test(attrs.domain)) throw invalidAttribute('domain', attrs.domain);
-      checkedDomain = attrs.domain;
-    }
+    checkAttribute('domain', attrs.domain);
     cookie += `; Domain=${attrs.domain}`;
   }
   if (attrs.path) {
-    if (attrs.path !== checkedPath) {
-      if (typeof attrs.path !== 'string' || !PATH.test(attrs.path)) throw invalidAttribute('path', attrs.path);
-      checkedPath = attrs.path;
-    }
+    checkAttribute('path', attrs.path);
     cookie += `; Path=${attrs.path}`;
   }
   if (attrs.expires) cookie += `; Expires=${httpDate(attrs.expires)}`;
@@ -206,13 +215,10 @@ export function serializeCookie(name: string, value: string, attrs: CookieAttrib
   if (attrs.secure) cookie += '; Secure';
   if (attrs.partitioned) cookie += '; Partitioned';
   if (attrs.priority) {
-    if (!PRIORITY.has(lower(attrs.priority))) throw invalidAttribute('priority', attrs.priority);
+    checkAttribute('priority', attrs.priority);
     cookie += `; Priority=${attrs.priority[0]!.toUpperCase()}${attrs.priority.slice(1)}`;
   }
-  if (attrs.sameSite !== undefined && attrs.sameSite !== checkedSameSite) {
-    if (!SAME_SITE.has(lower(attrs.sameSite))) throw invalidAttribute('sameSite', attrs.sameSite);
-    checkedSameSite = attrs.sameSite;
-  }
+  if (attrs.sameSite !== undefined) checkAttribute('sameSite', attrs.sameSite);
   const sameSite = attrs.sameSite === true ? 'strict' : attrs.sameSite;
   if (sameSite) cookie += `; SameSite=${sameSite[0]!.toUpperCase()}${sameSite.slice(1)}`;
   // A UTF-8 character takes at most 3 bytes: only a long cookie needs counting.

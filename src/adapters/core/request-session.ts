@@ -213,9 +213,8 @@ export class RequestSession<Req = unknown> {
     if (this.finished || this.destroyed || this.handle.isDestroyed || (isKilnError(err) && err.retryable)) return;
     const attribute = isKilnError(err) ? err.details?.['attribute'] : undefined;
     // Only what the refused save carried: what the request changed after it stays.
-    const sent = this.handle.lastSent;
-    if (typeof attribute === 'string' && attribute !== COOKIE_ATTRIBUTE) this.handle.revertSent(attribute, sent);
-    else this.handle.discardSent(sent);
+    if (typeof attribute === 'string' && attribute !== COOKIE_ATTRIBUTE) this.handle.revertSent(attribute);
+    else this.handle.discardSent();
   }
 
   private async commitNow(final: boolean): Promise<void> {
@@ -238,7 +237,6 @@ export class RequestSession<Req = unknown> {
       if (cookie.renewalWorthStoring) handle.set(COOKIE_ATTRIBUTE, cookie.override());
       this.refreshed = true;
     }
-    handle.lastSent = undefined; // set by the commit once taken (see rollBack)
     const result = await handle.commit({ force: handle.isNew && this.runtime.saveUninitialized, final });
     if (result.committed) this.committed = true;
   }
