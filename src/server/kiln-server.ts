@@ -16,7 +16,7 @@ import { WaitingRoom } from './waiting-room.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
 import { checkTokenStrength } from '../util/secret-file.js';
-import { AppendLog, DEFAULT_LOG_STALL_MS, DEFAULT_MAX_LOG_BACKLOG_BYTES, type FsyncPolicy, type LoadReport, type LogBacklog } from './storage/append-log.js';
+import { AppendLog, DEFAULT_LOG_STALL_MS, DEFAULT_MAX_LOG_BACKLOG_BYTES, type FsyncPolicy, type LoadReport, type LogBacklog, type StopOutcome } from './storage/append-log.js';
 import { readLastRepair, type RepairSummary } from './storage/last-repair.js';
 import { Keyring, readKeyFile } from './storage/record-codec.js';
 import { repairDataDir } from './storage/repair.js';
@@ -28,7 +28,7 @@ import { repairDataDir } from './storage/repair.js';
  * @example
  * const server = new KilnServer({ port: 9510, token: process.env.KILN_TOKEN, dataDir: './kiln-data' });
  * const { port } = await server.start();
- * process.on('SIGTERM', () => server.stop().then(() => process.exit(0)));
+ * process.on('SIGTERM', () => server.stop().then(({ clean }) => process.exit(clean ? 0 : 1)));
  */
 export interface KilnServerOptions {
   host?: string;
@@ -150,7 +150,7 @@ export class KilnServer {
   private readonly dataDir: string | undefined;
   private nextConnectionId = 0;
   private readonly activityListeners = new Set<(event: ServerActivity) => void>();
-  private stopping: Promise<void> | undefined;
+  private stopping: Promise<StopOutcome> | undefined;
   private loaded: LoadReport | undefined;
   private readonly repairOnStart: boolean;
   private readonly keyring: Keyring | undefined;
@@ -326,14 +326,20 @@ export class KilnServer {
 
   /**
    * Graceful stop: no new connections or requests, in-flight commits finish and reach
-   * the disk, then every connection closes. Safe to call twice.
+   * the disk, then every connection closes. Safe to call twice. Resolves `{ clean: false }`
+   * when the data directory's last writes could not be made sure of (a disk that hung or
+   * failed at stop; the log said why), so a supervisor can tell.
+   *
+   * @example
+   * const { clean } = await server.stop();
+   * process.exitCode = clean ? 0 : 1;
    */
-  stop(): Promise<void> {
+  stop(): Promise<StopOutcome> {
     if (!this.stopping) this.stopping = this.doStop();
     return this.stopping;
   }
 
-  private async doStop(): Promise<void> {
+  private async doStop(): Promise<StopOutcome> {
     this.log.info('stopping');
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -342,8 +348,10 @@ export class KilnServer {
       for (const socket of this.tlsSocketsByPeer.values()) socket.destroy();
     });
     this.tier.close();
-    await this.storage?.close();
-    this.log.info('stopped');
+    const outcome = (await this.storage?.close()) ?? { clean: true };
+    if (outcome.clean) this.log.info('stopped');
+    else this.log.error('stopped, but not cleanly: the last writes to the data directory could not be made sure of (see the storage errors above)');
+    return outcome;
   }
 
   /**

@@ -170,6 +170,23 @@ describe('kiln server: a log whose disk falls behind', () => {
       await engine.commit(commitOf(id, grant.token, 0, { n: 2 }));
     }));
 
+  it('a stop that gives up on a write hung on its disk exits 1 once the disk answers, saying why (a stop that finished its writes exits 0)', () =>
+    withFaultyServer('log:write', { fsync: 'always', args: ['--log-stall-ms', '300', '--admin-port', '0'] }, 20_000, async (server, engine, hold) => {
+      const admin = await adminPortOf(server);
+      writeFileSync(hold, '');
+      const id = generateSessionId();
+      const grant = await engine.acquire(id);
+      const stuck = engine.commit(commitOf(id, grant.token, 0, { n: 1 }));
+      stuck.catch(() => undefined); // never acknowledged: the stop gives it up
+      await waitFor(async () => /^kiln_storage_refusing 1$/m.test(await (await admin.get('/metrics')).text()), 10_000, 'the write to hang');
+      process.kill(server.pid, 'SIGTERM');
+      await waitFor(() => /the log's last write still waited on its disk after 300 ms at stop/.test(server.output()) || undefined, 10_000, 'the stop to give the write up');
+      assert.equal(await Promise.race([server.exited.then(() => 'exited'), sleep(500).then(() => 'waiting')]), 'waiting', 'a write cannot be cancelled: the process waits for its disk');
+      unlinkSync(hold);
+      assert.deepEqual(await server.exited, { code: 1, signal: null });
+      assert.match(server.output(), /stopped, but its last writes could not be made sure of/);
+    }));
+
   it('a disk gone full: the batch it refused is written again whole when space is back, commits are refused meanwhile, and a crash after finds a clean log', async () => {
     const { dataDir, hold, env, cleanup } = faultyDisk('log:write-fails');
     let server = await startKilnServer({ dataDir, fsync: 'always', env, args: ['--log-stall-ms', '60000'] });

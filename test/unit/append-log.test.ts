@@ -32,7 +32,7 @@ async function writeSessions(dir: string, count: number): Promise<{ table: Sessi
     const { record } = table.applyCommit({ sessionId: id, token: 1, commitId: `c${i}`, baseVersion: 0, lastAccessedAt: 1, set: [['n', Uint8Array.of(i % 256)]], del: [], principal: 'p' }, DEFAULT_SESSION_LIMITS, Date.now());
     await log.append(record!);
   }
-  await log.close();
+  assert.deepEqual(await log.close(), { clean: true });
   return { table, ids };
 }
 
@@ -441,7 +441,7 @@ describe('append-only log: a disk that falls behind', () => {
       writeFileSync(hold, ''); // the disk fills up
       const failing = outcome(log.append(commitRecord(table, 0, 100)), 'written');
       await waitFor(() => log.counters.writeFailures >= 2 || undefined, 5000, 'two failures before the stop');
-      await log.close();
+      assert.deepEqual(await log.close(), { clean: false }, 'a stop that gave up on a write says so');
       assert.notEqual(await failing, 'written');
       assert.deepEqual(errors.filter((e) => /still waited on its disk/.test(e)), [], `a failing disk is not a hung one: ${errors.join(' | ')}`);
       const failures = log.counters.writeFailures;
@@ -783,9 +783,10 @@ describe('append-only log: a disk that falls behind', () => {
       await snapshotBegun(dir);
       await log.append(commitRecord(table, 5000, 100));
       const started = Date.now();
-      await log.close();
+      const stopped = await log.close();
       assert.ok(Date.now() - started < 5000, `close took ${Date.now() - started} ms`);
       assert.match(errors.join('\n'), /a compaction still waited on its disk after 300 ms at stop: abandoned/);
+      assert.deepEqual(stopped, { clean: true }, 'an abandoned snapshot replaces nothing: every commit is in the logs, synced');
       assert.ok(existsSync(join(dir, 'kiln.lock')), 'the directory stays locked while the abandoned compaction may still touch it');
       // Not even to a server restarted in this process: the old compaction could remove its files.
       assert.throws(() => reload(dir), /in use by this process \(a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk\)/);
@@ -853,9 +854,11 @@ describe('append-only log: a disk that falls behind', () => {
       const behind = outcome(log.append(commitRecord(table, 2, 100)), 'written');
       const started = Date.now();
       // Two stops at once (a failed start's and a signal's): neither gives the lock back early.
-      const stopped = await settlesWithin(Promise.all([log.close(), log.close()]), 5000);
+      const stops = Promise.all([log.close(), log.close()]);
+      const stopped = await settlesWithin(stops, 5000);
       if (!stopped) unlinkSync(hold); // let a stop that waits for good finish, and fail
       assert.ok(stopped, 'the stop returned while the write still waited');
+      assert.deepEqual(await stops, [{ clean: false }, { clean: false }], 'both stops say the last write is not known to be on disk');
       assert.ok(Date.now() - started < 3000, `the stop took ${Date.now() - started} ms`);
       assert.ok(await settlesWithin(behind, 1000), 'what waited behind the write is answered');
       assert.equal(await behind, 'KILN_ERR_SERVER_SHUTTING_DOWN', 'never written, never acknowledged');

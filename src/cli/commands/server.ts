@@ -74,8 +74,9 @@ Options:
   -h, --help                 this help
 
 On start it prints one line: "kiln server ready on <host>:<port> ..." (stdout).
-SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0
-(a log write that has not moved for --log-stall-ms is given up: see the log's line).
+SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0; exits 1
+when a log write or sync that has not moved for --log-stall-ms was given up, or a sync
+failed (the log's lines say which; the data directory may lack the last commits).
 `;
 
 export const serverCommand: Command = {
@@ -214,7 +215,10 @@ export const serverCommand: Command = {
           .then(() => source?.close())
           .then(() => server.stop())
           .then(
-          () => resolve(0),
+          ({ clean }) => {
+            if (!clean) process.stderr.write('kiln server: stopped, but its last writes could not be made sure of (see the storage errors above); exit 1\n');
+            resolve(clean ? 0 : 1);
+          },
           (err: Error) => {
             process.stderr.write(`kiln server: error while stopping: ${err.message}\n`);
             resolve(1);

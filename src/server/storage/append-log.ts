@@ -93,6 +93,11 @@ export function pieceEnd(data: Buffer, at: number, size: number): number {
 }
 
 /** How far the log is behind its disk, for stats and the refusal's message. */
+/** How a stop ended: clean when everything acknowledged is known to be on disk. */
+export interface StopOutcome {
+  clean: boolean;
+}
+
 export interface LogBacklog {
   /** Bytes appended and not yet written (fsync "always": not yet synced). */
   bytes: number;
@@ -156,7 +161,9 @@ export class AppendLog implements TierStorage {
   private writeMovedAt = 0;
   private syncSince = 0;
   /** The stop under way, for a second close() to wait on (two stops must not both give the lock back). */
-  private closingDone: Promise<void> | undefined;
+  private closingDone: Promise<StopOutcome> | undefined;
+  /** What the stop gave up on or could not make sure of (stopProblem). */
+  private stopProblems = 0;
   /** The write being tried again (see writeUntilDone): when it first failed, and how it last did. */
   private writeFailure: { since: number; message: string } | undefined;
   /**
@@ -604,10 +611,22 @@ export class AppendLog implements TierStorage {
     return this.compacting;
   }
 
-  close(): Promise<void> {
+  /**
+   * Stops the log: what was appended is written and synced, as long as the disk moves
+   * (stallMs). Resolves `{ clean: false }` when the stop left something unsure (a write
+   * or sync given up on, a failed sync not made good); onError was told why.
+   */
+  close(): Promise<StopOutcome> {
     // One stop, whoever asks and when: a second close() waits for the first to end.
-    this.closingDone ??= this.stop();
+    // A write given up (gaveUp: only ever at a stop) left commits refused at the end.
+    this.closingDone ??= this.stop().then(() => ({ clean: this.stopProblems === 0 && !this.gaveUp }));
     return this.closingDone;
+  }
+
+  /** Says what the stop left unsure (onError) and marks the stop unclean. */
+  private stopProblem(err: KilnError): void {
+    this.stopProblems++;
+    this.options.onError?.(err);
   }
 
   private async stop(): Promise<void> {
@@ -623,7 +642,7 @@ export class AppendLog implements TierStorage {
       if (!this.abandonSnapshot) await recovery;
     }
     if (this.syncFailure !== undefined) {
-      this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
+      this.stopProblem(new KilnError('KILN_ERR_STORAGE', `the log's failed sync (${this.syncFailure}) was not made good before stop: the last second of changes before it may not be on disk`));
     }
     // Anything appended meanwhile, and a flush the timer began: none writes after the file is closed.
     if (drained) drained = await this.drainAtStop();
@@ -642,13 +661,13 @@ export class AppendLog implements TierStorage {
     if (file) {
       const last = (writeStillWaiting ?? Promise.resolve())
         .then(() => file.datasync())
-        .catch((err: Error) => this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })))
+        .catch((err: Error) => this.stopProblem(new KilnError('KILN_ERR_STORAGE', `could not sync the log at stop (${err.message}): ${this.policy === 'everysec' ? 'the last second of changes may not be on disk' : 'what the OS had not written yet may not be on disk'}`, { cause: err })))
         .then(() => file.close())
         .catch(() => undefined);
       // A write given up on (said already) is not waited for again.
       if (writeStillWaiting) stillBusy.push(last);
       else if (!(await settlesWithin(last, this.stallMs))) {
-        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last sync still waited on its disk after ${this.stallMs} ms at stop: what it had not written may not be on disk (the data directory stays locked until the disk answers)`));
+        this.stopProblem(new KilnError('KILN_ERR_STORAGE', `the log's last sync still waited on its disk after ${this.stallMs} ms at stop: what it had not written may not be on disk (the data directory stays locked until the disk answers)`));
         stillBusy.push(last);
       }
     }
@@ -689,7 +708,7 @@ export class AppendLog implements TierStorage {
     this.backlogBytes -= bytes;
     const refused = new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log\'s last write still waits on its disk');
     for (const w of waiters) w.reject(refused);
-    this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `the log's last write still waited on its disk after ${this.stallMs} ms at stop: the commits it holds were not acknowledged, and may or may not be on disk (the data directory stays locked until the disk answers)`));
+    this.stopProblem(new KilnError('KILN_ERR_STORAGE', `the log's last write still waited on its disk after ${this.stallMs} ms at stop: the commits it holds were not acknowledged, and may or may not be on disk (the data directory stays locked until the disk answers)`));
     return false;
   }
 
@@ -703,6 +722,7 @@ export class AppendLog implements TierStorage {
     if (!this.compacting) return;
     if (!(await settlesWithin(this.compacting.catch(() => undefined), this.stallMs))) {
       this.abandonSnapshot = true;
+      // (The logs it would have replaced are kept: nothing acknowledged is at stake.)
       this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `a compaction still waited on its disk after ${this.stallMs} ms at stop: abandoned, it replaces nothing unless it had begun to already (the data directory stays locked until the disk lets it stop)`));
     }
   }
