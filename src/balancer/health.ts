@@ -21,7 +21,7 @@ export interface HealthOptions {
 export class HealthChecker {
   private timer: NodeJS.Timeout | undefined;
   /** Nodes whose check is under way, and whether a failed request made it a probe. */
-  private readonly checking = new Map<BackendNode, { suspected: boolean }>();
+  private readonly checking = new Map<BackendNode, { suspected: boolean; probeAfter: boolean }>();
 
   constructor(
     private readonly nodes: readonly BackendNode[],
@@ -51,17 +51,25 @@ export class HealthChecker {
   /**
    * Checks the node unless a check of it is under way: with timeoutMs above intervalMs
    * they would pile up on a slow node. A probe meanwhile makes the running check count as
-   * the probe, so a node that just failed a request still leaves at its first failure.
+   * the probe, so a node that just failed a request still leaves at its first failure;
+   * and if that check succeeds, it may have been answered before the failure (a node
+   * killed while its check was on the way back), so the probe runs once more after it.
    */
   private run(node: BackendNode, suspected: boolean): Promise<void> {
     const running = this.checking.get(node);
     if (running) {
-      running.suspected ||= suspected;
+      if (suspected) {
+        running.suspected = true;
+        running.probeAfter = true;
+      }
       return Promise.resolve();
     }
-    const state = { suspected };
+    const state = { suspected, probeAfter: false };
     this.checking.set(node, state);
-    return this.check(node, state).finally(() => this.checking.delete(node));
+    return this.check(node, state).finally(() => {
+      this.checking.delete(node);
+      if (state.probeAfter && node.healthy) void this.run(node, true);
+    });
   }
 
   /** `state.suspected`: a request to the node failed without an answer, so one more failure is enough. */

@@ -93,3 +93,49 @@ describe('balancer health checks on a node slower than the interval', () => {
     assert.deepEqual(changes, [false]);
   });
 });
+
+/**
+ * A check answered well just before the node died: a probe that came meanwhile folded
+ * into it, and its success must not swallow the probe (the node would stay in the
+ * rotation until `fall` routine failures).
+ */
+describe('balancer health checks: a probe during a check that then succeeds', () => {
+  let server: Server;
+  let url: string;
+  let accepted = 0;
+  const sockets = new Set<Socket>();
+  before(async () => {
+    server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      // The first check is answered, late; then the node is gone (it resets).
+      if (++accepted > 1) {
+        socket.resetAndDestroy();
+        return;
+      }
+      setTimeout(() => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'), 300);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  });
+  after(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('runs the probe once more after the check it folded into succeeded', async () => {
+    const node = new BackendNode('app-1', url);
+    const changes: boolean[] = [];
+    const checker = new HealthChecker([node], { path: '/healthz', intervalMs: 60_000, timeoutMs: 1_000, fall: 3 }, (_n, healthy) => changes.push(healthy));
+    const routine = checker.checkAll();
+    await waitFor(() => accepted === 1, 2_000, 'the routine check to reach the node');
+    checker.probe(node);
+    await routine;
+    assert.equal(node.healthy, true, 'the routine check was answered 200');
+    await waitFor(() => changes.length > 0, 2_000, 'the probe to run after it');
+    assert.equal(accepted, 2);
+    assert.equal(node.healthy, false, 'the probe found the node gone');
+    assert.deepEqual(changes, [false]);
+  });
+});
