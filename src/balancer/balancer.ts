@@ -8,7 +8,7 @@ import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { chooseNode, routeFromCookie, type AffinityMode } from './affinity.js';
 import { HealthChecker } from './health.js';
-import { cookieValue, firstValue, hasBody, rawAnswer, stripHopByHop } from './http-util.js';
+import { closeAfterAnswer, cookieValue, firstValue, hasBody, isLingering, rawAnswer, stripHopByHop } from './http-util.js';
 import { ConnectionLimiter, DEFAULT_LIMITS, LIMIT_RANGES, type BalancerLimits } from './limits.js';
 import { BackendNode, checkNodeName } from './node-table.js';
 import { newProxyCounters, proxyRequest, type ProxyHost } from './proxy.js';
@@ -212,7 +212,7 @@ export class KilnBalancer {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    if (this.refused.has(req.socket)) {
+    if (this.refused.has(req.socket) || isLingering(req.socket)) {
       res.destroy();
       return;
     }
@@ -352,7 +352,8 @@ export class KilnBalancer {
     const url = new URL(req.url ?? '/', 'http://balancer');
     // No admin endpoint reads a body: the connection closes after the answer rather than
     // wait, with no deadline, for a body nobody wants.
-    const closing: Record<string, string> = hasBody(req) ? { connection: 'close' } : {};
+    const closing: Record<string, string> = {};
+    if (hasBody(req)) closeAfterAnswer(req, closing);
     const send = (status: number, body: unknown): void => {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...closing });
       res.end(JSON.stringify(body));

@@ -54,6 +54,51 @@ export function rawAnswer(socket: Socket, status: number, body: unknown, extra: 
   setTimeout(() => socket.destroy(), RAW_ANSWER_LINGER_MS).unref();
 }
 
+/**
+ * Answers with Connection: close to a request whose body the client is still sending
+ * (an early 401 or 413, a deadline, an admin endpoint), and closes the connection the
+ * way nginx's lingering_close does. Node destroys such a socket as soon as the answer is
+ * written (destroySoon); with the client's bytes still arriving that is a reset, and a
+ * reset makes the client's kernel drop what it had not read yet: the answer itself. So
+ * our side is half-closed after the answer, what the client still sends is read and
+ * dropped, and the socket goes when the client closes its side, after LINGER_MS, or past
+ * LINGER_BYTES. Requests the client pipelines meanwhile are not served (isLingering).
+ */
+export function closeAfterAnswer(req: IncomingMessage, headers: OutgoingHttpHeaders | Record<string, string>): void {
+  headers['connection'] = 'close';
+  const socket = req.socket;
+  if (lingering.has(socket)) return;
+  lingering.add(socket);
+  socket.destroySoon = function lingeringClose(this: Socket): void {
+    if (this.writable) this.end();
+    if (this.readableEnded || this.destroyed) {
+      if (this.writableFinished) this.destroy();
+      else this.once('finish', () => this.destroy());
+      return;
+    }
+    const timer = setTimeout(() => this.destroy(), LINGER_MS);
+    timer.unref();
+    let dropped = 0;
+    this.on('data', (chunk: Buffer) => {
+      dropped += chunk.length;
+      if (dropped > LINGER_BYTES) this.destroy();
+    });
+    this.once('end', () => this.destroy());
+    this.once('close', () => clearTimeout(timer));
+    this.resume();
+  };
+}
+
+/** The connection is closing after an answer (closeAfterAnswer): nothing more is served on it. */
+export function isLingering(socket: Socket): boolean {
+  return lingering.has(socket);
+}
+
+const lingering = new WeakSet<Socket>();
+/** How long, and how much, a closing connection's unread body is read and dropped. */
+const LINGER_MS = 2_000;
+const LINGER_BYTES = 4 * 1024 * 1024;
+
 /** How long a raw answer has to reach the peer before its socket is destroyed. */
 const RAW_ANSWER_LINGER_MS = 1_000;
 

@@ -1,7 +1,7 @@
 import { request, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../util/log.js';
-import { hasBody, sendError, stripHopByHop } from './http-util.js';
+import { closeAfterAnswer, hasBody, sendError, stripHopByHop } from './http-util.js';
 import type { BalancerLimits } from './limits.js';
 import type { BackendNode } from './node-table.js';
 import { RequestBody, type BodyTimeout } from './request-body.js';
@@ -243,7 +243,7 @@ class Exchange {
       // The app answered before the body was all in: once its response is relayed, the
       // connection closes (Node ends it after a response with Connection: close), so the
       // rest of the body is never waited for; its deadlines end with the response.
-      if (!this.body.complete) headers['connection'] = 'close';
+      if (!this.body.complete) closeAfterAnswer(this.req, headers);
       this.res.writeHead(upRes.statusCode ?? 502, upRes.statusMessage, headers);
       upRes.pipe(this.res);
       upRes.on('error', () => {
@@ -294,7 +294,7 @@ class Exchange {
     this.settled = true;
     this.body.stop();
     const extra: Record<string, string> = status === 503 ? { 'retry-after': '1' } : {};
-    if (this.bodyPresent) extra['connection'] = 'close';
+    if (this.bodyPresent) closeAfterAnswer(this.req, extra);
     sendError(this.res, status, code, message, extra);
   }
 }

@@ -486,6 +486,31 @@ describe('kiln balancer: what holds a connection to the app (--upstream-idle-tim
     await nothingHeld('after the early answer');
     assert.equal((await status(lb)).upstreamTimeouts, before.upstreamTimeouts, 'the half-sent request was closed with the response, not left to the idle deadline');
   });
+
+  it('an early answer reaches a client that keeps sending its body and reads only later (a lingering close, not a reset that drops the answer)', { timeout: 20_000 }, async () => {
+    const socket = connect({ host: '127.0.0.1', port: lb.port });
+    let failure: string | undefined;
+    socket.on('error', (err: NodeJS.ErrnoException) => (failure = err.code));
+    await new Promise<void>((resolve) => socket.once('connect', resolve));
+    // Not reading yet: the answer waits in this side's kernel, which a reset would empty.
+    socket.pause();
+    socket.write(`POST /early HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000000\r\n\r\n${'x'.repeat(100_000)}`);
+    const chunk = 'x'.repeat(32 * 1024);
+    for (let i = 0; i < 20 && !socket.destroyed; i++) {
+      socket.write(chunk);
+      await sleep(25);
+    }
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.resume();
+    socket.end();
+    await Promise.race([closed, sleep(5_000)]);
+    socket.destroy();
+    assert.match(text, /^HTTP\/1\.1 401 /, `the client read ${JSON.stringify(text.slice(0, 80))} (socket error: ${failure ?? 'none'})`);
+    assert.match(text, /\r\nconnection: close\r\n/i);
+    await nothingHeld('after the lingering close');
+  });
 });
 
 describe('kiln balancer with --body-buffer-bytes 0 (every body streams)', () => {
