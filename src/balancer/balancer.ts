@@ -137,7 +137,7 @@ export class KilnBalancer {
   }
 
   async start(): Promise<{ host: string; port: number }> {
-    this.boundPort = await listen(this.server, this.port, this.host);
+    this.boundPort = await listen(this.server, this.port, this.host, 'the balancer (port, --port)');
     this.health.start();
     this.log.info('balancing', { port: this.boundPort, affinity: this.affinity, nodes: this.nodes.map((n) => `${n.name}=${n.url}`) });
     return { host: this.host, port: this.boundPort };

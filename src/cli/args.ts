@@ -1,12 +1,24 @@
 import { isValidSessionId } from '../session/id.js';
 import { KilnError } from '../errors/index.js';
+import { LOG_LEVELS, type LogLevel } from '../util/log.js';
 
-/** An integer flag, checked, naming the flag when it is not one. */
+/**
+ * An integer flag, checked, naming the flag when it is not one. Decimal digits only:
+ * `Number()` would take '' and ' ' (an unset shell variable) as 0, which for several
+ * flags means any port, no limit or off, and '0x10' or '1e3' as numbers.
+ */
 export function intFlag(value: unknown, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
+  const n = typeof value === 'string' && /^-?\d{1,16}$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${name} must be an integer from ${min} to ${max} (got ${JSON.stringify(value)})`);
   return n;
+}
+
+/** `--log-level`, checked (default info). */
+export function logLevelFlag(value: string | undefined): LogLevel {
+  const level = value ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--log-level must be ${LOG_LEVELS.join(', ')} (got ${JSON.stringify(level.slice(0, 40))})`);
+  return level as LogLevel;
 }
 
 /**

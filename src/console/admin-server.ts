@@ -11,7 +11,7 @@ import { attributeBytes, type SessionMeta } from '../session/model.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
-import { checkTokenStrength } from '../util/secret-file.js';
+import { checkTokenStrength, tlsCredentials } from '../util/secret-file.js';
 import { recentEvents, largestView } from './admin-views.js';
 import { BalancerWatch, type BalancerOptions } from './balancer-watch.js';
 import { EventHistory } from './event-history.js';
@@ -131,7 +131,7 @@ export class AdminServer {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     };
     this.secure = tls !== undefined;
-    this.http = tls ? createHttpsServer({ cert: pem(tls.cert), key: pem(tls.key) }, handler) : createServer(handler);
+    this.http = tls ? createHttpsServer(tlsCredentials(tls, 'AdminServer'), handler) : createServer(handler);
     // What Node's parser refuses still gets an answer in the API's format.
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
     this.unsubscribe = source.onEvent((e) => {
@@ -145,7 +145,7 @@ export class AdminServer {
   }
 
   async start(): Promise<number> {
-    this.boundPort = await listen(this.http, this.options.port, this.options.host ?? '127.0.0.1');
+    this.boundPort = await listen(this.http, this.options.port, this.options.host ?? '127.0.0.1', 'the admin server (port, --admin-port or --port)');
     return this.boundPort;
   }
 
@@ -391,11 +391,6 @@ function decode(segment: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** PEM text as is; anything else is a path to read it from. */
-function pem(value: string): string {
-  return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
 }
 
 function refuseMalformed(err: NodeJS.ErrnoException, socket: Socket): void {

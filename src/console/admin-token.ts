@@ -15,12 +15,15 @@ export const ADMIN_TOKEN_FILE = 'admin.token';
 
 /**
  * The token in `<dir>/admin.token`, made (0600) if missing; without `dir`, in a new
- * private directory under the OS temp dir. A file left by an earlier run is kept, so
- * scripts holding its path keep working across restarts, unless others could read it or
- * it is too short: then it is replaced.
+ * private directory under the OS temp dir, removed when the process exits (a token of a
+ * process that is gone opens nothing, and a directory per run would pile up). A file
+ * left by an earlier run in `dir` is kept, so scripts holding its path keep working
+ * across restarts, unless others could read it or it is too short: then it is replaced.
  */
 export function generatedAdminToken(dir: string | undefined): { token: string; file: string } {
-  const file = join(dir ?? mkdtempSync(join(tmpdir(), 'kiln-admin-')), ADMIN_TOKEN_FILE);
+  const own = dir === undefined ? mkdtempSync(join(tmpdir(), 'kiln-admin-')) : undefined;
+  if (own !== undefined) process.once('exit', () => rmSync(own, { recursive: true, force: true }));
+  const file = join(dir ?? own!, ADMIN_TOKEN_FILE);
   try {
     const st = statSync(file);
     const token = readFileSync(file, 'utf8').trim();

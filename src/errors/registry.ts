@@ -51,6 +51,7 @@ export const ERROR_REGISTRY = {
   KILN_ERR_UNSAFE_PERMISSIONS: { retryable: false, meaning: 'The data directory is writable by group or others or owned by another user, or the encryption key file is readable by group or others; the message names the path, its mode and the chmod/chown that fixes it.' },
   KILN_ERR_ENCRYPTION_KEY: { retryable: false, meaning: 'Encryption at rest cannot go on: the key file is malformed, or the data directory holds records written with a key id the key file lacks or holds differently; the message names the key id.' },
   KILN_ERR_MISSING_DEPENDENCY: { retryable: false, meaning: 'A feature needs an optional package that is not installed (the Redis engine needs @redis/client); the message gives the npm install command.' },
+  KILN_ERR_LISTEN: { retryable: false, meaning: 'A server (the kiln server, its admin port, the balancer, the console) could not listen: the port is in use by another process, a port below 1024 needs privileges, or the address is not this machine\'s; the message names the flag or option, the address and the system error.' },
   KILN_ERR_INTERNAL: { retryable: false, meaning: 'A bug: an invariant inside Kiln did not hold. Please report it with the message.' },
 } as const satisfies Record<string, { retryable: boolean; meaning: string }>;
 

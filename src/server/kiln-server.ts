@@ -1,12 +1,12 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { hostname } from 'node:os';
 import { KilnError } from '../errors/index.js';
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame } from '../protocol/frame.js';
 import { encodeBody, MessageType } from '../protocol/messages.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../session/limits.js';
+import { sessionLimitsOption, type SessionLimits } from '../session/limits.js';
 import { Tier } from '../tier/tier.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { listen } from '../util/net.js';
@@ -15,7 +15,7 @@ import { Connection, type ClientInfo } from './connection.js';
 import { WaitingRoom } from './waiting-room.js';
 import { HandshakeThrottle } from './handshake-throttle.js';
 import { checkNamespaceName, DEFAULT_NAMESPACE, Namespace, namespaceOfKey, PRINCIPAL_KEY_EXTRA } from './namespaces.js';
-import { checkTokenStrength } from '../util/secret-file.js';
+import { checkTokenStrength, tlsCredentials } from '../util/secret-file.js';
 import { AppendLog, DEFAULT_LOG_STALL_MS, DEFAULT_MAX_LOG_BACKLOG_BYTES, type FsyncPolicy, type LoadReport, type LogBacklog, type StopOutcome } from './storage/append-log.js';
 import { readLastRepair, type RepairSummary } from './storage/last-repair.js';
 import { Keyring, readKeyFile } from './storage/record-codec.js';
@@ -197,7 +197,7 @@ export class KilnServer {
         keyring: this.keyring,
       });
     }
-    this.clientLimits = { ...DEFAULT_SESSION_LIMITS, ...(o.any('limits') as Partial<SessionLimits> | undefined) };
+    this.clientLimits = sessionLimitsOption(o.any('limits'), 'KilnServer');
     this.tier = new Tier({
       // The tier stores principal keys, which carry their namespace (see namespaces.ts);
       // connections hold clients to the limit itself.
@@ -225,7 +225,7 @@ export class KilnServer {
     this.secure = tls !== undefined;
     this.server = tls
       ? // An unfinished TLS handshake holds a socket before accept() sees it: the same short deadline.
-        createTlsServer({ cert: pem(tls.cert), key: pem(tls.key), handshakeTimeout: this.handshakeTimeoutMs }, (socket) => this.accept(socket))
+        createTlsServer({ ...tlsCredentials(tls, 'KilnServer'), handshakeTimeout: this.handshakeTimeoutMs }, (socket) => this.accept(socket))
       : createServer((socket) => this.accept(socket));
     if (tls) {
       // A throttled address gets no TLS handshake either (the expensive part), and a
@@ -278,7 +278,7 @@ export class KilnServer {
       if (this.loaded.emptyLogsRemoved > 0) this.log.warn('storage: removed logs cut short inside their header (a crash while a log was being started; they held no record)', { logs: this.loaded.emptyLogsRemoved });
       this.lastRepair = readLastRepair(this.dataDir, (message, fields) => this.log.warn(message, fields));
     }
-    this.boundPort = await listen(this.server, this.port, this.host);
+    this.boundPort = await listen(this.server, this.port, this.host, 'the kiln server (port, --port)');
     this.log.info('listening', { host: this.host, port: this.boundPort, epoch: this.tier.epoch, fsync: this.fsync, tls: this.secure });
     return this.info();
   }
@@ -490,11 +490,6 @@ export class KilnServer {
     }
     return out.sort((a, b) => (a.isDefault ? -1 : b.isDefault ? 1 : a.name < b.name ? -1 : 1));
   }
-}
-
-/** PEM text as is; anything else is a path to read it from. */
-function pem(value: string): string {
-  return value.includes('-----BEGIN') ? value : readFileSync(value, 'utf8');
 }
 
 function isLoopback(host: string): boolean {

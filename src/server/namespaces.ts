@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { KilnError } from '../errors/index.js';
-import { checkTokenStrength, readTokenFile } from '../util/secret-file.js';
+import { checkTokenStrength, readTokenFile, warnIfOthersCanRead } from '../util/secret-file.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 
 /**
@@ -93,6 +93,7 @@ export function readTokensFile(path: string): Record<string, string> {
   } catch (err) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `--tokens-file ${path}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { details: { option: 'tokens-file' } });
   }
+  warnIfOthersCanRead(path, '--tokens-file');
   const tokens: Record<string, string> = {};
   const seen = new Set<string>();
   text.split('\n').forEach((raw, i) => {

@@ -1,4 +1,5 @@
 import { KilnError } from '../errors/index.js';
+import { OptionReader } from '../util/options.js';
 import type { AttributeDelta, AttributePatch } from './model.js';
 
 /**
@@ -26,6 +27,27 @@ export const DEFAULT_SESSION_LIMITS: Readonly<SessionLimits> = Object.freeze({
   maxAttributeNameLength: 256,
   maxPrincipalLength: 256,
 });
+
+/**
+ * The `limits` option of a server or engine, checked up front and merged over the
+ * defaults: an unknown name, or a value that is not a whole number in range, is
+ * KILN_ERR_INVALID_OPTION naming it (a limit of 0, or a string, made every commit fail
+ * under load instead of at start).
+ *
+ * @example
+ * const limits = sessionLimitsOption({ maxSessionBytes: 65_536 }, 'KilnServer');
+ */
+export function sessionLimitsOption(value: unknown, scope: string): SessionLimits {
+  const o = new OptionReader(`${scope} limits`, value as Partial<SessionLimits> | undefined, Object.keys(DEFAULT_SESSION_LIMITS));
+  const GIB = 1024 * 1024 * 1024;
+  return {
+    maxAttributeBytes: o.int('maxAttributeBytes', DEFAULT_SESSION_LIMITS.maxAttributeBytes, 1, GIB),
+    maxSessionBytes: o.int('maxSessionBytes', DEFAULT_SESSION_LIMITS.maxSessionBytes, 1, GIB),
+    maxAttributes: o.int('maxAttributes', DEFAULT_SESSION_LIMITS.maxAttributes, 1, 1_000_000),
+    maxAttributeNameLength: o.int('maxAttributeNameLength', DEFAULT_SESSION_LIMITS.maxAttributeNameLength, 1, 65_535),
+    maxPrincipalLength: o.int('maxPrincipalLength', DEFAULT_SESSION_LIMITS.maxPrincipalLength, 1, 65_535),
+  };
+}
 
 /**
  * Refuses a delta that names one attribute twice: twice among `set` and `patch`, twice in

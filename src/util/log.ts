@@ -5,7 +5,8 @@ import { pino } from 'pino';
  * hostname, name, msg, fields), so pino-pretty and log shippers read them as they are.
  * Kiln code logs `log.warn('message', { fields })`; this wraps pino's (fields, message).
  */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;

@@ -78,6 +78,9 @@ describe('operator CLI', () => {
     assert.deepEqual(shown.attributes.map((a) => a.name), ['i']);
     assert.match(await cli('sessions', 'rm', ids[10]!), /invalidated/);
     assert.equal((await kiln.open(ids[10]!)).isNew, true);
+    // An id and a principal: refused, nothing destroyed (which one was meant?).
+    await assert.rejects(cli('sessions', 'rm', ids[11]!, '--principal', 'olga'), /takes a session id or --principal P, not both.*KILN_ERR_INVALID_ARGUMENT/s);
+    assert.equal((await kiln.open(ids[11]!)).isNew, false);
     const r = JSON.parse(await cli('sessions', 'rm', '--principal', 'olga', '--json')) as { destroyed: number };
     assert.equal(r.destroyed, 3);
   });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { AppendLog, pieceEnd } from '../../src/server/storage/append-log.js';
@@ -35,6 +36,8 @@ async function writeSessions(dir: string, count: number): Promise<{ table: Sessi
   assert.deepEqual(await log.close(), { clean: true });
   return { table, ids };
 }
+
+const execFileAsync = promisify(execFile);
 
 describe('append-only log', () => {
   it('replays what was appended, across restarts', async () => {
@@ -188,6 +191,30 @@ describe('append-only log', () => {
       assert.equal(back.bytes, original.bytes);
     } finally {
       removeDir(dir);
+    }
+  });
+
+  it('of processes taking one data directory at the same moment, exactly one gets it (the lock is made with O_EXCL), with a stale lock or none', async () => {
+    const lockModule = new URL('../../src/server/storage/frame-file.js', import.meta.url).href;
+    for (const stale of [false, true]) {
+      for (let round = 0; round < 3; round++) {
+        const dir = tempDir();
+        try {
+          // A pid that is surely dead: above the kernel's pid_max.
+          if (stale) writeFileSync(join(dir, 'kiln.lock'), '4194305\n');
+          const startAt = Date.now() + 700;
+          const script = `const { lockDataDir } = await import(${JSON.stringify(lockModule)});
+            while (Date.now() < ${startAt});
+            let said; try { lockDataDir(${JSON.stringify(dir)}); said = 'took'; } catch (e) { said = /in use by process/.test(e.message) ? 'refused' : 'error ' + e.message; }
+            process.stdout.write(said); setTimeout(() => undefined, 1500);`;
+          const children = Array.from({ length: 6 }, () => execFileAsync(process.execPath, ['--input-type=module', '-e', script]));
+          const said = (await Promise.all(children)).map((r) => r.stdout);
+          assert.equal(said.filter((s) => s === 'took').length, 1, `${stale ? 'stale lock' : 'no lock'}, round ${round}: ${said.join(', ')}`);
+          assert.equal(said.filter((s) => s === 'refused').length, 5, said.join(', '));
+        } finally {
+          removeDir(dir);
+        }
+      }
     }
   });
 

@@ -13,7 +13,10 @@ import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-s
 import { parseSessionEvent } from '../../src/engines/redis/session-events.js';
 import { parseReport, sortReports, MAX_REPORT_BYTES } from '../../src/engines/redis/console-reports.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
+import { isKilnError } from '../../src/errors/index.js';
 import { readRedisEngineOptions } from '../../src/engines/redis/engine-options.js';
+import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
+import { KilnServer } from '../../src/server/kiln-server.js';
 import { LatencyRecorder } from '../../src/util/latency.js';
 
 const b = (s: string) => Buffer.from(s);
@@ -290,5 +293,19 @@ describe('redis engine options', () => {
     assert.throws(() => readRedisEngineOptions({}), /give "url" or "topology"/);
     assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', sentinelTls: true }), /needs a Sentinel topology/);
     assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', replicas: 17 }), /replicas/);
+  });
+
+  it('checks the session limits, as the kiln server and the memory tier do: names, whole numbers, ranges', () => {
+    assert.equal(readRedisEngineOptions({ url: 'redis://127.0.0.1', limits: { maxSessionBytes: 65_536 } }).limits.maxSessionBytes, 65_536);
+    assert.equal(readRedisEngineOptions({ url: 'redis://127.0.0.1' }).limits.maxAttributes, 1000);
+    const refused = (limits: unknown, pattern: RegExp) => {
+      assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', limits } as never), (err: unknown) => isKilnError(err) && err.code === 'KILN_ERR_INVALID_OPTION' && pattern.test(err.message));
+      assert.throws(() => createMemoryTier({ limits } as never), (err: unknown) => isKilnError(err) && err.code === 'KILN_ERR_INVALID_OPTION' && pattern.test(err.message));
+      assert.throws(() => new KilnServer({ insecureNoAuth: true, limits } as never), (err: unknown) => isKilnError(err) && err.code === 'KILN_ERR_INVALID_OPTION' && pattern.test(err.message));
+    };
+    refused({ maxSessionBytes: 0 }, /limits: option "maxSessionBytes" must be an integer from 1/);
+    refused({ maxAttributes: '10' }, /"maxAttributes" must be an integer/);
+    refused({ maxAtributes: 10 }, /unknown option "maxAtributes"/);
+    refused('big', /limits options must be an object/);
   });
 });

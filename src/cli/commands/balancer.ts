@@ -6,8 +6,8 @@ import { parseNodeSpec } from '../../balancer/node-table.js';
 import { generatedAdminToken } from '../../console/admin-token.js';
 import { KilnError } from '../../errors/index.js';
 import { readTokenFile } from '../../util/secret-file.js';
-import { createLogger, type LogLevel } from '../../util/log.js';
-import { intFlag } from '../args.js';
+import { createLogger } from '../../util/log.js';
+import { intFlag, logLevelFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln balancer --node name=http://host:port [--node …] [options]
@@ -24,8 +24,8 @@ Options:
   --health-path <path>     active health check path (default /healthz)
   --health-interval-ms <n> (default 1000)
   --admin-token-file <f>   bearer token (32 bytes at least) for the status JSON and drain/undrain
-                           (default: one generated into a new private temp dir, mode 0600;
-                           the ready line says where; the source address never authorises)
+                           (default: one generated into a new private temp dir, mode 0600, removed
+                           at exit; the ready line says where; the source address never authorises)
   --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host/-For are kept: addresses, CIDRs
                            or "loopback", comma-separated (e.g. the TLS terminator in front);
                            from anyone else they are overwritten, and every other forwarding
@@ -108,13 +108,16 @@ export const balancerCommand: Command = {
       }
     }
     const nodes = [...(options.nodes ?? []), ...(values.node ?? []).map(parseNodeSpec)];
-    const generated = values['admin-token-file'] || options.adminToken ? undefined : generatedAdminToken(undefined);
-    const adminToken = values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : (options.adminToken ?? generated!.token);
     const limits: Partial<BalancerLimits> = {};
     for (const [flag, name] of Object.entries(LIMIT_FLAGS)) {
       const value = intFlag((values as Record<string, unknown>)[flag], flag, ...LIMIT_RANGES[name]);
       if (value !== undefined) limits[name] = value;
     }
+    const logLevel = logLevelFlag(values['log-level']);
+    const givenAdminToken = values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : options.adminToken;
+    // Made last, once everything else was found good (it goes with the process).
+    const generated = givenAdminToken === undefined ? generatedAdminToken(undefined) : undefined;
+    const adminToken = givenAdminToken ?? generated!.token;
     const balancer = new KilnBalancer({
       ...options,
       ...limits,
@@ -127,7 +130,7 @@ export const balancerCommand: Command = {
       healthIntervalMs: intFlag(values['health-interval-ms'], 'health-interval-ms', 50) ?? options.healthIntervalMs,
       adminToken,
       trustProxy: values['trust-proxy'] ?? options.trustProxy,
-      logger: createLogger('kiln-balancer', (values['log-level'] ?? 'info') as LogLevel),
+      logger: createLogger('kiln-balancer', logLevel),
     });
     const { port } = await balancer.start();
     process.stdout.write(`kiln balancer ready on ${balancer.url} (pid ${process.pid}, port ${port}, ${nodes.length} nodes${generated ? `; admin token in ${generated.file}` : ''})\n`);

@@ -23,7 +23,7 @@ Options:
   --host <addr>              address to listen on (default 127.0.0.1)
   --port <n>                 admin port (default 9511; 0 = any free port)
   --token-file <file>        admin bearer token, at least 32 bytes (else KILN_ADMIN_TOKEN; else one is
-                             generated into a new private temp dir, mode 0600, and the admin line
+                             generated into a new private temp dir (removed at exit), mode 0600, and the admin line
                              says where)
   --read-token-file <file>   read-only bearer token, at least 32 bytes
   --tls-cert <file>          serve HTTPS with this PEM certificate

@@ -8,8 +8,8 @@ import { KilnServerSource } from '../../console/kiln-server-source.js';
 import { KilnServer } from '../../server/kiln-server.js';
 import { readTokensFile } from '../../server/namespaces.js';
 import { checkTokenStrength, readTokenFile } from '../../util/secret-file.js';
-import { createLogger, type LogLevel } from '../../util/log.js';
-import { intFlag } from '../args.js';
+import { createLogger } from '../../util/log.js';
+import { intFlag, logLevelFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln server [options]
@@ -64,8 +64,8 @@ Options:
   --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any);
                              HTTPS with the --tls-cert/--tls-key certificate when given
   --admin-token-file <file>  admin bearer token, at least 32 bytes (default: one generated into
-                             <data dir>/admin.token, or a new temp dir without data, mode 0600;
-                             the admin line says where; never the client token)
+                             <data dir>/admin.token, or a new temp dir without data, removed at
+                             exit; mode 0600; the admin line says where; never the client token)
   --admin-read-token-file <file>  read-only bearer token, at least 32 bytes
   --admin-redact <list>      comma list of attribute/key names whose values the console hides from
                              everybody, matched case-insensitively as substrings (default
@@ -78,6 +78,44 @@ SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0
 when a log write or sync that has not moved for --log-stall-ms was given up, or a sync
 failed (the log's lines say which; the data directory may lack the last commits).
 `;
+
+/** The numeric flags that are KilnServerOptions of another name, as [flag, option]. */
+const NUMERIC_FLAGS = [
+  ['max-log-backlog-bytes', 'maxLogBacklogBytes'],
+  ['log-stall-ms', 'logStallMs'],
+  ['compact-min-bytes', 'compactMinBytes'],
+  ['max-connections', 'maxConnections'],
+  ['max-handshaking', 'maxHandshaking'],
+  ['handshake-timeout-ms', 'handshakeTimeoutMs'],
+  ['handshake-failure-limit', 'handshakeFailureLimit'],
+  ['max-sessions', 'maxSessions'],
+  ['max-sessions-per-principal', 'maxSessionsPerPrincipal'],
+  ['max-leases-per-connection', 'maxLeasesPerConnection'],
+  ['max-frame-bytes', 'maxFrameBytes'],
+  ['idle-connection-ms', 'idleConnectionTimeoutMs'],
+  ['recall-timeout-ms', 'recallTimeoutMs'],
+  ['expiry-sweep-ms', 'expirySweepMs'],
+  ['touch-grace-ms', 'touchGraceMs'],
+] as const;
+
+/** The numeric flags that are KilnServerOptions.limits, as [flag, limit]. */
+const LIMIT_FLAGS = [
+  ['max-session-bytes', 'maxSessionBytes'],
+  ['max-attribute-bytes', 'maxAttributeBytes'],
+  ['max-attributes', 'maxAttributes'],
+] as const;
+
+/** The server's own check of an option, said with the flag that set it (`--max-connections`, not `maxConnections`). */
+function withFlagNames<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    const option = err instanceof KilnError ? err.details?.['option'] : undefined;
+    const flag = NUMERIC_FLAGS.find(([, key]) => key === option)?.[0] ?? LIMIT_FLAGS.find(([, key]) => key === option || `limits.${key}` === option)?.[0];
+    if (flag === undefined) throw err;
+    throw new KilnError(err instanceof KilnError ? err.code : 'KILN_ERR_INVALID_OPTION', `--${flag}: ${(err as Error).message}`, { cause: err, details: { option: `--${flag}` } });
+  }
+}
 
 export const serverCommand: Command = {
   name: 'server',
@@ -142,13 +180,7 @@ export const serverCommand: Command = {
     }
     const fsync = values.fsync ?? 'everysec';
     if (!['always', 'everysec', 'never'].includes(fsync)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--fsync must be always, everysec or never (got ${JSON.stringify(fsync)})`);
-    const logLevel = (values['log-level'] ?? 'info') as LogLevel;
-    if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--log-level must be debug, info, warn, error or silent`);
-    const limits: Record<string, number> = {};
-    for (const [flag, key] of [['max-session-bytes', 'maxSessionBytes'], ['max-attribute-bytes', 'maxAttributeBytes'], ['max-attributes', 'maxAttributes']] as const) {
-      const v = intFlag(values[flag], flag);
-      if (v !== undefined) limits[key] = v;
-    }
+    const logLevel = logLevelFlag(values['log-level']);
     if (Boolean(values['tls-cert']) !== Boolean(values['tls-key'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--tls-cert and --tls-key go together');
     // The sessions live outside the JavaScript heap (SessionArena); what is left there is
     // the server's own objects. V8's own rule lets the old generation grow to several
@@ -157,10 +189,20 @@ export const serverCommand: Command = {
     // Set once the data is loaded: loading builds the heap from nothing, and collecting
     // every 30% of the way there would make a restart slower.
     const heapGrowthPercent = intFlag(values['heap-growth-percent'], 'heap-growth-percent', 0, 1000) ?? 30;
-    const server = new KilnServer({
+    const numeric: Partial<Record<(typeof NUMERIC_FLAGS)[number][1], number>> = {};
+    for (const [flag, key] of NUMERIC_FLAGS) {
+      const v = intFlag(values[flag], flag);
+      if (v !== undefined) numeric[key] = v;
+    }
+    const limits: Partial<Record<(typeof LIMIT_FLAGS)[number][1], number>> = {};
+    for (const [flag, key] of LIMIT_FLAGS) {
+      const v = intFlag(values[flag], flag);
+      if (v !== undefined) limits[key] = v;
+    }
+    const server = withFlagNames(() => new KilnServer({
       tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
       host: values.host ?? '127.0.0.1',
-      port: intFlag(values['port'], 'port') ?? 9510,
+      port: intFlag(values['port'], 'port', 0, 65535) ?? 9510,
       token,
       tokens,
       insecureNoAuth: insecure,
@@ -168,40 +210,38 @@ export const serverCommand: Command = {
       fsync: fsync as 'always' | 'everysec' | 'never',
       encryption: values['encryption-key-file'] ? { keyFile: values['encryption-key-file'] } : undefined,
       repair: values.repair ?? false,
-      maxLogBacklogBytes: intFlag(values['max-log-backlog-bytes'], 'max-log-backlog-bytes'),
-      logStallMs: intFlag(values['log-stall-ms'], 'log-stall-ms'),
-      compactMinBytes: intFlag(values['compact-min-bytes'], 'compact-min-bytes'),
-      maxConnections: intFlag(values['max-connections'], 'max-connections'),
-      maxHandshaking: intFlag(values['max-handshaking'], 'max-handshaking'),
-      handshakeTimeoutMs: intFlag(values['handshake-timeout-ms'], 'handshake-timeout-ms'),
-      handshakeFailureLimit: intFlag(values['handshake-failure-limit'], 'handshake-failure-limit'),
-      maxSessions: intFlag(values['max-sessions'], 'max-sessions'),
-      maxSessionsPerPrincipal: intFlag(values['max-sessions-per-principal'], 'max-sessions-per-principal'),
-      maxLeasesPerConnection: intFlag(values['max-leases-per-connection'], 'max-leases-per-connection'),
-      maxFrameBytes: intFlag(values['max-frame-bytes'], 'max-frame-bytes'),
-      idleConnectionTimeoutMs: intFlag(values['idle-connection-ms'], 'idle-connection-ms'),
-      recallTimeoutMs: intFlag(values['recall-timeout-ms'], 'recall-timeout-ms'),
-      expirySweepMs: intFlag(values['expiry-sweep-ms'], 'expiry-sweep-ms'),
-      touchGraceMs: intFlag(values['touch-grace-ms'], 'touch-grace-ms'),
+      ...numeric,
       limits,
       logger: createLogger('kiln-server', logLevel),
-    });
+    }));
+    // Every admin option is checked before the server listens: a bad one found after
+    // would leave a server running with no ready line and no signal handler.
+    const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
+    const givenAdminToken = adminPort !== undefined && values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : undefined;
+    const readToken = adminPort !== undefined && values['admin-read-token-file'] ? readTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
+    const redact = redactList(values['admin-redact']);
     const info = await server.start();
     if (heapGrowthPercent > 0) setFlagsFromString(`--heap-growing-percent=${heapGrowthPercent}`);
     let admin: AdminServer | undefined;
     let adminTokenFile: string | undefined;
     let source: KilnServerSource | undefined;
-    const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
     if (adminPort !== undefined) {
-      // Never the client token: every app server holds that one.
-      const generated = values['admin-token-file'] ? undefined : generatedAdminToken(info.dataDir ?? undefined);
-      adminTokenFile = generated?.file;
-      const adminToken = generated ? generated.token : readTokenFile(values['admin-token-file']!, '--admin-token-file');
-      const readToken = values['admin-read-token-file'] ? readTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
-      const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
-      source = new KilnServerSource(server);
-      admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact: redactList(values['admin-redact']) });
-      await admin.start();
+      try {
+        // Never the client token: every app server holds that one.
+        const generated = givenAdminToken === undefined ? generatedAdminToken(info.dataDir ?? undefined) : undefined;
+        adminTokenFile = generated?.file;
+        const adminToken = generated ? generated.token : givenAdminToken!;
+        const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
+        source = new KilnServerSource(server);
+        admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact });
+        await admin.start();
+      } catch (err) {
+        // The server is up: it stops (flushing what it loaded) rather than run on headless.
+        await admin?.stop().catch(() => undefined);
+        await source?.close().catch(() => undefined);
+        await server.stop();
+        throw err;
+      }
     }
     const torn = info.loaded?.tornTail;
     const repaired = info.repaired ? `, repaired ${info.repaired.at}: kept ${info.repaired.sessionsKept}, dropped ${info.repaired.sessionsDropped}` : '';

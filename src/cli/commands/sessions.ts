@@ -69,6 +69,8 @@ export const sessionsCommand: Command = {
         return 0;
       }
       case 'rm': {
+        // Both named: which one was meant? Logging out every session of a user by mistake is not undone.
+        if (values.principal && id) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', 'kiln sessions rm takes a session id or --principal P, not both');
         if (values.principal) {
           const r = await adminCall<{ destroyed: number }>(target, 'DELETE', `/api/principals/${encodeURIComponent(values.principal)}/sessions`);
           out(`invalidated ${r.destroyed} sessions of ${values.principal}\n`, r);

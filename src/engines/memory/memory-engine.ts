@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../../errors/index.js';
 import type { CommitAck, CommitRequest, LeaseGrant, SessionEvent, SessionMeta, SessionSnapshot, TouchItem } from '../../session/model.js';
+import { sessionLimitsOption } from '../../session/limits.js';
 import { Tier, type TierOptions } from '../../tier/tier.js';
 import { StatusStream } from '../../util/status.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, MAX_LIST_LIMIT, type ListOptions, type ListPage, type Engine, type EngineLimits, type EngineStats, type EngineStatus, type LeaseHandler, type CallOptions } from '../engine.js';
@@ -22,7 +23,8 @@ export class MemoryTier {
   private engines = 0;
 
   constructor(options: TierOptions = {}) {
-    this.tier = new Tier(options);
+    // The tier trusts its limits (a kiln server checks its own); here they come from the app.
+    this.tier = new Tier(options.limits === undefined ? options : { ...options, limits: sessionLimitsOption(options.limits, 'MemoryTier') });
   }
 
   engine(name = `memory-${++this.engines}`): MemoryEngine {

@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import { KilnError } from '../../errors/index.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../session/limits.js';
+import { sessionLimitsOption, type SessionLimits } from '../../session/limits.js';
 import { DEFAULT_LEASE_OPTIONS } from '../../tier/lease-table.js';
 import { OptionReader } from '../../util/options.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS } from '../engine.js';
@@ -152,11 +152,9 @@ export function readRedisEngineOptions(options: RedisEngineOptions): RedisEngine
     name: o.string('name', `${hostname()}-${process.pid}`),
     app: o.string('app', process.argv[1]?.split('/').pop() ?? 'node'),
   };
-  for (const objectOption of ['limits', 'topology'] as const) {
-    const value = o.any(objectOption);
-    if (value !== undefined && (typeof value !== 'object' || value === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', `RedisEngine: option "${objectOption}" must be an object`, { details: { option: objectOption } });
-  }
-  const limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
+  const topologyOption = o.any('topology');
+  if (topologyOption !== undefined && (typeof topologyOption !== 'object' || topologyOption === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "topology" must be an object', { details: { option: 'topology' } });
+  const limits = sessionLimitsOption(o.any('limits'), 'RedisEngine');
   const tls = readTlsOption('tls', o.any('tls') ?? parsed?.tls);
   const sentinelTls = readTlsOption('sentinelTls', o.any('sentinelTls') ?? parsed?.sentinelTls);
   // TLS settings that would be ignored are refused: the operator meant an encrypted link.

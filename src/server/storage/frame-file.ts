@@ -1,6 +1,7 @@
-import { closeSync, existsSync, fchmodSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, linkSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
 import { KilnError } from '../../errors/index.js';
@@ -146,6 +147,55 @@ export interface DirLock {
  */
 const locksHere = new Map<string, DirLock>();
 
+/**
+ * Puts `<pid>` at `path` whole and only if nothing is there: written to a file of its
+ * own first and then linked in (an empty lock file seen while being written would look
+ * like no holder). False when a lock is there already. A file system without hard links
+ * gets an exclusive create instead.
+ */
+function placeLockFile(path: string): boolean {
+  const own = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  const fd = openSync(own, 'wx', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(own, path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
+    try {
+      const fd2 = openSync(path, 'wx', 0o600);
+      try {
+        writeSync(fd2, `${process.pid}\n`);
+      } finally {
+        closeSync(fd2);
+      }
+      return true;
+    } catch (err2) {
+      if ((err2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err2;
+    }
+  } finally {
+    rmSync(own, { force: true });
+  }
+}
+
+/** lockHolder, or undefined when the file is gone. */
+function lockHolderIfAny(path: string): number | undefined {
+  try {
+    return lockHolder(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 /** The pid a kiln.lock names (its first word; the file is read no further than a pid can go), or NaN. */
 function lockHolder(path: string): number {
   const fd = openSync(path, 'r');
@@ -170,18 +220,33 @@ export function lockDataDir(dir: string): DirLock {
     throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
   }
   const path = join(real, 'kiln.lock');
-  if (existsSync(path)) {
-    const pid = lockHolder(path);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid)) {
+  for (let attempt = 0; !placeLockFile(path); attempt++) {
+    const pid = lockHolderIfAny(path);
+    if (pid === undefined) continue; // gone meanwhile: try again
+    if (attempt >= 3 || (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid))) {
       throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
     }
-  }
-  const fd = openSync(path, 'w', 0o600);
-  try {
-    fchmodSync(fd, 0o600);
-    writeSync(fd, `${process.pid}\n`);
-  } finally {
-    closeSync(fd);
+    // Left by a dead process (or by one whose pid is now ours): moved aside in one step,
+    // so of two servers taking it over at once only one moves it; and what was moved is
+    // looked at, since another server may have taken the lock over just before.
+    const aside = `${path}.${process.pid}.aside`;
+    try {
+      renameSync(path, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    const moved = lockHolderIfAny(aside);
+    if (moved !== undefined && Number.isInteger(moved) && moved > 0 && moved !== process.pid && isProcessAlive(moved)) {
+      try {
+        linkSync(aside, path);
+      } catch {
+        // a third has placed its own meanwhile: the directory is in use either way
+      }
+      rmSync(aside, { force: true });
+      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${moved}`, { details: { dir, pid: moved } });
+    }
+    rmSync(aside, { force: true });
   }
   const lock: DirLock = { dir: real };
   locksHere.set(real, lock);
