@@ -107,7 +107,7 @@ export class KilnBalancer {
     this.connections = new ConnectionLimiter(this.limits.maxConnectionsPerClient, this.limits.maxConnections, (address) => this.trusted.has(address));
     this.log = (o.any('logger') as Logger | undefined) ?? createLogger('kiln-balancer');
     const nodes = o.any('nodes');
-    if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: at least one node is required (--node name=http://host:port)', { details: { option: 'nodes' } });
+    if (!Array.isArray(nodes) || nodes.length === 0) throw new KilnError('KILN_ERR_INVALID_OPTION', 'KilnBalancer: option "nodes" needs at least one node (--node name=http://host:port)', { details: { option: 'nodes' } });
     this.nodes = nodes.map((n: { name: string; url: string; pid?: number }) => Object.assign(new BackendNode(checkNodeName(n?.name, 'kiln balancer: node name'), n.url, this.limits.upstreamSockets), { pid: n.pid }));
     const names = new Set(this.nodes.map((n) => n.name));
     if (names.size !== this.nodes.length) throw new KilnError('KILN_ERR_INVALID_OPTION', 'kiln balancer: node names must be unique');

@@ -43,7 +43,8 @@ export async function run(argv: string[]): Promise<number> {
   }
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
-    process.stderr.write(`kiln: unknown command "${name}"\n\n${usage()}`);
+    const guess = closest(name, COMMANDS.map((c) => c.name));
+    process.stderr.write(`kiln: unknown command "${name}"${guess ? `; did you mean "${guess}"?` : ''} [KILN_ERR_INVALID_ARGUMENT]\n\n${usage()}`);
     return 2;
   }
   try {
@@ -54,9 +55,42 @@ export async function run(argv: string[]): Promise<number> {
       return 1;
     }
     if (err instanceof TypeError && (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`kiln ${name}: ${redactCredentials(err.message)}\n\n${command.help}`);
+      // One line that stays on screen, not the whole help after it.
+      const unknown = /Unknown option '(--?[^']+)'/.exec(err.message)?.[1];
+      const guess = unknown ? closest(unknown, optionsOf(command.help)) : undefined;
+      process.stderr.write(`kiln ${name}: ${redactCredentials(err.message)}${guess ? `; did you mean ${guess}?` : ''} [KILN_ERR_INVALID_OPTION]\nRun \`kiln ${name} --help\` for its options.\n`);
       return 2;
     }
     throw err;
   }
+}
+
+/** The long options a command's help lists (`--port`, `--admin-port`, …). */
+function optionsOf(help: string): string[] {
+  return [...new Set(help.match(/(?<=^|\s)--[a-z][a-z0-9-]*/gm) ?? [])];
+}
+
+/** The candidate nearest to `word` by edit distance, if it is near enough to be a typo. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const candidate of candidates) {
+    const d = editDistance(word, candidate);
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 8) return Infinity;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length]!;
 }

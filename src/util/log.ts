@@ -72,11 +72,13 @@ export function redactCredentials(text: string): string {
       // and then (an `@` in a query value) is the safe mistake.
       const at = rest.lastIndexOf('@');
       if (at >= 0) return `${scheme}***${rest.slice(at)}`;
-      const authority = rest.split(/[/?#]/, 1)[0]!;
+      // Closing punctuation after a URL in a sentence is not part of it.
+      const authority = rest.split(/[/?#]/, 1)[0]!.replace(/[).,;:]+$/, '');
       const suspicious = authority.split(',').some((h) => {
         const port = h.replace(/^\[[^\]]*\]/, '');
         const colon = port.indexOf(':');
-        return colon >= 0 && !/^\d*$/.test(port.slice(colon + 1));
+        // A port is digits, or the word of a placeholder (`http://host:port` in a help text).
+        return colon >= 0 && !/^(\d*|port)$/i.test(port.slice(colon + 1));
       });
       return suspicious ? `${scheme}***` : `${scheme}${rest}`;
     })

@@ -343,6 +343,27 @@ export const CASES: Case[] = [
   },
   {
     area: 'cookie.secure',
+    name: "secure: any other truthy value ('yes') counts as true",
+    async run(t) {
+      await withApp(t, { cookie: { secure: 'yes' as never } }, standardRoutes, async (_s, c) => {
+        noSessionCookie(await c.post('/incr'));
+        const other = new Client(c.base);
+        assert.equal(sessionCookie(await other.post('/incr', {}, HTTPS)).attributes['secure'], '');
+      });
+    },
+    differs: {
+      [KILN]: {
+        why: "cookie.secure must be true, false, 'auto' (or the string 'true'); any other value is refused at start-up with KILN_ERR_INVALID_OPTION rather than read as true or false, so a typo cannot quietly decide whether the cookie is Secure",
+        async run(t) {
+          for (const secure of ['yes', 1, 'false']) {
+            await assert.rejects(withApp(t, { cookie: { secure: secure as never } }, standardRoutes, async () => undefined), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_INVALID_OPTION' && /"cookie.secure"/.test(err.message));
+          }
+        },
+      },
+    },
+  },
+  {
+    area: 'cookie.secure',
     name: "secure: 'auto' follows the request",
     async run(t) {
       await withApp(t, { cookie: { secure: 'auto' } }, standardRoutes, async (_s, c) => {

@@ -68,6 +68,17 @@ describe('kiln commands refuse bad flags up front, naming them', () => {
     assert.doesNotMatch(port.output, /\n\s+at /);
   });
 
+  it('a mistyped option or command: one line with the code and the nearest name, not the whole help', async () => {
+    const option = await kilnRefuses(['server', '--prot', '9512']);
+    assert.equal(option.code, 2);
+    assert.match(option.output, /kiln server: Unknown option '--prot'.*; did you mean --port\? \[KILN_ERR_INVALID_OPTION\]\nRun `kiln server --help` for its options\.\n$/);
+    const command = await kilnRefuses(['sever']);
+    assert.equal(command.code, 2);
+    assert.match(command.output, /kiln: unknown command "sever"; did you mean "server"\? \[KILN_ERR_INVALID_ARGUMENT\]/);
+    const conflicting = await kilnRefuses(['server', '--no-data', '--data', '/tmp/x'], { KILN_TOKEN: token });
+    assert.match(conflicting.output, /--no-data and --data go one without the other.*\[KILN_ERR_INVALID_OPTION\]/);
+  });
+
   it('a token file others may read is taken, with a warning that says how to fix it', async () => {
     const dir = tempDir();
     const file = join(dir, 'token');

@@ -28,7 +28,7 @@ describe('what an app server says when it cannot use the tier', () => {
 
   it('a wrong token is named as such, once, as not retried (KILN_ERR_AUTH), not as an unreachable tier', async () => {
     const stderr = await appStderr(server.url, 'wrong-token-0123456789-0123456789-abcdef');
-    assert.match(stderr, /refused this app server: the token is wrong or missing/);
+    assert.match(stderr, /refused this app server: its token is wrong or missing: set KILN_TOKEN/);
     assert.match(stderr, /\[?KILN_ERR_AUTH\]?/);
     assert.doesNotMatch(stderr, /cannot reach|retrying in the background/);
     assert.equal(stderr.match(/refused this app server/g)?.length, 1);

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { connectEngine } from '../../src/engines/connect.js';
+import { resolveKilnOptions } from '../../src/engines/kiln/kiln-options.js';
+import { isKilnError } from '../../src/errors/index.js';
 import { redactCredentials } from '../../src/util/log.js';
 import { freePort, KILN_BIN, startKilnCommand } from '../helpers/processes.js';
 import { startRedisNode, type RedisNode } from '../helpers/redis.js';
@@ -88,5 +90,19 @@ describe('security: credentials in URLs are never printed (#22 item 13)', () => 
     assert.equal(redactCredentials('redis://u:p@ss/w@rd@host:1/0'), 'redis://***@host:1/0');
     assert.ok(!redactCredentials(`failed: rediss://:${SECRET}@h:1 and kiln://:${SECRET}@k:2`).includes(SECRET));
     assert.ok(!redactCredentials(`redis://h:1/?password=${SECRET}&x=1`).includes(SECRET));
+  });
+
+  it('redactCredentials leaves a help text\'s placeholder and a sentence\'s closing bracket alone, and still hides what only looks like a port', () => {
+    assert.equal(redactCredentials('pass --admin http://host:port (or set KILN_ADMIN_URL)'), 'pass --admin http://host:port (or set KILN_ADMIN_URL)');
+    assert.equal(redactCredentials('needs a node (--node name=http://host:port)'), 'needs a node (--node name=http://host:port)');
+    assert.equal(redactCredentials('at http://127.0.0.1:9510.'), 'at http://127.0.0.1:9510.');
+    // A password cut short by a space (`user:pass word@host`) is not a port.
+    assert.ok(!redactCredentials(`redis://user:${SECRET} word@h:1`).includes(SECRET));
+  });
+
+  it('a bad engine URL says what is wrong with it without echoing the part that is', () => {
+    for (const [url, why] of [['kiln://127.0.0.1:abc', /its port is not a number from 1 to 65535/], ['kiln://127.0.0.1:95100', /its port is above 65535/], ['kiln://exa mple.com', /it does not parse as a URL/]] as const) {
+      assert.throws(() => resolveKilnOptions(url), (err: unknown) => isKilnError(err, 'KILN_ERR_INVALID_OPTION') && why.test(err.message) && err.details?.['option'] === 'url' && !err.message.includes('abc'));
+    }
   });
 });

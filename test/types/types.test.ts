@@ -28,6 +28,15 @@ function readmeQuickStart(): string {
   return block[1]!;
 }
 
+/** The README's SessionData declaration, as written, for a file of its own (session.d.ts). */
+function readmeSessionTypes(): string {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const block = /```ts\n([\s\S]*?declare module 'kiln\/express'[\s\S]*?)```/.exec(readme.slice(readme.indexOf('## Quick start (Express)')));
+  assert.ok(block, 'the README declares SessionData');
+  // Its fields, used: a block TypeScript took as the whole module would leave session() unexported.
+  return block[1]!;
+}
+
 interface Variant {
   name: string;
   type: 'module' | 'commonjs';
@@ -53,7 +62,11 @@ function project(variant: Variant, fixtures = FIXTURES, suffix = ''): string {
     JSON.stringify({ compilerOptions: { ...variant.options, target: 'es2022', strict: true, noEmit: true, esModuleInterop: true, skipLibCheck: true, types: ['node'], lib: ['es2023'] }, include: ['*.ts'] }),
   );
   for (const f of readdirSync(fixtures)) copyFileSync(join(fixtures, f), join(dir, f));
-  if (fixtures === FIXTURES) writeFileSync(join(dir, 'readme-quickstart.ts'), readmeQuickStart());
+  if (fixtures === FIXTURES) {
+    writeFileSync(join(dir, 'readme-quickstart.ts'), readmeQuickStart());
+    writeFileSync(join(dir, 'session.d.ts'), readmeSessionTypes());
+    writeFileSync(join(dir, 'readme-session-use.ts'), "import { session } from 'kiln/express';\nimport type { Request } from 'express';\nexport const typed = (req: Request): string | undefined => req.session.user?.id;\nexport const mw = session({ secret: 'x' });\n");
+  }
   return dir;
 }
 

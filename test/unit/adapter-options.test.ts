@@ -13,6 +13,14 @@ describe('adapter options', () => {
     assert.throws(() => resolveCookieOptions('t', { maxAge: Number.NaN }), invalid('cookie.maxAge'));
     assert.throws(() => resolveCookieOptions('t', { expires: new Date('nope') }), invalid('cookie.expires'));
     assert.throws(() => resolveCookieOptions('t', { colour: 'red' } as never), /colour/);
+    // express-session takes any truthy value as true ('false' too): refused rather than guessed.
+    for (const secure of ['yes', 'false', 1, null]) assert.throws(() => resolveCookieOptions('t', { secure } as never), invalid('cookie.secure'));
+    assert.equal(resolveCookieOptions('t', { secure: 'auto' }).secure, 'auto');
+  });
+
+  it('a route that no balancer could name is refused up front, naming the option', async () => {
+    const { session } = await import('../../src/adapters/express/index.js');
+    assert.throws(() => session({ secret: 'x'.repeat(32), route: 'bad route!' }), invalid('route'));
   });
 
   it('the secret: strings or Buffers (the first signs, all verify), or a signer; anything else names the option', () => {
@@ -28,7 +36,13 @@ describe('adapter options', () => {
   it('a refusal is named once and not retried; anything else is transient', () => {
     const [refused, { code }] = connectWarning('app', 'kiln://h:1', new KilnError('KILN_ERR_AUTH', 'bad token'));
     assert.equal(code, 'KILN_ERR_AUTH');
-    assert.match(refused, /token is wrong or missing.*Not retrying/);
+    assert.match(refused, /token is wrong or missing: set KILN_TOKEN.*\(bad token\)\. Not retrying/);
+    // The server's own 'wrong or missing token' is not said twice.
+    const [plain] = connectWarning('app', 'kiln://h:1', new KilnError('KILN_ERR_AUTH', 'wrong or missing token'));
+    assert.doesNotMatch(plain, /\(wrong or missing token\)/);
+    const [missing, m] = connectWarning('app', 'redis://h:1', new KilnError('KILN_ERR_MISSING_DEPENDENCY', 'the Redis engine needs the @redis/client package: npm install @redis/client'));
+    assert.equal(m.code, 'KILN_ERR_MISSING_DEPENDENCY');
+    assert.equal(missing, 'app: the Redis engine needs the @redis/client package: npm install @redis/client. Requests fail with KILN_ERR_MISSING_DEPENDENCY until it is installed.');
     const [transient, t] = connectWarning('app', 'kiln://h:1', new Error('ECONNREFUSED'));
     assert.equal(t.code, 'KILN_ERR_ENGINE_UNAVAILABLE');
     assert.match(transient, /retrying in the background/);

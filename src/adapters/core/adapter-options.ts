@@ -90,9 +90,14 @@ let memoryWarningShown = false;
 export function connectWarning(owner: string, where: string, err: Error): [string, { code: string }] {
   const code = isKilnError(err) ? err.code : 'KILN_ERR_ENGINE_UNAVAILABLE';
   const detail = redactCredentials(err.message);
+  if (isKilnError(err) && code === 'KILN_ERR_MISSING_DEPENDENCY') {
+    return [`${owner}: ${detail}. Requests fail with ${code} until it is installed.`, { code }];
+  }
   if (isKilnError(err) && !err.retryable) {
-    const hint = code === 'KILN_ERR_AUTH' ? "the token is wrong or missing (KILN_TOKEN, or the engine's token option)" : code === 'KILN_ERR_TLS' ? "the TLS settings do not match the tier's certificate" : 'this app server and the tier do not agree';
-    return [`${owner}: the session tier at ${where} refused this app server: ${hint} (${detail}). Not retrying: requests fail with ${code} until the configuration is fixed.`, { code }];
+    const hint = code === 'KILN_ERR_AUTH' ? "its token is wrong or missing: set KILN_TOKEN (or the engine's token option) to one of the server's tokens" : code === 'KILN_ERR_TLS' ? "the TLS settings do not match the tier's certificate" : 'this app server and the tier do not agree';
+    // The server's own words, unless they only repeat the hint.
+    const said = code === 'KILN_ERR_AUTH' && /^wrong or missing token$/.test(detail) ? '' : ` (${detail})`;
+    return [`${owner}: the session tier at ${where} refused this app server: ${hint}${said}. Not retrying: requests fail with ${code} until the configuration is fixed.`, { code }];
   }
   return [`${owner}: cannot reach the session tier at ${where} yet (${detail}); retrying in the background, requests wait at most their timeout`, { code: 'KILN_ERR_ENGINE_UNAVAILABLE' }];
 }
@@ -162,8 +167,13 @@ export function resolveCookieOptions(owner: string, cookie: CookieOptions): Cook
   if (expires !== undefined && expires !== null && !(expires instanceof Date && Number.isFinite(expires.getTime()))) {
     throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "cookie.expires" must be a valid Date`, { details: { option: 'cookie.expires' } });
   }
+  const secure: unknown = cookie.secure;
+  if (secure !== undefined && secure !== true && secure !== false && secure !== 'auto' && secure !== 'true') {
+    // express-session takes any truthy value as true: 'false' or 'yes' would silently decide.
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `${owner}: option "cookie.secure" must be true, false or 'auto' (got ${JSON.stringify(secure)})`, { details: { option: 'cookie.secure' } });
+  }
   assertCookieAttributes(owner, cookie);
-  return { ...COOKIE_DEFAULTS, ...cookie, secure: cookie.secure === ('true' as unknown) ? true : cookie.secure };
+  return { ...COOKIE_DEFAULTS, ...cookie, secure: secure === 'true' ? true : cookie.secure };
 }
 
 /** The `secret` option (strings, Buffers, or a signer object) as the runtime's signer. */

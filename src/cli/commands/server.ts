@@ -178,6 +178,8 @@ export const serverCommand: Command = {
     if (!token && !tokens && !insecure) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', 'no token: pass --token-file F, --tokens-file F or set KILN_TOKEN (or --insecure-no-auth on a loopback --host)');
     }
+    if (values['no-data'] && values.data !== undefined) throw new KilnError('KILN_ERR_INVALID_OPTION', '--no-data and --data go one without the other (memory only, or this directory?)');
+    if (values['no-data'] && (values.fsync !== undefined || values.repair)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${values.repair ? 'repair' : 'fsync'} needs a data directory (not --no-data)`);
     const fsync = values.fsync ?? 'everysec';
     if (!['always', 'everysec', 'never'].includes(fsync)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--fsync must be always, everysec or never (got ${JSON.stringify(fsync)})`);
     const logLevel = logLevelFlag(values['log-level']);
@@ -246,11 +248,11 @@ export const serverCommand: Command = {
     const torn = info.loaded?.tornTail;
     const repaired = info.repaired ? `, repaired ${info.repaired.at}: kept ${info.repaired.sessionsKept}, dropped ${info.repaired.sessionsDropped}` : '';
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms${torn ? `, torn tail cut: ${torn.bytes} bytes at ${torn.file}:${torn.offset}` : ''}${repaired}` : '';
-    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, data ${info.dataDir ?? 'memory only'}, fsync ${info.fsync}${info.tls ? ', tls' : ''}${loaded})\n`);
+    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, ${info.dataDir ? `data ${info.dataDir}, fsync ${info.fsync}` : 'memory only: nothing is kept across a restart'}${info.tls ? ', tls' : ''}${loaded})\n`);
     if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
-        process.stdout.write('kiln server stopping: finishing in-flight commits and flushing to disk\n');
+        process.stdout.write(`kiln server stopping: finishing in-flight commits${info.dataDir ? ' and flushing to disk' : ''}\n`);
         Promise.resolve(admin?.stop())
           .then(() => source?.close())
           .then(() => server.stop())

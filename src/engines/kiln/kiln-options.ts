@@ -4,13 +4,13 @@
  * start-up (KILN_ERR_INVALID_OPTION) and never on the first request.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { ConnectionOptions } from 'node:tls';
 import { KilnError } from '../../errors/index.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
 import { defaultReconnect } from '../../util/backoff.js';
 import { redactCredentials } from '../../util/log.js';
+import { readTokenFile } from '../../util/secret-file.js';
 import { OptionReader } from '../../util/options.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS } from '../engine.js';
 
@@ -60,11 +60,14 @@ export function resolveKilnOptions(url: string, options: KilnEngineOptions = {},
   try {
     parsed = new URL(url);
   } catch {
-    throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: ${JSON.stringify(redactCredentials(url).slice(0, 80))} is not a URL like kiln://127.0.0.1:9510`);
+    // What is wrong, said without echoing the part that is (it may be a password cut short).
+    const port = /^kilns?:\/\/(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/]*):([^/]*)/i.exec(url)?.[1];
+    const why = port !== undefined && !/^\d{1,5}$/.test(port) ? 'its port is not a number from 1 to 65535' : port !== undefined && Number(port) > 65535 ? 'its port is above 65535' : 'it does not parse as a URL';
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: the engine URL ${JSON.stringify(redactCredentials(url).slice(0, 80))} is not like kiln://127.0.0.1:9510: ${why}`, { details: { option: 'url' } });
   }
-  if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`);
+  if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`, { details: { option: 'url' } });
   const tokenFile = o.string('tokenFile', undefined);
-  const token = o.string('token', undefined) ?? (tokenFile ? readFileSync(tokenFile, 'utf8').trim() : undefined) ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined) ?? env['KILN_TOKEN'] ?? '';
+  const token = o.string('token', undefined) ?? (tokenFile ? readTokenFile(tokenFile, 'connect: option "tokenFile"') : undefined) ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined) ?? env['KILN_TOKEN'] ?? '';
   const name = o.string('name', `${hostname()}-${process.pid}`);
   return {
     secure: parsed.protocol === 'kilns:',
