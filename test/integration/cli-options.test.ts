@@ -37,6 +37,10 @@ describe('kiln commands refuse bad flags up front, naming them', () => {
     [['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem'], /"tls.cert" \(--tls-cert\): cannot read \/nonexistent\/cert.pem \(ENOENT\) \[KILN_ERR_INVALID_OPTION\]/],
     [['--admin-port', '0', '--admin-token-file', '/nonexistent/admin.token'], /--admin-token-file: cannot read \/nonexistent\/admin.token \(ENOENT\) \[KILN_ERR_INVALID_OPTION\]/],
     [['--admin-port', '70000'], /--admin-port must be an integer from 0 to 65535/],
+    // Without --admin-port they used to be ignored in silence: the server ran with no admin API.
+    [['--admin-token-file', '/nonexistent/admin.token'], /--admin-token-file needs --admin-port \[KILN_ERR_INVALID_OPTION\]/],
+    [['--admin-read-token-file', '/nonexistent/read.token'], /--admin-read-token-file needs --admin-port \[KILN_ERR_INVALID_OPTION\]/],
+    [['--admin-redact', 'password'], /--admin-redact needs --admin-port \[KILN_ERR_INVALID_OPTION\]/],
   ] as const) {
     it(`kiln server ${args.join(' ') || '""'}: refused before it listens, and it exits`, async () => {
       const r = await server(...args);

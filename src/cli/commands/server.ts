@@ -219,6 +219,10 @@ export const serverCommand: Command = {
     // Every admin option is checked before the server listens: a bad one found after
     // would leave a server running with no ready line and no signal handler.
     const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
+    // Without --admin-port they would be ignored in silence: an operator who set them expects an admin API.
+    for (const flag of ['admin-token-file', 'admin-read-token-file', 'admin-redact'] as const) {
+      if (adminPort === undefined && values[flag] !== undefined) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${flag} needs --admin-port`, { details: { option: `--${flag}` } });
+    }
     const givenAdminToken = adminPort !== undefined && values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : undefined;
     const readToken = adminPort !== undefined && values['admin-read-token-file'] ? readTokenFile(values['admin-read-token-file'], '--admin-read-token-file') : undefined;
     const redact = redactList(values['admin-redact']);
