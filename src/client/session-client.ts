@@ -1,7 +1,7 @@
 import type { Engine, EngineLimits } from '../engines/engine.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS } from '../engines/engine.js';
 import { KilnError } from '../errors/index.js';
-import { generateSessionId, isValidSessionId } from '../session/id.js';
+import { checkRouteOption, generateSessionId, isValidSessionId } from '../session/id.js';
 import { checkDeltaLimits, DEFAULT_SESSION_LIMITS } from '../session/limits.js';
 import { lastWriteStamp } from '../session/live-value.js';
 import { expiryDeadline, type SessionEvent, type SessionMeta } from '../session/model.js';
@@ -126,7 +126,7 @@ export class SessionClient implements HandleHost {
     this.requestTimeoutMs = o.int('requestTimeoutMs', DEFAULT_REQUEST_TIMEOUT_MS, 1);
     const maxLeases = o.int('maxLeases', 100_000, 1);
     this.route = o.string('route', undefined);
-    if (this.route !== undefined) generateSessionId(this.route); // validates the route
+    checkRouteOption(this.route, 'SessionClient');
     const cacheOptions = new OptionReader('SessionClient cache', options.cache, ['maxEntries', 'maxBytes']);
     this.cache = new NearCache({ maxEntries: cacheOptions.int('maxEntries', 10_000, 0), maxBytes: cacheOptions.int('maxBytes', 64 * 1024 * 1024, 0) }, (sessionId) => {
       if (cacheChannel.hasSubscribers) cacheChannel.publish({ type: 'evicted', sessionId });

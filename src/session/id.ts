@@ -30,6 +30,15 @@ export function generateSessionId(route?: string): string {
   return `${base}.${route}`;
 }
 
+/**
+ * Checks a `route` option up front: `KILN_ERR_INVALID_OPTION` naming it (details.option
+ * 'route'), said by `scope` (who was given it), unless it is absent, '' (none) or a route.
+ */
+export function checkRouteOption(route: string | undefined, scope: string): void {
+  if (route === undefined || route === '' || ROUTE_PATTERN.test(route)) return;
+  throw new KilnError('KILN_ERR_INVALID_OPTION', `${scope}: option "route" must be 1 to 64 letters, digits, '_' or '-' (the balancer's name for this app server; got ${JSON.stringify(route.slice(0, 80))})`, { details: { option: 'route' } });
+}
+
 export interface ParsedSessionId {
   base: string;
   route: string | undefined;

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { KeyedQueue } from '../../src/client/keyed-queue.js';
 import { NearCache } from '../../src/client/near-cache.js';
-import type { KilnError } from '../../src/errors/index.js';
+import { createSessionClient } from '../../src/client/session-client.js';
+import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
+import { isKilnError, type KilnError } from '../../src/errors/index.js';
 import { generateSessionId, isValidSessionId, parseSessionId, withRoute } from '../../src/session/id.js';
 import { OptionReader } from '../../src/util/options.js';
 
@@ -67,6 +69,17 @@ describe('session ids', () => {
 });
 
 describe('option validation', () => {
+  it("a SessionClient's route that no balancer could name is refused up front, naming the option", async () => {
+    // It was KILN_ERR_INVALID_ARGUMENT from the id generator, naming no option.
+    const tier = createMemoryTier();
+    const engine = tier.engine();
+    const invalidRoute = (err: unknown) => isKilnError(err, 'KILN_ERR_INVALID_OPTION') && err.details?.['option'] === 'route' && /SessionClient: option "route"/.test(err.message);
+    for (const route of ['bad route!', 'a.b', 'x'.repeat(65)]) assert.throws(() => createSessionClient({ engine, route }), invalidRoute, route);
+    const client = createSessionClient({ engine, route: 'app-2' });
+    await client.close();
+    tier.close();
+  });
+
   it('names the unknown or bad property', () => {
     assert.throws(() => new OptionReader('X', { colour: 1 } as object, ['color']), /unknown option "colour"/);
     const r = new OptionReader('X', { n: -1, mode: 'x' }, ['n', 'mode']);
