@@ -26,8 +26,9 @@ Options:
   --admin-token-file <f>   bearer token (32 bytes at least) for the status JSON and drain/undrain
                            (default: one generated into a new private temp dir, mode 0600, removed
                            at exit; the ready line says where; the source address never authorises)
-  --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host/-For are kept: addresses, CIDRs
-                           or "loopback", comma-separated (e.g. the TLS terminator in front);
+  --trust-proxy <list>     peers whose X-Forwarded-Proto/-Host are kept and whose X-Forwarded-For
+                           is kept with the peer's address appended: addresses, CIDRs or
+                           "loopback", comma-separated (e.g. the TLS terminator in front);
                            from anyone else they are overwritten, and every other forwarding
                            header (X-Forwarded-*, Forwarded, X-Real-IP, True-Client-IP, …) dropped
   --log-level <level>      debug | info | warn | error | silent (default info)

@@ -75,8 +75,9 @@ Options:
 
 On start it prints one line: "kiln server ready on <host>:<port> ..." (stdout).
 SIGTERM or SIGINT: stops accepting, finishes in-flight commits, flushes, exits 0; exits 1
-when a log write or sync that has not moved for --log-stall-ms was given up, or a sync
-failed (the log's lines say which; the data directory may lack the last commits).
+when a log write or sync that has not moved for --log-stall-ms was given up, a write that
+keeps failing was given up at its third failure after the stop began, or a sync failed
+(the log's lines say which; the data directory may lack the last commits).
 `;
 
 /** The numeric flags that are KilnServerOptions of another name, as [flag, option]. */
