@@ -49,8 +49,9 @@ export interface BalancerOptions {
   adminToken?: string;
   /**
    * Peers whose X-Forwarded-Proto/-Host/-For (and other forwarding headers) are kept
-   * (addresses, CIDRs, or 'loopback'), e.g. a TLS terminator in front; from anyone else
-   * those three are overwritten and the others dropped.
+   * (addresses, CIDRs, or 'loopback'), e.g. a TLS terminator in front, with the peer's
+   * address appended to X-Forwarded-For; from anyone else those three are overwritten
+   * and the others dropped.
    */
   trustProxy?: string | string[];
   logger?: Logger;

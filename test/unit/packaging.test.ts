@@ -25,9 +25,13 @@ import { describe, it } from 'node:test';
 // comments out of the shipped .js), named in the session's note.
 // Sixteenth session: packed 720.2 KiB (737,517 B) after the fixes of that session's
 // reviews (their doc comments included) → bound 736 KiB; the decision still stands.
+// Seventeenth session: packed 745.9 KiB (763,789 B), unpacked 2.83 MiB, after the fixes of
+// the command-line, console and newcomer reviews and the docs' missing options → bounds
+// 768 KiB and 3 MiB. Of the unpacked bytes: ESM 1,032 KiB, the CommonJS bundle 732 KiB
+// and its copy of the declarations 415 KiB, declarations 414 KiB, docs 241 KiB.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 736 * 1024;
-const MAX_UNPACKED_BYTES = 2.8 * 1024 * 1024;
+const MAX_PACKED_BYTES = 768 * 1024;
+const MAX_UNPACKED_BYTES = 3 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
 

@@ -2,7 +2,7 @@ import { rememberBounded } from '../../util/bounded-map.js';
 import type { SessionHandle } from '../../client/session-handle.js';
 import type { SessionClient } from '../../client/session-client.js';
 import { KilnError, isKilnError } from '../../errors/index.js';
-import { assertSessionId, isValidSessionId, ROUTE_PATTERN, withRoute } from '../../session/id.js';
+import { assertSessionId, checkRouteOption, isValidSessionId, withRoute } from '../../session/id.js';
 import { OptionReader } from '../../util/options.js';
 import { ADAPTER_OPTIONS, COOKIE_ATTRIBUTE, COOKIE_DEFAULTS, clientFromOption, createDetachedClient, resolveCookieOptions, signerFromOption, type KilnSessionOptions, type Secret } from './adapter-options.js';
 import { MAX_COOKIE_VALUE_LENGTH, decodeCookieValue, readRawCookie, signValue, serializeCookie, type CookieSigner } from './cookies.js';
@@ -95,9 +95,7 @@ export class SessionRuntime<Req = unknown> {
     this.genid = o.fn<(req: Req) => string>('genid');
     this.scope = o.fn<(req: Req) => 'read' | 'write'>('scope');
     this.route = o.string('route', undefined);
-    if (this.route !== undefined && this.route !== '' && !ROUTE_PATTERN.test(this.route)) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `${adapter}: option "route" must be 1 to 64 letters, digits, '_' or '-' (the balancer's name for this app server; got ${JSON.stringify(this.route.slice(0, 80))})`, { details: { option: 'route' } });
-    }
+    checkRouteOption(this.route, adapter);
     const cookie = o.any('cookie') ?? {};
     if (typeof cookie === 'function') {
       this.cookieFunction = cookie as (req: Req) => CookieOptions;

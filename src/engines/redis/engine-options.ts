@@ -80,7 +80,7 @@ export interface RedisEngineOptions {
   expirySweepMs?: number;
   pingPongThreshold?: number;
   pingPongHalfLifeMs?: number;
-  /** Longest a tombstone is kept for a session that had no expiry. Default 24 h. */
+  /** Longest a tombstone is kept, whatever the session's expiry (it lasts until then, at most this). Default 24 h. */
   maxTombstoneMs?: number;
   /** Redis's own TTL on a session's keys runs this long past its deadline: memory is reclaimed even if no process sweeps. Default 10 min. */
   keySlackMs?: number;
