@@ -1,9 +1,17 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 
 /**
+ * Loaded into every child before its own code: the child stops when its stdin pipe from
+ * this process ends, i.e. when this process is gone, even by SIGKILL (exit-with-parent.ts).
+ */
+const EXIT_WITH_PARENT = new URL('./exit-with-parent.js', import.meta.url).href;
+
+/**
  * Child processes a command runs (kiln demo): started, waited for until they print a
  * ready line, restarted when they die (if asked), and stopped (SIGTERM, then SIGKILL
- * after a grace period) so nothing is left behind.
+ * after a grace period) so nothing is left behind. Each child also stops by itself when
+ * this process dies without stopping it (its stdin is a pipe from us that it watches:
+ * exit-with-parent.ts), and once stopAll() has begun no child is started any more.
  */
 export interface Supervised {
   name: string;
@@ -60,7 +68,15 @@ export class Supervisor {
     const timer = setTimeout(() => {
       this.timers.delete(timer);
       if (this.stopping) return;
-      const { args, env } = restart.again(entry);
+      let again: { args: string[]; env: NodeJS.ProcessEnv };
+      try {
+        again = restart.again(entry);
+      } catch (err) {
+        // A command line that cannot be made is this child's failure, not the command's crash.
+        restart.onEvent?.(`${entry.name} cannot be restarted: ${(err as Error).message.split('\n')[0]}`);
+        return;
+      }
+      const { args, env } = again;
       this.spawnReady(entry.name, args, env, ready, timeoutMs).then(
         (next) => {
           if (this.stopping) {
@@ -86,7 +102,12 @@ export class Supervisor {
   private readonly timers = new Set<NodeJS.Timeout>();
 
   private async spawnReady(name: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp, timeoutMs: number): Promise<{ child: ChildProcess; match: RegExpMatchArray; output: () => string }> {
-    const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (this.stopping) throw new Error(`${name} not started: stopping`);
+    // stdin: a pipe we never write to, whose end tells the child we are gone. Detached (its
+    // own session): a Ctrl-C or a hang-up of the terminal reaches this process alone, which
+    // stops the children in order (a second Ctrl-C would otherwise kill a kiln server in
+    // the middle of its graceful stop).
+    const child = spawn(process.execPath, ['--import', EXIT_WITH_PARENT, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     // Tracked from birth: a restart still starting when the command stops is stopped too.
     this.starting.add(child);
     child.once('exit', () => this.starting.delete(child));
@@ -124,29 +145,38 @@ export class Supervisor {
 
   private stopping = false;
 
-  /** SIGTERM to every child (last started first), SIGKILL to those still running after graceMs. */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * SIGTERM to every child (last started first, those still starting too), SIGKILL to
+   * those still running after graceMs; resolves when all have exited. Starts nothing
+   * afterwards (a pending restart is dropped; start() refuses).
+   */
   async stopAll(graceMs = 5000): Promise<void> {
     this.stopping = true;
     for (const timer of this.timers) clearTimeout(timer);
-    for (const child of this.starting) child.kill('SIGTERM');
-    const running = this.children.filter((c) => c.child.exitCode === null && c.child.signalCode === null).reverse();
+    const running = [...this.children.map((c) => c.child).reverse(), ...this.starting].filter((child) => child.exitCode === null && child.signalCode === null);
     await Promise.all(
       running.map(
-        (c) =>
+        (child) =>
           new Promise<void>((resolve) => {
-            const timer = setTimeout(() => c.child.kill('SIGKILL'), graceMs);
-            c.child.once('exit', () => {
+            const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+            child.once('exit', () => {
               clearTimeout(timer);
               resolve();
             });
-            c.child.kill('SIGTERM');
+            child.kill('SIGTERM');
           }),
       ),
     );
   }
 
-  /** Last resort when this process itself is exiting. */
+  /** Last resort when this process itself is exiting (or told twice to stop): SIGKILL to every child now. */
   killAll(): void {
+    this.stopping = true;
+    for (const timer of this.timers) clearTimeout(timer);
     for (const child of this.starting) child.kill('SIGKILL');
     for (const c of this.children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill('SIGKILL');
   }
