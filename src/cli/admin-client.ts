@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { KilnError, errorFromWire } from '../errors/index.js';
-import { readDemoState } from './demo-state.js';
+import { readDemoState, readDemoToken } from './demo-state.js';
 import { formatBytes } from '../util/bytes.js';
 
 /**
@@ -41,7 +41,8 @@ export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca
   const url = (explicitUrl ?? demo?.adminUrl ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
   if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin must be an http:// or https:// URL');
   // Not KILN_TOKEN: the client token opens no admin port.
-  const token = explicitToken ?? (demo ? readFileSync(demo.adminTokenFile, 'utf8').trim() : '');
+  // The demo's token file must be ours and private (a planted state could name another one).
+  const token = explicitToken ?? (demo ? readDemoToken(demo) : '');
   if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN');
   const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
   return { url, token, ca: caFile ? readOptionFile(caFile, '--ca-file') : undefined };
