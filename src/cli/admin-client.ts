@@ -2,13 +2,13 @@ import { redactCredentials } from '../util/log.js';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { KilnError, errorFromWire } from '../errors/index.js';
-import { readDemoState, readDemoToken } from './demo-state.js';
+import { KilnError, errorFromWire, toKilnError } from '../errors/index.js';
+import { readDemoState, readDemoToken, type DemoState } from './demo-state.js';
 import { formatBytes } from '../util/bytes.js';
 
 /**
  * What the operator commands (status, sessions, top) share: where the admin API is, the
- * token, and one JSON call with a timeout and a clear error.
+ * token, and one JSON call with a total deadline and a clear error.
  */
 export const ADMIN_FLAGS = {
   admin: { type: 'string' },
@@ -25,10 +25,25 @@ export const ADMIN_HELP = `  --admin <url>            the kiln server's admin AP
   --ca-file <file>         PEM CA certificate to trust for an https:// admin API (default KILN_ADMIN_CA)
   --json                   machine-readable output`;
 
+/** status and top also show a balancer: the demo's, or one named here. */
+export const BALANCER_FLAGS = {
+  balancer: { type: 'string' },
+  'balancer-token-file': { type: 'string' },
+} as const;
+
+export const BALANCER_HELP = `  --balancer <url>         also show this kiln balancer's nodes (a running demo's balancer is
+                           shown without it)
+  --balancer-token-file <file>  the balancer's admin token (default: the admin API's token,
+                           which is the demo's)`;
+
 export interface AdminTarget {
   url: string;
   token: string;
   ca?: string;
+  /** What answers there, for errors: the admin API (default) or a balancer. */
+  kind?: 'admin' | 'balancer';
+  /** The running `kiln demo` this target was read from (neither URL nor token given). */
+  demo?: DemoState;
 }
 
 export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca-file'?: string }): AdminTarget {
@@ -39,13 +54,28 @@ export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca
   // Named neither where nor how: a `kiln demo` of this user that is running answers both.
   const demo = explicitUrl === undefined && explicitToken === undefined ? readDemoState() : undefined;
   const url = (explicitUrl ?? demo?.adminUrl ?? 'http://127.0.0.1:9511').replace(/\/$/, '');
-  if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin must be an http:// or https:// URL');
+  if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin must be an http:// or https:// URL', { details: { option: '--admin' } });
   // Not KILN_TOKEN: the client token opens no admin port.
   // The demo's token file must be ours and private (a planted state could name another one).
   const token = explicitToken ?? (demo ? readDemoToken(demo) : '');
-  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN');
+  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN', { details: { option: '--token-file' } });
   const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
-  return { url, token, ca: caFile ? readOptionFile(caFile, '--ca-file') : undefined };
+  return { url, token, ca: caFile ? readOptionFile(caFile, '--ca-file') : undefined, kind: 'admin', demo };
+}
+
+/**
+ * The balancer to show beside the kiln server, if any is known: --balancer, or the
+ * running demo's (whose balancer takes the demo's admin token).
+ */
+export function balancerTarget(values: { balancer?: string; 'balancer-token-file'?: string }, admin: AdminTarget): AdminTarget | undefined {
+  const url = (values.balancer ?? admin.demo?.balancerUrl)?.replace(/\/$/, '');
+  if (url === undefined) {
+    if (values['balancer-token-file']) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer-token-file goes with --balancer <url>', { details: { option: '--balancer-token-file' } });
+    return undefined;
+  }
+  if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer must be an http:// or https:// URL', { details: { option: '--balancer' } });
+  const token = values['balancer-token-file'] ? readOptionFile(values['balancer-token-file'], '--balancer-token-file', 'kiln balancer names its generated token file in its ready line') : admin.token;
+  return { url, token, ca: admin.ca, kind: 'balancer' };
 }
 
 /** A file an option names, or a clear error naming the option (not a stack trace). */
@@ -58,25 +88,41 @@ function readOptionFile(path: string, option: string, hint?: string): string {
   }
 }
 
-const CALL_TIMEOUT_MS = 5000;
+/** How long one call may take in all (connect, wait, and the whole answer), by default. */
+export const CALL_TIMEOUT_MS = 5000;
 
-/** One JSON call; node:http(s) rather than fetch, which cannot be given a CA. */
-export async function adminCall<T>(target: AdminTarget, method: string, path: string): Promise<T> {
+/**
+ * One JSON call; node:http(s) rather than fetch, which cannot be given a CA. The deadline
+ * is total: an answer that trickles in, byte by byte, is cut there too. A target that
+ * cannot be reached, or does not answer in time, is KILN_ERR_ENGINE_UNAVAILABLE with
+ * `details.reason` (the network error alone, for one-line displays).
+ */
+export async function adminCall<T>(target: AdminTarget, method: string, path: string, options: { timeoutMs?: number } = {}): Promise<T> {
   const url = new URL(`${target.url}${path}`);
+  const timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS;
+  let deadline: NodeJS.Timeout | undefined;
   const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-    const options = { method, headers: { authorization: `Bearer ${target.token}` }, timeout: CALL_TIMEOUT_MS, ...(target.ca ? { ca: target.ca } : {}) };
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, options, (res) => {
+    const requestOptions = { method, headers: { authorization: `Bearer ${target.token}` }, ...(target.ca ? { ca: target.ca } : {}) };
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, requestOptions, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
       res.on('error', reject);
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
+    deadline = setTimeout(() => {
+      const late = new Error(`no whole answer within ${timeoutMs} ms`);
+      reject(late);
+      req.destroy(late);
+    }, timeoutMs);
     req.on('error', reject);
     req.end();
-  }).catch((err: NodeJS.ErrnoException) => {
-    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `admin API at ${redactCredentials(target.url)} not reachable: ${redactCredentials(err.message)}${unreachableHint(err)}`, { cause: err });
+  })
+    .finally(() => clearTimeout(deadline))
+    .catch((err: NodeJS.ErrnoException) => {
+    const what = target.kind === 'balancer' ? 'balancer' : 'admin API';
+    const reason = redactCredentials(err.message);
+    throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${what} at ${redactCredentials(target.url)} not reachable: ${reason}${unreachableHint(err, target)}`, { cause: err, details: { reason } });
   });
   let body: unknown = {};
   try {
@@ -89,10 +135,84 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
 }
 
 // A kiln server opens no admin port unless asked, so a refused connection is most often
-// a server started without --admin-port: say so, with the two ways out.
-function unreachableHint(err: NodeJS.ErrnoException): string {
-  if (err.code !== 'ECONNREFUSED') return '';
+// a server started without --admin-port: say so, with the two ways out. A demo's server
+// has one: it is down (and the demo restarts it), which is what to say then.
+function unreachableHint(err: NodeJS.ErrnoException, target: AdminTarget): string {
+  if (err.code !== 'ECONNREFUSED' || target.kind === 'balancer') return '';
+  if (target.demo) return `\n  the kiln server of your kiln demo (pid ${target.demo.pid}) is down; ${demoRestartNote(target.demo)}`;
   return '\n  is its admin port open? A kiln server serves the admin API only when started with --admin-port <n> (e.g. --admin-port 9511);\n  pass --admin http://host:port (or set KILN_ADMIN_URL) when it listens elsewhere';
+}
+
+/** What happens next to a demo's kiln server that is down. */
+function demoRestartNote(demo: DemoState): string {
+  return demo.restarts === false ? 'the demo runs with --no-restart: it stays down' : 'the demo restarts it a second after it dies (`kiln top` follows it back)';
+}
+
+/** `kiln balancer`'s status JSON (GET /_kiln/balancer), the parts the CLI shows. */
+export interface BalancerStatus {
+  affinity: string;
+  uptimeMs: number;
+  pid: number;
+  requests: number;
+  retries: number;
+  failovers: number;
+  errors: number;
+  noNode: number;
+  nodes: { name: string; url: string; healthy: boolean; draining: boolean; pid: number | null; requests: number; active: number; queued?: number; failures: number; lastError: string | null }[];
+}
+
+/** What status and top show: the kiln server's overview and the balancer's status, each read on its own. */
+export interface ClusterView {
+  overview?: Overview;
+  balancer?: BalancerStatus;
+  /** Why a part is missing (each part is asked with its own deadline). */
+  errors: { server?: KilnError; balancer?: KilnError };
+}
+
+/** Asks the kiln server and (when known) the balancer at once, each within timeoutMs. Never throws. */
+export async function readCluster(admin: AdminTarget, balancer: AdminTarget | undefined, timeoutMs = CALL_TIMEOUT_MS): Promise<ClusterView> {
+  const [server, lb] = await Promise.allSettled([adminCall<Overview>(admin, 'GET', '/api/overview', { timeoutMs }), balancer ? adminCall<BalancerStatus>(balancer, 'GET', '/_kiln/balancer', { timeoutMs }) : Promise.resolve(undefined)]);
+  const view: ClusterView = { errors: {} };
+  if (server.status === 'fulfilled') view.overview = server.value;
+  else view.errors.server = toKilnError(server.reason);
+  if (lb.status === 'fulfilled') view.balancer = lb.value;
+  else view.errors.balancer = toKilnError(lb.reason);
+  return view;
+}
+
+/** The view as JSON: the overview's own fields (as `kiln status --json` always gave), plus `balancer` and `errors` when there are. */
+export function clusterJson(view: ClusterView): Record<string, unknown> {
+  const errors = Object.fromEntries(Object.entries(view.errors).map(([part, err]) => [part, { code: err.code, message: err.message }]));
+  return { ...(view.overview ?? {}), ...(view.balancer ? { balancer: view.balancer } : {}), ...(Object.keys(errors).length ? { errors } : {}) };
+}
+
+/** One line for a part that did not answer: UNREACHABLE (down, or no answer in time) or the error it gave. */
+function failedPart(label: string, target: AdminTarget, err: KilnError): string {
+  const reachable = err.code !== 'KILN_ERR_ENGINE_UNAVAILABLE';
+  const reason = reachable ? `${err.message} [${err.code}]` : String(err.details?.['reason'] ?? err.message);
+  const lines = [`${label.padEnd(11)} ${redactCredentials(target.url)}  ${reachable ? 'ERROR' : 'UNREACHABLE'}: ${reason}`];
+  if (!reachable && target.kind !== 'balancer' && target.demo) lines.push(`            the kiln server of your kiln demo (pid ${target.demo.pid}) is down; ${demoRestartNote(target.demo)}`);
+  return lines.join('\n');
+}
+
+/** The balancer's part of the screen: its totals and one row per app server. */
+export function renderBalancer(url: string, b: BalancerStatus): string {
+  const inRotation = b.nodes.filter((n) => n.healthy && !n.draining).length;
+  const rows = [['NODE', 'URL', 'STATE', 'ACTIVE', 'REQUESTS', 'FAILURES', 'LAST ERROR']];
+  for (const n of b.nodes) rows.push([n.name, n.url, `${n.healthy ? 'up' : 'DOWN'}${n.draining ? ', draining' : ''}`, String(n.active), String(n.requests), String(n.failures), n.lastError ?? '-']);
+  return [
+    `balancer    ${url}  affinity ${b.affinity}  pid ${b.pid}  up ${duration(b.uptimeMs)}  ${b.requests} requests, ${b.retries} retries, ${b.failovers} failovers, ${b.errors} errors`,
+    `nodes       ${inRotation} of ${b.nodes.length} in rotation${inRotation === 0 ? '  WARN: no app server takes requests' : ''}`,
+    columns(rows),
+    '',
+  ].join('\n');
+}
+
+/** One screen: the kiln server (or why it is missing), then the balancer (or why it is missing) when one is known. */
+export function renderCluster(view: ClusterView, admin: AdminTarget, balancer: AdminTarget | undefined, rates?: Parameters<typeof renderStatus>[1]): string {
+  const parts = [view.overview ? renderStatus(view.overview, rates) : `${failedPart('kiln server', admin, view.errors.server!)}\n`];
+  if (balancer) parts.push(view.balancer ? renderBalancer(balancer.url, view.balancer) : `${failedPart('balancer', balancer, view.errors.balancer!)}\n`);
+  return parts.join('\n');
 }
 
 export interface Overview {

@@ -7,6 +7,8 @@ import { promisify } from 'node:util';
 import { createSessionClient, type SessionClient } from '../../src/client/session-client.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
+import { createServer } from 'node:http';
+import { listen } from '../../src/util/net.js';
 import { adminPortOf, freePort, KILN_BIN, startKilnServer, type ServerProcess } from '../helpers/processes.js';
 
 const run = promisify(execFile);
@@ -115,6 +117,28 @@ describe('operator CLI', () => {
   it('a refused admin port gets a hint: the server opens one only with --admin-port', async () => {
     const closedPort = await freePort();
     await assert.rejects(run(process.execPath, [KILN_BIN, 'status', '--admin', `http://127.0.0.1:${closedPort}`], { env: { ...process.env, KILN_ADMIN_TOKEN: 'x'.repeat(40) } }), (err: { stderr: string; code: number }) => err.code !== 0 && /not reachable: .*ECONNREFUSED/.test(err.stderr) && /--admin-port <n>/.test(err.stderr) && /KILN_ADMIN_URL/.test(err.stderr));
+  });
+
+  it('an admin API that answers a byte at a time is cut at the call\'s total deadline (5 s), not waited for while bytes trickle in', async () => {
+    const trickle = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{');
+      const timer = setInterval(() => res.write(' '), 500);
+      res.on('close', () => clearInterval(timer));
+    });
+    const port = await listen(trickle, 0, '127.0.0.1');
+    try {
+      const startedAt = Date.now();
+      await assert.rejects(
+        run(process.execPath, [KILN_BIN, 'status', '--admin', `http://127.0.0.1:${port}`], { env: { ...process.env, KILN_ADMIN_TOKEN: 'x'.repeat(40) }, timeout: 15_000 }),
+        (err: { stderr: string; code: number; killed?: boolean }) => !err.killed && err.code === 1 && /not reachable: no whole answer within 5000 ms \[KILN_ERR_ENGINE_UNAVAILABLE\]/.test(err.stderr),
+      );
+      const ms = Date.now() - startedAt;
+      assert.ok(ms >= 4500 && ms < 9000, `cut after ${ms} ms`);
+    } finally {
+      trickle.closeAllConnections();
+      trickle.close();
+    }
   });
 
   it('a wrong token is a clear error', async () => {

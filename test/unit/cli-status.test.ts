@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { adminTarget, renderStatus, type Overview } from '../../src/cli/admin-client.js';
+import { adminTarget, clusterJson, renderBalancer, renderCluster, renderStatus, type BalancerStatus, type Overview } from '../../src/cli/admin-client.js';
+import { KilnError } from '../../src/errors/index.js';
 
 describe('kiln status: the log behind its disk', () => {
   const overview = (backlog: Overview['storage']['backlog']): Overview => ({
@@ -46,5 +47,42 @@ describe('kiln status: where it reads its token', () => {
         err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.option === '--token-file' && /^--token-file \/nonexistent\/kiln\/admin\.token: no such file \(the server writes <data dir>\/admin\.token only when started with --admin-port\)$/.test(err.message),
     );
     assert.throws(() => adminTarget({ 'token-file': fileURLToPath(import.meta.url), 'ca-file': '/nonexistent/ca.pem' }), { code: 'KILN_ERR_INVALID_OPTION', message: '--ca-file /nonexistent/ca.pem: no such file' });
+  });
+});
+
+describe('kiln status: the balancer beside the kiln server', () => {
+  const admin = { url: 'http://127.0.0.1:9511', token: 't', kind: 'admin' as const };
+  const balancer = { url: 'http://127.0.0.1:8080', token: 't', kind: 'balancer' as const };
+  const status: BalancerStatus = {
+    affinity: 'route',
+    uptimeMs: 65_000,
+    pid: 7,
+    requests: 120,
+    retries: 1,
+    failovers: 2,
+    errors: 0,
+    noNode: 0,
+    nodes: [
+      { name: 'app-1', url: 'http://127.0.0.1:3001', healthy: true, draining: false, pid: 11, requests: 80, active: 1, failures: 0, lastError: null },
+      { name: 'app-2', url: 'http://127.0.0.1:3002', healthy: false, draining: false, pid: 12, requests: 40, active: 0, failures: 3, lastError: 'connect ECONNREFUSED 127.0.0.1:3002' },
+    ],
+  };
+
+  it('shows the balancer and one row per app server', () => {
+    const screen = renderBalancer(balancer.url, status);
+    assert.match(screen, /^balancer {4}http:\/\/127\.0\.0\.1:8080 {2}affinity route {2}pid 7 {2}up 1m5s {2}120 requests, 1 retries, 2 failovers, 0 errors$/m);
+    assert.match(screen, /^nodes {7}1 of 2 in rotation$/m);
+    assert.match(screen, /^app-1 +http:\/\/127\.0\.0\.1:3001 +up +1 +80 +0 +-$/m);
+    assert.match(screen, /^app-2 +http:\/\/127\.0\.0\.1:3002 +DOWN +0 +40 +3 +connect ECONNREFUSED 127\.0\.0\.1:3002$/m);
+  });
+
+  it('a part that did not answer is one row, and the other part is still shown', () => {
+    const down = new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', 'admin API at http://127.0.0.1:9511 not reachable: connect ECONNREFUSED 127.0.0.1:9511', { details: { reason: 'connect ECONNREFUSED 127.0.0.1:9511' } });
+    const screen = renderCluster({ balancer: status, errors: { server: down } }, admin, balancer);
+    assert.match(screen, /^kiln server http:\/\/127\.0\.0\.1:9511 {2}UNREACHABLE: connect ECONNREFUSED 127\.0\.0\.1:9511$/m);
+    assert.match(screen, /^balancer {4}http:\/\/127\.0\.0\.1:8080 /m);
+    const refused = new KilnError('KILN_ERR_AUTH', 'bad token');
+    assert.match(renderCluster({ errors: { server: down, balancer: refused } }, admin, balancer), /^balancer {4}http:\/\/127\.0\.0\.1:8080 {2}ERROR: bad token \[KILN_ERR_AUTH\]$/m);
+    assert.deepEqual(clusterJson({ balancer: status, errors: { server: down } }), { balancer: status, errors: { server: { code: 'KILN_ERR_ENGINE_UNAVAILABLE', message: down.message } } });
   });
 });
