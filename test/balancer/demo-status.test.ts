@@ -48,6 +48,14 @@ describe('kiln status and kiln top on a demo: the kiln server and the balancer, 
     removeDir(stateDir);
   });
 
+  it('the demo prints where the admin token is, never the token', () => {
+    assert.ok(demo.adminToken.length >= 32);
+    assert.ok(!demo.output().includes(demo.adminToken), 'the token is not in the output');
+    assert.ok(!demo.output().includes(encodeURIComponent(demo.adminToken)), 'nor in a #token= link');
+    assert.doesNotMatch(demo.output(), /#token=/);
+    assert.match(demo.output(), new RegExp(`Console: http://127\\.0\\.0\\.1:\\d+/ .*${demo.adminTokenFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  });
+
   it('kiln status shows the kiln server and the balancer with each app server', async () => {
     const status = await kiln(stateFile, 'status');
     assert.equal(status.code, 0, status.stderr);

@@ -40,7 +40,8 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
     });
 
     it('shows three app servers and live charts under load, finds a session by principal and invalidates it', async () => {
-      const consoleUrl = demo.nodes.get('console')!.url;
+      // The demo prints no token: the link a user makes by pasting the one in its file.
+      const consoleUrl = demo.consoleLink();
       const page = await chromium.newPage({ viewport: { width: 1280, height: 900 } });
       await page.goto(consoleUrl);
       await waitFor(async () => (await page.$$('#clients tr')).length === 3, 10_000, 'three app servers listed');
@@ -114,7 +115,7 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       await page.screenshot({ path: join(SHOTS, `${shotPrefix}console-principal-search.png`) });
     });
     it('asks for the token in a form (no prompt()), and shows no figure before the first answer', async () => {
-      const consoleUrl = demo.nodes.get('console')!.url.replace(/#.*$/, '');
+      const consoleUrl = demo.nodes.get('console')!.url;
       const page = await chromium.newPage({ viewport: { width: 1280, height: 900 } });
       const dialogs: string[] = [];
       page.on('dialog', (d) => {
@@ -157,7 +158,7 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
       await big.post('/api/login', { user: 'hoarder' });
       for (let i = 0; i < 60; i++) await big.post('/api/cart', { sku: `sku-${i}-${'x'.repeat(40)}`, qty: 1 });
       const page = await chromium.newPage({ viewport: { width: 1280, height: 1100 } });
-      await page.goto(demo.nodes.get('console')!.url);
+      await page.goto(demo.consoleLink());
       await page.click('#largest-scan');
       await page.locator('#largest-sessions tbody tr').first().waitFor();
       const top = (await page.textContent('#largest-sessions tbody tr')) ?? '';
@@ -173,7 +174,7 @@ function consoleInBrowser(name: string, shotPrefix: string, start: () => Promise
     });
 
     it('draws each app server, turns one red within seconds of a SIGKILL, and shows the events history on load, filterable', async () => {
-      const consoleUrl = demo.nodes.get('console')!.url;
+      const consoleUrl = demo.consoleLink();
       const page = await chromium.newPage({ viewport: { width: 1280, height: 1000 } });
       await page.goto(consoleUrl);
       // History on load: the app servers joined long before this page opened.

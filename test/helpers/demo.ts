@@ -11,6 +11,8 @@ export interface DemoProcess {
   adminToken: string;
   /** The file holding it. */
   adminTokenFile: string;
+  /** The console's URL with the token in its fragment, as a user who pasted it gets it (undefined with --engine memory). */
+  consoleLink(): string;
   output(): string;
   /** SIGTERM (Ctrl-C's twin) and wait for the exit. */
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -81,6 +83,7 @@ export async function startDemo(args: string[] = [], env: Record<string, string>
     nodes,
     adminToken,
     adminTokenFile,
+    consoleLink: () => `${nodes.get('console')!.url.replace(/\/?$/, '/')}#token=${encodeURIComponent(adminToken)}`,
     output,
     exited,
     async stop(signal = 'SIGTERM') {

@@ -30,6 +30,9 @@ Options:
   --no-restart        leave a killed process dead (default: the demo restarts it on the same
                       port after 1 s, backing off to 30 s while it keeps dying)
   -h, --help
+
+The admin token (console, balancer status, kiln status) is never printed: it is in a
+0600 file whose path the demo prints.
 `;
 
 const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
@@ -111,7 +114,8 @@ export const demoCommand: Command = {
         const port = /ready on [^\s]+:(\d+)/.exec(server.output())![1];
         engineUrl = `kiln://127.0.0.1:${port}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
-        consoleUrl = `${server.match[1]}/#token=${encodeURIComponent(adminToken)}`;
+        // Never the token itself (terminal scrollback, screen shares, CI logs): its file's path is printed below.
+        consoleUrl = `${server.match[1]}/`;
         rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
@@ -120,7 +124,7 @@ export const demoCommand: Command = {
           const consoleArgs = (port: string) => [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', port, '--token-file', adminTokenFile];
           const redisConsole = await supervisor.start('kiln console', consoleArgs('0'), { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn((first) => ({ args: consoleArgs(new URL(first.match[1]!).port), env: { ...process.env } })));
           adminUrl = redisConsole.match[1]!;
-          consoleUrl = `${redisConsole.match[1]}/#token=${encodeURIComponent(adminToken)}`;
+          consoleUrl = `${redisConsole.match[1]}/`;
           rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
         }
       } else {
@@ -163,7 +167,10 @@ export const demoCommand: Command = {
     for (const r of rows) say(line(r));
     say('');
     say(`Balancer status: ${balancer.url}/_kiln/balancer  (Authorization: Bearer <the admin token in ${adminTokenFile}>)`);
-    if (consoleUrl) say(`Console: ${consoleUrl}  (kiln status / kiln sessions ls: --admin ${consoleUrl.split('/#')[0]} with --token-file ${adminTokenFile})`);
+    if (consoleUrl) {
+      say(`Console: ${consoleUrl}  (it asks for the admin token: paste the one in ${adminTokenFile}, a file only you can read)`);
+      say(`  kiln status / kiln sessions ls elsewhere: --admin ${adminUrl} --token-file ${adminTokenFile}`);
+    }
     if (adminUrl) {
       writeDemoState({ pid: process.pid, adminUrl, adminTokenFile, balancerUrl: balancer.url });
       say('`npx kiln status`, `kiln sessions ls` and `kiln top` find this demo by themselves (while it runs).');
