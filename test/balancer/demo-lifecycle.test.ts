@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
-import { removeDir, tempDir, waitFor } from '../helpers/processes.js';
+import { removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
 
 /**
  * `kiln demo` starts and stops as a whole whatever stops it. Each demo gets its own
@@ -45,3 +46,36 @@ describe('kiln demo: killed by SIGKILL', () => {
   });
 });
 
+describe('kiln demo: its own kiln server', () => {
+  it('comes back on its port after a SIGKILL even once its output has pushed its ready line out of the buffer', async () => {
+    const demo = await startDemo(['--nodes', '1'], demoDirs().env);
+    try {
+      const server = demo.nodes.get('server')!;
+      const port = Number(new URL(server.url.replace('kiln://', 'http://')).port);
+      // Over 64 KiB of warnings (one ~240-byte line per refused connection), from enough
+      // loopback addresses that the handshake throttle (20 failures an address) never cuts them.
+      for (let address = 2; address < 30; address++) {
+        await Promise.all(
+          Array.from({ length: 15 }, () => new Promise<void>((resolve) => {
+            const socket = connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${address}` }, () => socket.write(Buffer.alloc(16, 0xff)));
+            const timer = setTimeout(() => socket.destroy(), 2000);
+            socket.on('data', () => socket.destroy());
+            socket.on('error', () => undefined);
+            socket.on('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          })),
+        );
+      }
+      await sleep(200);
+      process.kill(server.pid, 'SIGKILL');
+      await waitFor(() => /kiln server is back \(pid \d+/.test(demo.output()), 15_000, `the kiln server back:\n${demo.output()}`);
+      assert.equal(demo.child.exitCode, null, 'the demo is still running');
+      const add = await fetch(`${demo.url}/api/cart`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sku: 'mug' }) });
+      assert.equal(add.status, 200, 'the app server found the kiln server on its old port');
+    } finally {
+      await demo.stop();
+    }
+  });
+});

@@ -109,21 +109,29 @@ export const demoCommand: Command = {
         say(`kiln demo: starting the kiln server (data ${dataDir})…`);
         const serverArgs = (port: string, adminPort: string) => [here('../../../../bin/kiln.js'), 'server', '--port', port, '--data', dataDir!, '--log-level', 'warn', '--admin-port', adminPort, '--admin-token-file', adminTokenFile];
         const serverEnv = { ...process.env, KILN_TOKEN: token };
-        const server = await supervisor.start('kiln server', serverArgs('0', '0'), serverEnv, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn((first) => ({ args: serverArgs(/ready on [^\s]+:(\d+)/.exec(first.output())![1]!, new URL(first.match[1]!).port), env: serverEnv })));
-        adminUrl = server.match[1]!;
-        const port = /ready on [^\s]+:(\d+)/.exec(server.output())![1];
-        engineUrl = `kiln://127.0.0.1:${port}`;
+        // Both ports are read once, from the first start's ready lines: a restart takes them
+        // again (the app servers and `kiln status` point there), whatever the output holds by
+        // then (it keeps only its last 32 KiB once past 64 KiB: the ready line may be gone).
+        let serverPort = '';
+        let adminPort = '';
+        const server = await supervisor.start('kiln server', serverArgs('0', '0'), serverEnv, /ready on [^\s]+:(\d+)[^]*?kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn(() => ({ args: serverArgs(serverPort, adminPort), env: serverEnv })));
+        serverPort = server.match[1]!;
+        adminUrl = server.match[2]!;
+        adminPort = new URL(adminUrl).port;
+        engineUrl = `kiln://127.0.0.1:${serverPort}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
         // Never the token itself (terminal scrollback, screen shares, CI logs): its file's path is printed below.
-        consoleUrl = `${server.match[1]}/`;
+        consoleUrl = `${adminUrl}/`;
         rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
         if (isRedisUrl(engineArg)) {
           say(`kiln demo: starting the console for Redis (kiln console)…`);
           const consoleArgs = (port: string) => [here('../../../../bin/kiln.js'), 'console', '--engine', engineArg, '--port', port, '--token-file', adminTokenFile];
-          const redisConsole = await supervisor.start('kiln console', consoleArgs('0'), { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn((first) => ({ args: consoleArgs(new URL(first.match[1]!).port), env: { ...process.env } })));
+          let consolePort = '';
+          const redisConsole = await supervisor.start('kiln console', consoleArgs('0'), { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn(() => ({ args: consoleArgs(consolePort), env: { ...process.env } })));
           adminUrl = redisConsole.match[1]!;
+          consolePort = new URL(adminUrl).port;
           consoleUrl = `${redisConsole.match[1]}/`;
           rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
         }
@@ -136,8 +144,10 @@ export const demoCommand: Command = {
         say(`kiln demo: starting ${name} (examples/shop)…`);
         const appEnv = (port: string) => ({ ...process.env, PORT: port, NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', KILN_TOKEN: token, SESSION_SECRET: secret });
         const shop = [here('../../../examples/shop/server.js')];
-        const app = await supervisor.start(name, shop, appEnv('0'), /listening on (\d+)/, 20_000, restartOn((first) => ({ args: shop, env: appEnv(first.match[1]!) })));
-        const url = `http://127.0.0.1:${app.match[1]}`;
+        let appPort = '';
+        const app = await supervisor.start(name, shop, appEnv('0'), /listening on (\d+)/, 20_000, restartOn(() => ({ args: shop, env: appEnv(appPort) })));
+        appPort = app.match[1]!;
+        const url = `http://127.0.0.1:${appPort}`;
         nodes.push({ name, url, pid: app.child.pid! });
         rows.push(['app server', name, url, String(app.child.pid)]);
       }
