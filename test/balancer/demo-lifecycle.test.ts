@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
-import { removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
+import { KILN_BIN, removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
+
+const run = promisify(execFile);
 
 /**
  * `kiln demo` starts and stops as a whole whatever stops it. Each demo gets its own
@@ -47,6 +51,16 @@ describe('kiln demo: killed by SIGKILL', () => {
 });
 
 describe('kiln demo: its own kiln server', () => {
+  it('gets a generated client token: a short KILN_TOKEN left in the shell does not stop the demo', async () => {
+    const demo = await startDemo(['--nodes', '1'], { ...demoDirs().env, KILN_TOKEN: 'short' });
+    try {
+      const add = await fetch(`${demo.url}/api/cart`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ sku: 'mug' }) });
+      assert.equal(add.status, 200);
+    } finally {
+      await demo.stop();
+    }
+  });
+
   it('comes back on its port after a SIGKILL even once its output has pushed its ready line out of the buffer', async () => {
     const demo = await startDemo(['--nodes', '1'], demoDirs().env);
     try {
@@ -76,6 +90,23 @@ describe('kiln demo: its own kiln server', () => {
       assert.equal(add.status, 200, 'the app server found the kiln server on its old port');
     } finally {
       await demo.stop();
+    }
+  });
+});
+
+describe('kiln demo: the client token', () => {
+  it('--engine kiln:// needs KILN_TOKEN (unset, or too short): named, nothing started', async () => {
+    for (const token of [undefined, '', 'short']) {
+      const env: NodeJS.ProcessEnv = { ...process.env, ...demoDirs().env };
+      if (token === undefined) delete env['KILN_TOKEN'];
+      else env['KILN_TOKEN'] = token;
+      const err = await run(process.execPath, [KILN_BIN, 'demo', '--engine', 'kiln://127.0.0.1:9510'], { env, timeout: 20_000 }).then(
+        () => assert.fail('started without a token'),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+      assert.equal(err.code, 1, err.stderr);
+      assert.match(err.stderr, /KILN_TOKEN.*\[KILN_ERR_INVALID_OPTION\]/);
+      assert.doesNotMatch(err.stdout, /starting/);
     }
   });
 });

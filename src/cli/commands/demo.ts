@@ -8,6 +8,7 @@ import { KilnBalancer } from '../../balancer/balancer.js';
 import { isRedisUrl } from '../../engines/redis/topology.js';
 import { KilnError } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
+import { checkTokenStrength } from '../../util/secret-file.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
 import { Supervisor, type RestartPolicy, type Supervised } from '../supervisor.js';
@@ -23,7 +24,9 @@ Options:
   --port <n>          balancer port (default 8080; 0 = any free port)
   --host <addr>       balancer address (default 127.0.0.1)
   --nodes <n>         app servers (default 3)
-  --engine <e>        kiln (default: a kiln server started here) | memory (each node alone) | kiln://host:port (an existing server; KILN_TOKEN)
+  --engine <e>        kiln (default: a kiln server started here, with a generated client token;
+                      KILN_TOKEN is not read) | memory (each node alone)
+                      | kiln://host:port, kilns://host:port (an existing server: its client token in KILN_TOKEN)
                       | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; console by kiln console)
   --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
   --affinity <mode>   route (default) | cookie | none
@@ -36,6 +39,21 @@ The admin token (console, balancer status, kiln status) is never printed: it is 
 `;
 
 const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
+
+/**
+ * The client token the app servers (and the demo's own kiln server) use. The demo's own
+ * server always gets a generated one: a KILN_TOKEN left in the shell for another server,
+ * empty or too short, must not break the demo. An existing server (kiln://) needs its
+ * own token, which only the user has.
+ */
+function clientToken(engine: string): string | undefined {
+  if (engine === 'kiln') return randomBytes(32).toString('base64url');
+  if (!engine.startsWith('kiln://') && !engine.startsWith('kilns://')) return undefined;
+  const token = process.env['KILN_TOKEN'];
+  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', `KILN_TOKEN is not set: --engine ${engine} is an existing kiln server, and the app servers need its client token (KILN_TOKEN=… kiln demo --engine ${engine})`, { details: { option: 'KILN_TOKEN' } });
+  checkTokenStrength(token, 'KILN_TOKEN');
+  return token;
+}
 
 export const demoCommand: Command = {
   name: 'demo',
@@ -66,6 +84,7 @@ export const demoCommand: Command = {
     if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://') && !isRedisUrl(engineArg)) {
       throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory, a kiln:// URL or a redis://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(engineArg)})`);
     }
+    const token = clientToken(engineArg);
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
     let stopping = false;
     const supervisor = new Supervisor((name, code, signal) => {
@@ -80,7 +99,6 @@ export const demoCommand: Command = {
 
     const ownData = engineArg === 'kiln' && !values.data;
     const dataDir = values.data ?? (engineArg === 'kiln' ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : undefined);
-    const token = process.env['KILN_TOKEN'] ?? randomBytes(24).toString('base64url');
     const secret = randomBytes(24).toString('base64url');
     // The console's own token (never the client token), in a file only we can read.
     const adminDir = mkdtempSync(join(tmpdir(), 'kiln-demo-admin-'));
@@ -142,7 +160,7 @@ export const demoCommand: Command = {
       for (let i = 1; i <= nodeCount; i++) {
         const name = `app-${i}`;
         say(`kiln demo: starting ${name} (examples/shop)…`);
-        const appEnv = (port: string) => ({ ...process.env, PORT: port, NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', KILN_TOKEN: token, SESSION_SECRET: secret });
+        const appEnv = (port: string) => ({ ...process.env, PORT: port, NODE_NAME: name, KILN_ENGINE: engineUrl ?? '', SESSION_SECRET: secret, ...(token ? { KILN_TOKEN: token } : {}) });
         const shop = [here('../../../examples/shop/server.js')];
         let appPort = '';
         const app = await supervisor.start(name, shop, appEnv('0'), /listening on (\d+)/, 20_000, restartOn(() => ({ args: shop, env: appEnv(appPort) })));
