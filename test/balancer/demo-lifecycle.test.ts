@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { isAlive, startDemo, type DemoProcess } from '../helpers/demo.js';
 import { KILN_BIN, removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
+import { listen } from '../../src/util/net.js';
 
 const run = promisify(execFile);
 
@@ -107,6 +108,46 @@ describe('kiln demo: the client token', () => {
       assert.equal(err.code, 1, err.stderr);
       assert.match(err.stderr, /KILN_TOKEN.*\[KILN_ERR_INVALID_OPTION\]/);
       assert.doesNotMatch(err.stdout, /starting/);
+    }
+  });
+});
+
+describe('kiln demo: options and the balancer port are checked before anything starts', () => {
+  let busy: Server;
+  after(() => busy?.close());
+
+  it('a busy --port: KILN_ERR_INVALID_OPTION naming --port and --port 0, at once, no child started', async () => {
+    busy = createServer();
+    const port = await listen(busy, 0, '127.0.0.1');
+    const dirs = demoDirs();
+    const startedAt = Date.now();
+    const err = await run(process.execPath, [KILN_BIN, 'demo', '--port', String(port)], { env: { ...process.env, ...dirs.env }, timeout: 20_000 }).then(
+      () => assert.fail('the demo started on a busy port'),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    assert.equal(err.code, 1);
+    assert.match(err.stderr, new RegExp(`--port ${port}: 127\\.0\\.0\\.1:${port} is in use .*--port 0 .*\\[KILN_ERR_INVALID_OPTION\\]`));
+    assert.doesNotMatch(err.stderr, /EADDRINUSE|\n\s+at /, 'no stack trace');
+    assert.doesNotMatch(err.stdout, /starting/, 'nothing was started');
+    assert.ok(Date.now() - startedAt < 5000, `fast (${Date.now() - startedAt} ms)`);
+    assert.deepEqual(dirs.leftovers(), []);
+  });
+
+  it('a bad --affinity or --host, and --data without a kiln server: named, nothing started', async () => {
+    for (const [args, flag] of [
+      [['--affinity', 'sticky'], '--affinity'],
+      [['--host', '192.0.2.1'], '--host'],
+      [['--engine', 'memory', '--data', '/tmp/x'], '--data'],
+    ] as const) {
+      const dirs = demoDirs();
+      const err = await run(process.execPath, [KILN_BIN, 'demo', ...args], { env: { ...process.env, ...dirs.env }, timeout: 20_000 }).then(
+        () => assert.fail(`${args.join(' ')} accepted`),
+        (e: { code: number; stdout: string; stderr: string }) => e,
+      );
+      assert.equal(err.code, 1, err.stderr);
+      assert.match(err.stderr, new RegExp(`^kiln demo: ${flag}.*\\[KILN_ERR_INVALID_OPTION\\]`, 'm'));
+      assert.doesNotMatch(err.stdout, /starting/, `${args.join(' ')}: nothing was started`);
+      assert.deepEqual(dirs.leftovers(), []);
     }
   });
 });

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,7 @@ import { KilnBalancer } from '../../balancer/balancer.js';
 import { isRedisUrl } from '../../engines/redis/topology.js';
 import { KilnError } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
+import { listen } from '../../util/net.js';
 import { checkTokenStrength } from '../../util/secret-file.js';
 import { intFlag } from '../args.js';
 import type { Command } from '../command.js';
@@ -21,14 +23,15 @@ example shop (examples/shop), and the balancer in front of them; prints where to
 a browser. Ctrl-C or SIGTERM stops everything and leaves no process behind.
 
 Options:
-  --port <n>          balancer port (default 8080; 0 = any free port)
+  --port <n>          balancer port (default 8080; 0 = any free port); checked before anything starts
   --host <addr>       balancer address (default 127.0.0.1)
   --nodes <n>         app servers (default 3)
   --engine <e>        kiln (default: a kiln server started here, with a generated client token;
                       KILN_TOKEN is not read) | memory (each node alone)
                       | kiln://host:port, kilns://host:port (an existing server: its client token in KILN_TOKEN)
                       | redis://… redis+sentinel://… redis+cluster://… (sessions on Redis; console by kiln console)
-  --data <dir>        kiln server data directory (default: a new directory under the OS temp dir, removed at exit)
+  --data <dir>        kiln server data directory, with --engine kiln (default: a new directory under
+                      the OS temp dir, removed at exit)
   --affinity <mode>   route (default) | cookie | none
   --no-restart        leave a killed process dead (default: the demo restarts it on the same
                       port after 1 s, backing off to 30 s while it keeps dying)
@@ -39,6 +42,9 @@ The admin token (console, balancer status, kiln status) is never printed: it is 
 `;
 
 const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
+
+const AFFINITIES = ['route', 'cookie', 'none'] as const;
+type Affinity = (typeof AFFINITIES)[number];
 
 /**
  * The client token the app servers (and the demo's own kiln server) use. The demo's own
@@ -53,6 +59,33 @@ function clientToken(engine: string): string | undefined {
   if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', `KILN_TOKEN is not set: --engine ${engine} is an existing kiln server, and the app servers need its client token (KILN_TOKEN=… kiln demo --engine ${engine})`, { details: { option: 'KILN_TOKEN' } });
   checkTokenStrength(token, 'KILN_TOKEN');
   return token;
+}
+
+/**
+ * Takes the balancer's address before anything else starts, so a busy --port (8080 often
+ * is) or a bad --host fails at once, naming the flag. The port stays ours until the
+ * balancer binds it (release() just before): with --port 0 the port the balancer will
+ * have is known from here on.
+ */
+async function reserveBalancerAddress(host: string, port: number): Promise<{ port: number; release(): Promise<void> }> {
+  const server: Server = createServer((socket) => socket.destroy());
+  try {
+    const bound = await listen(server, port, host);
+    return { port: bound, release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  } catch (err) {
+    throw balancerListenError(err, host, port);
+  }
+}
+
+/** What a failed listen on the balancer's address means, as a KilnError naming the flag. */
+function balancerListenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE') return new KilnError('KILN_ERR_INVALID_OPTION', `--port ${port}: ${host}:${port} is in use by another process; pass another --port, or --port 0 for any free port`, { cause: err, details: { option: '--port' } });
+  if (code === 'EACCES') return new KilnError('KILN_ERR_INVALID_OPTION', `--port ${port}: not allowed to listen on ${host}:${port} (ports below 1024 need privileges); pass --port 0 for any free port, or one from 1024`, { cause: err, details: { option: '--port' } });
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EINVAL') {
+    return new KilnError('KILN_ERR_INVALID_OPTION', `--host ${host}: cannot listen there (${code}): give an address of this machine, such as 127.0.0.1 or 0.0.0.0`, { cause: err, details: { option: '--host' } });
+  }
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 export const demoCommand: Command = {
@@ -78,13 +111,20 @@ export const demoCommand: Command = {
       process.stdout.write(HELP);
       return 0;
     }
+    // Every option is checked before anything is started or made.
     const nodeCount = intFlag(values.nodes, 'nodes', 1, 32) ?? 3;
-    const port = intFlag(values.port, 'port', 0, 65535) ?? 8080;
+    const wantedPort = intFlag(values.port, 'port', 0, 65535) ?? 8080;
+    const host = values.host ?? '127.0.0.1';
+    if (host === '') throw new KilnError('KILN_ERR_INVALID_OPTION', '--host must not be empty (default 127.0.0.1)', { details: { option: '--host' } });
+    const affinity = (values.affinity ?? 'route') as Affinity;
+    if (!AFFINITIES.includes(affinity)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--affinity must be route, cookie or none (got ${JSON.stringify(values.affinity)})`, { details: { option: '--affinity' } });
     const engineArg = values.engine ?? 'kiln';
     if (!['kiln', 'memory'].includes(engineArg) && !engineArg.startsWith('kiln://') && !engineArg.startsWith('kilns://') && !isRedisUrl(engineArg)) {
-      throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory, a kiln:// URL or a redis://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(engineArg)})`);
+      throw new KilnError('KILN_ERR_INVALID_OPTION', `--engine must be kiln, memory, a kiln:// URL or a redis://, redis+sentinel:// or redis+cluster:// URL (got ${JSON.stringify(engineArg)})`, { details: { option: '--engine' } });
     }
+    if (values.data !== undefined && engineArg !== 'kiln') throw new KilnError('KILN_ERR_INVALID_OPTION', `--data is the data directory of the kiln server the demo starts: it goes with --engine kiln only (got --engine ${engineArg})`, { details: { option: '--data' } });
     const token = clientToken(engineArg);
+    const reserved = await reserveBalancerAddress(host, wantedPort);
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
     let stopping = false;
     const supervisor = new Supervisor((name, code, signal) => {
@@ -113,6 +153,7 @@ export const demoCommand: Command = {
     const shutdown = async (): Promise<void> => {
       stopping = true;
       say('kiln demo: stopping the balancer, the app servers and the kiln server…');
+      await reserved.release();
       await balancer?.stop(1000).catch(() => undefined);
       await supervisor.stopAll();
       if (ownData && dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -170,16 +211,12 @@ export const demoCommand: Command = {
         rows.push(['app server', name, url, String(app.child.pid)]);
       }
       say('kiln demo: starting the balancer…');
-      balancer = new KilnBalancer({
-        host: values.host ?? '127.0.0.1',
-        port,
-        nodes,
-        affinity: (values.affinity as 'route' | 'cookie' | 'none' | undefined) ?? 'route',
-        healthIntervalMs: 500,
-        adminToken,
-        logger: createLogger('kiln-balancer', 'warn'),
+      balancer = new KilnBalancer({ host, port: reserved.port, nodes, affinity, healthIntervalMs: 500, adminToken, logger: createLogger('kiln-balancer', 'warn') });
+      // The reserved port is handed over: released, then bound again at once by the balancer.
+      await reserved.release();
+      await balancer.start().catch((err: unknown) => {
+        throw balancerListenError(err, host, reserved.port);
       });
-      await balancer.start();
       rows.unshift(['balancer', 'balancer', balancer.url, String(process.pid)]);
     } catch (err) {
       await shutdown();
