@@ -73,7 +73,7 @@ describe('kiln status and kiln top on a demo: the kiln server and the balancer, 
     assert.equal(status.code, 1, `${status.stdout}${status.stderr}`);
     assert.ok(status.ms < 8000, `answered in ${status.ms} ms`);
     assert.match(status.stdout, /^kiln server +http:\/\/127\.0\.0\.1:\d+ +UNREACHABLE: connect ECONNREFUSED/m);
-    assert.match(status.stdout, /the kiln server of your kiln demo \(pid \d+\) is down/);
+    assert.match(status.stdout, /the kiln server of your kiln demo \(pid \d+\) is down; the demo runs with --no-restart: it stays down/);
     assert.doesNotMatch(status.stdout + status.stderr, /--admin-port <n>/, 'not the hint for a server started without an admin port');
     assert.match(status.stdout, /^balancer +http:\/\/127\.0\.0\.1:\d+ +affinity route/m);
     for (const name of ['app-1', 'app-2', 'app-3']) assert.match(status.stdout, new RegExp(`^${name} +http://`, 'm'));

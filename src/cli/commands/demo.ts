@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KilnBalancer } from '../../balancer/balancer.js';
 import { isRedisUrl } from '../../engines/redis/topology.js';
-import { KilnError } from '../../errors/index.js';
+import { KilnError, isKilnErrorCode } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
 import { listen } from '../../util/net.js';
 import { checkTokenStrength } from '../../util/secret-file.js';
@@ -20,7 +20,9 @@ const HELP = `Usage: kiln demo [options]
 
 Runs a whole Kiln cluster on this machine: a kiln server, app servers running the
 example shop (examples/shop), and the balancer in front of them; prints where to point
-a browser. Ctrl-C or SIGTERM stops everything and leaves no process behind.
+a browser. Ctrl-C, SIGTERM or SIGHUP stops everything (while starting too) and leaves no
+process and no temporary file behind; a second one while stopping kills what is left at
+once. A demo killed otherwise (SIGKILL) takes its processes with it within seconds.
 
 Options:
   --port <n>          balancer port (default 8080; 0 = any free port); checked before anything starts
@@ -42,6 +44,9 @@ The admin token (console, balancer status, kiln status) is never printed: it is 
 `;
 
 const here = (path: string): string => fileURLToPath(new URL(path, import.meta.url));
+
+/** The signals that stop the demo: Ctrl-C, kill, and the terminal going away. */
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 const AFFINITIES = ['route', 'cookie', 'none'] as const;
 type Affinity = (typeof AFFINITIES)[number];
@@ -88,6 +93,17 @@ function balancerListenError(err: unknown, host: string, port: number): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
 
+/**
+ * A child that did not start says why in its own output, with its KilnError's code
+ * (`kiln server: … [KILN_ERR_UNSAFE_PERMISSIONS]`): the demo fails with that code and
+ * that output, not with a stack trace.
+ */
+function asKilnError(err: unknown): unknown {
+  if (err instanceof KilnError || !(err instanceof Error)) return err;
+  const code = [...err.message.matchAll(/\[(KILN_ERR_[A-Z_]+)\]/g)].map((m) => m[1]).find(isKilnErrorCode);
+  return code ? new KilnError(code, err.message.trimEnd(), { cause: err }) : err;
+}
+
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'run a whole cluster here: kiln server, 3 shop app servers, balancer',
@@ -124,7 +140,10 @@ export const demoCommand: Command = {
     }
     if (values.data !== undefined && engineArg !== 'kiln') throw new KilnError('KILN_ERR_INVALID_OPTION', `--data is the data directory of the kiln server the demo starts: it goes with --engine kiln only (got --engine ${engineArg})`, { details: { option: '--data' } });
     const token = clientToken(engineArg);
+    // The shop's cookie-signing secret: one per demo, shared by its app servers.
+    const secret = randomBytes(24).toString('base64url');
     const reserved = await reserveBalancerAddress(host, wantedPort);
+
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
     let stopping = false;
     const supervisor = new Supervisor((name, code, signal) => {
@@ -135,34 +154,80 @@ export const demoCommand: Command = {
     // A killed process comes back on the same port (so the balancer and the app servers find it again).
     const restartOn = (rewrite: (first: Supervised) => { args: string[]; env: NodeJS.ProcessEnv }): RestartPolicy | undefined =>
       values['no-restart'] ? undefined : { again: rewrite, delayMs: 1000, onEvent: (line) => !stopping && say(`kiln demo: ${line}`) };
-    process.once('exit', () => supervisor.killAll());
+
+    // What the demo makes, undone on every way out: shutdown() on a signal or a failed
+    // start, and the 'exit' hook (synchronous) when the process ends otherwise (a crash).
+    const tempDirs: string[] = [];
+    let stateWritten = false;
+    const removeFilesSync = (): void => {
+      for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+      if (stateWritten) {
+        stateWritten = false;
+        try {
+          clearDemoState();
+        } catch {
+          // Not ours any more, or unreadable: nothing of ours to remove.
+        }
+      }
+    };
+    const onExit = (): void => {
+      supervisor.killAll();
+      removeFilesSync();
+    };
+    process.once('exit', onExit);
+
+    let balancer: KilnBalancer | undefined;
+    let shuttingDown: Promise<void> | undefined;
+    const shutdown = (): Promise<void> =>
+      (shuttingDown ??= (async () => {
+        stopping = true;
+        say('kiln demo: stopping the balancer, the app servers and the kiln server…');
+        await reserved.release();
+        await balancer?.stop(1000).catch(() => undefined);
+        await supervisor.stopAll();
+        removeFilesSync();
+        process.off('exit', onExit);
+        say('kiln demo: stopped, nothing left running');
+      })());
+
+    let stoppedBySignal: ((code: number) => void) | undefined;
+    const stopped = new Promise<number>((resolve) => (stoppedBySignal = resolve));
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) {
+        // Told again while stopping: no more waiting for graceful stops, but the cleanup still runs.
+        say(`kiln demo: ${signal} again: killing what is left now`);
+        supervisor.killAll();
+        return;
+      }
+      signalled = true;
+      // The terminal that hung up took our stdout with it: a line we can no longer write
+      // must not turn the stop into a crash halfway.
+      if (signal === 'SIGHUP') for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+      void shutdown().then(() => {
+        for (const s of STOP_SIGNALS) process.off(s, onSignal);
+        stoppedBySignal!(0);
+      });
+    };
+    // Before the first process is started: a demo stopped while starting stops what it started.
+    for (const s of STOP_SIGNALS) process.on(s, onSignal);
 
     const ownData = engineArg === 'kiln' && !values.data;
-    const dataDir = values.data ?? (engineArg === 'kiln' ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : undefined);
-    const secret = randomBytes(24).toString('base64url');
-    // The console's own token (never the client token), in a file only we can read.
-    const adminDir = mkdtempSync(join(tmpdir(), 'kiln-demo-admin-'));
-    const adminToken = randomBytes(32).toString('base64url');
-    const adminTokenFile = join(adminDir, 'admin.token');
-    writeFileSync(adminTokenFile, adminToken, { mode: 0o600 });
     const rows: [string, string, string, string][] = [];
-    let balancer: KilnBalancer | undefined;
-    let consoleUrl: string | undefined;
     let adminUrl: string | undefined;
-
-    const shutdown = async (): Promise<void> => {
-      stopping = true;
-      say('kiln demo: stopping the balancer, the app servers and the kiln server…');
-      await reserved.release();
-      await balancer?.stop(1000).catch(() => undefined);
-      await supervisor.stopAll();
-      if (ownData && dataDir) rmSync(dataDir, { recursive: true, force: true });
-      rmSync(adminDir, { recursive: true, force: true });
-      clearDemoState();
-      say('kiln demo: stopped, nothing left running');
-    };
+    let adminTokenFile: string;
+    let adminToken: string;
 
     try {
+      const dataDir = ownData ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : values.data;
+      if (ownData) tempDirs.push(dataDir!);
+      // The console's own token (never the client token), in a file only we can read.
+      const adminDir = mkdtempSync(join(tmpdir(), 'kiln-demo-admin-'));
+      tempDirs.push(adminDir);
+      adminToken = randomBytes(32).toString('base64url');
+      adminTokenFile = join(adminDir, 'admin.token');
+      writeFileSync(adminTokenFile, adminToken, { mode: 0o600, flag: 'wx' });
+
       let engineUrl: string | undefined;
       if (engineArg === 'kiln') {
         say(`kiln demo: starting the kiln server (data ${dataDir})…`);
@@ -180,8 +245,7 @@ export const demoCommand: Command = {
         engineUrl = `kiln://127.0.0.1:${serverPort}`;
         rows.push(['kiln server', 'server', engineUrl, String(server.child.pid)]);
         // Never the token itself (terminal scrollback, screen shares, CI logs): its file's path is printed below.
-        consoleUrl = `${adminUrl}/`;
-        rows.push(['console', 'console', consoleUrl, String(server.child.pid)]);
+        rows.push(['console', 'console', `${adminUrl}/`, String(server.child.pid)]);
       } else if (engineArg !== 'memory') {
         engineUrl = engineArg;
         if (isRedisUrl(engineArg)) {
@@ -191,8 +255,7 @@ export const demoCommand: Command = {
           const redisConsole = await supervisor.start('kiln console', consoleArgs('0'), { ...process.env }, /kiln admin on (http:\/\/[^\s]+) /, 20_000, restartOn(() => ({ args: consoleArgs(consolePort), env: { ...process.env } })));
           adminUrl = redisConsole.match[1]!;
           consolePort = new URL(adminUrl).port;
-          consoleUrl = `${redisConsole.match[1]}/`;
-          rows.push(['console', 'console', consoleUrl, String(redisConsole.child.pid)]);
+          rows.push(['console', 'console', `${adminUrl}/`, String(redisConsole.child.pid)]);
         }
       } else {
         say('kiln demo: --engine memory: every node keeps its own sessions (nothing is shared; a killed node loses its sessions)');
@@ -210,17 +273,28 @@ export const demoCommand: Command = {
         nodes.push({ name, url, pid: app.child.pid! });
         rows.push(['app server', name, url, String(app.child.pid)]);
       }
+      if (stopping) throw new Error('stopped while starting');
       say('kiln demo: starting the balancer…');
-      balancer = new KilnBalancer({ host, port: reserved.port, nodes, affinity, healthIntervalMs: 500, adminToken, logger: createLogger('kiln-balancer', 'warn') });
+      const lb = new KilnBalancer({ host, port: reserved.port, nodes, affinity, healthIntervalMs: 500, adminToken, logger: createLogger('kiln-balancer', 'warn') });
       // The reserved port is handed over: released, then bound again at once by the balancer.
       await reserved.release();
-      await balancer.start().catch((err: unknown) => {
+      await lb.start().catch((err: unknown) => {
         throw balancerListenError(err, host, reserved.port);
       });
+      balancer = lb;
+      if (stopping) {
+        // Stopped while it bound its port, after shutdown() looked for it.
+        await lb.stop(0);
+        throw new Error('stopped while starting');
+      }
       rows.unshift(['balancer', 'balancer', balancer.url, String(process.pid)]);
     } catch (err) {
+      // Stopped by a signal while starting: the start failed because of it, and the signal's
+      // shutdown ends the command.
+      if (signalled) return stopped;
       await shutdown();
-      throw err;
+      for (const s of STOP_SIGNALS) process.off(s, onSignal);
+      throw asKilnError(err);
     }
 
     const widths = [0, 1, 2, 3].map((i) => Math.max(...[['role', 'name', 'url', 'pid'], ...rows].map((r) => r[i]!.length)));
@@ -232,22 +306,19 @@ export const demoCommand: Command = {
     for (const r of rows) say(line(r));
     say('');
     say(`Balancer status: ${balancer.url}/_kiln/balancer  (Authorization: Bearer <the admin token in ${adminTokenFile}>)`);
-    if (consoleUrl) {
-      say(`Console: ${consoleUrl}  (it asks for the admin token: paste the one in ${adminTokenFile}, a file only you can read)`);
-      say(`  kiln status / kiln sessions ls elsewhere: --admin ${adminUrl} --token-file ${adminTokenFile}`);
-    }
     if (adminUrl) {
-      writeDemoState({ pid: process.pid, adminUrl, adminTokenFile, balancerUrl: balancer.url });
-      say('`npx kiln status`, `kiln sessions ls` and `kiln top` find this demo by themselves (while it runs).');
+      say(`Console: ${adminUrl}/  (it asks for the admin token: paste the one in ${adminTokenFile}, a file only you can read)`);
+      say(`  kiln status / kiln sessions ls elsewhere: --admin ${adminUrl} --token-file ${adminTokenFile}`);
+      try {
+        writeDemoState({ pid: process.pid, adminUrl, adminTokenFile, balancerUrl: balancer.url, restarts: !values['no-restart'] });
+        stateWritten = true;
+        say('`npx kiln status`, `kiln sessions ls` and `kiln top` find this demo by themselves (while it runs).');
+      } catch (err) {
+        // The cluster is up and serving: a state file that cannot be written costs only the shortcut.
+        say(`kiln demo: warning: ${(err as Error).message}; \`kiln status\` needs --admin and --token-file as above`);
+      }
     }
     say(values['no-restart'] ? 'Kill an app server (kill -9 <pid>): your cart stays. Ctrl-C stops everything.' : 'Kill an app server (kill -9 <pid>): your cart stays, and the demo restarts it in a second. Ctrl-C stops everything.');
-
-    return new Promise<number>((resolve) => {
-      const stop = (): void => {
-        void shutdown().then(() => resolve(0));
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-    });
+    return stopped;
   },
 };
