@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { KILN_BIN, sleep, tempDir, waitFor } from '../helpers/processes.js';
+import { KILN_BIN, removeDir, sleep, tempDir, waitFor } from '../helpers/processes.js';
 
 const run = promisify(execFile);
 
@@ -18,12 +18,14 @@ interface Cart {
 describe('kiln demo: the whole cluster on one machine', () => {
   let demo: DemoProcess;
   // Its own state file: other tests run demos beside this one.
-  const stateFile = join(tempDir('kiln-demo-state-'), 'demo.json');
+  const stateDir = tempDir('kiln-demo-state-');
+  const stateFile = join(stateDir, 'demo.json');
   before(async () => {
     demo = await startDemo([], { KILN_DEMO_STATE: stateFile });
   });
   after(async () => {
     await demo.stop();
+    removeDir(stateDir);
   });
 
   it('prints the table: balancer, kiln server, three app servers, with pids', () => {
