@@ -30,6 +30,11 @@ export function usage(): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
+  // `kiln top | head`: the reader went away; that ends the command, quietly.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { rmSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -106,6 +106,20 @@ describe('operator CLI', () => {
     const second = JSON.parse(lines[1]!) as { rates: { commitsPerSecond: number } | null; overview: { sessions: { count: number } } };
     assert.ok(second.rates && typeof second.rates.commitsPerSecond === 'number');
     assert.equal(second.overview.sessions.count, 26);
+  });
+
+  it('kiln top | head: the reader going away ends top quietly (exit 0, no EPIPE trace)', async () => {
+    const child = spawn(process.execPath, [KILN_BIN, 'top', '--json', '--interval-ms', '100', '--admin', adminUrl, '--token-file', tokenFile], { env: { ...process.env, KILN_ADMIN_TOKEN: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const first = await Promise.race([new Promise<string>((resolve) => child.stdout.once('data', () => resolve('frame'))), exited.then(() => 'exited'), new Promise<string>((resolve) => setTimeout(() => resolve('nothing'), 10_000))]);
+    assert.equal(first, 'frame', `top printed no frame: ${stderr}`);
+    child.stdout.destroy(); // as head does after its lines
+    const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 5_000))]);
+    if (code === 'still running') child.kill('SIGKILL');
+    assert.equal(code, 0, stderr);
+    assert.doesNotMatch(stderr, /EPIPE|\n\s+at /);
   });
 
   it('the client token opens no admin port, and the CLI does not fall back to it', async () => {
