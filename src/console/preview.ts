@@ -77,15 +77,25 @@ export function valueType(b: Uint8Array): string {
 const EXT_NAMES: Record<number, string> = { 0x73: 'Set', 0x78: 'RegExp', 0x65: 'Error', 0x74: 'typed array', 0x42: 'bigint', 0x62: 'bigint' };
 const MARKERS = new Set([0x73, 0x78, 0x65]);
 
-/** [type, data start, data length] of the extension header at `pos`, or undefined. */
+const FIXEXT: Record<number, number> = { 0xd4: 1, 0xd5: 2, 0xd6: 4, 0xd7: 8, 0xd8: 16 };
+
+/**
+ * [type, data start, data length] of the extension header at `pos`, or undefined when
+ * there is none or its header is cut short. Only `b`'s own bytes are read: a value may
+ * be a view into a larger (pooled) buffer, whose neighbouring bytes are not its own.
+ * The data itself may still be missing; the walk's take() checks that.
+ */
 function extType(b: Uint8Array, pos: number): { type: number; start: number; length: number } | undefined {
   const t = b[pos];
-  const fixed: Record<number, number> = { 0xd4: 1, 0xd5: 2, 0xd6: 4, 0xd7: 8, 0xd8: 16 };
-  if (t !== undefined && fixed[t] !== undefined) return { type: b[pos + 1]!, start: pos + 2, length: fixed[t] };
-  if (t === 0xc7) return { type: b[pos + 2]!, start: pos + 3, length: b[pos + 1]! };
-  if (t === 0xc8) return { type: b[pos + 3]!, start: pos + 4, length: (b[pos + 1]! << 8) | b[pos + 2]! };
-  if (t === 0xc9) return { type: b[pos + 5]!, start: pos + 6, length: new DataView(b.buffer, b.byteOffset + pos + 1, 4).getUint32(0) };
-  return undefined;
+  if (t === undefined) return undefined;
+  const fixed = FIXEXT[t];
+  const header = fixed !== undefined ? 2 : t === 0xc7 ? 3 : t === 0xc8 ? 4 : t === 0xc9 ? 6 : 0;
+  if (header === 0 || pos + header > b.length) return undefined;
+  const type = b[pos + header - 1]!;
+  if (fixed !== undefined) return { type, start: pos + 2, length: fixed };
+  if (t === 0xc7) return { type, start: pos + 3, length: b[pos + 1]! };
+  if (t === 0xc8) return { type, start: pos + 4, length: b[pos + 1]! * 0x100 + b[pos + 2]! };
+  return { type, start: pos + 6, length: b[pos + 1]! * 0x1000000 + b[pos + 2]! * 0x10000 + b[pos + 3]! * 0x100 + b[pos + 4]! };
 }
 
 const decoder = new TextDecoder();
