@@ -2,6 +2,8 @@ import type { ConsoleClient } from './source.js';
 
 /** How long a client whose connection dropped stays in the overview, marked gone. */
 export const GONE_MS = 60_000;
+/** Departed clients kept at most (the oldest departures are forgotten first): app servers that reconnect in a loop must not grow the roster while nobody opens the overview. */
+export const MAX_GONE = 1000;
 
 /** A client as the overview shows it: with the name an operator knows it by and whether it is still there. */
 export type RosterClient = ConsoleClient & { label: string; state: 'live' | 'gone'; goneAt?: number };
@@ -25,7 +27,24 @@ export class ClientRoster {
     const last = this.live.get(client.name);
     const known: ConsoleClient = { host: '', pid: 0, app: '', address: '', connectedAt: 0, ownerId: '', leases: 0, requests: 0, stats: null, ...client, ...last };
     this.live.delete(client.name);
+    // Map order is insertion order: a name that leaves again moves to the end.
+    this.gone.delete(client.name);
     this.gone.set(client.name, { ...asRoster(known), state: 'gone', goneAt: at });
+    this.prune(at);
+  }
+
+  /** How many departed clients are remembered now. */
+  get goneCount(): number {
+    return this.gone.size;
+  }
+
+  /** Forgets departures older than GONE_MS, then the oldest beyond MAX_GONE. */
+  private prune(now: number): void {
+    for (const [name, c] of this.gone) if (now - (c.goneAt ?? now) > GONE_MS) this.gone.delete(name);
+    for (const name of this.gone.keys()) {
+      if (this.gone.size <= MAX_GONE) break;
+      this.gone.delete(name);
+    }
   }
 
   /** The clients a source lists now, and those gone in the last GONE_MS (newest departure first). */
@@ -33,7 +52,7 @@ export class ClientRoster {
     const next = new Map(clients.map((c) => [c.name, c]));
     for (const [name, last] of this.live) if (!next.has(name) && !this.gone.has(name)) this.gone.set(name, { ...asRoster(last), state: 'gone', goneAt: now });
     for (const name of next.keys()) this.gone.delete(name);
-    for (const [name, c] of this.gone) if (now - (c.goneAt ?? now) > GONE_MS) this.gone.delete(name);
+    this.prune(now);
     this.live = next;
     return { live: clients.map(asRoster), gone: [...this.gone.values()].sort((a, b) => (b.goneAt ?? 0) - (a.goneAt ?? 0)) };
   }

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { BalancerWatch } from '../../src/console/balancer-watch.js';
 import { EventHistory } from '../../src/console/event-history.js';
 import { LargestSessions, SIZE_BUCKETS, SizeTally, type SizedSession } from '../../src/console/largest-sessions.js';
-import { ClientRoster, CounterDeltas, GONE_MS, labelOf } from '../../src/console/roster.js';
+import { ClientRoster, CounterDeltas, GONE_MS, labelOf, MAX_GONE } from '../../src/console/roster.js';
 import type { ConsoleClient, ConsoleSource } from '../../src/console/source.js';
 import { freePort, waitFor } from '../helpers/processes.js';
 
@@ -94,6 +94,27 @@ describe('console parts', () => {
     assert.deepEqual(v.gone.map((c) => [c.label, c.goneAt, c.pid]), [['app-4', 150, 1]], 'its last full figures, the event\'s time');
     e.left({ name: 'never-polled-010203', pid: 9 }, 4000);
     assert.deepEqual(e.update([], 5000).gone.map((c) => [c.label, c.pid]), [['never-polled', 9], ['app-4', 1]]);
+  });
+
+  it('roster: departures are forgotten after GONE_MS and beyond MAX_GONE, though nobody opens the overview', () => {
+    const r = new ClientRoster();
+    // App servers that reconnect in a loop under new names, and a console nobody looks at.
+    for (let i = 0; i < 5 * MAX_GONE; i++) r.left({ name: `app-${i}-0a1b2c` }, 1000 + i);
+    assert.equal(r.goneCount, MAX_GONE, 'at most MAX_GONE kept');
+    const kept = r.update([], 1000 + 5 * MAX_GONE).gone;
+    assert.equal(kept.length, MAX_GONE);
+    assert.equal(kept[0]!.name, `app-${5 * MAX_GONE - 1}-0a1b2c`, 'the newest departures are the ones kept');
+    assert.equal(kept.at(-1)!.name, `app-${4 * MAX_GONE}-0a1b2c`);
+    // One departure a minute later: every older one has aged out by its time.
+    r.left({ name: 'late-0a1b2c' }, 1000 + 5 * MAX_GONE + GONE_MS + 1);
+    assert.equal(r.goneCount, 1);
+    // A name that leaves again counts as its latest departure.
+    const again = new ClientRoster();
+    again.left({ name: 'a' }, 1);
+    again.left({ name: 'b' }, 2);
+    again.left({ name: 'a' }, 3);
+    for (let i = 0; i < MAX_GONE - 1; i++) again.left({ name: `x${i}` }, 4);
+    assert.deepEqual(again.update([], 5).gone.filter((c) => c.name.length === 1).map((c) => c.name), ['a'], 'b, the oldest, was forgotten first');
   });
 
   it('counter deltas: a client leaving or restarting never makes traffic negative', () => {
