@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { ErrorCodes } from './error-codes.js';
 import { mirroredCounter, optionalGauge, readGauge, snapshotHistogram } from './prometheus.js';
 import type { ConsoleFigures, ConsoleSource } from './source.js';
 
@@ -76,13 +77,15 @@ export class ServerMetrics {
       });
     }
     const seenErrors = new Map<string, number>();
+    // One series per code for as long as the process runs: only well-formed codes, and a bounded number of them.
+    const codes = new ErrorCodes();
     new Counter({
       name: 'kiln_errors_total',
-      help: 'Failed requests, by error code',
+      help: 'Failed requests, by error code (codes past the first 64 distinct ones, or not of the KILN_ERR_ form, as "other")',
       labelNames: ['code'],
       registers: [this.registry],
       collect() {
-        for (const [code, n] of Object.entries(f().errors)) {
+        for (const [code, n] of Object.entries(codes.fold(f().errors))) {
           const seen = seenErrors.get(code) ?? 0;
           if (n > seen) this.inc({ code }, n - seen);
           seenErrors.set(code, Math.max(seen, n));

@@ -2,6 +2,7 @@ import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
 import type { SessionSnapshot } from '../session/model.js';
 import { addHistograms } from '../util/latency.js';
+import { ErrorCodes } from './error-codes.js';
 import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
 
 /** How often the source looks at the clients' reports (joins, leaves, new errors). */
@@ -35,6 +36,8 @@ export class RedisSource implements ConsoleSource {
   private frozen = { requests: 0, errors: {} as Record<string, number>, commit: addHistograms([]), acquire: addHistograms([]) };
   private watching: Promise<ReportedClient[]> | undefined;
   private closed = false;
+  /** The error codes the reports may name (error-codes.ts): each is a metrics series and an event. */
+  private readonly codes = new ErrorCodes();
 
   constructor(private readonly engine: RedisEngine) {
     this.offSessionEvents = engine.onEvent((data) => announce(this.listeners, { type: 'session', data }));
@@ -131,11 +134,16 @@ export class RedisSource implements ConsoleSource {
     this.listeners.clear();
   }
 
-  /** The live clients' reports; announces joins, departures and new errors as it notices them. */
+  /**
+   * The live clients' reports; announces joins, departures and new errors as it notices
+   * them. Their error codes are another process's strings: counted under the labels
+   * ErrorCodes gives them.
+   */
   private clients(): Promise<ReportedClient[]> {
     this.watching ??= this.engine
       .reportedClients()
-      .then((reports) => {
+      .then((raw) => {
+        const reports = raw.map((r) => ({ ...r, errors: this.codes.fold(r.errors) }));
         if (!this.closed) this.notice(reports);
         return reports;
       })
