@@ -5,7 +5,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
-import { KilnError } from '../errors/index.js';
+import { KilnError, toKilnError } from '../errors/index.js';
 import { isValidSessionId } from '../session/id.js';
 import { attributeBytes, type SessionMeta } from '../session/model.js';
 import { listen } from '../util/net.js';
@@ -251,8 +251,17 @@ export class AdminServer {
     };
     const source = this.source;
     if (method === 'GET' && path === '/metrics') {
+      // The body first: a status sent before it could only be 200, and a scrape that failed
+      // would read as an empty, successful one (Prometheus must see it fail: `up` 0).
+      let text: string;
+      try {
+        text = await this.metrics.text();
+      } catch (err) {
+        const e = toKilnError(err);
+        return this.json(res, 503, { ...e.toJSON(), message: `cannot collect the metrics: ${e.message}` });
+      }
       res.writeHead(200, { 'content-type': this.metrics.contentType });
-      res.end(await this.metrics.text());
+      res.end(text);
       return;
     }
     if (method === 'GET' && path === '/api/overview') return this.json(res, 200, await this.overview());
@@ -367,16 +376,19 @@ export class AdminServer {
     return { meta: this.metaView(snapshot.meta, role), attributes, bytes: attributeBytes(snapshot.attributes) };
   }
 
+  /** The body is made before the status goes out: one that cannot be made is an error answer, not a 200 cut short. */
   private json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    const text = JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', ...headers });
-    res.end(JSON.stringify(body));
+    res.end(text);
   }
 
   private fail(res: ServerResponse, err: unknown): void {
     const e = err instanceof KilnError ? err : new KilnError('KILN_ERR_INTERNAL', String((err as Error)?.message ?? err));
     const status = e.code === 'KILN_ERR_INTERNAL' ? 500 : e.code === 'KILN_ERR_ENGINE_UNAVAILABLE' || e.code === 'KILN_ERR_TIMEOUT' ? 503 : 400;
     if (!res.headersSent) this.json(res, status, e.toJSON());
-    else res.end();
+    // An answer already begun (an event stream): cut, so that it cannot pass for a whole one.
+    else res.destroy();
   }
 }
 

@@ -101,3 +101,35 @@ describe('kiln console on Redis: app servers come and go', () => {
     assert.ok((await requestsTotal()) >= before, 'totals do not go back when a client leaves');
   });
 });
+
+describe('kiln console on Redis: a scrape while Redis is down', () => {
+  it('answers 503 with the KILN_ERR code, not 200 with an empty body, and 200 again once Redis is back', async () => {
+    const redis = await startStandalone();
+    const console = await startConsole(redis.url);
+    try {
+      const scrape = async (): Promise<{ status: number; text: string; type: string | null }> => {
+        const res = await fetch(`${console.adminUrl}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+        return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
+      };
+      assert.equal((await scrape()).status, 200);
+      await redis.node.kill();
+      const down = await scrape();
+      assert.equal(down.status, 503, `a failed scrape must fail (got ${down.status}, ${down.text.length} bytes)`);
+      assert.match(down.type ?? '', /application\/json/);
+      const body = JSON.parse(down.text) as { code: string; message: string };
+      // Which depends on when the scrape meets the closed connection: a timeout, a lost connection, …
+      assert.match(body.code, /^KILN_ERR_[A-Z_]+$/);
+      assert.notEqual(body.code, 'KILN_ERR_INTERNAL');
+      assert.match(body.message, /^cannot collect the metrics: /);
+      await redis.node.restart();
+      const back = await waitFor(async () => {
+        const s = await scrape();
+        return s.status === 200 ? s : undefined;
+      }, 20_000, 'metrics again');
+      assert.match(back.text, /^kiln_sessions /m);
+    } finally {
+      await console.stop();
+      await redis.stop();
+    }
+  });
+});
