@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { figure } from './client-stats.js';
 import { ErrorCodes } from './error-codes.js';
 import { mirroredCounter, optionalGauge, readGauge, snapshotHistogram } from './prometheus.js';
 import type { ConsoleFigures, ConsoleSource } from './source.js';
@@ -70,8 +71,9 @@ export class ServerMetrics {
         collect() {
           this.reset();
           for (const c of f().clients) {
-            const cache = (c.stats as { cache?: Record<string, number> } | null)?.cache;
-            if (cache) this.set({ client: c.name }, cache[key] ?? 0);
+            // Reported by the app server: a gauge set to anything but a number would fail the scrape.
+            const cache = (c.stats as { cache?: unknown } | null)?.cache;
+            if (typeof cache === 'object' && cache !== null) this.set({ client: c.name }, figure((cache as Record<string, unknown>)[key]));
           }
         },
       });

@@ -2,6 +2,7 @@ import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
 import type { SessionSnapshot } from '../session/model.js';
 import { addHistograms } from '../util/latency.js';
+import { clientStatsFrom } from './client-stats.js';
 import { ErrorCodes } from './error-codes.js';
 import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
 
@@ -136,14 +137,14 @@ export class RedisSource implements ConsoleSource {
 
   /**
    * The live clients' reports; announces joins, departures and new errors as it notices
-   * them. Their error codes are another process's strings: counted under the labels
-   * ErrorCodes gives them.
+   * them. Their error codes are another process's strings, counted under the labels
+   * ErrorCodes gives them; their own figures are kept as clientStatsFrom keeps them.
    */
   private clients(): Promise<ReportedClient[]> {
     this.watching ??= this.engine
       .reportedClients()
       .then((raw) => {
-        const reports = raw.map((r) => ({ ...r, errors: this.codes.fold(r.errors) }));
+        const reports = raw.map((r) => ({ ...r, name: r.name.slice(0, 128), host: r.host.slice(0, 256), app: r.app.slice(0, 128), errors: this.codes.fold(r.errors), stats: clientStatsFrom(r.stats) ?? {} }));
         if (!this.closed) this.notice(reports);
         return reports;
       })

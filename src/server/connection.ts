@@ -30,6 +30,7 @@ import type { PrincipalCursor } from '../tier/session-table.js';
 import type { Logger } from '../util/log.js';
 import { BatchedWriter } from '../util/net.js';
 import type { Namespace } from './namespaces.js';
+import { clientStatsFrom } from '../console/client-stats.js';
 
 /**
  * The largest frame a peer may send before its handshake: a Hello is a few hundred
@@ -375,7 +376,9 @@ export class Connection {
           throw new KilnError('KILN_ERR_PROTOCOL', `client stats are not plain JSON figures: ${(err as Error).message}`, { cause: err });
         }
         if (encoded.length > 16 * 1024) throw new KilnError('KILN_ERR_PROTOCOL', 'client stats above 16 KiB');
-        this.clientStats = JSON.parse(encoded) as Record<string, unknown>;
+        // Figures only, field by field: the console sets gauges from them, and one string
+        // where a number belongs made every /metrics scrape of the tier fail.
+        this.clientStats = clientStatsFrom(JSON.parse(encoded)) ?? undefined;
         return null;
       }
       case MessageType.Subscribe:

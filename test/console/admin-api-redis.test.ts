@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { connectRedis } from '../../src/engines/redis/redis-engine.js';
+import { addHistograms } from '../../src/util/latency.js';
 import { removeDir, startKilnCommand, startWorker, tempDir, waitFor, type KilnCommandProcess, type WorkerProcess } from '../helpers/processes.js';
 import { redisCli, startCluster, startSentinel, startStandalone, type RedisDeployment } from '../helpers/redis.js';
 import { ADMIN_TOKEN, adminApiSuite, READ_TOKEN, type ConsoleTarget } from './admin-api-suite.js';
@@ -127,6 +128,39 @@ describe('kiln console on Redis: a scrape while Redis is down', () => {
         return s.status === 200 ? s : undefined;
       }, 20_000, 'metrics again');
       assert.match(back.text, /^kiln_sessions /m);
+    } finally {
+      await console.stop();
+      await redis.stop();
+    }
+  });
+});
+
+describe('kiln console on Redis: reports whose figures and codes are made up', () => {
+  it('/metrics still answers 200; stats that are not figures read 0, codes not of the KILN_ERR_ form count as other', async () => {
+    const redis = await startStandalone();
+    const console = await startConsole(redis.url);
+    try {
+      const empty = addHistograms([]);
+      // A report any process with access to Redis could write: well-formed where the console checked, hostile where it did not.
+      const report = {
+        ownerId: 'forged-1', name: 'forged', host: 'h', app: 'a', pid: 1, connectedAt: Date.now(), reportedAt: Date.now(), heartbeatMs: 1000,
+        requests: 1, leases: 0, leaseWaiters: 0,
+        errors: { KILN_ERR_TIMEOUT: 1, '<script>alert(1)</script>': 2, 'kiln_errors_total{code="x"} 1e9': 3 },
+        latency: { commit: empty, acquire: empty }, recent: { commit: { count: 0, p50Ms: 0 }, acquire: { count: 0, p50Ms: 0 } },
+        stats: { cache: { hits: 'lots', misses: { deep: [1] }, evictions: [1] }, counters: { opens: 'x' } },
+      };
+      await redisCli(redis.node.port, 'ZADD', 'kiln:{idx}:owners', String(Date.now() + 60_000), 'forged-1');
+      await redisCli(redis.node.port, 'HSET', 'kiln:{idx}:clients', 'forged-1', JSON.stringify(report));
+      const get = (path: string) => fetch(`${console.adminUrl}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      await waitFor(async () => ((await (await get('/api/overview')).json()) as { clients: { name: string }[] }).clients.some((c) => c.name === 'forged'), 5000, 'the forged report listed');
+      const res = await get('/metrics');
+      const text = await res.text();
+      assert.equal(res.status, 200, text.slice(0, 300));
+      assert.match(text, /^kiln_sessions 0$/m);
+      assert.match(text, /^kiln_client_cache_hits\{client="forged"\} 0$/m);
+      assert.match(text, /^kiln_errors_total\{code="KILN_ERR_TIMEOUT"\} 1$/m);
+      assert.match(text, /^kiln_errors_total\{code="other"\} 5$/m);
+      assert.doesNotMatch(text, /<script>|1e9/);
     } finally {
       await console.stop();
       await redis.stop();

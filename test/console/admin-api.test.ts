@@ -3,6 +3,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { connect } from '../../src/engines/kiln/kiln-engine.js';
+import { MessageType } from '../../src/protocol/messages.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { removeDir, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
 import { ADMIN_TOKEN, adminApiSuite, READ_TOKEN } from './admin-api-suite.js';
 import { createSession, engineFor, newToken } from '../security/server-fixtures.js';
@@ -72,6 +74,38 @@ describe("kiln server's admin API: a principal's sessions across token namespace
       assert.equal((await get(`/api/sessions?principal=pat&after=${encodeURIComponent('nowhere.1.')}`)).status, 400);
     } finally {
       await Promise.all(engines.map((e) => e.close()));
+      await server.kill();
+      removeDir(dir);
+    }
+  });
+});
+
+describe("kiln server's admin API: an app server's stats that are not figures", () => {
+  it('/metrics still answers 200 with every kiln_ series; the overview shows only the figures', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'admin.token'), ADMIN_TOKEN);
+    const server = await startKilnServer({ args: ['--admin-port', '0', '--admin-token-file', join(dir, 'admin.token')] });
+    const raw = await RawClient.open(server.port);
+    try {
+      const adminUrl = await waitFor(() => /kiln admin on (http:\/\/\S+?) /.exec(server.output())?.[1], 5000, 'admin line');
+      const get = (path: string) => fetch(`${adminUrl}${path}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      raw.hello(server.token);
+      assert.equal((await raw.reply(1)).type, MessageType.Welcome);
+      // What no real client sends: a string, NaN (null once JSON), nesting, an array, a huge figure.
+      raw.send(MessageType.ClientStats, 2, { ownerId: 'x', leases: [1, 2], cache: { hits: 'lots', misses: Number.NaN, evictions: { deep: [1] }, entries: 1e308 }, counters: { opens: '7', commits: { n: 1 } } });
+      assert.equal((await raw.reply(2)).type, MessageType.Ok);
+      const overview = (await (await get('/api/overview')).json()) as { clients: { name: string; stats: unknown }[] };
+      assert.deepEqual(overview.clients.find((c) => c.name === 'raw')?.stats, { ownerId: 'x', cache: { entries: 1e308 }, counters: {} });
+      for (let i = 0; i < 2; i++) {
+        const res = await get('/metrics');
+        const text = await res.text();
+        assert.equal(res.status, 200, text.slice(0, 300));
+        assert.match(text, /^kiln_sessions 0$/m);
+        assert.match(text, /^kiln_client_cache_hits\{client="raw"\} 0$/m);
+        assert.match(text, /^kiln_requests_total \d+$/m);
+      }
+    } finally {
+      raw.destroy();
       await server.kill();
       removeDir(dir);
     }

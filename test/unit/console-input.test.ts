@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import type { RedisEngine, ReportedClient } from '../../src/engines/redis/redis-engine.js';
+import { clientStatsFrom } from '../../src/console/client-stats.js';
 import { ErrorCodes, MAX_ERROR_CODES, OTHER_CODE } from '../../src/console/error-codes.js';
 import { ServerMetrics } from '../../src/console/metrics.js';
 import { RedisSource } from '../../src/console/redis-source.js';
-import type { ConsoleEvent, ConsoleFigures, ConsoleSource } from '../../src/console/source.js';
+import type { ConsoleClient, ConsoleEvent, ConsoleFigures, ConsoleSource } from '../../src/console/source.js';
 import { addHistograms } from '../../src/util/latency.js';
 
 /** What the console reads from other processes (app servers' reports, a balancer's status), checked before it is counted or shown. */
@@ -96,5 +97,40 @@ describe('error codes the console counts', () => {
     } finally {
       await source.close();
     }
+  });
+});
+
+/** Stats no real client sends: strings, NaN, nesting, arrays, huge and odd keys where figures belong. */
+const HOSTILE: Record<string, unknown>[] = [
+  { cache: { hits: 'lots', misses: Number.NaN, evictions: { deep: [1, 2] } }, counters: { opens: '7' } },
+  { cache: { hits: Number.POSITIVE_INFINITY, misses: [3], evictions: null }, counters: null },
+  { cache: { hits: 1e308, misses: -5, evictions: true }, counters: 'none' },
+  { cache: 'a string', leases: { nested: { deeper: 1 } } },
+  { cache: [1, 2, 3] },
+  JSON.parse('{"cache":{"__proto__":{"hits":"x"},"hits":{"valueOf":1}},"__proto__":{"polluted":true}}') as Record<string, unknown>,
+];
+
+describe("app servers' own figures as the console keeps them", () => {
+  it('keeps figures, short strings and booleans at the top, figures only one level down, nothing deeper', () => {
+    const kept = clientStatsFrom({ ownerId: 'o'.repeat(1000), leases: 3, ok: true, cache: { hits: 5, misses: 'x', deep: { a: 1 }, nan: Number.NaN }, list: [1, 2], fn: undefined, counters: { opens: 9 } })!;
+    assert.deepEqual(kept, { ownerId: 'o'.repeat(256), leases: 3, ok: true, cache: { hits: 5 }, counters: { opens: 9 } });
+    assert.equal(clientStatsFrom('x'), null);
+    assert.equal(clientStatsFrom([1]), null);
+    assert.equal(clientStatsFrom(null), null);
+    const many = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, i]));
+    assert.equal(Object.keys(clientStatsFrom({ ...many, cache: many })!).length, 64, 'at most 64 keys a level');
+    const odd = clientStatsFrom(HOSTILE[5])!;
+    assert.equal(Object.getPrototypeOf(odd), Object.prototype, 'a __proto__ key stays a key');
+    assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+  });
+
+  it('/metrics: every client gauge is a number, whatever the stats hold', async () => {
+    const clients: ConsoleClient[] = HOSTILE.map((stats, i) => ({ name: `app-${i}`, host: 'h', pid: i, app: 'a', address: 'x', connectedAt: 0, ownerId: `o${i}`, leases: 0, requests: 0, stats }));
+    const metrics = new ServerMetrics(fakeSource(() => figures({ clients })));
+    const text = await metrics.text();
+    assert.match(text, /^kiln_sessions 0$/m);
+    assert.match(text, /^kiln_client_cache_hits\{client="app-0"\} 0$/m, 'a string reads 0');
+    assert.match(text, /^kiln_client_cache_hits\{client="app-2"\} 1e\+308$/m, 'a large figure is a figure');
+    for (const line of text.split('\n').filter((l) => l.startsWith('kiln_client_cache_'))) assert.match(line, / -?[\d.e+]+$/, line);
   });
 });
