@@ -17,6 +17,7 @@ import { BalancerWatch, type BalancerOptions } from './balancer-watch.js';
 import { EventHistory } from './event-history.js';
 import { LargestSessions } from './largest-sessions.js';
 import { ServerMetrics } from './metrics.js';
+import { mirroredCounter, readGauge } from './prometheus.js';
 import { consolePage } from './page.js';
 import { ClientRoster } from './roster.js';
 import { SAMPLE_MS, TimeSeries } from './timeseries.js';
@@ -83,6 +84,10 @@ export class AdminServer {
   private readonly tickets: Tickets;
   /** Each open events stream and the view it gets. */
   private readonly streams = new Map<ServerResponse, Role>();
+  /** Event streams cut because their reader fell MAX_STREAM_BUFFER behind. */
+  private streamsCut = 0;
+  /** A comment line on every stream now and then: a peer that vanished is found by the write failing. */
+  private readonly pinger: NodeJS.Timeout;
   private readonly series: TimeSeries;
   private readonly unsubscribe: () => void;
   private readonly sampler: NodeJS.Timeout;
@@ -138,6 +143,12 @@ export class AdminServer {
       if (e.type === 'client' && e.data.type === 'client-left') this.roster.left(e.data.client, e.data.at);
       this.broadcast(e.type, e.data);
     });
+    readGauge(this.metrics.registry, 'kiln_admin_event_streams', `Event streams open on the admin port (at most ${MAX_STREAMS})`, () => this.streams.size);
+    mirroredCounter(this.metrics.registry, 'kiln_admin_event_streams_cut_total', `Event streams closed because their reader fell ${MAX_STREAM_BUFFER} bytes behind`, () => this.streamsCut);
+    this.pinger = setInterval(() => {
+      for (const s of [...this.streams.keys()]) this.send(s, ': ping\n\n');
+    }, PING_MS);
+    this.pinger.unref();
     this.series = new TimeSeries(source);
     this.sampler = setInterval(() => void this.series.sample().catch(() => undefined), SAMPLE_MS);
     this.sampler.unref();
@@ -162,6 +173,7 @@ export class AdminServer {
   /** Stops serving; the source stays open (whoever made it closes it). */
   async stop(): Promise<void> {
     clearInterval(this.sampler);
+    clearInterval(this.pinger);
     this.balancer?.stop();
     this.unsubscribe();
     for (const s of this.streams.keys()) s.end();
@@ -196,9 +208,28 @@ export class AdminServer {
     let full: string | undefined;
     let read: string | undefined;
     // The id lets a page that loaded the history first skip what it already shows.
-    for (const [s, view] of this.streams) {
-      if (view === 'admin') s.write((full ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
-      else s.write((read ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
+    for (const [s, view] of [...this.streams]) {
+      if (view === 'admin') this.send(s, (full ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
+      else this.send(s, (read ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
+    }
+  }
+
+  /**
+   * Writes to one event stream, and cuts it once its reader is MAX_STREAM_BUFFER behind:
+   * Node queues what the socket cannot take in this process's memory, so a client that
+   * stops reading would otherwise hold every event from then on (and one of the
+   * MAX_STREAMS slots). EventSource reconnects; the page fetches a new ticket for it.
+   */
+  private send(s: ServerResponse, text: string): void {
+    if (s.destroyed) {
+      this.streams.delete(s);
+      return;
+    }
+    s.write(text);
+    if (s.writableLength > MAX_STREAM_BUFFER) {
+      this.streams.delete(s);
+      this.streamsCut++;
+      s.destroy();
     }
   }
 
@@ -308,10 +339,13 @@ export class AdminServer {
 
   private events(req: IncomingMessage, res: ServerResponse, view: Role): void {
     if (this.streams.size >= MAX_STREAMS) return this.json(res, 429, { code: 'KILN_ERR_TOO_MANY_CONNECTIONS', message: `at most ${MAX_STREAMS} event streams at once` });
+    // TCP keep-alive finds a peer that vanished while nothing is written; the pings, one
+    // whose socket stopped acknowledging (the write then fails after the kernel's retries).
+    req.socket.setKeepAlive(true, KEEPALIVE_MS);
     res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'keep-alive' });
     res.write(`event: hello\ndata: ${JSON.stringify({ epoch: this.source.epoch, at: Date.now(), view })}\n\n`);
     this.streams.set(res, view);
-    req.on('close', () => this.streams.delete(res));
+    res.on('close', () => this.streams.delete(res));
   }
 
   private async list(res: ServerResponse, query: URLSearchParams, role: Role): Promise<void> {
@@ -393,6 +427,12 @@ export class AdminServer {
 }
 
 const MAX_STREAMS = 64;
+/** Bytes an event stream's reader may fall behind (queued in this process) before the stream is cut. */
+const MAX_STREAM_BUFFER = 1024 * 1024;
+/** How often every event stream gets a comment line (`: ping`), so an idle tier still writes to it. */
+const PING_MS = 20_000;
+/** Idle time before TCP keep-alive probes an event stream's peer. */
+const KEEPALIVE_MS = 20_000;
 /** Session reads queued at once; more are refused (429) rather than queued without end. */
 const MAX_INSPECTING = 32;
 
