@@ -136,7 +136,12 @@ export class AdminServer {
       this.route(req, res).catch((err: unknown) => this.fail(res, err));
     };
     this.secure = tls !== undefined;
-    this.http = tls ? createHttpsServer(tlsCredentials(tls, 'AdminServer'), handler) : createServer(handler);
+    // Bounds of their own: the admin port may be reached from an operations network, and
+    // Node's defaults allow any number of connections and a minute for slow headers.
+    // requestTimeout counts until a request is read, so it does not cut event streams.
+    const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1000, maxRequestsPerSocket: MAX_REQUESTS_PER_SOCKET };
+    this.http = tls ? createHttpsServer({ ...tlsCredentials(tls, 'AdminServer'), ...limits }, handler) : createServer(limits, handler);
+    this.http.maxConnections = MAX_CONNECTIONS;
     // What Node's parser refuses still gets an answer in the API's format.
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => refuseMalformed(err, socket));
     this.unsubscribe = source.onEvent((e) => {
@@ -427,6 +432,13 @@ export class AdminServer {
 }
 
 const MAX_STREAMS = 64;
+/** Connections the admin port holds at once (event streams included); more are closed as they come. */
+const MAX_CONNECTIONS = 256;
+/** Time a connection has to send a request's headers, and the whole request (bodies here are empty). */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 15_000;
+/** Requests on one keep-alive connection before it is closed (the console polls once a second). */
+const MAX_REQUESTS_PER_SOCKET = 1000;
 /** Bytes an event stream's reader may fall behind (queued in this process) before the stream is cut. */
 const MAX_STREAM_BUFFER = 1024 * 1024;
 /** How often every event stream gets a comment line (`: ping`), so an idle tier still writes to it. */
@@ -448,6 +460,11 @@ function decode(segment: string): string | undefined {
 function refuseMalformed(err: NodeJS.ErrnoException, socket: Socket): void {
   if (!socket.writable) {
     socket.destroy();
+    return;
+  }
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    const late = JSON.stringify({ code: 'KILN_ERR_TIMEOUT', message: `the request did not arrive within ${HEADERS_TIMEOUT_MS / 1000} s (headers) or ${REQUEST_TIMEOUT_MS / 1000} s (whole)` });
+    socket.end(`HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(late)}\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n${late}`);
     return;
   }
   const [status, reason] = err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];

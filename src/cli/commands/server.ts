@@ -63,6 +63,8 @@ Options:
                              collection (default 30; 0 = V8's own rule, up to 4x)
   --admin-port <n>           serve the admin API, the console data and /metrics on this port (0 = any);
                              HTTPS with the --tls-cert/--tls-key certificate when given
+  --admin-host <addr>        address of the admin port (default 127.0.0.1, whatever --host is:
+                             it can read and invalidate every session; name an operations network)
   --admin-token-file <file>  admin bearer token, at least 32 bytes (default: one generated into
                              <data dir>/admin.token, or a new temp dir without data, removed at
                              exit; mode 0600; the admin line says where; never the client token)
@@ -159,6 +161,7 @@ export const serverCommand: Command = {
         'heap-growth-percent': { type: 'string' },
         'log-level': { type: 'string' },
         'admin-port': { type: 'string' },
+        'admin-host': { type: 'string' },
         'admin-token-file': { type: 'string' },
         'admin-read-token-file': { type: 'string' },
         'admin-redact': { type: 'string' },
@@ -220,8 +223,10 @@ export const serverCommand: Command = {
     // Every admin option is checked before the server listens: a bad one found after
     // would leave a server running with no ready line and no signal handler.
     const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
+    // An empty address would listen on every interface.
+    if (values['admin-host'] !== undefined && values['admin-host'].trim() === '') throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin-host must name an address (127.0.0.1 by default)', { details: { option: '--admin-host' } });
     // Without --admin-port they would be ignored in silence: an operator who set them expects an admin API.
-    for (const flag of ['admin-token-file', 'admin-read-token-file', 'admin-redact'] as const) {
+    for (const flag of ['admin-host', 'admin-token-file', 'admin-read-token-file', 'admin-redact'] as const) {
       if (adminPort === undefined && values[flag] !== undefined) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${flag} needs --admin-port`, { details: { option: `--${flag}` } });
     }
     const givenAdminToken = adminPort !== undefined && values['admin-token-file'] ? readTokenFile(values['admin-token-file'], '--admin-token-file') : undefined;
@@ -240,7 +245,7 @@ export const serverCommand: Command = {
         const adminToken = generated ? generated.token : givenAdminToken!;
         const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
         source = new KilnServerSource(server);
-        admin = new AdminServer(source, { host: values.host ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact });
+        admin = new AdminServer(source, { host: values['admin-host'] ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact });
         await admin.start();
       } catch (err) {
         // The server is up: it stops (flushing what it loaded) rather than run on headless.
