@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BalancerWatch } from '../../src/console/balancer-watch.js';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { BalancerWatch, MAX_STATUS_BYTES } from '../../src/console/balancer-watch.js';
 import { EventHistory } from '../../src/console/event-history.js';
 import { LargestSessions, SIZE_BUCKETS, SizeTally, type SizedSession } from '../../src/console/largest-sessions.js';
 import { ClientRoster, CounterDeltas, GONE_MS, labelOf, MAX_GONE } from '../../src/console/roster.js';
@@ -139,6 +140,66 @@ describe('console parts', () => {
     assert.deepEqual(h.recent({ limit: 1 }).map((e) => e.seq), [4]);
     const short = (d: unknown) => ({ ...(d as object), sessionId: 'SESSIONI…' });
     assert.deepEqual(h.recent({ text: '0123456789' }, short), [], 'the read role cannot search by the part of the id it does not see');
+  });
+
+  it('balancer watch: a hostile balancer\'s status is checked, bounded and read with a limit', async () => {
+    // The peer the console follows, as a hostile or broken one would answer.
+    let answer: (res: ServerResponse) => void = () => undefined;
+    let sent = 0;
+    const fake: Server = createServer((_req, res) => answer(res));
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(fake.address() as { port: number }).port}`;
+    const json = (body: unknown) => (res: ServerResponse) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    let watch: BalancerWatch | undefined;
+    const read = async (reply: typeof answer) => {
+      watch?.stop();
+      answer = reply;
+      watch = new BalancerWatch({ url, token: 'secret-token' });
+      return waitFor(() => (watch!.current().error !== 'not read yet' ? watch!.current() : undefined), 5000, 'a read');
+    };
+    try {
+      // Nodes the page's diagram could not draw (a url that is a number, a null node, no name), among good ones.
+      const good = { name: 'app-1', url: 'http://10.0.0.1:3001', healthy: true, draining: false, pid: 7, requests: 12, active: 0, queued: 0, failures: 0, lastError: null, lastCheckAt: 1 };
+      const v = await read(json({ affinity: { evil: 1 }, counters: { x: 'y' }, extra: 'e'.repeat(10_000), nodes: [null, 5, 'x', { ...good, url: 5 }, { ...good, name: null }, { url: 'http://x' , healthy: true }, { ...good, healthy: 'yes' }, good, { ...good, name: 'app-2', requests: 'many', pid: { n: 1 }, lastError: 'e'.repeat(10_000), draining: 'no' }] }));
+      assert.equal(v.reachable, true);
+      const nodes = v.status!.nodes;
+      assert.deepEqual(nodes.map((n) => n.name), ['app-1', 'app-2'], 'bad nodes dropped');
+      assert.deepEqual(nodes[1], { ...good, name: 'app-2', requests: null, pid: null, lastError: 'e'.repeat(256), draining: false });
+      assert.equal(v.status!.affinity, 'unknown');
+      assert.equal((v.status!['extra'] as string).length, 256);
+      assert.deepEqual(v.status!['counters'], {});
+      // Thousands of nodes: the first MAX_NODES.
+      const many = await read(json({ affinity: 'route', nodes: Array.from({ length: 5000 }, (_, i) => ({ ...good, name: `n${i}` })) }));
+      assert.equal(many.status!.nodes.length, 256);
+      // Not a status: the last good one is kept, and said why.
+      const notStatus = await read(json({ nodes: 'none' }));
+      assert.equal(notStatus.reachable, false);
+      assert.match(notStatus.error!, /not a kiln balancer status/);
+      // An endless answer, without a length: read up to the limit, then the connection dropped.
+      let cut = false;
+      const endless = await read((res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.on('close', () => (cut = true));
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = () => {
+          while (!res.destroyed && sent < 64 * MAX_STATUS_BYTES && res.write(chunk)) sent += chunk.length;
+          if (!res.destroyed && sent < 64 * MAX_STATUS_BYTES) res.once('drain', pump);
+        };
+        res.write('{"nodes":[');
+        pump();
+      });
+      assert.equal(endless.reachable, false);
+      assert.match(endless.error!, /above 1048576 bytes/);
+      await waitFor(() => cut, 5000, 'the endless answer abandoned');
+      assert.ok(sent < 16 * MAX_STATUS_BYTES, `read no further than the limit and the sockets' buffers (${sent} bytes sent)`);
+      // One that says its length: not read at all.
+      const long = await read((res) => res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(2 * MAX_STATUS_BYTES) }).write('{'));
+      assert.match(long.error!, /above 1048576/);
+    } finally {
+      watch?.stop();
+      fake.closeAllConnections();
+      await new Promise((resolve) => fake.close(resolve));
+    }
   });
 
   it('balancer watch: options checked by name; a balancer nobody answers for is unreachable, with the reason', async () => {
