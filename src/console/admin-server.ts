@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { MAX_LIST_LIMIT } from '../engines/engine.js';
 import { KilnError, toKilnError } from '../errors/index.js';
 import { isValidSessionId } from '../session/id.js';
-import { attributeBytes, type SessionMeta } from '../session/model.js';
+import { attributeBytes } from '../session/model.js';
 import { listen } from '../util/net.js';
 import { OptionReader } from '../util/options.js';
 import { digest, HANDLE_PREFIX, type Role, sameDigest, SessionHandles, SHORT_ID_CHARS, shortId, TICKET_TTL_MS, Tickets } from './admin-access.js';
@@ -22,7 +22,8 @@ import { consolePage } from './page.js';
 import { ClientRoster } from './roster.js';
 import { SAMPLE_MS, TimeSeries } from './timeseries.js';
 import { DEFAULT_REDACT, previewValue, REDACTED, redactor, type Redactor, valueType } from './preview.js';
-import type { ConsoleSource } from './source.js';
+import type { ConsoleSessionMeta, ConsoleSource } from './source.js';
+import { NAMESPACE_PATTERN } from '../server/namespaces.js';
 
 /**
  * The admin HTTP API of a session tier, on its own port: JSON endpoints, Server-Sent
@@ -37,10 +38,10 @@ import type { ConsoleSource } from './source.js';
  * redaction list are hidden from both.
  *
  *   GET    /api/overview                       server, storage, sessions, leases, clients
- *   GET    /api/sessions?after=&limit=&prefix=&principal=
- *   GET    /api/sessions/:id-or-handle         metadata and attributes with sizes (and previews: admin)
- *   DELETE /api/sessions/:id-or-handle         (admin)
- *   DELETE /api/principals/:principal/sessions (admin) "log out everywhere"
+ *   GET    /api/sessions?after=&limit=&prefix=&principal=&namespace=
+ *   GET    /api/sessions/:id-or-handle?namespace=  metadata and attributes with sizes (and previews: admin)
+ *   DELETE /api/sessions/:id-or-handle?namespace=  (admin)
+ *   DELETE /api/principals/:principal/sessions?namespace= (admin) "log out everywhere"
  *   POST   /api/tickets                        a 60-second, single-use ticket for /api/events
  *   GET    /api/events[?ticket=]               SSE: clients, lease recalls/revocations, expiries, destroys, errors
  *   GET    /api/events/recent?type=&q=&limit=  the last events (event-history.ts), oldest first
@@ -48,6 +49,9 @@ import type { ConsoleSource } from './source.js';
  *   GET    /api/timeseries                     10-second samples of the last hour
  *   GET    /metrics                            Prometheus text format
  *   GET    /                                   the web console (asks for the token)
+ *
+ * `namespace=` is a kiln server's token namespace (ids repeat across them; an id held in
+ * several is refused without one); a read role's handle holds its session's namespace.
  */
 export interface AdminOptions {
   host?: string;
@@ -241,9 +245,9 @@ export class AdminServer {
   /** An event as the read-only role sees it: the session id shortened, a handle beside it. */
   private readView(data: unknown): unknown {
     if (typeof data !== 'object' || data === null) return data;
-    const id = (data as { sessionId?: unknown }).sessionId;
+    const { sessionId: id, namespace } = data as { sessionId?: unknown; namespace?: unknown };
     if (typeof id !== 'string') return data;
-    return { ...data, sessionId: shortId(id), ref: this.handles.handle(id) };
+    return { ...data, sessionId: shortId(id), ref: this.handles.handle(qualified(id, typeof namespace === 'string' ? namespace : undefined)) };
   }
 
   private role(req: IncomingMessage): Role | undefined {
@@ -306,19 +310,25 @@ export class AdminServer {
     if (method === 'GET' && path === '/api/events') return this.events(req, res, role);
     if (method === 'GET' && path === '/api/events/recent') return this.json(res, 200, { events: recentEvents(this.history, query, role === 'admin' ? undefined : (d) => this.readView(d)) });
     if (method === 'GET' && path === '/api/sessions/largest') return this.json(res, 200, largestView(await this.largest.report(), (m) => this.metaView(m, role)));
-    if (method === 'GET' && path === '/api/sessions') return this.list(res, query, role);
+    // Session ids repeat across a kiln server's token namespaces: `namespace=` says which.
+    const namespace = query.get('namespace') ?? undefined;
+    if (namespace !== undefined && !NAMESPACE_PATTERN.test(namespace)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'namespace= must be 1 to 64 characters of A-Z a-z 0-9 _ -' });
+    if (method === 'GET' && path === '/api/sessions') return this.list(res, query, role, namespace);
     const one = /^\/api\/sessions\/([^/]+)$/.exec(path);
     if (one) {
-      const id = this.sessionRef(one[1]!);
-      if (!id) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id or handle (handles end when the admin server restarts)' });
+      const ref = this.sessionRef(one[1]!);
+      if (!ref) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a session id or handle (handles end when the admin server restarts)' });
+      if (namespace !== undefined && ref.namespace !== undefined && ref.namespace !== namespace) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'namespace= names another namespace than the handle' });
+      const { id } = ref;
+      const ns = ref.namespace ?? namespace;
       if (method === 'GET') {
         if (this.inspecting >= MAX_INSPECTING) return this.json(res, 429, { code: 'KILN_ERR_TOO_MANY_CONNECTIONS', message: 'the inspector is busy; try again' });
-        const detail = await this.inspect(() => this.sessionDetail(id, role));
+        const detail = await this.inspect(() => this.sessionDetail(id, ns, role));
         return detail ? this.json(res, 200, detail) : this.json(res, 404, { code: 'KILN_ERR_SESSION_NOT_FOUND', message: 'no such session' });
       }
       if (method === 'DELETE') {
         if (!needAdmin()) return;
-        return this.json(res, 200, { destroyed: await source.destroy(id) });
+        return this.json(res, 200, { destroyed: await source.destroy(id, ns) });
       }
     }
     const byPrincipal = /^\/api\/principals\/([^/]+)\/sessions$/.exec(path);
@@ -326,7 +336,7 @@ export class AdminServer {
       if (!needAdmin()) return;
       const principal = decode(byPrincipal[1]!);
       if (principal === undefined || principal.length === 0) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a principal (percent-encoded UTF-8)' });
-      return this.json(res, 200, { destroyed: await source.destroyByPrincipal(principal) });
+      return this.json(res, 200, { destroyed: await source.destroyByPrincipal(principal, namespace) });
     }
     this.json(res, 404, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `no endpoint ${method.slice(0, 16)} ${path.slice(0, 100)}` });
   }
@@ -353,7 +363,7 @@ export class AdminServer {
     res.on('close', () => this.streams.delete(res));
   }
 
-  private async list(res: ServerResponse, query: URLSearchParams, role: Role): Promise<void> {
+  private async list(res: ServerResponse, query: URLSearchParams, role: Role, namespace: string | undefined): Promise<void> {
     const limit = Math.min(Math.max(1, Math.floor(Number(query.get('limit') ?? 50)) || 50), MAX_LIST_LIMIT);
     const principal = query.get('principal');
     const prefix = query.get('prefix') ?? undefined;
@@ -361,14 +371,16 @@ export class AdminServer {
     if (role === 'read') {
       // Longer prefixes, or a cursor of one's choosing, would let the read role find a whole id one character at a time.
       if (prefix !== undefined && prefix.length > SHORT_ID_CHARS) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: `the read-only role searches by at most ${SHORT_ID_CHARS} characters of id` });
-      if (after !== undefined && !after.startsWith(HANDLE_PREFIX)) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'the read-only role pages with the "next" handle it was given' });
+      if (after !== undefined && (!after.startsWith(HANDLE_PREFIX) || NAMESPACED_KEY.test(after))) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'the read-only role pages with the "next" handle it was given' });
     }
-    if (after?.startsWith(HANDLE_PREFIX)) {
+    // An admin's `next` past the default namespace is a tier key, `~<namespace>~<id>`; a
+    // handle is `~` and base64url, never a second `~`.
+    if (after?.startsWith(HANDLE_PREFIX) && !NAMESPACED_KEY.test(after)) {
       after = this.handles.open(after);
       if (after === undefined) return this.json(res, 400, { code: 'KILN_ERR_INVALID_ARGUMENT', message: 'not a handle of this admin server (handles end when it restarts)' });
     }
     // A principal's sessions: newest login first on a kiln server, `total` how many it has in all.
-    const page = principal ? await this.source.findByPrincipal(principal, { limit, after }) : await this.source.list({ after, prefix, limit });
+    const page = principal ? await this.source.findByPrincipal(principal, { limit, after, namespace }) : await this.source.list({ after, prefix, limit, namespace });
     return this.json(res, 200, {
       sessions: page.sessions.map((m) => this.metaView(m, role)),
       next: page.next === null || role === 'admin' ? page.next : this.handles.handle(page.next),
@@ -376,17 +388,27 @@ export class AdminServer {
     });
   }
 
-  /** A session's metadata for a role, with `ref`: what to open it by (the id, or a handle). */
-  private metaView(meta: SessionMeta, role: Role): SessionMeta & { ref: string } {
-    return role === 'admin' ? { ...meta, ref: meta.id } : { ...meta, id: shortId(meta.id), ref: this.handles.handle(meta.id) };
+  /**
+   * A session's metadata for a role, with `ref`: what to open it by. The admin role's is
+   * the id, opened with the session's `namespace` beside it (`?namespace=`); the read
+   * role's a handle, which holds the namespace too.
+   */
+  private metaView(meta: ConsoleSessionMeta, role: Role): ConsoleSessionMeta & { ref: string } {
+    return role === 'admin' ? { ...meta, ref: meta.id } : { ...meta, id: shortId(meta.id), ref: this.handles.handle(qualified(meta.id, meta.namespace)) };
   }
 
-  /** The id a path segment names: a session id, or a handle this server gave out. */
-  private sessionRef(segment: string): string | undefined {
+  /**
+   * The session a path segment names: a session id, a namespaced key `~<namespace>~<id>`
+   * (an admin's listing cursor), or a handle this server gave out (which may hold either).
+   */
+  private sessionRef(segment: string): { id: string; namespace?: string } | undefined {
     const ref = decode(segment);
     if (ref === undefined) return undefined;
-    const id = ref.startsWith(HANDLE_PREFIX) ? this.handles.open(ref) : ref;
-    return id !== undefined && isValidSessionId(id) ? id : undefined;
+    const opened = ref.startsWith(HANDLE_PREFIX) && !NAMESPACED_KEY.test(ref) ? this.handles.open(ref) : ref;
+    if (opened === undefined) return undefined;
+    const key = NAMESPACED_KEY.exec(opened);
+    const ns = key ? { id: opened.slice(key[0].length), namespace: key[1]! } : { id: opened };
+    return isValidSessionId(ns.id) ? ns : undefined;
   }
 
   /**
@@ -404,8 +426,8 @@ export class AdminServer {
     return run;
   }
 
-  private async sessionDetail(id: string, role: Role): Promise<Record<string, unknown> | undefined> {
-    const snapshot = await this.source.snapshot(id);
+  private async sessionDetail(id: string, namespace: string | undefined, role: Role): Promise<Record<string, unknown> | undefined> {
+    const snapshot = await this.source.snapshot(id, namespace);
     if (!snapshot) return undefined;
     const attributes = [...snapshot.attributes].map(([name, bytes]) => {
       const shown = { name, type: valueType(bytes), bytes: bytes.length };
@@ -429,6 +451,14 @@ export class AdminServer {
     // An answer already begun (an event stream): cut, so that it cannot pass for a whole one.
     else res.destroy();
   }
+}
+
+/** A namespaced session key, `~<namespace>~…`: what an admin's cursor past the default namespace is, and what a read role's handle may seal. */
+const NAMESPACED_KEY = /^~([A-Za-z0-9_-]{1,64})~/;
+
+/** A session named with its namespace, as a handle seals it: `~<namespace>~<id>`, or the bare id where the source has none. */
+function qualified(id: string, namespace: string | undefined): string {
+  return namespace === undefined ? id : `~${namespace}~${id}`;
 }
 
 const MAX_STREAMS = 64;

@@ -2,7 +2,7 @@ import { KilnError } from '../errors/index.js';
 import { MessageType } from '../protocol/messages.js';
 import type { KilnServer } from '../server/kiln-server.js';
 import type { ListOptions } from '../engines/engine.js';
-import { Namespace, namespaceOfKey } from '../server/namespaces.js';
+import { DEFAULT_NAMESPACE, Namespace, namespaceOfKey } from '../server/namespaces.js';
 import type { SessionEvent, SessionMeta, SessionSnapshot } from '../session/model.js';
 import { LatencyRecorder } from '../util/latency.js';
 import type { PrincipalCursor } from '../tier/session-table.js';
@@ -94,12 +94,64 @@ export class KilnServerSource implements ConsoleSource {
   }
 
   /**
-   * Every namespace's sessions in key order: the default namespace's, then each other's
-   * (their keys sort after every id). `next` is a key, handed back as `after` unchanged.
+   * Sessions in key order: the default namespace's, then each other's (their keys sort
+   * after every id), or one namespace's. `prefix` is an id prefix, searched in each
+   * namespace in turn. `next` is a tier key (`~<namespace>~<id>` past the default
+   * namespace), handed back as `after` unchanged. `total` counts the namespace's sessions,
+   * or every session.
    */
-  async list(options: ListOptions): Promise<ConsoleListPage> {
-    const page = await this.server.tier.list(options);
-    return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
+  async list(options: ListOptions & { namespace?: string }): Promise<ConsoleListPage> {
+    const tier = this.server.tier;
+    const prefix = options.prefix ?? '';
+    if (options.namespace === undefined && prefix === '') {
+      const page = await tier.list({ after: options.after, limit: options.limit });
+      return { ...page, sessions: page.sessions.map((m) => this.meta(m)) };
+    }
+    const namespaces = this.walkOrder(options.namespace);
+    let from = 0;
+    if (options.after !== undefined) {
+      from = namespaces.findIndex((ns) => ns.name === namespaceOfKey(options.after!));
+      if (from < 0) throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `"after" is not a key of ${options.namespace === undefined ? 'this server' : `namespace ${JSON.stringify(options.namespace)}`}`);
+    }
+    const sessions: ConsoleSessionMeta[] = [];
+    let lastKey: string | undefined;
+    let more = false;
+    for (let i = from; i < namespaces.length; i++) {
+      const ns = namespaces[i]!;
+      const room = options.limit - sessions.length;
+      // One more than there is room for: whether this namespace goes on past the page.
+      const page = await tier.list({ prefix: ns.key(prefix), after: i === from ? options.after : undefined, limit: room + 1 });
+      // The default namespace's keys are followed by every other namespace's.
+      const own = ns.isDefault ? page.sessions.filter((m) => ns.owns(m.id)) : page.sessions;
+      for (const m of own.slice(0, room)) {
+        sessions.push(this.meta(m));
+        lastKey = m.id;
+      }
+      if (own.length > room) {
+        more = true;
+        break;
+      }
+      if (sessions.length >= options.limit) {
+        // Full at this namespace's end: a next page only if a later namespace has a match.
+        for (const later of namespaces.slice(i + 1)) {
+          const probe = await tier.list({ prefix: later.key(prefix), limit: 1 });
+          if (probe.sessions.some((m) => later.owns(m.id))) {
+            more = true;
+            break;
+          }
+        }
+        break;
+      }
+    }
+    const total = options.namespace === undefined ? tier.sessionCount : namespaces.length === 0 ? 0 : tier.groupSize(namespaces[0]!.name);
+    return { sessions, next: more && lastKey !== undefined ? lastKey : null, total };
+  }
+
+  /** The namespaces a listing walks, in key order (default first, then by `~<name>~`). */
+  private walkOrder(namespace: string | undefined): Namespace[] {
+    const known = [...this.namespacesFor(namespace)];
+    if (namespace === undefined && !known.some((ns) => ns.isDefault)) known.push(new Namespace(DEFAULT_NAMESPACE));
+    return known.sort((a, b) => (a.key('') < b.key('') ? -1 : a.key('') > b.key('') ? 1 : 0));
   }
 
   /**
@@ -139,9 +191,13 @@ export class KilnServerSource implements ConsoleSource {
     return { sessions, next, total };
   }
 
+  /** The session's snapshot, its meta saying which namespace it is of. */
   async snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null> {
     const key = this.keyOf(sessionId, namespace);
-    return key === undefined ? null : this.namespace(namespaceOfKey(key)).snapshot(this.server.tier.snapshotForAdmin(key));
+    if (key === undefined) return null;
+    const ns = this.namespace(namespaceOfKey(key));
+    const snapshot = ns.snapshot(this.server.tier.snapshotForAdmin(key));
+    return snapshot === null ? null : { ...snapshot, meta: { ...snapshot.meta, namespace: ns.name } as ConsoleSessionMeta };
   }
 
   async destroy(sessionId: string, namespace?: string): Promise<boolean> {
@@ -155,10 +211,19 @@ export class KilnServerSource implements ConsoleSource {
     return n;
   }
 
-  /** The tier key of a session the console names: in its namespace, or the first namespace holding that id. */
+  /**
+   * The tier key of a session the console names: in its namespace, or in the one
+   * namespace holding that id. Clients choose ids, so two tenants may share one: without
+   * a namespace, an id held in several is refused rather than guessed (showing or
+   * destroying the wrong tenant's session).
+   */
   private keyOf(sessionId: string, namespace: string | undefined): string | undefined {
-    for (const ns of this.namespacesFor(namespace)) if (this.server.tier.peek(ns.key(sessionId))) return ns.key(sessionId);
-    return undefined;
+    const holding = this.namespacesFor(namespace).filter((ns) => this.server.tier.peek(ns.key(sessionId)));
+    if (holding.length > 1) {
+      const names = holding.map((ns) => ns.name);
+      throw new KilnError('KILN_ERR_INVALID_ARGUMENT', `session id ${JSON.stringify(sessionId.slice(0, 8) + '…')} is in ${names.length} namespaces (${names.join(', ')}): name one (namespace=, kiln sessions --namespace)`, { details: { namespaces: names } });
+    }
+    return holding[0]?.key(sessionId);
   }
 
   private namespacesFor(namespace: string | undefined): readonly Namespace[] {

@@ -102,25 +102,28 @@ export class RedisSource implements ConsoleSource {
     };
   }
 
-  list(options: ListOptions): Promise<ListPage> {
-    return this.engine.list(options);
+  /** Redis keeps one namespace, `default`: another names no session. */
+  async list(options: ListOptions & { namespace?: string }): Promise<ListPage> {
+    if (!isDefault(options.namespace)) return { sessions: [], next: null, total: 0 };
+    return this.engine.list({ after: options.after, limit: options.limit, prefix: options.prefix });
   }
 
   /** Pages a slice of the principal's set at a time (SessionStore.principalPage); `next` is opaque. */
-  findByPrincipal(principal: string, options: { limit: number; after?: string }): Promise<ListPage> {
-    return this.engine.principalPage(principal, options);
+  async findByPrincipal(principal: string, options: { limit: number; after?: string; namespace?: string }): Promise<ListPage> {
+    if (!isDefault(options.namespace)) return { sessions: [], next: null, total: 0 };
+    return this.engine.principalPage(principal, { limit: options.limit, after: options.after });
   }
 
-  snapshot(sessionId: string): Promise<SessionSnapshot | null> {
-    return this.engine.snapshotForAdmin(sessionId);
+  async snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null> {
+    return isDefault(namespace) ? this.engine.snapshotForAdmin(sessionId) : null;
   }
 
-  destroy(sessionId: string): Promise<boolean> {
-    return this.engine.destroy(sessionId, { reason: 'admin' });
+  async destroy(sessionId: string, namespace?: string): Promise<boolean> {
+    return isDefault(namespace) ? this.engine.destroy(sessionId, { reason: 'admin' }) : false;
   }
 
-  destroyByPrincipal(principal: string): Promise<number> {
-    return this.engine.destroyByPrincipal(principal);
+  async destroyByPrincipal(principal: string, namespace?: string): Promise<number> {
+    return isDefault(namespace) ? this.engine.destroyByPrincipal(principal) : 0;
   }
 
   onEvent(listener: (event: ConsoleEvent) => void): () => void {
@@ -192,6 +195,10 @@ export class RedisSource implements ConsoleSource {
       };
     }
   }
+}
+
+function isDefault(namespace: string | undefined): boolean {
+  return namespace === undefined || namespace === 'default';
 }
 
 function asConsoleClient(r: ReportedClient): ConsoleClient {

@@ -18,8 +18,12 @@ export interface ConsoleSource {
   describe(): ConsoleDescription;
   /** Current figures; totals only grow. `recentWindowMs` bounds the recent medians. */
   figures(recentWindowMs?: number): Promise<ConsoleFigures>;
-  /** Every namespace's sessions (kiln server: in key order, the default namespace first). */
-  list(options: ListOptions): Promise<ConsoleListPage>;
+  /**
+   * Sessions in key order, a page at a time: every namespace's (kiln server: the default
+   * namespace first), or `namespace`'s; `prefix` is an id prefix, in each namespace. A
+   * source without namespaces (Redis) has only `default`: any other lists nothing.
+   */
+  list(options: ListOptions & { namespace?: string }): Promise<ConsoleListPage>;
   /**
    * A page of the principal's sessions in `namespace`, or in every namespace when it is
    * omitted, and how many it has in all; `next` (null after the last page) is handed back
@@ -28,8 +32,9 @@ export interface ConsoleSource {
    */
   findByPrincipal(principal: string, options: { limit: number; after?: string; namespace?: string }): Promise<ConsoleListPage>;
   /**
-   * A session's data without taking its lease. Without `namespace`, the default
-   * namespace's session of that id, else the first other namespace's that has one.
+   * A session's data without taking its lease. Without `namespace`, the session of that
+   * id in whichever namespace holds one; an id held in several namespaces (clients choose
+   * ids) is refused with KILN_ERR_INVALID_ARGUMENT rather than guessed.
    */
   snapshot(sessionId: string, namespace?: string): Promise<SessionSnapshot | null>;
   /** The session of that id in `namespace` (found as snapshot() finds it when omitted). */

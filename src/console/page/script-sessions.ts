@@ -18,17 +18,21 @@ async function search(e) {
   // A new search (the form, not the refresh after an invalidation) clears the last one's
   // session detail or "invalidated".
   if (e) $('detail').innerHTML = '';
-  $('results').innerHTML = (page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '">' + esc(s.id.slice(0, 8)) + '… · ' + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') + more) || '<li class="muted">no session</li>';
+  $('results').innerHTML = (page.sessions.map((s) => '<li data-id="' + esc(s.ref) + '"' + nsAttr(s) + '>' + esc(s.id.slice(0, 8)) + '… · ' + (otherNs(s) ? esc(s.namespace) + ' · ' : '') + esc(s.principal || '–') + ' · v' + s.version + '</li>').join('') + more) || '<li class="muted">no session</li>';
 }
-async function show(id) {
-  const s = await api('GET', '/api/sessions/' + encodeURIComponent(id));
-  $('detail').innerHTML = '<p><b>' + esc(s.meta.id) + '</b><br>principal ' + esc(s.meta.principal || '–') + ' · version ' + s.meta.version + ' · ' + bytes(s.bytes) + '</p><pre>' + s.attributes.map((a) => esc(a.name) + ' (' + a.type + ', ' + bytes(a.bytes) + ')' + (a.preview === undefined ? '' : ': ' + esc(a.preview))).join('\n') + '</pre>' + (s.meta.ref === s.meta.id ? '<button id="invalidate" data-id="' + esc(id) + '">Invalidate</button>' : '<p class="muted">read-only token: values and full ids are hidden</p>');
+// A kiln server with token namespaces may hold one id in several: a session is opened by its ref and its namespace.
+const otherNs = (s) => typeof s.namespace === 'string' && s.namespace !== 'default';
+const nsAttr = (s) => typeof s.namespace === 'string' ? ' data-ns="' + esc(s.namespace) + '"' : '';
+const sessionPath = (ref, ns) => '/api/sessions/' + encodeURIComponent(ref) + (ns ? '?namespace=' + encodeURIComponent(ns) : '');
+async function show(id, ns) {
+  const s = await api('GET', sessionPath(id, ns));
+  $('detail').innerHTML = '<p><b>' + esc(s.meta.id) + '</b><br>' + (otherNs(s.meta) ? 'namespace ' + esc(s.meta.namespace) + ' · ' : '') + 'principal ' + esc(s.meta.principal || '–') + ' · version ' + s.meta.version + ' · ' + bytes(s.bytes) + '</p><pre>' + s.attributes.map((a) => esc(a.name) + ' (' + a.type + ', ' + bytes(a.bytes) + ')' + (a.preview === undefined ? '' : ': ' + esc(a.preview))).join('\n') + '</pre>' + (s.meta.ref === s.meta.id ? '<button id="invalidate" data-id="' + esc(id) + '"' + nsAttr(s.meta) + '>Invalidate</button>' : '<p class="muted">read-only token: values and full ids are hidden</p>');
 }
 $('search-form').addEventListener('submit', search);
-$('results').addEventListener('click', (e) => { const li = e.target.closest('li[data-id]'); if (li) show(li.dataset.id); });
+$('results').addEventListener('click', (e) => { const li = e.target.closest('li[data-id]'); if (li) show(li.dataset.id, li.dataset.ns); });
 $('detail').addEventListener('click', async (e) => {
   if (e.target.id !== 'invalidate') return;
-  const r = await api('DELETE', '/api/sessions/' + encodeURIComponent(e.target.dataset.id));
+  const r = await api('DELETE', sessionPath(e.target.dataset.id, e.target.dataset.ns));
   $('detail').innerHTML = '<p id="invalidated">' + (r.destroyed ? 'invalidated' : 'already gone') + '</p>';
   search();
 });
@@ -54,7 +58,7 @@ async function largest() {
     $('largest-note').textContent = fmt(r.scanned) + ' sessions, ' + bytes(r.totalBytes) + ' · scanned ' + ago(Date.now() - r.computedAt) + ' ago in ' + fmt(r.scanMs) + ' ms';
     $('largest').innerHTML = histogram(r.histogram) +
       '<table id="largest-sessions"><thead><tr><th>session</th><th>principal</th><th class="num">size</th><th>largest attributes</th></tr></thead><tbody>' +
-      (r.sessions.map((s) => '<tr data-id="' + esc(s.meta.ref) + '"><td>' + esc(s.meta.id.slice(0, 8)) + '…</td><td>' + esc(s.meta.principal || '–') + '</td><td class="num">' + bytes(s.bytes) + '</td><td>' + s.attributes.map((a) => esc(a.name) + ' ' + bytes(a.bytes)).join(', ') + '</td></tr>').join('') || '<tr><td colspan="4" class="muted">no session</td></tr>') +
+      (r.sessions.map((s) => '<tr data-id="' + esc(s.meta.ref) + '"' + nsAttr(s.meta) + '><td>' + esc(s.meta.id.slice(0, 8)) + '…' + (otherNs(s.meta) ? ' · ' + esc(s.meta.namespace) : '') + '</td><td>' + esc(s.meta.principal || '–') + '</td><td class="num">' + bytes(s.bytes) + '</td><td>' + s.attributes.map((a) => esc(a.name) + ' ' + bytes(a.bytes)).join(', ') + '</td></tr>').join('') || '<tr><td colspan="4" class="muted">no session</td></tr>') +
       '</tbody></table><h2>Attributes in the largest sessions</h2><table id="largest-attributes"><thead><tr><th>attribute</th><th class="num">sessions</th><th class="num">bytes</th></tr></thead><tbody>' +
       r.attributes.map((a) => '<tr><td>' + esc(a.name) + '</td><td class="num">' + fmt(a.sessions) + '</td><td class="num">' + bytes(a.bytes) + '</td></tr>').join('') + '</tbody></table>';
   } catch (err) {
@@ -64,5 +68,5 @@ async function largest() {
   }
 }
 $('largest-scan').addEventListener('click', largest);
-$('largest').addEventListener('click', (e) => { const tr = e.target.closest('tr[data-id]'); if (tr) show(tr.dataset.id); });
+$('largest').addEventListener('click', (e) => { const tr = e.target.closest('tr[data-id]'); if (tr) show(tr.dataset.id, tr.dataset.ns); });
 `;
