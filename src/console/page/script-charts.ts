@@ -88,8 +88,11 @@ function clientFigures(c) {
 // Clients report their own counters every couple of seconds, so a one-second difference
 // reads 0, then twice the rate: each figure's rate is taken between two reports, and a
 // figure that has not moved for QUIET_MS is idle.
-const QUIET_MS = 5000, trackers = new Map();
+// A tracker not used in a whole round of the overview's listeners (its app server or
+// balancer node no longer listed) is dropped at the start of the next.
+const QUIET_MS = 5000, trackers = new Map(), touched = new Set();
 function rateOf(key, value, now) {
+  touched.add(key);
   if (value === null || value === undefined) return null;
   const st = trackers.get(key);
   if (!st || value < st.v) { trackers.set(key, { v: value, at: now, rate: null }); return null; }
@@ -118,6 +121,8 @@ function cacheTotal(o) {
   return any && hits + misses > 0 ? (100 * hits) / (hits + misses) : null;
 }
 onOverview((o) => {
+  for (const key of trackers.keys()) if (!touched.has(key)) trackers.delete(key);
+  touched.clear();
   const t = o.at;
   o.rates = clientRates(o);
   const http = total(o.rates, 'http'), messages = total(o.rates, 'messages'), hits = total(o.rates, 'hits'), misses = total(o.rates, 'misses');

@@ -58,8 +58,10 @@ async function tick() {
     $('health').textContent = 'cannot reach the admin API: ' + String(err.message || err); $('health').className = 'dead';
   }
 }
-const starters = [];
-function stop() { clearInterval(timer); started = false; }
+// What start() begins (polls, the events stream) and what stop() ends: a refused token
+// stops all of it, so logging in again does not leave the old stream and its reconnects behind.
+const starters = [], stoppers = [];
+function stop() { clearInterval(timer); started = false; for (const fn of stoppers) fn(); }
 function start() {
   $('login').hidden = true; $('app').hidden = false;
   if (started) return;

@@ -7,9 +7,13 @@ export const SCRIPT_EVENTS = String.raw`
 const events = [];
 let lastSeq = 0;
 const label = (name) => String(name).replace(/-[0-9a-f]{6,8}$/, '') || String(name);
-// Lease messages name the holder by its owner id: shown by the app server's name.
+// Lease messages name the holder by its owner id: shown by the app server's name. Only
+// those the overview lists now (connected, or gone in the last minute) are kept.
 const owners = new Map();
-onOverview((o) => { for (const c of o.clients) if (c.ownerId) owners.set(c.ownerId, c.label || label(c.name)); });
+onOverview((o) => {
+  owners.clear();
+  for (const c of o.clients.concat(o.departed || [])) if (c.ownerId) owners.set(c.ownerId, c.label || label(c.name));
+});
 function describe(e) {
   const d = e.data || {}, parts = [d.type || d.code || ''];
   if (d.sessionId) parts.push(String(d.sessionId).slice(0, 8) + (String(d.sessionId).length > 8 ? '…' : ''));
@@ -45,29 +49,39 @@ function renderEvents() {
 }
 $('events-type').addEventListener('change', renderEvents);
 $('events-filter').addEventListener('input', renderEvents);
-// EventSource sends no Authorization header: a single-use ticket opens the stream, and a new one reopens it.
-let pending = null;
-async function follow() {
-  let stream;
+// EventSource sends no Authorization header: a single-use ticket opens the stream, and a
+// new one reopens it. One stream at a time: each start() is a new generation, and a
+// stream or retry of an older one (before a stop()) ends rather than reopens.
+let pending = null, stream = null, generation = 0;
+async function follow(gen) {
+  if (gen !== generation) return;
+  let s;
   try {
     const { ticket } = await api('POST', '/api/tickets');
-    stream = new EventSource('/api/events?ticket=' + encodeURIComponent(ticket));
+    if (gen !== generation) return;
+    s = new EventSource('/api/events?ticket=' + encodeURIComponent(ticket));
   } catch (err) {
-    setTimeout(follow, 5000);
+    if (gen === generation) setTimeout(() => follow(gen), 5000);
     return;
   }
-  stream.onerror = () => { stream.close(); setTimeout(follow, 1000); };
+  stream = s;
+  s.onerror = () => { s.close(); if (stream === s) stream = null; if (gen === generation) setTimeout(() => follow(gen), 1000); };
   for (const type of ['session', 'lease', 'client', 'error']) {
-    stream.addEventListener(type, (m) => {
+    s.addEventListener(type, (m) => {
       const d = JSON.parse(m.data), e = { seq: Number(m.lastEventId) || 0, type, at: d.at || Date.now(), data: d };
       if (pending) { pending.push(e); return; }
       if (addEvent(e)) renderEvents();
     });
   }
 }
+stoppers.push(() => {
+  generation++;
+  if (stream) { stream.close(); stream = null; }
+});
 starters.push(async () => {
+  const gen = ++generation;
   pending = [];
-  await follow();
+  await follow(gen);
   try {
     const { events: recent } = await api('GET', '/api/events/recent?limit=500');
     for (const e of recent) addEvent(e);
