@@ -29,8 +29,12 @@ import { describe, it } from 'node:test';
 // the command-line, console and newcomer reviews and the docs' missing options → bounds
 // 768 KiB and 3 MiB. Of the unpacked bytes: ESM 1,032 KiB, the CommonJS bundle 732 KiB
 // and its copy of the declarations 415 KiB, declarations 414 KiB, docs 241 KiB.
+// The console review's fixes (consolefix: bounded event streams, --admin-host, checked
+// client stats, error codes and balancer status, namespaced sessions; three new modules
+// with their .d.ts, and their docs) add 17 KiB packed: 774 KiB (792,613 B) with the
+// demo fixes of the same day, unpacked 2.93 MiB → bound 800 KiB packed.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 768 * 1024;
+const MAX_PACKED_BYTES = 800 * 1024;
 const MAX_UNPACKED_BYTES = 3 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
