@@ -1,5 +1,5 @@
 import { KilnError } from '../errors/index.js';
-import { clientStatsFrom } from './client-stats.js';
+import { clientStatsFrom } from '../protocol/client-stats.js';
 
 /** How often the balancer's status is read, and how long one read may take. */
 const POLL_MS = 1000;

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { figure } from './client-stats.js';
+import { figure } from '../protocol/client-stats.js';
 import { ErrorCodes } from './error-codes.js';
 import { mirroredCounter, optionalGauge, readGauge, snapshotHistogram } from './prometheus.js';
 import type { ConsoleFigures, ConsoleSource } from './source.js';

@@ -2,7 +2,7 @@ import type { ListOptions, ListPage } from '../engines/engine.js';
 import type { RedisEngine, ReportedClient } from '../engines/redis/redis-engine.js';
 import type { SessionSnapshot } from '../session/model.js';
 import { addHistograms } from '../util/latency.js';
-import { clientStatsFrom } from './client-stats.js';
+import { clientStatsFrom } from '../protocol/client-stats.js';
 import { ErrorCodes } from './error-codes.js';
 import { announce, type ConsoleClient, type ConsoleDescription, type ConsoleEvent, type ConsoleFigures, type ConsoleSource } from './source.js';
 

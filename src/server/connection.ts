@@ -30,7 +30,7 @@ import type { PrincipalCursor } from '../tier/session-table.js';
 import type { Logger } from '../util/log.js';
 import { BatchedWriter } from '../util/net.js';
 import type { Namespace } from './namespaces.js';
-import { clientStatsFrom } from '../console/client-stats.js';
+import { clientStatsFrom } from '../protocol/client-stats.js';
 
 /**
  * The largest frame a peer may send before its handshake: a Hello is a few hundred

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import parsePrometheus from 'parse-prometheus-text-format';
 import type { RedisEngine, ReportedClient } from '../../src/engines/redis/redis-engine.js';
-import { clientStatsFrom } from '../../src/console/client-stats.js';
+import { clientStatsFrom } from '../../src/protocol/client-stats.js';
 import { ErrorCodes, MAX_ERROR_CODES, OTHER_CODE } from '../../src/console/error-codes.js';
 import { ServerMetrics } from '../../src/console/metrics.js';
 import { RedisSource } from '../../src/console/redis-source.js';

@@ -9,8 +9,8 @@
  * Anything else is dropped, not refused: the report is figures to show, and the rest of
  * it still is.
  *
- * No imports: the kiln server's connection applies it where a report arrives, as the
- * Redis console does where it reads one.
+ * In protocol/, with no imports: the kiln server's connection applies it where a report
+ * arrives (ClientStats), as the Redis console does where it reads one.
  */
 const MAX_KEYS = 64;
 const MAX_KEY_CHARS = 64;
