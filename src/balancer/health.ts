@@ -20,6 +20,7 @@ export interface HealthOptions {
 
 export class HealthChecker {
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
   /** Nodes whose check is under way, and whether a failed request made it a probe. */
   private readonly checking = new Map<BackendNode, { suspected: boolean; probeAfter: boolean }>();
 
@@ -36,6 +37,7 @@ export class HealthChecker {
   }
 
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
   }
 
@@ -68,7 +70,7 @@ export class HealthChecker {
     this.checking.set(node, state);
     return this.check(node, state).finally(() => {
       this.checking.delete(node);
-      if (state.probeAfter && node.healthy) void this.run(node, true);
+      if (state.probeAfter && node.healthy && !this.stopped) void this.run(node, true);
     });
   }
 

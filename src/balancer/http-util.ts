@@ -85,6 +85,13 @@ export function closeAfterAnswer(req: IncomingMessage, headers: OutgoingHttpHead
     });
     this.once('end', () => this.destroy());
     this.once('close', () => clearTimeout(timer));
+    // The body still goes through the request: once its pipe to the app is cut (unpipe
+    // pauses it) or while the proxy holds it, Node's parser stops reading the socket a
+    // few KiB on. So the request lets go of it and flows to nowhere.
+    req.unpipe();
+    req.removeAllListeners('data');
+    req.on('data', () => undefined);
+    req.resume();
     this.resume();
   };
 }

@@ -33,8 +33,8 @@ export const BALANCER_FLAGS = {
 
 export const BALANCER_HELP = `  --balancer <url>         also show this kiln balancer's nodes (a running demo's balancer is
                            shown without it)
-  --balancer-token-file <file>  the balancer's admin token (default: the admin API's token,
-                           which is the demo's)`;
+  --balancer-token-file <file>  the balancer's admin token (needed with --balancer; a running
+                           demo's balancer takes the demo's admin token)`;
 
 export interface AdminTarget {
   url: string;
@@ -74,6 +74,9 @@ export function balancerTarget(values: { balancer?: string; 'balancer-token-file
     return undefined;
   }
   if (!/^https?:\/\//.test(url)) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer must be an http:// or https:// URL', { details: { option: '--balancer' } });
+  // The kiln server's admin token goes only to the demo's own balancer (which takes it):
+  // sent to any --balancer URL it would hand every session to whoever runs that address.
+  if (values.balancer !== undefined && !values['balancer-token-file']) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer needs --balancer-token-file (the balancer\'s own admin token; kiln balancer names its file in its ready line)', { details: { option: '--balancer-token-file' } });
   const token = values['balancer-token-file'] ? readOptionFile(values['balancer-token-file'], '--balancer-token-file', 'kiln balancer names its generated token file in its ready line') : admin.token;
   return { url, token, ca: admin.ca, kind: 'balancer' };
 }

@@ -14,6 +14,18 @@ export function intFlag(value: unknown, name: string, min = 0, max = Number.MAX_
   return n;
 }
 
+/**
+ * An address flag (`--host`, `--admin-host`), checked: an empty one (an unset shell
+ * variable) would make Node listen on every interface.
+ */
+export function hostFlag(value: string | undefined, name: string, fallback: string): string;
+export function hostFlag(value: string | undefined, name: string, fallback: undefined): string | undefined;
+export function hostFlag(value: string | undefined, name: string, fallback: string | undefined): string | undefined {
+  if (value === undefined) return fallback;
+  if (value.trim() === '') throw new KilnError('KILN_ERR_INVALID_OPTION', `--${name} must name an address${fallback ? ` (default ${fallback})` : ''}: an empty one would mean every interface`, { details: { option: `--${name}` } });
+  return value;
+}
+
 /** `--log-level`, checked (default info). */
 export function logLevelFlag(value: string | undefined): LogLevel {
   const level = value ?? 'info';

@@ -30,11 +30,6 @@ export function usage(): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  // `kiln top | head`: the reader went away; that ends the command, quietly.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
-  });
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());
@@ -52,6 +47,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`kiln: unknown command "${name}"${guess ? `; did you mean "${guess}"?` : ''} [KILN_ERR_INVALID_ARGUMENT]\n\n${usage()}`);
     return 2;
   }
+  watchOutput(command);
   try {
     return await command.run(rest);
   } catch (err) {
@@ -67,6 +63,20 @@ export async function run(argv: string[]): Promise<number> {
       return 2;
     }
     throw err;
+  }
+}
+
+/**
+ * What a write to a closed stdout or stderr does (EPIPE, or EIO on a terminal hung up):
+ * without a listener it would throw and end the process, skipping a server's graceful
+ * stop. An output-only command ends there (`kiln top | head`: exit 0); any other goes on
+ * without its output.
+ */
+function watchOutput(command: Command): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (command.outputOnly && stream === process.stdout) process.exit(err.code === 'EPIPE' ? 0 : 1);
+    });
   }
 }
 

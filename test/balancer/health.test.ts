@@ -5,6 +5,25 @@ import { HealthChecker } from '../../src/balancer/health.js';
 import { BackendNode } from '../../src/balancer/node-table.js';
 import { sleep, waitFor } from '../helpers/processes.js';
 
+/** A raw TCP node on loopback: `onSocket` per connection; stop() destroys what is open and closes it. */
+async function rawNode(onSocket: (socket: Socket) => void): Promise<{ url: string; stop: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    onSocket(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  return {
+    url: `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`,
+    stop: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 /**
  * A node being SIGKILLed can accept a connection for a moment and then reset it: not a
  * refusal. A probe after a failed request must still take the node out; a routine check
@@ -47,24 +66,13 @@ describe('balancer health checks on a node that accepts and resets', () => {
  * (healthIntervalMs below healthTimeoutMs): checks must not pile up, one per node at a time.
  */
 describe('balancer health checks on a node slower than the interval', () => {
-  let server: Server;
   let url: string;
+  let stop: () => Promise<void>;
   let accepted = 0;
-  const sockets = new Set<Socket>();
   before(async () => {
-    server = createServer((socket) => {
-      accepted++;
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+    ({ url, stop } = await rawNode(() => void accepted++));
   });
-  after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  after(() => stop());
 
   it('a routine check still running is not started again', async () => {
     accepted = 0;
@@ -100,29 +108,20 @@ describe('balancer health checks on a node slower than the interval', () => {
  * rotation until `fall` routine failures).
  */
 describe('balancer health checks: a probe during a check that then succeeds', () => {
-  let server: Server;
   let url: string;
+  let stop: () => Promise<void>;
   let accepted = 0;
-  const sockets = new Set<Socket>();
   before(async () => {
-    server = createServer((socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
+    ({ url, stop } = await rawNode((socket) => {
       // The first check is answered, late; then the node is gone (it resets).
       if (++accepted > 1) {
         socket.resetAndDestroy();
         return;
       }
       setTimeout(() => socket.end('HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'), 300);
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const address = server.address();
-    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+    }));
   });
-  after(() => {
-    for (const socket of sockets) socket.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  after(() => stop());
 
   it('runs the probe once more after the check it folded into succeeded', async () => {
     const node = new BackendNode('app-1', url);

@@ -487,7 +487,7 @@ describe('kiln balancer: what holds a connection to the app (--upstream-idle-tim
     assert.equal((await status(lb)).upstreamTimeouts, before.upstreamTimeouts, 'the half-sent request was closed with the response, not left to the idle deadline');
   });
 
-  it('an early answer reaches a client that keeps sending its body and reads only later (a lingering close, not a reset that drops the answer)', { timeout: 20_000 }, async () => {
+  it('an early answer reaches a client that keeps sending its body (3 MB) and reads only after the linger (a lingering close that drains, not a reset that drops the answer)', { timeout: 20_000 }, async () => {
     const socket = connect({ host: '127.0.0.1', port: lb.port });
     let failure: string | undefined;
     socket.on('error', (err: NodeJS.ErrnoException) => (failure = err.code));
@@ -495,11 +495,12 @@ describe('kiln balancer: what holds a connection to the app (--upstream-idle-tim
     // Not reading yet: the answer waits in this side's kernel, which a reset would empty.
     socket.pause();
     socket.write(`POST /early HTTP/1.1\r\nHost: shop\r\nContent-Length: 100000000\r\n\r\n${'x'.repeat(100_000)}`);
-    const chunk = 'x'.repeat(32 * 1024);
-    for (let i = 0; i < 20 && !socket.destroyed; i++) {
-      socket.write(chunk);
-      await sleep(25);
-    }
+    // More than the kernels' buffers hold between the two ends, and read only after the
+    // 2 s linger: the balancer must keep reading (and dropping) all of it, not stop a few
+    // KiB on and then close with bytes unread (a reset).
+    const chunk = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 48 && !socket.destroyed; i++) socket.write(chunk);
+    await sleep(2_600);
     let text = '';
     socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
     const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));

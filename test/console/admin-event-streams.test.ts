@@ -142,6 +142,6 @@ describe('admin event streams: readers that stop reading, and idle ones', () => 
 
   it('an idle tier still writes to every stream: a comment line every 20 s', async () => {
     await waitFor(() => reader.pings() > 0, Math.max(1000, readerOpenedAt + 25_000 - Date.now()), 'a ping on the stream');
-    assert.ok(Date.now() - readerOpenedAt >= 19_000, 'not before 20 s');
+    // (Not timed from below: the pinger's 20 s run from the server's start, not the stream's.)
   });
 });

@@ -122,6 +122,11 @@ describe('operator CLI', () => {
     assert.doesNotMatch(stderr, /EPIPE|\n\s+at /);
   });
 
+  it('kiln top whose last frame could not reach the server exits 1, as kiln status does', async () => {
+    const closedPort = await freePort();
+    await assert.rejects(run(process.execPath, [KILN_BIN, 'top', '--json', '--iterations', '1', '--admin', `http://127.0.0.1:${closedPort}`], { env: { ...process.env, KILN_ADMIN_TOKEN: 'x'.repeat(40) } }), (err: { code: number; stdout: string }) => err.code === 1 && /"overview":null/.test(err.stdout));
+  });
+
   it('the client token opens no admin port, and the CLI does not fall back to it', async () => {
     const res = await fetch(`${adminUrl}/api/overview`, { headers: { authorization: `Bearer ${server.token}` } });
     assert.equal(res.status, 401);

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { newToken, kilnRefuses } from '../security/server-fixtures.js';
-import { removeDir, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
+import { KILN_BIN, removeDir, startKilnServer, tempDir, waitFor } from '../helpers/processes.js';
 
 /**
  * What the commands do with a bad flag: refuse it before anything listens, with a
@@ -62,6 +63,16 @@ describe('kiln commands refuse bad flags up front, naming them', () => {
     assert.match(onAdmin.output, /"msg":"stopped"/);
   });
 
+  it('an empty --host (an unset variable) is refused by kiln server and kiln balancer, not read as every interface', async () => {
+    // On a port in use: should the check ever go, nothing listens on every interface.
+    const serverHost = await kilnRefuses(['server', '--no-data', '--port', String(busyPort), '--host', ''], { KILN_TOKEN: token });
+    assert.equal(serverHost.code, 1);
+    assert.match(serverHost.output, /--host must name an address \(default 127\.0\.0\.1\): an empty one would mean every interface \[KILN_ERR_INVALID_OPTION\]/);
+    const balancerHost = await kilnRefuses(['balancer', '--node', 'a=http://127.0.0.1:1', '--port', String(busyPort), '--host', ' ']);
+    assert.equal(balancerHost.code, 1);
+    assert.match(balancerHost.output, /--host must name an address.*\[KILN_ERR_INVALID_OPTION\]/);
+  });
+
   it('kiln balancer: a bad --log-level and a port in use are refused with their codes', async () => {
     const level = await kilnRefuses(['balancer', '--node', 'a=http://127.0.0.1:1', '--port', '0', '--log-level', 'verbose']);
     assert.equal(level.code, 1);
@@ -81,6 +92,25 @@ describe('kiln commands refuse bad flags up front, naming them', () => {
     assert.match(command.output, /kiln: unknown command "sever"; did you mean "server"\? \[KILN_ERR_INVALID_ARGUMENT\]/);
     const conflicting = await kilnRefuses(['server', '--no-data', '--data', '/tmp/x'], { KILN_TOKEN: token });
     assert.match(conflicting.output, /--no-data and --data go one without the other.*\[KILN_ERR_INVALID_OPTION\]/);
+  });
+
+  it('a kiln server whose stdout reader went away still stops gracefully on SIGTERM (exit 0, its stop logged)', async () => {
+    const child = spawn(process.execPath, [KILN_BIN, 'server', '--no-data', '--port', '0', '--log-level', 'info'], { env: { ...process.env, KILN_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => d.toString().includes('ready on') && resolve());
+        void exited.then(() => reject(new Error(`exited: ${stderr}`)));
+      });
+      child.stdout.destroy(); // its "stopping" line now meets a closed pipe
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.match(stderr, /"msg":"stopped"/);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('a token file others may read is taken, with a warning that says how to fix it', async () => {

@@ -111,10 +111,10 @@ describe('admin port: connections', () => {
       await waitFor(() => stream.received().includes('event: hello'), 5000, 'the stream open');
       const openedAt = Date.now();
       // 254 idle connections fill the 256; the next ones are closed as they come.
-      const flood = [];
+      const flood: Awaited<ReturnType<typeof tcp>>[] = [];
       for (let i = 0; i < 254 + 10; i++) flood.push(await tcp('127.0.0.1', port));
       sockets.push(...flood.map((f) => f.socket));
-      await sleep(500);
+      await waitFor(() => flood.filter((f) => f.closed()).length >= 10 || undefined, 5_000, 'the connections past the cap closed');
       const refused = flood.filter((f) => f.closed());
       assert.equal(refused.length, 10, `${refused.length} of ${flood.length} closed at once`);
       assert.ok(refused.every((f) => f.received() === ''), 'closed without an answer');

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { AppendLog, pieceEnd } from '../../src/server/storage/append-log.js';
@@ -36,8 +35,6 @@ async function writeSessions(dir: string, count: number): Promise<{ table: Sessi
   assert.deepEqual(await log.close(), { clean: true });
   return { table, ids };
 }
-
-const execFileAsync = promisify(execFile);
 
 describe('append-only log', () => {
   it('replays what was appended, across restarts', async () => {
@@ -203,12 +200,22 @@ describe('append-only log', () => {
           // A pid that is surely dead: above the kernel's pid_max.
           if (stale) writeFileSync(join(dir, 'kiln.lock'), '4194305\n');
           const startAt = Date.now() + 700;
+          // Each stays alive (a live holder) until this test closes its stdin, however slow it started.
           const script = `const { lockDataDir } = await import(${JSON.stringify(lockModule)});
             while (Date.now() < ${startAt});
             let said; try { lockDataDir(${JSON.stringify(dir)}); said = 'took'; } catch (e) { said = /in use by process/.test(e.message) ? 'refused' : 'error ' + e.message; }
-            process.stdout.write(said); setTimeout(() => undefined, 1500);`;
-          const children = Array.from({ length: 6 }, () => execFileAsync(process.execPath, ['--input-type=module', '-e', script]));
-          const said = (await Promise.all(children)).map((r) => r.stdout);
+            process.stdout.write(said + '\\n'); process.stdin.resume(); process.stdin.on('end', () => process.exit(0));`;
+          const children = Array.from({ length: 6 }, () => spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] }));
+          const said = await Promise.all(children.map((child) => new Promise<string>((resolve) => {
+            let out = '';
+            child.stdout!.on('data', (d: Buffer) => {
+              out += d.toString();
+              if (out.endsWith('\n')) resolve(out.trim());
+            });
+            child.once('exit', () => resolve(out.trim() || 'exited'));
+          })));
+          for (const child of children) child.stdin!.end();
+          await Promise.all(children.map((child) => (child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined)));
           assert.equal(said.filter((s) => s === 'took').length, 1, `${stale ? 'stale lock' : 'no lock'}, round ${round}: ${said.join(', ')}`);
           assert.equal(said.filter((s) => s === 'refused').length, 5, said.join(', '));
         } finally {

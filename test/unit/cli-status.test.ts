@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { adminTarget, clusterJson, renderBalancer, renderCluster, renderStatus, type BalancerStatus, type Overview } from '../../src/cli/admin-client.js';
+import { adminTarget, balancerTarget, clusterJson, renderBalancer, renderCluster, renderStatus, type BalancerStatus, type Overview } from '../../src/cli/admin-client.js';
 import { KilnError } from '../../src/errors/index.js';
 
 describe('kiln status: the log behind its disk', () => {
@@ -47,6 +47,14 @@ describe('kiln status: where it reads its token', () => {
         err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.option === '--token-file' && /^--token-file \/nonexistent\/kiln\/admin\.token: no such file \(the server writes <data dir>\/admin\.token only when started with --admin-port\)$/.test(err.message),
     );
     assert.throws(() => adminTarget({ 'token-file': fileURLToPath(import.meta.url), 'ca-file': '/nonexistent/ca.pem' }), { code: 'KILN_ERR_INVALID_OPTION', message: '--ca-file /nonexistent/ca.pem: no such file' });
+  });
+
+  it('--balancer needs its own token file: the kiln server\'s admin token is never sent to another address', () => {
+    const admin = { url: 'http://127.0.0.1:9511', token: 'the-kiln-admin-token', kind: 'admin' as const };
+    assert.throws(() => balancerTarget({ balancer: 'http://10.0.0.9:8080' }, admin), (err: { code?: string; details?: { option?: string } }) => err.code === 'KILN_ERR_INVALID_OPTION' && err.details?.option === '--balancer-token-file');
+    assert.equal(balancerTarget({ balancer: 'http://10.0.0.9:8080', 'balancer-token-file': fileURLToPath(import.meta.url) }, admin)?.kind, 'balancer');
+    // A running demo's balancer takes the demo's admin token.
+    assert.equal(balancerTarget({}, { ...admin, demo: { balancerUrl: 'http://127.0.0.1:8080' } as never })?.token, 'the-kiln-admin-token');
   });
 });
 

@@ -7,7 +7,7 @@ import { generatedAdminToken } from '../../console/admin-token.js';
 import { KilnError } from '../../errors/index.js';
 import { readTokenFile } from '../../util/secret-file.js';
 import { createLogger } from '../../util/log.js';
-import { intFlag, logLevelFlag } from '../args.js';
+import { hostFlag, intFlag, logLevelFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln balancer --node name=http://host:port [--node …] [options]
@@ -123,7 +123,7 @@ export const balancerCommand: Command = {
       ...options,
       ...limits,
       nodes,
-      host: values.host ?? options.host,
+      host: hostFlag(values.host, 'host', undefined) ?? options.host,
       port: intFlag(values.port, 'port', 0, 65535) ?? options.port,
       affinity: (values.affinity as BalancerOptions['affinity']) ?? options.affinity,
       cookieName: values.cookie ?? options.cookieName,

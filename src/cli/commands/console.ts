@@ -8,7 +8,7 @@ import { RedisSource } from '../../console/redis-source.js';
 import { KilnError } from '../../errors/index.js';
 import { connectRedis } from '../../engines/redis/redis-engine.js';
 import { isRedisUrl } from '../../engines/redis/topology.js';
-import { intFlag } from '../args.js';
+import { hostFlag, intFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln console --engine <redis-url> [options]
@@ -81,7 +81,7 @@ export const consoleCommand: Command = {
     if (Boolean(values.balancer) !== Boolean(values['balancer-token-file'])) throw new KilnError('KILN_ERR_INVALID_OPTION', '--balancer and --balancer-token-file go together');
     const balancer = values.balancer ? { url: values.balancer, token: readTokenFile(values['balancer-token-file']!, '--balancer-token-file') } : undefined;
     const port = intFlag(values.port, 'port', 0, 65535) ?? 9511;
-    const host = values.host ?? '127.0.0.1';
+    const host = hostFlag(values.host, 'host', '127.0.0.1');
 
     const engine = connectRedis(url, { name: 'kiln-console' });
     process.stdout.write(`kiln console: connecting to ${engine.address}…\n`);

@@ -11,7 +11,7 @@ import { KilnError, isKilnErrorCode } from '../../errors/index.js';
 import { createLogger } from '../../util/log.js';
 import { listen } from '../../util/net.js';
 import { checkTokenStrength } from '../../util/secret-file.js';
-import { intFlag } from '../args.js';
+import { hostFlag, intFlag } from '../args.js';
 import type { Command } from '../command.js';
 import { Supervisor, type RestartPolicy, type Supervised } from '../supervisor.js';
 import { clearDemoState, writeDemoState } from '../demo-state.js';
@@ -84,7 +84,8 @@ async function reserveBalancerAddress(host: string, port: number): Promise<{ por
 
 /** What a failed listen on the balancer's address means, as a KilnError naming the flag. */
 function balancerListenError(err: unknown, host: string, port: number): Error {
-  const code = (err as NodeJS.ErrnoException).code;
+  // listen() says KILN_ERR_LISTEN with the system's code beside it; a bare system error says it itself.
+  const code = err instanceof KilnError ? (err.details?.['errno'] as string | undefined) : (err as NodeJS.ErrnoException).code;
   if (code === 'EADDRINUSE') return new KilnError('KILN_ERR_INVALID_OPTION', `--port ${port}: ${host}:${port} is in use by another process; pass another --port, or --port 0 for any free port`, { cause: err, details: { option: '--port' } });
   if (code === 'EACCES') return new KilnError('KILN_ERR_INVALID_OPTION', `--port ${port}: not allowed to listen on ${host}:${port} (ports below 1024 need privileges); pass --port 0 for any free port, or one from 1024`, { cause: err, details: { option: '--port' } });
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_FAIL' || code === 'EINVAL') {
@@ -130,8 +131,7 @@ export const demoCommand: Command = {
     // Every option is checked before anything is started or made.
     const nodeCount = intFlag(values.nodes, 'nodes', 1, 32) ?? 3;
     const wantedPort = intFlag(values.port, 'port', 0, 65535) ?? 8080;
-    const host = values.host ?? '127.0.0.1';
-    if (host === '') throw new KilnError('KILN_ERR_INVALID_OPTION', '--host must not be empty (default 127.0.0.1)', { details: { option: '--host' } });
+    const host = hostFlag(values.host, 'host', '127.0.0.1');
     const affinity = (values.affinity ?? 'route') as Affinity;
     if (!AFFINITIES.includes(affinity)) throw new KilnError('KILN_ERR_INVALID_OPTION', `--affinity must be route, cookie or none (got ${JSON.stringify(values.affinity)})`, { details: { option: '--affinity' } });
     const engineArg = values.engine ?? 'kiln';

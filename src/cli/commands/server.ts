@@ -9,7 +9,7 @@ import { KilnServer } from '../../server/kiln-server.js';
 import { readTokensFile } from '../../server/namespaces.js';
 import { checkTokenStrength, readTokenFile } from '../../util/secret-file.js';
 import { createLogger } from '../../util/log.js';
-import { intFlag, logLevelFlag } from '../args.js';
+import { hostFlag, intFlag, logLevelFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 const HELP = `Usage: kiln server [options]
@@ -207,7 +207,7 @@ export const serverCommand: Command = {
     }
     const server = withFlagNames(() => new KilnServer({
       tls: values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined,
-      host: values.host ?? '127.0.0.1',
+      host: hostFlag(values.host, 'host', '127.0.0.1'),
       port: intFlag(values['port'], 'port', 0, 65535) ?? 9510,
       token,
       tokens,
@@ -224,7 +224,7 @@ export const serverCommand: Command = {
     // would leave a server running with no ready line and no signal handler.
     const adminPort = intFlag(values['admin-port'], 'admin-port', 0, 65535);
     // An empty address would listen on every interface.
-    if (values['admin-host'] !== undefined && values['admin-host'].trim() === '') throw new KilnError('KILN_ERR_INVALID_OPTION', '--admin-host must name an address (127.0.0.1 by default)', { details: { option: '--admin-host' } });
+    const adminHost = hostFlag(values['admin-host'], 'admin-host', '127.0.0.1');
     // Without --admin-port they would be ignored in silence: an operator who set them expects an admin API.
     for (const flag of ['admin-host', 'admin-token-file', 'admin-read-token-file', 'admin-redact'] as const) {
       if (adminPort === undefined && values[flag] !== undefined) throw new KilnError('KILN_ERR_INVALID_OPTION', `--${flag} needs --admin-port`, { details: { option: `--${flag}` } });
@@ -245,7 +245,7 @@ export const serverCommand: Command = {
         const adminToken = generated ? generated.token : givenAdminToken!;
         const tls = values['tls-cert'] && values['tls-key'] ? { cert: values['tls-cert'], key: values['tls-key'] } : undefined;
         source = new KilnServerSource(server);
-        admin = new AdminServer(source, { host: values['admin-host'] ?? '127.0.0.1', port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact });
+        admin = new AdminServer(source, { host: adminHost, port: adminPort, adminToken, readToken, version: packageVersion(), tls, redact });
         await admin.start();
       } catch (err) {
         // The server is up: it stops (flushing what it loaded) rather than run on headless.

@@ -38,6 +38,7 @@ interface Page {
 export const sessionsCommand: Command = {
   name: 'sessions',
   summary: 'list, show and invalidate sessions (ls | show | rm)',
+  outputOnly: true,
   help: HELP,
   async run(argv) {
     const options = { ...ADMIN_FLAGS, principal: { type: 'string' }, prefix: { type: 'string' }, namespace: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;

@@ -19,6 +19,7 @@ ${BALANCER_HELP}
 export const statusCommand: Command = {
   name: 'status',
   summary: 'one screen: server, clients, sessions, rates, health',
+  outputOnly: true,
   help: HELP,
   async run(argv) {
     const { values } = parseArgs({ args: argv, options: { ...ADMIN_FLAGS, ...BALANCER_FLAGS, help: { type: 'boolean', short: 'h' } }, strict: true });

@@ -20,6 +20,7 @@ ${BALANCER_HELP}
 export const topCommand: Command = {
   name: 'top',
   summary: 'a live terminal view of the cluster',
+  outputOnly: true,
   help: HELP,
   async run(argv) {
     const { values } = parseArgs({ args: argv, options: { ...ADMIN_FLAGS, ...BALANCER_FLAGS, 'interval-ms': { type: 'string' }, iterations: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
@@ -45,12 +46,15 @@ export const topCommand: Command = {
     const onSigint = (): void => void (quit = true);
     process.once('SIGINT', onSigint);
     let previous: { at: number; o: Overview } | undefined;
+    // As kiln status: a last frame that could not reach a part is not a success.
+    let lastFrameFailed = false;
     try {
       for (let i = 0; i < iterations && !quit; i++) {
         const view = await readCluster(admin, balancer, readTimeoutMs);
         // Only an unreachable part is worth asking again; a refused token or a bad answer stays so.
         const failure = view.errors.server;
         if (failure && failure.code !== 'KILN_ERR_ENGINE_UNAVAILABLE') throw failure;
+        lastFrameFailed = Object.values(view.errors).some((e) => e !== undefined);
         const at = Date.now();
         const o = view.overview;
         let rates;
@@ -75,6 +79,6 @@ export const topCommand: Command = {
         process.stdin.pause();
       }
     }
-    return 0;
+    return lastFrameFailed ? 1 : 0;
   },
 };

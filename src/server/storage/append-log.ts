@@ -92,12 +92,12 @@ export function pieceEnd(data: Buffer, at: number, size: number): number {
   return Math.min(end, data.length);
 }
 
-/** How far the log is behind its disk, for stats and the refusal's message. */
 /** How a stop ended: clean when everything acknowledged is known to be on disk. */
 export interface StopOutcome {
   clean: boolean;
 }
 
+/** How far the log is behind its disk, for stats and the refusal's message. */
 export interface LogBacklog {
   /** Bytes appended and not yet written (fsync "always": not yet synced). */
   bytes: number;

@@ -1,4 +1,4 @@
-import { closeSync, fchmodSync, linkSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, linkSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -186,6 +186,39 @@ function placeLockFile(path: string): boolean {
   }
 }
 
+/** Another live process holds a lock naming `pid` (not this one, whose pid a dead holder's may be). */
+function holderLives(pid: number): boolean {
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid);
+}
+
+/**
+ * Removes a lock left by a dead process, false when another start is taking it over.
+ * Takeovers go one at a time, through `kiln.lock.takeover` (placed as the lock is): only
+ * its holder removes a lock, after reading it again. So a fresh lock another server
+ * placed a moment ago is never removed as stale, and of servers starting at once on a
+ * stale lock one takes it. A takeover file left by a dead process is removed.
+ */
+function removeStaleLock(path: string): boolean {
+  const takeover = `${path}.takeover`;
+  if (!placeLockFile(takeover)) {
+    const other = lockHolderIfAny(takeover);
+    if (other !== undefined && holderLives(other)) return false;
+    rmSync(takeover, { force: true });
+    if (!placeLockFile(takeover)) return false;
+  }
+  try {
+    // Read again under the takeover: a lock gone since may be placed anew at any moment
+    // (and must then stay); one still here is still the dead one's.
+    const pid = lockHolderIfAny(path);
+    if (pid === undefined) return true;
+    if (holderLives(pid)) return false;
+    rmSync(path, { force: true });
+    return true;
+  } finally {
+    rmSync(takeover, { force: true });
+  }
+}
+
 /** lockHolder, or undefined when the file is gone. */
 function lockHolderIfAny(path: string): number | undefined {
   try {
@@ -222,31 +255,10 @@ export function lockDataDir(dir: string): DirLock {
   const path = join(real, 'kiln.lock');
   for (let attempt = 0; !placeLockFile(path); attempt++) {
     const pid = lockHolderIfAny(path);
-    if (pid === undefined) continue; // gone meanwhile: try again
-    if (attempt >= 3 || (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid))) {
-      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid}`, { details: { dir, pid } });
+    if (pid === undefined && attempt < 3) continue; // gone meanwhile: try again
+    if (pid === undefined || attempt >= 3 || holderLives(pid) || !removeStaleLock(path)) {
+      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid ?? 'starting'}`, { details: { dir, pid } });
     }
-    // Left by a dead process (or by one whose pid is now ours): moved aside in one step,
-    // so of two servers taking it over at once only one moves it; and what was moved is
-    // looked at, since another server may have taken the lock over just before.
-    const aside = `${path}.${process.pid}.aside`;
-    try {
-      renameSync(path, aside);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    const moved = lockHolderIfAny(aside);
-    if (moved !== undefined && Number.isInteger(moved) && moved > 0 && moved !== process.pid && isProcessAlive(moved)) {
-      try {
-        linkSync(aside, path);
-      } catch {
-        // a third has placed its own meanwhile: the directory is in use either way
-      }
-      rmSync(aside, { force: true });
-      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${moved}`, { details: { dir, pid: moved } });
-    }
-    rmSync(aside, { force: true });
   }
   const lock: DirLock = { dir: real };
   locksHere.set(real, lock);
