@@ -134,7 +134,6 @@ export const balancerCommand: Command = {
       logger: createLogger('kiln-balancer', logLevel),
     });
     const { port } = await balancer.start();
-    process.stdout.write(`kiln balancer ready on ${balancer.url} (pid ${process.pid}, port ${port}, ${nodes.length} nodes${generated ? `; admin token in ${generated.file}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln balancer stopping: finishing in-flight requests\n');
@@ -142,6 +141,8 @@ export const balancerCommand: Command = {
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
+      // Said once a signal stops it gracefully: a supervisor may signal as soon as it reads this.
+      process.stdout.write(`kiln balancer ready on ${balancer.url} (pid ${process.pid}, port ${port}, ${nodes.length} nodes${generated ? `; admin token in ${generated.file}` : ''})\n`);
     });
   },
 };

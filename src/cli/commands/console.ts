@@ -102,7 +102,6 @@ export const consoleCommand: Command = {
       await engine.close();
       throw err;
     }
-    process.stdout.write(`kiln admin on ${admin.url} (console for ${source.describe().role} ${engine.address}; API /api/overview, events /api/events, Prometheus /metrics${generated ? `; admin token in ${generated.file}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write('kiln console stopping\n');
@@ -120,6 +119,8 @@ export const consoleCommand: Command = {
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
+      // Said once a signal stops it gracefully: a supervisor may signal as soon as it reads this.
+      process.stdout.write(`kiln admin on ${admin.url} (console for ${source.describe().role} ${engine.address}; API /api/overview, events /api/events, Prometheus /metrics${generated ? `; admin token in ${generated.file}` : ''})\n`);
     });
   },
 };

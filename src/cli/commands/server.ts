@@ -258,8 +258,6 @@ export const serverCommand: Command = {
     const torn = info.loaded?.tornTail;
     const repaired = info.repaired ? `, repaired ${info.repaired.at}: kept ${info.repaired.sessionsKept}, dropped ${info.repaired.sessionsDropped}` : '';
     const loaded = info.loaded ? `, ${server.tier.sessionCount} sessions loaded in ${info.loaded.ms} ms${torn ? `, torn tail cut: ${torn.bytes} bytes at ${torn.file}:${torn.offset}` : ''}${repaired}` : '';
-    process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, ${info.dataDir ? `data ${info.dataDir}, fsync ${info.fsync}` : 'memory only: nothing is kept across a restart'}${info.tls ? ', tls' : ''}${loaded})\n`);
-    if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     return new Promise<number>((resolve) => {
       const stop = (): void => {
         process.stdout.write(`kiln server stopping: finishing in-flight commits${info.dataDir ? ' and flushing to disk' : ''}\n`);
@@ -279,6 +277,9 @@ export const serverCommand: Command = {
       };
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
+      // Said once a signal stops it gracefully: a supervisor may signal as soon as it reads this.
+      process.stdout.write(`kiln server ready on ${info.host}:${info.port} (pid ${process.pid}, epoch ${info.epoch}, ${info.dataDir ? `data ${info.dataDir}, fsync ${info.fsync}` : 'memory only: nothing is kept across a restart'}${info.tls ? ', tls' : ''}${loaded})\n`);
+      if (admin) process.stdout.write(`kiln admin on ${admin.url} (API /api/overview, events /api/events, Prometheus /metrics${adminTokenFile ? `; admin token in ${adminTokenFile}` : ''})\n`);
     });
   },
 };
