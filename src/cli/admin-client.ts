@@ -58,7 +58,9 @@ export function adminTarget(values: { admin?: string; 'token-file'?: string; 'ca
   // Not KILN_TOKEN: the client token opens no admin port.
   // The demo's token file must be ours and private (a planted state could name another one).
   const token = explicitToken ?? (demo ? readDemoToken(demo) : '');
-  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', 'no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN', { details: { option: '--token-file' } });
+  // Named neither, and no demo runs: say that first (a newcomer ran it after the demo stopped).
+  const noDemo = explicitUrl === undefined && explicitToken === undefined ? 'no running kiln demo of this user was found, and ' : '';
+  if (!token) throw new KilnError('KILN_ERR_INVALID_OPTION', `${noDemo}no admin token: pass --token-file F (a kiln server writes one to <data dir>/admin.token) or set KILN_ADMIN_TOKEN`, { details: { option: '--token-file' } });
   const caFile = values['ca-file'] ?? process.env['KILN_ADMIN_CA'];
   return { url, token, ca: caFile ? readOptionFile(caFile, '--ca-file') : undefined, kind: 'admin', demo };
 }

@@ -133,6 +133,6 @@ describe('kiln demo state file', () => {
   it('a state whose demo is gone is ignored: the operator commands fall back to their defaults', () => {
     writeDemoState({ ...state, pid: 2 ** 22 + 1 });
     assert.equal(readDemoState(), undefined);
-    assert.throws(() => adminTarget({}), { code: 'KILN_ERR_INVALID_OPTION', message: /^no admin token/ });
+    assert.throws(() => adminTarget({}), { code: 'KILN_ERR_INVALID_OPTION', message: /^no running kiln demo of this user was found, and no admin token: pass --token-file F/ });
   });
 });
