@@ -92,11 +92,15 @@ function readOwnFile(path: string, what: string, privateFile: boolean): string {
     if (uid !== undefined && info.uid !== uid) throw unsafe(`${what} ${path} belongs to uid ${info.uid}, not to you (uid ${uid}): another user may have put it there; it is not used (remove it)`, path);
     const forbidden = privateFile ? 0o077 : 0o022;
     if ((info.mode & forbidden) !== 0) throw unsafe(`${what} ${path} has mode ${octal(info.mode)}: ${privateFile ? 'others can read it' : 'others can change it'}; chmod ${privateFile ? '600' : 'go-w'} ${path}`, path);
+    // A state or a token is a few hundred bytes: a larger file is not one (a FIFO or a device is not a file at all).
+    if (info.size > MAX_OWN_FILE_BYTES) throw unsafe(`${what} ${path} is ${info.size} bytes, more than a kiln demo writes (${MAX_OWN_FILE_BYTES}); it is not used (remove it)`, path);
     return readFileSync(fd, 'utf8');
   } finally {
     closeSync(fd);
   }
 }
+
+const MAX_OWN_FILE_BYTES = 64 * 1024;
 
 /**
  * Writes the state (0600) for the operator commands: to a new file beside it, renamed

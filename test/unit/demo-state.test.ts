@@ -98,6 +98,12 @@ describe('kiln demo state file', () => {
     assert.deepEqual(readdirSync(elsewhere), [], 'nothing written through it');
   });
 
+  it('a state file larger than a demo writes is refused unread', () => {
+    writeDemoState(state);
+    writeFileSync(demoStatePath(), `${JSON.stringify(state)}${' '.repeat(1024 * 1024)}`);
+    assert.throws(() => readDemoState(), (err: { code?: string; message: string }) => err.code === 'KILN_ERR_UNSAFE_PERMISSIONS' && /1048\d+ bytes, more than a kiln demo writes/.test(err.message));
+  });
+
   it('a state file others can change is refused', () => {
     const path = writeDemoState(state);
     chmodSync(path, 0o666);

@@ -155,13 +155,7 @@ const locksHere = new Map<string, DirLock>();
  */
 function placeLockFile(path: string): boolean {
   const own = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
-  const fd = openSync(own, 'wx', 0o600);
-  try {
-    fchmodSync(fd, 0o600);
-    writeSync(fd, `${process.pid}\n`);
-  } finally {
-    closeSync(fd);
-  }
+  writePidFile(own);
   try {
     linkSync(own, path);
     return true;
@@ -170,12 +164,7 @@ function placeLockFile(path: string): boolean {
     if (code === 'EEXIST') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
     try {
-      const fd2 = openSync(path, 'wx', 0o600);
-      try {
-        writeSync(fd2, `${process.pid}\n`);
-      } finally {
-        closeSync(fd2);
-      }
+      writePidFile(path);
       return true;
     } catch (err2) {
       if ((err2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
@@ -183,6 +172,17 @@ function placeLockFile(path: string): boolean {
     }
   } finally {
     rmSync(own, { force: true });
+  }
+}
+
+/** `<pid>` in a new file at `path` (0600), refused when one is there (EEXIST). */
+function writePidFile(path: string): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
   }
 }
 
