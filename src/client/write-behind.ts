@@ -15,22 +15,40 @@ import type { CachedSession, SentChanges, SessionHandle } from './session-handle
  * process ever reads a session without them; at most one send per session is in flight,
  * based on the last version the tier acknowledged.
  */
-interface SessionBacklog {
+/**
+ * Changes of a session that stand on one base: those made on the copies of one lineage
+ * (each request's copy built on the last), sent as one commit.
+ */
+interface Batch {
   /** Changes not yet sent, merged. */
-  pending: PendingChanges | undefined;
+  changes: PendingChanges | undefined;
+  /**
+   * The version of the load these changes were made on, when the session was loaded
+   * again while earlier changes were still to go; undefined for the first batch, which
+   * stands on the last acknowledged version.
+   */
+  reloadedAt: number | undefined;
+  /** The cached copy the batch's last request made: the one its acknowledgement may renumber. */
+  copy: CachedSession | undefined;
+}
+
+interface SessionBacklog {
+  /** Unsent batches, oldest first; never empty. Changes join the last one. */
+  batches: Batch[];
   /** Last version the engine acknowledged. */
   ackedVersion: number;
   /** The send in progress, if any. */
   inflight: Promise<void> | undefined;
   timer: NodeJS.Timeout | undefined;
-  /** The cached copy the last request's changes made: the one an acknowledgement may renumber. */
-  copy: CachedSession | undefined;
-  /**
-   * The session was loaded again while changes were pending or in flight: copies since
-   * stand on that load, not on what the send carries, and no acknowledgement renumbers them.
-   */
-  reloaded: boolean;
 }
+
+/**
+ * Batches one session may keep unsent. A batch begins only at a reload made while
+ * earlier changes were still to go, which a request does only after waiting out its
+ * deadline for them, so this is reached only with a tier that takes no commit for long;
+ * the oldest unsent batch is then given up on, and reported.
+ */
+export const MAX_BATCHES_PER_SESSION = 8;
 
 export class WriteBehind {
   private readonly backlogs = new Map<string, SessionBacklog>();
@@ -52,13 +70,25 @@ export class WriteBehind {
    * A snapshot of the session was loaded: the next send builds on its version, unless
    * changes made on an older one are still to go (a lost lease, a flush that timed
    * out). Those keep their own base, so the tier refuses them (a conflict, reported)
-   * if another process changed the session meanwhile, instead of writing them over it.
+   * if another process changed the session meanwhile, instead of writing them over it;
+   * changes made on this load form a batch of their own, which goes after them on this
+   * load's version, and does not share their fate if they are refused.
    */
   loaded(sessionId: string, version: number): void {
     const backlog = this.backlogs.get(sessionId);
     if (!backlog) return;
-    if (backlog.pending === undefined && backlog.inflight === undefined) backlog.ackedVersion = version;
-    else backlog.reloaded = true;
+    const last = backlog.batches[backlog.batches.length - 1]!;
+    if (backlog.inflight === undefined && backlog.batches.length === 1 && last.changes === undefined) {
+      backlog.ackedVersion = version;
+      last.reloadedAt = undefined;
+    } else if (last.changes === undefined) {
+      // Nothing made since the last send began or the last load: this load is its base.
+      last.reloadedAt = version;
+      last.copy = undefined;
+    } else {
+      if (backlog.batches.length >= MAX_BATCHES_PER_SESSION) this.giveUp(sessionId, backlog.batches.shift()!);
+      backlog.batches.push({ changes: undefined, reloadedAt: version, copy: undefined });
+    }
   }
 
   onError(listener: (err: KilnError, sessionId: string) => void): () => void {
@@ -72,14 +102,15 @@ export class WriteBehind {
     const sessionId = handle.id;
     let backlog = this.backlogs.get(sessionId);
     if (!backlog) {
-      backlog = { pending: undefined, ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined, copy: undefined, reloaded: false };
+      backlog = { batches: [{ changes: undefined, reloadedAt: undefined, copy: undefined }], ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined };
       this.backlogs.set(sessionId, backlog);
     }
-    backlog.pending = mergeDelta(backlog.pending, delta, meta, now);
+    const batch = backlog.batches[backlog.batches.length - 1]!;
+    batch.changes = mergeDelta(batch.changes, delta, meta, now);
     // The acknowledged version stays until the flush is acknowledged.
     const committed = applyCommitted(handle.base, meta, delta, handle.base.meta.version, now, false);
     if (this.keeper.leases.has(sessionId)) this.cache.set(sessionId, committed);
-    backlog.copy = committed;
+    batch.copy = committed;
     handle.adopt(committed, sent);
     if (!backlog.timer && !backlog.inflight) {
       backlog.timer = setTimeout(() => void this.flush(sessionId).catch(() => undefined), this.flushMs);
@@ -87,59 +118,107 @@ export class WriteBehind {
     }
   }
 
-  /** Sends the session's pending changes now (and waits for a send in flight). */
+  /**
+   * Sends the session's pending changes now, batch by batch (and waits for a send in
+   * flight). Rejects with the first batch that failed; the batches after it that stand
+   * on a reload of their own are still sent.
+   */
   async flush(sessionId: string): Promise<void> {
     const backlog = this.backlogs.get(sessionId);
     if (!backlog) return;
     if (backlog.timer) clearTimeout(backlog.timer);
     backlog.timer = undefined;
-    while (backlog.inflight) await backlog.inflight;
-    const pending = backlog.pending;
-    if (!pending) {
-      this.backlogs.delete(sessionId);
-      return;
+    let failure: unknown;
+    for (;;) {
+      while (backlog.inflight) await backlog.inflight.catch(() => undefined);
+      if (this.backlogs.get(sessionId) !== backlog) break;
+      const batch = backlog.batches[0]!;
+      if (batch.changes === undefined && backlog.batches.length === 1) {
+        this.backlogs.delete(sessionId);
+        break;
+      }
+      if (backlog.batches.length > 1) backlog.batches.shift();
+      else backlog.batches[0] = { changes: undefined, reloadedAt: undefined, copy: undefined };
+      if (batch.changes === undefined) continue;
+      try {
+        await this.send(sessionId, backlog, batch);
+      } catch (err) {
+        failure ??= err;
+      }
     }
-    backlog.pending = undefined;
+    if (failure !== undefined) throw failure;
+  }
+
+  /** One batch's commit, on its base: the acknowledged version, or the version of the load it was made on. */
+  private send(sessionId: string, backlog: SessionBacklog, batch: Batch): Promise<void> {
+    const changes = batch.changes!;
+    // After an acknowledged batch, the tier holds at least its version: a load made
+    // before that commit landed is older, and the commit stands on top of it.
+    const baseVersion = batch.reloadedAt === undefined ? backlog.ackedVersion : Math.max(batch.reloadedAt, backlog.ackedVersion);
     const request: CommitRequest = {
       sessionId,
       token: this.keeper.leases.get(sessionId)?.token ?? 0,
       commitId: this.sender.nextCommitId(),
-      baseVersion: backlog.ackedVersion,
-      lastAccessedAt: pending.lastAccessedAt,
-      set: pending.set,
-      del: pending.del,
-      principal: pending.meta.principal,
-      idleTimeoutMs: pending.meta.idleTimeoutMs,
-      absoluteExpiresAt: pending.meta.absoluteExpiresAt,
+      baseVersion,
+      lastAccessedAt: changes.lastAccessedAt,
+      set: changes.set,
+      del: changes.del,
+      principal: changes.meta.principal,
+      idleTimeoutMs: changes.meta.idleTimeoutMs,
+      absoluteExpiresAt: changes.meta.absoluteExpiresAt,
     };
-    backlog.inflight = (async () => {
+    const inflight = (async () => {
       try {
         // Write-behind runs after its requests ended: only the engine's own bounds apply.
         const ack = await this.sender.send(request, undefined, { releaseOnFailure: true });
         backlog.ackedVersion = ack.version;
         // Our own copy now stands at the acknowledged version. One built on a load made
-        // meanwhile (from before this commit landed) would be labelled with a version
-        // whose changes it lacks: it goes, and the next request loads the truth.
+        // meanwhile (a later batch's) would be labelled with a version whose changes it
+        // may lack: it goes, and the next request loads the truth.
         const cached = this.cache.peek(sessionId);
-        if (cached && cached === backlog.copy && !backlog.reloaded) cached.meta.version = ack.version;
+        if (cached && cached === this.lineageCopy(backlog, batch)) cached.meta.version = ack.version;
         else if (cached) this.cache.delete(sessionId);
-        backlog.reloaded = false;
       } catch (err) {
         this.counters.asyncCommitErrors++;
-        this.drop(sessionId);
+        // The changes made after these on the same copies stand on them: they go too.
+        // Those made on a later load (a batch with reloadedAt) do not, and still go out.
+        while (backlog.batches.length > 0 && backlog.batches[0]!.reloadedAt === undefined) backlog.batches.shift();
+        if (backlog.batches.length === 0) backlog.batches.push({ changes: undefined, reloadedAt: undefined, copy: undefined });
         // The lease the send went under was given back by the sender (releaseOnFailure);
-        // a lease taken since is another request's. The cached copy held the failed changes.
+        // a lease taken since is another request's. The cached copy held the failed
+        // changes, or stands on a load the next batch's send must be acknowledged first.
         this.cache.delete(sessionId);
-        const error = isKilnError(err) ? err : new KilnError('KILN_ERR_INTERNAL', String(err), { cause: err });
-        for (const listener of this.errorListeners) listener(error, sessionId);
-        throw error;
+        throw this.report(sessionId, err);
       } finally {
         backlog.inflight = undefined;
       }
     })();
-    await backlog.inflight;
-    if (backlog.pending) await this.flush(sessionId);
-    else if (this.backlogs.get(sessionId) === backlog) this.backlogs.delete(sessionId);
+    backlog.inflight = inflight;
+    return inflight;
+  }
+
+  /**
+   * The newest copy built on the acknowledged batch: its own last one, or that of the
+   * changes made on top of it since (not on a load). None once a load came between.
+   */
+  private lineageCopy(backlog: SessionBacklog, acknowledged: Batch): CachedSession | undefined {
+    if (backlog.batches.length !== 1) return undefined;
+    const next = backlog.batches[0]!;
+    if (next.reloadedAt !== undefined) return undefined;
+    return next.copy ?? acknowledged.copy;
+  }
+
+  /** A batch left unsent (too many behind a tier that takes nothing): reported as a failed commit. */
+  private giveUp(sessionId: string, batch: Batch): void {
+    if (batch.changes === undefined) return;
+    this.counters.asyncCommitErrors++;
+    this.report(sessionId, new KilnError('KILN_ERR_TIMEOUT', `write-behind changes not sent: ${MAX_BATCHES_PER_SESSION} batches of this session were waiting for the tier`, { details: { sessionId } }));
+  }
+
+  private report(sessionId: string, err: unknown): KilnError {
+    const error = isKilnError(err) ? err : new KilnError('KILN_ERR_INTERNAL', String(err), { cause: err });
+    for (const listener of this.errorListeners) listener(error, sessionId);
+    return error;
   }
 
   async flushAll(): Promise<void> {

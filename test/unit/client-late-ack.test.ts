@@ -10,15 +10,16 @@ import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
  * only when the test lets it (the tier has applied the commit at once; only the answer
  * is held, as a slow network or disk would hold it).
  */
-function withHeldAcks(engine: Engine): { engine: Engine; hold(): void; deliver(): void } {
+function withHeldAcks(engine: Engine, hold: 'the acknowledgement' | 'the send' = 'the acknowledgement'): { engine: Engine; hold(): void; deliver(): void } {
   let gate: Promise<void> | undefined;
   let open: (() => void) | undefined;
   const wrapped = new Proxy(engine, {
     get(target, prop) {
       if (prop === 'commit') {
         return async (...args: Parameters<Engine['commit']>) => {
+          if (hold === 'the send' && gate) await gate;
           const ack = await target.commit(...args);
-          if (gate) await gate;
+          if (hold === 'the acknowledgement' && gate) await gate;
           return ack;
         };
       }
@@ -76,6 +77,64 @@ describe('write-behind changes that outlive their lease (real in-process tier, t
       check.close();
       assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], "A's refused change was reported");
     } finally {
+      await serverA.close();
+      await serverB.close();
+    }
+  });
+});
+
+describe('write-behind changes made on a reload while older ones were on their way (real in-process tier, two clients)', () => {
+  const tier = createMemoryTier({ recallTimeoutMs: 200, pingPongThreshold: 1_000_000 });
+  after(() => tier.close());
+
+  it('still go out when the older ones are refused: only the changes made on the lost lease are given up', async () => {
+    const a = withHeldAcks(tier.engine(), 'the send');
+    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
+    const serverB = createSessionClient({ engine: tier.engine() });
+    const reported: string[] = [];
+    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    try {
+      const first = await serverA.open();
+      first.set('cart', 'empty');
+      await first.commit({ final: true });
+      first.close();
+      const id = first.id;
+
+      const r1 = await serverA.open(id);
+      r1.set('cart', 'A1'); // waits in A's write-behind
+      await r1.commit({ final: true });
+      r1.close();
+      // A's lease is taken back while a request holds the session; B changes the session.
+      const r2 = await serverA.open(id);
+      const rb = await serverB.open(id);
+      r2.close();
+      rb.set('cart', 'B1');
+      await rb.commit({ final: true });
+      rb.close();
+
+      // A's next request sends A1 first, but the send is slow: the request stops waiting
+      // for it at its deadline, takes the lease anew and loads the session (B's version).
+      // The request after it finds that copy in the near cache, and changes it.
+      a.hold();
+      const r3 = await serverA.open(id, { timeoutMs: 300 });
+      assert.equal(r3.get('cart'), 'B1', 'A loaded what the tier holds');
+      r3.close();
+      const r4 = await serverA.open(id);
+      assert.equal(r4.get('cart'), 'B1');
+      r4.set('note', 'A4');
+      await r4.commit({ final: true });
+      r4.close();
+      // A1 now reaches the tier, on the version it was made on: refused. A4 was made on B's
+      // version and must still be sent.
+      a.deliver();
+      await serverA.flush();
+      const check = await serverB.open(id);
+      assert.equal(check.get('cart'), 'B1', "B's change stands");
+      assert.equal(check.get('note'), 'A4', 'the change made on the reload was sent after the refused one');
+      check.close();
+      assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], 'only the refused change was reported');
+    } finally {
+      a.deliver();
       await serverA.close();
       await serverB.close();
     }
