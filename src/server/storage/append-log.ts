@@ -10,14 +10,15 @@ import { formatBytes, totalLength } from '../../util/bytes.js';
 import { doubling } from '../../util/backoff.js';
 import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { type DirLock, FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, lockDataDir, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, unlockDataDir, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, writeAt, writeSnapshot } from './frame-file.js';
+import { type DirLock, lockDataDir, unlockDataDir } from './dir-lock.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
  * snapshot written by compaction.
  *
  * Layout of the data directory:
- *   kiln.lock            pid of the server using the directory
+ *   kiln.lock            the server using the directory (dir-lock.ts)
  *   snapshot.kiln        state as of some point, and the first log it must be followed by
  *   log-<seq>.kiln       records in order; a new file on every start and every compaction
  *

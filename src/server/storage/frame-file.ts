@@ -1,13 +1,10 @@
-import { closeSync, fchmodSync, linkSync, fstatSync, fsyncSync, openSync, readdirSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readdirSync, readSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { BINARY_MARK } from '../../util/binary.js';
-import { KilnError } from '../../errors/index.js';
 import type { TierRecord } from '../../tier/session-table.js';
 import { failpoint, failpointActive, failpointHold } from '../../util/failpoint.js';
-import { isProcessAlive } from '../../util/process-alive.js';
 import { encodeRecord, type Keyring, recordPlace, sealRecord } from './record-codec.js';
 
 /**
@@ -131,153 +128,6 @@ function seqsOfLogs(names: string[]): number[] {
 
 export function logPath(dir: string, seq: number): string {
   return join(dir, `log-${String(seq).padStart(8, '0')}.kiln`);
-}
-
-/** A data directory's lock, as this process holds it (lockDataDir, unlockDataDir). */
-export interface DirLock {
-  /** The directory's real path. */
-  readonly dir: string;
-}
-
-/**
- * The data directories this process has locked, by real path (not by inode: a directory
- * removed and made again may get the inode of another still listed). In memory, not in
- * kiln.lock: the file keeps the `<pid>` every Kiln reads (an older one would take
- * `<pid> <anything>` for no lock at all).
- */
-const locksHere = new Map<string, DirLock>();
-
-/**
- * Puts `<pid>` at `path` whole and only if nothing is there: written to a file of its
- * own first and then linked in (an empty lock file seen while being written would look
- * like no holder). False when a lock is there already. A file system without hard links
- * gets an exclusive create instead.
- */
-function placeLockFile(path: string): boolean {
-  const own = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
-  writePidFile(own);
-  try {
-    linkSync(own, path);
-    return true;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return false;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
-    try {
-      writePidFile(path);
-      return true;
-    } catch (err2) {
-      if ((err2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw err2;
-    }
-  } finally {
-    rmSync(own, { force: true });
-  }
-}
-
-/** `<pid>` in a new file at `path` (0600), refused when one is there (EEXIST). */
-function writePidFile(path: string): void {
-  const fd = openSync(path, 'wx', 0o600);
-  try {
-    fchmodSync(fd, 0o600);
-    writeSync(fd, `${process.pid}\n`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Another live process holds a lock naming `pid` (not this one, whose pid a dead holder's may be). */
-function holderLives(pid: number): boolean {
-  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && isProcessAlive(pid);
-}
-
-/**
- * Removes a lock left by a dead process, false when another start is taking it over.
- * Takeovers go one at a time, through `kiln.lock.takeover` (placed as the lock is): only
- * its holder removes a lock, after reading it again. So a fresh lock another server
- * placed a moment ago is never removed as stale, and of servers starting at once on a
- * stale lock one takes it. A takeover file left by a dead process is removed.
- */
-function removeStaleLock(path: string): boolean {
-  const takeover = `${path}.takeover`;
-  if (!placeLockFile(takeover)) {
-    const other = lockHolderIfAny(takeover);
-    if (other !== undefined && holderLives(other)) return false;
-    rmSync(takeover, { force: true });
-    if (!placeLockFile(takeover)) return false;
-  }
-  try {
-    // Read again under the takeover: a lock gone since may be placed anew at any moment
-    // (and must then stay); one still here is still the dead one's.
-    const pid = lockHolderIfAny(path);
-    if (pid === undefined) return true;
-    if (holderLives(pid)) return false;
-    rmSync(path, { force: true });
-    return true;
-  } finally {
-    rmSync(takeover, { force: true });
-  }
-}
-
-/** lockHolder, or undefined when the file is gone. */
-function lockHolderIfAny(path: string): number | undefined {
-  try {
-    return lockHolder(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
-/** The pid a kiln.lock names (its first word; the file is read no further than a pid can go), or NaN. */
-function lockHolder(path: string): number {
-  const fd = openSync(path, 'r');
-  try {
-    const head = Buffer.alloc(32);
-    const length = readSync(fd, head, 0, head.length, 0);
-    return Number(head.toString('latin1', 0, length).trim().split(/\s+/)[0]);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * Takes `<dir>/kiln.lock`; refused while another live process holds it, or another
- * storage of this process (a second server on the directory, or one restarted in place
- * while the old one's abandoned compaction still runs: see AppendLog.close). A lock left
- * by a dead process, or by one whose pid this process now has, is taken over.
- */
-export function lockDataDir(dir: string): DirLock {
-  const real = realpathSync(dir);
-  if (locksHere.has(real)) {
-    throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
-  }
-  const path = join(real, 'kiln.lock');
-  for (let attempt = 0; !placeLockFile(path); attempt++) {
-    const pid = lockHolderIfAny(path);
-    if (pid === undefined && attempt < 3) continue; // gone meanwhile: try again
-    if (pid === undefined || attempt >= 3 || holderLives(pid) || !removeStaleLock(path)) {
-      throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid ?? 'starting'}`, { details: { dir, pid } });
-    }
-  }
-  const lock: DirLock = { dir: real };
-  locksHere.set(real, lock);
-  return lock;
-}
-
-/**
- * Gives up `lock` (a second call, or none, does nothing). The file goes only while it
- * still names this process: one deleted under a running server may since hold another's.
- */
-export function unlockDataDir(lock: DirLock | undefined): void {
-  if (lock === undefined || locksHere.get(lock.dir) !== lock) return;
-  locksHere.delete(lock.dir);
-  const path = join(lock.dir, 'kiln.lock');
-  try {
-    if (lockHolder(path) === process.pid) unlinkSync(path);
-  } catch {
-    // Already gone.
-  }
 }
 
 /** Size of the piece a stored file is read in; a frame larger than this gets a buffer of its own. */

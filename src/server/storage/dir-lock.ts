@@ -1,0 +1,265 @@
+import { closeSync, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { utimes } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { KilnError } from '../../errors/index.js';
+import { isProcessAlive, ownIdentity, startTicksOf, UNKNOWN, type ProcessIdentity } from '../../util/process-alive.js';
+
+/**
+ * `<dir>/kiln.lock`: one server per data directory.
+ *
+ * The file is `<pid> <boot id> <pid namespace> <start ticks> <host>` (every Kiln reads
+ * the first word). Whether its holder lives is decided by what this process can check:
+ * - in the same boot and pid namespace (or a lock naming only a pid), the pid is looked
+ *   up, and its start time, so that a pid reused by another process holds nothing;
+ * - a lock of an earlier boot of this machine's namespace is stale;
+ * - otherwise (another container on the same volume, another machine on a shared file
+ *   system) the pid means nothing here: the holder refreshes the file's modification
+ *   time every LOCK_REFRESH_MS, and a lock not refreshed for LOCK_STALE_AFTER_MS is
+ *   stale. A second container started on a live server's volume is refused; one started
+ *   after a crash waits out that time (the refusal says how long).
+ */
+export const LOCK_REFRESH_MS = 5_000;
+export const LOCK_STALE_AFTER_MS = 30_000;
+/** A lock file is read no further than this (its five words fit well within). */
+const LOCK_READ_BYTES = 256;
+
+/** A data directory's lock, as this process holds it (lockDataDir, unlockDataDir). */
+export interface DirLock {
+  /** The directory's real path. */
+  readonly dir: string;
+}
+
+/**
+ * The data directories this process has locked, by real path (not by inode: a directory
+ * removed and made again may get the inode of another still listed), with the timer that
+ * refreshes each lock.
+ */
+const locksHere = new Map<string, { lock: DirLock; refresh: NodeJS.Timeout }>();
+
+/** What a lock file says of its holder; words an older Kiln did not write are undefined. */
+export interface LockRecord {
+  readonly pid: number;
+  readonly boot: string | undefined;
+  readonly pidNamespace: string | undefined;
+  readonly started: string | undefined;
+  readonly host: string | undefined;
+}
+
+/** Why a lock is held: its holder was seen, or it was refreshed too lately to be called stale. */
+export type HolderVerdict = { held: false } | { held: true; seen: true } | { held: true; seen: false; refreshedMsAgo: number };
+
+/** This process as a lock names it. */
+function ownRecordLine(): string {
+  const me = ownIdentity();
+  return `${me.pid} ${me.boot} ${me.pidNamespace} ${me.started} ${hostWord()}\n`;
+}
+
+/** The host name as one word of at most 64 printable characters ('-' for none). */
+function hostWord(): string {
+  const word = hostname().replace(/[^\x21-\x7e]/g, '').slice(0, 64);
+  return word === '' ? UNKNOWN : word;
+}
+
+/** Parses a lock file's head (see the module's comment); a first word that is no pid gives NaN. */
+export function parseLockRecord(text: string): LockRecord {
+  const words = text.trim().split(/\s+/);
+  const known = (word: string | undefined) => (word === undefined || word === UNKNOWN ? undefined : word);
+  return { pid: /^\d{1,10}$/.test(words[0] ?? '') ? Number(words[0]) : Number.NaN, boot: known(words[1]), pidNamespace: known(words[2]), started: known(words[3]), host: known(words[4]) };
+}
+
+/** What this process can see of another: whether a pid lives, and its start time. */
+export interface ProcessProbe {
+  alive(pid: number): boolean;
+  startedOf(pid: number): string | undefined;
+}
+
+const localProbe: ProcessProbe = { alive: isProcessAlive, startedOf: startTicksOf };
+
+/**
+ * Whether the lock's holder may live (pure: `me`, the clock and the probe are given). A
+ * lock naming this very process's pid in its own namespace is not held: a dead holder's
+ * pid may be ours (a container restarted), and this process's own locks are in locksHere.
+ */
+export function judgeHolder(record: LockRecord, refreshedAt: number, now: number, me: ProcessIdentity & { host: string }, probe: ProcessProbe): HolderVerdict {
+  if (!Number.isInteger(record.pid) || record.pid <= 0) return { held: false };
+  const unknownOrSame = (theirs: string | undefined, ours: string) => theirs === undefined || ours === UNKNOWN || theirs === ours;
+  const sameNamespace = unknownOrSame(record.pidNamespace, me.pidNamespace);
+  if (unknownOrSame(record.boot, me.boot) && sameNamespace) {
+    if (record.pid === me.pid || !probe.alive(record.pid)) return { held: false };
+    const started = probe.startedOf(record.pid);
+    if (record.started !== undefined && started !== undefined && started !== record.started) return { held: false };
+    return { held: true, seen: true };
+  }
+  // A boot since: of this machine (its name) and namespace (the host's own keeps its
+  // number across boots), nothing of the earlier boot lives.
+  if (sameNamespace && unknownOrSame(record.host, me.host) && record.host !== undefined) return { held: false };
+  const refreshedMsAgo = Math.max(0, now - refreshedAt);
+  return refreshedMsAgo > LOCK_STALE_AFTER_MS ? { held: false } : { held: true, seen: false, refreshedMsAgo };
+}
+
+/** The verdict on the lock at `path` as this process sees it now; undefined when the file is gone. */
+function holderOf(path: string): { record: LockRecord; verdict: HolderVerdict } | undefined {
+  const lock = readLock(path);
+  if (lock === undefined) return undefined;
+  const record = parseLockRecord(lock.head);
+  return { record, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord() }, localProbe) };
+}
+
+/** A lock file's head and the time it was last refreshed; undefined when it is gone. */
+function readLock(path: string): { head: string; refreshedAt: number } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const buffer = Buffer.alloc(LOCK_READ_BYTES);
+    const head = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0));
+    return { head, refreshedAt: fstatSync(fd).mtimeMs };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Puts this process's record at `path` whole and only if nothing is there: written to a
+ * file of its own first and then linked in (an empty lock file seen while being written
+ * would look like no holder). False when a lock is there already. A file system without
+ * hard links gets an exclusive create instead.
+ */
+function placeLockFile(path: string): boolean {
+  const own = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeRecordFile(own);
+  try {
+    linkSync(own, path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS') throw err;
+    try {
+      writeRecordFile(path);
+      return true;
+    } catch (err2) {
+      if ((err2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err2;
+    }
+  } finally {
+    rmSync(own, { force: true });
+  }
+}
+
+/** This process's record in a new file at `path` (0600), refused when one is there (EEXIST). */
+function writeRecordFile(path: string): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    fchmodSync(fd, 0o600);
+    writeSync(fd, ownRecordLine());
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Removes a stale lock, false when another start is taking it over or it turned out held.
+ * Takeovers go one at a time, through `kiln.lock.takeover` (placed as the lock is): only
+ * its holder removes a lock, after reading it again. So a fresh lock another server
+ * placed a moment ago is never removed as stale, and of servers starting at once on a
+ * stale lock one takes it. A takeover file left by a dead process is removed.
+ */
+function removeStaleLock(path: string): boolean {
+  const takeover = `${path}.takeover`;
+  if (!placeLockFile(takeover)) {
+    const other = holderOf(takeover);
+    if (other !== undefined && other.verdict.held) return false;
+    rmSync(takeover, { force: true });
+    if (!placeLockFile(takeover)) return false;
+  }
+  try {
+    // Read again under the takeover: a lock gone since may be placed anew at any moment
+    // (and must then stay); one still here is still the stale one.
+    const holder = holderOf(path);
+    if (holder === undefined) return true;
+    if (holder.verdict.held) return false;
+    rmSync(path, { force: true });
+    return true;
+  } finally {
+    rmSync(takeover, { force: true });
+  }
+}
+
+function inUse(dir: string, holder: { record: LockRecord; verdict: HolderVerdict } | undefined): KilnError {
+  const pid = holder?.record.pid;
+  const verdict = holder?.verdict;
+  if (verdict?.held === true && !verdict.seen) {
+    const seconds = Math.ceil((LOCK_STALE_AFTER_MS - verdict.refreshedMsAgo) / 1000);
+    return new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid} of another pid namespace, boot or machine (a container on the same volume?): its lock was refreshed ${Math.round(verdict.refreshedMsAgo / 1000)} s ago, and is taken over once not refreshed for ${LOCK_STALE_AFTER_MS / 1000} s (in ${seconds} s or more)`, {
+      details: { dir, pid, refreshedMsAgo: Math.round(verdict.refreshedMsAgo) },
+    });
+  }
+  return new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid ?? 'starting'}`, { details: { dir, pid } });
+}
+
+/**
+ * Takes `<dir>/kiln.lock`; refused while another live process holds it, or another
+ * storage of this process (a second server on the directory, or one restarted in place
+ * while the old one's abandoned compaction still runs: see AppendLog.close). A stale
+ * lock (see the module's comment) is taken over. The lock is refreshed until
+ * unlockDataDir.
+ */
+export function lockDataDir(dir: string): DirLock {
+  const real = realpathSync(dir);
+  if (locksHere.has(real)) {
+    throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
+  }
+  const path = join(real, 'kiln.lock');
+  for (let attempt = 0; !placeLockFile(path); attempt++) {
+    const holder = holderOf(path);
+    if (holder === undefined && attempt < 3) continue; // gone meanwhile: try again
+    if (holder === undefined || attempt >= 3 || holder.verdict.held || !removeStaleLock(path)) throw inUse(dir, holder);
+  }
+  const lock: DirLock = { dir: real };
+  locksHere.set(real, { lock, refresh: refreshEvery(path) });
+  return lock;
+}
+
+/**
+ * Touches the lock file now and then, so a server that cannot see this process (another
+ * pid namespace or machine) knows it lives. Asynchronous and never two at once: a disk
+ * that hangs holds one touch, not the event loop; the lock then goes stale for those
+ * servers, as it should for a server that cannot write.
+ */
+function refreshEvery(path: string): NodeJS.Timeout {
+  let touching = false;
+  const timer = setInterval(() => {
+    if (touching) return;
+    touching = true;
+    const now = new Date();
+    utimes(path, now, now)
+      .catch(() => undefined)
+      .finally(() => (touching = false));
+  }, LOCK_REFRESH_MS);
+  timer.unref();
+  return timer;
+}
+
+/**
+ * Gives up `lock` (a second call, or none, does nothing). The file goes only while it
+ * still names this process: one deleted under a running server may since hold another's.
+ */
+export function unlockDataDir(lock: DirLock | undefined): void {
+  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
+  if (held === undefined || held.lock !== lock) return;
+  locksHere.delete(lock.dir);
+  clearInterval(held.refresh);
+  const path = join(lock.dir, 'kiln.lock');
+  try {
+    if (readLock(path)?.head === ownRecordLine()) unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+}
