@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { judgeHolder, LOCK_STALE_AFTER_MS, lockDataDir, parseLockRecord, unlockDataDir, type ProcessProbe } from '../../src/server/storage/dir-lock.js';
@@ -74,6 +74,24 @@ describe('kiln.lock: whether its holder lives', () => {
       unlockDataDir(lock);
       writeFileSync(join(dir, 'kiln.lock'), `${process.ppid} ${own.boot} ${own.pidNamespace} ${startTicksOf(process.ppid)} somehost\n`);
       assert.throws(() => lockDataDir(dir), new RegExp(`in use by process ${process.ppid}$`));
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('a kiln.lock that is a FIFO, a symbolic link or a directory is refused as such at once (a FIFO is not waited on)', () => {
+    const dir = tempDir();
+    try {
+      const path = join(dir, 'kiln.lock');
+      execFileSync('mkfifo', [path]);
+      assert.throws(() => lockDataDir(dir), /kiln\.lock is not a regular file/);
+      rmSync(path);
+      writeFileSync(join(dir, 'elsewhere'), `${process.ppid}\n`);
+      symlinkSync(join(dir, 'elsewhere'), path);
+      assert.throws(() => lockDataDir(dir), /kiln\.lock is a symbolic link/);
+      rmSync(path);
+      mkdirSync(path);
+      assert.throws(() => lockDataDir(dir), /kiln\.lock is not a regular file/);
     } finally {
       removeDir(dir);
     }

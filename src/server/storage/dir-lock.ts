@@ -1,4 +1,4 @@
-import { closeSync, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -111,18 +111,27 @@ function holderOf(path: string): { record: LockRecord; verdict: HolderVerdict } 
 function readLock(path: string): { head: string; refreshedAt: number } | undefined {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // Not followed if a link, not waited on if a FIFO: a lock file is ours to write, so
+    // anything else there is damage, and said so.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw notALockFile(path, 'a symbolic link');
     throw err;
   }
   try {
+    if (!fstatSync(fd).isFile()) throw notALockFile(path, 'not a regular file');
     const buffer = Buffer.alloc(LOCK_READ_BYTES);
     const head = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0));
     return { head, refreshedAt: fstatSync(fd).mtimeMs };
   } finally {
     closeSync(fd);
   }
+}
+
+function notALockFile(path: string, what: string): KilnError {
+  return new KilnError('KILN_ERR_STORAGE', `${path} is ${what}; a lock file is a regular file. Remove it once sure no server runs on the directory`, { details: { path } });
 }
 
 /**
