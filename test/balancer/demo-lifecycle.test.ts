@@ -140,6 +140,18 @@ describe('kiln demo: killed by SIGKILL', () => {
     const killedAt = Date.now();
     await allGone(pids, 8000);
     console.log(`# children gone ${Date.now() - killedAt} ms after the demo's SIGKILL`);
+
+    // A SIGKILL leaves its temp dirs (its kiln server's data, its admin token): the next demo removes them.
+    const deadOnes = readdirSync(dirs.tmp).filter((name) => name.includes(`-${demo.child.pid}-`));
+    assert.equal(deadOnes.length, 2, readdirSync(dirs.tmp).join(', '));
+    const next = spawnDemo(['--engine', 'memory'], dirs.env);
+    try {
+      await waitFor(() => /removed 2 temp directories of a demo that was killed/.test(next.output()), 30_000, 'the sweep');
+      assert.deepEqual(readdirSync(dirs.tmp).filter((name) => deadOnes.includes(name)), []);
+    } finally {
+      next.child.kill('SIGTERM');
+      await next.exited;
+    }
   });
 });
 

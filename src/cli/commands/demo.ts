@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -15,6 +14,7 @@ import { hostFlag, intFlag } from '../args.js';
 import type { Command } from '../command.js';
 import { Supervisor, type RestartPolicy, type Supervised } from '../supervisor.js';
 import { clearDemoState, writeDemoState } from '../demo-state.js';
+import { makeDemoTempDir, sweepDeadDemoDirs } from '../demo-temp.js';
 
 const HELP = `Usage: kiln demo [options]
 
@@ -145,6 +145,8 @@ export const demoCommand: Command = {
     const reserved = await reserveBalancerAddress(host, wantedPort);
 
     const say = (line: string): void => void process.stdout.write(`${line}\n`);
+    const swept = sweepDeadDemoDirs();
+    if (swept > 0) say(`kiln demo: removed ${swept} temp ${swept === 1 ? 'directory' : 'directories'} of a demo that was killed`);
     let stopping = false;
     const supervisor = new Supervisor((name, code, signal) => {
       if (stopping) return;
@@ -219,10 +221,10 @@ export const demoCommand: Command = {
     let adminToken: string;
 
     try {
-      const dataDir = ownData ? mkdtempSync(join(tmpdir(), 'kiln-demo-')) : values.data;
+      const dataDir = ownData ? makeDemoTempDir('data') : values.data;
       if (ownData) tempDirs.push(dataDir!);
       // The console's own token (never the client token), in a file only we can read.
-      const adminDir = mkdtempSync(join(tmpdir(), 'kiln-demo-admin-'));
+      const adminDir = makeDemoTempDir('admin');
       tempDirs.push(adminDir);
       adminToken = randomBytes(32).toString('base64url');
       adminTokenFile = join(adminDir, 'admin.token');
