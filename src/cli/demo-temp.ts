@@ -1,6 +1,7 @@
-import { lstatSync, mkdtempSync, readdirSync, readSync, openSync, closeSync, constants, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { lockHolderPid } from '../server/storage/dir-lock.js';
 import { isProcessAlive } from '../util/process-alive.js';
 
 /**
@@ -48,21 +49,4 @@ export function sweepDeadDemoDirs(dir: string = tmpdir()): number {
     }
   }
   return removed;
-}
-
-/** The pid a kiln.lock begins with (read no further than 32 bytes), or undefined. */
-function lockHolderPid(path: string): number | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    const head = Buffer.alloc(32);
-    const word = /^\d{1,10}/.exec(head.toString('latin1', 0, readSync(fd, head, 0, head.length, 0)))?.[0];
-    return word === undefined ? undefined : Number(word);
-  } finally {
-    closeSync(fd);
-  }
 }

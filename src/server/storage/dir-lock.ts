@@ -107,6 +107,17 @@ function holderOf(path: string): { record: LockRecord; verdict: HolderVerdict } 
   return { record, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord() }, localProbe) };
 }
 
+/** The pid a lock file names; undefined when there is none, or it cannot be read as a lock. */
+export function lockHolderPid(path: string): number | undefined {
+  try {
+    const lock = readLock(path);
+    const pid = lock === undefined ? Number.NaN : parseLockRecord(lock.head).pid;
+    return Number.isInteger(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A lock file's head and the time it was last refreshed; undefined when it is gone. */
 function readLock(path: string): { head: string; refreshedAt: number } | undefined {
   let fd: number;
