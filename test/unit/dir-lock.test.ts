@@ -174,4 +174,23 @@ describe('kiln.lock between pid namespaces (real processes, unshare)', () => {
       removeDir(dir);
     }
   });
+
+  it('one process is refused one directory under a second path (a bind mount), and gets it there once the first lets it go', () => {
+    const dir = tempDir();
+    const mountPoint = tempDir();
+    try {
+      const script = `const { lockDataDir, unlockDataDir } = await import(${JSON.stringify(dirLockModule)});
+        const first = lockDataDir(process.argv[1]);
+        let said; try { lockDataDir(process.argv[2]); said = 'took it twice'; } catch (e) { said = e.message; }
+        unlockDataDir(first);
+        const second = lockDataDir(process.argv[2]);
+        unlockDataDir(second);
+        process.stdout.write(said + '\\n');`;
+      const out = execFileSync('unshare', ['--mount', '--map-root-user', 'sh', '-c', 'mount --bind "$1" "$2" && exec "$3" --input-type=module -e "$4" "$1" "$2"', 'sh', dir, mountPoint, process.execPath, script], { encoding: 'utf8', timeout: 20_000 });
+      assert.match(out, new RegExp(`data directory ${mountPoint} is in use by this process under another path \\(${dir}\\)`));
+    } finally {
+      removeDir(mountPoint);
+      removeDir(dir);
+    }
+  });
 });

@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +36,7 @@ export interface DirLock {
  * removed and made again may get the inode of another still listed), with the timer that
  * refreshes each lock.
  */
-const locksHere = new Map<string, { lock: DirLock; refresh: NodeJS.Timeout }>();
+const locksHere = new Map<string, { lock: DirLock; refresh: NodeJS.Timeout; dev: number; ino: number }>();
 
 /** What a lock file says of its holder; words an older Kiln did not write are undefined. */
 export interface LockRecord {
@@ -233,18 +233,35 @@ function inUse(dir: string, holder: { record: LockRecord; verdict: HolderVerdict
  */
 export function lockDataDir(dir: string): DirLock {
   const real = realpathSync(dir);
-  if (locksHere.has(real)) {
-    throw new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
-  }
+  const { dev, ino } = statSync(real);
+  if (locksHere.has(real)) throw inUseHere(dir, undefined);
   const path = join(real, 'kiln.lock');
   for (let attempt = 0; !placeLockFile(path); attempt++) {
     const holder = holderOf(path);
     if (holder === undefined && attempt < 3) continue; // gone meanwhile: try again
+    // Our own lock under another path (a bind mount: two real paths, one directory).
+    // Only then is the inode compared: one of a directory removed under a running server
+    // may have been given to another since, but that one holds no lock of ours.
+    if (holder !== undefined && isOwnRecord(holder.record)) {
+      const other = [...locksHere.entries()].find(([, held]) => held.dev === dev && held.ino === ino);
+      if (other !== undefined) throw inUseHere(dir, other[0]);
+    }
     if (holder === undefined || attempt >= 3 || holder.verdict.held || !removeStaleLock(path)) throw inUse(dir, holder);
   }
   const lock: DirLock = { dir: real };
-  locksHere.set(real, { lock, refresh: refreshEvery(path) });
+  locksHere.set(real, { lock, refresh: refreshEvery(path), dev, ino });
   return lock;
+}
+
+/** A lock this very process placed: its pid, and (where known) its boot, namespace and start time. */
+function isOwnRecord(record: LockRecord): boolean {
+  const me = ownIdentity();
+  return record.pid === me.pid && record.boot === (me.boot === UNKNOWN ? undefined : me.boot) && record.pidNamespace === (me.pidNamespace === UNKNOWN ? undefined : me.pidNamespace) && record.started === (me.started === UNKNOWN ? undefined : me.started);
+}
+
+function inUseHere(dir: string, otherPath: string | undefined): KilnError {
+  const where = otherPath === undefined ? '' : ` under another path (${otherPath})`;
+  return new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by this process${where} (a storage not stopped yet, or a compaction abandoned at stop that still waits on its disk)`, { details: { dir, pid: process.pid } });
 }
 
 /**
