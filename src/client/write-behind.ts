@@ -152,9 +152,10 @@ export class WriteBehind {
   /** One batch's commit, on its base: the acknowledged version, or the version of the load it was made on. */
   private send(sessionId: string, backlog: SessionBacklog, batch: Batch): Promise<void> {
     const changes = batch.changes!;
-    // After an acknowledged batch, the tier holds at least its version: a load made
-    // before that commit landed is older, and the commit stands on top of it.
-    const baseVersion = batch.reloadedAt === undefined ? backlog.ackedVersion : Math.max(batch.reloadedAt, backlog.ackedVersion);
+    // A reload batch goes on the version it was made on, even after the older batch
+    // landed: a load made before that landed lacks its changes, and what was read there
+    // and written back (x = x + 1) would undo them. Refused then, and reported.
+    const baseVersion = batch.reloadedAt ?? backlog.ackedVersion;
     const request: CommitRequest = {
       sessionId,
       token: this.keeper.leases.get(sessionId)?.token ?? 0,
@@ -170,7 +171,9 @@ export class WriteBehind {
     const inflight = (async () => {
       try {
         // Write-behind runs after its requests ended: only the engine's own bounds apply.
-        const ack = await this.sender.send(request, undefined, { releaseOnFailure: true });
+        // A failure gives the lease back, unless newer changes wait to go under it and the
+        // tier did not refuse these as stale (a refusal gives it back whatever we ask).
+        const ack = await this.sender.send(request, undefined, { releaseOnFailure: !backlog.batches.some((b) => b.changes !== undefined) });
         backlog.ackedVersion = ack.version;
         // Our own copy now stands at the acknowledged version. One built on a load made
         // meanwhile (a later batch's) would be labelled with a version whose changes it

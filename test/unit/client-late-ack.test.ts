@@ -141,6 +141,55 @@ describe('write-behind changes made on a reload while older ones were on their w
   });
 });
 
+describe('write-behind changes made on a reload that older changes of this process landed after (real in-process tier)', () => {
+  const tier = createMemoryTier({ recallTimeoutMs: 200, pingPongThreshold: 1_000_000 });
+  after(() => tier.close());
+
+  it('are refused and reported, never written over the older ones (what they read lacked them)', async () => {
+    const a = withHeldAcks(tier.engine(), 'the send');
+    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
+    const serverB = createSessionClient({ engine: tier.engine() });
+    const reported: string[] = [];
+    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    try {
+      const first = await serverA.open();
+      first.set('x', 'start');
+      await first.commit({ final: true });
+      first.close();
+      const id = first.id;
+      const r1 = await serverA.open(id);
+      r1.set('x', 'O1'); // waits in A's write-behind
+      await r1.commit({ final: true });
+      r1.close();
+      // A's lease is taken back while a request holds the session; B changes nothing.
+      const r2 = await serverA.open(id);
+      const rb = await serverB.open(id);
+      r2.close();
+      rb.close();
+      // O1's send is slow: the next request loads the session without O1; the one after
+      // reads x there and writes it back changed.
+      a.hold();
+      const r3 = await serverA.open(id, { timeoutMs: 300 });
+      r3.close();
+      const r4 = await serverA.open(id);
+      assert.equal(r4.get('x'), 'start', 'the reload lacks O1');
+      r4.set('x', `${String(r4.get('x'))}+R`);
+      await r4.commit({ final: true });
+      r4.close();
+      a.deliver(); // O1 lands, on the version it was made on: nothing changed it
+      await serverA.flush();
+      const check = await serverB.open(id);
+      assert.equal(check.get('x'), 'O1', "O1 stands: the change read before it landed did not undo it");
+      check.close();
+      assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], 'the refused change was reported');
+    } finally {
+      a.deliver();
+      await serverA.close();
+      await serverB.close();
+    }
+  });
+});
+
 describe('late acknowledgements (real in-process tier, two clients)', () => {
   // Leases stay with whoever took them last (no release after use for a session that
   // moves): the acknowledgement then finds its own process holding the session again.
