@@ -64,3 +64,18 @@ export function startTicksOf(pid: number): string | undefined {
     return undefined;
   }
 }
+
+let booted: number | undefined | null = null;
+
+/** When this machine booted (ms since the epoch, from /proc/stat's btime); undefined where unknown. */
+export function bootedAt(): number | undefined {
+  if (booted === null) {
+    try {
+      const seconds = /^btime (\d{1,12})$/m.exec(readFileSync('/proc/stat', 'latin1'))?.[1];
+      booted = seconds === undefined ? undefined : Number(seconds) * 1000;
+    } catch {
+      booted = undefined;
+    }
+  }
+  return booted;
+}

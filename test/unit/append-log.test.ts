@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, constants, existsSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -222,6 +222,27 @@ describe('append-only log', () => {
           removeDir(dir);
         }
       }
+    }
+  });
+
+  it('a server whose lock another server took over (it looked dead: paused, its disk hung) refuses every commit from then on, and says why', async () => {
+    const dir = tempDir();
+    try {
+      const errors: string[] = [];
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: (err) => errors.push(err.message) });
+      log.load((r) => table.replay(r));
+      await log.open();
+      assert.equal(log.refusal(), undefined);
+      writeFileSync(join(dir, 'theirs'), '2000 boot-b 4026532176 77 elsewhere\n');
+      renameSync(join(dir, 'theirs'), join(dir, 'kiln.lock'));
+      await waitFor(() => log.refusal() !== undefined || undefined, 9_000, 'commits refused');
+      assert.match(log.refusal()!, /lock .*kiln\.lock is no longer this server's: another file is in its place/);
+      assert.ok(errors.some((e) => /commits are refused from now on: stop this server/.test(e)), errors.join('; '));
+      await log.close();
+      assert.ok(existsSync(join(dir, 'kiln.lock')), "the other server's lock stays");
+    } finally {
+      removeDir(dir);
     }
   });
 

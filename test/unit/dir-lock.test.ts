@@ -1,23 +1,23 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { judgeHolder, LOCK_STALE_AFTER_MS, lockDataDir, parseLockRecord, unlockDataDir, type ProcessProbe } from '../../src/server/storage/dir-lock.js';
+import { judgeHolder, LOCK_REFRESH_MS, LOCK_STALE_AFTER_MS, lockDataDir, parseLockRecord, refreshLockIfDue, unlockDataDir, type Judge, type ProcessProbe } from '../../src/server/storage/dir-lock.js';
 import { ownIdentity, startTicksOf } from '../../src/util/process-alive.js';
-import { removeDir, sleep, tempDir } from '../helpers/processes.js';
+import { removeDir, tempDir, waitFor } from '../helpers/processes.js';
 
 /**
  * kiln.lock across pid namespaces, boots and reused pids: the pure verdict on every kind
  * of lock, and real processes in a pid namespace of their own (`unshare`, as a container
  * on the same volume would be).
  */
-const me = { pid: 1000, boot: 'boot-a', pidNamespace: '4026531836', started: '500', host: 'node-1' };
-const NOW = 10_000_000;
+const NOW = 10_000_000_000;
+const me = { pid: 1000, boot: 'boot-a', pidNamespace: '4026531836', started: '500', host: 'node-1', bootedAt: NOW - 3_600_000 };
 function probe(live: Record<number, string>): ProcessProbe {
   return { alive: (pid) => pid in live, startedOf: (pid) => live[pid] };
 }
-const judge = (line: string, live: Record<number, string>, refreshedAgo = 0) => judgeHolder(parseLockRecord(line), NOW - refreshedAgo, NOW, me, probe(live)).held;
+const judge = (line: string, live: Record<number, string>, refreshedAgo = 0, self: Judge = me) => judgeHolder(parseLockRecord(line), NOW - refreshedAgo, NOW, self, probe(live)).held;
 
 describe('kiln.lock: whether its holder lives', () => {
   it('a lock naming only a pid (an older Kiln): held while that pid lives, not when it is this process', () => {
@@ -43,9 +43,36 @@ describe('kiln.lock: whether its holder lives', () => {
     }
   });
 
-  it("an earlier boot of this machine's own namespace is stale at once (a reboot)", () => {
-    assert.equal(judge('2000 boot-z 4026531836 77 node-1', { 2000: '1' }), false);
-    assert.equal(judge('2000 boot-z 4026531836 77 -', { 2000: '1' }), true, 'no host name written: the machine is not known to be this one');
+  it('an earlier boot of this machine is stale at once (a reboot): last refreshed before this boot began', () => {
+    const beforeBoot = 3_600_000 + 1_000;
+    assert.equal(judge('2000 boot-z 4026531836 77 node-1', { 2000: '1' }, beforeBoot), false);
+    assert.equal(judge('2000 boot-z 4026532999 77 node-1', {}, beforeBoot), false, 'whatever its namespace');
+    assert.equal(judge('2000 boot-z 4026531836 77 node-1', {}, 1_000), true, 'refreshed since this boot: another machine of the same name (the root namespace has one number on every machine)');
+    assert.equal(judge('2000 boot-z 4026531836 77 -', {}, beforeBoot), false, 'no host name written: the refreshes decide, and it is old');
+    assert.equal(judge('2000 boot-z 4026531836 77 -', {}, 1_000), true, 'no host name written: the refreshes decide');
+    assert.equal(judge('2000 boot-z 4026531836 77 node-1', {}, beforeBoot, { ...me, bootedAt: undefined }), false, 'boot time unknown: the refreshes decide, and it is old');
+  });
+
+  it('this process not knowing its own boot or namespace (no /proc): the refreshes decide, except for a lock naming only a pid', () => {
+    const blind = { ...me, boot: '-', pidNamespace: '-', started: '-', bootedAt: undefined };
+    assert.equal(judge('2000 boot-a 4026531836 77 node-1', {}, 0, blind), true, 'a fresh lock of a process it cannot see');
+    assert.equal(judge('2000 boot-a 4026531836 77 node-1', {}, LOCK_STALE_AFTER_MS + 1, blind), false);
+    assert.equal(judge('2000\n', {}, 0, blind), false, "an older Kiln's lock: its pid is looked up");
+    assert.equal(judge('2000\n', { 2000: '9' }, LOCK_STALE_AFTER_MS + 1, blind), true);
+  });
+
+  it("a lock whose time is ahead of this clock counts as just refreshed, and the refusal says the clock is ahead", () => {
+    assert.equal(judge('2000 boot-b 4026531836 77 node-2', {}, -3_600_000), true);
+    const dir = tempDir();
+    try {
+      const path = join(dir, 'kiln.lock');
+      writeFileSync(path, '2000 boot-b 4026531836 77 node-2\n');
+      const ahead = new Date(Date.now() + 3_600_000);
+      utimesSync(path, ahead, ahead);
+      assert.throws(() => lockDataDir(dir), /its lock's time is 3600 s ahead of this machine's clock/);
+    } finally {
+      removeDir(dir);
+    }
   });
 
   it("this process's record: its pid first (what every Kiln reads), then boot, pid namespace, start time, host", () => {
@@ -97,16 +124,39 @@ describe('kiln.lock: whether its holder lives', () => {
     }
   });
 
-  it('is refreshed while held, so a server that cannot see the holder knows it lives', async () => {
+  it('is refreshed while held, also while synchronous work holds the event loop (a replay calls refreshLockIfDue), so a server that cannot see the holder knows it lives', () => {
     const dir = tempDir();
     try {
       const lock = lockDataDir(dir);
       const path = join(dir, 'kiln.lock');
       const old = new Date(Date.now() - 60_000);
       utimesSync(path, old, old);
-      await sleep(5_600);
-      assert.ok(Date.now() - statSync(path).mtimeMs < 2_000, 'refreshed within its period');
+      // The event loop held for longer than a refresh period: no timer runs meanwhile.
+      const until = Date.now() + LOCK_REFRESH_MS + 300;
+      while (Date.now() < until) refreshLockIfDue(lock);
+      assert.ok(Date.now() - statSync(path).mtimeMs < 1_000, 'refreshed from within the synchronous work');
       unlockDataDir(lock);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it('a lock taken over while its holder looked dead is reported lost by the holder, which then leaves the new one alone', async () => {
+    const dir = tempDir();
+    try {
+      const lost: string[] = [];
+      const lock = lockDataDir(dir, { onLost: (why) => lost.push(why) });
+      const path = join(dir, 'kiln.lock');
+      // Another server's takeover: its own file in the lock's place.
+      writeFileSync(join(dir, 'theirs'), '2000 boot-b 4026532176 77 elsewhere\n');
+      renameSync(join(dir, 'theirs'), path);
+      const theirs = new Date(Date.now() - 10_000);
+      utimesSync(path, theirs, theirs);
+      await waitFor(() => lost.length > 0 || undefined, LOCK_REFRESH_MS + 3_000, 'the loss reported');
+      assert.match(lost[0]!, /is no longer this server's: another file is in its place: another server took the directory over/);
+      assert.ok(Math.abs(statSync(path).mtimeMs - theirs.getTime()) < 1_000, "the new holder's file is not touched");
+      unlockDataDir(lock);
+      assert.equal(parseLockRecord(readFileSync(path, 'latin1')).pid, 2000, 'nor removed at unlock');
     } finally {
       removeDir(dir);
     }

@@ -11,7 +11,7 @@ import { doubling } from '../../util/backoff.js';
 import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
 import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, writeAt, writeSnapshot } from './frame-file.js';
-import { type DirLock, lockDataDir, unlockDataDir } from './dir-lock.js';
+import { type DirLock, lockDataDir, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -174,6 +174,8 @@ export class AppendLog implements TierStorage {
    * nothing. The next sync tick compacts instead.
    */
   private syncFailure: string | undefined;
+  /** Why the data directory's lock is no longer ours (another server took it over): nothing more is committed. */
+  private lockLost: string | undefined;
   /** close() has begun: a failing write gives up instead of trying forever. */
   private closing = false;
   /** A write was given up while closing: nothing more is written after the hole it would leave. */
@@ -255,7 +257,8 @@ export class AppendLog implements TierStorage {
       const plain = sealed ? openRecord(payload, keyring, recordPlace(magic, fileSeq, offset), `${path} at byte ${offset}`) : payload;
       if (keyring && !(sealed && sealedWith(payload, keyring.current))) this.staleRecords++;
       apply(decodeRecord(plain));
-      report.records++;
+      // A long replay holds the event loop: the lock is refreshed from here meanwhile.
+      if ((++report.records & 4095) === 0) refreshLockIfDue(this.lockToken);
     };
     if (existsSync(snapshotPath)) {
       reader.open(snapshotPath);
@@ -568,6 +571,7 @@ export class AppendLog implements TierStorage {
    * nothing, and reads the clock only while a write or sync is outstanding.
    */
   refusal(now?: number): string | undefined {
+    if (this.lockLost !== undefined) return this.lockLost;
     if (this.writeFailure) {
       const at = now ?? Date.now();
       return `the server's log cannot be written (${this.writeFailure.message}) for ${((at - this.writeFailure.since) / 1000).toFixed(1)} s`;
@@ -910,7 +914,12 @@ export class AppendLog implements TierStorage {
   }
 
   private lock(): void {
-    this.lockToken = lockDataDir(this.dir);
+    this.lockToken = lockDataDir(this.dir, {
+      onLost: (why) => {
+        this.lockLost = why;
+        this.options.onError?.(new KilnError('KILN_ERR_STORAGE', `${why}; commits are refused from now on: stop this server`));
+      },
+    });
   }
 
   /** Files an older Kiln created 0644: they hold session data, so only the owner reads them now. */

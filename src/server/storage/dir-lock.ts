@@ -1,10 +1,9 @@
-import { closeSync, constants, fchmodSync, fstatSync, linkSync, openSync, readSync, realpathSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { utimes } from 'node:fs/promises';
+import { closeSync, constants, fchmodSync, fstatSync, futimes, futimesSync, linkSync, openSync, readSync, realpathSync, renameSync, rmSync, stat, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KilnError } from '../../errors/index.js';
-import { isProcessAlive, ownIdentity, startTicksOf, UNKNOWN, type ProcessIdentity } from '../../util/process-alive.js';
+import { bootedAt, isProcessAlive, ownIdentity, startTicksOf, UNKNOWN, type ProcessIdentity } from '../../util/process-alive.js';
 
 /**
  * `<dir>/kiln.lock`: one server per data directory.
@@ -36,7 +35,16 @@ export interface DirLock {
  * removed and made again may get the inode of another still listed), with the timer that
  * refreshes each lock.
  */
-const locksHere = new Map<string, { lock: DirLock; refresh: NodeJS.Timeout; dev: number; ino: number }>();
+interface HeldLock {
+  lock: DirLock;
+  refresh: NodeJS.Timeout;
+  dev: number;
+  ino: number;
+  /** The lock file, open from the moment it was placed: refreshed through it, and compared with what the path holds. */
+  fd: number;
+  refreshedAt: number;
+}
+const locksHere = new Map<string, HeldLock>();
 
 /** What a lock file says of its holder; words an older Kiln did not write are undefined. */
 export interface LockRecord {
@@ -77,34 +85,44 @@ export interface ProcessProbe {
 
 const localProbe: ProcessProbe = { alive: isProcessAlive, startedOf: startTicksOf };
 
+/** This process as judgeHolder sees it: its identity, its host name, and when its machine booted (ms; undefined where unknown). */
+export type Judge = ProcessIdentity & { host: string; bootedAt: number | undefined };
+
 /**
- * Whether the lock's holder may live (pure: `me`, the clock and the probe are given). A
- * lock naming this very process's pid in its own namespace is not held: a dead holder's
- * pid may be ours (a container restarted), and this process's own locks are in locksHere.
+ * Whether the lock's holder may live (pure: `me`, the clock and the probe are given).
+ * - The pid rule (the pid lives, with the start time written) only where the pid means
+ *   the same thing to both: same boot and pid namespace, both known (or a lock of an
+ *   older Kiln naming only a pid). A lock naming this very process's pid there is not
+ *   held: a dead holder's pid may be ours (a container restarted), and this process's
+ *   own locks are in locksHere.
+ * - An earlier boot of this machine (same host name) holds nothing, once the lock was
+ *   last refreshed before this boot began and not for two refresh periods: a machine of
+ *   the same name refreshing it since is another machine.
+ * - Otherwise the lock's refreshes decide: held until not refreshed for
+ *   LOCK_STALE_AFTER_MS (a time ahead of this clock counts as just refreshed).
  */
-export function judgeHolder(record: LockRecord, refreshedAt: number, now: number, me: ProcessIdentity & { host: string }, probe: ProcessProbe): HolderVerdict {
+export function judgeHolder(record: LockRecord, refreshedAt: number, now: number, me: Judge, probe: ProcessProbe): HolderVerdict {
   if (!Number.isInteger(record.pid) || record.pid <= 0) return { held: false };
-  const unknownOrSame = (theirs: string | undefined, ours: string) => theirs === undefined || ours === UNKNOWN || theirs === ours;
-  const sameNamespace = unknownOrSame(record.pidNamespace, me.pidNamespace);
-  if (unknownOrSame(record.boot, me.boot) && sameNamespace) {
+  const same = (theirs: string | undefined, ours: string) => theirs !== undefined && ours !== UNKNOWN && theirs === ours;
+  const pidOnly = record.boot === undefined && record.pidNamespace === undefined;
+  if (pidOnly || (same(record.boot, me.boot) && same(record.pidNamespace, me.pidNamespace))) {
     if (record.pid === me.pid || !probe.alive(record.pid)) return { held: false };
     const started = probe.startedOf(record.pid);
     if (record.started !== undefined && started !== undefined && started !== record.started) return { held: false };
     return { held: true, seen: true };
   }
-  // A boot since: of this machine (its name) and namespace (the host's own keeps its
-  // number across boots), nothing of the earlier boot lives.
-  if (sameNamespace && unknownOrSame(record.host, me.host) && record.host !== undefined) return { held: false };
-  const refreshedMsAgo = Math.max(0, now - refreshedAt);
+  const refreshedMsAgo = now - refreshedAt;
+  const earlierBoot = record.boot !== undefined && me.boot !== UNKNOWN && record.boot !== me.boot && same(record.host, me.host);
+  if (earlierBoot && me.bootedAt !== undefined && refreshedAt < me.bootedAt && refreshedMsAgo > 2 * LOCK_REFRESH_MS) return { held: false };
   return refreshedMsAgo > LOCK_STALE_AFTER_MS ? { held: false } : { held: true, seen: false, refreshedMsAgo };
 }
 
 /** The verdict on the lock at `path` as this process sees it now; undefined when the file is gone. */
-function holderOf(path: string): { record: LockRecord; verdict: HolderVerdict } | undefined {
+function holderOf(path: string): { record: LockRecord; ino: number; verdict: HolderVerdict } | undefined {
   const lock = readLock(path);
   if (lock === undefined) return undefined;
   const record = parseLockRecord(lock.head);
-  return { record, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord() }, localProbe) };
+  return { record, ino: lock.ino, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord(), bootedAt: bootedAt() }, localProbe) };
 }
 
 /** The pid a lock file names; undefined when there is none, or it cannot be read as a lock. */
@@ -119,7 +137,7 @@ export function lockHolderPid(path: string): number | undefined {
 }
 
 /** A lock file's head and the time it was last refreshed; undefined when it is gone. */
-function readLock(path: string): { head: string; refreshedAt: number } | undefined {
+function readLock(path: string): { head: string; refreshedAt: number; ino: number } | undefined {
   let fd: number;
   try {
     // Not followed if a link, not waited on if a FIFO: a lock file is ours to write, so
@@ -135,7 +153,8 @@ function readLock(path: string): { head: string; refreshedAt: number } | undefin
     if (!fstatSync(fd).isFile()) throw notALockFile(path, 'not a regular file');
     const buffer = Buffer.alloc(LOCK_READ_BYTES);
     const head = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0));
-    return { head, refreshedAt: fstatSync(fd).mtimeMs };
+    const info = fstatSync(fd);
+    return { head, refreshedAt: info.mtimeMs, ino: info.ino };
   } finally {
     closeSync(fd);
   }
@@ -195,8 +214,7 @@ function removeStaleLock(path: string): boolean {
   const takeover = `${path}.takeover`;
   if (!placeLockFile(takeover)) {
     const other = holderOf(takeover);
-    if (other !== undefined && other.verdict.held) return false;
-    rmSync(takeover, { force: true });
+    if (other !== undefined && (other.verdict.held || !removeIfStill(takeover, other.ino))) return false;
     if (!placeLockFile(takeover)) return false;
   }
   try {
@@ -212,12 +230,41 @@ function removeStaleLock(path: string): boolean {
   }
 }
 
+/**
+ * Removes `path` if it is still the file `ino` judged stale, and only then: moved aside
+ * first (one step), so a starter that judged the same stale file a moment earlier and
+ * already placed its own there does not lose it to us; ours goes back if it was that.
+ */
+function removeIfStill(path: string, ino: number): boolean {
+  const aside = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
+  try {
+    renameSync(path, aside);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+  try {
+    if (statSync(aside).ino === ino) return true;
+    try {
+      linkSync(aside, path);
+    } catch {
+      // A third start placed one meanwhile: it holds the place now.
+    }
+    return false;
+  } finally {
+    rmSync(aside, { force: true });
+  }
+}
+
 function inUse(dir: string, holder: { record: LockRecord; verdict: HolderVerdict } | undefined): KilnError {
   const pid = holder?.record.pid;
   const verdict = holder?.verdict;
   if (verdict?.held === true && !verdict.seen) {
     const seconds = Math.ceil((LOCK_STALE_AFTER_MS - verdict.refreshedMsAgo) / 1000);
-    return new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid} of another pid namespace, boot or machine (a container on the same volume?): its lock was refreshed ${Math.round(verdict.refreshedMsAgo / 1000)} s ago, and is taken over once not refreshed for ${LOCK_STALE_AFTER_MS / 1000} s (in ${seconds} s or more)`, {
+    const when =
+      verdict.refreshedMsAgo < -2_000
+        ? `its lock's time is ${Math.round(-verdict.refreshedMsAgo / 1000)} s ahead of this machine's clock (a clock ahead, or a file touched by hand): remove kiln.lock once sure no server runs on the directory`
+        : `its lock was refreshed ${Math.round(Math.max(0, verdict.refreshedMsAgo) / 1000)} s ago, and is taken over once not refreshed for ${LOCK_STALE_AFTER_MS / 1000} s (in ${seconds} s or more)`;
+    return new KilnError('KILN_ERR_STORAGE', `data directory ${dir} is in use by process ${pid} of another pid namespace, boot or machine (a container on the same volume?): ${when}`, {
       details: { dir, pid, refreshedMsAgo: Math.round(verdict.refreshedMsAgo) },
     });
   }
@@ -231,7 +278,7 @@ function inUse(dir: string, holder: { record: LockRecord; verdict: HolderVerdict
  * lock (see the module's comment) is taken over. The lock is refreshed until
  * unlockDataDir.
  */
-export function lockDataDir(dir: string): DirLock {
+export function lockDataDir(dir: string, options: { onLost?: (why: string) => void } = {}): DirLock {
   const real = realpathSync(dir);
   const { dev, ino } = statSync(real);
   if (locksHere.has(real)) throw inUseHere(dir, undefined);
@@ -248,9 +295,31 @@ export function lockDataDir(dir: string): DirLock {
     }
     if (holder === undefined || attempt >= 3 || holder.verdict.held || !removeStaleLock(path)) throw inUse(dir, holder);
   }
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   const lock: DirLock = { dir: real };
-  locksHere.set(real, { lock, refresh: refreshEvery(path), dev, ino });
+  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, refreshedAt: Date.now() };
+  held.refresh = refreshEvery(path, held, options.onLost);
+  locksHere.set(real, held);
   return lock;
+}
+
+/**
+ * Refreshes the lock now if it is due: for the synchronous work that follows taking it
+ * (a start's replay of the logs, a repair's scan), which keeps the timer from running.
+ * A holder that looked dead for LOCK_STALE_AFTER_MS would be taken over by a server that
+ * cannot see its pid. Cheap enough to call per record: a clock read until due.
+ */
+export function refreshLockIfDue(lock: DirLock | undefined): void {
+  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
+  if (held === undefined || held.lock !== lock) return;
+  const now = Date.now();
+  if (now - held.refreshedAt < LOCK_REFRESH_MS) return;
+  held.refreshedAt = now;
+  try {
+    futimesSync(held.fd, new Date(now), new Date(now));
+  } catch {
+    // The timer's next check says what became of the file.
+  }
 }
 
 /** A lock this very process placed: its pid, and (where known) its boot, namespace and start time. */
@@ -266,19 +335,30 @@ function inUseHere(dir: string, otherPath: string | undefined): KilnError {
 
 /**
  * Touches the lock file now and then, so a server that cannot see this process (another
- * pid namespace or machine) knows it lives. Asynchronous and never two at once: a disk
- * that hangs holds one touch, not the event loop; the lock then goes stale for those
- * servers, as it should for a server that cannot write.
+ * pid namespace or machine) knows it lives, and checks that the path still holds our
+ * file: one replaced or removed (taken over while this process looked dead: stopped,
+ * paused, its disk hung) is reported once through `onLost`, and never touched again.
+ * Asynchronous and never two at once: a disk that hangs holds one touch, not the event
+ * loop; the lock then goes stale for those servers, as it should for a server that
+ * cannot write.
  */
-function refreshEvery(path: string): NodeJS.Timeout {
-  let touching = false;
+function refreshEvery(path: string, held: HeldLock, onLost: ((why: string) => void) | undefined): NodeJS.Timeout {
+  let busy = false;
   const timer = setInterval(() => {
-    if (touching) return;
-    touching = true;
+    if (busy) return;
+    busy = true;
     const now = new Date();
-    utimes(path, now, now)
-      .catch(() => undefined)
-      .finally(() => (touching = false));
+    held.refreshedAt = now.getTime();
+    futimes(held.fd, now, now, () => {
+      stat(path, (err, info) => {
+        busy = false;
+        if (locksHere.get(held.lock.dir) !== held) return;
+        const why = err ? `it is gone (${err.code ?? err.message})` : info.ino !== fstatSync(held.fd).ino ? 'another file is in its place: another server took the directory over' : undefined;
+        if (why === undefined) return;
+        clearInterval(timer);
+        onLost?.(`the data directory's lock ${path} is no longer this server's: ${why}`);
+      });
+    });
   }, LOCK_REFRESH_MS);
   timer.unref();
   return timer;
@@ -295,8 +375,10 @@ export function unlockDataDir(lock: DirLock | undefined): void {
   clearInterval(held.refresh);
   const path = join(lock.dir, 'kiln.lock');
   try {
-    if (readLock(path)?.head === ownRecordLine()) unlinkSync(path);
+    // Ours only if the path still holds the very file we placed (not merely our record).
+    if (statSync(path).ino === fstatSync(held.fd).ino && readLock(path)?.head === ownRecordLine()) unlinkSync(path);
   } catch {
     // Already gone.
   }
+  closeSync(held.fd);
 }

@@ -4,7 +4,7 @@ import { KilnError } from '../../errors/index.js';
 import { SessionTable, type TierRecord } from '../../tier/session-table.js';
 import { prepareDataDir } from './append-log.js';
 import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, writeSnapshot } from './frame-file.js';
-import { lockDataDir, unlockDataDir } from './dir-lock.js';
+import { type DirLock, lockDataDir, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
 import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { RepairPlanner } from './repair-plan.js';
@@ -49,6 +49,8 @@ interface ScanState {
   bytesSkipped: number;
   salvaged: number;
   tornTail: RepairSummary['tornTail'];
+  /** Refreshed while the scan holds the event loop (see refreshLockIfDue). */
+  lock: DirLock;
 }
 
 /** Repairs `options.dir` when it is damaged; a clean directory is left untouched (`repaired: false`). */
@@ -59,7 +61,7 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
   prepareDataDir(dir);
   const lock = lockDataDir(dir);
   try {
-    const state: ScanState = { planner: new RepairPlanner(), table: new SessionTable(), damaged: [], spots: 0, bytesSkipped: 0, salvaged: 0, tornTail: null };
+    const state: ScanState = { planner: new RepairPlanner(), table: new SessionTable(), damaged: [], spots: 0, bytesSkipped: 0, salvaged: 0, tornTail: null, lock };
     const filesRead: string[] = [];
     const reader = new FrameReader();
     const seqs = logSeqs(dir);
@@ -202,6 +204,7 @@ function scanFrames(reader: FrameReader, path: string, magic: Buffer, seq: numbe
     let end;
     try {
       end = reader.replay(at, (payload, offset) => {
+        refreshLockIfDue(state.lock);
         let record: TierRecord;
         try {
           const plain = isSealed(payload) ? openRecord(payload, keyring, recordPlace(magic, seq, offset), `${path} at byte ${offset}`) : payload;
