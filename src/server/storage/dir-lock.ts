@@ -42,7 +42,11 @@ interface HeldLock {
   ino: number;
   /** The lock file, open from the moment it was placed: refreshed through it, and compared with what the path holds. */
   fd: number;
+  /** The lock file's inode: the path must still hold it. */
+  fileIno: number;
   refreshedAt: number;
+  /** A touch is under way (the timer's, asynchronous): the descriptor stays open until it ends. */
+  touching: boolean;
 }
 const locksHere = new Map<string, HeldLock>();
 
@@ -297,7 +301,7 @@ export function lockDataDir(dir: string, options: { onLost?: (why: string) => vo
   }
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   const lock: DirLock = { dir: real };
-  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, refreshedAt: Date.now() };
+  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, fileIno: fstatSync(fd).ino, refreshedAt: Date.now(), touching: false };
   held.refresh = refreshEvery(path, held, options.onLost);
   locksHere.set(real, held);
   return lock;
@@ -343,17 +347,21 @@ function inUseHere(dir: string, otherPath: string | undefined): KilnError {
  * cannot write.
  */
 function refreshEvery(path: string, held: HeldLock, onLost: ((why: string) => void) | undefined): NodeJS.Timeout {
-  let busy = false;
   const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
+    if (held.touching) return;
+    held.touching = true;
     const now = new Date();
     held.refreshedAt = now.getTime();
     futimes(held.fd, now, now, () => {
       stat(path, (err, info) => {
-        busy = false;
-        if (locksHere.get(held.lock.dir) !== held) return;
-        const why = err ? `it is gone (${err.code ?? err.message})` : info.ino !== fstatSync(held.fd).ino ? 'another file is in its place: another server took the directory over' : undefined;
+        held.touching = false;
+        if (locksHere.get(held.lock.dir) !== held) {
+          // Unlocked meanwhile: the descriptor was left open for this touch (closed, its
+          // number could have gone to another file, and the touch to that file).
+          closeSync(held.fd);
+          return;
+        }
+        const why = err ? `it is gone (${err.code ?? err.message})` : info.ino !== held.fileIno ? 'another file is in its place: another server took the directory over' : undefined;
         if (why === undefined) return;
         clearInterval(timer);
         onLost?.(`the data directory's lock ${path} is no longer this server's: ${why}`);
@@ -376,9 +384,9 @@ export function unlockDataDir(lock: DirLock | undefined): void {
   const path = join(lock.dir, 'kiln.lock');
   try {
     // Ours only if the path still holds the very file we placed (not merely our record).
-    if (statSync(path).ino === fstatSync(held.fd).ino && readLock(path)?.head === ownRecordLine()) unlinkSync(path);
+    if (statSync(path).ino === held.fileIno && readLock(path)?.head === ownRecordLine()) unlinkSync(path);
   } catch {
     // Already gone.
   }
-  closeSync(held.fd);
+  if (!held.touching) closeSync(held.fd);
 }
