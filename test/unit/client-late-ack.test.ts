@@ -3,6 +3,7 @@ import { after, describe, it } from 'node:test';
 import { createSessionClient } from '../../src/client/session-client.js';
 import type { Engine } from '../../src/engines/engine.js';
 import { createMemoryTier } from '../../src/engines/memory/memory-engine.js';
+import { MAX_BATCHES_PER_SESSION } from '../../src/client/write-behind.js';
 
 /**
  * Acknowledgements that come late, on the real in-process tier: two clients (two app
@@ -182,6 +183,55 @@ describe('write-behind changes made on a reload that older changes of this proce
       assert.equal(check.get('x'), 'O1', "O1 stands: the change read before it landed did not undo it");
       check.close();
       assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], 'the refused change was reported');
+    } finally {
+      a.deliver();
+      await serverA.close();
+      await serverB.close();
+    }
+  });
+});
+
+describe('write-behind batches of one session behind a send that does not end (real in-process tier)', () => {
+  const tier = createMemoryTier({ recallTimeoutMs: 50, pingPongThreshold: 1_000_000 });
+  after(() => tier.close());
+
+  it(`are at most ${MAX_BATCHES_PER_SESSION}: past that the oldest unsent one is given up and reported, the others still go`, async () => {
+    const a = withHeldAcks(tier.engine(), 'the send');
+    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
+    const serverB = createSessionClient({ engine: tier.engine() });
+    const reported: string[] = [];
+    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    try {
+      const first = await serverA.open();
+      first.set('n', 0);
+      await first.commit({ final: true });
+      first.close();
+      const id = first.id;
+      const r0 = await serverA.open(id);
+      r0.set('k0', true);
+      await r0.commit({ final: true });
+      r0.close();
+      a.hold(); // every send of A waits from here
+      for (let i = 1; i <= MAX_BATCHES_PER_SESSION + 1; i++) {
+        // A loses the lease while a request holds the session (B asks for it)...
+        const holding = await serverA.open(id);
+        const rb = await serverB.open(id);
+        holding.close();
+        rb.close();
+        // ...and its next request stops waiting for the stuck send, loads the session
+        // again and changes it: a batch of its own.
+        const reload = await serverA.open(id, { timeoutMs: 150 });
+        reload.close();
+        const change = await serverA.open(id);
+        change.set(`k${i}`, true);
+        await change.commit({ final: true });
+        change.close();
+      }
+      assert.deepEqual(reported, ['KILN_ERR_TIMEOUT'], 'one batch given up, and said so');
+      a.deliver();
+      await serverA.flush();
+      assert.ok(reported.length > 1, 'the others were sent (and refused: each was made on a load its older changes landed after)');
+      assert.ok(reported.slice(1).every((code) => code === 'KILN_ERR_CONFLICT'), reported.join(', '));
     } finally {
       a.deliver();
       await serverA.close();
