@@ -7,7 +7,7 @@ import { isKilnError } from '../../src/errors/index.js';
 import { encodeAttribute } from '../../src/session/codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { sleep, waitFor } from '../helpers/processes.js';
-import { replicaOnline, startRedisNode, startStandalone, type RedisDeployment, type RedisNode } from '../helpers/redis.js';
+import { redisCli, replicaOnline, startRedisNode, startStandalone, type RedisDeployment, type RedisNode } from '../helpers/redis.js';
 
 /**
  * `replicas: N` is what makes the failover tests lose nothing, so it is checked where
@@ -333,3 +333,70 @@ describe('Redis engine: a replica shortage holds up nothing but the commits it r
   });
 });
 
+
+/**
+ * A destroy, "log out everywhere" and the sweep's expiry are writes like a commit: one
+ * acknowledged before a replica had it is undone when that replica is promoted, and a
+ * logged-out session comes back. Under strict they are refused while the replica is
+ * cut off (here it stops replicating, as a promoted one does), and go through once it
+ * is back (a second destroy finds nothing; the tombstone stays).
+ */
+describe('Redis engine: destroy and expiry are confirmed by replicas like commits', () => {
+  let master: RedisNode;
+  let replica: RedisNode;
+  let engine: RedisEngine;
+  before(async () => {
+    master = await startRedisNode();
+    replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+    await replicaOnline(master.port, replica.port);
+    engine = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: 1000, heartbeatMs: 100, expirySweepMs: 50 });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine.close();
+    await replica.kill();
+    await master.kill();
+  });
+
+  async function create(principal: string, idleTimeoutMs: number): Promise<string> {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    await engine.commit({ sessionId: id, token, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt: Date.now(), principal, idleTimeoutMs, absoluteExpiresAt: 0, set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] });
+    await engine.release(id, token);
+    return id;
+  }
+  const exists = async (port: number, id: string) => (await redisCli(port, 'EXISTS', `kiln:{${id}}:m`)) === '1';
+  const refused = (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /0 of 1 replicas/.test(err.message);
+
+  it('refuses a destroy, a "log out everywhere" and an expiry the replica cannot confirm, and applies them once it is back', async () => {
+    const loggedOut = await create('alice', 3_600_000);
+    const elsewhere = await create('alice', 3_600_000);
+    // Due once the destroy below has found the replica missing (its WAIT runs 1 s).
+    const idle = await create('idle-user', 2500);
+    const idleDue = Date.now() + 2500;
+    const expiredEvents: string[] = [];
+    engine.onEvent((e) => {
+      if (e.type === 'expired') expiredEvents.push(e.sessionId);
+    });
+    await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
+    await assert.rejects(engine.destroy(loggedOut), refused, 'a destroy the replica does not have is not acknowledged');
+    await assert.rejects(engine.destroyByPrincipal('alice'), refused);
+    assert.ok(await exists(replica.port, loggedOut), 'the node that may take over still has the session: acknowledging would have promised a logout it may undo');
+    assert.ok(await exists(replica.port, elsewhere));
+
+    // Past the idle session's deadline, with the sweep running every 50 ms: its expiry waits for the replica too.
+    await sleep(idleDue + 1000 - Date.now());
+    assert.ok(await exists(master.port, idle), 'not expired while no replica can confirm it');
+    assert.equal(expiredEvents.length, 0, `expired: ${expiredEvents.join(", ")}`);
+
+    await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
+    await replicaOnline(master.port, replica.port);
+    await waitFor(async () => engine.destroy(loggedOut).then(() => true, () => false), 5000, 'the destroy confirmed');
+    await waitFor(async () => engine.destroyByPrincipal('alice').then(() => true, () => false), 5000, '"log out everywhere" confirmed');
+    assert.equal(await exists(replica.port, loggedOut), false);
+    assert.equal(await exists(replica.port, elsewhere), false);
+    await waitFor(() => expiredEvents.includes(idle), 5000, 'the idle session expired once the replica is back');
+    await waitFor(async () => !(await exists(replica.port, idle)), 5000, 'the expiry replicated');
+    assert.deepEqual(await engine.findByPrincipal('alice'), []);
+  });
+});

@@ -9,6 +9,7 @@
 import type { Count } from './counters.js';
 import type { IndexKeys } from './keys.js';
 import { num, text, textOrNull, type Reply } from './replies.js';
+import type { RunScriptOptions } from './script-runner.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 
 /** Sessions taken from the index per round (a sweep makes at most 20 rounds). */
@@ -42,7 +43,7 @@ export interface ExpirySweepOptions {
   isActive: () => boolean;
   send: (firstKey: string, args: string[]) => Promise<unknown>;
   command: (firstKey: string, args: string[]) => Promise<unknown>;
-  runScript: (script: RedisScript, sessionId: string, owner: string, extra: string[]) => Promise<unknown>;
+  runScript: (script: RedisScript, sessionId: string, owner: string, extra: string[], options?: RunScriptOptions) => Promise<unknown>;
   dropFromIndexes: (sessionId: string, principal: string | null) => Promise<void>;
   count: Count;
 }
@@ -75,7 +76,9 @@ export class ExpirySweep {
 
   private async expireOne(sessionId: string): Promise<void> {
     const { idx, command } = this.o;
-    const verdict = expireVerdict((await this.o.runScript(SCRIPTS.expire, sessionId, '', [String(this.o.touchGraceMs)])) as Reply[]);
+    // Confirmed by replicas like a commit, so the index entry is dropped only once the
+    // expiry would survive a failover (a refused one is found gone, and dropped, next sweep).
+    const verdict = expireVerdict((await this.o.runScript(SCRIPTS.expire, sessionId, '', [String(this.o.touchGraceMs)], { waitForReplicas: true })) as Reply[]);
     if (verdict.kind === 'refile') {
       if (verdict.deadline >= 0) await command(idx.expiry, ['ZADD', idx.expiry, String(verdict.deadline), sessionId]);
       else await command(idx.expiry, ['ZREM', idx.expiry, sessionId]);

@@ -146,7 +146,7 @@ export class ScriptRunner {
       const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
       if (plan.refuse) {
         if (plan.probe) this.probeReplicas(keys[0]!, connection);
-        throw this.refusal(0, 0);
+        throw this.refusal(script.name, 0, 0);
       }
       const generation = o.generation();
       const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
@@ -159,9 +159,9 @@ export class ScriptRunner {
       // A WAIT that may have run on another connection than the script says nothing of it.
       if (acked && o.generation() !== generation) {
         this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the commit and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${script.name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
       }
-      if (replicated) this.afterWait(n, plan.waitFor, connection);
+      if (replicated) this.afterWait(script.name, n, plan.waitFor, connection);
       return result;
     };
     let reply: unknown;
@@ -220,7 +220,7 @@ export class ScriptRunner {
       .catch(() => undefined);
   }
 
-  private afterWait(confirmed: number, waitedFor: number, connection: string): void {
+  private afterWait(what: string, confirmed: number, waitedFor: number, connection: string): void {
     const guard = this.o.replicaGuard;
     const verdict = guard.verdict(confirmed, Date.now(), waitedFor, connection);
     if (verdict === 'confirmed') return;
@@ -228,17 +228,21 @@ export class ScriptRunner {
       this.o.count('underReplicatedCommits');
       return;
     }
-    throw this.refusal(confirmed, waitedFor);
+    throw this.refusal(what, confirmed, waitedFor);
   }
 
-  /** A commit not acknowledged for want of replicas (counted): 503, and a retry with the same commit id is safe. */
-  private refusal(confirmed: number, waitedFor: number): KilnError {
+  /**
+   * A write (commit, destroy, expiry) not acknowledged for want of replicas (counted): 503.
+   * A retry is safe: a commit's id makes it apply once, and a second destroy finds
+   * nothing while the tombstone stays (its WAIT still covers the first one's writes).
+   */
+  private refusal(what: string, confirmed: number, waitedFor: number): KilnError {
     const guard = this.o.replicaGuard;
     this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
     const message =
       waitedFor > 0
-        ? `the commit reached ${confirmed} of ${this.o.replicas} replicas within ${this.o.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged`
-        : `the commit reached 0 of ${this.o.replicas} replicas: it was not sent, since its master has lacked replicas since a recent check (ROLE, or a WAIT that came back short)`;
+        ? `the ${what} reached ${confirmed} of ${this.o.replicas} replicas within ${this.o.replicaTimeoutMs} ms; it may or may not survive a failover, so it is not acknowledged`
+        : `the ${what} reached 0 of ${this.o.replicas} replicas: it was not sent, since its master has lacked replicas since a recent check (ROLE, or a WAIT that came back short)`;
     return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${message} (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
   }
 }

@@ -184,7 +184,9 @@ export class SessionStore {
   /** Destroys the session, telling every holder but `except` ('' for nobody excepted). */
   async destroyAs(except: string, sessionId: string, reason: string, deadline?: number): Promise<boolean> {
     const { o } = this;
-    const reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline })) as Reply[];
+    // Confirmed by replicas like a commit: a destroy acknowledged before a replica had it
+    // is undone by a failover, and a logged-out session comes back.
+    const reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
     if (num(reply[0]) !== 1) return false;
     o.count(reason === 'expired' ? 'expired' : 'destroyed');
     o.count('sessionBytes', -num(reply[2]));
