@@ -247,7 +247,8 @@ describe('redis session data', () => {
   });
 
   it('decodes the commit reply', () => {
-    assert.deepEqual(decodeCommitReply([b('D'), 5]), { duplicate: true, version: 5 });
+    assert.deepEqual(decodeCommitReply([b('D'), 5, 1700, b('bob'), b('ann'), []]), { duplicate: true, version: 5, expiresAt: 1700, principal: 'bob', replacedPrincipal: 'ann' });
+    assert.deepEqual(decodeCommitReply([b('D'), 5, null, null, null, []]), { duplicate: true, version: 5, expiresAt: undefined, principal: null, replacedPrincipal: null }, 'gone since');
     assert.deepEqual(decodeCommitReply([b('A'), 6, b('ann'), 1, null, 40]), { duplicate: false, version: 6, oldPrincipal: 'ann', created: true, expiresAt: undefined, bytes: 40 });
     assert.deepEqual(decodeCommitReply([b('A'), 6, null, 0, -1, 0]), { duplicate: false, version: 6, oldPrincipal: null, created: false, expiresAt: -1, bytes: 0 });
   });

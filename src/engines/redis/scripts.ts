@@ -257,8 +257,12 @@ return touchTo(tonumber(ARGV[11]), tonumber(ARGV[12]))
  * set: name, value, name length (JavaScript's, so sizes agree with every engine); then
  * the number of deletes and per delete: name, name length; then the number of patches
  * and per patch: name, offset, bytes cut, bytes put, base length, name length.
- * Reply: {'D', version, stats} for a retry already applied, or
- * {'A', version, old principal, created 0|1, deadline (-1 none) or false when unchanged, byte change, stats}.
+ * Reply: {'D', version, deadline now (-1 none) or false when the session is gone,
+ * principal now or false, the principal that commit replaced or false, stats} for a retry
+ * already applied (its first reply, and the index writes that followed it, may have been
+ * lost), or {'A', version, old principal, created 0|1, deadline (-1 none) or false when
+ * unchanged, byte change, stats}. A commit id's entry in KC is "id TAB version", with
+ * "TAB principal replaced" after it when the commit changed the principal.
  */
 const COMMIT = `
 local token = tonumber(ARGV[10])
@@ -272,7 +276,14 @@ for _, e in ipairs(redis.call('LRANGE', KC, 0, -1)) do
   local tab = string.find(e, '\\t', 1, true)
   if tab and string.sub(e, 1, tab - 1) == cid then
     maybeRelease()
-    return {'D', tonumber(string.sub(e, tab + 1)), stat}
+    local rest = string.sub(e, tab + 1)
+    local version, replaced = rest, false
+    local tab2 = string.find(rest, '\\t', 1, true)
+    if tab2 then version, replaced = string.sub(rest, 1, tab2 - 1), string.sub(rest, tab2 + 1) end
+    local m = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p')
+    local d = false
+    if m[1] then d = deadlineOf(tonumber(m[1]), tonumber(m[2] or '0'), tonumber(m[3] or '0'), 0) end
+    return {'D', tonumber(version), d, m[4] or false, replaced, stat}
   end
 end
 if not leaseIs(token) then return leaseLost() end
@@ -348,7 +359,11 @@ if ARGV[17] ~= '' then ae = tonumber(ARGV[17]) end
 redis.call('HSET', KM, 'v', v, 'la', la, 'b', bytes, 'it', it, 'ae', ae)
 if not exists then redis.call('HSET', KM, 'ca', la) end
 if ARGV[14] == 's' then redis.call('HSET', KM, 'p', ARGV[15]) elseif ARGV[14] == 'n' then redis.call('HDEL', KM, 'p') end
-redis.call('LPUSH', KC, cid .. '\\t' .. v)
+local record = cid .. '\\t' .. v
+local newPrincipal = nil
+if ARGV[14] == 's' then newPrincipal = ARGV[15] end
+if ARGV[14] ~= 'u' and cur[4] and cur[4] ~= newPrincipal then record = record .. '\\t' .. cur[4] end
+redis.call('LPUSH', KC, record)
 redis.call('LTRIM', KC, 0, 15)
 local d = deadlineOf(la, it, ae, 0)
 keepDataUntil(d, tonumber(ARGV[22]))

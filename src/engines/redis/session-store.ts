@@ -54,13 +54,19 @@ export function commitArgs(request: CommitRequest, limits: SessionLimits, keySla
   return args;
 }
 
-/** The commit script's reply: a duplicate (already applied at `version`), or what the commit changed. */
+/**
+ * The commit script's reply: a duplicate (already applied at `version`; the session's
+ * deadline and principal now, `expiresAt` undefined when it is gone, and the principal
+ * that commit replaced), or what the commit changed.
+ */
 export type CommitReply =
-  | { duplicate: true; version: number }
+  | { duplicate: true; version: number; expiresAt: number | undefined; principal: string | null; replacedPrincipal: string | null }
   | { duplicate: false; version: number; oldPrincipal: string | null; created: boolean; expiresAt: number | undefined; bytes: number };
 
 export function decodeCommitReply(reply: Reply[]): CommitReply {
-  if (text(reply[0]) === 'D') return { duplicate: true, version: num(reply[1]) };
+  if (text(reply[0]) === 'D') {
+    return { duplicate: true, version: num(reply[1]), expiresAt: reply[2] === null ? undefined : num(reply[2]), principal: textOrNull(reply[3]), replacedPrincipal: textOrNull(reply[4]) };
+  }
   return { duplicate: false, version: num(reply[1]), oldPrincipal: textOrNull(reply[2]), created: num(reply[3]) === 1, expiresAt: reply[4] === null ? undefined : num(reply[4]), bytes: num(reply[5]) };
 }
 
@@ -151,6 +157,9 @@ export class SessionStore {
     const done = decodeCommitReply(reply);
     if (done.duplicate) {
       count('duplicateCommits');
+      // The first attempt's reply was lost, and the index writes that follow a reply with
+      // it: filed again here, each write idempotent (nothing says whether they were made).
+      await settleBy(this.refile(request.sessionId, done).catch(() => undefined), deadline);
       return { version: done.version, duplicate: true };
     }
     count('commits');
@@ -172,6 +181,24 @@ export class SessionStore {
     // So the request waits for the index writes only while its time lasts.
     if (index.length > 0) await settleBy(Promise.all(index).catch(() => undefined), deadline);
     return { version: done.version, duplicate: false };
+  }
+
+  /**
+   * The index entries of a session whose commit was applied by an earlier attempt. The
+   * expiry entry is only ever moved earlier (ZADD LT): the index says when to look, and
+   * a later commit may have filed an earlier deadline since. The principal that commit
+   * replaced is left only if the session does not name it again by now.
+   */
+  private async refile(sessionId: string, done: { expiresAt: number | undefined; principal: string | null; replacedPrincipal: string | null }): Promise<void> {
+    const { idx, command, prefix } = this.o;
+    if (done.expiresAt === undefined) return; // gone since: its destroy or expiry drops the entries
+    const writes = [command(idx.ids, ['ZADD', idx.ids, '0', sessionId])];
+    if (done.expiresAt >= 0) writes.push(command(idx.expiry, ['ZADD', idx.expiry, 'LT', String(done.expiresAt), sessionId]));
+    if (done.replacedPrincipal !== null && done.replacedPrincipal !== done.principal) {
+      const key = principalKey(prefix, done.replacedPrincipal);
+      writes.push(command(key, ['SREM', key, sessionId]));
+    }
+    await Promise.all(writes);
   }
 
   async touch(items: readonly TouchItem[]): Promise<void> {

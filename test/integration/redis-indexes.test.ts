@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
+import { generateSessionId } from '../../src/session/id.js';
+import type { CommitRequest } from '../../src/session/model.js';
+import { commitOf } from '../conformance/engine-suite.js';
+import { redisCli, startStandalone, type RedisDeployment } from '../helpers/redis.js';
+
+/**
+ * The indexes kept beside the scripts (ids, expiry, principal sets) on the real
+ * redis-server: what a retry of an applied commit files again.
+ */
+describe('Redis engine: the indexes beside the scripts', () => {
+  let redis: RedisDeployment;
+  let engine: RedisEngine;
+  let port: number;
+  before(async () => {
+    redis = await startStandalone();
+    port = redis.nodes[0]!.port;
+    engine = new RedisEngine({ url: redis.url });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine?.close();
+    await redis?.stop();
+  });
+
+  const cli = (...args: string[]) => redisCli(port, ...args);
+
+  it('a retried commit found applied files the session again: id and expiry entries, and out of the principal it replaced', async () => {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    const create: CommitRequest = commitOf(id, token, 0, { cart: ['tea'] }, { principal: 'alice', idleTimeoutMs: 60_000, absoluteExpiresAt: 0 });
+    await engine.commit(create);
+    // The first attempt was applied but its reply lost, and with it the index writes that follow a reply.
+    await cli('ZREM', 'kiln:{idx}:ids', id);
+    await cli('ZREM', 'kiln:{idx}:exp', id);
+    assert.deepEqual(await engine.commit(create), { version: 1, duplicate: true });
+    assert.equal(await cli('ZSCORE', 'kiln:{idx}:ids', id), '0', 'listed again');
+    const deadline = Number(await cli('ZSCORE', 'kiln:{idx}:exp', id));
+    assert.ok(Math.abs(deadline - (create.lastAccessedAt + 60_000)) < 5000, `filed for expiry at its deadline: ${deadline}`);
+    assert.deepEqual((await engine.list({ limit: 10 })).sessions.map((m) => m.id), [id]);
+
+    // A principal change whose SREM of the old principal was lost with its reply.
+    const change: CommitRequest = commitOf(id, token, 1, {}, { principal: 'bob' });
+    await engine.commit(change);
+    await cli('SADD', 'kiln:principal:alice', id);
+    assert.deepEqual(await engine.commit(change), { version: 2, duplicate: true });
+    assert.equal(await cli('SISMEMBER', 'kiln:principal:alice', id), '0', 'out of the principal it replaced');
+    assert.equal(await cli('SISMEMBER', 'kiln:principal:bob', id), '1');
+
+    // The session names alice again since: a late retry of the change to bob leaves her set alone.
+    await engine.commit(commitOf(id, token, 2, {}, { principal: 'alice' }));
+    assert.deepEqual(await engine.commit(change), { version: 2, duplicate: true });
+    assert.equal(await cli('SISMEMBER', 'kiln:principal:alice', id), '1', 'still in the set of the principal it names');
+    // An expiry entry earlier than the deadline (filed by a later commit) is not moved later.
+    await cli('ZADD', 'kiln:{idx}:exp', '1000', id);
+    await engine.commit(create);
+    assert.equal(await cli('ZSCORE', 'kiln:{idx}:exp', id), '1000');
+    await engine.release(id, token);
+  });
+});
