@@ -20,6 +20,9 @@
  */
 const SESSION_KEY_SUFFIXES = ['m', 'a', 'c', 'l', 'w', 'wd', 'k', 'b', 'x'] as const;
 
+/** The Redis type of each key of sessionKeyList, in its order (what TYPE answers). */
+export const SESSION_KEY_TYPES: readonly string[] = ['hash', 'hash', 'list', 'hash', 'list', 'hash', 'string', 'hash', 'string'];
+
 export function sessionKeyList(prefix: string, sessionId: string): string[] {
   const base = `${prefix}{${sessionId}}:`;
   return SESSION_KEY_SUFFIXES.map((suffix) => base + suffix);

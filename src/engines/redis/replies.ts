@@ -112,12 +112,24 @@ export function refusalOf(error: Error, address: string): KilnError | undefined 
   return undefined;
 }
 
+/**
+ * Redis's answers to data Kiln did not write: a key of another type, a Lua runtime error
+ * in a script (a field read as a number that is not one), a counter that is not one.
+ * Retrying cannot help, and retrying in a loop is what a retryable code would bring.
+ */
+const DAMAGED = /^(WRONGTYPE|ERR (user_script:\d+:|Error running script|value is not an integer|value is not a valid float|hash value is not an integer))/;
+/** A script's own damage report, raised with error() from inside a helper (Redis prefixes ERR and appends where). */
+const DAMAGE_REPORT = /\bKILN_ERR_STORAGE_DAMAGED (.*?)(?: script: [0-9a-f]+, on @user_script:\d+\.)?$/s;
+
 export function toEngineError(err: unknown, address: string): KilnError {
   if (err instanceof KilnError) return err;
   const error = err instanceof Error ? err : new Error(String(err));
   const message = error.message ?? '';
   const refusal = /^(KILN_ERR_[A-Z_]+) (.*)$/s.exec(message);
   if (refusal) return new KilnError(refusal[1] as 'KILN_ERR_CONFLICT', refusal[2]!);
+  const report = DAMAGE_REPORT.exec(message);
+  if (report) return new KilnError('KILN_ERR_STORAGE_DAMAGED', `Redis at ${address}: ${report[1]!}`, { cause: error });
+  if (DAMAGED.test(message)) return new KilnError('KILN_ERR_STORAGE_DAMAGED', `Redis at ${address} holds data Kiln did not write: ${message}`, { cause: error });
   if (message.startsWith('NOSCRIPT')) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', message, { cause: error });
   if (UNAVAILABLE.test(message)) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
   if (/closed|socket|ECONNRESET|ECONNREFUSED|EPIPE|disconnect/i.test(`${error.name} ${message}`)) {

@@ -19,8 +19,8 @@ import { assertSessionId } from '../../session/id.js';
 import { within, withTimeout } from '../../util/deadline.js';
 import type { EngineTraffic } from '../engine.js';
 import type { Count } from './counters.js';
-import { sessionKeyList } from './keys.js';
-import { num, respBytes, roleView, toEngineError, type Reply } from './replies.js';
+import { SESSION_KEY_TYPES, sessionKeyList } from './keys.js';
+import { num, respBytes, roleView, text, toEngineError, type Reply } from './replies.js';
 import type { ConfirmationPlan, ReplicaGuard, RoleView } from './replica-guard.js';
 import type { RedisScript } from './scripts.js';
 
@@ -112,8 +112,13 @@ export class ScriptRunner {
     try {
       return await withTimeout(this.o.send(firstKey, args), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
     } catch (err) {
-      const error = toEngineError(err, this.o.address);
+      let error = toEngineError(err, this.o.address);
       if (!error.message.includes('NOSCRIPT')) this.countError(error.code);
+      // A command names its one key; a script's keys are named by runScript.
+      const op = String(args[0]);
+      if (error.code === 'KILN_ERR_STORAGE_DAMAGED' && firstKey !== undefined && op !== 'EVALSHA' && op !== 'EVAL' && !error.message.includes(firstKey)) {
+        error = new KilnError('KILN_ERR_STORAGE_DAMAGED', `${firstKey}: ${error.message}`, { cause: error, details: { key: firstKey } });
+      }
       throw error;
     }
   };
@@ -166,14 +171,32 @@ export class ScriptRunner {
     };
     let reply: unknown;
     try {
-      reply = await run('EVALSHA');
+      try {
+        reply = await run('EVALSHA');
+      } catch (err) {
+        if (!(err instanceof KilnError && err.message.includes('NOSCRIPT'))) throw err;
+        reply = await run('EVAL');
+      }
     } catch (err) {
-      if (!(err instanceof KilnError && err.message.includes('NOSCRIPT'))) throw err;
-      reply = await run('EVAL');
+      if (err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_DAMAGED') throw await this.namingDamage(err, sessionId, keys);
+      throw err;
     }
     if (script.countsLeases && Array.isArray(reply)) o.addScriptStats(reply[reply.length - 1]);
     return reply;
   };
+
+  /**
+   * A script's damage error, naming what is damaged: a script's own report names its key
+   * and field already; otherwise (a key of the wrong type, a runtime error) the session's
+   * keys whose type is not Kiln's are looked up (TYPE, on this rare path only).
+   */
+  private async namingDamage(err: KilnError, sessionId: string, keys: string[]): Promise<KilnError> {
+    if (keys.some((key) => err.message.includes(key))) return new KilnError(err.code, `session ${sessionId}: ${err.message}`, { cause: err, details: { sessionId } });
+    const types = await Promise.all(keys.map((key) => this.send(key, ['TYPE', key]).then(text, () => 'unknown')));
+    const wrong = keys.filter((key, i) => types[i] !== 'none' && types[i] !== SESSION_KEY_TYPES[i]);
+    const named = wrong.length > 0 ? `${wrong.map((key) => `${key} is a ${types[keys.indexOf(key)]!}`).join(', ')}, not what Kiln keeps there` : `a field of its keys (${keys[0]!.slice(0, -1)}*) is not what Kiln wrote`;
+    return new KilnError(err.code, `session ${sessionId}: ${named}; ${err.message}`, { cause: err, details: { sessionId, keys: wrong } });
+  }
 
   /**
    * The replicas that confirm a write just sent on `firstKey`'s connection: the next WAIT

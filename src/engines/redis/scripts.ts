@@ -41,6 +41,21 @@ local function snapshot()
   return {m, redis.call('HGETALL', KA)}
 end
 
+-- A number Kiln wrote into a field of key; absent is 'default'. Anything else was written
+-- by someone else: named (key and field), where tonumber's nil would fail further on
+-- naming nothing. Raised, so it reaches the caller from inside any helper.
+local function numIn(key, field, value, default)
+  if not value then return default end
+  local n = tonumber(value)
+  if n == nil then error('KILN_ERR_STORAGE_DAMAGED ' .. key .. ' field "' .. field .. '" is not a number', 0) end
+  return n
+end
+
+-- The deadline fields of a metadata read (HMGET KM 'la', 'it', 'ae', ...).
+local function timesOf(m)
+  return numIn(KM, 'la', m[1], 0), numIn(KM, 'it', m[2], 0), numIn(KM, 'ae', m[3], 0)
+end
+
 local function deadlineOf(la, it, ae, grace)
   local d = -1
   if it > 0 then d = la + it + grace end
@@ -67,10 +82,11 @@ end
 local function touchTo(at, slack)
   local m = redis.call('HMGET', KM, 'la', 'it', 'ae')
   if not m[1] then return 0 end
+  local was, it, ae = timesOf(m)
   local la = math.min(at, now)
-  if la <= tonumber(m[1]) then return 0 end
+  if la <= was then return 0 end
   redis.call('HSET', KM, 'la', la)
-  keepDataUntil(deadlineOf(la, tonumber(m[2]), tonumber(m[3]), 0), slack)
+  keepDataUntil(deadlineOf(la, it, ae, 0), slack)
   return 1
 end
 
@@ -282,7 +298,10 @@ for _, e in ipairs(redis.call('LRANGE', KC, 0, -1)) do
     if tab2 then version, replaced = string.sub(rest, 1, tab2 - 1), string.sub(rest, tab2 + 1) end
     local m = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p')
     local d = false
-    if m[1] then d = deadlineOf(tonumber(m[1]), tonumber(m[2] or '0'), tonumber(m[3] or '0'), 0) end
+    if m[1] then
+      local la, it, ae = timesOf(m)
+      d = deadlineOf(la, it, ae, 0)
+    end
     return {'D', tonumber(version), d, m[4] or false, replaced, stat}
   end
 end
@@ -295,11 +314,11 @@ elseif not exists then
   if redis.call('EXISTS', KX) == 1 then return redis.error_reply('KILN_ERR_SESSION_DESTROYED the session was destroyed; a late commit cannot bring it back') end
   return redis.error_reply('KILN_ERR_SESSION_NOT_FOUND the session does not exist (expired or never created)')
 else
-  local v = tonumber(redis.call('HGET', KM, 'v'))
+  local v = numIn(KM, 'v', redis.call('HGET', KM, 'v'), 0)
   if v ~= base then return redis.error_reply('KILN_ERR_CONFLICT commit computed from version ' .. base .. ', session is at ' .. v) end
 end
 local maxAttr, maxSession, maxCount = tonumber(ARGV[19]), tonumber(ARGV[20]), tonumber(ARGV[21])
-local oldBytes = tonumber(redis.call('HGET', KM, 'b') or '0')
+local oldBytes = numIn(KM, 'b', redis.call('HGET', KM, 'b'), 0)
 local bytes = oldBytes
 local count = redis.call('HLEN', KA)
 local nset = tonumber(ARGV[23])
@@ -350,10 +369,9 @@ for i = 0, ndel - 1 do redis.call('HDEL', KA, ARGV[delAt + 1 + i * 2]) end
 for i = 0, nset - 1 do redis.call('HSET', KA, ARGV[24 + i * 3], ARGV[25 + i * 3]) end
 for _, p in ipairs(patched) do redis.call('HSET', KA, p[1], p[2]) end
 local cur = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p')
-local la = math.min(math.max(tonumber(ARGV[13]), tonumber(cur[1] or '0')), now)
+local curLa, it, ae = timesOf(cur)
+local la = math.min(math.max(tonumber(ARGV[13]), curLa), now)
 local v = base + 1
-local it = tonumber(cur[2] or '0')
-local ae = tonumber(cur[3] or '0')
 if ARGV[16] ~= '' then it = tonumber(ARGV[16]) end
 if ARGV[17] ~= '' then ae = tonumber(ARGV[17]) end
 redis.call('HSET', KM, 'v', v, 'la', la, 'b', bytes, 'it', it, 'ae', ae)
@@ -382,20 +400,31 @@ return {'A', v, cur[4] or false, exists and 0 or 1, newDeadline, bytes - oldByte
  */
 const DESTROY = `
 if redis.call('EXISTS', KM) == 0 then return {0, false, 0, false, 0, stat} end
-local m = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p', 'b')
-local d = deadlineOf(tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(ARGV[11]))
+-- A logout is never blocked by damaged data: metadata that cannot be read (a field that is
+-- no number, a key of another type) is taken as unknown, and the tombstone lives its longest.
+local m = redis.pcall('HMGET', KM, 'la', 'it', 'ae', 'p', 'b')
+if m.err then m = {} end
+local la, it, ae = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
 local longest = now + tonumber(ARGV[12])
+local d = longest
+if la and it and ae then d = deadlineOf(la, it, ae, tonumber(ARGV[11])) end
 if d < 0 or d > longest then d = longest end
 local untilMs = math.max(d, now + 1000)
 redis.call('DEL', KM, KA, KC)
 redis.call('SET', KX, '1', 'PX', math.floor(untilMs - now))
 local reason = ARGV[10]
-local holder = redis.call('HMGET', KL, 'o', 't')
+local holder = redis.pcall('HMGET', KL, 'o', 't')
+if holder.err then
+  -- Not a lease: nobody holds the session.
+  redis.call('DEL', KL)
+  holder = {}
+end
 endLease('destroyed', owner)
 local kind = 'destroyed'
 if reason == 'expired' then kind = 'expired' end
-redis.call('PUBLISH', eventChan, cjson.encode({type = kind, sessionId = sid, principal = m[4] or cjson.null, at = now, reason = reason}))
-return {1, m[4] or false, tonumber(m[5] or '0'), holder[1] or false, tonumber(holder[2] or '0'), stat}
+local principal = m[4] or false
+redis.call('PUBLISH', eventChan, cjson.encode({type = kind, sessionId = sid, principal = principal or cjson.null, at = now, reason = reason}))
+return {1, principal, tonumber(m[5] or '0') or 0, holder[1] or false, tonumber(holder[2] or '0') or 0, stat}
 `;
 
 /**
@@ -408,12 +437,13 @@ if redis.call('EXISTS', KM) == 0 then return {0, stat} end
 local m = redis.call('HMGET', KM, 'la', 'it', 'ae', 'p', 'b')
 local grace = 0
 if redis.call('EXISTS', KL) == 1 then grace = tonumber(ARGV[10]) end
-local d = deadlineOf(tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), grace)
+local la, it, ae = timesOf(m)
+local d = deadlineOf(la, it, ae, grace)
 if d < 0 or d > now then return {2, d, stat} end
 redis.call('DEL', KM, KA, KC)
 endLease('expired', '')
 redis.call('PUBLISH', eventChan, cjson.encode({type = 'expired', sessionId = sid, principal = m[4] or cjson.null, at = now}))
-return {1, m[4] or false, tonumber(m[5] or '0'), stat}
+return {1, m[4] or false, tonumber(m[5] or '0') or 0, stat}
 `;
 
 /** Metadata without the lease (listing, the principal index, the admin inspector). Reply: flat meta hash or empty. */

@@ -106,6 +106,12 @@ const PAGE_SCANS = 8;
 /** Scans of a principal's set begun again after the connection changed, before the call fails. */
 const MAX_SCAN_RESTARTS = 5;
 
+/** One slice of a principal's set: its sessions that name the principal, and those whose metadata is damaged. */
+interface PrincipalSlice {
+  metas: SessionMeta[];
+  damaged: string[];
+}
+
 export class SessionStore {
   /** Principal-set entries a reader found naming no session of that principal, and when first (see sessionsStillOf). */
   private readonly outOfPlaceSince = new Map<string, number>();
@@ -241,21 +247,22 @@ export class SessionStore {
    */
   async findByPrincipal(principal: string): Promise<SessionMeta[]> {
     const found = new Map<string, SessionMeta>();
-    await this.forEachPrincipalSlice(principal, async (metas) => {
+    await this.forEachPrincipalSlice(principal, async ({ metas }) => {
       for (const meta of metas) found.set(meta.id, meta); // SSCAN may name an id twice
     });
     return [...found.values()];
   }
 
   /**
-   * Calls `each` with the sessions of one slice of a principal's set that still name it,
-   * and answers how many entries it met that did not and left in the set (see
+   * Calls `each` with the sessions of one slice of a principal's set that still name it
+   * (and those whose metadata is damaged: see sessionsStillOf), and answers how many
+   * entries it met that did not and left in the set (see
    * sessionsStillOf; counted once each, up to MAX_OUT_OF_PLACE). SSCAN gives
    * every id in the set from start to end at least once, and may give one twice. Its
    * cursor is good only on the server that gave it: a reconnection, a master change or
    * the key's slot moving to another master starts the scan again from the beginning.
    */
-  private async forEachPrincipalSlice(principal: string, each: (metas: SessionMeta[]) => Promise<void>): Promise<number> {
+  private async forEachPrincipalSlice(principal: string, each: (slice: PrincipalSlice) => Promise<void>): Promise<number> {
     const key = principalKey(this.o.prefix, principal);
     let cursor = '0';
     let server = this.serverOf(key);
@@ -275,7 +282,7 @@ export class SessionStore {
       // COUNT is a hint: a set Redis keeps compact (set-max-listpack-entries raised) comes whole.
       for (let at = 0; at < ids.length; at += PRINCIPAL_SLICE) {
         const theirs = await this.sessionsStillOf(principal, key, ids.slice(at, at + PRINCIPAL_SLICE), kept);
-        if (theirs.length > 0) await each(theirs);
+        if (theirs.metas.length > 0 || theirs.damaged.length > 0) await each(theirs);
       }
       if (cursor === '0') return kept.size;
     }
@@ -304,9 +311,26 @@ export class SessionStore {
    * (the oldest, met first by every scan, would never get their second meeting), so
    * while all are young no new one is made. `kept` gathers the entries met out of place
    * and left in the set.
+   *
+   * Each entry is read on its own, so one bad entry does not fail the rest (a principal's
+   * logout failed for good over one): an entry that is no session id (written by
+   * someone else; never a login's) is taken out at once, and a session whose metadata
+   * cannot be read (KILN_ERR_STORAGE_DAMAGED) is answered apart, in `damaged`. Any
+   * other failure is thrown once the slice has settled.
    */
-  private async sessionsStillOf(principal: string, key: string, ids: string[], kept?: Set<string>): Promise<SessionMeta[]> {
-    const metas = await Promise.all(ids.map((id) => this.peek(id)));
+  private async sessionsStillOf(principal: string, key: string, given: string[], kept?: Set<string>): Promise<PrincipalSlice> {
+    const ids = given.filter((id) => isValidSessionId(id));
+    if (ids.length < given.length) void this.o.command(key, ['SREM', key, ...given.filter((id) => !isValidSessionId(id))]).catch(() => undefined);
+    const peeks = await Promise.allSettled(ids.map((id) => this.peek(id)));
+    const damaged: string[] = [];
+    const metas: (SessionMeta | null)[] = [];
+    for (const [i, peek] of peeks.entries()) {
+      if (peek.status === 'fulfilled') metas.push(peek.value);
+      else if (isKilnError(peek.reason, 'KILN_ERR_STORAGE_DAMAGED')) {
+        damaged.push(ids[i]!);
+        metas.push(null);
+      } else throw peek.reason;
+    }
     // Read after the await, and nothing below yields: notes go in in time order even
     // across readers running at once (dropExpiredNotes relies on it).
     const now = performance.now();
@@ -314,7 +338,7 @@ export class SessionStore {
     const notes = this.outOfPlaceSince;
     for (const [i, id] of ids.entries()) {
       const note = `${key}\n${id}`;
-      if (metas[i]?.principal === principal) {
+      if (metas[i]?.principal === principal || damaged.includes(id)) {
         notes.delete(note);
         kept?.delete(id); // met out of place earlier in the scan, in place now (its login committed)
         continue;
@@ -338,7 +362,7 @@ export class SessionStore {
       }
     }
     if (stale.length > 0) void this.o.command(key, ['SREM', key, ...stale]).catch(() => undefined);
-    return metas.filter((m): m is SessionMeta => m !== null && m.principal === principal);
+    return { metas: metas.filter((m): m is SessionMeta => m !== null && m.principal === principal), damaged };
   }
 
   /**
@@ -366,7 +390,7 @@ export class SessionStore {
         const room = limit - sessions.length;
         const wanted = slice.slice(at, at + Math.max(room, PAGE_PEEKS));
         at += wanted.length;
-        const theirs = await this.sessionsStillOf(principal, key, wanted);
+        const theirs = (await this.sessionsStillOf(principal, key, wanted)).metas;
         if (theirs.length < room) {
           sessions.push(...theirs);
           continue;
@@ -397,10 +421,19 @@ export class SessionStore {
     const key = principalKey(this.o.prefix, principal);
     let n = 0;
     for (let pass = 0; pass < DESTROY_PASSES; pass++) {
-      const leftInPlace = await this.forEachPrincipalSlice(principal, async (metas) => {
+      const leftInPlace = await this.forEachPrincipalSlice(principal, async ({ metas, damaged }) => {
         // Nobody is excepted: every holder is told, this process included. An id SSCAN
-        // names twice is destroyed once (the second finds nothing).
-        const outcomes = await Promise.allSettled(metas.map((meta) => this.destroyAs('', meta.id, 'principal')));
+        // names twice is destroyed once (the second finds nothing). A session whose
+        // metadata is damaged is destroyed too (nobody can use it, and a logout is not
+        // blocked by it); its destroy cannot name the principal, so it leaves the set here.
+        const outcomes = await Promise.allSettled([
+          ...metas.map((meta) => this.destroyAs('', meta.id, 'principal')),
+          ...damaged.map(async (id) => {
+            const destroyed = await this.destroyAs('', id, 'principal');
+            await this.o.command(key, ['SREM', key, id]);
+            return destroyed;
+          }),
+        ]);
         for (const o of outcomes) if (o.status === 'fulfilled' && o.value) n++;
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
@@ -422,10 +455,17 @@ export class SessionStore {
       const ids = ((await command(idx.ids, ['ZRANGEBYLEX', idx.ids, from, '+', 'LIMIT', '0', String(limit - sessions.length + 1)])) as Reply[]).map(text);
       const wanted = ids.filter((id) => id.startsWith(prefix));
       const reachedEnd = wanted.length < ids.length || ids.length < limit - sessions.length + 1;
-      const metas = await Promise.all(wanted.map((id) => this.peek(id)));
+      // Each entry on its own: one bad entry does not fail every page. An entry that is no
+      // session id is taken out; a session whose metadata is damaged is left out of the page.
+      const metas = await Promise.allSettled(wanted.map((id) => (isValidSessionId(id) ? this.peek(id) : Promise.resolve(null))));
       const stale: string[] = [];
       for (let i = 0; i < wanted.length; i++) {
-        const meta = metas[i];
+        const peek = metas[i]!;
+        if (peek.status === 'rejected') {
+          if (isKilnError(peek.reason, 'KILN_ERR_STORAGE_DAMAGED')) continue;
+          throw peek.reason;
+        }
+        const meta = peek.value;
         if (!meta) {
           stale.push(wanted[i]!);
           continue;
