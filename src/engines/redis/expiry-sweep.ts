@@ -4,8 +4,13 @@
  * rules it keeps: one sweeper at a time (a SET NX token with a short life, renewed by
  * its holder), and the index only ever says when to look: the expire script re-reads the
  * real deadline, so a session touched or committed since then is re-filed, not expired,
- * and a lease holder's batched touches get `touchGraceMs` of slack.
+ * and a lease holder's batched touches get `touchGraceMs` of slack. One bad entry stops
+ * nothing: each due session is settled on its own, an entry that is no session id is
+ * taken out, and a session whose data is damaged is parked out of the way
+ * (DAMAGED_PARK_MS on), where it blocked the head of the index and so all expiry.
  */
+import { isKilnError } from '../../errors/index.js';
+import { isValidSessionId } from '../../session/id.js';
 import type { Count } from './counters.js';
 import type { IndexKeys } from './keys.js';
 import { num, text, textOrNull, type Reply } from './replies.js';
@@ -14,6 +19,9 @@ import { SCRIPTS, type RedisScript } from './scripts.js';
 
 /** Sessions taken from the index per round (a sweep makes at most 20 rounds). */
 export const SWEEP_BATCH = 256;
+
+/** How far ahead a session whose data is damaged is re-filed: looked at again then, out of the sweep's way meanwhile (its failure is counted by code). */
+export const DAMAGED_PARK_MS = 3_600_000;
 
 /** How long a sweeper's turn lasts: three sweeps, at least a second. */
 export function sweepTurnMs(expirySweepMs: number): number {
@@ -69,7 +77,15 @@ export class ExpirySweep {
       const now = Date.now();
       const due = ((await send(idx.expiry, ['ZRANGEBYSCORE', idx.expiry, '-inf', String(now), 'LIMIT', '0', String(SWEEP_BATCH)])) as Reply[]).map(text);
       if (due.length === 0) return;
-      await Promise.all(due.map((id) => this.expireOne(id)));
+      const invalid = due.filter((id) => !isValidSessionId(id));
+      if (invalid.length > 0) await send(idx.expiry, ['ZREM', idx.expiry, ...invalid]);
+      const ids = due.filter((id) => isValidSessionId(id));
+      const outcomes = await Promise.allSettled(ids.map((id) => this.expireOne(id)));
+      const parkAt = String(Date.now() + DAMAGED_PARK_MS);
+      const parked = ids.filter((_, i) => isDamage(outcomes[i]!));
+      if (parked.length > 0) await send(idx.expiry, ['ZADD', idx.expiry, ...parked.flatMap((id) => [parkAt, id])]);
+      // Redis in trouble, or replicas short: the rest waits for the next sweep.
+      if (outcomes.some((o) => o.status === 'rejected' && !isDamage(o))) return;
       if (due.length < SWEEP_BATCH) return;
     }
   }
@@ -90,4 +106,8 @@ export class ExpirySweep {
     }
     await this.o.dropFromIndexes(sessionId, verdict.kind === 'expired' ? verdict.principal : null);
   }
+}
+
+function isDamage(outcome: PromiseSettledResult<unknown>): boolean {
+  return outcome.status === 'rejected' && isKilnError(outcome.reason, 'KILN_ERR_STORAGE_DAMAGED');
 }
