@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
 import { generateSessionId } from '../../src/session/id.js';
@@ -6,7 +7,7 @@ import { commitOf } from '../conformance/engine-suite.js';
 import { waitFor } from '../helpers/processes.js';
 import { redisCli, startStandalone, type RedisDeployment } from '../helpers/redis.js';
 
-/** The expiry sweep on the real redis-server: bad entries in its index. */
+/** The expiry sweep on the real redis-server: bad entries in its index, and a Redis that stalls. */
 describe('Redis engine: the expiry sweep', () => {
   let redis: RedisDeployment;
   let port: number;
@@ -57,5 +58,19 @@ describe('Redis engine: the expiry sweep', () => {
     // Counted by code, as the console shows this process's errors.
     const errors = (e as unknown as { runner: { errors(): Record<string, number> } }).runner.errors();
     assert.ok((errors['KILN_ERR_STORAGE_DAMAGED'] ?? 0) >= 1, `counted: ${JSON.stringify(errors)}`);
+  });
+
+  it('runs one sweep at a time in a process: ticks while Redis stalls are skipped, not piled up', async () => {
+    const e = await engine({ expirySweepMs: 100, operationTimeoutMs: 10_000, heartbeatMs: 5000 });
+    await Promise.all(Array.from({ length: 50 }, () => createIdle(e, 200)));
+    const sets = async () => Number(/^cmdstat_set:calls=(\d+)/m.exec(await cli('INFO', 'commandstats'))?.[1] ?? 0);
+    const before = await sets();
+    // Redis runs a 2 s script: every command waits behind it, the sweeper's turn (SET NX) too.
+    const busy = spawn('redis-cli', ['-p', String(port), 'EVAL', "local t0 = redis.call('TIME') while true do local t = redis.call('TIME') if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 2000000 then break end end return 1", '0']);
+    await new Promise((resolve) => busy.on('exit', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const started = (await sets()) - before;
+    // About 20 ticks fell in the stall; one sweep was under way through it (and one or two since).
+    assert.ok(started <= 4, `sweeps begun across a 2 s stall with a 100 ms sweep interval: ${started}`);
   });
 });

@@ -57,16 +57,29 @@ export interface ExpirySweepOptions {
 }
 
 export class ExpirySweep {
+  /** A sweep is under way: the timer's next ticks are skipped (on a slow Redis they piled up, each sending its own batch). */
+  private running = false;
+
   constructor(private readonly o: ExpirySweepOptions) {}
 
   /**
    * One process at a time (a SET NX token with a short life) takes the sessions due in
    * the expiry index and lets the expire script decide: a touch or commit since then
-   * only moved the deadline, so most are re-filed, not expired.
+   * only moved the deadline, so most are re-filed, not expired. One sweep at a time
+   * in this process too.
    */
   async sweep(): Promise<void> {
+    if (this.running || !this.o.isActive()) return;
+    this.running = true;
+    try {
+      await this.sweepTurn();
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async sweepTurn(): Promise<void> {
     const { idx, send } = this.o;
-    if (!this.o.isActive()) return;
     const turn = String(sweepTurnMs(this.o.expirySweepMs));
     const took = await send(idx.sweeper, ['SET', idx.sweeper, this.o.ownerId, 'PX', turn, 'NX']);
     if (took === null) {
