@@ -59,4 +59,33 @@ describe('Redis engine: the indexes beside the scripts', () => {
     assert.equal(await cli('ZSCORE', 'kiln:{idx}:exp', id), '1000');
     await engine.release(id, token);
   });
+
+  it('a page of list() over many entries of sessions gone makes a bounded number of rounds, and ends short with a next', async () => {
+    await cli('DEL', 'kiln:{idx}:ids');
+    // Entries whose sessions are gone (a lost ZREM, or planted), all before the one real session, and one that is no session id.
+    const gone = Array.from({ length: 3000 }, () => `A${generateSessionId()}`);
+    for (let at = 0; at < gone.length; at += 500) await cli('ZADD', 'kiln:{idx}:ids', ...gone.slice(at, at + 500).flatMap((id) => ['0', id]));
+    await cli('ZADD', 'kiln:{idx}:ids', '0', 'B not a session id!');
+    const real = 'z'.repeat(24);
+    const { token } = await engine.acquire(real);
+    await engine.commit(commitOf(real, token, 0, { n: 1 }));
+    await engine.release(real, token);
+    const evalshas = async () => Number(/^cmdstat_evalsha:calls=(\d+)/m.exec(await cli('INFO', 'commandstats'))?.[1] ?? 0);
+    const before = await evalshas();
+    const first = await engine.list({ limit: 10 });
+    const peeks = (await evalshas()) - before;
+    assert.ok(peeks <= 8 * 11, `one page peeked at ${peeks} entries (limit 10)`);
+    assert.deepEqual(first.sessions, []);
+    assert.ok(first.next !== null, 'short, with a next');
+    let page = first;
+    let pages = 1;
+    const found: string[] = [];
+    while (page.next !== null) {
+      page = await engine.list({ limit: 10, after: page.next });
+      found.push(...page.sessions.map((m) => m.id));
+      assert.ok(++pages < 100, 'the pages end');
+    }
+    assert.deepEqual(found, [real], 'the real session is reached, and the entry that is no session id failed no page');
+    assert.equal(await cli('ZSCORE', 'kiln:{idx}:ids', 'B not a session id!'), '', 'taken out');
+  });
 });

@@ -6,7 +6,8 @@ import { expireVerdict, sweepTurnMs } from '../../src/engines/redis/expiry-sweep
 import { renewDue } from '../../src/engines/redis/heartbeat.js';
 import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs } from '../../src/engines/redis/lease-acquirer.js';
 import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
-import { grantValidUntil, Ownership, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
+import { grantValidUntil, Ownership, RENEW_SLICE, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
+import { settleInSlices } from '../../src/util/slices.js';
 import { metaFrom, num, parseUntrusted, roleView, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError } from '../../src/engines/redis/replies.js';
 import { withTimeout } from '../../src/util/deadline.js';
 import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-store.js';
@@ -308,5 +309,41 @@ describe('redis engine options', () => {
     refused({ maxAttributes: '10' }, /"maxAttributes" must be an integer/);
     refused({ maxAtributes: 10 }, /unknown option "maxAtributes"/);
     refused('big', /limits options must be an object/);
+  });
+});
+
+describe('redis scripts sent a slice at a time', () => {
+  it('settleInSlices keeps at most a slice in flight and answers every outcome in order', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const outcomes = await settleInSlices(Array.from({ length: 1000 }, (_, i) => i), 256, async (i) => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setImmediate(resolve));
+      inFlight--;
+      if (i === 500) throw new Error('one fails');
+      return i * 2;
+    });
+    assert.equal(most, 256);
+    assert.equal(outcomes.length, 1000);
+    assert.deepEqual(outcomes[3], { status: 'fulfilled', value: 6 });
+    assert.equal(outcomes[500]!.status, 'rejected');
+    assert.deepEqual(outcomes[999], { status: 'fulfilled', value: 1998 });
+  });
+
+  it('renews 2,000 held leases with at most a slice of renewals in flight', async () => {
+    const ownership = new Ownership(15_000);
+    for (let i = 0; i < 2000; i++) ownership.granted(`s${i}`, i + 1, 0, Date.now());
+    let inFlight = 0;
+    let most = 0;
+    let renewed = 0;
+    await ownership.renewAll(async () => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setImmediate(resolve));
+      inFlight--;
+      renewed++;
+      return 1;
+    });
+    assert.equal(renewed, 2000);
+    assert.equal(most, RENEW_SLICE);
   });
 });

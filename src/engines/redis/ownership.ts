@@ -6,7 +6,11 @@
  * commits from a copy another process may already be changing. Leases it stopped trusting
  * for connection trouble are remembered, to be handed back once Redis answers again.
  */
+import { settleInSlices } from '../../util/slices.js';
 import type { LeaseHandler } from '../engine.js';
+
+/** Renewals in flight at once (see settleInSlices). */
+export const RENEW_SLICE = 256;
 
 /** Small safety margin so this process stops trusting a lease before Redis drops it. */
 export const VALIDITY_MARGIN_MS = 250;
@@ -127,15 +131,14 @@ export class Ownership {
 
   /** Renews every held lease (`renew` answers as the renew script does, -1 for no answer). */
   async renewAll(renew: (sessionId: string, token: number) => Promise<number>): Promise<void> {
-    const sent = Date.now();
-    await Promise.all(
-      [...this.held].map(async ([sessionId, lease]) => {
-        const verdict = renewVerdict(await renew(sessionId, lease.token));
-        if (this.held.get(sessionId) !== lease) return;
-        if (verdict.kind === 'lapsed') this.revokeLocally(sessionId, lease.token, 'lease-expired');
-        else if (verdict.kind === 'renewed') lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
-        else if (verdict.kind === 'recalled') this.recalled(sessionId, lease.token, verdict.deadline);
-      }),
-    );
+    await settleInSlices([...this.held], RENEW_SLICE, async ([sessionId, lease]) => {
+      // Each slice's own send time: a later slice's renewal counts from when it was asked.
+      const sent = Date.now();
+      const verdict = renewVerdict(await renew(sessionId, lease.token));
+      if (this.held.get(sessionId) !== lease) return;
+      if (verdict.kind === 'lapsed') this.revokeLocally(sessionId, lease.token, 'lease-expired');
+      else if (verdict.kind === 'renewed') lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
+      else if (verdict.kind === 'recalled') this.recalled(sessionId, lease.token, verdict.deadline);
+    });
   }
 }

@@ -12,6 +12,7 @@ import { isKilnError, KilnError } from '../../errors/index.js';
 import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { assertSessionId, isValidSessionId } from '../../session/id.js';
+import { settleInSlices } from '../../util/slices.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
 import type { Count } from './counters.js';
 import { principalKey, type IndexKeys } from './keys.js';
@@ -103,6 +104,10 @@ const MAX_OUT_OF_PLACE = 10_000;
 const PAGE_PEEKS = 32;
 /** SSCANs one console page of a principal's sessions makes at most (a page of slices gone since is cut short). */
 const PAGE_SCANS = 8;
+/** Touch scripts in flight at once (see settleInSlices). */
+const TOUCH_SLICE = 256;
+/** ZRANGEBYLEX rounds one page of list() makes at most: past them (entries of sessions gone) the page ends short, with a `next`. */
+const LIST_ROUNDS = 8;
 /** Scans of a principal's set begun again after the connection changed, before the call fails. */
 const MAX_SCAN_RESTARTS = 5;
 
@@ -209,8 +214,8 @@ export class SessionStore {
 
   async touch(items: readonly TouchItem[]): Promise<void> {
     for (const item of items) assertSessionId(item.sessionId);
-    const replies = await Promise.all(items.map((item) => this.o.runScript(SCRIPTS.touch, item.sessionId, this.o.ownerId, [String(item.token), String(item.at), String(this.o.keySlackMs)]).catch(() => 0)));
-    const applied = replies.filter((r) => num(r) === 1).length;
+    const outcomes = await settleInSlices(items, TOUCH_SLICE, (item) => this.o.runScript(SCRIPTS.touch, item.sessionId, this.o.ownerId, [String(item.token), String(item.at), String(this.o.keySlackMs)]));
+    const applied = outcomes.filter((o) => o.status === 'fulfilled' && num(o.value) === 1).length;
     if (applied > 0) this.o.count('touches', applied);
   }
 
@@ -443,6 +448,11 @@ export class SessionStore {
     return n;
   }
 
+  /**
+   * A page of sessions in id order. Entries whose sessions are gone are taken out as they
+   * are met; after LIST_ROUNDS reads of the index the page ends, short or even empty,
+   * with a `next` that takes up after the last entry read.
+   */
   async list(options: ListOptions): Promise<ListPage> {
     const { idx, command } = this.o;
     const limit = Math.max(1, Math.min(options.limit, MAX_LIST_LIMIT));
@@ -450,7 +460,8 @@ export class SessionStore {
     let after = options.after !== undefined && options.after >= prefix ? options.after : undefined;
     const sessions: SessionMeta[] = [];
     let more = false;
-    for (;;) {
+    let next: string | null = null;
+    for (let round = 1; ; round++) {
       const from = after !== undefined ? `(${after}` : prefix ? `[${prefix}` : '-';
       const ids = ((await command(idx.ids, ['ZRANGEBYLEX', idx.ids, from, '+', 'LIMIT', '0', String(limit - sessions.length + 1)])) as Reply[]).map(text);
       const wanted = ids.filter((id) => id.startsWith(prefix));
@@ -477,11 +488,20 @@ export class SessionStore {
         sessions.push(meta);
       }
       if (stale.length > 0) void command(idx.ids, ['ZREM', idx.ids, ...stale]).catch(() => undefined);
-      if (more || reachedEnd || wanted.length === 0) break;
+      if (more) {
+        next = sessions[sessions.length - 1]!.id;
+        break;
+      }
+      if (reachedEnd || wanted.length === 0) break;
       after = wanted[wanted.length - 1];
+      // Bounded: an index of many entries whose sessions are gone ends the page short, and the next takes up after them.
+      if (round >= LIST_ROUNDS) {
+        next = after!;
+        break;
+      }
     }
     const total = num(await command(idx.ids, ['ZCARD', idx.ids]));
-    return { sessions, next: more && sessions.length > 0 ? sessions[sessions.length - 1]!.id : null, total };
+    return { sessions, next, total };
   }
 
   /** Metadata of one session without its lease (listing, principal index, admin). */
