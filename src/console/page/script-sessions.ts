@@ -14,7 +14,12 @@ async function search(e) {
   for (let i = 0; !page.sessions.length && page.next && i < 4; i++) page = await principalPage(page.next);
   // A principal's total is its sessions; a listing's is every session, so it is not shown.
   const more = page.sessions.length && page.total > page.sessions.length ? '<li class="muted" id="principal-more">' + page.sessions.length + ' of ' + fmt(page.total) + ' sessions of this principal (kiln sessions ls --principal pages through them)</li>' : '';
-  if (!page.sessions.length) page = await api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : ''));
+  if (!page.sessions.length) {
+    const prefixPage = (after) => api('GET', '/api/sessions?limit=50' + (q ? '&prefix=' + encodeURIComponent(q) : '') + (after ? '&after=' + encodeURIComponent(after) : ''));
+    page = await prefixPage();
+    // The same for an id prefix: on Redis a page of a listing may be empty, with a next.
+    for (let i = 0; !page.sessions.length && page.next && i < 4; i++) page = await prefixPage(page.next);
+  }
   // A new search (the form, not the refresh after an invalidation) clears the last one's
   // session detail or "invalidated".
   if (e) $('detail').innerHTML = '';
