@@ -239,6 +239,9 @@ describe('append-only log', () => {
       await waitFor(() => log.refusal() !== undefined || undefined, 9_000, 'commits refused');
       assert.match(log.refusal()!, /lock .*kiln\.lock is no longer this server's: another file is in its place/);
       assert.ok(errors.some((e) => /commits are refused from now on: stop this server/.test(e)), errors.join('; '));
+      // Nor does anything else of this server's go into the directory: a destroy, an expiry, a compaction.
+      await assert.rejects(log.append({ t: 'e', id: generateSessionId() }), /is no longer this server's/);
+      await assert.rejects(log.compact(), /is no longer this server's/);
       await log.close();
       assert.ok(existsSync(join(dir, 'kiln.lock')), "the other server's lock stays");
     } finally {

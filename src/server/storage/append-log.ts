@@ -384,6 +384,8 @@ export class AppendLog implements TierStorage {
   append(record: TierRecord): Promise<void> {
     // A log that gave up (a stop, on a disk that hung or failed) writes nothing more.
     if (this.closed || this.gaveUp) return Promise.reject(new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed'));
+    // Another server holds the directory now: nothing more of ours goes into it.
+    if (this.lockLost !== undefined) return Promise.reject(new KilnError('KILN_ERR_STORAGE', this.lockLost));
     if (record.t === 'a' && this.backlogBytes >= this.maxBacklogBytes / 2) {
       this.counters.accessTimesDropped++;
       return Promise.resolve();
@@ -595,6 +597,7 @@ export class AppendLog implements TierStorage {
 
   /** Writes a snapshot of the current state and drops the logs it covers. */
   compact(): Promise<void> {
+    if (this.lockLost !== undefined) return Promise.reject(new KilnError('KILN_ERR_STORAGE', this.lockLost));
     if (!this.compacting) {
       this.compactingSince = Date.now();
       this.compacting = this.doCompact().then(
