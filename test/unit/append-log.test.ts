@@ -249,6 +249,34 @@ describe('append-only log', () => {
     }
   });
 
+  it('a compaction under way when the lock is lost (its disk hung) goes no further once the disk answers: no new log, no snapshot, no log removed', async () => {
+    const dir = tempDir();
+    const hold = join(dir, '..', `${dir.split('/').pop()}-hold`);
+    process.env['KILN_FAILPOINT'] = `log:rotate-synced=${hold}`;
+    try {
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: () => undefined });
+      log.load((r) => table.replay(r));
+      await log.open();
+      await log.append({ t: 'e', id: generateSessionId() });
+      const before = readdirSync(dir).sort();
+      writeFileSync(hold, '');
+      const compaction = log.compact(); // held at the switch to the next log, as a hung disk holds it
+      const ended = compaction.then(() => 'done', (err: Error) => err.message);
+      writeFileSync(join(dir, 'theirs'), '2000 boot-b 4026532176 77 elsewhere\n');
+      renameSync(join(dir, 'theirs'), join(dir, 'kiln.lock'));
+      await waitFor(() => log.refusal() !== undefined || undefined, 9_000, 'the loss found');
+      rmSync(hold); // the disk answers
+      assert.match(await ended, /is no longer this server's/);
+      assert.deepEqual(readdirSync(dir).sort(), before, 'the directory as the new holder found it');
+      await log.close();
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      rmSync(hold, { force: true });
+      removeDir(dir);
+    }
+  });
+
   it('refuses a data directory another live process holds', async () => {
     const dir = tempDir();
     try {

@@ -59,6 +59,9 @@ describe('kiln.lock: whether its holder lives', () => {
     assert.equal(judge('2000 boot-a 4026531836 77 node-1', {}, LOCK_STALE_AFTER_MS + 1, blind), false);
     assert.equal(judge('2000\n', {}, 0, blind), false, "an older Kiln's lock: its pid is looked up");
     assert.equal(judge('2000\n', { 2000: '9' }, LOCK_STALE_AFTER_MS + 1, blind), true);
+    // ...and a lock such a server writes ('-' for what it cannot know) is judged by its refreshes by everyone.
+    assert.equal(judge('51234 - - - my-mac', {}, 0), true, 'fresh: held, though no pid 51234 lives here');
+    assert.equal(judge('51234 - - - my-mac', {}, LOCK_STALE_AFTER_MS + 1), false);
   });
 
   it("a lock whose time is ahead of this clock counts as just refreshed, and the refusal says the clock is ahead", () => {
@@ -135,6 +138,20 @@ describe('kiln.lock: whether its holder lives', () => {
       const until = Date.now() + LOCK_REFRESH_MS + 300;
       while (Date.now() < until) refreshLockIfDue(lock);
       assert.ok(Date.now() - statSync(path).mtimeMs < 1_000, 'refreshed from within the synchronous work');
+      unlockDataDir(lock);
+    } finally {
+      removeDir(dir);
+    }
+  });
+
+  it("is touched by its timer every period while the event loop is free", async () => {
+    const dir = tempDir();
+    try {
+      const lock = lockDataDir(dir);
+      const path = join(dir, 'kiln.lock');
+      const old = new Date(Date.now() - 60_000);
+      utimesSync(path, old, old);
+      await waitFor(() => Date.now() - statSync(path).mtimeMs < 2_000 || undefined, LOCK_REFRESH_MS + 3_000, 'the timer touching the lock');
       unlockDataDir(lock);
     } finally {
       removeDir(dir);

@@ -11,7 +11,7 @@ import { doubling } from '../../util/backoff.js';
 import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
 import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, writeAt, writeSnapshot } from './frame-file.js';
-import { type DirLock, lockDataDir, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
+import { type DirLock, lockDataDir, lockStillOurs, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 
 /**
  * Durable storage for the kiln server: an append-only log of TierRecords plus a
@@ -434,6 +434,9 @@ export class AppendLog implements TierStorage {
       // A log that gave up on a write (closing on a failing disk) writes nothing after
       // it: a record past the hole would make the log damaged at the next start.
       if (!file || this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
+      // Records queued before the lock was lost (a disk that hung 30 s, then answered) go
+      // nowhere: the directory is another server's now.
+      this.checkOwnership();
       // An abandoned switch that has made the next log: a batch written to this one now,
       // torn by a crash, would be a torn record in a log that is not the newest.
       if (this.rotating && this.rotateOpened) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log was being switched when the stop gave up on its disk');
@@ -755,7 +758,11 @@ export class AppendLog implements TierStorage {
     await this.rotate();
     const nextSeq = this.seq;
     await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, { proceed: () => this.stopIfAbandoned(), beforeRename: () => this.snapshotMayReplace() });
-    for (const seq of await logSeqsAsync(this.dir)) if (seq < nextSeq) await unlink(this.logPath(seq));
+    for (const seq of await logSeqsAsync(this.dir)) {
+      if (seq >= nextSeq) continue;
+      this.stopIfAbandoned();
+      await unlink(this.logPath(seq));
+    }
     // What the log the compaction started holds stays (commits taken while the snapshot was written).
     this.logBytes = this.fileOffset;
     this.counters.compactions++;
@@ -764,6 +771,17 @@ export class AppendLog implements TierStorage {
   /** A compaction goes no further once a write was given up or a stop abandoned it. */
   private stopIfAbandoned(): void {
     if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the snapshot is abandoned');
+    this.checkOwnership();
+  }
+
+  /**
+   * Throws once the data directory's lock is another server's (found by the lock's
+   * timer, or asked now if its last check is old): before every write and every step
+   * of a compaction, which may have begun before the loss.
+   */
+  private checkOwnership(): void {
+    if (this.lockLost === undefined && lockStillOurs(this.lockToken)) return;
+    throw new KilnError('KILN_ERR_STORAGE', this.lockLost ?? "the data directory's lock is no longer this server's");
   }
 
   /**

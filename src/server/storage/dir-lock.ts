@@ -47,12 +47,18 @@ interface HeldLock {
   refreshedAt: number;
   /** A touch is under way (the timer's, asynchronous): the descriptor stays open until it ends. */
   touching: boolean;
+  /** When the path was last seen holding our file (Date.now()). */
+  confirmedAt: number;
+  lost: boolean;
+  onLost: ((why: string) => void) | undefined;
 }
 const locksHere = new Map<string, HeldLock>();
 
 /** What a lock file says of its holder; words an older Kiln did not write are undefined. */
 export interface LockRecord {
   readonly pid: number;
+  /** The file holds the pid alone (an older Kiln's lock); a server without /proc writes '-' for what it cannot know. */
+  readonly pidOnly: boolean;
   readonly boot: string | undefined;
   readonly pidNamespace: string | undefined;
   readonly started: string | undefined;
@@ -78,7 +84,7 @@ function hostWord(): string {
 export function parseLockRecord(text: string): LockRecord {
   const words = text.trim().split(/\s+/);
   const known = (word: string | undefined) => (word === undefined || word === UNKNOWN ? undefined : word);
-  return { pid: /^\d{1,10}$/.test(words[0] ?? '') ? Number(words[0]) : Number.NaN, boot: known(words[1]), pidNamespace: known(words[2]), started: known(words[3]), host: known(words[4]) };
+  return { pid: /^\d{1,10}$/.test(words[0] ?? '') ? Number(words[0]) : Number.NaN, pidOnly: words.length === 1, boot: known(words[1]), pidNamespace: known(words[2]), started: known(words[3]), host: known(words[4]) };
 }
 
 /** What this process can see of another: whether a pid lives, and its start time. */
@@ -108,8 +114,7 @@ export type Judge = ProcessIdentity & { host: string; bootedAt: number | undefin
 export function judgeHolder(record: LockRecord, refreshedAt: number, now: number, me: Judge, probe: ProcessProbe): HolderVerdict {
   if (!Number.isInteger(record.pid) || record.pid <= 0) return { held: false };
   const same = (theirs: string | undefined, ours: string) => theirs !== undefined && ours !== UNKNOWN && theirs === ours;
-  const pidOnly = record.boot === undefined && record.pidNamespace === undefined;
-  if (pidOnly || (same(record.boot, me.boot) && same(record.pidNamespace, me.pidNamespace))) {
+  if (record.pidOnly || (same(record.boot, me.boot) && same(record.pidNamespace, me.pidNamespace))) {
     if (record.pid === me.pid || !probe.alive(record.pid)) return { held: false };
     const started = probe.startedOf(record.pid);
     if (record.started !== undefined && started !== undefined && started !== record.started) return { held: false };
@@ -221,16 +226,26 @@ function removeStaleLock(path: string): boolean {
     if (other !== undefined && (other.verdict.held || !removeIfStill(takeover, other.ino))) return false;
     if (!placeLockFile(takeover)) return false;
   }
+  const ours = inodeOf(takeover);
   try {
     // Read again under the takeover: a lock gone since may be placed anew at any moment
-    // (and must then stay); one still here is still the stale one.
+    // (and must then stay); one still here is still the stale one, removed only if it
+    // is still that very file.
     const holder = holderOf(path);
     if (holder === undefined) return true;
     if (holder.verdict.held) return false;
-    rmSync(path, { force: true });
-    return true;
+    return removeIfStill(path, holder.ino) || holderOf(path) === undefined;
   } finally {
-    rmSync(takeover, { force: true });
+    // Only our own takeover file: in a race past removeIfStill's, another's may be there.
+    if (ours !== undefined && inodeOf(takeover) === ours) rmSync(takeover, { force: true });
+  }
+}
+
+function inodeOf(path: string): number | undefined {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return undefined;
   }
 }
 
@@ -301,8 +316,8 @@ export function lockDataDir(dir: string, options: { onLost?: (why: string) => vo
   }
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   const lock: DirLock = { dir: real };
-  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, fileIno: fstatSync(fd).ino, refreshedAt: Date.now(), touching: false };
-  held.refresh = refreshEvery(path, held, options.onLost);
+  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, fileIno: fstatSync(fd).ino, refreshedAt: Date.now(), touching: false, confirmedAt: Date.now(), lost: false, onLost: options.onLost };
+  held.refresh = refreshEvery(path, held);
   locksHere.set(real, held);
   return lock;
 }
@@ -346,7 +361,7 @@ function inUseHere(dir: string, otherPath: string | undefined): KilnError {
  * loop; the lock then goes stale for those servers, as it should for a server that
  * cannot write.
  */
-function refreshEvery(path: string, held: HeldLock, onLost: ((why: string) => void) | undefined): NodeJS.Timeout {
+function refreshEvery(path: string, held: HeldLock): NodeJS.Timeout {
   const timer = setInterval(() => {
     if (held.touching) return;
     held.touching = true;
@@ -361,15 +376,50 @@ function refreshEvery(path: string, held: HeldLock, onLost: ((why: string) => vo
           closeSync(held.fd);
           return;
         }
-        const why = err ? `it is gone (${err.code ?? err.message})` : info.ino !== held.fileIno ? 'another file is in its place: another server took the directory over' : undefined;
-        if (why === undefined) return;
-        clearInterval(timer);
-        onLost?.(`the data directory's lock ${path} is no longer this server's: ${why}`);
+        // Only a file gone or another in its place is a loss; any other error (a
+        // network file system's passing ESTALE, EIO) is asked again at the next touch.
+        if (err && err.code !== 'ENOENT') return;
+        judgeOwnership(path, held, err ? undefined : info.ino);
       });
     });
   }, LOCK_REFRESH_MS);
   timer.unref();
   return timer;
+}
+
+/** What the path holds now (`ino`, undefined: nothing) says of our lock; a loss is reported once. */
+function judgeOwnership(path: string, held: HeldLock, ino: number | undefined): boolean {
+  if (ino === held.fileIno) {
+    held.confirmedAt = Date.now();
+    return true;
+  }
+  if (!held.lost) {
+    held.lost = true;
+    clearInterval(held.refresh);
+    held.onLost?.(`the data directory's lock ${path} is no longer this server's: ${ino === undefined ? 'it is gone' : 'another file is in its place: another server took the directory over'}`);
+  }
+  return false;
+}
+
+/**
+ * Whether `lock` is still this process's, before writing into its directory: from the
+ * last touch's check when it is recent, else asked now (synchronously: after a disk
+ * that hung answers again, before the first write, when the timer's check may not have
+ * run yet). A loss found here is reported as the timer reports it.
+ */
+export function lockStillOurs(lock: DirLock | undefined): boolean {
+  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
+  if (held === undefined || held.lock !== lock) return lock === undefined;
+  if (held.lost) return false;
+  if (Date.now() - held.confirmedAt < 2 * LOCK_REFRESH_MS) return true;
+  const path = join(lock.dir, 'kiln.lock');
+  let ino: number | undefined;
+  try {
+    ino = statSync(path).ino;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return true;
+  }
+  return judgeOwnership(path, held, ino);
 }
 
 /**

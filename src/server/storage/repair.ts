@@ -4,7 +4,7 @@ import { KilnError } from '../../errors/index.js';
 import { SessionTable, type TierRecord } from '../../tier/session-table.js';
 import { prepareDataDir } from './append-log.js';
 import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, writeSnapshot } from './frame-file.js';
-import { type DirLock, lockDataDir, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
+import { type DirLock, lockDataDir, lockStillOurs, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
 import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
 import { RepairPlanner } from './repair-plan.js';
@@ -136,6 +136,8 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
     // A few lines, not one per spot: last-repair.json lists them (up to MAX_SPOTS).
     for (const spot of state.damaged.slice(0, SPOTS_SHOWN)) say(`damaged: ${spot.file} at byte ${spot.offset}, ${spot.bytes} bytes skipped (${spot.why})`);
     if (state.spots > SPOTS_SHOWN) say(`damaged: ${state.spots - SPOTS_SHOWN} more spots (see last-repair.json)`);
+    // A long scan may have let a server that cannot see this process take the directory.
+    if (!lockStillOurs(lock)) throw new KilnError('KILN_ERR_STORAGE', `the lock of ${dir} was taken by another server during the scan: nothing was changed`, { details: { dir } });
     try {
       await replaceFiles(dir, state.table, Math.max(firstSeq, newest ?? 0) + 1, options.keyring, summary, say);
     } catch (err) {
