@@ -171,8 +171,10 @@ export class WriteBehind {
     const inflight = (async () => {
       try {
         // Write-behind runs after its requests ended: only the engine's own bounds apply.
-        // A failure gives the lease back, unless newer changes wait to go under it and the
-        // tier did not refuse these as stale (a refusal gives it back whatever we ask).
+        // A failure gives the lease back, unless newer changes wait to go under it; only
+        // for a failure the sender would keep it after (not a refusal as stale, nor one
+        // given up on after retries: those give it back whatever we ask, and the newer
+        // batch takes it again through its own retry).
         const ack = await this.sender.send(request, undefined, { releaseOnFailure: !backlog.batches.some((b) => b.changes !== undefined) });
         backlog.ackedVersion = ack.version;
         // Our own copy now stands at the acknowledged version. One built on a load made
