@@ -261,7 +261,13 @@ export class SessionClient implements HandleHost {
   /** Destroys a session from anywhere (admin, logout from another device). */
   async destroy(sessionId: string): Promise<boolean> {
     this.assertOpen();
-    const destroyed = await this.engine.destroy(sessionId, { reason: 'request' });
+    let destroyed: boolean;
+    try {
+      destroyed = await this.engine.destroy(sessionId, { reason: 'request' });
+    } catch (err) {
+      if (ranOnEngine(err)) this.keeper.forget(sessionId);
+      throw err;
+    }
     this.keeper.forget(sessionId);
     return destroyed;
   }
@@ -351,6 +357,9 @@ export class SessionClient implements HandleHost {
       const deadline = startStep(handle, Date.now(), 'destroy');
       try {
         await this.engine.destroy(sessionId, { reason: 'request', deadline });
+      } catch (err) {
+        if (ranOnEngine(err)) this.keeper.forget(sessionId);
+        throw err;
       } finally {
         endStep(handle, deadline);
       }
@@ -411,4 +420,13 @@ export class SessionClient implements HandleHost {
 
 export function createSessionClient(options: SessionClientOptions): SessionClient {
   return new SessionClient(options);
+}
+
+/**
+ * A destroy refused after it ran (Redis: its WAIT came back short of replicas): the
+ * session and its lease are gone from the engine, so the cached copy and the lease this
+ * process holds go too (kept, the next request would run on a session that is gone).
+ */
+function ranOnEngine(err: unknown): boolean {
+  return err instanceof KilnError && err.details?.applied === true;
 }

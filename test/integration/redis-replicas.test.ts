@@ -378,11 +378,17 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     engine.onEvent((e) => {
       if (e.type === 'expired') expiredEvents.push(e.sessionId);
     });
+    const destroyedBefore = (await engine.stats()).counters['destroyed'] ?? 0;
     await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
     await assert.rejects(engine.destroy(loggedOut), refused, 'a destroy the replica does not have is not acknowledged');
     await assert.rejects(engine.destroyByPrincipal('alice'), refused);
-    assert.ok(await exists(replica.port, loggedOut), 'the node that may take over still has the session: acknowledging would have promised a logout it may undo');
-    assert.ok(await exists(replica.port, elsewhere));
+    // The refused destroy ran on the master (its WAIT came back short after it): what
+    // follows it is done all the same, since a retry finds nothing left to destroy.
+    assert.equal(await exists(master.port, loggedOut), false, 'the destroy ran on the master before its WAIT');
+    assert.equal(await redisCli(master.port, 'SISMEMBER', 'kiln:principal:alice', loggedOut), '0', 'out of its principal\'s set');
+    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', loggedOut), '', 'out of the id index');
+    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', loggedOut), '', 'out of the expiry index');
+    await waitFor(async () => ((await engine.stats()).counters['destroyed'] ?? 0) === destroyedBefore + 1, 5000, 'the refused destroy counted');
 
     // Past the idle session's deadline, with the sweep running every 50 ms: its expiry waits for the replica too.
     await sleep(idleDue + 1000 - Date.now());
@@ -398,5 +404,61 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     await waitFor(() => expiredEvents.includes(idle), 5000, 'the idle session expired once the replica is back');
     await waitFor(async () => !(await exists(replica.port, idle)), 5000, 'the expiry replicated');
     assert.deepEqual(await engine.findByPrincipal('alice'), []);
+    // Nothing left behind in the indexes: "log out everywhere" finds no member it cannot end.
+    assert.equal(await engine.destroyByPrincipal('alice'), 0);
+    assert.equal(await redisCli(master.port, 'SCARD', 'kiln:principal:alice'), '0', 'no member left in the principal set');
+    for (const id of [loggedOut, elsewhere, idle]) {
+      assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', `${id} out of the id index`);
+      assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '', `${id} out of the expiry index`);
+    }
+    assert.equal(await redisCli(master.port, 'SCARD', 'kiln:principal:idle-user'), '0');
+    assert.equal((await engine.stats()).counters['destroyed'], destroyedBefore + 2, 'each destroyed session counted once');
+  });
+});
+
+/**
+ * An expiry whose WAIT comes back short has run on the master all the same (data, lease
+ * and event gone): the sweep drops the session from its principal's set and the indexes
+ * and counts it then, since the next sweep finds nothing and could not. ROLE is looked at
+ * rarely here, so the first expiry is sent and its WAIT is what finds the replica gone.
+ */
+describe('Redis engine: an expiry refused after it ran on the master', () => {
+  let master: RedisNode;
+  let replica: RedisNode;
+  let engine: RedisEngine;
+  before(async () => {
+    master = await startRedisNode();
+    replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+    await replicaOnline(master.port, replica.port);
+    engine = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: 1000, heartbeatMs: 60_000, expirySweepMs: 100 });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine.close();
+    await replica.kill();
+    await master.kill();
+  });
+
+  it('drops the session from its principal set and the indexes, and counts it once', async () => {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    const commit = { sessionId: id, token, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt: Date.now(), principal: 'carol', idleTimeoutMs: 1500, absoluteExpiresAt: 0, set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
+    // A replica just synced may miss the first WAIT: the same commit again applies once.
+    await waitFor(async () => engine.commit(commit).then(() => true, () => false), 5000, 'the commit confirmed');
+    await engine.release(id, token);
+    const expiredBefore = (await engine.stats()).counters['expired'] ?? 0;
+    assert.equal(await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`), '1', 'not expired before the replica goes');
+    await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
+    await waitFor(async () => (await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`)) === '0', 5000, 'the expiry ran on the master');
+    await waitFor(async () => (await redisCli(master.port, 'SCARD', 'kiln:principal:carol')) === '0', 5000, 'out of its principal\'s set');
+    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '');
+    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '');
+    await waitFor(async () => ((await engine.stats()).counters['expired'] ?? 0) === expiredBefore + 1, 5000, 'the expiry counted');
+    await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
+    await replicaOnline(master.port, replica.port);
+    await sleep(500);
+    assert.equal(await engine.destroyByPrincipal('carol'), 0);
+    assert.equal(await redisCli(master.port, 'SCARD', 'kiln:principal:carol'), '0');
+    assert.equal((await engine.stats()).counters['expired'], expiredBefore + 1, 'counted once');
   });
 });

@@ -50,6 +50,30 @@ export interface ScriptRunnerOptions {
 
 const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
 
+/** The replies of scripts that ran on the master but were not acknowledged (see ranUnconfirmed). */
+const unconfirmedReplies = new WeakMap<KilnError, unknown>();
+
+/**
+ * A script that ran on the master and whose WAIT then failed (replicas short, the WAIT
+ * timed out, its connection changed): the write is not acknowledged, yet it is done on
+ * the master. The error says so (`details.applied`, for callers holding a cached copy),
+ * and carries the script's reply (unconfirmedReplyOf): a destroy or expiry has deleted
+ * the data already, so a retry finds nothing and cannot do what follows the script
+ * (index entries, counters, the caller's own lease). The caller does it before
+ * rethrowing.
+ */
+function ranUnconfirmed(err: unknown, reply: unknown): unknown {
+  if (!(err instanceof KilnError)) return err;
+  const error = new KilnError(err.code, err.message, { cause: err.cause, details: { ...err.details, applied: true } });
+  unconfirmedReplies.set(error, reply);
+  return error;
+}
+
+/** The reply of the script whose unacknowledged run `err` reports (see ranUnconfirmed); undefined for any other error. */
+export function unconfirmedReplyOf(err: unknown): unknown {
+  return err instanceof KilnError ? unconfirmedReplies.get(err) : undefined;
+}
+
 /** The commits that one WAIT, not yet sent, will confirm. */
 interface WaitBatch {
   firstKey: string;
@@ -160,13 +184,17 @@ export class ScriptRunner {
       const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
       acked?.catch(() => undefined);
       const result = await reply;
-      const n = acked ? num(await acked) : 0;
-      // A WAIT that may have run on another connection than the script says nothing of it.
-      if (acked && o.generation() !== generation) {
-        this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${script.name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+      try {
+        const n = acked ? num(await acked) : 0;
+        // A WAIT that may have run on another connection than the script says nothing of it.
+        if (acked && o.generation() !== generation) {
+          this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+          throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${script.name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+        }
+        if (replicated) this.afterWait(script.name, n, plan.waitFor, connection);
+      } catch (err) {
+        throw ranUnconfirmed(err, result);
       }
-      if (replicated) this.afterWait(script.name, n, plan.waitFor, connection);
       return result;
     };
     let reply: unknown;

@@ -18,7 +18,7 @@ import type { Count } from './counters.js';
 import { principalKey, type IndexKeys } from './keys.js';
 import type { Ownership } from './ownership.js';
 import { metaFrom, num, settleBy, snapshotFrom, text, textOrNull, TRANSIENT_CODES, type Reply } from './replies.js';
-import type { RunScriptOptions } from './script-runner.js';
+import { unconfirmedReplyOf, type RunScriptOptions } from './script-runner.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 
 /** The commit script's arguments after the common ones (see COMMIT in scripts.ts). Names and the principal are checked here, before anything is sent. */
@@ -224,8 +224,25 @@ export class SessionStore {
     const { o } = this;
     // Confirmed by replicas like a commit: a destroy acknowledged before a replica had it
     // is undone by a failover, and a logged-out session comes back.
-    const reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
-    if (num(reply[0]) !== 1) return false;
+    let reply: Reply[];
+    let unconfirmed: unknown;
+    try {
+      reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
+    } catch (err) {
+      // Refused after it ran (a WAIT short of replicas): the data, lease and event are gone
+      // on the master already, so a retry finds nothing to destroy and would skip what
+      // follows. It is done now, then the refusal thrown. (A failover that loses the
+      // destroy brings the session back outside these indexes, until its keys' TTL; the
+      // caller was told the destroy is not acknowledged, and a destroy of it again finds it.)
+      const applied = unconfirmedReplyOf(err);
+      if (!Array.isArray(applied)) throw err;
+      reply = applied as Reply[];
+      unconfirmed = err;
+    }
+    if (num(reply[0]) !== 1) {
+      if (unconfirmed !== undefined) throw unconfirmed;
+      return false;
+    }
     o.count(reason === 'expired' ? 'expired' : 'destroyed');
     o.count('sessionBytes', -num(reply[2]));
     if (textOrNull(reply[3]) === o.ownerId) {
@@ -235,6 +252,7 @@ export class SessionStore {
       else if (token !== undefined) o.ownership.revokeLocally(sessionId, token, 'destroyed');
     }
     await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
+    if (unconfirmed !== undefined) throw unconfirmed;
     return true;
   }
 
