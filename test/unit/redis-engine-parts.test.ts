@@ -8,7 +8,7 @@ import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs 
 import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
 import { grantValidUntil, Ownership, RENEW_SLICE, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
 import { settleInSlices } from '../../src/util/slices.js';
-import { metaFrom, num, parseUntrusted, roleView, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError } from '../../src/engines/redis/replies.js';
+import { metaFrom, num, parseUntrusted, redisVersionBelowMinimum, roleView, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError } from '../../src/engines/redis/replies.js';
 import { withTimeout } from '../../src/util/deadline.js';
 import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-store.js';
 import { parseSessionEvent } from '../../src/engines/redis/session-events.js';
@@ -63,6 +63,52 @@ describe('redis replies', () => {
     assert.equal(toEngineError('weird', 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE');
     const own = new KilnError('KILN_ERR_TIMEOUT', 'x');
     assert.equal(toEngineError(own, 'a'), own);
+  });
+
+  it('maps a transient Redis error raised inside a script to a retryable code, wrapped (Redis 6.2 and earlier) or not (Redis 7), and damage to STORAGE_DAMAGED', () => {
+    const sha = 'f_0123456789abcdef0123456789abcdef01234567';
+    const transient = [
+      "READONLY You can't write against a read only replica.",
+      "OOM command not allowed when used memory > 'maxmemory'.",
+      'BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.',
+      'LOADING Redis is loading the dataset in memory',
+      "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+      'NOREPLICAS Not enough good replicas to write.',
+      'CLUSTERDOWN The cluster is down',
+      'TRYAGAIN Multiple keys request during rehashing of slot',
+    ];
+    for (const plain of transient) {
+      const shapes = [
+        `ERR Error running script (call to ${sha}): @user_script:4: @user_script: 4: -${plain}`, // Redis 6.0/6.2
+        `ERR Error running script (call to ${sha}): @user_script:4: ${plain}`,
+        `${plain} script: 0123456789abcdef0123456789abcdef01234567, on @user_script:4.`, // Redis 7
+        plain,
+      ];
+      for (const message of shapes) assert.equal(toEngineError(new Error(message), 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE', message);
+    }
+    for (const message of [
+      `ERR Error running script (call to ${sha}): @user_script:1: Script killed by user with SCRIPT KILL...`,
+      'ERR Script killed by user with SCRIPT KILL... script: 0123, on @user_script:1.',
+    ]) {
+      assert.equal(toEngineError(new Error(message), 'a').code, 'KILN_ERR_ENGINE_UNAVAILABLE', message);
+    }
+    for (const message of [
+      'WRONGTYPE Operation against a key holding the wrong kind of value',
+      `ERR Error running script (call to ${sha}): @user_script:4: WRONGTYPE Operation against a key holding the wrong kind of value`,
+      `ERR Error running script (call to ${sha}): @user_script:9: user_script:9: attempt to compare nil with number`,
+      'ERR user_script:9: attempt to compare nil with number script: 0123, on @user_script:9.',
+      'ERR value is not an integer or out of range',
+    ]) {
+      assert.equal(toEngineError(new Error(message), 'a').code, 'KILN_ERR_STORAGE_DAMAGED', message);
+    }
+  });
+
+  it('names a Redis older than 6.2 from INFO server, and nothing for 6.2 and later', () => {
+    const info = (v: string) => `# Server\r\nredis_version:${v}\r\nredis_git_sha1:00000000\r\n`;
+    assert.equal(redisVersionBelowMinimum(info('6.0.16')), '6.0.16');
+    assert.equal(redisVersionBelowMinimum(Buffer.from(info('5.0.7'))), '5.0.7');
+    for (const v of ['6.2.0', '7.0.15', '7.2.4', '10.0.0']) assert.equal(redisVersionBelowMinimum(info(v)), undefined, v);
+    assert.equal(redisVersionBelowMinimum('# Server\r\n'), undefined);
   });
 
   it('tells refusals that waiting cannot fix from other connect errors', () => {

@@ -16,7 +16,7 @@ import { eventChannel, indexKeys, ownerChannel, type IndexKeys } from './keys.js
 import { LeaseAcquirer } from './lease-acquirer.js';
 import { handleOwnerMessage, type LeaseMessage, type OwnerMessageHandlers } from './owner-messages.js';
 import { Ownership, VALIDITY_MARGIN_MS } from './ownership.js';
-import { num, refusalOf, text, toEngineError } from './replies.js';
+import { MIN_REDIS_VERSION, num, redisVersionBelowMinimum, refusalOf, text, toEngineError } from './replies.js';
 import { ScriptRunner } from './script-runner.js';
 import { ReplicaGuard } from './replica-guard.js';
 import { SCRIPTS } from './scripts.js';
@@ -384,6 +384,8 @@ export class RedisEngine implements Engine {
         await this.transport.subscribe(ownerChannel(this.prefix, this.ownerId), (message) => this.onOwnerMessage(message));
         await send(this.idx.epoch, ['SET', this.idx.epoch, randomBytes(8).toString('hex'), 'NX']);
         this.currentEpoch = text(await send(this.idx.epoch, ['GET', this.idx.epoch]));
+        // Told, not refused: an older server runs everything but the re-file (see MIN_REDIS_VERSION).
+        void send(this.idx.epoch, ['INFO', 'server']).then(warnIfOldRedis, () => undefined);
         this.heartbeat.masters = await this.transport.masterIdentity().catch(() => undefined);
         await send(this.idx.owners, ['ZADD', this.idx.owners, String(Date.now()), this.ownerId]);
       };
@@ -458,4 +460,14 @@ export class RedisEngine implements Engine {
  */
 export function connectRedis(url: string, options: Omit<RedisEngineOptions, 'url'> = {}): RedisEngine {
   return new RedisEngine({ ...options, url });
+}
+
+/** Warned already (once per process, however many engines connect). */
+let warnedOldRedis = false;
+
+function warnIfOldRedis(info: unknown): void {
+  const version = redisVersionBelowMinimum(info);
+  if (version === undefined || warnedOldRedis) return;
+  warnedOldRedis = true;
+  process.emitWarning(`Redis ${version} is older than ${MIN_REDIS_VERSION.join('.')}, the oldest Kiln's Redis engine supports: a retried commit whose first reply was lost does not file its session in the expiry index again (ZADD LT), so the sweep may miss it until Redis's own TTL frees its keys`, { code: 'KILN_REDIS_VERSION' });
 }

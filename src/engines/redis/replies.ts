@@ -97,7 +97,14 @@ export function settleBy(promise: Promise<unknown>, deadline: number | undefined
 }
 
 
-const UNAVAILABLE = /^(READONLY|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b/;
+/**
+ * Redis passing through a state that waiting ends (a failover, a load, memory full, a
+ * busy or killed script), whether as the command's own error or raised inside a script.
+ * Redis 6.2 and earlier wrap the latter (`ERR Error running script (call to f_…):
+ * @user_script:4: @user_script: 4: -READONLY …`), which DAMAGED would take for a runtime
+ * error of the script, so this is looked for first: retryable, as it always was.
+ */
+const UNAVAILABLE = /^(?:ERR Error running script\b.*?[\s:]-?)?(READONLY|OOM|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b|\bScript killed by user\b/s;
 
 /** node-redis errors and script refusals as KilnErrors with stable codes. */
 const TLS_REFUSAL = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS_|ERR_SSL_|ERR_OSSL_)/;
@@ -129,13 +136,30 @@ export function toEngineError(err: unknown, address: string): KilnError {
   if (refusal) return new KilnError(refusal[1] as 'KILN_ERR_CONFLICT', refusal[2]!);
   const report = DAMAGE_REPORT.exec(message);
   if (report) return new KilnError('KILN_ERR_STORAGE_DAMAGED', `Redis at ${address}: ${report[1]!}`, { cause: error });
+  if (UNAVAILABLE.test(message)) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
   if (DAMAGED.test(message)) return new KilnError('KILN_ERR_STORAGE_DAMAGED', `Redis at ${address} holds data Kiln did not write: ${message}`, { cause: error });
   if (message.startsWith('NOSCRIPT')) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', message, { cause: error });
-  if (UNAVAILABLE.test(message)) return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
   if (/closed|socket|ECONNRESET|ECONNREFUSED|EPIPE|disconnect/i.test(`${error.name} ${message}`)) {
     return new KilnError('KILN_ERR_CONNECTION_LOST', `connection to Redis at ${address} lost: ${message}`, { cause: error });
   }
   return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `Redis at ${address}: ${message}`, { cause: error });
+}
+
+/**
+ * The oldest Redis the engine is written for: the re-file of a retried commit uses
+ * ZADD … LT (6.2). Older servers refuse that command (a session whose commit reply was
+ * lost can be left out of the expiry index, until Redis's TTL on its keys), and wrap
+ * errors raised in scripts (see UNAVAILABLE).
+ */
+export const MIN_REDIS_VERSION: readonly [number, number] = [6, 2];
+
+/** The `redis_version` of an INFO server reply when it is below MIN_REDIS_VERSION (Valkey reports its Redis compatibility there too), else undefined. */
+export function redisVersionBelowMinimum(info: unknown): string | undefined {
+  const match = /^redis_version:(\d+)\.(\d+)\S*/m.exec(Buffer.isBuffer(info) ? info.toString() : String(info));
+  if (!match) return undefined;
+  const [major, minor] = [Number(match[1]), Number(match[2])];
+  const [needMajor, needMinor] = MIN_REDIS_VERSION;
+  return major < needMajor || (major === needMajor && minor < needMinor) ? match[0].slice('redis_version:'.length) : undefined;
 }
 
 /** Size of a command in RESP, as it goes on the wire (for traffic()). */
