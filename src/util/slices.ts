@@ -1,11 +1,35 @@
 /**
- * Calls `each` on `items` a slice of `size` at a time, the next slice once the last has
- * settled, and answers every outcome in order. Thousands of scripts sent at once (every
- * lease renewed, a batch of touches) queue that many commands in the client and in Redis
- * ahead of the requests that wait on them.
+ * Calls `each` on `items` with at most `limit` calls in flight, the next starting as soon
+ * as one ends, and answers every outcome in order. Thousands of scripts sent at once
+ * (every lease renewed, a batch of touches) queue that many commands in the client and
+ * in Redis ahead of the requests that wait on them; slices sent in lockstep (the next
+ * once the slowest of the last has answered) let one slow call hold up all that follow.
+ *
+ * With `deadline` (epoch ms), no call starts at or after it and the answer comes by then
+ * at the latest: an item not started, or not settled by then, has `undefined` for its
+ * outcome (a call under way carries on unwatched; its own time bound ends it).
  */
-export async function settleInSlices<T, R>(items: readonly T[], size: number, each: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
-  const outcomes: PromiseSettledResult<R>[] = [];
-  for (let at = 0; at < items.length; at += size) outcomes.push(...(await Promise.allSettled(items.slice(at, at + size).map(each))));
-  return outcomes;
+export async function settlePooled<T, R>(items: readonly T[], limit: number, each: (item: T) => Promise<R>, deadline?: number): Promise<(PromiseSettledResult<R> | undefined)[]> {
+  const outcomes: (PromiseSettledResult<R> | undefined)[] = new Array<PromiseSettledResult<R> | undefined>(items.length).fill(undefined);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && (deadline === undefined || Date.now() < deadline)) {
+      const i = next++;
+      try {
+        outcomes[i] = { status: 'fulfilled', value: await each(items[i]!) };
+      } catch (reason) {
+        outcomes[i] = { status: 'rejected', reason };
+      }
+    }
+  };
+  const all = Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
+  if (deadline === undefined) {
+    await all;
+    return outcomes;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
+  await Promise.race([all, late]);
+  clearTimeout(timer);
+  return [...outcomes];
 }

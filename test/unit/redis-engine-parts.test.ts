@@ -7,7 +7,8 @@ import { renewDue } from '../../src/engines/redis/heartbeat.js';
 import { decodeAcquireReply, retryAfterRecallMs, retryAfterTroubleMs, retryAtMs } from '../../src/engines/redis/lease-acquirer.js';
 import { leaseMessageFrom, ownerMessageAction, parseOwnerMessage, type OwnerView } from '../../src/engines/redis/owner-messages.js';
 import { grantValidUntil, Ownership, RENEW_SLICE, renewVerdict, VALIDITY_MARGIN_MS } from '../../src/engines/redis/ownership.js';
-import { settleInSlices } from '../../src/util/slices.js';
+import { settlePooled } from '../../src/util/slices.js';
+import { sleep } from '../helpers/processes.js';
 import { metaFrom, num, parseUntrusted, redisVersionBelowMinimum, roleView, refusalOf, respBytes, settleBy, snapshotFrom, text, toEngineError } from '../../src/engines/redis/replies.js';
 import { withTimeout } from '../../src/util/deadline.js';
 import { commitArgs, decodeCommitReply } from '../../src/engines/redis/session-store.js';
@@ -358,11 +359,11 @@ describe('redis engine options', () => {
   });
 });
 
-describe('redis scripts sent a slice at a time', () => {
-  it('settleInSlices keeps at most a slice in flight and answers every outcome in order', async () => {
+describe('redis scripts sent a pool at a time', () => {
+  it('settlePooled keeps at most `limit` in flight and answers every outcome in order', async () => {
     let inFlight = 0;
     let most = 0;
-    const outcomes = await settleInSlices(Array.from({ length: 1000 }, (_, i) => i), 256, async (i) => {
+    const outcomes = await settlePooled(Array.from({ length: 1000 }, (_, i) => i), 256, async (i) => {
       most = Math.max(most, ++inFlight);
       await new Promise((resolve) => setImmediate(resolve));
       inFlight--;
@@ -374,6 +375,59 @@ describe('redis scripts sent a slice at a time', () => {
     assert.deepEqual(outcomes[3], { status: 'fulfilled', value: 6 });
     assert.equal(outcomes[500]!.status, 'rejected');
     assert.deepEqual(outcomes[999], { status: 'fulfilled', value: 1998 });
+  });
+
+  it('settlePooled starts the next call as one ends: a slow call holds up no other (lockstep slices waited for it)', async () => {
+    const ended: number[] = [];
+    let slowEnded = false;
+    const started = Date.now();
+    await settlePooled(Array.from({ length: 40 }, (_, i) => i), 4, async (i) => {
+      await sleep(i === 0 ? 300 : 10);
+      if (i === 0) slowEnded = true;
+      else if (!slowEnded) ended.push(i);
+    });
+    assert.equal(ended.length, 39, 'every other call ended while the slow one ran');
+    assert.ok(Date.now() - started < 600, `${Date.now() - started} ms`);
+  });
+
+  it('settlePooled starts nothing past its deadline and answers by it, whatever is under way', async () => {
+    const started = Date.now();
+    let calls = 0;
+    const outcomes = await settlePooled(Array.from({ length: 100 }, (_, i) => i), 2, async (i) => {
+      calls++;
+      if (i < 2) return new Promise<never>(() => undefined); // never answers
+      return i;
+    }, started + 200);
+    const took = Date.now() - started;
+    assert.ok(took >= 190 && took < 400, `answered after ${took} ms`);
+    assert.equal(calls, 2, 'none started while both slots hung, none after the deadline');
+    assert.ok(outcomes.every((o) => o === undefined));
+    const quick = await settlePooled(Array.from({ length: 1000 }, (_, i) => i), 4, async (i) => {
+      await sleep(20);
+      return i;
+    }, Date.now() + 100);
+    const done = quick.filter((o) => o !== undefined).length;
+    assert.ok(done > 0 && done < 1000, `${done} of 1000 done by the deadline; the rest skipped`);
+  });
+
+  it('renewAll returns by its deadline with renewals hung, and the next round asks the leases not reached first', async () => {
+    const ownership = new Ownership(15_000);
+    for (let i = 0; i < 600; i++) ownership.granted(`s${i}`, i + 1, 0, Date.now());
+    const asked: string[] = [];
+    const started = Date.now();
+    await ownership.renewAll(async (sessionId) => {
+      asked.push(sessionId);
+      return new Promise<number>(() => undefined); // a shard down: no answer
+    }, started + 200);
+    assert.ok(Date.now() - started < 400, 'the heartbeat is held no longer than the deadline');
+    assert.equal(asked.length, RENEW_SLICE, 'a pool in flight, none started after');
+    const next: string[] = [];
+    await ownership.renewAll(async (sessionId) => {
+      next.push(sessionId);
+      return 1;
+    }, Date.now() + 1000);
+    assert.equal(next.length, 600 - RENEW_SLICE, 'the renewals still under way are not sent again');
+    assert.ok(!next.some((id) => asked.includes(id)));
   });
 
   it('renews 2,000 held leases with at most a slice of renewals in flight', async () => {

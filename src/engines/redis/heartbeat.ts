@@ -15,6 +15,11 @@ export function renewDue(now: number, lastRenew: number, leaseTimeMs: number, he
   return now - lastRenew >= leaseTimeMs / 3 - heartbeatMs / 2;
 }
 
+/** How long one round of renewals may hold the heartbeat: until the next round is due (at least a beat). */
+export function renewWindowMs(leaseTimeMs: number, heartbeatMs: number): number {
+  return Math.max(heartbeatMs, leaseTimeMs / 3 - heartbeatMs / 2);
+}
+
 export interface HeartbeatOptions {
   heartbeatMs: number;
   leaseTimeMs: number;
@@ -39,7 +44,8 @@ export interface HeartbeatOptions {
   giveBack: (sessionId: string, token: number) => void;
   /** ROLE on the master: how many replicas it lists, and their acknowledged offsets. */
   sawRole: (view: RoleView) => void;
-  renewAll: () => Promise<void>;
+  /** Renews the held leases, sending none at or after `deadline` and returning by then (see Ownership.renewAll). */
+  renewAll: (deadline: number) => Promise<void>;
 }
 
 export class Heartbeat {
@@ -66,7 +72,9 @@ export class Heartbeat {
       if (o.replicas > 0) await this.countReplicasOnline();
       if (renewDue(Date.now(), this.lastRenew, o.leaseTimeMs, o.heartbeatMs)) {
         this.lastRenew = Date.now();
-        await o.renewAll();
+        // Bounded by the renewal interval: thousands of renewals timing out (a cluster
+        // shard down) held this beat, and so failover and replica checks, for minutes.
+        await o.renewAll(this.lastRenew + renewWindowMs(o.leaseTimeMs, o.heartbeatMs));
       }
     } catch (err) {
       o.failed(err instanceof Error ? err : undefined);

@@ -6,10 +6,10 @@
  * commits from a copy another process may already be changing. Leases it stopped trusting
  * for connection trouble are remembered, to be handed back once Redis answers again.
  */
-import { settleInSlices } from '../../util/slices.js';
+import { settlePooled } from '../../util/slices.js';
 import type { LeaseHandler } from '../engine.js';
 
-/** Renewals in flight at once (see settleInSlices). */
+/** Renewals in flight at once (see settlePooled). */
 export const RENEW_SLICE = 256;
 
 /** Small safety margin so this process stops trusting a lease before Redis drops it. */
@@ -19,6 +19,8 @@ export interface HeldLease {
   token: number;
   /** Until when this process may trust the lease without hearing from Redis. */
   validUntil: number;
+  /** When its last renewal was sent (renewAll asks the longest unasked first). */
+  renewAsked?: number;
 }
 
 /** How long a fresh grant is trusted: until its recall deadline if it came recalled, else a time limit from when it was asked for. */
@@ -42,6 +44,8 @@ export function renewVerdict(reply: number): RenewVerdict {
 
 export class Ownership {
   private readonly held = new Map<string, HeldLease>();
+  /** Sessions whose renewal is under way (one that outlived its round is not sent again meanwhile). */
+  private readonly renewing = new Set<string>();
   /** Leases we stopped trusting (connection trouble) but Redis may still list as ours. */
   private readonly toRelease = new Map<string, number>();
   private handler: LeaseHandler | undefined;
@@ -129,16 +133,38 @@ export class Ownership {
     this.held.clear();
   }
 
-  /** Renews every held lease (`renew` answers as the renew script does, -1 for no answer). */
-  async renewAll(renew: (sessionId: string, token: number) => Promise<number>): Promise<void> {
-    await settleInSlices([...this.held], RENEW_SLICE, async ([sessionId, lease]) => {
-      // Each slice's own send time: a later slice's renewal counts from when it was asked.
-      const sent = Date.now();
-      const verdict = renewVerdict(await renew(sessionId, lease.token));
-      if (this.held.get(sessionId) !== lease) return;
-      if (verdict.kind === 'lapsed') this.revokeLocally(sessionId, lease.token, 'lease-expired');
-      else if (verdict.kind === 'renewed') lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
-      else if (verdict.kind === 'recalled') this.recalled(sessionId, lease.token, verdict.deadline);
-    });
+  /**
+   * Renews the held leases, at most RENEW_SLICE at once, the next sent as one answers
+   * (`renew` answers as the renew script does, -1 for no answer). None is sent at or after
+   * `deadline`, and the call returns by then (the heartbeat that waits for it checks for
+   * failovers too): a lease not reached is renewed next round, first, since the leases
+   * asked least lately go first; one that goes unrenewed until its trust runs out is
+   * dropped here as 'lease-expired' (checkValidity), as Redis drops it. A renewal still
+   * under way at the deadline is applied when it answers, and not sent again meanwhile.
+   */
+  async renewAll(renew: (sessionId: string, token: number) => Promise<number>, deadline?: number): Promise<void> {
+    const due = [...this.held].filter(([sessionId]) => !this.renewing.has(sessionId)).sort(([, a], [, b]) => (a.renewAsked ?? 0) - (b.renewAsked ?? 0));
+    await settlePooled(
+      due,
+      RENEW_SLICE,
+      async ([sessionId, lease]) => {
+        // Each renewal's own send time: one sent later counts from when it was asked.
+        const sent = Date.now();
+        lease.renewAsked = sent;
+        this.renewing.add(sessionId);
+        let answer: number;
+        try {
+          answer = await renew(sessionId, lease.token);
+        } finally {
+          this.renewing.delete(sessionId);
+        }
+        const verdict = renewVerdict(answer);
+        if (this.held.get(sessionId) !== lease) return;
+        if (verdict.kind === 'lapsed') this.revokeLocally(sessionId, lease.token, 'lease-expired');
+        else if (verdict.kind === 'renewed') lease.validUntil = sent + this.leaseTimeMs - VALIDITY_MARGIN_MS;
+        else if (verdict.kind === 'recalled') this.recalled(sessionId, lease.token, verdict.deadline);
+      },
+      deadline,
+    );
   }
 }

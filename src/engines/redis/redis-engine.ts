@@ -159,7 +159,7 @@ export class RedisEngine implements Engine {
       takeToRelease: () => this.ownership.takeToRelease(),
       giveBack,
       sawRole: (view) => this.runner.sawRole(view),
-      renewAll: () => this.ownership.renewAll(async (sessionId, token) => num(await runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(token)]).catch(() => -1))),
+      renewAll: (deadline) => this.ownership.renewAll(async (sessionId, token) => num(await runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(token)]).catch(() => -1)), deadline),
     });
     this.store = new SessionStore({
       ownerId: this.ownerId,

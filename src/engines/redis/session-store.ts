@@ -12,7 +12,7 @@ import { isKilnError, KilnError } from '../../errors/index.js';
 import { checkAttributeName, checkDeltaNames, checkPrincipal, type SessionLimits } from '../../session/limits.js';
 import { deltaBytes, type CommitAck, type CommitRequest, type SessionMeta, type SessionSnapshot, type TouchItem } from '../../session/model.js';
 import { assertSessionId, isValidSessionId } from '../../session/id.js';
-import { settleInSlices } from '../../util/slices.js';
+import { settlePooled } from '../../util/slices.js';
 import { MAX_LIST_LIMIT, type CallOptions, type ListOptions, type ListPage } from '../engine.js';
 import type { Count } from './counters.js';
 import { principalKey, type IndexKeys } from './keys.js';
@@ -104,7 +104,7 @@ const MAX_OUT_OF_PLACE = 10_000;
 const PAGE_PEEKS = 32;
 /** SSCANs one console page of a principal's sessions makes at most (a page of slices gone since is cut short). */
 const PAGE_SCANS = 8;
-/** Touch scripts in flight at once (see settleInSlices). */
+/** Touch scripts in flight at once (see settlePooled). */
 const TOUCH_SLICE = 256;
 /** ZRANGEBYLEX rounds one page of list() makes at most: past them (entries of sessions gone) the page ends short, with a `next`. */
 const LIST_ROUNDS = 8;
@@ -214,8 +214,8 @@ export class SessionStore {
 
   async touch(items: readonly TouchItem[]): Promise<void> {
     for (const item of items) assertSessionId(item.sessionId);
-    const outcomes = await settleInSlices(items, TOUCH_SLICE, (item) => this.o.runScript(SCRIPTS.touch, item.sessionId, this.o.ownerId, [String(item.token), String(item.at), String(this.o.keySlackMs)]));
-    const applied = outcomes.filter((o) => o.status === 'fulfilled' && num(o.value) === 1).length;
+    const outcomes = await settlePooled(items, TOUCH_SLICE, (item) => this.o.runScript(SCRIPTS.touch, item.sessionId, this.o.ownerId, [String(item.token), String(item.at), String(this.o.keySlackMs)]));
+    const applied = outcomes.filter((o) => o?.status === 'fulfilled' && num(o.value) === 1).length;
     if (applied > 0) this.o.count('touches', applied);
   }
 
