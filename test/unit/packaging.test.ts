@@ -33,9 +33,16 @@ import { describe, it } from 'node:test';
 // client stats, error codes and balancer status, namespaced sessions; three new modules
 // with their .d.ts, and their docs) add 17 KiB packed: 774 KiB (792,613 B) with the
 // demo fixes of the same day, unpacked 2.93 MiB → bound 800 KiB packed.
+// Eighteenth session: packed 804 KiB (823,723 B), unpacked 3.04 MiB (3,187,920 B) after
+// kiln.lock's own module (pid namespaces, refresh, loss), write-behind's batches and the
+// Redis engine's fixes from two reviews (their scripts, docs and doc comments) → bounds
+// 840 KiB and 3.2 MiB. Unpacked: ESM 1,148 KiB, declarations 886 KiB (both copies), the
+// CommonJS bundle 776 KiB, docs 267 KiB. The decision named since the fifteenth session
+// (an ESM-only server, comments out of the shipped JavaScript, or one copy of the
+// declarations) would take 400-800 KiB off.
 const ROOT = join(import.meta.dirname, '..', '..', '..');
-const MAX_PACKED_BYTES = 800 * 1024;
-const MAX_UNPACKED_BYTES = 3 * 1024 * 1024;
+const MAX_PACKED_BYTES = 840 * 1024;
+const MAX_UNPACKED_BYTES = 3.2 * 1024 * 1024;
 const MAX_DIRECT_DEPENDENCIES = 3;
 const MAX_INSTALLED_PACKAGES = 24;
 
