@@ -60,6 +60,15 @@ describe('Redis engine: the expiry sweep', () => {
     assert.ok((errors['KILN_ERR_STORAGE_DAMAGED'] ?? 0) >= 1, `counted: ${JSON.stringify(errors)}`);
   });
 
+  it('a due session whose lease key was planted with another type is parked whole, not half deleted (its data, its lease and waiters as they were)', async () => {
+    const e = await engine({ expirySweepMs: 50 });
+    const id = await createIdle(e, 100);
+    await cli('SET', `kiln:{${id}}:l`, 'junk');
+    await waitFor(async () => Number(await cli('ZSCORE', 'kiln:{idx}:exp', id)) > Date.now() + 30 * 60_000 || undefined, 5000, 'the session parked');
+    assert.equal(await cli('EXISTS', `kiln:{${id}}:m`), '1', 'its metadata is still there');
+    assert.equal(await cli('EXISTS', `kiln:{${id}}:a`), '1', 'its attributes are still there');
+  });
+
   it('runs one sweep at a time in a process: ticks while Redis stalls are skipped, not piled up', async () => {
     const e = await engine({ expirySweepMs: 100, operationTimeoutMs: 10_000, heartbeatMs: 5000 });
     await Promise.all(Array.from({ length: 50 }, () => createIdle(e, 200)));

@@ -51,6 +51,16 @@ local function numIn(key, field, value, default)
   return n
 end
 
+-- Before a script's first write: its lease keys are of the types Kiln gives them (or
+-- absent). A key planted with another type would fail a call halfway, after the data
+-- was deleted and before the lease and its waiters were told.
+local function leaseKeysSound()
+  for _, kt in ipairs({{KL, 'hash'}, {KW, 'list'}, {KWD, 'hash'}}) do
+    local t = redis.call('TYPE', kt[1])['ok']
+    if t ~= 'none' and t ~= kt[2] then error('KILN_ERR_STORAGE_DAMAGED ' .. kt[1] .. ' is a ' .. t .. ', not a ' .. kt[2], 0) end
+  end
+end
+
 -- The deadline fields of a metadata read (HMGET KM 'la', 'it', 'ae', ...).
 local function timesOf(m)
   return numIn(KM, 'la', m[1], 0), numIn(KM, 'it', m[2], 0), numIn(KM, 'ae', m[3], 0)
@@ -440,6 +450,7 @@ if redis.call('EXISTS', KL) == 1 then grace = tonumber(ARGV[10]) end
 local la, it, ae = timesOf(m)
 local d = deadlineOf(la, it, ae, grace)
 if d < 0 or d > now then return {2, d, stat} end
+leaseKeysSound()
 redis.call('DEL', KM, KA, KC)
 endLease('expired', '')
 redis.call('PUBLISH', eventChan, cjson.encode({type = 'expired', sessionId = sid, principal = m[4] or cjson.null, at = now}))
