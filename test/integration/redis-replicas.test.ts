@@ -382,13 +382,14 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
     await assert.rejects(engine.destroy(loggedOut), refused, 'a destroy the replica does not have is not acknowledged');
     await assert.rejects(engine.destroyByPrincipal('alice'), refused);
-    // The refused destroy ran on the master (its WAIT came back short after it): what
-    // follows it is done all the same, since a retry finds nothing left to destroy.
+    // The refused destroy ran on the master (its WAIT came back short after it), but a
+    // failover could still lose it: the indexes keep the session (a principal's set
+    // without it would let "log out everywhere" miss it if it came back) until a destroy
+    // confirmed by the replica finds its tombstone.
     assert.equal(await exists(master.port, loggedOut), false, 'the destroy ran on the master before its WAIT');
-    assert.equal(await redisCli(master.port, 'SISMEMBER', 'kiln:principal:alice', loggedOut), '0', 'out of its principal\'s set');
-    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', loggedOut), '', 'out of the id index');
-    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', loggedOut), '', 'out of the expiry index');
-    await waitFor(async () => ((await engine.stats()).counters['destroyed'] ?? 0) === destroyedBefore + 1, 5000, 'the refused destroy counted');
+    assert.equal(await redisCli(master.port, 'SISMEMBER', 'kiln:principal:alice', loggedOut), '1', "still in its principal's set while unconfirmed");
+    assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', loggedOut), '', 'still in the id index');
+    assert.equal((await engine.stats()).counters['destroyed'] ?? 0, destroyedBefore, 'not counted while unconfirmed');
 
     // Past the idle session's deadline, with the sweep running every 50 ms: its expiry waits for the replica too.
     await sleep(idleDue + 1000 - Date.now());
@@ -397,7 +398,9 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
 
     await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
     await replicaOnline(master.port, replica.port);
-    await waitFor(async () => engine.destroy(loggedOut).then(() => true, () => false), 5000, 'the destroy confirmed');
+    // Destroyed before (a tombstone is all that is left): false, and what the refused run left goes now.
+    assert.equal(await waitFor(async () => engine.destroy(loggedOut).then(() => 'confirmed' as const, () => undefined), 5000, 'the destroy confirmed'), 'confirmed');
+    assert.equal(await redisCli(master.port, 'SISMEMBER', 'kiln:principal:alice', loggedOut), '0', "out of its principal's set once confirmed");
     await waitFor(async () => engine.destroyByPrincipal('alice').then(() => true, () => false), 5000, '"log out everywhere" confirmed');
     assert.equal(await exists(replica.port, loggedOut), false);
     assert.equal(await exists(replica.port, elsewhere), false);
@@ -411,16 +414,23 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
       assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', `${id} out of the id index`);
       assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '', `${id} out of the expiry index`);
     }
-    assert.equal(await redisCli(master.port, 'SCARD', 'kiln:principal:idle-user'), '0');
-    assert.equal((await engine.stats()).counters['destroyed'], destroyedBefore + 2, 'each destroyed session counted once');
+    // The idle session's entry in its principal's set may stay (if an expiry's WAIT came
+    // back short as the replica rejoined, a later sweep found it gone, without its
+    // principal): it is met as gone and taken out then, and logs nobody out meanwhile.
+    assert.equal(await engine.destroyByPrincipal('idle-user'), 0);
+    // A session destroyed by a run whose WAIT came back short is counted by none (a destroy
+    // that finds only a tombstone cannot tell a first confirmation from a second logout);
+    // one refused before it ran is counted when it is destroyed. Never twice.
+    const counted = ((await engine.stats()).counters['destroyed'] ?? 0) - destroyedBefore;
+    assert.ok(counted >= 0 && counted <= 1, `destroyed counted ${counted} times for loggedOut (unconfirmed: 0) and elsewhere (0 or 1)`);
   });
 });
 
 /**
  * An expiry whose WAIT comes back short has run on the master all the same (data, lease
- * and event gone): the sweep drops the session from its principal's set and the indexes
- * and counts it then, since the next sweep finds nothing and could not. ROLE is looked at
- * rarely here, so the first expiry is sent and its WAIT is what finds the replica gone.
+ * and event gone), but a failover could lose it: the session stays in the indexes until
+ * a sweep whose WAIT is confirmed finds it gone. ROLE is looked at rarely here, so the
+ * first expiry is sent and its WAIT is what finds the replica gone.
  */
 describe('Redis engine: an expiry refused after it ran on the master', () => {
   let master: RedisNode;
@@ -439,26 +449,23 @@ describe('Redis engine: an expiry refused after it ran on the master', () => {
     await master.kill();
   });
 
-  it('drops the session from its principal set and the indexes, and counts it once', async () => {
+  it('leaves the session in the indexes while unconfirmed, and takes it out once a sweep confirmed by the replica finds it gone', async () => {
     const id = generateSessionId();
     const { token } = await engine.acquire(id);
     const commit = { sessionId: id, token, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt: Date.now(), principal: 'carol', idleTimeoutMs: 1500, absoluteExpiresAt: 0, set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
     // A replica just synced may miss the first WAIT: the same commit again applies once.
     await waitFor(async () => engine.commit(commit).then(() => true, () => false), 5000, 'the commit confirmed');
     await engine.release(id, token);
-    const expiredBefore = (await engine.stats()).counters['expired'] ?? 0;
     assert.equal(await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`), '1', 'not expired before the replica goes');
     await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
     await waitFor(async () => (await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`)) === '0', 5000, 'the expiry ran on the master');
-    await waitFor(async () => (await redisCli(master.port, 'SCARD', 'kiln:principal:carol')) === '0', 5000, 'out of its principal\'s set');
-    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '');
-    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '');
-    await waitFor(async () => ((await engine.stats()).counters['expired'] ?? 0) === expiredBefore + 1, 5000, 'the expiry counted');
+    await sleep(300); // sweeps meanwhile, each refused
+    assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '', 'still in the expiry index while unconfirmed');
+    assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', 'and in the id index');
     await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
     await replicaOnline(master.port, replica.port);
-    await sleep(500);
-    assert.equal(await engine.destroyByPrincipal('carol'), 0);
-    assert.equal(await redisCli(master.port, 'SCARD', 'kiln:principal:carol'), '0');
-    assert.equal((await engine.stats()).counters['expired'], expiredBefore + 1, 'counted once');
+    await waitFor(async () => (await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id)) === '' || undefined, 5000, 'out of the expiry index once confirmed');
+    assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', 'and out of the id index');
+    assert.equal(await engine.destroyByPrincipal('carol'), 0, 'nothing of carol left to log out');
   });
 });

@@ -77,6 +77,7 @@ describe('redis replies', () => {
       'NOREPLICAS Not enough good replicas to write.',
       'CLUSTERDOWN The cluster is down',
       'TRYAGAIN Multiple keys request during rehashing of slot',
+      'MISCONF Redis is configured to save RDB snapshots, but it is currently not able to persist on disk.',
     ];
     for (const plain of transient) {
       const shapes = [
@@ -428,6 +429,19 @@ describe('redis scripts sent a pool at a time', () => {
     }, Date.now() + 1000);
     assert.equal(next.length, 600 - RENEW_SLICE, 'the renewals still under way are not sent again');
     assert.ok(!next.some((id) => asked.includes(id)));
+  });
+
+  it('renewAll asks the leases whose trust runs out soonest first (a round cut short skips those that can wait)', async () => {
+    const ownership = new Ownership(15_000);
+    const now = Date.now();
+    for (let i = 0; i < 4; i++) ownership.granted(`new${i}`, i + 1, 0, now);
+    for (let i = 0; i < 4; i++) ownership.granted(`old${i}`, i + 11, 0, now - 10_000);
+    const asked: string[] = [];
+    await ownership.renewAll(async (sessionId) => {
+      asked.push(sessionId);
+      return 1;
+    });
+    assert.deepEqual(asked.slice(0, 4).sort(), ['old0', 'old1', 'old2', 'old3'], asked.join(', '));
   });
 
   it('renews 2,000 held leases with at most a slice of renewals in flight', async () => {

@@ -137,13 +137,15 @@ export class Ownership {
    * Renews the held leases, at most RENEW_SLICE at once, the next sent as one answers
    * (`renew` answers as the renew script does, -1 for no answer). None is sent at or after
    * `deadline`, and the call returns by then (the heartbeat that waits for it checks for
-   * failovers too): a lease not reached is renewed next round, first, since the leases
-   * asked least lately go first; one that goes unrenewed until its trust runs out is
+   * failovers too): a lease not reached is renewed next round, the leases whose trust
+   * runs out soonest going first; one that goes unrenewed until its trust runs out is
    * dropped here as 'lease-expired' (checkValidity), as Redis drops it. A renewal still
    * under way at the deadline is applied when it answers, and not sent again meanwhile.
    */
   async renewAll(renew: (sessionId: string, token: number) => Promise<number>, deadline?: number): Promise<void> {
-    const due = [...this.held].filter(([sessionId]) => !this.renewing.has(sessionId)).sort(([, a], [, b]) => (a.renewAsked ?? 0) - (b.renewAsked ?? 0));
+    // The leases whose trust runs out soonest go first: a round cut short by its deadline
+    // skips those that can best wait (a fresh grant, one just renewed), not those about to lapse.
+    const due = [...this.held].filter(([sessionId]) => !this.renewing.has(sessionId)).sort(([, a], [, b]) => a.validUntil - b.validUntil);
     await settlePooled(
       due,
       RENEW_SLICE,

@@ -104,7 +104,7 @@ export function settleBy(promise: Promise<unknown>, deadline: number | undefined
  * @user_script:4: @user_script: 4: -READONLY …`), which DAMAGED would take for a runtime
  * error of the script, so this is looked for first: retryable, as it always was.
  */
-const UNAVAILABLE = /^(?:ERR Error running script\b.*?[\s:]-?)?(READONLY|OOM|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|BUSY)\b|\bScript killed by user\b/s;
+const UNAVAILABLE = /^(?:ERR Error running script\b.*?[\s:]-?)?(READONLY|OOM|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|NOREPLICAS|MISCONF|BUSY)\b|\bScript killed by user\b/s;
 
 /** node-redis errors and script refusals as KilnErrors with stable codes. */
 const TLS_REFUSAL = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS_|ERR_SSL_|ERR_OSSL_)/;

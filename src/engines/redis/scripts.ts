@@ -405,11 +405,21 @@ return {'A', v, cur[4] or false, exists and 0 or 1, newDeadline, bytes - oldByte
 /**
  * Destroys from anywhere; owner = who asked ('' = nobody: every holder is told).
  * ARGV 10 reason, 11 touch grace ms, 12 longest tombstone ms.
- * Reply: {destroyed 0|1, principal, bytes freed, holder, holder's token, stats}; the
+ * Reply: {destroyed 0|1, principal, bytes freed, holder, holder's token, stats}, or
+ * {2, principal or false, …} when only its tombstone is left (destroyed before); the
  * engine applies a revocation of its own lease at once instead of waiting for the message.
  */
 const DESTROY = `
-if redis.call('EXISTS', KM) == 0 then return {0, false, 0, false, 0, stat} end
+if redis.call('EXISTS', KM) == 0 then
+  -- Destroyed before (its WAIT may have come back short, its clean-up not done): the
+  -- tombstone says so, and whose it was, for the engine to finish once this run's WAIT
+  -- confirms the replicas have everything up to here.
+  local kx = redis.pcall('GET', KX)
+  if type(kx) ~= 'string' then return {0, false, 0, false, 0, stat} end
+  local was = false
+  if string.sub(kx, 1, 1) == 'p' then was = string.sub(kx, 2) end
+  return {2, was, 0, false, 0, stat}
+end
 -- A logout is never blocked by damaged data: metadata that cannot be read (a field that is
 -- no number, a key of another type) is taken as unknown, and the tombstone lives its longest.
 local m = redis.pcall('HMGET', KM, 'la', 'it', 'ae', 'p', 'b')
@@ -421,7 +431,10 @@ if la and it and ae then d = deadlineOf(la, it, ae, tonumber(ARGV[11])) end
 if d < 0 or d > longest then d = longest end
 local untilMs = math.max(d, now + 1000)
 redis.call('DEL', KM, KA, KC)
-redis.call('SET', KX, '1', 'PX', math.floor(untilMs - now))
+-- '1' (no principal), or 'p' and the principal: see the top of this script.
+local tombstone = '1'
+if m[4] then tombstone = 'p' .. m[4] end
+redis.call('SET', KX, tombstone, 'PX', math.floor(untilMs - now))
 local reason = ARGV[10]
 local holder = redis.pcall('HMGET', KL, 'o', 't')
 if holder.err then

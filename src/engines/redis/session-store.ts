@@ -225,35 +225,40 @@ export class SessionStore {
     // Confirmed by replicas like a commit: a destroy acknowledged before a replica had it
     // is undone by a failover, and a logged-out session comes back.
     let reply: Reply[];
-    let unconfirmed: unknown;
     try {
       reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
     } catch (err) {
-      // Refused after it ran (a WAIT short of replicas): the data, lease and event are gone
-      // on the master already, so a retry finds nothing to destroy and would skip what
-      // follows. It is done now, then the refusal thrown. (A failover that loses the
-      // destroy brings the session back outside these indexes, until its keys' TTL; the
-      // caller was told the destroy is not acknowledged, and a destroy of it again finds it.)
+      // Refused after it ran (its WAIT short of replicas, or the connection lost after its
+      // reply): the master has deleted the data, but a failover may yet lose that. Nothing
+      // is taken out of the indexes on so unsure a ground (a principal's set that lost a
+      // session the new master still has would let "log out everywhere" miss it): a
+      // destroy again, once confirmed, finds the tombstone and finishes (below), and
+      // entries left meanwhile are cleaned as they are met. Our own lease is let go.
       const applied = unconfirmedReplyOf(err);
-      if (!Array.isArray(applied)) throw err;
-      reply = applied as Reply[];
-      unconfirmed = err;
+      if (Array.isArray(applied) && num((applied as Reply[])[0]) === 1 && textOrNull((applied as Reply[])[3]) === o.ownerId) this.letOwnLeaseGo(except, sessionId);
+      throw err;
     }
-    if (num(reply[0]) !== 1) {
-      if (unconfirmed !== undefined) throw unconfirmed;
+    const outcome = num(reply[0]);
+    if (outcome === 2) {
+      // Destroyed before, and this run's WAIT confirmed the replicas have it: what an
+      // unconfirmed run left in the indexes goes now (counted then, not again).
+      await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
       return false;
     }
+    if (outcome !== 1) return false;
     o.count(reason === 'expired' ? 'expired' : 'destroyed');
     o.count('sessionBytes', -num(reply[2]));
-    if (textOrNull(reply[3]) === o.ownerId) {
-      // Our own lease ends with the session: drop it now rather than when the message comes.
-      const token = o.ownership.tokenOf(sessionId);
-      if (except === o.ownerId) o.ownership.drop(sessionId);
-      else if (token !== undefined) o.ownership.revokeLocally(sessionId, token, 'destroyed');
-    }
+    // Our own lease ends with the session: drop it now rather than when the message comes.
+    if (textOrNull(reply[3]) === o.ownerId) this.letOwnLeaseGo(except, sessionId);
     await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
-    if (unconfirmed !== undefined) throw unconfirmed;
     return true;
+  }
+
+  private letOwnLeaseGo(except: string, sessionId: string): void {
+    const { o } = this;
+    const token = o.ownership.tokenOf(sessionId);
+    if (except === o.ownerId) o.ownership.drop(sessionId);
+    else if (token !== undefined) o.ownership.revokeLocally(sessionId, token, 'destroyed');
   }
 
   readonly dropFromIndexes = async (sessionId: string, principal: string | null): Promise<void> => {
