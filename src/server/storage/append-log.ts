@@ -436,7 +436,7 @@ export class AppendLog implements TierStorage {
       if (!file || this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
       // Records queued before the lock was lost (a disk that hung 30 s, then answered) go
       // nowhere: the directory is another server's now.
-      this.checkOwnership();
+      await this.ownershipSettled();
       // An abandoned switch that has made the next log: a batch written to this one now,
       // torn by a crash, would be a torn record in a log that is not the newest.
       if (this.rotating && this.rotateOpened) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed: the log was being switched when the stop gave up on its disk');
@@ -780,8 +780,31 @@ export class AppendLog implements TierStorage {
    * of a compaction, which may have begun before the loss.
    */
   private checkOwnership(): void {
-    if (this.lockLost === undefined && lockStillOurs(this.lockToken)) return;
+    const state = this.lockLost === undefined ? lockStillOurs(this.lockToken) : 'lost';
+    if (state === 'ours') return;
+    // Unsure while the lock's own touch hangs on the disk: a compaction step waits for
+    // nothing and is tried again later.
+    if (state === 'unsure') throw new KilnError('KILN_ERR_STORAGE_BEHIND', "the data directory's lock could not be confirmed (its disk does not answer)");
     throw new KilnError('KILN_ERR_STORAGE', this.lockLost ?? "the data directory's lock is no longer this server's");
+  }
+
+  /**
+   * checkOwnership for a batch of the log, whose records are applied in memory already:
+   * while unsure (the lock's touch hangs on the disk, as the write would) it waits for
+   * the answer instead of dropping them; the wait shows as a stalled write (commits
+   * refused after --log-stall-ms, and a stop gives up on it as on a hung write).
+   */
+  private async ownershipSettled(): Promise<void> {
+    for (;;) {
+      try {
+        this.checkOwnership();
+        return;
+      } catch (err) {
+        if (!isKilnError(err, 'KILN_ERR_STORAGE_BEHIND')) throw err;
+      }
+      if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
+      await sleep(100);
+    }
   }
 
   /**

@@ -127,11 +127,11 @@ export function judgeHolder(record: LockRecord, refreshedAt: number, now: number
 }
 
 /** The verdict on the lock at `path` as this process sees it now; undefined when the file is gone. */
-function holderOf(path: string): { record: LockRecord; ino: number; verdict: HolderVerdict } | undefined {
+function holderOf(path: string): { record: LockRecord; ino: number; head: string; verdict: HolderVerdict } | undefined {
   const lock = readLock(path);
   if (lock === undefined) return undefined;
   const record = parseLockRecord(lock.head);
-  return { record, ino: lock.ino, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord(), bootedAt: bootedAt() }, localProbe) };
+  return { record, ino: lock.ino, head: lock.head, verdict: judgeHolder(record, lock.refreshedAt, Date.now(), { ...ownIdentity(), host: hostWord(), bootedAt: bootedAt() }, localProbe) };
 }
 
 /** The pid a lock file names; undefined when there is none, or it cannot be read as a lock. */
@@ -223,7 +223,7 @@ function removeStaleLock(path: string): boolean {
   const takeover = `${path}.takeover`;
   if (!placeLockFile(takeover)) {
     const other = holderOf(takeover);
-    if (other !== undefined && (other.verdict.held || !removeIfStill(takeover, other.ino))) return false;
+    if (other !== undefined && (other.verdict.held || !removeIfStill(takeover, other))) return false;
     if (!placeLockFile(takeover)) return false;
   }
   const ours = inodeOf(takeover);
@@ -234,7 +234,7 @@ function removeStaleLock(path: string): boolean {
     const holder = holderOf(path);
     if (holder === undefined) return true;
     if (holder.verdict.held) return false;
-    return removeIfStill(path, holder.ino) || holderOf(path) === undefined;
+    return removeIfStill(path, holder) || holderOf(path) === undefined;
   } finally {
     // Only our own takeover file: in a race past removeIfStill's, another's may be there.
     if (ours !== undefined && inodeOf(takeover) === ours) rmSync(takeover, { force: true });
@@ -254,7 +254,7 @@ function inodeOf(path: string): number | undefined {
  * first (one step), so a starter that judged the same stale file a moment earlier and
  * already placed its own there does not lose it to us; ours goes back if it was that.
  */
-function removeIfStill(path: string, ino: number): boolean {
+function removeIfStill(path: string, judged: { ino: number; head: string }): boolean {
   const aside = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.stale`;
   try {
     renameSync(path, aside);
@@ -262,7 +262,10 @@ function removeIfStill(path: string, ino: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'ENOENT';
   }
   try {
-    if (statSync(aside).ino === ino) return true;
+    // The inode and the words: a file system may give a freed inode number to the next
+    // file at once, and a new lock of another process is then told by its record.
+    const now = readLock(aside);
+    if (now !== undefined && now.ino === judged.ino && now.head === judged.head) return true;
     try {
       linkSync(aside, path);
     } catch {
@@ -336,6 +339,8 @@ export function refreshLockIfDue(lock: DirLock | undefined): void {
   held.refreshedAt = now;
   try {
     futimesSync(held.fd, new Date(now), new Date(now));
+    // Synchronous work already: the path is looked at too, so writes after it need not.
+    judgeOwnership(join(held.lock.dir, 'kiln.lock'), held, statSync(join(held.lock.dir, 'kiln.lock')).ino);
   } catch {
     // The timer's next check says what became of the file.
   }
@@ -402,24 +407,27 @@ function judgeOwnership(path: string, held: HeldLock, ino: number | undefined): 
 }
 
 /**
- * Whether `lock` is still this process's, before writing into its directory: from the
- * last touch's check when it is recent, else asked now (synchronously: after a disk
- * that hung answers again, before the first write, when the timer's check may not have
- * run yet). A loss found here is reported as the timer reports it.
+ * Whether `lock` is still this process's, before writing into its directory: 'ours'
+ * from the last touch's check when it is recent; else, when no touch is under way (the
+ * event loop was held), asked now, synchronously; 'unsure' while a touch has hung
+ * (its disk hangs: a synchronous look would hold the event loop on it, and no write
+ * lands meanwhile anyway); 'lost' once another file holds the place (reported as the
+ * timer reports it).
  */
-export function lockStillOurs(lock: DirLock | undefined): boolean {
+export function lockStillOurs(lock: DirLock | undefined): 'ours' | 'unsure' | 'lost' {
   const held = lock === undefined ? undefined : locksHere.get(lock.dir);
-  if (held === undefined || held.lock !== lock) return lock === undefined;
-  if (held.lost) return false;
-  if (Date.now() - held.confirmedAt < 2 * LOCK_REFRESH_MS) return true;
+  if (held === undefined || held.lock !== lock) return lock === undefined ? 'ours' : 'lost';
+  if (held.lost) return 'lost';
+  if (Date.now() - held.confirmedAt < 2 * LOCK_REFRESH_MS) return 'ours';
+  if (held.touching) return 'unsure';
   const path = join(lock.dir, 'kiln.lock');
   let ino: number | undefined;
   try {
     ino = statSync(path).ino;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return true;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'unsure';
   }
-  return judgeOwnership(path, held, ino);
+  return judgeOwnership(path, held, ino) ? 'ours' : 'lost';
 }
 
 /**

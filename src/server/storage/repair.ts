@@ -137,7 +137,7 @@ export async function repairDataDir(options: RepairOptions): Promise<RepairSumma
     for (const spot of state.damaged.slice(0, SPOTS_SHOWN)) say(`damaged: ${spot.file} at byte ${spot.offset}, ${spot.bytes} bytes skipped (${spot.why})`);
     if (state.spots > SPOTS_SHOWN) say(`damaged: ${state.spots - SPOTS_SHOWN} more spots (see last-repair.json)`);
     // A long scan may have let a server that cannot see this process take the directory.
-    if (!lockStillOurs(lock)) throw new KilnError('KILN_ERR_STORAGE', `the lock of ${dir} was taken by another server during the scan: nothing was changed`, { details: { dir } });
+    if (lockStillOurs(lock) !== 'ours') throw new KilnError('KILN_ERR_STORAGE', `the lock of ${dir} was taken by another server during the scan: nothing was changed`, { details: { dir } });
     try {
       await replaceFiles(dir, state.table, Math.max(firstSeq, newest ?? 0) + 1, options.keyring, summary, say);
     } catch (err) {
