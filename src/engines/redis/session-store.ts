@@ -241,7 +241,9 @@ export class SessionStore {
     const outcome = num(reply[0]);
     if (outcome === 2) {
       // Destroyed before, and this run's WAIT confirmed the replicas have it: what an
-      // unconfirmed run left in the indexes goes now (counted then, not again).
+      // unconfirmed run left in the indexes goes now. Not counted (a run that finds only
+      // the tombstone cannot tell this confirmation from a second logout): the
+      // destroyed count and the sessionBytes gauge miss such a session.
       await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
       return false;
     }

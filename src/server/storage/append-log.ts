@@ -795,14 +795,17 @@ export class AppendLog implements TierStorage {
    * refused after --log-stall-ms, and a stop gives up on it as on a hung write).
    */
   private async ownershipSettled(): Promise<void> {
-    for (;;) {
+    for (let waiting = false; ; waiting = true) {
       try {
         this.checkOwnership();
         return;
       } catch (err) {
         if (!isKilnError(err, 'KILN_ERR_STORAGE_BEHIND')) throw err;
       }
-      if (this.gaveUp || this.abandonSnapshot) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
+      // The wait is this write's stall, timed from its start (a stop gives up on it after
+      // stallMs, not at once on the last write's time); a stop that gave up ends it.
+      if (!waiting) this.writeMovedAt = Date.now();
+      if (this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
       await sleep(100);
     }
   }

@@ -264,7 +264,12 @@ function removeIfStill(path: string, judged: { ino: number; head: string }): boo
   try {
     // The inode and the words: a file system may give a freed inode number to the next
     // file at once, and a new lock of another process is then told by its record.
-    const now = readLock(aside);
+    let now: { ino: number; head: string } | undefined;
+    try {
+      now = readLock(aside);
+    } catch {
+      now = undefined; // unreadable now: not known to be the file judged, so it goes back
+    }
     if (now !== undefined && now.ino === judged.ino && now.head === judged.head) return true;
     try {
       linkSync(aside, path);
@@ -382,8 +387,12 @@ function refreshEvery(path: string, held: HeldLock): NodeJS.Timeout {
           return;
         }
         // Only a file gone or another in its place is a loss; any other error (a
-        // network file system's passing ESTALE, EIO) is asked again at the next touch.
-        if (err && err.code !== 'ENOENT') return;
+        // network file system's passing ESTALE, EIO) says nothing, and the touch that
+        // answered stands for a confirmation (else every batch would wait on it for good).
+        if (err && err.code !== 'ENOENT') {
+          held.confirmedAt = Date.now();
+          return;
+        }
         judgeOwnership(path, held, err ? undefined : info.ino);
       });
     });
@@ -425,7 +434,8 @@ export function lockStillOurs(lock: DirLock | undefined): 'ours' | 'unsure' | 'l
   try {
     ino = statSync(path).ino;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'unsure';
+    // Only a file gone is a loss; a network file system's passing error says nothing.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'ours';
   }
   return judgeOwnership(path, held, ino) ? 'ours' : 'lost';
 }
