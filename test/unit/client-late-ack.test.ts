@@ -40,46 +40,70 @@ function withHeldAcks(engine: Engine, hold: 'the acknowledgement' | 'the send' =
   };
 }
 
+type Client = ReturnType<typeof createSessionClient>;
+type Handle = Awaited<ReturnType<Client['open']>>;
+
+/** One request: opens the session, lets `work` read and change it, commits (the request's last) and closes. */
+async function request(client: Client, id: string | undefined, work: (session: Handle) => void, options?: { timeoutMs?: number }): Promise<string> {
+  const session = await client.open(id, options);
+  work(session);
+  await session.commit({ final: true });
+  session.close();
+  return session.id;
+}
+
+/**
+ * A's lease is taken back: a request on A holds the session while B asks for it, and
+ * past the recall deadline the tier gives it to B, whose request then does `onB`.
+ */
+async function leaseTakenFromA(serverA: Client, serverB: Client, id: string, onB: (session: Handle) => void = () => undefined): Promise<void> {
+  const holding = await serverA.open(id);
+  const rb = await serverB.open(id);
+  holding.close();
+  onB(rb);
+  await rb.commit({ final: true });
+  rb.close();
+}
+
+/** A write-behind client A (its engine's sends held on demand), a plain client B, and A's reported async errors. */
+function twoClients(tier: ReturnType<typeof createMemoryTier>): { a: ReturnType<typeof withHeldAcks>; serverA: Client; serverB: Client; reported: string[]; close(): Promise<void> } {
+  const a = withHeldAcks(tier.engine(), 'the send');
+  const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
+  const serverB = createSessionClient({ engine: tier.engine() });
+  const reported: string[] = [];
+  serverA.onAsyncCommitError((err) => reported.push(err.code));
+  return {
+    a,
+    serverA,
+    serverB,
+    reported,
+    close: async () => {
+      a.deliver();
+      await serverA.close();
+      await serverB.close();
+    },
+  };
+}
+
 describe('write-behind changes that outlive their lease (real in-process tier, two clients)', () => {
   const tier = createMemoryTier({ recallTimeoutMs: 200, pingPongThreshold: 1_000_000 });
   after(() => tier.close());
 
   it("are sent on the version they were made on: refused (and reported) once another process changed the session, never written over its change", async () => {
-    const serverA = createSessionClient({ engine: tier.engine(), commitMode: 'async', asyncFlushMs: 60_000 });
-    const serverB = createSessionClient({ engine: tier.engine() });
-    const reported: string[] = [];
-    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    const { serverA, serverB, reported, close } = twoClients(tier);
     try {
-      const first = await serverA.open();
-      first.set('cart', 'empty');
-      await first.commit({ final: true }); // a new session: stored at once
-      first.close();
-      const id = first.id;
-
-      const r1 = await serverA.open(id);
-      r1.set('cart', 'A1'); // waits in A's write-behind (flushed within a minute)
-      await r1.commit({ final: true });
-      r1.close();
-      // A request on A holds the session past the recall deadline: the tier takes the lease back.
-      const r2 = await serverA.open(id);
-      const rb = await serverB.open(id);
-      r2.close();
-      assert.equal(rb.get('cart'), 'empty', "A's change never reached the tier");
-      rb.set('cart', 'B1');
-      await rb.commit({ final: true });
-      rb.close();
-
-      const r3 = await serverA.open(id);
-      assert.equal(r3.get('cart'), 'B1', 'A serves what the tier holds');
-      r3.close();
+      const id = await request(serverA, undefined, (s) => s.set('cart', 'empty')); // a new session: stored at once
+      await request(serverA, id, (s) => s.set('cart', 'A1')); // waits in A's write-behind (flushed within a minute)
+      await leaseTakenFromA(serverA, serverB, id, (rb) => {
+        assert.equal(rb.get('cart'), 'empty', "A's change never reached the tier");
+        rb.set('cart', 'B1');
+      });
+      await request(serverA, id, (s) => assert.equal(s.get('cart'), 'B1', 'A serves what the tier holds'));
       await serverA.flush();
-      const check = await serverB.open(id);
-      assert.equal(check.get('cart'), 'B1', "B's change stands: A's late change did not overwrite it");
-      check.close();
+      await request(serverB, id, (s) => assert.equal(s.get('cart'), 'B1', "B's change stands: A's late change did not overwrite it"));
       assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], "A's refused change was reported");
     } finally {
-      await serverA.close();
-      await serverB.close();
+      await close();
     }
   });
 });
@@ -89,55 +113,31 @@ describe('write-behind changes made on a reload while older ones were on their w
   after(() => tier.close());
 
   it('still go out when the older ones are refused: only the changes made on the lost lease are given up', async () => {
-    const a = withHeldAcks(tier.engine(), 'the send');
-    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
-    const serverB = createSessionClient({ engine: tier.engine() });
-    const reported: string[] = [];
-    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    const { a, serverA, serverB, reported, close } = twoClients(tier);
     try {
-      const first = await serverA.open();
-      first.set('cart', 'empty');
-      await first.commit({ final: true });
-      first.close();
-      const id = first.id;
-
-      const r1 = await serverA.open(id);
-      r1.set('cart', 'A1'); // waits in A's write-behind
-      await r1.commit({ final: true });
-      r1.close();
-      // A's lease is taken back while a request holds the session; B changes the session.
-      const r2 = await serverA.open(id);
-      const rb = await serverB.open(id);
-      r2.close();
-      rb.set('cart', 'B1');
-      await rb.commit({ final: true });
-      rb.close();
-
+      const id = await request(serverA, undefined, (s) => s.set('cart', 'empty'));
+      await request(serverA, id, (s) => s.set('cart', 'A1')); // waits in A's write-behind
+      await leaseTakenFromA(serverA, serverB, id, (rb) => rb.set('cart', 'B1'));
       // A's next request sends A1 first, but the send is slow: the request stops waiting
       // for it at its deadline, takes the lease anew and loads the session (B's version).
       // The request after it finds that copy in the near cache, and changes it.
       a.hold();
-      const r3 = await serverA.open(id, { timeoutMs: 300 });
-      assert.equal(r3.get('cart'), 'B1', 'A loaded what the tier holds');
-      r3.close();
-      const r4 = await serverA.open(id);
-      assert.equal(r4.get('cart'), 'B1');
-      r4.set('note', 'A4');
-      await r4.commit({ final: true });
-      r4.close();
+      await request(serverA, id, (s) => assert.equal(s.get('cart'), 'B1', 'A loaded what the tier holds'), { timeoutMs: 300 });
+      await request(serverA, id, (s) => {
+        assert.equal(s.get('cart'), 'B1');
+        s.set('note', 'A4');
+      });
       // A1 now reaches the tier, on the version it was made on: refused. A4 was made on B's
       // version and must still be sent.
       a.deliver();
       await serverA.flush();
-      const check = await serverB.open(id);
-      assert.equal(check.get('cart'), 'B1', "B's change stands");
-      assert.equal(check.get('note'), 'A4', 'the change made on the reload was sent after the refused one');
-      check.close();
+      await request(serverB, id, (s) => {
+        assert.equal(s.get('cart'), 'B1', "B's change stands");
+        assert.equal(s.get('note'), 'A4', 'the change made on the reload was sent after the refused one');
+      });
       assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], 'only the refused change was reported');
     } finally {
-      a.deliver();
-      await serverA.close();
-      await serverB.close();
+      await close();
     }
   });
 });
@@ -147,46 +147,25 @@ describe('write-behind changes made on a reload that older changes of this proce
   after(() => tier.close());
 
   it('are refused and reported, never written over the older ones (what they read lacked them)', async () => {
-    const a = withHeldAcks(tier.engine(), 'the send');
-    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
-    const serverB = createSessionClient({ engine: tier.engine() });
-    const reported: string[] = [];
-    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    const { a, serverA, serverB, reported, close } = twoClients(tier);
     try {
-      const first = await serverA.open();
-      first.set('x', 'start');
-      await first.commit({ final: true });
-      first.close();
-      const id = first.id;
-      const r1 = await serverA.open(id);
-      r1.set('x', 'O1'); // waits in A's write-behind
-      await r1.commit({ final: true });
-      r1.close();
-      // A's lease is taken back while a request holds the session; B changes nothing.
-      const r2 = await serverA.open(id);
-      const rb = await serverB.open(id);
-      r2.close();
-      rb.close();
+      const id = await request(serverA, undefined, (s) => s.set('x', 'start'));
+      await request(serverA, id, (s) => s.set('x', 'O1')); // waits in A's write-behind
+      await leaseTakenFromA(serverA, serverB, id); // B changes nothing
       // O1's send is slow: the next request loads the session without O1; the one after
       // reads x there and writes it back changed.
       a.hold();
-      const r3 = await serverA.open(id, { timeoutMs: 300 });
-      r3.close();
-      const r4 = await serverA.open(id);
-      assert.equal(r4.get('x'), 'start', 'the reload lacks O1');
-      r4.set('x', `${String(r4.get('x'))}+R`);
-      await r4.commit({ final: true });
-      r4.close();
+      await request(serverA, id, () => undefined, { timeoutMs: 300 });
+      await request(serverA, id, (s) => {
+        assert.equal(s.get('x'), 'start', 'the reload lacks O1');
+        s.set('x', `${String(s.get('x'))}+R`);
+      });
       a.deliver(); // O1 lands, on the version it was made on: nothing changed it
       await serverA.flush();
-      const check = await serverB.open(id);
-      assert.equal(check.get('x'), 'O1', "O1 stands: the change read before it landed did not undo it");
-      check.close();
+      await request(serverB, id, (s) => assert.equal(s.get('x'), 'O1', 'O1 stands: the change read before it landed did not undo it'));
       assert.deepEqual(reported, ['KILN_ERR_CONFLICT'], 'the refused change was reported');
     } finally {
-      a.deliver();
-      await serverA.close();
-      await serverB.close();
+      await close();
     }
   });
 });
@@ -196,36 +175,17 @@ describe('write-behind batches of one session behind a send that does not end (r
   after(() => tier.close());
 
   it(`are at most ${MAX_BATCHES_PER_SESSION}: past that the oldest unsent one is given up and reported, the others still go`, async () => {
-    const a = withHeldAcks(tier.engine(), 'the send');
-    const serverA = createSessionClient({ engine: a.engine, commitMode: 'async', asyncFlushMs: 60_000 });
-    const serverB = createSessionClient({ engine: tier.engine() });
-    const reported: string[] = [];
-    serverA.onAsyncCommitError((err) => reported.push(err.code));
+    const { a, serverA, serverB, reported, close } = twoClients(tier);
     try {
-      const first = await serverA.open();
-      first.set('n', 0);
-      await first.commit({ final: true });
-      first.close();
-      const id = first.id;
-      const r0 = await serverA.open(id);
-      r0.set('k0', true);
-      await r0.commit({ final: true });
-      r0.close();
+      const id = await request(serverA, undefined, (s) => s.set('n', 0));
+      await request(serverA, id, (s) => s.set('k0', true));
       a.hold(); // every send of A waits from here
       for (let i = 1; i <= MAX_BATCHES_PER_SESSION + 1; i++) {
-        // A loses the lease while a request holds the session (B asks for it)...
-        const holding = await serverA.open(id);
-        const rb = await serverB.open(id);
-        holding.close();
-        rb.close();
-        // ...and its next request stops waiting for the stuck send, loads the session
-        // again and changes it: a batch of its own.
-        const reload = await serverA.open(id, { timeoutMs: 150 });
-        reload.close();
-        const change = await serverA.open(id);
-        change.set(`k${i}`, true);
-        await change.commit({ final: true });
-        change.close();
+        // A loses the lease, and its next request stops waiting for the stuck send, loads
+        // the session again; the one after changes it: a batch of its own.
+        await leaseTakenFromA(serverA, serverB, id);
+        await request(serverA, id, () => undefined, { timeoutMs: 150 });
+        await request(serverA, id, (s) => s.set(`k${i}`, true));
       }
       assert.deepEqual(reported, ['KILN_ERR_TIMEOUT'], 'one batch given up, and said so');
       a.deliver();
@@ -233,9 +193,7 @@ describe('write-behind batches of one session behind a send that does not end (r
       assert.ok(reported.length > 1, 'the others were sent (and refused: each was made on a load its older changes landed after)');
       assert.ok(reported.slice(1).every((code) => code === 'KILN_ERR_CONFLICT'), reported.join(', '));
     } finally {
-      a.deliver();
-      await serverA.close();
-      await serverB.close();
+      await close();
     }
   });
 });
