@@ -9,15 +9,20 @@ import { bootedAt, isProcessAlive, ownIdentity, startTicksOf, UNKNOWN, type Proc
  * `<dir>/kiln.lock`: one server per data directory.
  *
  * The file is `<pid> <boot id> <pid namespace> <start ticks> <host>` (every Kiln reads
- * the first word). Whether its holder lives is decided by what this process can check:
- * - in the same boot and pid namespace (or a lock naming only a pid), the pid is looked
- *   up, and its start time, so that a pid reused by another process holds nothing;
- * - a lock of an earlier boot of this machine's namespace is stale;
+ * the first word; '-' for what this system does not say). Whether its holder lives is
+ * decided by what this process can check (judgeHolder):
+ * - in the same boot and pid namespace, both known (or a file holding the pid alone, an
+ *   older Kiln's), the pid is looked up, and its start time, so that a pid reused by
+ *   another process holds nothing;
+ * - a lock of an earlier boot of this machine, last touched before this boot began, is
+ *   stale;
  * - otherwise (another container on the same volume, another machine on a shared file
- *   system) the pid means nothing here: the holder refreshes the file's modification
- *   time every LOCK_REFRESH_MS, and a lock not refreshed for LOCK_STALE_AFTER_MS is
- *   stale. A second container started on a live server's volume is refused; one started
- *   after a crash waits out that time (the refusal says how long).
+ *   system, a system without /proc) the pid means nothing here: the holder refreshes
+ *   the file's modification time every LOCK_REFRESH_MS, and a lock not refreshed for
+ *   LOCK_STALE_AFTER_MS is stale. A second container started on a live server's volume
+ *   is refused; one started after a crash waits out that time (the refusal says how long).
+ * A holder checks that the path still holds its file (lockStillOurs) before it writes:
+ * taken over while it looked dead, it reports the loss and writes nothing more there.
  */
 export const LOCK_REFRESH_MS = 5_000;
 export const LOCK_STALE_AFTER_MS = 30_000;
