@@ -5,6 +5,9 @@ import { request as httpsRequest } from 'node:https';
 import { KilnError, errorFromWire, toKilnError } from '../errors/index.js';
 import { readDemoState, readDemoToken, type DemoState } from './demo-state.js';
 import { formatBytes } from '../util/bytes.js';
+import { balancerStatusFrom, type BalancerStatus } from '../console/balancer-watch.js';
+
+export type { BalancerStatus };
 
 /**
  * What the operator commands (status, sessions, top) share: where the admin API is, the
@@ -102,6 +105,9 @@ export const CALL_TIMEOUT_MS = 5000;
  * cannot be reached, or does not answer in time, is KILN_ERR_ENGINE_UNAVAILABLE with
  * `details.reason` (the network error alone, for one-line displays).
  */
+/** The largest admin answer read (a page of 1,000 sessions is well under 1 MiB). */
+export const MAX_ANSWER_CHARS = 16 * 1024 * 1024;
+
 export async function adminCall<T>(target: AdminTarget, method: string, path: string, options: { timeoutMs?: number } = {}): Promise<T> {
   const url = new URL(`${target.url}${path}`);
   const timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS;
@@ -111,7 +117,11 @@ export async function adminCall<T>(target: AdminTarget, method: string, path: st
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, requestOptions, (res) => {
       let text = '';
       res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        // The target is named on the command line, and need not be ours: its answer is bounded.
+        if (text.length > MAX_ANSWER_CHARS) req.destroy(new Error(`an answer above ${MAX_ANSWER_CHARS} characters`));
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
       res.on('error', reject);
     });
@@ -153,19 +163,6 @@ function demoRestartNote(demo: DemoState): string {
   return demo.restarts === false ? 'the demo runs with --no-restart: it stays down' : 'the demo restarts it a second after it dies (`kiln top` follows it back)';
 }
 
-/** `kiln balancer`'s status JSON (GET /_kiln/balancer), the parts the CLI shows. */
-export interface BalancerStatus {
-  affinity: string;
-  uptimeMs: number;
-  pid: number;
-  requests: number;
-  retries: number;
-  failovers: number;
-  errors: number;
-  noNode: number;
-  nodes: { name: string; url: string; healthy: boolean; draining: boolean; pid: number | null; requests: number; active: number; queued?: number; failures: number; lastError: string | null }[];
-}
-
 /** What status and top show: the kiln server's overview and the balancer's status, each read on its own. */
 export interface ClusterView {
   overview?: Overview;
@@ -176,7 +173,7 @@ export interface ClusterView {
 
 /** Asks the kiln server and (when known) the balancer at once, each within timeoutMs. Never throws. */
 export async function readCluster(admin: AdminTarget, balancer: AdminTarget | undefined, timeoutMs = CALL_TIMEOUT_MS): Promise<ClusterView> {
-  const [server, lb] = await Promise.allSettled([adminCall<Overview>(admin, 'GET', '/api/overview', { timeoutMs }), balancer ? adminCall<BalancerStatus>(balancer, 'GET', '/_kiln/balancer', { timeoutMs }) : Promise.resolve(undefined)]);
+  const [server, lb] = await Promise.allSettled([adminCall<Overview>(admin, 'GET', '/api/overview', { timeoutMs }), balancer ? adminCall<unknown>(balancer, 'GET', '/_kiln/balancer', { timeoutMs }).then(checkedBalancerStatus) : Promise.resolve(undefined)]);
   const view: ClusterView = { errors: {} };
   if (server.status === 'fulfilled') view.overview = server.value;
   else view.errors.server = toKilnError(server.reason);
@@ -201,12 +198,23 @@ function failedPart(label: string, target: AdminTarget, err: KilnError): string 
 }
 
 /** The balancer's part of the screen: its totals and one row per app server. */
+/**
+ * The balancer's answer checked as the console checks it (balancerStatusFrom): `--balancer`
+ * may name anything, and what answers there is not trusted to be a kiln balancer.
+ */
+function checkedBalancerStatus(body: unknown): BalancerStatus {
+  const status = balancerStatusFrom(body);
+  if (status === undefined) throw new KilnError('KILN_ERR_PROTOCOL', 'the answer at /_kiln/balancer is not a kiln balancer\'s status');
+  return status;
+}
+
 export function renderBalancer(url: string, b: BalancerStatus): string {
   const inRotation = b.nodes.filter((n) => n.healthy && !n.draining).length;
   const rows = [['NODE', 'URL', 'STATE', 'ACTIVE', 'REQUESTS', 'FAILURES', 'LAST ERROR']];
-  for (const n of b.nodes) rows.push([n.name, n.url, `${n.healthy ? 'up' : 'DOWN'}${n.draining ? ', draining' : ''}`, String(n.active), String(n.requests), String(n.failures), n.lastError ?? '-']);
+  const figure = (v: unknown): string => (typeof v === 'number' ? String(v) : '-');
+  for (const n of b.nodes) rows.push([n.name, n.url, `${n.healthy ? 'up' : 'DOWN'}${n.draining ? ', draining' : ''}`, figure(n.active), figure(n.requests), figure(n.failures), n.lastError ?? '-']);
   return [
-    `balancer    ${url}  affinity ${b.affinity}  pid ${b.pid}  up ${duration(b.uptimeMs)}  ${b.requests} requests, ${b.retries} retries, ${b.failovers} failovers, ${b.errors} errors`,
+    `balancer    ${url}  affinity ${b.affinity}  pid ${figure(b['pid'])}  up ${typeof b['uptimeMs'] === 'number' ? duration(b['uptimeMs']) : '-'}  ${figure(b['requests'])} requests, ${figure(b['retries'])} retries, ${figure(b['failovers'])} failovers, ${figure(b['errors'])} errors`,
     `nodes       ${inRotation} of ${b.nodes.length} in rotation${inRotation === 0 ? '  WARN: no app server takes requests' : ''}`,
     columns(rows),
     '',

@@ -145,10 +145,6 @@ export class Supervisor {
 
   private stopping = false;
 
-  get isStopping(): boolean {
-    return this.stopping;
-  }
-
   /**
    * SIGTERM to every child (last started first, those still starting too), SIGKILL to
    * those still running after graceMs; resolves when all have exited. Starts nothing

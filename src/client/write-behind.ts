@@ -32,6 +32,11 @@ interface Batch {
   copy: CachedSession | undefined;
 }
 
+/** A batch with nothing in it yet, standing on the acknowledged version or on a load made at `reloadedAt`. */
+function emptyBatch(reloadedAt?: number): Batch {
+  return { changes: undefined, reloadedAt, copy: undefined };
+}
+
 interface SessionBacklog {
   /** Unsent batches, oldest first; never empty. Changes join the last one. */
   batches: Batch[];
@@ -87,7 +92,7 @@ export class WriteBehind {
       last.copy = undefined;
     } else {
       if (backlog.batches.length >= MAX_BATCHES_PER_SESSION) this.giveUp(sessionId, backlog.batches.shift()!);
-      backlog.batches.push({ changes: undefined, reloadedAt: version, copy: undefined });
+      backlog.batches.push(emptyBatch(version));
     }
   }
 
@@ -102,7 +107,7 @@ export class WriteBehind {
     const sessionId = handle.id;
     let backlog = this.backlogs.get(sessionId);
     if (!backlog) {
-      backlog = { batches: [{ changes: undefined, reloadedAt: undefined, copy: undefined }], ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined };
+      backlog = { batches: [emptyBatch()], ackedVersion: handle.base.meta.version, inflight: undefined, timer: undefined };
       this.backlogs.set(sessionId, backlog);
     }
     const batch = backlog.batches[backlog.batches.length - 1]!;
@@ -138,7 +143,7 @@ export class WriteBehind {
         break;
       }
       if (backlog.batches.length > 1) backlog.batches.shift();
-      else backlog.batches[0] = { changes: undefined, reloadedAt: undefined, copy: undefined };
+      else backlog.batches[0] = emptyBatch();
       if (batch.changes === undefined) continue;
       try {
         await this.send(sessionId, backlog, batch);
@@ -188,7 +193,7 @@ export class WriteBehind {
         // The changes made after these on the same copies stand on them: they go too.
         // Those made on a later load (a batch with reloadedAt) do not, and still go out.
         while (backlog.batches.length > 0 && backlog.batches[0]!.reloadedAt === undefined) backlog.batches.shift();
-        if (backlog.batches.length === 0) backlog.batches.push({ changes: undefined, reloadedAt: undefined, copy: undefined });
+        if (backlog.batches.length === 0) backlog.batches.push(emptyBatch());
         // The lease the send went under was given back by the sender (releaseOnFailure);
         // a lease taken since is another request's. The cached copy held the failed
         // changes, or stands on a load the next batch's send must be acknowledged first.

@@ -217,7 +217,8 @@ export class AdminServer {
     let full: string | undefined;
     let read: string | undefined;
     // The id lets a page that loaded the history first skip what it already shows.
-    for (const [s, view] of [...this.streams]) {
+    // send() may cut a stream (deleting it from the map): a Map iterates safely past that.
+    for (const [s, view] of this.streams) {
       if (view === 'admin') this.send(s, (full ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`));
       else this.send(s, (read ??= `id: ${seq}\nevent: ${type}\ndata: ${JSON.stringify(this.readView(data))}\n\n`));
     }

@@ -1,5 +1,6 @@
 import { KilnError } from '../errors/index.js';
 import { clientStatsFrom } from '../protocol/client-stats.js';
+import { ERROR_CODE_PATTERN } from './error-codes.js';
 
 /** How often the balancer's status is read, and how long one read may take. */
 const POLL_MS = 1000;
@@ -162,7 +163,7 @@ export class BalancerWatch {
       }
       const status = res.ok ? balancerStatusFrom(body) : undefined;
       const code = (body as { code?: unknown } | null)?.code;
-      if (!status) this.view = { ...this.view, reachable: false, error: `HTTP ${res.status}${typeof code === 'string' && /^KILN_ERR_[A-Z0-9_]{1,48}$/.test(code) ? ` ${code}` : res.ok ? ': not a kiln balancer status' : ''}` };
+      if (!status) this.view = { ...this.view, reachable: false, error: `HTTP ${res.status}${typeof code === 'string' && ERROR_CODE_PATTERN.test(code) ? ` ${code}` : res.ok ? ': not a kiln balancer status' : ''}` };
       else this.view = { ...this.view, reachable: true, error: null, at: Date.now(), status };
     } catch (err) {
       this.view = { ...this.view, reachable: false, error: (err as Error).name === 'TimeoutError' ? `no answer within ${TIMEOUT_MS} ms` : String((err as Error).message).slice(0, 200) };

@@ -1,3 +1,5 @@
+import { settlesWithin } from './deadline.js';
+
 /**
  * Calls `each` on `items` with at most `limit` calls in flight, the next starting as soon
  * as one ends, and answers every outcome in order. Thousands of scripts sent at once
@@ -27,9 +29,7 @@ export async function settlePooled<T, R>(items: readonly T[], limit: number, eac
     await all;
     return outcomes;
   }
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
-  await Promise.race([all, late]);
-  clearTimeout(timer);
+  await settlesWithin(all, Math.max(0, deadline - Date.now()));
+  // A copy: calls still under way fill in `outcomes` later, unwatched.
   return [...outcomes];
 }

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { adminTarget, balancerTarget, clusterJson, renderBalancer, renderCluster, renderStatus, type BalancerStatus, type Overview } from '../../src/cli/admin-client.js';
+import { adminCall, adminTarget, balancerTarget, clusterJson, readCluster, renderBalancer, renderCluster, renderStatus, type BalancerStatus, type Overview } from '../../src/cli/admin-client.js';
+import { balancerStatusFrom } from '../../src/console/balancer-watch.js';
 import { KilnError } from '../../src/errors/index.js';
 
 describe('kiln status: the log behind its disk', () => {
@@ -61,7 +64,8 @@ describe('kiln status: where it reads its token', () => {
 describe('kiln status: the balancer beside the kiln server', () => {
   const admin = { url: 'http://127.0.0.1:9511', token: 't', kind: 'admin' as const };
   const balancer = { url: 'http://127.0.0.1:8080', token: 't', kind: 'balancer' as const };
-  const status: BalancerStatus = {
+  // As the balancer sends it, checked as status and top check it.
+  const status: BalancerStatus = balancerStatusFrom({
     affinity: 'route',
     uptimeMs: 65_000,
     pid: 7,
@@ -74,7 +78,7 @@ describe('kiln status: the balancer beside the kiln server', () => {
       { name: 'app-1', url: 'http://127.0.0.1:3001', healthy: true, draining: false, pid: 11, requests: 80, active: 1, failures: 0, lastError: null },
       { name: 'app-2', url: 'http://127.0.0.1:3002', healthy: false, draining: false, pid: 12, requests: 40, active: 0, failures: 3, lastError: 'connect ECONNREFUSED 127.0.0.1:3002' },
     ],
-  };
+  })!;
 
   it('shows the balancer and one row per app server', () => {
     const screen = renderBalancer(balancer.url, status);
@@ -82,6 +86,34 @@ describe('kiln status: the balancer beside the kiln server', () => {
     assert.match(screen, /^nodes {7}1 of 2 in rotation$/m);
     assert.match(screen, /^app-1 +http:\/\/127\.0\.0\.1:3001 +up +1 +80 +0 +-$/m);
     assert.match(screen, /^app-2 +http:\/\/127\.0\.0\.1:3002 +DOWN +0 +40 +3 +connect ECONNREFUSED 127\.0\.0\.1:3002$/m);
+  });
+
+  it('what answers at --balancer is not trusted: an answer that is no kiln balancer status is an error row, and an endless one is cut', async () => {
+    const server = createServer((req, res) => {
+      if (req.url === '/_kiln/balancer') {
+        res.end(JSON.stringify({ affinity: 'route', nodes: 'not a list' }));
+        return;
+      }
+      res.writeHead(200);
+      const chunk = Buffer.alloc(1024 * 1024, 0x20);
+      const more = (): void => {
+        while (res.write(chunk)) if (res.writableLength > 64 * 1024 * 1024) return;
+      };
+      res.on('drain', more);
+      more();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const view = await readCluster({ url: 'http://127.0.0.1:9', token: 't', kind: 'admin' }, { url, token: 't', kind: 'balancer' }, 5000);
+      assert.equal(view.balancer, undefined);
+      assert.equal(view.errors.balancer?.code, 'KILN_ERR_PROTOCOL');
+      assert.match(renderCluster(view, admin, { url, token: 't', kind: 'balancer' }), /ERROR: the answer at \/_kiln\/balancer is not a kiln balancer's status \[KILN_ERR_PROTOCOL\]/);
+      await assert.rejects(adminCall({ url, token: 't', kind: 'admin' }, 'GET', '/endless', { timeoutMs: 20_000 }), (err: KilnError) => err.code === 'KILN_ERR_ENGINE_UNAVAILABLE' && /an answer above 16777216 characters/.test(err.message));
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
   });
 
   it('a part that did not answer is one row, and the other part is still shown', () => {

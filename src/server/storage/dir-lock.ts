@@ -42,6 +42,8 @@ export interface DirLock {
  */
 interface HeldLock {
   lock: DirLock;
+  /** `<dir>/kiln.lock`. */
+  path: string;
   refresh: NodeJS.Timeout;
   dev: number;
   ino: number;
@@ -164,10 +166,10 @@ function readLock(path: string): { head: string; refreshedAt: number; ino: numbe
     throw err;
   }
   try {
-    if (!fstatSync(fd).isFile()) throw notALockFile(path, 'not a regular file');
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw notALockFile(path, 'not a regular file');
     const buffer = Buffer.alloc(LOCK_READ_BYTES);
     const head = buffer.toString('latin1', 0, readSync(fd, buffer, 0, buffer.length, 0));
-    const info = fstatSync(fd);
     return { head, refreshedAt: info.mtimeMs, ino: info.ino };
   } finally {
     closeSync(fd);
@@ -255,7 +257,7 @@ function inodeOf(path: string): number | undefined {
 }
 
 /**
- * Removes `path` if it is still the file `ino` judged stale, and only then: moved aside
+ * Removes `path` if it is still the file judged stale (inode and record), and only then: moved aside
  * first (one step), so a starter that judged the same stale file a moment earlier and
  * already placed its own there does not lose it to us; ours goes back if it was that.
  */
@@ -329,8 +331,8 @@ export function lockDataDir(dir: string, options: { onLost?: (why: string) => vo
   }
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   const lock: DirLock = { dir: real };
-  const held: HeldLock = { lock, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, fileIno: fstatSync(fd).ino, refreshedAt: Date.now(), touching: false, confirmedAt: Date.now(), lost: false, onLost: options.onLost };
-  held.refresh = refreshEvery(path, held);
+  const held: HeldLock = { lock, path, refresh: undefined as unknown as NodeJS.Timeout, dev, ino, fd, fileIno: fstatSync(fd).ino, refreshedAt: Date.now(), touching: false, confirmedAt: Date.now(), lost: false, onLost: options.onLost };
+  held.refresh = refreshEvery(held);
   locksHere.set(real, held);
   return lock;
 }
@@ -342,15 +344,15 @@ export function lockDataDir(dir: string, options: { onLost?: (why: string) => vo
  * cannot see its pid. Cheap enough to call per record: a clock read until due.
  */
 export function refreshLockIfDue(lock: DirLock | undefined): void {
-  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
-  if (held === undefined || held.lock !== lock) return;
+  const held = heldOf(lock);
+  if (held === undefined) return;
   const now = Date.now();
   if (now - held.refreshedAt < LOCK_REFRESH_MS) return;
   held.refreshedAt = now;
   try {
     futimesSync(held.fd, new Date(now), new Date(now));
     // Synchronous work already: the path is looked at too, so writes after it need not.
-    judgeOwnership(join(held.lock.dir, 'kiln.lock'), held, statSync(join(held.lock.dir, 'kiln.lock')).ino);
+    judgeOwnership(held, statSync(held.path).ino);
   } catch {
     // The timer's next check says what became of the file.
   }
@@ -358,8 +360,8 @@ export function refreshLockIfDue(lock: DirLock | undefined): void {
 
 /** A lock this very process placed: its pid, and (where known) its boot, namespace and start time. */
 function isOwnRecord(record: LockRecord): boolean {
-  const me = ownIdentity();
-  return record.pid === me.pid && record.boot === (me.boot === UNKNOWN ? undefined : me.boot) && record.pidNamespace === (me.pidNamespace === UNKNOWN ? undefined : me.pidNamespace) && record.started === (me.started === UNKNOWN ? undefined : me.started);
+  const me = parseLockRecord(ownRecordLine());
+  return record.pid === me.pid && record.boot === me.boot && record.pidNamespace === me.pidNamespace && record.started === me.started;
 }
 
 function inUseHere(dir: string, otherPath: string | undefined): KilnError {
@@ -376,14 +378,14 @@ function inUseHere(dir: string, otherPath: string | undefined): KilnError {
  * loop; the lock then goes stale for those servers, as it should for a server that
  * cannot write.
  */
-function refreshEvery(path: string, held: HeldLock): NodeJS.Timeout {
+function refreshEvery(held: HeldLock): NodeJS.Timeout {
   const timer = setInterval(() => {
     if (held.touching) return;
     held.touching = true;
     const now = new Date();
     held.refreshedAt = now.getTime();
     futimes(held.fd, now, now, () => {
-      stat(path, (err, info) => {
+      stat(held.path, (err, info) => {
         held.touching = false;
         if (locksHere.get(held.lock.dir) !== held) {
           // Unlocked meanwhile: the descriptor was left open for this touch (closed, its
@@ -398,7 +400,7 @@ function refreshEvery(path: string, held: HeldLock): NodeJS.Timeout {
           held.confirmedAt = Date.now();
           return;
         }
-        judgeOwnership(path, held, err ? undefined : info.ino);
+        judgeOwnership(held, err ? undefined : info.ino);
       });
     });
   }, LOCK_REFRESH_MS);
@@ -406,8 +408,14 @@ function refreshEvery(path: string, held: HeldLock): NodeJS.Timeout {
   return timer;
 }
 
+/** This process's hold on `lock`, while it is still the one taken (not a later one of the same directory). */
+function heldOf(lock: DirLock | undefined): HeldLock | undefined {
+  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
+  return held?.lock === lock ? held : undefined;
+}
+
 /** What the path holds now (`ino`, undefined: nothing) says of our lock; a loss is reported once. */
-function judgeOwnership(path: string, held: HeldLock, ino: number | undefined): boolean {
+function judgeOwnership(held: HeldLock, ino: number | undefined): boolean {
   if (ino === held.fileIno) {
     held.confirmedAt = Date.now();
     return true;
@@ -415,7 +423,7 @@ function judgeOwnership(path: string, held: HeldLock, ino: number | undefined): 
   if (!held.lost) {
     held.lost = true;
     clearInterval(held.refresh);
-    held.onLost?.(`the data directory's lock ${path} is no longer this server's: ${ino === undefined ? 'it is gone' : 'another file is in its place: another server took the directory over'}`);
+    held.onLost?.(`the data directory's lock ${held.path} is no longer this server's: ${ino === undefined ? 'it is gone' : 'another file is in its place: another server took the directory over'}`);
   }
   return false;
 }
@@ -429,20 +437,19 @@ function judgeOwnership(path: string, held: HeldLock, ino: number | undefined): 
  * timer reports it).
  */
 export function lockStillOurs(lock: DirLock | undefined): 'ours' | 'unsure' | 'lost' {
-  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
-  if (held === undefined || held.lock !== lock) return lock === undefined ? 'ours' : 'lost';
-  if (held.lost) return 'lost';
+  if (lock === undefined) return 'ours';
+  const held = heldOf(lock);
+  if (held === undefined || held.lost) return 'lost';
   if (Date.now() - held.confirmedAt < 2 * LOCK_REFRESH_MS) return 'ours';
   if (held.touching) return 'unsure';
-  const path = join(lock.dir, 'kiln.lock');
   let ino: number | undefined;
   try {
-    ino = statSync(path).ino;
+    ino = statSync(held.path).ino;
   } catch (err) {
     // Only a file gone is a loss; a network file system's passing error says nothing.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'ours';
   }
-  return judgeOwnership(path, held, ino) ? 'ours' : 'lost';
+  return judgeOwnership(held, ino) ? 'ours' : 'lost';
 }
 
 /**
@@ -450,14 +457,13 @@ export function lockStillOurs(lock: DirLock | undefined): 'ours' | 'unsure' | 'l
  * still names this process: one deleted under a running server may since hold another's.
  */
 export function unlockDataDir(lock: DirLock | undefined): void {
-  const held = lock === undefined ? undefined : locksHere.get(lock.dir);
-  if (held === undefined || held.lock !== lock) return;
-  locksHere.delete(lock.dir);
+  const held = heldOf(lock);
+  if (held === undefined) return;
+  locksHere.delete(held.lock.dir);
   clearInterval(held.refresh);
-  const path = join(lock.dir, 'kiln.lock');
   try {
     // Ours only if the path still holds the very file we placed (not merely our record).
-    if (statSync(path).ino === held.fileIno && readLock(path)?.head === ownRecordLine()) unlinkSync(path);
+    if (statSync(held.path).ino === held.fileIno && readLock(held.path)?.head === ownRecordLine()) unlinkSync(held.path);
   } catch {
     // Already gone.
   }
