@@ -391,7 +391,8 @@ describe('data at rest: the sealed record format (in process)', () => {
       assertNoPlaintext(dir, [CANARY]);
       // As if it had crashed between the snapshot's rename and the deletes, and in an earlier snapshot's write.
       writeFileSync(plainLog, plainBytes);
-      writeFileSync(join(dir, 'snapshot.kiln.tmp'), plainBytes);
+      writeFileSync(join(dir, 'snapshot.kiln.tmp'), plainBytes); // an older Kiln's temporary name
+      writeFileSync(join(dir, 'snapshot.kiln.0123456789ab.tmp'), plainBytes);
       assert.equal((await open()).size, 1);
       assertNoPlaintext(dir, [CANARY]);
     } finally {

@@ -7,7 +7,7 @@ import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { AppendLog, pieceEnd } from '../../src/server/storage/append-log.js';
 import { settlesWithin } from '../../src/util/deadline.js';
-import { frameRecords, LOG_MAGIC } from '../../src/server/storage/frame-file.js';
+import { frameRecords, LOG_MAGIC, snapshotTempNames, writeSnapshot } from '../../src/server/storage/frame-file.js';
 import { decodeRecord, encodeRecord } from '../../src/server/storage/record-codec.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/session/limits.js';
@@ -762,14 +762,14 @@ describe('append-only log: a disk that falls behind', () => {
   }
 
   /** Resolves once a compaction's snapshot has its header on disk: its dump then runs on to the first held chunk in the same turn. */
-  const snapshotBegun = (dir: string) => waitFor(() => (statSync(join(dir, 'snapshot.kiln.tmp'), { throwIfNoEntry: false })?.size ?? 0) >= 12 || undefined, 10_000, 'the snapshot begun');
+  const snapshotBegun = (dir: string, log: AppendLog) => waitFor(() => (statSync(join(dir, log.snapshotTempName), { throwIfNoEntry: false })?.size ?? 0) >= 12 || undefined, 10_000, 'the snapshot begun');
 
   it('a compaction whose snapshot waits on its disk partway through the dump takes commits meanwhile, and what it leaves reloads to the state in memory', () =>
     withFault('snapshot:write', async (dir, hold) => {
       const { table, log, ids } = await bigLog(dir, { fsync: 'everysec' });
       let compacted = false;
       const compaction = log.compact().then(() => void (compacted = true));
-      await snapshotBegun(dir);
+      await snapshotBegun(dir, log);
       await new Promise((resolve) => setTimeout(resolve, 200)); // the header's write seen done: the dump runs to the held chunk
       // The first chunk (about 256 sessions) waits on the disk. Meanwhile, sessions the dump
       // has passed and sessions it has not reached are changed, destroyed and created.
@@ -788,7 +788,7 @@ describe('append-only log: a disk that falls behind', () => {
       assert.equal(logs.length, 1, 'the logs the snapshot covers are gone');
       assert.equal(log.bytesOnDisk, statSync(join(dir, logs[0]!)).size, 'the commits taken meanwhile count toward the next compaction');
       await log.close();
-      assert.ok(!readdirSync(dir).includes('snapshot.kiln.tmp'));
+      assert.deepEqual(snapshotTempNames(dir), []);
       const { table: back } = reload(dir);
       assert.equal(back.size, 603);
       assert.deepEqual(contents(back), contents(table));
@@ -796,10 +796,11 @@ describe('append-only log: a disk that falls behind', () => {
 
   it('a snapshot whose file blocks (a FIFO nobody reads yet: a disk that hangs) holds neither the event loop nor commits, and a compaction that fails after leaves the logs whole', async () => {
     const dir = tempDir();
-    const fifo = join(dir, 'snapshot.kiln.tmp');
+    let fifo = '';
     let reader: ChildProcess | undefined;
     try {
       const { table, log } = await bigLog(dir, { fsync: 'everysec' });
+      fifo = join(dir, log.snapshotTempName);
       execFileSync('mkfifo', [fifo]);
       // The snapshot's open waits for a reader, which comes in 8 s. A blocking open (or a
       // blocking write once the pipe is full) would hold this process until then, and
@@ -814,7 +815,7 @@ describe('append-only log: a disk that falls behind', () => {
       releaseFifo(fifo);
       // A pipe takes no positional write (nor a sync): the compaction fails, and removes what it began.
       assert.match(await compaction, /ESPIPE|EINVAL/);
-      assert.ok(!readdirSync(dir).includes('snapshot.kiln.tmp') && !readdirSync(dir).includes('snapshot.kiln'));
+      assert.ok(!readdirSync(dir).includes(log.snapshotTempName) && !readdirSync(dir).includes('snapshot.kiln'));
       await log.append(commitRecord(table, 3000, 100));
       await log.close();
       await loadsClean(dir, 611);
@@ -822,6 +823,43 @@ describe('append-only log: a disk that falls behind', () => {
       // A failure above must not leave the snapshot's open blocked (a thread of the pool, and this process, held).
       releaseFifo(fifo);
       reader?.kill('SIGKILL');
+      removeDir(dir);
+    }
+  });
+
+  it("a compaction abandoned at the lock's loss leaves the new holder's snapshot alone: each writer writes under a temporary name of its own", async () => {
+    const dir = tempDir();
+    const hold = join(dir, '..', `${dir.split('/').pop()}-hold`);
+    process.env['KILN_FAILPOINT'] = `snapshot:write=${hold}`;
+    try {
+      const table = new SessionTable();
+      const log = new AppendLog({ dir, fsync: 'always', dump: () => table.dump(Date.now()), liveBytes: () => table.bytes, onError: () => undefined });
+      log.load((r) => table.replay(r));
+      await log.open();
+      for (let i = 0; i < 20; i++) await log.append(commitRecord(table, i, 1024));
+      // The other writer (the holder after a takeover) has written its snapshot whole and is about to put it in place.
+      let rename!: () => void;
+      const theirsWritten = new Promise<void>((resolve) => (rename = resolve));
+      const theirs = writeSnapshot(dir, table.dump(Date.now()), 7, undefined, { beforeRename: () => theirsWritten });
+      await waitFor(() => snapshotTempNames(dir).length === 1 && statSync(join(dir, snapshotTempNames(dir)[0]!)).size > 20 * 1024 ? true : undefined, 5000, 'their snapshot written');
+      const theirBytes = readFileSync(join(dir, snapshotTempNames(dir)[0]!));
+      // This server, paused until its lock was taken over, goes on with a compaction: it opens its snapshot, and its disk holds the first chunk.
+      writeFileSync(hold, '');
+      const ours = log.compact().then(() => 'done', (err: Error) => err.message);
+      await waitFor(() => (statSync(join(dir, log.snapshotTempName), { throwIfNoEntry: false })?.size ?? 0) >= 12 || undefined, 5000, 'our snapshot begun');
+      writeFileSync(join(dir, 'theirs'), '2000 boot-b 4026532176 77 elsewhere\n');
+      renameSync(join(dir, 'theirs'), join(dir, 'kiln.lock'));
+      await waitFor(() => log.refusal() !== undefined || undefined, 9_000, 'the loss found');
+      rmSync(hold); // the disk answers: our compaction finds the loss and removes what it began
+      assert.match(await ours, /is no longer this server's/);
+      assert.ok(!existsSync(join(dir, log.snapshotTempName)), 'our partial snapshot is gone');
+      rename();
+      await theirs; // with one shared name, ours had truncated theirs at its open and removed it at the loss: this rename failed
+      assert.ok(readFileSync(join(dir, 'snapshot.kiln')).equals(theirBytes), 'their snapshot is in place, whole');
+      await log.close();
+    } finally {
+      delete process.env['KILN_FAILPOINT'];
+      rmSync(hold, { force: true });
       removeDir(dir);
     }
   });
@@ -837,7 +875,7 @@ describe('append-only log: a disk that falls behind', () => {
       const before = contents(table);
       writeFileSync(snapshotHold, '');
       const compaction = outcome(log.compact(), 'compacted');
-      await snapshotBegun(dir);
+      await snapshotBegun(dir, log);
       // A session the dump has not reached changes; the disk refuses its record.
       writeFileSync(diskFull, '');
       const refused = log.append(change(table, ids[599]!, 'refused')).then(() => 'acknowledged', (err: { code?: string }) => err.code);
@@ -866,7 +904,7 @@ describe('append-only log: a disk that falls behind', () => {
       const errors: string[] = [];
       (log as unknown as { options: { onError: (e: Error) => void } }).options.onError = (e) => errors.push(e.message);
       const compaction = outcome(log.compact(), 'compacted');
-      await snapshotBegun(dir);
+      await snapshotBegun(dir, log);
       await log.append(commitRecord(table, 5000, 100));
       const started = Date.now();
       const stopped = await log.close();
@@ -1015,7 +1053,7 @@ describe('append-only log: a disk that falls behind', () => {
     withFault('snapshot:write', async (dir, hold) => {
       const { log } = await bigLog(dir, { fsync: 'everysec', stallMs: 10_000 });
       const compaction = outcome(log.compact(), 'compacted');
-      await snapshotBegun(dir);
+      await snapshotBegun(dir, log);
       const closing = log.close();
       await new Promise((resolve) => setTimeout(resolve, 300));
       unlinkSync(hold);

@@ -10,7 +10,7 @@ import { formatBytes, totalLength } from '../../util/bytes.js';
 import { doubling } from '../../util/backoff.js';
 import { settlesWithin } from '../../util/deadline.js';
 import { failpointActive, failpointHold } from '../../util/failpoint.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, logPath, logSeqs, logSeqsAsync, SNAPSHOT_MAGIC, syncDir, syncDirAsync, writeAt, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, frameRecords, type FileEnd, LOG_MAGIC, logPath, logSeqs, logSeqsAsync, newSnapshotTempName, SNAPSHOT_MAGIC, SNAPSHOT_TEMP_PATTERN, snapshotTempNames, syncDir, syncDirAsync, writeAt, writeSnapshot } from './frame-file.js';
 import { type DirLock, lockDataDir, lockStillOurs, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 
 /**
@@ -209,6 +209,8 @@ export class AppendLog implements TierStorage {
   private staleRecords = 0;
   /** This instance's hold on kiln.lock (lockDataDir): it gives up only its own. */
   private lockToken: DirLock | undefined;
+  /** The name this instance writes its snapshots under before renaming them in: its own (SNAPSHOT_TEMP_PATTERN). */
+  readonly snapshotTempName = newSnapshotTempName();
   /**
    * `accessTimesDropped`: access-time records not logged because the backlog was full (see
    * append); `writeFailures`, `syncFailures`: writes and everysec syncs the disk refused.
@@ -345,8 +347,10 @@ export class AppendLog implements TierStorage {
     }
     for (const file of removals) unlinkSync(file);
     if (removals.length > 0) syncDir(this.dir);
-    // A crashed compaction's partial snapshot: never read, and it may hold what a rotation removes.
-    if (existsSync(`${snapshotPath}.tmp`)) unlinkSync(`${snapshotPath}.tmp`);
+    // A crashed (or abandoned) compaction's partial snapshot: never read, and it may hold
+    // what a rotation removes. Any writer of one has lost the lock this start holds, and its
+    // rename of a removed name fails.
+    for (const name of snapshotTempNames(this.dir)) unlinkSync(join(this.dir, name));
     // The read buffer (up to the largest frame) must not stay pinned by the decoder.
     releaseDecodeBuffer();
     report.ms = Date.now() - started;
@@ -757,7 +761,11 @@ export class AppendLog implements TierStorage {
     if (this.gaveUp) throw new KilnError('KILN_ERR_SERVER_SHUTTING_DOWN', 'storage is closed');
     await this.rotate();
     const nextSeq = this.seq;
-    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, { proceed: () => this.stopIfAbandoned(), beforeRename: () => this.snapshotMayReplace() });
+    await writeSnapshot(this.dir, dump(), nextSeq, this.options.keyring, {
+      proceed: () => this.stopIfAbandoned(),
+      beforeRename: () => this.snapshotMayReplace(),
+      tempName: this.snapshotTempName,
+    });
     for (const seq of await logSeqsAsync(this.dir)) {
       if (seq >= nextSeq) continue;
       this.stopIfAbandoned();
@@ -973,7 +981,7 @@ export class AppendLog implements TierStorage {
   private tightenFileModes(): void {
     if (process.platform === 'win32') return;
     for (const name of readdirSync(this.dir)) {
-      if (!/^(kiln\.lock|snapshot\.kiln(\.tmp)?|log-\d+\.kiln)$/.test(name)) continue;
+      if (!/^(kiln\.lock|snapshot\.kiln|log-\d+\.kiln)$/.test(name) && !SNAPSHOT_TEMP_PATTERN.test(name)) continue;
       const path = join(this.dir, name);
       if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
     }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, openSync, readdirSync, readSync } from 'node:fs';
 import { open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +18,26 @@ export const LOG_MAGIC = Buffer.from('KILNLOG1');
 export const SNAPSHOT_MAGIC = Buffer.from('KILNSNP1');
 export const FRAME_HEADER = 8;
 export const SNAPSHOT_NAME = 'snapshot.kiln';
+
+/**
+ * A snapshot is written under a temporary name of its writer's own, `snapshot.kiln.<12
+ * hex>.tmp`, never a name another writer could be using: a server whose lock was taken
+ * over (paused, its disk hung) may still be inside a compaction when the new holder
+ * starts one, and with one shared name the old writer's open would truncate, and its
+ * clean-up remove, the new holder's half-written snapshot. Older Kilns used
+ * `snapshot.kiln.tmp`; a start removes both kinds, `kiln repair` moves both aside.
+ */
+export const SNAPSHOT_TEMP_PATTERN = /^snapshot\.kiln(\.[0-9a-f]{12})?\.tmp$/;
+
+/** A temporary snapshot name no other writer uses (see SNAPSHOT_TEMP_PATTERN). */
+export function newSnapshotTempName(): string {
+  return `${SNAPSHOT_NAME}.${randomBytes(6).toString('hex')}.tmp`;
+}
+
+/** The temporary snapshots in `dir` (a crashed or abandoned compaction's, or one being written). */
+export function snapshotTempNames(dir: string): string[] {
+  return readdirSync(dir).filter((name) => SNAPSHOT_TEMP_PATTERN.test(name));
+}
 
 /** Frames encoded records (sealing them with the keyring's current key) to be written at `offset` of the file `magic`/`seq`. */
 export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number, offset: number, keyring: Keyring | undefined): Buffer {
@@ -42,8 +63,9 @@ export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number,
 }
 
 /**
- * Writes every record of `records` as `<dir>/snapshot.kiln.tmp`, synced, then renames it
- * over snapshot.kiln: a crash leaves either the old snapshot or the new one, whole.
+ * Writes every record of `records` as `<dir>/<tempName>` (see SNAPSHOT_TEMP_PATTERN),
+ * synced, then renames it over snapshot.kiln: a crash leaves either the old snapshot or
+ * the new one, whole.
  * `firstSeq` is the first log the snapshot must be followed by. `proceed` is asked before
  * each write and the sync, `beforeRename` once the snapshot is on disk and before it
  * replaces the old one: what either throws abandons the snapshot (the temp file is removed).
@@ -53,8 +75,8 @@ export function frameRecords(payloads: Uint8Array[], magic: Buffer, seq: number,
  * refused once that log falls behind too). Writing synchronously, a compaction begun just
  * before the hang held the event loop until the disk answered.
  */
-export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined, hooks: { proceed?: () => void; beforeRename?: () => Promise<void> } = {}): Promise<void> {
-  const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
+export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, firstSeq: number, keyring: Keyring | undefined, hooks: { proceed?: () => void; beforeRename?: () => Promise<void>; tempName?: string } = {}): Promise<void> {
+  const tmp = join(dir, hooks.tempName ?? newSnapshotTempName());
   const file = await open(tmp, 'w', 0o600);
   try {
     // A temp file left by a crash keeps its old mode through 'w'; the umask may have narrowed a new one.
@@ -100,7 +122,7 @@ export async function writeSnapshot(dir: string, records: Iterable<TierRecord>, 
     await file.close().catch(() => undefined);
     // A snapshot that could not be written whole (or was abandoned) holds space a full
     // disk needs, and is never read.
-    await unlink(tmp).catch(() => undefined); // else the next start removes it
+    await unlink(tmp).catch(() => undefined); // else the next start removes it (its name is this writer's alone)
     throw err;
   }
   failpoint('snapshot:before-rename');

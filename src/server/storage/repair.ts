@@ -3,7 +3,7 @@ import { basename, join } from 'node:path';
 import { KilnError } from '../../errors/index.js';
 import { SessionTable, type TierRecord } from '../../tier/session-table.js';
 import { prepareDataDir } from './append-log.js';
-import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, syncDir, writeSnapshot } from './frame-file.js';
+import { FRAME_HEADER, FrameReader, findNextFrame, LOG_MAGIC, logPath, logSeqs, SNAPSHOT_MAGIC, SNAPSHOT_NAME, snapshotTempNames, syncDir, writeSnapshot } from './frame-file.js';
 import { type DirLock, lockDataDir, lockStillOurs, refreshLockIfDue, unlockDataDir } from './dir-lock.js';
 import { type DamagedSpot, MAX_SPOTS, type RepairSummary, writeLastRepair } from './last-repair.js';
 import { decodeRecord, isSealed, type Keyring, openRecord, recordPlace, releaseDecodeBuffer } from './record-codec.js';
@@ -165,11 +165,10 @@ async function replaceFiles(dir: string, table: SessionTable, firstSeq: number, 
   mkdirSync(aside, { mode: 0o700 });
   chmodSync(aside, 0o700);
   summary.movedTo = aside;
-  const tmp = join(dir, `${SNAPSHOT_NAME}.tmp`);
-  // A crashed compaction's partial snapshot: the writer below reopens that name, so it is moved, not linked.
-  if (existsSync(tmp)) {
-    renameSync(tmp, join(aside, basename(tmp)));
-    summary.movedFiles.push(basename(tmp));
+  // A crashed compaction's partial snapshots: moved, not linked (never read; kept for whoever looks into the damage).
+  for (const name of snapshotTempNames(dir)) {
+    renameSync(join(dir, name), join(aside, name));
+    summary.movedFiles.push(name);
   }
   failpoint('repair:aside-made');
   const old = [join(dir, SNAPSHOT_NAME), ...logSeqs(dir).map((seq) => logPath(dir, seq))].filter((p) => existsSync(p));
