@@ -62,6 +62,20 @@ describe('Redis engine: the indexes beside the scripts', () => {
     await engine.release(id, token);
   });
 
+  it("a destroyed session's tombstone outlives the longest a destroy's WAIT and clean-up can take, even for a session about to expire", async () => {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    await engine.commit(commitOf(id, token, 0, { n: 1 }, { principal: 'dora', idleTimeoutMs: 1000, absoluteExpiresAt: 0 }));
+    await engine.release(id, token);
+    assert.equal(await engine.destroy(id), true);
+    // With the default timeouts (operation 5 s, replicas 1 s): 2 × (5 + 1) + 5 = 17 s. The
+    // session itself was due in about 3 s (1 s idle, 2 s touch grace); a tombstone gone by
+    // then let a session made under the id meanwhile lose its index entries to this
+    // destroy's late clean-up.
+    const ttl = Number(await cli('PTTL', `kiln:{${id}}:x`));
+    assert.ok(ttl > 16_000 && ttl <= 17_000, `the tombstone lives ${ttl} ms`);
+  });
+
   it('a page of list() over many entries of sessions gone makes a bounded number of rounds, and ends short with a next', async () => {
     await cli('DEL', 'kiln:{idx}:ids');
     // Entries whose sessions are gone (a lost ZREM, or planted), all before the one real session, and one that is no session id.

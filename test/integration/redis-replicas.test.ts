@@ -26,20 +26,33 @@ describe('Redis engine: replicas: 1 without a replica, replicaPolicy strict', ()
     await redis.stop();
   });
 
-  it('refuses to acknowledge an unreplicated commit; the retry is acknowledged once, not applied twice', async () => {
+  it('refuses to acknowledge an unreplicated commit, yet files and counts what the master did; the retry is acknowledged once, not applied twice', async () => {
     const strict = new RedisEngine({ url: `${redis.url}?replicas=1&replicaPolicy=strict`, replicaTimeoutMs: 200, heartbeatMs: 200 });
     await strict.connect();
     engines.push(strict);
     const id = generateSessionId();
     const grant = await strict.acquire(id);
-    const commit = { sessionId: id, token: grant.token, commitId: 'replicated-or-not', baseVersion: 0, lastAccessedAt: Date.now(), set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
+    const before = await strict.stats();
+    const commit = { sessionId: id, token: grant.token, commitId: 'replicated-or-not', baseVersion: 0, lastAccessedAt: Date.now(), idleTimeoutMs: 60_000, absoluteExpiresAt: 0, set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
     const started = Date.now();
     await assert.rejects(strict.commit(commit), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /0 of 1 replicas/.test(err.message));
     assert.ok(Date.now() - started < 2000, 'bounded by replicaTimeoutMs');
+    // The master created the session. A commit that is never retried (the request failed;
+    // the next one commits anew and creates nothing) left it out of the listing and the
+    // sweep, and out of the counts and the sessionBytes gauge for good.
+    const port = Number(new URL(redis.url).port);
+    assert.notEqual(await redisCli(port, 'ZSCORE', 'kiln:{idx}:ids', id), '', 'listed');
+    assert.notEqual(await redisCli(port, 'ZSCORE', 'kiln:{idx}:exp', id), '', 'filed for the sweep');
+    const after = await strict.stats();
+    assert.equal((after.counters['created'] ?? 0) - (before.counters['created'] ?? 0), 1, 'created counted');
+    assert.ok(after.sessionBytes > before.sessionBytes, `its bytes counted (${before.sessionBytes} → ${after.sessionBytes})`);
     const relaxed = new RedisEngine({ url: redis.url, heartbeatMs: 200 });
     await relaxed.connect();
     engines.push(relaxed);
     assert.deepEqual(await relaxed.commit(commit), { version: 1, duplicate: true });
+    const retried = await relaxed.stats();
+    assert.equal(retried.counters['created'], after.counters['created'], 'the retry counts no second creation');
+    assert.equal(retried.sessionBytes, after.sessionBytes, 'nor its bytes again');
     await strict.release(id, grant.token);
     const g = await relaxed.acquire(id);
     assert.equal(g.snapshot?.meta.version, 1, 'applied exactly once');
@@ -369,6 +382,7 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
   const refused = (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /0 of 1 replicas/.test(err.message);
 
   it('refuses a destroy, a "log out everywhere" and an expiry the replica cannot confirm, and applies them once it is back', async () => {
+    const gaugeAtStart = (await engine.stats()).sessionBytes;
     const loggedOut = await create('alice', 3_600_000);
     const elsewhere = await create('alice', 3_600_000);
     // Due once the destroy below has found the replica missing (its WAIT runs 1 s).
@@ -378,7 +392,8 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     engine.onEvent((e) => {
       if (e.type === 'expired') expiredEvents.push(e.sessionId);
     });
-    const destroyedBefore = (await engine.stats()).counters['destroyed'] ?? 0;
+    const statsBefore = await engine.stats();
+    const destroyedBefore = statsBefore.counters['destroyed'] ?? 0;
     await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
     await assert.rejects(engine.destroy(loggedOut), refused, 'a destroy the replica does not have is not acknowledged');
     await assert.rejects(engine.destroyByPrincipal('alice'), refused);
@@ -389,7 +404,8 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     assert.equal(await exists(master.port, loggedOut), false, 'the destroy ran on the master before its WAIT');
     assert.equal(await redisCli(master.port, 'SISMEMBER', 'kiln:principal:alice', loggedOut), '1', "still in its principal's set while unconfirmed");
     assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', loggedOut), '', 'still in the id index');
-    assert.equal((await engine.stats()).counters['destroyed'] ?? 0, destroyedBefore, 'not counted while unconfirmed');
+    // Counted as the master did it: the destroy that later confirms it finds only the tombstone, and counts nothing.
+    assert.equal((await engine.stats()).counters['destroyed'] ?? 0, destroyedBefore + 1, 'counted once, by the run that deleted it');
 
     // Past the idle session's deadline, with the sweep running every 50 ms: its expiry waits for the replica too.
     await sleep(idleDue + 1000 - Date.now());
@@ -418,11 +434,14 @@ describe('Redis engine: destroy and expiry are confirmed by replicas like commit
     // back short as the replica rejoined, a later sweep found it gone, without its
     // principal): it is met as gone and taken out then, and logs nobody out meanwhile.
     assert.equal(await engine.destroyByPrincipal('idle-user'), 0);
-    // A session destroyed by a run whose WAIT came back short is counted by none (a destroy
-    // that finds only a tombstone cannot tell a first confirmation from a second logout);
-    // one refused before it ran is counted when it is destroyed. Never twice.
-    const counted = ((await engine.stats()).counters['destroyed'] ?? 0) - destroyedBefore;
-    assert.ok(counted >= 0 && counted <= 1, `destroyed counted ${counted} times for loggedOut (unconfirmed: 0) and elsewhere (0 or 1)`);
+    // Each session counted once: by the run that deleted it on the master, confirmed or
+    // not (a destroy refused before it ran counts nothing). So the gauge of session bytes
+    // is back where it was before the three were made, and the idle one expired once.
+    const statsAfter = await engine.stats();
+    assert.equal((statsAfter.counters['destroyed'] ?? 0) - destroyedBefore, 2, 'loggedOut and elsewhere, once each');
+    assert.equal((statsAfter.counters['expired'] ?? 0) - (statsBefore.counters['expired'] ?? 0), 1, 'the idle session, once');
+    assert.ok(statsBefore.sessionBytes > gaugeAtStart, 'the three sessions on the gauge');
+    assert.equal(statsAfter.sessionBytes, gaugeAtStart, 'the bytes of all three taken off the gauge once');
   });
 });
 
@@ -450,6 +469,7 @@ describe('Redis engine: an expiry refused after it ran on the master', () => {
   });
 
   it('leaves the session in the indexes while unconfirmed, and takes it out once a sweep confirmed by the replica finds it gone', async () => {
+    const before = await engine.stats();
     const id = generateSessionId();
     const { token } = await engine.acquire(id);
     const commit = { sessionId: id, token, commitId: `c-${id}`, baseVersion: 0, lastAccessedAt: Date.now(), principal: 'carol', idleTimeoutMs: 1500, absoluteExpiresAt: 0, set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
@@ -459,7 +479,10 @@ describe('Redis engine: an expiry refused after it ran on the master', () => {
     assert.equal(await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`), '1', 'not expired before the replica goes');
     await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
     await waitFor(async () => (await redisCli(master.port, 'EXISTS', `kiln:{${id}}:m`)) === '0', 5000, 'the expiry ran on the master');
-    await sleep(300); // sweeps meanwhile, each refused
+    // Past the first expiry's WAIT (1 s): refused, not merely waiting (a WAIT still out when
+    // the replica comes back is confirmed, and nothing here would be unconfirmed). Sweeps
+    // meanwhile, each refused.
+    await sleep(1500);
     assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id), '', 'still in the expiry index while unconfirmed');
     assert.notEqual(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', 'and in the id index');
     await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
@@ -467,5 +490,10 @@ describe('Redis engine: an expiry refused after it ran on the master', () => {
     await waitFor(async () => (await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:exp', id)) === '' || undefined, 5000, 'out of the expiry index once confirmed');
     assert.equal(await redisCli(master.port, 'ZSCORE', 'kiln:{idx}:ids', id), '', 'and out of the id index');
     assert.equal(await engine.destroyByPrincipal('carol'), 0, 'nothing of carol left to log out');
+    // Counted once, by the run that deleted it (the confirming sweep finds it gone): the
+    // gauge of session bytes is back where it was before the session was made.
+    const stats = await engine.stats();
+    assert.equal((stats.counters['expired'] ?? 0) - (before.counters['expired'] ?? 0), 1, 'expired counted once');
+    assert.equal(stats.sessionBytes, before.sessionBytes, 'its bytes off the gauge');
   });
 });

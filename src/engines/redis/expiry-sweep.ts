@@ -14,7 +14,7 @@ import { isValidSessionId } from '../../session/id.js';
 import type { Count } from './counters.js';
 import type { IndexKeys } from './keys.js';
 import { num, text, textOrNull, type Reply } from './replies.js';
-import type { RunScriptOptions } from './script-runner.js';
+import { unconfirmedReplyOf, type RunScriptOptions } from './script-runner.js';
 import { SCRIPTS, type RedisScript } from './scripts.js';
 
 /** Sessions taken from the index per round (a sweep makes at most 20 rounds). */
@@ -108,21 +108,35 @@ export class ExpirySweep {
     // the indexes: a failover may lose the expiry, and the next sweep that finds it gone
     // with its WAIT confirmed takes the entries out then (its principal's set entry is
     // cleaned as it is met).
-    const reply = (await this.o.runScript(SCRIPTS.expire, sessionId, '', [String(this.o.touchGraceMs)], { waitForReplicas: true })) as Reply[];
-    await this.settle(sessionId, expireVerdict(reply));
+    let reply: Reply[];
+    try {
+      reply = (await this.o.runScript(SCRIPTS.expire, sessionId, '', [String(this.o.touchGraceMs)], { waitForReplicas: true })) as Reply[];
+    } catch (err) {
+      // Counted as the master did it (as a commit or destroy refused after it ran): the
+      // next sweep finds the session gone and counts nothing, so counting only on
+      // confirmation would leave it out for good, and the sessionBytes gauge with it.
+      const applied = unconfirmedReplyOf(err);
+      if (Array.isArray(applied)) this.countExpiry(expireVerdict(applied as Reply[]));
+      throw err;
+    }
+    const verdict = expireVerdict(reply);
+    this.countExpiry(verdict);
+    await this.settle(sessionId, verdict);
   }
 
-  /** Files a session not due yet again, or drops an expired or gone one from the indexes (its principal too) and counts it. */
+  private countExpiry(verdict: ExpireVerdict): void {
+    if (verdict.kind !== 'expired') return;
+    this.o.count('expired');
+    this.o.count('sessionBytes', -verdict.bytes);
+  }
+
+  /** Files a session not due yet again, or drops an expired or gone one from the indexes (its principal too). */
   private async settle(sessionId: string, verdict: ExpireVerdict): Promise<void> {
     const { idx, command } = this.o;
     if (verdict.kind === 'refile') {
       if (verdict.deadline >= 0) await command(idx.expiry, ['ZADD', idx.expiry, String(verdict.deadline), sessionId]);
       else await command(idx.expiry, ['ZREM', idx.expiry, sessionId]);
       return;
-    }
-    if (verdict.kind === 'expired') {
-      this.o.count('expired');
-      this.o.count('sessionBytes', -verdict.bytes);
     }
     await this.o.dropFromIndexes(sessionId, verdict.kind === 'expired' ? verdict.principal : null);
   }

@@ -21,7 +21,7 @@ import { ScriptRunner } from './script-runner.js';
 import { ReplicaGuard } from './replica-guard.js';
 import { SCRIPTS } from './scripts.js';
 import { SessionEvents } from './session-events.js';
-import { SessionStore } from './session-store.js';
+import { minTombstoneMsOf, SessionStore } from './session-store.js';
 import { describeTopology, type RedisTopology } from './topology.js';
 import { createTransport, type RedisTransport } from './transport.js';
 
@@ -169,6 +169,7 @@ export class RedisEngine implements Engine {
       keySlackMs: s.keySlackMs,
       touchGraceMs: this.s.touchGraceMs,
       maxTombstoneMs: s.maxTombstoneMs,
+      minTombstoneMs: minTombstoneMsOf(s),
       runScript,
       command,
       count,

@@ -404,7 +404,7 @@ return {'A', v, cur[4] or false, exists and 0 or 1, newDeadline, bytes - oldByte
 
 /**
  * Destroys from anywhere; owner = who asked ('' = nobody: every holder is told).
- * ARGV 10 reason, 11 touch grace ms, 12 longest tombstone ms.
+ * ARGV 10 reason, 11 touch grace ms, 12 longest tombstone ms, 13 shortest tombstone ms.
  * Reply: {destroyed 0|1, principal, bytes freed, holder, holder's token, stats}, or
  * {2, principal or false, …} when only its tombstone is left (destroyed before); the
  * engine applies a revocation of its own lease at once instead of waiting for the message.
@@ -429,7 +429,7 @@ local longest = now + tonumber(ARGV[12])
 local d = longest
 if la and it and ae then d = deadlineOf(la, it, ae, tonumber(ARGV[11])) end
 if d < 0 or d > longest then d = longest end
-local untilMs = math.max(d, now + 1000)
+local untilMs = math.max(d, now + tonumber(ARGV[13]))
 redis.call('DEL', KM, KA, KC)
 -- '1' (no principal), or 'p' and the principal: see the top of this script.
 local tombstone = '1'

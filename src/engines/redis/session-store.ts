@@ -64,6 +64,9 @@ export type CommitReply =
   | { duplicate: true; version: number; expiresAt: number | undefined; principal: string | null; replacedPrincipal: string | null }
   | { duplicate: false; version: number; oldPrincipal: string | null; created: boolean; expiresAt: number | undefined; bytes: number };
 
+/** What a commit the script applied (not a duplicate) did. */
+type AppliedCommit = Extract<CommitReply, { duplicate: false }>;
+
 export function decodeCommitReply(reply: Reply[]): CommitReply {
   if (text(reply[0]) === 'D') {
     return { duplicate: true, version: num(reply[1]), expiresAt: reply[2] === null ? undefined : num(reply[2]), principal: textOrNull(reply[3]), replacedPrincipal: textOrNull(reply[4]) };
@@ -79,6 +82,12 @@ export interface SessionStoreOptions {
   keySlackMs: number;
   touchGraceMs: number;
   maxTombstoneMs: number;
+  /**
+   * Shortest a tombstone lives: past the longest a destroy's WAIT and index clean-up can
+   * take (minTombstoneMsOf). While it lives no session is made under the id, so the
+   * clean-up of a destroy confirmed late never takes out a new session's entries.
+   */
+  minTombstoneMs: number;
   runScript: (script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options?: RunScriptOptions) => Promise<unknown>;
   command: (firstKey: string, args: string[], deadline?: number) => Promise<unknown>;
   count: Count;
@@ -115,6 +124,16 @@ const MAX_SCAN_RESTARTS = 5;
 interface PrincipalSlice {
   metas: SessionMeta[];
   damaged: string[];
+}
+
+/**
+ * The shortest life of a tombstone: longer than a destroy can take from its script to its
+ * index clean-up. Its WAIT may queue behind the WAIT already out on its connection (each
+ * up to the operation timeout plus the replica timeout), then the clean-up is sent (up
+ * to the operation timeout). At least a second, as before.
+ */
+export function minTombstoneMsOf(s: { operationTimeoutMs: number; replicaTimeoutMs: number }): number {
+  return Math.max(1000, 2 * (s.operationTimeoutMs + s.replicaTimeoutMs) + s.operationTimeoutMs);
 }
 
 export class SessionStore {
@@ -162,6 +181,8 @@ export class SessionStore {
       o.observeCommit(performance.now() - started);
     } catch (err) {
       if (isKilnError(err) && !TRANSIENT_CODES.has(err.code)) count('rejectedCommits');
+      const applied = unconfirmedReplyOf(err);
+      if (Array.isArray(applied)) await this.settleUnconfirmed(request, decodeCommitReply(applied as Reply[]), deadline);
       throw err;
     }
     if (request.release) o.ownership.released(request.sessionId, request.token);
@@ -173,12 +194,9 @@ export class SessionStore {
       await settleBy(this.refile(request.sessionId, done).catch(() => undefined), deadline);
       return { version: done.version, duplicate: true };
     }
-    count('commits');
-    count('sessionBytes', done.bytes);
-    count('commitBytes', deltaBytes(request));
+    this.countApplied(request, done);
     const index: Promise<unknown>[] = [];
     if (done.created) {
-      count('created');
       index.push(command(idx.ids, ['ZADD', idx.ids, '0', request.sessionId]));
     }
     if (done.expiresAt !== undefined) {
@@ -192,6 +210,37 @@ export class SessionStore {
     // So the request waits for the index writes only while its time lasts.
     if (index.length > 0) await settleBy(Promise.all(index).catch(() => undefined), deadline);
     return { version: done.version, duplicate: false };
+  }
+
+  private countApplied(request: CommitRequest, done: AppliedCommit): void {
+    const { count } = this.o;
+    count('commits');
+    count('sessionBytes', done.bytes);
+    count('commitBytes', deltaBytes(request));
+    if (done.created) count('created');
+  }
+
+  /**
+   * A commit that ran on the master and was then refused (its WAIT short of replicas, its
+   * connection lost after the reply). It is counted as the master did it (a retry comes
+   * back a duplicate, and counts nothing more), and filed in the indexes as far as adding
+   * goes: a session it created is listed, and its deadline entry may only move earlier. A
+   * failover that loses the commit leaves an entry naming a session that is gone, or due
+   * earlier than it is, which readers and the sweep put right; nothing is taken out (a
+   * principal it replaced keeps its entry), since taking out on so unsure a ground could
+   * let "log out everywhere" miss a session the new master still names. Without this, a
+   * commit that is never retried (the request failed, the next one commits anew) left a
+   * created session out of the listing and the sweep.
+   */
+  private async settleUnconfirmed(request: CommitRequest, done: CommitReply, deadline: number | undefined): Promise<void> {
+    if (done.duplicate) return;
+    this.countApplied(request, done);
+    const { idx, command } = this.o;
+    const id = request.sessionId;
+    const writes: Promise<unknown>[] = [];
+    if (done.created) writes.push(command(idx.ids, ['ZADD', idx.ids, '0', id]));
+    if (done.expiresAt !== undefined && done.expiresAt >= 0) writes.push(command(idx.expiry, ['ZADD', idx.expiry, 'LT', String(done.expiresAt), id]));
+    if (writes.length > 0) await settleBy(Promise.all(writes).catch(() => undefined), deadline);
   }
 
   /**
@@ -226,34 +275,43 @@ export class SessionStore {
     // is undone by a failover, and a logged-out session comes back.
     let reply: Reply[];
     try {
-      reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
+      reply = (await o.runScript(SCRIPTS.destroy, sessionId, except, [reason, String(o.touchGraceMs), String(o.maxTombstoneMs), String(o.minTombstoneMs)], { deadline, waitForReplicas: true })) as Reply[];
     } catch (err) {
       // Refused after it ran (its WAIT short of replicas, or the connection lost after its
       // reply): the master has deleted the data, but a failover may yet lose that. Nothing
       // is taken out of the indexes on so unsure a ground (a principal's set that lost a
       // session the new master still has would let "log out everywhere" miss it): a
       // destroy again, once confirmed, finds the tombstone and finishes (below), and
-      // entries left meanwhile are cleaned as they are met. Our own lease is let go.
+      // entries left meanwhile are cleaned as they are met. Our own lease is let go, and
+      // the destroy is counted as the master did it (the retry that confirms it counts
+      // nothing: see below).
       const applied = unconfirmedReplyOf(err);
-      if (Array.isArray(applied) && num((applied as Reply[])[0]) === 1 && textOrNull((applied as Reply[])[3]) === o.ownerId) this.letOwnLeaseGo(except, sessionId);
+      if (Array.isArray(applied) && num((applied as Reply[])[0]) === 1) {
+        this.countDestroy(reason, applied as Reply[]);
+        if (textOrNull((applied as Reply[])[3]) === o.ownerId) this.letOwnLeaseGo(except, sessionId);
+      }
       throw err;
     }
     const outcome = num(reply[0]);
     if (outcome === 2) {
       // Destroyed before, and this run's WAIT confirmed the replicas have it: what an
-      // unconfirmed run left in the indexes goes now. Not counted (a run that finds only
-      // the tombstone cannot tell this confirmation from a second logout): the
-      // destroyed count and the sessionBytes gauge miss such a session.
+      // unconfirmed run left in the indexes goes now. Not counted: the run that deleted
+      // the data counted it, confirmed or not.
       await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
       return false;
     }
     if (outcome !== 1) return false;
-    o.count(reason === 'expired' ? 'expired' : 'destroyed');
-    o.count('sessionBytes', -num(reply[2]));
+    this.countDestroy(reason, reply);
     // Our own lease ends with the session: drop it now rather than when the message comes.
     if (textOrNull(reply[3]) === o.ownerId) this.letOwnLeaseGo(except, sessionId);
     await settleBy(this.dropFromIndexes(sessionId, textOrNull(reply[1])), deadline);
     return true;
+  }
+
+  /** A destroy's reply {1, principal, bytes freed, …}: counted once, by the run that deleted the data. */
+  private countDestroy(reason: string, reply: Reply[]): void {
+    this.o.count(reason === 'expired' ? 'expired' : 'destroyed');
+    this.o.count('sessionBytes', -num(reply[2]));
   }
 
   private letOwnLeaseGo(except: string, sessionId: string): void {
