@@ -78,7 +78,7 @@ describe('kiln server: bad input', () => {
     const raw = await RawClient.open(server.port);
     raw.hello('wrong-token');
     await expectClosedWith(raw, 'KILN_ERR_AUTH');
-    const engine = connect(server.url, { token: 'wrong-token' });
+    const engine = connect(server.url, { token: 'a-wrong-token-of-the-right-length-32' });
     await assert.rejects(engine.connect(), (err) => isKilnError(err, 'KILN_ERR_AUTH'));
     await assert.rejects(engine.stats(), (err) => isKilnError(err, 'KILN_ERR_AUTH'));
     await engine.close();

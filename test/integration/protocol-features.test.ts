@@ -18,6 +18,8 @@ import { RawClient } from '../helpers/raw-client.js';
  * a real server below, and by the conformance and bad-input suites.
  */
 const id = generateSessionId();
+/** The peer here answers any hello; the client still refuses a token shorter than any kiln server takes. */
+const PEER_TOKEN = 'a-peer-token-of-the-length-a-kiln-server-takes';
 const snapshot = { meta: { id, createdAt: 1, lastAccessedAt: 2, idleTimeoutMs: 60_000, absoluteExpiresAt: 0, principal: 'alice', version: 3 }, attributes: new Map([['cart', encodeAttribute('cart', ['book'])]]) };
 const grant = { token: 5, epoch: 'e1', snapshot, releaseAfterUse: true };
 
@@ -57,7 +59,7 @@ async function peer(features: string[] | undefined, grantIn: 'binary' | 'msgpack
 /** A client engine connected to a fresh peer, closed with it after `use`. */
 async function withPeer(features: string[] | undefined, grantIn: 'binary' | 'msgpack', use: (engine: ReturnType<typeof connect>, seen: { commits: Uint8Array[]; hellos: Record<string, unknown>[]; finds: Record<string, unknown>[] }) => Promise<void>): Promise<void> {
   const { server, port, commits, hellos, finds } = await peer(features, grantIn);
-  const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
+  const engine = connect(`kiln://127.0.0.1:${port}`, { token: PEER_TOKEN, pingIntervalMs: 60_000 });
   try {
     await engine.connect();
     await use(engine, { commits, hellos, finds });
@@ -193,7 +195,7 @@ describe("kiln protocol: a principal's pages, sized and read again", () => {
 
   it('sizes its pages by the frame and the longest principal the server allows', async () => {
     const { server, port, finds } = await principalPeer(() => ({ epoch: 'e1', limits: { maxPrincipalLength: 4096 } }), () => ({ body: { sessions: [], next: null, total: 0 } }));
-    const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000 });
+    const engine = connect(`kiln://127.0.0.1:${port}`, { token: PEER_TOKEN, pingIntervalMs: 60_000 });
     try {
       await engine.connect();
       await engine.findByPrincipal('alice');
@@ -216,7 +218,7 @@ describe("kiln protocol: a principal's pages, sized and read again", () => {
         return { body: { sessions: [metaOf(1), metaOf(2), metaOf(3)], next: null, total: 3 } };
       },
     );
-    const engine = connect(`kiln://127.0.0.1:${port}`, { token: 't', pingIntervalMs: 60_000, operationTimeoutMs: 5000 });
+    const engine = connect(`kiln://127.0.0.1:${port}`, { token: PEER_TOKEN, pingIntervalMs: 60_000, operationTimeoutMs: 5000 });
     try {
       await engine.connect();
       const found = await engine.findByPrincipal('alice');

@@ -23,9 +23,23 @@ describe('kiln engine options', () => {
   });
 
   it('prefers the token option, then the URL password, then KILN_TOKEN', () => {
-    assert.equal(resolveKilnOptions('kiln://:p%40ss@h:1', { token: 'opt' }, { KILN_TOKEN: 'env' }).token, 'opt');
-    assert.equal(resolveKilnOptions('kiln://:p%40ss@h:1', {}, { KILN_TOKEN: 'env' }).token, 'p@ss');
-    assert.equal(resolveKilnOptions('kiln://h:1', {}, { KILN_TOKEN: 'env' }).token, 'env');
+    const opt = 'o'.repeat(32);
+    const env = { KILN_TOKEN: 'e'.repeat(32) };
+    const url = `kiln://:p%40ss${'u'.repeat(28)}@h:1`;
+    assert.equal(resolveKilnOptions(url, { token: opt }, env).token, opt);
+    assert.equal(resolveKilnOptions(url, {}, env).token, `p@ss${'u'.repeat(28)}`);
+    assert.equal(resolveKilnOptions('kiln://h:1', {}, env).token, env.KILN_TOKEN);
+    assert.equal(resolveKilnOptions('kiln://h:1', {}, {}).token, '', 'none: a server run with insecureNoAuth');
+  });
+
+  it('refuses a token shorter than any kiln server accepts, naming where it came from (no handshake fails over and over)', () => {
+    const refusal = (where: RegExp) => (err: KilnError) => err.code === 'KILN_ERR_INVALID_OPTION' && where.test(err.message) && /at least 32 bytes/.test(err.message);
+    assert.throws(() => resolveKilnOptions('kiln://h:1', { token: 'opt' }), refusal(/option "token"/));
+    assert.throws(() => resolveKilnOptions('kiln://:p%40ss@h:1', {}), refusal(/the token in the engine URL/));
+    assert.throws(() => resolveKilnOptions('kiln://h:1', {}, { KILN_TOKEN: 'short' }), refusal(/KILN_TOKEN/));
+    // The secret is not echoed, and a URL password that is no percent-encoding is a KilnError, not a URIError.
+    assert.throws(() => resolveKilnOptions('kiln://h:1', { token: 'hunter2' }), (err: Error) => !err.message.includes('hunter2'));
+    assert.throws(() => resolveKilnOptions('kiln://:%E0%A4%A@h:1', {}), { code: 'KILN_ERR_INVALID_OPTION', message: /not valid percent-encoding/ });
   });
 
   it('refuses a bad URL, another scheme and unknown options at once', () => {

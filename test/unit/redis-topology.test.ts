@@ -39,7 +39,7 @@ describe('Redis engine URLs', () => {
 
   it('connectEngine picks the engine from the scheme and names a bad one', () => {
     assert.equal(connectEngine('redis://127.0.0.1:1').kind, 'redis');
-    assert.equal(connectEngine('kiln://127.0.0.1:1', { kiln: { token: 't' } }).kind, 'kiln');
+    assert.equal(connectEngine('kiln://127.0.0.1:1', { kiln: { token: 't'.repeat(32) } }).kind, 'kiln');
     assert.throws(() => connectEngine('http://x'), invalid);
   });
 

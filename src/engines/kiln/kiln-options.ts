@@ -10,7 +10,7 @@ import { KilnError } from '../../errors/index.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../../protocol/frame.js';
 import { defaultReconnect } from '../../util/backoff.js';
 import { redactCredentials } from '../../util/log.js';
-import { readTokenFile } from '../../util/secret-file.js';
+import { checkTokenStrength, readTokenFile } from '../../util/secret-file.js';
 import { OptionReader } from '../../util/options.js';
 import { DEFAULT_ACQUIRE_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS } from '../engine.js';
 
@@ -67,7 +67,7 @@ export function resolveKilnOptions(url: string, options: KilnEngineOptions = {},
   }
   if (parsed.protocol !== 'kiln:' && parsed.protocol !== 'kilns:') throw new KilnError('KILN_ERR_INVALID_OPTION', `connect: URL scheme must be kiln:// or kilns:// (got ${parsed.protocol}//)`, { details: { option: 'url' } });
   const tokenFile = o.string('tokenFile', undefined);
-  const token = o.string('token', undefined) ?? (tokenFile ? readTokenFile(tokenFile, 'connect: option "tokenFile"') : undefined) ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined) ?? env['KILN_TOKEN'] ?? '';
+  const token = clientToken(o.string('token', undefined), tokenFile, parsed, env);
   const name = o.string('name', `${hostname()}-${process.pid}`);
   return {
     secure: parsed.protocol === 'kilns:',
@@ -84,4 +84,31 @@ export function resolveKilnOptions(url: string, options: KilnEngineOptions = {},
     tls: o.any('tls') as ConnectionOptions | undefined,
     maxFrameBytes: o.int('maxFrameBytes', DEFAULT_MAX_FRAME_BYTES, 1024),
   };
+}
+
+/**
+ * The token, from the first place that gives one: option "token", option "tokenFile", the
+ * URL's password, KILN_TOKEN; '' when none does (a server run with insecureNoAuth). A
+ * token shorter than any kiln server accepts (MIN_TOKEN_BYTES) is refused here, naming
+ * where it came from, rather than as a failed handshake at every connection attempt.
+ */
+function clientToken(option: string | undefined, tokenFile: string | undefined, url: URL, env: NodeJS.ProcessEnv): string {
+  if (option !== undefined) {
+    checkTokenStrength(option, 'connect: option "token"');
+    return option;
+  }
+  if (tokenFile) return readTokenFile(tokenFile, 'connect: option "tokenFile"');
+  if (url.password) {
+    let fromUrl: string;
+    try {
+      fromUrl = decodeURIComponent(url.password);
+    } catch (err) {
+      throw new KilnError('KILN_ERR_INVALID_OPTION', 'connect: the token in the engine URL is not valid percent-encoding', { cause: err, details: { option: 'url' } });
+    }
+    checkTokenStrength(fromUrl, 'connect: the token in the engine URL');
+    return fromUrl;
+  }
+  const fromEnv = env['KILN_TOKEN'] ?? '';
+  if (fromEnv !== '') checkTokenStrength(fromEnv, 'connect: KILN_TOKEN');
+  return fromEnv;
 }
