@@ -3,7 +3,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { isKilnError } from '../../src/errors/index.js';
 import { ReplicaGuard } from '../../src/engines/redis/replica-guard.js';
-import { ScriptRunner } from '../../src/engines/redis/script-runner.js';
+import { ScriptRunner, unconfirmedReplyOf } from '../../src/engines/redis/script-runner.js';
 import { SCRIPTS } from '../../src/engines/redis/scripts.js';
 import { generateSessionId } from '../../src/session/id.js';
 
@@ -20,7 +20,7 @@ interface Sent {
   fail: (err: Error) => void;
 }
 
-function harness(options: { connectionOf?: (key: string) => string } = {}) {
+function harness(options: { connectionOf?: (key: string) => string; namesNodes?: boolean } = {}) {
   const sent: Sent[] = [];
   let generation = 0;
   const guard = new ReplicaGuard(1, 'strict', 60_000, 250);
@@ -40,6 +40,7 @@ function harness(options: { connectionOf?: (key: string) => string } = {}) {
     addScriptStats: () => undefined,
     connectionOf,
     generation: () => generation,
+    namesNodes: options.namesNodes ?? false,
   });
   const commit = (id = generateSessionId()) => runner.runScript(SCRIPTS.commit, id, 'owner', ['1'], { waitForReplicas: true });
   const pending = (command: string) => sent.filter((s) => s.args[0] === command);
@@ -152,5 +153,26 @@ describe('redis script runner: WAITs for replica confirmations', () => {
     assert.equal(await b, 'A');
     assert.ok(h.guard.isShort('127.0.0.1:7000'));
     assert.ok(!h.guard.isShort('127.0.0.1:7001'), 'the other shard commits on');
+  });
+
+  it('on a cluster a script that ran on another node than its WAIT (a MOVED or ASK followed) is not acknowledged; on the same node it is', async () => {
+    const h = harness({ connectionOf: () => '127.0.0.1:7000', namesNodes: true });
+    const moved = h.commit();
+    await settle();
+    assert.deepEqual(h.sent.map((s) => s.args.slice(0, 2)), [['EVALSHA', SCRIPTS.commit.nodeNamed.sha], ['CLUSTER', 'MYID'], ['WAIT', '1']], 'the node-naming script, then the node its WAIT asks');
+    h.sent[0]!.answer(['A', 'node-b']);
+    h.pending('CLUSTER')[0]!.answer('node-a');
+    h.pending('WAIT')[0]!.answer(1);
+    const err = await moved.then(() => undefined, (e: unknown) => e);
+    assert.ok(isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /ran on Redis node node-b.*WAIT on node node-a/.test(err.message), String(err));
+    assert.equal(err.details?.['applied'], true, 'it ran: the caller is told so');
+    assert.equal(unconfirmedReplyOf(err), 'A', "with the script's own reply, not the pair");
+    await settle();
+    const same = h.commit();
+    await settle();
+    h.pending('EVALSHA')[1]!.answer(['A', 'node-a']);
+    h.pending('CLUSTER')[1]!.answer('node-a');
+    h.pending('WAIT')[1]!.answer(1);
+    assert.equal(await same, 'A');
   });
 });

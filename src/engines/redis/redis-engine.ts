@@ -124,6 +124,7 @@ export class RedisEngine implements Engine {
       // On a cluster every master has its own connection, and so its own WAITs and replicas.
       connectionOf: (key) => this.transport.connectionOf(key),
       generation: () => this.transport.generation,
+      namesNodes: s.topology.kind === 'cluster',
       // ARGV 3–8 of every script: the same for every call, built once.
       scriptSettings: [ownerChannel(this.prefix, ''), String(leaseTimeMs), String(s.recallTimeoutMs), String(s.pingPongHalfLifeMs), String(s.pingPongThreshold), channel],
       count,

@@ -46,6 +46,18 @@ export interface ScriptRunnerOptions {
   connectionOf: (firstKey: string) => string;
   /** The transport's connection generation (see RedisTransport.generation). */
   generation: () => number;
+  /**
+   * Each master is a connection of its own, chosen per command by a slot table (Cluster):
+   * a replicated script and its WAIT each say which node answered, and a WAIT that went
+   * elsewhere than its script confirms nothing of it (see RedisScript.nodeNamed).
+   */
+  namesNodes: boolean;
+}
+
+/** What one WAIT answered: how many replicas, and (namesNodes) which node it ran on. */
+interface WaitAnswer {
+  replicas: number;
+  node: string | undefined;
 }
 
 const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
@@ -78,8 +90,8 @@ export function unconfirmedReplyOf(err: unknown): unknown {
 interface WaitBatch {
   firstKey: string;
   replicas: number;
-  settle: { resolve: (confirmed: number) => void; reject: (err: unknown) => void };
-  confirmed: Promise<number>;
+  settle: { resolve: (answer: WaitAnswer) => void; reject: (err: unknown) => void };
+  confirmed: Promise<WaitAnswer>;
 }
 
 /** One connection's WAITs: the one out, and the batch waiting for it to return. */
@@ -178,20 +190,30 @@ export class ScriptRunner {
         throw this.refusal(script.name, 0, 0);
       }
       const generation = o.generation();
-      const reply = this.send(keys[0], [op, op === 'EVALSHA' ? script.sha : script.source, ...args], timeoutMs);
+      const named = plan.waitFor > 0 && o.namesNodes;
+      const sent = named ? script.nodeNamed : script;
+      const reply = this.send(keys[0], [op, op === 'EVALSHA' ? sent.sha : sent.source, ...args], timeoutMs);
       // The connection's next WAIT, asked for right behind the script: one out now at most, and each runs its full timeout.
       const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
       const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
       acked?.catch(() => undefined);
-      const result = await reply;
+      let result = await reply;
+      let ranOn: string | undefined;
+      if (named) [result, ranOn] = nodeNamedReply(result, script.name);
       try {
-        const n = acked ? num(await acked) : 0;
+        const answer = acked ? await acked : undefined;
         // A WAIT that may have run on another connection than the script says nothing of it.
         if (acked && o.generation() !== generation) {
           this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
           throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${script.name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
         }
-        if (replicated) this.afterWait(script.name, n, plan.waitFor, connection);
+        // The script followed a MOVED or ASK to another master than the one its WAIT asked
+        // (a slot moving or just moved): that WAIT counted another master's replicas.
+        if (named && answer?.node !== ranOn) {
+          this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+          throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the ${script.name} ran on Redis node ${ranOn?.slice(0, 12) ?? '?'}… but its WAIT on node ${answer?.node?.slice(0, 12) ?? '?'}… (the session's slot moved to another master), so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`, { details: { ranOn, waitedOn: answer?.node } });
+        }
+        if (replicated) this.afterWait(script.name, answer?.replicas ?? 0, plan.waitFor, connection);
       } catch (err) {
         throw ranUnconfirmed(err, result);
       }
@@ -230,7 +252,7 @@ export class ScriptRunner {
    * The replicas that confirm a write just sent on `firstKey`'s connection: the next WAIT
    * of that connection, sent now if none is out, else when the one out returns.
    */
-  private confirm(firstKey: string, connection: string, replicas: number): Promise<number> {
+  private confirm(firstKey: string, connection: string, replicas: number): Promise<WaitAnswer> {
     let lane = this.lanes.get(connection);
     if (!lane) this.lanes.set(connection, (lane = { out: false, next: undefined }));
     const batch = lane.next;
@@ -239,7 +261,7 @@ export class ScriptRunner {
       return batch.confirmed;
     }
     let settle!: WaitBatch['settle'];
-    const confirmed = new Promise<number>((resolve, reject) => (settle = { resolve, reject }));
+    const confirmed = new Promise<WaitAnswer>((resolve, reject) => (settle = { resolve, reject }));
     lane.next = { firstKey, replicas, settle, confirmed };
     this.sendWait(connection, lane);
     return confirmed;
@@ -252,8 +274,11 @@ export class ScriptRunner {
     lane.out = true;
     // Always the full timeout: a WAIT cut short by one request's deadline would be taken for a shortage.
     const waitMs = this.o.replicaTimeoutMs;
-    this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs)
-      .then((n) => batch.settle.resolve(num(n as Reply)), batch.settle.reject)
+    // Asked in the same turn as the WAIT and routed by the same slot table: the node the WAIT runs on.
+    const node = this.o.namesNodes ? this.send(batch.firstKey, ['CLUSTER', 'MYID']).then((id) => text(id as Reply)) : Promise.resolve(undefined);
+    const waited = this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs);
+    Promise.all([waited, node])
+      .then(([n, id]) => batch.settle.resolve({ replicas: num(n as Reply), node: id }), batch.settle.reject)
       .finally(() => {
         lane.out = false;
         if (lane.next) this.sendWait(connection, lane);
@@ -296,4 +321,10 @@ export class ScriptRunner {
         : `the ${what} reached 0 of ${this.o.replicas} replicas: it was not sent, since its master has lacked replicas since a recent check (ROLE, or a WAIT that came back short)`;
     return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${message} (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
   }
+}
+
+/** A RedisScript.nodeNamed reply, `{reply, node id}`, taken apart. */
+function nodeNamedReply(reply: unknown, name: string): [unknown, string] {
+  if (!Array.isArray(reply) || reply.length !== 2) throw new KilnError('KILN_ERR_PROTOCOL', `Redis answered the ${name} script with no node id beside its reply`);
+  return [reply[0], text(reply[1] as Reply)];
 }

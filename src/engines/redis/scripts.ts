@@ -486,11 +486,22 @@ export interface RedisScript {
   sha: string;
   /** The reply is an array whose last element is the lease counters. */
   countsLeases: boolean;
+  /**
+   * The same script replying `{its reply, CLUSTER MYID}`: which node ran it. On a
+   * Cluster a script may run on another master than its WAIT goes to (node-redis follows
+   * MOVED and ASK for the script; the WAIT, keyless, goes where its slot table says), so
+   * the runner compares the two before it trusts the WAIT (ScriptRunner.runScript).
+   */
+  nodeNamed: { source: string; sha: string };
 }
+
+const sha1 = (source: string) => createHash('sha1').update(source).digest('hex');
 
 function script(name: string, body: string, countsLeases = true): RedisScript {
   const source = PRELUDE + body;
-  return { name, source, sha: createHash('sha1').update(source).digest('hex'), countsLeases };
+  // The whole script as one function, so its top-level returns come back here.
+  const named = `local function kilnScript()\n${source}\nend\nlocal reply = kilnScript()\nif reply == nil then reply = false end\nreturn {reply, redis.call('CLUSTER', 'MYID')}\n`;
+  return { name, source, sha: sha1(source), countsLeases, nodeNamed: { source: named, sha: sha1(named) } };
 }
 
 export const SCRIPTS = {
