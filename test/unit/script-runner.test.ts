@@ -44,7 +44,7 @@ function harness(options: { connectionOf?: (key: string) => string; namesNodes?:
   });
   const commit = (id = generateSessionId()) => runner.runScript(SCRIPTS.commit, id, 'owner', ['1'], { waitForReplicas: true });
   const pending = (command: string) => sent.filter((s) => s.args[0] === command);
-  return { sent, guard, commit, pending, bump: () => generation++ };
+  return { sent, guard, runner, commit, pending, bump: () => generation++ };
 }
 
 /** Lets the runner's promise callbacks run (a WAIT's settling sends the next one). */
@@ -174,5 +174,19 @@ describe('redis script runner: WAITs for replica confirmations', () => {
     h.pending('CLUSTER')[1]!.answer('node-a');
     h.pending('WAIT')[1]!.answer(1);
     assert.equal(await same, 'A');
+  });
+
+  it("on a cluster a write outside the scripts (a principal's set) names its node and waits for its own shard's replicas", async () => {
+    const h = harness({ connectionOf: (key) => (key.includes('principal') ? '127.0.0.1:7001' : '127.0.0.1:7000'), namesNodes: true });
+    const write = h.runner.replicatedWrite('kiln:principal:pat', 'SADD', 'session-id');
+    await settle();
+    assert.deepEqual(h.sent.map((s) => [s.args[0], s.connection]), [['EVAL', '127.0.0.1:7001'], ['CLUSTER', '127.0.0.1:7001'], ['WAIT', '127.0.0.1:7001']]);
+    assert.deepEqual(h.sent[0]!.args.slice(2), ['1', 'kiln:principal:pat', 'SADD', 'session-id']);
+    h.sent[0]!.answer([1, 'node-b']);
+    h.pending('CLUSTER')[0]!.answer('node-b');
+    h.pending('WAIT')[0]!.answer(0);
+    await assert.rejects(write, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /SADD of kiln:principal:pat reached 0 of 1 replicas/.test(err.message));
+    assert.ok(h.guard.isShort('127.0.0.1:7001'), "that shard's shortage is known");
+    assert.ok(!h.guard.isShort('127.0.0.1:7000'));
   });
 });

@@ -173,6 +173,7 @@ export class RedisEngine implements Engine {
       minTombstoneMs: minTombstoneMsOf(s),
       runScript,
       command,
+      replicatedWrite: this.runner.replicatedWrite,
       count,
       ownership: this.ownership,
       observeCommit: (ms) => this.commitLatency.observe(ms),

@@ -189,35 +189,9 @@ export class ScriptRunner {
         if (plan.probe) this.probeReplicas(keys[0]!, connection);
         throw this.refusal(script.name, 0, 0);
       }
-      const generation = o.generation();
       const named = plan.waitFor > 0 && o.namesNodes;
       const sent = named ? script.nodeNamed : script;
-      const reply = this.send(keys[0], [op, op === 'EVALSHA' ? sent.sha : sent.source, ...args], timeoutMs);
-      // The connection's next WAIT, asked for right behind the script: one out now at most, and each runs its full timeout.
-      const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
-      const acked = plan.waitFor > 0 ? withTimeout(this.confirm(keys[0]!, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
-      acked?.catch(() => undefined);
-      let result = await reply;
-      let ranOn: string | undefined;
-      if (named) [result, ranOn] = nodeNamedReply(result, script.name);
-      try {
-        const answer = acked ? await acked : undefined;
-        // A WAIT that may have run on another connection than the script says nothing of it.
-        if (acked && o.generation() !== generation) {
-          this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-          throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${script.name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
-        }
-        // The script followed a MOVED or ASK to another master than the one its WAIT asked
-        // (a slot moving or just moved): that WAIT counted another master's replicas.
-        if (named && answer?.node !== ranOn) {
-          this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-          throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the ${script.name} ran on Redis node ${ranOn?.slice(0, 12) ?? '?'}… but its WAIT on node ${answer?.node?.slice(0, 12) ?? '?'}… (the session's slot moved to another master), so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`, { details: { ranOn, waitedOn: answer?.node } });
-        }
-        if (replicated) this.afterWait(script.name, answer?.replicas ?? 0, plan.waitFor, connection);
-      } catch (err) {
-        throw ranUnconfirmed(err, result);
-      }
-      return result;
+      return this.sendConfirmed(script.name, keys[0]!, connection, plan, replicated, [op, op === 'EVALSHA' ? sent.sha : sent.source, ...args], named, timeoutMs, deadline);
     };
     let reply: unknown;
     try {
@@ -233,6 +207,70 @@ export class ScriptRunner {
     }
     if (script.countsLeases && Array.isArray(reply)) o.addScriptStats(reply[reply.length - 1]);
     return reply;
+  };
+
+  /**
+   * Sends one write and, as `plan` says, its connection's next WAIT right behind it. Its
+   * reply once the WAIT confirms it (`replicated`: the guard judges what it confirmed);
+   * else a refusal carrying the reply (ranUnconfirmed).
+   * `named`: the write replies `{reply, CLUSTER MYID}`, compared with the WAIT's node.
+   */
+  private async sendConfirmed(name: string, firstKey: string, connection: string, plan: ConfirmationPlan, replicated: boolean, request: (string | Buffer)[], named: boolean, timeoutMs: number, deadline: number | undefined): Promise<unknown> {
+    const o = this.o;
+    const generation = o.generation();
+    const reply = this.send(firstKey, request, timeoutMs);
+    // The connection's next WAIT, asked for right behind the write: one out now at most, and each runs its full timeout.
+    const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
+    const acked = plan.waitFor > 0 ? withTimeout(this.confirm(firstKey, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
+    acked?.catch(() => undefined);
+    let result = await reply;
+    let ranOn: string | undefined;
+    if (named) [result, ranOn] = nodeNamedReply(result, name);
+    try {
+      const answer = acked ? await acked : undefined;
+      // A WAIT that may have run on another connection than the write says nothing of it.
+      if (acked && o.generation() !== generation) {
+        this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+      }
+      // The write followed a MOVED or ASK to another master than the one its WAIT asked
+      // (a slot moving or just moved): that WAIT counted another master's replicas.
+      if (named && answer?.node !== ranOn) {
+        this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the ${name} ran on Redis node ${ranOn?.slice(0, 12) ?? '?'}… but its WAIT on node ${answer?.node?.slice(0, 12) ?? '?'}… (its slot moved to another master), so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`, { details: { ranOn, waitedOn: answer?.node } });
+      }
+      if (replicated) this.afterWait(name, answer?.replicas ?? 0, plan.waitFor, connection);
+    } catch (err) {
+      throw ranUnconfirmed(err, result);
+    }
+    return result;
+  }
+
+  /**
+   * A write outside the session scripts that must be on replicas before what follows it
+   * is acknowledged: a login's entry in its principal's set, which on a Cluster lives on
+   * another shard than the session, where the session script's WAIT does not reach (a
+   * failover of that shard alone would lose it, and "log out everywhere" miss the login).
+   * On one connection (standalone, Sentinel) the script's own WAIT, later on the same
+   * connection, covers it, so it is sent as it is.
+   */
+  readonly replicatedWrite = async (firstKey: string, command: string, member: string, deadline?: number): Promise<void> => {
+    const o = this.o;
+    if (o.replicas === 0 || !o.namesNodes) {
+      await this.command(firstKey, [command, firstKey, member], deadline);
+      return;
+    }
+    await o.ensureConnected(deadline);
+    const connection = o.connectionOf(firstKey);
+    const plan = o.replicaGuard.plan(Date.now(), connection);
+    const what = `${command} of ${firstKey}`;
+    if (plan.refuse) {
+      if (plan.probe) this.probeReplicas(firstKey, connection);
+      throw this.refusal(what, 0, 0);
+    }
+    const named = plan.waitFor > 0;
+    const request = named ? ['EVAL', NODE_NAMED_WRITE, '1', firstKey, command, member] : [command, firstKey, member];
+    await this.sendConfirmed(what, firstKey, connection, plan, true, request, named, within(o.operationTimeoutMs, deadline), deadline);
   };
 
   /**
@@ -322,6 +360,9 @@ export class ScriptRunner {
     return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `${message} (replicaPolicy ${guard.policy}; a retry is safe)`, { details: { replicas: this.o.replicas, confirmed } });
   }
 }
+
+/** One write of a key (`ARGV[1] KEYS[1] ARGV[2]`), replying as a RedisScript.nodeNamed does: `{reply, CLUSTER MYID}`. */
+const NODE_NAMED_WRITE = "return {redis.call(ARGV[1], KEYS[1], ARGV[2]), redis.call('CLUSTER', 'MYID')}";
 
 /** A RedisScript.nodeNamed reply, `{reply, node id}`, taken apart. */
 function nodeNamedReply(reply: unknown, name: string): [unknown, string] {

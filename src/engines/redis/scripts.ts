@@ -499,8 +499,9 @@ const sha1 = (source: string) => createHash('sha1').update(source).digest('hex')
 
 function script(name: string, body: string, countsLeases = true): RedisScript {
   const source = PRELUDE + body;
-  // The whole script as one function, so its top-level returns come back here.
-  const named = `local function kilnScript()\n${source}\nend\nlocal reply = kilnScript()\nif reply == nil then reply = false end\nreturn {reply, redis.call('CLUSTER', 'MYID')}\n`;
+  // The whole script as one function, so its top-level returns come back here; an error
+  // reply (redis.error_reply) goes out as it is, an error still.
+  const named = `local function kilnScript()\n${source}\nend\nlocal reply = kilnScript()\nif type(reply) == 'table' and reply.err then return reply end\nif reply == nil then reply = false end\nreturn {reply, redis.call('CLUSTER', 'MYID')}\n`;
   return { name, source, sha: sha1(source), countsLeases, nodeNamed: { source: named, sha: sha1(named) } };
 }
 

@@ -90,6 +90,8 @@ export interface SessionStoreOptions {
   minTombstoneMs: number;
   runScript: (script: RedisScript, sessionId: string, owner: string, extra: (string | Buffer)[], options?: RunScriptOptions) => Promise<unknown>;
   command: (firstKey: string, args: string[], deadline?: number) => Promise<unknown>;
+  /** A write that must be on replicas before the commit that needs it (ScriptRunner.replicatedWrite). */
+  replicatedWrite: (firstKey: string, command: string, member: string, deadline?: number) => Promise<void>;
   count: Count;
   ownership: Pick<Ownership, 'releasing' | 'released' | 'tokenOf' | 'drop' | 'revokeLocally'>;
   observeCommit: (ms: number) => void;
@@ -171,9 +173,8 @@ export class SessionStore {
     }
     // The principal index lives on another shard: a session is added to it before a
     // commit names the principal, so "log out everywhere" can never miss it.
-    if (typeof request.principal === 'string') {
-      await command(principalKey(o.prefix, request.principal), ['SADD', principalKey(o.prefix, request.principal), request.sessionId], deadline);
-    }
+    // On a Cluster that shard's replicas confirm it too (see ScriptRunner.replicatedWrite).
+    if (typeof request.principal === 'string') await o.replicatedWrite(principalKey(o.prefix, request.principal), 'SADD', request.sessionId, deadline);
     let reply: Reply[];
     const started = performance.now();
     try {

@@ -10,14 +10,17 @@ import { waitFor } from '../helpers/processes.js';
 import { redisCli, startCluster, type ClusterDeployment, type RedisNode } from '../helpers/redis.js';
 
 /**
- * A Cluster slot moved to another master (what `redis-cli --cluster reshard` does, slot by
+ * Replica confirmation on a Cluster, where each master has its own replicas: a write is
+ * confirmed by the replicas of the master that ran it.
+ *
+ * A slot moved to another master (what `redis-cli --cluster reshard` does, slot by
  * slot) while a client's slot table still names the old one. The first script sent for
  * the session goes to the old master, gets MOVED, and node-redis runs it on the new one;
  * its WAIT, sent right behind it by the same old table, asks the old master, whose
  * replica is fine. With `replicas: 1` strict, that WAIT says nothing of the new master's
  * replica (stopped here): the commit must not be acknowledged.
  */
-describe('Redis Cluster: a commit whose slot moved to another master', () => {
+describe('Redis Cluster: writes confirmed by the replicas of the master that ran them', () => {
   let cluster: ClusterDeployment;
   let engine: RedisEngine;
   before(async () => {
@@ -59,7 +62,7 @@ describe('Redis Cluster: a commit whose slot moved to another master', () => {
     return replica;
   }
 
-  it('is refused, not acknowledged on the old master\'s replica count, and acknowledged once the new master\'s replica has it', async () => {
+  it('a commit whose slot moved to another master is refused, not acknowledged on the old master\'s replica count, and acknowledged once the new master\'s replica has it', async () => {
     const id = generateSessionId();
     const { token } = await engine.acquire(id);
     const create: CommitRequest = commitOf(id, token, 0, { n: 1 });
@@ -91,5 +94,32 @@ describe('Redis Cluster: a commit whose slot moved to another master', () => {
     const acked = await waitFor(async () => engine.commit(next).then((ack) => ack, () => undefined), 10_000, 'the commit confirmed once the replica runs');
     assert.deepEqual(acked, { version: 2, duplicate: true });
     assert.equal(await cli(to, 'HGET', `kiln:{${id}}:m`, 'v'), '2', 'on the new master, once');
+  });
+
+  it("a login's entry in its principal's set, on another shard than the session, waits for that shard's replica too", async () => {
+    const id = generateSessionId();
+    const sessionMaster = await cluster.masterOf(`kiln:{${id}}:m`);
+    // A principal whose set lives on another master than the session.
+    let principal = '';
+    let setMaster: RedisNode | undefined;
+    for (let i = 0; !setMaster || setMaster.port === sessionMaster.port; i++) {
+      principal = `user-${i}`;
+      setMaster = await cluster.masterOf(`kiln:principal:${principal}`);
+    }
+    const { token } = await engine.acquire(id);
+    await waitFor(async () => engine.commit(commitOf(id, token, 0, { n: 1 })).then(() => true, () => false), 10_000, 'the session made');
+    const stopped = await replicaOf(setMaster!);
+    process.kill(stopped.pid, 'SIGSTOP');
+    const login: CommitRequest = commitOf(id, token, 1, { user: principal }, { principal });
+    try {
+      // Acknowledged, a failover of that shard alone could lose the entry, and "log out everywhere" then miss this login.
+      const outcome = await engine.commit(login).then(() => 'acknowledged', (err: unknown) => err);
+      assert.ok(isKilnError(outcome, 'KILN_ERR_ENGINE_UNAVAILABLE'), `refused: ${String(outcome)}`);
+      assert.match((outcome as Error).message, /SADD of kiln:principal:user-\d+/);
+    } finally {
+      process.kill(stopped.pid, 'SIGCONT');
+    }
+    await waitFor(async () => engine.commit(login).then(() => true, () => false), 10_000, 'the login confirmed once the replica runs');
+    assert.deepEqual((await engine.findByPrincipal(principal)).map((m) => m.id), [id]);
   });
 });
