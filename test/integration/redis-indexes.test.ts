@@ -74,6 +74,12 @@ describe('Redis engine: the indexes beside the scripts', () => {
     // destroy's late clean-up.
     const ttl = Number(await cli('PTTL', `kiln:{${id}}:x`));
     assert.ok(ttl > 16_000 && ttl <= 17_000, `the tombstone lives ${ttl} ms`);
+    // A destroy again near the tombstone's end (a retry of one refused after it ran): its
+    // own clean-up, after its own WAIT, gets the same window.
+    await cli('PEXPIRE', `kiln:{${id}}:x`, '200');
+    assert.equal(await engine.destroy(id), false, 'destroyed before');
+    const extended = Number(await cli('PTTL', `kiln:{${id}}:x`));
+    assert.ok(extended > 16_000, `the tombstone lives ${extended} ms after the second destroy`);
   });
 
   it('a page of list() over many entries of sessions gone makes a bounded number of rounds, and ends short with a next', async () => {

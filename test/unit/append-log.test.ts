@@ -277,6 +277,24 @@ describe('append-only log', () => {
     }
   });
 
+  it("a start is not thrown off by a temporary snapshot its writer removes meanwhile (a server that lost the lock, abandoning its compaction)", async () => {
+    const dir = tempDir();
+    const temp = join(dir, 'snapshot.kiln.0123456789ab.tmp');
+    // Another process makes and removes the file as fast as it can, for at most 30 s.
+    const churn = spawn(process.execPath, ['-e', `const fs = require('fs'); const end = Date.now() + 30000; while (Date.now() < end) { try { fs.writeFileSync(process.argv[1], 'x'); } catch {} try { fs.unlinkSync(process.argv[1]); } catch {} }`, temp], { stdio: 'ignore' });
+    try {
+      await waitFor(() => existsSync(temp) || undefined, 5000, 'the churn begun');
+      // Listed, then gone before its stat, chmod or removal: each of the three failed a start with ENOENT.
+      for (let i = 0; i < 300; i++) {
+        const { log } = reload(dir);
+        await log.close();
+      }
+    } finally {
+      churn.kill('SIGKILL');
+      removeDir(dir);
+    }
+  });
+
   it('refuses a data directory another live process holds', async () => {
     const dir = tempDir();
     try {

@@ -22,6 +22,7 @@ interface Sent {
 
 function harness(options: { connectionOf?: (key: string) => string; namesNodes?: boolean } = {}) {
   const sent: Sent[] = [];
+  const leaseStats: unknown[] = [];
   let generation = 0;
   const guard = new ReplicaGuard(1, 'strict', 60_000, 250);
   const connectionOf = options.connectionOf ?? (() => '');
@@ -37,14 +38,14 @@ function harness(options: { connectionOf?: (key: string) => string; namesNodes?:
     replicaGuard: guard,
     scriptSettings: ['kiln:o:', '30000', '1000', '60000', '3', 'kiln:events'],
     count: () => undefined,
-    addScriptStats: () => undefined,
+    addScriptStats: (stat) => void leaseStats.push(stat),
     connectionOf,
     generation: () => generation,
     namesNodes: options.namesNodes ?? false,
   });
   const commit = (id = generateSessionId()) => runner.runScript(SCRIPTS.commit, id, 'owner', ['1'], { waitForReplicas: true });
   const pending = (command: string) => sent.filter((s) => s.args[0] === command);
-  return { sent, guard, runner, commit, pending, bump: () => generation++ };
+  return { sent, guard, runner, commit, pending, leaseStats, bump: () => generation++ };
 }
 
 /** Lets the runner's promise callbacks run (a WAIT's settling sends the next one). */
@@ -188,5 +189,15 @@ describe('redis script runner: WAITs for replica confirmations', () => {
     await assert.rejects(write, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /SADD of kiln:principal:pat reached 0 of 1 replicas/.test(err.message));
     assert.ok(h.guard.isShort('127.0.0.1:7001'), "that shard's shortage is known");
     assert.ok(!h.guard.isShort('127.0.0.1:7000'));
+  });
+
+  it("a script refused after it ran still reports its lease moves (a retry finds them done, and reports none)", async () => {
+    const h = harness();
+    const c = h.commit();
+    await settle();
+    h.sent[0]!.answer(['A', [1, 0, 0, 0, 1]]);
+    h.pending('WAIT')[0]!.answer(0);
+    await assert.rejects(c, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE'));
+    assert.deepEqual(h.leaseStats, [[1, 0, 0, 0, 1]]);
   });
 });

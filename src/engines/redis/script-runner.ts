@@ -203,6 +203,9 @@ export class ScriptRunner {
       }
     } catch (err) {
       if (err instanceof KilnError && err.code === 'KILN_ERR_STORAGE_DAMAGED') throw await this.namingDamage(err, sessionId, keys);
+      // Ran, then refused (its WAIT short): its lease moves happened on the master, and a retry reports none.
+      const ran = unconfirmedReplyOf(err);
+      if (script.countsLeases && Array.isArray(ran)) o.addScriptStats(ran[ran.length - 1]);
       throw err;
     }
     if (script.countsLeases && Array.isArray(reply)) o.addScriptStats(reply[reply.length - 1]);

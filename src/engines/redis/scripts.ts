@@ -416,6 +416,10 @@ if redis.call('EXISTS', KM) == 0 then
   -- confirms the replicas have everything up to here.
   local kx = redis.pcall('GET', KX)
   if type(kx) ~= 'string' then return {0, false, 0, false, 0, stat} end
+  -- This run's clean-up (after its WAIT) gets the same window as the first run's: while
+  -- the tombstone lives no session is made under the id, whose entries it would take out.
+  local ttl = redis.call('PTTL', KX)
+  if ttl >= 0 and ttl < tonumber(ARGV[13]) then redis.call('PEXPIRE', KX, ARGV[13]) end
   local was = false
   if string.sub(kx, 1, 1) == 'p' then was = string.sub(kx, 2) end
   return {2, was, 0, false, 0, stat}

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -350,7 +350,8 @@ export class AppendLog implements TierStorage {
     // A crashed (or abandoned) compaction's partial snapshot: never read, and it may hold
     // what a rotation removes. Any writer of one has lost the lock this start holds, and its
     // rename of a removed name fails.
-    for (const name of snapshotTempNames(this.dir)) unlinkSync(join(this.dir, name));
+    // (Its writer, noticing the loss, may remove it first: gone already is fine.)
+    for (const name of snapshotTempNames(this.dir)) rmSync(join(this.dir, name), { force: true });
     // The read buffer (up to the largest frame) must not stay pinned by the decoder.
     releaseDecodeBuffer();
     report.ms = Date.now() - started;
@@ -983,7 +984,12 @@ export class AppendLog implements TierStorage {
     for (const name of readdirSync(this.dir)) {
       if (!/^(kiln\.lock|snapshot\.kiln|log-\d+\.kiln)$/.test(name) && !SNAPSHOT_TEMP_PATTERN.test(name)) continue;
       const path = join(this.dir, name);
-      if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
+      try {
+        if ((statSync(path).mode & 0o077) !== 0) chmodSync(path, 0o600);
+      } catch (err) {
+        // A temporary snapshot its writer (one that lost the lock) removed meanwhile.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !SNAPSHOT_TEMP_PATTERN.test(name)) throw err;
+      }
     }
   }
 

@@ -167,8 +167,13 @@ async function replaceFiles(dir: string, table: SessionTable, firstSeq: number, 
   summary.movedTo = aside;
   // A crashed compaction's partial snapshots: moved, not linked (never read; kept for whoever looks into the damage).
   for (const name of snapshotTempNames(dir)) {
-    renameSync(join(dir, name), join(aside, name));
-    summary.movedFiles.push(name);
+    try {
+      renameSync(join(dir, name), join(aside, name));
+      summary.movedFiles.push(name);
+    } catch (err) {
+      // Removed meanwhile by its writer (a server that lost the lock, abandoning its compaction).
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
   failpoint('repair:aside-made');
   const old = [join(dir, SNAPSHOT_NAME), ...logSeqs(dir).map((seq) => logPath(dir, seq))].filter((p) => existsSync(p));
