@@ -57,9 +57,10 @@ describe('Redis engine: a large principal is read and destroyed in slices', () =
   });
 
   type Command = (key: string, args: string[], deadline?: number) => Promise<unknown>;
+  type ReplicatedWrite = (key: string, command: string, member: string, deadline?: number) => Promise<void>;
   /** The engine's session store, opened up: its options (what it sends Redis, its view of the connection) and its notes. */
   function store() {
-    return (engine as unknown as { store: { o: { generation: () => number; command: Command; prefix: string }; outOfPlaceSince: Map<string, number> } }).store;
+    return (engine as unknown as { store: { o: { generation: () => number; command: Command; replicatedWrite: ReplicatedWrite; prefix: string }; outOfPlaceSince: Map<string, number> } }).store;
   }
 
   /** The engine's view of its connection's generation (RedisTransport.generation), replaced for a test. */
@@ -152,29 +153,28 @@ describe('Redis engine: a large principal is read and destroyed in slices', () =
     const grant = await engine.acquire(id);
     // The login's commit is held just after it added the session to the principal's set.
     const options = store().o;
-    const real = options.command;
+    const real = options.replicatedWrite;
     let letGo!: () => void;
     const gate = new Promise<void>((resolve) => (letGo = resolve));
     let entered!: () => void;
     const indexed = new Promise<void>((resolve) => (entered = resolve));
-    options.command = async (k, args, deadline) => {
-      const out = await real(k, args, deadline);
-      if (args[0] === 'SADD' && args[2] === id) {
+    options.replicatedWrite = async (k, command, member, deadline) => {
+      await real(k, command, member, deadline);
+      if (command === 'SADD' && member === id) {
         entered();
         await gate;
       }
-      return out;
     };
     const login = engine.commit(commitOf(id, grant.token, 0, { n: 1 }, { principal: p }));
     try {
       // The commit's SADD went through the wrapper (a commit that ended without one fails here, not at the runner's timeout).
       assert.equal(await Promise.race([indexed.then(() => 'indexed'), login.then(() => 'committed', () => 'failed')]), 'indexed');
-      options.command = real;
+      options.replicatedWrite = real;
       assert.deepEqual(await engine.findByPrincipal(p), [], 'no session yet: its commit has not run');
       await sleep(100); // a removal the reader sent would have landed
       assert.equal((await redisCli(redis.nodes[0]!.port, 'SISMEMBER', key, id)).trim(), '1', 'the entry stays');
     } finally {
-      options.command = real;
+      options.replicatedWrite = real;
       letGo();
     }
     await login;

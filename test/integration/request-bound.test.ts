@@ -109,12 +109,12 @@ async function kilnServer(): Promise<ServerProcess & { engineUrl: string }> {
 
 describe('one bound for a request: kiln server', { concurrency: true }, () => {
   it('a tier that was never reachable: 503 within timeoutMs (was acquire + operation timeout: 15 s)', async () => {
-    const app = await boundApp(`kiln://:token@127.0.0.1:${await freePort()}`);
+    const app = await boundApp(`kiln://:${'t'.repeat(32)}@127.0.0.1:${await freePort()}`);
     withinBound(await app.get('/incr'), 'kiln, unreachable, new visitor');
   });
 
   it('the default bound is the documented 10 s', async () => {
-    const app = await boundApp(`kiln://:token@127.0.0.1:${await freePort()}`, undefined);
+    const app = await boundApp(`kiln://:${'t'.repeat(32)}@127.0.0.1:${await freePort()}`, undefined);
     withinBound(await app.get('/incr'), 'kiln, unreachable, default timeoutMs', { boundMs: 10_000 });
   });
 
