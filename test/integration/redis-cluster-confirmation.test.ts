@@ -123,3 +123,62 @@ describe('Redis Cluster: writes confirmed by the replicas of the master that ran
     assert.deepEqual((await engine.findByPrincipal(principal)).map((m) => m.id), [id]);
   });
 });
+
+/**
+ * Best effort on a Cluster: each shard's replicas are its own, and so is the grace after
+ * which a shard short of replicas carries on without them. A grace measured on one shard
+ * (the heartbeat's) and applied to all let a healthy shard's commits go unconfirmed once
+ * that one shard had been short long enough.
+ */
+describe('Redis Cluster, replicaPolicy best-effort: the grace is per shard', () => {
+  let cluster: ClusterDeployment;
+  let engine: RedisEngine;
+  before(async () => {
+    cluster = await startCluster();
+    engine = new RedisEngine({ url: `${cluster.url}?replicas=1&replicaPolicy=best-effort&replicaGraceMs=1000`, replicaTimeoutMs: 500, heartbeatMs: 200 });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine?.close();
+    await cluster?.stop();
+  });
+
+  const replicaOf = async (master: RedisNode): Promise<RedisNode> => {
+    const port = Number((await redisCli(master.port, 'ROLE')).split('\n')[3]);
+    return cluster.nodes.find((n) => n.port === port)!;
+  };
+
+  it("a shard short of its replica past the grace carries on under-replicated; another shard's commits still wait for theirs", async () => {
+    const indexMaster = await cluster.masterOf('kiln:{idx}:epoch');
+    // A session on the shard that loses its replica, and one on a shard that keeps it.
+    let onShort = '';
+    let onHealthy = '';
+    while (!onShort || !onHealthy) {
+      const id = generateSessionId();
+      const master = await cluster.masterOf(`kiln:{${id}}:m`);
+      if (master.port === indexMaster.port) onShort ||= id;
+      else onHealthy ||= id;
+    }
+    const tokens = new Map<string, number>();
+    for (const id of [onShort, onHealthy]) {
+      const { token } = await engine.acquire(id);
+      tokens.set(id, token);
+      await waitFor(async () => engine.commit(commitOf(id, token, 0, { n: 1 })).then(() => true, () => false), 10_000, 'made');
+    }
+    await (await replicaOf(indexMaster)).kill();
+    // Past the grace, seen by the heartbeat's ROLE on that master: its commits go on, counted.
+    const underBefore = (await engine.stats()).counters['underReplicatedCommits'] ?? 0;
+    const shortCommit = commitOf(onShort, tokens.get(onShort)!, 1, { n: 2 });
+    await waitFor(async () => engine.commit(shortCommit).then(() => true, () => false), 10_000, 'the short shard carrying on');
+    assert.ok(((await engine.stats()).counters['underReplicatedCommits'] ?? 0) > underBefore, 'counted as under-replicated');
+    // The healthy shard's replica stops answering (still listed): its commit must wait for it, and is refused.
+    const healthyReplica = await replicaOf(await cluster.masterOf(`kiln:{${onHealthy}}:m`));
+    process.kill(healthyReplica.pid, 'SIGSTOP');
+    try {
+      const outcome = await engine.commit(commitOf(onHealthy, tokens.get(onHealthy)!, 1, { n: 2 })).then(() => 'acknowledged', (err: unknown) => err);
+      assert.ok(isKilnError(outcome, 'KILN_ERR_ENGINE_UNAVAILABLE'), `refused: ${String(outcome)}`);
+    } finally {
+      process.kill(healthyReplica.pid, 'SIGCONT');
+    }
+  });
+});

@@ -97,5 +97,22 @@ describe('replica guard', () => {
     assert.deepEqual(g.plan(1000), { waitFor: 1, refuse: false, probe: false });
     assert.equal(g.verdict(1, 1000, 1), 'under-replicated');
   });
-});
 
+  it("best effort's grace is kept per connection: one cluster shard short past it does not let another shard's commits go unconfirmed", () => {
+    const g = new ReplicaGuard(1, 'best-effort', 1000, 250);
+    const [short, healthy] = ['127.0.0.1:7000', '127.0.0.1:7001'];
+    g.observe(0, 0, short);
+    g.observe(1, 0, healthy);
+    assert.ok(g.degraded(1500, short));
+    assert.deepEqual(g.plan(1500, short), { waitFor: 0, refuse: false, probe: false }, 'the short shard carries on with what it has');
+    assert.equal(g.verdict(0, 1500, 0, short), 'under-replicated');
+    assert.ok(!g.degraded(1500, healthy));
+    assert.deepEqual(g.plan(1500, healthy), { waitFor: 1, refuse: false, probe: false }, 'the other still waits for its replica');
+    assert.equal(g.verdict(0, 1500, 1, healthy), 'refused', 'and is refused when it does not confirm');
+    assert.equal(g.seenOnline, 0, 'replicas online: the shard worst off');
+    // The short shard's replica back: its clock stops.
+    g.observe(1, 2000, short);
+    assert.ok(!g.degraded(2000, short));
+    assert.equal(g.seenOnline, 1);
+  });
+});

@@ -42,8 +42,10 @@ export interface HeartbeatOptions {
   /** Leases left over from trouble, each handed back once. */
   takeToRelease: () => [string, number][];
   giveBack: (sessionId: string, token: number) => void;
-  /** ROLE on the master: how many replicas it lists, and their acknowledged offsets. */
-  sawRole: (view: RoleView) => void;
+  /** ROLE on a master ('' where there is one connection): how many replicas it lists, and their acknowledged offsets. */
+  sawRole: (view: RoleView, connection?: string) => void;
+  /** ROLE of every master where there are several (RedisTransport.rolesOfMasters). */
+  rolesOfMasters: (timeoutMs: number) => Promise<{ connection: string; reply: unknown }[] | undefined>;
   /** Renews the held leases, sending none at or after `deadline` and returning by then (see Ownership.renewAll). */
   renewAll: (deadline: number) => Promise<void>;
 }
@@ -83,8 +85,20 @@ export class Heartbeat {
     }
   }
 
-  /** ROLE on the master: how many replicas it has online now (a replica back is waited for again). */
+  /**
+   * ROLE on the master: how many replicas it has online now (a replica back is waited for
+   * again). On a cluster, on every master: each shard's replicas are its own, and so is
+   * best effort's grace.
+   */
   private async countReplicasOnline(): Promise<void> {
+    const roles = await this.o.rolesOfMasters(this.o.heartbeatMs * 2);
+    if (roles) {
+      for (const { connection, reply } of roles) {
+        const view = roleView(reply as Reply[]);
+        if (view) this.o.sawRole(view, connection);
+      }
+      return;
+    }
     const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.o.heartbeatMs * 2)) as Reply[];
     const view = roleView(role);
     if (view) this.o.sawRole(view);

@@ -159,7 +159,8 @@ export class RedisEngine implements Engine {
       failover: (reason) => this.failedOver(reason),
       takeToRelease: () => this.ownership.takeToRelease(),
       giveBack,
-      sawRole: (view) => this.runner.sawRole(view),
+      sawRole: (view, connection) => this.runner.sawRole(view, connection),
+      rolesOfMasters: (timeoutMs) => this.transport.rolesOfMasters(timeoutMs),
       renewAll: (deadline) => this.ownership.renewAll(async (sessionId, token) => num(await runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(token)]).catch(() => -1)), deadline),
     });
     this.store = new SessionStore({

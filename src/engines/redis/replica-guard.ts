@@ -21,7 +21,9 @@
  * offset at the first look after the shortage began. A replica that is frozen or cut off
  * without a reset stays listed until Redis's repl-timeout (60 s), and counting it would
  * let every other WAIT hold the connection again. A shortage is kept per connection: on
- * a cluster one shard without its replica stops only its own commits.
+ * a cluster one shard without its replica stops only its own commits. So is best
+ * effort's clock: one shard short past its grace does not let another shard's commits
+ * go unconfirmed (the heartbeat reads ROLE on every master of a cluster).
  */
 export type ReplicaPolicy = 'best-effort' | 'strict';
 
@@ -43,9 +45,15 @@ export interface ConfirmationPlan {
   probe: boolean;
 }
 
+/** What ROLE last listed on one connection's master, and since when it has listed too few. */
+interface ReplicaClock {
+  online: number;
+  shortSince: number;
+}
+
 export class ReplicaGuard {
-  private online: number;
-  private shortSince: number | undefined;
+  /** Per connection ('' where there is one: standalone, Sentinel). */
+  private readonly clocks = new Map<string, ReplicaClock>();
   /**
    * Connections whose master is known to lack replicas: when ROLE may next be asked, and
    * the master's offset at the first look since (replicas must acknowledge past it).
@@ -60,7 +68,6 @@ export class ReplicaGuard {
     readonly graceMs: number,
     readonly probeSpacingMs = 0,
   ) {
-    this.online = required;
     this.waitForAll = Object.freeze({ waitFor: required, refuse: false, probe: false });
   }
 
@@ -69,20 +76,22 @@ export class ReplicaGuard {
     return this.shortages.has(connection);
   }
 
-  /** Replicas the master had online at the last look. */
+  /** Replicas the masters had online at the last look: the fewest of any (on a cluster, the shard worst off). */
   get seenOnline(): number {
-    return this.online;
+    let fewest = this.required;
+    for (const clock of this.clocks.values()) fewest = Math.min(fewest, clock.online);
+    return fewest;
   }
 
-  /** ROLE on the master (the heartbeat's; on a cluster, one of the masters) listed this many replicas. */
-  observe(online: number, now: number): void {
+  /** ROLE on `connection`'s master (the heartbeat's, on every master) listed this many replicas. */
+  observe(online: number, now: number, connection = ''): void {
     if (online >= this.required) {
-      this.online = this.required;
-      this.shortSince = undefined;
-    } else {
-      this.online = online;
-      this.shortSince ??= now;
+      this.clocks.delete(connection);
+      return;
     }
+    const clock = this.clocks.get(connection);
+    if (clock) clock.online = online;
+    else this.clocks.set(connection, { online, shortSince: now });
   }
 
   /** ROLE on `connection`'s master: a shortage begins (too few listed), or ends (enough acknowledging again). */
@@ -102,14 +111,15 @@ export class ReplicaGuard {
 
   /** Another master now (a failover): what was seen of the old one's replicas no longer holds. */
   reset(): void {
-    this.online = this.required;
-    this.shortSince = undefined;
+    this.clocks.clear();
     this.shortages.clear();
   }
 
-  /** Best effort, and the shortage has lasted the grace: commits go on with fewer replicas. */
-  degraded(now: number): boolean {
-    return this.policy === 'best-effort' && this.shortSince !== undefined && now - this.shortSince >= this.graceMs;
+  /** Best effort, and `connection`'s shortage has lasted the grace: its commits go on with fewer replicas. */
+  degraded(now: number, connection = ''): boolean {
+    if (this.policy !== 'best-effort') return false;
+    const clock = this.clocks.get(connection);
+    return clock !== undefined && now - clock.shortSince >= this.graceMs;
   }
 
   /**
@@ -117,7 +127,7 @@ export class ReplicaGuard {
    * that remain. A known shortage: refused unsent (strict, or best effort within its grace).
    */
   plan(now: number, connection = ''): ConfirmationPlan {
-    if (this.degraded(now)) return { waitFor: this.online, refuse: false, probe: false };
+    if (this.degraded(now, connection)) return { waitFor: this.clocks.get(connection)!.online, refuse: false, probe: false };
     const shortage = this.shortages.get(connection);
     if (!shortage) return this.waitForAll;
     const probe = now >= shortage.nextProbeAt;
@@ -134,6 +144,6 @@ export class ReplicaGuard {
     // A WAIT for all that came back short: the next commits on this connection are refused unsent.
     if (waitedFor >= this.required && !this.shortages.has(connection)) this.shortages.set(connection, { nextProbeAt: now, sinceOffset: undefined });
     // A replica that ROLE lists but that did not confirm is lagging, not gone: refused too.
-    return this.degraded(now) && confirmed >= this.online ? 'under-replicated' : 'refused';
+    return this.degraded(now, connection) && confirmed >= this.clocks.get(connection)!.online ? 'under-replicated' : 'refused';
   }
 }

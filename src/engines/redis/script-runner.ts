@@ -117,11 +117,11 @@ export class ScriptRunner {
     return this.o.replicaGuard.seenOnline;
   }
 
-  /** The heartbeat's ROLE: the guard's clock for a shortage (best effort), and the one connection's shortage begins or ends (standalone, Sentinel). */
-  sawRole(view: RoleView): void {
+  /** The heartbeat's ROLE on `connection`'s master ('' where there is one): best effort's clock for its shortage, and the shortage begins or ends. */
+  sawRole(view: RoleView, connection = ''): void {
     const now = Date.now();
-    this.o.replicaGuard.observe(view.replicaOffsets.length, now);
-    this.o.replicaGuard.roleSeen('', view, now);
+    this.o.replicaGuard.observe(view.replicaOffsets.length, now, connection);
+    this.o.replicaGuard.roleSeen(connection, view, now);
   }
 
   /** A failover: the new master's replicas are counted afresh. */

@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type * as RedisClient from '@redis/client';
 import { KilnError } from '../../errors/index.js';
+import { withTimeout } from '../../util/deadline.js';
 import { hashSlot } from './hash-slot.js';
 import type { RedisTopology } from './topology.js';
 
@@ -26,6 +27,12 @@ export interface RedisTransport {
    * generation than its script was sent at is not confirmed.
    */
   readonly generation: number;
+  /**
+   * ROLE of every master, each under its connectionOf name, where there are several (a
+   * cluster: each shard's replicas are its own); undefined where there is one connection
+   * (the heartbeat's ROLE on it says it all). A master that does not answer is left out.
+   */
+  rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined>;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** Every channel matching a glob pattern (the console watching lease traffic). */
@@ -142,6 +149,10 @@ class DeferredTransport implements RedisTransport {
     return this.inner?.generation ?? 0;
   }
 
+  rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined> {
+    return this.inner ? this.inner.rolesOfMasters(timeoutMs) : Promise.reject(this.notYet());
+  }
+
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
@@ -187,6 +198,11 @@ abstract class BaseTransport {
 
   onTrouble(listener: (event: TransportEvent) => void): void {
     this.listeners.add(listener);
+  }
+
+  /** One connection (standalone, Sentinel): the heartbeat's own ROLE covers it. */
+  async rolesOfMasters(_timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined> {
+    return undefined;
   }
 
   protected emit(event: TransportEvent): void {
@@ -323,7 +339,11 @@ class SentinelTransport extends BaseTransport implements RedisTransport {
 
 class ClusterTransport extends BaseTransport implements RedisTransport {
   readonly kind = 'cluster';
-  private readonly cluster: CommandClient & { masters: { id: string }[]; slots: ({ master?: { address?: string } } | undefined)[] };
+  private readonly cluster: CommandClient & {
+    masters: { id: string; address: string }[];
+    slots: ({ master?: { address?: string } } | undefined)[];
+    nodeClient(node: { address: string }): CommandClient | Promise<CommandClient>;
+  };
 
   private readonly buffers: ReturnType<typeof buffersOf>;
 
@@ -355,6 +375,12 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   connectionOf(firstKey: string): string {
     const slot = hashSlot(firstKey);
     return this.cluster.slots[slot]?.master?.address ?? `slot ${slot}`;
+  }
+
+  override async rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[]> {
+    const asked = this.cluster.masters.map(async (master) => ({ connection: master.address, reply: await withTimeout((await this.cluster.nodeClient(master)).sendCommand(['ROLE']), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `ROLE on ${master.address} timed out`)) }));
+    const answers = await Promise.allSettled(asked);
+    return answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
   }
 
   async masterIdentity(): Promise<string> {
