@@ -497,3 +497,42 @@ describe('Redis engine: an expiry refused after it ran on the master', () => {
     assert.equal(stats.sessionBytes, before.sessionBytes, 'its bytes off the gauge');
   });
 });
+
+/**
+ * A WAIT holds its connection: Redis reads nothing more from that client until it
+ * returns. The heartbeat's own commands share the connection, so a beat that waited less
+ * than a WAIT's whole timeout took a replica shortage for a lost connection and dropped
+ * every lease this process held.
+ */
+describe('Redis engine: a WAIT longer than two heartbeats', () => {
+  let master: RedisNode;
+  let replica: RedisNode;
+  let engine: RedisEngine;
+  before(async () => {
+    master = await startRedisNode();
+    replica = await startRedisNode({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+    await replicaOnline(master.port, replica.port);
+    engine = new RedisEngine({ url: `redis://127.0.0.1:${master.port}?replicas=1`, replicaTimeoutMs: 1500, heartbeatMs: 100 });
+    await engine.connect();
+  });
+  after(async () => {
+    await engine.close();
+    await replica.kill();
+    await master.kill();
+  });
+
+  it('is not taken for a lost connection: the lease held across the refused commit is still held', async () => {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    const first = { sessionId: id, token, commitId: `c1-${id}`, baseVersion: 0, lastAccessedAt: Date.now(), set: [['n', encodeAttribute('n', 1)] as [string, Uint8Array]], del: [] };
+    await waitFor(async () => engine.commit(first).then(() => true, () => false), 5000, 'the first commit confirmed');
+    await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
+    const second = { ...first, commitId: `c2-${id}`, baseVersion: 1, set: [['n', encodeAttribute('n', 2)] as [string, Uint8Array]] };
+    // Its WAIT holds the connection 1.5 s, past two beats (200 ms) and more.
+    await assert.rejects(engine.commit(second), (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /within 1500 ms/.test((err as Error).message));
+    await redisCli(replica.port, 'REPLICAOF', '127.0.0.1', String(master.port));
+    await replicaOnline(master.port, replica.port);
+    // With the lease dropped (a beat timed out behind the WAIT), this failed with KILN_ERR_LEASE_LOST.
+    assert.deepEqual(await waitFor(async () => engine.commit(second).then((ack) => ack, (err: unknown) => (isKilnError(err, 'KILN_ERR_LEASE_LOST') ? Promise.reject(err) : undefined)), 10_000, 'the commit confirmed'), { version: 2, duplicate: true });
+  });
+});

@@ -25,6 +25,8 @@ export interface HeartbeatOptions {
   leaseTimeMs: number;
   /** Replicas commits wait for: 0 skips the ROLE check. */
   replicas: number;
+  /** How long a WAIT may hold its connection (see answerBoundMs). */
+  replicaTimeoutMs: number;
   ownerId: string;
   /** The owners index (ZSET owner → last beat) and the key ROLE is routed by. */
   ownersKey: string;
@@ -58,13 +60,24 @@ export class Heartbeat {
 
   constructor(private readonly o: HeartbeatOptions) {}
 
+  /**
+   * How long the beat waits for Redis to answer on a connection commits use: two beats,
+   * or, with replicas, a WAIT's whole timeout and a beat. A WAIT holds its connection
+   * (Redis reads nothing more from it meanwhile), so a beat bound shorter than the WAIT
+   * took a replica shortage for a lost connection, and dropped every lease.
+   */
+  private answerBoundMs(): number {
+    const o = this.o;
+    return o.replicas > 0 ? Math.max(2 * o.heartbeatMs, o.replicaTimeoutMs + o.heartbeatMs) : 2 * o.heartbeatMs;
+  }
+
   /** Checks the connection, notices failovers, renews leases, announces this process. */
   async beat(): Promise<void> {
     const o = this.o;
     if (this.running || o.isClosed()) return;
     this.running = true;
     try {
-      await o.send(o.ownersKey, ['ZADD', o.ownersKey, String(Date.now()), o.ownerId], o.heartbeatMs * 2);
+      await o.send(o.ownersKey, ['ZADD', o.ownersKey, String(Date.now()), o.ownerId], this.answerBoundMs());
       const masters = await withTimeout(o.masterIdentity(), o.heartbeatMs * 2, () => new KilnError('KILN_ERR_TIMEOUT', 'master check timed out'));
       if (!o.isConnected()) await o.reconnected();
       const before = this.masters;
@@ -91,7 +104,7 @@ export class Heartbeat {
    * best effort's grace.
    */
   private async countReplicasOnline(): Promise<void> {
-    const roles = await this.o.rolesOfMasters(this.o.heartbeatMs * 2);
+    const roles = await this.o.rolesOfMasters(this.answerBoundMs());
     if (roles) {
       for (const { connection, reply } of roles) {
         const view = roleView(reply as Reply[]);
@@ -99,7 +112,7 @@ export class Heartbeat {
       }
       return;
     }
-    const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.o.heartbeatMs * 2)) as Reply[];
+    const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.answerBoundMs())) as Reply[];
     const view = roleView(role);
     if (view) this.o.sawRole(view);
   }

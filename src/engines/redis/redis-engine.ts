@@ -125,6 +125,7 @@ export class RedisEngine implements Engine {
       connectionOf: (key) => this.transport.connectionOf(key),
       generation: () => this.transport.generation,
       namesNodes: s.topology.kind === 'cluster',
+      sendTo: (connection, args) => this.transport.sendTo(connection, args),
       // ARGV 3–8 of every script: the same for every call, built once.
       scriptSettings: [ownerChannel(this.prefix, ''), String(leaseTimeMs), String(s.recallTimeoutMs), String(s.pingPongHalfLifeMs), String(s.pingPongThreshold), channel],
       count,
@@ -147,6 +148,7 @@ export class RedisEngine implements Engine {
       heartbeatMs: this.s.heartbeatMs,
       leaseTimeMs,
       replicas: this.s.replicas,
+      replicaTimeoutMs,
       ownerId: this.ownerId,
       ownersKey: this.idx.owners,
       epochKey: this.idx.epoch,

@@ -14,7 +14,7 @@
  * timeout, and with replicas short one WAIT per commit queued in Redis would hold
  * everything behind it for the sum of their timeouts.
  */
-import { KilnError } from '../../errors/index.js';
+import { isKilnError, KilnError } from '../../errors/index.js';
 import { assertSessionId } from '../../session/id.js';
 import { within, withTimeout } from '../../util/deadline.js';
 import type { EngineTraffic } from '../engine.js';
@@ -52,12 +52,15 @@ export interface ScriptRunnerOptions {
    * elsewhere than its script confirms nothing of it (see RedisScript.nodeNamed).
    */
   namesNodes: boolean;
+  /** A keyless command on the connection `connectionOf` named (RedisTransport.sendTo): a WAIT, ROLE, CLUSTER MYID. */
+  sendTo: (connection: string, args: string[]) => Promise<unknown>;
 }
 
-/** What one WAIT answered: how many replicas, and (namesNodes) which node it ran on. */
+/** What one WAIT answered: how many replicas, (namesNodes) which node it ran on, and which connection the slot table sent it to. */
 interface WaitAnswer {
   replicas: number;
   node: string | undefined;
+  routedTo: string;
 }
 
 const NO_WAIT: ConfirmationPlan = { waitFor: 0, refuse: false, probe: false };
@@ -142,11 +145,18 @@ export class ScriptRunner {
   }
 
   /** One command, bounded by `timeoutMs`; its failure as a KilnError, counted by code. */
-  readonly send = async (firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> => {
+  readonly send = (firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> => this.tracked(() => this.o.send(firstKey, args), firstKey, args, timeoutMs);
+
+  /** A keyless command on one connection (see ScriptRunnerOptions.sendTo), bounded and counted as send is. */
+  private sendOn(connection: string, args: string[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> {
+    return this.tracked(() => this.o.sendTo(connection, args), undefined, args, timeoutMs);
+  }
+
+  private async tracked(sending: () => Promise<unknown>, firstKey: string | undefined, args: (string | Buffer)[], timeoutMs: number): Promise<unknown> {
     this.sent.requests++;
     this.sent.bytes += respBytes(args);
     try {
-      return await withTimeout(this.o.send(firstKey, args), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
+      return await withTimeout(sending(), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
     } catch (err) {
       let error = toEngineError(err, this.o.address);
       if (!error.message.includes('NOSCRIPT')) this.countError(error.code);
@@ -157,7 +167,7 @@ export class ScriptRunner {
       }
       throw error;
     }
-  };
+  }
 
   /** A command outside the session scripts, after connecting if need be. */
   readonly command = async (firstKey: string, args: (string | Buffer)[], deadline?: number): Promise<unknown> => {
@@ -186,7 +196,7 @@ export class ScriptRunner {
       const timeoutMs = within(options.timeoutMs ?? o.operationTimeoutMs, deadline);
       const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
       if (plan.refuse) {
-        if (plan.probe) this.probeReplicas(keys[0]!, connection);
+        if (plan.probe) this.probeReplicas(connection);
         throw this.refusal(script.name, 0, 0);
       }
       const named = plan.waitFor > 0 && o.namesNodes;
@@ -218,35 +228,64 @@ export class ScriptRunner {
    * else a refusal carrying the reply (ranUnconfirmed).
    * `named`: the write replies `{reply, CLUSTER MYID}`, compared with the WAIT's node.
    */
-  private async sendConfirmed(name: string, firstKey: string, connection: string, plan: ConfirmationPlan, replicated: boolean, request: (string | Buffer)[], named: boolean, timeoutMs: number, deadline: number | undefined): Promise<unknown> {
+  private async sendConfirmed(name: string, firstKey: string, connection: string, plan: ConfirmationPlan, replicated: boolean, request: (string | Buffer)[], named: boolean, timeoutMs: number, deadline: number | undefined, countsUnderReplicated = true): Promise<unknown> {
     const o = this.o;
     const generation = o.generation();
     const reply = this.send(firstKey, request, timeoutMs);
     // The connection's next WAIT, asked for right behind the write: one out now at most, and each runs its full timeout.
     const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
-    const acked = plan.waitFor > 0 ? withTimeout(this.confirm(firstKey, connection, plan.waitFor), waitBound, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${waitBound} ms`)) : undefined;
+    const acked = plan.waitFor > 0 ? withTimeout(this.confirm(firstKey, connection, plan.waitFor), waitBound, () => waitTimedOut(waitBound)) : undefined;
     acked?.catch(() => undefined);
     let result = await reply;
     let ranOn: string | undefined;
     if (named) [result, ranOn] = nodeNamedReply(result, name);
     try {
-      const answer = acked ? await acked : undefined;
+      let answer = acked ? await acked : undefined;
+      let on = connection;
+      let waitedFor = plan.waitFor;
+      // The write followed a MOVED to another master than the lane's (a slot just moved),
+      // or the lane's WAIT went elsewhere (the slot table refreshed before it was sent):
+      // that WAIT says nothing of the write. A WAIT sent now, once the write has answered,
+      // routed as the write was by the table as it is now (refreshed by the MOVED), follows
+      // it on its connection (node-redis keeps one per node) if it reaches the node that
+      // ran it. A write that followed an ASK (a slot being migrated) is refused: the table
+      // does not name its node until the migration ends.
+      if (named && (answer?.node !== ranOn || answer?.routedTo !== connection)) {
+        const there = o.connectionOf(firstKey);
+        const again = o.replicaGuard.plan(Date.now(), there);
+        if (again.refuse) throw this.movedRefusal(name, ranOn, answer?.node);
+        answer = again.waitFor > 0 ? await this.waitNow(firstKey, again.waitFor, waitBound) : { replicas: 0, node: ranOn, routedTo: there };
+        if (answer.node !== ranOn) throw this.movedRefusal(name, ranOn, answer.node);
+        on = answer.routedTo;
+        waitedFor = again.waitFor;
+      }
       // A WAIT that may have run on another connection than the write says nothing of it.
       if (acked && o.generation() !== generation) {
         this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
         throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
       }
-      // The write followed a MOVED or ASK to another master than the one its WAIT asked
-      // (a slot moving or just moved): that WAIT counted another master's replicas.
-      if (named && answer?.node !== ranOn) {
-        this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the ${name} ran on Redis node ${ranOn?.slice(0, 12) ?? '?'}… but its WAIT on node ${answer?.node?.slice(0, 12) ?? '?'}… (its slot moved to another master), so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`, { details: { ranOn, waitedOn: answer?.node } });
-      }
-      if (replicated) this.afterWait(name, answer?.replicas ?? 0, plan.waitFor, connection);
+      if (replicated) this.afterWait(name, answer?.replicas ?? 0, waitedFor, on, countsUnderReplicated);
     } catch (err) {
       throw ranUnconfirmed(err, result);
     }
     return result;
+  }
+
+  /**
+   * A WAIT of its own for a write of `firstKey`, outside the lanes (rare: a write whose
+   * slot moved), with the node that answered it. Sent once the write has answered, so on
+   * the write's connection it is behind it.
+   */
+  private async waitNow(firstKey: string, replicas: number, bound: number): Promise<WaitAnswer> {
+    const waitMs = this.o.replicaTimeoutMs;
+    const routedTo = this.o.connectionOf(firstKey);
+    const [n, id] = await withTimeout(Promise.all([this.send(firstKey, ['WAIT', String(replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs), this.send(firstKey, ['CLUSTER', 'MYID'])]), bound, () => waitTimedOut(bound));
+    return { replicas: num(n as Reply), node: text(id as Reply), routedTo };
+  }
+
+  private movedRefusal(name: string, ranOn: string | undefined, waitedOn: string | undefined): KilnError {
+    this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
+    return new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the ${name} ran on Redis node ${ranOn?.slice(0, 12) ?? '?'}… but its WAIT on node ${waitedOn?.slice(0, 12) ?? '?'}… (its slot moved, or is moving, to another master), so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`, { details: { ranOn, waitedOn } });
   }
 
   /**
@@ -268,12 +307,19 @@ export class ScriptRunner {
     const plan = o.replicaGuard.plan(Date.now(), connection);
     const what = `${command} of ${firstKey}`;
     if (plan.refuse) {
-      if (plan.probe) this.probeReplicas(firstKey, connection);
+      if (plan.probe) this.probeReplicas(connection);
       throw this.refusal(what, 0, 0);
     }
     const named = plan.waitFor > 0;
     const request = named ? ['EVAL', NODE_NAMED_WRITE, '1', firstKey, command, member] : [command, firstKey, member];
-    await this.sendConfirmed(what, firstKey, connection, plan, true, request, named, within(o.operationTimeoutMs, deadline), deadline);
+    try {
+      // Not a commit of its own: the commit that follows counts itself if under-replicated.
+      await this.sendConfirmed(what, firstKey, connection, plan, true, request, named, within(o.operationTimeoutMs, deadline), deadline, false);
+    } catch (err) {
+      // As send names the key of a command (an EVAL's error does not).
+      if (isKilnError(err, 'KILN_ERR_STORAGE_DAMAGED') && !err.message.includes(firstKey)) throw new KilnError('KILN_ERR_STORAGE_DAMAGED', `${firstKey}: ${err.message}`, { cause: err, details: { key: firstKey } });
+      throw err;
+    }
   };
 
   /**
@@ -315,11 +361,14 @@ export class ScriptRunner {
     lane.out = true;
     // Always the full timeout: a WAIT cut short by one request's deadline would be taken for a shortage.
     const waitMs = this.o.replicaTimeoutMs;
-    // Asked in the same turn as the WAIT and routed by the same slot table: the node the WAIT runs on.
+    // Routed as the writes are (by key, through the slot table), so that it is queued
+    // behind them on their connection; with the node it ran on, which the runner checks
+    // against the lane's node and each write's (a table refreshed meanwhile sends it elsewhere).
+    const routedTo = this.o.connectionOf(batch.firstKey); // what the table says now: where the two go
     const node = this.o.namesNodes ? this.send(batch.firstKey, ['CLUSTER', 'MYID']).then((id) => text(id as Reply)) : Promise.resolve(undefined);
     const waited = this.send(batch.firstKey, ['WAIT', String(batch.replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs);
     Promise.all([waited, node])
-      .then(([n, id]) => batch.settle.resolve({ replicas: num(n as Reply), node: id }), batch.settle.reject)
+      .then(([n, id]) => batch.settle.resolve({ replicas: num(n as Reply), node: id, routedTo }), batch.settle.reject)
       .finally(() => {
         lane.out = false;
         if (lane.next) this.sendWait(connection, lane);
@@ -328,8 +377,8 @@ export class ScriptRunner {
   }
 
   /** Asks ROLE on `connection`'s master whether its replicas are back (once per probe spacing; holds nothing up). */
-  private probeReplicas(firstKey: string, connection: string): void {
-    this.send(firstKey, ['ROLE'])
+  private probeReplicas(connection: string): void {
+    this.sendOn(connection, ['ROLE'])
       .then((role) => {
         const view = roleView(role as Reply[]);
         if (view) this.o.replicaGuard.roleSeen(connection, view, Date.now());
@@ -337,12 +386,12 @@ export class ScriptRunner {
       .catch(() => undefined);
   }
 
-  private afterWait(what: string, confirmed: number, waitedFor: number, connection: string): void {
+  private afterWait(what: string, confirmed: number, waitedFor: number, connection: string, countsUnderReplicated = true): void {
     const guard = this.o.replicaGuard;
     const verdict = guard.verdict(confirmed, Date.now(), waitedFor, connection);
     if (verdict === 'confirmed') return;
     if (verdict === 'under-replicated') {
-      this.o.count('underReplicatedCommits');
+      if (countsUnderReplicated) this.o.count('underReplicatedCommits');
       return;
     }
     throw this.refusal(what, confirmed, waitedFor);
@@ -366,6 +415,10 @@ export class ScriptRunner {
 
 /** One write of a key (`ARGV[1] KEYS[1] ARGV[2]`), replying as a RedisScript.nodeNamed does: `{reply, CLUSTER MYID}`. */
 const NODE_NAMED_WRITE = "return {redis.call(ARGV[1], KEYS[1], ARGV[2]), redis.call('CLUSTER', 'MYID')}";
+
+function waitTimedOut(bound: number): KilnError {
+  return new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${bound} ms`);
+}
 
 /** A RedisScript.nodeNamed reply, `{reply, node id}`, taken apart. */
 function nodeNamedReply(reply: unknown, name: string): [unknown, string] {

@@ -33,6 +33,12 @@ export interface RedisTransport {
    * (the heartbeat's ROLE on it says it all). A master that does not answer is left out.
    */
   rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined>;
+  /**
+   * Runs a keyless command (WAIT, ROLE, CLUSTER MYID) on the connection `connectionOf`
+   * named, whatever the slot table says by now: a WAIT confirms only the writes sent
+   * before it on its own connection.
+   */
+  sendTo(connection: string, args: string[]): Promise<unknown>;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** Every channel matching a glob pattern (the console watching lease traffic). */
@@ -153,6 +159,10 @@ class DeferredTransport implements RedisTransport {
     return this.inner ? this.inner.rolesOfMasters(timeoutMs) : Promise.reject(this.notYet());
   }
 
+  sendTo(connection: string, args: string[]): Promise<unknown> {
+    return this.inner ? this.inner.sendTo(connection, args) : Promise.reject(this.notYet());
+  }
+
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
@@ -203,6 +213,13 @@ abstract class BaseTransport {
   /** One connection (standalone, Sentinel): the heartbeat's own ROLE covers it. */
   async rolesOfMasters(_timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined> {
     return undefined;
+  }
+
+  abstract send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown>;
+
+  /** One connection (standalone, Sentinel): every command takes it. */
+  sendTo(_connection: string, args: string[]): Promise<unknown> {
+    return this.send(undefined, args);
   }
 
   protected emit(event: TransportEvent): void {
@@ -376,6 +393,13 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
     const slot = hashSlot(firstKey);
     return this.cluster.slots[slot]?.master?.address ?? `slot ${slot}`;
   }
+
+  override sendTo(connection: string, args: string[]): Promise<unknown> {
+    const master = this.cluster.masters.find((m) => m.address === connection);
+    if (!master) return Promise.reject(new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `no Redis master at ${connection} in the cluster's slot table now`));
+    return Promise.resolve(this.cluster.nodeClient(master)).then((client) => client.sendCommand(args));
+  }
+
 
   override async rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[]> {
     const asked = this.cluster.masters.map(async (master) => ({ connection: master.address, reply: await withTimeout((await this.cluster.nodeClient(master)).sendCommand(['ROLE']), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `ROLE on ${master.address} timed out`)) }));
