@@ -20,11 +20,12 @@ interface Sent {
   fail: (err: Error) => void;
 }
 
-function harness(options: { connectionOf?: (key: string) => string; namesNodes?: boolean } = {}) {
+function harness(options: { connectionOf?: (key: string) => string; namesNodes?: boolean; guard?: ReplicaGuard } = {}) {
   const sent: Sent[] = [];
   const leaseStats: unknown[] = [];
+  const counted: string[] = [];
   let generation = 0;
-  const guard = new ReplicaGuard(1, 'strict', 60_000, 250);
+  const guard = options.guard ?? new ReplicaGuard(1, 'strict', 60_000, 250);
   const connectionOf = options.connectionOf ?? (() => '');
   const runner = new ScriptRunner({
     send: (firstKey, args) =>
@@ -37,7 +38,7 @@ function harness(options: { connectionOf?: (key: string) => string; namesNodes?:
     replicaTimeoutMs: 500,
     replicaGuard: guard,
     scriptSettings: ['kiln:o:', '30000', '1000', '60000', '3', 'kiln:events'],
-    count: () => undefined,
+    count: (name) => void counted.push(name),
     addScriptStats: (stat) => void leaseStats.push(stat),
     connectionOf,
     generation: () => generation,
@@ -46,7 +47,7 @@ function harness(options: { connectionOf?: (key: string) => string; namesNodes?:
   });
   const commit = (id = generateSessionId()) => runner.runScript(SCRIPTS.commit, id, 'owner', ['1'], { waitForReplicas: true });
   const pending = (command: string) => sent.filter((s) => s.args[0] === command);
-  return { sent, guard, runner, commit, pending, leaseStats, bump: () => generation++ };
+  return { sent, guard, runner, commit, pending, leaseStats, counted, bump: () => generation++ };
 }
 
 /** Lets the runner's promise callbacks run (a WAIT's settling sends the next one). */
@@ -250,5 +251,26 @@ describe('redis script runner: WAITs for replica confirmations', () => {
     own[1]!.answer('node-b');
     own[0]!.answer(0);
     await assert.rejects(second, (err: unknown) => isKilnError(err, 'KILN_ERR_ENGINE_UNAVAILABLE') && /reached 0 of 1 replicas/.test(err.message));
+  });
+
+  it("a principal-set write under best effort past its grace is not counted as an under-replicated commit (its commit counts itself), and its damage names the key", async () => {
+    const guard = new ReplicaGuard(2, 'best-effort', 1000, 250);
+    guard.observe(1, Date.now() - 5000, '127.0.0.1:7001');
+    const h = harness({ connectionOf: () => '127.0.0.1:7001', namesNodes: true, guard });
+    const write = h.runner.replicatedWrite('kiln:principal:pat', 'SADD', 'session-id');
+    await settle();
+    assert.deepEqual(h.sent.map((s) => [s.args[0], s.args.at(-2) ?? '']), [['EVAL', 'SADD'], ['CLUSTER', 'CLUSTER'], ['WAIT', '1']], 'degraded: a WAIT for the one replica left');
+    h.sent[0]!.answer([1, 'node-a']);
+    h.pending('CLUSTER')[0]!.answer('node-a');
+    h.pending('WAIT')[0]!.answer(1);
+    await write;
+    assert.deepEqual(h.counted.filter((n) => n === 'underReplicatedCommits'), [], 'under-replicated, but not a commit: not counted');
+    const strict = harness({ connectionOf: () => '127.0.0.1:7001', namesNodes: true });
+    const damaged = strict.runner.replicatedWrite('kiln:principal:pat', 'SADD', 'session-id');
+    await settle();
+    strict.sent[0]!.fail(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'));
+    strict.pending('CLUSTER')[0]!.answer('node-a');
+    strict.pending('WAIT')[0]!.answer(1);
+    await assert.rejects(damaged, (err: unknown) => isKilnError(err, 'KILN_ERR_STORAGE_DAMAGED') && err.message.startsWith('kiln:principal:pat: '));
   });
 });
