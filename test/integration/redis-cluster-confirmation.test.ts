@@ -6,7 +6,7 @@ import { isKilnError } from '../../src/errors/index.js';
 import type { CommitRequest } from '../../src/session/model.js';
 import { generateSessionId } from '../../src/session/id.js';
 import { commitOf } from '../conformance/engine-suite.js';
-import { waitFor } from '../helpers/processes.js';
+import { sleep, waitFor } from '../helpers/processes.js';
 import { redisCli, startCluster, type ClusterDeployment, type RedisNode } from '../helpers/redis.js';
 
 /**
@@ -121,6 +121,40 @@ describe('Redis Cluster: writes confirmed by the replicas of the master that ran
     }
     await waitFor(async () => engine.commit(login).then(() => true, () => false), 10_000, 'the login confirmed once the replica runs');
     assert.deepEqual((await engine.findByPrincipal(principal)).map((m) => m.id), [id]);
+  });
+  it('a write redirected back to the master it was first sent to (an ASK, then the migration called off) is not confirmed by the WAIT queued behind its first attempt', async () => {
+    const id = generateSessionId();
+    const { token } = await engine.acquire(id);
+    await waitFor(async () => engine.commit(commitOf(id, token, 0, { n: 1 })).then(() => true, () => false), 10_000, 'the session made');
+    const principal = `asked-${id.slice(0, 8)}`;
+    const key = `kiln:principal:${principal}`;
+    const a = await cluster.masterOf(key);
+    const roles = await Promise.all(cluster.nodes.map((n) => cli(n, 'ROLE').catch(() => '')));
+    const b = cluster.nodes.find((n, i) => roles[i]!.startsWith('master') && n.port !== a.port)!;
+    const slot = await cli(a, 'CLUSTER', 'KEYSLOT', key);
+    const [aId, bId] = [await cli(a, 'CLUSTER', 'MYID'), await cli(b, 'CLUSTER', 'MYID')];
+    // a's replica has all of a's writes so far, then stops answering (still listed by ROLE).
+    const stopped = await replicaOf(a);
+    await waitFor(async () => {
+      const role = (await cli(a, 'ROLE')).split('\n');
+      return role[1] === role[4] || undefined;
+    }, 5000, "a's replica caught up");
+    process.kill(stopped.pid, 'SIGSTOP');
+    try {
+      // The principal's slot starts moving to b: a answers the login's SADD with ASK (the key is not on a), and b holds it.
+      await cli(b, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', aId);
+      await cli(a, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', bId);
+      await cli(b, 'CLIENT', 'PAUSE', 1500, 'WRITE');
+      const login = engine.commit(commitOf(id, token, 1, { user: principal }, { principal })).then(() => 'acknowledged', (err: unknown) => err);
+      await sleep(300);
+      // Called off: b answers the held SADD with MOVED to a, where it runs, after a's WAIT (queued behind its first attempt) answered.
+      await cli(a, 'CLUSTER', 'SETSLOT', slot, 'STABLE');
+      await cli(b, 'CLUSTER', 'SETSLOT', slot, 'STABLE');
+      const outcome = await login;
+      assert.ok(isKilnError(outcome, 'KILN_ERR_ENGINE_UNAVAILABLE'), `refused: ${String(outcome)}`);
+    } finally {
+      process.kill(stopped.pid, 'SIGCONT');
+    }
   });
 });
 

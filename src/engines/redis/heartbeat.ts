@@ -78,7 +78,7 @@ export class Heartbeat {
     this.running = true;
     try {
       await o.send(o.ownersKey, ['ZADD', o.ownersKey, String(Date.now()), o.ownerId], this.answerBoundMs());
-      const masters = await withTimeout(o.masterIdentity(), o.heartbeatMs * 2, () => new KilnError('KILN_ERR_TIMEOUT', 'master check timed out'));
+      const masters = await withTimeout(o.masterIdentity(), this.answerBoundMs(), () => new KilnError('KILN_ERR_TIMEOUT', 'master check timed out'));
       if (!o.isConnected()) await o.reconnected();
       const before = this.masters;
       this.masters = masters;

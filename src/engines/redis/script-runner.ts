@@ -240,47 +240,23 @@ export class ScriptRunner {
     let ranOn: string | undefined;
     if (named) [result, ranOn] = nodeNamedReply(result, name);
     try {
-      let answer = acked ? await acked : undefined;
-      let on = connection;
-      let waitedFor = plan.waitFor;
-      // The write followed a MOVED to another master than the lane's (a slot just moved),
-      // or the lane's WAIT went elsewhere (the slot table refreshed before it was sent):
-      // that WAIT says nothing of the write. A WAIT sent now, once the write has answered,
-      // routed as the write was by the table as it is now (refreshed by the MOVED), follows
-      // it on its connection (node-redis keeps one per node) if it reaches the node that
-      // ran it. A write that followed an ASK (a slot being migrated) is refused: the table
-      // does not name its node until the migration ends.
-      if (named && (answer?.node !== ranOn || answer?.routedTo !== connection)) {
-        const there = o.connectionOf(firstKey);
-        const again = o.replicaGuard.plan(Date.now(), there);
-        if (again.refuse) throw this.movedRefusal(name, ranOn, answer?.node);
-        answer = again.waitFor > 0 ? await this.waitNow(firstKey, again.waitFor, waitBound) : { replicas: 0, node: ranOn, routedTo: there };
-        if (answer.node !== ranOn) throw this.movedRefusal(name, ranOn, answer.node);
-        on = answer.routedTo;
-        waitedFor = again.waitFor;
-      }
-      // A WAIT that may have run on another connection than the write says nothing of it.
-      if (acked && o.generation() !== generation) {
+      const answer = acked ? await acked : undefined;
+      // A WAIT that may have run on another connection than the write, or before it, says
+      // nothing of it. The generation moves with every connection change and, on a Cluster,
+      // every MOVED or ASK followed (a write redirected ran later than its first attempt,
+      // behind which its WAIT was queued, even if the redirects led back to the same node).
+      if (replicated && o.generation() !== generation) {
         this.countError('KILN_ERR_ENGINE_UNAVAILABLE');
-        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed between the ${name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
+        throw new KilnError('KILN_ERR_ENGINE_UNAVAILABLE', `the connection to Redis changed, or a slot moved, between the ${name} and its WAIT, so no replica confirmation can be trusted; it is not acknowledged (a retry is safe)`);
       }
-      if (replicated) this.afterWait(name, answer?.replicas ?? 0, waitedFor, on, countsUnderReplicated);
+      // And the WAIT ran where the write did, on the lane's connection (a slot table
+      // refreshed before the WAIT was sent sends it elsewhere).
+      if (named && (answer?.node !== ranOn || answer?.routedTo !== connection)) throw this.movedRefusal(name, ranOn, answer?.node);
+      if (replicated) this.afterWait(name, answer?.replicas ?? 0, plan.waitFor, connection, countsUnderReplicated);
     } catch (err) {
       throw ranUnconfirmed(err, result);
     }
     return result;
-  }
-
-  /**
-   * A WAIT of its own for a write of `firstKey`, outside the lanes (rare: a write whose
-   * slot moved), with the node that answered it. Sent once the write has answered, so on
-   * the write's connection it is behind it.
-   */
-  private async waitNow(firstKey: string, replicas: number, bound: number): Promise<WaitAnswer> {
-    const waitMs = this.o.replicaTimeoutMs;
-    const routedTo = this.o.connectionOf(firstKey);
-    const [n, id] = await withTimeout(Promise.all([this.send(firstKey, ['WAIT', String(replicas), String(waitMs)], this.o.operationTimeoutMs + waitMs), this.send(firstKey, ['CLUSTER', 'MYID'])]), bound, () => waitTimedOut(bound));
-    return { replicas: num(n as Reply), node: text(id as Reply), routedTo };
   }
 
   private movedRefusal(name: string, ranOn: string | undefined, waitedOn: string | undefined): KilnError {

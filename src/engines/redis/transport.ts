@@ -1,3 +1,4 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { ConnectionOptions } from 'node:tls';
 import type * as RedisClient from '@redis/client';
 import { KilnError } from '../../errors/index.js';
@@ -378,7 +379,20 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
     }) as unknown as typeof this.cluster;
     this.cluster.on('error', (error: Error) => this.emit({ type: 'error', error }));
     this.countChanges(this.cluster as unknown as { on(event: string, listener: () => void): unknown }, ['node-error', 'node-reconnecting', 'node-ready', 'node-disconnect']);
+    subscribe(REDIS_ERROR_CHANNEL, this.onRedirect);
   }
+
+  /**
+   * node-redis follows MOVED and ASK itself, and says so only on its diagnostics channel
+   * (for every cluster client of the process: another's redirect counts too, which costs
+   * at most a refusal a retry undoes). A redirected command ran later, and maybe
+   * elsewhere, than where it was first queued, behind which its WAIT was: a redirect is a
+   * connection change (RedisTransport.generation).
+   */
+  private readonly onRedirect = (message: unknown): void => {
+    const { origin, internal, error } = (message ?? {}) as { origin?: unknown; internal?: unknown; error?: { message?: unknown } };
+    if (origin === 'cluster' && internal === true && /^(MOVED|ASK) /.test(String(error?.message))) this.generation++;
+  };
 
   async connect(): Promise<void> {
     await this.cluster.connect();
@@ -427,9 +441,13 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
   }
 
   async close(): Promise<void> {
+    unsubscribe(REDIS_ERROR_CHANNEL, this.onRedirect);
     await closeOrDestroy(this.cluster);
   }
 }
+
+/** node-redis's diagnostics channel of errors, internal ones (redirects it follows) included. */
+const REDIS_ERROR_CHANNEL = 'node-redis:error';
 
 function runIdOf(info: unknown): string {
   const text = Buffer.isBuffer(info) ? info.toString() : String(info);
