@@ -343,6 +343,10 @@ describe('redis engine options', () => {
     assert.throws(() => readRedisEngineOptions({}), /give "url" or "topology"/);
     assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', sentinelTls: true }), /needs a Sentinel topology/);
     assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1', replicas: 17 }), /replicas/);
+    // A WAIT holds the connection lease renewals take: one longer than a third of the lease time could let leases lapse.
+    assert.throws(() => readRedisEngineOptions({ url: 'redis://127.0.0.1?replicas=1', replicaTimeoutMs: 5001 }), (err: unknown) => isKilnError(err, 'KILN_ERR_INVALID_OPTION') && /"replicaTimeoutMs" \(5001 ms\) must be at most a third of "leaseTimeMs" \(15000 ms\)/.test(err.message));
+    assert.equal(readRedisEngineOptions({ url: 'redis://127.0.0.1?replicas=1', replicaTimeoutMs: 5000 }).replicaTimeoutMs, 5000);
+    assert.equal(readRedisEngineOptions({ url: 'redis://127.0.0.1', replicaTimeoutMs: 60_000 }).replicaTimeoutMs, 60_000, 'no replicas: no WAIT to hold anything');
   });
 
   it('checks the session limits, as the kiln server and the memory tier do: names, whole numbers, ranges', () => {

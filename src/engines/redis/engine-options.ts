@@ -152,6 +152,12 @@ export function readRedisEngineOptions(options: RedisEngineOptions): RedisEngine
     name: o.string('name', `${hostname()}-${process.pid}`),
     app: o.string('app', process.argv[1]?.split('/').pop() ?? 'node'),
   };
+  // Leases are renewed every third of their time; a WAIT holds the connection the
+  // renewals take (and the heartbeat's checks) for up to replicaTimeoutMs, so a longer one
+  // could let held leases lapse while no replica answers.
+  if (s.replicas > 0 && s.replicaTimeoutMs > s.leaseTimeMs / 3) {
+    throw new KilnError('KILN_ERR_INVALID_OPTION', `RedisEngine: option "replicaTimeoutMs" (${s.replicaTimeoutMs} ms) must be at most a third of "leaseTimeMs" (${s.leaseTimeMs} ms): a WAIT holds the connection lease renewals take`, { details: { option: 'replicaTimeoutMs' } });
+  }
   const topologyOption = o.any('topology');
   if (topologyOption !== undefined && (typeof topologyOption !== 'object' || topologyOption === null)) throw new KilnError('KILN_ERR_INVALID_OPTION', 'RedisEngine: option "topology" must be an object', { details: { option: 'topology' } });
   const limits = sessionLimitsOption(o.any('limits'), 'RedisEngine');
