@@ -115,4 +115,19 @@ describe('replica guard', () => {
     assert.ok(!g.degraded(2000, short));
     assert.equal(g.seenOnline, 1);
   });
+
+  it("a cluster failover forgets only what was seen of masters that are masters no more: another shard keeps its shortage and its grace", () => {
+    const g = new ReplicaGuard(1, 'best-effort', 1000, 250);
+    const [failed, other, promoted] = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7004'];
+    g.verdict(0, 0, 1, failed);
+    g.observe(0, 0, failed);
+    g.verdict(0, 0, 1, other);
+    g.observe(0, 0, other);
+    assert.ok(g.degraded(1500, other), 'the other shard carries on past its grace');
+    // 7001's replica (7004) took over; 7002 is still its shard's master.
+    g.reset([other, promoted, '127.0.0.1:7003']);
+    assert.ok(g.degraded(1500, other) && g.isShort(other), 'the other shard as it was: not refused again for a whole grace');
+    assert.ok(!g.isShort(failed) && !g.degraded(1500, failed), 'the old master forgotten');
+    assert.deepEqual(g.plan(1500, promoted), { waitFor: 1, refuse: false, probe: false }, 'the new master seen afresh');
+  });
 });

@@ -426,7 +426,7 @@ export class RedisEngine implements Engine {
 
   /** Another master: every lease may move on, and its replicas are counted afresh. */
   private failedOver(reason: string): void {
-    this.runner.newMaster();
+    this.runner.newMaster(this.transport.masterConnections());
     this.ownership.loseAll(reason);
   }
 

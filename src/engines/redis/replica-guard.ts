@@ -109,10 +109,21 @@ export class ReplicaGuard {
     if (role.replicaOffsets.filter((offset) => offset >= since).length >= this.required) this.shortages.delete(connection);
   }
 
-  /** Another master now (a failover): what was seen of the old one's replicas no longer holds. */
-  reset(): void {
-    this.clocks.clear();
-    this.shortages.clear();
+  /**
+   * Another master now (a failover): what was seen of the old one's replicas no longer
+   * holds. `masters`, on a cluster, the connections of the masters now: only what was
+   * seen of the others goes (a failover of one shard leaves the others' shortages and
+   * grace as they were; a new master is a new connection, seen afresh).
+   */
+  reset(masters?: readonly string[]): void {
+    if (masters === undefined) {
+      this.clocks.clear();
+      this.shortages.clear();
+      return;
+    }
+    const now = new Set(masters);
+    for (const connection of [...this.clocks.keys()]) if (!now.has(connection)) this.clocks.delete(connection);
+    for (const connection of [...this.shortages.keys()]) if (!now.has(connection)) this.shortages.delete(connection);
   }
 
   /** Best effort, and `connection`'s shortage has lasted the grace: its commits go on with fewer replicas. */

@@ -128,8 +128,8 @@ export class ScriptRunner {
   }
 
   /** A failover: the new master's replicas are counted afresh. */
-  newMaster(): void {
-    this.o.replicaGuard.reset();
+  newMaster(masters?: readonly string[]): void {
+    this.o.replicaGuard.reset(masters);
   }
 
   traffic(): EngineTraffic {

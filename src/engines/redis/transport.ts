@@ -40,6 +40,8 @@ export interface RedisTransport {
    * before it on its own connection.
    */
   sendTo(connection: string, args: string[]): Promise<unknown>;
+  /** The connections (connectionOf's names) of the masters now, where there are several (a cluster); undefined where there is one. */
+  masterConnections(): string[] | undefined;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** Every channel matching a glob pattern (the console watching lease traffic). */
@@ -164,6 +166,10 @@ class DeferredTransport implements RedisTransport {
     return this.inner ? this.inner.sendTo(connection, args) : Promise.reject(this.notYet());
   }
 
+  masterConnections(): string[] | undefined {
+    return this.inner?.masterConnections();
+  }
+
   subscribe(channel: string, listener: (message: string) => void): Promise<void> {
     return this.inner ? this.inner.subscribe(channel, listener) : this.made.then((t) => t.subscribe(channel, listener));
   }
@@ -221,6 +227,10 @@ abstract class BaseTransport {
   /** One connection (standalone, Sentinel): every command takes it. */
   sendTo(_connection: string, args: string[]): Promise<unknown> {
     return this.send(undefined, args);
+  }
+
+  masterConnections(): string[] | undefined {
+    return undefined;
   }
 
   protected emit(event: TransportEvent): void {
@@ -414,6 +424,10 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
     return Promise.resolve(this.cluster.nodeClient(master)).then((client) => client.sendCommand(args));
   }
 
+
+  override masterConnections(): string[] {
+    return this.cluster.masters.map((m) => m.address);
+  }
 
   override async rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[]> {
     const asked = this.cluster.masters.map(async (master) => ({ connection: master.address, reply: await withTimeout((await this.cluster.nodeClient(master)).sendCommand(['ROLE']), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `ROLE on ${master.address} timed out`)) }));
