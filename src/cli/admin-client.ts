@@ -99,15 +99,15 @@ function readOptionFile(path: string, option: string, hint?: string): string {
 /** How long one call may take in all (connect, wait, and the whole answer), by default. */
 export const CALL_TIMEOUT_MS = 5000;
 
+/** The largest admin answer read (a page of 1,000 sessions is well under 1 MiB). */
+export const MAX_ANSWER_CHARS = 16 * 1024 * 1024;
+
 /**
  * One JSON call; node:http(s) rather than fetch, which cannot be given a CA. The deadline
  * is total: an answer that trickles in, byte by byte, is cut there too. A target that
  * cannot be reached, or does not answer in time, is KILN_ERR_ENGINE_UNAVAILABLE with
  * `details.reason` (the network error alone, for one-line displays).
  */
-/** The largest admin answer read (a page of 1,000 sessions is well under 1 MiB). */
-export const MAX_ANSWER_CHARS = 16 * 1024 * 1024;
-
 export async function adminCall<T>(target: AdminTarget, method: string, path: string, options: { timeoutMs?: number } = {}): Promise<T> {
   const url = new URL(`${target.url}${path}`);
   const timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS;
@@ -197,7 +197,6 @@ function failedPart(label: string, target: AdminTarget, err: KilnError): string 
   return lines.join('\n');
 }
 
-/** The balancer's part of the screen: its totals and one row per app server. */
 /**
  * The balancer's answer checked as the console checks it (balancerStatusFrom): `--balancer`
  * may name anything, and what answers there is not trusted to be a kiln balancer.
@@ -208,6 +207,7 @@ function checkedBalancerStatus(body: unknown): BalancerStatus {
   return status;
 }
 
+/** The balancer's part of the screen: its totals and one row per app server. */
 export function renderBalancer(url: string, b: BalancerStatus): string {
   const inRotation = b.nodes.filter((n) => n.healthy && !n.draining).length;
   const rows = [['NODE', 'URL', 'STATE', 'ACTIVE', 'REQUESTS', 'FAILURES', 'LAST ERROR']];

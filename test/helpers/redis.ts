@@ -1,6 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
+import type { RedisEngineOptions } from '../../src/engines/redis/engine-options.js';
+import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
 import { freePort, removeDir, sleep, tempDir, trackChild, waitFor } from './processes.js';
 
 /**
@@ -244,4 +247,23 @@ export async function startCluster(): Promise<ClusterDeployment> {
   };
   await deployment.waitHealthy();
   return deployment;
+}
+
+/**
+ * A redis-server and a RedisEngine connected to it (with `options`), made before a
+ * describe's tests and stopped after them; read the fields inside the tests.
+ */
+export function engineOnStandalone(options: Omit<RedisEngineOptions, 'url'> = {}): { redis: RedisDeployment; engine: RedisEngine; port: number } {
+  const made = {} as { redis: RedisDeployment; engine: RedisEngine; port: number };
+  before(async () => {
+    made.redis = await startStandalone();
+    made.port = made.redis.nodes[0]!.port;
+    made.engine = new RedisEngine({ url: made.redis.url, ...options });
+    await made.engine.connect();
+  });
+  after(async () => {
+    await made.engine?.close();
+    await made.redis?.stop();
+  });
+  return made;
 }

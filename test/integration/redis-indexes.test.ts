@@ -1,73 +1,60 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { RedisEngine } from '../../src/engines/redis/redis-engine.js';
+import { describe, it } from 'node:test';
 import { generateSessionId } from '../../src/session/id.js';
 import type { CommitRequest } from '../../src/session/model.js';
 import { commitOf } from '../conformance/engine-suite.js';
-import { redisCli, startStandalone, type RedisDeployment } from '../helpers/redis.js';
+import { engineOnStandalone, redisCli } from '../helpers/redis.js';
 
 /**
  * The indexes kept beside the scripts (ids, expiry, principal sets) on the real
  * redis-server: what a retry of an applied commit files again.
  */
 describe('Redis engine: the indexes beside the scripts', () => {
-  let redis: RedisDeployment;
-  let engine: RedisEngine;
-  let port: number;
-  before(async () => {
-    redis = await startStandalone();
-    port = redis.nodes[0]!.port;
-    engine = new RedisEngine({ url: redis.url });
-    await engine.connect();
-  });
-  after(async () => {
-    await engine?.close();
-    await redis?.stop();
-  });
+  const d = engineOnStandalone();
 
-  const cli = (...args: string[]) => redisCli(port, ...args);
+  const cli = (...args: string[]) => redisCli(d.port, ...args);
 
   it('a retried commit found applied files the session again: id and expiry entries, and out of the principal it replaced', async () => {
     const id = generateSessionId();
-    const { token } = await engine.acquire(id);
+    const { token } = await d.engine.acquire(id);
     const create: CommitRequest = commitOf(id, token, 0, { cart: ['tea'] }, { principal: 'alice', idleTimeoutMs: 60_000, absoluteExpiresAt: 0 });
-    await engine.commit(create);
+    await d.engine.commit(create);
     // The first attempt was applied but its reply lost, and with it the index writes that follow a reply.
     await cli('ZREM', 'kiln:{idx}:ids', id);
     await cli('ZREM', 'kiln:{idx}:exp', id);
-    assert.deepEqual(await engine.commit(create), { version: 1, duplicate: true });
+    assert.deepEqual(await d.engine.commit(create), { version: 1, duplicate: true });
     assert.equal(await cli('ZSCORE', 'kiln:{idx}:ids', id), '0', 'listed again');
     const deadline = Number(await cli('ZSCORE', 'kiln:{idx}:exp', id));
     assert.ok(Math.abs(deadline - (create.lastAccessedAt + 60_000)) < 5000, `filed for expiry at its deadline: ${deadline}`);
-    assert.deepEqual((await engine.list({ limit: 10 })).sessions.map((m) => m.id), [id]);
+    assert.deepEqual((await d.engine.list({ limit: 10 })).sessions.map((m) => m.id), [id]);
 
     // A principal change whose SREM of the old principal was lost with its reply.
     const change: CommitRequest = commitOf(id, token, 1, {}, { principal: 'bob' });
-    await engine.commit(change);
+    await d.engine.commit(change);
     await cli('SADD', 'kiln:principal:alice', id);
-    assert.deepEqual(await engine.commit(change), { version: 2, duplicate: true });
+    assert.deepEqual(await d.engine.commit(change), { version: 2, duplicate: true });
     assert.equal(await cli('SISMEMBER', 'kiln:principal:alice', id), '0', 'out of the principal it replaced');
     assert.equal(await cli('SISMEMBER', 'kiln:principal:bob', id), '1');
 
     // The session names alice again since: a late retry of the change to bob leaves her set alone.
-    await engine.commit(commitOf(id, token, 2, {}, { principal: 'alice' }));
-    assert.deepEqual(await engine.commit(change), { version: 2, duplicate: true });
+    await d.engine.commit(commitOf(id, token, 2, {}, { principal: 'alice' }));
+    assert.deepEqual(await d.engine.commit(change), { version: 2, duplicate: true });
     assert.equal(await cli('SISMEMBER', 'kiln:principal:alice', id), '1', 'still in the set of the principal it names');
     // An expiry entry earlier than the deadline (filed by a later commit) is not moved later.
     // Ahead of now (a due entry would be the sweep's to re-file meanwhile), behind the 60 s idle deadline.
     const earlier = String(Date.now() + 30_000);
     await cli('ZADD', 'kiln:{idx}:exp', earlier, id);
-    await engine.commit(create);
+    await d.engine.commit(create);
     assert.equal(await cli('ZSCORE', 'kiln:{idx}:exp', id), earlier);
-    await engine.release(id, token);
+    await d.engine.release(id, token);
   });
 
   it("a destroyed session's tombstone outlives the longest a destroy's WAIT and clean-up can take, even for a session about to expire", async () => {
     const id = generateSessionId();
-    const { token } = await engine.acquire(id);
-    await engine.commit(commitOf(id, token, 0, { n: 1 }, { principal: 'dora', idleTimeoutMs: 1000, absoluteExpiresAt: 0 }));
-    await engine.release(id, token);
-    assert.equal(await engine.destroy(id), true);
+    const { token } = await d.engine.acquire(id);
+    await d.engine.commit(commitOf(id, token, 0, { n: 1 }, { principal: 'dora', idleTimeoutMs: 1000, absoluteExpiresAt: 0 }));
+    await d.engine.release(id, token);
+    assert.equal(await d.engine.destroy(id), true);
     // With the default timeouts (operation 5 s, replicas 1 s): 2 × (5 + 1) + 5 = 17 s. The
     // session itself was due in about 3 s (1 s idle, 2 s touch grace); a tombstone gone by
     // then let a session made under the id meanwhile lose its index entries to this
@@ -77,7 +64,7 @@ describe('Redis engine: the indexes beside the scripts', () => {
     // A destroy again near the tombstone's end (a retry of one refused after it ran): its
     // own clean-up, after its own WAIT, gets the same window.
     await cli('PEXPIRE', `kiln:{${id}}:x`, '200');
-    assert.equal(await engine.destroy(id), false, 'destroyed before');
+    assert.equal(await d.engine.destroy(id), false, 'destroyed before');
     const extended = Number(await cli('PTTL', `kiln:{${id}}:x`));
     assert.ok(extended > 16_000, `the tombstone lives ${extended} ms after the second destroy`);
   });
@@ -89,12 +76,12 @@ describe('Redis engine: the indexes beside the scripts', () => {
     for (let at = 0; at < gone.length; at += 500) await cli('ZADD', 'kiln:{idx}:ids', ...gone.slice(at, at + 500).flatMap((id) => ['0', id]));
     await cli('ZADD', 'kiln:{idx}:ids', '0', 'B not a session id!');
     const real = 'z'.repeat(24);
-    const { token } = await engine.acquire(real);
-    await engine.commit(commitOf(real, token, 0, { n: 1 }));
-    await engine.release(real, token);
+    const { token } = await d.engine.acquire(real);
+    await d.engine.commit(commitOf(real, token, 0, { n: 1 }));
+    await d.engine.release(real, token);
     const evalshas = async () => Number(/^cmdstat_evalsha:calls=(\d+)/m.exec(await cli('INFO', 'commandstats'))?.[1] ?? 0);
     const before = await evalshas();
-    const first = await engine.list({ limit: 10 });
+    const first = await d.engine.list({ limit: 10 });
     const peeks = (await evalshas()) - before;
     assert.ok(peeks <= 8 * 11, `one page peeked at ${peeks} entries (limit 10)`);
     assert.deepEqual(first.sessions, []);
@@ -103,7 +90,7 @@ describe('Redis engine: the indexes beside the scripts', () => {
     let pages = 1;
     const found: string[] = [];
     while (page.next !== null) {
-      page = await engine.list({ limit: 10, after: page.next });
+      page = await d.engine.list({ limit: 10, after: page.next });
       found.push(...page.sessions.map((m) => m.id));
       assert.ok(++pages < 100, 'the pages end');
     }

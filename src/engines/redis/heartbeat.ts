@@ -46,8 +46,10 @@ export interface HeartbeatOptions {
   giveBack: (sessionId: string, token: number) => void;
   /** ROLE on a master ('' where there is one connection): how many replicas it lists, and their acknowledged offsets. */
   sawRole: (view: RoleView, connection?: string) => void;
-  /** ROLE of every master where there are several (RedisTransport.rolesOfMasters). */
-  rolesOfMasters: (timeoutMs: number) => Promise<{ connection: string; reply: unknown }[] | undefined>;
+  /** The masters' connections where there are several (RedisTransport.masterConnections). */
+  masterConnections: () => string[] | undefined;
+  /** A keyless command on one master's connection (ScriptRunner.sendTo). */
+  sendTo: (connection: string, args: string[], timeoutMs: number) => Promise<unknown>;
   /** Renews the held leases, sending none at or after `deadline` and returning by then (see Ownership.renewAll). */
   renewAll: (deadline: number) => Promise<void>;
 }
@@ -104,12 +106,14 @@ export class Heartbeat {
    * best effort's grace.
    */
   private async countReplicasOnline(): Promise<void> {
-    const roles = await this.o.rolesOfMasters(this.answerBoundMs());
-    if (roles) {
-      for (const { connection, reply } of roles) {
-        const view = roleView(reply as Reply[]);
-        if (view) this.o.sawRole(view, connection);
-      }
+    const masters = this.o.masterConnections();
+    if (masters) {
+      // A master that does not answer is left out of this beat.
+      const roles = await Promise.allSettled(masters.map((connection) => this.o.sendTo(connection, ['ROLE'], this.answerBoundMs())));
+      roles.forEach((role, i) => {
+        const view = role.status === 'fulfilled' ? roleView(role.value as Reply[]) : undefined;
+        if (view) this.o.sawRole(view, masters[i]);
+      });
       return;
     }
     const role = (await this.o.send(this.o.epochKey, ['ROLE'], this.answerBoundMs())) as Reply[];

@@ -6,6 +6,7 @@
  * commits from a copy another process may already be changing. Leases it stopped trusting
  * for connection trouble are remembered, to be handed back once Redis answers again.
  */
+import { forEachInSlices } from '../../tier/sliced-work.js';
 import { settlePooled } from '../../util/slices.js';
 import type { LeaseHandler } from '../engine.js';
 
@@ -19,9 +20,10 @@ export interface HeldLease {
   token: number;
   /** Until when this process may trust the lease without hearing from Redis. */
   validUntil: number;
-  /** When its last renewal was sent (renewAll asks the longest unasked first). */
-  renewAsked?: number;
 }
+
+/** The granularity renewAll orders leases by: whole seconds of `validUntil`. */
+const RENEW_ORDER_MS = 1000;
 
 /** How long a fresh grant is trusted: until its recall deadline if it came recalled, else a time limit from when it was asked for. */
 export function grantValidUntil(recallDeadline: number, sentAt: number, leaseTimeMs: number): number {
@@ -143,16 +145,12 @@ export class Ownership {
    * under way at the deadline is applied when it answers, and not sent again meanwhile.
    */
   async renewAll(renew: (sessionId: string, token: number) => Promise<number>, deadline?: number): Promise<void> {
-    // The leases whose trust runs out soonest go first: a round cut short by its deadline
-    // skips those that can best wait (a fresh grant, one just renewed), not those about to lapse.
-    const due = [...this.held].filter(([sessionId]) => !this.renewing.has(sessionId)).sort(([, a], [, b]) => a.validUntil - b.validUntil);
     await settlePooled(
-      due,
+      await this.dueForRenewal(),
       RENEW_SLICE,
       async ([sessionId, lease]) => {
         // Each renewal's own send time: one sent later counts from when it was asked.
         const sent = Date.now();
-        lease.renewAsked = sent;
         this.renewing.add(sessionId);
         let answer: number;
         try {
@@ -168,5 +166,29 @@ export class Ownership {
       },
       deadline,
     );
+  }
+
+  /**
+   * The held leases not being renewed, those whose trust runs out soonest first: a round
+   * cut short by its deadline skips those that can best wait (a fresh grant, one just
+   * renewed), not those about to lapse. Ordered to the second, by buckets (linear), and
+   * read in slices that yield: an exact sort of 50,000 leases held the event loop about
+   * 100 ms every round. A lease dropped while this runs is asked anyway; its answer is
+   * not applied (renewAll checks it is still the lease held).
+   */
+  private async dueForRenewal(): Promise<[string, HeldLease][]> {
+    const buckets = new Map<number, [string, HeldLease][]>();
+    await forEachInSlices(this.held, async (entry) => {
+      if (this.renewing.has(entry[0])) return;
+      const second = Math.floor(entry[1].validUntil / RENEW_ORDER_MS);
+      const bucket = buckets.get(second);
+      if (bucket) bucket.push(entry);
+      else buckets.set(second, [entry]);
+    });
+    // As many buckets as seconds between the soonest and latest trust (about leaseTimeMs / 1000).
+    // Pushed in a loop: flatMap took several times as long over 200,000 leases.
+    const due: [string, HeldLease][] = [];
+    for (const second of [...buckets.keys()].sort((x, y) => x - y)) for (const entry of buckets.get(second)!) due.push(entry);
+    return due;
   }
 }

@@ -162,7 +162,8 @@ export class RedisEngine implements Engine {
       takeToRelease: () => this.ownership.takeToRelease(),
       giveBack,
       sawRole: (view, connection) => this.runner.sawRole(view, connection),
-      rolesOfMasters: (timeoutMs) => this.transport.rolesOfMasters(timeoutMs),
+      masterConnections: () => this.transport.masterConnections(),
+      sendTo: this.runner.sendTo,
       renewAll: (deadline) => this.ownership.renewAll(async (sessionId, token) => num(await runScript(SCRIPTS.renew, sessionId, this.ownerId, [String(token)]).catch(() => -1)), deadline),
     });
     this.store = new SessionStore({

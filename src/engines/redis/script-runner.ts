@@ -56,6 +56,21 @@ export interface ScriptRunnerOptions {
   sendTo: (connection: string, args: string[]) => Promise<unknown>;
 }
 
+/** One write to be confirmed by replicas (ScriptRunner.sendConfirmed). */
+interface ConfirmedWrite {
+  /** What it is, in messages ('commit', 'SADD of kiln:principal:…'). */
+  name: string;
+  firstKey: string;
+  /** Its lane (connectionOf(firstKey) when it is sent). */
+  connection: string;
+  /** replicas > 0 and the caller asked for replicas: the guard plans and judges it. */
+  replicated: boolean;
+  timeoutMs: number;
+  deadline: number | undefined;
+  /** A write of its own: counted when acknowledged under-replicated (not a login's principal entry, whose commit counts itself). */
+  countsUnderReplicated: boolean;
+}
+
 /** What one WAIT answered: how many replicas, (namesNodes) which node it ran on, and which connection the slot table sent it to. */
 interface WaitAnswer {
   replicas: number;
@@ -148,9 +163,7 @@ export class ScriptRunner {
   readonly send = (firstKey: string | undefined, args: (string | Buffer)[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> => this.tracked(() => this.o.send(firstKey, args), firstKey, args, timeoutMs);
 
   /** A keyless command on one connection (see ScriptRunnerOptions.sendTo), bounded and counted as send is. */
-  private sendOn(connection: string, args: string[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> {
-    return this.tracked(() => this.o.sendTo(connection, args), undefined, args, timeoutMs);
-  }
+  readonly sendTo = (connection: string, args: string[], timeoutMs = this.o.operationTimeoutMs): Promise<unknown> => this.tracked(() => this.o.sendTo(connection, args), undefined, args, timeoutMs);
 
   private async tracked(sending: () => Promise<unknown>, firstKey: string | undefined, args: (string | Buffer)[], timeoutMs: number): Promise<unknown> {
     this.sent.requests++;
@@ -158,14 +171,11 @@ export class ScriptRunner {
     try {
       return await withTimeout(sending(), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer ${String(args[0])} within ${timeoutMs} ms`));
     } catch (err) {
-      let error = toEngineError(err, this.o.address);
+      const error = toEngineError(err, this.o.address);
       if (!error.message.includes('NOSCRIPT')) this.countError(error.code);
-      // A command names its one key; a script's keys are named by runScript.
+      // A command names its one key; a script's keys are named by runScript (replicatedWrite's by itself).
       const op = String(args[0]);
-      if (error.code === 'KILN_ERR_STORAGE_DAMAGED' && firstKey !== undefined && op !== 'EVALSHA' && op !== 'EVAL' && !error.message.includes(firstKey)) {
-        error = new KilnError('KILN_ERR_STORAGE_DAMAGED', `${firstKey}: ${error.message}`, { cause: error, details: { key: firstKey } });
-      }
-      throw error;
+      throw firstKey !== undefined && op !== 'EVALSHA' && op !== 'EVAL' ? damageNaming(error, firstKey) : error;
     }
   }
 
@@ -191,18 +201,15 @@ export class ScriptRunner {
     const args: (string | Buffer)[] = [String(keys.length), ...keys, String(Date.now()), owner, ...o.scriptSettings, sessionId, ...extra];
     const replicated = options.waitForReplicas === true && o.replicas > 0;
     const connection = replicated ? o.connectionOf(keys[0]!) : '';
-    const run = async (op: 'EVALSHA' | 'EVAL'): Promise<unknown> => {
-      // Each attempt gets what is left of the call's time (an EVAL after NOSCRIPT too).
-      const timeoutMs = within(options.timeoutMs ?? o.operationTimeoutMs, deadline);
-      const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
-      if (plan.refuse) {
-        if (plan.probe) this.probeReplicas(connection);
-        throw this.refusal(script.name, 0, 0);
-      }
-      const named = plan.waitFor > 0 && o.namesNodes;
-      const sent = named ? script.nodeNamed : script;
-      return this.sendConfirmed(script.name, keys[0]!, connection, plan, replicated, [op, op === 'EVALSHA' ? sent.sha : sent.source, ...args], named, timeoutMs, deadline);
-    };
+    const run = (op: 'EVALSHA' | 'EVAL'): Promise<unknown> =>
+      this.sendConfirmed(
+        // Each attempt gets what is left of the call's time (an EVAL after NOSCRIPT too).
+        { name: script.name, firstKey: keys[0]!, connection, replicated, timeoutMs: within(options.timeoutMs ?? o.operationTimeoutMs, deadline), deadline, countsUnderReplicated: true },
+        (named) => {
+          const sent = named ? script.nodeNamed : script;
+          return [op, op === 'EVALSHA' ? sent.sha : sent.source, ...args];
+        },
+      );
     let reply: unknown;
     try {
       try {
@@ -223,15 +230,23 @@ export class ScriptRunner {
   };
 
   /**
-   * Sends one write and, as `plan` says, its connection's next WAIT right behind it. Its
-   * reply once the WAIT confirms it (`replicated`: the guard judges what it confirmed);
-   * else a refusal carrying the reply (ranUnconfirmed).
-   * `named`: the write replies `{reply, CLUSTER MYID}`, compared with the WAIT's node.
+   * Sends one write and, as the guard plans it, its connection's next WAIT right behind
+   * it (a known shortage refuses it here, unsent). Its reply once the WAIT confirms it;
+   * else a refusal carrying the reply (ranUnconfirmed). `request(named)`: the command, in
+   * its node-naming form (replying `{reply, CLUSTER MYID}`) where a Cluster's WAIT is to
+   * be checked against the node that ran it.
    */
-  private async sendConfirmed(name: string, firstKey: string, connection: string, plan: ConfirmationPlan, replicated: boolean, request: (string | Buffer)[], named: boolean, timeoutMs: number, deadline: number | undefined, countsUnderReplicated = true): Promise<unknown> {
+  private async sendConfirmed(w: ConfirmedWrite, request: (named: boolean) => (string | Buffer)[]): Promise<unknown> {
     const o = this.o;
+    const { name, firstKey, connection, replicated, timeoutMs, deadline } = w;
+    const plan: ConfirmationPlan = replicated ? o.replicaGuard.plan(Date.now(), connection) : NO_WAIT;
+    if (plan.refuse) {
+      if (plan.probe) this.probeReplicas(connection);
+      throw this.refusal(name, 0, 0);
+    }
+    const named = plan.waitFor > 0 && o.namesNodes;
     const generation = o.generation();
-    const reply = this.send(firstKey, request, timeoutMs);
+    const reply = this.send(firstKey, request(named), timeoutMs);
     // The connection's next WAIT, asked for right behind the write: one out now at most, and each runs its full timeout.
     const waitBound = within(timeoutMs + 2 * o.replicaTimeoutMs, deadline);
     const acked = plan.waitFor > 0 ? withTimeout(this.confirm(firstKey, connection, plan.waitFor), waitBound, () => waitTimedOut(waitBound)) : undefined;
@@ -252,7 +267,7 @@ export class ScriptRunner {
       // And the WAIT ran where the write did, on the lane's connection (a slot table
       // refreshed before the WAIT was sent sends it elsewhere).
       if (named && (answer?.node !== ranOn || answer?.routedTo !== connection)) throw this.movedRefusal(name, ranOn, answer?.node);
-      if (replicated) this.afterWait(name, answer?.replicas ?? 0, plan.waitFor, connection, countsUnderReplicated);
+      if (replicated) this.afterWait(name, answer?.replicas ?? 0, plan.waitFor, connection, w.countsUnderReplicated);
     } catch (err) {
       throw ranUnconfirmed(err, result);
     }
@@ -279,22 +294,12 @@ export class ScriptRunner {
       return;
     }
     await o.ensureConnected(deadline);
-    const connection = o.connectionOf(firstKey);
-    const plan = o.replicaGuard.plan(Date.now(), connection);
-    const what = `${command} of ${firstKey}`;
-    if (plan.refuse) {
-      if (plan.probe) this.probeReplicas(connection);
-      throw this.refusal(what, 0, 0);
-    }
-    const named = plan.waitFor > 0;
-    const request = named ? ['EVAL', NODE_NAMED_WRITE, '1', firstKey, command, member] : [command, firstKey, member];
+    const write: ConfirmedWrite = { name: `${command} of ${firstKey}`, firstKey, connection: o.connectionOf(firstKey), replicated: true, timeoutMs: within(o.operationTimeoutMs, deadline), deadline, countsUnderReplicated: false };
     try {
-      // Not a commit of its own: the commit that follows counts itself if under-replicated.
-      await this.sendConfirmed(what, firstKey, connection, plan, true, request, named, within(o.operationTimeoutMs, deadline), deadline, false);
+      await this.sendConfirmed(write, (named) => (named ? ['EVAL', NODE_NAMED_WRITE, '1', firstKey, command, member] : [command, firstKey, member]));
     } catch (err) {
       // As send names the key of a command (an EVAL's error does not).
-      if (isKilnError(err, 'KILN_ERR_STORAGE_DAMAGED') && !err.message.includes(firstKey)) throw new KilnError('KILN_ERR_STORAGE_DAMAGED', `${firstKey}: ${err.message}`, { cause: err, details: { key: firstKey } });
-      throw err;
+      throw isKilnError(err) ? damageNaming(err, firstKey) : err;
     }
   };
 
@@ -354,7 +359,7 @@ export class ScriptRunner {
 
   /** Asks ROLE on `connection`'s master whether its replicas are back (once per probe spacing; holds nothing up). */
   private probeReplicas(connection: string): void {
-    this.sendOn(connection, ['ROLE'])
+    this.sendTo(connection, ['ROLE'])
       .then((role) => {
         const view = roleView(role as Reply[]);
         if (view) this.o.replicaGuard.roleSeen(connection, view, Date.now());
@@ -391,6 +396,12 @@ export class ScriptRunner {
 
 /** One write of a key (`ARGV[1] KEYS[1] ARGV[2]`), replying as a RedisScript.nodeNamed does: `{reply, CLUSTER MYID}`. */
 const NODE_NAMED_WRITE = "return {redis.call(ARGV[1], KEYS[1], ARGV[2]), redis.call('CLUSTER', 'MYID')}";
+
+/** A damage error of a command on one key, naming the key if Redis's message does not. */
+function damageNaming(error: KilnError, key: string): KilnError {
+  if (error.code !== 'KILN_ERR_STORAGE_DAMAGED' || error.message.includes(key)) return error;
+  return new KilnError('KILN_ERR_STORAGE_DAMAGED', `${key}: ${error.message}`, { cause: error, details: { key } });
+}
 
 function waitTimedOut(bound: number): KilnError {
   return new KilnError('KILN_ERR_TIMEOUT', `Redis did not answer WAIT within ${bound} ms`);

@@ -2,7 +2,6 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { ConnectionOptions } from 'node:tls';
 import type * as RedisClient from '@redis/client';
 import { KilnError } from '../../errors/index.js';
-import { withTimeout } from '../../util/deadline.js';
 import { hashSlot } from './hash-slot.js';
 import type { RedisTopology } from './topology.js';
 
@@ -29,18 +28,16 @@ export interface RedisTransport {
    */
   readonly generation: number;
   /**
-   * ROLE of every master, each under its connectionOf name, where there are several (a
-   * cluster: each shard's replicas are its own); undefined where there is one connection
-   * (the heartbeat's ROLE on it says it all). A master that does not answer is left out.
-   */
-  rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined>;
-  /**
    * Runs a keyless command (WAIT, ROLE, CLUSTER MYID) on the connection `connectionOf`
    * named, whatever the slot table says by now: a WAIT confirms only the writes sent
    * before it on its own connection.
    */
   sendTo(connection: string, args: string[]): Promise<unknown>;
-  /** The connections (connectionOf's names) of the masters now, where there are several (a cluster); undefined where there is one. */
+  /**
+   * The connections (connectionOf's names) of the masters now, where there are several (a
+   * cluster: each shard's replicas are its own, and the heartbeat reads ROLE on each);
+   * undefined where there is one connection (the heartbeat's own ROLE covers it).
+   */
   masterConnections(): string[] | undefined;
   subscribe(channel: string, listener: (message: string) => void): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
@@ -158,10 +155,6 @@ class DeferredTransport implements RedisTransport {
     return this.inner?.generation ?? 0;
   }
 
-  rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined> {
-    return this.inner ? this.inner.rolesOfMasters(timeoutMs) : Promise.reject(this.notYet());
-  }
-
   sendTo(connection: string, args: string[]): Promise<unknown> {
     return this.inner ? this.inner.sendTo(connection, args) : Promise.reject(this.notYet());
   }
@@ -215,11 +208,6 @@ abstract class BaseTransport {
 
   onTrouble(listener: (event: TransportEvent) => void): void {
     this.listeners.add(listener);
-  }
-
-  /** One connection (standalone, Sentinel): the heartbeat's own ROLE covers it. */
-  async rolesOfMasters(_timeoutMs: number): Promise<{ connection: string; reply: unknown }[] | undefined> {
-    return undefined;
   }
 
   abstract send(firstKey: string | undefined, args: (string | Buffer)[]): Promise<unknown>;
@@ -424,15 +412,8 @@ class ClusterTransport extends BaseTransport implements RedisTransport {
     return Promise.resolve(this.cluster.nodeClient(master)).then((client) => client.sendCommand(args));
   }
 
-
   override masterConnections(): string[] {
     return this.cluster.masters.map((m) => m.address);
-  }
-
-  override async rolesOfMasters(timeoutMs: number): Promise<{ connection: string; reply: unknown }[]> {
-    const asked = this.cluster.masters.map(async (master) => ({ connection: master.address, reply: await withTimeout((await this.cluster.nodeClient(master)).sendCommand(['ROLE']), timeoutMs, () => new KilnError('KILN_ERR_TIMEOUT', `ROLE on ${master.address} timed out`)) }));
-    const answers = await Promise.allSettled(asked);
-    return answers.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
   }
 
   async masterIdentity(): Promise<string> {
